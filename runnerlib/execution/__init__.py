@@ -1,0 +1,1 @@
+"""execution layer of runnerlib."""

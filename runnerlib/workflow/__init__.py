@@ -1,0 +1,1 @@
+"""workflow layer of runnerlib."""
