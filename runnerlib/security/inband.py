@@ -1,0 +1,199 @@
+"""In-band registration: a trusted step prints `::add-mask::VALUE` (GitHub Actions' form) to mask VALUE.
+
+A byte-stream stage placed BEFORE the masking stream of a step's output:
+
+- trusted step: a line `::add-mask::VALUE` registers VALUE in the job's registry before any later byte of the
+  output passes on, and the line itself is swallowed (never echoed, so VALUE never reaches the masker in
+  clear with a chance to slip past it);
+- untrusted step: nothing is recognised; every byte passes on unchanged and is masked as ordinary output.
+  An untrusted step that could register values could mask arbitrary text (hiding its own output) and learn
+  by elimination whether a guess is a secret, so it gets no say.
+
+Hold-back: only the start of a line that could still become the command (optional spaces or tabs, then a
+prefix of `::add-mask::`, compared case-insensitively as the GitHub runner does) is held, at most a few
+dozen bytes; everything else passes as it arrives. A command line is held until its newline (bounded by
+`max_command`; a longer one is dropped whole, never echoed). flush() keeps the partial prefix (releasing
+`::add-m` and then receiving `ask::VALUE` would print VALUE); close() releases it, and registers an
+unterminated command at end of stream.
+
+Like GitHub's runner, VALUE is unescaped (%25 -> %, %0D -> CR, %0A -> LF) so multi-line values can be
+registered on one line; the escaped form is registered too when it differs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+log = logging.getLogger("runnerlib.secrets.inband")
+
+PREFIX = b"::add-mask::"
+# Leading blanks allowed before the command: scripts indent. Bounded so a line of blanks is not held forever.
+MAX_INDENT = 64
+MAX_COMMAND = 1024 * 1024
+
+
+class Registry(Protocol):
+    def add(self, value: str | bytes, *, source: str) -> bool: ...
+
+
+def unescape_command_data(data: bytes) -> bytes:
+    """GitHub Actions' command-data unescaping: %0D -> CR, %0A -> LF, %25 -> % (in that order of meaning)."""
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        if data[i] == 0x25 and data[i + 1 : i + 3].upper() in (b"0D", b"0A", b"25"):
+            out += {b"0D": b"\r", b"0A": b"\n", b"25": b"%"}[bytes(data[i + 1 : i + 3]).upper()]
+            i += 3
+        else:
+            out.append(data[i])
+            i += 1
+    return bytes(out)
+
+
+class AddMaskFilter:
+    """write(bytes) / flush() / close(): recognises `::add-mask::` lines and forwards the rest to `sink`.
+
+    `sink` is a stream with write() (and optionally flush()/close(), which are passed on) or a callable
+    taking bytes. `source` names the step in the registry's records. Single writer, like any stream.
+
+    Example::
+
+        masked = registry.stream(out.write)
+        stage = AddMaskFilter(registry, masked, trusted=step.trusted, source=f"::add-mask:: in {step.name}")
+        for chunk in process_output:
+            stage.write(chunk)
+        stage.close()                  # closes `masked` too
+    """
+
+    def __init__(self, registry: Registry, sink: Any, *, trusted: bool, source: str = "::add-mask::",
+                 max_command: int = MAX_COMMAND) -> None:
+        self.registry = registry
+        self.trusted = trusted
+        self.source = source
+        self.max_command = max_command
+        self._write: Callable[[bytes], Any] = sink.write if hasattr(sink, "write") else sink
+        self._sink = sink
+        # Line state: "start" = at the start of a line, `_held` may be a command candidate;
+        # "pass" = inside an ordinary line; "command" = inside a command line, `_held` is its value so far;
+        # "skip" = inside an over-long command line being dropped.
+        self._state = "start"
+        self._held = bytearray()
+        self._closed = False
+        self.registered = 0
+
+    # --- the stream ----------------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise ValueError("write to a closed AddMaskFilter")
+        if not data:
+            return
+        if not self.trusted:
+            self._write(bytes(data))
+            return
+        data = bytes(data)
+        out = bytearray()
+        view = memoryview(data)
+        pos = 0
+        end = len(view)
+        while pos < end:
+            if self._state == "pass":
+                newline = data.find(b"\n", pos)
+                if newline < 0:
+                    out += view[pos:]
+                    pos = end
+                else:
+                    out += view[pos : newline + 1]
+                    pos = newline + 1
+                    self._state = "start"
+            elif self._state == "start":
+                pos = self._scan_start(data, pos, out)
+            else:  # command or skip: held until the newline
+                newline = data.find(b"\n", pos)
+                stop = end if newline < 0 else newline
+                if self._state == "command":
+                    self._held += view[pos:stop]
+                    if len(self._held) > self.max_command:
+                        log.warning("%s: ::add-mask:: value longer than %d bytes dropped (not registered)",
+                                    self.source, self.max_command)
+                        self._held.clear()
+                        self._state = "skip"
+                if newline < 0:
+                    pos = end
+                else:
+                    if self._state == "command":
+                        # Everything before this line was already handed on; what follows waits for add().
+                        self._emit(out)
+                        out = bytearray()
+                        self._register(bytes(self._held))
+                    self._held.clear()
+                    self._state = "start"
+                    pos = newline + 1
+        self._emit(out)
+
+    def _scan_start(self, data: bytes, pos: int, out: bytearray) -> int:
+        """At a line start: extend the held candidate byte by byte while it can still become the command."""
+        end = len(data)
+        while pos < end:
+            byte = data[pos : pos + 1]
+            candidate = self._held + byte
+            stripped = bytes(candidate).lstrip(b" \t")
+            indent = len(candidate) - len(stripped)
+            if indent <= MAX_INDENT and PREFIX.startswith(stripped.lower()):
+                self._held = bytearray(candidate)
+                pos += 1
+                if len(stripped) == len(PREFIX):
+                    self._held.clear()
+                    self._state = "command"
+                    return pos
+                continue
+            # Not (or no longer) a command: release what was held and pass the rest of the line.
+            out += self._held
+            self._held.clear()
+            self._state = "pass"
+            return pos
+        return pos
+
+    def _register(self, raw: bytes) -> None:
+        value = raw[:-1] if raw.endswith(b"\r") else raw
+        if not value.strip():
+            log.warning("%s: ::add-mask:: with an empty value ignored", self.source)
+            return
+        forms = [unescape_command_data(value)]
+        if forms[0] != value:
+            forms.append(value)
+        for form in forms:
+            if self.registry.add(form, source=self.source):
+                self.registered += 1
+
+    def _emit(self, out: bytearray) -> None:
+        if out:
+            self._write(bytes(out))
+
+    def flush(self) -> None:
+        """Pass on everything except a possible command prefix (see the module doc), then flush the sink."""
+        flush = getattr(self._sink, "flush", None)
+        if flush is not None:
+            flush()
+
+    def close(self) -> None:
+        """End of stream: release a held partial prefix, register an unterminated command, close the sink."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._state == "start" and self._held:
+            self._emit(self._held)
+        elif self._state == "command":
+            self._register(bytes(self._held))
+        self._held.clear()
+        close = getattr(self._sink, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> AddMaskFilter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,452 @@
+"""The authenticated secret registration socket: trusted job code registers secrets while the job runs.
+
+Invariant: a secret is acknowledged only after `registry.add` returned, i.e. after every live output stream
+masks it; so a client that prints the secret right after its reply sees it masked, every time.
+
+Wire format (the existing one, plus a token; written down in docs/secrets.md):
+
+    request  = 4-byte big-endian length N, then N bytes of UTF-8 JSON:
+               {"action": "register", "secrets": ["...", ...], "token": "<REACTORCIDE_SECRETS_TOKEN>"}
+    reply    = one line of JSON then "\\n", then the server closes:
+               {"status": "ok", "registered": N}            (N = values the registry accepted)
+               {"status": "error", "error": "<reason>"}     (never echoes a value)
+
+One request per connection. A connection is refused (error reply, nothing registered) unless BOTH hold:
+- the peer's uid (SO_PEERCRED, taken by the kernel at connect time, so it cannot be forged) is in
+  `allowed_uids`; this check comes first, so a stolen token is useless from another uid;
+- the "token" field equals the per-job token (hmac.compare_digest: constant time). An existing client keeps
+  its frame and adds the one field; `require_token=False` accepts frames without a token from allowed uids.
+
+Defence in depth: the socket lives in a fresh 0700 directory that only the runner's uid can enter, and the
+socket file itself is 0600; both are removed by stop().
+
+The server is one selectors loop in one thread: every socket is non-blocking, so a slow or silent client
+costs a file descriptor until its deadline, never the attention of the loop. Frames are capped
+(`max_frame`, 1 MiB), each connection has a deadline (`timeout`) for the whole request, and at most
+`max_connections` are open at once (the rest wait in the kernel's listen backlog).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hmac
+import json
+import logging
+import os
+import secrets as secrets_module
+import selectors
+import shutil
+import socket
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger("runnerlib.secrets.socket")
+
+SOCKET_VAR = "REACTORCIDE_SECRETS_SOCKET"
+TOKEN_VAR = "REACTORCIDE_SECRETS_TOKEN"
+SOCKET_NAME = "secrets.sock"
+MAX_FRAME = 1024 * 1024
+HEADER = struct.Struct(">I")
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# After the reply, the server reads (and drops) what the client may still send until it closes, briefly:
+# closing a Unix socket with unread data makes the peer's recv() fail with ECONNRESET, losing our reply.
+DRAIN_SECONDS = 1.0
+DRAIN_BYTES = 2 * MAX_FRAME
+
+
+class Registry(Protocol):
+    def add(self, value: str | bytes, *, source: str) -> bool: ...
+
+
+@dataclass(eq=False)
+class _Conn:
+    sock: socket.socket
+    uid: int
+    pid: int
+    deadline: float
+    buf: bytearray = field(default_factory=bytearray)
+    length: int | None = None
+    out: bytes = b""
+    phase: str = "read"  # read -> write -> drain -> closed
+    drained: int = 0
+
+
+class FrameError(ValueError):
+    """A request the server refuses; the message is sent to the client as {"status": "error"}."""
+
+
+def encode_frame(message: dict[str, Any]) -> bytes:
+    """One request frame: the 4-byte big-endian length and the UTF-8 JSON body (used by the client too)."""
+    body = json.dumps(message, ensure_ascii=False).encode("utf-8")
+    return HEADER.pack(len(body)) + body
+
+
+def parse_request(body: bytes) -> dict[str, Any]:
+    """Decode and type-check a request body; raises FrameError with a message safe to send back.
+
+    Messages never quote the body: a client that sent a secret in a malformed frame must not find it in a
+    log or reply.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FrameError(f"request is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        message = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FrameError(f"request is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise FrameError("request is not valid JSON (nested too deeply)") from None
+    if not isinstance(message, dict):
+        raise FrameError(f"request must be a JSON object, not {type(message).__name__}")
+    return message
+
+
+def check_register(message: dict[str, Any]) -> list[str]:
+    """The secrets of a well-formed register request; raises FrameError otherwise."""
+    action = message.get("action")
+    if action != "register":
+        raise FrameError('unknown or missing "action": the only action is "register"')
+    values = message.get("secrets")
+    if not isinstance(values, list):
+        raise FrameError(f'"secrets" must be a list of strings, not {type(values).__name__}')
+    for index, value in enumerate(values):
+        if not isinstance(value, str):
+            raise FrameError(f'"secrets"[{index}] must be a string, not {type(value).__name__}')
+    return values
+
+
+def _reply(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload).encode("utf-8") + b"\n"
+
+
+class SecretSocketServer:
+    """Serves secret registrations for one job. Use as a context manager, or start() / stop().
+
+    `allowed_uids` defaults to the runner's own uid. `parent_dir` is where the private directory is made
+    (default: tempfile's). `timeout` is the deadline of one whole request. `token` exists for tests; by
+    default it is `secrets.token_urlsafe(32)`, and it is itself added to the registry at start().
+
+    Example::
+
+        with SecretSocketServer(registry) as server:
+            run_trusted_step(env={**env, **server.env()})
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        allowed_uids: Iterable[int] | None = None,
+        require_token: bool = True,
+        token: str | None = None,
+        parent_dir: str | os.PathLike[str] | None = None,
+        timeout: float = 5.0,
+        max_frame: int = MAX_FRAME,
+        max_connections: int = 4096,
+    ) -> None:
+        self.registry = registry
+        self.allowed_uids = frozenset(allowed_uids) if allowed_uids is not None else frozenset({os.getuid()})
+        self.require_token = require_token
+        self.token = token or secrets_module.token_urlsafe(32)
+        self.timeout = timeout
+        self.max_frame = max_frame
+        self.max_connections = max_connections
+        self._parent_dir = parent_dir
+        self.directory: str | None = None
+        self.path: str | None = None
+        self._listener: socket.socket | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._conns: set[_Conn] = set()
+        self._listening = False
+        self.stats = {"accepted": 0, "registered": 0, "requests_ok": 0, "refused_uid": 0,
+                      "refused_token": 0, "bad_requests": 0, "timeouts": 0}
+
+    def __repr__(self) -> str:  # never the token
+        return f"SecretSocketServer(path={self.path!r})"
+
+    # --- life cycle --------------------------------------------------------------------------------------
+
+    def start(self) -> SecretSocketServer:
+        """Create the private directory and the socket, register the token as a secret, start serving."""
+        if self._thread is not None:
+            raise RuntimeError("secret socket server already started")
+        self.registry.add(self.token, source="secrets socket token")
+        self.directory = tempfile.mkdtemp(prefix="runnerlib-secrets-", dir=self._parent_dir)  # mode 0700
+        os.chmod(self.directory, 0o700)
+        self.path = os.path.join(self.directory, SOCKET_NAME)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            old_umask = os.umask(0o177)  # the socket is born 0600: no window where it is wider
+            try:
+                listener.bind(self.path)
+            finally:
+                os.umask(old_umask)
+            listener.listen(4096)
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise
+        self._listener = listener
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._listen(True)
+        self._thread = threading.Thread(target=self._serve, name="runnerlib-secrets-socket", daemon=True)
+        self._thread.start()
+        return self
+
+    def env(self) -> dict[str, str]:
+        """The two variables for trusted steps (never give them to untrusted ones)."""
+        if self.path is None:
+            raise RuntimeError("secret socket server is not started")
+        return {SOCKET_VAR: self.path, TOKEN_VAR: self.token}
+
+    def stop(self) -> None:
+        """Stop serving, close every connection, remove the socket and its directory. Idempotent."""
+        if self._thread is not None:
+            self._stopping.set()
+            with contextlib.suppress(OSError):
+                assert self._wake_w is not None
+                self._wake_w.send(b"x")
+            self._thread.join()
+            self._thread = None
+        for conn in list(self._conns):
+            self._close(conn)
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._listener = self._wake_r = self._wake_w = None
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+    def __enter__(self) -> SecretSocketServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- the loop ----------------------------------------------------------------------------------------
+
+    def _listen(self, on: bool) -> None:
+        assert self._selector is not None and self._listener is not None
+        if on and not self._listening:
+            self._selector.register(self._listener, selectors.EVENT_READ, "listen")
+        elif not on and self._listening:
+            self._selector.unregister(self._listener)
+        self._listening = on
+
+    def _serve(self) -> None:
+        assert self._selector is not None
+        next_sweep = time.monotonic()
+        paused_until = 0.0
+        while not self._stopping.is_set():
+            try:
+                events = self._selector.select(timeout=0.1)
+            except InterruptedError:
+                continue
+            for key, mask in events:
+                if key.data == "wake":
+                    with contextlib.suppress(OSError):
+                        self._wake_r.recv(64)  # type: ignore[union-attr]
+                elif key.data == "listen":
+                    if not self._accept():
+                        # Out of file descriptors: stop polling the listener for a moment rather than spin.
+                        self._listen(False)
+                        paused_until = time.monotonic() + 0.1
+                else:
+                    self._handle(key.data, mask)
+            now = time.monotonic()
+            if paused_until and now >= paused_until and len(self._conns) < self.max_connections:
+                paused_until = 0.0
+                self._listen(True)
+            if now >= next_sweep:
+                next_sweep = now + 0.1
+                for conn in [c for c in self._conns if c.deadline <= now]:
+                    self._expire(conn)
+
+    def _accept(self) -> bool:
+        assert self._listener is not None and self._selector is not None
+        for _ in range(256):  # bounded, so a flood cannot starve the connections already open
+            if len(self._conns) >= self.max_connections:
+                self._listen(False)
+                return True
+            try:
+                sock, _ = self._listener.accept()
+            except BlockingIOError:
+                return True
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("secrets socket: cannot accept (%s); retrying shortly", exc.strerror)
+                    return False
+                if exc.errno in (errno.ECONNABORTED, errno.EINTR):
+                    continue
+                raise
+            sock.setblocking(False)
+            pid, uid, _gid = _PEERCRED.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+            conn = _Conn(sock=sock, uid=uid, pid=pid, deadline=time.monotonic() + self.timeout)
+            self._conns.add(conn)
+            self.stats["accepted"] += 1
+            if uid not in self.allowed_uids:
+                self.stats["refused_uid"] += 1
+                log.warning("secrets socket: refused a connection from uid %d (pid %d): uid not allowed", uid, pid)
+                self._respond(conn, {"status": "error", "error": f"uid {uid} is not allowed to register secrets"})
+            else:
+                self._selector.register(sock, selectors.EVENT_READ, conn)
+        return True
+
+    def _handle(self, conn: _Conn, mask: int) -> None:
+        try:
+            if conn.phase == "read":
+                self._read(conn)
+            elif conn.phase == "write" and mask & selectors.EVENT_WRITE:
+                self._write(conn)
+            elif conn.phase == "drain":
+                self._drain(conn)
+        except OSError:
+            self._close(conn)  # the peer went away; nothing to tell it
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            chunk = conn.sock.recv(65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            if conn.length is None:
+                reason = f"truncated request: expected a 4-byte length, got {len(conn.buf)} byte(s)"
+            else:
+                reason = f"truncated request: expected {conn.length} bytes, got {len(conn.buf) - HEADER.size}"
+            self._bad(conn, reason)
+            return
+        conn.buf += chunk
+        if conn.length is None and len(conn.buf) >= HEADER.size:
+            (conn.length,) = HEADER.unpack_from(conn.buf)
+            if conn.length > self.max_frame:
+                self._bad(conn, f"request length {conn.length} exceeds the limit of {self.max_frame} bytes")
+                return
+        if conn.length is not None and len(conn.buf) >= HEADER.size + conn.length:
+            body = bytes(conn.buf[HEADER.size : HEADER.size + conn.length])
+            conn.buf.clear()
+            self._process(conn, body)
+
+    def _process(self, conn: _Conn, body: bytes) -> None:
+        try:
+            message = parse_request(body)
+            given = message.get("token")
+            if given is None and self.require_token:
+                self.stats["refused_token"] += 1
+                raise FrameError('authentication required: add "token" (REACTORCIDE_SECRETS_TOKEN) to the request')
+            if given is not None:
+                if not isinstance(given, str) or not hmac.compare_digest(
+                    given.encode("utf-8", "surrogatepass"), self.token.encode("utf-8")
+                ):
+                    self.stats["refused_token"] += 1
+                    log.warning("secrets socket: refused uid %d (pid %d): wrong token", conn.uid, conn.pid)
+                    self._respond(conn, {"status": "error", "error": "authentication failed: wrong token"})
+                    return
+            values = check_register(message)
+        except FrameError as exc:
+            self._bad(conn, str(exc))
+            return
+        try:
+            registered = self._register(values, f"socket(uid={conn.uid})")
+        except Exception as exc:  # noqa: BLE001 - a registry failure must not kill the server
+            log.error("secrets socket: registry refused a request: %s", type(exc).__name__)
+            self._respond(conn, {"status": "error", "error": "internal error while registering"})
+            return
+        self.stats["requests_ok"] += 1
+        self.stats["registered"] += registered
+        # Reached only after registry.add returned for every value: the reply may now go out.
+        self._respond(conn, {"status": "ok", "registered": registered})
+
+    def _register(self, values: list[str], source: str) -> int:
+        add_many = getattr(self.registry, "add_many", None)
+        if add_many is not None:
+            return int(add_many(values, source=source))
+        return sum(1 for value in values if self.registry.add(value, source=source))
+
+    def _bad(self, conn: _Conn, reason: str) -> None:
+        self.stats["bad_requests"] += 1
+        log.info("secrets socket: bad request from uid %d (pid %d): %s", conn.uid, conn.pid, reason)
+        self._respond(conn, {"status": "error", "error": reason})
+
+    def _expire(self, conn: _Conn) -> None:
+        if conn.phase == "read":
+            self.stats["timeouts"] += 1
+            self._respond(conn, {"status": "error",
+                                 "error": f"timed out after {self.timeout:g} s waiting for the request"})
+        else:
+            self._close(conn)
+
+    def _respond(self, conn: _Conn, payload: dict[str, Any]) -> None:
+        conn.out = _reply(payload)
+        conn.phase = "write"
+        conn.deadline = time.monotonic() + self.timeout
+        try:
+            self._write(conn)
+        except OSError:
+            self._close(conn)
+
+    def _write(self, conn: _Conn) -> None:
+        assert self._selector is not None
+        try:
+            sent = conn.sock.send(conn.out)
+        except BlockingIOError:
+            sent = 0
+        conn.out = conn.out[sent:]
+        if conn.out:
+            self._set_events(conn, selectors.EVENT_WRITE)
+            return
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_WR)
+        conn.phase = "drain"
+        conn.deadline = time.monotonic() + DRAIN_SECONDS
+        self._set_events(conn, selectors.EVENT_READ)
+
+    def _drain(self, conn: _Conn) -> None:
+        try:
+            chunk = conn.sock.recv(65536)
+        except BlockingIOError:
+            return
+        conn.drained += len(chunk)
+        if not chunk or conn.drained > DRAIN_BYTES:
+            self._close(conn)
+
+    def _set_events(self, conn: _Conn, events: int) -> None:
+        assert self._selector is not None
+        try:
+            self._selector.modify(conn.sock, events, conn)
+        except KeyError:
+            self._selector.register(conn.sock, events, conn)
+
+    def _close(self, conn: _Conn) -> None:
+        if conn.phase == "closed":
+            return
+        conn.phase = "closed"
+        if self._selector is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(conn.sock)
+        conn.sock.close()
+        self._conns.discard(conn)
+        if (not self._listening and not self._stopping.is_set() and self._listener is not None
+                and len(self._conns) < self.max_connections):
+            with contextlib.suppress(KeyError, ValueError):
+                self._listen(True)
