@@ -1,0 +1,178 @@
+"""SandboxPolicy: a plain, frozen data object listing what an untrusted step may do.
+
+The policy says WHAT a step may do; `runnerlib.security.spawn` decides HOW (given the kernel's capability
+matrix from `probe`) and refuses to run a step it cannot confine as asked. Invariant checked here, once:
+no read-write grant may contain, equal, or lie beneath a protected path (/job/ci by default), because
+Landlock only allows: a writable grant on a parent makes everything beneath it writable again.
+
+Example::
+
+    policy = SandboxPolicy.for_workspace("/job", deny_network=True)
+    print(policy.describe())
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+NOBODY = 65534
+
+# What an ordinary build needs to read and execute. Deliberately not "/": in unprivileged mode the step
+# shares the runner's uid, and a file readable by that uid (a secrets file, the runner's home) must not be
+# readable by the step just because DAC allows it.
+DEFAULT_READ_ONLY = (
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/proc", "/sys",
+    "/dev", "/var/lib", "/usr/local",
+)
+# Devices a step may write to; everything else under /dev is read-only.
+DEFAULT_WRITABLE_FILES = ("/dev/null", "/dev/zero", "/dev/full")
+
+BEST_EFFORT_ENV = "REACTORCIDE_SANDBOX_BEST_EFFORT"
+
+
+class PolicyError(ValueError):
+    """A SandboxPolicy field breaks a rule; the message names the field and the rule."""
+
+    def __init__(self, field_name: str, rule: str) -> None:
+        super().__init__(f"sandbox policy: {field_name}: {rule}")
+        self.field = field_name
+        self.rule = rule
+
+
+def _contains(parent: str, child: str) -> bool:
+    """True when `child` is `parent` or lies beneath it (both normalised absolute paths)."""
+    return child == parent or child.startswith(parent.rstrip("/") + "/")
+
+
+@dataclass(frozen=True)
+class Rlimits:
+    """Resource limits for the step (None leaves the runner's limit). Core dumps are always off."""
+
+    core: int = 0
+    nproc: int | None = None
+    nofile: int | None = None
+    fsize: int | None = None
+    cpu: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.core != 0:
+            raise PolicyError("rlimits.core", "must be 0: a core dump of a step can hold whatever it read")
+        for name in ("nproc", "nofile", "fsize", "cpu"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise PolicyError(f"rlimits.{name}", "must be a non-negative integer or None")
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """What an untrusted step may do. Frozen; build a variant with `dataclasses.replace` or `with_()`.
+
+    uid/gid: the identity the step runs as when the runner is root (never 0).
+    read_only_paths: readable and executable (Landlock); missing paths are skipped.
+    read_write_paths: fully writable beneath (Landlock); may not contain or lie beneath a protected path.
+    protected_paths: must stay read-only to the step (/job/ci).
+    writable_files: single files the step may write (/dev/null).
+    private_tmp: a fresh 0700 directory owned by the step, used as TMPDIR and HOME, removed afterwards.
+    tmp_root: where private tmp directories are created.
+    deny_network: no TCP via Landlock (ABI >= 4) and no AF_INET/AF_INET6/AF_PACKET sockets via seccomp.
+    best_effort: run even when the kernel cannot enforce everything (each gap is logged); off by default.
+    """
+
+    uid: int = NOBODY
+    gid: int = NOBODY
+    read_only_paths: tuple[str, ...] = DEFAULT_READ_ONLY + ("/job/ci",)
+    read_write_paths: tuple[str, ...] = ("/job/src", "/job/artifacts")
+    protected_paths: tuple[str, ...] = ("/job/ci",)
+    writable_files: tuple[str, ...] = DEFAULT_WRITABLE_FILES
+    private_tmp: bool = True
+    tmp_root: str = "/tmp"
+    deny_network: bool = False
+    rlimits: Rlimits = field(default_factory=Rlimits)
+    best_effort: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("uid", "gid"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise PolicyError(name, "must be a non-negative integer")
+            if value == 0:
+                raise PolicyError(name, "an untrusted step never runs as root (0)")
+        for name in ("read_only_paths", "read_write_paths", "protected_paths", "writable_files"):
+            paths = getattr(self, name)
+            if isinstance(paths, str) or not isinstance(paths, tuple | list):
+                raise PolicyError(name, "must be a list of absolute paths")
+            normalised = []
+            for p in paths:
+                if not isinstance(p, str) or not p.startswith("/") or "\0" in p:
+                    raise PolicyError(name, f"{p!r} is not an absolute path")
+                normalised.append(os.path.normpath(p))
+            object.__setattr__(self, name, tuple(normalised))
+        if not isinstance(self.tmp_root, str) or not self.tmp_root.startswith("/"):
+            raise PolicyError("tmp_root", "must be an absolute path")
+        if isinstance(self.rlimits, dict):
+            object.__setattr__(self, "rlimits", Rlimits(**self.rlimits))
+        writable = self.read_write_paths + self.writable_files
+        if self.private_tmp:
+            writable += (os.path.normpath(self.tmp_root) + "/runnerlib-step-x",)
+        for protected in self.protected_paths:
+            real_protected = os.path.realpath(protected)
+            for w in writable:
+                real_w = os.path.realpath(w)
+                for a, b in ((w, protected), (real_w, real_protected)):
+                    if _contains(a, b) or _contains(b, a):
+                        raise PolicyError(
+                            "read_write_paths",
+                            f"{w!r} overlaps the protected path {protected!r}: a writable grant may not "
+                            "contain or lie beneath it (Landlock cannot carve a read-only hole)",
+                        )
+
+    @classmethod
+    def for_workspace(cls, root: str, **overrides: Any) -> SandboxPolicy:
+        """The default policy for a workspace laid out as root/ci (read-only), root/src, root/artifacts."""
+        root = os.path.normpath(root)
+        return cls(
+            read_only_paths=DEFAULT_READ_ONLY + (f"{root}/ci",),
+            read_write_paths=(f"{root}/src", f"{root}/artifacts"),
+            protected_paths=(f"{root}/ci",),
+            **overrides,
+        )
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> SandboxPolicy:
+        """Default policy with best_effort taken from REACTORCIDE_SANDBOX_BEST_EFFORT (true/1/yes)."""
+        environ = os.environ if environ is None else environ
+        flag = environ.get(BEST_EFFORT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+        overrides.setdefault("best_effort", flag)
+        return cls(**overrides)
+
+    def with_(self, **changes: Any) -> SandboxPolicy:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """Human-readable summary for --help and logs (one item per line)."""
+        lim = self.rlimits
+        limits = ", ".join(
+            f"{n}={v}" for n, v in (("core", lim.core), ("nproc", lim.nproc), ("nofile", lim.nofile),
+                                    ("fsize", lim.fsize), ("cpu", lim.cpu)) if v is not None
+        )
+        lines = [
+            f"identity: uid {self.uid} gid {self.gid}, no supplementary groups (when the runner is root)",
+            "privileges: no_new_privs (setuid bits and file capabilities ignored)",
+            f"read-only: {', '.join(self.read_only_paths)}",
+            f"read-write: {', '.join(self.read_write_paths + self.writable_files)}"
+            + (", a private tmp (TMPDIR, HOME)" if self.private_tmp else ""),
+            f"protected (never writable): {', '.join(self.protected_paths)}",
+            "syscalls denied: ptrace, process_vm_*, mount, umount, unshare, setns, clone with namespaces, "
+            "keyctl, bpf, perf_event_open, io_uring, TIOCSTI (clone3 -> ENOSYS)",
+            "scoping: no signals to, and no abstract sockets of, processes outside the sandbox",
+            f"network: {'denied (TCP via Landlock, inet sockets via seccomp)' if self.deny_network else 'allowed'}",
+            f"rlimits: {limits}",
+            f"mode: {'best-effort (gaps are logged, not refused)' if self.best_effort else 'fail closed'}",
+        ]
+        return "\n".join(lines)
