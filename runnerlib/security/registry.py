@@ -1,0 +1,150 @@
+"""SecretRegistry: the one thread-safe registry of a job's secrets, and the factory of its masked streams.
+
+Every output path of a job (step stdout/stderr, logs, error lines, files written by the runner) goes through
+`registry.stream(sink)` or `registry.mask(...)`. Adding a secret takes effect in every live stream before
+`add()` returns: the new pattern set is published first, then add() waits for any write that started with
+the old set to finish.
+
+>>> r = SecretRegistry()
+>>> r.add("hunter2-is-long", source="example")
+True
+>>> r.mask_text("login hunter2-is-long and aHVudGVyMi1pcy1sb25n")
+'login *** and ***'
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+
+from runnerlib.security.masker import Masker
+from runnerlib.security.stream import DEFAULT_HOLD_CAP, IdleFlusher, MaskedStream
+from runnerlib.security.variants import secret_variants
+
+log = logging.getLogger("runnerlib.secrets")
+
+
+class SecretRegistry:
+    """The secrets of one job: add them, mask bytes and text, open masked streams.
+
+    `min_length`: shorter values are refused (masking `ab` would shred every log line) with a warning that
+    names the source, never the value. Empty and whitespace-only values are ignored. `replacement` is what
+    a masked run becomes (GitHub Actions prints `***`). `engine` picks the matcher (default: hyperscan if it
+    imports, else ahocorasick-rs; see runnerlib.security.matcher).
+    """
+
+    def __init__(self, *, min_length: int = 4, replacement: str = "***", engine: str | None = None,
+                 background_merge: bool = True) -> None:
+        if min_length < 1:
+            raise ValueError("min_length: must be at least 1")
+        if not replacement:
+            raise ValueError("replacement: must not be empty")
+        self.min_length = min_length
+        self.replacement = replacement
+        self._masker = Masker(replacement=replacement.encode("utf-8"), engine=engine,
+                              background=background_merge)
+        self._lock = threading.Lock()
+        self._secrets: dict[bytes, None] = {}
+        self._streams: weakref.WeakSet[MaskedStream] = weakref.WeakSet()
+        self._flushers: dict[float, IdleFlusher] = {}
+
+    @property
+    def engine(self) -> str:
+        return self._masker.engine
+
+    def add(self, value: str | bytes, *, source: str) -> bool:
+        """Register one secret (and its encoded forms). False if refused or ignored; True if masked.
+
+        Returns only once every live stream masks it.
+        """
+        return self.add_many([value], source=source) == 1
+
+    def add_many(self, values: Iterable[str | bytes], *, source: str) -> int:
+        """Register several secrets with one automaton update; returns how many are masked."""
+        accepted: list[bytes] = []
+        refused = 0
+        for value in values:
+            raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+            if not raw.strip():
+                log.debug("ignored an empty secret value from %s", source)
+                continue
+            if len(raw) < self.min_length:
+                refused += 1
+                continue
+            accepted.append(raw)
+        if refused:
+            # Names the source and the rule, never the value (nor its length).
+            log.warning("refused %d secret value(s) from %s: shorter than the minimum length %d "
+                        "(such a value would mask too much; it is NOT masked)", refused, source,
+                        self.min_length)
+        if not accepted:
+            return 0
+        with self._lock:
+            fresh = [v for v in dict.fromkeys(accepted) if v not in self._secrets]
+            if fresh:
+                patterns: list[bytes] = []
+                for v in fresh:
+                    patterns.extend(secret_variants(v, min_length=self.min_length))
+                self._masker.add(patterns)
+                for v in fresh:
+                    self._secrets[v] = None
+        self._wait_for_streams()
+        return len(accepted)
+
+    def _wait_for_streams(self) -> None:
+        # A write that read the old pattern set before the swap may still be running: wait for it, so that
+        # nothing is emitted with the old set after add() returns.
+        for stream in list(self._streams):
+            with stream.lock:
+                pass
+
+    def mask(self, data: bytes) -> bytes:
+        """`data` with every occurrence of every secret (and encoded form) replaced."""
+        return self._masker.mask(bytes(data))
+
+    def mask_text(self, text: str) -> str:
+        """`mask` for text (UTF-8; undecodable characters round-trip through surrogateescape)."""
+        masked = self.mask(text.encode("utf-8", "surrogateescape"))
+        return masked.decode("utf-8", "surrogateescape")
+
+    def stream(self, sink: Callable[[bytes], object], *, hold_cap: int = DEFAULT_HOLD_CAP,
+               idle_flush: float | None = None) -> MaskedStream:
+        """A MaskedStream writing masked bytes to `sink`; it sees every secret added while it lives.
+
+        `idle_flush` (seconds): emit held-back bytes after that long without a write (see IdleFlusher).
+        """
+        s = MaskedStream(lambda: self._masker.snapshot, sink, hold_cap=hold_cap, on_close=self._forget)
+        with self._lock:
+            self._streams.add(s)
+        if idle_flush is not None:
+            with self._lock:
+                flusher = self._flushers.get(idle_flush)
+                if flusher is None:
+                    flusher = self._flushers[idle_flush] = IdleFlusher(idle_flush)
+            flusher.watch(s)
+        return s
+
+    def _forget(self, stream: MaskedStream) -> None:
+        with self._lock:
+            self._streams.discard(stream)
+
+    def secrets(self) -> list[bytes]:
+        """The raw registered values (not their variants), in the order added."""
+        with self._lock:
+            return list(self._secrets)
+
+    def patterns(self) -> list[bytes]:
+        """Every pattern masked (values and their encoded forms)."""
+        return self._masker.patterns
+
+    def wait_merged(self, timeout: float | None = None) -> bool:
+        """Wait for the background automaton merge (benchmarks, tests); masking is correct without it."""
+        return self._masker.wait_merged(timeout)
+
+    def __len__(self) -> int:
+        return len(self._secrets)
+
+    def __repr__(self) -> str:  # never the values
+        return f"<SecretRegistry secrets={len(self)} engine={self.engine}>"

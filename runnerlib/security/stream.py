@@ -1,0 +1,187 @@
+"""MaskedStream: masking a byte stream written in pieces of any size, holding back as little as possible.
+
+Invariant: the bytes given to the sink, concatenated, equal the whole-buffer masking of everything written
+(see masker.render), as long as no flush was forced in the middle of a secret. To get there a stream emits
+a byte only when it is final: either no occurrence that is still incomplete can cover it (it lies before
+the earliest live partial match), or a complete occurrence already covers it. What is held back is exactly
+the tail that could still be the start of a secret, so `tail -f | runnerlib mask` shows each line at once.
+
+The tail held back is rescanned with the next write, so a secret split across any number of writes at any
+offset is found (the peers' `abab` + `ab1234` leak comes from dropping the tail before the rescan).
+
+Limits. Output is never held for ever: held-back bytes beyond `hold_cap`, an explicit `flush()`, an idle
+flush (`flush_if_idle` / `IdleFlusher`) and `close()` emit pending bytes as they are. If that happens in the
+middle of a secret, the part already written is out; the rest is still masked because the stream keeps the
+tail to rescan.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from types import TracebackType
+
+from runnerlib.security.masker import MaskSnapshot, render
+
+# Held-back bytes past this are emitted as they are. A partial match is shorter than the longest pattern,
+# so this only matters for secrets longer than the cap (certificates bundles, whole files).
+DEFAULT_HOLD_CAP = 256 * 1024
+
+
+class MaskedStream:
+    """A write-only byte stream that masks secrets before handing bytes to `sink`.
+
+    >>> from runnerlib.security.masker import Masker
+    >>> m = Masker(); _ = m.add([b"abab1234"]); out = []
+    >>> with MaskedStream(lambda: m.snapshot, out.append) as s:
+    ...     _ = s.write(b"key=ab"); _ = s.write(b"ab1234 done\\n")
+    >>> b"".join(out)
+    b'key=*** done\\n'
+    """
+
+    def __init__(self, snapshot: Callable[[], MaskSnapshot], sink: Callable[[bytes], object], *,
+                 hold_cap: int = DEFAULT_HOLD_CAP, on_close: Callable[[MaskedStream], None] | None = None
+                 ) -> None:
+        if hold_cap < 0:
+            raise ValueError("hold_cap: must be >= 0")
+        self._snapshot = snapshot
+        self._sink = sink
+        self._hold_cap = hold_cap
+        self._on_close = on_close
+        # Reentrant: a sink may add a secret, and add() waits on every live stream's lock.
+        self.lock = threading.RLock()
+        self._buf = b""  # the rescan window: starts at the earliest live partial match
+        self._emitted = 0  # bytes of _buf already given to the sink (masked or not)
+        self._masked_until = -1  # position in _buf where the last replacement's run ended
+        self._closed = False
+        self.last_write = time.monotonic()
+        self.bytes_in = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def held(self) -> int:
+        """How many written bytes have not been given to the sink yet."""
+        return len(self._buf) - self._emitted
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Mask and forward what is final of `data`; returns len(data)."""
+        n = len(data)
+        if not n:
+            return 0
+        with self.lock:
+            if self._closed:
+                raise ValueError("write to a closed MaskedStream")
+            self.last_write = time.monotonic()
+            self.bytes_in += n
+            if not isinstance(data, bytes):
+                data = bytes(data)
+            snap = self._snapshot()
+            buf = self._buf + data if self._buf else data
+            if not snap.count:
+                self._emit_plain(buf)
+                return n
+            occurrences = snap.find(buf)
+            live = snap.live_start(buf)
+            if not occurrences and self._emitted == 0 and live == len(buf):
+                # The common case: nothing found, nothing pending. Zero-copy.
+                self._buf = b""
+                self._masked_until = -1
+                self._sink(buf)
+                return n
+            limit = max(live, len(buf) - self._hold_cap)
+            out: list[bytes] = []
+            emitted, masked_until = render(buf, occurrences, self._emitted, self._masked_until, limit,
+                                           snap.replacement, out)
+            # Keep from the earliest live partial match on: the next write completes or refutes it.
+            self._buf = buf[live:]
+            self._emitted = emitted - live
+            self._masked_until = masked_until - live if masked_until >= live else -1
+            if out:
+                self._sink(out[0] if len(out) == 1 else b"".join(out))
+            return n
+
+    def _emit_plain(self, buf: bytes) -> None:
+        rest = buf[self._emitted:]
+        self._buf, self._emitted, self._masked_until = b"", 0, -1
+        if rest:
+            self._sink(rest)
+
+    def flush(self) -> None:
+        """Emit every held-back byte now (masked where a complete occurrence covers it). Never drops bytes.
+
+        A secret cut by the flush has its first part emitted; the rest is still masked when it arrives.
+        """
+        with self.lock:
+            if self._closed or self.held == 0:
+                return
+            buf = self._buf
+            snap = self._snapshot()
+            out: list[bytes] = []
+            emitted, masked_until = render(buf, snap.find(buf) if snap.count else [], self._emitted,
+                                           self._masked_until, len(buf), snap.replacement, out)
+            self._emitted, self._masked_until = emitted, masked_until
+            if out:
+                self._sink(b"".join(out))
+
+    def flush_if_idle(self, idle_seconds: float) -> bool:
+        """The flush-on-idle hook: flush if bytes are held and nothing was written for `idle_seconds`."""
+        if self.held and time.monotonic() - self.last_write >= idle_seconds:
+            with self.lock:
+                if self.held and time.monotonic() - self.last_write >= idle_seconds:
+                    self.flush()
+                    return True
+        return False
+
+    def close(self) -> None:
+        """Flush and close; later writes raise ValueError. Idempotent."""
+        with self.lock:
+            if self._closed:
+                return
+            self.flush()
+            self._closed = True
+            self._buf = b""
+        if self._on_close is not None:
+            self._on_close(self)
+
+    def __enter__(self) -> MaskedStream:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class IdleFlusher:
+    """One daemon thread that calls `flush_if_idle` on registered streams, so a prompt without a newline
+    that happens to look like the start of a secret is shown after `idle_seconds` instead of never."""
+
+    def __init__(self, idle_seconds: float = 0.5) -> None:
+        if idle_seconds <= 0:
+            raise ValueError("idle_seconds: must be > 0")
+        self.idle_seconds = idle_seconds
+        self._streams: weakref.WeakSet[MaskedStream] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, stream: MaskedStream) -> None:
+        with self._lock:
+            self._streams.add(stream)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True, name="runnerlib-idle-flush")
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.idle_seconds / 2)
+            with self._lock:
+                streams = [s for s in self._streams if not s.closed]
+                if not streams:
+                    self._thread = None
+                    return
+            for s in streams:
+                s.flush_if_idle(self.idle_seconds)
