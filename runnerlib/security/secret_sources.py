@@ -28,7 +28,7 @@ import os
 import re
 import sys
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -437,10 +437,12 @@ def load_secrets(
 # --- argv ---------------------------------------------------------------------------------------------------
 
 
-def argv_secret_options(argv: Sequence[str], secrets: Iterable[str | bytes]) -> list[str]:
+def argv_secret_options(argv: Sequence[str], secrets: Iterable[str | bytes], *,
+                        flags: Collection[str] = ()) -> list[str]:
     """The options of `argv` that carried a secret: a secret-valued option, or any value containing a secret.
 
     Returns option names (`--secret-values-list`, `--job-env`) or `argument N` for positionals, never values.
+    `flags` lists the options that take no value (otherwise `--opt X` is read as X being the option's value).
     Used to warn: argv is readable by every process on the host from the moment runnerlib starts, and
     overwriting it at start-up (selfprotect.py) only shortens that window (docs/secrets.md).
 
@@ -454,7 +456,7 @@ def argv_secret_options(argv: Sequence[str], secrets: Iterable[str | bytes]) -> 
     for position, arg in enumerate(argv):
         if arg.startswith("--") and len(arg) > 2:
             option, eq, value = arg.partition("=")
-            pending_option = None if eq else option
+            pending_option = None if eq or option in flags else option
             if not eq:
                 continue
         elif pending_option is not None:
@@ -469,10 +471,10 @@ def argv_secret_options(argv: Sequence[str], secrets: Iterable[str | bytes]) -> 
     return found
 
 
-def warn_argv_secrets(argv: Sequence[str], registry: Registry,
-                      warn: Callable[[str], None] | None = None) -> list[str]:
+def warn_argv_secrets(argv: Sequence[str], registry: Registry, warn: Callable[[str], None] | None = None,
+                      *, flags: Collection[str] = ()) -> list[str]:
     """Warn (once, naming the options) if secrets arrived on argv; returns the option names."""
-    options = argv_secret_options(argv, registry.secrets())
+    options = argv_secret_options(argv, registry.secrets(), flags=flags)
     if options:
         message = (
             f"secret value(s) passed on the command line ({', '.join(options)}): any process on this host can "

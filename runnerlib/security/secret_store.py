@@ -41,8 +41,8 @@ LOCK_FILE = ".lock"
 PASSWORD_VAR = "REACTORCIDE_SECRETS_PASSWORD"
 STORE_VAR = "REACTORCIDE_SECRETS_STORE"
 
-PATH_RE = re.compile(r"^[a-zA-Z0-9/_-]+$")
-KEY_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
+PATH_RE = re.compile(r"[a-zA-Z0-9/_-]+")  # used with fullmatch: "$" would accept a trailing newline
+KEY_RE = re.compile(r"[a-zA-Z0-9_-]+")
 # `${secret:PATH:KEY}`; a `${secret:` that does not continue like this is an error, not literal text.
 REF_RE = re.compile(r"\$\{secret:([a-zA-Z0-9/_-]+):([a-zA-Z0-9_-]+)\}")
 REF_START = "${secret:"
@@ -67,14 +67,14 @@ def default_store_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 def check_path(path: str) -> str:
     """Raise SecretStoreError unless `path` matches ^[a-zA-Z0-9/_-]+$."""
-    if not isinstance(path, str) or not PATH_RE.match(path):
+    if not isinstance(path, str) or not PATH_RE.fullmatch(path):
         raise SecretStoreError(f"invalid secret PATH {path!r}: use letters, digits, '/', '_' and '-' only")
     return path
 
 
 def check_key(key: str) -> str:
     """Raise SecretStoreError unless `key` matches ^[a-zA-Z0-9_-]+$."""
-    if not isinstance(key, str) or not KEY_RE.match(key):
+    if not isinstance(key, str) or not KEY_RE.fullmatch(key):
         raise SecretStoreError(f"invalid secret KEY {key!r}: use letters, digits, '_' and '-' only")
     return key
 
