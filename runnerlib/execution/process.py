@@ -1,0 +1,389 @@
+"""One process of a step: spawned (sandboxed when untrusted), its output masked as it streams, its tree reaped.
+
+Guarantees, for trusted and untrusted steps alike:
+  * the step is a session and process-group leader, spawned through the fork server (no Python between
+    fork and exec in this threaded process), beneath a per-step subreaper: nothing it starts can leave
+    the subtree, and if the runner dies the fork server kills every step;
+  * stdout and stderr are read by one poll loop (no deadlock whichever pipe fills; no reordering within a
+    stream) and pass through `::add-mask::` (trusted steps only register) then the masker, before any
+    byte reaches `on_output(stream_name, masked_bytes)` or the result;
+  * timeout / cancellation: SIGTERM to the group and the subtree, `grace` seconds, then SIGKILL to the group
+    and to every descendant (daemons included); exit 124 on timeout, 143 on cancellation;
+  * when the step's main process exits, whatever it left running is killed (GitLab and Buildkite do the
+    same with the process group; here it includes processes that left the group);
+  * the command line logged, the `reason` and every exception text are masked.
+
+Example::
+
+    result = run_process(["make", "test"], registry=reg, trusted=False, cwd="/job/src", timeout=600,
+                         on_output=lambda stream, data: sys.stdout.buffer.write(data))
+    if result.refused:
+        print(result.reason)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shlex
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runnerlib.security import proctree
+from runnerlib.security.inband import AddMaskFilter
+from runnerlib.security.policy import PolicyError, SandboxPolicy
+from runnerlib.security.spawn import (
+    REFUSED_EXIT,
+    SandboxPlan,
+    SandboxRefused,
+    SpawnedStep,
+    SpawnError,
+    plan_sandbox,
+    spawn,
+)
+from runnerlib.security.untrusted_env import build_untrusted_env
+
+log = logging.getLogger("runnerlib.process")
+
+TIMEOUT_EXIT = 124
+CANCELLED_EXIT = 143
+# The worker's contract for cancellation: SIGTERM, 60 s of grace, SIGKILL.
+DEFAULT_GRACE = 60.0
+# A prompt without a newline that looks like the start of a secret is shown after this long.
+IDLE_FLUSH = 0.5
+
+
+class ProcessError(RuntimeError):
+    """The step could not be run at all (the fork server failed). The message is masked."""
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """What a step did. Every text field is already masked."""
+
+    exit_code: int
+    output: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    timed_out: bool = False
+    cancelled: bool = False
+    refused: bool = False
+    reason: str | None = None
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class _Stream:
+    """One output pipe: raw bytes -> ::add-mask:: stage -> masked stream -> collected + on_output."""
+
+    def __init__(self, name: str, fd: int, registry: Any, trusted: bool, source: str,
+                 combined: list[bytes], on_output: Callable[[str, bytes], object] | None) -> None:
+        self.name, self.fd = name, fd
+        self.chunks: list[bytes] = []
+        self._combined = combined
+        self._on_output = on_output
+        self.masked = registry.stream(self._sink)
+        self.front = AddMaskFilter(registry, self.masked, trusted=trusted, source=source)
+        self.open = True
+
+    def _sink(self, data: bytes) -> None:
+        if not data:
+            return
+        self.chunks.append(data)
+        self._combined.append(data)
+        if self._on_output is not None:
+            self._on_output(self.name, data)
+
+    def read(self) -> None:
+        try:
+            data = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if data:
+            self.front.write(data)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            os.close(self.fd)
+            self.front.close()  # closes the masked stream too, releasing what it held
+
+    def text(self) -> str:
+        return b"".join(self.chunks).decode("utf-8", errors="replace")
+
+
+def _argv(command: str | Sequence[str]) -> list[str]:
+    if isinstance(command, str):
+        if not command.strip():
+            raise ValueError("command: must not be empty")
+        return ["/bin/sh", "-c", command]
+    argv = [os.fspath(a) for a in command]
+    if not argv:
+        raise ValueError("command: must not be empty")
+    return argv
+
+
+def _refused(reason: str, start: float, **kw: Any) -> ProcessResult:
+    return ProcessResult(exit_code=REFUSED_EXIT, refused=True, reason=reason,
+                         duration=time.monotonic() - start, **kw)
+
+
+def run_process(
+    command: str | Sequence[str],
+    *,
+    registry: Any,
+    trusted: bool = True,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    timeout: float | None = None,
+    policy: SandboxPolicy | None = None,
+    on_output: Callable[[str, bytes], object] | None = None,
+    cancel_event: threading.Event | None = None,
+    grace: float = DEFAULT_GRACE,
+    name: str = "step",
+) -> ProcessResult:
+    """Run one step process and return its masked result (see the module docstring).
+
+    `command` is a shell string (run by /bin/sh -c) or an argv list. An untrusted step (trusted=False) is
+    sandboxed with `policy` (default: SandboxPolicy.from_env()) and gets an allow-listed environment built
+    from `env`; a trusted step gets `env` as is (default: this process's environment) and is sandboxed only
+    when a `policy` is given. A step the sandbox cannot confine is refused: exit 126, `refused`, `reason`.
+    """
+    start = time.monotonic()
+    mask = registry.mask_text
+    argv = _argv(command)
+    shown = mask(command if isinstance(command, str) else shlex.join(argv))
+    log.info("%s: running %s step: %s", name, "trusted" if trusted else "untrusted", shown)
+    if timeout is not None and timeout <= 0:
+        raise ValueError("timeout: must be > 0 seconds")
+    if grace < 0:
+        raise ValueError("grace: must be >= 0 seconds")
+
+    plan: SandboxPlan | None = None
+    if policy is not None or not trusted:
+        try:
+            plan = plan_sandbox(policy if policy is not None else SandboxPolicy.from_env())
+        except (SandboxRefused, PolicyError) as exc:
+            reason = mask(str(exc))
+            log.error("%s: %s", name, reason)
+            return _refused(reason, start)
+        log.info("%s: sandbox: %s", name, plan.describe())
+    try:
+        if trusted:
+            step_env = dict(os.environ if env is None else env)
+        else:
+            assert plan is not None
+            step_env = build_untrusted_env(env or {}, registry=registry, tmpdir=plan.private_tmp)
+        return _run(argv, step_env, cwd, timeout, grace, plan, registry, trusted, on_output, cancel_event,
+                    name, start)
+    finally:
+        if plan is not None:
+            plan.cleanup()
+
+
+def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float | None, grace: float,
+         plan: SandboxPlan | None, registry: Any, trusted: bool,
+         on_output: Callable[[str, bytes], object] | None, cancel_event: threading.Event | None,
+         name: str, start: float) -> ProcessResult:
+    mask = registry.mask_text
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    combined: list[bytes] = []
+    streams = [
+        _Stream("stdout", out_r, registry, trusted, f"::add-mask:: in {name}", combined, on_output),
+        _Stream("stderr", err_r, registry, trusted, f"::add-mask:: in {name}", combined, on_output),
+    ]
+    try:
+        try:
+            step = spawn(argv, env=env, cwd=cwd, plan=plan, stdout=out_w, stderr=err_w)
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+    except (SpawnError, OSError, ValueError) as exc:
+        for s in streams:
+            s.close()
+        raise ProcessError(mask(f"{name}: cannot start the step: {exc}")) from None
+    try:
+        timed_out, cancelled = _pump(step, streams, timeout, grace, cancel_event, start, name)
+    finally:
+        for s in streams:
+            s.close()
+        step.close()
+
+    reason = None
+    refused = False
+    if step.error is not None:
+        code = int(step.error.get("code", REFUSED_EXIT))
+        stage = step.error.get("stage")
+        refused = code == REFUSED_EXIT and stage not in ("exec", "cwd", "stdio")
+        reason = mask(f"{stage}: {step.error.get('message')}")
+        log.error("%s: %s before exec (%s)", name, "refused" if refused else "failed", reason)
+    elif step.exit_code is None:
+        code = 125
+        reason = "the step's supervisor vanished (fork server killed?)"
+    else:
+        code = step.exit_code
+    if timed_out:
+        code, reason = TIMEOUT_EXIT, reason or "timed out"
+    elif cancelled:
+        code, reason = CANCELLED_EXIT, reason or "cancelled"
+    return ProcessResult(
+        exit_code=code,
+        output=b"".join(combined).decode("utf-8", errors="replace"),
+        stdout=streams[0].text(),
+        stderr=streams[1].text(),
+        timed_out=timed_out,
+        cancelled=cancelled,
+        refused=refused,
+        reason=reason,
+        duration=time.monotonic() - start,
+    )
+
+
+def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grace: float,
+          cancel_event: threading.Event | None, start: float, name: str) -> tuple[bool, bool]:
+    """Read both pipes and the status pipe until all are closed, enforcing timeout and cancellation."""
+    for s in streams:
+        os.set_blocking(s.fd, False)
+    os.set_blocking(step.status_fd, False)
+    poller = select.poll()
+    by_fd: dict[int, Any] = {s.fd: s for s in streams}
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
+    poller.register(step.status_fd, select.POLLIN)
+    deadline = start + timeout if timeout is not None else None
+    timed_out = cancelled = False
+    term_at: float | None = None
+    killed = False
+    leftovers_killed = False
+    status_open = True
+    status_eof_at: float | None = None
+
+    while status_open or any(s.open for s in streams):
+        now = time.monotonic()
+        running = step.wait_status is None and step.error is None and status_open
+        if running and term_at is None:
+            if deadline is not None and now >= deadline:
+                timed_out = True
+            elif cancel_event is not None and cancel_event.is_set():
+                cancelled = True
+            if timed_out or cancelled:
+                log.warning("%s: %s: SIGTERM to the process group, SIGKILL in %.1f s", name,
+                            "timed out" if timed_out else "cancelled", grace)
+                term_at = now
+                step.signal_group(signal.SIGTERM)
+                if step.supervisor is not None:
+                    proctree.kill_tree(step.supervisor, signal.SIGTERM)
+        if running and term_at is not None and not killed and now >= term_at + grace:
+            log.warning("%s: still running after %.1f s of grace: SIGKILL", name, grace)
+            step.kill_all()
+            killed = True
+        if not running and not leftovers_killed:
+            # The main process is gone: kill what it left behind (they would hold the pipes open).
+            leftovers_killed = True
+            if step.kill_all():
+                log.info("%s: killed processes the step left running", name)
+        if not status_open and status_eof_at is not None and now - status_eof_at > 5.0:
+            # The supervisor is gone and so is its subtree; nobody can still be writing. Stop waiting.
+            break
+
+        wait = 1.0
+        if running:
+            if deadline is not None and term_at is None:
+                wait = min(wait, max(deadline - now, 0.0))
+            if cancel_event is not None and term_at is None:
+                wait = min(wait, 0.05)
+            if term_at is not None and not killed:
+                wait = min(wait, max(term_at + grace - now, 0.0))
+        events = poller.poll(int(wait * 1000) + 1)
+        if not events:
+            for s in streams:
+                if s.open:
+                    s.masked.flush_if_idle(IDLE_FLUSH)
+        for fd, _ev in events:
+            if fd == step.status_fd:
+                step.read_events()
+                if step.eof:
+                    status_open = False
+                    status_eof_at = time.monotonic()
+                    poller.unregister(fd)
+            else:
+                stream = by_fd[fd]
+                stream.read()
+                if not stream.open:
+                    poller.unregister(fd)
+    return timed_out, cancelled
+
+
+# --- for trusted scripts ----------------------------------------------------------------------------------
+
+
+def registry_from_environment(environ: Mapping[str, str] | None = None) -> Any:
+    """A SecretRegistry holding every secret this process's environment names or carries.
+
+    REACTORCIDE_SECRET_ENV_NAMES, variables whose names look secret (*_TOKEN, ...), REACTORCIDE_API_TOKEN,
+    REACTORCIDE_SECRET_VALUES_LIST, REACTORCIDE_SECRETS_FILE: what `load_secrets` reads.
+    """
+    from runnerlib.security.registry import SecretRegistry
+    from runnerlib.security.secret_sources import load_secrets
+
+    registry = SecretRegistry()
+    for line in load_secrets(registry, environ=dict(os.environ if environ is None else environ)):
+        log.debug("secrets: %s", line)
+    return registry
+
+
+def default_policy(environ: Mapping[str, str] | None = None, **overrides: Any) -> SandboxPolicy:
+    """The policy for the job's workspace, from REACTORCIDE_SOURCE_DIR / REACTORCIDE_CI_SOURCE_DIR."""
+    environ = os.environ if environ is None else environ
+    src = os.path.normpath(environ.get("REACTORCIDE_SOURCE_DIR") or "/job/src")
+    ci = os.path.normpath(environ.get("REACTORCIDE_CI_SOURCE_DIR") or "/job/ci")
+    artifacts = os.path.join(os.path.dirname(src), "artifacts")
+    from runnerlib.security.policy import DEFAULT_READ_ONLY
+
+    overrides.setdefault("read_only_paths", DEFAULT_READ_ONLY + (ci,))
+    overrides.setdefault("read_write_paths", (src, artifacts))
+    overrides.setdefault("protected_paths", (ci,))
+    return SandboxPolicy.from_env(dict(environ), **overrides)
+
+
+def run_untrusted(
+    command: str | Sequence[str],
+    cwd: str = "/job/src",
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    *,
+    registry: Any = None,
+    policy: SandboxPolicy | None = None,
+    on_output: Callable[[str, bytes], object] | None = None,
+    cancel_event: threading.Event | None = None,
+    grace: float = DEFAULT_GRACE,
+) -> ProcessResult:
+    """Run untrusted code (PR code) from a trusted script, sandboxed; the returned output is masked.
+
+    The registry is built from this process's environment unless given. Because the sandboxed step may
+    run under this process's uid, this process is hardened first (non-dumpable, secrets scrubbed from its
+    own /proc environ and cmdline, subreaper): see `runnerlib.security.selfprotect.protect_runner`.
+
+    Example::
+
+        result = runnerlib.run_untrusted("make test", cwd="/job/src", timeout=600)
+        print(result.exit_code, result.output)
+    """
+    from runnerlib.security.selfprotect import protect_runner
+
+    registry = registry if registry is not None else registry_from_environment()
+    protect_runner(registry.secrets())
+    return run_process(command, registry=registry, trusted=False, env=env, cwd=cwd, timeout=timeout,
+                       policy=policy if policy is not None else default_policy(), on_output=on_output,
+                       cancel_event=cancel_event, grace=grace, name="run_untrusted")
