@@ -1,5 +1,117 @@
-"""CLI commands for this area (being built; see docs/architecture.md for who owns what)."""
+"""`runnerlib audit` and `runnerlib sandbox probe|policy|exec`: the sandbox from the command line."""
 
 from __future__ import annotations
 
-from runnerlib.cli.app import main  # noqa: F401
+import json
+import os
+import sys
+
+import click
+
+from runnerlib.cli.app import main
+
+
+@main.command()
+@click.option("--pid", "pids", type=int, multiple=True, help="A process to scan (repeatable).")
+@click.option("--session", type=int, default=None, help="Scan every process of this session id.")
+@click.option("--root", type=int, default=None, help="Scan every descendant of this pid.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def audit(pids: tuple[int, ...], session: int | None, root: int | None, as_json: bool) -> None:
+    """Scan /proc for job processes whose cmdline or environ holds a registered secret (shown masked).
+
+    Secrets come from this process's environment (REACTORCIDE_SECRET_ENV_NAMES, secret-looking names,
+    REACTORCIDE_SECRET_VALUES_LIST, REACTORCIDE_SECRETS_FILE). Without --pid/--session/--root every visible
+    process but this one is scanned (in a job container, that is the job). Exit status 1 when a secret is
+    exposed.
+    """
+    from runnerlib.execution.process import registry_from_environment
+    from runnerlib.security import proctree
+    from runnerlib.security.audit import audit as run_audit
+
+    registry = registry_from_environment()
+    targets: list[int] | None = list(pids) or None
+    if targets is None and session is None and root is None:
+        me = os.getpid()
+        targets = sorted(p for p in proctree.parent_map() if p != me)
+    report = run_audit(registry, targets, session=session, root=root)
+    if as_json:
+        click.echo(json.dumps({
+            "scanned": len(report.scanned),
+            "findings": [{"pid": f.pid, "comm": f.comm, "where": f.where, "entry": f.entry} for f in report.findings],
+            "unreadable": [{"pid": p, "where": w} for p, w in report.unreadable],
+        }))
+    else:
+        click.echo(report.describe())
+    sys.exit(0 if report.clean else 1)
+
+
+@main.group()
+def sandbox() -> None:
+    """The sandbox for untrusted steps: what this kernel can enforce, the policy, a sandboxed run."""
+
+
+@sandbox.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the matrix as JSON.")
+def probe(as_json: bool) -> None:
+    """Print the kernel capability matrix (Landlock ABI, seccomp, no_new_privs, user namespaces, root)."""
+    from runnerlib.security.probe import probe as run_probe
+
+    caps = run_probe()
+    click.echo(json.dumps(caps.to_dict()) if as_json else caps.describe())
+
+
+def _policy(workspace: str, deny_network: bool, best_effort: bool):  # type: ignore[no-untyped-def]
+    from runnerlib.security.policy import SandboxPolicy
+
+    return SandboxPolicy.for_workspace(workspace, deny_network=deny_network, best_effort=best_effort)
+
+
+@sandbox.command()
+@click.option("--workspace", default="/job", show_default=True, help="Workspace root (ci, src, artifacts).")
+@click.option("--deny-network", is_flag=True, help="No TCP and no inet sockets.")
+@click.option("--best-effort", is_flag=True, envvar="REACTORCIDE_SANDBOX_BEST_EFFORT",
+              help="Run even where the kernel cannot enforce everything (gaps are logged).")
+def policy(workspace: str, deny_network: bool, best_effort: bool) -> None:
+    """Print the untrusted-step policy and how this machine would enforce it (or why it would refuse)."""
+    from runnerlib.security.probe import runner_dumpable
+    from runnerlib.security.spawn import SandboxRefused, plan_sandbox
+
+    pol = _policy(workspace, deny_network, best_effort)
+    click.echo(pol.describe())
+    try:
+        # The CLI process itself is dumpable; a runner is not (selfprotect), so judge as the runner would.
+        plan = plan_sandbox(pol, dumpable=False, make_tmp=False)
+    except SandboxRefused as exc:
+        click.echo(f"on this machine: REFUSED: {exc}")
+        sys.exit(1)
+    click.echo(f"on this machine: {plan.describe()}")
+    if runner_dumpable():
+        click.echo("(assuming the runner has called protect_runner(), which makes it non-dumpable)")
+
+
+@sandbox.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.option("--workspace", default="/job", show_default=True, help="Workspace root (ci, src, artifacts).")
+@click.option("--cwd", default=None, help="Working directory (default: WORKSPACE/src).")
+@click.option("--timeout", type=float, default=None, help="Seconds before SIGTERM (then 60 s grace).")
+@click.option("--deny-network", is_flag=True, help="No TCP and no inet sockets.")
+@click.option("--best-effort", is_flag=True, envvar="REACTORCIDE_SANDBOX_BEST_EFFORT",
+              help="Run even where the kernel cannot enforce everything (gaps are logged).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(workspace: str, cwd: str | None, timeout: float | None, deny_network: bool, best_effort: bool,
+          command: tuple[str, ...]) -> None:
+    """Run COMMAND as an untrusted step (sandboxed, allow-listed environment, masked output).
+
+    Exit status: the command's own, 124 on timeout, 126 when the sandbox refuses (the reason is printed).
+    """
+    from runnerlib.execution.process import run_untrusted
+
+    def forward(stream: str, data: bytes) -> None:
+        out = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
+        out.write(data)
+        out.flush()
+
+    result = run_untrusted(list(command), cwd=cwd or os.path.join(workspace, "src"), timeout=timeout,
+                           policy=_policy(workspace, deny_network, best_effort), on_output=forward)
+    if result.refused or (result.reason and result.exit_code in (126, 127)):
+        click.echo(f"runnerlib: {result.reason}", err=True)
+    sys.exit(result.exit_code)
