@@ -17,6 +17,8 @@ tail to rescan.
 
 from __future__ import annotations
 
+import os
+import select
 import threading
 import time
 import weakref
@@ -185,3 +187,38 @@ class IdleFlusher:
                     return
             for s in streams:
                 s.flush_if_idle(self.idle_seconds)
+
+
+def write_all(fd: int) -> Callable[[bytes], None]:
+    """A sink writing every byte to a file descriptor, unbuffered (so a line shows as soon as it is final)."""
+
+    def sink(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
+    return sink
+
+
+def pump(in_fd: int, stream: MaskedStream, *, idle_flush: float | None = 0.2, read_size: int = 65536) -> int:
+    """Copy `in_fd` to `stream` until EOF, then close the stream; returns the bytes read.
+
+    Reads with os.read (whatever is available, up to `read_size`: a line from `tail -f` is processed at once,
+    never waiting for a buffer to fill) and flushes held-back bytes after `idle_flush` seconds without input.
+    """
+    total = 0
+    try:
+        while True:
+            if idle_flush is not None and stream.held:
+                ready, _, _ = select.select([in_fd], [], [], idle_flush)
+                if not ready:
+                    stream.flush()
+                    continue
+            data = os.read(in_fd, read_size)
+            if not data:
+                break
+            total += len(data)
+            stream.write(data)
+    finally:
+        stream.close()
+    return total
