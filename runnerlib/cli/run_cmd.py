@@ -1,5 +1,248 @@
-"""CLI commands for this area (being built; see docs/architecture.md for who owns what)."""
+"""`runnerlib run`, `run-job`, `config` (and `config schema`), `validate`: parse options, call the executor."""
 
 from __future__ import annotations
 
-from runnerlib.cli.app import main  # noqa: F401
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runnerlib.cli.app import main, set_error_masker
+
+EXIT_CODES_HELP = """\b
+Exit status: 0 success; the failing step's own exit code; 124 a step or the
+job timed out; 126 a step was refused by the sandbox policy; 143 cancelled
+by SIGTERM (running steps get SIGTERM, then SIGKILL after the grace); 1 a
+plugin, source or runner failure; 2 a configuration or job-file error."""
+
+# (option declarations, config field, click kwargs). Every option defaults to None so that a value absent
+# from the command line leaves the lower levels (env, job file, defaults) in charge.
+_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
+    (("--workspace-root",), "workspace_root", {"help": "Job workspace (default /job)."}),
+    (("--code-dir",), "code_dir", {"help": "Source tree (default <workspace>/src)."}),
+    (("--job-dir",), "job_dir", {"help": "Directory the job command runs in (default code dir)."}),
+    (("--work-dir",), "work_dir", {"help": "Directory for runnerlib's own scratch files (socket, temp)."}),
+    (("--job-command",), "job_command", {"help": "Shell command of the job."}),
+    (("--job-name",), "job_name", {"help": "Name of the job (default 'job')."}),
+    (("--job-env",), "job_env", {"multiple": True, "help": "KEY=VALUE, or a file of such lines (repeatable)."}),
+    (("--runner-image",), "runner_image", {"help": "Container image (container mode; needs docker)."}),
+    (("--container",), "container", {"is_flag": True, "help": "Run the job in a container of --runner-image."}),
+    (("--secret-values-list",), "secret_values_list",
+     {"help": "Comma-separated secret values (prefer the env variable: argv is world-readable)."}),
+    (("--secret-env-names",), "secret_env_names", {"help": "Comma-separated names of secret env variables."}),
+    (("--secrets-file",), "secrets_file", {"help": "File of secrets (JSON, YAML or KEY=VALUE)."}),
+    (("--secrets-fd",), "secrets_fd", {"type": int, "help": "Inherited file descriptor to read secrets from."}),
+    (("--plugin-dir",), "plugin_dirs", {"multiple": True, "help": "Trusted plugin directory (repeatable)."}),
+    (("--source-type",), "source_type", {"type": click.Choice(["git", "copy", "tarball", "hg", "svn", "none"])}),
+    (("--source-url",), "source_url", {"help": "Untrusted source to prepare in <workspace>/src."}),
+    (("--source-ref",), "source_ref", {}),
+    (("--ci-source-type",), "ci_source_type",
+     {"type": click.Choice(["git", "copy", "tarball", "hg", "svn", "none"])}),
+    (("--ci-source-url",), "ci_source_url", {"help": "Trusted CI code to prepare in <workspace>/ci."}),
+    (("--ci-source-ref",), "ci_source_ref", {}),
+    (("--git-url",), "git_url", {"help": "Same as --source-type git --source-url URL."}),
+    (("--git-ref",), "git_ref", {"help": "Same as --source-ref REF."}),
+    (("--untrusted",), "untrusted", {"is_flag": True, "help": "Run the job command sandboxed, without secrets "
+                                                             "(env REACTORCIDE_UNTRUSTED)."}),
+    (("--allow-insecure-transport",), "allow_insecure_transport",
+     {"is_flag": True, "help": "Allow a plain-HTTP coordinator URL."}),
+    (("--dry-run",), "dry_run", {"is_flag": True, "help": "Validate and print the plan; run nothing."}),
+    (("--job-id",), "job_id", {}),
+    (("--step-timeout",), "step_timeout", {"type": float, "help": "Default step timeout in seconds."}),
+    (("--job-timeout",), "job_timeout", {"type": float, "help": "Timeout of the whole job in seconds."}),
+    (("--retries",), "step_retries", {"type": int, "help": "Default retries of a failed step."}),
+    (("--concurrency",), "concurrency", {"type": int, "help": "Steps run at the same time, at most."}),
+    (("--log-format",), "log_format", {"type": click.Choice(["text", "json"]), "help": "Env LOG_FORMAT."}),
+    (("--log-level",), "log_level", {"type": click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                                                          case_sensitive=False)}),
+    (("--color",), "color", {"type": click.Choice(["auto", "always", "never"])}),
+]
+
+
+def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Every configuration option on a command."""
+    for decls, field, kwargs in reversed(_OPTIONS):
+        func = click.option(*decls, f"opt_{field}", default=None, **kwargs)(func)
+    return func
+
+
+def _cli_layer(params: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    out: dict[str, tuple[Any, str]] = {}
+    for decls, field, _ in _OPTIONS:
+        value = params.pop(f"opt_{field}", None)
+        if value is None or value == ():
+            continue
+        if field in ("job_env", "plugin_dirs"):
+            value = list(value)
+        out[field] = (value, decls[0])
+    return out
+
+
+def _load(params: dict[str, Any], job_file: str | None = None, **extra: Any) -> tuple[Any, Any]:
+    """(config, job or None) from the hierarchy; a job file contributes settings and steps."""
+    from runnerlib.config import get_config, load_job_file
+
+    cli = _cli_layer(params)
+    job = None
+    if job_file:
+        _layer, job, _doc = load_job_file(job_file)
+    config = get_config(job_file=job_file, cli=cli, **extra)
+    return config, job
+
+
+def _run(config: Any, job: Any, *, read_stdin: bool = False) -> None:
+    from runnerlib.runner import JobRunner
+
+    runner = JobRunner(config, job, read_stdin_secrets=read_stdin)
+    set_error_masker(runner.mask_text)
+    try:
+        code = runner.run()
+    finally:
+        sys.stdout.flush()
+    sys.exit(code)
+
+
+@main.command(context_settings={"ignore_unknown_options": False}, epilog=EXIT_CODES_HELP)
+@config_options
+@click.option("--config-file", "config_file", type=click.Path(dir_okay=False),
+              help="A job file (YAML/JSON) of settings, below env and options in priority.")
+@click.option("--job", "workflow_job", help="Run this job of --workflow-file.")
+@click.option("--workflow-file", type=click.Path(dir_okay=False), help="Workflow file holding --job.")
+@click.option("--secrets-stdin", is_flag=True, help="Read a secrets document from stdin.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def run(config_file: str | None, workflow_job: str | None, workflow_file: str | None, secrets_stdin: bool,
+        command: tuple[str, ...], **params: Any) -> None:
+    """Run one job: prepare sources, run the command (or `-- CMD ARGS...`), mask every secret.
+
+    \b
+    Examples:
+      runnerlib run --job-command "make test"
+      runnerlib run --git-url https://github.com/user/repo.git --git-ref main --job-command "npm test"
+      runnerlib run --workspace-root /tmp/ws -- python -m pytest -q
+      runnerlib run --job deploy --workflow-file .reactorcide/workflows/ci.yaml
+    """
+    extra: dict[str, Any] = {}
+    if command:
+        extra["job_args"] = list(command)
+    job = None
+    if workflow_job or workflow_file:
+        if not (workflow_job and workflow_file):
+            raise click.UsageError("--job and --workflow-file go together")
+        extra.update(_workflow_job(workflow_file, workflow_job))
+        job_file = extra.pop("_job_file", None)
+        if job_file:
+            config_file = job_file
+    config, file_job = _load(params, config_file, **extra)
+    job = job or file_job
+    _run(config, job, read_stdin=secrets_stdin)
+
+
+def _workflow_job(workflow_file: str, name: str) -> dict[str, Any]:
+    """Settings for one job of a workflow file (its command, environment, timeout, dirs)."""
+    from runnerlib.workflow.models import load_workflow
+
+    workflow = load_workflow(workflow_file)
+    job = workflow.jobs.get(name)
+    if job is None:
+        known = ", ".join(sorted(workflow.jobs)) or "none"
+        raise click.UsageError(f"--job {name}: no such job in {workflow_file} (jobs: {known})")
+    settings: dict[str, Any] = {"job_name": name if _simple_name(name) else "job"}
+    if job.job_file:
+        settings["_job_file"] = str(Path(workflow_file).resolve().parent / job.job_file) \
+            if not Path(job.job_file).is_absolute() else job.job_file
+    elif job.command:
+        settings["job_command"] = job.command
+    else:
+        raise click.UsageError(f"--job {name}: the job has neither command nor job_file")
+    if job.environment:
+        settings["job_env"] = dict(job.environment)
+    if workflow.vars:
+        settings["vars"] = dict(workflow.vars)
+    if job.timeout:
+        settings["step_timeout"] = float(job.timeout)
+    for field in ("code_dir", "job_dir"):
+        if getattr(job, field):
+            settings[field] = getattr(job, field)
+    return settings
+
+
+def _simple_name(name: str) -> bool:
+    import re
+
+    return bool(re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", name))
+
+
+@main.command("run-job", epilog=EXIT_CODES_HELP)
+@config_options
+@click.option("--secrets-stdin", is_flag=True, help="Read a secrets document from stdin.")
+@click.argument("job_file", type=click.Path(dir_okay=False))
+def run_job_cmd(job_file: str, secrets_stdin: bool, **params: Any) -> None:
+    """Run the steps of a YAML/JSON job file (a DAG; see `runnerlib config schema`)."""
+    config, job = _load(params, job_file)
+    if job is None:
+        raise click.UsageError(f"{job_file}: no steps: a job file for run-job needs `steps:`")
+    _run(config, job, read_stdin=secrets_stdin)
+
+
+@main.group("config", invoke_without_command=True)
+@config_options
+@click.option("--config-file", "config_file", type=click.Path(dir_okay=False), help="A job file to include.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def config_cmd(ctx: click.Context, config_file: str | None, as_json: bool, **params: Any) -> None:
+    """Print the effective configuration with the origin of each value (secrets masked)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from runnerlib.config import render_config
+
+    config, _job = _load(params, config_file, check_paths=False)
+    mask = _masker(config)
+    rows = render_config(config, mask=mask)
+    if as_json:
+        click.echo(json.dumps({f: {"value": v, "origin": o} for f, v, o in rows}, indent=2))
+        return
+    width = max(len(f) for f, _, _ in rows)
+    vwidth = min(60, max(len(v) for _, v, _ in rows))
+    for field, value, origin in rows:
+        click.echo(f"{field.ljust(width)}  {value.ljust(vwidth)}  {origin}")
+
+
+def _masker(config: Any) -> Callable[[str], str]:
+    from runnerlib.security.registry import SecretRegistry
+    from runnerlib.security.secret_sources import load_secrets
+
+    registry = SecretRegistry()
+    registry.add_many(config.secret_values(), source="configuration")
+    try:
+        load_secrets(registry, job_env=config.job_env, secret_env_names=config.secret_env_names or None)
+    except Exception:  # noqa: BLE001 - showing the config must not depend on every secret source working
+        pass
+    set_error_masker(registry.mask_text)
+    return registry.mask_text
+
+
+@config_cmd.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of job files."""
+    from runnerlib.config import job_file_schema
+
+    click.echo(json.dumps(job_file_schema(), indent=2, sort_keys=True))
+
+
+@main.command("validate")
+@config_options
+@click.argument("job_file", required=False, type=click.Path(dir_okay=False))
+def validate_cmd(job_file: str | None, **params: Any) -> None:
+    """Check the configuration (and a job file's steps: names, dependencies, cycles, conditions) without
+    running anything. Exit 0 when valid; 2 with one line naming the field, origin and rule otherwise."""
+    from runnerlib.runner import simple_job
+
+    config, job = _load(params, job_file)
+    _masker(config)
+    if job is None:
+        job = simple_job(config)
+    order = job.validate(config.job_variables())
+    click.echo(f"valid: job {job.name!r}, {len(order)} step(s): {' -> '.join(order)}")

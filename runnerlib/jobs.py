@@ -1,0 +1,397 @@
+"""Jobs and steps: the step DAG a job runs, built in Python or read from a YAML/JSON job file.
+
+A job is one workspace and one or more steps. Steps name the steps they depend on; independent steps may run
+in parallel. Everything that can be checked without running anything is checked by `Job.validate()` before
+the first step starts: duplicate names, unknown dependencies, cycles, malformed conditions and conditions that
+name unknown variables.
+
+Example::
+
+    job = Job("test-and-build")
+    job.add_step("checkout", "git clone https://example.com/repo.git /job/src")
+    job.add_step("test", "pytest tests/", depends_on=["checkout"], timeout=600, retries=1)
+    job.add_step("build", "python -m build", depends_on=["test"], condition="branch == 'main'")
+    order = job.validate(variables={"branch": "main"})
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from runnerlib.execution.conditions import Condition, ConditionError, parse_condition
+
+STEP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+Trust = Literal["trusted", "untrusted"]
+
+
+class JobDefinitionError(ValueError):
+    """A job that cannot run as written; the message names the step (and file:line when from a file)."""
+
+
+@dataclass
+class Step:
+    """One command of a job. `command` is a shell string or an argv list (run without a shell)."""
+
+    name: str
+    command: str | list[str]
+    depends_on: list[str] = field(default_factory=list)
+    condition: str = "on_success"
+    timeout: float | None = None
+    retries: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    trust: Trust = "trusted"
+    allow_failure: bool = False
+    # Where the step was defined (file:line), for error messages; None when built in Python.
+    origin: str | None = None
+
+    @property
+    def parsed_condition(self) -> Condition:
+        return parse_condition(self.condition)
+
+    def describe_command(self) -> str:
+        """The command as one line (argv lists shell-quoted), for the log. The caller masks it."""
+        if isinstance(self.command, str):
+            return self.command
+        import shlex
+
+        return shlex.join(self.command)
+
+
+class StepSpec(BaseModel):
+    """A step as written in a job file (and the validation of `Job.add_step` arguments)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Unique step name: letters, digits, '_', '.', '-' (max 63).")
+    command: str | list[str] = Field(
+        description="Shell command string, or an argv list run without a shell.")
+    depends_on: list[str] = Field(default_factory=list, description="Steps that must finish first.")
+    condition: str = Field(
+        default="on_success",
+        description="on_success (default), always, on_failure, or an expression on job variables, "
+                    "e.g. branch == 'main' and event_type != 'pull_request_opened'.")
+    timeout: float | None = Field(default=None, gt=0, description="Seconds; exit 124 when exceeded.")
+    retries: int = Field(default=0, ge=0, le=10, description="Extra attempts after a failure or timeout.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for this step.")
+    working_dir: str | None = Field(default=None, description="Directory the step runs in.")
+    trust: Trust = Field(default="trusted",
+                         description="untrusted steps run sandboxed with no secrets and no socket.")
+    allow_failure: bool = Field(default=False, description="A failure does not fail the job.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not STEP_NAME_RE.match(value):
+            raise ValueError("must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$ (it names the step's log file)")
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        if isinstance(value, list) and (not value or not value[0]):
+            raise ValueError("an argv list needs at least the program")
+        if "\x00" in (value if isinstance(value, str) else "".join(value)):
+            raise ValueError("must not contain NUL bytes")
+        return value
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _deps(cls, value: Any) -> Any:
+        # `depends_on: build` is a common shorthand for a one-element list.
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+        return value
+
+    @field_validator("condition")
+    @classmethod
+    def _condition(cls, value: str) -> str:
+        try:
+            parse_condition(value)
+        except ConditionError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class Job:
+    """A named set of steps forming a DAG. Build with `add_step`; `validate()` before running."""
+
+    def __init__(self, name: str, *, vars: Mapping[str, str] | None = None) -> None:
+        if not STEP_NAME_RE.match(name or ""):
+            raise JobDefinitionError(
+                f"job name {name!r} must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,62}}$")
+        self.name = name
+        self.vars: dict[str, str] = dict(vars or {})
+        self._steps: dict[str, Step] = {}
+
+    @property
+    def steps(self) -> list[Step]:
+        """Steps in the order they were added."""
+        return list(self._steps.values())
+
+    def step(self, name: str) -> Step:
+        return self._steps[name]
+
+    def add_step(
+        self,
+        name: str,
+        command: str | list[str],
+        depends_on: Iterable[str] | str | None = None,
+        condition: str = "on_success",
+        timeout: float | None = None,
+        retries: int = 0,
+        env: Mapping[str, str] | None = None,
+        working_dir: str | None = None,
+        trust: Trust = "trusted",
+        allow_failure: bool = False,
+        *,
+        origin: str | None = None,
+    ) -> Step:
+        """Add a step; arguments are checked at once (duplicate names included), the DAG by `validate()`."""
+        if name in self._steps:
+            where = f" ({origin})" if origin else ""
+            raise JobDefinitionError(f"step {name!r}{where}: duplicate step name")
+        deps = [depends_on] if isinstance(depends_on, str) else list(depends_on or [])
+        try:
+            spec = StepSpec(name=name, command=command, depends_on=deps, condition=condition,
+                            timeout=timeout, retries=retries, env=dict(env or {}),
+                            working_dir=working_dir, trust=trust, allow_failure=allow_failure)
+        except ValidationError as exc:
+            raise JobDefinitionError(_format_validation(exc, prefix=f"step {name!r}", origin=origin)) from None
+        step = Step(**spec.model_dump(), origin=origin)
+        self._steps[name] = step
+        return step
+
+    def validate(self, variables: Mapping[str, Any] | None = None) -> list[str]:
+        """Check the DAG and conditions; return the step names in a topological order.
+
+        `variables` are the job variables conditions may use (branch, sha, ...); when given, a condition
+        naming any other variable is refused here rather than when the step is reached.
+        """
+        if not self._steps:
+            raise JobDefinitionError(f"job {self.name!r} has no steps")
+        for step in self._steps.values():
+            for dep in step.depends_on:
+                if dep not in self._steps:
+                    raise JobDefinitionError(
+                        f"step {step.name!r}{_at(step)}: depends on unknown step {dep!r}")
+                if dep == step.name:
+                    raise JobDefinitionError(f"step {step.name!r}{_at(step)}: depends on itself")
+            if variables is not None:
+                unknown = sorted(step.parsed_condition.names() - set(variables))
+                if unknown:
+                    raise JobDefinitionError(
+                        f"step {step.name!r}{_at(step)}: condition uses unknown variable {unknown[0]!r} "
+                        f"(known: {', '.join(sorted(variables)) or 'none'})")
+        return self._topological_order()
+
+    def _topological_order(self) -> list[str]:
+        # Kahn's algorithm in declaration order, so the order is stable and readable in logs.
+        indegree = {name: len(set(step.depends_on)) for name, step in self._steps.items()}
+        dependents: dict[str, list[str]] = {name: [] for name in self._steps}
+        for name, step in self._steps.items():
+            for dep in set(step.depends_on):
+                dependents[dep].append(name)
+        ready = [name for name, d in indegree.items() if d == 0]
+        order: list[str] = []
+        while ready:
+            name = ready.pop(0)
+            order.append(name)
+            for child in dependents[name]:
+                indegree[child] -= 1
+                if indegree[child] == 0:
+                    ready.append(child)
+        if len(order) != len(self._steps):
+            raise JobDefinitionError(f"job {self.name!r}: dependency cycle: {' -> '.join(self._find_cycle())}")
+        return order
+
+    def _find_cycle(self) -> list[str]:
+        state: dict[str, int] = {}
+        stack: list[str] = []
+
+        def visit(name: str) -> list[str] | None:
+            state[name] = 1
+            stack.append(name)
+            for dep in self._steps[name].depends_on:
+                if state.get(dep) == 1:
+                    return stack[stack.index(dep):] + [dep]
+                if dep not in state:
+                    found = visit(dep)
+                    if found:
+                        return found
+            stack.pop()
+            state[name] = 2
+            return None
+
+        for name in self._steps:
+            if name not in state:
+                cycle = visit(name)
+                if cycle:
+                    return list(reversed(cycle))
+        return []
+
+    def __repr__(self) -> str:
+        return f"<Job {self.name!r} steps={list(self._steps)}>"
+
+
+def _at(step: Step) -> str:
+    return f" ({step.origin})" if step.origin else ""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Job files: YAML or JSON documents whose values keep the line they came from, for error messages.
+
+
+@dataclass
+class Document:
+    """A parsed YAML/JSON document and the line of each key or item, by path (e.g. ("steps", 2, "name"))."""
+
+    path: Path
+    data: Any
+    lines: dict[tuple[Any, ...], int]
+
+    def where(self, loc: tuple[Any, ...] = ()) -> str:
+        """`file:line` for the deepest known prefix of `loc` (the file alone when nothing is known)."""
+        for n in range(len(loc), -1, -1):
+            line = self.lines.get(tuple(loc[:n]))
+            if line is not None:
+                return f"{self.path}:{line}"
+        return str(self.path)
+
+
+MAX_JOB_FILE_BYTES = 4 * 1024 * 1024
+
+
+def load_document(path: str | Path) -> Document:
+    """Read a YAML (.yaml/.yml) or JSON (.json, or any other name) job file, refusing duplicate keys.
+
+    Errors are JobDefinitionError naming the file and line.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_JOB_FILE_BYTES + 1)
+    except OSError as exc:
+        raise JobDefinitionError(f"{path}: cannot read job file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_JOB_FILE_BYTES:
+        raise JobDefinitionError(f"{path}: job file larger than {MAX_JOB_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JobDefinitionError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    return parse_document(text, path)
+
+
+def parse_document(text: str, path: str | Path = "<job file>") -> Document:
+    """Parse job-file text (see `load_document`); JSON when the name ends in .json, YAML otherwise."""
+    path = Path(path)
+    lines: dict[tuple[Any, ...], int] = {}
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text, object_pairs_hook=_no_duplicate_pairs)
+        except json.JSONDecodeError as exc:
+            raise JobDefinitionError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+        except _DuplicateKey as exc:
+            raise JobDefinitionError(f"{path}: duplicate key {exc.args[0]!r}") from None
+        try:  # JSON is (nearly) YAML: the composer gives us the lines; best effort only.
+            _node_lines(yaml.compose(text, Loader=yaml.SafeLoader), (), lines, path)
+        except (yaml.YAMLError, JobDefinitionError, RecursionError):
+            lines = {}
+    else:
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            if node is not None:
+                _node_lines(node, (), lines, path)
+            data = yaml.safe_load(text)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = f":{mark.line + 1}" if mark else ""
+            raise JobDefinitionError(f"{path}{line}: invalid YAML: {exc.problem or exc}") from None
+        except yaml.YAMLError as exc:
+            raise JobDefinitionError(f"{path}: invalid YAML: {exc}") from None
+        except RecursionError:
+            raise JobDefinitionError(f"{path}: document nested too deeply") from None
+    return Document(path, data, lines)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _node_lines(node: yaml.Node, loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int], path: Path) -> None:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key in seen and key != "<<":
+                raise JobDefinitionError(f"{path}:{key_node.start_mark.line + 1}: duplicate key {key!r}")
+            seen.add(key)
+            lines[loc + (key,)] = key_node.start_mark.line + 1
+            _node_lines(value_node, loc + (key,), lines, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _node_lines(item, loc + (index,), lines, path)
+
+
+def _format_validation(exc: ValidationError, *, prefix: str, origin: str | None = None,
+                       document: Document | None = None, base: tuple[Any, ...] = ()) -> str:
+    """The first pydantic error as `origin: field: message` (one line)."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    where = document.where(base + loc) if document else origin
+    field_name = ".".join(str(p) for p in loc) or "value"
+    msg = err["msg"].removeprefix("Value error, ")
+    more = len(exc.errors()) - 1
+    tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    head = f"{where}: " if where else ""
+    return f"{head}{prefix}: {field_name}: {msg}{tail}"
+
+
+def steps_from_data(job: Job, steps: Any, document: Document | None = None,
+                    base: tuple[Any, ...] = ("steps",)) -> None:
+    """Add the steps of a job file's `steps:` (a list of mappings with `name`, or a mapping by name)."""
+    where = document.where(base) if document else "steps"
+    if isinstance(steps, Mapping):
+        items = [(key, {"name": key, **(value or {})} if isinstance(value, Mapping) else value, (key,))
+                 for key, value in steps.items()]
+    elif isinstance(steps, list):
+        items = [(None, value, (index,)) for index, value in enumerate(steps)]
+    else:
+        raise JobDefinitionError(f"{where}: steps: must be a list of steps or a mapping by step name")
+    for _key, value, sub in items:
+        origin = document.where(base + sub) if document else None
+        if not isinstance(value, Mapping):
+            raise JobDefinitionError(f"{origin or where}: step must be a mapping with name and command")
+        try:
+            spec = StepSpec.model_validate(dict(value))
+        except ValidationError as exc:
+            label = value.get("name") if isinstance(value.get("name"), str) else str(sub[0])
+            raise JobDefinitionError(_format_validation(
+                exc, prefix=f"step {label!r}", document=document, base=base + sub)) from None
+        job.add_step(**spec.model_dump(), origin=origin)

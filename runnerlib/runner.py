@@ -1,0 +1,588 @@
+"""One job's lifecycle: config -> plugins -> secrets -> sources -> steps -> triggers -> cleanup.
+
+    PRE_VALIDATION -> validate -> POST_VALIDATION
+    -> protect the runner, load every secret into the job's ONE SecretRegistry, start the registration socket
+    -> PRE_SOURCE_PREP -> prepare /job/ci and /job/src -> POST_SOURCE_PREP
+    -> PRE_EXECUTION -> the step DAG -> POST_EXECUTION -> publish triggers
+    -> ON_ERROR (on any failure: a step, a plugin, an exception, a timeout, SIGTERM) -> CLEANUP (always)
+
+Invariants:
+- everything the runner writes (step output, its own messages, errors, the summary) is masked by the job's
+  registry; the secrets held in the configuration itself are registered before the first line is written;
+- only trusted steps get the secret variables and the registration socket; untrusted steps get neither (and
+  no variable whose value holds a registered secret);
+- CLEANUP runs for every plugin whatever happened before, including after SIGTERM, which cancels the running
+  steps (SIGTERM, grace, SIGKILL in the process wrapper) and makes the job exit 143.
+
+Exit codes: 0 success; a failing step's own code; 124 step or job timeout; 126 refused by the sandbox policy;
+143 cancelled by SIGTERM; 1 a plugin, source or runner failure; 2 a configuration or job-definition error.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from runnerlib.config import ConfigError, JobConfig, get_config
+from runnerlib.execution.logs import JobLog, want_colour
+from runnerlib.execution.scheduler import (
+    EXIT_CANCELLED,
+    EXIT_TIMEOUT,
+    JobResult,
+    Scheduler,
+    StepResult,
+)
+from runnerlib.jobs import Job, JobDefinitionError, Step
+from runnerlib.plugins import PluginContext, PluginError, PluginManager, PluginPhase, default_manager
+
+EXIT_RUNNER_ERROR = 1
+EXIT_CONFIG_ERROR = 2
+
+# Variables every step gets whatever the environment; the rest of the runner's environment only reaches
+# trusted steps.
+_BASE_ENV_NAMES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "TMPDIR", "USER", "LOGNAME",
+                   "SHELL", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+class JobCancelled(BaseException):
+    """Raised in the main thread by the SIGTERM handler outside the step phase (BaseException: plugins'
+    `except Exception` must not swallow it)."""
+
+
+class RunnerError(RuntimeError):
+    """A failure of the runner itself (sources, container mode, ...); the message is masked when shown."""
+
+
+class JobRunner:
+    """Runs one job. `run()` returns the exit code; it never raises for a job failure.
+
+    Example::
+
+        config = get_config(job_command="make test", workspace_root="/tmp/ws")
+        code = JobRunner(config).run()
+    """
+
+    def __init__(
+        self,
+        config: JobConfig,
+        job: Job | None = None,
+        *,
+        plugins: PluginManager | None = None,
+        out: BinaryIO | None = None,
+        environ: Mapping[str, str] | None = None,
+        read_stdin_secrets: bool = False,
+        handle_signals: bool = True,
+        registry: Any = None,
+    ) -> None:
+        from runnerlib.security.registry import SecretRegistry
+
+        self.config = config
+        self.job = job
+        self.plugins = plugins if plugins is not None else default_manager()
+        self.environ = dict(os.environ if environ is None else environ)
+        self.read_stdin_secrets = read_stdin_secrets
+        self.handle_signals = handle_signals
+        self.registry = registry if registry is not None else SecretRegistry()
+        # The configuration's own secrets first: an error about the configuration may quote them.
+        self.registry.add_many(config.secret_values(), source="configuration")
+        stream = out if out is not None else sys.stdout.buffer
+        self._out = stream
+        self.log = JobLog(stream, job_name=config.job_name, job_id=config.job_id, fmt=config.log_format,
+                          colour=want_colour(stream, config.color), mask=self.registry.mask_text,
+                          level=config.log_level)
+        self.result: JobResult | None = None
+        self.errors: list[str] = []
+        self.context = PluginContext(config=config, env={}, job=job, registry=self.registry)
+        self._scheduler: Scheduler | None = None
+        self._in_steps = False
+        self._cleaning = False
+        self._cancelled = threading.Event()
+        self._job_timed_out = False
+        self._socket: Any = None
+        self._signer: Any = None
+        self._scratch: str | None = None
+
+    # -- public --------------------------------------------------------------------------------------------
+
+    def mask_text(self, text: str) -> str:
+        return str(self.registry.mask_text(text))
+
+    def cancel(self) -> None:
+        """What SIGTERM does: cancel running steps (grace, then kill) and start nothing new."""
+        self._cancelled.set()
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+
+    def run(self) -> int:
+        """Run the whole lifecycle; return the job's exit code (see the module docstring)."""
+        started = time.monotonic()
+        previous = self._install_signal_handler()
+        exit_code = EXIT_RUNNER_ERROR
+        failed = False
+        timer: threading.Timer | None = None
+        try:
+            try:
+                self._load_plugins(self.config.plugin_dirs)
+                self._phase(PluginPhase.PRE_VALIDATION)
+                job = self._validate()
+                self._phase(PluginPhase.POST_VALIDATION)
+                if self.config.job_timeout:
+                    timer = threading.Timer(self.config.job_timeout, self._on_job_timeout)
+                    timer.daemon = True
+                    timer.start()
+                self._protect_and_load_secrets()
+                if self.config.dry_run:
+                    self._print_plan(job)
+                    exit_code = 0
+                else:
+                    self._phase(PluginPhase.PRE_SOURCE_PREP)
+                    self._prepare_sources()
+                    self._load_ci_plugins()
+                    self._phase(PluginPhase.POST_SOURCE_PREP)
+                    self._phase(PluginPhase.PRE_EXECUTION)
+                    self._check_cancel()
+                    result = self._run_steps(job)
+                    exit_code = result.exit_code
+                    self.context.exit_code = exit_code
+                    self.context.step_results = result.steps
+                    self._phase(PluginPhase.POST_EXECUTION)
+                    self._publish_triggers()
+                    if exit_code != 0:
+                        failed = True
+                        self.context.error = self._failure_text(result)
+            except JobCancelled:
+                failed = True
+                exit_code = EXIT_TIMEOUT if self._job_timed_out else EXIT_CANCELLED
+                self._error("job timed out" if self._job_timed_out else "job cancelled (SIGTERM)")
+            except (ConfigError, JobDefinitionError) as exc:
+                failed = True
+                exit_code = EXIT_CONFIG_ERROR
+                self._error(str(exc))
+            except PluginError as exc:
+                failed = True
+                exit_code = self._cancel_code() or EXIT_RUNNER_ERROR
+                self._error(str(exc))
+            except Exception as exc:  # noqa: BLE001 - reported masked; ON_ERROR and CLEANUP still run
+                failed = True
+                exit_code = self._cancel_code() or EXIT_RUNNER_ERROR
+                self._error(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+            if self._cancelled.is_set() and exit_code == 0:
+                exit_code = self._cancel_code() or exit_code
+            self._cleaning = True
+            if failed or exit_code != 0:
+                self.context.exit_code = exit_code
+                self.context.error = self.context.error or (self.errors[-1] if self.errors else None)
+                self.plugins.run_phase(PluginPhase.ON_ERROR, self.context, mask=self.mask_text,
+                                       continue_on_error=True, on_error=self._error)
+            cleanup_errors = self.plugins.run_phase(PluginPhase.CLEANUP, self.context, mask=self.mask_text,
+                                                    continue_on_error=True, on_error=self._error)
+            if cleanup_errors and exit_code == 0:
+                exit_code = EXIT_RUNNER_ERROR
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._stop_services()
+            self._restore_signal_handler(previous)
+        self.log.summary(self.result.steps if self.result else [], self.plugins.timing_summary(),
+                         total=time.monotonic() - started, exit_code=exit_code)
+        self._write_summary_file(exit_code)
+        return exit_code
+
+    # -- phases --------------------------------------------------------------------------------------------
+
+    def _phase(self, phase: PluginPhase) -> None:
+        self._check_cancel()
+        self.log.event(f"phase {phase.value}", level="debug")
+        self.plugins.run_phase(phase, self.context, mask=self.mask_text)
+        # Plugins may replace the config object itself; keep ours in step.
+        if self.context.config is not self.config:
+            self.config = self.context.config
+        self._check_cancel()
+
+    def _load_plugins(self, directories: list[str]) -> None:
+        if not directories:
+            return
+        from runnerlib.plugin_loader import load_plugins
+
+        config = self.config
+        untrusted = [d for d in {config.code_dir, str(Path(config.workspace_root) / "src")} if d]
+        names = load_plugins(list(directories), self.plugins, workspace_root=config.workspace_root,
+                             untrusted_dirs=untrusted)
+        if names:
+            self.log.event(f"plugins loaded: {', '.join(names)}")
+
+    def _load_ci_plugins(self) -> None:
+        from runnerlib.plugin_loader import ci_plugin_dir
+
+        if self.config.ci_dir and ci_plugin_dir(self.config.ci_dir).is_dir():
+            # From the trusted CI checkout: they take part from POST_SOURCE_PREP on.
+            self._load_plugins([str(ci_plugin_dir(self.config.ci_dir))])
+
+    def _check_cancel(self) -> None:
+        if self._cancelled.is_set():
+            raise JobCancelled()
+
+    def _cancel_code(self) -> int | None:
+        if self._job_timed_out:
+            return EXIT_TIMEOUT
+        if self._cancelled.is_set():
+            return EXIT_CANCELLED
+        return None
+
+    def _validate(self) -> Job:
+        from runnerlib.config import check_config_paths
+
+        config = self.config
+        if not isinstance(config, JobConfig):
+            raise ConfigError("config", "plugin", "a plugin replaced the configuration with a non-JobConfig")
+        config.check_rules()
+        check_config_paths(config)
+        if config.container or config.runner_image:
+            raise ConfigError(
+                "runner_image" if config.runner_image else "container",
+                config.origin("runner_image" if config.runner_image else "container"),
+                "container mode needs a container engine (docker), and none is available to runnerlib here; "
+                "run runnerlib inside the job container instead (the worker's default mode)")
+        job = self.job or simple_job(config)
+        job.validate(config.job_variables())
+        self.job = self.context.job = job
+        return job
+
+    def _protect_and_load_secrets(self) -> None:
+        from runnerlib.security import secret_sources
+
+        from runnerlib.security.selfprotect import protect_runner
+
+        config = self.config
+        used = secret_sources.load_secrets(
+            self.registry, environ=self.environ, job_env=config.job_env,
+            secret_env_names=config.secret_env_names or None,
+            secret_values_list=config.secret_values_list or None,
+            secrets_file=config.secrets_file, secrets_fd=config.secrets_fd,
+            read_stdin=self.read_stdin_secrets)
+        for line in used:
+            self.log.event(f"secrets: {line}", level="debug")
+        # Non-dumpable, subreaper, and the secrets scrubbed from our own /proc cmdline and environ (steps
+        # get them from self.environ, a copy taken before).
+        protect_runner(self.registry.secrets())
+        job_env = dict(config.job_env)
+        from runnerlib.security import secret_store
+
+        if secret_store.find_secret_refs(job_env):
+            job_env = secret_store.resolve_secret_refs(job_env, lambda: secret_store.SecretStore(), self.registry)
+        self._job_env = job_env
+        self._scratch = config.work_dir or tempfile.mkdtemp(prefix="runnerlib-")
+        os.makedirs(self._scratch, mode=0o700, exist_ok=True)
+        from runnerlib.security.secret_socket import SecretSocketServer
+
+        self._socket = SecretSocketServer(self.registry, parent_dir=self._scratch).start()
+        self.context.env = self._trusted_env()
+
+    def _prepare_sources(self) -> None:
+        config = self.config
+        root = Path(config.workspace_root)
+        root.mkdir(parents=True, exist_ok=True)
+        if (config.source_type or "none") == "none" and (config.ci_source_type or "none") == "none":
+            return
+        from runnerlib.source import dual
+
+        dual.prepare_job_sources(config=config, workspace_root=root, registry=self.registry,
+                                 log=lambda message: self.log.event(message))
+
+    def _run_steps(self, job: Job) -> JobResult:
+        config = self.config
+        logs_dir = Path(config.artifacts_dir or Path(config.workspace_root) / "artifacts") / "logs"
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        self.log.logs_dir = logs_dir
+        self._start_trigger_signing()
+        scheduler = Scheduler(
+            job, self._execute, concurrency=config.concurrency, variables=config.job_variables(),
+            default_timeout=config.step_timeout, default_retries=config.step_retries,
+            on_event=lambda level, step, message: self.log.event(message, step=step, level=level))
+        self._scheduler = scheduler
+        if self._cancelled.is_set():
+            scheduler.cancel()
+        self._in_steps = True
+        try:
+            result = scheduler.run()
+        finally:
+            self._in_steps = False
+        if self._job_timed_out:
+            result.exit_code = EXIT_TIMEOUT
+        elif self._cancelled.is_set():
+            result.exit_code = EXIT_CANCELLED
+        self.result = result
+        return result
+
+    def _execute(self, step: Step, attempt: int, cancel: threading.Event) -> Any:
+        from runnerlib.execution.process import run_process
+
+        trusted = step.trust == "trusted"
+        env = self._trusted_env() if trusted else self._untrusted_env()
+        env.update(step.env)
+        env["REACTORCIDE_STEP_NAME"] = step.name
+        if trusted and self._socket is not None:
+            env.update(self._socket.env())
+        cwd = self._step_cwd(step)
+        command = step.command
+        shown = command if isinstance(command, str) else shlex.join(command)
+        retry = f" (attempt {attempt})" if attempt > 1 else ""
+        self.log.event(f"{'$' if trusted else '$ [untrusted]'} {shown}{retry}", step=step.name)
+        policy = None if trusted else self._sandbox_policy()
+        with self.log.step_output(step.name, attempt=attempt) as sink:
+            result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
+                                 timeout=step.timeout, policy=policy, on_output=sink.write, cancel_event=cancel,
+                                 grace=self.config.kill_grace, name=step.name)
+        status = "ok" if result.exit_code == 0 else f"exit {result.exit_code}"
+        if getattr(result, "reason", None) and result.exit_code != 0:
+            status += f": {result.reason}"
+        self.log.event(f"finished ({status}) in {result.duration:.2f}s", step=step.name,
+                       level="info" if result.exit_code == 0 else "warning")
+        return result
+
+    def _sandbox_policy(self) -> Any:
+        """The sandbox of untrusted steps: src and artifacts writable, ci read-only and protected."""
+        from runnerlib.execution.process import default_policy
+
+        c = self.config
+        env = {**self._context_env(), **{k: v for k, v in self.environ.items() if k.startswith("REACTORCIDE_SANDBOX")}}
+        return default_policy(env, read_write_paths=tuple(p for p in (c.code_dir, c.artifacts_dir) if p))
+
+    def _step_cwd(self, step: Step) -> str:
+        base = self.config.job_dir or self.config.code_dir or self.config.workspace_root
+        if step.working_dir:
+            return os.path.join(base, step.working_dir) if not os.path.isabs(step.working_dir) \
+                else step.working_dir
+        return str(base)
+
+    def _context_env(self) -> dict[str, str]:
+        c = self.config
+        env = {
+            "REACTORCIDE_WORKSPACE": c.workspace_root, "REACTORCIDE_CODE_DIR": c.code_dir or "",
+            "REACTORCIDE_JOB_DIR": c.job_dir or "", "REACTORCIDE_SOURCE_DIR": c.code_dir or "",
+            "REACTORCIDE_CI_SOURCE_DIR": c.ci_dir or "", "REACTORCIDE_ARTIFACTS_DIR": c.artifacts_dir or "",
+            "REACTORCIDE_TRIGGERS_FILE": c.triggers_file or "", "REACTORCIDE_JOB_NAME": c.job_name,
+        }
+        for name in ("job_id", "queue", "branch", "sha", "event_type", "pr_number"):
+            value = getattr(c, name)
+            if value is not None:
+                env[f"REACTORCIDE_{name.upper()}"] = str(value)
+        if c.in_container:
+            env["REACTORCIDE_IN_CONTAINER"] = "true"
+        return env
+
+    def _trusted_env(self) -> dict[str, str]:
+        env = dict(self.environ)
+        env.update(self._context_env())
+        env.update(getattr(self, "_job_env", self.config.job_env))
+        env.update(self.context.env or {})
+        return env
+
+    def _untrusted_env(self) -> dict[str, str]:
+        from runnerlib.security.secret_names import is_secret_name
+
+        secrets = [s for s in self.registry.secrets() if s]
+        named = set(self.config.secret_env_names)
+
+        def clean(name: str, value: str) -> bool:
+            if name in named or is_secret_name(name) or name.startswith("REACTORCIDE_SECRET"):
+                return False
+            if name in ("REACTORCIDE_API_TOKEN", "REACTORCIDE_COORDINATOR_URL"):
+                return False
+            data = value.encode("utf-8", "surrogateescape")
+            return not any(s in data for s in secrets)
+
+        env = {k: v for k, v in self.environ.items() if k in _BASE_ENV_NAMES and clean(k, v)}
+        env.update(self._context_env())
+        job_env = getattr(self, "_job_env", self.config.job_env)
+        env.update({k: v for k, v in job_env.items() if clean(k, v)})
+        return env
+
+    def _start_trigger_signing(self) -> None:
+        try:
+            from runnerlib.workflow.publish import start_trigger_signing
+        except ImportError:
+            return
+        self._signer = start_trigger_signing(self.config.workspace_root, job_id=self.config.job_id,
+                                             emit=self._emit_line)
+
+    def _publish_triggers(self) -> None:
+        try:
+            from runnerlib.workflow.publish import publish_triggers
+        except ImportError:
+            return
+        config = self.config
+        coordinator = None
+        if config.coordinator_url and config.api_token and config.job_id:
+            from runnerlib.workflow.coordinator import CoordinatorClient
+
+            coordinator = CoordinatorClient(config.coordinator_url, config.api_token, registry=self.registry,
+                                            allow_insecure_transport=config.allow_insecure_transport)
+        result = publish_triggers(config.triggers_file, signer=self._signer, registry=self.registry,
+                                  job_id=config.job_id, emit=self._emit_line, coordinator=coordinator,
+                                  workspace=config.workspace_root)
+        if result.operations:
+            self.log.event(f"triggers: {result.jobs} job(s) in {result.operations} operation(s) published")
+        for error in result.errors:
+            self._error(f"triggers: {error}")
+
+    def _emit_line(self, line: str) -> None:
+        # Protocol lines (trigger announcements) go out unprefixed on the runner's own stream, masked.
+        self.log._write((self.mask_text(line) + "\n").encode())
+
+    def _stop_services(self) -> None:
+        if self._socket is not None:
+            try:
+                self._socket.stop()
+            finally:
+                self._socket = None
+        if self._scratch and not self.config.work_dir:
+            import shutil
+
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    # -- signals ---------------------------------------------------------------------------------------
+
+    def _install_signal_handler(self) -> Any:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return None
+        return signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _restore_signal_handler(self, previous: Any) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        first = not self._cancelled.is_set()
+        self.cancel()
+        if first and not self._in_steps and not self._cleaning:
+            # Outside the steps nothing polls the flag often enough; unwind to ON_ERROR / CLEANUP now.
+            raise JobCancelled()
+
+    def _on_job_timeout(self) -> None:
+        self._job_timed_out = True
+        self._cancelled.set()
+        if self._scheduler is not None:
+            self._scheduler.cancel(timed_out=True)
+        if not self._in_steps and not self._cleaning and self.handle_signals \
+                and threading.current_thread() is not threading.main_thread():
+            # Interrupt the main thread (in a plugin or source preparation) the way SIGTERM does.
+            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+
+    # -- output ----------------------------------------------------------------------------------------
+
+    def _error(self, message: str) -> None:
+        masked = self.mask_text(message)
+        self.errors.append(masked)
+        self.log.event(masked, level="error")
+
+    def _failure_text(self, result: JobResult) -> str:
+        failed = [r for r in result.steps if r.failed_required]
+        if not failed:
+            return f"job failed with exit code {result.exit_code}"
+        r = failed[0]
+        return f"step {r.name!r} {r.status} (exit {r.exit_code})"
+
+    def _print_plan(self, job: Job) -> None:
+        order = job.validate(self.config.job_variables())
+        self.log.event(f"dry run: job {job.name!r}, {len(order)} step(s), nothing will run")
+        for name in order:
+            step = job.step(name)
+            deps = f" after {', '.join(step.depends_on)}" if step.depends_on else ""
+            cond = f" if {step.condition}" if step.condition != "on_success" else ""
+            self.log.event(f"{name} [{step.trust}]{deps}{cond}: {step.describe_command()}")
+
+    def _write_summary_file(self, exit_code: int) -> None:
+        if self.result is None or self.log.logs_dir is None:
+            return
+        import json
+
+        data = {"job": self.config.job_name, "job_id": self.config.job_id, "exit_code": exit_code,
+                "steps": [r.as_dict() for r in self.result.steps],
+                "plugins": [{"plugin": n, "seconds": s, "calls": c} for n, s, c in self.plugins.timing_summary()]}
+        try:
+            path = self.log.logs_dir / "summary.json"
+            path.write_text(self.mask_text(json.dumps(data, indent=2)) + "\n")
+        except OSError as exc:
+            self.log.event(f"could not write the summary file: {exc.strerror}", level="warning")
+
+
+def simple_job(config: JobConfig) -> Job:
+    """The one-step job of simple mode: job_command (shell) or job_args (argv) in job_dir."""
+    if config.job_args:
+        command: str | list[str] = list(config.job_args)
+    elif config.job_command:
+        command = config.job_command
+    else:
+        raise ConfigError("job_command", config.origin("job_command"),
+                          "nothing to run: give --job-command, `-- CMD ARGS`, or a job file with steps")
+    job = Job(config.job_name, vars=config.vars)
+    job.add_step(config.job_name, command, timeout=config.step_timeout,
+                 trust="untrusted" if config.untrusted else "trusted")
+    return job
+
+
+def run_job(
+    command: str | list[str] | None = None,
+    source_dir: str | None = None,
+    artifacts_dir: str | None = None,
+    *,
+    job: Job | None = None,
+    plugins: PluginManager | None = None,
+    out: BinaryIO | None = None,
+    **config_overrides: Any,
+) -> int:
+    """Run a job from Python (advanced mode) and return its exit code; plugins from register_plugin apply.
+
+    `command` is the job's shell command (or argv list); `source_dir` is where it runs (code_dir and job_dir);
+    other keyword arguments are JobConfig fields. Configuration errors return 2 after a masked message.
+
+    Example::
+
+        import runnerlib
+        runnerlib.register_plugin(MyPlugin())
+        exit_code = runnerlib.run_job(command="make test && make build", source_dir="/job/src",
+                                      artifacts_dir="/job/artifacts")
+    """
+    overrides = dict(config_overrides)
+    if isinstance(command, list):
+        overrides["job_args"] = command
+    elif command is not None:
+        overrides["job_command"] = command
+    if source_dir is not None:
+        overrides.setdefault("code_dir", source_dir)
+        overrides.setdefault("job_dir", source_dir)
+    if artifacts_dir is not None:
+        overrides["artifacts_dir"] = artifacts_dir
+    try:
+        config = get_config(**overrides)
+    except (ConfigError, JobDefinitionError) as exc:
+        _report_early(str(exc), overrides, out)
+        return EXIT_CONFIG_ERROR
+    return JobRunner(config, job, plugins=plugins, out=out).run()
+
+
+def _report_early(message: str, overrides: Mapping[str, Any], out: BinaryIO | None) -> None:
+    # No registry exists yet: mask the values that are secrets by definition before printing.
+    for key in ("api_token", "secret_values_list"):
+        value = overrides.get(key)
+        values = value if isinstance(value, list) else str(value or "").split(",")
+        for secret in values:
+            if secret and len(secret) >= 4:
+                message = message.replace(secret, "***")
+    stream = out if out is not None else sys.stderr.buffer
+    stream.write(f"runnerlib: error: {message}\n".encode())
+    stream.flush()
+
+
+__all__ = ["JobCancelled", "JobRunner", "RunnerError", "StepResult", "run_job", "simple_job"]
