@@ -1,5 +1,201 @@
-"""CLI commands for this area (being built; see docs/architecture.md for who owns what)."""
+"""`runnerlib workflow validate|list|run|verify` and `runnerlib trigger`: options in, library calls out."""
 
 from __future__ import annotations
 
-from runnerlib.cli.app import main  # noqa: F401
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from runnerlib.cli.app import main
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint=option)
+        out[name] = value
+    return out
+
+
+def _changed_paths(paths: tuple[str, ...], from_file: str | None) -> list[str] | None:
+    if not paths and from_file is None:
+        return None
+    found = list(paths)
+    if from_file is not None:
+        handle = sys.stdin if from_file == "-" else open(from_file, encoding="utf-8")  # noqa: SIM115
+        with handle:
+            found += [line.strip() for line in handle if line.strip()]
+    return found
+
+
+@main.group()
+def workflow() -> None:
+    """Workflow files (.reactorcide/workflows/*.yaml): validate, list, run locally, verify triggers."""
+
+
+@workflow.command("validate")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--dir", "root", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Repository whose .reactorcide/workflows/ is validated when no FILES are given.")
+def validate_cmd(files: tuple[str, ...], root: str) -> None:
+    """Check workflow files against the schema; errors name file:line and the field."""
+    from runnerlib.workflow.models import WorkflowError, load_workflow
+    from runnerlib.workflow.select import discover_workflows
+
+    paths = [Path(f) for f in files] or discover_workflows(root)
+    if not paths:
+        raise click.ClickException(f"no workflow files in {Path(root) / '.reactorcide' / 'workflows'}")
+    failed = 0
+    for path in paths:
+        try:
+            wf = load_workflow(path)
+        except WorkflowError as exc:
+            failed += 1
+            click.echo(f"invalid: {exc}", err=True)
+        else:
+            click.echo(f"ok: {path} ({wf.effective_id}: {len(wf.jobs)} job(s))")
+    if failed:
+        sys.exit(1)
+
+
+@workflow.command("list")
+@click.option("--dir", "root", default=".", show_default=True, type=click.Path(file_okay=False))
+@click.option("--event", help="Event type: push, pull_request_opened, ..., tag_created.")
+@click.option("--branch", help="Branch name the event is for.")
+@click.option("--changed-path", "changed", multiple=True, help="A changed path (repeatable).")
+@click.option("--changed-paths-from", "changed_from", help="File with one changed path a line ('-': stdin).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_cmd(root: str, event: str | None, branch: str | None, changed: tuple[str, ...],
+             changed_from: str | None, as_json: bool) -> None:
+    """List workflows and whether this event/branch/changed paths would start each."""
+    from runnerlib.workflow.select import load_workflows, select_workflows
+
+    decisions = select_workflows(load_workflows(root), event=event, branch=branch,
+                                 changed_paths=_changed_paths(changed, changed_from))
+    if as_json:
+        click.echo(json.dumps([{"id": d.workflow.effective_id, "name": d.workflow.name,
+                                "file": d.workflow.source, "selected": d.selected, "reason": d.reason}
+                               for d in decisions], indent=2))
+        return
+    for d in decisions:
+        click.echo(f"{'run ' if d.selected else 'skip'}  {d.workflow.effective_id:<24} {d.workflow.name}  "
+                   f"({d.reason})")
+
+
+@workflow.command("run")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--event", help="Event type to run for (the workflow's `on` must allow it).")
+@click.option("--branch", help="Branch to run for.")
+@click.option("--sha", help="Commit the run is for (REACTORCIDE_SHA).")
+@click.option("--pr-number", help="Pull request number (REACTORCIDE_PR_NUMBER).")
+@click.option("--changed-path", "changed", multiple=True, help="A changed path, for the paths filter.")
+@click.option("--var", "variables", multiple=True, help="NAME=VALUE overriding a workflow var (repeatable).")
+@click.option("--code-dir", type=click.Path(file_okay=False, exists=True),
+              help="Source to run on [default: the repository holding FILE, else the current directory].")
+@click.option("--run-dir", type=click.Path(file_okay=False),
+              help="Where workspaces, state, report.md and workflow-output.json go "
+                   "[default: <code-dir>/.reactorcide/runs/<id>-<time>].")
+@click.option("--max-parallel", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--launcher", type=click.Choice(["auto", "runnerlib", "shell"]), default="auto",
+              show_default=True, help="runnerlib: each job via `runnerlib run` (as the worker does); "
+                                      "shell: the command directly.")
+@click.option("--share-source", is_flag=True, help="Run every job in --code-dir itself instead of a copy.")
+@click.option("--force", is_flag=True, help="Run even if the workflow's on/paths filters do not match.")
+def run_cmd(file: str, event: str | None, branch: str | None, sha: str | None, pr_number: str | None,
+            changed: tuple[str, ...], variables: tuple[str, ...], code_dir: str | None, run_dir: str | None,
+            max_parallel: int, launcher: str, share_source: bool, force: bool) -> None:
+    """Run a whole workflow locally: each job in its own workspace, the DAG in parallel."""
+    from runnerlib.workflow.api import job_registry
+    from runnerlib.workflow.local_runner import LocalWorkflowRunner, render_tree
+    from runnerlib.workflow.models import load_workflow
+    from runnerlib.workflow.select import workflow_matches
+
+    wf = load_workflow(file)
+    decision = workflow_matches(wf, event=event, branch=branch, changed_paths=list(changed) or None)
+    if not decision.selected and not force:
+        click.echo(f"workflow {wf.effective_id} does not start for this event: {decision.reason} "
+                   "(--force runs it anyway)")
+        return
+    if code_dir is None:
+        resolved = Path(file).resolve()
+        code_dir = str(resolved.parents[2]) if resolved.parent.name == "workflows" and \
+            resolved.parent.parent.name == ".reactorcide" else os.getcwd()
+    registry = job_registry(os.environ)
+    runner = LocalWorkflowRunner(
+        wf, code_dir=code_dir, run_dir=run_dir, registry=registry, event=event, branch=branch, sha=sha,
+        pr_number=pr_number, variables=_pairs(variables, "--var"), max_parallel=max_parallel,
+        launcher=launcher, copy_source=not share_source,
+    )
+    result = runner.run()
+    click.echo("")
+    click.echo(registry.mask_text(render_tree(result.nodes)))
+    click.echo("")
+    click.echo(registry.mask_text(result.summary()))
+    click.echo(f"report: {result.report_file}")
+    click.echo(f"outputs: {result.output_file}")
+    sys.exit(result.exit_code)
+
+
+@workflow.command("verify")
+@click.option("--public-key", required=True,
+              help='The job\'s key: "ed25519:<base64>", PEM, or a file (e.g. <workspace>/trigger-signing.pub).')
+@click.option("--job-id", help="Also require the messages to be signed for this job id.")
+def verify_cmd(public_key: str, job_id: str | None) -> None:
+    """Read a job's stdout on stdin; print each verified trigger document (one JSON a line) on stdout.
+
+    Lines that claim to be trigger messages but do not verify are reported on stderr, and the exit status
+    is 1 if there was any. Other lines are ignored.
+    """
+    from runnerlib.workflow.signing import (
+        InvalidTriggerMessage,
+        is_trigger_line,
+        load_public_key,
+        verify_message,
+    )
+
+    key = load_public_key(public_key)
+    rejected = 0
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        if not is_trigger_line(raw):
+            continue
+        try:
+            document = verify_message(raw.rstrip(b"\r\n"), key, job_id=job_id)
+        except (InvalidTriggerMessage, UnicodeDecodeError) as exc:
+            rejected += 1
+            click.echo(f"rejected line {number}: {exc}", err=True)
+            continue
+        click.echo(json.dumps(document, sort_keys=True))
+    if rejected:
+        sys.exit(1)
+
+
+@main.command("trigger")
+@click.argument("job_name")
+@click.option("--env", "env", multiple=True, help="NAME=VALUE for the triggered job (repeatable).")
+@click.option("--depends-on", multiple=True, help="A job it waits for (repeatable).")
+@click.option("--condition", type=click.Choice(["all_success", "any_failed", "always"]))
+@click.option("--job-command", help="Command of the triggered job.")
+@click.option("--container-image", help="Image of the triggered job.")
+@click.option("--source-type")
+@click.option("--source-url")
+@click.option("--source-ref")
+@click.option("--ci-source-type")
+@click.option("--ci-source-url")
+@click.option("--ci-source-ref")
+@click.option("--priority", type=int)
+@click.option("--timeout", help='Seconds, or a duration like "30m".')
+@click.option("--triggers-file", help="Default: REACTORCIDE_TRIGGERS_FILE, else <workspace>/triggers.json.")
+def trigger_cmd(job_name: str, env: tuple[str, ...], depends_on: tuple[str, ...], condition: str | None,
+                triggers_file: str | None, **fields: str | int | None) -> None:
+    """Trigger a follow-up job (as runnerlib.trigger_job does); prints the operation id."""
+    from runnerlib.workflow.api import trigger_job
+
+    options = {k: v for k, v in fields.items() if v is not None}
+    operation_id = trigger_job(job_name, env=_pairs(env, "--env"), depends_on=list(depends_on),
+                               condition=condition, triggers_file_path=triggers_file, **options)
+    click.echo(operation_id)

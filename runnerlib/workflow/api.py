@@ -1,0 +1,388 @@
+"""The workflow API for trusted job code: trigger follow-up jobs, ask about jobs, publish outputs.
+
+Example::
+
+    import runnerlib
+
+    if runnerlib.is_job_running("deploy-production"):
+        print("Deploy already in progress, skipping")
+    elif runnerlib.get_job_result("test")["exit_code"] == 0:
+        runnerlib.trigger_job("deploy-staging", env={"DEPLOY_TARGET": "staging"}, depends_on=["build"])
+
+Triggers go to the triggers file (REACTORCIDE_TRIGGERS_FILE, default <workspace>/triggers.json), which only
+trusted steps can write, and, when REACTORCIDE_COORDINATOR_URL and REACTORCIDE_API_TOKEN are set (they are
+given to trusted steps only), straight to the coordinator. After the steps, the runner publishes the file as
+signed lines on its stdout (publish.py). Every value is masked with the job's secrets before it is written
+anywhere: a secret cannot travel to the next job through a trigger (give it to that job as a secret).
+
+Job state comes from the coordinator when one is configured, else from the local workflow run's state file
+(REACTORCIDE_WORKFLOW_STATE, maintained by `runnerlib workflow run`); with neither, a WorkflowStateUnavailable
+error says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from runnerlib.workflow import state, triggers_file
+from runnerlib.workflow.coordinator import CoordinatorClient, CoordinatorError, JobState
+from runnerlib.workflow.models import Condition, JobTrigger, WorkflowError
+from runnerlib.workflow.publish import COORDINATOR, default_triggers_path, default_workspace, mask_document
+
+__all__ = [
+    "TriggerDeliveryError",
+    "WorkflowContext",
+    "WorkflowStateUnavailable",
+    "coordinator_from_env",
+    "job_registry",
+    "get_job_result",
+    "is_job_running",
+    "log_next_job",
+    "trigger_job",
+    "trigger_jobs",
+    "workflow_context",
+]
+
+STATE_VAR = "REACTORCIDE_WORKFLOW_STATE"
+OUTPUT_VAR = "REACTORCIDE_WORKFLOW_OUTPUT"
+
+
+class WorkflowStateUnavailable(RuntimeError):
+    """Neither a coordinator nor a local workflow state is configured, so job state cannot be known."""
+
+
+class TriggerDeliveryError(RuntimeError):
+    """The coordinator refused or could not take a trigger (the triggers file still holds it)."""
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def job_registry(environ: Mapping[str, str]) -> Any:
+    """A SecretRegistry of the secrets this process can see (env names, patterns, token, lists, files)."""
+    from runnerlib.security.registry import SecretRegistry
+    from runnerlib.security.secret_sources import load_secrets
+
+    registry = SecretRegistry()
+    load_secrets(registry, environ=environ)
+    return registry
+
+
+def coordinator_from_env(environ: Mapping[str, str] | None = None, registry: Any = None) -> CoordinatorClient | None:
+    """The coordinator client configured by the environment, or None if there is none.
+
+    REACTORCIDE_COORDINATOR_URL + REACTORCIDE_API_TOKEN (both needed), REACTORCIDE_ALLOW_INSECURE_TRANSPORT
+    (true to allow http://), REACTORCIDE_COORDINATOR_CA_FILE (a CA bundle to trust).
+    """
+    env = os.environ if environ is None else environ
+    url, token = env.get("REACTORCIDE_COORDINATOR_URL"), env.get("REACTORCIDE_API_TOKEN")
+    if not url or not token:
+        return None
+    return CoordinatorClient(
+        url, token, registry=registry,
+        allow_insecure_transport=_truthy(env.get("REACTORCIDE_ALLOW_INSECURE_TRANSPORT")),
+        cafile=env.get("REACTORCIDE_COORDINATOR_CA_FILE") or None,
+    )
+
+
+def _as_trigger(job: JobTrigger | Mapping[str, Any]) -> JobTrigger:
+    return job if isinstance(job, JobTrigger) else JobTrigger.model_validate(dict(job))
+
+
+def trigger_jobs(
+    jobs: Iterable[JobTrigger | Mapping[str, Any]],
+    *,
+    triggers_file_path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    registry: Any = None,
+) -> str:
+    """Trigger several jobs in one operation; returns its operation id.
+
+    Each job is a JobTrigger or a dict of its fields (job_name, env, depends_on, condition, source_*,
+    ci_source_*, container_image, job_command, priority, timeout). The whole list is validated first: on a
+    bad entry nothing is written.
+
+    Raises TriggerDeliveryError if the coordinator is configured and refuses or cannot be reached after its
+    retries; the operation is then still in the triggers file and the runner delivers it after the steps.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        validated = [_as_trigger(job) for job in jobs]
+    except ValueError as exc:
+        raise WorkflowError(_one_line_validation(exc), field="trigger") from None
+    if not validated:
+        raise WorkflowError("trigger_jobs needs at least one job", field="jobs")
+    if registry is None:
+        registry = job_registry(env)
+    masked = [JobTrigger.model_validate(mask_document(job.to_dict(), registry)) for job in validated]
+    path = Path(triggers_file_path) if triggers_file_path else default_triggers_path(environ=dict(env))
+    try:
+        operation = triggers_file.append_operation(path, masked)
+    except PermissionError:
+        raise WorkflowError("cannot write the triggers file: only trusted steps can trigger jobs",
+                            file=str(path)) from None
+    except OSError as exc:
+        raise WorkflowError(f"cannot write the triggers file: {exc.strerror}", file=str(path)) from None
+    client = coordinator_from_env(env, registry)
+    if client is not None:
+        try:
+            client.post_triggers(env.get("REACTORCIDE_JOB_ID", ""), operation.document())
+        except CoordinatorError as exc:
+            raise TriggerDeliveryError(
+                f"{exc} (operation {operation.operation_id} is in {path}; the runner delivers it after the steps)"
+            ) from None
+        triggers_file.mark_delivered(path, [operation.operation_id], COORDINATOR)
+    return operation.operation_id
+
+
+def trigger_job(
+    job_name: str,
+    env: Mapping[str, Any] | None = None,
+    depends_on: Iterable[str] | str | None = None,
+    condition: Condition | str | None = None,
+    **fields: Any,
+) -> str:
+    """Trigger one job; returns the operation id. Other JobTrigger fields go as keywords.
+
+    Example::
+
+        trigger_job("deploy-staging", env={"DEPLOY_TARGET": "staging"}, depends_on=["test", "build"],
+                    condition="all_success", job_command="make deploy", timeout="30m")
+    """
+    options = {k: fields.pop(k) for k in ("triggers_file_path", "environ", "registry") if k in fields}
+    job: dict[str, Any] = {"job_name": job_name, **fields}
+    if env:
+        job["env"] = dict(env)
+    if depends_on:
+        job["depends_on"] = [depends_on] if isinstance(depends_on, str) else list(depends_on)
+    if condition is not None:
+        job["condition"] = condition
+    return trigger_jobs([job], **options)
+
+
+def _one_line_validation(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where}: {first['msg']}" if where else first["msg"]
+    return str(exc)
+
+
+# --- job state ---------------------------------------------------------------------------------------------
+
+
+def _local_states(name: str, environ: Mapping[str, str]) -> list[JobState] | None:
+    path = environ.get(STATE_VAR)
+    if not path:
+        return None
+    data = state.read_json(path, {"jobs": {}})
+    jobs = data.get("jobs", {}) if isinstance(data, dict) else {}
+    found: list[JobState] = []
+    for instance, info in jobs.items():
+        if not isinstance(info, dict):
+            continue
+        if instance == name or info.get("base_name") == name:
+            found.append(JobState(
+                name=instance, status=str(info.get("status", "pending")), job_id=info.get("job_id"),
+                exit_code=info.get("exit_code"), outputs=info.get("outputs") or {},
+                created_at=info.get("started_at"), finished_at=info.get("finished_at"),
+            ))
+    return found
+
+
+def _states(name: str, environ: Mapping[str, str] | None) -> list[JobState]:
+    env = os.environ if environ is None else environ
+    client = coordinator_from_env(env)
+    if client is not None:
+        return client.list_jobs(name, workflow_run=env.get("REACTORCIDE_WORKFLOW_RUN_ID") or None)
+    local = _local_states(name, env)
+    if local is None:
+        raise WorkflowStateUnavailable(
+            "job state is unknown here: set REACTORCIDE_COORDINATOR_URL and REACTORCIDE_API_TOKEN, or run the "
+            "job inside `runnerlib workflow run` (which sets REACTORCIDE_WORKFLOW_STATE)"
+        )
+    return local
+
+
+def is_job_running(job_name: str, *, environ: Mapping[str, str] | None = None) -> bool:
+    """True if a job of this name is queued or running (for_each instances count for their job)."""
+    return any(s.running for s in _states(job_name, environ))
+
+
+def get_job_result(job_name: str, *, environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The latest result of a job: {"job_name", "status", "exit_code", "job_id", "outputs", ...}; None if none.
+
+    For a for_each job asked by its name, the result covers every instance: status "failed" if one failed,
+    exit_code the first non-zero one, and "instances" maps each instance to its own result.
+    """
+    found = _states(job_name, environ)
+    if not found:
+        return None
+    exact = [s for s in found if s.name == job_name]
+    if exact:
+        return exact[0].as_result()
+    results = {s.name: s.as_result() for s in found}
+    statuses = {s.status for s in found}
+    status = next((st for st in ("running", "pending", "failed", "cancelled") if st in statuses),
+                  "success" if statuses <= {"success"} else sorted(statuses)[0])
+    codes = [s.exit_code for s in found if s.exit_code]
+    return {"job_name": job_name, "status": status, "exit_code": codes[0] if codes else
+            (0 if status == "success" else None), "job_id": None, "outputs": {}, "instances": results}
+
+
+# --- local mode: say what to run next ------------------------------------------------------------------------
+
+
+def log_next_job(
+    job_name: str,
+    reason: str | None = None,
+    depends_on: Iterable[str] | None = None,
+    *,
+    workflow_file: str | None = None,
+    stream: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """Print what should run next, in the design document's format, and return the text.
+
+    Output::
+
+        📋 Next jobs to run:
+          → deploy-staging (waiting on: test, build - all complete)
+            reason: tests passed
+
+        Run the next job:
+          $ python -m runnerlib.cli run --job deploy-staging --workflow-file pipeline.yaml
+    """
+    env = os.environ if environ is None else environ
+    deps = list(depends_on or [])
+    line = f"  → {job_name}"
+    if deps:
+        line += f" (waiting on: {', '.join(deps)}{_deps_progress(deps, env)})"
+    lines = ["📋 Next jobs to run:", line]
+    if reason:
+        lines.append(f"    reason: {reason}")
+    workflow_file = workflow_file or env.get("REACTORCIDE_WORKFLOW_FILE") or "<workflow.yaml>"
+    lines += ["", "Run the next job:",
+              f"  $ python -m runnerlib.cli run --job {job_name} --workflow-file {workflow_file}"]
+    text = "\n".join(lines) + "\n"
+    text = job_registry(env).mask_text(text)
+    out = stream or sys.stdout
+    try:
+        out.write(text)
+    except UnicodeEncodeError:  # a terminal that cannot show the arrows still gets the information
+        out.write(text.encode("ascii", "replace").decode("ascii"))
+    out.flush()
+    return text
+
+
+def _deps_progress(deps: list[str], environ: Mapping[str, str]) -> str:
+    """" - all complete", or the states of the unfinished ones, when a local state or coordinator knows them."""
+    try:
+        results = {dep: get_job_result(dep, environ=environ) for dep in deps}
+    except (WorkflowStateUnavailable, CoordinatorError, ValueError):
+        return ""
+    if all(r is not None and r["status"] in state.FINISHED for r in results.values()):
+        return " - all complete"
+    pending = [f"{d}: {r['status'] if r else 'not started'}" for d, r in results.items()
+               if r is None or r["status"] not in state.FINISHED]
+    return " - " + ", ".join(pending)
+
+
+# --- the context of a job inside a workflow -------------------------------------------------------------
+
+
+@dataclass
+class WorkflowContext:
+    """Where this job stands in its workflow, and how it publishes outputs and variables.
+
+    Example::
+
+        ctx = runnerlib.workflow_context()
+        print(ctx.workflow, ctx.job_name, ctx.item, ctx.branch)
+        ctx.set_output("image", "registry/app:1.2")   # workflow-output.json {"outputs": {"image": ...}}
+        ctx.set_var("VERSION", "1.2")                  # dependants started by the local runner see VERSION
+    """
+
+    job_id: str | None
+    job_name: str | None
+    workflow: str | None
+    run_id: str | None
+    event: str | None
+    branch: str | None
+    sha: str | None
+    pr_number: str | None
+    item: str | None
+    vars: dict[str, str] = field(default_factory=dict)
+    output_file: Path = field(default_factory=lambda: Path("workflow-output.json"))
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def _update(self, section: str, name: str, value: Any) -> None:
+        if not isinstance(name, str) or not name:
+            raise WorkflowError("must be a non-empty string", field=f"{section} name")
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise WorkflowError("must be JSON-serialisable", field=f"{section}.{name}") from None
+        masked = mask_document(value, job_registry(self.environ))
+
+        def change(current: Any) -> Any:
+            doc = current if isinstance(current, dict) else {}
+            doc.setdefault("vars", {})
+            doc.setdefault("outputs", {})
+            doc[section][name] = masked
+            return doc
+
+        state.update_json(self.output_file, {"vars": {}, "outputs": {}}, change)
+
+    def set_output(self, name: str, value: Any) -> None:
+        """Record an output of this job in workflow-output.json (masked)."""
+        self._update("outputs", name, value)
+
+    def set_var(self, name: str, value: str) -> None:
+        """Record a variable for the jobs that depend on this one (masked)."""
+        self._update("vars", name, str(value))
+
+    def outputs(self) -> dict[str, Any]:
+        """This job's outputs so far."""
+        return dict(state.read_json(self.output_file, {}).get("outputs", {}))
+
+    def trigger_job(self, job_name: str, **kwargs: Any) -> str:
+        return trigger_job(job_name, environ=self.environ, **kwargs)
+
+    def is_job_running(self, job_name: str) -> bool:
+        return is_job_running(job_name, environ=self.environ)
+
+    def get_job_result(self, job_name: str) -> dict[str, Any] | None:
+        return get_job_result(job_name, environ=self.environ)
+
+
+def workflow_context(environ: Mapping[str, str] | None = None) -> WorkflowContext:
+    """The WorkflowContext of the running job, from the REACTORCIDE_* environment."""
+    env = dict(os.environ if environ is None else environ)
+    try:
+        variables = json.loads(env.get("REACTORCIDE_WORKFLOW_VARS") or "{}")
+    except ValueError:
+        raise WorkflowError("not valid JSON", field="REACTORCIDE_WORKFLOW_VARS") from None
+    output = env.get(OUTPUT_VAR)
+    return WorkflowContext(
+        job_id=env.get("REACTORCIDE_JOB_ID"),
+        job_name=env.get("REACTORCIDE_WORKFLOW_JOB"),
+        workflow=env.get("REACTORCIDE_WORKFLOW_ID"),
+        run_id=env.get("REACTORCIDE_WORKFLOW_RUN_ID"),
+        event=env.get("REACTORCIDE_EVENT_TYPE"),
+        branch=env.get("REACTORCIDE_BRANCH"),
+        sha=env.get("REACTORCIDE_SHA"),
+        pr_number=env.get("REACTORCIDE_PR_NUMBER"),
+        item=env.get("REACTORCIDE_WORKFLOW_ITEM"),
+        vars={str(k): str(v) for k, v in variables.items()} if isinstance(variables, dict) else {},
+        output_file=Path(output) if output else default_workspace(env) / "workflow-output.json",
+        environ=env,
+    )
