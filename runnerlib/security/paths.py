@@ -671,13 +671,15 @@ class Workspace:
             os.close(fd)
 
     # -- copying --------------------------------------------------------------------------------
-    def copy_in(self, source: str | os.PathLike[str], dest_rel: str | os.PathLike[str]) -> CopyReport:
+    def copy_in(self, source: str | os.PathLike[str], dest_rel: str | os.PathLike[str], *,
+                into_existing: bool = False) -> CopyReport:
         """Copy the directory `source` (outside the workspace) into the new directory `dest_rel`.
 
         Never follows a symlink out of `source`: links are recreated as links, and a link whose target
         could leave the source tree is refused (check_link_target). Regular files keep their permission
         bits (setuid/setgid dropped); FIFOs, sockets and device nodes are skipped and listed in the
-        report. `dest_rel` must not exist yet (use staging() to replace a directory atomically).
+        report. `dest_rel` must not exist yet unless `into_existing` (then it must be an empty
+        directory); use staging() to replace a directory atomically.
         """
         report = CopyReport()
         src_fd = os.open(os.fspath(source), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -685,8 +687,13 @@ class Workspace:
         dest_parts = self._parts(dest_rel)
         self.makedirs("/".join(dest_parts[:-1]))
         with self._parent(dest_rel) as (pfd, name, _):
-            os.mkdir(name, 0o700, dir_fd=pfd)
+            if not into_existing:
+                os.mkdir(name, 0o700, dir_fd=pfd)
             dst_fd = os.open(name, _O_DIR, dir_fd=pfd)
+        if into_existing and os.listdir(dst_fd):
+            os.close(dst_fd)
+            os.close(src_fd)
+            raise PathPolicyError("copy destination", "must be an empty directory", value=_describe(dest_rel))
         todo: list[tuple[int, int, list[str], int]] = [(src_fd, dst_fd, [], stat.S_IMODE(st.st_mode))]
         dir_modes: list[tuple[int, int]] = []
         try:
@@ -758,7 +765,7 @@ class Workspace:
         The staging directory is created inside `dest_rel` (so the final move is a rename on the same
         filesystem even when `dest_rel` is a mount point). On success the old content of `dest_rel` is
         removed and the staged entries are renamed into place; on any exception the staging directory
-        is removed and `dest_rel` is left exactly as it was.
+        is removed and `dest_rel` is left exactly as it was (removed again if this call created it).
 
         >>> with ws.staging("src") as st:            # doctest: +SKIP
         ...     ws.write_bytes(f"{st.rel}/a.txt", b"x")
@@ -766,6 +773,7 @@ class Workspace:
         dest = self.rel(dest_rel, field="destination")
         if not dest:
             raise PathPolicyError("destination", "must be a directory below the workspace root, not the root")
+        created = not self.exists(dest)
         self.makedirs(dest)
         name = _STAGE_PREFIX + _random.token_hex(8)
         rel = f"{dest}/{name}"
@@ -776,6 +784,8 @@ class Workspace:
         except BaseException:
             with contextlib.suppress(OSError):
                 self.rmtree(rel)
+                if created:
+                    self.rmtree(dest)  # we made it (empty) for this attempt: leave no trace
             raise
         staged.commit()
 

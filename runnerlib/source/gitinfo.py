@@ -1,0 +1,103 @@
+"""Read-only questions about a checked-out git repository: files changed between refs, and its state.
+
+The repository may have been modified by untrusted steps, so git is run as if the repository were
+hostile: no pager, no external diff, no textconv, no signature verification (gpg.program from the
+repository's config would run), no fsmonitor, no hooks, no optional locks, discovery stopped above
+the repository, and every line of output passes through the registry's mask when one is given.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from runnerlib.source.base import SecretSink, SourceError, last_lines, strip_credentials
+
+_PINS = [
+    ("core.hooksPath", "/dev/null"), ("core.fsmonitor", "false"), ("core.pager", "cat"),
+    ("log.showSignature", "false"), ("gpg.program", "false"), ("gpg.ssh.program", "false"),
+    ("gpg.x509.program", "false"), ("diff.external", ""), ("core.askPass", ""),
+    ("protocol.ext.allow", "never"),
+]
+
+
+def _env(repo: Path, environ: Mapping[str, str] | None) -> dict[str, str]:
+    base = dict(os.environ if environ is None else environ)
+    env = {k: v for k, v in base.items() if not k.startswith("GIT_") or k == "GIT_CONFIG_GLOBAL"}
+    pins = [*_PINS, ("safe.directory", str(repo))]
+    env["GIT_CONFIG_COUNT"] = str(len(pins))
+    for i, (key, value) in enumerate(pins):
+        env[f"GIT_CONFIG_KEY_{i}"] = key
+        env[f"GIT_CONFIG_VALUE_{i}"] = value
+    env["GIT_CEILING_DIRECTORIES"] = str(repo.parent)
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GIT_OPTIONAL_LOCKS"] = "0"
+    env["LC_ALL"] = "C"
+    return env
+
+
+def _git(repo: Path, args: list[str], *, registry: SecretSink | None, environ: Mapping[str, str] | None,
+         check: bool = True) -> tuple[int, str]:
+    program = shutil.which("git")
+    if not program:
+        raise SourceError("the `git` program is not installed; install the Debian package `git`")
+    if not (repo / ".git").exists():
+        raise SourceError(f"code_dir: not a git repository: {repo}")
+    proc = subprocess.run([program, "--no-pager", "-C", str(repo), *args], env=_env(repo, environ),
+                          stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    out, err = proc.stdout, proc.stderr
+    if registry is not None:
+        out, err = registry.mask(out), registry.mask(err)
+    if check and proc.returncode != 0:
+        detail = last_lines(err.decode("utf-8", "replace")) or f"exit status {proc.returncode}"
+        raise SourceError(f"git {args[0]} failed in {repo}: {detail}")
+    return proc.returncode, out.decode("utf-8", "replace")
+
+
+def files_changed(repo: str | os.PathLike[str], base: str, head: str = "HEAD", *, merge_base: bool = False,
+                  registry: SecretSink | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Paths that differ between `base` and `head` (with `merge_base`, since their merge base: base...head).
+
+    >>> files_changed("/job/src", "origin/main")          # doctest: +SKIP
+    ['README.md', 'src/app.py']
+    """
+    for name, ref in (("base", base), ("head", head)):
+        if not ref or ref.startswith("-") or "\0" in ref:
+            raise SourceError(f"{name} ref: must be a non-empty ref not starting with '-' (got {ref!r})")
+    repo_path = Path(repo)
+    spec = [f"{base}...{head}"] if merge_base else [base, head]
+    _, out = _git(repo_path, ["diff", "--name-only", "-z", "--no-ext-diff", "--no-textconv", "--no-renames",
+                              *spec, "--"], registry=registry, environ=environ)
+    return [p for p in out.split("\0") if p]
+
+
+def repo_info(repo: str | os.PathLike[str], *, registry: SecretSink | None = None,
+              environ: Mapping[str, str] | None = None) -> dict[str, object]:
+    """The state of the checkout: sha, short_sha, branch (None when detached), author, committer, date,
+    subject, message, remotes (credentials removed), shallow."""
+    repo_path = Path(repo)
+    fmt = "%H%x00%h%x00%an%x00%ae%x00%cn%x00%ce%x00%cI%x00%s%x00%B"
+    _, out = _git(repo_path, ["log", "-1", "--no-show-signature", f"--format={fmt}", "HEAD"],
+                  registry=registry, environ=environ)
+    fields = out.split("\0")
+    if len(fields) < 9:
+        raise SourceError(f"git log gave unexpected output in {repo_path}")
+    rc, branch = _git(repo_path, ["symbolic-ref", "-q", "--short", "HEAD"], registry=registry, environ=environ,
+                      check=False)
+    _, remotes_out = _git(repo_path, ["remote", "-v"], registry=registry, environ=environ, check=False)
+    remotes: dict[str, str] = {}
+    for line in remotes_out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            remotes.setdefault(parts[0], strip_credentials(parts[1]))
+    _, shallow = _git(repo_path, ["rev-parse", "--is-shallow-repository"], registry=registry, environ=environ,
+                      check=False)
+    return {
+        "sha": fields[0], "short_sha": fields[1], "branch": branch.strip() if rc == 0 else None,
+        "author": f"{fields[2]} <{fields[3]}>", "committer": f"{fields[4]} <{fields[5]}>", "date": fields[6],
+        "subject": fields[7], "message": fields[8].rstrip("\n"), "remotes": remotes,
+        "shallow": shallow.strip() == "true",
+    }
