@@ -36,7 +36,9 @@ from runnerlib.execution.logs import JobLog, want_colour
 from runnerlib.execution.scheduler import (
     EXIT_CANCELLED,
     EXIT_TIMEOUT,
+    EXIT_REFUSED,
     JobResult,
+    Outcome,
     Scheduler,
     StepResult,
 )
@@ -109,6 +111,7 @@ class JobRunner:
         self._socket: Any = None
         self._signer: Any = None
         self._scratch: str | None = None
+        self.workspace: Any = None
 
     # -- public --------------------------------------------------------------------------------------------
 
@@ -186,14 +189,14 @@ class JobRunner:
                                                     continue_on_error=True, on_error=self._error)
             if cleanup_errors and exit_code == 0:
                 exit_code = EXIT_RUNNER_ERROR
+            self.log.summary(self.result.steps if self.result else [], self.plugins.timing_summary(),
+                             total=time.monotonic() - started, exit_code=exit_code)
+            self._write_summary_file(exit_code)
         finally:
             if timer is not None:
                 timer.cancel()
             self._stop_services()
             self._restore_signal_handler(previous)
-        self.log.summary(self.result.steps if self.result else [], self.plugins.timing_summary(),
-                         total=time.monotonic() - started, exit_code=exit_code)
-        self._write_summary_file(exit_code)
         return exit_code
 
     # -- phases --------------------------------------------------------------------------------------------
@@ -286,11 +289,27 @@ class JobRunner:
         self._socket = SecretSocketServer(self.registry, parent_dir=self._scratch).start()
         self.context.env = self._trusted_env()
 
+    def _open_workspace(self) -> Any:
+        from runnerlib.security.paths import Workspace
+
+        if self.workspace is None:
+            self.workspace = Workspace(self.config.workspace_root, create=True)
+        return self.workspace
+
+    def _open_log(self, path: Path, append: bool) -> BinaryIO:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        return os.fdopen(self._open_workspace().open(str(path), flags, 0o600), "wb")
+
     def _prepare_sources(self) -> None:
         config = self.config
-        root = Path(config.workspace_root)
-        root.mkdir(parents=True, exist_ok=True)
+        workspace = self._open_workspace()
+        self.context.workspace = workspace
         if (config.source_type or "none") == "none" and (config.ci_source_type or "none") == "none":
+            # Nothing to check out: the tree is pre-mounted, or the job needs none; make sure the directory
+            # the job runs in exists, as CI systems do for an empty workspace.
+            for directory in {config.code_dir, config.job_dir}:
+                if directory and not os.path.isdir(directory):
+                    workspace.makedirs(directory)
             return
         from runnerlib.source import dual
 
@@ -300,8 +319,9 @@ class JobRunner:
     def _run_steps(self, job: Job) -> JobResult:
         config = self.config
         logs_dir = Path(config.artifacts_dir or Path(config.workspace_root) / "artifacts") / "logs"
-        logs_dir.mkdir(parents=True, exist_ok=True)
+        self._open_workspace().makedirs(str(logs_dir))
         self.log.logs_dir = logs_dir
+        self.log.open_log = self._open_log
         self._start_trigger_signing()
         scheduler = Scheduler(
             job, self._execute, concurrency=config.concurrency, variables=config.job_variables(),
@@ -336,7 +356,16 @@ class JobRunner:
         shown = command if isinstance(command, str) else shlex.join(command)
         retry = f" (attempt {attempt})" if attempt > 1 else ""
         self.log.event(f"{'$' if trusted else '$ [untrusted]'} {shown}{retry}", step=step.name)
-        policy = None if trusted else self._sandbox_policy()
+        policy = None
+        if not trusted:
+            from runnerlib.security.policy import PolicyError
+
+            try:
+                policy = self._sandbox_policy()
+            except PolicyError as exc:
+                reason = self.mask_text(str(exc))
+                self.log.event(f"refused: {reason}", step=step.name, level="error")
+                return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=reason)
         with self.log.step_output(step.name, attempt=attempt) as sink:
             result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
                                  timeout=step.timeout, policy=policy, on_output=sink.write, cancel_event=cancel,
@@ -444,6 +473,9 @@ class JobRunner:
                 self._socket.stop()
             finally:
                 self._socket = None
+        if self.workspace is not None:
+            self.workspace.close()
+            self.workspace = None
         if self._scratch and not self.config.work_dir:
             import shutil
 
@@ -512,7 +544,7 @@ class JobRunner:
                 "plugins": [{"plugin": n, "seconds": s, "calls": c} for n, s, c in self.plugins.timing_summary()]}
         try:
             path = self.log.logs_dir / "summary.json"
-            path.write_text(self.mask_text(json.dumps(data, indent=2)) + "\n")
+            self._open_workspace().write_text(str(path), self.mask_text(json.dumps(data, indent=2)) + "\n")
         except OSError as exc:
             self.log.event(f"could not write the summary file: {exc.strerror}", level="warning")
 

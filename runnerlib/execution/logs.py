@@ -51,6 +51,7 @@ class JobLog:
         logs_dir: Path | None = None,
         mask: Callable[[str], str] = lambda s: s,
         level: str = "INFO",
+        open_log: Callable[[Path, bool], BinaryIO] | None = None,
     ) -> None:
         self.out = out
         self.job_name = job_name
@@ -60,10 +61,11 @@ class JobLog:
         self.logs_dir = logs_dir
         self.mask = mask
         self.debug = level.upper() == "DEBUG"
+        # How step log files are opened: the runner passes one that goes through security.paths.Workspace
+        # (no symlink can redirect a log out of the workspace).
+        self.open_log = open_log or _open_log
         self._lock = threading.Lock()
         self._steps = 0
-        if logs_dir is not None:
-            logs_dir.mkdir(parents=True, exist_ok=True)
 
     # -- runner messages ---------------------------------------------------------------------------------
 
@@ -147,6 +149,12 @@ class JobLog:
         self._write(("\n" + self.mask(text)).encode("utf-8", "replace"))
 
 
+def _open_log(path: Path, append: bool) -> BinaryIO:
+    # 0600: the file is masked, but a log is nobody else's business. Never through a symlink.
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC) | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.fdopen(os.open(path, flags, 0o600), "wb")
+
+
 def _seconds(value: float | None) -> str:
     if value is None:
         return "-"
@@ -167,10 +175,7 @@ class StepOutput:
         self._file: BinaryIO | None = None
         self._file_lock = threading.Lock()
         if path is not None:
-            # 0600: the file is masked, but a log is nobody else's business.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC) | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o600)
-            self._file = os.fdopen(fd, "wb")
+            self._file = log.open_log(path, append)
         label = f"[{step}]"
         self._prefix = (f"\x1b[{colour}m{label}\x1b[0m " if log.colour else f"{label} ").encode()
 
