@@ -95,8 +95,11 @@ class SecretRegistry:
 
     def _wait_for_streams(self) -> None:
         # A write that read the old pattern set before the swap may still be running: wait for it, so that
-        # nothing is emitted with the old set after add() returns.
-        for stream in list(self._streams):
+        # nothing is emitted with the old set after add() returns. The set is copied under the lock: another
+        # thread opening a stream meanwhile made list() fail with "Set changed size during iteration".
+        with self._lock:
+            streams = list(self._streams)
+        for stream in streams:
             with stream.lock:
                 pass
 
