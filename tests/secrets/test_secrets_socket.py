@@ -13,6 +13,7 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import threading
 import time
 
@@ -516,3 +517,46 @@ def test_client_errors_name_no_value(tmp_path):
     assert value not in str(info.value)
     thread.join()
     listener.close()
+
+
+def test_registrations_while_streams_open_and_close(registry):
+    """Steps start and end (streams open and close) while secrets arrive: no registration may fail.
+
+    Regression: the registry listed its live streams without its lock, and a stream opened meanwhile made
+    add() raise "Set changed size during iteration", which the server turned into an error reply.
+    """
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            registry.stream(lambda b: None).close()
+
+    kept = [registry.stream(lambda b: None) for _ in range(1000)]  # a long list makes the race window wide
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so the race shows up in a short test
+    churners = [threading.Thread(target=churn) for _ in range(3)]
+    for t in churners:
+        t.start()
+    try:
+        with SecretSocketServer(registry, timeout=60.0) as server:
+            failures: list[str] = []
+
+            def client():
+                try:
+                    register_secret(new_secret(), socket_path=server.path, token=server.token)
+                except RegistrationError as exc:
+                    failures.append(str(exc))
+
+            clients = [threading.Thread(target=client) for _ in range(200)]
+            for t in clients:
+                t.start()
+            for t in clients:
+                t.join(120)
+    finally:
+        stop.set()
+        for t in churners:
+            t.join()
+        sys.setswitchinterval(interval)
+        for stream in kept:
+            stream.close()
+    assert failures == []
