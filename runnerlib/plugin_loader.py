@@ -116,7 +116,7 @@ def load_plugin_file(path: Path, manager: PluginManager) -> list[str]:
                 manager.register(plugin)
     except PluginLoadError:
         raise
-    except Exception as exc:  # noqa: BLE001 - reported with the file named; the caller masks the text
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - reported with the file named; caller masks
         raise PluginLoadError(f"plugin file {path}: {type(exc).__name__}: {exc}") from None
     return sorted({p.name for p in manager.plugins} - before)
 

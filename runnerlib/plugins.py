@@ -212,7 +212,8 @@ class PluginManager:
             error: str | None = None
             try:
                 method(context)
-            except Exception as exc:  # noqa: BLE001 - any plugin failure is reported, masked
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - reported masked; sys.exit() in a plugin
+                # must not skip the CLEANUP of the others either
                 error = mask(" ".join(f"{type(exc).__name__}: {exc}".split()))
             finally:
                 self.timings.append(PluginTiming(plugin.name, phase, time.monotonic() - start, error))

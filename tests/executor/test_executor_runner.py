@@ -1,0 +1,197 @@
+"""The runner in-process: masking of everything it writes, trusted/untrusted separation, run_job."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from runnerlib.config import get_config
+from runnerlib.jobs import Job
+from runnerlib.plugins import PluginManager
+from runnerlib.runner import JobRunner, run_job
+
+SECRET = "Qx7-secret-Vb93kLmN"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fragments(secret: str, size: int = 6) -> list[str]:
+    return [secret[i:i + size] for i in range(len(secret) - size + 1)]
+
+
+def assert_no_fragment(text: str, secret: str = SECRET) -> None:
+    for frag in fragments(secret):
+        assert frag not in text, f"fragment {frag!r} of the secret leaked"
+
+
+def runner_for(ws: Path, job: Job | None = None, environ: dict | None = None, **settings) -> tuple[JobRunner, io.BytesIO]:  # noqa: ANN003
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO)
+    env.update(environ or {})
+    config = get_config(environ={}, workspace_root=str(ws), **settings)
+    out = io.BytesIO()
+    return JobRunner(config, job, plugins=PluginManager(), out=out, environ=env, handle_signals=False), out
+
+
+def test_secrets_masked_in_console_and_step_log(ws: Path) -> None:
+    b64 = base64.b64encode(SECRET.encode()).decode()
+    # The secret comes from the environment only (never literally in the command, which is echoed) and
+    # is also written in two pieces with a pause between them.
+    split = ("python3 -c 'import os,sys,time; s=os.environ[\"DEPLOY_TOKEN\"]; sys.stdout.write(\"split=\"+s[:9]); "
+             "sys.stdout.flush(); time.sleep(0.2); sys.stdout.write(s[9:]+\"\\n\")'")
+    runner, out = runner_for(
+        ws, environ={"DEPLOY_TOKEN": SECRET},
+        job_command=f"echo plain=$DEPLOY_TOKEN; echo b64={b64}; echo err=$DEPLOY_TOKEN >&2; {split}")
+    assert runner.run() == 0
+    console = out.getvalue().decode()
+    log = (ws / "artifacts" / "logs" / "job.log").read_text()
+    for text in (console, log):
+        assert "plain=***" in text and "err=***" in text and "split=***" in text
+        assert_no_fragment(text)
+        assert b64[4:14] not in text
+    summary = json.loads((ws / "artifacts" / "logs" / "summary.json").read_text())
+    assert summary["steps"][0]["status"] == "success"
+
+
+def test_command_echo_and_errors_masked(ws: Path) -> None:
+    runner, out = runner_for(ws, secret_values_list=SECRET, job_command=f"no-such-program-{SECRET}")
+    code = runner.run()
+    text = out.getvalue().decode()
+    assert code == 127
+    assert "no-such-program-***" in text
+    assert_no_fragment(text)
+
+
+def test_secret_registered_over_the_socket_is_masked(ws: Path) -> None:
+    # The value is made inside the step (as a fetched token would be) and kept aside for the test.
+    script = ("import os, runnerlib; v = 'fresh-' + os.urandom(8).hex(); "
+              f"open({str(ws / 'value')!r}, 'w').write(v); "
+              "runnerlib.register_secret(v); print('got', v, flush=True)")
+    runner, out = runner_for(ws, job_args=[sys.executable, "-c", script])
+    assert runner.run() == 0, out.getvalue().decode()
+    fresh = (ws / "value").read_text()
+    text = out.getvalue().decode() + (ws / "artifacts" / "logs" / "job.log").read_text()
+    assert "got ***" in text
+    assert_no_fragment(text, fresh.removeprefix("fresh-"))
+
+
+PROBE = ("env > {out}/env.txt; "
+         "python3 -c 'import os,socket; s=socket.socket(socket.AF_UNIX); "
+         "s.connect(os.environ[\"REACTORCIDE_SECRETS_SOCKET\"]); print(\"socket reachable\")' "
+         "> {out}/socket.txt 2>&1; true")
+
+
+def _untrusted_available(result_text: str) -> None:
+    if "refused" in result_text and "sandbox" in result_text:
+        pytest.skip("the sandbox cannot confine a step on this kernel: " + result_text[-200:])
+
+
+def test_untrusted_step_gets_no_secret_and_no_socket(ws: Path) -> None:
+    # The attack (a PR's build script): dump the environment and connect to the registration socket.
+    # It runs once as a trusted step (it must succeed there: this is what the separation prevents)
+    # and once as an untrusted step. The files are read raw, unmasked.
+    (ws / "src").mkdir()
+    (ws / "src" / "t").mkdir()
+    (ws / "src" / "u").mkdir()
+    os.chmod(ws / "src", 0o777)
+    os.chmod(ws / "src" / "u", 0o777)
+    job = Job("sep")
+    job.add_step("trusted", PROBE.format(out=ws / "src" / "t"))
+    job.add_step("untrusted", PROBE.format(out=ws / "src" / "u"), trust="untrusted")
+    runner, out = runner_for(ws, job, environ={"DEPLOY_TOKEN": SECRET},
+                             job_env={"API_PASSWORD": "jobenv-pw-77aa", "PLAIN": "visible"})
+    code = runner.run()
+    text = out.getvalue().decode()
+    _untrusted_available(text)
+    assert code == 0, text
+    trusted_env = (ws / "src" / "t" / "env.txt").read_text()
+    assert SECRET in trusted_env and "jobenv-pw-77aa" in trusted_env
+    assert "REACTORCIDE_SECRETS_SOCKET=" in trusted_env and "REACTORCIDE_SECRETS_TOKEN=" in trusted_env
+    assert "socket reachable" in (ws / "src" / "t" / "socket.txt").read_text()
+
+    untrusted_env = (ws / "src" / "u" / "env.txt").read_text()
+    assert_no_fragment(untrusted_env)
+    assert "jobenv-pw" not in untrusted_env and "PLAIN=visible" in untrusted_env
+    assert "REACTORCIDE_SECRETS" not in untrusted_env and "REACTORCIDE_API_TOKEN" not in untrusted_env
+    assert "socket reachable" not in (ws / "src" / "u" / "socket.txt").read_text()
+
+
+def test_untrusted_flag_sandboxes_the_job_command(ws: Path) -> None:
+    (ws / "src").mkdir()
+    os.chmod(ws / "src", 0o777)
+    runner, out = runner_for(ws, environ={"DEPLOY_TOKEN": SECRET}, untrusted=True,
+                             job_command=f"env > {ws}/src/env.txt")
+    code = runner.run()
+    _untrusted_available(out.getvalue().decode())
+    assert code == 0, out.getvalue().decode()
+    assert_no_fragment((ws / "src" / "env.txt").read_text())
+
+
+def test_run_job_from_python(ws: Path) -> None:
+    src = ws / "src"
+    src.mkdir()
+    out = io.BytesIO()
+    code = run_job(command="pwd; echo from-run-job", source_dir=str(src), artifacts_dir=str(ws / "artifacts"),
+                   workspace_root=str(ws), plugins=PluginManager(), out=out, environ={})
+    text = out.getvalue().decode()
+    assert code == 0, text
+    assert f"[job] {src}" in text and "[job] from-run-job" in text
+
+
+def test_run_job_config_error_returns_2_masked(ws: Path, capsysbinary: pytest.CaptureFixture) -> None:
+    out = io.BytesIO()
+    code = run_job(command="true", workspace_root=str(ws), api_token=SECRET, coordinator_url=f"http://{SECRET}",
+                   plugins=PluginManager(), out=out, environ={})
+    assert code == 2
+    text = out.getvalue().decode()
+    assert "coordinator_url" in text
+    assert_no_fragment(text)
+
+
+def test_json_log_format(ws: Path) -> None:
+    job = Job("j")
+    job.add_step("one", "echo first")
+    job.add_step("two", "echo second >&2", depends_on=["one"])
+    runner, out = runner_for(ws, job, log_format="json", job_id="job-77")
+    assert runner.run() == 0
+    records = [json.loads(line) for line in out.getvalue().decode().splitlines() if line.startswith("{")]
+    outputs = [r for r in records if r.get("stream") in ("stdout", "stderr")]
+    assert {(r["step"], r["stream"], r["message"]) for r in outputs} == {("one", "stdout", "first"),
+                                                                       ("two", "stderr", "second")}
+    assert all(r["job_id"] == "job-77" for r in outputs)
+    summary = [r for r in records if r.get("stream") == "summary"][0]
+    assert [s["name"] for s in summary["steps"]] == ["one", "two"] and summary["exit_code"] == 0
+
+
+def test_dry_run_runs_nothing(ws: Path) -> None:
+    runner, out = runner_for(ws, job_command=f"touch {ws}/ran", dry_run=True)
+    assert runner.run() == 0
+    assert not (ws / "ran").exists()
+    assert b"dry run" in out.getvalue()
+
+
+def test_container_mode_fails_clearly(ws: Path) -> None:
+    runner, out = runner_for(ws, job_command="true", runner_image="alpine:latest")
+    assert runner.run() == 2
+    assert b"container engine (docker)" in out.getvalue()
+
+
+def test_interleaved_steps_never_mix_inside_a_line(ws: Path) -> None:
+    script = ("import sys\n"
+              "for i in range(2000):\n"
+              "    sys.stdout.write('{c}' * 50 + '\\n'); sys.stdout.flush()\n")
+    job = Job("mix")
+    for name, char in (("aa", "A"), ("bb", "B"), ("cc", "C")):
+        job.add_step(name, [sys.executable, "-c", script.format(c=char)])
+    runner, out = runner_for(ws, job, concurrency=3)
+    assert runner.run() == 0
+    lines = [line for line in out.getvalue().decode().splitlines() if line.startswith(("[aa]", "[bb]", "[cc]"))]
+    assert len(lines) == 6000
+    for line in lines:
+        prefix, _, body = line.partition(" ")
+        assert body == {"[aa]": "A", "[bb]": "B", "[cc]": "C"}[prefix] * 50
