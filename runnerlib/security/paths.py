@@ -289,7 +289,16 @@ class Workspace:
                 if not follow:
                     resolve |= _o2.RESOLVE_NO_SYMLINKS
                     flags |= os.O_NOFOLLOW
-                return _o2.openat2(self.fd, "/".join(parts) or ".", flags, mode, resolve)
+                try:
+                    return _o2.openat2(self.fd, "/".join(parts) or ".", flags, mode, resolve)
+                except NotADirectoryError:
+                    # O_DIRECTORY|O_NOFOLLOW on a final symlink answers ENOTDIR: say it was a symlink.
+                    probe = _o2.openat2(self.fd, "/".join(parts), os.O_PATH | os.O_NOFOLLOW, 0, resolve)
+                    is_link = stat.S_ISLNK(os.fstat(probe).st_mode)
+                    os.close(probe)
+                    if is_link:
+                        raise OSError(errno.ELOOP, "symlink") from None
+                    raise
             return self._walk(parts, flags, mode, follow=follow)
         except OSError as exc:
             raise self._escape(parts, exc) from None
