@@ -560,3 +560,25 @@ def test_registrations_while_streams_open_and_close(registry):
         for stream in kept:
             stream.close()
     assert failures == []
+
+
+def test_batched_requests_get_their_own_counts(registry):
+    """Concurrent requests are registered in one update; each reply still counts only its own values."""
+    with SecretSocketServer(registry, timeout=60.0) as server:
+        results: dict[int, int] = {}
+        expected: dict[int, int] = {}
+        requests: dict[int, list[str]] = {}
+        for i in range(300):
+            values = [new_secret() for _ in range(i % 3)] + ["ab"] * (i % 2)  # "ab" is too short: refused
+            requests[i] = values
+            expected[i] = i % 3
+
+        def client(i):
+            results[i] = register_secrets(requests[i] or ["xy"], socket_path=server.path, token=server.token)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(300)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert results == expected
