@@ -1,0 +1,229 @@
+"""End-to-end runs of the `runnerlib` command in subprocesses: exit codes, SIGTERM, DAG, config, validate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "cli-secret-Hh41zzQ"
+
+
+def cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 60,
+        input: bytes | None = None) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("REACTORCIDE_") and k not in ("LOG_FORMAT", "LOG_LEVEL")}
+    base.update(env or {})
+    return subprocess.run([sys.executable, "-m", "runnerlib.cli", *args], env=base, cwd=cwd or REPO,
+                          capture_output=True, timeout=timeout, input=input)
+
+
+def test_exit_status_is_the_steps(ws: Path) -> None:
+    r = cli("run", "--workspace-root", str(ws), "--", "sh", "-c", "echo out; exit 7")
+    assert r.returncode == 7
+    assert b"[job] out" in r.stdout
+
+
+def test_step_timeout_exits_124(ws: Path) -> None:
+    r = cli("run", "--workspace-root", str(ws), "--step-timeout", "0.5", "--job-command", "sleep 30",
+            env={"REACTORCIDE_KILL_GRACE": "1"})
+    assert r.returncode == 124, r.stdout + r.stderr
+    assert b"timed_out" in r.stdout
+
+
+def test_git_url_and_job_command_from_env(ws: Path) -> None:
+    r = cli("run", "--workspace-root", str(ws), env={"REACTORCIDE_JOB_COMMAND": "echo from-env"})
+    assert r.returncode == 0 and b"from-env" in r.stdout
+
+
+PLUGIN = """
+from runnerlib.plugins import Plugin, PluginPhase
+
+class Marker(Plugin):
+    def __init__(self):
+        super().__init__("marker")
+
+    def on_error(self, context):
+        open({base!r} + "/on_error", "w").write(str(context.exit_code))
+
+    def cleanup(self, context):
+        open({base!r} + "/cleanup", "w").write(str(context.exit_code))
+
+PLUGINS = [Marker()]
+"""
+
+
+def test_sigterm_cancels_steps_runs_cleanup_and_exits_143(ws: Path) -> None:
+    plugins = ws / "plugins"
+    plugins.mkdir()
+    (plugins / "marker.py").write_text(PLUGIN.format(base=str(ws)))
+    # The step starts a grandchild that ignores SIGTERM: the kill must still reach it after the grace.
+    command = (f"(trap '' TERM; sleep 120) & echo $! > {ws}/grandchild; touch {ws}/started; wait")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTORCIDE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws),
+                             "--plugin-dir", str(plugins), "--job-command", command],
+                            env={**env, "REACTORCIDE_KILL_GRACE": "1"}, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (ws / "started").exists():
+            assert time.monotonic() < deadline, "the step never started"
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, out + err
+    assert (ws / "cleanup").read_text() == "143"
+    assert (ws / "on_error").read_text() == "143"
+    pid = int((ws / "grandchild").read_text())
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid), "the step's grandchild survived the cancellation"
+    assert b"cancelled" in out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+BARRIER = ("import os, sys, time\n"
+           "ws, me, other = sys.argv[1:4]\n"
+           "open(os.path.join(ws, me + '.start'), 'w').write(repr(time.time()))\n"
+           "deadline = time.time() + 30\n"
+           "while not os.path.exists(os.path.join(ws, other + '.start')):\n"
+           "    if time.time() > deadline: sys.exit('the other step never started: not parallel')\n"
+           "    time.sleep(0.01)\n"
+           "open(os.path.join(ws, me + '.end'), 'w').write(repr(time.time()))\n")
+
+
+def test_run_job_file_parallel_steps_overlap(ws: Path) -> None:
+    (ws / "barrier.py").write_text(BARRIER)
+    job = ws / "job.yaml"
+    job.write_text(
+        "name: dag\n"
+        "concurrency: 2\n"
+        "steps:\n"
+        f"  - name: left\n    command: [{sys.executable!r}, {str(ws / 'barrier.py')!r}, {str(ws)!r}, left, right]\n"
+        f"  - name: right\n    command: [{sys.executable!r}, {str(ws / 'barrier.py')!r}, {str(ws)!r}, right, left]\n"
+        f"  - name: after\n    command: python3 -c \"import time; open('{ws}/after.start','w').write(repr(time.time()))\"\n"
+        "    depends_on: [left, right]\n"
+        "  - name: deploy\n    command: 'false'\n    condition: branch == 'main'\n"
+    )
+    r = cli("run-job", str(job), "--workspace-root", str(ws), env={"REACTORCIDE_BRANCH": "feature"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    read = lambda name: float((ws / name).read_text())  # noqa: E731
+    left, right = (read("left.start"), read("left.end")), (read("right.start"), read("right.end"))
+    assert max(left[0], right[0]) < min(left[1], right[1])  # intervals overlap
+    assert read("after.start") >= max(left[1], right[1])
+    assert b"condition `branch == 'main'` is false (branch='feature')" in r.stdout
+    summary = json.loads((ws / "artifacts" / "logs" / "summary.json").read_text())
+    assert {s["name"]: s["status"] for s in summary["steps"]} == {
+        "left": "success", "right": "success", "after": "success", "deploy": "skipped"}
+    for name in ("left", "right", "after"):
+        assert (ws / "artifacts" / "logs" / f"{name}.log").exists()
+
+
+def test_run_job_cycle_refused_before_anything_runs(ws: Path) -> None:
+    job = ws / "job.yaml"
+    job.write_text(f"steps:\n  - name: a\n    command: touch {ws}/ran\n    depends_on: [b]\n"
+                   "  - name: b\n    command: 'true'\n    depends_on: [a]\n")
+    r = cli("run-job", str(job), "--workspace-root", str(ws))
+    assert r.returncode == 2
+    assert b"dependency cycle" in r.stdout + r.stderr
+    assert not (ws / "ran").exists()
+
+
+def test_config_shows_origins_and_masks(ws: Path) -> None:
+    job = ws / "job.yaml"
+    job.write_text("job_command: from-file\nconcurrency: 3\n")
+    r = cli("config", "--config-file", str(job), "--workspace-root", str(ws), "--log-format", "json",
+            "--secret-values-list", SECRET,
+            env={"REACTORCIDE_JOB_ID": "42", "REACTORCIDE_API_TOKEN": "tok-" + SECRET})
+    assert r.returncode == 0, r.stderr
+    lines = {line.split()[0]: line for line in r.stdout.decode().splitlines()}
+    assert lines["job_id"].endswith("env REACTORCIDE_JOB_ID")
+    assert lines["log_format"].endswith("option --log-format")
+    assert lines["concurrency"].endswith(f"{job}:2")
+    assert lines["job_command"].endswith(f"{job}:1")
+    assert "***" in lines["api_token"] and SECRET[:8] not in r.stdout.decode()
+    r = cli("config", "--json", "--workspace-root", str(ws))
+    assert json.loads(r.stdout)["workspace_root"]["origin"] == "option --workspace-root"
+
+
+def test_config_schema_is_json_schema() -> None:
+    r = cli("config", "schema")
+    assert r.returncode == 0
+    schema = json.loads(r.stdout)
+    assert "steps" in schema["properties"] and schema["$schema"].startswith("https://json-schema.org")
+
+
+def test_validate_one_line_errors(ws: Path) -> None:
+    job = ws / "job.yaml"
+    job.write_text("steps:\n  - name: a\n    command: x\n    depends_on: [missing]\n")
+    r = cli("validate", str(job), "--workspace-root", str(ws))
+    assert r.returncode == 2
+    err = r.stderr.decode().strip()
+    assert err.count("\n") == 0 and "unknown step 'missing'" in err and f"{job}:2" in err
+    assert b"Traceback" not in r.stderr
+    r = cli("validate", "--workspace-root", str(ws), "--source-url", "https://e.com/x.git", "--source-type", "none")
+    assert r.returncode == 2 and b"source_url (from option --source-url)" in r.stderr
+    r = cli("validate", "--workspace-root", str(ws), "--job-command", "true")
+    assert r.returncode == 0 and b"valid" in r.stdout
+
+
+def test_debug_shows_traceback(ws: Path) -> None:
+    r = cli("--debug", "validate", "--workspace-root", str(ws), "--source-type", "git")
+    assert r.returncode != 0 and b"Traceback" in r.stderr
+
+
+def test_container_option_fails_clearly(ws: Path) -> None:
+    r = cli("run", "--workspace-root", str(ws), "--runner-image", "alpine:latest", "--job-command", "true")
+    assert r.returncode == 2 and b"docker" in r.stdout + r.stderr
+
+
+def test_job_from_workflow_file(ws: Path) -> None:
+    wf = ws / "ci.yaml"
+    wf.write_text("name: pipeline\nvars:\n  KIND: demo\njobs:\n  hello:\n    command: echo hi-$GREETING\n"
+                  "    environment:\n      GREETING: world\n")
+    r = cli("run", "--workspace-root", str(ws), "--job", "hello", "--workflow-file", str(wf))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert b"[hello] hi-world" in r.stdout
+    r = cli("run", "--workspace-root", str(ws), "--job", "nope", "--workflow-file", str(wf))
+    assert r.returncode == 2 and b"no such job" in r.stderr
+
+
+def test_help_documents_exit_codes() -> None:
+    r = cli("run", "--help")
+    text = r.stdout.decode()
+    for fragment in ("124", "126", "143", "--git-url", "--untrusted", "--plugin-dir", "--work-dir", "--dry-run"):
+        assert fragment in text
+
+
+def test_secrets_on_the_command_line_are_masked(ws: Path) -> None:
+    r = cli("run", "--workspace-root", str(ws), "--secret-values-list", SECRET, "--job-command",
+            f"echo value={SECRET}")
+    assert r.returncode == 0
+    text = (r.stdout + r.stderr).decode()
+    assert "value=***" in text and SECRET[2:10] not in text
+
+
+@pytest.mark.parametrize("fmt", ["json"])
+def test_log_format_env(ws: Path, fmt: str) -> None:
+    r = cli("run", "--workspace-root", str(ws), "--job-command", "echo x", env={"LOG_FORMAT": fmt,
+                                                                             "REACTORCIDE_JOB_ID": "j1"})
+    records = [json.loads(line) for line in r.stdout.decode().splitlines() if line.startswith('{"time"')]
+    assert any(rec["step"] == "job" and rec["message"] == "x" and rec["job_id"] == "j1" for rec in records)
