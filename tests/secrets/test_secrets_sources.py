@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import yaml
@@ -299,13 +300,18 @@ def test_warn_argv_secrets(registry):
 
 
 def test_argv_is_readable_by_another_process_of_the_same_uid():
-    """Why argv is unsafe (docs/secrets.md): a sibling reads /proc/PID/cmdline; the control shows environ
-    is not in the command line."""
+    """Why argv is unsafe (docs/secrets.md): another process reads /proc/PID/cmdline, with no privilege."""
     value = new_secret()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", value])
     try:
-        with open(f"/proc/{child.pid}/cmdline", "rb") as handle:
-            assert value.encode() in handle.read()
+        cmdline = b""
+        for _ in range(1000):  # until the child has exec'd (before that its cmdline is the parent's or empty)
+            with open(f"/proc/{child.pid}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+            if b"time.sleep" in cmdline:
+                break
+            time.sleep(0.01)
+        assert value.encode() in cmdline
     finally:
         child.kill()
         child.wait()
