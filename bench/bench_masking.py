@@ -49,7 +49,7 @@ def make_log(rnd: random.Random, mib: int, planted: list[str]) -> bytes:
         if r < 0.3:
             line = t + " ".join(rnd.choices(words, k=rnd.randint(3, 14)))
         elif r < 0.45:
-            line = t + f"\x1b[32m{rnd.choice(words)}\x1b[0m " + "%040x" % rnd.getrandbits(160)
+            line = t + f"\x1b[32m{rnd.choice(words)}\x1b[0m " + f"{rnd.getrandbits(160):040x}"
         elif r < 0.6:
             line = t + f"GET https://registry.example.org/pkg/{rnd.choice(words)}-{rnd.randint(1, 99)}.tgz 200"
         elif r < 0.75:

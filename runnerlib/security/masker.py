@@ -15,11 +15,14 @@ back into one base. A `MaskSnapshot` is immutable, so a stream scanning it never
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from runnerlib.security.matcher import Matcher, build_matcher, default_engine
+
+log = logging.getLogger("runnerlib.secrets")
 
 # Live partial matches are found with a filter on the first PREFIX_LEN bytes of each pattern (an engine scan
 # of the last few hundred bytes), then checked exactly; shorter partials are looked up in a set.
@@ -157,6 +160,7 @@ class Masker:
         self._short: set[bytes] = set()
         self._maxlen = 0
         self._merge_thread: threading.Thread | None = None
+        self._merge_failed = False
         self._merged_event = threading.Event()
         self._merged_event.set()
         self.snapshot = MaskSnapshot((), 0, [], set(), replacement, 0)
@@ -207,6 +211,8 @@ class Masker:
                 layers = self.snapshot.layers
                 if self._merge_thread is None and (not layers or (len(layers) == 1 and layers[0].base)):
                     return True
+                if self._merge_failed:
+                    return False
                 if self._merge_thread is None:
                     self._schedule_merge()
 
@@ -228,7 +234,8 @@ class Masker:
 
     def _schedule_merge(self) -> None:
         # Called with the lock held.
-        if self._merge_thread is not None or (len(self.snapshot.layers) == 1 and self.snapshot.layers[0].base):
+        if self._merge_thread is not None or self._merge_failed or \
+                (len(self.snapshot.layers) == 1 and self.snapshot.layers[0].base):
             return
         stop = len(self._patterns)
         if not self._background:
@@ -242,11 +249,15 @@ class Masker:
     def _merge(self, stop: int) -> None:
         try:
             base = self._build_layer(0, stop, self.engine, base=True)  # hyperscan compiles without the GIL
-        except BaseException:
+        except Exception as exc:  # noqa: BLE001 - the delta layers keep masking correctly; say why it's slow
+            # The engine's message names a pattern id at most, never its bytes.
+            log.error("masking: merging the pattern layers failed (%s: %s); masking stays correct but slower",
+                      type(exc).__name__, exc)
             with self._lock:
+                self._merge_failed = True
                 self._merge_thread = None
                 self._merged_event.set()
-            raise
+            return
         with self._lock:
             self._install_merged(base)
             self._merge_thread = None

@@ -28,6 +28,11 @@ except ImportError:  # pragma: no cover - depends on the platform
     _hyperscan = None
 
 ENGINE_ENV = "RUNNERLIB_MASK_ENGINE"
+# Hyperscan refuses literals of 16 KiB and more ("Pattern length exceeds limit"); longer ones (a whole
+# certificate bundle registered as one secret) go to the ahocorasick-rs side matcher with the NUL ones.
+HS_MAX_LITERAL = 16000
+# Total pattern bytes up to which ahocorasick-rs builds a DFA (about 1 KiB of table per pattern byte).
+AC_DFA_MAX_BYTES = 8192
 
 
 class Matcher(Protocol):
@@ -66,7 +71,14 @@ class AhoCorasickMatcher:
 
     def __init__(self, patterns: Sequence[bytes]) -> None:
         self.patterns = list(patterns)
-        self._ac = ahocorasick_rs.BytesAhoCorasick(self.patterns) if self.patterns else None
+        self._ac = None
+        if self.patterns:
+            # ahocorasick-rs picks a DFA for few patterns whatever their length: 20 forms of a 19 KB
+            # certificate took 22 s to build. A DFA only for small totals; otherwise the contiguous NFA,
+            # which builds in milliseconds and scans about as fast.
+            small = sum(map(len, self.patterns)) <= AC_DFA_MAX_BYTES
+            impl = ahocorasick_rs.Implementation.DFA if small else ahocorasick_rs.Implementation.ContiguousNFA
+            self._ac = ahocorasick_rs.BytesAhoCorasick(self.patterns, implementation=impl)
 
     def find(self, data: bytes | memoryview) -> list[tuple[int, int]]:
         if self._ac is None:
@@ -80,7 +92,8 @@ class HyperscanMatcher:
     Every match of every pattern is reported by its end offset; a literal has a fixed length, so the start is
     `end - len(pattern)` and HS_FLAG_SOM_LEFTMOST (which slows compiling and scanning) is not needed.
     python-hyperscan passes literals as C strings, so a pattern containing a NUL byte would be cut at the NUL
-    (and then match far too much); those few patterns go to an ahocorasick-rs side matcher instead.
+    (and then match far too much); those few patterns, and literals too long for Hyperscan, go to an
+    ahocorasick-rs side matcher instead.
     Scratch space is per thread: Hyperscan forbids sharing one scratch between concurrent scans.
     """
 
@@ -90,9 +103,9 @@ class HyperscanMatcher:
         if _hyperscan is None:
             raise RuntimeError("the hyperscan module is not installed; use engine='ahocorasick'")
         self.patterns = list(patterns)
-        plain = [i for i, p in enumerate(self.patterns) if b"\0" not in p]
+        plain = [i for i, p in enumerate(self.patterns) if b"\0" not in p and len(p) <= HS_MAX_LITERAL]
         self._lengths = [len(p) for p in self.patterns]
-        self._side = AhoCorasickMatcher([p for p in self.patterns if b"\0" in p])
+        self._side = AhoCorasickMatcher([p for p in self.patterns if b"\0" in p or len(p) > HS_MAX_LITERAL])
         self._db = None
         if plain:
             db = _hyperscan.Database(mode=_hyperscan.HS_MODE_BLOCK)
