@@ -94,44 +94,76 @@ class AddMaskFilter:
             self._write(bytes(data))
             return
         data = bytes(data)
+        low = data.lower()  # one C-speed copy per write: commands are matched case-insensitively
         out = bytearray()
-        view = memoryview(data)
         pos = 0
-        end = len(view)
+        end = len(data)
         while pos < end:
-            if self._state == "pass":
-                newline = data.find(b"\n", pos)
-                if newline < 0:
-                    out += view[pos:]
-                    pos = end
-                else:
-                    out += view[pos : newline + 1]
-                    pos = newline + 1
-                    self._state = "start"
-            elif self._state == "start":
-                pos = self._scan_start(data, pos, out)
-            else:  # command or skip: held until the newline
-                newline = data.find(b"\n", pos)
-                stop = end if newline < 0 else newline
-                if self._state == "command":
-                    self._held += view[pos:stop]
-                    if len(self._held) > self.max_command:
-                        log.warning("%s: ::add-mask:: value longer than %d bytes dropped (not registered)",
-                                    self.source, self.max_command)
-                        self._held.clear()
-                        self._state = "skip"
-                if newline < 0:
-                    pos = end
-                else:
-                    if self._state == "command":
-                        # Everything before this line was already handed on; what follows waits for add().
-                        self._emit(out)
-                        out = bytearray()
-                        self._register(bytes(self._held))
-                    self._held.clear()
-                    self._state = "start"
-                    pos = newline + 1
+            if self._state in ("command", "skip"):
+                pos, out = self._command_bytes(data, pos, out)
+            elif self._state == "start" and self._held:
+                pos = self._scan_start(data, pos, out)  # a partial prefix from the previous write
+            else:
+                pos = self._scan_lines(data, low, pos, out)
         self._emit(out)
+
+    def _scan_lines(self, data: bytes, low: bytes, pos: int, out: bytearray) -> int:
+        """Fast path: pass everything up to the next command at a line start, or hold a possible prefix at the
+        end. Only C-level searches run per write, not Python code per line."""
+        at_line_start = self._state == "start"
+        hit = low.find(PREFIX, pos)
+        while hit >= 0:
+            line_start = data.rfind(b"\n", pos, hit) + 1
+            if line_start == 0:
+                line_start = pos
+            starts_line = line_start > pos or at_line_start or (pos > 0 and data[pos - 1 : pos] == b"\n")
+            indent = data[line_start:hit]
+            if starts_line and len(indent) <= MAX_INDENT and not indent.strip(b" \t"):
+                out += data[pos:line_start]
+                self._state = "command"
+                self._held.clear()
+                return hit + len(PREFIX)
+            hit = low.find(PREFIX, hit + 1)
+        last_newline = data.rfind(b"\n", pos)
+        if last_newline >= 0:
+            tail_start = last_newline + 1
+        elif at_line_start:
+            tail_start = pos
+        else:  # still inside the line that was already passing
+            out += data[pos:]
+            return len(data)
+        tail = data[tail_start:]
+        stripped = tail.lstrip(b" \t")
+        out += data[pos:tail_start]
+        if len(tail) - len(stripped) <= MAX_INDENT and PREFIX.startswith(stripped.lower()):
+            self._held = bytearray(tail)  # could still become a command: hold it (at most indent + 11 bytes)
+            self._state = "start"
+        else:
+            out += tail
+            self._state = "pass"
+        return len(data)
+
+    def _command_bytes(self, data: bytes, pos: int, out: bytearray) -> tuple[int, bytearray]:
+        """Inside a command line: hold its value until the newline, then register it before going on."""
+        newline = data.find(b"\n", pos)
+        stop = len(data) if newline < 0 else newline
+        if self._state == "command":
+            self._held += data[pos:stop]
+            if len(self._held) > self.max_command:
+                log.warning("%s: ::add-mask:: value longer than %d bytes dropped (not registered)",
+                            self.source, self.max_command)
+                self._held.clear()
+                self._state = "skip"
+        if newline < 0:
+            return len(data), out
+        if self._state == "command":
+            # Everything before this line is handed on first; everything after waits for add() to return.
+            self._emit(out)
+            out = bytearray()
+            self._register(bytes(self._held))
+        self._held.clear()
+        self._state = "start"
+        return newline + 1, out
 
     def _scan_start(self, data: bytes, pos: int, out: bytearray) -> int:
         """At a line start: extend the held candidate byte by byte while it can still become the command."""

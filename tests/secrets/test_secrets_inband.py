@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 from hypothesis import given
@@ -180,3 +181,57 @@ def test_real_child_process_output():
     stage.close()
     proc.wait(60)
     assert b"".join(out) == b"token=***\n"
+
+
+class RecordingRegistry:
+    """Records what is registered, in order (the filter's own behaviour, without masking)."""
+
+    def __init__(self):
+        self.values: list[bytes] = []
+
+    def add(self, value, *, source):
+        self.values.append(bytes(value))
+        return True
+
+
+_COMMAND_LINE = re.compile(rb"^[ \t]{0,64}::add-mask::(.*)$", re.I | re.S)
+
+
+def reference(data: bytes) -> tuple[bytes, list[bytes]]:
+    """The specification, one whole input at a time: command lines are swallowed and registered."""
+    out = bytearray()
+    registered: list[bytes] = []
+    lines = data.split(b"\n")
+    for index, line in enumerate(lines):
+        last = index == len(lines) - 1
+        match = _COMMAND_LINE.match(line)
+        if match:
+            value = match.group(1)
+            value = value[:-1] if value.endswith(b"\r") else value
+            if value.strip():
+                forms = [unescape_command_data(value)]
+                if forms[0] != value:
+                    forms.append(value)
+                registered += forms
+        else:
+            out += line + (b"" if last else b"\n")
+    return bytes(out), registered
+
+
+_pieces = st.lists(st.sampled_from([b"::add-mask::", b"::ADD-mask::", b"::add-m", b"ask::", b"\n", b"\r\n", b" ",
+                                    b"\t", b"value1", b"%0A", b"x", b":", b"::"]), max_size=30).map(b"".join)
+
+
+@given(data=_pieces, cuts=st.lists(st.integers(0, 400), max_size=25))
+def test_streaming_equals_the_whole_input_reference(data, cuts):
+    """Differential: any split gives the output and registrations of the line-by-line specification."""
+    registry = RecordingRegistry()
+    out: list[bytes] = []
+    stage = AddMaskFilter(registry, out.append, trusted=True)
+    points = sorted({c for c in cuts if 0 < c < len(data)})
+    start = 0
+    for point in [*points, len(data)]:
+        stage.write(data[start:point])
+        start = point
+    stage.close()
+    assert (b"".join(out), registry.values) == reference(data)
