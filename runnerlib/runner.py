@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from runnerlib.config import ConfigError, JobConfig, get_config
-from runnerlib.execution.logs import JobLog, want_colour
+from runnerlib.execution.logs import JobLog, MaskedTextWriter, want_colour
 from runnerlib.execution.scheduler import (
     EXIT_CANCELLED,
     EXIT_TIMEOUT,
@@ -128,6 +128,10 @@ class JobRunner:
         """Run the whole lifecycle; return the job's exit code (see the module docstring)."""
         started = time.monotonic()
         previous = self._install_signal_handler()
+        # print() and logging from plugins run in this process: mask them like step output.
+        saved_streams = sys.stdout, sys.stderr
+        sys.stdout = MaskedTextWriter(sys.stdout, self.mask_text)  # type: ignore[assignment]
+        sys.stderr = MaskedTextWriter(sys.stderr, self.mask_text)  # type: ignore[assignment]
         exit_code = EXIT_RUNNER_ERROR
         failed = False
         timer: threading.Timer | None = None
@@ -197,6 +201,9 @@ class JobRunner:
                 timer.cancel()
             self._stop_services()
             self._restore_signal_handler(previous)
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            sys.stdout, sys.stderr = saved_streams
         return exit_code
 
     # -- phases --------------------------------------------------------------------------------------------
@@ -304,17 +311,21 @@ class JobRunner:
         config = self.config
         workspace = self._open_workspace()
         self.context.workspace = workspace
-        if (config.source_type or "none") == "none" and (config.ci_source_type or "none") == "none":
-            # Nothing to check out: the tree is pre-mounted, or the job needs none; make sure the directory
-            # the job runs in exists, as CI systems do for an empty workspace.
-            for directory in {config.code_dir, config.job_dir}:
-                if directory and not os.path.isdir(directory):
-                    workspace.makedirs(directory)
-            return
-        from runnerlib.source import dual
+        if (config.source_type or "none") != "none" or (config.ci_source_type or "none") != "none":
+            from runnerlib.source import dual
 
-        dual.prepare_job_sources(config=config, workspace_root=root, registry=self.registry,
-                                 log=lambda message: self.log.event(message))
+            # The uid untrusted steps run as when the runner is root; unprivileged, they share the runner's
+            # uid and Landlock (not file modes) keeps them out of the CI tree, so there is nothing to verify.
+            untrusted_uid = 65534 if os.geteuid() == 0 else None
+            sources = dual.prepare_job_sources(config=config, workspace=workspace, registry=self.registry,
+                                               env=self.environ, untrusted_uid=untrusted_uid,
+                                               log=lambda message: self.log.event(message))
+            self.context.metadata["sources"] = sources
+        # The tree may be pre-mounted, or the job needs none: make sure the directory the job runs in exists,
+        # as CI systems do for an empty workspace.
+        for directory in dict.fromkeys([config.code_dir, config.job_dir]):
+            if directory and not os.path.isdir(directory):
+                workspace.makedirs(directory)
 
     def _run_steps(self, job: Job) -> JobResult:
         config = self.config

@@ -226,3 +226,52 @@ class StepOutput:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class MaskedTextWriter:
+    """A text stream for sys.stdout / sys.stderr while a job runs: whole lines, masked, to `target`.
+
+    Plugins and logging write with print() / logging in the runner's own process; without this their text
+    would bypass the masking that step output gets. Partial lines are held until a newline or flush().
+    """
+
+    def __init__(self, target: Any, mask: Callable[[str], str]) -> None:
+        self._target = target
+        self._mask = mask
+        self._pending = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            data = self._pending + text
+            cut = data.rfind("\n")
+            if cut < 0:
+                self._pending = data
+                if len(data) > MAX_PENDING_LINE:
+                    self._pending = ""
+                    self._target.write(self._mask(data))
+                return len(text)
+            self._pending = data[cut + 1:]
+            self._target.write(self._mask(data[:cut + 1]))
+            self._target.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._pending:
+                self._target.write(self._mask(self._pending))
+                self._pending = ""
+            self._target.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self._target, "isatty", lambda: False)())
+
+    def fileno(self) -> int:
+        return int(self._target.fileno())
+
+    @property
+    def encoding(self) -> str:
+        return str(getattr(self._target, "encoding", "utf-8"))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
