@@ -35,8 +35,8 @@ from runnerlib.config import ConfigError, JobConfig, get_config
 from runnerlib.execution.logs import JobLog, MaskedTextWriter, want_colour
 from runnerlib.execution.scheduler import (
     EXIT_CANCELLED,
-    EXIT_TIMEOUT,
     EXIT_REFUSED,
+    EXIT_TIMEOUT,
     JobResult,
     Outcome,
     Scheduler,
@@ -268,7 +268,6 @@ class JobRunner:
 
     def _protect_and_load_secrets(self) -> None:
         from runnerlib.security import secret_sources
-
         from runnerlib.security.selfprotect import protect_runner
 
         config = self.config
