@@ -310,7 +310,9 @@ def parse_document(text: str, path: str | Path = "<job file>") -> Document:
         except _DuplicateKey as exc:
             raise JobDefinitionError(f"{path}: duplicate key {exc.args[0]!r}") from None
         try:  # JSON is (nearly) YAML: the composer gives us the lines; best effort only.
-            _node_lines(yaml.compose(text, Loader=yaml.SafeLoader), (), lines, path)
+            composed = yaml.compose(text, Loader=yaml.SafeLoader)
+            if composed is not None:
+                _node_lines(composed, (), lines, path)
         except (yaml.YAMLError, JobDefinitionError, RecursionError):
             lines = {}
     else:
