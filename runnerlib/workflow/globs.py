@@ -32,14 +32,17 @@ __all__ = ["compile_glob", "glob_match", "match_any"]
 @functools.lru_cache(maxsize=1024)
 def compile_glob(pattern: str) -> re.Pattern[str]:
     """The anchored regular expression for `pattern` (cached)."""
-    segments = pattern.split("/")
+    segments: list[str] = []
+    for segment in pattern.split("/"):
+        if not (segment == "**" and segments and segments[-1] == "**"):  # `**/**` is `**`
+            segments.append(segment)
     out: list[str] = []
     last = len(segments) - 1
     for index, segment in enumerate(segments):
         if segment == "**":
             if index == last:
                 # `a/**` also matches `a` itself (the directory), as in .gitignore and GitHub's paths filter.
-                if out:
+                if out and out[-1] == "/":
                     out.pop()  # the "/" before `**`
                     out.append("(?:/.*)?")
                 else:

@@ -153,7 +153,7 @@ def _runnerlib_run_available() -> bool:
     except ImportError:
         return False
     command = main.commands.get("run")
-    return command is not None and any(getattr(p, "name", "") == "job_command" for p in command.params)
+    return command is not None and any("--job-command" in getattr(p, "opts", ()) for p in command.params)
 
 
 class LocalWorkflowRunner:
@@ -402,8 +402,12 @@ class LocalWorkflowRunner:
             "REACTORCIDE_WORKFLOW_JOB": node.name,
             "REACTORCIDE_WORKFLOW_VARS": json.dumps(variables, sort_keys=True),
             "REACTORCIDE_SOURCE_TYPE": "none",
-            "TMPDIR": str(workspace / "tmp"),
+            "REACTORCIDE_JOB_NAME": workspace.name,
         })
+        if self.launcher == "shell":
+            # runnerlib run makes its own private temp dir (short: it holds a unix socket); a bare command
+            # gets the workspace's.
+            env["TMPDIR"] = str(workspace / "tmp")
         if node.item is not None:
             env["REACTORCIDE_WORKFLOW_ITEM"] = node.item
         if node.command:
@@ -490,7 +494,7 @@ class LocalWorkflowRunner:
 
     def _finish(self, node: JobNode) -> None:
         node.finished = node.finished or time.time()
-        if node.started is None:
+        if node.started is None and node.status != "skipped":
             node.started = node.finished
         mark = STATUS_MARK.get(node.status, "?")
         took = f" in {node.duration:.1f}s" if node.status in ("success", "failed", "cancelled") else ""

@@ -572,7 +572,10 @@ def parse_workflow_text(text: str, source: str = "<workflow>") -> Workflow:
     """Parse and validate one workflow document; a WorkflowError naming `source`:line and the field."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_WORKFLOW_BYTES:
         raise WorkflowError(f"larger than {MAX_WORKFLOW_BYTES} bytes", file=source)
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters before any parsing
+        raise WorkflowError(f"not valid YAML: {str(exc).splitlines()[0]}", file=source) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -604,7 +607,7 @@ def parse_workflow_text(text: str, source: str = "<workflow>") -> Workflow:
     problem = graph_problem(workflow)
     if problem:
         loc, message = problem
-        line = _line_for(marks, loc) or _line_for(marks, _needs_alias(loc))
+        line = _line_for(marks, loc)
         raise WorkflowError(message, file=source, line=line, field=".".join(str(p) for p in loc[:3]))
     workflow.source = source
     return workflow
@@ -630,15 +633,16 @@ def _jobs_by_name(data: dict[Any, Any], marks: dict[Loc, int]) -> tuple[dict[Any
 
 
 def _line_for(marks: Mapping[Loc, int], loc: Loc) -> int | None:
-    """The line of the longest prefix of `loc` that has a mark (pydantic's loc may add e.g. a union tag)."""
-    if loc and any(part == "depends_on" for part in loc):
-        alias = _needs_alias(loc)
-        if alias in marks:
-            loc = alias
+    """The line of the longest prefix of `loc` that has a mark (pydantic's loc may add e.g. a union tag).
+
+    A location under depends_on is also looked up as written with its alias `needs`.
+    """
+    candidates = [loc, _needs_alias(loc)]
     for end in range(len(loc), -1, -1):
-        line = marks.get(tuple(loc[:end]))
-        if line is not None:
-            return line
+        for candidate in candidates:
+            line = marks.get(tuple(candidate[:end]))
+            if line is not None:
+                return line
     return None
 
 

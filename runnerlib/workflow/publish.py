@@ -168,10 +168,12 @@ def default_triggers_path(workspace: str | os.PathLike[str] | None = None,
 
 
 def default_workspace(environ: dict[str, str] | os._Environ[str] | None = None) -> Path:
-    """The job's workspace root: REACTORCIDE_WORKSPACE, else /job inside a container, else the cwd."""
+    """The job's workspace root: REACTORCIDE_WORKSPACE_ROOT / REACTORCIDE_WORKSPACE (as config.py reads
+    them), else /job inside a container, else the cwd."""
     env = os.environ if environ is None else environ
-    if env.get("REACTORCIDE_WORKSPACE"):
-        return Path(env["REACTORCIDE_WORKSPACE"])
+    for name in ("REACTORCIDE_WORKSPACE_ROOT", "REACTORCIDE_WORKSPACE"):
+        if env.get(name):
+            return Path(env[name])
     if env.get("REACTORCIDE_IN_CONTAINER", "").lower() == "true" or Path("/job").is_dir():
         return Path("/job")
     return Path.cwd()

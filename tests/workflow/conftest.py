@@ -1,0 +1,29 @@
+"""Fixtures of the workflow tests: a TLS certificate for the 127.0.0.1 coordinator, and the coordinator."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from wf_coordinator_server import CoordinatorServer, make_certificate
+
+TOKEN = "lease-token-7f3a9c2e5b1d4860"
+
+
+@pytest.fixture(scope="session")
+def certificate() -> tuple[Path, Path]:
+    return make_certificate(Path(tempfile.mkdtemp(prefix="wf-cert-")))
+
+
+@pytest.fixture
+def https_server(certificate: tuple[Path, Path]) -> Iterator[CoordinatorServer]:
+    with CoordinatorServer(TOKEN, certificate) as server:
+        yield server
+
+
+@pytest.fixture
+def http_server() -> Iterator[CoordinatorServer]:
+    with CoordinatorServer(TOKEN) as server:
+        yield server
