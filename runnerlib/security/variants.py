@@ -65,9 +65,17 @@ _ANSIC = {7: b"\\a", 8: b"\\b", 9: b"\\t", 10: b"\\n", 11: b"\\v", 12: b"\\f", 1
           39: b"\\'", 92: b"\\\\"}
 
 
+# `printf %q` without control characters: a backslash before each of these (bash sh_backslash_quote).
+_BACKSLASH_QUOTED = frozenset(b" \t'\"\\|&;()<>!{}*[?]^$`,")
+
+
 def _shell_forms(value: bytes) -> list[bytes]:
-    # `set -x` prints a word with special characters inside single quotes; a quote becomes '\''.
+    # `set -x` and ${v@Q} print a word with special characters inside single quotes; ' becomes '\''.
     forms = [value.replace(b"'", b"'\\''")]
+    escaped = b"".join(b"\\" + bytes((b,)) if b in _BACKSLASH_QUOTED else bytes((b,)) for b in value)
+    if value[:1] in (b"~", b"#"):
+        escaped = b"\\" + escaped
+    forms.append(escaped)
     if any(b < 32 or b == 127 for b in value):
         forms.append(b"".join(
             _ANSIC.get(b) or (b"\\%03o" % b if b < 32 or b == 127 else bytes((b,))) for b in value
