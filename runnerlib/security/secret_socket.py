@@ -21,19 +21,22 @@ Defence in depth: the socket lives in a fresh 0700 directory that only the runne
 socket file itself is 0600; both are removed by stop().
 
 The server is one selectors loop in one thread: every socket is non-blocking, so a slow or silent client
-costs a file descriptor until its deadline, never the attention of the loop. Frames are capped
+costs a file descriptor until its deadline, never the attention of the loop. Registration runs in a second
+thread, in batches: while the registry works on one batch the loop keeps reading the next requests. Frames are capped
 (`max_frame`, 1 MiB), each connection has a deadline (`timeout`) for the whole request, and at most
 `max_connections` are open at once (the rest wait in the kernel's listen backlog).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import hmac
 import json
 import logging
 import os
+import queue
 import secrets as secrets_module
 import selectors
 import shutil
@@ -169,6 +172,12 @@ class SecretSocketServer:
         self._stopping = threading.Event()
         self._conns: set[_Conn] = set()
         self._pending: list[tuple[_Conn, list[str]]] = []
+        # Registration runs in its own thread, so that a registry that is slow to return (a live stream whose
+        # sink blocks holds add() up) never stops the loop from reading, accepting and timing out clients.
+        self._jobs: queue.SimpleQueue[list[tuple[_Conn, list[str]]] | None] = queue.SimpleQueue()
+        self._done: collections.deque[list[tuple[_Conn, dict[str, Any]]]] = collections.deque()
+        self._busy = False
+        self._registrar: threading.Thread | None = None
         self._listening = False
         self.stats = {"accepted": 0, "registered": 0, "requests_ok": 0, "refused_uid": 0,
                       "refused_token": 0, "bad_requests": 0, "timeouts": 0}
@@ -206,6 +215,9 @@ class SecretSocketServer:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._listen(True)
+        self._registrar = threading.Thread(target=self._register_batches, name="runnerlib-secrets-registrar",
+                                           daemon=True)
+        self._registrar.start()
         self._thread = threading.Thread(target=self._serve, name="runnerlib-secrets-socket", daemon=True)
         self._thread.start()
         return self
@@ -225,6 +237,12 @@ class SecretSocketServer:
                 self._wake_w.send(b"x")
             self._thread.join()
             self._thread = None
+        if self._registrar is not None:
+            self._jobs.put(None)
+            self._registrar.join(timeout=10)
+            if self._registrar.is_alive():
+                log.warning("secrets socket: the registry has not returned for 10 s; stopping without it")
+            self._registrar = None
         for conn in list(self._conns):
             self._close(conn)
         for sock in (self._listener, self._wake_r, self._wake_w):
@@ -273,9 +291,20 @@ class SecretSocketServer:
                         self._listen(False)
                         paused_until = time.monotonic() + 0.1
                 else:
-                    self._handle(key.data, mask)
-            if self._pending:
-                self._register_pending()
+                    try:
+                        self._handle(key.data, mask)
+                    except Exception:  # noqa: BLE001 - one connection's bug must not end the server
+                        log.exception("secrets socket: unexpected error; closing that connection")
+                        self._close(key.data)
+            while self._done:
+                for conn, payload in self._done.popleft():
+                    self._answer(conn, payload)
+                self._busy = False
+            if self._pending and not self._busy:
+                # Everything read since the last hand-over goes as one batch (see _register_batch).
+                self._busy = True
+                self._jobs.put(self._pending)
+                self._pending = []
             now = time.monotonic()
             if paused_until and now >= paused_until and len(self._conns) < self.max_connections:
                 paused_until = 0.0
@@ -369,22 +398,35 @@ class SecretSocketServer:
         except FrameError as exc:
             self._bad(conn, str(exc))
             return
-        # Registered with the other requests completed in this turn of the loop (see _register_pending).
+        # Registered together with the other requests read meanwhile (see _register_batch).
         conn.phase = "pending"
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn.sock)  # type: ignore[union-attr]  # quiet until answered
         self._pending.append((conn, values))
 
-    def _register_pending(self) -> None:
-        """Register every request read in this turn of the loop, then answer each.
+    def _register_batches(self) -> None:
+        """The registrar thread: registers each batch handed over by the loop, then hands the replies back."""
+        while (batch := self._jobs.get()) is not None:
+            try:
+                answers = self._register_batch(batch)
+            except BaseException:  # noqa: BLE001 - the loop must get its answers whatever happens
+                answers = [(conn, {"status": "error", "error": "internal error while registering"})
+                           for conn, _ in batch]
+            self._done.append(answers)
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"r")  # type: ignore[union-attr]
 
-        One registry update per uid for the whole batch instead of one per request: an update costs about a
-        millisecond whatever its size, so under load batching multiplies throughput (bench_secret_socket.py).
-        Every reply still goes out only after the add that covered its values returned.
+    def _register_batch(self, batch: list[tuple[_Conn, list[str]]]) -> list[tuple[_Conn, dict[str, Any]]]:
+        """Register every request of a batch, one registry update per uid; the replies, in order.
+
+        An update costs about a millisecond whatever its size, so under load batching multiplies throughput
+        (bench_secret_socket.py). Each reply is built only after the add that covered its values returned.
         """
-        batch, self._pending = self._pending, []
         by_uid: dict[int, list[tuple[_Conn, list[str]]]] = {}
         for conn, values in batch:
             by_uid.setdefault(conn.uid, []).append((conn, values))
         batchable = hasattr(self.registry, "add_many") and hasattr(self.registry, "secrets")
+        answers: list[tuple[_Conn, dict[str, Any]]] = []
         for uid, requests in by_uid.items():
             source = f"socket(uid={uid})"
             try:
@@ -396,14 +438,22 @@ class SecretSocketServer:
                     counts = [sum(v.encode("utf-8", "surrogateescape") in known for v in values)
                               for _, values in requests]
             except Exception as exc:  # noqa: BLE001 - a registry failure must not kill the server
-                log.error("secrets socket: the registry failed: %s", type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
-                for conn, _ in requests:
-                    self._respond(conn, {"status": "error", "error": "internal error while registering"})
+                log.error("secrets socket: the registry failed: %s", type(exc).__name__,
+                          exc_info=log.isEnabledFor(logging.DEBUG))
+                answers += [(conn, {"status": "error", "error": "internal error while registering"})
+                            for conn, _ in requests]
                 continue
-            for (conn, _), registered in zip(requests, counts, strict=True):
-                self.stats["requests_ok"] += 1
-                self.stats["registered"] += registered
-                self._respond(conn, {"status": "ok", "registered": registered})
+            answers += [(conn, {"status": "ok", "registered": n})
+                        for (conn, _), n in zip(requests, counts, strict=True)]
+        return answers
+
+    def _answer(self, conn: _Conn, payload: dict[str, Any]) -> None:
+        if conn.phase != "pending":
+            return  # closed meanwhile (server stopping)
+        if payload.get("status") == "ok":
+            self.stats["requests_ok"] += 1
+            self.stats["registered"] += payload["registered"]
+        self._respond(conn, payload)
 
     def _register(self, values: list[str], source: str) -> int:
         add_many = getattr(self.registry, "add_many", None)
@@ -417,6 +467,8 @@ class SecretSocketServer:
         self._respond(conn, {"status": "error", "error": reason})
 
     def _expire(self, conn: _Conn) -> None:
+        if conn.phase == "pending":
+            return  # waiting for the registry: answered as soon as it returns
         if conn.phase == "read":
             self.stats["timeouts"] += 1
             self._respond(conn, {"status": "error",

@@ -400,6 +400,10 @@ def test_no_reply_before_registry_add_returns(registry):
         assert gated.entered.wait(30)
         time.sleep(0.2)  # had the reply gone out before add(), the client would be done by now
         assert not done.is_set()
+        # meanwhile the loop still serves: a bad request gets its answer while the registry is busy
+        reply = raw_request(server.path, _body(b"not json"))
+        assert reply["status"] == "error" and "not valid JSON" in reply["error"]
+        assert not done.is_set()
         gated.gate.set()
         thread.join(30)
         assert done.is_set()
