@@ -85,8 +85,10 @@ class _Stream:
     """One output pipe: raw bytes -> ::add-mask:: stage -> masked stream -> collected + on_output."""
 
     def __init__(self, name: str, fd: int, registry: Any, trusted: bool, source: str,
-                 combined: list[bytes], on_output: Callable[[str, bytes], object] | None) -> None:
+                 combined: list[bytes], on_output: Callable[[str, bytes], object] | None,
+                 keep: bool = True) -> None:
         self.name, self.fd = name, fd
+        self.keep = keep
         self.chunks: list[bytes] = []
         self._combined = combined
         self._on_output = on_output
@@ -97,8 +99,9 @@ class _Stream:
     def _sink(self, data: bytes) -> None:
         if not data:
             return
-        self.chunks.append(data)
-        self._combined.append(data)
+        if self.keep:
+            self.chunks.append(data)
+            self._combined.append(data)
         if self._on_output is not None:
             self._on_output(self.name, data)
 
@@ -151,6 +154,7 @@ def run_process(
     cancel_event: threading.Event | None = None,
     grace: float = DEFAULT_GRACE,
     name: str = "step",
+    keep_output: bool = True,
 ) -> ProcessResult:
     """Run one step process and return its masked result (see the module docstring).
 
@@ -158,6 +162,8 @@ def run_process(
     sandboxed with `policy` (default: SandboxPolicy.from_env()) and gets an allow-listed environment built
     from `env`; a trusted step gets `env` as is (default: this process's environment) and is sandboxed only
     when a `policy` is given. A step the sandbox cannot confine is refused: exit 126, `refused`, `reason`.
+    `keep_output=False` leaves output/stdout/stderr empty (the job runner streams through `on_output` and
+    must not hold a step's gigabytes in memory).
     """
     start = time.monotonic()
     mask = registry.mask_text
@@ -185,7 +191,7 @@ def run_process(
             assert plan is not None
             step_env = build_untrusted_env(env or {}, registry=registry, tmpdir=plan.private_tmp)
         return _run(argv, step_env, cwd, timeout, grace, plan, registry, trusted, on_output, cancel_event,
-                    name, start)
+                    name, start, keep_output)
     finally:
         if plan is not None:
             plan.cleanup()
@@ -194,14 +200,14 @@ def run_process(
 def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float | None, grace: float,
          plan: SandboxPlan | None, registry: Any, trusted: bool,
          on_output: Callable[[str, bytes], object] | None, cancel_event: threading.Event | None,
-         name: str, start: float) -> ProcessResult:
+         name: str, start: float, keep_output: bool = True) -> ProcessResult:
     mask = registry.mask_text
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     combined: list[bytes] = []
     streams = [
-        _Stream("stdout", out_r, registry, trusted, f"::add-mask:: in {name}", combined, on_output),
-        _Stream("stderr", err_r, registry, trusted, f"::add-mask:: in {name}", combined, on_output),
+        _Stream("stdout", out_r, registry, trusted, f"::add-mask:: in {name}", combined, on_output, keep_output),
+        _Stream("stderr", err_r, registry, trusted, f"::add-mask:: in {name}", combined, on_output, keep_output),
     ]
     try:
         try:
