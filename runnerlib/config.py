@@ -507,7 +507,7 @@ def check_config_paths(config: JobConfig) -> None:
 
 def get_config(
     *,
-    job_file: str | Path | None = None,
+    job_file: str | Path | Layer | None = None,
     environ: Mapping[str, str] | None = None,
     cli: Mapping[str, tuple[Any, str]] | None = None,
     check_paths: bool = True,
@@ -523,7 +523,9 @@ def get_config(
     '/tmp/ws/src'
     """
     layers: list[Layer] = []
-    if job_file is not None:
+    if isinstance(job_file, Layer):
+        layers.append(job_file)  # already read (run-job reads the file once for settings and steps)
+    elif job_file is not None:
         layers.append(load_job_file(job_file)[0])
     layers.append(env_layer(os.environ if environ is None else environ))
     if cli:

@@ -276,6 +276,8 @@ class Document:
 
 
 MAX_JOB_FILE_BYTES = 4 * 1024 * 1024
+# libyaml's loader when PyYAML was built with it (10x faster on big job files); same safe subset.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def load_document(path: str | Path) -> Document:
@@ -310,17 +312,17 @@ def parse_document(text: str, path: str | Path = "<job file>") -> Document:
         except _DuplicateKey as exc:
             raise JobDefinitionError(f"{path}: duplicate key {exc.args[0]!r}") from None
         try:  # JSON is (nearly) YAML: the composer gives us the lines; best effort only.
-            composed = yaml.compose(text, Loader=yaml.SafeLoader)
+            composed = yaml.compose(text, Loader=_Loader)
             if composed is not None:
                 _node_lines(composed, (), lines, path)
         except (yaml.YAMLError, JobDefinitionError, RecursionError):
             lines = {}
     else:
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            node = yaml.compose(text, Loader=_Loader)
             if node is not None:
                 _node_lines(node, (), lines, path)
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader (C or Python)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = f":{mark.line + 1}" if mark else ""

@@ -86,10 +86,10 @@ def _load(params: dict[str, Any], job_file: str | None = None, **extra: Any) -> 
     from runnerlib.config import get_config, load_job_file
 
     cli = _cli_layer(params)
-    job = None
+    job = layer = None
     if job_file:
-        _layer, job, _doc = load_job_file(job_file)
-    config = get_config(job_file=job_file, cli=cli, **extra)
+        layer, job, _doc = load_job_file(job_file)
+    config = get_config(job_file=layer, cli=cli, **extra)
     return config, job
 
 

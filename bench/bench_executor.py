@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Executor overhead against a plain shell, measured in the same run (medians; the machine is noisy).
+
+1. A job of 100 trivial steps (`true`, run by /bin/sh -c like every shell step), sequential by dependency,
+   through the library (JobRunner, output to a file) and through the `runnerlib run-job` command, against
+   the same 100 `sh -c true` run by a shell loop. Figure: overhead per step. Target: under 10 ms.
+2. One step printing N bytes of lines (default 1 GiB) through `runnerlib run` with stdout to a file, against
+   `sh -c 'cmd > file'`. Figure: ratio. Target: within 1.5x.
+
+Usage: bench/bench_executor.py [--size BYTES] [--repeat N] [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def timed(fn) -> float:  # noqa: ANN001
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median_of(fn, repeat: int) -> float:  # noqa: ANN001
+    return statistics.median(timed(fn) for _ in range(repeat))
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("REACTORCIDE_") and k not in ("LOG_FORMAT",)}
+
+
+def bench_steps(steps: int, repeat: int) -> None:
+    from runnerlib.config import get_config
+    from runnerlib.jobs import Job
+    from runnerlib.plugins import PluginManager
+    from runnerlib.runner import JobRunner
+
+    ws = Path(tempfile.mkdtemp(prefix="bench-exec-"))
+    try:
+        def shell() -> None:
+            subprocess.run(["/bin/sh", "-c", f"for i in $(seq {steps}); do /bin/sh -c true; done"], check=True)
+
+        def library() -> None:
+            job = Job("bench")
+            for i in range(steps):
+                job.add_step(f"s{i}", "true", depends_on=[f"s{i - 1}"] if i else None)
+            config = get_config(environ={}, workspace_root=str(ws), concurrency=1)
+            with open(ws / "out.log", "wb") as out:
+                code = JobRunner(config, job, plugins=PluginManager(), out=out, environ=clean_env(),
+                                 handle_signals=False).run()
+            assert code == 0
+
+        job_file = ws / "job.yaml"
+        job_file.write_text("steps:\n" + "".join(
+            f"  - name: s{i}\n    command: 'true'\n" + (f"    depends_on: [s{i - 1}]\n" if i else "")
+            for i in range(steps)))
+
+        def command() -> None:
+            with open(ws / "cli.log", "wb") as out:
+                subprocess.run([sys.executable, "-m", "runnerlib.cli", "run-job", str(job_file), "--workspace-root",
+                                str(ws), "--concurrency", "1"], stdout=out, stderr=subprocess.STDOUT,
+                               env=clean_env(), check=True, cwd=REPO)
+
+        def startup() -> None:
+            subprocess.run([sys.executable, "-c", "import runnerlib.cli"], check=True, cwd=REPO)
+
+        base = median_of(shell, repeat)
+        lib = median_of(library, repeat)
+        cli = median_of(command, repeat)
+        imp = median_of(startup, repeat)
+        print(f"{steps} trivial steps (median of {repeat})")
+        print(f"  plain shell loop          {base * 1000:8.1f} ms   ({base / steps * 1000:.2f} ms/step)")
+        print(f"  runnerlib library         {lib * 1000:8.1f} ms   overhead {(lib - base) / steps * 1000:.2f} ms/step"
+              f"   ratio {lib / base:.2f}x")
+        print(f"  runnerlib run-job (CLI)   {cli * 1000:8.1f} ms   overhead {(cli - base) / steps * 1000:.2f} ms/step"
+              f"   (of which python + import {imp * 1000:.0f} ms once)")
+        print(f"  target: < 10 ms/step overhead -> library {'OK' if (lib - base) / steps < 0.010 else 'MISSED'}")
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)
+
+
+def bench_volume(size: int, repeat: int) -> None:
+    ws = Path(tempfile.mkdtemp(prefix="bench-exec-"))
+    try:
+        line = "x" * 99
+        cmd = f"yes {line} | head -c {size}"
+
+        def shell() -> None:
+            subprocess.run(["/bin/sh", "-c", f"{cmd} > {ws}/plain.out"], check=True)
+
+        def runner() -> None:
+            with open(ws / "runner.out", "wb") as out:
+                subprocess.run([sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws),
+                                "--job-command", cmd], stdout=out, stderr=subprocess.STDOUT, env=clean_env(),
+                               check=True, cwd=REPO)
+
+        base = median_of(shell, repeat)
+        run = median_of(runner, repeat)
+        produced = os.path.getsize(ws / "runner.out")
+        logged = os.path.getsize(ws / "artifacts" / "logs" / "job.log")
+        mib = size / 2**20
+        print(f"one step printing {mib:.0f} MiB of 100-byte lines (median of {repeat})")
+        print(f"  sh -c 'cmd > file'        {base:8.2f} s   {mib / base:8.0f} MiB/s")
+        print(f"  runnerlib run > file      {run:8.2f} s   {mib / run:8.0f} MiB/s   ratio {run / base:.2f}x"
+              f"   (console {produced / 2**20:.0f} MiB + step log {logged / 2**20:.0f} MiB, both masked)")
+        print(f"  target: within 1.5x -> {'OK' if run / base <= 1.5 else 'MISSED'}")
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=2**30)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=100)
+    args = parser.parse_args()
+    bench_steps(args.steps, max(args.repeat, 3))
+    bench_volume(args.size, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
