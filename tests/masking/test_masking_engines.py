@@ -1,0 +1,71 @@
+"""Differential test: hyperscan, ahocorasick-rs and the brute-force reference report the same occurrences,
+and the layered masker (base + deltas, merged in the background) masks like one big automaton."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runnerlib.security import matcher
+from runnerlib.security.masker import Masker, reference_mask
+from runnerlib.security.matcher import available_engines, build_matcher
+
+patterns_st = st.lists(st.binary(min_size=1, max_size=6).map(lambda b: bytes(x % 5 for x in b)), min_size=1,
+                       max_size=12, unique=True)
+text_st = st.binary(max_size=200).map(lambda b: bytes(x % 6 for x in b))  # bytes 0..5: NUL included
+
+
+@given(patterns=patterns_st, text=text_st)
+def test_engines_report_identical_occurrences(patterns: list[bytes], text: bytes) -> None:
+    results = {e: sorted(build_matcher(patterns, e).find(text)) for e in available_engines()}
+    expected = results.pop("reference")
+    for engine, got in results.items():
+        assert got == expected, engine
+
+
+@given(patterns=patterns_st, text=text_st, split=st.integers(0, 12))
+def test_layered_masker_equals_reference(patterns: list[bytes], text: bytes, split: int) -> None:
+    for engine in available_engines():
+        m = Masker(engine=engine)
+        m.add(patterns[:split])
+        m.add(patterns[split:])  # usually lands in a delta layer
+        assert m.mask(text) == reference_mask(text, patterns), engine
+        m.wait_merged()
+        assert m.mask(text) == reference_mask(text, patterns), engine
+
+
+def test_hyperscan_nul_and_overlong_patterns_go_to_the_side_matcher() -> None:
+    if "hyperscan" not in available_engines():
+        pytest.skip("hyperscan does not import on this machine")
+    long = bytes(range(65, 91)) * 700  # 18,200 bytes: over Hyperscan's literal limit
+    patterns = [b"a\x00b", long, b"plain"]
+    m = build_matcher(patterns, "hyperscan")
+    text = b"xa\x00b a plain " + long
+    assert sorted(m.find(text)) == sorted(build_matcher(patterns, "reference").find(text))
+    # Protection off: cut at the NUL, "a\x00b" would be "a" and match every "a".
+    assert len(build_matcher([b"a"], "hyperscan").find(text)) > 1
+
+
+def test_engine_choice_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(matcher.ENGINE_ENV, "reference")
+    assert matcher.default_engine() == "reference"
+    monkeypatch.setenv(matcher.ENGINE_ENV, "bogus")
+    with pytest.raises(ValueError, match="RUNNERLIB_MASK_ENGINE"):
+        matcher.default_engine()
+    with pytest.raises(ValueError, match="empty pattern"):
+        build_matcher([b""], "reference")
+
+
+def test_many_adds_stay_in_small_deltas_and_merge() -> None:
+    m = Masker()
+    secrets = [f"tok-{i:05d}-abcdef".encode() for i in range(3000)]
+    m.add(secrets[:2000])
+    for s in secrets[2000:2100]:
+        m.add([s])
+        assert all(layer.stop - layer.start <= 2000 for layer in m.snapshot.layers)
+    text = b" ".join(secrets[::37]) + b" tok-99999-abcdef"
+    assert m.mask(text) == reference_mask(text, secrets[:2100])
+    assert m.wait_merged(timeout=120)
+    assert len(m.snapshot.layers) == 1
+    assert m.mask(text) == reference_mask(text, secrets[:2100])
