@@ -140,6 +140,8 @@ def secrets() -> None:
 def secrets_add(multiline: bool, socket_path: str | None, timeout: float) -> None:
     """Register the secrets read from stdin: one per line, or the whole input with --multiline.
 
+    On a terminal (without --multiline) the value is asked for at a hidden prompt.
+
     \b
     Example:
         printf '%s\\n' "$DEPLOY_TOKEN" | runnerlib secrets add
@@ -147,11 +149,14 @@ def secrets_add(multiline: bool, socket_path: str | None, timeout: float) -> Non
     """
     from runnerlib.secrets_client import RegistrationError, register_secrets
 
-    data = sys.stdin.buffer.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise click.ClickException("stdin is not valid UTF-8") from None
+    if sys.stdin.isatty() and not multiline:
+        # Interactive: one value at a hidden prompt, never echoed to the terminal (or its scrollback).
+        text = click.prompt("Secret to register", hide_input=True, prompt_suffix=": ")
+    else:
+        try:
+            text = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise click.ClickException("stdin is not valid UTF-8") from None
     if multiline:
         value = text.rstrip("\r\n")
         values = [value] if value.strip() else []

@@ -235,17 +235,30 @@ def _parse_dotenv(text: str, origin: str) -> dict[str, str]:
     return result
 
 
-def _leaves(data: Any, origin: str, path: str = "") -> Iterable[tuple[str, str]]:
+# A secrets document is a flat list of values in practice; these bounds stop a YAML alias bomb ("billion
+# laughs": a few lines that expand to billions of leaves) or absurd nesting from eating the runner.
+MAX_LEAVES = 100_000
+MAX_DEPTH = 64
+
+
+def _leaves(data: Any, origin: str, path: str = "", depth: int = 0,
+            budget: list[int] | None = None) -> Iterable[tuple[str, str]]:
     """Every scalar leaf of a JSON/YAML document as (where, value); booleans and nulls are not secrets."""
+    budget = [MAX_LEAVES] if budget is None else budget
+    if depth > MAX_DEPTH:
+        raise SecretsDocumentError(origin, None, f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(data, dict):
         for key, value in data.items():
-            yield from _leaves(value, origin, f"{path}.{key}" if path else str(key))
+            yield from _leaves(value, origin, f"{path}.{key}" if path else str(key), depth + 1, budget)
     elif isinstance(data, list):
         for pos, value in enumerate(data):
-            yield from _leaves(value, origin, f"{path}[{pos}]")
+            yield from _leaves(value, origin, f"{path}[{pos}]", depth + 1, budget)
     elif isinstance(data, bool) or data is None:
         return
     elif isinstance(data, (str, int, float)):
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise SecretsDocumentError(origin, None, f"more than {MAX_LEAVES} values (YAML aliases expanding?)")
         yield path or "<document>", str(data)
     else:
         # YAML can produce dates and binary; a secret is text, so say which entry is odd.
@@ -288,9 +301,13 @@ def parse_secrets_document(data: bytes | str, origin: str) -> list[tuple[str, st
         except json.JSONDecodeError as exc:
             # exc.msg never quotes the document; exc.lineno points at the fault.
             raise SecretsDocumentError(origin, exc.lineno, f"invalid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise SecretsDocumentError(origin, None, "invalid JSON (nested too deeply)") from None
     else:
         try:
             parsed = yaml.safe_load(text)
+        except RecursionError:
+            raise SecretsDocumentError(origin, None, "invalid YAML (nested too deeply)") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             problem = getattr(exc, "problem", None) or "invalid YAML"

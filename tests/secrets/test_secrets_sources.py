@@ -315,3 +315,16 @@ def test_argv_is_readable_by_another_process_of_the_same_uid():
     finally:
         child.kill()
         child.wait()
+
+
+def test_yaml_alias_bomb_and_deep_nesting_are_refused_quickly():
+    bomb = "a: &a [x1234, x1234, x1234, x1234, x1234, x1234, x1234, x1234, x1234, x1234]\n"
+    for level in "bcdefghij":
+        prev = chr(ord(level) - 1)
+        bomb += f"{level}: &{level} [{', '.join(['*' + prev] * 10)}]\n"
+    with pytest.raises(SecretsDocumentError, match="more than 100000 values"):
+        parse_secrets_document(bomb, "bomb.yaml")
+    with pytest.raises(SecretsDocumentError, match="nested"):
+        parse_secrets_document("[" * 100000 + "]" * 100000, "deep.json")
+    with pytest.raises(SecretsDocumentError, match="nested"):
+        parse_secrets_document("a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 200)) + "  " * 200 + "v", "d.yaml")
