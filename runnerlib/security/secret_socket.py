@@ -192,7 +192,17 @@ class SecretSocketServer:
         if self._thread is not None:
             raise RuntimeError("secret socket server already started")
         self.registry.add(self.token, source="secrets socket token")
-        self.directory = tempfile.mkdtemp(prefix="runnerlib-secrets-", dir=self._parent_dir)  # mode 0700
+        parent = self._parent_dir
+        # sun_path holds 107 bytes: a deep work dir would make bind() fail, so fall back to the temp dir
+        # (the socket's own directory is private either way).
+        if parent is not None and len(os.fsencode(parent)) + len("/runnerlib-secrets-xxxxxxxx/") + len(SOCKET_NAME) > 107:
+            log.info("secrets socket: %s is too deep for a socket path; using the temporary directory", parent)
+            parent = None
+        self.directory = tempfile.mkdtemp(prefix="runnerlib-secrets-", dir=parent)  # mode 0700
+        if len(os.fsencode(os.path.join(self.directory, SOCKET_NAME))) > 107:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise OSError(f"secrets socket: the path under {self.directory!r} exceeds the 107-byte limit of Unix "
+                          "socket paths; set TMPDIR to a shorter directory")
         os.chmod(self.directory, 0o700)
         self.path = os.path.join(self.directory, SOCKET_NAME)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

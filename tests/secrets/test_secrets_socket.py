@@ -586,3 +586,11 @@ def test_batched_requests_get_their_own_counts(registry):
         for t in threads:
             t.join(120)
     assert results == expected
+
+
+def test_deep_parent_directory_falls_back_to_the_temp_dir(registry, tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    with SecretSocketServer(registry, parent_dir=deep) as server:
+        assert len(server.path.encode()) <= 107
+        assert register_secret(new_secret(), socket_path=server.path, token=server.token) == 1
