@@ -81,6 +81,8 @@ class JobNode:
     vars_out: dict[str, str] = field(default_factory=dict)
     workspace: Path | None = None
     job_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    seen_output: bool = False         # the key announcement counts only as a job's first line
+    rejected_lines: int = 0           # lines that claimed to be triggers and did not verify
 
     @property
     def duration(self) -> float | None:
@@ -434,6 +436,40 @@ class LocalWorkflowRunner:
             return [sys.executable, "-m", "runnerlib.cli", "run"]
         return node.command
 
+    def _job_line(self, node: JobNode, text: str) -> None:
+        """Echo one line of a job's output; check trigger protocol lines as the worker would.
+
+        The job's runner announces its key first and signs its triggers: those lines are shown in short.
+        Any other line that claims to be a trigger (printed by a step) fails verification and is flagged;
+        it is never acted on (the run's triggers come from the job's triggers file).
+        """
+        from runnerlib.workflow.signing import (
+            ANNOUNCE_KEY,
+            PUBLIC_KEY_FILE,
+            InvalidTriggerMessage,
+            is_trigger_line,
+            verify_message,
+        )
+
+        if self.launcher == "runnerlib" and node.workspace is not None:
+            if text.startswith("{" + f'"{ANNOUNCE_KEY}"') and not node.seen_output:
+                node.seen_output = True
+                self.echo(f"[{node.name}] (trigger signing key announced)")
+                return
+            if is_trigger_line(text):
+                try:
+                    doc = verify_message(text, node.workspace / PUBLIC_KEY_FILE, job_id=node.job_id)
+                except (InvalidTriggerMessage, OSError) as exc:
+                    node.rejected_lines += 1
+                    self.echo(f"[{node.name}] warning: rejected a line claiming to be a trigger ({exc}): "
+                              f"{text[:120]}")
+                    return
+                names = ", ".join(str(j.get("job_name")) for j in doc["jobs"])
+                self.echo(f"[{node.name}] (signed trigger verified: {names})")
+                return
+        node.seen_output = True
+        self.echo(f"[{node.name}] {text}")
+
     def _run_node(self, node: JobNode) -> None:
         from runnerlib.execution.process import run_process
 
@@ -453,7 +489,7 @@ class LocalWorkflowRunner:
                 while b"\n" in pending:
                     line, _, rest = bytes(pending).partition(b"\n")
                     pending[:] = rest
-                    self.echo(f"[{node.name}] {line.decode('utf-8', 'replace')}")
+                    self._job_line(node, line.decode("utf-8", "replace"))
 
             result = run_process(argv, registry=self.registry, trusted=True, env=env, cwd=str(job_dir),
                                  timeout=node.timeout, on_output=on_output, cancel_event=self._cancel,
@@ -474,7 +510,7 @@ class LocalWorkflowRunner:
                 node.outputs = output.get("outputs") if isinstance(output.get("outputs"), dict) else {}
                 raw_vars = output.get("vars") if isinstance(output.get("vars"), dict) else {}
                 node.vars_out = {str(k): str(v) for k, v in raw_vars.items()}
-        except (WorkflowError, OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the run; reported masked
             node.status, node.reason = "failed", self.registry.mask_text(str(exc))
             node.exit_code = node.exit_code if node.exit_code is not None else 1
         finally:
@@ -511,37 +547,46 @@ class LocalWorkflowRunner:
         running: dict[Future[None], JobNode] = {}
         try:
             with ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="wf-job") as pool:
-                while True:
-                    ready = self._settle()
-                    while ready and len(running) < self.max_parallel and not self._cancel.is_set():
-                        node = ready.pop(0)
-                        self._start(node)
-                        running[pool.submit(self._run_node, node)] = node
-                    self._save_state()
-                    if not running:
-                        break
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        node = running.pop(future)
+                try:
+                    self._loop(pool, running)
+                except KeyboardInterrupt:
+                    # Inside the `with`: leaving it waits for the running jobs, which the event stops.
+                    self._cancel.set()
+                    self.echo("interrupted: cancelling running jobs")
+                    for future, node in running.items():
                         future.result()
                         node.finished = time.time()
                         self._finish(node)
-                        if node.workspace is not None and not self._cancel.is_set():
-                            self._add_triggered(node)
-        except KeyboardInterrupt:
-            self._cancel.set()
-            self.echo("interrupted: cancelling running jobs")
-            for future, node in running.items():
-                future.result()
-                node.finished = time.time()
-                self._finish(node)
         finally:
             for node in self.nodes.values():
                 if node.status == "pending":
-                    node.status, node.reason = "cancelled" if self._cancel.is_set() else "skipped", \
-                        node.reason or "not started"
+                    node.status = "cancelled" if self._cancel.is_set() else "skipped"
+                    node.reason = node.reason or "not started"
             self._save_state()
         return self._write_results(time.time() - start)
+
+    def cancel(self) -> None:
+        """Stop the run from another thread: running jobs get SIGTERM (then SIGKILL), no new job starts."""
+        self._cancel.set()
+
+    def _loop(self, pool: ThreadPoolExecutor, running: dict[Future[None], JobNode]) -> None:
+        while True:
+            ready = self._settle()
+            while ready and len(running) < self.max_parallel and not self._cancel.is_set():
+                node = ready.pop(0)
+                self._start(node)
+                running[pool.submit(self._run_node, node)] = node
+            self._save_state()
+            if not running:
+                return
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                node = running.pop(future)
+                future.result()
+                node.finished = time.time()
+                self._finish(node)
+                if node.workspace is not None and not self._cancel.is_set():
+                    self._add_triggered(node)
 
     def _settle(self) -> list[JobNode]:
         """Skip or fail every pending job that cannot run; return the pending jobs that can, in order."""

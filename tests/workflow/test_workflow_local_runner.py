@@ -31,7 +31,9 @@ jobs:
     command: echo "setup $GREETING"
   lint:
     needs: setup
-    command: echo lint
+    command: |
+      echo lint
+      echo '{{"reactorcide_trigger":1,"key_id":"0","payload":"{{}}","signature":"AA=="}}'
   test:
     needs: setup
     for_each: [py311, py312]
@@ -122,6 +124,11 @@ def test_pipeline_end_to_end_as_the_worker_runs_jobs() -> None:
     # The jobs' runners announced their keys and signed their triggers; none was forged.
     assert not result.errors
     assert (result.node("cleanup").workspace / "trigger-signing.pub").exists()
+    out = "\n".join(lines)
+    assert "[cleanup] (signed trigger verified: report)" in out
+    # The line lint printed in the trigger format was flagged and not acted on.
+    assert result.node("lint").rejected_lines >= 1 and result.node("cleanup").rejected_lines == 0
+    assert "[lint] warning: rejected a line claiming to be a trigger" in out
 
 
 def test_dag_pictures() -> None:
