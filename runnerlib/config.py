@@ -302,13 +302,7 @@ def parse_job_env(value: Any, *, field: str = "job_env", origin: str = "value") 
         raise ConfigError(field, origin, "must be KEY=VALUE lines, a mapping or a path to an env file")
     text = value
     if "=" not in value and value.strip():
-        path = Path(value.strip())
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(field, origin, f"env file {path}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(field, origin, f"env file {path} is not UTF-8") from None
+        text = _read_env_file(value.strip(), field, origin)
     out = {}
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -325,6 +319,34 @@ def parse_job_env(value: Any, *, field: str = "job_env", origin: str = "value") 
             val = val[1:-1]
         out[key.strip()] = val
     return out
+
+
+MAX_ENV_FILE_BYTES = 1024 * 1024
+
+
+def _read_env_file(name: str, field: str, origin: str) -> str:
+    """An env file named by job_env: a regular file of at most 1 MiB (not /dev/zero, not a FIFO)."""
+    import stat
+
+    if "\0" in name:
+        raise ConfigError(field, origin, "an env file path must not contain NUL bytes")
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ConfigError(field, origin, f"env file {name}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(field, origin, f"env file {name}: not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            raw = fh.read(MAX_ENV_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_ENV_FILE_BYTES:
+        raise ConfigError(field, origin, f"env file {name}: larger than {MAX_ENV_FILE_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(field, origin, f"env file {name} is not UTF-8") from None
 
 
 def _coerce(field: str, value: Any, origin: str) -> Any:

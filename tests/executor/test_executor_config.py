@@ -203,3 +203,23 @@ def test_job_env_parser_only_raises_config_errors(text: str) -> None:
         parse_job_env(text if "=" in text else text + "=")
     except ConfigError as exc:
         assert "line" in str(exc)
+
+
+def test_job_env_file(ws: Path) -> None:
+    env_file = ws / "job.env"
+    env_file.write_text("# comment\nexport A=1\nB='quoted value'\n")
+    c = get_config(environ={"REACTORCIDE_JOB_ENV": str(env_file)}, workspace_root=str(ws))
+    assert c.job_env == {"A": "1", "B": "quoted value"}
+
+
+@pytest.mark.parametrize("name", ["/dev/zero", "/nonexistent/env", "bad\0name"])
+def test_job_env_file_must_be_a_small_regular_file(ws: Path, name: str) -> None:
+    # /dev/zero would otherwise be read forever (found by fuzz/fuzz_config.py: NUL in the path crashed).
+    with pytest.raises(ConfigError, match="job_env"):
+        get_config(environ={}, workspace_root=str(ws), job_env=name)
+
+
+def test_job_env_lines_are_not_echoed(ws: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        get_config(environ={}, workspace_root=str(ws), job_env="A=1\nsk-live-pasted-secret-here\n")
+    assert "line 2 is not KEY=VALUE" in str(info.value) and "sk-live" not in str(info.value)
