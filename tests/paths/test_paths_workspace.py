@@ -17,6 +17,8 @@ import pytest
 
 from runnerlib.security.paths import PathPolicyError, ReadOnlyViolation, Workspace
 
+# The uid untrusted steps would use: any uid but ours (the suite also runs as 65534).
+OTHER_UID = 65533 if os.geteuid() == 65534 else 65534
 
 def test_read_through_symlink_to_outside_is_refused(ws: Workspace, layout: dict[str, Path]) -> None:
     (layout["root"] / "artifacts").mkdir()
@@ -218,9 +220,9 @@ def test_make_readonly_then_verify(ws: Workspace, layout: dict[str, Path]) -> No
     ws.write_text("ci/scripts/run.sh", "echo hi")
     ws.chmod("ci/scripts/run.sh", 0o777)
     with pytest.raises(ReadOnlyViolation, match="writable"):
-        ws.verify_readonly("ci", 65534)
+        ws.verify_readonly("ci", OTHER_UID)
     ws.make_readonly("ci")
-    assert ws.verify_readonly("ci", 65534) == 3
+    assert ws.verify_readonly("ci", OTHER_UID) == 3
     mode = stat.S_IMODE(os.stat(layout["root"] / "ci" / "scripts" / "run.sh").st_mode)
     assert mode == 0o555
 
@@ -231,9 +233,9 @@ def test_verify_readonly_sees_a_writable_parent(ws: Workspace, layout: dict[str,
     os.chmod(layout["root"], 0o777)  # anyone could rename ci away and put their own in its place
     try:
         with pytest.raises(ReadOnlyViolation, match="parent"):
-            ws.verify_readonly("ci", 65534)
+            ws.verify_readonly("ci", OTHER_UID)
         os.chmod(layout["root"], 0o1777)  # the sticky bit protects entries the uid does not own
-        ws.verify_readonly("ci", 65534)
+        ws.verify_readonly("ci", OTHER_UID)
     finally:
         os.chmod(layout["root"], 0o755)
 

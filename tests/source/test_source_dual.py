@@ -28,12 +28,15 @@ def ci_tree(tmp_path: Path) -> Path:
     return ci
 
 
+# The uid untrusted steps would use: any uid but ours (the suite also runs as 65534).
+OTHER_UID = 65533 if os.geteuid() == 65534 else 65534
+
 def test_both_sources_in_one_run_and_ci_locked(workspace, registry, origin, ci_tree) -> None:
     result = prepare_job_sources(
         workspace=workspace, registry=registry,
         ci_spec=SourceSpec(type="copy", url=str(ci_tree), field_prefix="ci_source"),
         src_spec=SourceSpec(type="git", url=origin["url"], ref="feature"),
-        untrusted_uid=65534, env={"PATH": os.environ["PATH"], "HOME": str(workspace.root)})
+        untrusted_uid=OTHER_UID, env={"PATH": os.environ["PATH"], "HOME": str(workspace.root)})
     root = Path(workspace.root)
     assert result.ci_verified and result.ci_locked_entries >= 5
     assert (root / "ci" / "run_tests.py").exists()
@@ -55,7 +58,7 @@ def test_from_job_config_like_object(workspace, registry, ci_tree, origin) -> No
         source_type, source_url, source_ref = "git", origin["url"], "main"
         allow_insecure_transport = False
 
-    result = prepare_job_sources(config=Config(), registry=registry, log=lambda line: None)
+    result = prepare_job_sources(config=Config(), registry=registry, log=lambda line: None, untrusted_uid=OTHER_UID)
     assert result.ci is not None and result.src is not None and result.ci_verified
 
 
@@ -63,7 +66,7 @@ def test_ci_nested_in_src_refused(workspace, registry, ci_tree) -> None:
     with pytest.raises(PathPolicyError, match="nested"):
         prepare_job_sources(workspace=workspace, registry=registry,
                             ci_spec=SourceSpec(type="copy", url=str(ci_tree)), src_spec=None,
-                            ci_dir="src/ci", src_dir="src", untrusted_uid=65534)
+                            ci_dir="src/ci", src_dir="src", untrusted_uid=OTHER_UID)
 
 
 def test_verification_fails_when_the_workspace_lets_ci_be_swapped(workspace, registry, ci_tree) -> None:
@@ -72,7 +75,7 @@ def test_verification_fails_when_the_workspace_lets_ci_be_swapped(workspace, reg
         with pytest.raises(ReadOnlyViolation, match="could swap the tree"):
             prepare_job_sources(workspace=workspace, registry=registry,
                                 ci_spec=SourceSpec(type="copy", url=str(ci_tree)), src_spec=None,
-                                untrusted_uid=65534)
+                                untrusted_uid=OTHER_UID)
     finally:
         os.chmod(workspace.root, 0o755)
 
@@ -83,14 +86,14 @@ def test_vcs_auth_dir_removed_after_preparation(workspace, registry, ci_tree) ->
     (auth / "credentials").write_text("https://bot:VcsT0ken-abcdef123@git.example.com/o/r.git\n")
     env = {"PATH": os.environ["PATH"], "REACTORCIDE_VCS_AUTH_DIR": str(auth), "REACTORCIDE_VCS_AUTH_CLEANUP": "true"}
     prepare_job_sources(workspace=workspace, registry=registry, ci_spec=SourceSpec(type="copy", url=str(ci_tree)),
-                        src_spec=None, untrusted_uid=65534, env=env)
+                        src_spec=None, untrusted_uid=OTHER_UID, env=env)
     assert not auth.exists()
     assert registry.mask_text("VcsT0ken-abcdef123") == "***"
 
 
 def test_none_types_prepare_nothing(workspace, registry) -> None:
     result = prepare_job_sources(workspace=workspace, registry=registry, ci_spec=SourceSpec(type="none"),
-                                 src_spec=SourceSpec(type="none"), untrusted_uid=65534)
+                                 src_spec=SourceSpec(type="none"), untrusted_uid=OTHER_UID)
     assert result.ci is None and result.src is None and not result.ci_verified
 
 
@@ -118,7 +121,7 @@ def test_untrusted_uid_cannot_write_ci_after_lock(registry, ci_tree) -> None:
         # With prepare_job_sources: locked and verified before any step could run.
         prepare_job_sources(workspace=ws, registry=registry,
                             ci_spec=SourceSpec(type="copy", url=str(Path(base) / "ci-src")), src_spec=None,
-                            untrusted_uid=65534)
+                            untrusted_uid=OTHER_UID)
         for attack in (f"echo pwned > {root}/ci/open/planted", f"echo pwned >> {root}/ci/open/script.sh",
                        f"chmod 777 {root}/ci/run_tests.py", f"mv {root}/ci {root}/ci-old",
                        f"rm -f {root}/ci/run_tests.py"):
