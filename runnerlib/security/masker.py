@@ -225,8 +225,9 @@ class Masker:
     def _build_layer(self, start: int, stop: int, engine: str, base: bool = False) -> _Layer:
         patterns = self._patterns[start:stop]
         prefixes = sorted({p[:PREFIX_LEN] for p in patterns if len(p) > PREFIX_LEN})
-        return _Layer(start, stop, build_matcher(patterns, engine),
-                      build_matcher(prefixes, engine) if prefixes else None, base)
+        quick = not base  # a delta is rebuilt on every add: build time matters more than scan speed
+        return _Layer(start, stop, build_matcher(patterns, engine, quick_build=quick),
+                      build_matcher(prefixes, engine, quick_build=quick) if prefixes else None, base)
 
     def _publish(self, layers: tuple[_Layer, ...]) -> None:
         self.snapshot = MaskSnapshot(layers, self._maxlen, self._sorted, self._short, self.replacement,

@@ -31,8 +31,10 @@ ENGINE_ENV = "RUNNERLIB_MASK_ENGINE"
 # Hyperscan refuses literals of 16 KiB and more ("Pattern length exceeds limit"); longer ones (a whole
 # certificate bundle registered as one secret) go to the ahocorasick-rs side matcher with the NUL ones.
 HS_MAX_LITERAL = 16000
-# Total pattern bytes up to which ahocorasick-rs builds a DFA (about 1 KiB of table per pattern byte).
-AC_DFA_MAX_BYTES = 8192
+# Up to these sizes ahocorasick-rs builds a DFA (about 300 bytes of table per pattern byte; ~50 ms for
+# 32 KiB of patterns, but seconds for a few very long patterns).
+AC_DFA_MAX_BYTES = 48 * 1024
+AC_DFA_MAX_PATTERN = 512
 
 
 class Matcher(Protocol):
@@ -69,14 +71,16 @@ class AhoCorasickMatcher:
 
     name = "ahocorasick"
 
-    def __init__(self, patterns: Sequence[bytes]) -> None:
+    def __init__(self, patterns: Sequence[bytes], *, quick_build: bool = False) -> None:
         self.patterns = list(patterns)
         self._ac = None
         if self.patterns:
             # ahocorasick-rs picks a DFA for few patterns whatever their length: 20 forms of a 19 KB
-            # certificate took 22 s to build. A DFA only for small totals; otherwise the contiguous NFA,
-            # which builds in milliseconds and scans about as fast.
-            small = sum(map(len, self.patterns)) <= AC_DFA_MAX_BYTES
+            # certificate took 22 s to build. The DFA scans 2-3x faster than the contiguous NFA, so it is used
+            # for small sets of short patterns, unless the caller needs the build to be quick (a delta layer
+            # is rebuilt on every add: the NFA builds in about a millisecond).
+            small = (not quick_build and sum(map(len, self.patterns)) <= AC_DFA_MAX_BYTES
+                     and max(map(len, self.patterns)) <= AC_DFA_MAX_PATTERN)
             impl = ahocorasick_rs.Implementation.DFA if small else ahocorasick_rs.Implementation.ContiguousNFA
             self._ac = ahocorasick_rs.BytesAhoCorasick(self.patterns, implementation=impl)
 
@@ -155,11 +159,16 @@ def default_engine() -> str:
     return available_engines()[0]
 
 
-def build_matcher(patterns: Sequence[bytes], engine: str | None = None) -> Matcher:
-    """Compile `patterns` (non-empty byte strings) with `engine` (default: `default_engine()`)."""
+def build_matcher(patterns: Sequence[bytes], engine: str | None = None, *, quick_build: bool = False) -> Matcher:
+    """Compile `patterns` (non-empty byte strings) with `engine` (default: `default_engine()`).
+
+    `quick_build` favours build time over scan speed (small delta layers rebuilt on every add).
+    """
     name = engine or default_engine()
     if name not in ENGINES:
         raise ValueError(f"unknown masking engine {name!r}: not one of {', '.join(ENGINES)}")
     if any(not p for p in patterns):
         raise ValueError("an empty pattern would match everywhere")
+    if name == "ahocorasick":
+        return AhoCorasickMatcher(patterns, quick_build=quick_build)
     return ENGINES[name](patterns)
