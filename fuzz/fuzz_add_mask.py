@@ -1,0 +1,77 @@
+"""atheris harness: the ::add-mask:: stage, fed random bytes in random pieces.
+
+Run: .venv/bin/python fuzz/fuzz_add_mask.py -atheris_runs=1000
+
+Property: whatever the split, the output and the registered values equal a whole-input, line-by-line
+reading of the same bytes (command lines swallowed and registered, every other byte passed on in order).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    from runnerlib.security.inband import MAX_INDENT, AddMaskFilter, unescape_command_data
+
+logging.disable(logging.WARNING)  # empty and over-long commands warn; thousands of times here
+COMMAND = re.compile(rb"^[ \t]{0,%d}::add-mask::(.*)$" % MAX_INDENT, re.I | re.S)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    def add(self, value: bytes, *, source: str) -> bool:
+        self.values.append(bytes(value))
+        return True
+
+
+def reference(data: bytes) -> tuple[bytes, list[bytes]]:
+    out = bytearray()
+    registered: list[bytes] = []
+    lines = data.split(b"\n")
+    for index, line in enumerate(lines):
+        match = COMMAND.match(line)
+        if match:
+            value = match.group(1)
+            value = value[:-1] if value.endswith(b"\r") else value
+            if value.strip():
+                forms = [unescape_command_data(value)]
+                if forms[0] != value:
+                    forms.append(value)
+                registered += forms
+        else:
+            out += line + (b"" if index == len(lines) - 1 else b"\n")
+    return bytes(out), registered
+
+
+def TestOneInput(data: bytes) -> None:
+    fdp = atheris.FuzzedDataProvider(data)
+    cuts = sorted(fdp.ConsumeIntListInRange(fdp.ConsumeIntInRange(0, 16), 0, 512))
+    # Seed the input with the command so the fuzzer does not have to find all 12 bytes by itself.
+    body = fdp.ConsumeBytes(fdp.remaining_bytes()).replace(b"@", b"::add-mask::")
+    recorder = Recorder()
+    out: list[bytes] = []
+    stage = AddMaskFilter(recorder, out.append, trusted=True)
+    start = 0
+    for cut in [c for c in cuts if 0 < c < len(body)] + [len(body)]:
+        if cut >= start:
+            stage.write(body[start:cut])
+            start = cut
+    stage.close()
+    got = (b"".join(out), recorder.values)
+    if got != reference(body):
+        raise AssertionError(f"stream {got!r} != reference {reference(body)!r} for {body!r} cut at {cuts}")
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
