@@ -18,10 +18,11 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import ahocorasick_rs
 
+_hyperscan: Any
 try:  # Hyperscan has no wheel on some platforms (e.g. Linux aarch64 on the index used here).
     import hyperscan as _hyperscan
 except ImportError:  # pragma: no cover - depends on the platform
@@ -40,9 +41,12 @@ AC_DFA_MAX_PATTERN = 512
 class Matcher(Protocol):
     """A compiled, immutable set of literal byte patterns."""
 
-    patterns: Sequence[bytes]
+    name: str
 
-    def find(self, data: bytes | memoryview) -> list[tuple[int, int]]:
+    @property
+    def patterns(self) -> Sequence[bytes]: ...
+
+    def find(self, data: bytes) -> list[tuple[int, int]]:
         """(start, end) of every occurrence of every pattern in `data`, overlapping ones included."""
         ...
 
@@ -55,7 +59,7 @@ class ReferenceMatcher:
     def __init__(self, patterns: Sequence[bytes]) -> None:
         self.patterns = list(patterns)
 
-    def find(self, data: bytes | memoryview) -> list[tuple[int, int]]:
+    def find(self, data: bytes) -> list[tuple[int, int]]:
         data = bytes(data)
         out = []
         for pattern in self.patterns:
@@ -84,7 +88,7 @@ class AhoCorasickMatcher:
             impl = ahocorasick_rs.Implementation.DFA if small else ahocorasick_rs.Implementation.ContiguousNFA
             self._ac = ahocorasick_rs.BytesAhoCorasick(self.patterns, implementation=impl)
 
-    def find(self, data: bytes | memoryview) -> list[tuple[int, int]]:
+    def find(self, data: bytes) -> list[tuple[int, int]]:
         if self._ac is None:
             return []
         return [(s, e) for _, s, e in self._ac.find_matches_as_indexes(data, overlapping=True)]
@@ -118,7 +122,7 @@ class HyperscanMatcher:
             self._db = db
         self._local = threading.local()
 
-    def find(self, data: bytes | memoryview) -> list[tuple[int, int]]:
+    def find(self, data: bytes) -> list[tuple[int, int]]:
         out = self._side.find(data) if self._side.patterns else []
         if self._db is None or not data:
             return out
