@@ -451,6 +451,7 @@ def load_job_file(path: str | Path) -> tuple[Layer, Job | None, Document]:
         except JobDefinitionError as exc:
             raise JobDefinitionError(f"{document.where(('name',))}: {exc}") from None
         steps_from_data(job, steps, document)
+        job.source_file = Path(os.path.abspath(document.path))
     return layer, job, document
 
 

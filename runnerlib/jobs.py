@@ -139,6 +139,9 @@ class Job:
         self.name = name
         self.vars: dict[str, str] = dict(vars or {})
         self._steps: dict[str, Step] = {}
+        # The job file it was read from (None when built in Python): the runner refuses trusted steps from a
+        # file inside the untrusted source tree.
+        self.source_file: Path | None = None
 
     @property
     def steps(self) -> list[Step]:
@@ -245,6 +248,11 @@ class Job:
                 if cycle:
                     return list(reversed(cycle))
         return []
+
+    def force_untrusted(self) -> None:
+        """Make every step untrusted (the whole job runs sandboxed, without secrets)."""
+        for step in self._steps.values():
+            step.trust = "untrusted"
 
     def __repr__(self) -> str:
         return f"<Job {self.name!r} steps={list(self._steps)}>"

@@ -195,3 +195,45 @@ def test_interleaved_steps_never_mix_inside_a_line(ws: Path) -> None:
     for line in lines:
         prefix, _, body = line.partition(" ")
         assert body == {"[aa]": "A", "[bb]": "B", "[cc]": "C"}[prefix] * 50
+
+
+def test_job_file_from_the_source_tree_cannot_declare_trusted_steps(ws: Path) -> None:
+    # The attack: a pull request edits the job file the worker runs (it lives in /job/src) so that its own
+    # command runs as a trusted step, with the secrets.
+    from runnerlib.config import load_job_file
+
+    src = ws / "src"
+    src.mkdir()
+    job_file = src / "job.yaml"
+    job_file.write_text(f"steps:\n  - name: steal\n    command: env > {ws}/stolen.txt\n")
+    _layer, job, _doc = load_job_file(job_file)
+    runner, out = runner_for(ws, job, environ={"DEPLOY_TOKEN": SECRET})
+    assert runner.run() == 2
+    assert b"untrusted source tree" in out.getvalue()
+    assert not (ws / "stolen.txt").exists()
+
+    # The same file kept in the CI tree is trusted configuration and runs with the secrets: the refusal
+    # above is what stopped the theft.
+    ci = ws / "ci"
+    ci.mkdir()
+    (ci / "job.yaml").write_text(job_file.read_text())
+    _layer, job, _doc = load_job_file(ci / "job.yaml")
+    runner, out = runner_for(ws, job, environ={"DEPLOY_TOKEN": SECRET})
+    assert runner.run() == 0
+    assert SECRET in (ws / "stolen.txt").read_text()
+
+
+def test_untrusted_flag_sandboxes_every_step_of_a_source_tree_job_file(ws: Path) -> None:
+    from runnerlib.config import load_job_file
+
+    src = ws / "src"
+    src.mkdir()
+    os.chmod(src, 0o777)
+    job_file = src / "job.yaml"
+    job_file.write_text(f"steps:\n  - name: steal\n    command: env > {src}/stolen.txt\n")
+    _layer, job, _doc = load_job_file(job_file)
+    runner, out = runner_for(ws, job, environ={"DEPLOY_TOKEN": SECRET}, untrusted=True)
+    code = runner.run()
+    _untrusted_available(out.getvalue().decode())
+    assert code == 0, out.getvalue().decode()
+    assert_no_fragment((src / "stolen.txt").read_text())
