@@ -58,6 +58,10 @@ def register_secrets(values: Iterable[str | bytes], *, socket_path: str | None =
                 raise RegistrationError(f"secret #{index} is not valid UTF-8 (the protocol carries text)") from None
         if not isinstance(value, str):
             raise RegistrationError(f"secret #{index} must be str or bytes, not {type(value).__name__}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RegistrationError(f"secret #{index} has no UTF-8 form (an unpaired surrogate)") from None
         items.append(value)
     if not items:
         return 0

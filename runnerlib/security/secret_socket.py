@@ -55,6 +55,8 @@ SOCKET_VAR = "REACTORCIDE_SECRETS_SOCKET"
 TOKEN_VAR = "REACTORCIDE_SECRETS_TOKEN"
 SOCKET_NAME = "secrets.sock"
 MAX_FRAME = 1024 * 1024
+# One request may register this many values; more is a runaway client (each value costs automaton memory).
+MAX_SECRETS_PER_REQUEST = 10_000
 HEADER = struct.Struct(">I")
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 # After the reply, the server reads (and drops) what the client may still send until it closes, briefly:
@@ -119,9 +121,16 @@ def check_register(message: dict[str, Any]) -> list[str]:
     values = message.get("secrets")
     if not isinstance(values, list):
         raise FrameError(f'"secrets" must be a list of strings, not {type(values).__name__}')
+    if len(values) > MAX_SECRETS_PER_REQUEST:
+        raise FrameError(f'"secrets" has {len(values)} values; at most {MAX_SECRETS_PER_REQUEST} per request')
     for index, value in enumerate(values):
         if not isinstance(value, str):
             raise FrameError(f'"secrets"[{index}] must be a string, not {type(value).__name__}')
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON allows "\ud800"; such a string has no UTF-8 form, so it can never appear in output as text.
+            raise FrameError(f'"secrets"[{index}] contains an unpaired surrogate escape') from None
     return values
 
 

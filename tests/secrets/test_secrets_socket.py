@@ -253,6 +253,9 @@ BAD_FRAMES = {
     "secrets not a list": (_body(b'{"action": "register", "secrets": "abc"}'), '"secrets" must be a list'),
     "secrets item not a string": (_body(b'{"action": "register", "secrets": ["abcdef", 5]}'), '"secrets"[1]'),
     "secrets null": (_body(b'{"action": "register", "secrets": null}'), '"secrets" must be a list'),
+    "lone surrogate": (_body(b'{"action": "register", "secrets": ["abc\\ud800def"]}'), "unpaired surrogate"),
+    "too many secrets": (_body(json.dumps({"action": "register", "secrets": ["abcdef"] * 10001}).encode()),
+                         "at most 10000"),
 }
 
 
@@ -594,3 +597,14 @@ def test_deep_parent_directory_falls_back_to_the_temp_dir(registry, tmp_path):
     with SecretSocketServer(registry, parent_dir=deep) as server:
         assert len(server.path.encode()) <= 107
         assert register_secret(new_secret(), socket_path=server.path, token=server.token) == 1
+
+
+def test_client_refuses_values_it_cannot_send(server):
+    with pytest.raises(RegistrationError, match="secret #1 has no UTF-8 form") as info:
+        register_secrets(["fine-value", "bad\ud800value"], socket_path=server.path, token=server.token)
+    assert "bad" not in str(info.value)
+    with pytest.raises(RegistrationError, match="secret #0 is not valid UTF-8"):
+        register_secrets([b"\xff\xfe-bytes"], socket_path=server.path, token=server.token)
+    with pytest.raises(RegistrationError, match="must be str or bytes"):
+        register_secrets([12345], socket_path=server.path, token=server.token)
+    assert register_secrets([], socket_path="/nonexistent") == 0
