@@ -249,7 +249,8 @@ class LocalWorkflowRunner:
         for name in self.workflow.topological_order():
             job = self.workflow.jobs[name]
             deps = [inst for dep in job.depends_on for inst in self._instances_of(dep)]
-            for item in job.for_each or [None]:
+            items: list[str | None] = list(job.for_each) if job.for_each else [None]
+            for item in items:
                 instance = f"{name}[{item}]" if item is not None else name
                 self._add_node(self._node_from_job(job, instance, deps, item))
 
@@ -507,9 +508,10 @@ class LocalWorkflowRunner:
                                else result.reason or f"exit {result.exit_code}")
             output = state.read_json(workspace / "workflow-output.json", {})
             if isinstance(output, dict):
-                node.outputs = output.get("outputs") if isinstance(output.get("outputs"), dict) else {}
-                raw_vars = output.get("vars") if isinstance(output.get("vars"), dict) else {}
-                node.vars_out = {str(k): str(v) for k, v in raw_vars.items()}
+                outputs, raw_vars = output.get("outputs"), output.get("vars")
+                node.outputs = outputs if isinstance(outputs, dict) else {}
+                if isinstance(raw_vars, dict):
+                    node.vars_out = {str(k): str(v) for k, v in raw_vars.items()}
         except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the run; reported masked
             node.status, node.reason = "failed", self.registry.mask_text(str(exc))
             node.exit_code = node.exit_code if node.exit_code is not None else 1

@@ -557,7 +557,7 @@ def _to_python(node: yaml.Node, loader: _Loader, marks: dict[Loc, int], loc: Loc
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, (str, int, float, bool)) or key is None:
+            if isinstance(key, bool) or not isinstance(key, (str, int)):
                 raise WorkflowError("mapping keys must be strings", line=key_node.start_mark.line + 1)
             if key in out:
                 raise WorkflowError(f"duplicate key {key!r}", line=key_node.start_mark.line + 1)

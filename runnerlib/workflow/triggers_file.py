@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from runnerlib.workflow.models import JobTrigger, WorkflowError
 
 __all__ = ["Operation", "TriggersDocument", "append_operation", "locked", "mark_delivered", "read_triggers"]
@@ -130,11 +132,11 @@ def parse_document(data: Any, origin: str) -> TriggersDocument:
     for index, job in enumerate(data["jobs"]):
         try:
             jobs.append(JobTrigger.model_validate(job).to_dict())
-        except Exception as exc:  # noqa: BLE001 - reported with its place, one line
-            first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
+        except ValidationError as exc:  # reported with its place, one line
+            first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise WorkflowError(first["msg"], file=origin, field=f"jobs[{index}]" + (f".{where}" if where else ""))\
-                from None
+            raise WorkflowError(str(first["msg"]), file=origin,
+                                field=f"jobs[{index}]" + (f".{where}" if where else "")) from None
     operations_raw = data.get("operations")
     if operations_raw is None:
         op_id = data.get("operation_id")
