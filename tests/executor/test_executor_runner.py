@@ -237,3 +237,40 @@ def test_untrusted_flag_sandboxes_every_step_of_a_source_tree_job_file(ws: Path)
     _untrusted_available(out.getvalue().decode())
     assert code == 0, out.getvalue().decode()
     assert_no_fragment((src / "stolen.txt").read_text())
+
+
+ADVANCED = """
+import sys
+import runnerlib
+from runnerlib.plugins import Plugin, PluginPhase
+
+class Report(Plugin):
+    def __init__(self):
+        super().__init__("report", priority=50)
+
+    def supported_phases(self):
+        return [PluginPhase.PRE_EXECUTION, PluginPhase.POST_EXECUTION]
+
+    def pre_execution(self, context):
+        print("plugin: before", flush=True)
+
+    def post_execution(self, context):
+        print("plugin: after, exit", context.exit_code, flush=True)
+
+runnerlib.register_plugin(Report())
+sys.exit(runnerlib.run_job(command="echo inner-step $DEPLOY_TOKEN", source_dir=SRC))
+"""
+
+
+def test_advanced_mode_script_registers_plugins_and_runs_a_job(ws: Path) -> None:
+    # A trusted script (the design document's advanced mode) run as the job's step: it imports runnerlib,
+    # registers a plugin and runs its own job; the nested runner masks too.
+    (ws / "src").mkdir()
+    script = ws / "pipeline.py"
+    script.write_text(f"SRC = {str(ws / 'src')!r}\n" + ADVANCED)
+    runner, out = runner_for(ws, job_args=[sys.executable, str(script)], environ={"DEPLOY_TOKEN": SECRET})
+    code = runner.run()
+    text = out.getvalue().decode()
+    assert code == 0, text
+    assert "plugin: before" in text and "plugin: after, exit 0" in text and "inner-step ***" in text
+    assert_no_fragment(text)
