@@ -30,6 +30,9 @@ PREFIX_LEN = 4
 # Recent patterns stay in one ahocorasick-rs layer rebuilt on each add while it is this small (a few ms);
 # past it the layer is frozen and a new one started, so an add never pays for more than this many patterns.
 DELTA_LAYER_MAX = 512
+# With the ahocorasick-rs engine (its build holds the GIL), a large base is merged only once this many
+# delta layers exist, or the deltas hold an eighth of the base's patterns.
+AC_MERGE_LAYERS = 4
 
 
 @dataclass(frozen=True)
@@ -214,7 +217,7 @@ class Masker:
                 if self._merge_failed:
                     return False
                 if self._merge_thread is None:
-                    self._schedule_merge()
+                    self._schedule_merge(force=True)
 
     def mask(self, data: bytes) -> bytes:
         """Mask a whole buffer with the current patterns."""
@@ -233,11 +236,17 @@ class Masker:
         self.snapshot = MaskSnapshot(layers, self._maxlen, self._sorted, self._short, self.replacement,
                                      len(self._patterns))
 
-    def _schedule_merge(self) -> None:
+    def _schedule_merge(self, force: bool = False) -> None:
         # Called with the lock held.
-        if self._merge_thread is not None or self._merge_failed or \
-                (len(self.snapshot.layers) == 1 and self.snapshot.layers[0].base):
+        layers = self.snapshot.layers
+        if self._merge_thread is not None or self._merge_failed or (len(layers) == 1 and layers[0].base):
             return
+        if self.engine == "ahocorasick" and not force and layers[0].base:
+            # ahocorasick-rs builds while holding the GIL, stalling every thread (adds included) for the
+            # length of the build: merge a large base only once enough deltas piled up.
+            pending = sum(layer.stop - layer.start for layer in layers[1:])
+            if len(layers) - 1 < AC_MERGE_LAYERS and pending * 8 < layers[0].stop:
+                return
         stop = len(self._patterns)
         if not self._background:
             self._install_merged(self._build_layer(0, stop, self.engine, base=True))
