@@ -362,18 +362,22 @@ class LocalWorkflowRunner:
         for sub in ("artifacts", "tmp"):
             (workspace / sub).mkdir(parents=True, exist_ok=True)
         src = workspace / "src"
+        run_root = self.run_dir
+
+        def ignore(directory: str, names: list[str]) -> list[str]:
+            # Never copy the runs of this or earlier local runs into a job's source.
+            here = Path(directory)
+            return [n for n in names if (here / n) == run_root or
+                    (here / n) == self.code_dir / ".reactorcide" / "runs"]
+
         if self.copy_source:
-            run_root = self.run_dir
-
-            def ignore(directory: str, names: list[str]) -> list[str]:
-                # Never copy the runs of this or earlier local runs into a job's source.
-                here = Path(directory)
-                return [n for n in names if (here / n) == run_root or
-                        (here / n) == self.code_dir / ".reactorcide" / "runs"]
-
             shutil.copytree(self.code_dir, src, symlinks=True, ignore=ignore)
         else:
             src = self.code_dir
+        if node.job_file:
+            # A job file holds trusted steps, so the runner reads it only from the trusted CI tree
+            # (<workspace>/ci), never from the source tree: locally the repository is both.
+            shutil.copytree(self.code_dir, workspace / "ci", symlinks=True, ignore=ignore)
         job_dir = src / node.working_dir if node.working_dir else src
         if node.working_dir and not job_dir.resolve().is_relative_to(src.resolve()):
             raise WorkflowError("leaves the source directory", field=f"jobs.{node.base_name}.working_dir")
@@ -430,7 +434,10 @@ class LocalWorkflowRunner:
             if self.launcher != "runnerlib":
                 raise WorkflowError("a job_file job needs the runnerlib launcher (`runnerlib run-job`)",
                                     field=f"jobs.{node.base_name}.job_file")
-            job_file = (self.code_dir / node.job_file)
+            # Relative to the repository root (the job's trusted copy of it, <workspace>/ci).
+            assert node.workspace is not None
+            ci = node.workspace / "ci"
+            job_file = node.job_file if Path(node.job_file).is_absolute() else str(ci / node.job_file)
             return [sys.executable, "-m", "runnerlib.cli", "run-job", str(job_file)]
         assert node.command is not None
         if self.launcher == "runnerlib":

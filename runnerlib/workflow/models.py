@@ -338,7 +338,7 @@ class WorkflowJob(BaseModel):
             raise ValueError("must be between -1000 and 1000")
         return value
 
-    @field_validator("code_dir", "job_dir", "working_dir")
+    @field_validator("code_dir", "job_dir", "working_dir", "job_file")
     @classmethod
     def _paths(cls, value: str | None, info: Any) -> str | None:
         return _relative_path(value, info.field_name)

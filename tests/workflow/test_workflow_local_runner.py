@@ -274,3 +274,23 @@ def test_cli_trigger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                              "env": {"A": "1"}, "priority": 3, "timeout": 600}]
     bad = CliRunner().invoke(main, ["trigger", "deploy", "--env", "novalue"])
     assert bad.exit_code == 2 and "NAME=VALUE" in bad.output
+
+
+def test_job_file_jobs_run_through_run_job() -> None:
+    repo = _repo()
+    (repo / "jobs").mkdir()
+    (repo / "jobs" / "two-steps.yaml").write_text(
+        "name: two-steps\nsteps:\n  - name: first\n    command: echo first-step\n"
+        "  - name: second\n    depends_on: [first]\n    command: echo second-step\n")
+    text = "name: jf\njobs:\n  j: {job_file: jobs/two-steps.yaml}\n  after: {needs: j, command: echo after}\n"
+    lines: list[str] = []
+    runner = LocalWorkflowRunner(parse_workflow_text(text, "jf.yaml"), code_dir=repo, registry=SecretRegistry(),
+                                 launcher="runnerlib", echo=lines.append)
+    result = runner.run()
+    assert [n.status for n in result.nodes] == ["success", "success"], "\n".join(lines)
+    out = "\n".join(lines)
+    assert out.index("first-step") < out.index("second-step")
+    shell = LocalWorkflowRunner(parse_workflow_text(text, "jf.yaml"), code_dir=repo, registry=SecretRegistry(),
+                                launcher="shell", echo=lines.append).run()
+    assert shell.node("j").status == "failed" and "needs the runnerlib launcher" in shell.node("j").reason
+    assert shell.node("after").status == "skipped"
