@@ -608,3 +608,34 @@ def test_client_refuses_values_it_cannot_send(server):
     with pytest.raises(RegistrationError, match="must be str or bytes"):
         register_secrets([12345], socket_path=server.path, token=server.token)
     assert register_secrets([], socket_path="/nonexistent") == 0
+
+
+def test_many_silent_clients_do_not_hold_up_the_others(registry):
+    """500 connections that never send a byte are open while 500 clients register: all 500 are answered,
+    long before the silent ones reach their 60 s deadline."""
+    _raise_nofile(2 * 1000 + 200)
+    with SecretSocketServer(registry, timeout=60.0) as server:
+        silent = []
+        try:
+            for _ in range(500):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(server.path)
+                silent.append(sock)
+            failures: list[str] = []
+
+            def client():
+                try:
+                    register_secret(new_secret(), socket_path=server.path, token=server.token, timeout=50)
+                except RegistrationError as exc:
+                    failures.append(str(exc))
+
+            clients = [threading.Thread(target=client) for _ in range(500)]
+            for t in clients:
+                t.start()
+            for t in clients:
+                t.join(120)
+            assert failures == []
+            assert server.stats["requests_ok"] == 500 and server.stats["timeouts"] == 0
+        finally:
+            for sock in silent:
+                sock.close()
