@@ -71,7 +71,7 @@ def secret_sets(draw: st.DrawFn, *, min_length: int = 4, max_secrets: int = 6) -
     """A list of distinct secrets built to relate to each other: base secrets plus prefixes, suffixes,
     overlapping joins, repeated prefixes and embedded copies of them."""
     alphabet = draw(st.sampled_from(ALPHABETS))
-    base = draw(st.lists(secrets(alphabet, min_length=min_length), min_size=1, max_size=3))
+    base = draw(st.lists(secrets(alphabet, min_length=min_length), min_size=1, max_size=3, unique=True))
     out = list(base)
     for _ in range(draw(st.integers(0, max_secrets - len(base)))):
         s = draw(st.sampled_from(out))
