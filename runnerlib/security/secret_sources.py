@@ -86,6 +86,11 @@ class _Tally:
         return text + (f", {self.refused} refused (too short)" if self.refused else "")
 
 
+# A job env value that is (or holds) a store reference is registered once resolved, by secret_store; the
+# reference text itself is not a secret, and masking it would hide which entry a job uses.
+_STORE_REF = "${secret:"
+
+
 def _add(registry: Registry, value: str, source: str, tally: _Tally) -> None:
     if value is None or not str(value).strip():
         return
@@ -103,10 +108,9 @@ def split_list(text: str | None) -> list[str]:
 
 
 def split_values_list(text: str | None) -> list[str]:
-    """REACTORCIDE_SECRET_VALUES_LIST -> values. Values keep inner spaces; only empty items are dropped."""
-    if not text:
-        return []
-    return [item for item in text.split(",") if item.strip()]
+    """REACTORCIDE_SECRET_VALUES_LIST -> values: split at commas, surrounding blanks trimmed (as users write
+    `a, b`), empty items dropped. Inner spaces are kept."""
+    return split_list(text)
 
 
 # --- credentials in URLs -------------------------------------------------------------------------------------
@@ -390,7 +394,8 @@ def load_secrets(
             for scope, mapping in scopes:
                 if name in mapping:
                     present = True
-                    _add(registry, mapping[name], f"env {name} ({scope})", tally)
+                    if not (scope == "job env" and _STORE_REF in mapping[name]):
+                        _add(registry, mapping[name], f"env {name} ({scope})", tally)
             if not present:
                 missing.append(name)
         if missing:
@@ -405,7 +410,8 @@ def load_secrets(
         if matched:
             tally = _Tally(f"secret-looking names in the {scope} ({', '.join(matched)})")
             for name in matched:
-                _add(registry, mapping[name], f"env {name} ({scope})", tally)
+                if not (scope == "job env" and _STORE_REF in mapping[name]):
+                    _add(registry, mapping[name], f"env {name} ({scope})", tally)
             finish(tally)
 
     # 4. credentials in URLs, anywhere in either environment

@@ -328,3 +328,15 @@ def test_yaml_alias_bomb_and_deep_nesting_are_refused_quickly():
         parse_secrets_document("[" * 100000 + "]" * 100000, "deep.json")
     with pytest.raises(SecretsDocumentError, match="nested"):
         parse_secrets_document("a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 200)) + "  " * 200 + "v", "d.yaml")
+
+
+def test_store_references_are_left_to_the_store(registry):
+    """DB_PASSWORD=${secret:prod/db:password} is registered once resolved (secret_store), not as text."""
+    load_secrets(registry, environ={}, job_env={"DB_PASSWORD": "${secret:prod/db:password}"})
+    assert registry.secrets() == []
+
+
+def test_values_list_items_are_trimmed(registry):
+    a, b = new_secret(), new_secret()
+    load_secrets(registry, environ={}, job_env={}, secret_values_list=f" {a} , {b}")
+    assert registry.secrets() == [a.encode(), b.encode()]
