@@ -12,6 +12,7 @@ and an exact count of attempts.
 - GET {url}/api/v1/jobs?name=<job name>[&workflow_run=<id>] -> {"jobs": [{"job_id", "name", "status",
   "exit_code", "created_at", "finished_at", "outputs"}, ...]} newest first (the endpoint runnerlib defines for
   is_job_running / get_job_result; see docs/workflows.md).
+- TLS: the system CA store, or `cafile` (default: REACTORCIDE_COORDINATOR_CA_FILE).
 - HTTPS is required unless allow_insecure_transport; a redirect is followed only to the same scheme, host
   and port (307/308 keep the method and body), never to plain HTTP, never to another host (the token would
   go with it).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import ssl
 import time
@@ -136,6 +138,9 @@ class CoordinatorClient:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._sleep = sleep
+        # The worker may name a private CA for its coordinator; every client in the job (the runner's and
+        # trusted steps') then trusts it without each caller passing it on.
+        cafile = cafile or os.environ.get("REACTORCIDE_COORDINATOR_CA_FILE") or None
         context = ssl_context or ssl.create_default_context(cafile=cafile)
         self._opener = urllib.request.build_opener(
             _NoRedirect(), urllib.request.HTTPSHandler(context=context)

@@ -599,6 +599,12 @@ class LocalWorkflowRunner:
 
     def _settle(self) -> list[JobNode]:
         """Skip or fail every pending job that cannot run; return the pending jobs that can, in order."""
+        if self._cancel.is_set():
+            for node in self.nodes.values():
+                if node.status == "pending":
+                    node.status, node.reason = "cancelled", "run cancelled"
+                    self._finish(node)
+            return []
         changed = True
         while changed:
             changed = False
@@ -617,8 +623,6 @@ class LocalWorkflowRunner:
                     node.status, node.reason = "skipped", decision[len("skip:"):]
                     self._finish(node)
                     changed = True
-        if self._cancel.is_set():
-            return []
         return [n for n in self.nodes.values() if n.status == "pending" and self._decide(n) == "run"]
 
     def _write_results(self, duration: float) -> WorkflowRunResult:

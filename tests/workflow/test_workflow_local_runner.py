@@ -294,3 +294,28 @@ def test_job_file_jobs_run_through_run_job() -> None:
                                 launcher="shell", echo=lines.append).run()
     assert shell.node("j").status == "failed" and "needs the runnerlib launcher" in shell.node("j").reason
     assert shell.node("after").status == "skipped"
+
+
+def test_cancel_stops_running_jobs_and_starts_no_more() -> None:
+    import threading
+
+    text = "name: c\njobs:\n  long: {command: 'echo started; sleep 60'}\n  next: {command: 'true', needs: long}\n"
+    lines: list[str] = []
+    started = threading.Event()
+
+    def echo(line: str) -> None:
+        lines.append(line)
+        if line == "[long] started":
+            started.set()
+
+    runner = LocalWorkflowRunner(parse_workflow_text(text, "c.yaml"), code_dir=_repo(), registry=SecretRegistry(),
+                                 launcher="shell", echo=echo, grace=2.0)
+    thread = threading.Thread(target=lambda: setattr(runner, "result", runner.run()))
+    thread.start()
+    assert started.wait(30)
+    runner.cancel()
+    thread.join(30)
+    assert not thread.is_alive()
+    result = runner.result
+    assert result.node("long").status == "cancelled" and result.node("long").exit_code == 143
+    assert result.node("next").status == "cancelled"

@@ -177,3 +177,51 @@ steps:
     assert verify_message(forged, attacker.public_key_text())
     # And the triggers file holds only the trusted step's trigger.
     assert [j["job_name"] for j in tf.read_triggers(workspace / "triggers.json").jobs] == ["deploy"]
+
+
+def test_three_transports_end_to_end_with_a_real_coordinator(https_server, certificate) -> None:
+    """A real job with a coordinator configured: the trusted step's trigger reaches the coordinator (once),
+    the triggers file and a signed stdout line; the untrusted step sees no token and forges nothing."""
+    from conftest import TOKEN
+
+    root = Path(tempfile.mkdtemp(prefix="wf-three-"))
+    os.chmod(root, 0o755)
+    workspace = root / "ws"
+    (workspace / "src").mkdir(parents=True)
+    job = f"""
+name: three
+steps:
+  - name: attacker
+    trust: untrusted
+    command: |
+      echo "token=${{REACTORCIDE_API_TOKEN:-absent}} url=${{REACTORCIDE_COORDINATOR_URL:-absent}}"
+  - name: trusted
+    depends_on: [attacker]
+    command: |
+      {sys.executable} -c "import runnerlib; runnerlib.trigger_job('deploy'); runnerlib.trigger_job('notify')"
+"""
+    job_file = root / "job.yaml"
+    job_file.write_text(job)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTORCIDE_")}
+    env.update({"REACTORCIDE_WORKSPACE_ROOT": str(workspace), "REACTORCIDE_JOB_ID": "job-3",
+                "REACTORCIDE_COORDINATOR_URL": https_server.url, "REACTORCIDE_API_TOKEN": TOKEN,
+                "REACTORCIDE_COORDINATOR_CA_FILE": str(certificate[0])})
+    proc = subprocess.run([sys.executable, "-m", "runnerlib.cli", "run-job", str(job_file)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode == 126 and "refused" in proc.stdout:
+        pytest.skip("the sandbox for untrusted steps is not available here")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "token=absent url=absent" in proc.stdout
+    assert TOKEN not in proc.stdout + proc.stderr
+    # Coordinator: two operations, each created once, though the runner's publish saw them too.
+    created = https_server.state.created
+    assert sorted(j["job_name"] for jobs in created.values() for j in jobs) == ["deploy", "notify"]
+    assert len([r for r in https_server.state.requests if r["method"] == "POST"]) == 2
+    # Stdout: two signed lines with the same operation ids.
+    key = workspace / "trigger-signing.pub"
+    docs = [verify_message(line, key, job_id="job-3") for line in proc.stdout.splitlines()
+            if line.startswith('{"reactorcide_trigger":')]
+    assert {d["operation_id"] for d in docs} == set(created)
+    # File: both operations, recorded as delivered.
+    ops = tf.read_triggers(workspace / "triggers.json").operations
+    assert {o.operation_id for o in ops} == set(created) and all(o.delivered == ["coordinator"] for o in ops)
