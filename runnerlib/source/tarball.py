@@ -167,8 +167,11 @@ def extract(stream: BinaryIO, workspace: Workspace, dest_rel: str, *, limits: So
     counts = {"entries": 0, "files": 0, "dirs": 0, "symlinks": 0, "hardlinks": 0, "bytes": 0}
     made_dirs: set[str] = {""}
     dir_modes: list[tuple[str, int]] = []
+    # A local, uncompressed archive is read in seekable mode so member data can be copied in the kernel
+    # (copy_file_range from the archive's fd); everything else is streamed once, never seeking.
+    fast_fd = _plain_local_fd(stream)
     try:
-        tf = tarfile.open(fileobj=stream, mode="r|*")
+        tf = tarfile.open(fileobj=stream, mode="r:" if fast_fd is not None else "r|*")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ArchiveRefused(f"{field}: not a readable tar archive ({exc})") from None
     with tf:
@@ -197,7 +200,7 @@ def extract(stream: BinaryIO, workspace: Workspace, dest_rel: str, *, limits: So
                 counts["bytes"] += member.size
                 if counts["bytes"] > limits.max_total_bytes:
                     raise ArchiveRefused(f"{field}: archive expands beyond the limit of {limits.max_total_bytes} bytes")
-                _write_file(workspace, target, tf, info)
+                _write_file(workspace, target, tf, info, fast_fd)
                 counts["files"] += 1
             elif member.kind == "symlink":
                 _clear_non_dir(workspace, target)
@@ -243,7 +246,40 @@ def _clear_non_dir(workspace: Workspace, target: str) -> None:
     workspace.remove(target)
 
 
-def _write_file(workspace: Workspace, target: str, tf: tarfile.TarFile, info: tarfile.TarInfo) -> None:
+def _plain_local_fd(stream: BinaryIO) -> int | None:
+    """The fd of `stream` when it is a seekable regular file holding an uncompressed tar, else None."""
+    try:
+        if not stream.seekable():
+            return None
+        fd = stream.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        head = os.pread(fd, 512, 0)
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return None
+    # ustar/gnu magic at offset 257 (an old v7 archive just takes the streaming path).
+    return fd if len(head) == 512 and head[257:262] == b"ustar" else None
+
+
+def _copy_range(src_fd: int, dst_fd: int, offset: int, size: int) -> None:
+    done = 0
+    while done < size:
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, size - done, offset + done)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            n = 0
+        if n == 0:  # not supported here, or end of a truncated archive: fall back to pread
+            data = os.pread(src_fd, min(_CHUNK, size - done), offset + done)
+            if not data:
+                raise ArchiveRefused("archive truncated inside a member's data")
+            n = os.write(dst_fd, data)
+        done += n
+
+
+def _write_file(workspace: Workspace, target: str, tf: tarfile.TarFile, info: tarfile.TarInfo,
+                fast_fd: int | None = None) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
         fd = workspace.open(target, flags, 0o600)
@@ -251,7 +287,11 @@ def _write_file(workspace: Workspace, target: str, tf: tarfile.TarFile, info: ta
         _clear_non_dir(workspace, target)
         fd = workspace.open(target, flags, 0o600)
     try:
-        src = tf.extractfile(info)
+        if fast_fd is not None and info.sparse is None:
+            _copy_range(fast_fd, fd, info.offset_data, info.size)
+            src = None
+        else:
+            src = tf.extractfile(info)
         if src is not None:
             while True:
                 chunk = src.read(_CHUNK)
