@@ -18,10 +18,13 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from secrets_testlib import IS_ROOT, PYTHON, assert_no_fragment, new_secret, shared_tmpdir
 
 from runnerlib.secrets_client import RegistrationError, register_secret, register_secrets
-from runnerlib.security.secret_socket import SecretSocketServer
+from runnerlib.security.registry import SecretRegistry
+from runnerlib.security.secret_socket import FrameError, SecretSocketServer, check_register, parse_request
 
 
 @pytest.fixture
@@ -639,3 +642,36 @@ def test_many_silent_clients_do_not_hold_up_the_others(registry):
         finally:
             for sock in silent:
                 sock.close()
+
+
+# --- property-based: the request parser, and the live round trip ---------------------------------------------
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+                     max_leaves=12)
+
+
+@given(st.one_of(st.binary(max_size=200),
+                 _json.map(lambda v: json.dumps(v).encode()),
+                 st.fixed_dictionaries({"action": _json | st.just("register"),
+                                        "secrets": _json | st.lists(st.text(max_size=10), max_size=4)})
+                 .map(lambda v: json.dumps(v).encode())))
+def test_parser_accepts_exactly_register_with_a_list_of_strings(body):
+    try:
+        values = check_register(parse_request(body))
+    except FrameError as exc:
+        assert str(exc)
+        return
+    message = json.loads(body)
+    assert message["action"] == "register" and values == message["secrets"]
+    assert all(isinstance(v, str) for v in values)
+
+
+@settings(max_examples=40)
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cs",)), min_size=4, max_size=30)
+                .filter(lambda v: len(v.encode()) >= 4 and v.strip()), min_size=1, max_size=5))
+def test_any_text_round_trips_through_a_live_server(values):
+    registry = SecretRegistry()
+    with SecretSocketServer(registry) as server:
+        assert register_secrets(values, socket_path=server.path, token=server.token) == len(values)
+    assert {v.encode() for v in values} <= set(registry.secrets())
