@@ -102,7 +102,9 @@ def _alive(pid: int) -> bool:
 
 BARRIER = ("import os, sys, time\n"
            "ws, me, other = sys.argv[1:4]\n"
-           "open(os.path.join(ws, me + '.start'), 'w').write(repr(time.time()))\n"
+           "t = repr(time.time())  # taken before the file appears (the other step polls for it)\n"
+           "open(os.path.join(ws, me + '.tmp'), 'w').write(t)\n"
+           "os.rename(os.path.join(ws, me + '.tmp'), os.path.join(ws, me + '.start'))\n"
            "deadline = time.time() + 30\n"
            "while not os.path.exists(os.path.join(ws, other + '.start')):\n"
            "    if time.time() > deadline: sys.exit('the other step never started: not parallel')\n"
