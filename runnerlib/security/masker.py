@@ -308,11 +308,12 @@ def reference_mask(data: bytes, patterns: Iterable[bytes], replacement: bytes = 
     out = bytearray()
     i = 0
     while i < len(data):
-        if covered[i]:
-            out += replacement
-            while i < len(data) and covered[i]:
-                i += 1
-        else:
-            out.append(data[i])
-            i += 1
+        start = covered.find(1, i)  # next covered byte
+        if start < 0:
+            out += data[i:]
+            break
+        out += data[i:start]
+        out += replacement
+        end = covered.find(0, start)  # end of the covered run
+        i = len(data) if end < 0 else end
     return bytes(out)

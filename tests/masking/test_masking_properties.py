@@ -7,7 +7,7 @@ and write splits at any offsets, on every engine.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runnerlib.security.matcher import available_engines
@@ -39,6 +39,7 @@ def test_stream_equals_reference_for_any_split(engine: str, data: st.DataObject)
     assert_no_fragment(out, planted.secrets, allowed=planted.clear)
 
 
+@settings(max_examples=min(settings.default.max_examples, 60))  # each example compiles engines
 @given(data=st.data())
 def test_stream_with_encoded_forms_planted(data: st.DataObject) -> None:
     secrets = data.draw(secret_sets())
@@ -51,6 +52,7 @@ def test_stream_with_encoded_forms_planted(data: st.DataObject) -> None:
     assert_no_fragment(out, planted.secrets, allowed=planted.clear)
 
 
+@settings(max_examples=min(settings.default.max_examples, 60))  # each example compiles engines
 @given(data=st.data())
 def test_secrets_added_one_by_one_with_deltas_match_reference(data: st.DataObject) -> None:
     # Each add goes to a small delta layer while a background merge rebuilds the base: the answer must
@@ -65,6 +67,7 @@ def test_secrets_added_one_by_one_with_deltas_match_reference(data: st.DataObjec
     assert registry.mask(planted.data) == reference_mask(planted.data, registry.patterns())
 
 
+@settings(max_examples=min(settings.default.max_examples, 60))  # each example compiles engines
 @given(data=st.data())
 def test_flush_anywhere_never_drops_or_reorders_clear_bytes(data: st.DataObject) -> None:
     secrets = data.draw(secret_sets())
