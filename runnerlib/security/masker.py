@@ -3,8 +3,9 @@
 The invariant, stated once: every byte covered by ANY occurrence of ANY pattern is replaced; a run of
 covered bytes (overlapping or adjacent occurrences) becomes ONE replacement; every other byte is kept, in
 order. Leftmost-longest matching or a loop of replaces both leave part of overlapping secrets in the clear
-(`xxAAAA[BB]BBBB`: masking `AAAABB` then skipping to `BBBB` shows nothing, but masking `BBBBBB` first shows
-`AAAA`); only the union is safe, so engines here report every occurrence, overlapping ones included.
+(secrets `AAAABB` and `BBBBBB` in `AAAABBBBBB`: replacing `AAAABB` first leaves `BBBB` of the second, replacing
+`BBBBBB` first leaves `AAAA` of the first); only the union is safe, so engines here report every occurrence,
+overlapping ones included.
 
 Adding a secret must not rebuild the automaton of 10,000 others. Patterns live in layers: a large "base"
 compiled with the fast engine in a background thread, and small ahocorasick-rs layers for what was added
