@@ -320,6 +320,8 @@ class JobRunner:
 
         self._socket = SecretSocketServer(self.registry, parent_dir=self._scratch).start()
         self.context.env = self._trusted_env()
+        # What plugins add or change from here on also reaches untrusted steps (filtered like the rest).
+        self._env_baseline = dict(self.context.env)
 
     def _open_workspace(self) -> Any:
         from runnerlib.security.paths import Workspace
@@ -469,6 +471,8 @@ class JobRunner:
         env.update(self._context_env())
         job_env = getattr(self, "_job_env", self.config.job_env)
         env.update({k: v for k, v in job_env.items() if clean(k, v)})
+        baseline = getattr(self, "_env_baseline", {})
+        env.update({k: v for k, v in (self.context.env or {}).items() if baseline.get(k) != v and clean(k, v)})
         return env
 
     def _start_trigger_signing(self) -> None:

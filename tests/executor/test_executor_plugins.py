@@ -259,3 +259,28 @@ def test_runner_loads_plugin_dir_and_ci_plugins(ws: Path) -> None:
     runner, out = make_runner(ws, [], plugin_dirs=[str(pdir)])
     assert runner.run() == 0, out.getvalue().decode()
     assert (ws / "m1").read_text() == "cleanup ran" and (ws / "m2").read_text() == "cleanup ran"
+
+
+def test_plugin_env_reaches_untrusted_steps_but_not_its_secrets(ws: Path) -> None:
+    class Env(Plugin):
+        def __init__(self) -> None:
+            super().__init__("env")
+
+        def pre_execution(self, ctx: PluginContext) -> None:
+            ctx.env["FLAVOUR"] = "release"
+            ctx.env["PLUGIN_TOKEN"] = "plugin-made-token-123"  # a secret-looking name: trusted steps only
+
+    src = ws / "src"
+    src.mkdir()
+    os.chmod(src, 0o777)
+    job = Job("j")
+    job.add_step("t", f"echo t=$FLAVOUR/$PLUGIN_TOKEN > {src}/t.txt")
+    job.add_step("u", f"echo u=$FLAVOUR/$PLUGIN_TOKEN > {src}/u.txt", trust="untrusted")
+    runner, out = make_runner(ws, [Env()], job=job)
+    code = runner.run()
+    text = out.getvalue().decode()
+    if "sandbox" in text and "refused" in text:
+        pytest.skip("no sandbox on this kernel")
+    assert code == 0, text
+    assert (src / "t.txt").read_text() == "t=release/plugin-made-token-123\n"
+    assert (src / "u.txt").read_text() == "u=release/\n"
