@@ -63,10 +63,17 @@ class SecretRegistry:
 
     def add_many(self, values: Iterable[str | bytes], *, source: str) -> int:
         """Register several secrets with one automaton update; returns how many are masked."""
+        if isinstance(values, (str, bytes, bytearray)):
+            raise TypeError(f"add_many (source {source}): takes an iterable of values; use add() for one value")
         accepted: list[bytes] = []
         refused = 0
         for value in values:
-            raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+            if isinstance(value, str):
+                raw = value.encode("utf-8", "surrogateescape")
+            elif isinstance(value, (bytes, bytearray, memoryview)):
+                raw = bytes(value)
+            else:  # bytes(5) would be five NUL bytes: refuse anything that is not text or bytes
+                raise TypeError(f"secret from {source}: a {type(value).__name__}, expected str or bytes")
             if not raw.strip():
                 log.debug("ignored an empty secret value from %s", source)
                 continue

@@ -98,3 +98,12 @@ def test_secret_names_in_environment() -> None:
     assert secret_names_in(env) == ["A_PASSWORD", "NPM_TOKEN"]
     assert is_secret_name("X_CUSTOM", ("*_CUSTOM",)) and not is_secret_name("X_TOKEN", ("*_CUSTOM",))
     assert "*_TOKEN" in DEFAULT_SECRET_NAME_PATTERNS
+
+
+def test_wrong_types_are_refused_naming_the_source() -> None:
+    r = SecretRegistry()
+    with pytest.raises(TypeError, match="env X"):
+        r.add(12345678, source="env X")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="use add"):
+        r.add_many("a-single-string", source="list")
+    assert len(r) == 0
