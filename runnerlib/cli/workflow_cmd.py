@@ -165,7 +165,7 @@ def verify_cmd(public_key: str, job_id: str | None) -> None:
             continue
         try:
             document = verify_message(raw.rstrip(b"\r\n"), key, job_id=job_id)
-        except (InvalidTriggerMessage, UnicodeDecodeError) as exc:
+        except InvalidTriggerMessage as exc:
             rejected += 1
             click.echo(f"rejected line {number}: {exc}", err=True)
             continue

@@ -190,7 +190,10 @@ def verify_message(line: str | bytes, public_key: Any, *, job_id: str | None = N
     if isinstance(line, bytes):
         if len(line) > MAX_LINE_BYTES:
             raise InvalidTriggerMessage("line too long")
-        line = line.decode("utf-8", errors="strict")
+        try:
+            line = line.decode("utf-8", errors="strict")
+        except UnicodeDecodeError:
+            raise InvalidTriggerMessage("not UTF-8") from None
     if len(line) > MAX_LINE_BYTES:
         raise InvalidTriggerMessage("line too long")
     try:
