@@ -215,6 +215,9 @@ def extract(stream: BinaryIO, workspace: Workspace, dest_rel: str, *, limits: So
                     raise ArchiveRefused(f"archive member {member.name!r} refused: hard link to a member "
                                          f"that is not earlier in the archive ({member.linkname!r})") from None
                 counts["hardlinks"] += 1
+    if counts["entries"] == 0:
+        # tarfile reads a few garbage bytes as an empty archive; GNU tar calls that "not a tar archive".
+        raise ArchiveRefused(f"{field}: archive is empty or not a tar archive")
     # Directory modes last (deepest first), so a read-only directory did not block its own content.
     for target, mode in reversed(dir_modes):
         workspace.chmod(target, mode)
