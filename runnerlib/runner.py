@@ -105,13 +105,14 @@ class JobRunner:
         self.context = PluginContext(config=config, env={}, job=job, registry=self.registry)
         self._scheduler: Scheduler | None = None
         self._in_steps = False
-        self._cleaning = False
         self._cancelled = threading.Event()
         self._job_timed_out = False
         self._socket: Any = None
         self._signer: Any = None
         self._scratch: str | None = None
         self.workspace: Any = None
+        self._timer: threading.Timer | None = None
+        self._interruptible = False
 
     # -- public --------------------------------------------------------------------------------------------
 
@@ -134,37 +135,10 @@ class JobRunner:
         sys.stderr = MaskedTextWriter(sys.stderr, self.mask_text)  # type: ignore[assignment]
         exit_code = EXIT_RUNNER_ERROR
         failed = False
-        timer: threading.Timer | None = None
+        self.plugins.timings.clear()
         try:
             try:
-                self._load_plugins(self.config.plugin_dirs)
-                self._phase(PluginPhase.PRE_VALIDATION)
-                job = self._validate()
-                self._phase(PluginPhase.POST_VALIDATION)
-                if self.config.job_timeout:
-                    timer = threading.Timer(self.config.job_timeout, self._on_job_timeout)
-                    timer.daemon = True
-                    timer.start()
-                self._protect_and_load_secrets()
-                if self.config.dry_run:
-                    self._print_plan(job)
-                    exit_code = 0
-                else:
-                    self._phase(PluginPhase.PRE_SOURCE_PREP)
-                    self._prepare_sources()
-                    self._load_ci_plugins()
-                    self._phase(PluginPhase.POST_SOURCE_PREP)
-                    self._phase(PluginPhase.PRE_EXECUTION)
-                    self._check_cancel()
-                    result = self._run_steps(job)
-                    exit_code = result.exit_code
-                    self.context.exit_code = exit_code
-                    self.context.step_results = result.steps
-                    self._phase(PluginPhase.POST_EXECUTION)
-                    self._publish_triggers()
-                    if exit_code != 0:
-                        failed = True
-                        self.context.error = self._failure_text(result)
+                exit_code, failed = self._main_phases()
             except JobCancelled:
                 failed = True
                 exit_code = EXIT_TIMEOUT if self._job_timed_out else EXIT_CANCELLED
@@ -183,7 +157,6 @@ class JobRunner:
                 self._error(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
             if self._cancelled.is_set() and exit_code == 0:
                 exit_code = self._cancel_code() or exit_code
-            self._cleaning = True
             if failed or exit_code != 0:
                 self.context.exit_code = exit_code
                 self.context.error = self.context.error or (self.errors[-1] if self.errors else None)
@@ -197,14 +170,52 @@ class JobRunner:
                              total=time.monotonic() - started, exit_code=exit_code)
             self._write_summary_file(exit_code)
         finally:
-            if timer is not None:
-                timer.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
             self._stop_services()
             self._restore_signal_handler(previous)
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
             sys.stdout, sys.stderr = saved_streams
         return exit_code
+
+    def _main_phases(self) -> tuple[int, bool]:
+        """Everything up to the triggers; returns (exit code, failed). SIGTERM may interrupt it anywhere."""
+        exit_code, failed = EXIT_RUNNER_ERROR, False
+        self._interruptible = True
+        try:
+            self._load_plugins(self.config.plugin_dirs)
+            self._phase(PluginPhase.PRE_VALIDATION)
+            job = self._validate()
+            self._phase(PluginPhase.POST_VALIDATION)
+            if self.config.job_timeout:
+                self._timer = threading.Timer(self.config.job_timeout, self._on_job_timeout)
+                self._timer.daemon = True
+                self._timer.start()
+            self._protect_and_load_secrets()
+            if self.config.dry_run:
+                self._print_plan(job)
+                exit_code = 0
+            else:
+                self._phase(PluginPhase.PRE_SOURCE_PREP)
+                self._prepare_sources()
+                self._load_ci_plugins()
+                self._phase(PluginPhase.POST_SOURCE_PREP)
+                self._phase(PluginPhase.PRE_EXECUTION)
+                self._check_cancel()
+                result = self._run_steps(job)
+                exit_code = result.exit_code
+                self.context.exit_code = exit_code
+                self.context.step_results = result.steps
+                self._phase(PluginPhase.POST_EXECUTION)
+                self._publish_triggers()
+                if exit_code != 0:
+                    failed = True
+                    self.context.error = self._failure_text(result)
+            return exit_code, failed
+        finally:
+            # From here on (ON_ERROR, CLEANUP) a SIGTERM only cancels; it must not unwind the cleanup.
+            self._interruptible = False
 
     # -- phases --------------------------------------------------------------------------------------------
 
@@ -536,7 +547,7 @@ class JobRunner:
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         first = not self._cancelled.is_set()
         self.cancel()
-        if first and not self._in_steps and not self._cleaning:
+        if first and self._interruptible and not self._in_steps:
             # Outside the steps nothing polls the flag often enough; unwind to ON_ERROR / CLEANUP now.
             raise JobCancelled()
 
@@ -545,7 +556,7 @@ class JobRunner:
         self._cancelled.set()
         if self._scheduler is not None:
             self._scheduler.cancel(timed_out=True)
-        if not self._in_steps and not self._cleaning and self.handle_signals \
+        if self._interruptible and not self._in_steps and self.handle_signals \
                 and threading.current_thread() is not threading.main_thread():
             # Interrupt the main thread (in a plugin or source preparation) the way SIGTERM does.
             if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
