@@ -83,9 +83,13 @@ class JobRunner:
         read_stdin_secrets: bool = False,
         handle_signals: bool = True,
         registry: Any = None,
+        argv: list[str] | None = None,
+        argv_flags: tuple[str, ...] = (),
     ) -> None:
         from runnerlib.security.registry import SecretRegistry
 
+        # The command line that started us (CLI only): warned about if it carried a secret.
+        self.argv, self.argv_flags = argv, argv_flags
         self.config = config
         self.job = job
         self.plugins = plugins if plugins is not None else default_manager()
@@ -316,6 +320,9 @@ class JobRunner:
             read_stdin=self.read_stdin_secrets)
         for line in used:
             self.log.event(f"secrets: {line}", level="debug")
+        if self.argv:
+            secret_sources.warn_argv_secrets(self.argv, self.registry, flags=self.argv_flags,
+                                             warn=lambda message: self.log.event(message, level="warning"))
         # Non-dumpable, subreaper, and the secrets scrubbed from our own /proc cmdline and environ (steps
         # get them from self.environ, a copy taken before).
         protect_runner(self.registry.secrets())

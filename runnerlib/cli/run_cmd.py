@@ -28,6 +28,7 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--job-command",), "job_command", {"help": "Shell command of the job."}),
     (("--job-name",), "job_name", {"help": "Name of the job (default 'job')."}),
     (("--job-env",), "job_env", {"multiple": True, "help": "KEY=VALUE, or a file of such lines (repeatable)."}),
+    (("--var",), "vars", {"multiple": True, "help": "KEY=VALUE job variable for step conditions (repeatable)."}),
     (("--runner-image",), "runner_image", {"help": "Container image (container mode; needs docker)."}),
     (("--container",), "container", {"is_flag": True, "help": "Run the job in a container of --runner-image."}),
     (("--secret-values-list",), "secret_values_list",
@@ -55,6 +56,8 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--job-timeout",), "job_timeout", {"type": float, "help": "Timeout of the whole job in seconds."}),
     (("--retries",), "step_retries", {"type": int, "help": "Default retries of a failed step."}),
     (("--concurrency",), "concurrency", {"type": int, "help": "Steps run at the same time, at most."}),
+    (("--kill-grace",), "kill_grace", {"type": float, "help": "Seconds between SIGTERM and SIGKILL of a "
+                                                            "cancelled step (default 10)."}),
     (("--log-format",), "log_format", {"type": click.Choice(["text", "json"]), "help": "Env LOG_FORMAT."}),
     (("--log-level",), "log_level", {"type": click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                                           case_sensitive=False)}),
@@ -75,7 +78,7 @@ def _cli_layer(params: dict[str, Any]) -> dict[str, tuple[Any, str]]:
         value = params.pop(f"opt_{field}", None)
         if value is None or value == ():
             continue
-        if field in ("job_env", "plugin_dirs"):
+        if field in ("job_env", "plugin_dirs", "vars"):
             value = list(value)
         out[field] = (value, decls[0])
     return out
@@ -96,7 +99,9 @@ def _load(params: dict[str, Any], job_file: str | None = None, **extra: Any) -> 
 def _run(config: Any, job: Any, *, read_stdin: bool = False) -> None:
     from runnerlib.runner import JobRunner
 
-    runner = JobRunner(config, job, read_stdin_secrets=read_stdin)
+    flags = tuple(decls[0] for decls, _f, kwargs in _OPTIONS if kwargs.get("is_flag")) + (
+        "--secrets-stdin", "--debug")
+    runner = JobRunner(config, job, read_stdin_secrets=read_stdin, argv=sys.argv[1:], argv_flags=flags)
     set_error_masker(runner.mask_text)
     try:
         code = runner.run()

@@ -229,3 +229,15 @@ def test_log_format_env(ws: Path, fmt: str) -> None:
                                                                              "REACTORCIDE_JOB_ID": "j1"})
     records = [json.loads(line) for line in r.stdout.decode().splitlines() if line.startswith('{"time"')]
     assert any(rec["step"] == "job" and rec["message"] == "x" and rec["job_id"] == "j1" for rec in records)
+
+
+def test_var_option_feeds_conditions_and_argv_secret_warning(ws: Path) -> None:
+    job = ws / "job.yaml"
+    job.write_text("steps:\n  - name: deploy\n    command: echo deploying\n    condition: branch == 'main'\n")
+    r = cli("run-job", str(job), "--workspace-root", str(ws), "--var", "branch=main",
+            "--secret-values-list", SECRET)
+    assert r.returncode == 0 and b"[deploy] deploying" in r.stdout
+    assert b"secret value(s) passed on the command line (--secret-values-list)" in r.stdout
+    assert SECRET.encode() not in r.stdout + r.stderr
+    r = cli("run-job", str(job), "--workspace-root", str(ws), "--var", "branch=dev")
+    assert r.returncode == 0 and b"is false (branch='dev')" in r.stdout
