@@ -1,9 +1,8 @@
-"""Fixtures of the secrets tests: the job's real SecretRegistry, and a secret generator."""
+"""Fixtures of the secrets tests: the job's real SecretRegistry (helpers live in secrets_testlib.py)."""
 
 from __future__ import annotations
 
 import pytest
-from secrets_testlib import new_secret
 
 
 @pytest.fixture
@@ -11,8 +10,3 @@ def registry():
     from runnerlib.security.registry import SecretRegistry
 
     return SecretRegistry()
-
-
-@pytest.fixture
-def make_secret():
-    return new_secret
