@@ -241,3 +241,47 @@ def test_var_option_feeds_conditions_and_argv_secret_warning(ws: Path) -> None:
     assert SECRET.encode() not in r.stdout + r.stderr
     r = cli("run-job", str(job), "--workspace-root", str(ws), "--var", "branch=dev")
     assert r.returncode == 0 and b"is false (branch='dev')" in r.stdout
+
+
+def _git_repo(path: Path, files: dict[str, str]) -> str:
+    path.mkdir(parents=True)
+    for name, text in files.items():
+        (path / name).write_text(text)
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
+                 ["-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "-m", "x"]):
+        subprocess.run(["git", *args], cwd=path, check=True, env=env, capture_output=True)
+    return f"file://{path}"
+
+
+def test_git_url_and_git_ref_check_out_the_source(ws: Path) -> None:
+    url = _git_repo(ws.parent / (ws.name + "-repo"), {"README": "hello from the repo\n"})
+    try:
+        r = cli("run", "--workspace-root", str(ws), "--git-url", url, "--git-ref", "main",
+                "--job-command", "cat README")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert b"[job] hello from the repo" in r.stdout
+    finally:
+        import shutil
+
+        shutil.rmtree(ws.parent / (ws.name + "-repo"), ignore_errors=True)
+
+
+def test_secrets_file_fd_and_stdin_are_masked(ws: Path) -> None:
+    secrets_file = ws / "secrets.env"
+    secrets_file.write_text("A_VALUE=file-secret-7788aa\n")
+    r = cli("run", "--workspace-root", str(ws), "--secrets-file", str(secrets_file), "--job-command",
+            f"echo v=$(sed -n 's/A_VALUE=//p' {secrets_file})")
+    assert r.returncode == 0 and b"v=***" in r.stdout and b"7788aa" not in r.stdout
+    r = cli("run", "--workspace-root", str(ws), "--secrets-stdin", "--job-command", "echo v=stdin-secret-99zz",
+            input=b"X=stdin-secret-99zz\n")
+    assert r.returncode == 0 and b"v=***" in r.stdout and b"99zz" not in r.stdout
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"Y=fd-secret-5544qq\n")
+    os.close(write_fd)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTORCIDE_")}
+    p = subprocess.run([sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws),
+                        "--secrets-fd", str(read_fd), "--job-command", "echo v=fd-secret-5544qq"],
+                       pass_fds=(read_fd,), capture_output=True, env=env, cwd=REPO, timeout=60)
+    os.close(read_fd)
+    assert p.returncode == 0 and b"v=***" in p.stdout and b"5544qq" not in p.stdout
