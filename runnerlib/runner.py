@@ -403,7 +403,21 @@ class JobRunner:
 
         trusted = step.trust == "trusted"
         env = self._trusted_env() if trusted else self._untrusted_env()
-        env.update(step.env)
+        step_env = dict(step.env)
+        if step_env:
+            from runnerlib.security import secret_store
+
+            if secret_store.find_secret_refs(step_env):
+                step_env = secret_store.resolve_secret_refs(step_env, lambda: secret_store.SecretStore(),
+                                                            self.registry)
+            if not trusted:
+                # An untrusted step never gets a secret, even one its own definition names.
+                dropped = sorted(k for k, v in step_env.items() if not self._safe_for_untrusted(k, v))
+                if dropped:
+                    self.log.event(f"not given to this untrusted step (secret): {', '.join(dropped)}",
+                                   step=step.name, level="warning")
+                step_env = {k: v for k, v in step_env.items() if k not in dropped}
+        env.update(step_env)
         env["REACTORCIDE_STEP_NAME"] = step.name
         if trusted and self._socket is not None:
             env.update(self._socket.env())
@@ -471,20 +485,19 @@ class JobRunner:
         env.update(self.context.env or {})
         return env
 
-    def _untrusted_env(self) -> dict[str, str]:
+    def _safe_for_untrusted(self, name: str, value: str) -> bool:
+        """Whether a variable may reach an untrusted step: not secret-named, holding no registered secret."""
         from runnerlib.security.secret_names import is_secret_name
 
-        secrets = [s for s in self.registry.secrets() if s]
-        named = set(self.config.secret_env_names)
+        if name in self.config.secret_env_names or is_secret_name(name) or name.startswith("REACTORCIDE_SECRET"):
+            return False
+        if name in ("REACTORCIDE_API_TOKEN", "REACTORCIDE_COORDINATOR_URL"):
+            return False
+        data = value.encode("utf-8", "surrogateescape")
+        return not any(s in data for s in self.registry.secrets() if s)
 
-        def clean(name: str, value: str) -> bool:
-            if name in named or is_secret_name(name) or name.startswith("REACTORCIDE_SECRET"):
-                return False
-            if name in ("REACTORCIDE_API_TOKEN", "REACTORCIDE_COORDINATOR_URL"):
-                return False
-            data = value.encode("utf-8", "surrogateescape")
-            return not any(s in data for s in secrets)
-
+    def _untrusted_env(self) -> dict[str, str]:
+        clean = self._safe_for_untrusted
         env = {k: v for k, v in self.environ.items() if k in _BASE_ENV_NAMES and clean(k, v)}
         env.update(self._context_env())
         job_env = getattr(self, "_job_env", self.config.job_env)

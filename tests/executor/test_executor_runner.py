@@ -274,3 +274,22 @@ def test_advanced_mode_script_registers_plugins_and_runs_a_job(ws: Path) -> None
     assert code == 0, text
     assert "plugin: before" in text and "plugin: after, exit 0" in text and "inner-step ***" in text
     assert_no_fragment(text)
+
+
+def test_untrusted_step_env_never_carries_a_secret(ws: Path) -> None:
+    src = ws / "src"
+    src.mkdir()
+    os.chmod(src, 0o777)
+    job = Job("j")
+    # The same step definition, trusted and untrusted: only the trust level differs.
+    for name, trust in (("t", "trusted"), ("u", "untrusted")):
+        job.add_step(name, f"echo $API_TOKEN/$HOLDS/$PLAIN > {src}/{name}.txt", trust=trust,  # type: ignore[arg-type]
+                     env={"API_TOKEN": "step-token-4455", "HOLDS": f"x{SECRET}x", "PLAIN": "fine"})
+    runner, out = runner_for(ws, job, environ={"DEPLOY_TOKEN": SECRET})
+    code = runner.run()
+    text = out.getvalue().decode()
+    _untrusted_available(text)
+    assert code == 0, text
+    assert (src / "t.txt").read_text() == f"step-token-4455/x{SECRET}x/fine\n"
+    assert (src / "u.txt").read_text() == "//fine\n"
+    assert "not given to this untrusted step (secret): API_TOKEN, HOLDS" in text
