@@ -405,11 +405,21 @@ class Workspace:
         }.get(base)
         if flags is None:
             raise ValueError(f"open_file: unsupported mode {mode!r}")
-        fd = self.open(rel, flags, perms, follow_symlinks=follow_symlinks)
-        if flags & os.O_WRONLY and not stat.S_ISREG(os.fstat(fd).st_mode):
+        # O_NONBLOCK so that a FIFO planted where a file was expected cannot block us in open().
+        try:
+            fd = self.open(rel, flags | os.O_NONBLOCK, perms, follow_symlinks=follow_symlinks)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # a FIFO without a reader, opened for writing
+                raise PathPolicyError("path", "must be a regular file", value=_describe(rel)) from None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PathPolicyError("path", "must be a regular file", value=_describe(rel))
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, mode)
+        except BaseException:
             os.close(fd)
-            raise PathPolicyError("path", "must be a regular file to be written", value=_describe(rel))
-        return os.fdopen(fd, mode)
+            raise
 
     def read_bytes(self, rel: str | os.PathLike[str], *, follow_symlinks: bool = False) -> bytes:
         """The content of the regular file `rel`."""

@@ -306,3 +306,25 @@ def test_open_errors_keep_their_errno(ws: Workspace) -> None:
 def test_workspace_root_must_be_absolute() -> None:
     with pytest.raises(PathPolicyError, match="absolute"):
         Workspace("relative/root")
+
+
+def test_no_fd_leaks_on_refused_or_failed_operations(ws: Workspace, layout: dict[str, Path]) -> None:
+    os.symlink(layout["outside"], layout["root"] / "out")
+    (layout["root"] / "dir").mkdir()
+    before = len(os.listdir("/proc/self/fd"))
+    for rel in ("dir", "out", "out/secret", "missing/x", "dir/../x", "dir/missing"):
+        for op in (ws.read_bytes, ws.listdir, ws.lstat, lambda r: ws.chmod(r, 0o700),
+                   lambda r: ws.read_bytes(r, follow_symlinks=True), lambda r: ws.write_bytes(r, b"")):
+            try:
+                op(rel)
+            except (PathPolicyError, OSError):
+                pass
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_planted_fifo_is_refused_not_blocking(ws: Workspace, layout: dict[str, Path]) -> None:
+    os.mkfifo(layout["root"] / "triggers.json")
+    with pytest.raises(PathPolicyError, match="regular file"):
+        ws.read_text("triggers.json")
+    with pytest.raises(PathPolicyError, match="regular file"):
+        ws.write_text("triggers.json", "{}")
