@@ -95,7 +95,7 @@ def validate_member(member: Member, limits: SourceLimits = DEFAULT_LIMITS) -> li
     name = member.name
 
     def refuse(rule: str) -> ArchiveRefused:
-        return ArchiveRefused(f"archive member {name!r} refused: {rule}")
+        return ArchiveRefused(f"archive member {shown_name(name)} refused: {rule}")
 
     if len(name) > limits.max_name_length:
         raise refuse(f"name longer than {limits.max_name_length} characters")
@@ -136,6 +136,11 @@ def validate_member(member: Member, limits: SourceLimits = DEFAULT_LIMITS) -> li
         if not target_parts:
             raise refuse("hard link to the archive root")
     return parts
+
+
+def shown_name(name: str, limit: int = 120) -> str:
+    """repr() of a member name for messages, cut short (hostile names can be megabytes long)."""
+    return repr(name) if len(name) <= limit else repr(name[:limit]) + f"... ({len(name)} characters)"
 
 
 class _Counted(io.RawIOBase):
@@ -183,38 +188,11 @@ def extract(stream: BinaryIO, workspace: Workspace, dest_rel: str, *, limits: So
             parts = validate_member(member, limits)
             if not parts:
                 continue  # the "./" entry: the destination itself
-            rel_in = "/".join(parts)
-            parent = "/".join(parts[:-1])
-            if parent not in made_dirs:
-                workspace.makedirs(f"{dest_rel}/{parent}", 0o700)
-                made_dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
-            target = f"{dest_rel}/{rel_in}"
-            if member.kind == "dir":
-                if rel_in not in made_dirs:
-                    _clear_non_dir(workspace, target)
-                    workspace.makedirs(target, 0o700)
-                    made_dirs.add(rel_in)
-                dir_modes.append((target, stat.S_IMODE(member.mode) | stat.S_IRWXU))
-                counts["dirs"] += 1
-            elif member.kind == "file":
-                counts["bytes"] += member.size
-                if counts["bytes"] > limits.max_total_bytes:
-                    raise ArchiveRefused(f"{field}: archive expands beyond the limit of {limits.max_total_bytes} bytes")
-                _write_file(workspace, target, tf, info, fast_fd)
-                counts["files"] += 1
-            elif member.kind == "symlink":
-                _clear_non_dir(workspace, target)
-                workspace.symlink(member.linkname, target)
-                counts["symlinks"] += 1
-            else:  # hardlink, validated: a relative path to an earlier member
-                source = f"{dest_rel}/{'/'.join(split_relative(member.linkname))}"
-                _clear_non_dir(workspace, target)
-                try:
-                    workspace.link(source, target)
-                except FileNotFoundError:
-                    raise ArchiveRefused(f"archive member {member.name!r} refused: hard link to a member "
-                                         f"that is not earlier in the archive ({member.linkname!r})") from None
-                counts["hardlinks"] += 1
+            try:
+                _extract_member(workspace, dest_rel, tf, info, member, parts, made_dirs, dir_modes, counts,
+                                limits, field, fast_fd)
+            except PathPolicyError as exc:
+                raise ArchiveRefused(f"archive member {shown_name(member.name)} refused: {exc.rule}") from None
     if counts["entries"] == 0:
         # tarfile reads a few garbage bytes as an empty archive; GNU tar calls that "not a tar archive".
         raise ArchiveRefused(f"{field}: archive is empty or not a tar archive")
@@ -222,6 +200,44 @@ def extract(stream: BinaryIO, workspace: Workspace, dest_rel: str, *, limits: So
     for target, mode in reversed(dir_modes):
         workspace.chmod(target, mode)
     return counts
+
+
+def _extract_member(workspace: Workspace, dest_rel: str, tf: tarfile.TarFile, info: tarfile.TarInfo,
+                    member: Member, parts: list[str], made_dirs: set[str], dir_modes: list[tuple[str, int]],
+                    counts: dict[str, int], limits: SourceLimits, field: str, fast_fd: int | None) -> None:
+    """Write one validated member below dest_rel, through the Workspace only."""
+    rel_in = "/".join(parts)
+    parent = "/".join(parts[:-1])
+    if parent not in made_dirs:
+        workspace.makedirs(f"{dest_rel}/{parent}", 0o700)
+        made_dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    target = f"{dest_rel}/{rel_in}"
+    if member.kind == "dir":
+        if rel_in not in made_dirs:
+            _clear_non_dir(workspace, target, rel_in)
+            workspace.makedirs(target, 0o700)
+            made_dirs.add(rel_in)
+        dir_modes.append((target, stat.S_IMODE(member.mode) | stat.S_IRWXU))
+        counts["dirs"] += 1
+    elif member.kind == "file":
+        counts["bytes"] += member.size
+        if counts["bytes"] > limits.max_total_bytes:
+            raise ArchiveRefused(f"{field}: archive expands beyond the limit of {limits.max_total_bytes} bytes")
+        _write_file(workspace, target, tf, info, fast_fd, rel_in)
+        counts["files"] += 1
+    elif member.kind == "symlink":
+        _clear_non_dir(workspace, target, rel_in)
+        workspace.symlink(member.linkname, target)
+        counts["symlinks"] += 1
+    else:  # hardlink, validated: a relative path to an earlier member
+        source = f"{dest_rel}/{'/'.join(split_relative(member.linkname))}"
+        _clear_non_dir(workspace, target, rel_in)
+        try:
+            workspace.link(source, target)
+        except FileNotFoundError:
+            raise ArchiveRefused(f"archive member {shown_name(member.name)} refused: hard link to a member "
+                                 f"that is not earlier in the archive ({member.linkname!r})") from None
+        counts["hardlinks"] += 1
 
 
 def _members(tf: tarfile.TarFile, field: str) -> Iterator[tarfile.TarInfo]:
@@ -238,14 +254,14 @@ def _members(tf: tarfile.TarFile, field: str) -> Iterator[tarfile.TarInfo]:
         yield info
 
 
-def _clear_non_dir(workspace: Workspace, target: str) -> None:
+def _clear_non_dir(workspace: Workspace, target: str, name: str | None = None) -> None:
     """A later member replaces an earlier one of the same name (as tar does), except a directory."""
     try:
         st = workspace.lstat(target)
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
-        raise ArchiveRefused(f"archive member {target.split('/', 2)[-1]!r} refused: replaces a directory")
+        raise ArchiveRefused(f"archive member {shown_name(name or target)} refused: replaces a directory")
     workspace.remove(target)
 
 
@@ -282,12 +298,12 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int, size: int) -> None:
 
 
 def _write_file(workspace: Workspace, target: str, tf: tarfile.TarFile, info: tarfile.TarInfo,
-                fast_fd: int | None = None) -> None:
+                fast_fd: int | None = None, name: str | None = None) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
         fd = workspace.open(target, flags, 0o600)
     except FileExistsError:
-        _clear_non_dir(workspace, target)
+        _clear_non_dir(workspace, target, name)
         fd = workspace.open(target, flags, 0o600)
     try:
         if fast_fd is not None and info.sparse is None:
@@ -307,7 +323,7 @@ def _write_file(workspace: Workspace, target: str, tf: tarfile.TarFile, info: ta
         if info.mtime:
             os.utime(fd, (info.mtime, info.mtime))
     except (tarfile.TarError, EOFError) as exc:
-        raise ArchiveRefused(f"archive member {info.name!r} refused: truncated data ({exc})") from None
+        raise ArchiveRefused(f"archive member {shown_name(info.name)} refused: truncated data ({exc})") from None
     finally:
         os.close(fd)
 
