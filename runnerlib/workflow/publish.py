@@ -7,8 +7,9 @@ The runner (runnerlib/runner.py) calls, in this order:
    announcement line. The private key stays in the runner's memory.
 2. `publish_triggers(triggers_file, signer=signer, registry=registry, job_id=..., emit=...,
    coordinator=...)` after the job's steps: reads the triggers file (which only trusted steps can write),
-   masks every payload with the job's registry, prints one signed line per operation on the runner's own
-   stdout, and POSTs to the coordinator the operations it has not already received.
+   masks every payload with the job's registry, and for each operation the coordinator has not already
+   accepted prints one signed line on the runner's own stdout and (when a coordinator is configured) POSTs
+   it.
 
 Only the runner itself writes these lines, and only from what trusted code wrote: the stdout transport
 carries nothing an untrusted step printed (its lines fail verification, see signing.py).
@@ -27,11 +28,11 @@ from typing import Any, Protocol
 from runnerlib.workflow import triggers_file
 from runnerlib.workflow.coordinator import CoordinatorClient, CoordinatorError
 from runnerlib.workflow.signing import PUBLIC_KEY_FILE, TriggerSigner
+from runnerlib.workflow.triggers_file import COORDINATOR
 
 __all__ = ["PublishResult", "mask_document", "publish_triggers", "start_trigger_signing"]
 
 log = logging.getLogger("runnerlib.workflow")
-COORDINATOR = "coordinator"
 
 
 class TextMasker(Protocol):
@@ -127,20 +128,22 @@ def publish_triggers(
     except ValueError as exc:
         fail(str(exc))
         return result
-    if not document.operations:
+    if not document.pending(COORDINATOR):
         return result
     if signer is None:
         signer = start_trigger_signing(workspace if workspace is not None else path.parent, job_id=job_id,
                                        emit=emit)
     delivered: list[str] = []
     for operation in document.operations:
+        if COORDINATOR in operation.delivered:
+            continue  # the coordinator has it: sending it again would rely on every reader de-duplicating
         body = mask_document(operation.document(), registry)
         line = signer.sign_document(body, job_id=job_id)
         emit(line)
         result.lines.append(line)
         result.operations += 1
         result.jobs += len(operation.jobs)
-        if coordinator is not None and COORDINATOR not in operation.delivered:
+        if coordinator is not None:
             try:
                 coordinator.post_triggers(job_id or "", body)
             except CoordinatorError as exc:

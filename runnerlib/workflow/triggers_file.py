@@ -1,17 +1,20 @@
 """The triggers file (/job/triggers.json): written by trusted job code, read by the runner and the worker.
 
-Format (the worker contract), with two additions a worker may ignore:
+Format (the worker contract), with additions a worker may ignore:
 
-    {"type": "trigger_job", "operation_id": "<uuid4 of the latest flush>", "trigger_type": "runnerlib",
-     "jobs": [ {...JobTrigger...}, ... ],
-     "operations": [ {"operation_id": "<uuid4>", "jobs": 2, "delivered": ["coordinator"]}, ... ]}
+    {"type": "trigger_job", "operation_id": "<uuid4>", "trigger_type": "runnerlib",
+     "jobs": [ {...JobTrigger...}, ... ],                       # what the worker still has to submit
+     "operations": [ {"operation_id": "<uuid4>", "jobs": 2}, {"operation_id": "<uuid4>", "jobs": 1,
+                     "delivered": ["coordinator"]}, ... ],
+     "delivered_jobs": [ {...JobTrigger...}, ... ]}             # already accepted by the coordinator
 
 Every flush (one `trigger_job` / `trigger_jobs` call, or one `runnerlib trigger`) is an operation with its own
-uuid4; its jobs are appended to "jobs" in order, and "operations" says which slice of "jobs" each operation
-added (the first `jobs` entries belong to the first operation, and so on). The top-level "operation_id" is
-that of the latest flush, so a worker that de-duplicates whole files by it never mistakes a file with a new
-flush for one it has seen. "delivered" records the transports that already carried the operation (the
-coordinator POST), so the runner does not send it twice.
+uuid4; its jobs are appended to "jobs" in order (a second flush never replaces the first), and "operations"
+says, in order, how many jobs each operation added. Once the coordinator has accepted an operation its jobs
+move from "jobs" to "delivered_jobs": a worker that submits everything in "jobs" (as existing workers do;
+the earlier runnerlib deleted the file after a successful POST for the same reason) never submits them twice.
+The top-level "operation_id" is that of the latest operation still in "jobs" (else the latest), so a worker
+that de-duplicates whole files by it never mistakes a file with a new flush for one it has seen.
 
 Writes are atomic (temp file in the same directory, fsync, rename, fsync of the directory) and serialised by
 fcntl.flock on "<file>.lock", so concurrent flushes from threads or processes never lose one another.
@@ -40,6 +43,7 @@ __all__ = ["Operation", "TriggersDocument", "append_operation", "locked", "mark_
 # A triggers file larger than this is refused: no legitimate job triggers megabytes of jobs.
 MAX_TRIGGERS_BYTES = 16 * 1024 * 1024
 FILE_MODE = 0o644  # the worker reads it, possibly as another uid; values in it are masked
+COORDINATOR = "coordinator"  # the transport whose delivery takes jobs out of "jobs"
 
 
 @dataclass
@@ -64,20 +68,31 @@ class TriggersDocument:
 
     @property
     def jobs(self) -> list[dict[str, Any]]:
+        """Every job triggered, delivered or not, in order."""
         return [job for op in self.operations for job in op.jobs]
 
+    def pending(self, transport: str = COORDINATOR) -> list[Operation]:
+        """The operations `transport` has not accepted yet."""
+        return [op for op in self.operations if transport not in op.delivered]
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        pending = self.pending()
+        latest = pending[-1] if pending else (self.operations[-1] if self.operations else None)
+        data: dict[str, Any] = {
             "type": "trigger_job",
-            "operation_id": self.operations[-1].operation_id if self.operations else str(uuid.uuid4()),
+            "operation_id": latest.operation_id if latest else str(uuid.uuid4()),
             "trigger_type": "runnerlib",
-            "jobs": self.jobs,
+            "jobs": [job for op in pending for job in op.jobs],
             "operations": [
                 {"operation_id": op.operation_id, "jobs": len(op.jobs),
                  **({"delivered": op.delivered} if op.delivered else {})}
                 for op in self.operations
             ],
         }
+        delivered = [job for op in self.operations if COORDINATOR in op.delivered for job in op.jobs]
+        if delivered:
+            data["delivered_jobs"] = delivered
+        return data
 
 
 def _lock_path(path: Path) -> Path:
@@ -128,15 +143,7 @@ def parse_document(data: Any, origin: str) -> TriggersDocument:
     """Validate a triggers document (file or message body): every job a valid JobTrigger."""
     if not isinstance(data, dict) or data.get("type") != "trigger_job" or not isinstance(data.get("jobs"), list):
         raise WorkflowError('must be {"type": "trigger_job", "jobs": [...]}', file=origin)
-    jobs: list[dict[str, Any]] = []
-    for index, job in enumerate(data["jobs"]):
-        try:
-            jobs.append(JobTrigger.model_validate(job).to_dict())
-        except ValidationError as exc:  # reported with its place, one line
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise WorkflowError(str(first["msg"]), file=origin,
-                                field=f"jobs[{index}]" + (f".{where}" if where else "")) from None
+    jobs = _validated_jobs(data["jobs"], origin, "jobs")
     operations_raw = data.get("operations")
     if operations_raw is None:
         op_id = data.get("operation_id")
@@ -145,23 +152,44 @@ def parse_document(data: Any, origin: str) -> TriggersDocument:
         return TriggersDocument([Operation(op_id, jobs)] if jobs else [])
     if not isinstance(operations_raw, list):
         raise WorkflowError("must be a list", file=origin, field="operations")
+    delivered_raw = data.get("delivered_jobs", [])
+    if not isinstance(delivered_raw, list):
+        raise WorkflowError("must be a list", file=origin, field="delivered_jobs")
+    delivered_jobs = _validated_jobs(delivered_raw, origin, "delivered_jobs")
     operations: list[Operation] = []
-    start = 0
+    taken = {"jobs": 0, "delivered_jobs": 0}
+    sources = {"jobs": jobs, "delivered_jobs": delivered_jobs}
     for index, op in enumerate(operations_raw):
         if not (isinstance(op, dict) and isinstance(op.get("operation_id"), str)
-                and isinstance(op.get("jobs"), int) and op["jobs"] >= 0):
+                and isinstance(op.get("jobs"), int) and not isinstance(op.get("jobs"), bool) and op["jobs"] >= 0):
             raise WorkflowError('must be {"operation_id": str, "jobs": count}', file=origin,
                                 field=f"operations[{index}]")
         delivered = op.get("delivered") or []
         if not isinstance(delivered, list) or not all(isinstance(d, str) for d in delivered):
             raise WorkflowError("must be a list of transport names", file=origin,
                                 field=f"operations[{index}].delivered")
-        operations.append(Operation(op["operation_id"], jobs[start:start + op["jobs"]], list(delivered)))
-        start += op["jobs"]
-    if start != len(jobs):
-        raise WorkflowError(f"operations count {start} jobs but the file has {len(jobs)}", file=origin,
-                            field="operations")
+        key = "delivered_jobs" if COORDINATOR in delivered else "jobs"
+        start = taken[key]
+        operations.append(Operation(op["operation_id"], sources[key][start:start + op["jobs"]], list(delivered)))
+        taken[key] += op["jobs"]
+    for key, count in taken.items():
+        if count != len(sources[key]):
+            raise WorkflowError(f"operations count {count} entries of {key} but the file has "
+                                f"{len(sources[key])}", file=origin, field="operations")
     return TriggersDocument(operations)
+
+
+def _validated_jobs(raw: list[Any], origin: str, name: str) -> list[dict[str, Any]]:
+    jobs: list[dict[str, Any]] = []
+    for index, job in enumerate(raw):
+        try:
+            jobs.append(JobTrigger.model_validate(job).to_dict())
+        except ValidationError as exc:  # reported with its place, one line
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise WorkflowError(str(first["msg"]), file=origin,
+                                field=f"{name}[{index}]" + (f".{where}" if where else "")) from None
+    return jobs
 
 
 def _write_atomic(path: Path, document: TriggersDocument) -> None:

@@ -87,7 +87,16 @@ def test_coordinator_post_and_delivery_recorded(tmp_path: Path, https_server, ce
     assert https_server.state.requests[0]["path"] == "/api/v1/jobs/job-7/triggers"
     doc = tf.read_triggers(tmp_path / "triggers.json")
     assert doc.operations[0].delivered == ["coordinator"]
-    # The runner's publish then signs it for stdout but does not post it again.
+    # A worker that submits the file's "jobs" does not submit it again (it moved to "delivered_jobs").
+    raw = json.loads((tmp_path / "triggers.json").read_text())
+    assert raw["jobs"] == [] and raw["delivered_jobs"] == [{"job_name": "deploy"}]
+    # A second flush that the coordinator could not take stays in "jobs".
+    https_server.state.plans += [__import__("wf_coordinator_server").Plan(status=503)] * 4
+    with pytest.raises(TriggerDeliveryError, match="HTTP 503"):
+        api.trigger_job("notify", environ=env)
+    raw = json.loads((tmp_path / "triggers.json").read_text())
+    assert raw["jobs"] == [{"job_name": "notify"}] and raw["operation_id"] != op
+    # The runner's publish signs and posts only what the coordinator has not accepted.
     from runnerlib.workflow.coordinator import CoordinatorClient
 
     client = CoordinatorClient(https_server.url, TOKEN, cafile=str(certificate[0]))
@@ -95,8 +104,12 @@ def test_coordinator_post_and_delivery_recorded(tmp_path: Path, https_server, ce
     signer = TriggerSigner.generate()
     result = publish_triggers(tmp_path / "triggers.json", signer=signer, job_id="job-7", emit=lines.append,
                               coordinator=client)
-    assert result.posted == [] and len(https_server.state.requests) == 1
-    assert verify_message(lines[0], signer.public_key_text())["operation_id"] == op
+    assert len(result.posted) == 1 and len(lines) == 1
+    assert verify_message(lines[0], signer.public_key_text())["jobs"] == [{"job_name": "notify"}]
+    assert sorted(j["job_name"] for jobs in https_server.state.created.values() for j in jobs) == \
+        ["deploy", "notify"]
+    raw = json.loads((tmp_path / "triggers.json").read_text())
+    assert raw["jobs"] == [] and [j["job_name"] for j in raw["delivered_jobs"]] == ["deploy", "notify"]
 
 
 def test_publish_posts_operations_not_yet_delivered(tmp_path: Path, https_server, certificate) -> None:

@@ -140,9 +140,15 @@ def test_mark_delivered(tmp_path: Path) -> None:
     path = tmp_path / "triggers.json"
     a = tf.append_operation(path, [{"job_name": "a"}])
     tf.append_operation(path, [{"job_name": "b"}])
+    tf.append_operation(path, [{"job_name": "c"}])
     tf.mark_delivered(path, [a.operation_id], "coordinator")
     ops = tf.read_triggers(path).operations
-    assert ops[0].delivered == ["coordinator"] and ops[1].delivered == []
+    assert ops[0].delivered == ["coordinator"] and ops[1].delivered == [] and ops[2].delivered == []
+    assert [[j["job_name"] for j in op.jobs] for op in ops] == [["a"], ["b"], ["c"]]
+    raw = json.loads(path.read_text())
+    # What a worker submits from the file excludes what the coordinator already accepted.
+    assert [j["job_name"] for j in raw["jobs"]] == ["b", "c"] and raw["delivered_jobs"] == [{"job_name": "a"}]
+    assert raw["operation_id"] == ops[2].operation_id
 
 
 def test_unwritable_directory_is_an_error(tmp_path: Path) -> None:
