@@ -271,11 +271,14 @@ class JobRunner:
         config.check_rules()
         check_config_paths(config)
         if config.container or config.runner_image:
-            raise ConfigError(
-                "runner_image" if config.runner_image else "container",
-                config.origin("runner_image" if config.runner_image else "container"),
-                "container mode needs a container engine (docker), and none is available to runnerlib here; "
-                "run runnerlib inside the job container instead (the worker's default mode)")
+            import shutil
+
+            field = "runner_image" if config.runner_image else "container"
+            engine = "docker is not installed here" if shutil.which("docker") is None else \
+                "runnerlib does not spawn containers (the transitional mode of the design)"
+            raise ConfigError(field, config.origin(field),
+                              f"container mode needs a container engine and {engine}; run runnerlib inside the "
+                              "job container instead (the worker's default mode)")
         job = self.job or simple_job(config)
         if config.untrusted:
             job.force_untrusted()

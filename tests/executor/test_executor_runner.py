@@ -178,7 +178,7 @@ def test_dry_run_runs_nothing(ws: Path) -> None:
 def test_container_mode_fails_clearly(ws: Path) -> None:
     runner, out = runner_for(ws, job_command="true", runner_image="alpine:latest")
     assert runner.run() == 2
-    assert b"container engine (docker)" in out.getvalue()
+    assert b"container mode needs a container engine" in out.getvalue()
 
 
 def test_interleaved_steps_never_mix_inside_a_line(ws: Path) -> None:
