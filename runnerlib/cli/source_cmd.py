@@ -148,7 +148,8 @@ def info(as_json: bool, workspace_root: str, code_dir: str | None, **_compat: ob
     if as_json:
         click.echo(registry.mask_text(json.dumps(data, indent=2, sort_keys=True)))
         return
-    remotes = ", ".join(f"{k} {v}" for k, v in data["remotes"].items()) or "none"  # type: ignore[union-attr]
+    remote_map: dict[str, str] = data["remotes"]  # type: ignore[assignment]
+    remotes = ", ".join(f"{k} {v}" for k, v in remote_map.items()) or "none"
     lines = [f"Path: {data['path']}", f"Commit: {data['sha']}", f"Branch: {data['branch'] or '(detached)'}",
              f"Author: {data['author']}", f"Date: {data['date']}", f"Subject: {data['subject']}",
              f"Shallow: {'yes' if data['shallow'] else 'no'}", f"Remotes: {remotes}"]

@@ -2,12 +2,14 @@
 
 hg runs with HGPLAIN=1 and HGRCPATH pointing at nothing but our own settings, so no user or system
 hgrc can add hooks or extensions; a clone never transfers the remote's .hg/hgrc. Credentials in the
-URL are registered as secrets and removed from the stored default path (.hg/hgrc) after the clone.
+URL are registered as secrets and handed to hg through the [auth] section of that private hgrc: never on
+argv, never in the checkout's .hg/hgrc.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 from runnerlib.security.paths import Staged
@@ -22,6 +24,7 @@ from runnerlib.source.base import (
     register_strategy,
     run_tool,
     strip_credentials,
+    url_credentials,
 )
 
 _HGRC = """[ui]
@@ -51,8 +54,17 @@ def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSo
     shown = ctx.registry.mask_text(strip_credentials(spec.url))
     with tempfile.TemporaryDirectory(prefix="runnerlib-hgrc-") as tmp:
         hgrc = os.path.join(tmp, "hgrc")
-        with open(hgrc, "w", encoding="utf-8") as fh:
-            fh.write(_HGRC)
+        clean = strip_credentials(spec.url)
+        user, password = url_credentials(spec.url)
+        # Credentials go in our private hgrc's [auth] section (0600, in a private temp dir), not on argv.
+        fd_rc = os.open(hgrc, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd_rc, "w", encoding="utf-8") as rc:
+            rc.write(_HGRC)
+            if user is not None and clean.split(":", 1)[0] in ("http", "https"):
+                prefix = clean.split("?", 1)[0]
+                rc.write(f"[auth]\nrunnerlib.prefix = {prefix}\nrunnerlib.username = {user}\n")
+                if password is not None:
+                    rc.write(f"runnerlib.password = {password}\n")
         env = _hg_env(ctx, hgrc)
         fd = staged.open_fd()
         try:
@@ -63,23 +75,24 @@ def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSo
                 if result.returncode != 0:
                     detail = last_lines(result.stderr + "\n" + result.stdout) or f"exit status {result.returncode}"
                     if "unknown revision" in detail or "not found" in detail and spec.ref:
-                        raise ctx.fail(f"{ref_field}: revision {spec.ref!r} not found in {shown}: {detail}")
+                        raise ctx.fail(f"{ref_field}: revision {spec.ref or 'default'!r} not found in {shown}: {detail}")
                     raise ctx.fail(f"{field}: {what} failed for {shown}: {detail}")
                 return result
 
             ctx.say(f"hg: cloning {shown} revision {spec.ref or '(tip of default)'}")
             rev = spec.ref or "default"
-            node = run("identify", "--debug", "-i", "-r", rev, "--", spec.url, what="hg identify").stdout.strip()
-            node = node.split()[0] if node else ""
+            out = run("identify", "--debug", "-i", "-r", rev, "--", clean, what="hg identify").stdout
+            # --debug adds chatter ("using http://...", "sending ... command"); the node is a 40-hex word.
+            nodes = [w for w in out.split() if re.fullmatch(r"[0-9a-f]{40}", w)]
+            node = nodes[-1] if nodes else ""
             if not node:
                 raise ctx.fail(f"{ref_field}: revision {rev!r} not found in {shown}")
             pull_limit = [] if spec.full_history else ["-r", node]
-            run("clone", "-q", "-U", *pull_limit, "--", spec.url, ".", what="hg clone")
+            run("clone", "-q", "-U", *pull_limit, "--", clean, ".", what="hg clone")
             run("update", "-q", "-r", node, what=f"hg update {rev}")
-            # The clone stored the URL as the default path; keep it without credentials.
-            safe = strip_credentials(spec.url)
-            with ctx.workspace.open_file(f"{staged.rel}/.hg/hgrc", "w") as fh:
-                fh.write(f"[paths]\ndefault = {safe}\n")
+            # The clone stored the URL (already without credentials) as the default path; make sure of it.
+            with ctx.workspace.open_file(f"{staged.rel}/.hg/hgrc", "w") as repo_rc:
+                repo_rc.write(f"[paths]\ndefault = {clean}\n")
         finally:
             os.close(fd)
     ctx.say(f"hg: checked out {node}")

@@ -216,3 +216,78 @@ def test_missing_program_names_the_debian_package(tmp_path, workspace, registry,
         prep(workspace, registry, SourceSpec(type=kind, url="file:///nowhere"), env={"PATH": str(empty)})
     assert f"`{kind}` program is not installed" in str(info.value)
     assert f"Debian package `{package}`" in str(info.value)
+
+
+class _AuthProxy(__import__("http.server").server.BaseHTTPRequestHandler):
+    """Basic auth in front of `hg serve` (which has no auth of its own)."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._forward()
+
+    def do_POST(self) -> None:
+        self._forward()
+
+    def _forward(self) -> None:
+        import base64
+        import urllib.request
+
+        expected = "Basic " + base64.b64encode(b"hgbot:hgS3cret-Pa55word").decode()
+        if self.headers.get("Authorization") != expected:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="hg"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "authorization")}
+        req = urllib.request.Request(self.server.upstream + self.path, data=body or None, headers=headers,  # type: ignore[attr-defined]
+                                     method=self.command)
+        with urllib.request.urlopen(req) as resp:
+            payload = resp.read()
+            self.send_response(resp.status)
+            for key, value in resp.headers.items():
+                if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@pytest.mark.skipif(not HG, reason="hg (mercurial) is not installed")
+def test_hg_credentials_not_on_argv_nor_stored(tmp_path, workspace, registry, hg_repo) -> None:
+    import http.server
+    import threading
+
+    from srchelpers import free_port, wait_port
+
+    port = free_port()
+    serve = subprocess.Popen(["hg", "serve", "-a", "127.0.0.1", "-p", str(port), "-R", hg_repo["url"]],
+                             env=dict(os.environ, HGRCPATH=""), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AuthProxy)
+    proxy.upstream = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        wait_port(port, serve)
+        wrapper_dir = tmp_path / "wrap"
+        wrapper_dir.mkdir()
+        argv_log = tmp_path / "argv.log"
+        (wrapper_dir / "hg").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {argv_log}\nexec {HG} "$@"\n')
+        (wrapper_dir / "hg").chmod(0o755)
+        env = dict(os.environ, PATH=f"{wrapper_dir}:{os.environ['PATH']}")
+        url = f"http://hgbot:hgS3cret-Pa55word@127.0.0.1:{proxy.server_address[1]}/"
+        result = prep(workspace, registry, SourceSpec(type="hg", url=url), env=env)
+        assert result.revision == hg_repo["tip"]
+        for piece in fragments("hgS3cret-Pa55word"):
+            assert piece not in argv_log.read_text()
+            assert piece not in all_text_under(result.path / ".hg")
+        with pytest.raises(SourceError) as info:
+            prep(workspace, registry, SourceSpec(type="hg", url=url.replace("Pa55word", "wrong-guess")), env=env)
+        assert "wrong-guess" not in str(info.value)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        serve.terminate()
+        serve.wait(timeout=10)
