@@ -354,8 +354,43 @@ class WorkflowContext:
         """This job's outputs so far."""
         return dict(state.read_json(self.output_file, {}).get("outputs", {}))
 
-    def trigger_job(self, job_name: str, **kwargs: Any) -> str:
-        return trigger_job(job_name, environ=self.environ, **kwargs)
+    def trigger_job(self, job_name: str, env: Mapping[str, Any] | None = None,
+                    depends_on: Iterable[str] | str | None = None, condition: Condition | str | None = None,
+                    **fields: Any) -> str:
+        """`trigger_job` with this context's environment (and triggers file)."""
+        return trigger_job(job_name, env, depends_on, condition, environ=self.environ, **fields)
+
+    def trigger_jobs(self, jobs: Iterable[JobTrigger | Mapping[str, Any]]) -> str:
+        return trigger_jobs(jobs, environ=self.environ)
+
+    # Names of the earlier runnerlib's context, kept so existing job scripts run unchanged.
+    submit_job = trigger_job
+
+    def set_workflow_var(self, key: str, value: Any) -> None:
+        self.set_var(key, value)
+
+    def set_workflow_output(self, key: str, value: Any) -> None:
+        self.set_output(key, value)
+
+    def workflow_vars(self) -> dict[str, str]:
+        return dict(self.vars)
+
+    def flush_triggers(self) -> None:
+        """Nothing to do: every trigger call has already been written (kept for existing scripts)."""
+
+    @property
+    def workflow_id(self) -> str | None:
+        return self.workflow
+
+    @property
+    def commit(self) -> str | None:
+        return self.sha
+
+    def __enter__(self) -> WorkflowContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
     def is_job_running(self, job_name: str) -> bool:
         return is_job_running(job_name, environ=self.environ)
@@ -364,25 +399,54 @@ class WorkflowContext:
         return get_job_result(job_name, environ=self.environ)
 
 
-def workflow_context(environ: Mapping[str, str] | None = None) -> WorkflowContext:
-    """The WorkflowContext of the running job, from the REACTORCIDE_* environment."""
+def workflow_context(triggers_file: str | os.PathLike[str] | None = None, *,
+                     environ: Mapping[str, str] | None = None) -> WorkflowContext:
+    """The WorkflowContext of the running job, from the REACTORCIDE_* environment.
+
+    Also a context manager, as in the earlier runnerlib (`with workflow_context() as ctx:
+    ctx.trigger_job(...)`); triggers are written at each call, so leaving the block has nothing left to do.
+    `triggers_file` overrides REACTORCIDE_TRIGGERS_FILE for this context's triggers.
+
+    The variables the worker sets for workflow jobs are read too: RC_WF_ID, RC_WF_VARS_JSON /
+    RC_WF_VARS_FILE (the workflow's vars) and RC_WF_OUTPUT_FILE (where outputs go).
+    """
     env = dict(os.environ if environ is None else environ)
-    try:
-        variables = json.loads(env.get("REACTORCIDE_WORKFLOW_VARS") or "{}")
-    except ValueError:
-        raise WorkflowError("not valid JSON", field="REACTORCIDE_WORKFLOW_VARS") from None
-    output = env.get(OUTPUT_VAR)
+    if triggers_file is not None:
+        env["REACTORCIDE_TRIGGERS_FILE"] = os.fspath(triggers_file)
+    variables = _workflow_vars(env)
+    output = env.get(OUTPUT_VAR) or env.get("RC_WF_OUTPUT_FILE")
     return WorkflowContext(
         job_id=env.get("REACTORCIDE_JOB_ID"),
-        job_name=env.get("REACTORCIDE_WORKFLOW_JOB"),
-        workflow=env.get("REACTORCIDE_WORKFLOW_ID"),
+        job_name=env.get("REACTORCIDE_WORKFLOW_JOB") or env.get("REACTORCIDE_JOB_NAME"),
+        workflow=env.get("REACTORCIDE_WORKFLOW_ID") or env.get("RC_WF_ID"),
         run_id=env.get("REACTORCIDE_WORKFLOW_RUN_ID"),
         event=env.get("REACTORCIDE_EVENT_TYPE"),
-        branch=env.get("REACTORCIDE_BRANCH"),
-        sha=env.get("REACTORCIDE_SHA"),
+        branch=env.get("REACTORCIDE_BRANCH") or env.get("REACTORCIDE_GIT_BRANCH"),
+        sha=env.get("REACTORCIDE_SHA") or env.get("REACTORCIDE_GIT_COMMIT"),
         pr_number=env.get("REACTORCIDE_PR_NUMBER"),
         item=env.get("REACTORCIDE_WORKFLOW_ITEM"),
-        vars={str(k): str(v) for k, v in variables.items()} if isinstance(variables, dict) else {},
+        vars=variables,
         output_file=Path(output) if output else default_workspace(env) / "workflow-output.json",
         environ=env,
     )
+
+
+def _workflow_vars(env: Mapping[str, str]) -> dict[str, str]:
+    """The workflow's vars: REACTORCIDE_WORKFLOW_VARS or RC_WF_VARS_JSON (JSON), else RC_WF_VARS_FILE."""
+    for name in ("REACTORCIDE_WORKFLOW_VARS", "RC_WF_VARS_JSON"):
+        text = env.get(name)
+        if text:
+            try:
+                data = json.loads(text)
+            except ValueError:
+                raise WorkflowError("not valid JSON", field=name) from None
+            break
+    else:
+        path = env.get("RC_WF_VARS_FILE")
+        try:
+            data = state.read_json(path, {}) if path else {}
+        except ValueError as exc:
+            raise WorkflowError(str(exc), field="RC_WF_VARS_FILE") from None
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}

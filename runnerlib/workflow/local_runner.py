@@ -13,7 +13,8 @@ Scheduling:
 - `for_each` makes one instance per item (named "job[item]", the item in $item_var); a job that depends on
   it waits for every instance (fan-in);
 - `vars`: the workflow's vars (overridable), plus the vars each ancestor set with
-  `workflow_context().set_var`, reach a job as environment variables and as REACTORCIDE_WORKFLOW_VARS;
+  `workflow_context().set_var`, reach a job as environment variables and as REACTORCIDE_WORKFLOW_VARS; two
+  jobs setting one var to different values fail the run (the coordinator's rule: no implicit winner);
 - triggers a job writes at run time (trigger_job) are read from its triggers.json when it finishes and
   added to the run: a name defined in the workflow uses that definition (trigger fields override), another
   name needs a job_command. At most `max_jobs` jobs run in total (a trigger loop ends there, with an error).
@@ -574,6 +575,16 @@ class LocalWorkflowRunner:
             self._save_state()
         return self._write_results(time.time() - start)
 
+    def _check_var_conflicts(self, node: JobNode) -> None:
+        """Two jobs setting one var to different values fail the run (as the coordinator does): no job
+        silently wins by finishing last."""
+        for other in self.nodes.values():
+            if other is node or other.status in ("pending", "running"):
+                continue
+            for key in sorted(set(node.vars_out) & set(other.vars_out)):
+                if node.vars_out[key] != other.vars_out[key]:
+                    self._record_error(f"var {key} was set to different values by {other.name} and {node.name}")
+
     def cancel(self) -> None:
         """Stop the run from another thread: running jobs get SIGTERM (then SIGKILL), no new job starts."""
         self._cancel.set()
@@ -594,6 +605,7 @@ class LocalWorkflowRunner:
                 future.result()
                 node.finished = time.time()
                 self._finish(node)
+                self._check_var_conflicts(node)
                 if node.workspace is not None and not self._cancel.is_set():
                     self._add_triggered(node)
 

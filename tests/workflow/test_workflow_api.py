@@ -196,7 +196,7 @@ def test_workflow_context_outputs_and_vars(tmp_path: Path) -> None:
     env = {"REACTORCIDE_WORKFLOW_OUTPUT": str(tmp_path / "workflow-output.json"), "REACTORCIDE_BRANCH": "main",
            "REACTORCIDE_WORKFLOW_JOB": "build[x]", "REACTORCIDE_WORKFLOW_ITEM": "x",
            "REACTORCIDE_WORKFLOW_VARS": '{"A": "1"}', "API_TOKEN": "tok-abcdef-123456"}
-    ctx = api.workflow_context(env)
+    ctx = api.workflow_context(environ=env)
     assert (ctx.branch, ctx.job_name, ctx.item, ctx.vars) == ("main", "build[x]", "x", {"A": "1"})
     ctx.set_output("image", "app:1")
     ctx.set_output("leak", "token=tok-abcdef-123456")
@@ -206,3 +206,20 @@ def test_workflow_context_outputs_and_vars(tmp_path: Path) -> None:
     assert ctx.outputs()["image"] == "app:1"
     with pytest.raises(WorkflowError, match="JSON"):
         ctx.set_output("bad", object())
+
+
+def test_earlier_runnerlib_context_names_still_work(tmp_path: Path) -> None:
+    """Job scripts written for the earlier runnerlib: context manager, submit_job, set_workflow_*, RC_WF_*."""
+    env = {"RC_WF_OUTPUT_FILE": str(tmp_path / "out.json"), "RC_WF_VARS_JSON": '{"REGION": "eu", "N": 2}',
+           "RC_WF_ID": "wf-9", "REACTORCIDE_JOB_ID": "j"}
+    with api.workflow_context(tmp_path / "triggers.json", environ=env) as ctx:
+        ctx.trigger_job("deploy", env={"TARGET": "staging"}, depends_on=["test"])
+        ctx.submit_job("notify")
+        ctx.set_workflow_output("url", "https://x")
+        ctx.set_workflow_var("VERSION", "2")
+        ctx.flush_triggers()
+        assert ctx.workflow_vars() == {"REGION": "eu", "N": "2"} and ctx.workflow_id == "wf-9"
+    names = [j["job_name"] for j in tf.read_triggers(tmp_path / "triggers.json").jobs]
+    assert names == ["deploy", "notify"]
+    assert json.loads((tmp_path / "out.json").read_text()) == {"outputs": {"url": "https://x"},
+                                                                "vars": {"VERSION": "2"}}

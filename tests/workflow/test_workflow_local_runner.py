@@ -319,3 +319,14 @@ def test_cancel_stops_running_jobs_and_starts_no_more() -> None:
     result = runner.result
     assert result.node("long").status == "cancelled" and result.node("long").exit_code == 143
     assert result.node("next").status == "cancelled"
+
+
+def test_conflicting_vars_fail_the_run() -> None:
+    set_var = f"{PY} -c \"import os, runnerlib; runnerlib.workflow_context().set_var('V', os.environ['VAL'])\""
+    text = "name: vars\njobs:\n" + "".join(
+        f"  {name}:\n    environment: {{VAL: {value}}}\n    command: |\n      {set_var}\n"
+        for name, value in (("a", "one"), ("b", "two"), ("c", "one")))
+    result, _ = _run(text)
+    assert all(n.status == "success" for n in result.nodes)
+    assert len(result.errors) == 2 and all("var V was set to different values" in e for e in result.errors)
+    assert result.exit_code == 1
