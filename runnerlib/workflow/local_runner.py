@@ -195,10 +195,14 @@ class LocalWorkflowRunner:
         if launcher not in ("auto", "runnerlib", "shell"):
             raise WorkflowError("must be auto, runnerlib or shell", field="launcher")
         if launcher == "auto":
-            launcher = "runnerlib" if _runnerlib_run_available() else "shell"
+            # `runnerlib run` keeps a job's code inside its workspace, so a shared source needs the shell.
+            launcher = "runnerlib" if _runnerlib_run_available() and copy_source else "shell"
         elif launcher == "runnerlib" and not _runnerlib_run_available():
             raise WorkflowError("this install has no `runnerlib run` command; use --launcher shell",
                                 field="launcher")
+        elif launcher == "runnerlib" and not copy_source:
+            raise WorkflowError("a shared source (--share-source) needs --launcher shell: `runnerlib run` "
+                                "requires the code inside the job's workspace", field="launcher")
         self.workflow = workflow
         self.code_dir = Path(code_dir).resolve()
         if not self.code_dir.is_dir():
