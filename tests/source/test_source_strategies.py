@@ -125,9 +125,9 @@ def _hg(cwd: Path, *args: str) -> str:
     return subprocess.run(["hg", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
-@pytest.fixture
-def hg_repo(tmp_path: Path) -> dict[str, str]:
-    repo = tmp_path / "hgrepo"
+@pytest.fixture(scope="module")
+def hg_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    repo = tmp_path_factory.mktemp("hg") / "hgrepo"
     repo.mkdir()
     _hg(repo, "init")
     (repo / "a.txt").write_text("one\n")
@@ -173,8 +173,9 @@ def test_hg_ignores_user_hooks(tmp_path, workspace, registry, hg_repo) -> None:
 
 # -- svn ------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def svn_repo(tmp_path: Path) -> str:
+@pytest.fixture(scope="module")
+def svn_repo(tmp_path_factory: pytest.TempPathFactory) -> str:
+    tmp_path = tmp_path_factory.mktemp("svn")
     repo = tmp_path / "svnrepo"
     subprocess.run(["svnadmin", "create", str(repo)], check=True)
     work = tmp_path / "svnwork"
