@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +32,13 @@ PREFIX_LEN = 4
 # Recent patterns stay in one ahocorasick-rs layer rebuilt on each add while it is this small (a few ms);
 # past it the layer is frozen and a new one started, so an add never pays for more than this many patterns.
 DELTA_LAYER_MAX = 512
+# Up to this many recent patterns are recompiled by the background thread as one main-engine layer before
+# the full merge (see Masker._fold_deltas).
+FOLD_MAX = 4096
+# Scanning costs one engine call per layer: past this many deltas they are folded into one.
+MAX_DELTA_LAYERS = 8
+# The background merge starts once no pattern was added for this long (see Masker._merge).
+MERGE_AFTER_QUIET = 0.2
 # With the ahocorasick-rs engine (its build holds the GIL), a large base is merged only once this many
 # delta layers exist, or the deltas hold an eighth of the base's patterns.
 AC_MERGE_LAYERS = 4
@@ -154,17 +162,18 @@ class Masker:
             raise ValueError("replacement: must not be empty (an empty replacement hides that masking happened)")
         self.replacement = replacement
         self.engine = engine or default_engine()
-        # The reference engine stays pure (tests); otherwise deltas use the engine that builds fastest.
-        self._delta_engine = "reference" if self.engine == "reference" else "ahocorasick"
         self._background = background
         self._lock = threading.Lock()
         self._patterns: list[bytes] = []
         self._index: set[bytes] = set()
         self._sorted: list[bytes] = []
         self._short: set[bytes] = set()
+        self._prefixes: dict[bytes, None] = {}  # PREFIX_LEN-byte heads, kept as patterns come
         self._maxlen = 0
+        self._last_add = 0.0
         self._merge_thread: threading.Thread | None = None
         self._merge_failed = False
+        self._merge_now = threading.Event()
         self._merged_event = threading.Event()
         self._merged_event.set()
         self.snapshot = MaskSnapshot((), 0, [], set(), replacement, 0)
@@ -187,38 +196,37 @@ class Masker:
                     new.append(bytes(p))
             if not new:
                 return 0
+            self._last_add = time.monotonic()
             self._patterns.extend(new)
-            merged = sorted(new)
             # Copy-on-write: a stream may be bisecting the old list right now.
-            self._sorted = _merge_sorted(self._sorted, merged)
+            self._sorted = _merge_sorted(self._sorted, sorted(new))
             for p in new:
                 for j in range(1, min(PREFIX_LEN, len(p))):
                     self._short.add(p[:j])  # grows only, before the snapshot that needs it is published
+                if len(p) > PREFIX_LEN:
+                    self._prefixes[p[:PREFIX_LEN]] = None
                 self._maxlen = max(self._maxlen, len(p))
-            n = len(self._patterns)
-            layers = list(self.snapshot.layers)
-            last = layers[-1] if layers else None
-            if last is not None and not last.base and last.stop - last.start + len(new) <= DELTA_LAYER_MAX:
-                layers[-1] = self._build_layer(last.start, n, self._delta_engine)
-            else:
-                layers.append(self._build_layer(n - len(new), n, self._delta_engine))
-            self._publish(tuple(layers))
+            self._publish(self._layers_with(len(new)))
             self._schedule_merge()
             return len(new)
 
     def wait_merged(self, timeout: float | None = None) -> bool:
-        """Block until no background merge is pending (for benchmarks and tests); True if settled."""
+        """Merge now and block until one base layer holds everything (benchmarks, tests); True if settled."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if not self._merged_event.wait(timeout):
-                return False
             with self._lock:
                 layers = self.snapshot.layers
                 if self._merge_thread is None and (not layers or (len(layers) == 1 and layers[0].base)):
                     return True
                 if self._merge_failed:
                     return False
+                self._merge_now.set()
                 if self._merge_thread is None:
                     self._schedule_merge(force=True)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            self._merged_event.wait(left)
 
     def mask(self, data: bytes) -> bytes:
         """Mask a whole buffer with the current patterns."""
@@ -226,9 +234,35 @@ class Masker:
 
     # -- internals -------------------------------------------------------------------------------------
 
-    def _build_layer(self, start: int, stop: int, engine: str, base: bool = False) -> _Layer:
+    def _delta_engine(self) -> str:
+        # ahocorasick-rs builds a few hundred patterns in about a millisecond (Hyperscan takes 1-20 ms for a
+        # few dozen, more on a loaded machine): add() uses it, and the merge thread later recompiles the
+        # deltas with the main engine (see _fold_deltas).
+        return "reference" if self.engine == "reference" else "ahocorasick"
+
+    def _layers_with(self, added: int) -> tuple[_Layer, ...]:
+        # Called with the lock held: the current layers plus the `added` newest patterns, rebuilding as
+        # little as possible: only the last delta, while it is small and built by the delta engine.
+        n = len(self._patterns)
+        layers = list(self.snapshot.layers)
+        last = layers[-1] if layers and not layers[-1].base else None
+        if last is not None and last.matcher.name == self._delta_engine() and n - last.start <= DELTA_LAYER_MAX:
+            layers[-1] = self._build_layer(last.start, n, self._delta_engine())
+            return tuple(layers)
+        layers.append(self._build_layer(n - added, n, self._delta_engine()))
+        deltas = [layer for layer in layers if not layer.base]
+        if len(deltas) > MAX_DELTA_LAYERS:
+            # Each layer costs a scan per write: fold the deltas into one until the background merge runs.
+            first = deltas[0].start
+            layers = [layer for layer in layers if layer.base]
+            layers.append(self._build_layer(first, n, self._delta_engine()))
+        return tuple(layers)
+
+    def _build_layer(self, start: int, stop: int, engine: str, base: bool = False,
+                     prefixes: list[bytes] | None = None) -> _Layer:
         patterns = self._patterns[start:stop]
-        prefixes = sorted({p[:PREFIX_LEN] for p in patterns if len(p) > PREFIX_LEN})
+        if prefixes is None:
+            prefixes = list(dict.fromkeys(p[:PREFIX_LEN] for p in patterns if len(p) > PREFIX_LEN))
         quick = not base  # a delta is rebuilt on every add: build time matters more than scan speed
         return _Layer(start, stop, build_matcher(patterns, engine, quick_build=quick),
                       build_matcher(prefixes, engine, quick_build=quick) if prefixes else None, base)
@@ -248,38 +282,85 @@ class Masker:
             pending = sum(layer.stop - layer.start for layer in layers[1:])
             if len(layers) - 1 < AC_MERGE_LAYERS and pending * 8 < layers[0].stop:
                 return
-        stop = len(self._patterns)
         if not self._background:
-            self._install_merged(self._build_layer(0, stop, self.engine, base=True))
+            self._install_merged(self._build_layer(0, len(self._patterns), self.engine, base=True))
             return
         self._merged_event.clear()
-        self._merge_thread = threading.Thread(target=self._merge, args=(stop,), daemon=True,
-                                              name="runnerlib-mask-merge")
+        self._merge_thread = threading.Thread(target=self._merge, daemon=True, name="runnerlib-mask-merge")
         self._merge_thread.start()
 
-    def _merge(self, stop: int) -> None:
-        try:
-            base = self._build_layer(0, stop, self.engine, base=True)  # hyperscan compiles without the GIL
-        except Exception as exc:  # noqa: BLE001 - the delta layers keep masking correctly; say why it's slow
-            # The engine's message names a pattern id at most, never its bytes.
-            log.error("masking: merging the pattern layers failed (%s: %s); masking stays correct but slower",
-                      type(exc).__name__, exc)
+    def _merge(self) -> None:
+        while True:
+            self._fold_deltas()
+            # Wait for a pause in additions: a burst of add() calls then never competes with a merge for
+            # the GIL (parts of every engine's build hold it), and one merge covers the whole burst.
+            while not self._merge_now.is_set():
+                quiet = time.monotonic() - self._last_add
+                if quiet >= MERGE_AFTER_QUIET:
+                    break
+                self._merge_now.wait(MERGE_AFTER_QUIET - quiet)
             with self._lock:
-                self._merge_failed = True
-                self._merge_thread = None
-                self._merged_event.set()
+                stop = len(self._patterns)
+                prefixes = list(self._prefixes)
+            try:
+                base = self._build_layer(0, stop, self.engine, base=True, prefixes=prefixes)
+            except Exception as exc:  # noqa: BLE001 - the deltas keep masking correctly; say why it's slow
+                # The engine's message names a pattern id at most, never its bytes.
+                log.error("masking: merging the pattern layers failed (%s: %s); masking stays correct but "
+                          "slower", type(exc).__name__, exc)
+                with self._lock:
+                    self._merge_failed = True
+                    self._finish_merge()
+                return
+            with self._lock:
+                self._install_merged(base)
+                if len(self.snapshot.layers) == 1:
+                    self._finish_merge()
+                    return
+
+    def _fold_deltas(self) -> None:
+        """Recompile the recent deltas as one layer of the main engine, in this background thread.
+
+        Rebuilding a base of 70,000 patterns takes seconds; a few hundred recent ones take milliseconds, and
+        then scan at the main engine's speed instead of ahocorasick-rs's until the full merge is done.
+        """
+        with self._lock:
+            layers = self.snapshot.layers
+            deltas = [layer for layer in layers if not layer.base]
+            if self.engine != "hyperscan" or not layers or not layers[0].base or not deltas:
+                return
+            first, stop = deltas[0].start, len(self._patterns)
+            if stop - first > FOLD_MAX or (len(deltas) == 1 and deltas[0].matcher.name == self.engine):
+                return
+        try:
+            folded = self._build_layer(first, stop, self.engine)  # outside the lock: adds go on
+        except Exception:  # noqa: BLE001 - the full merge reports failures; the deltas stay correct
             return
         with self._lock:
-            self._install_merged(base)
-            self._merge_thread = None
-            self._merged_event.set()
-            self._schedule_merge()
+            layers = self.snapshot.layers
+            n = len(self._patterns)
+            keep = [layer for layer in layers if layer.base]
+            if not keep or keep[0].stop != first:
+                return  # a merge installed something else meanwhile
+            new = [keep[0], folded]
+            if stop < n:
+                new.append(self._build_layer(stop, n, self._delta_engine()))
+            self._publish(tuple(new))
+
+    def _finish_merge(self) -> None:
+        # Called with the lock held.
+        self._merge_thread = None
+        self._merge_now.clear()
+        self._merged_event.set()
 
     def _install_merged(self, base: _Layer) -> None:
         # Called with the lock held: the base replaces every layer it covers; later patterns get one delta.
+        # Its prefix filter may know heads of patterns added during the build: extra candidates, all of them
+        # real patterns of this snapshot, only cost a check.
         layers = [base]
-        if base.stop < len(self._patterns):
-            layers.append(self._build_layer(base.stop, len(self._patterns), self._delta_engine))
+        n = len(self._patterns)
+        if base.stop < n:
+            layers.append(self._build_layer(base.stop, n, self._delta_engine()))
         self._publish(tuple(layers))
 
 

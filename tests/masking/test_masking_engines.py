@@ -69,3 +69,23 @@ def test_many_adds_stay_in_small_deltas_and_merge() -> None:
     assert m.wait_merged(timeout=120)
     assert len(m.snapshot.layers) == 1
     assert m.mask(text) == reference_mask(text, secrets[:2100])
+
+
+def test_recent_deltas_fold_into_one_main_engine_layer() -> None:
+    if "hyperscan" not in available_engines():
+        pytest.skip("hyperscan does not import on this machine")
+    m = Masker(engine="hyperscan")
+    base = [f"base-secret-{i:04d}".encode() for i in range(200)]
+    m.add(base)
+    assert m.wait_merged(timeout=120)
+    recent = [f"recent-{i:03d}-value".encode() for i in range(40)]
+    for p in recent:
+        m.add([p])  # each add: an ahocorasick-rs delta, built in about a millisecond
+    assert any(layer.matcher.name == "ahocorasick" for layer in m.snapshot.layers)
+    m._fold_deltas()  # what the merge thread does first (it may already have done it)
+    names = [layer.matcher.name for layer in m.snapshot.layers]
+    assert names[:2] == ["hyperscan", "hyperscan"] or len(names) == 1
+    text = b" ".join(base[::17] + recent[::3]) + b" recent-999-value"
+    assert m.mask(text) == reference_mask(text, base + recent)
+    assert m.wait_merged(timeout=120) and len(m.snapshot.layers) == 1
+    assert m.mask(text) == reference_mask(text, base + recent)
