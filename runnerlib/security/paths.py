@@ -554,6 +554,23 @@ class Workspace:
         self._walk_tree(rel, fix, dirs_last=True)
         return count
 
+    def chown_tree(self, rel: str | os.PathLike[str], uid: int, gid: int) -> int:
+        """Give the tree at `rel` to uid:gid (e.g. /job/src to the uid untrusted steps build as).
+
+        Walks through fds without following symlinks (the links themselves keep their owner; their
+        ownership grants nothing). Returns the number of entries changed.
+        """
+        count = 0
+
+        def give(fd: int, st: os.stat_result) -> None:
+            nonlocal count
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                _fchown_any(fd, uid, gid)
+                count += 1
+
+        self._walk_tree(rel, give)
+        return count
+
     def verify_readonly(self, rel: str | os.PathLike[str], untrusted_uid: int,
                         untrusted_gids: tuple[int, ...] = ()) -> int:
         """Raise ReadOnlyViolation if `untrusted_uid` could change anything at or under `rel`.

@@ -49,12 +49,14 @@ def prepare_job_sources(*, registry: SecretSink, workspace: Workspace | None = N
                         ci_dir: str | None = None, src_dir: str | None = None,
                         allow_insecure_transport: bool | None = None, env: Mapping[str, str] | None = None,
                         log_line: Callable[[str], None] | None = None, log: Callable[[str], None] | None = None,
-                        timeout: float | None = None) -> JobSources:
+                        timeout: float | None = None, src_owner: tuple[int, int] | None = None) -> JobSources:
     """Prepare ci_spec into `ci_dir` and src_spec into `src_dir`, then lock and verify `ci_dir`.
 
     Either pass the specs, or `config` (a runnerlib JobConfig: source_*, ci_source_*, code_dir, ci_dir,
     workspace_root, allow_insecure_transport). `untrusted_uid` is the uid untrusted steps run as
     (default 65534); None skips the verification (only for a run with no untrusted steps).
+    `src_owner` (uid, gid), when given, hands the prepared src tree to that owner (so untrusted steps
+    running as it can build in /job/src); ci is never handed over.
     Raises SourceError / PathPolicyError / ReadOnlyViolation.
 
     >>> prepare_job_sources(workspace=Workspace("/job"), registry=reg,            # doctest: +SKIP
@@ -98,6 +100,8 @@ def prepare_job_sources(*, registry: SecretSink, workspace: Workspace | None = N
     finally:
         _cleanup_vcs_auth(workspace, environ)
     result = JobSources(ci=ci, src=src, ci_path=str(workspace.path(ci_rel)), src_path=str(workspace.path(src_rel)))
+    if src_owner is not None and workspace.is_dir(src_rel):
+        workspace.chown_tree(src_rel, *src_owner)
     if workspace.is_dir(ci_rel):
         result.ci_locked_entries = lock_ci(workspace, ci_rel)
         if untrusted_uid is not None:

@@ -328,3 +328,20 @@ def test_a_planted_fifo_is_refused_not_blocking(ws: Workspace, layout: dict[str,
         ws.read_text("triggers.json")
     with pytest.raises(PathPolicyError, match="regular file"):
         ws.write_text("triggers.json", "{}")
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_chown_tree_never_follows_links(ws: Workspace, layout: dict[str, Path]) -> None:
+    ws.makedirs("src/d")
+    ws.write_text("src/d/f", "x")
+    os.symlink(layout["secret"], layout["root"] / "src" / "d" / "link")
+    os.symlink(layout["outside"], layout["root"] / "src" / "dirlink")
+    # Without protection, a following chown hands the outside file over.
+    shutil.chown(layout["root"] / "src" / "d" / "link", 1, 1)
+    assert os.stat(layout["secret"]).st_uid == 1
+    os.chown(layout["secret"], 0, 0)
+    assert ws.chown_tree("src", 65534, 65534) == 3
+    assert os.stat(layout["root"] / "src" / "d" / "f").st_uid == 65534
+    assert os.stat(layout["secret"]).st_uid == 0
+    assert os.stat(layout["outside"]).st_uid == 0

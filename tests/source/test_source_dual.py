@@ -130,3 +130,25 @@ def test_untrusted_uid_cannot_write_ci_after_lock(registry, ci_tree) -> None:
         ws.close()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_src_handed_to_the_untrusted_uid_ci_not(registry, ci_tree, origin) -> None:
+    base = tempfile.mkdtemp(prefix="runnerlib-dual-")
+    os.chmod(base, 0o755)
+    try:
+        shutil.copytree(ci_tree, Path(base) / "ci-src", symlinks=True)
+        root = Path(base) / "job"
+        root.mkdir()
+        ws = Workspace(root)
+        prepare_job_sources(workspace=ws, registry=registry,
+                            ci_spec=SourceSpec(type="copy", url=str(Path(base) / "ci-src")),
+                            src_spec=SourceSpec(type="git", url=origin["url"], ref="main"),
+                            untrusted_uid=65534, src_owner=(65534, 65534))
+        assert _as_nobody(f"echo built > {root}/src/build.out && echo more >> {root}/src/README.md") == 0
+        assert _as_nobody(f"echo pwned > {root}/ci/planted") != 0
+        assert os.stat("/etc/hostname").st_uid == 0
+        ws.close()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
