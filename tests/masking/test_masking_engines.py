@@ -81,7 +81,6 @@ def test_recent_deltas_fold_into_one_main_engine_layer() -> None:
     recent = [f"recent-{i:03d}-value".encode() for i in range(40)]
     for p in recent:
         m.add([p])  # each add: an ahocorasick-rs delta, built in about a millisecond
-    assert any(layer.matcher.name == "ahocorasick" for layer in m.snapshot.layers)
     m._fold_deltas()  # what the merge thread does first (it may already have done it)
     names = [layer.matcher.name for layer in m.snapshot.layers]
     assert names[:2] == ["hyperscan", "hyperscan"] or len(names) == 1
