@@ -44,7 +44,7 @@ def _say(registry):  # type: ignore[no-untyped-def]
 @click.option("--ref", "-r", default=None, help="Branch, tag, commit SHA (full or short), refs/pull/N/head, "
                                                  "or revision (hg/svn).")
 @click.option("--type", "source_type", type=click.Choice(["git", "hg", "svn", "tarball", "copy"]), default="git",
-              show_default=True, envvar="REACTORCIDE_SOURCE_TYPE", help="Source strategy.")
+              show_default=True, help="Source strategy.")
 @click.option("--depth", type=click.IntRange(min=1), default=1, show_default=True, help="Commits to fetch (git).")
 @click.option("--full-history", is_flag=True, help="Fetch all history, branches and tags (git).")
 @click.option("--submodules", is_flag=True, help="Fetch submodules (git) / externals (svn).")
