@@ -296,6 +296,8 @@ def parse_job_env(value: Any, *, field: str = "job_env", origin: str = "value") 
     if isinstance(value, (list, tuple)):
         out: dict[str, str] = {}
         for item in value:
+            if not isinstance(item, str):
+                raise ConfigError(field, origin, "a list must hold KEY=VALUE strings")
             out.update(parse_job_env(item, field=field, origin=origin))
         return out
     if not isinstance(value, str):
@@ -447,7 +449,7 @@ def load_job_file(path: str | Path) -> tuple[Layer, Job | None, Document]:
     if steps is not None:
         name = data.get("name") or data.get("job_name") or Path(document.path).stem
         try:
-            job = Job(str(name), vars={str(k): str(v) for k, v in (data.get("vars") or {}).items()})
+            job = Job(str(name), vars=layer.values.get("vars") or {})
         except JobDefinitionError as exc:
             raise JobDefinitionError(f"{document.where(('name',))}: {exc}") from None
         steps_from_data(job, steps, document)

@@ -209,3 +209,71 @@ def _expr(draw: st.DrawFn, depth: int = 0) -> tuple[str, object]:
 def test_condition_matches_reference_evaluator(expr: tuple[str, object], variables: dict) -> None:
     text, fn = expr
     assert parse_condition(text).evaluate(variables) == bool(fn(variables))  # type: ignore[operator]
+
+
+# --- job files, property-based ---------------------------------------------------------------------------------
+
+_step_names = st.from_regex(r"[a-z][a-z0-9_-]{0,8}", fullmatch=True)
+
+
+@st.composite
+def _dags(draw: st.DrawFn) -> list[dict]:
+    names = draw(st.lists(_step_names, min_size=1, max_size=8, unique=True))
+    steps = []
+    for i, name in enumerate(names):
+        deps = draw(st.lists(st.sampled_from(names[:i]), unique=True, max_size=3)) if i else []
+        step: dict = {"name": name, "command": draw(st.sampled_from(["true", "make test", "echo 'a: b'"]))}
+        if deps:
+            step["depends_on"] = deps
+        if draw(st.booleans()):
+            step["retries"] = draw(st.integers(0, 3))
+        if draw(st.booleans()):
+            step["condition"] = draw(st.sampled_from(["always", "on_failure", "branch == 'main'"]))
+        steps.append(step)
+    return steps
+
+
+@given(_dags(), st.sampled_from(["job.yaml", "job.json"]))
+def test_job_files_round_trip_yaml_and_json(steps: list[dict], name: str) -> None:
+    import json as _json
+
+    import yaml
+
+    text = _json.dumps({"steps": steps}, indent=1) if name.endswith(".json") else yaml.safe_dump({"steps": steps})
+    document = parse_document(text, name)
+    job = Job("j")
+    from runnerlib.jobs import steps_from_data
+
+    steps_from_data(job, document.data["steps"], document)
+    order = job.validate({"branch": "x"})
+    assert [s.name for s in job.steps] == [s["name"] for s in steps]
+    position = {n: i for i, n in enumerate(order)}
+    for step in job.steps:
+        assert all(position[d] < position[step.name] for d in step.depends_on)
+        assert step.origin is not None and step.origin.startswith(name + ":")
+
+
+_json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                      max_size=4), max_leaves=20)
+
+
+@given(st.dictionaries(st.sampled_from(["steps", "name", "job_command", "concurrency", "vars", "x"]), _json_values,
+                       max_size=4))
+def test_arbitrary_job_documents_fail_only_with_clear_errors(data: dict) -> None:
+    import json as _json
+    import os
+    import tempfile
+
+    from runnerlib.config import ConfigError, load_job_file
+
+    fd, path = tempfile.mkstemp(suffix=".json")
+    try:
+        os.write(fd, _json.dumps(data).encode())
+        os.close(fd)
+        try:
+            load_job_file(path)
+        except (JobDefinitionError, ConfigError) as exc:
+            assert str(exc)
+    finally:
+        os.unlink(path)
