@@ -109,8 +109,10 @@ def trigger_jobs(
     ci_source_*, container_image, job_command, priority, timeout). The whole list is validated first: on a
     bad entry nothing is written.
 
-    Raises TriggerDeliveryError if the coordinator is configured and refuses or cannot be reached after its
-    retries; the operation is then still in the triggers file and the runner delivers it after the steps.
+    When a coordinator is configured the operation is also POSTed to it. If the coordinator refuses it (4xx,
+    or a configuration error such as a plain http URL) TriggerDeliveryError is raised; if it cannot be
+    reached after the client's retries a warning is printed on stderr and the call returns. Either way the
+    operation is in the triggers file, and the runner delivers it after the steps.
     """
     env = os.environ if environ is None else environ
     try:
@@ -130,14 +132,19 @@ def trigger_jobs(
                             file=str(path)) from None
     except OSError as exc:
         raise WorkflowError(f"cannot write the triggers file: {exc.strerror}", file=str(path)) from None
-    client = coordinator_from_env(env, registry)
-    if client is not None:
-        try:
+    try:
+        client = coordinator_from_env(env, registry)
+        if client is not None:
             client.post_triggers(env.get("REACTORCIDE_JOB_ID", ""), operation.document())
-        except CoordinatorError as exc:
-            raise TriggerDeliveryError(
-                f"{exc} (operation {operation.operation_id} is in {path}; the runner delivers it after the steps)"
-            ) from None
+    except CoordinatorError as exc:
+        where = f"operation {operation.operation_id} is in {path}; the runner delivers it after the steps"
+        if exc.retriable:
+            # The coordinator is unreachable for now: the runner retries after the steps and the stdout
+            # transport carries it too, so the job goes on (with a warning) instead of failing on an outage.
+            print(f"runnerlib: warning: {exc} ({where})", file=sys.stderr, flush=True)
+            return operation.operation_id
+        raise TriggerDeliveryError(f"{exc} ({where})") from None
+    if client is not None:
         triggers_file.mark_delivered(path, [operation.operation_id], COORDINATOR)
     return operation.operation_id
 
