@@ -273,6 +273,35 @@ class Layer:
         self.origins[target] = origin
 
 
+# REACTORCIDE_* variables that are not settings but are read by other parts of runnerlib, set by the worker,
+# or set by the runner for its steps: `runnerlib config` does not call them unknown.
+OTHER_KNOWN_ENV = frozenset({
+    "REACTORCIDE_SOURCE_DIR", "REACTORCIDE_CI_SOURCE_DIR", "REACTORCIDE_SECRETS_SOCKET", "REACTORCIDE_SECRETS_TOKEN",
+    "REACTORCIDE_SECRETS_PASSWORD", "REACTORCIDE_SECRETS_STORE", "REACTORCIDE_VCS_AUTH_DIR",
+    "REACTORCIDE_VCS_AUTH_CLEANUP", "REACTORCIDE_DEBUG", "REACTORCIDE_SANDBOX_BEST_EFFORT", "REACTORCIDE_STEP_NAME",
+    "REACTORCIDE_COORDINATOR_CA_FILE", "REACTORCIDE_GIT_BRANCH", "REACTORCIDE_GIT_COMMIT",
+    "REACTORCIDE_WORKFLOW_FILE", "REACTORCIDE_WORKFLOW_ID", "REACTORCIDE_WORKFLOW_ITEM", "REACTORCIDE_WORKFLOW_JOB",
+    "REACTORCIDE_WORKFLOW_OUTPUT", "REACTORCIDE_WORKFLOW_RUN_ID", "REACTORCIDE_WORKFLOW_STATE",
+    "REACTORCIDE_WORKFLOW_VARS", "REACTORCIDE_PLUGIN_DIRS",
+})
+
+
+def unknown_env_names(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(name, suggestion or "") for REACTORCIDE_* variables nothing reads: usually a typo worth a note."""
+    known = {ENV_PREFIX + f.upper() for f in _field_names() | {"git_url", "git_ref"}}
+    for names in ENV_ALIASES.values():
+        known.update(names)
+    known |= OTHER_KNOWN_ENV
+    import difflib
+
+    out = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known and not name.startswith("REACTORCIDE_SANDBOX"):
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            out.append((name, close[0] if close else ""))
+    return out
+
+
 def _field_names() -> set[str]:
     return set(JobConfig.model_fields)
 

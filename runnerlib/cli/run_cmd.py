@@ -205,6 +205,7 @@ def config_cmd(ctx: click.Context, config_file: str | None, as_json: bool, **par
 
     config, _job = _load(params, config_file, check_paths=False)
     mask = _masker(config)
+    _note_unknown_env()
     rows = render_config(config, mask=mask)
     if as_json:
         click.echo(json.dumps({f: {"value": v, "origin": o} for f, v, o in rows}, indent=2))
@@ -229,6 +230,16 @@ def _masker(config: Any) -> Callable[[str], str]:
     return registry.mask_text
 
 
+def _note_unknown_env() -> None:
+    import os
+
+    from runnerlib.config import unknown_env_names
+
+    for name, suggestion in unknown_env_names(os.environ):
+        hint = f" (did you mean {suggestion}?)" if suggestion else ""
+        click.echo(f"note: {name} is not a runnerlib setting and is ignored{hint}", err=True)
+
+
 @config_cmd.command("schema")
 def config_schema() -> None:
     """Print the JSON Schema of job files."""
@@ -247,6 +258,7 @@ def validate_cmd(job_file: str | None, **params: Any) -> None:
 
     config, job = _load(params, job_file)
     _masker(config)
+    _note_unknown_env()
     if job is None:
         job = simple_job(config)
     order = job.validate(config.job_variables())

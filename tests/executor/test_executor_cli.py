@@ -285,3 +285,11 @@ def test_secrets_file_fd_and_stdin_are_masked(ws: Path) -> None:
                        pass_fds=(read_fd,), capture_output=True, env=env, cwd=REPO, timeout=60)
     os.close(read_fd)
     assert p.returncode == 0 and b"v=***" in p.stdout and b"5544qq" not in p.stdout
+
+
+def test_config_notes_unknown_reactorcide_variables(ws: Path) -> None:
+    r = cli("config", "--workspace-root", str(ws), env={"REACTORCIDE_JOB_COMAND": "x", "REACTORCIDE_SOURCE_DIR": "/job/src"})
+    assert r.returncode == 0
+    err = r.stderr.decode()
+    assert "REACTORCIDE_JOB_COMAND is not a runnerlib setting" in err and "REACTORCIDE_JOB_COMMAND" in err
+    assert "REACTORCIDE_SOURCE_DIR" not in err
