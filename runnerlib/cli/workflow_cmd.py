@@ -105,7 +105,8 @@ def list_cmd(root: str, event: str | None, branch: str | None, changed: tuple[st
               show_default=True, help="runnerlib: each job via `runnerlib run` (as the worker does); "
                                       "shell: the command directly.")
 @click.option("--share-source", is_flag=True, help="Run every job in --code-dir itself instead of a copy.")
-@click.option("--force", is_flag=True, help="Run even if the workflow's on/paths filters do not match.")
+@click.option("--force", is_flag=True, help="Run even if the workflow's on/paths filters do not match the "
+                                           "--event/--branch/--changed-path given.")
 def run_cmd(file: str, event: str | None, branch: str | None, sha: str | None, pr_number: str | None,
             changed: tuple[str, ...], variables: tuple[str, ...], code_dir: str | None, run_dir: str | None,
             max_parallel: int, launcher: str, share_source: bool, force: bool) -> None:
@@ -116,8 +117,10 @@ def run_cmd(file: str, event: str | None, branch: str | None, sha: str | None, p
     from runnerlib.workflow.select import workflow_matches
 
     wf = load_workflow(file)
+    # The filters apply to the event described; with none described the user asked for this workflow.
+    described = bool(event or branch or changed)
     decision = workflow_matches(wf, event=event, branch=branch, changed_paths=list(changed) or None)
-    if not decision.selected and not force:
+    if described and not decision.selected and not force:
         click.echo(f"workflow {wf.effective_id} does not start for this event: {decision.reason} "
                    "(--force runs it anyway)")
         return
