@@ -577,7 +577,8 @@ class Workspace:
 
         Checked: the owner of every entry (an owner can chmod), group and other write bits, and every
         directory from the root down to `rel` (a writable parent lets `rel` be renamed away and
-        replaced, unless the sticky bit protects entries the uid does not own). Returns entries checked.
+        replaced, unless the sticky bit protects entries the uid does not own), and every symlink, which
+        must stay inside the tree (check_link_target). Returns entries checked.
         ACLs and capabilities are not evaluated; uid 0 is refused outright (root ignores modes).
         """
         field = f"read-only tree {self.path(rel)}"
@@ -602,28 +603,39 @@ class Workspace:
                 problems.append(f"parent {self.path('/'.join(parts[:i]))} is writable (could swap the tree)")
         count = 0
 
+        top = str(self.path(rel))
+        top_parts = top.split("/")
+
+        def check_link(where: str, target: str, st: os.stat_result) -> None:
+            nonlocal count
+            count += 1
+            # A link out of the tree (into /job/src, /tmp, ...) would let trusted code run or read what
+            # the untrusted uid controls, however read-only the link itself is.
+            try:
+                check_link_target(where.split("/")[len(top_parts):], target)
+            except PathPolicyError:
+                problems.append(f"{where} is a symlink leading out of the tree (-> {target!r})")
+
         def check(fd: int, st: os.stat_result, where: str) -> None:
             nonlocal count
             count += 1
-            if stat.S_ISLNK(st.st_mode):
-                if st.st_uid == untrusted_uid:
-                    problems.append(f"{where} is a symlink owned by the untrusted uid")
-                return
             if st.st_uid == untrusted_uid:
                 problems.append(f"{where} is owned by the untrusted uid")
             elif writable(st):
                 problems.append(f"{where} is writable (mode {stat.S_IMODE(st.st_mode):04o})")
 
-        self._walk_tree(rel, check, with_path=True, include_links=True)
+        self._walk_tree(rel, check, with_path=True, on_link=check_link)
         if problems:
             raise ReadOnlyViolation(field, problems)
         return count
 
     def _walk_tree(self, rel: str | os.PathLike[str], visit: Callable[..., None], *, dirs_last: bool = False,
-                   with_path: bool = False, include_links: bool = False) -> None:
+                   with_path: bool = False,
+                   on_link: Callable[[str, str, os.stat_result], None] | None = None) -> None:
         """Visit every entry under `rel` (and `rel` itself) through fds, never following symlinks.
 
-        visit(fd, stat[, path]) gets an O_PATH fd of the entry (or of the directory itself).
+        visit(fd, stat[, path]) gets an O_PATH fd of the entry (or of the directory itself);
+        on_link(path, target, lstat) gets each symlink (never followed).
         """
         top = self.open(rel, os.O_RDONLY | os.O_DIRECTORY) if self.is_dir(rel) else self.open(rel, os.O_PATH)
         base = str(self.path(rel))
@@ -637,9 +649,9 @@ class Workspace:
                     for entry in os.scandir(fd):
                         child = f"{where}/{entry.name}"
                         if entry.is_symlink():
-                            if include_links:
-                                lst = os.stat(entry.name, dir_fd=fd, follow_symlinks=False)
-                                _call(visit, -1, lst, child, with_path)
+                            if on_link is not None:
+                                on_link(child, os.readlink(entry.name, dir_fd=fd),
+                                        os.stat(entry.name, dir_fd=fd, follow_symlinks=False))
                             continue
                         flags = _O_DIR if entry.is_dir(follow_symlinks=False) else os.O_PATH | os.O_NOFOLLOW
                         cfd = os.open(entry.name, flags | os.O_CLOEXEC, dir_fd=fd)
@@ -686,14 +698,18 @@ class Workspace:
                         return
                     raise
                 if not stat.S_ISDIR(st.st_mode):
-                    os.unlink(name, dir_fd=dfd)
+                    _unlink_in(dfd, name)
                     return
-                sub = os.open(name, _O_DIR, dir_fd=dfd)
+                try:
+                    sub = os.open(name, _O_DIR, dir_fd=dfd)
+                except PermissionError:
+                    _make_searchable(dfd, name)
+                    sub = os.open(name, _O_DIR, dir_fd=dfd)
                 try:
                     _clear_dir_fd(sub)
                 finally:
                     os.close(sub)
-                os.rmdir(name, dir_fd=dfd)
+                _rmdir_in(dfd, name)
         except FileNotFoundError:
             if not missing_ok:
                 raise

@@ -345,3 +345,16 @@ def test_chown_tree_never_follows_links(ws: Workspace, layout: dict[str, Path]) 
     assert os.stat(layout["root"] / "src" / "d" / "f").st_uid == 65534
     assert os.stat(layout["secret"]).st_uid == 0
     assert os.stat(layout["outside"]).st_uid == 0
+
+
+@pytest.mark.parametrize("target", ["../src/run.sh", "/tmp/run.sh", "x/../../src"])
+def test_verify_readonly_refuses_links_out_of_the_tree(ws: Workspace, layout: dict[str, Path], target: str) -> None:
+    """ci/run -> ../src/run.sh: read-only link, but trusted code following it runs what src controls."""
+    ws.makedirs("ci/x")
+    os.symlink(target, layout["root"] / "ci" / "run")
+    os.symlink("x", layout["root"] / "ci" / "inner")  # a link that stays inside is fine
+    ws.make_readonly("ci")
+    with pytest.raises(ReadOnlyViolation, match="symlink leading out of the tree"):
+        ws.verify_readonly("ci", OTHER_UID)
+    ws.rmtree("ci/run")
+    ws.verify_readonly("ci", OTHER_UID)
