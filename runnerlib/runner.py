@@ -99,13 +99,16 @@ class JobRunner:
         self.registry = registry if registry is not None else SecretRegistry()
         # The configuration's own secrets first: an error about the configuration may quote them.
         self.registry.add_many(config.secret_values(), source="configuration")
-        stream = out if out is not None else sys.stdout.buffer
+        stream = out if out is not None else _binary_stdout()
         self._out = stream
         self.log = JobLog(stream, job_name=config.job_name, job_id=config.job_id, fmt=config.log_format,
                           colour=want_colour(stream, config.color), mask=self.registry.mask_text,
                           level=config.log_level)
         self.result: JobResult | None = None
         self.errors: list[str] = []
+        # Inside a step of another runner (advanced mode: a trusted script calling run_job): the outer runner
+        # owns the triggers and the signing key, and our logs go beside the outer step's, not over them.
+        self.parent_step = self.environ.get("REACTORCIDE_STEP_NAME") or None
         self.context = PluginContext(config=config, env={}, job=job, registry=self.registry)
         self._scheduler: Scheduler | None = None
         self._in_steps = False
@@ -378,6 +381,8 @@ class JobRunner:
     def _run_steps(self, job: Job) -> JobResult:
         config = self.config
         logs_dir = Path(config.artifacts_dir or Path(config.workspace_root) / "artifacts") / "logs"
+        if self.parent_step:
+            logs_dir = logs_dir / f"{self.parent_step}.nested"
         self._open_workspace().makedirs(str(logs_dir))
         self.log.logs_dir = logs_dir
         self.log.open_log = self._open_log
@@ -510,6 +515,8 @@ class JobRunner:
         return env
 
     def _start_trigger_signing(self) -> None:
+        if self.parent_step:
+            return
         try:
             from runnerlib.workflow.publish import start_trigger_signing
         except ImportError:
@@ -518,6 +525,8 @@ class JobRunner:
                                              emit=self._emit_line)
 
     def _publish_triggers(self) -> None:
+        if self.parent_step:
+            return  # the outer runner publishes the triggers file after its own steps
         try:
             from runnerlib.workflow.publish import publish_triggers
         except ImportError:
@@ -621,6 +630,28 @@ class JobRunner:
             self._open_workspace().write_text(str(path), self.mask_text(json.dumps(data, indent=2)) + "\n")
         except OSError as exc:
             self.log.event(f"could not write the summary file: {exc.strerror}", level="warning")
+
+
+class _TextSink:
+    """Bytes to a text-only stdout (a notebook, a capturing harness): decoded, written, flushed."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.target.write(bytes(data).decode("utf-8", "replace"))
+        return len(data)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self.target, "isatty", lambda: False)())
+
+
+def _binary_stdout() -> Any:
+    buffer = getattr(sys.stdout, "buffer", None)
+    return buffer if buffer is not None else _TextSink(sys.stdout)
 
 
 def simple_job(config: JobConfig) -> Job:

@@ -274,6 +274,11 @@ def test_advanced_mode_script_registers_plugins_and_runs_a_job(ws: Path) -> None
     assert code == 0, text
     assert "plugin: before" in text and "plugin: after, exit 0" in text and "inner-step ***" in text
     assert_no_fragment(text)
+    # The nested job's logs sit beside the outer step's log instead of overwriting it.
+    logs = ws / "artifacts" / "logs"
+    assert "inner-step ***" in (logs / "job.nested" / "job.log").read_text()
+    assert "plugin: before" in (logs / "job.log").read_text()
+    assert text.count('"reactorcide_trigger_key"') == 1  # one signing key: the outer runner's
 
 
 def test_untrusted_step_env_never_carries_a_secret(ws: Path) -> None:
