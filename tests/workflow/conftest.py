@@ -7,9 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from wf_coordinator_server import CoordinatorServer, make_certificate
-
-TOKEN = "lease-token-7f3a9c2e5b1d4860"
+from wf_coordinator_server import TOKEN, CoordinatorServer, make_certificate
 
 
 @pytest.fixture(scope="session")

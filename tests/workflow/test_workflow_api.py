@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN
+from wf_coordinator_server import TOKEN
 
 import runnerlib
 from runnerlib.workflow import api

@@ -6,8 +6,7 @@ import json
 import uuid
 
 import pytest
-from conftest import TOKEN
-from wf_coordinator_server import CoordinatorServer, Plan
+from wf_coordinator_server import TOKEN, CoordinatorServer, Plan
 
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.workflow.coordinator import CoordinatorClient, CoordinatorError

@@ -182,7 +182,7 @@ steps:
 def test_three_transports_end_to_end_with_a_real_coordinator(https_server, certificate) -> None:
     """A real job with a coordinator configured: the trusted step's trigger reaches the coordinator (once),
     the triggers file and a signed stdout line; the untrusted step sees no token and forges nothing."""
-    from conftest import TOKEN
+    from wf_coordinator_server import TOKEN
 
     root = Path(tempfile.mkdtemp(prefix="wf-three-"))
     os.chmod(root, 0o755)

@@ -23,6 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+# The bearer token the test coordinator accepts (a secret: tests check it never shows).
+TOKEN = "lease-token-7f3a9c2e5b1d4860"
+
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and localhost: (cert file, key file)."""
