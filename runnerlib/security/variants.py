@@ -66,13 +66,13 @@ _ANSIC = {7: b"\\a", 8: b"\\b", 9: b"\\t", 10: b"\\n", 11: b"\\v", 12: b"\\f", 1
 
 
 # `printf %q` without control characters: a backslash before each of these (bash sh_backslash_quote).
-_BACKSLASH_QUOTED = frozenset(b" \t'\"\\|&;()<>!{}*[?]^$`,")
+_BACKSLASH_QUOTED = re.compile(rb"([ \t'\"\\|&;()<>!{}*\[?\]^$`,])")
 
 
 def _shell_forms(value: bytes) -> list[bytes]:
     # `set -x` and ${v@Q} print a word with special characters inside single quotes; ' becomes '\''.
     forms = [value.replace(b"'", b"'\\''")]
-    escaped = b"".join(b"\\" + bytes((b,)) if b in _BACKSLASH_QUOTED else bytes((b,)) for b in value)
+    escaped = _BACKSLASH_QUOTED.sub(rb"\\\1", value)
     if value[:1] in (b"~", b"#"):
         escaped = b"\\" + escaped
     forms.append(escaped)
