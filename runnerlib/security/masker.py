@@ -9,8 +9,9 @@ overlapping ones included.
 
 Adding a secret must not rebuild the automaton of 10,000 others. Patterns live in layers: a large "base"
 compiled with the fast engine in a background thread, and small ahocorasick-rs layers for what was added
-since (built in milliseconds). A scan asks every layer; when the background merge finishes, the layers fold
-back into one base. A `MaskSnapshot` is immutable, so a stream scanning it never sees a half-built set.
+since (built in about a millisecond). A scan asks every layer. The background thread first recompiles the
+recent deltas as one layer of the fast engine, then, once additions pause, merges everything into a new
+base. A `MaskSnapshot` is immutable, so a stream scanning it never sees a half-built set.
 """
 
 from __future__ import annotations
