@@ -306,6 +306,9 @@ def run_tool(argv: Sequence[str], ctx: PrepareContext, *, env: Mapping[str, str]
             list(argv), env=dict(env), cwd=cwd, capture_output=True, pass_fds=tuple(pass_fds),
             input=(input_text.encode() if input_text is not None else None),
             stdin=None if input_text is not None else subprocess.DEVNULL,
+            # No controlling terminal: ssh's host-key question and any tool that opens /dev/tty fail
+            # at once instead of waiting for an answer that never comes.
+            start_new_session=True,
             timeout=ctx.timeout, check=False,
         )
     except subprocess.TimeoutExpired:

@@ -73,6 +73,8 @@ def pinned_config(*, allow_file_protocol: bool) -> list[tuple[str, str]]:
         ("submodule.recurse", "false"),
         ("fetch.recurseSubmodules", "false"),
         ("init.templateDir", ""),
+        # Check every fetched object (malformed trees, .gitmodules path tricks) before it is written.
+        ("fetch.fsckObjects", "true"),
         ("advice.detachedHead", "false"),
         ("gc.auto", "0"),
         ("maintenance.auto", "false"),
