@@ -140,8 +140,14 @@ def run(config_file: str | None, workflow_job: str | None, workflow_file: str | 
         job_file = extra.pop("_job_file", None)
         if job_file:
             config_file = job_file
+    working_dir = extra.pop("_working_dir", None)
     config, file_job = _load(params, config_file, **extra)
     job = job or file_job
+    if working_dir and job is None:
+        from runnerlib.runner import simple_job
+
+        job = simple_job(config)
+        job.steps[0].working_dir = working_dir  # relative to job_dir, like any step's
     _run(config, job, read_stdin=secrets_stdin)
 
 
@@ -156,8 +162,8 @@ def _workflow_job(workflow_file: str, name: str) -> dict[str, Any]:
         raise click.UsageError(f"--job {name}: no such job in {workflow_file} (jobs: {known})")
     settings: dict[str, Any] = {"job_name": name if _simple_name(name) else "job"}
     if job.job_file:
-        settings["_job_file"] = str(Path(workflow_file).resolve().parent / job.job_file) \
-            if not Path(job.job_file).is_absolute() else job.job_file
+        settings["_job_file"] = job.job_file if Path(job.job_file).is_absolute() else \
+            str(_repository_root(Path(workflow_file)) / job.job_file)
     elif job.command:
         settings["job_command"] = job.command
     else:
@@ -171,7 +177,17 @@ def _workflow_job(workflow_file: str, name: str) -> dict[str, Any]:
     for field in ("code_dir", "job_dir"):
         if getattr(job, field):
             settings[field] = getattr(job, field)
+    if job.working_dir:
+        settings["_working_dir"] = job.working_dir
     return settings
+
+
+def _repository_root(workflow_file: Path) -> Path:
+    """job_file paths are relative to the repository: <repo>/.reactorcide/workflows/x.yaml -> <repo>."""
+    here = workflow_file.resolve().parent
+    if here.name == "workflows" and here.parent.name == ".reactorcide":
+        return here.parent.parent
+    return here
 
 
 def _simple_name(name: str) -> bool:

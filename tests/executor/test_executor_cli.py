@@ -293,3 +293,20 @@ def test_config_notes_unknown_reactorcide_variables(ws: Path) -> None:
     err = r.stderr.decode()
     assert "REACTORCIDE_JOB_COMAND is not a runnerlib setting" in err and "REACTORCIDE_JOB_COMMAND" in err
     assert "REACTORCIDE_SOURCE_DIR" not in err
+
+
+def test_workflow_job_working_dir_and_job_file(ws: Path) -> None:
+    repo = ws / "repo"
+    (repo / ".reactorcide" / "workflows").mkdir(parents=True)
+    (repo / "ci").mkdir()
+    (repo / "ci" / "job.yaml").write_text("steps:\n  - name: from-file\n    command: echo job-file-step\n")
+    wf = repo / ".reactorcide" / "workflows" / "ci.yaml"
+    wf.write_text("name: p\njobs:\n  sub:\n    command: pwd\n    working_dir: pkg\n"
+                  "  filed:\n    job_file: ci/job.yaml\n")
+    (ws / "src" / "pkg").mkdir(parents=True)
+    r = cli("run", "--workspace-root", str(ws), "--job", "sub", "--workflow-file", str(wf))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"[sub] {ws}/src/pkg".encode() in r.stdout
+    r = cli("run", "--workspace-root", str(ws), "--job", "filed", "--workflow-file", str(wf))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert b"[from-file] job-file-step" in r.stdout
