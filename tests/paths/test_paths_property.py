@@ -1,0 +1,99 @@
+"""Property test: random Workspace operations on hostile paths never touch anything outside the root.
+
+The same idea as fuzz/fuzz_paths.py, with hypothesis, for both resolvers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runnerlib.security.lowlevel import openat2
+from runnerlib.security.paths import PathPolicyError, Workspace
+
+COMPONENTS = ["a", "b", "..", ".", "", "out", "abs", "dot", "up", "in", "f"]
+OPS = ["read", "read-follow", "write", "makedirs", "rmtree", "remove", "chmod", "symlink", "list", "copy_in",
+       "make_readonly", "clear"]
+RESOLVERS = ["walk"] + (["openat2"] if openat2.available() else [])
+
+
+def _build(base: Path) -> None:
+    root, outside = base / "ws", base / "outside"
+    if base.exists():
+        Workspace(base.parent).rmtree(base.name)
+    (root / "a" / "b").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret").write_text("SECRET")
+    (outside / "dir").mkdir()
+    (root / "a" / "f").write_text("f")
+    os.symlink(outside, root / "out")
+    os.symlink("/", root / "a" / "abs")
+    os.symlink(".", root / "dot")
+    os.symlink("dot/..", root / "a" / "up")
+    os.symlink("b", root / "a" / "in")
+
+
+def _state(outside: Path) -> list[tuple[str, bytes, int]]:
+    out = []
+    for dirpath, dirs, files in os.walk(outside):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            data = p.read_bytes() if p.is_file() else b""
+            out.append((str(p), data, os.lstat(p).st_mode))
+    return sorted(out)
+
+
+@pytest.fixture(scope="module")
+def base():
+    tmp = Path(tempfile.mkdtemp(prefix="runnerlib-prop-"))
+    yield tmp / "t"
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _apply(ws: Workspace, op: str, rel: str, base: Path) -> None:
+    if op == "read":
+        ws.read_bytes(rel)
+    elif op == "read-follow":
+        ws.read_bytes(rel, follow_symlinks=True)
+    elif op == "write":
+        ws.write_bytes(rel, b"pwned")
+    elif op == "makedirs":
+        ws.makedirs(rel)
+    elif op == "rmtree":
+        ws.rmtree(rel)
+    elif op == "remove":
+        ws.remove(rel)
+    elif op == "chmod":
+        ws.chmod(rel, 0o777)
+    elif op == "symlink":
+        ws.symlink("../../outside/secret", rel)
+    elif op == "list":
+        ws.listdir(rel)
+    elif op == "copy_in":
+        ws.copy_in(base / "outside", rel)
+    elif op == "make_readonly":
+        ws.make_readonly(rel)
+    else:
+        ws.clear(rel)
+
+
+@settings(max_examples=300)
+@given(ops=st.lists(st.tuples(st.sampled_from(OPS), st.lists(st.sampled_from(COMPONENTS), max_size=4),
+                              st.sampled_from(RESOLVERS)), min_size=1, max_size=6))
+def test_random_operations_never_escape(base: Path, ops) -> None:
+    _build(base)
+    before = _state(base / "outside")
+    for op, parts, resolver in ops:
+        rel = "/".join(parts)
+        with Workspace(base / "ws", resolver=resolver) as ws:
+            try:
+                _apply(ws, op, rel, base)
+            except (PathPolicyError, OSError):
+                pass
+        assert _state(base / "outside") == before, f"{op} on {rel!r} ({resolver}) changed the outside"
