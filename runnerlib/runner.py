@@ -285,33 +285,10 @@ class JobRunner:
         job = self.job or simple_job(config)
         if config.untrusted:
             job.force_untrusted()
-        self._check_job_origin(job)
+        check_job_origin(job, config)
         job.validate(config.job_variables())
         self.job = self.context.job = job
         return job
-
-    def _check_job_origin(self, job: Job) -> None:
-        """A job file inside the untrusted source tree may only declare untrusted steps.
-
-        Otherwise a pull request could edit the job file the worker runs and give its own commands the
-        secrets. --untrusted (REACTORCIDE_UNTRUSTED) runs such a file with every step sandboxed.
-        """
-        if job.source_file is None:
-            return
-        config = self.config
-        real = os.path.realpath(job.source_file)
-        for tree in dict.fromkeys([config.code_dir, os.path.join(config.workspace_root, "src")]):
-            if not tree:
-                continue
-            base = os.path.realpath(tree)
-            if real == base or real.startswith(base.rstrip("/") + "/"):
-                trusted = [s.name for s in job.steps if s.trust == "trusted"]
-                if trusted:
-                    raise ConfigError(
-                        "steps", str(job.source_file),
-                        f"the job file lies in the untrusted source tree {tree}, so its steps may not be trusted "
-                        f"(trusted: {', '.join(trusted)}); pass --untrusted to run every step sandboxed, or keep "
-                        "the job file in the CI tree")
 
     def _protect_and_load_secrets(self) -> None:
         from runnerlib.security import secret_sources
@@ -652,6 +629,29 @@ class _TextSink:
 def _binary_stdout() -> Any:
     buffer = getattr(sys.stdout, "buffer", None)
     return buffer if buffer is not None else _TextSink(sys.stdout)
+
+
+def check_job_origin(job: Job, config: JobConfig) -> None:
+    """A job file inside the untrusted source tree may only declare untrusted steps.
+
+    Otherwise a pull request could edit the job file the worker runs and give its own commands the secrets.
+    --untrusted (REACTORCIDE_UNTRUSTED) runs such a file with every step sandboxed.
+    """
+    if job.source_file is None:
+        return
+    real = os.path.realpath(job.source_file)
+    for tree in dict.fromkeys([config.code_dir, os.path.join(config.workspace_root, "src")]):
+        if not tree:
+            continue
+        base = os.path.realpath(tree)
+        if real == base or real.startswith(base.rstrip("/") + "/"):
+            trusted = [s.name for s in job.steps if s.trust == "trusted"]
+            if trusted:
+                raise ConfigError(
+                    "steps", str(job.source_file),
+                    f"the job file lies in the untrusted source tree {tree}, so its steps may not be trusted "
+                    f"(trusted: {', '.join(trusted)}); pass --untrusted to run every step sandboxed, or keep "
+                    "the job file in the CI tree")
 
 
 def simple_job(config: JobConfig) -> Job:

@@ -270,12 +270,15 @@ def config_schema() -> None:
 def validate_cmd(job_file: str | None, **params: Any) -> None:
     """Check the configuration (and a job file's steps: names, dependencies, cycles, conditions) without
     running anything. Exit 0 when valid; 2 with one line naming the field, origin and rule otherwise."""
-    from runnerlib.runner import simple_job
+    from runnerlib.runner import check_job_origin, simple_job
 
     config, job = _load(params, job_file)
     _masker(config)
     _note_unknown_env()
     if job is None:
         job = simple_job(config)
+    if config.untrusted:
+        job.force_untrusted()
+    check_job_origin(job, config)
     order = job.validate(config.job_variables())
     click.echo(f"valid: job {job.name!r}, {len(order)} step(s): {' -> '.join(order)}")

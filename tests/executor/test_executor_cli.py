@@ -310,3 +310,13 @@ def test_workflow_job_working_dir_and_job_file(ws: Path) -> None:
     r = cli("run", "--workspace-root", str(ws), "--job", "filed", "--workflow-file", str(wf))
     assert r.returncode == 0, r.stdout + r.stderr
     assert b"[from-file] job-file-step" in r.stdout
+
+
+def test_validate_refuses_trusted_steps_from_the_source_tree(ws: Path) -> None:
+    (ws / "src").mkdir()
+    job = ws / "src" / "job.yaml"
+    job.write_text("steps:\n  - name: a\n    command: 'true'\n")
+    r = cli("validate", str(job), "--workspace-root", str(ws))
+    assert r.returncode == 2 and b"untrusted source tree" in r.stderr
+    r = cli("validate", str(job), "--workspace-root", str(ws), "--untrusted")
+    assert r.returncode == 0, r.stderr
