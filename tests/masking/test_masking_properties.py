@@ -116,3 +116,36 @@ def test_secret_added_mid_stream_is_masked_in_everything_emitted_afterwards(data
     after = b"".join(out[mark:])
     # Held-back bytes are rescanned with the new set; nothing emitted after add() shows a whole form of it.
     assert not any(form in after for form in secret_variants(late, min_length=registry.min_length))
+
+
+def brute_force_held(text: bytes, patterns: list[bytes]) -> int:
+    """How many trailing bytes of `text` are undecided: from the earliest live partial match on, the first
+    byte not covered by a complete occurrence."""
+    live = next((p for p in range(len(text))
+                 if any(len(q) > len(text) - p and q.startswith(text[p:]) for q in patterns)), len(text))
+    covered = bytearray(len(text))
+    for q in patterns:
+        i = text.find(q)
+        while i >= 0:
+            covered[i:i + len(q)] = b"\1" * len(q)
+            i = text.find(q, i + 1)
+    first_undecided = next((p for p in range(live, len(text)) if not covered[p]), len(text))
+    return len(text) - first_undecided
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@settings(max_examples=min(settings.default.max_examples, 80))
+@given(data=st.data())
+def test_hold_back_is_exactly_what_could_still_be_a_secret(engine: str, data: st.DataObject) -> None:
+    secrets = data.draw(secret_sets())
+    registry = SecretRegistry(engine=engine, background_merge=False)
+    registry.add_many(secrets, source="test")
+    patterns = registry.patterns()
+    text = data.draw(texts_with_secrets(registry.secrets())).data
+    stream = registry.stream(lambda b: None)
+    written = b""
+    for chunk in data.draw(write_splits(text)):
+        stream.write(chunk)
+        written += chunk
+        assert stream.held == brute_force_held(written, patterns)
+    stream.close()
