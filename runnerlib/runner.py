@@ -46,6 +46,7 @@ from runnerlib.jobs import Job, JobDefinitionError, Step
 from runnerlib.plugins import PluginContext, PluginError, PluginManager, PluginPhase, default_manager
 
 EXIT_RUNNER_ERROR = 1
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), as shells report it
 EXIT_CONFIG_ERROR = 2
 
 # Variables every step gets whatever the environment; the rest of the runner's environment only reaches
@@ -120,6 +121,7 @@ class JobRunner:
         self.workspace: Any = None
         self._timer: threading.Timer | None = None
         self._interruptible = False
+        self._interrupt_code = EXIT_CANCELLED
 
     # -- public --------------------------------------------------------------------------------------------
 
@@ -148,8 +150,9 @@ class JobRunner:
                 exit_code, failed = self._main_phases()
             except JobCancelled:
                 failed = True
-                exit_code = EXIT_TIMEOUT if self._job_timed_out else EXIT_CANCELLED
-                self._error("job timed out" if self._job_timed_out else "job cancelled (SIGTERM)")
+                exit_code = EXIT_TIMEOUT if self._job_timed_out else self._interrupt_code
+                self._error("job timed out" if self._job_timed_out else "job cancelled"
+                            + (" (SIGINT)" if exit_code == EXIT_INTERRUPTED else " (SIGTERM)"))
             except (ConfigError, JobDefinitionError) as exc:
                 failed = True
                 exit_code = EXIT_CONFIG_ERROR
@@ -262,7 +265,7 @@ class JobRunner:
         if self._job_timed_out:
             return EXIT_TIMEOUT
         if self._cancelled.is_set():
-            return EXIT_CANCELLED
+            return self._interrupt_code
         return None
 
     def _validate(self) -> Job:
@@ -379,7 +382,7 @@ class JobRunner:
         if self._job_timed_out:
             result.exit_code = EXIT_TIMEOUT
         elif self._cancelled.is_set():
-            result.exit_code = EXIT_CANCELLED
+            result.exit_code = self._interrupt_code
         self.result = result
         return result
 
@@ -547,14 +550,18 @@ class JobRunner:
     def _install_signal_handler(self) -> Any:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return None
-        return signal.signal(signal.SIGTERM, self._on_sigterm)
+        # Ctrl-C on a laptop cancels like the worker's SIGTERM (steps stopped, CLEANUP run), exit 130.
+        return (signal.signal(signal.SIGTERM, self._on_sigterm), signal.signal(signal.SIGINT, self._on_sigterm))
 
     def _restore_signal_handler(self, previous: Any) -> None:
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         first = not self._cancelled.is_set()
+        if first and signum == signal.SIGINT:
+            self._interrupt_code = EXIT_INTERRUPTED
         self.cancel()
         if first and self._interruptible and not self._in_steps:
             # Outside the steps nothing polls the flag often enough; unwind to ON_ERROR / CLEANUP now.

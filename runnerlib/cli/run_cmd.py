@@ -15,8 +15,9 @@ from runnerlib.cli.app import main, set_error_masker
 EXIT_CODES_HELP = """\b
 Exit status: 0 success; the failing step's own exit code; 124 a step or the
 job timed out; 126 a step was refused by the sandbox policy; 143 cancelled
-by SIGTERM (running steps get SIGTERM, then SIGKILL after the grace); 1 a
-plugin, source or runner failure; 2 a configuration or job-file error."""
+by SIGTERM (running steps get SIGTERM, then SIGKILL after the grace; 130
+for Ctrl-C); 1 a plugin, source or runner failure; 2 a configuration or
+job-file error."""
 
 # (option declarations, config field, click kwargs). Every option defaults to None so that a value absent
 # from the command line leaves the lower levels (env, job file, defaults) in charge.

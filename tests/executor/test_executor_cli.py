@@ -320,3 +320,27 @@ def test_validate_refuses_trusted_steps_from_the_source_tree(ws: Path) -> None:
     assert r.returncode == 2 and b"untrusted source tree" in r.stderr
     r = cli("validate", str(job), "--workspace-root", str(ws), "--untrusted")
     assert r.returncode == 0, r.stderr
+
+
+def test_ctrl_c_cancels_like_sigterm_with_exit_130(ws: Path) -> None:
+    plugins = ws / "plugins"
+    plugins.mkdir()
+    (plugins / "marker.py").write_text(PLUGIN.format(base=str(ws)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTORCIDE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws),
+                             "--plugin-dir", str(plugins), "--kill-grace", "1",
+                             "--job-command", f"touch {ws}/started; sleep 60"],
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (ws / "started").exists():
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert (ws / "cleanup").read_text() == "130"
+    assert b"Traceback" not in err
