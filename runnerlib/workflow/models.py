@@ -315,6 +315,10 @@ class WorkflowJob(BaseModel):
         items = _string_list(value, "item")
         if not items:
             raise ValueError("must list at least one item")
+        for item in items:
+            # An item names a job instance (logs, reports, state) and becomes an environment value.
+            if not item or len(item) > 100 or not item.isprintable():
+                raise ValueError(f"item {item[:20]!r} must be 1-100 printable characters")
         if len(set(items)) != len(items):
             raise ValueError("items must be unique (each names one instance of the job)")
         return items

@@ -131,8 +131,12 @@ def publish_triggers(
     if not document.pending(COORDINATOR):
         return result
     if signer is None:
-        signer = start_trigger_signing(workspace if workspace is not None else path.parent, job_id=job_id,
-                                       emit=emit)
+        try:
+            signer = start_trigger_signing(workspace if workspace is not None else path.parent, job_id=job_id,
+                                           emit=emit)
+        except OSError as exc:
+            fail(f"cannot write the trigger signing key: {exc.strerror}")
+            return result
     delivered: list[str] = []
     for operation in document.operations:
         if COORDINATOR in operation.delivered:

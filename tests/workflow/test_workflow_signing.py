@@ -223,3 +223,20 @@ steps:
     ops = tf.read_triggers(workspace / "triggers.json").operations
     assert {o.operation_id for o in ops} == set(created) and all(o.delivered == ["coordinator"] for o in ops)
     assert json.loads((workspace / "triggers.json").read_text())["jobs"] == []
+
+
+def test_private_key_never_reaches_the_workspace_or_the_lines(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    signer, lines = published(tmp_path, "deploy")
+    raw = signer._private_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                            serialization.NoEncryption())
+    import base64
+
+    forms = [raw, raw.hex().encode(), base64.b64encode(raw), raw[:16], base64.b64encode(raw)[:16]]
+    blobs = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()] + [line.encode() for line in lines]
+    assert blobs and not any(form in blob for form in forms for blob in blobs)
+    # Control: the same scan finds the public key, so it would find the private one.
+    public = signer._private_key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                           serialization.PublicFormat.Raw)
+    assert any(base64.b64encode(public) in blob for blob in blobs)
