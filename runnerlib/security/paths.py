@@ -634,42 +634,72 @@ class Workspace:
                    on_link: Callable[[str, str, os.stat_result], None] | None = None) -> None:
         """Visit every entry under `rel` (and `rel` itself) through fds, never following symlinks.
 
-        visit(fd, stat[, path]) gets an O_PATH fd of the entry (or of the directory itself);
-        on_link(path, target, lstat) gets each symlink (never followed).
+        visit(fd, stat[, path]) gets an fd of the entry (O_PATH for non-directories); with `dirs_last`
+        a directory is visited after its content. on_link(path, target, lstat) gets each symlink. Only
+        one fd per directory level is open at a time (wide trees do not exhaust the fd limit).
         """
-        top = self.open(rel, os.O_RDONLY | os.O_DIRECTORY) if self.is_dir(rel) else self.open(rel, os.O_PATH)
         base = str(self.path(rel))
-        todo: list[tuple[int, str]] = [(top, base)]
-        deferred: list[tuple[int, os.stat_result, str]] = []
-        try:
-            while todo:
-                fd, where = todo.pop()
+        if not self.is_dir(rel):
+            fd = self.open(rel, os.O_PATH)
+            try:
                 st = os.fstat(fd)
-                if stat.S_ISDIR(st.st_mode):
-                    for entry in os.scandir(fd):
-                        child = f"{where}/{entry.name}"
-                        if entry.is_symlink():
-                            if on_link is not None:
-                                on_link(child, os.readlink(entry.name, dir_fd=fd),
-                                        os.stat(entry.name, dir_fd=fd, follow_symlinks=False))
-                            continue
-                        flags = _O_DIR if entry.is_dir(follow_symlinks=False) else os.O_PATH | os.O_NOFOLLOW
-                        cfd = os.open(entry.name, flags | os.O_CLOEXEC, dir_fd=fd)
-                        todo.append((cfd, child))
-                if dirs_last and stat.S_ISDIR(st.st_mode):
-                    deferred.append((fd, st, where))
-                else:
+                if stat.S_ISLNK(st.st_mode):
+                    if on_link is not None:
+                        with self._parent(rel) as (dfd, name, _):
+                            on_link(base, os.readlink(name, dir_fd=dfd), st)
+                    return
+                _call(visit, fd, st, base, with_path)
+            finally:
+                os.close(fd)
+            return
+        stack: list[tuple[int, os.stat_result, str, Iterator[os.DirEntry[str]]]] = []
+
+        def enter(fd: int, where: str) -> None:
+            try:
+                st = os.fstat(fd)
+                entries = iter(list(os.scandir(fd)))  # materialised: scandir(fd) would hold a dup'd fd
+            except BaseException:
+                os.close(fd)
+                raise
+            stack.append((fd, st, where, entries))
+            if not dirs_last:
+                _call(visit, fd, st, where, with_path)
+
+        enter(self.open(rel, os.O_RDONLY | os.O_DIRECTORY), base)
+        try:
+            while stack:
+                fd, st, where, entries = stack[-1]
+                entry = next(entries, None)
+                if entry is None:
+                    stack.pop()
                     try:
-                        _call(visit, fd, st, where, with_path)
+                        if dirs_last:
+                            _call(visit, fd, st, where, with_path)
                     finally:
                         os.close(fd)
-            # Directories last, deepest first, so removing write bits never blocks visiting their content.
-            for fd, st, where in reversed(deferred):
-                _call(visit, fd, st, where, with_path)
+                    continue
+                child = f"{where}/{entry.name}"
+                if entry.is_dir(follow_symlinks=False):
+                    try:
+                        cfd = os.open(entry.name, _O_DIR, dir_fd=fd)
+                    except OSError as exc:
+                        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                            raise
+                        raise PathPolicyError("path", "changed while being walked", value=_describe(child)) from None
+                    enter(cfd, child)
+                    continue
+                cfd = os.open(entry.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                try:
+                    cst = os.fstat(cfd)
+                    if stat.S_ISLNK(cst.st_mode):
+                        if on_link is not None:
+                            on_link(child, os.readlink(entry.name, dir_fd=fd), cst)
+                        continue
+                    _call(visit, cfd, cst, child, with_path)
+                finally:
+                    os.close(cfd)
         finally:
-            for fd, _ in todo:
-                os.close(fd)
-            for fd, _, _ in deferred:
+            for fd, _, _, _ in stack:
                 os.close(fd)
 
     # -- removal --------------------------------------------------------------------------------
@@ -735,41 +765,59 @@ class Workspace:
         """
         report = CopyReport()
         src_fd = os.open(os.fspath(source), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        st = os.fstat(src_fd)
-        dest_parts = self._parts(dest_rel)
-        self.makedirs("/".join(dest_parts[:-1]))
-        with self._parent(dest_rel) as (pfd, name, _):
-            if not into_existing:
-                os.mkdir(name, 0o700, dir_fd=pfd)
-            dst_fd = os.open(name, _O_DIR, dir_fd=pfd)
+        try:
+            st = os.fstat(src_fd)
+            dest_parts = self._parts(dest_rel)
+            self.makedirs("/".join(dest_parts[:-1]))
+            with self._parent(dest_rel) as (pfd, name, _):
+                if not into_existing:
+                    os.mkdir(name, 0o700, dir_fd=pfd)
+                dst_fd = os.open(name, _O_DIR, dir_fd=pfd)
+        except BaseException:
+            os.close(src_fd)
+            raise
         if into_existing and os.listdir(dst_fd):
             os.close(dst_fd)
             os.close(src_fd)
             raise PathPolicyError("copy destination", "must be an empty directory", value=_describe(dest_rel))
-        todo: list[tuple[int, int, list[str], int]] = [(src_fd, dst_fd, [], stat.S_IMODE(st.st_mode))]
-        dir_modes: list[tuple[int, int]] = []
-        try:
-            while todo:
-                sfd, dfd, where, dmode = todo.pop()
-                dir_modes.append((os.dup(dfd), dmode))
-                try:
-                    for entry in sorted(os.scandir(sfd), key=lambda e: e.name):
-                        self._copy_entry(sfd, dfd, entry.name, where, todo, report)
-                finally:
-                    os.close(sfd)
-                    os.close(dfd)
-            for fd, mode in reversed(dir_modes):
-                os.fchmod(fd, mode & 0o1777)
-        finally:
-            for sfd, dfd, _, _ in todo:
+        # Depth-first with one (source, destination) fd pair per level; a directory gets its own mode
+        # after its content is written (a read-only directory would refuse its own content otherwise).
+        stack: list[tuple[int, int, list[str], int, Iterator[str]]] = []
+
+        def enter(sfd: int, dfd: int, where: list[str], mode: int) -> None:
+            try:
+                names = iter(sorted(os.listdir(sfd)))
+            except BaseException:
                 os.close(sfd)
                 os.close(dfd)
-            for fd, _ in dir_modes:
-                os.close(fd)
+                raise
+            stack.append((sfd, dfd, where, mode, names))
+
+        enter(src_fd, dst_fd, [], stat.S_IMODE(st.st_mode))
+        try:
+            while stack:
+                sfd, dfd, where, mode, names = stack[-1]
+                name = next(names, None)
+                if name is None:
+                    stack.pop()
+                    try:
+                        os.fchmod(dfd, mode & 0o1777)
+                    finally:
+                        os.close(sfd)
+                        os.close(dfd)
+                    continue
+                child = self._copy_entry(sfd, dfd, name, where, report)
+                if child is not None:
+                    enter(*child)
+        finally:
+            for sfd, dfd, _, _, _ in stack:
+                os.close(sfd)
+                os.close(dfd)
         return report
 
     def _copy_entry(self, sfd: int, dfd: int, name: str, where: list[str],
-                    todo: list[tuple[int, int, list[str], int]], report: CopyReport) -> None:
+                    report: CopyReport) -> tuple[int, int, list[str], int] | None:
+        """Copy one entry; for a directory, create it and return the fd pair to descend into."""
         st = os.stat(name, dir_fd=sfd, follow_symlinks=False)
         here = [*where, name]
         mode = st.st_mode
@@ -780,9 +828,14 @@ class Workspace:
             except OSError as exc:
                 raise PathPolicyError("copy source", f"changed while copying ({exc.strerror})",
                                       value=_describe("/".join(here))) from None
-            todo.append((csfd, os.open(name, _O_DIR, dir_fd=dfd), here, stat.S_IMODE(mode)))
+            try:
+                cdfd = os.open(name, _O_DIR, dir_fd=dfd)
+            except BaseException:
+                os.close(csfd)
+                raise
             report.dirs += 1
-        elif stat.S_ISREG(mode):
+            return csfd, cdfd, here, stat.S_IMODE(mode)
+        if stat.S_ISREG(mode):
             try:
                 rfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=sfd)
             except OSError as exc:
@@ -808,6 +861,7 @@ class Workspace:
             report.symlinks += 1
         else:
             report.skipped.append("/".join(here))
+        return None
 
     # -- staging: replace a directory with nothing half-done ------------------------------------
     @contextlib.contextmanager

@@ -358,3 +358,27 @@ def test_verify_readonly_refuses_links_out_of_the_tree(ws: Workspace, layout: di
         ws.verify_readonly("ci", OTHER_UID)
     ws.rmtree("ci/run")
     ws.verify_readonly("ci", OTHER_UID)
+
+
+def test_wide_trees_do_not_exhaust_file_descriptors(ws: Workspace, tmp_path: Path) -> None:
+    """2,000 files and 600 directories in one directory, with the fd limit lowered to 128."""
+    import resource
+
+    src = tmp_path / "wide"
+    src.mkdir()
+    for i in range(2000):
+        (src / f"f{i}").write_text("x")
+    for i in range(600):
+        (src / f"d{i}").mkdir()
+        (src / f"d{i}" / "g").write_text("y")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+    try:
+        report = ws.copy_in(src, "copy")
+        ws.make_readonly("copy")
+        ws.verify_readonly("copy", OTHER_UID)
+        ws.chmod("copy", 0o755)
+        ws.rmtree("copy")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert report.files == 2600 and report.dirs == 600
