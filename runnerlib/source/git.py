@@ -102,20 +102,38 @@ def git_env(ctx: PrepareContext, *, url: str, config: list[tuple[str, str]]) -> 
     return env
 
 
+_EXTRA_HEADER = re.compile(r"^\s*extraheader\s*=\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
 def register_vcs_auth(ctx: PrepareContext) -> int:
-    """Register the passwords in $REACTORCIDE_VCS_AUTH_DIR/credentials (git-credential-store lines)."""
+    """Register the credentials the worker put in $REACTORCIDE_VCS_AUTH_DIR.
+
+    `credentials` holds git-credential-store lines (https://user:token@host/path); `gitconfig` may carry
+    an `http.extraHeader = Authorization: ...` line. Returns how many values were registered.
+    """
     auth_dir = ctx.env.get("REACTORCIDE_VCS_AUTH_DIR")
     if not auth_dir:
         return 0
+    count = 0
     try:
         with open(os.path.join(auth_dir, "credentials"), encoding="utf-8", errors="replace") as fh:
-            lines = fh.read().splitlines()
+            for line in fh.read().splitlines():
+                if line.strip():
+                    count += len(register_url_credentials(line.strip(), ctx.registry,
+                                                          source="REACTORCIDE_VCS_AUTH_DIR credentials"))
     except OSError:
-        return 0
-    count = 0
-    for line in lines:
-        if line.strip():
-            count += len(register_url_credentials(line.strip(), ctx.registry, source="REACTORCIDE_VCS_AUTH_DIR"))
+        pass
+    try:
+        with open(os.path.join(auth_dir, "gitconfig"), encoding="utf-8", errors="replace") as fh:
+            config = fh.read()
+    except OSError:
+        return count
+    for header in _EXTRA_HEADER.findall(config):
+        value = header.partition(":")[2].strip() or header
+        scheme, _, token = value.partition(" ")
+        for secret in {value, token.strip()} if token else {value}:
+            if ctx.registry.add(secret, source="REACTORCIDE_VCS_AUTH_DIR extraHeader"):
+                count += 1
     return count
 
 

@@ -152,3 +152,16 @@ def test_src_handed_to_the_untrusted_uid_ci_not(registry, ci_tree, origin) -> No
         ws.close()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_vcs_auth_extra_header_registered(workspace, registry) -> None:
+    from runnerlib.source.base import PrepareContext
+    from runnerlib.source.git import register_vcs_auth
+
+    auth = Path(workspace.root) / "vcs-auth"
+    auth.mkdir()
+    (auth / "gitconfig").write_text('[http "https://git.example.com/"]\n\textraHeader = Authorization: Bearer '
+                                    "hdrTok-1234567890abcdef\n")
+    ctx = PrepareContext(workspace=workspace, registry=registry, env={"REACTORCIDE_VCS_AUTH_DIR": str(auth)})
+    assert register_vcs_auth(ctx) >= 1
+    assert registry.mask_text("token hdrTok-1234567890abcdef end") == "token *** end"
