@@ -797,8 +797,8 @@ class Workspace:
         try:
             while stack:
                 sfd, dfd, where, mode, names = stack[-1]
-                name = next(names, None)
-                if name is None:
+                entry_name = next(names, None)
+                if entry_name is None:
                     stack.pop()
                     try:
                         os.fchmod(dfd, mode & 0o1777)
@@ -806,7 +806,7 @@ class Workspace:
                         os.close(sfd)
                         os.close(dfd)
                     continue
-                child = self._copy_entry(sfd, dfd, name, where, report)
+                child = self._copy_entry(sfd, dfd, entry_name, where, report)
                 if child is not None:
                     enter(*child)
         finally:
