@@ -38,6 +38,7 @@ from runnerlib.source.base import (
 FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 SHORT_SHA = re.compile(r"^[0-9a-f]{4,39}$")
 PULL_REF = re.compile(r"^(?:refs/)?pull/(\d+)/(head|merge)$")
+_BAD_REF = re.compile(r"[\s~^:?*\[\\]|@\{|//|/\.|\.lock$|^/|/$")
 
 # Environment kept from the caller; every other GIT_* variable could redirect git (GIT_DIR,
 # GIT_WORK_TREE, GIT_EXEC_PATH, GIT_CONFIG_PARAMETERS ...) and is dropped.
@@ -222,6 +223,10 @@ def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSo
     ref_field = f"{spec.field_prefix}_ref"
     if spec.url.startswith("-"):
         raise SourceError(f"{field}: must not start with '-'")
+    if spec.ref is not None and (_BAD_REF.search(spec.ref) or ".." in spec.ref):
+        # git check-ref-format rules; ':' would also turn the ref into a refspec of our fetch.
+        raise SourceError(f"{ref_field}: not a valid git ref name (no spaces, '..', ':', '~', '^', '?', '*', "
+                          f"'[' or '\\'): {spec.ref!r}")
     register_vcs_auth(ctx)
     git = Git(ctx, staged, url=spec.url, field=field)
     try:

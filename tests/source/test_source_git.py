@@ -257,3 +257,10 @@ def test_modes_and_symlinks_in_checkout(workspace, registry, env, origin) -> Non
     result = checkout(workspace, registry, clean_env(Path(workspace.root)), origin["url"], "main")
     assert os.stat(result.path / "run.sh").st_mode & stat.S_IXUSR
     assert os.readlink(result.path / "alias") == "run.sh"
+
+
+@pytest.mark.parametrize("ref", ["main:refs/heads/evil", "a..b", "has space", "x~1", "y^", "z?", "refs/heads/*",
+                                 "a\\b", "main@{0}", "refs//x", "x.lock"])
+def test_invalid_ref_names_refused_before_any_fetch(workspace, registry, env, origin, ref) -> None:
+    with pytest.raises(SourceError, match="not a valid git ref name"):
+        checkout(workspace, registry, env, origin["url"], ref)
