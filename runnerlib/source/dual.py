@@ -105,7 +105,8 @@ def prepare_job_sources(*, registry: SecretSink, workspace: Workspace | None = N
     if workspace.is_dir(ci_rel):
         result.ci_locked_entries = lock_ci(workspace, ci_rel)
         if untrusted_uid is not None:
-            workspace.verify_readonly(ci_rel, untrusted_uid, untrusted_gids)
+            # nobody:nogroup style: the untrusted uid's own group counts unless told otherwise.
+            workspace.verify_readonly(ci_rel, untrusted_uid, untrusted_gids or (untrusted_uid,))
             result.ci_verified = True
     elif ci_spec is not None and ci_spec.type != "none":
         raise SourceError(f"ci_source: {workspace.path(ci_rel)} is missing after preparation")

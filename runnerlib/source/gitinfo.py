@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,9 +45,18 @@ def _git(repo: Path, args: list[str], *, registry: SecretSink | None, environ: M
     program = shutil.which("git")
     if not program:
         raise SourceError("the `git` program is not installed; install the Debian package `git`")
-    if not (repo / ".git").exists():
-        raise SourceError(f"code_dir: not a git repository: {repo}")
-    proc = subprocess.run([program, "--no-pager", "-C", str(repo), *args], env=_env(repo, environ),
+    try:
+        git_dir = os.lstat(repo / ".git")
+    except OSError:
+        raise SourceError(f"code_dir: not a git repository: {repo}") from None
+    if not stat.S_ISDIR(git_dir.st_mode):
+        # A symlink or a "gitdir:" file planted by a step could point git at another repository on the
+        # runner's disk and have its history printed here.
+        raise SourceError(f"code_dir: {repo}/.git must be a directory, not a symlink or gitdir file")
+    env = _env(repo, environ)
+    env["GIT_DIR"] = str(repo / ".git")
+    env["GIT_WORK_TREE"] = str(repo)
+    proc = subprocess.run([program, "--no-pager", "-C", str(repo), *args], env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, check=False)
     out, err = proc.stdout, proc.stderr
     if registry is not None:

@@ -129,3 +129,23 @@ def test_git_helper_is_sane(tmp_path) -> None:
     repo.mkdir()
     git(repo, "init", "-q")
     assert (repo / ".git").is_dir()
+
+
+def test_planted_gitdir_file_or_symlink_is_refused(tmp_path, checked_out, origin) -> None:
+    """A step replaces src/.git with a pointer to another repository on the runner's disk."""
+    import shutil as _shutil
+
+    private = tmp_path / "private"
+    private.mkdir()
+    git(private, "init", "-q", "-b", "main")
+    (private / "x").write_text("x")
+    git(private, "add", "x")
+    git(private, "commit", "-q", "-m", "PRIVATE-SUBJECT")
+    _shutil.rmtree(checked_out / ".git")
+    (checked_out / ".git").write_text(f"gitdir: {private / '.git'}\n")
+    with pytest.raises(Exception, match="must be a directory"):
+        repo_info(checked_out)
+    (checked_out / ".git").unlink()
+    os.symlink(private / ".git", checked_out / ".git")
+    with pytest.raises(Exception, match="must be a directory"):
+        repo_info(checked_out)
