@@ -69,3 +69,22 @@ def test_nul_refused(rootfd: int) -> None:
 def test_syscall_number_known_for_common_arches() -> None:
     assert o2._SYSCALL_NUMBERS["x86_64"] == 437
     assert o2._SYSCALL_NUMBERS["aarch64"] == 437
+
+
+def test_auto_falls_back_to_the_walk_when_openat2_is_missing(tmp_path: Path, monkeypatch) -> None:
+    from runnerlib.security import paths
+
+    monkeypatch.setattr(paths._o2, "available", lambda: False)
+    ws = paths.Workspace(tmp_path)
+    assert ws.resolver == "walk"
+    ws.close()
+    with pytest.raises(paths.PathPolicyError, match="openat2 is not available"):
+        paths.Workspace(tmp_path, resolver="openat2")
+
+
+def test_enosys_from_a_seccomp_profile_counts_as_unavailable(monkeypatch) -> None:
+    def enosys(*args, **kwargs):
+        raise OSError(errno.ENOSYS, "blocked")
+
+    monkeypatch.setattr(o2, "openat2", enosys)
+    assert o2._probe() is False
