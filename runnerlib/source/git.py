@@ -145,6 +145,7 @@ class Git:
         self.ctx = ctx
         self.field = field
         self.program = find_program("git", "git", ctx)
+        self._given_url = url  # kept only to hand its credentials to the helper's environment
         self.url = strip_credentials(url)
         self.shown_url = ctx.registry.mask_text(self.url)
         self.config = pinned_config(allow_file_protocol=is_local_url(url))
@@ -166,15 +167,9 @@ class Git:
         return result
 
     def add_config(self, pairs: list[tuple[str, str]]) -> None:
+        """Pin more configuration for the commands that follow."""
         self.config = self.config + pairs
-        extra = {k: v for k, v in self.env.items() if k.startswith("RUNNERLIB_GIT_")}
-        self.env = git_env(self.ctx, url="", config=self.config)
-        if extra:
-            self.env.update(extra)
-            n = int(self.env["GIT_CONFIG_COUNT"])
-            self.env[f"GIT_CONFIG_KEY_{n}"] = "credential.helper"
-            self.env[f"GIT_CONFIG_VALUE_{n}"] = _CRED_HELPER
-            self.env["GIT_CONFIG_COUNT"] = str(n + 1)
+        self.env = git_env(self.ctx, url=self._given_url, config=self.config)
 
 
 def resolve_ref(git: Git, ref: str | None, *, ref_field: str) -> ResolvedRef:
