@@ -888,7 +888,7 @@ class Workspace:
         try:
             yield staged
         except BaseException:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, PathPolicyError):
                 self.rmtree(rel)
                 if created:
                     self.rmtree(dest)  # we made it (empty) for this attempt: leave no trace
