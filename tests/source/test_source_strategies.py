@@ -292,3 +292,44 @@ def test_hg_credentials_not_on_argv_nor_stored(tmp_path, workspace, registry, hg
         proxy.server_close()
         serve.terminate()
         serve.wait(timeout=10)
+
+
+@pytest.mark.skipif(not SVN or not shutil.which("svnserve"), reason="svnserve (subversion) is not installed")
+def test_svn_credentials_on_stdin_never_argv_nor_stored(tmp_path, workspace, registry) -> None:
+    from srchelpers import free_port, wait_port
+
+    password = "svnS3cret-Pw0rd"
+    root = tmp_path / "svnroot"
+    root.mkdir()
+    subprocess.run(["svnadmin", "create", str(root / "repo")], check=True)
+    (root / "repo" / "conf" / "svnserve.conf").write_text(
+        "[general]\nanon-access = none\nauth-access = write\npassword-db = passwd\nrealm = test\n")
+    (root / "repo" / "conf" / "passwd").write_text(f"[users]\nsvnbot = {password}\n")
+    port = free_port()
+    server = subprocess.Popen(["svnserve", "-d", "--foreground", "--listen-host", "127.0.0.1", "--listen-port",
+                               str(port), "-r", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, server)
+        base = f"svn://127.0.0.1:{port}/repo"
+        subprocess.run(["svn", "mkdir", "-q", "-m", "init", "--non-interactive", "--no-auth-cache",
+                        "--config-dir", str(tmp_path / "cfg"), "--username", "svnbot", "--password", password,
+                        f"{base}/trunk"], check=True)
+        wrapper_dir = tmp_path / "wrap"
+        wrapper_dir.mkdir()
+        argv_log = tmp_path / "argv.log"
+        (wrapper_dir / "svn").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {argv_log}\nexec {SVN} "$@"\n')
+        (wrapper_dir / "svn").chmod(0o755)
+        env = dict(os.environ, PATH=f"{wrapper_dir}:{os.environ['PATH']}", HOME=str(tmp_path))
+        url = f"svn://svnbot:{password}@127.0.0.1:{port}/repo/trunk"
+        result = prep(workspace, registry, SourceSpec(type="svn", url=url), env=env)
+        assert result.revision == "1"
+        for piece in fragments(password):
+            assert piece not in argv_log.read_text()
+            assert piece not in all_text_under(result.path)
+            assert piece not in all_text_under(tmp_path / "home") if (tmp_path / "home").exists() else True
+        with pytest.raises(SourceError) as info:
+            prep(workspace, registry, SourceSpec(type="svn", url=url.replace("Pw0rd", "Wrong99")), env=env)
+        assert "Wrong99" not in str(info.value)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
