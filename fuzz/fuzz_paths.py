@@ -27,9 +27,10 @@ RESOLVERS = ["walk"] + (["openat2"] if openat2.available() else [])
 
 
 def _reset() -> None:
-    for top in (ROOT, OUTSIDE):
-        if os.path.lexists(top):
-            Workspace(BASE).rmtree(os.path.basename(top))
+    with Workspace(BASE) as base:
+        for top in (ROOT, OUTSIDE):
+            if os.path.lexists(top):
+                base.rmtree(os.path.basename(top))
     os.makedirs(os.path.join(ROOT, "a", "b"))
     os.makedirs(OUTSIDE)
     with open(os.path.join(OUTSIDE, "secret"), "w") as fh:

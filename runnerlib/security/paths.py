@@ -243,6 +243,16 @@ class Workspace:
     def __enter__(self) -> Workspace:
         return self
 
+    def __del__(self) -> None:
+        # A Workspace dropped without close() must not leak its root fd (found by fuzz_paths).
+        fd = getattr(self, "fd", -1)
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            self.fd = -1
+
     def __exit__(self, *exc: object) -> None:
         self.close()
 

@@ -26,7 +26,8 @@ RESOLVERS = ["walk"] + (["openat2"] if openat2.available() else [])
 def _build(base: Path) -> None:
     root, outside = base / "ws", base / "outside"
     if base.exists():
-        Workspace(base.parent).rmtree(base.name)
+        with Workspace(base.parent) as parent:
+            parent.rmtree(base.name)
     (root / "a" / "b").mkdir(parents=True)
     outside.mkdir()
     (outside / "secret").write_text("SECRET")

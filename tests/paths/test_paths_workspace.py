@@ -382,3 +382,10 @@ def test_wide_trees_do_not_exhaust_file_descriptors(ws: Workspace, tmp_path: Pat
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert report.files == 2600 and report.dirs == 600
+
+
+def test_a_dropped_workspace_closes_its_root_fd(layout: dict[str, Path]) -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        Workspace(layout["root"]).listdir("")
+    assert len(os.listdir("/proc/self/fd")) == before
