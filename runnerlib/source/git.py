@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -49,7 +50,12 @@ _KEEP_GIT_ENV = frozenset({
 _DROP_ENV = frozenset({"GIT_ASKPASS", "SSH_ASKPASS", "SSH_ASKPASS_REQUIRE"})
 
 # The helper answers `get` from two variables of its own environment; nothing reaches argv or disk.
-_CRED_HELPER = ('!f() { test "$1" = get || exit 0; '
+# It answers only for the exact protocol and host:port of the configured URL: after a redirect to another
+# host, git asks again for that host, and must get nothing.
+_CRED_HELPER = ('!f() { test "$1" = get || exit 0; p=; h=; '
+                'while IFS= read -r l; do case "$l" in protocol=*) p="${l#protocol=}";; host=*) h="${l#host=}";; '
+                'esac; done; '
+                'test "$p" = "$RUNNERLIB_GIT_PROTOCOL" && test "$h" = "$RUNNERLIB_GIT_HOST" || exit 0; '
                 "printf 'username=%s\\npassword=%s\\n' \"$RUNNERLIB_GIT_USERNAME\" \"$RUNNERLIB_GIT_PASSWORD\"; }; f")
 
 
@@ -93,6 +99,9 @@ def git_env(ctx: PrepareContext, *, url: str, config: list[tuple[str, str]]) -> 
     pairs = list(config)
     user, password = url_credentials(url)
     if user is not None and url.split(":", 1)[0] in ("http", "https"):
+        parts = urllib.parse.urlsplit(url)
+        env["RUNNERLIB_GIT_PROTOCOL"] = parts.scheme
+        env["RUNNERLIB_GIT_HOST"] = parts.netloc.rpartition("@")[2]
         env["RUNNERLIB_GIT_USERNAME"] = user
         env["RUNNERLIB_GIT_PASSWORD"] = password or ""
         pairs.append(("credential.helper", _CRED_HELPER))

@@ -112,6 +112,14 @@ class _GitHTTP(http.server.BaseHTTPRequestHandler):
 
     def _cgi(self) -> None:
         server = self.server
+        server.auth_seen.append(self.headers.get("Authorization"))  # type: ignore[attr-defined]
+        if server.redirect_to and "/info/refs" in self.path:  # type: ignore[attr-defined]
+            # A moved (or hostile) server sends the client elsewhere before asking for credentials.
+            self.send_response(302)
+            self.send_header("Location", server.redirect_to + self.path)  # type: ignore[attr-defined]
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         expected = "Basic " + base64.b64encode(f"{server.user}:{server.password}".encode()).decode()  # type: ignore[attr-defined]
         if self.headers.get("Authorization") != expected:
             server.denied += 1  # type: ignore[attr-defined]
@@ -158,17 +166,34 @@ class _GitHTTP(http.server.BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
+def start_git_http(base: str, user: str, password: str) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GitHTTP)
+    server.base = base  # type: ignore[attr-defined]
+    server.user = user  # type: ignore[attr-defined]
+    server.password = password  # type: ignore[attr-defined]
+    server.denied = 0  # type: ignore[attr-defined]
+    server.paths = []  # type: ignore[attr-defined]
+    server.auth_seen = []  # type: ignore[attr-defined]
+    server.redirect_to = None  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @pytest.fixture
 def git_http(origin: dict[str, object]):
     """http://127.0.0.1:PORT/origin.git behind Basic auth; yields (server, base URL without credentials)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GitHTTP)
-    server.base = str(Path(origin["bare"]).parent)  # type: ignore[attr-defined,arg-type]
-    server.user = "ci-bot"  # type: ignore[attr-defined]
-    server.password = "tok3n-Xq9vR2mZ8pL4wK7s"  # type: ignore[attr-defined]
-    server.denied = 0  # type: ignore[attr-defined]
-    server.paths = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = start_git_http(str(Path(origin["bare"]).parent), "ci-bot", "tok3n-Xq9vR2mZ8pL4wK7s")  # type: ignore[arg-type]
+    try:
+        yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def evil_http(origin: dict[str, object]):
+    """A second git server (another host:port) that records every Authorization header it is sent."""
+    server = start_git_http(str(Path(origin["bare"]).parent), "someone-else", "other-password")  # type: ignore[arg-type]
     try:
         yield server, f"http://127.0.0.1:{server.server_address[1]}"
     finally:

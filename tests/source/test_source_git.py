@@ -264,3 +264,24 @@ def test_modes_and_symlinks_in_checkout(workspace, registry, env, origin) -> Non
 def test_invalid_ref_names_refused_before_any_fetch(workspace, registry, env, origin, ref) -> None:
     with pytest.raises(SourceError, match="not a valid git ref name"):
         checkout(workspace, registry, env, origin["url"], ref)
+
+
+def test_credentials_not_given_to_the_host_a_redirect_names(tmp_path, workspace, registry, env, git_http,
+                                                             evil_http) -> None:
+    server, base = git_http
+    evil, evil_base = evil_http
+    server.redirect_to = evil_base
+    token = server.password
+    url = f"http://{server.user}:{token}@{base.split('://')[1]}/origin.git"
+    with pytest.raises(SourceError):
+        checkout(workspace, registry, env, url, "main")
+    sent = [h for h in evil.auth_seen if h]
+    decoded = [__import__("base64").b64decode(h.split()[1]).decode() for h in sent]
+    assert all(token not in d for d in decoded)
+    # Without the host check, a helper that answers every request hands the token to the other host.
+    naive = ('!f() { test "$1" = get || exit 0; printf "username=%s\\npassword=%s\\n" '
+             f'"{server.user}" "{token}"; }}; f')
+    subprocess.run(["git", "-c", f"credential.helper={naive}", "ls-remote", f"{base}/origin.git"],
+                   env=dict(env, GIT_TERMINAL_PROMPT="0"), capture_output=True, timeout=60)
+    leaked = [__import__("base64").b64decode(h.split()[1]).decode() for h in evil.auth_seen if h]
+    assert any(token in d for d in leaked)
