@@ -48,7 +48,8 @@ def _say(registry):  # type: ignore[no-untyped-def]
 @click.option("--depth", type=click.IntRange(min=1), default=1, show_default=True, help="Commits to fetch (git).")
 @click.option("--full-history", is_flag=True, help="Fetch all history, branches and tags (git).")
 @click.option("--submodules", is_flag=True, help="Fetch submodules (git) / externals (svn).")
-@click.option("--allow-insecure-transport", is_flag=True, help="Allow http:// tarball URLs.")
+@click.option("--allow-insecure-transport", is_flag=True,
+              help="Allow http:// tarball URLs and credentials in http:// / svn:// URLs.")
 @click.option("--max-entries", type=click.IntRange(min=1), default=None, help="Tarball: most members accepted.")
 @click.option("--max-bytes", type=click.IntRange(min=1), default=None, help="Tarball: most bytes extracted.")
 @_ROOT

@@ -246,6 +246,17 @@ def register_url_credentials(url: str, registry: SecretSink, *, source: str) -> 
     return kinds
 
 
+def refuse_cleartext_credentials(spec: SourceSpec, ctx: PrepareContext) -> None:
+    """Credentials in an http:// (or svn://) URL would cross the network in clear: refuse them unless
+    the user allowed insecure transport. URLs without credentials are not affected."""
+    url = spec.url or ""
+    scheme = url.split(":", 1)[0].lower()
+    user, _ = url_credentials(url)
+    if user is not None and scheme in ("http", "svn") and not ctx.allow_insecure_transport:
+        raise SourceError(f"{spec.field_prefix}_url: credentials in a {scheme}:// URL would be sent unencrypted; "
+                          f"use https:// (or svn+ssh://), or pass --allow-insecure-transport on an isolated network")
+
+
 def strip_credentials(url: str) -> str:
     """`url` without its userinfo password/token (what may be stored on disk or shown)."""
     try:

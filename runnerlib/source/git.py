@@ -29,6 +29,7 @@ from runnerlib.source.base import (
     find_program,
     is_local_url,
     last_lines,
+    refuse_cleartext_credentials,
     register_strategy,
     register_url_credentials,
     run_tool,
@@ -227,6 +228,7 @@ def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSo
     ref_field = f"{spec.field_prefix}_ref"
     if spec.url.startswith("-"):
         raise SourceError(f"{field}: must not start with '-'")
+    refuse_cleartext_credentials(spec, ctx)
     if spec.ref is not None and (_BAD_REF.search(spec.ref) or ".." in spec.ref):
         # git check-ref-format rules; ':' would also turn the ref into a refspec of our fetch.
         raise SourceError(f"{ref_field}: not a valid git ref name (no spaces, '..', ':', '~', '^', '?', '*', "

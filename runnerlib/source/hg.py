@@ -21,6 +21,7 @@ from runnerlib.source.base import (
     fd_cwd,
     find_program,
     last_lines,
+    refuse_cleartext_credentials,
     register_strategy,
     run_tool,
     strip_credentials,
@@ -50,6 +51,7 @@ def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSo
     ref_field = f"{spec.field_prefix}_ref"
     if spec.url.startswith("-"):
         raise SourceError(f"{field}: must not start with '-'")
+    refuse_cleartext_credentials(spec, ctx)
     hg = find_program("hg", "mercurial", ctx)
     shown = ctx.registry.mask_text(strip_credentials(spec.url))
     with tempfile.TemporaryDirectory(prefix="runnerlib-hgrc-") as tmp:

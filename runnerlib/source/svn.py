@@ -20,6 +20,7 @@ from runnerlib.source.base import (
     fd_cwd,
     find_program,
     last_lines,
+    refuse_cleartext_credentials,
     register_strategy,
     run_tool,
     strip_credentials,
@@ -37,6 +38,7 @@ def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSo
     ref_field = f"{spec.field_prefix}_ref"
     if spec.url.startswith("-"):
         raise SourceError(f"{field}: must not start with '-'")
+    refuse_cleartext_credentials(spec, ctx)
     rev = (spec.ref or "HEAD").lstrip("r") if (spec.ref or "").lstrip("r").isdigit() else (spec.ref or "HEAD")
     if not _REVISION.match(rev):
         raise SourceError(f"{ref_field}: not a Subversion revision (a number, HEAD, or {{DATE}}): {spec.ref!r}")

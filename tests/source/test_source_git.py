@@ -18,10 +18,10 @@ pytestmark = pytest.mark.skipif(not __import__("shutil").which("git"), reason="g
 
 
 def checkout(workspace: Workspace, registry: SecretRegistry, env: dict[str, str], url: str, ref: str | None = None,
-             dest: str = "src", lines: list[str] | None = None, **options: object):
+             dest: str = "src", lines: list[str] | None = None, insecure: bool = False, **options: object):
     spec = SourceSpec(type="git", url=url, ref=ref, **options)  # type: ignore[arg-type]
     return prepare_source(spec, dest, workspace=workspace, registry=registry, env=env,
-                          log_line=(lines.append if lines is not None else None))
+                          log_line=(lines.append if lines is not None else None), allow_insecure_transport=insecure)
 
 
 def head(path: Path) -> str:
@@ -178,7 +178,9 @@ def test_url_credentials_are_used_but_never_shown_or_stored(tmp_path, workspace,
     env = dict(env, PATH=f"{wrapper_dir}:{env['PATH']}")
     lines: list[str] = []
     url = f"http://{server.user}:{token}@{base.split('://')[1]}/origin.git"
-    result = checkout(workspace, registry, env, url, "feature", lines=lines)
+    with pytest.raises(SourceError, match="sent unencrypted"):
+        checkout(workspace, registry, env, url, "feature")  # plain http carrying a token: refused by default
+    result = checkout(workspace, registry, env, url, "feature", lines=lines, insecure=True)
     assert head(result.path) == origin["c4"]
     assert server.paths  # authenticated requests reached the backend
     stored = all_text_under(result.path / ".git")
@@ -189,7 +191,7 @@ def test_url_credentials_are_used_but_never_shown_or_stored(tmp_path, workspace,
     assert registry.mask_text(f"x{token}y") == "x***y"
     # A failure message carries the URL, masked, and no part of the token.
     with pytest.raises(SourceError) as info:
-        checkout(workspace, registry, env, url, "missing-ref")
+        checkout(workspace, registry, env, url, "missing-ref", insecure=True)
     assert all(piece not in str(info.value) for piece in fragments(token))
     assert "missing-ref" in str(info.value)
 
@@ -198,7 +200,7 @@ def test_wrong_credentials_fail_fast_without_prompting(workspace, registry, env,
     server, base = git_http
     url = f"http://{server.user}:wrong-password-123@{base.split('://')[1]}/origin.git"
     with pytest.raises(SourceError) as info:
-        checkout(workspace, registry, env, url, "main")
+        checkout(workspace, registry, env, url, "main", insecure=True)
     assert "wrong-password-123" not in str(info.value)
     url_no_creds = f"{base}/origin.git"
     with pytest.raises(SourceError):
@@ -274,7 +276,7 @@ def test_credentials_not_given_to_the_host_a_redirect_names(tmp_path, workspace,
     token = server.password
     url = f"http://{server.user}:{token}@{base.split('://')[1]}/origin.git"
     with pytest.raises(SourceError):
-        checkout(workspace, registry, env, url, "main")
+        checkout(workspace, registry, env, url, "main", insecure=True)
     sent = [h for h in evil.auth_seen if h]
     decoded = [__import__("base64").b64decode(h.split()[1]).decode() for h in sent]
     assert all(token not in d for d in decoded)

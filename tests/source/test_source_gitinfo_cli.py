@@ -101,8 +101,8 @@ def test_cli_refuses_bad_code_dir_with_one_line(tmp_path, origin, code_dir) -> N
 def test_cli_error_with_credentials_is_masked(tmp_path, git_http) -> None:
     server, base = git_http
     url = f"http://{server.user}:{server.password}@{base.split('://')[1]}/origin.git"
-    r = CliRunner().invoke(main, ["checkout", url, "--ref", "no-such-ref", "--workspace-root", str(tmp_path / "job")],
-                           env={"GIT_CONFIG_GLOBAL": "/dev/null"})
+    r = CliRunner().invoke(main, ["checkout", url, "--ref", "no-such-ref", "--workspace-root", str(tmp_path / "job"),
+                                  "--allow-insecure-transport"], env={"GIT_CONFIG_GLOBAL": "/dev/null"})
     assert r.exit_code == 2
     assert "no-such-ref" in r.output
     assert all(piece not in r.output for piece in fragments(server.password))

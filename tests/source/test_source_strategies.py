@@ -19,8 +19,10 @@ HG = shutil.which("hg")
 SVN = shutil.which("svn")
 
 
-def prep(workspace, registry, spec: SourceSpec, dest: str = "src", env: dict[str, str] | None = None):
-    return prepare_source(spec, dest, workspace=workspace, registry=registry, env=env)
+def prep(workspace, registry, spec: SourceSpec, dest: str = "src", env: dict[str, str] | None = None,
+         insecure: bool = False):
+    return prepare_source(spec, dest, workspace=workspace, registry=registry, env=env,
+                          allow_insecure_transport=insecure)
 
 
 # -- copy -------------------------------------------------------------------------------------------
@@ -279,13 +281,16 @@ def test_hg_credentials_not_on_argv_nor_stored(tmp_path, workspace, registry, hg
         (wrapper_dir / "hg").chmod(0o755)
         env = dict(os.environ, PATH=f"{wrapper_dir}:{os.environ['PATH']}")
         url = f"http://hgbot:hgS3cret-Pa55word@127.0.0.1:{proxy.server_address[1]}/"
-        result = prep(workspace, registry, SourceSpec(type="hg", url=url), env=env)
+        with pytest.raises(SourceError, match="sent unencrypted"):
+            prep(workspace, registry, SourceSpec(type="hg", url=url), env=env)
+        result = prep(workspace, registry, SourceSpec(type="hg", url=url), env=env, insecure=True)
         assert result.revision == hg_repo["tip"]
         for piece in fragments("hgS3cret-Pa55word"):
             assert piece not in argv_log.read_text()
             assert piece not in all_text_under(result.path / ".hg")
         with pytest.raises(SourceError) as info:
-            prep(workspace, registry, SourceSpec(type="hg", url=url.replace("Pa55word", "wrong-guess")), env=env)
+            prep(workspace, registry, SourceSpec(type="hg", url=url.replace("Pa55word", "wrong-guess")), env=env,
+                 insecure=True)
         assert "wrong-guess" not in str(info.value)
     finally:
         proxy.shutdown()
@@ -321,14 +326,17 @@ def test_svn_credentials_on_stdin_never_argv_nor_stored(tmp_path, workspace, reg
         (wrapper_dir / "svn").chmod(0o755)
         env = dict(os.environ, PATH=f"{wrapper_dir}:{os.environ['PATH']}", HOME=str(tmp_path))
         url = f"svn://svnbot:{password}@127.0.0.1:{port}/repo/trunk"
-        result = prep(workspace, registry, SourceSpec(type="svn", url=url), env=env)
+        with pytest.raises(SourceError, match="sent unencrypted"):
+            prep(workspace, registry, SourceSpec(type="svn", url=url), env=env)
+        result = prep(workspace, registry, SourceSpec(type="svn", url=url), env=env, insecure=True)
         assert result.revision == "1"
         for piece in fragments(password):
             assert piece not in argv_log.read_text()
             assert piece not in all_text_under(result.path)
             assert piece not in all_text_under(tmp_path / "home") if (tmp_path / "home").exists() else True
         with pytest.raises(SourceError) as info:
-            prep(workspace, registry, SourceSpec(type="svn", url=url.replace("Pw0rd", "Wrong99")), env=env)
+            prep(workspace, registry, SourceSpec(type="svn", url=url.replace("Pw0rd", "Wrong99")), env=env,
+                 insecure=True)
         assert "Wrong99" not in str(info.value)
     finally:
         server.terminate()
