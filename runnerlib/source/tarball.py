@@ -405,7 +405,8 @@ def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSo
     try:
         counts = extract(stream, ctx.workspace, staged.rel, limits=spec.limits, field=field)
     except ArchiveRefused as exc:
-        raise ArchiveRefused(ctx.registry.mask_text(f"{field}: {exc}" if not str(exc).startswith(field) else str(exc))) from None
+        message = str(exc) if str(exc).startswith(field) else f"{field}: {exc}"
+        raise ArchiveRefused(ctx.registry.mask_text(message)) from None
     except PathPolicyError as exc:
         raise ArchiveRefused(ctx.registry.mask_text(f"{field}: archive refused: {exc}")) from None
     except OSError as exc:
