@@ -136,7 +136,8 @@ def check_config_path(field: str, value: str | os.PathLike[str] | None, root: st
     """Normalise a configured directory or file path and require it to lie inside the workspace root.
 
     Relative values are taken relative to `root`. Refused, each with an error naming `field` and the
-    rule: empty values, NUL bytes, `~` (no home expansion happens here), `..` components (so
+    rule: empty values, NUL bytes and other control characters, surrounding whitespace, `~` (no home
+    expansion happens here), `..` components (so
     `/job/../tmp/x` is refused before any normalisation could hide it), paths outside `root` (compared by
     component, so `/jobX` is not inside `/job`), and existing components below the root that are
     symlinks (a link could lead anywhere, now or later).
@@ -155,6 +156,10 @@ def check_config_path(field: str, value: str | os.PathLike[str] | None, root: st
         raise PathPolicyError(field, "must not be empty", value=_describe(text))
     if "\0" in text:
         raise PathPolicyError(field, "must not contain a NUL byte", value=_describe(text))
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise PathPolicyError(field, "must not contain control characters (newline, tab, ...)", value=_describe(text))
+    if text != text.strip():
+        raise PathPolicyError(field, "must not start or end with whitespace", value=_describe(text))
     if text.startswith("~"):
         raise PathPolicyError(field, "must not start with '~' (no home-directory expansion)", value=_describe(text))
     root_text = os.fspath(root)

@@ -26,6 +26,9 @@ from runnerlib.security.paths import PathPolicyError, check_config_path, check_l
         ("/tmp/x", "inside the workspace root"),
         ("src/../../etc", "'..'"),
         (None, "must be set"),
+        ("/job/src\n", "control characters"),
+        ("/job/a\tb", "control characters"),
+        (" /job/src", "whitespace"),
     ],
 )
 def test_refused_values_name_field_and_rule(value: str | None, rule: str) -> None:
