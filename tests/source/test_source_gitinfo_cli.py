@@ -149,3 +149,22 @@ def test_planted_gitdir_file_or_symlink_is_refused(tmp_path, checked_out, origin
     os.symlink(private / ".git", checked_out / ".git")
     with pytest.raises(Exception, match="must be a directory"):
         repo_info(checked_out)
+
+
+def test_cli_checkout_tarball_and_limits(tmp_path) -> None:
+    import io
+    import tarfile
+
+    archive = tmp_path / "src.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for i in range(5):
+            info = tarfile.TarInfo(f"f{i}")
+            info.size = 1
+            tf.addfile(info, io.BytesIO(b"x"))
+    root = tmp_path / "job"
+    ok = run_cli("checkout", str(archive), "--type", "tarball", "--workspace-root", str(root))
+    assert ok.exit_code == 0 and sorted(os.listdir(root / "src")) == [f"f{i}" for i in range(5)]
+    r = CliRunner().invoke(main, ["checkout", str(archive), "--type", "tarball", "--max-entries", "3",
+                                  "--workspace-root", str(root)])
+    assert r.exit_code == 2 and "more than 3 entries" in r.output
+    assert sorted(os.listdir(root / "src")) == [f"f{i}" for i in range(5)]  # the refused archive changed nothing
