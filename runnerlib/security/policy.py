@@ -132,12 +132,10 @@ class SandboxPolicy:
     def for_workspace(cls, root: str, **overrides: Any) -> SandboxPolicy:
         """The default policy for a workspace laid out as root/ci (read-only), root/src, root/artifacts."""
         root = os.path.normpath(root)
-        return cls(
-            read_only_paths=DEFAULT_READ_ONLY + (f"{root}/ci",),
-            read_write_paths=(f"{root}/src", f"{root}/artifacts"),
-            protected_paths=(f"{root}/ci",),
-            **overrides,
-        )
+        overrides.setdefault("read_only_paths", DEFAULT_READ_ONLY + (f"{root}/ci",))
+        overrides.setdefault("read_write_paths", (f"{root}/src", f"{root}/artifacts"))
+        overrides.setdefault("protected_paths", (f"{root}/ci",))
+        return cls(**overrides)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> SandboxPolicy:

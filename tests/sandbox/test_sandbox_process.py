@@ -1,0 +1,177 @@
+"""run_process: masked streaming, no deadlock, timeouts, cancellation, descendants killed, runner death."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from conftest import CHECKOUT, SECRET, STEP_PYTHON, fragments
+
+from runnerlib.execution.process import ProcessError, run_process
+from runnerlib.security import proctree
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_dead(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_output_masked_streamed_and_attributed(registry):
+    seen: list[tuple[str, bytes]] = []
+    result = run_process(f"echo out-{SECRET}; echo err-{SECRET} >&2", registry=registry,
+                         on_output=lambda s, d: seen.append((s, d)))
+    assert result.exit_code == 0
+    everything = result.output + result.stdout + result.stderr + "".join(d.decode() for _, d in seen)
+    for frag in fragments(SECRET):
+        assert frag not in everything
+    assert result.stdout == "out-***\n" and result.stderr == "err-***\n"
+    assert {s for s, _ in seen} == {"stdout", "stderr"}
+
+
+def test_secret_split_across_writes_is_masked(registry):
+    half = len(SECRET) // 2
+    cmd = f"printf '%s' '{SECRET[:half]}'; sleep 0.2; printf '%s\\n' '{SECRET[half:]}'"
+    result = run_process(cmd, registry=registry)
+    assert result.stdout == "***\n"
+
+
+def test_command_line_and_errors_masked(registry, caplog):
+    caplog.set_level(logging.INFO, logger="runnerlib")
+    result = run_process(["/nonexistent/" + SECRET], registry=registry)
+    assert result.exit_code == 127
+    assert SECRET not in (result.reason or "") and "***" in caplog.text
+    for frag in fragments(SECRET):
+        assert frag not in caplog.text
+
+
+def test_no_deadlock_with_large_stdout_and_stderr(registry):
+    # Each stream is larger than a pipe buffer, interleaved: a reader of one pipe at a time would hang.
+    script = ("import sys\nfor i in range(20000):\n"
+              "    sys.stdout.write(f'o{i:06d}\\n'); sys.stderr.write(f'e{i:06d}\\n')\n")
+    result = run_process([STEP_PYTHON, "-c", script], registry=registry, timeout=60)
+    assert result.exit_code == 0
+    out, err = result.stdout.splitlines(), result.stderr.splitlines()
+    assert out == [f"o{i:06d}" for i in range(20000)]  # complete and in order within the stream
+    assert err == [f"e{i:06d}" for i in range(20000)]
+
+
+def test_timeout_sigterm_then_exit_124(registry):
+    result = run_process("sleep 30", registry=registry, timeout=0.3, grace=5)
+    assert result.exit_code == 124 and result.timed_out
+    assert result.duration < 5  # sleep dies on SIGTERM: no need to wait for the grace period
+
+
+def test_timeout_escalates_to_sigkill(registry):
+    result = run_process("trap '' TERM; sleep 30", registry=registry, timeout=0.3, grace=0.3)
+    assert result.exit_code == 124 and result.timed_out
+    assert result.duration < 10
+
+
+def test_cancel_exit_143(registry):
+    ev = threading.Event()
+    threading.Timer(0.2, ev.set).start()
+    result = run_process("sleep 30", registry=registry, cancel_event=ev, grace=1)
+    assert result.exit_code == 143 and result.cancelled
+
+
+def _daemon_script(pidfile: str) -> str:
+    # Double fork + setsid: the grandchild leaves the step's process group and session.
+    return textwrap.dedent(f"""
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                os.closerange(0, 3)
+                open({pidfile!r}, "w").write(str(os.getpid()))
+                time.sleep(60)
+            os._exit(0)
+        time.sleep({{wait}})
+    """)
+
+
+@pytest.mark.parametrize("how", ["exit", "timeout"])
+def test_daemonised_descendants_are_killed(registry, tmp_path, how):
+    pidfile = str(tmp_path / "daemon.pid")
+    script = _daemon_script(pidfile).replace("{wait}", "0.3" if how == "exit" else "30")
+    result = run_process([sys.executable, "-c", script], registry=registry,
+                         timeout=2 if how == "timeout" else None, grace=0.5)
+    pid = int(open(pidfile).read())
+    assert _wait_dead(pid), "the daemonised grandchild survived"
+    assert result.exit_code == (124 if how == "timeout" else 0)
+
+
+def test_daemon_would_survive_a_group_kill(tmp_path):
+    """Control: without the subreaper walk, a process-group kill misses the daemon."""
+    pidfile = str(tmp_path / "daemon.pid")
+    proc = subprocess.Popen([sys.executable, "-c", _daemon_script(pidfile).replace("{wait}", "30")],
+                            start_new_session=True)
+    while not os.path.exists(pidfile) or not open(pidfile).read():
+        time.sleep(0.02)
+    pid = int(open(pidfile).read())
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.2)
+    try:
+        assert _alive(pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_steps_die_with_the_runner(tmp_path):
+    """A runner killed with SIGKILL: the fork server sees EOF and kills every step, daemons included."""
+    pidfile = tmp_path / "step.pid"
+    runner = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {CHECKOUT!r})
+        from runnerlib.execution.process import run_process
+        from runnerlib.security.registry import SecretRegistry
+        run_process("echo $$ > {pidfile}; (setsid sleep 60 &); sleep 60", registry=SecretRegistry())
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", runner])
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    step_pid = int(pidfile.read_text())
+    time.sleep(0.2)
+    supervisor = int(open(f"/proc/{step_pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    tree = [supervisor, *proctree.descendants(supervisor)]
+    assert len(tree) >= 3  # supervisor, the step, the daemonised sleep
+    proc.kill()
+    proc.wait()
+    for pid in tree:
+        assert _wait_dead(pid), f"pid {pid} outlived the runner"
+
+
+def test_bad_arguments_are_one_clear_error(registry):
+    with pytest.raises(ValueError, match="command"):
+        run_process("   ", registry=registry)
+    with pytest.raises(ValueError, match="timeout"):
+        run_process("true", registry=registry, timeout=0)
+
+
+def test_cwd_missing_is_reported_masked(registry):
+    result = run_process("true", registry=registry, cwd=f"/nonexistent/{SECRET}")
+    assert result.exit_code == 126 and not result.refused
+    assert "cwd" in result.reason and SECRET not in result.reason
+
+
+def test_process_error_is_a_runtime_error():
+    assert issubclass(ProcessError, RuntimeError)
