@@ -1,0 +1,119 @@
+"""Sandboxed spawn overhead against a plain subprocess, measured in the same run (medians, ms).
+
+Each sample starts `/bin/true` and waits for its exit and for EOF on its stdout/stderr pipes:
+  plain         subprocess.Popen (own session, two pipes), the baseline
+  trampoline    `python -I -S -c pass` (what a per-step exec trampoline would cost at least)
+  server        through the fork server, no sandbox (trusted steps)
+  sandboxed     through the fork server with the full plan (uid switch as root, no_new_privs, Landlock,
+                seccomp, rlimits, pdeathsig, private tmp creation + removal)
+  run_process   the whole wrapper for an untrusted step (plan, env, masking, reaping), for reference
+Samples are interleaved so that machine noise hits every method alike.
+
+    .venv/bin/python bench/bench_spawn.py [--samples 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from runnerlib.execution.process import run_process
+from runnerlib.security import spawn as sp
+from runnerlib.security.policy import SandboxPolicy
+from runnerlib.security.registry import SecretRegistry
+from runnerlib.security.selfprotect import protect_runner
+
+ENV = {"PATH": "/usr/bin:/bin"}
+
+
+def _drain(*fds: int) -> None:
+    for fd in fds:
+        while os.read(fd, 65536):
+            pass
+        os.close(fd)
+
+
+def plain() -> None:
+    p = subprocess.Popen(["/bin/true"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+                         start_new_session=True)
+    p.communicate()
+
+
+def trampoline() -> None:
+    subprocess.run([sys.executable, "-I", "-S", "-c", "pass"], env=ENV, check=True)
+
+
+def through_server(plan: sp.SandboxPlan | None) -> None:
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        step = sp.spawn(["/bin/true"], env=ENV, cwd="/", plan=plan, stdout=out_w, stderr=err_w)
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    _drain(out_r, err_r)
+    while not step.eof:
+        select.select([step.status_fd], [], [])
+        step.read_events()
+    step.close()
+    assert step.exit_code == 0, step.error
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=200)
+    args = parser.parse_args()
+    protect_runner([])
+    root = tempfile.mkdtemp(prefix="bench-spawn-")
+    os.chmod(root, 0o755)
+    for d in ("ci", "src", "artifacts"):
+        os.mkdir(os.path.join(root, d))
+        os.chmod(os.path.join(root, d), 0o755)
+    policy = SandboxPolicy.for_workspace(root)
+    registry = SecretRegistry()
+    registry.add("bench-secret-value", source="bench")
+
+    def sandboxed() -> None:
+        plan = sp.plan_sandbox(policy)
+        try:
+            through_server(plan)
+        finally:
+            plan.cleanup()
+
+    def wrapper() -> None:
+        r = run_process(["/bin/true"], registry=registry, trusted=False, policy=policy, cwd="/")
+        assert r.exit_code == 0, r.reason
+
+    methods = {"plain": plain, "trampoline": trampoline, "server": lambda: through_server(None),
+               "sandboxed": sandboxed, "run_process": wrapper}
+    sp.start_fork_server()
+    for fn in methods.values():  # warm-up
+        for _ in range(5):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(args.samples):
+        for name, fn in methods.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t) * 1000)
+    shutil.rmtree(root, ignore_errors=True)
+    base = statistics.median(times["plain"])
+    print(f"spawn /bin/true, {args.samples} interleaved samples, uid {os.geteuid()}, median ms "
+          "(extra over plain; target: sandboxed under 5 ms extra)")
+    for name, samples in times.items():
+        med = statistics.median(samples)
+        q = statistics.quantiles(samples, n=10)
+        print(f"  {name:<12} {med:7.2f} ms  (+{med - base:5.2f} ms, x{med / base:4.1f})  p10 {q[0]:6.2f}  p90 {q[-1]:6.2f}")
+    extra = statistics.median(times["sandboxed"]) - base
+    print(f"sandboxed spawn overhead: {extra:.2f} ms extra median -> {'OK' if extra < 5 else 'OVER'} target 5 ms")
+
+
+if __name__ == "__main__":
+    main()
