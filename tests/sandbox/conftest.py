@@ -16,7 +16,7 @@ from runnerlib.execution.process import ProcessResult, run_process
 from runnerlib.security.policy import SandboxPolicy
 from runnerlib.security.probe import probe
 from runnerlib.security.registry import SecretRegistry
-from runnerlib.security.selfprotect import protect_runner
+from runnerlib.security.lowlevel.prctl import PR_GET_DUMPABLE, PR_SET_DUMPABLE, prctl
 
 HERE = Path(__file__).resolve().parent
 CHECKOUT = str(HERE.parent.parent)
@@ -25,9 +25,17 @@ STEP_PYTHON = "/usr/bin/python3"  # reachable by uid 65534 (a venv under /root w
 IS_ROOT = os.geteuid() == 0
 STEP_UID = 65534 if IS_ROOT else os.geteuid()
 
-# The test process plays the runner: like a real one it is non-dumpable before spawning untrusted steps
-# (without this an unprivileged run refuses every step, which test_sandbox_policy checks separately).
-protect_runner([])
+
+
+@pytest.fixture(autouse=True)
+def _runner_not_dumpable():
+    """The test process plays the runner: like a real one (protect_runner) it is non-dumpable while it
+    spawns untrusted steps; without this an unprivileged run refuses every step (tested separately).
+    Restored afterwards so that other areas' tests, run in the same worker, see a normal process."""
+    before = prctl(PR_GET_DUMPABLE)
+    prctl(PR_SET_DUMPABLE, 0)
+    yield
+    prctl(PR_SET_DUMPABLE, before)
 
 
 def fragments(secret: str, size: int = 6) -> list[str]:
