@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from runnerlib.execution.process import ProcessResult, run_process
+from runnerlib.security.lowlevel.prctl import PR_GET_DUMPABLE, PR_SET_DUMPABLE, prctl
 from runnerlib.security.policy import SandboxPolicy
 from runnerlib.security.probe import probe
 from runnerlib.security.registry import SecretRegistry
-from runnerlib.security.lowlevel.prctl import PR_GET_DUMPABLE, PR_SET_DUMPABLE, prctl
 
 HERE = Path(__file__).resolve().parent
 CHECKOUT = str(HERE.parent.parent)
