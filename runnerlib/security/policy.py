@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -138,10 +139,10 @@ class SandboxPolicy:
         return cls(**overrides)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> SandboxPolicy:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SandboxPolicy:
         """Default policy with best_effort taken from REACTORCIDE_SANDBOX_BEST_EFFORT (true/1/yes)."""
-        environ = os.environ if environ is None else environ
-        flag = environ.get(BEST_EFFORT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+        env: Mapping[str, str] = os.environ if environ is None else environ
+        flag = env.get(BEST_EFFORT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
         overrides.setdefault("best_effort", flag)
         return cls(**overrides)
 

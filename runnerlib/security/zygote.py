@@ -33,6 +33,7 @@ import signal
 import socket
 import struct
 import sys
+from typing import Any
 
 if __name__ == "__main__":  # run as a script under -I -S: make the package importable from its checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -144,6 +145,7 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, b
     """In the step process G: wire stdio, new session, apply the plan, exec. Never returns."""
     supervisor = os.getppid()
     stage = "stdio"
+    report: dict[str, Any]
     try:
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
@@ -179,7 +181,7 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, b
     try:
         os.write(errpipe, json.dumps(report).encode())
     finally:
-        os._exit(report["code"])
+        os._exit(int(report["code"]))
 
 
 def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[bool, bytes]) -> None:

@@ -300,3 +300,18 @@ def test_landlock_binding_checks_return_values(tmp_path):
             print("DENIED")
     """)
     assert r.stdout.split() == ["x", "DENIED"], r.stderr
+
+
+segments = st.lists(st.sampled_from(["job", "ci", "src", "a", ".", ".."]), min_size=0, max_size=5)
+
+
+@given(segments)
+def test_policy_never_accepts_a_writable_grant_overlapping_ci(parts):
+    rw = os.path.normpath("/" + "/".join(parts))
+    overlaps = rw in ("/", "/job") or rw == "/job/ci" or rw.startswith("/job/ci/")
+    try:
+        SandboxPolicy(read_write_paths=(rw,))
+    except PolicyError:
+        assert overlaps
+    else:
+        assert not overlaps

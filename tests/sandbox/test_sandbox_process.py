@@ -175,3 +175,18 @@ def test_cwd_missing_is_reported_masked(registry):
 
 def test_process_error_is_a_runtime_error():
     assert issubclass(ProcessError, RuntimeError)
+
+
+def test_concurrent_steps_from_threads(registry, workspace):
+    """The step DAG runs steps from several threads at once: each gets its own output and exit code."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int):
+        trusted = i % 2 == 0
+        return run_process(f"echo step-{i}; echo {SECRET} >&2; exit {i}", registry=registry, trusted=trusted,
+                           policy=None if trusted else workspace.policy(), cwd=str(workspace.src))
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(one, range(12)))
+    for i, r in enumerate(results):
+        assert (r.exit_code, r.stdout, r.stderr) == (i, f"step-{i}\n", "***\n"), r
