@@ -190,3 +190,19 @@ def test_concurrent_steps_from_threads(registry, workspace):
         results = list(pool.map(one, range(12)))
     for i, r in enumerate(results):
         assert (r.exit_code, r.stdout, r.stderr) == (i, f"step-{i}\n", "***\n"), r
+
+
+def test_keep_output_false_streams_only(registry):
+    seen: list[bytes] = []
+    r = run_process(f"echo {SECRET}", registry=registry, keep_output=False, on_output=lambda s, d: seen.append(d))
+    assert r.output == r.stdout == "" and b"".join(seen) == b"***\n"
+
+
+def test_add_mask_from_trusted_step_only(registry, workspace):
+    new = "fresh-value-Zq81xPw"
+    r = run_process(f"echo '::add-mask::{new}'; echo {new}", registry=registry)
+    assert new not in r.output and "***" in r.output
+    other = "other-value-Yt55kLm"
+    r = run_process(f"echo '::add-mask::{other}'; echo {other}", registry=registry, trusted=False,
+                    policy=workspace.policy(), cwd=str(workspace.src))
+    assert other in r.stdout  # an untrusted step cannot register (and so cannot hide its own output)
