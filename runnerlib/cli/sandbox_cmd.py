@@ -50,6 +50,16 @@ def sandbox() -> None:
     """The sandbox for untrusted steps: what this kernel can enforce, the policy, a sandboxed run."""
 
 
+def _default_policy_help() -> str:
+    from runnerlib.security.policy import SandboxPolicy
+
+    # \b keeps click from re-wrapping the lines.
+    return "\n\nThe default policy of an untrusted step:\n\n\b\n" + SandboxPolicy().describe()
+
+
+sandbox.help = (sandbox.help or "") + _default_policy_help()
+
+
 @sandbox.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as JSON.")
 def probe(as_json: bool) -> None:

@@ -266,6 +266,18 @@ class _ForkServer:
 _server = _ForkServer()
 
 
+def _forget_server_in_child() -> None:
+    # A forked copy of the runner (multiprocessing, a plugin) must not share the parent's socket to the
+    # server: requests from two processes would interleave. It starts its own server if it spawns.
+    global _server
+    if _server._sock is not None:
+        _server._sock.close()
+    _server = _ForkServer()
+
+
+os.register_at_fork(after_in_child=_forget_server_in_child)
+
+
 def start_fork_server() -> None:
     """Start the fork server now (optional: it starts on first spawn). Idempotent."""
     with _server._lock:

@@ -206,3 +206,17 @@ def test_add_mask_from_trusted_step_only(registry, workspace):
     r = run_process(f"echo '::add-mask::{other}'; echo {other}", registry=registry, trusted=False,
                     policy=workspace.policy(), cwd=str(workspace.src))
     assert other in r.stdout  # an untrusted step cannot register (and so cannot hide its own output)
+
+
+def test_forked_runner_gets_its_own_fork_server(registry):
+    assert run_process("true", registry=registry).exit_code == 0  # the parent's server is running
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 99
+        try:
+            code = run_process("exit 5", registry=registry).exit_code
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 5
+    assert run_process("exit 3", registry=registry).exit_code == 3  # the parent's still works
