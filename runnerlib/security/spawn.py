@@ -9,7 +9,8 @@ Two halves:
     per-step supervisor (a subreaper) that forks the step, applies the plan and execs. No Python runs
     between fork and exec in this (threaded) process.
 
-Order of application in the step: stdio, setsid, rlimits, Landlock ruleset (opened as root), setgroups([]) +
+Order: the server builds the Landlock ruleset (paths opened with the runner's rights) and forks; in the
+step: stdio, setsid, rlimits, setgroups([]) +
 setresgid + setresuid, PR_SET_PDEATHSIG (after the uid switch, which clears it), PR_SET_NO_NEW_PRIVS,
 Landlock restrict_self, chdir, seccomp, execve.
 
