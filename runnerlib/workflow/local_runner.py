@@ -226,6 +226,7 @@ class LocalWorkflowRunner:
         self._dirs: set[str] = set()
         self._dirs_lock = threading.Lock()
         self._lock = threading.Lock()
+        self._collected: list[JobNode] = []  # finished jobs the loop has collected, in order
         self._cancel = threading.Event()
         self.state_file = self.run_dir / "state.json"
         self.workflow_file = str(Path(workflow.source).resolve()) if workflow.source else None
@@ -581,10 +582,9 @@ class LocalWorkflowRunner:
 
     def _check_var_conflicts(self, node: JobNode) -> None:
         """Two jobs setting one var to different values fail the run (as the coordinator does): no job
-        silently wins by finishing last."""
-        for other in self.nodes.values():
-            if other is node or other.status in ("pending", "running"):
-                continue
+        silently wins by finishing last. Each pair is compared once: against the jobs the loop already
+        collected (a worker thread sets its node's status before the loop collects it)."""
+        for other in self._collected:
             for key in sorted(set(node.vars_out) & set(other.vars_out)):
                 if node.vars_out[key] != other.vars_out[key]:
                     self._record_error(f"var {key} was set to different values by {other.name} and {node.name}")
@@ -610,6 +610,7 @@ class LocalWorkflowRunner:
                 node.finished = time.time()
                 self._finish(node)
                 self._check_var_conflicts(node)
+                self._collected.append(node)
                 if node.workspace is not None and not self._cancel.is_set():
                     self._add_triggered(node)
 
