@@ -433,7 +433,21 @@ class JobRunner:
             status += f": {result.reason}"
         self.log.event(f"finished ({status}) in {result.duration:.2f}s", step=step.name,
                        level="info" if result.exit_code == 0 else "warning")
+        if self.log.debug:
+            self._audit_after(step.name)
         return result
+
+    def _audit_after(self, step_name: str) -> None:
+        """Debug mode: after a step, look in /proc for the job's processes (steps still running, daemons a
+        step left behind, plugins' children) whose cmdline or environ holds a registered secret. A trusted
+        step still running legitimately holds its secret variables; the report says so, masked."""
+        from runnerlib.security.audit import audit
+
+        report = audit(self.registry, root=os.getpid())
+        for finding in report.findings:
+            self.log.event(f"audit: {finding}", step=step_name, level="warning")
+        self.log.event(f"audit after step: {len(report.scanned)} processes scanned, "
+                       f"{len(report.findings)} findings", step=step_name, level="debug")
 
     def _sandbox_policy(self) -> Any:
         """The sandbox of untrusted steps: src and artifacts writable, ci read-only and protected."""

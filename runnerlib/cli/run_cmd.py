@@ -90,6 +90,10 @@ def _load(params: dict[str, Any], job_file: str | None = None, **extra: Any) -> 
     from runnerlib.config import get_config, load_job_file
 
     cli = _cli_layer(params)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and (ctx.find_root().obj or {}).get("debug") and "log_level" not in cli:
+        # `runnerlib --debug run`: debug logs too, and the /proc audit after each step.
+        cli["log_level"] = ("DEBUG", "--debug")
     job = layer = None
     if job_file:
         layer, job, _doc = load_job_file(job_file)

@@ -344,3 +344,37 @@ def test_ctrl_c_cancels_like_sigterm_with_exit_130(ws: Path) -> None:
     assert proc.returncode == 130, out + err
     assert (ws / "cleanup").read_text() == "130"
     assert b"Traceback" not in err
+
+
+# --- `--debug`: the /proc audit after each step (a process still holding a secret is reported, masked) ---
+
+AUDIT_SECRET = "Qm7vX2aUdZk9Lw"
+
+
+def _audit_job(ws: Path) -> Path:
+    # `holder` keeps the secret on its command line while `quick` finishes: the audit after `quick` sees it.
+    job = ws / "job.yaml"
+    job.write_text(
+        "steps:\n"
+        f"  - name: holder\n    command: sh -c 'sleep 3' {AUDIT_SECRET}\n"
+        "  - name: quick\n    command: sleep 0.5\n")
+    return job
+
+
+def test_debug_audit_reports_a_process_holding_a_secret(ws: Path) -> None:
+    r = cli("--debug", "run-job", str(_audit_job(ws)), "--workspace-root", str(ws),
+            env={"REACTORCIDE_SECRET_VALUES_LIST": AUDIT_SECRET})
+    out = r.stdout.decode() + r.stderr.decode()
+    assert r.returncode == 0, out
+    assert "[quick] audit: pid" in out and "exposes a secret in its cmdline" in out
+    assert "cmdline: ***" in out
+    for i in range(len(AUDIT_SECRET) - 5):
+        assert AUDIT_SECRET[i:i + 6] not in out
+
+
+def test_no_audit_without_debug(ws: Path) -> None:
+    r = cli("run-job", str(_audit_job(ws)), "--workspace-root", str(ws),
+            env={"REACTORCIDE_SECRET_VALUES_LIST": AUDIT_SECRET})
+    out = r.stdout.decode() + r.stderr.decode()
+    assert r.returncode == 0, out
+    assert "audit" not in out
