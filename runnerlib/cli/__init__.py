@@ -6,14 +6,14 @@ errors into one clear line (a traceback only with --debug).
 
 from __future__ import annotations
 
-from runnerlib.cli.app import main
 from runnerlib.cli import (  # noqa: F401  (each module registers its commands on `main`)
     mask_cmd,
+    run_cmd,
+    sandbox_cmd,
     secrets_cmd,
     source_cmd,
-    sandbox_cmd,
-    run_cmd,
     workflow_cmd,
 )
+from runnerlib.cli.app import main
 
 __all__ = ["main"]

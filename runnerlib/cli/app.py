@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+
 class RunnerlibGroup(click.Group):
     """Turns uncaught exceptions into one line on stderr (exit 2), unless --debug asks for the traceback."""
 
