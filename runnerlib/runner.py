@@ -342,21 +342,62 @@ class JobRunner:
         config = self.config
         workspace = self._open_workspace()
         self.context.workspace = workspace
-        if (config.source_type or "none") != "none" or (config.ci_source_type or "none") != "none":
+        owner = self._untrusted_owner()
+        prepared_src = (config.source_type or "none") != "none"
+        # Only a src directory the runner makes itself is handed over below (never job_dir: it may be
+        # inside the CI tree).
+        created_src = bool(config.code_dir) and not prepared_src and not os.path.isdir(config.code_dir or "")
+        if prepared_src or (config.ci_source_type or "none") != "none":
             from runnerlib.source import dual
 
             # The uid untrusted steps run as when the runner is root; unprivileged, they share the runner's
             # uid and Landlock (not file modes) keeps them out of the CI tree, so there is nothing to verify.
-            untrusted_uid = 65534 if os.geteuid() == 0 else None
-            sources = dual.prepare_job_sources(config=config, workspace=workspace, registry=self.registry,
-                                               env=self.environ, untrusted_uid=untrusted_uid,
-                                               log=lambda message: self.log.event(message))
+            sources = dual.prepare_job_sources(
+                config=config, workspace=workspace, registry=self.registry, env=self.environ,
+                untrusted_uid=self._sandbox_uid() if os.geteuid() == 0 else None,
+                untrusted_gids=(self._sandbox_uid(gid=True),) if os.geteuid() == 0 else (),
+                src_owner=owner, log=lambda message: self.log.event(message))
             self.context.metadata["sources"] = sources
         # The tree may be pre-mounted, or the job needs none: make sure the directory the job runs in exists,
         # as CI systems do for an empty workspace.
         for directory in dict.fromkeys([config.code_dir, config.job_dir]):
             if directory and not os.path.isdir(directory):
                 workspace.makedirs(directory)
+        if owner is not None:
+            self._hand_over_to_untrusted(workspace, owner, config.code_dir if created_src else None)
+
+    def _untrusted_owner(self) -> tuple[int, int] | None:
+        """(uid, gid) the sandboxed steps run as, when the runner is root and this job may run untrusted code
+        (an untrusted step, --untrusted, or a CI tree whose scripts test the project with run_untrusted);
+        else None. Untrusted steps build in /job/src and write /job/artifacts, as on any CI system."""
+        if os.geteuid() != 0:
+            return None
+        job = self.job
+        may_run_untrusted = (self.config.untrusted or (self.config.ci_source_type or "none") != "none"
+                             or (job is not None and any(s.trust == "untrusted" for s in job.steps)))
+        return (self._sandbox_uid(), self._sandbox_uid(gid=True)) if may_run_untrusted else None
+
+    def _sandbox_uid(self, *, gid: bool = False) -> int:
+        from runnerlib.security.policy import PolicyError
+
+        try:
+            policy = self._sandbox_policy()
+        except PolicyError:
+            from runnerlib.security.policy import NOBODY
+
+            return NOBODY  # the step itself will be refused with the policy's message
+        return policy.gid if gid else policy.uid
+
+    def _hand_over_to_untrusted(self, workspace: Any, owner: tuple[int, int], src: str | None) -> None:
+        """An empty src directory the runner made goes to the sandbox uid (a pre-mounted tree keeps its owner:
+        chowning a developer's checkout would be a surprise; a prepared one was handed over by
+        prepare_job_sources); the artifacts directory becomes world-writable and sticky, like /tmp, so
+        untrusted steps add files but cannot remove the runner's logs."""
+        if src:
+            workspace.chown_tree(src, *owner)
+        artifacts = self.config.artifacts_dir or str(Path(self.config.workspace_root) / "artifacts")
+        workspace.makedirs(artifacts)
+        workspace.chmod(artifacts, 0o1777)
 
     def _run_steps(self, job: Job) -> JobResult:
         config = self.config
