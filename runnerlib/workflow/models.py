@@ -14,12 +14,14 @@ import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -143,6 +145,31 @@ def _string_map(value: Any, what: str) -> dict[str, str]:
     return out
 
 
+def _job_name(value: str) -> str:
+    """A job name as JOB_NAME_RE allows it (it becomes a directory, a label and part of env names)."""
+    if not JOB_NAME_RE.match(value):
+        raise ValueError("must be 1-128 letters, digits, '_', '.', '-', starting with a letter or digit")
+    return value
+
+
+def _optional_duration(value: Any) -> int | None:
+    """Seconds from a number or a duration such as "30m" (see parse_duration); None stays None."""
+    return None if value is None else parse_duration(value)
+
+
+def _priority(value: int | None) -> int | None:
+    """A priority in -1000..1000, or None."""
+    if value is not None and not -1000 <= value <= 1000:
+        raise ValueError("must be between -1000 and 1000")
+    return value
+
+
+# The fields a trigger and a workflow job share, checked the same way in both.
+JobName = Annotated[str, AfterValidator(_job_name)]
+Priority = Annotated[int | None, AfterValidator(_priority)]
+Timeout = Annotated[int | None, BeforeValidator(_optional_duration)]
+
+
 class JobTrigger(BaseModel):
     """One job to start, as written in the triggers file and sent to the coordinator.
 
@@ -156,7 +183,7 @@ class JobTrigger(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    job_name: str
+    job_name: JobName
     depends_on: list[str] = Field(default_factory=list)
     condition: Condition | None = None
     env: dict[str, str] = Field(default_factory=dict)
@@ -168,15 +195,8 @@ class JobTrigger(BaseModel):
     ci_source_ref: str | None = None
     container_image: str | None = None
     job_command: str | None = None
-    priority: int | None = None
-    timeout: int | None = None
-
-    @field_validator("job_name")
-    @classmethod
-    def _job_name(cls, value: str) -> str:
-        if not JOB_NAME_RE.match(value):
-            raise ValueError("must be 1-128 letters, digits, '_', '.', '-', starting with a letter or digit")
-        return value
+    priority: Priority = None
+    timeout: Timeout = None
 
     @field_validator("depends_on", mode="before")
     @classmethod
@@ -197,18 +217,6 @@ class JobTrigger(BaseModel):
     def _source_type(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", value):
             raise ValueError("must be a source type such as git, copy, none")
-        return value
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _timeout(cls, value: Any) -> int | None:
-        return None if value is None else parse_duration(value)
-
-    @field_validator("priority")
-    @classmethod
-    def _priority(cls, value: int | None) -> int | None:
-        if value is not None and not -1000 <= value <= 1000:
-            raise ValueError("must be between -1000 and 1000")
         return value
 
     def to_dict(self) -> dict[str, Any]:
@@ -264,14 +272,14 @@ class WorkflowJob(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    name: str
+    name: JobName
     description: str | None = None
     job_file: str | None = None
     environment: dict[str, str] = Field(default_factory=dict)
     image: str | None = None
     command: str | None = None
-    timeout: int | None = None
-    priority: int | None = None
+    timeout: Timeout = None
+    priority: Priority = None
     depends_on: list[str] = Field(default_factory=list, validation_alias=AliasChoices("depends_on", "needs"))
     condition: Condition = Condition.ALL_SUCCESS
     for_each: list[str] | None = None
@@ -289,13 +297,6 @@ class WorkflowJob(BaseModel):
         if isinstance(data, Mapping) and "depends_on" in data and "needs" in data:
             raise ValueError("give depends_on or its alias needs, not both")
         return data
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not JOB_NAME_RE.match(value):
-            raise ValueError("must be 1-128 letters, digits, '_', '.', '-', starting with a letter or digit")
-        return value
 
     @field_validator("environment", mode="before")
     @classmethod
@@ -328,18 +329,6 @@ class WorkflowJob(BaseModel):
     def _item_var(cls, value: str) -> str:
         if not ENV_NAME_RE.match(value):
             raise ValueError("must be an environment variable name")
-        return value
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _timeout(cls, value: Any) -> int | None:
-        return None if value is None else parse_duration(value)
-
-    @field_validator("priority")
-    @classmethod
-    def _priority(cls, value: int | None) -> int | None:
-        if value is not None and not -1000 <= value <= 1000:
-            raise ValueError("must be between -1000 and 1000")
         return value
 
     @field_validator("code_dir", "job_dir", "working_dir", "job_file")
