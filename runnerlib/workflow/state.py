@@ -13,25 +13,64 @@
 - workflow-output.json (the contract): {"vars": {...}, "outputs": {...}} written by a job through
   `workflow_context().set_output(...)`, and for a whole local run by the local runner.
 
-Both are replaced atomically (temp file, fsync, rename) under a flock on "<file>.lock".
+Both, like the triggers file, are replaced atomically and durably (`replace_file`: temp file, fsync, rename,
+fsync of the directory) under a flock on "<file>.lock" (`locked`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from runnerlib.workflow.triggers_file import locked
-
-__all__ = ["FINISHED", "read_json", "update_json", "write_json"]
+__all__ = ["FINISHED", "locked", "read_json", "replace_file", "update_json", "write_json"]
 
 FINISHED = frozenset({"success", "failed", "skipped", "cancelled"})
 MAX_STATE_BYTES = 16 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the exclusive lock of the shared file `path` (a lock file "<path>.lock" beside it; blocks until free)."""
+    path = Path(path)
+    lock = path.with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def replace_file(path: Path, data: bytes, mode: int) -> None:
+    """Replace `path` with `data`, atomically and durably (caller holds the lock if others write).
+
+    A reader sees the old file or the new one, never a part: the data goes to a temporary file in the same
+    directory (fsync), which is renamed over `path`; the directory is then fsynced so the rename survives a crash.
+    """
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def read_json(path: str | os.PathLike[str], default: Any) -> Any:
@@ -56,19 +95,8 @@ def write_json(path: str | os.PathLike[str], data: Any, *, mode: int = 0o644) ->
     """Replace `path` with `data` as JSON, atomically and durably (caller holds the lock if others write)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    replace_file(path, text.encode("utf-8"), mode)
 
 
 def update_json(path: str | os.PathLike[str], default: Any, change: Callable[[Any], Any]) -> Any:

@@ -22,14 +22,11 @@ fcntl.flock on "<file>.lock", so concurrent flushes from threads or processes ne
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import json
 import os
-import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +34,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from runnerlib.workflow.models import JobTrigger, WorkflowError
+from runnerlib.workflow.state import locked, replace_file
 
 __all__ = ["Operation", "TriggersDocument", "append_operation", "locked", "mark_delivered", "read_triggers"]
 
@@ -93,22 +91,6 @@ class TriggersDocument:
         if delivered:
             data["delivered_jobs"] = delivered
         return data
-
-
-def _lock_path(path: Path) -> Path:
-    return path.with_name(path.name + ".lock")
-
-
-@contextlib.contextmanager
-def locked(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold the exclusive lock of the triggers file `path` (a lock file beside it; blocks until free)."""
-    lock = _lock_path(Path(path))
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def read_triggers(path: str | os.PathLike[str]) -> TriggersDocument:
@@ -194,25 +176,7 @@ def _validated_jobs(raw: list[Any], origin: str, name: str) -> list[dict[str, An
 
 def _write_atomic(path: Path, document: TriggersDocument) -> None:
     data = json.dumps(document.to_json(), indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), FILE_MODE)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    # The rename is durable only once the directory entry is on disk.
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    replace_file(path, data, FILE_MODE)
 
 
 def append_operation(path: str | os.PathLike[str], jobs: Iterable[JobTrigger | dict[str, Any]],
