@@ -25,6 +25,7 @@ import errno
 import os
 import secrets as _random
 import stat
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -36,6 +37,7 @@ __all__ = [
     "PathPolicyError",
     "ReadOnlyViolation",
     "Workspace",
+    "TreeWriter",
     "CopyReport",
     "check_config_path",
     "check_link_target",
@@ -495,23 +497,7 @@ class Workspace:
         dfd = os.dup(self.fd)
         try:
             for i, name in enumerate(parts):
-                created = False
-                try:
-                    os.mkdir(name, mode, dir_fd=dfd)
-                    created = True
-                except FileExistsError:
-                    if i == len(parts) - 1 and not exist_ok:
-                        raise
-                try:
-                    nfd = os.open(name, _O_DIR, dir_fd=dfd)
-                except OSError as exc:
-                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise PathPolicyError("path", "must be a directory, not a symlink or file",
-                                              value=_describe("/".join(parts[: i + 1]))) from None
-                    raise
-                if created:
-                    # mkdir is subject to the umask; the caller asked for `mode`.
-                    os.fchmod(nfd, mode)
+                nfd = _subdir(dfd, name, parts[: i + 1], mode, exist_ok=exist_ok or i < len(parts) - 1)
                 os.close(dfd)
                 dfd = nfd
         finally:
@@ -878,6 +864,10 @@ class Workspace:
             report.skipped.append("/".join(here))
         return None
 
+    def tree_writer(self, rel: str | os.PathLike[str], *, dir_mode: int = 0o700, max_fds: int = 64) -> TreeWriter:
+        """A TreeWriter for the existing directory `rel` (many writes below it without re-resolving)."""
+        return TreeWriter(self, rel, dir_mode=dir_mode, max_fds=max_fds)
+
     # -- staging: replace a directory with nothing half-done ------------------------------------
     @contextlib.contextmanager
     def staging(self, dest_rel: str | os.PathLike[str]) -> Iterator[Staged]:
@@ -949,6 +939,144 @@ class Staged:
         self.committed = True
 
 
+class TreeWriter:
+    """Builds a tree below one workspace directory through directory fds it keeps open (for extraction).
+
+    The directory `rel` is resolved once through the Workspace (openat2 or the walk). Below it, every
+    operation is a single-component *at() call on a directory fd taken from a cache keyed by the
+    directory's path inside the tree, so writing N entries costs N creates, not N resolutions from the
+    root. Each cached fd was opened one component at a time with O_NOFOLLOW | O_DIRECTORY from its
+    parent's fd (a symlink or a file where a directory is expected is refused, as in
+    Workspace.makedirs); a final component is never followed (O_EXCL | O_NOFOLLOW creates, unlinkat,
+    lstat); paths are checked by split_relative (no `..`, no absolute names, no NUL). At most `max_fds`
+    directory fds stay open (least recently used closed first; a closed one is re-opened the same way).
+
+    A cached fd keeps naming the directory it opened, as any fd held during one operation does: use it on
+    a tree nothing else writes meanwhile (a private staging directory). Directories are never removed
+    through it, so no cached fd goes stale.
+
+    >>> with ws.tree_writer("src/.runnerlib-stage-x") as out:    # doctest: +SKIP
+    ...     fd = out.create("pkg/mod.py", 0o600)
+    """
+
+    def __init__(self, workspace: Workspace, rel: str | os.PathLike[str], *, dir_mode: int = 0o700,
+                 max_fds: int = 64) -> None:
+        if max_fds < 2:
+            raise ValueError("max_fds must be at least 2")
+        self.rel = workspace.rel(rel)
+        self.dir_mode = dir_mode
+        self.max_fds = max_fds
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._root = workspace.open_dir(self.rel)
+
+    def close(self) -> None:
+        """Close every cached directory fd and the tree's own fd (idempotent)."""
+        while self._fds:
+            os.close(self._fds.popitem()[1])
+        if self._root >= 0:
+            os.close(self._root)
+            self._root = -1
+
+    def __enter__(self) -> TreeWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_root", -1) >= 0:
+            self.close()
+
+    def _split(self, rel: str | os.PathLike[str]) -> list[str]:
+        parts = split_relative(rel)
+        if not parts:
+            raise PathPolicyError("path", "must name something below the tree, not the tree itself")
+        return parts
+
+    def _dir(self, parts: list[str], *, create: bool) -> int:
+        """A borrowed fd of the directory `parts` (valid until the next _dir call may evict it)."""
+        if not parts:
+            return self._root
+        key = "/".join(parts)
+        fd = self._fds.get(key)
+        if fd is not None:
+            self._fds.move_to_end(key)
+            return fd
+        start, fd = 0, self._root
+        for i in range(len(parts) - 1, 0, -1):  # the deepest ancestor already open
+            cached = self._fds.get("/".join(parts[:i]))
+            if cached is not None:
+                start, fd = i, cached
+                break
+        for i in range(start, len(parts)):
+            nfd = _subdir(fd, parts[i], parts[: i + 1], self.dir_mode if create else None)
+            # Evicting the least recently used never closes nfd (just inserted), and fd is not used again.
+            self._fds["/".join(parts[: i + 1])] = nfd
+            if len(self._fds) > self.max_fds:
+                os.close(self._fds.popitem(last=False)[1])
+            fd = nfd
+        return fd
+
+    def makedirs(self, rel: str | os.PathLike[str]) -> None:
+        """Create the directory `rel` and missing parents (mode dir_mode); an existing directory is fine."""
+        self._dir(self._split(rel), create=True)
+
+    def create(self, rel: str | os.PathLike[str], mode: int = 0o600) -> int:
+        """Create the new regular file `rel` (missing parents made) and return a write fd (caller closes).
+
+        FileExistsError if anything, a symlink included, is already there (O_EXCL | O_NOFOLLOW).
+        """
+        parts = self._split(rel)
+        return os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                       dir_fd=self._dir(parts[:-1], create=True))
+
+    def lstat(self, rel: str | os.PathLike[str]) -> os.stat_result:
+        """stat of `rel` itself (never followed); FileNotFoundError when it or a parent is missing."""
+        parts = self._split(rel)
+        return os.stat(parts[-1], dir_fd=self._dir(parts[:-1], create=False), follow_symlinks=False)
+
+    def remove(self, rel: str | os.PathLike[str]) -> None:
+        """Unlink the file or symlink `rel` (unlinkat refuses a directory, so no cached fd goes stale)."""
+        parts = self._split(rel)
+        os.unlink(parts[-1], dir_fd=self._dir(parts[:-1], create=False))
+
+    def symlink(self, target: str, rel: str | os.PathLike[str]) -> None:
+        """Create the symlink `rel` -> `target`; the target must stay inside this tree (check_link_target)."""
+        parts = self._split(rel)
+        check_link_target(parts, target)
+        os.symlink(target, parts[-1], dir_fd=self._dir(parts[:-1], create=True))
+
+    def link(self, existing_rel: str | os.PathLike[str], rel: str | os.PathLike[str]) -> None:
+        """Hard-link `rel` to the existing non-directory `existing_rel` (neither end followed).
+
+        FileNotFoundError when `existing_rel` (or its parent) does not exist.
+        """
+        src, dst = self._split(existing_rel), self._split(rel)
+        # A duplicate: resolving the destination's parent may evict (close) the source's cached fd.
+        sfd = os.dup(self._dir(src[:-1], create=False))
+        try:
+            st = os.stat(src[-1], dir_fd=sfd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                raise PathPolicyError("hardlink", "must not point at a directory", value=_describe(existing_rel))
+            os.link(src[-1], dst[-1], src_dir_fd=sfd, dst_dir_fd=self._dir(dst[:-1], create=True),
+                    follow_symlinks=False)
+        finally:
+            os.close(sfd)
+
+    def chmod(self, rel: str | os.PathLike[str], mode: int) -> None:
+        """chmod `rel` itself (a symlink is refused rather than followed)."""
+        parts = self._split(rel)
+        fd = self._fds.get("/".join(parts))
+        if fd is not None:  # a directory this writer opened
+            os.fchmod(fd, mode)
+            return
+        fd = os.open(parts[-1], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir(parts[:-1], create=False))
+        try:
+            _fchmod_any(fd, mode)
+        finally:
+            os.close(fd)
+
+
 def _call(visit: Callable[..., None], fd: int, st: os.stat_result, where: str, with_path: bool) -> None:
     if with_path:
         visit(fd, st, where)
@@ -1017,6 +1145,36 @@ def _clear_dir_fd(top: int, *, keep: tuple[str, ...] = ()) -> None:
     finally:
         for fd, _ in stack:
             os.close(fd)
+
+
+def _subdir(dir_fd: int, name: str, where: list[str], mode: int | None, *, exist_ok: bool = True) -> int:
+    """An fd (the caller's) of the directory `name` in `dir_fd`, never through a symlink or onto a file.
+
+    With `mode`, the directory is created first if missing, and gets exactly `mode` (mkdir is subject to
+    the umask). `where` (its path) is for the error message.
+    """
+    made = False
+    if mode is not None:
+        try:
+            os.mkdir(name, mode, dir_fd=dir_fd)
+            made = True
+        except FileExistsError:
+            if not exist_ok:
+                raise
+    try:
+        fd = os.open(name, _O_DIR, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise PathPolicyError("path", "must be a directory, not a symlink or file",
+                                  value=_describe("/".join(where))) from None
+        raise
+    if made:
+        try:
+            os.fchmod(fd, mode)  # type: ignore[arg-type]  # made implies mode is not None
+        except BaseException:
+            os.close(fd)
+            raise
+    return fd
 
 
 def _make_searchable(dir_fd: int, name: str) -> None:

@@ -23,11 +23,18 @@ import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, TypeVar
 
-from runnerlib.security.paths import PathPolicyError, Staged, Workspace, check_link_target, split_relative
+from runnerlib.security.paths import (
+    PathPolicyError,
+    Staged,
+    TreeWriter,
+    Workspace,
+    check_link_target,
+    split_relative,
+)
 from runnerlib.source.base import (
     PrepareContext,
     PreparedSource,
@@ -38,6 +45,7 @@ from runnerlib.source.base import (
     strip_credentials,
     url_credentials,
 )
+from runnerlib.source.tarheader import FastTarInfo
 
 _CHUNK = 1 << 20
 DEFAULT_LIMITS = SourceLimits()
@@ -170,16 +178,17 @@ def extract(stream: BinaryIO, workspace: Workspace, dest_rel: str, *, limits: So
     Returns counts {"entries", "files", "dirs", "symlinks", "hardlinks", "bytes"}.
     """
     counts = {"entries": 0, "files": 0, "dirs": 0, "symlinks": 0, "hardlinks": 0, "bytes": 0}
-    made_dirs: set[str] = {""}
     dir_modes: list[tuple[str, int]] = []
     # A local, uncompressed archive is read in seekable mode so member data can be copied in the kernel
     # (copy_file_range from the archive's fd); everything else is streamed once, never seeking.
     fast_fd = _plain_local_fd(stream)
     try:
-        tf = tarfile.open(fileobj=stream, mode="r:" if fast_fd is not None else "r|*")
+        tf = tarfile.open(fileobj=stream, mode="r:" if fast_fd is not None else "r|*", tarinfo=FastTarInfo)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ArchiveRefused(f"{field}: not a readable tar archive ({exc})") from None
-    with tf:
+    # One TreeWriter for the whole archive: directory fds stay open, so a member costs one checked
+    # create below its (cached) parent instead of a resolution from the workspace root.
+    with tf, workspace.tree_writer(dest_rel) as out:
         for info in _members(tf, field):
             counts["entries"] += 1
             if counts["entries"] > limits.max_entries:
@@ -189,55 +198,61 @@ def extract(stream: BinaryIO, workspace: Workspace, dest_rel: str, *, limits: So
             if not parts:
                 continue  # the "./" entry: the destination itself
             try:
-                _extract_member(workspace, dest_rel, tf, info, member, parts, made_dirs, dir_modes, counts,
-                                limits, field, fast_fd)
+                _extract_member(out, tf, info, member, "/".join(parts), dir_modes, counts, limits, field, fast_fd)
             except PathPolicyError as exc:
                 raise ArchiveRefused(f"archive member {shown_name(member.name)} refused: {exc.rule}") from None
-    if counts["entries"] == 0:
-        # tarfile reads a few garbage bytes as an empty archive; GNU tar calls that "not a tar archive".
-        raise ArchiveRefused(f"{field}: archive is empty or not a tar archive")
-    # Directory modes last (deepest first), so a read-only directory did not block its own content.
-    for target, mode in reversed(dir_modes):
-        workspace.chmod(target, mode)
+        if counts["entries"] == 0:
+            # tarfile reads a few garbage bytes as an empty archive; GNU tar calls that "not a tar archive".
+            raise ArchiveRefused(f"{field}: archive is empty or not a tar archive")
+        # Directory modes last (deepest first), so a read-only directory did not block its own content.
+        for target, mode in reversed(dir_modes):
+            out.chmod(target, mode)
     return counts
 
 
-def _extract_member(workspace: Workspace, dest_rel: str, tf: tarfile.TarFile, info: tarfile.TarInfo,
-                    member: Member, parts: list[str], made_dirs: set[str], dir_modes: list[tuple[str, int]],
-                    counts: dict[str, int], limits: SourceLimits, field: str, fast_fd: int | None) -> None:
-    """Write one validated member below dest_rel, through the Workspace only."""
-    rel_in = "/".join(parts)
-    parent = "/".join(parts[:-1])
-    if parent not in made_dirs:
-        workspace.makedirs(f"{dest_rel}/{parent}", 0o700)
-        made_dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
-    target = f"{dest_rel}/{rel_in}"
+def _extract_member(out: TreeWriter, tf: tarfile.TarFile, info: tarfile.TarInfo, member: Member, rel: str,
+                    dir_modes: list[tuple[str, int]], counts: dict[str, int], limits: SourceLimits, field: str,
+                    fast_fd: int | None) -> None:
+    """Write one validated member at `rel` (inside the tree), through the TreeWriter only.
+
+    A later member replaces an earlier one of the same name (as tar does), except a directory; a
+    directory member over an existing directory just sets its mode.
+    """
     if member.kind == "dir":
-        if rel_in not in made_dirs:
-            _clear_non_dir(workspace, target, rel_in)
-            workspace.makedirs(target, 0o700)
-            made_dirs.add(rel_in)
-        dir_modes.append((target, stat.S_IMODE(member.mode) | stat.S_IRWXU))
+        _clear_non_dir(out, rel, member.name, keep_dir=True)
+        out.makedirs(rel)
+        dir_modes.append((rel, stat.S_IMODE(member.mode) | stat.S_IRWXU))
         counts["dirs"] += 1
     elif member.kind == "file":
         counts["bytes"] += member.size
         if counts["bytes"] > limits.max_total_bytes:
             raise ArchiveRefused(f"{field}: archive expands beyond the limit of {limits.max_total_bytes} bytes")
-        _write_file(workspace, target, tf, info, fast_fd, rel_in)
+        fd = _replacing(out, rel, member.name, lambda: out.create(rel, 0o600))
+        _write_file(fd, tf, info, fast_fd)
         counts["files"] += 1
     elif member.kind == "symlink":
-        _clear_non_dir(workspace, target, rel_in)
-        workspace.symlink(member.linkname, target)
+        _replacing(out, rel, member.name, lambda: out.symlink(member.linkname, rel))
         counts["symlinks"] += 1
     else:  # hardlink, validated: a relative path to an earlier member
-        source = f"{dest_rel}/{'/'.join(split_relative(member.linkname))}"
-        _clear_non_dir(workspace, target, rel_in)
+        source = "/".join(split_relative(member.linkname))
         try:
-            workspace.link(source, target)
+            _replacing(out, rel, member.name, lambda: out.link(source, rel))
         except FileNotFoundError:
             raise ArchiveRefused(f"archive member {shown_name(member.name)} refused: hard link to a member "
                                  f"that is not earlier in the archive ({member.linkname!r})") from None
         counts["hardlinks"] += 1
+
+
+_T = TypeVar("_T")
+
+
+def _replacing(out: TreeWriter, rel: str, name: str, make: Callable[[], _T]) -> _T:
+    """make() the entry at `rel`; if something is there already, replace it (never a directory)."""
+    try:
+        return make()
+    except FileExistsError:
+        _clear_non_dir(out, rel, name)
+        return make()
 
 
 def _members(tf: tarfile.TarFile, field: str) -> Iterator[tarfile.TarInfo]:
@@ -254,15 +269,17 @@ def _members(tf: tarfile.TarFile, field: str) -> Iterator[tarfile.TarInfo]:
         yield info
 
 
-def _clear_non_dir(workspace: Workspace, target: str, name: str | None = None) -> None:
-    """A later member replaces an earlier one of the same name (as tar does), except a directory."""
+def _clear_non_dir(out: TreeWriter, rel: str, name: str, *, keep_dir: bool = False) -> None:
+    """Remove what is at `rel` unless it is a directory: then refuse it, or leave it with `keep_dir`."""
     try:
-        st = workspace.lstat(target)
+        st = out.lstat(rel)
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
-        raise ArchiveRefused(f"archive member {shown_name(name or target)} refused: replaces a directory")
-    workspace.remove(target)
+        if keep_dir:
+            return
+        raise ArchiveRefused(f"archive member {shown_name(name)} refused: replaces a directory")
+    out.remove(rel)
 
 
 def _plain_local_fd(stream: BinaryIO) -> int | None:
@@ -297,14 +314,8 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int, size: int) -> None:
         done += n
 
 
-def _write_file(workspace: Workspace, target: str, tf: tarfile.TarFile, info: tarfile.TarInfo,
-                fast_fd: int | None = None, name: str | None = None) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    try:
-        fd = workspace.open(target, flags, 0o600)
-    except FileExistsError:
-        _clear_non_dir(workspace, target, name)
-        fd = workspace.open(target, flags, 0o600)
+def _write_file(fd: int, tf: tarfile.TarFile, info: tarfile.TarInfo, fast_fd: int | None) -> None:
+    """Write the member's data, mode and mtime to the new file `fd`, and close it."""
     try:
         if fast_fd is not None and info.sparse is None:
             _copy_range(fast_fd, fd, info.offset_data, info.size)

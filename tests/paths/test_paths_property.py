@@ -1,4 +1,4 @@
-"""Property test: random Workspace operations on hostile paths never touch anything outside the root.
+"""Property test: random Workspace (and TreeWriter) operations on hostile paths never touch anything outside.
 
 The same idea as fuzz/fuzz_paths.py, with hypothesis, for both resolvers.
 """
@@ -19,7 +19,8 @@ from runnerlib.security.paths import PathPolicyError, Workspace
 
 COMPONENTS = ["a", "b", "..", ".", "", "out", "abs", "dot", "up", "in", "f"]
 OPS = ["read", "read-follow", "write", "makedirs", "rmtree", "remove", "chmod", "symlink", "list", "copy_in",
-       "make_readonly", "clear"]
+       "make_readonly", "clear", "tw-create", "tw-makedirs", "tw-symlink", "tw-link", "tw-link-from", "tw-chmod",
+       "tw-remove"]
 RESOLVERS = ["walk"] + (["openat2"] if openat2.available() else [])
 
 
@@ -40,13 +41,14 @@ def _build(base: Path) -> None:
     os.symlink("b", root / "a" / "in")
 
 
-def _state(outside: Path) -> list[tuple[str, bytes, int]]:
+def _state(outside: Path) -> list[tuple[str, bytes, int, int]]:
     out = []
     for dirpath, dirs, files in os.walk(outside):
         for name in dirs + files:
             p = Path(dirpath) / name
             data = p.read_bytes() if p.is_file() else b""
-            out.append((str(p), data, os.lstat(p).st_mode))
+            st = os.lstat(p)
+            out.append((str(p), data, st.st_mode, st.st_nlink))  # nlink: a hard link made to it
     return sorted(out)
 
 
@@ -57,8 +59,34 @@ def base():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _apply_tree_writer(ws: Workspace, op: str, rel: str) -> None:
+    # The writer for the whole workspace and for the directory "a" (links planted in both).
+    with ws.tree_writer("a" if rel.startswith("a/") else "") as out:
+        sub = rel[2:] if rel.startswith("a/") else rel
+        if op == "tw-create":
+            fd = out.create(sub)
+            try:
+                os.write(fd, b"pwned")
+            finally:
+                os.close(fd)
+        elif op == "tw-makedirs":
+            out.makedirs(sub)
+        elif op == "tw-symlink":
+            out.symlink("../../outside/secret", sub)
+        elif op == "tw-link":
+            out.link(sub, "hard")
+        elif op == "tw-link-from":
+            out.link("f" if rel.startswith("a/") else "a/f", sub)
+        elif op == "tw-chmod":
+            out.chmod(sub, 0o777)
+        else:
+            out.remove(sub)
+
+
 def _apply(ws: Workspace, op: str, rel: str, base: Path) -> None:
-    if op == "read":
+    if op.startswith("tw-"):
+        _apply_tree_writer(ws, op, rel)
+    elif op == "read":
         ws.read_bytes(rel)
     elif op == "read-follow":
         ws.read_bytes(rel, follow_symlinks=True)
