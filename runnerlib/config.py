@@ -27,7 +27,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from runnerlib.jobs import Document, Job, JobDefinitionError, StepSpec, load_document, steps_from_data
+from runnerlib.jobs import (
+    Document,
+    EnvNames,
+    EnvVars,
+    Job,
+    JobDefinitionError,
+    StepSpec,
+    load_document,
+    steps_from_data,
+)
 
 SourceType = Literal["git", "copy", "tarball", "hg", "svn", "none"]
 LogFormat = Literal["text", "json"]
@@ -69,7 +78,7 @@ class JobConfig(BaseModel):
     job_name: str = Field("job", description="Name of the job (and of its single step in simple mode).")
     job_command: str | None = Field(None, description="Shell command of the job (simple mode).")
     job_args: list[str] | None = Field(None, description="argv of the job, run without a shell (`run -- CMD ARGS`).")
-    job_env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the steps.")
+    job_env: EnvVars = Field(default_factory=dict, description="Extra environment for the steps.")
     vars: dict[str, str] = Field(default_factory=dict, description="Job variables usable in step conditions.")
     untrusted: bool = Field(False, description="Run the job command as an untrusted (sandboxed) step.")
     runner_image: str | None = Field(None, description="Container image (container mode).")
@@ -78,7 +87,7 @@ class JobConfig(BaseModel):
 
     # Secrets.
     secret_values_list: list[str] = Field(default_factory=list, description="Secret values (comma-separated).")
-    secret_env_names: list[str] = Field(default_factory=list, description="Names of env variables holding secrets.")
+    secret_env_names: EnvNames = Field(default_factory=list, description="Names of env variables holding secrets.")
     secrets_file: str | None = Field(None, description="A file of secrets (JSON, YAML or KEY=VALUE).")
     secrets_fd: int | None = Field(None, ge=0, description="An inherited file descriptor to read secrets from.")
 
@@ -124,22 +133,6 @@ class JobConfig(BaseModel):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("secret_env_names")
-    @classmethod
-    def _env_names(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-                raise ValueError(f"{name!r} is not a valid environment variable name")
-        return value
-
-    @field_validator("job_env")
-    @classmethod
-    def _job_env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
-        return value
 
     @field_validator("job_name")
     @classmethod

@@ -21,15 +21,30 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from runnerlib.execution.conditions import Condition, ConditionError, parse_condition
 
 STEP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 Trust = Literal["trusted", "untrusted"]
+_Names = TypeVar("_Names", bound=Iterable[str])
+
+
+def check_env_names(names: _Names) -> _Names:
+    """`names` (a list of names, or a mapping by name) unchanged; ValueError for a name no shell could export."""
+    for name in names:
+        if not ENV_NAME_RE.match(name):
+            raise ValueError(f"{name!r} is not a valid environment variable name")
+    return names
+
+
+# An environment to add (step env, job_env), and a list of variable names: every name a valid one.
+EnvVars = Annotated[dict[str, str], AfterValidator(check_env_names)]
+EnvNames = Annotated[list[str], AfterValidator(check_env_names)]
 
 
 class JobDefinitionError(ValueError):
@@ -81,7 +96,7 @@ class StepSpec(BaseModel):
                     "e.g. branch == 'main' and event_type != 'pull_request_opened'.")
     timeout: float | None = Field(default=None, gt=0, description="Seconds; exit 124 when exceeded.")
     retries: int = Field(default=0, ge=0, le=10, description="Extra attempts after a failure or timeout.")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for this step.")
+    env: EnvVars = Field(default_factory=dict, description="Extra environment for this step.")
     working_dir: str | None = Field(default=None, description="Directory the step runs in.")
     trust: Trust = Field(default="trusted",
                          description="untrusted steps run sandboxed with no secrets and no socket.")
@@ -110,14 +125,6 @@ class StepSpec(BaseModel):
     def _deps(cls, value: Any) -> Any:
         # `depends_on: build` is a common shorthand for a one-element list.
         return [value] if isinstance(value, str) else value
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
-        return value
 
     @field_validator("condition")
     @classmethod
