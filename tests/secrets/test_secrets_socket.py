@@ -162,6 +162,14 @@ def test_uid_not_allowed_refused_even_with_the_token(registry):
             register_secret(value, socket_path=server.path, token=server.token)
 
 
+@pytest.fixture
+def shared_dir():
+    """A directory uid 65534 can enter (for the server's socket link), removed after the test."""
+    path = shared_tmpdir()
+    yield path
+    shutil.rmtree(path)
+
+
 def _attacker(server_path: str, token: str, value: str, linkdir: str) -> subprocess.CompletedProcess:
     """Run the client as uid 65534 against a hard link of the socket in a world-enterable directory.
 
@@ -187,50 +195,38 @@ def _attacker(server_path: str, token: str, value: str, linkdir: str) -> subproc
 
 @pytest.mark.root
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to run a process as uid 65534")
-def test_attacker_uid_with_stolen_token_refused(registry):
+def test_attacker_uid_with_stolen_token_refused(registry, shared_dir):
     value = new_secret()
-    linkdir = shared_tmpdir()
-    try:
-        with SecretSocketServer(registry, allowed_uids={0}, parent_dir=linkdir) as server:
-            proc = _attacker(server.path, server.token, value, linkdir)
-            assert proc.returncode == 3, proc.stderr
-            assert b"uid 65534 is not allowed" in proc.stdout
-            assert value.encode() not in registry.secrets()
-            assert server.stats["refused_uid"] == 1
-    finally:
-        shutil.rmtree(linkdir)
+    with SecretSocketServer(registry, allowed_uids={0}, parent_dir=shared_dir) as server:
+        proc = _attacker(server.path, server.token, value, shared_dir)
+        assert proc.returncode == 3, proc.stderr
+        assert b"uid 65534 is not allowed" in proc.stdout
+        assert value.encode() not in registry.secrets()
+        assert server.stats["refused_uid"] == 1
 
 
 @pytest.mark.root
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to run a process as uid 65534")
-def test_same_request_from_an_allowed_uid_is_accepted(registry):
+def test_same_request_from_an_allowed_uid_is_accepted(registry, shared_dir):
     """The control of the test above: allow 65534 and the very same attack registers the value."""
     value = new_secret()
-    linkdir = shared_tmpdir()
-    try:
-        with SecretSocketServer(registry, allowed_uids={0, 65534}, parent_dir=linkdir) as server:
-            proc = _attacker(server.path, server.token, value, linkdir)
-            assert proc.returncode == 0, proc.stdout + proc.stderr
-            assert value.encode() in registry.secrets()
-    finally:
-        shutil.rmtree(linkdir)
+    with SecretSocketServer(registry, allowed_uids={0, 65534}, parent_dir=shared_dir) as server:
+        proc = _attacker(server.path, server.token, value, shared_dir)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert value.encode() in registry.secrets()
 
 
 @pytest.mark.root
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to run a process as uid 65534")
-def test_other_uid_cannot_even_reach_the_socket(registry):
+def test_other_uid_cannot_even_reach_the_socket(registry, shared_dir):
     """The directory is the first fence: uid 65534 cannot traverse the runner's 0700 directory."""
     value = new_secret()
-    parent = shared_tmpdir()
-    try:
-        with SecretSocketServer(registry, allowed_uids={0, 65534}, parent_dir=parent) as server:
-            script = "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])"
-            proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PYTHON, "-c",
-                                   script, server.path], capture_output=True, timeout=60, cwd="/")
-            assert proc.returncode != 0 and b"PermissionError" in proc.stderr
-            assert value.encode() not in registry.secrets()
-    finally:
-        shutil.rmtree(parent)
+    with SecretSocketServer(registry, allowed_uids={0, 65534}, parent_dir=shared_dir) as server:
+        script = "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])"
+        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PYTHON, "-c",
+                               script, server.path], capture_output=True, timeout=60, cwd="/")
+        assert proc.returncode != 0 and b"PermissionError" in proc.stderr
+        assert value.encode() not in registry.secrets()
 
 
 # --- bad input: a clear JSON error, and the server keeps serving -------------------------------------------
