@@ -14,17 +14,22 @@ from runnerlib.security.inband import AddMaskFilter, unescape_command_data
 from runnerlib.security.registry import SecretRegistry
 
 
-def run_through(data: bytes, cuts: list[int], *, trusted: bool, registry: SecretRegistry | None = None):
-    """Feed `data` cut at `cuts` through AddMaskFilter -> live MaskedStream; return (output, registry)."""
-    registry = registry or SecretRegistry()
-    out: list[bytes] = []
-    stage = AddMaskFilter(registry, registry.stream(out.append), trusted=trusted, source="test step")
+def write_in_pieces(stage: AddMaskFilter, data: bytes, cuts: list[int]) -> None:
+    """Write `data` to `stage` in pieces split at `cuts` (out-of-range and repeated cuts ignored), then close."""
     points = sorted({c for c in cuts if 0 < c < len(data)})
     start = 0
     for point in [*points, len(data)]:
         stage.write(data[start:point])
         start = point
     stage.close()
+
+
+def run_through(data: bytes, cuts: list[int], *, trusted: bool, registry: SecretRegistry | None = None):
+    """Feed `data` cut at `cuts` through AddMaskFilter -> live MaskedStream; return (output, registry)."""
+    registry = registry or SecretRegistry()
+    out: list[bytes] = []
+    stage = AddMaskFilter(registry, registry.stream(out.append), trusted=trusted, source="test step")
+    write_in_pieces(stage, data, cuts)
     return b"".join(out), registry
 
 
@@ -150,12 +155,7 @@ def test_trusted_passes_non_command_lines_unchanged(lines, cuts):
     data = b"\n".join(lines)
     out: list[bytes] = []
     stage = AddMaskFilter(SecretRegistry(), out.append, trusted=True)
-    points = sorted({c for c in cuts if 0 < c < len(data)})
-    start = 0
-    for point in [*points, len(data)]:
-        stage.write(data[start:point])
-        start = point
-    stage.close()
+    write_in_pieces(stage, data, cuts)
     assert b"".join(out) == data
 
 
@@ -228,10 +228,5 @@ def test_streaming_equals_the_whole_input_reference(data, cuts):
     registry = RecordingRegistry()
     out: list[bytes] = []
     stage = AddMaskFilter(registry, out.append, trusted=True)
-    points = sorted({c for c in cuts if 0 < c < len(data)})
-    start = 0
-    for point in [*points, len(data)]:
-        stage.write(data[start:point])
-        start = point
-    stage.close()
+    write_in_pieces(stage, data, cuts)
     assert (b"".join(out), registry.values) == reference(data)
