@@ -1187,22 +1187,23 @@ def _make_searchable(dir_fd: int, name: str) -> None:
         os.close(pfd)
 
 
-def _unlink_in(dir_fd: int, name: str) -> None:
+def _in_writable_dir(remove: Callable[..., None], dir_fd: int, name: str) -> None:
+    """remove(name, dir_fd=dir_fd); if the directory is read-only (make_readonly), make it writable by
+    its owner and try once more."""
     try:
-        os.unlink(name, dir_fd=dir_fd)
+        remove(name, dir_fd=dir_fd)
     except PermissionError:
         _fchmod_any(dir_fd, stat.S_IMODE(os.fstat(dir_fd).st_mode) | stat.S_IRWXU)
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
+        remove(name, dir_fd=dir_fd)
+
+
+def _unlink_in(dir_fd: int, name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):  # already gone: that is what we wanted
+        _in_writable_dir(os.unlink, dir_fd, name)
 
 
 def _rmdir_in(dir_fd: int, name: str) -> None:
-    try:
-        os.rmdir(name, dir_fd=dir_fd)
-    except PermissionError:
-        _fchmod_any(dir_fd, stat.S_IMODE(os.fstat(dir_fd).st_mode) | stat.S_IRWXU)
-        os.rmdir(name, dir_fd=dir_fd)
+    _in_writable_dir(os.rmdir, dir_fd, name)
 
 
 def copy_fd(src: int, dst: int, *, limit: int | None = None) -> int:

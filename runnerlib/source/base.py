@@ -257,6 +257,22 @@ def refuse_cleartext_credentials(spec: SourceSpec, ctx: PrepareContext) -> None:
                           f"use https:// (or svn+ssh://), or pass --allow-insecure-transport on an isolated network")
 
 
+def check_vcs_url(spec: SourceSpec, ctx: PrepareContext) -> tuple[str, str, str]:
+    """The checks every VCS strategy (git, hg, svn) makes first; returns (url, url field, ref field).
+
+    Refused: a URL starting with '-' (the program would read it as an option) and credentials that
+    would cross the network in clear (refuse_cleartext_credentials).
+    """
+    field = f"{spec.field_prefix}_url"
+    url = spec.url or ""
+    if not url:
+        raise SourceError(f"{field}: is required for {spec.field_prefix}_type {spec.type}")
+    if url.startswith("-"):
+        raise SourceError(f"{field}: must not start with '-'")
+    refuse_cleartext_credentials(spec, ctx)
+    return url, field, f"{spec.field_prefix}_ref"
+
+
 def strip_credentials(url: str) -> str:
     """`url` without its userinfo password/token (what may be stored on disk or shown)."""
     try:
@@ -333,6 +349,13 @@ def last_lines(text: str, n: int = 6) -> str:
     """The last `n` non-empty lines of `text`, joined with ' | ' (for one-line errors)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " | ".join(lines[-n:])
+
+
+def staged_cwd(staged: Staged) -> tuple[int, str]:
+    """A directory fd of the staging directory (the caller closes it; pass it in pass_fds) and a cwd for
+    a child process that names it (fd_cwd), or the staging path where /proc is missing."""
+    fd = staged.open_fd()
+    return fd, fd_cwd(fd) or str(staged.path)
 
 
 def fd_cwd(fd: int) -> str:

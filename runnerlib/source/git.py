@@ -25,14 +25,14 @@ from runnerlib.source.base import (
     PreparedSource,
     SourceError,
     SourceSpec,
-    fd_cwd,
+    check_vcs_url,
     find_program,
     is_local_url,
     last_lines,
-    refuse_cleartext_credentials,
     register_strategy,
     register_url_credentials,
     run_tool,
+    staged_cwd,
     strip_credentials,
     url_credentials,
 )
@@ -160,8 +160,7 @@ class Git:
         self.shown_url = ctx.registry.mask_text(self.url)
         self.config = pinned_config(allow_file_protocol=is_local_url(url))
         self.env = git_env(ctx, url=url, config=self.config)
-        self.fd = staged.open_fd()
-        self.cwd = fd_cwd(self.fd) or str(staged.path)
+        self.fd, self.cwd = staged_cwd(staged)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -223,18 +222,13 @@ def local_name(resolved: ResolvedRef) -> str:
 @register_strategy("git")
 def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSource:
     """Fetch and check out spec.ref of spec.url into the staging directory."""
-    assert spec.url is not None
-    field = f"{spec.field_prefix}_url"
-    ref_field = f"{spec.field_prefix}_ref"
-    if spec.url.startswith("-"):
-        raise SourceError(f"{field}: must not start with '-'")
-    refuse_cleartext_credentials(spec, ctx)
+    url, field, ref_field = check_vcs_url(spec, ctx)
     if spec.ref is not None and (_BAD_REF.search(spec.ref) or ".." in spec.ref):
         # git check-ref-format rules; ':' would also turn the ref into a refspec of our fetch.
         raise SourceError(f"{ref_field}: not a valid git ref name (no spaces, '..', ':', '~', '^', '?', '*', "
                           f"'[' or '\\'): {spec.ref!r}")
     register_vcs_auth(ctx)
-    git = Git(ctx, staged, url=spec.url, field=field)
+    git = Git(ctx, staged, url=url, field=field)
     try:
         return _checkout(git, spec, staged, ctx, ref_field)
     finally:

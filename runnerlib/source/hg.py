@@ -16,14 +16,13 @@ from runnerlib.security.paths import Staged
 from runnerlib.source.base import (
     PrepareContext,
     PreparedSource,
-    SourceError,
     SourceSpec,
-    fd_cwd,
+    check_vcs_url,
     find_program,
     last_lines,
-    refuse_cleartext_credentials,
     register_strategy,
     run_tool,
+    staged_cwd,
     strip_credentials,
     url_credentials,
 )
@@ -46,18 +45,13 @@ def _hg_env(ctx: PrepareContext, hgrc: str) -> dict[str, str]:
 @register_strategy("hg")
 def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSource:
     """Clone spec.url at spec.ref (default: the tip of the default branch) into the staging directory."""
-    assert spec.url is not None
-    field = f"{spec.field_prefix}_url"
-    ref_field = f"{spec.field_prefix}_ref"
-    if spec.url.startswith("-"):
-        raise SourceError(f"{field}: must not start with '-'")
-    refuse_cleartext_credentials(spec, ctx)
+    url, field, ref_field = check_vcs_url(spec, ctx)
     hg = find_program("hg", "mercurial", ctx)
-    shown = ctx.registry.mask_text(strip_credentials(spec.url))
+    shown = ctx.registry.mask_text(strip_credentials(url))
     with tempfile.TemporaryDirectory(prefix="runnerlib-hgrc-") as tmp:
         hgrc = os.path.join(tmp, "hgrc")
-        clean = strip_credentials(spec.url)
-        user, password = url_credentials(spec.url)
+        clean = strip_credentials(url)
+        user, password = url_credentials(url)
         # Credentials go in our private hgrc's [auth] section (0600, in a private temp dir), not on argv.
         fd_rc = os.open(hgrc, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd_rc, "w", encoding="utf-8") as rc:
@@ -68,9 +62,8 @@ def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSo
                 if password is not None:
                     rc.write(f"runnerlib.password = {password}\n")
         env = _hg_env(ctx, hgrc)
-        fd = staged.open_fd()
+        fd, cwd = staged_cwd(staged)
         try:
-            cwd = fd_cwd(fd) or str(staged.path)
 
             def run(*args: str, what: str):
                 result = run_tool([hg, *args], ctx, env=env, cwd=cwd, pass_fds=(fd,))

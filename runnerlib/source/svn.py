@@ -17,12 +17,12 @@ from runnerlib.source.base import (
     PreparedSource,
     SourceError,
     SourceSpec,
-    fd_cwd,
+    check_vcs_url,
     find_program,
     last_lines,
-    refuse_cleartext_credentials,
     register_strategy,
     run_tool,
+    staged_cwd,
     strip_credentials,
     url_credentials,
 )
@@ -33,19 +33,14 @@ _REVISION = re.compile(r"^(?:\d+|HEAD|BASE|COMMITTED|PREV|\{[0-9T:.\-+Z ]+\})$")
 @register_strategy("svn")
 def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSource:
     """Check out spec.url at revision spec.ref (default HEAD) into the staging directory."""
-    assert spec.url is not None
-    field = f"{spec.field_prefix}_url"
-    ref_field = f"{spec.field_prefix}_ref"
-    if spec.url.startswith("-"):
-        raise SourceError(f"{field}: must not start with '-'")
-    refuse_cleartext_credentials(spec, ctx)
+    url, field, ref_field = check_vcs_url(spec, ctx)
     rev = (spec.ref or "HEAD").lstrip("r") if (spec.ref or "").lstrip("r").isdigit() else (spec.ref or "HEAD")
     if not _REVISION.match(rev):
         raise SourceError(f"{ref_field}: not a Subversion revision (a number, HEAD, or {{DATE}}): {spec.ref!r}")
     svn = find_program("svn", "subversion", ctx)
-    clean = strip_credentials(spec.url)
+    clean = strip_credentials(url)
     shown = ctx.registry.mask_text(clean)
-    user, password = url_credentials(spec.url)
+    user, password = url_credentials(url)
     env = {k: v for k, v in ctx.env.items() if not k.startswith("SVN_")}
     env["LC_ALL"] = "C"
     with tempfile.TemporaryDirectory(prefix="runnerlib-svn-") as config_dir:
@@ -56,9 +51,8 @@ def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSo
         if password is not None:
             args += ["--password-from-stdin"]
             stdin = password + "\n"
-        fd = staged.open_fd()
+        fd, cwd = staged_cwd(staged)
         try:
-            cwd = fd_cwd(fd) or str(staged.path)
             externals = [] if spec.submodules else ["--ignore-externals"]
             ctx.say(f"svn: checking out {shown} revision {rev}")
             result = run_tool([svn, "checkout", "-q", *args, *externals, "-r", rev, "--", f"{clean}@{rev}", "."],

@@ -67,25 +67,21 @@ class Member:
     size: int = 0
 
 
+# TarInfo.type -> Member.kind, the same classes as TarInfo.isreg() / isdir() / issym() / islnk() / ...
+_KINDS: dict[bytes, str] = {
+    **dict.fromkeys(tarfile.REGULAR_TYPES, "file"),
+    tarfile.DIRTYPE: "dir",
+    tarfile.SYMTYPE: "symlink",
+    tarfile.LNKTYPE: "hardlink",
+    tarfile.CHRTYPE: "chardev",
+    tarfile.BLKTYPE: "blockdev",
+    tarfile.FIFOTYPE: "fifo",
+}
+
+
 def member_of(info: tarfile.TarInfo) -> Member:
     """The Member view of a TarInfo."""
-    if info.isreg():
-        kind = "file"
-    elif info.isdir():
-        kind = "dir"
-    elif info.issym():
-        kind = "symlink"
-    elif info.islnk():
-        kind = "hardlink"
-    elif info.ischr():
-        kind = "chardev"
-    elif info.isblk():
-        kind = "blockdev"
-    elif info.isfifo():
-        kind = "fifo"
-    else:
-        kind = "other"
-    return Member(info.name, kind, info.linkname, info.mode, info.size)
+    return Member(info.name, _KINDS.get(info.type, "other"), info.linkname, info.mode, info.size)
 
 
 def validate_member(member: Member, limits: SourceLimits = DEFAULT_LIMITS) -> list[str]:

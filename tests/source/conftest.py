@@ -4,6 +4,7 @@ an HTTPS file server with a self-signed certificate, and a real SecretRegistry."
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import os
 import shutil
@@ -20,12 +21,6 @@ from runnerlib.security.registry import SecretRegistry
 GIT = shutil.which("git")
 HG = shutil.which("hg")
 SVN = shutil.which("svn")
-
-
-
-
-
-
 
 
 @pytest.fixture
@@ -76,10 +71,6 @@ def origin(tmp_path: Path) -> dict[str, object]:
     bare.parent.mkdir()
     git(tmp_path, "clone", "-q", "--mirror", str(repo), str(bare))
     return {"path": repo, "bare": bare, "url": f"file://{repo}", "c1": c1, "c2": c2, "c3": c3, "c4": c4, "c5": c5}
-
-
-
-
 
 
 @pytest.fixture
@@ -179,32 +170,29 @@ def start_git_http(base: str, user: str, password: str) -> http.server.Threading
     return server
 
 
-@pytest.fixture
-def git_http(origin: dict[str, object]):
-    """http://127.0.0.1:PORT/origin.git behind Basic auth; yields (server, base URL without credentials)."""
-    server = start_git_http(str(Path(origin["bare"]).parent), "ci-bot", "tok3n-Xq9vR2mZ8pL4wK7s")  # type: ignore[arg-type]
+@contextlib.contextmanager
+def serving_git(origin: dict[str, object], user: str, password: str):
+    """A git http-backend server for origin's bare repository; yields (server, base URL without credentials)."""
+    server = start_git_http(str(Path(origin["bare"]).parent), user, password)  # type: ignore[arg-type]
     try:
         yield server, f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def git_http(origin: dict[str, object]):
+    """http://127.0.0.1:PORT/origin.git behind Basic auth; yields (server, base URL without credentials)."""
+    with serving_git(origin, "ci-bot", "tok3n-Xq9vR2mZ8pL4wK7s") as served:
+        yield served
 
 
 @pytest.fixture
 def evil_http(origin: dict[str, object]):
     """A second git server (another host:port) that records every Authorization header it is sent."""
-    server = start_git_http(str(Path(origin["bare"]).parent), "someone-else", "other-password")  # type: ignore[arg-type]
-    try:
-        yield server, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-
-
-
-
+    with serving_git(origin, "someone-else", "other-password") as served:
+        yield served
 
 
 @pytest.fixture
@@ -223,7 +211,3 @@ def file_servers(tmp_path: Path):
         for s in (https, plain):
             s.shutdown()
             s.server_close()
-
-
-
-

@@ -21,7 +21,7 @@ from srchelpers import fragments
 
 from runnerlib.security.paths import Workspace
 from runnerlib.source import SourceError, SourceLimits, SourceSpec, prepare_source
-from runnerlib.source.tarball import ArchiveRefused, Member, validate_member
+from runnerlib.source.tarball import ArchiveRefused, Member, member_of, validate_member
 
 
 def _add(tf: tarfile.TarFile, name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"x", mode: int = 0o644,
@@ -296,3 +296,16 @@ def test_property_accepted_members_stay_inside(name: str, kind: str, linkname: s
         assert not linkname.startswith("/") and ups <= depth and ".." not in target[ups:]
     if kind == "hardlink":
         assert not linkname.startswith("/") and ".." not in linkname.split("/")
+
+
+@pytest.mark.parametrize("kind", [tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.GNUTYPE_SPARSE,
+                                  tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE,
+                                  tarfile.BLKTYPE, tarfile.FIFOTYPE, tarfile.GNUTYPE_LONGNAME, b"V", b"x"])
+def test_member_kind_follows_tarinfo_predicates(kind: bytes) -> None:
+    """member_of's type table classifies exactly as TarInfo.isreg()/isdir()/issym()/... do."""
+    info = tarfile.TarInfo("m")
+    info.type = kind
+    expected = next((label for test, label in ((info.isreg, "file"), (info.isdir, "dir"), (info.issym, "symlink"),
+                                                (info.islnk, "hardlink"), (info.ischr, "chardev"),
+                                                (info.isblk, "blockdev"), (info.isfifo, "fifo")) if test()), "other")
+    assert member_of(info).kind == expected
