@@ -59,16 +59,18 @@ PLUGINS = [Marker()]
 """
 
 
-def test_sigterm_cancels_steps_runs_cleanup_and_exits_143(ws: Path) -> None:
+def _run_and_interrupt(ws: Path, sig: int, command: str, *options: str,
+                       env: dict[str, str] | None = None) -> tuple[int, bytes, bytes]:
+    """`runnerlib run` of `command` with the Marker plugin; `sig` once the command has touched ws/started.
+
+    Returns (exit code, stdout, stderr)."""
     plugins = ws / "plugins"
     plugins.mkdir()
     (plugins / "marker.py").write_text(PLUGIN.format(base=str(ws)))
-    # The step starts a grandchild that ignores SIGTERM: the kill must still reach it after the grace.
-    command = (f"(trap '' TERM; sleep 120) & echo $! > {ws}/grandchild; touch {ws}/started; wait")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTORCIDE_")}
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("REACTORCIDE_")}
     proc = subprocess.Popen([sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws),
-                             "--plugin-dir", str(plugins), "--job-command", command],
-                            env={**env, "REACTORCIDE_KILL_GRACE": "1"}, cwd=REPO,
+                             "--plugin-dir", str(plugins), *options, "--job-command", command],
+                            env={**clean_env, **(env or {})}, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
@@ -76,12 +78,19 @@ def test_sigterm_cancels_steps_runs_cleanup_and_exits_143(ws: Path) -> None:
             assert time.monotonic() < deadline, "the step never started"
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 143, out + err
+    return proc.returncode, out, err
+
+
+def test_sigterm_cancels_steps_runs_cleanup_and_exits_143(ws: Path) -> None:
+    # The step starts a grandchild that ignores SIGTERM: the kill must still reach it after the grace.
+    command = (f"(trap '' TERM; sleep 120) & echo $! > {ws}/grandchild; touch {ws}/started; wait")
+    code, out, err = _run_and_interrupt(ws, signal.SIGTERM, command, env={"REACTORCIDE_KILL_GRACE": "1"})
+    assert code == 143, out + err
     assert (ws / "cleanup").read_text() == "143"
     assert (ws / "on_error").read_text() == "143"
     pid = int((ws / "grandchild").read_text())
@@ -323,25 +332,8 @@ def test_validate_refuses_trusted_steps_from_the_source_tree(ws: Path) -> None:
 
 
 def test_ctrl_c_cancels_like_sigterm_with_exit_130(ws: Path) -> None:
-    plugins = ws / "plugins"
-    plugins.mkdir()
-    (plugins / "marker.py").write_text(PLUGIN.format(base=str(ws)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTORCIDE_")}
-    proc = subprocess.Popen([sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws),
-                             "--plugin-dir", str(plugins), "--kill-grace", "1",
-                             "--job-command", f"touch {ws}/started; sleep 60"],
-                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 30
-        while not (ws / "started").exists():
-            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, out + err
+    code, out, err = _run_and_interrupt(ws, signal.SIGINT, f"touch {ws}/started; sleep 60", "--kill-grace", "1")
+    assert code == 130, out + err
     assert (ws / "cleanup").read_text() == "130"
     assert b"Traceback" not in err
 
