@@ -525,6 +525,26 @@ def test_client_errors_name_no_value(tmp_path):
     listener.close()
 
 
+def register_from_threads(server: SecretSocketServer, count: int, **options) -> list[str]:
+    """`count` clients, each in its own thread, register one new secret at the same time.
+
+    Returns the errors of those that failed (`options` go to register_secret, e.g. timeout)."""
+    failures: list[str] = []
+
+    def client():
+        try:
+            register_secret(new_secret(), socket_path=server.path, token=server.token, **options)
+        except RegistrationError as exc:
+            failures.append(str(exc))
+
+    clients = [threading.Thread(target=client) for _ in range(count)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join(120)
+    return failures
+
+
 def test_registrations_while_streams_open_and_close(registry):
     """Steps start and end (streams open and close) while secrets arrive: no registration may fail.
 
@@ -545,19 +565,7 @@ def test_registrations_while_streams_open_and_close(registry):
         t.start()
     try:
         with SecretSocketServer(registry, timeout=60.0) as server:
-            failures: list[str] = []
-
-            def client():
-                try:
-                    register_secret(new_secret(), socket_path=server.path, token=server.token)
-                except RegistrationError as exc:
-                    failures.append(str(exc))
-
-            clients = [threading.Thread(target=client) for _ in range(200)]
-            for t in clients:
-                t.start()
-            for t in clients:
-                t.join(120)
+            failures = register_from_threads(server, 200)
     finally:
         stop.set()
         for t in churners:
@@ -620,20 +628,7 @@ def test_many_silent_clients_do_not_hold_up_the_others(registry):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.connect(server.path)
                 silent.append(sock)
-            failures: list[str] = []
-
-            def client():
-                try:
-                    register_secret(new_secret(), socket_path=server.path, token=server.token, timeout=50)
-                except RegistrationError as exc:
-                    failures.append(str(exc))
-
-            clients = [threading.Thread(target=client) for _ in range(500)]
-            for t in clients:
-                t.start()
-            for t in clients:
-                t.join(120)
-            assert failures == []
+            assert register_from_threads(server, 500, timeout=50) == []
             assert server.stats["requests_ok"] == 500 and server.stats["timeouts"] == 0
         finally:
             for sock in silent:
