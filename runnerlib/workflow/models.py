@@ -157,6 +157,11 @@ def _optional_duration(value: Any) -> int | None:
     return None if value is None else parse_duration(value)
 
 
+def _environment(value: Any) -> dict[str, str]:
+    """Environment variables to set: valid names, scalar values as strings (see _string_map)."""
+    return _string_map(value, "environment variables")
+
+
 def _priority(value: int | None) -> int | None:
     """A priority in -1000..1000, or None."""
     if value is not None and not -1000 <= value <= 1000:
@@ -166,6 +171,7 @@ def _priority(value: int | None) -> int | None:
 
 # The fields a trigger and a workflow job share, checked the same way in both.
 JobName = Annotated[str, AfterValidator(_job_name)]
+Environment = Annotated[dict[str, str], BeforeValidator(_environment)]
 Priority = Annotated[int | None, AfterValidator(_priority)]
 Timeout = Annotated[int | None, BeforeValidator(_optional_duration)]
 
@@ -186,7 +192,7 @@ class JobTrigger(BaseModel):
     job_name: JobName
     depends_on: list[str] = Field(default_factory=list)
     condition: Condition | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    env: Environment = Field(default_factory=dict)
     source_type: str | None = None
     source_url: str | None = None
     source_ref: str | None = None
@@ -206,11 +212,6 @@ class JobTrigger(BaseModel):
             if not JOB_NAME_RE.match(name):
                 raise ValueError(f"{name!r} is not a valid job name")
         return names
-
-    @field_validator("env", mode="before")
-    @classmethod
-    def _env(cls, value: Any) -> dict[str, str]:
-        return _string_map(value, "environment variables")
 
     @field_validator("source_type", "ci_source_type")
     @classmethod
@@ -275,7 +276,7 @@ class WorkflowJob(BaseModel):
     name: JobName
     description: str | None = None
     job_file: str | None = None
-    environment: dict[str, str] = Field(default_factory=dict)
+    environment: Environment = Field(default_factory=dict)
     image: str | None = None
     command: str | None = None
     timeout: Timeout = None
@@ -297,11 +298,6 @@ class WorkflowJob(BaseModel):
         if isinstance(data, Mapping) and "depends_on" in data and "needs" in data:
             raise ValueError("give depends_on or its alias needs, not both")
         return data
-
-    @field_validator("environment", mode="before")
-    @classmethod
-    def _environment(cls, value: Any) -> dict[str, str]:
-        return _string_map(value, "environment variables")
 
     @field_validator("depends_on", mode="before")
     @classmethod
