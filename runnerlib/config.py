@@ -137,7 +137,7 @@ class JobConfig(BaseModel):
     @field_validator("job_name")
     @classmethod
     def _job_name(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", value):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", value):
             raise ValueError("must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
         return value
 

@@ -37,7 +37,7 @@ _Names = TypeVar("_Names", bound=Iterable[str])
 def check_env_names(names: _Names) -> _Names:
     """`names` (a list of names, or a mapping by name) unchanged; ValueError for a name no shell could export."""
     for name in names:
-        if not ENV_NAME_RE.match(name):
+        if not ENV_NAME_RE.fullmatch(name):
             raise ValueError(f"{name!r} is not a valid environment variable name")
     return names
 
@@ -105,7 +105,7 @@ class StepSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not STEP_NAME_RE.match(value):
+        if not STEP_NAME_RE.fullmatch(value):
             raise ValueError("must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$ (it names the step's log file)")
         return value
 
@@ -140,7 +140,7 @@ class Job:
     """A named set of steps forming a DAG. Build with `add_step`; `validate()` before running."""
 
     def __init__(self, name: str, *, vars: Mapping[str, str] | None = None) -> None:
-        if not STEP_NAME_RE.match(name or ""):
+        if not STEP_NAME_RE.fullmatch(name or ""):
             raise JobDefinitionError(
                 f"job name {name!r} must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,62}}$")
         self.name = name

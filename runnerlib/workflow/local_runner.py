@@ -149,16 +149,6 @@ def _dir_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _runnerlib_run_available() -> bool:
-    """True once the executor's `runnerlib run` command is part of this install."""
-    try:
-        from runnerlib.cli import main
-    except ImportError:
-        return False
-    command = main.commands.get("run")
-    return command is not None and any("--job-command" in getattr(p, "opts", ()) for p in command.params)
-
-
 class LocalWorkflowRunner:
     """Runs one workflow's DAG locally. See the module docstring for the rules.
 
@@ -196,10 +186,7 @@ class LocalWorkflowRunner:
             raise WorkflowError("must be auto, runnerlib or shell", field="launcher")
         if launcher == "auto":
             # `runnerlib run` keeps a job's code inside its workspace, so a shared source needs the shell.
-            launcher = "runnerlib" if _runnerlib_run_available() and copy_source else "shell"
-        elif launcher == "runnerlib" and not _runnerlib_run_available():
-            raise WorkflowError("this install has no `runnerlib run` command; use --launcher shell",
-                                field="launcher")
+            launcher = "runnerlib" if copy_source else "shell"
         elif launcher == "runnerlib" and not copy_source:
             raise WorkflowError("a shared source (--share-source) needs --launcher shell: `runnerlib run` "
                                 "requires the code inside the job's workspace", field="launcher")

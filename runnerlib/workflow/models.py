@@ -133,7 +133,7 @@ def _string_map(value: Any, what: str) -> dict[str, str]:
         raise ValueError(f"must be a mapping of {what}")
     out: dict[str, str] = {}
     for key, item in value.items():
-        if not isinstance(key, str) or not ENV_NAME_RE.match(key):
+        if not isinstance(key, str) or not ENV_NAME_RE.fullmatch(key):
             raise ValueError(f"{key!r} is not a valid name (letters, digits, _; not starting with a digit)")
         if item is None:
             item = ""
@@ -147,7 +147,7 @@ def _string_map(value: Any, what: str) -> dict[str, str]:
 
 def _job_name(value: str) -> str:
     """A job name as JOB_NAME_RE allows it (it becomes a directory, a label and part of env names)."""
-    if not JOB_NAME_RE.match(value):
+    if not JOB_NAME_RE.fullmatch(value):
         raise ValueError("must be 1-128 letters, digits, '_', '.', '-', starting with a letter or digit")
     return value
 
@@ -209,7 +209,7 @@ class JobTrigger(BaseModel):
     def _depends_on(cls, value: Any) -> list[str]:
         names = _string_list(value, "job name")
         for name in names:
-            if not JOB_NAME_RE.match(name):
+            if not JOB_NAME_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid job name")
         return names
 
@@ -323,7 +323,7 @@ class WorkflowJob(BaseModel):
     @field_validator("item_var")
     @classmethod
     def _item_var(cls, value: str) -> str:
-        if not ENV_NAME_RE.match(value):
+        if not ENV_NAME_RE.fullmatch(value):
             raise ValueError("must be an environment variable name")
         return value
 
@@ -394,7 +394,7 @@ class Workflow(BaseModel):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str | None) -> str | None:
-        if value is not None and not WORKFLOW_ID_RE.match(value):
+        if value is not None and not WORKFLOW_ID_RE.fullmatch(value):
             raise ValueError("must match ^[a-z0-9][a-z0-9-]{0,62}$ (lower case letters, digits, '-')")
         return value
 

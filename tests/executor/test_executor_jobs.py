@@ -277,3 +277,12 @@ def test_arbitrary_job_documents_fail_only_with_clear_errors(data: dict) -> None
             assert str(exc)
     finally:
         os.unlink(path)
+
+
+@pytest.mark.parametrize("name", ["build\n", "FOO\n"])
+def test_a_trailing_newline_is_not_a_valid_name(name: str) -> None:
+    """`^...$` with re.match accepts "x\\n"; names end up in log file names and env blocks."""
+    with pytest.raises(Exception, match="must match"):
+        Job("j").add_step(name, "true")
+    with pytest.raises(Exception, match="not a valid environment variable name"):
+        Job("j").add_step("ok", "true", env={name: "1"})
