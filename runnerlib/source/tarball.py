@@ -1,12 +1,14 @@
 """Source type `tarball`: a local archive or an https URL, gzip / bzip2 / xz / plain tar.
 
 Every member is validated before a byte of it is written (validate_member), and written only through
-the Workspace (fd-relative, never following a symlink), into a staging directory that replaces the
-destination only when the whole archive was accepted. Refused: absolute names, `..`, symlinks whose
+the Workspace's TreeWriter (fd-relative below cached O_NOFOLLOW directory fds, never following a
+symlink), into a staging directory that replaces the destination only when the whole archive was
+accepted. Refused: absolute names, `..`, symlinks whose
 target could leave the tree, hard links to anything not earlier in the archive, device nodes, FIFOs,
 other special members, setuid/setgid bits, and archives over the entry, byte or download limits.
 
-Python's tarfile does the parsing (a well-kept stdlib parser, including pax and GNU long names); its
+Python's tarfile does the parsing (a well-kept stdlib parser, including pax and GNU long names; plain
+header blocks take the equivalent fast path of tarheader.FastTarInfo); its
 own extraction filters (3.12+, and backported) are not used because extraction here goes through the
 Workspace rather than through paths, which is what closes the symlink-race class of bugs.
 """
