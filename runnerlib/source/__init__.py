@@ -9,8 +9,7 @@ from runnerlib.source.base import (
     SourceError,
     SourceLimits,
     SourceSpec,
-    prepare_source,
-    strategies,
 )
+from runnerlib.source.prepare import prepare_source, strategies
 
 __all__ = ["PreparedSource", "SourceError", "SourceLimits", "SourceSpec", "prepare_source", "strategies"]

@@ -21,7 +21,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from runnerlib.security.paths import PathPolicyError, Staged, Workspace
+from runnerlib.security.paths import Staged, Workspace
 
 log = logging.getLogger("runnerlib.source")
 
@@ -157,58 +157,6 @@ class PreparedSource:
 
 
 Strategy = Callable[[SourceSpec, Staged, PrepareContext], PreparedSource | None]
-_STRATEGIES: dict[str, Strategy] = {}
-
-
-def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
-    """Decorator: register `fn` as the strategy for source type `name`."""
-
-    def deco(fn: Strategy) -> Strategy:
-        _STRATEGIES[name] = fn
-        return fn
-
-    return deco
-
-
-def strategies() -> dict[str, Strategy]:
-    """The registered strategies by type name (importing the strategy modules registers them)."""
-    from runnerlib.source import copy, git, hg, none, svn, tarball  # noqa: F401  (registration)
-
-    return dict(_STRATEGIES)
-
-
-def prepare_source(spec: SourceSpec, dest: str | os.PathLike[str], *, workspace: Workspace, registry: SecretSink,
-                   allow_insecure_transport: bool = False, env: Mapping[str, str] | None = None,
-                   log_line: Callable[[str], None] | None = None, timeout: float | None = None) -> PreparedSource:
-    """Prepare `spec` into the directory `dest` (inside `workspace`); nothing half-done on failure.
-
-    >>> prepare_source(SourceSpec(type="git", url="file:///srv/repo.git", ref="main"),  # doctest: +SKIP
-    ...                "/job/src", workspace=Workspace("/job"), registry=SecretRegistry())
-
-    Raises SourceError (masked message naming the field/source) or PathPolicyError.
-    """
-    ctx = PrepareContext(workspace=workspace, registry=registry, allow_insecure_transport=allow_insecure_transport,
-                         env=dict(os.environ if env is None else env), log=log_line or log.info, timeout=timeout)
-    if spec.url:
-        register_url_credentials(spec.url, registry, source=f"{spec.field_prefix}_url")
-    dest_rel = workspace.rel(dest, field=f"{spec.field_prefix} destination")
-    table = strategies()
-    strategy = table.get(spec.type)
-    if strategy is None:
-        raise SourceError(f"{spec.field_prefix}_type: unknown type {spec.type!r}")
-    if spec.type == "none":
-        result = strategy(spec, None, ctx)  # type: ignore[arg-type]  # none stages nothing
-        return result or PreparedSource(type="none", path=workspace.path(dest_rel))
-    try:
-        with workspace.staging(dest_rel) as staged:
-            result = strategy(spec, staged, ctx)
-    except (SourceError, PathPolicyError):
-        raise
-    except OSError as exc:
-        raise ctx.fail(f"{spec.field_prefix}: {spec.type} preparation failed: {exc}") from None
-    prepared = result or PreparedSource(type=spec.type, path=workspace.path(dest_rel))
-    prepared.path = workspace.path(dest_rel)
-    return prepared
 
 
 # -- helpers shared by the strategies ------------------------------------------------------------

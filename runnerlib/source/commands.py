@@ -15,7 +15,8 @@ from pathlib import Path
 from runnerlib.security.paths import PathPolicyError, Workspace, check_config_path
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.source import gitinfo
-from runnerlib.source.base import PreparedSource, SourceLimits, SourceSpec, prepare_source
+from runnerlib.source.base import PreparedSource, SourceLimits, SourceSpec
+from runnerlib.source.prepare import prepare_source
 
 DEFAULT_WORKSPACE_ROOT = "/job"
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 
 from runnerlib.security.paths import PathPolicyError, Staged
-from runnerlib.source.base import PrepareContext, PreparedSource, SourceError, SourceSpec, register_strategy
+from runnerlib.source.base import PrepareContext, PreparedSource, SourceError, SourceSpec
 
 
-@register_strategy("copy")
 def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSource:
     """Copy the directory named by spec.url (a path, or a file:// URL) into the staging directory."""
     assert spec.url is not None

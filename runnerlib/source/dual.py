@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from runnerlib.security.paths import PathPolicyError, Workspace
-from runnerlib.source.base import PreparedSource, SecretSink, SourceError, SourceSpec, prepare_source
+from runnerlib.source.base import PreparedSource, SecretSink, SourceError, SourceSpec
 from runnerlib.source.git import register_vcs_auth
+from runnerlib.source.prepare import prepare_source
 
 CI_DIR = "ci"
 SRC_DIR = "src"

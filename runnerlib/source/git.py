@@ -29,7 +29,6 @@ from runnerlib.source.base import (
     find_program,
     is_local_url,
     last_lines,
-    register_strategy,
     register_url_credentials,
     run_tool,
     staged_cwd,
@@ -219,7 +218,6 @@ def local_name(resolved: ResolvedRef) -> str:
     return "refs/remotes/origin/" + resolved.name[len("refs/"):]
 
 
-@register_strategy("git")
 def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSource:
     """Fetch and check out spec.ref of spec.url into the staging directory."""
     url, field, ref_field = check_vcs_url(spec, ctx)

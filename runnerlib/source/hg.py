@@ -20,7 +20,6 @@ from runnerlib.source.base import (
     check_vcs_url,
     find_program,
     last_lines,
-    register_strategy,
     run_tool,
     staged_cwd,
     strip_credentials,
@@ -42,7 +41,6 @@ def _hg_env(ctx: PrepareContext, hgrc: str) -> dict[str, str]:
     return env
 
 
-@register_strategy("hg")
 def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSource:
     """Clone spec.url at spec.ref (default: the tip of the default branch) into the staging directory."""
     url, field, ref_field = check_vcs_url(spec, ctx)

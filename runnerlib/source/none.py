@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from runnerlib.security.paths import Staged
-from runnerlib.source.base import PrepareContext, PreparedSource, SourceSpec, register_strategy
+from runnerlib.source.base import PrepareContext, PreparedSource, SourceSpec
 
 
-@register_strategy("none")
 def prepare(spec: SourceSpec, staged: Staged | None, ctx: PrepareContext) -> PreparedSource | None:
     """Do nothing (a URL given with type none is ignored, and said so)."""
     if spec.url:

@@ -20,7 +20,6 @@ from runnerlib.source.base import (
     check_vcs_url,
     find_program,
     last_lines,
-    register_strategy,
     run_tool,
     staged_cwd,
     strip_credentials,
@@ -30,7 +29,6 @@ from runnerlib.source.base import (
 _REVISION = re.compile(r"^(?:\d+|HEAD|BASE|COMMITTED|PREV|\{[0-9T:.\-+Z ]+\})$")
 
 
-@register_strategy("svn")
 def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSource:
     """Check out spec.url at revision spec.ref (default HEAD) into the staging directory."""
     url, field, ref_field = check_vcs_url(spec, ctx)

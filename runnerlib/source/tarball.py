@@ -43,7 +43,6 @@ from runnerlib.source.base import (
     SourceError,
     SourceLimits,
     SourceSpec,
-    register_strategy,
     strip_credentials,
     url_credentials,
 )
@@ -405,7 +404,6 @@ def open_source(spec: SourceSpec, ctx: PrepareContext) -> BinaryIO:
     return io.BufferedReader(_Counted(response, spec.limits.max_download_bytes, field), _CHUNK)  # type: ignore[arg-type]
 
 
-@register_strategy("tarball")
 def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSource:
     """Fetch (if remote) and extract the archive into the staging directory."""
     field = f"{spec.field_prefix}_url"
