@@ -127,7 +127,8 @@ def main() -> None:
                   f"{mb / copy:>10.0f} {copy / masked:>6.2f}")
         print(f"       build (add_many + background merge) of N={n}: {build:.2f} s")
         check = reg.mask(log[: 1 << 20])
-        assert b"token=" not in check or all(s.encode() not in check for s in all_secrets[:20])
+        # Only the registered ones among the planted secrets must be gone (at N=1, the other 19 stay).
+        assert all(s.encode() not in check for s in all_secrets[:min(n, 20)])
 
     # Adding one secret at N=10,000: each add publishes a new snapshot before returning.
     reg = SecretRegistry(engine=args.engine)

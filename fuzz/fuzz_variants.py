@@ -3,7 +3,8 @@
 Run: .venv/bin/python fuzz/fuzz_variants.py -atheris_runs=1000
 
 Properties: secret_variants never raises and returns distinct non-empty forms; every base64 form occurs in
-the base64 of the secret embedded after 0, 1 or 2 other bytes; percent forms unquote to the secret; JSON
+the base64 of the secret embedded after 0, 1 or 2 other bytes; every percent form (each encoder family)
+unquotes to the secret; hex forms (also wrapped as `xxd -p` wraps them) decode to it; JSON
 forms load back to it; the `set -x` single-quote form, quoted, is one shell word equal to the secret.
 """
 
@@ -18,7 +19,13 @@ import urllib.parse
 import atheris
 
 with atheris.instrument_imports():
-    from runnerlib.security.variants import base64_forms, encoded_forms, secret_variants
+    from runnerlib.security.variants import (
+        base64_forms,
+        encoded_forms,
+        hex_forms,
+        percent_forms,
+        secret_variants,
+    )
 
 
 def TestOneInput(data: bytes) -> None:
@@ -39,8 +46,17 @@ def TestOneInput(data: bytes) -> None:
 
     enc = encoded_forms(secret)
     quoted = urllib.parse.quote_from_bytes(secret, safe="").encode()
-    if quoted not in enc or urllib.parse.unquote_to_bytes(quoted) != secret:
-        raise AssertionError("percent form does not round-trip")
+    if quoted != secret and quoted not in enc:
+        raise AssertionError("RFC 3986 percent form missing")
+    for form in percent_forms(secret):
+        # Form encoders write a space as '+' and escape a real '+'; the others keep '+' as is.
+        if secret not in (urllib.parse.unquote_to_bytes(form), urllib.parse.unquote_to_bytes(form.replace(b"+", b" "))):
+            raise AssertionError("percent form does not decode to the secret")
+    for form in hex_forms(secret):
+        if bytes.fromhex(form.decode()) != secret:  # fromhex skips the line breaks of the wrapped forms
+            raise AssertionError("hex form does not decode to the secret")
+        if form not in enc:
+            raise AssertionError("hex form missing")
     try:
         text = secret.decode("utf-8")
     except UnicodeDecodeError:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import urllib.parse
 
 # Characters trimmed to get the "trimmed" form: a value pasted as `"abc"` or with a trailing newline is
 # usually printed by tools without them.
@@ -42,11 +41,75 @@ def base64_forms(value: bytes) -> list[bytes]:
     return forms
 
 
-def _percent_forms(value: bytes) -> list[bytes]:
-    quoted = urllib.parse.quote_from_bytes(value, safe="")
-    lower = re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quoted)
-    plus = urllib.parse.quote_plus(value, safe="")  # form encoding: space as '+'
-    return [quoted.encode(), lower.encode(), plus.encode()]
+# Percent-encoders differ in which characters they leave as they are, in whether a space becomes '+', and
+# in the case of the hex digits. Each row is a family of real encoders (characters kept besides ASCII letters
+# and digits, space as '+'); every row is applied with upper- and lowercase hex and identical outputs are
+# deduplicated, so a secret of letters and digits gets no percent form at all and N=10,000 stays cheap.
+PERCENT_ENCODERS: tuple[tuple[str, bytes, bool], ...] = (
+    # RFC 3986 unreserved only: Python quote(safe=''), curl_easy_escape, .NET Uri.EscapeDataString,
+    # PHP rawurlencode, Go url.PathEscape for secrets without $&+:=@.
+    ("rfc3986", b"-._~", False),
+    ("python-quote", b"-._~/", False),  # urllib.parse.quote() with its default safe='/'
+    # Form encoding: Python quote_plus/urlencode, Go url.QueryEscape, curl --data-urlencode (7.88: lowercase).
+    ("form", b"-._~", True),
+    # WHATWG URLSearchParams, Java URLEncoder, Ruby encode_www_form_component: '~' escaped, '*' kept.
+    ("whatwg-form", b"-._*", True),
+    ("php-urlencode", b"-._", True),  # PHP urlencode: '~' and '*' escaped
+    ("js-component", b"-._~!*'()", False),  # JavaScript encodeURIComponent
+    ("js-uri", b"-._~!*'();/?:@&=+$,#", False),  # JavaScript encodeURI (reserved characters kept)
+    ("go-path-segment", b"-._~$&+:=@", False),  # Go url.PathEscape
+    ("go-path", b"-._~$&+,/:;=@", False),  # Go URL.EscapedPath / URL.String path
+    ("requote", b"-._~!#$&'()*+,/:;=?@[]", False),  # requests.utils.requote_uri: all reserved kept
+    ("non-alnum", b"", False),  # Rust percent_encoding::NON_ALPHANUMERIC: everything else escaped
+)
+
+
+def _percent_table(keep: bytes, space_plus: bool, lower: bool) -> list[bytes]:
+    alnum = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    fmt = b"%%%02x" if lower else b"%%%02X"
+    table = [bytes((b,)) if b in alnum or b in keep else fmt % b for b in range(256)]
+    if space_plus:
+        table[0x20] = b"+"
+    return table
+
+
+_PERCENT_TABLES = tuple(
+    _percent_table(keep, plus, lower) for _, keep, plus in PERCENT_ENCODERS for lower in (False, True)
+)
+_NEEDS_PERCENT = re.compile(rb"[^A-Za-z0-9]")  # bytes every encoder above keeps as they are
+
+
+def percent_forms(value: bytes) -> list[bytes]:
+    """`value` as each common percent-encoder prints it (see PERCENT_ENCODERS), upper- and lowercase hex,
+    deduplicated; empty when every encoder would leave `value` unchanged."""
+    if not _NEEDS_PERCENT.search(value):
+        return []
+    out: dict[bytes, None] = {}
+    for table in _PERCENT_TABLES:
+        out.setdefault(b"".join([table[b] for b in value]), None)
+    out.pop(value, None)
+    return list(out)
+
+
+# `xxd -p` wraps its output every 30 bytes (60 hex digits).
+_XXD_BYTES_PER_LINE = 30
+
+
+def hex_forms(value: bytes) -> list[bytes]:
+    """Hex of `value`, lower- and uppercase (`bytes.hex()`, `%x`, `xxd -p`, `xxd -p -u`), and for a value
+    longer than one `xxd -p` line the wrapped output of `xxd -p` on the value alone (LF and CRLF line ends).
+
+    Hex is byte-aligned, so the contiguous form also matches inside a longer dump; a long value's wrapped
+    form is only matched at the line phase of `printf %s "$S" | xxd -p` (docs/masking.md, limits).
+    """
+    low = value.hex().encode()
+    forms = [low, low.upper()]
+    if len(value) > _XXD_BYTES_PER_LINE:
+        step = 2 * _XXD_BYTES_PER_LINE
+        for case in (low, low.upper()):
+            lines = [case[i:i + step] for i in range(0, len(case), step)]
+            forms.extend((b"\n".join(lines), b"\r\n".join(lines)))
+    return forms
 
 
 def _json_forms(value: bytes) -> list[bytes]:
@@ -91,12 +154,13 @@ def _quote_forms(value: bytes) -> list[bytes]:
 
 
 def encoded_forms(value: bytes) -> list[bytes]:
-    """Every encoding of `value` the masker knows: base64 (3 alignments), base64url, percent, JSON, shell, XML."""
+    """Every encoding of `value` the masker knows: base64 (3 alignments), base64url, percent, hex, JSON, shell,
+    XML."""
     b64 = base64_forms(value)
     b64url = [f.replace(b"+", b"-").replace(b"/", b"_") for f in b64]
     return [
         *b64, *b64url, *(f.rstrip(b"=") for f in b64url),
-        *_percent_forms(value), *_json_forms(value), *_shell_forms(value), *_quote_forms(value),
+        *percent_forms(value), *hex_forms(value), *_json_forms(value), *_shell_forms(value), *_quote_forms(value),
     ]
 
 
@@ -122,8 +186,11 @@ def secret_variants(value: bytes, *, min_length: int = 4) -> list[bytes]:
     >>> b"c2VjcmV0" in secret_variants(b"secret")   # base64 of "secret"
     True
     """
-    out: dict[bytes, None] = {}
+    out: dict[bytes, None] = {value: None}
     for form in plain_forms(value, min_length=min_length):
+        # A join of a short multi-line value ("ab\nc" joined is "abc") can be shorter than the value.
+        if len(form) < min_length:
+            continue
         out.setdefault(form, None)
         for enc in encoded_forms(form):
             if len(enc) >= min_length:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from runnerlib.security import matcher
 from runnerlib.security.masker import Masker, reference_mask
 from runnerlib.security.matcher import available_engines, build_matcher
+from runnerlib.security.variants import secret_variants
 
 patterns_st = st.lists(st.binary(min_size=1, max_size=6).map(lambda b: bytes(x % 5 for x in b)), min_size=1,
                        max_size=12, unique=True)
@@ -88,3 +89,22 @@ def test_recent_deltas_fold_into_one_main_engine_layer() -> None:
     assert m.mask(text) == reference_mask(text, base + recent)
     assert m.wait_merged(timeout=120) and len(m.snapshot.layers) == 1
     assert m.mask(text) == reference_mask(text, base + recent)
+
+
+@given(
+    secrets=st.lists(st.binary(min_size=4, max_size=10).map(lambda b: bytes(b"a/ %:\x00\n\xff"[x % 8] for x in b)),
+                     min_size=1, max_size=3, unique=True).filter(lambda ss: all(s.strip() for s in ss)),
+    picks=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 3), st.integers(0, 60)), max_size=8),
+)
+def test_engines_agree_on_real_variant_sets(secrets: list[bytes], picks: list[tuple[int, int, int]]) -> None:
+    # The variant sets hold many forms sharing prefixes (percent forms differing in one escape, hex in upper
+    # and lower case, base64 at three alignments): the engines must still report the same occurrences.
+    patterns = sorted({v for s in secrets for v in secret_variants(s)})
+    text = b"".join(patterns[i % len(patterns)][a:a + b + 4] + b"%" for i, a, b in picks)
+    results = {e: sorted(build_matcher(patterns, e).find(text)) for e in available_engines()}
+    expected = results.pop("reference")
+    for engine, got in results.items():
+        assert got == expected, engine
+        m = Masker(engine=engine)
+        m.add(patterns)
+        assert m.mask(text) == reference_mask(text, patterns), engine

@@ -183,3 +183,25 @@ def test_fragment_check_catches_partial_leaks_a_whole_secret_check_misses() -> N
 def test_reference_is_union_of_all_occurrences() -> None:
     assert reference_mask(b"ababab1234", [b"abab1234", b"abab"]) == b"***"
     assert reference_mask(b"xaaay", [b"aa"]) == b"x***y"
+
+
+# --- the same peer bugs, met through encoded forms ----------------------------------------------------------
+
+def test_overlapping_secrets_in_a_hex_dump_leak_nothing() -> None:
+    # Leftmost-first over the hex forms hides the first secret's digits and prints the second one's tail.
+    secrets = [b"AAAABB", b"BBBBBB"]
+    text = b"dump " + b"..AAAABBBBBB..".hex().encode()
+    registry = registry_of(*secrets)
+    naive = leftmost_first([s.hex().encode() for s in secrets], text)
+    assert b"42424242" in naive  # protection off: BBBB of the second secret, in hex
+    assert registry.mask(text) == b"dump 2e2e***2e2e"
+
+
+def test_percent_form_split_at_a_repeated_prefix_is_masked() -> None:
+    # GitLab's `abab` + `ab1234` case where the repeated prefix is an escape: "%2F%2F" + "%2Fx1234".
+    secret = b"//x1234"
+    chunks = [b"path=%2F%2F", b"%2Fx1234&"]
+    encoded = b"%2F%2Fx1234"
+    assert encoded in restart_on_mismatch(encoded, chunks)  # protection off: the encoded secret leaks
+    out = stream_through(registry_of(secret), chunks)
+    assert out == b"path=%2F***&"
