@@ -82,11 +82,17 @@ _NEEDS_PERCENT = re.compile(rb"[^A-Za-z0-9]")  # bytes every encoder above keeps
 def percent_forms(value: bytes) -> list[bytes]:
     """`value` as each common percent-encoder prints it (see PERCENT_ENCODERS), upper- and lowercase hex,
     deduplicated; empty when every encoder would leave `value` unchanged."""
-    if not _NEEDS_PERCENT.search(value):
+    special = sorted(set(_NEEDS_PERCENT.findall(value)))
+    if not special:
         return []
     out: dict[bytes, None] = {}
+    seen: set[tuple[bytes, ...]] = set()
     for table in _PERCENT_TABLES:
-        out.setdefault(b"".join([table[b] for b in value]), None)
+        # Tables that agree on the bytes present give the same output: encode once per distinct behaviour.
+        key = tuple(table[b[0]] for b in special)
+        if key not in seen:
+            seen.add(key)
+            out.setdefault(b"".join([table[b] for b in value]), None)
     out.pop(value, None)
     return list(out)
 

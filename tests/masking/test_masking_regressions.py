@@ -205,3 +205,17 @@ def test_percent_form_split_at_a_repeated_prefix_is_masked() -> None:
     assert encoded in restart_on_mismatch(encoded, chunks)  # protection off: the encoded secret leaks
     out = stream_through(registry_of(secret), chunks)
     assert out == b"path=%2F***&"
+
+
+@pytest.mark.parametrize("join", [b"\n  ", b"\n\n", b"\r\n\t", b"  "])
+def test_buildkite_any_whitespace_between_lines_of_a_key(join: bytes) -> None:
+    # Buildkite lets a newline in a secret match any whitespace run (a key indented in YAML, blank lines
+    # between lines). Literal forms cannot do that; the line-by-line forms cover each line instead.
+    key = (b"-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUA\n"
+           b"-----END KEY-----")
+    lines = key.split(b"\n")
+    text = b"key: |" + join + join.join(lines) + b"\n"
+    whole_only = [key] + [j.join(lines) for j in (b"\r\n", b"\r\r\n", b" ", b"")]
+    assert lines[1] in reference_mask(text, whole_only)  # protection off: whole-key forms miss it
+    out = registry_of(key).mask(text)
+    assert_no_fragment(out, lines, min_fragment=6, allowed=[b"key: |", b"-----"])
