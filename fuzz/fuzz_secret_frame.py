@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python fuzz/fuzz_secret_frame.py -atheris_runs=1000
 
-Properties: parsing never raises anything but FrameError; the live server answers every input with one
+Properties: parsing (register and mask requests) never raises anything but FrameError; the live server answers every input with one
 JSON line whose "status" is "ok" or "error", never echoes the body, and keeps serving.
 """
 
@@ -17,7 +17,7 @@ import atheris
 
 with atheris.instrument_imports():
     from runnerlib.security.registry import SecretRegistry
-    from runnerlib.security.secret_socket import FrameError, SecretSocketServer, check_register, parse_request
+    from runnerlib.security.secret_socket import FrameError, SecretSocketServer, check_request, parse_request
 
 REGISTRY = SecretRegistry()
 SERVER = SecretSocketServer(REGISTRY, timeout=0.5).start()
@@ -46,7 +46,7 @@ def TestOneInput(data: bytes) -> None:
     mode = fdp.ConsumeIntInRange(0, 3)
     body = fdp.ConsumeBytes(fdp.remaining_bytes())
     try:
-        check_register(parse_request(body))
+        check_request(parse_request(body))
     except FrameError:
         pass
     if mode == 0:
@@ -72,6 +72,8 @@ def TestOneInput(data: bytes) -> None:
         raise AssertionError(f"bad reply {answer!r}")
     if answer["status"] == "error" and len(body) >= 24 and body[:64] in reply:
         raise AssertionError("the error echoes the request")
+    if answer["status"] == "ok" and not ({"registered"} <= answer.keys() or answer.keys() & {"text", "texts"}):
+        raise AssertionError(f"an ok reply without its result: {answer!r}")
 
 
 def main() -> None:

@@ -208,6 +208,7 @@ class JobRunner:
                 exit_code = 0
             else:
                 self._phase(PluginPhase.PRE_SOURCE_PREP)
+                self._start_trigger_signing()
                 self._prepare_sources()
                 self._load_ci_plugins()
                 self._phase(PluginPhase.POST_SOURCE_PREP)
@@ -407,7 +408,6 @@ class JobRunner:
         self._open_workspace().makedirs(str(logs_dir))
         self.log.logs_dir = logs_dir
         self.log.open_log = self._open_log
-        self._start_trigger_signing()
         scheduler = Scheduler(
             job, self._execute, concurrency=config.concurrency, variables=config.job_variables(),
             default_timeout=config.step_timeout, default_retries=config.step_retries,
@@ -525,6 +525,9 @@ class JobRunner:
         env = dict(self.environ)
         env.update(self._context_env())
         env.update(getattr(self, "_job_env", self.config.job_env))
+        if self.config.allow_insecure_transport:
+            # --allow-insecure-transport may be a CLI flag: trigger_job's own coordinator POSTs read the variable.
+            env["REACTORCIDE_ALLOW_INSECURE_TRANSPORT"] = "true"
         env.update(self.context.env or {})
         return env
 
@@ -550,12 +553,15 @@ class JobRunner:
         return env
 
     def _start_trigger_signing(self) -> None:
+        """Announce the job's trigger key before source preparation: the worker trusts the first announcement
+        only, so it must precede anything fetched or run from untrusted sources (fetchers print too)."""
         if self.parent_step:
             return
         try:
             from runnerlib.workflow.publish import start_trigger_signing
         except ImportError:
             return
+        self._open_workspace()  # the key file goes in the workspace root, which may not exist yet
         self._signer = start_trigger_signing(self.config.workspace_root, job_id=self.config.job_id,
                                              emit=self._emit_line)
 

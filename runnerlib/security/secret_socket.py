@@ -7,9 +7,17 @@ Wire format (the existing one, plus a token; written down in docs/secrets.md):
 
     request  = 4-byte big-endian length N, then N bytes of UTF-8 JSON:
                {"action": "register", "secrets": ["...", ...], "token": "<REACTORCIDE_SECRETS_TOKEN>"}
+               {"action": "mask", "text": "...", "token": "..."}      (or "texts": ["...", ...])
     reply    = one line of JSON then "\\n", then the server closes:
                {"status": "ok", "registered": N}            (N = values the registry accepted)
+               {"status": "ok", "text": "<masked>"}         ("texts": [...] for "texts", in order)
                {"status": "error", "error": "<reason>"}     (never echoes a value)
+
+"mask" returns text masked with every secret the runner knows (registered by any step, any source): trusted
+steps use it before they write a payload another process may read (workflow/api.py). It is authenticated
+exactly like "register": unauthenticated, it would be an oracle telling an attacker whether a guess is a
+secret. A mask request is answered after the registrations read before it, so a value whose registration was
+acknowledged is always masked.
 
 One request per connection. A connection is refused (error reply, nothing registered) unless BOTH hold:
 - the peer's uid (SO_PEERCRED, taken by the kernel at connect time, so it cannot be forged) is in
@@ -57,6 +65,12 @@ SOCKET_NAME = "secrets.sock"
 MAX_FRAME = 1024 * 1024
 # One request may register this many values; more is a runaway client (each value costs automaton memory).
 MAX_SECRETS_PER_REQUEST = 10_000
+# One mask request carries at most this many bytes of text (UTF-8, all "texts" together): the reply holds as
+# much again, and even with every character JSON-escaped the request stays within MAX_FRAME. It is also the
+# kernel's limit on one argument or environment string (MAX_ARG_STRLEN), so no env value or command of a
+# trigger that a job could actually receive is refused.
+MAX_MASK_TEXT = 128 * 1024
+MAX_MASK_TEXTS = 10_000
 HEADER = struct.Struct(">I")
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 # After the reply, the server reads (and drops) what the client may still send until it closes, briefly:
@@ -68,6 +82,8 @@ DRAIN_BYTES = 2 * MAX_FRAME
 class Registry(Protocol):
     def add(self, value: str | bytes, *, source: str) -> bool: ...
 
+    def mask_text(self, text: str) -> str: ...
+
 
 @dataclass(eq=False)
 class _Conn:
@@ -78,8 +94,10 @@ class _Conn:
     buf: bytearray = field(default_factory=bytearray)
     length: int | None = None
     out: bytes = b""
-    phase: str = "read"  # read -> pending (registering) -> write -> drain -> closed
+    phase: str = "read"  # read -> pending (registering or masking) -> write -> drain -> closed
     drained: int = 0
+    action: str = "register"  # of the request once read: "register" or "mask"
+    many: bool = True  # a mask request with "texts" (answered with "texts"), not "text"
 
 
 class FrameError(ValueError):
@@ -113,29 +131,78 @@ def parse_request(body: bytes) -> dict[str, Any]:
     return message
 
 
+def text_problem(value: object) -> str | None:
+    """Why `value` cannot travel as a protocol string, or None if it can (used by the client too)."""
+    if not isinstance(value, str):
+        return f"must be a string, not {type(value).__name__}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON allows "\ud800"; such a string has no UTF-8 form, so it can never appear in output as text.
+        return "has no UTF-8 form (an unpaired surrogate escape)"
+    return None
+
+
 def check_register(message: dict[str, Any]) -> list[str]:
     """The secrets of a well-formed register request; raises FrameError otherwise."""
     action = message.get("action")
     if action != "register":
-        raise FrameError('unknown or missing "action": the only action is "register"')
+        raise FrameError('unknown or missing "action": the actions are "register" and "mask"')
     values = message.get("secrets")
     if not isinstance(values, list):
         raise FrameError(f'"secrets" must be a list of strings, not {type(values).__name__}')
     if len(values) > MAX_SECRETS_PER_REQUEST:
         raise FrameError(f'"secrets" has {len(values)} values; at most {MAX_SECRETS_PER_REQUEST} per request')
     for index, value in enumerate(values):
-        if not isinstance(value, str):
-            raise FrameError(f'"secrets"[{index}] must be a string, not {type(value).__name__}')
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            # JSON allows "\ud800"; such a string has no UTF-8 form, so it can never appear in output as text.
-            raise FrameError(f'"secrets"[{index}] contains an unpaired surrogate escape') from None
+        problem = text_problem(value)
+        if problem:
+            raise FrameError(f'"secrets"[{index}] {problem}')
     return values
 
 
+def check_mask(message: dict[str, Any]) -> tuple[list[str], bool]:
+    """The texts of a well-formed mask request and whether it used "texts" (a list); raises FrameError."""
+    if message.get("action") != "mask":
+        raise FrameError('unknown or missing "action": the actions are "register" and "mask"')
+    if ("text" in message) == ("texts" in message):
+        raise FrameError('a mask request needs exactly one of "text" (a string) or "texts" (a list of strings)')
+    many = "texts" in message
+    if many:
+        texts = message["texts"]
+        if not isinstance(texts, list):
+            raise FrameError(f'"texts" must be a list of strings, not {type(texts).__name__}')
+        if len(texts) > MAX_MASK_TEXTS:
+            raise FrameError(f'"texts" has {len(texts)} values; at most {MAX_MASK_TEXTS} per request')
+        names = [f'"texts"[{index}]' for index in range(len(texts))]
+    else:
+        texts, names = [message["text"]], ['"text"']
+    size = 0
+    for name, text in zip(names, texts, strict=True):
+        problem = text_problem(text)
+        if problem:
+            raise FrameError(f"{name} {problem}")
+        size += len(text.encode("utf-8"))
+    if size > MAX_MASK_TEXT:
+        raise FrameError(f"the text to mask is {size} bytes; at most {MAX_MASK_TEXT} bytes (UTF-8) per mask "
+                         "request: split it")
+    return texts, many
+
+
+def check_request(message: dict[str, Any]) -> tuple[str, list[str], bool]:
+    """(action, values, many) of a well-formed request: a register's secrets, or a mask's texts."""
+    if message.get("action") == "mask":
+        texts, many = check_mask(message)
+        return "mask", texts, many
+    return "register", check_register(message), True
+
+
 def _reply(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload).encode("utf-8") + b"\n"
+    # Raw UTF-8 keeps a masked text's reply about its own size; a lone surrogate (a bytes secret masked
+    # inside a character) has no UTF-8 form, so that reply falls back to \u escapes.
+    try:
+        return json.dumps(payload, ensure_ascii=False).encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(payload).encode("utf-8") + b"\n"
 
 
 class SecretSocketServer:
@@ -189,7 +256,7 @@ class SecretSocketServer:
         self._registrar: threading.Thread | None = None
         self._listening = False
         self.stats = {"accepted": 0, "registered": 0, "requests_ok": 0, "refused_uid": 0,
-                      "refused_token": 0, "bad_requests": 0, "timeouts": 0}
+                      "refused_token": 0, "bad_requests": 0, "timeouts": 0, "masked": 0}
 
     def __repr__(self) -> str:  # never the token
         return f"SecretSocketServer(path={self.path!r})"
@@ -413,11 +480,11 @@ class SecretSocketServer:
                     log.warning("secrets socket: refused uid %d (pid %d): wrong token", conn.uid, conn.pid)
                     self._respond(conn, {"status": "error", "error": "authentication failed: wrong token"})
                     return
-            values = check_register(message)
+            conn.action, values, conn.many = check_request(message)
         except FrameError as exc:
             self._bad(conn, str(exc))
             return
-        # Registered together with the other requests read meanwhile (see _register_batch).
+        # Handled together with the other requests read meanwhile (see _register_batch).
         conn.phase = "pending"
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(conn.sock)  # type: ignore[union-attr]  # quiet until answered
@@ -436,14 +503,18 @@ class SecretSocketServer:
                 self._wake_w.send(b"r")  # type: ignore[union-attr]
 
     def _register_batch(self, batch: list[tuple[_Conn, list[str]]]) -> list[tuple[_Conn, dict[str, Any]]]:
-        """Register every request of a batch, one registry update per uid; the replies, in order.
+        """Register every request of a batch, one registry update per uid, then mask the mask requests' texts;
+        the replies.
 
         An update costs about a millisecond whatever its size, so under load batching multiplies throughput
-        (bench_secret_socket.py). Each reply is built only after the add that covered its values returned.
+        (bench_secret_socket.py). Each reply is built only after the add that covered its values returned,
+        and masking comes after every registration of the batch, so it covers all that were acknowledged.
         """
         by_uid: dict[int, list[tuple[_Conn, list[str]]]] = {}
+        masks = [(conn, texts) for conn, texts in batch if conn.action == "mask"]
         for conn, values in batch:
-            by_uid.setdefault(conn.uid, []).append((conn, values))
+            if conn.action == "register":
+                by_uid.setdefault(conn.uid, []).append((conn, values))
         batchable = hasattr(self.registry, "add_many") and hasattr(self.registry, "secrets")
         answers: list[tuple[_Conn, dict[str, Any]]] = []
         for uid, requests in by_uid.items():
@@ -464,14 +535,28 @@ class SecretSocketServer:
                 continue
             answers += [(conn, {"status": "ok", "registered": n})
                         for (conn, _), n in zip(requests, counts, strict=True)]
+        for conn, texts in masks:
+            answers.append((conn, self._mask(conn, texts)))
         return answers
+
+    def _mask(self, conn: _Conn, texts: list[str]) -> dict[str, Any]:
+        try:
+            masked = [self.registry.mask_text(text) for text in texts]
+        except Exception as exc:  # noqa: BLE001 - a registry failure must not kill the server
+            log.error("secrets socket: masking failed: %s", type(exc).__name__,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            return {"status": "error", "error": "internal error while masking"}
+        return {"status": "ok", "texts": masked} if conn.many else {"status": "ok", "text": masked[0]}
 
     def _answer(self, conn: _Conn, payload: dict[str, Any]) -> None:
         if conn.phase != "pending":
             return  # closed meanwhile (server stopping)
         if payload.get("status") == "ok":
             self.stats["requests_ok"] += 1
-            self.stats["registered"] += payload["registered"]
+            if conn.action == "mask":
+                self.stats["masked"] += 1
+            else:
+                self.stats["registered"] += payload["registered"]
         self._respond(conn, payload)
 
     def _register(self, values: list[str], source: str) -> int:

@@ -13,7 +13,11 @@ Triggers go to the triggers file (REACTORCIDE_TRIGGERS_FILE, default <workspace>
 trusted steps can write, and, when REACTORCIDE_COORDINATOR_URL and REACTORCIDE_API_TOKEN are set (they are
 given to trusted steps only), straight to the coordinator. After the steps, the runner publishes the file as
 signed lines on its stdout (publish.py). Every value is masked with the job's secrets before it is written
-anywhere: a secret cannot travel to the next job through a trigger (give it to that job as a secret).
+anywhere: a secret cannot travel to the next job through a trigger (give it to that job as a secret). That
+is twice: with the secrets this process can see, and, when the step has the registration socket
+(REACTORCIDE_SECRETS_SOCKET + REACTORCIDE_SECRETS_TOKEN), by the runner, which also knows the secrets that
+other steps registered at run time. If that socket is configured but cannot mask, nothing is written
+(PayloadMaskingError).
 
 Job state comes from the coordinator when one is configured, else from the local workflow run's state file
 (REACTORCIDE_WORKFLOW_STATE, maintained by `runnerlib workflow run`); with neither, a WorkflowStateUnavailable
@@ -36,6 +40,7 @@ from runnerlib.workflow.models import Condition, JobTrigger, WorkflowError
 from runnerlib.workflow.publish import COORDINATOR, default_triggers_path, default_workspace, mask_document
 
 __all__ = [
+    "PayloadMaskingError",
     "TriggerDeliveryError",
     "WorkflowContext",
     "WorkflowStateUnavailable",
@@ -44,6 +49,7 @@ __all__ = [
     "get_job_result",
     "is_job_running",
     "log_next_job",
+    "mask_payload",
     "trigger_job",
     "trigger_jobs",
     "workflow_context",
@@ -61,6 +67,10 @@ class TriggerDeliveryError(RuntimeError):
     """The coordinator refused or could not take a trigger (the triggers file still holds it)."""
 
 
+class PayloadMaskingError(WorkflowError):
+    """The runner's secrets socket is configured but could not mask a payload; nothing was written."""
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -73,6 +83,50 @@ def job_registry(environ: Mapping[str, str]) -> Any:
     registry = SecretRegistry()
     load_secrets(registry, environ=environ)
     return registry
+
+
+def mask_payload(value: Any, environ: Mapping[str, str], registry: Any = None) -> Any:
+    """A JSON-like payload with every string (keys too) masked: by `registry` (default: job_registry), then,
+    when the secrets socket is configured, by the runner, which knows secrets this process never saw.
+
+    Fails closed: if the socket is configured but the runner cannot mask, PayloadMaskingError is raised and
+    the caller writes nothing.
+    """
+    import runnerlib.secrets_client as secrets_client
+
+    masked = mask_document(value, job_registry(environ) if registry is None else registry)
+    if not secrets_client.socket_configured(environ):
+        return masked
+    texts = list(dict.fromkeys(_strings(masked)))
+    try:
+        remote = secrets_client.mask_texts(texts, socket_path=environ[secrets_client.SOCKET_VAR],
+                                           token=environ[secrets_client.TOKEN_VAR])
+    except secrets_client.MaskingError as exc:
+        raise PayloadMaskingError(f"{exc}; the runner's secrets socket is configured, so nothing was written "
+                                  "rather than a payload only partly masked", field="masking") from None
+    return mask_document(masked, _Lookup(dict(zip(texts, remote, strict=True))))
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+@dataclass
+class _Lookup:
+    """mask_document's masker from texts the runner already masked."""
+
+    masked: dict[str, str]
+
+    def mask_text(self, text: str) -> str:
+        return self.masked[text]
 
 
 def coordinator_from_env(environ: Mapping[str, str] | None = None, registry: Any = None) -> CoordinatorClient | None:
@@ -113,6 +167,9 @@ def trigger_jobs(
     or a configuration error such as a plain http URL) TriggerDeliveryError is raised; if it cannot be
     reached after the client's retries a warning is printed on stderr and the call returns. Either way the
     operation is in the triggers file, and the runner delivers it after the steps.
+
+    Every string is masked first (mask_payload): if the runner's secrets socket is configured but cannot
+    mask, PayloadMaskingError is raised and nothing is written or sent.
     """
     env = os.environ if environ is None else environ
     try:
@@ -123,7 +180,8 @@ def trigger_jobs(
         raise WorkflowError("trigger_jobs needs at least one job", field="jobs")
     if registry is None:
         registry = job_registry(env)
-    masked = [JobTrigger.model_validate(mask_document(job.to_dict(), registry)) for job in validated]
+    documents = mask_payload([job.to_dict() for job in validated], env, registry)
+    masked = [JobTrigger.model_validate(document) for document in documents]
     path = Path(triggers_file_path) if triggers_file_path else default_triggers_path(environ=dict(env))
     try:
         operation = triggers_file.append_operation(path, masked)
@@ -280,7 +338,7 @@ def log_next_job(
     lines += ["", "Run the next job:",
               f"  $ python -m runnerlib.cli run --job {job_name} --workflow-file {workflow_file}"]
     text = "\n".join(lines) + "\n"
-    text = job_registry(env).mask_text(text)
+    text = mask_payload(text, env)
     out = stream or sys.stdout
     try:
         out.write(text)
@@ -338,13 +396,14 @@ class WorkflowContext:
             json.dumps(value)
         except (TypeError, ValueError):
             raise WorkflowError("must be JSON-serialisable", field=f"{section}.{name}") from None
-        masked = mask_document(value, job_registry(self.environ))
+        # The name is masked too: it is written to the same file.
+        ((masked_name, masked),) = mask_payload({name: value}, self.environ).items()
 
         def change(current: Any) -> Any:
             doc = current if isinstance(current, dict) else {}
             doc.setdefault("vars", {})
             doc.setdefault("outputs", {})
-            doc[section][name] = masked
+            doc[section][masked_name] = masked
             return doc
 
         state.update_json(self.output_file, {"vars": {}, "outputs": {}}, change)

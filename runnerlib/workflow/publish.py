@@ -2,12 +2,13 @@
 
 The runner (runnerlib/runner.py) calls, in this order:
 
-1. `signer = start_trigger_signing(workspace, job_id=..., emit=...)` before the first step runs: makes the
+1. `signer = start_trigger_signing(workspace, job_id=..., emit=...)` before source preparation: makes the
    job's Ed25519 key pair, writes the public key to <workspace>/trigger-signing.pub and prints the key
    announcement line. The private key stays in the runner's memory.
 2. `publish_triggers(triggers_file, signer=signer, registry=registry, job_id=..., emit=...,
    coordinator=...)` after the job's steps: reads the triggers file (which only trusted steps can write),
-   masks every payload with the job's registry, and for each operation the coordinator has not already
+   masks every payload with the job's registry (again: trusted steps already had the runner mask what they
+   wrote, api.mask_payload), and for each operation the coordinator has not already
    accepted prints one signed line on the runner's own stdout and (when a coordinator is configured) POSTs
    it.
 
@@ -68,7 +69,8 @@ def start_trigger_signing(
 ) -> TriggerSigner:
     """Make the job's signing key, write <workspace>/trigger-signing.pub, print the announcement line.
 
-    Call before any step runs, so the announcement precedes anything an untrusted step can print.
+    Call before source preparation (the runner does), so the announcement precedes any output that an
+    untrusted source or step can cause.
     """
     signer = TriggerSigner.generate()
     if workspace is not None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
+from secrets_testlib import shared_tmpdir
 
 
 @pytest.fixture
@@ -10,3 +13,20 @@ def registry():
     from runnerlib.security.registry import SecretRegistry
 
     return SecretRegistry()
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory uid 65534 can enter (for the server's socket link), removed after the test."""
+    path = shared_tmpdir()
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def server(registry):
+    """A live SecretSocketServer on the registry (2 s request deadline)."""
+    from runnerlib.security.secret_socket import SecretSocketServer
+
+    with SecretSocketServer(registry, timeout=2.0) as srv:
+        yield srv

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import socket
 import stat
 import struct
@@ -20,40 +19,19 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from secrets_testlib import IS_ROOT, PYTHON, assert_no_fragment, new_secret, shared_tmpdir
+from secrets_testlib import (
+    IS_ROOT,
+    PYTHON,
+    as_nobody_through_a_link,
+    assert_no_fragment,
+    frame,
+    new_secret,
+    raw_request,
+)
 
 from runnerlib.secrets_client import RegistrationError, register_secret, register_secrets
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.security.secret_socket import FrameError, SecretSocketServer, check_register, parse_request
-
-
-@pytest.fixture
-def server(registry):
-    with SecretSocketServer(registry, timeout=2.0) as srv:
-        yield srv
-
-
-def raw_request(path: str, data: bytes, *, shutdown: bool = True, timeout: float = 10.0) -> dict:
-    """Send raw bytes, read the one-line reply, return it decoded."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(data)
-        if shutdown:
-            sock.shutdown(socket.SHUT_WR)
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
-    assert reply.endswith(b"\n"), f"no complete reply: {reply!r}"
-    return json.loads(reply)
-
-
-def frame(message: object) -> bytes:
-    body = json.dumps(message).encode()
-    return struct.pack(">I", len(body)) + body
 
 
 def test_existing_wire_format_with_the_token(server, registry):
@@ -162,35 +140,11 @@ def test_uid_not_allowed_refused_even_with_the_token(registry):
             register_secret(value, socket_path=server.path, token=server.token)
 
 
-@pytest.fixture
-def shared_dir():
-    """A directory uid 65534 can enter (for the server's socket link), removed after the test."""
-    path = shared_tmpdir()
-    yield path
-    shutil.rmtree(path)
-
-
 def _attacker(server_path: str, token: str, value: str, linkdir: str) -> subprocess.CompletedProcess:
-    """Run the client as uid 65534 against a hard link of the socket in a world-enterable directory.
-
-    The link stands for an attacker who got past the 0700 directory (a bind mount, a leaked fd, a
-    misconfigured container): what is left to stop it is the SO_PEERCRED check.
-    """
-    link = os.path.join(linkdir, "stolen.sock")
-    os.link(server_path, link)
-    os.chmod(link, 0o666)
-    script = (
-        "import sys, runnerlib\n"
-        "try:\n"
-        "    print(runnerlib.register_secret(sys.argv[1], socket_path=sys.argv[2], token=sys.argv[3]))\n"
-        "except runnerlib.secrets_client.RegistrationError as exc:\n"
-        "    print('REFUSED', exc); sys.exit(3)\n"
-    )
-    # The value and the token ride on argv here because this is the attacker's own process.
-    return subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PYTHON, "-c", script, value, link, token],
-        capture_output=True, timeout=60, cwd="/",
-    )
+    """Register `value` as uid 65534 with the stolen token, past the 0700 directory."""
+    return as_nobody_through_a_link(server_path, linkdir,
+                                    "c.register_secret(sys.argv[1], socket_path=link, token=sys.argv[2])",
+                                    value, token)
 
 
 @pytest.mark.root

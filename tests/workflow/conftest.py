@@ -1,7 +1,10 @@
-"""Fixtures of the workflow tests: a TLS certificate for the 127.0.0.1 coordinator, and the coordinator."""
+"""Fixtures of the workflow tests: a TLS certificate for the 127.0.0.1 coordinator, the coordinator, and a
+scratch directory every uid can enter."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,3 +28,12 @@ def https_server(certificate: tuple[Path, Path]) -> Iterator[CoordinatorServer]:
 def http_server() -> Iterator[CoordinatorServer]:
     with CoordinatorServer(TOKEN) as server:
         yield server
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A fresh directory outside pytest's 0700 tmp dir (steps of another uid can reach it), removed after."""
+    path = Path(tempfile.mkdtemp(prefix="wf-shared-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
