@@ -186,7 +186,7 @@ name: runtime-secret
 steps:
   - name: fetch
     command: |
-      {python} -c "import runnerlib; runnerlib.register_secret(open('{value_file}').read())"
+      {python} -c "{register}"
   - name: trigger
     depends_on: [fetch]
     command: |
@@ -194,11 +194,19 @@ steps:
 """
 
 
+REGISTER_WAYS = {
+    "register_secret": "import runnerlib; runnerlib.register_secret(open('{value_file}').read())",
+    "add-mask": "print('::add-mask::' + open('{value_file}').read(), flush=True)",
+}
+
+
+@pytest.mark.parametrize("way", sorted(REGISTER_WAYS))
 @pytest.mark.parametrize("mask_call", [True, False], ids=["socket-mask", "control-no-mask-call"])
-def test_real_job_two_trusted_steps(shared_dir, mask_call):
-    """`runnerlib run-job`: step "fetch" registers a value it obtained; step "trigger", a separate process
-    whose environment never held the value, triggers a job with it. The triggers file holds "***"; with the
-    mask call disabled (the socket variable removed for the trigger step) the value is in the file."""
+def test_real_job_two_trusted_steps(shared_dir, mask_call, way):
+    """`runnerlib run-job`: step "fetch" registers a value it obtained (over the socket, or in band); step
+    "trigger", a separate process whose environment never held the value, triggers a job with it. The
+    triggers file holds "***"; with the mask call disabled (the socket variable removed for the trigger step)
+    the value is in the file."""
     value = new_value()
     value_file = shared_dir / "value"
     value_file.write_text(value)
@@ -206,7 +214,8 @@ def test_real_job_two_trusted_steps(shared_dir, mask_call):
     (workspace / "src").mkdir(parents=True)
     prefix = "" if mask_call else "env -u REACTORCIDE_SECRETS_SOCKET "
     job_file = shared_dir / "job.yaml"
-    job_file.write_text(JOB.format(python=PYTHON, value_file=value_file, prefix=prefix))
+    register = REGISTER_WAYS[way].format(value_file=value_file)
+    job_file.write_text(JOB.format(python=PYTHON, value_file=value_file, prefix=prefix, register=register))
     env = step_env(None, REACTORCIDE_WORKSPACE_ROOT=str(workspace), REACTORCIDE_JOB_ID="job-rt")
     proc = subprocess.run([PYTHON, "-m", "runnerlib.cli", "run-job", str(job_file)], env=env,
                           capture_output=True, text=True, timeout=120)
