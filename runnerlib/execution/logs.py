@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +23,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 MAX_PENDING_LINE = 64 * 1024
+# A step whose output arrives in pieces this large is a bulk writer: its lines are written by a thread of its
+# own (prefixing and the two writes overlap the reading and masking of the next piece). Smaller output is
+# written at once by the caller, so a step printing a few lines costs no thread.
+OFFLOAD_MIN = 64 * 1024
+# Pieces queued for that thread at most (a piece is one read, up to 1 MiB): bounds memory and lag.
+OFFLOAD_QUEUE = 4
 _COLOURS = (36, 33, 35, 32, 34, 91, 96, 93, 95, 92, 94)
 _STATUS_COLOURS = {"success": 32, "failed": 31, "timed_out": 31, "refused": 31, "cancelled": 33,
                    "skipped": 90, "allowed_failure": 33}
@@ -101,7 +108,8 @@ class JobLog:
         # Several writes under one lock: a line is never split between two writers, and nothing is copied.
         with self._lock:
             for part in parts:
-                self.out.write(part)
+                if part:
+                    self.out.write(part)
             self.out.flush()
 
     # -- step output -------------------------------------------------------------------------------------
@@ -186,50 +194,72 @@ class StepOutput:
         label = f"[{step}]"
         self._prefix = (f"\x1b[{colour}m{label}\x1b[0m " if log.colour else f"{label} ").encode()
         self._newline_prefix = b"\n" + self._prefix
+        self._writer: _Writer | None = None
 
     def write(self, stream: str, data: bytes) -> None:
         """Take already-masked bytes of `stream` ("stdout"/"stderr"); emit the complete lines."""
         if not data:
             return
-        pending = self._pending.get(stream)
+        pending = self._pending.get(stream, b"")
         cut = data.rfind(b"\n")
         if cut < 0:
             buf = pending + data if pending else data
             if len(buf) > MAX_PENDING_LINE:
-                self._emit(stream, buf + b"\n", partial=True)
+                self._emit_now(stream, b"", buf + b"\n", len(buf) + 1, True)
                 buf = b""
             self._pending[stream] = buf
             return
-        # Only the tail after the last newline is kept; the common case (no pending bytes, chunk ending in a
-        # newline) copies nothing here.
-        head = data if cut == len(data) - 1 else data[:cut + 1]
-        self._pending[stream] = data[cut + 1:]
-        self._emit(stream, pending + head if pending else head)
+        # Only the tail after the last newline is kept (a copy of less than a line); the lines before it are
+        # written from `data` itself, never joined to the pending bytes or sliced out of it.
+        end = cut + 1
+        self._pending[stream] = data[end:]
+        if self._writer is None and len(data) >= OFFLOAD_MIN:
+            self._writer = _Writer(self._emit, f"runnerlib-log-{self.step}")
+        if self._writer is not None:  # once started, everything goes through it: order is kept
+            self._writer.put(stream, pending, data, end)
+        else:
+            self._emit(stream, pending, data, end)
 
-    def _emit(self, stream: str, lines: bytes, partial: bool = False) -> None:
+    def _emit_now(self, stream: str, pending: bytes, data: bytes, end: int, partial: bool = False) -> None:
+        if self._writer is not None:
+            self._writer.put(stream, pending, data, end, partial)
+        else:
+            self._emit(stream, pending, data, end, partial)
+
+    def _emit(self, stream: str, pending: bytes, data: bytes, end: int, partial: bool = False) -> None:
+        """Write the lines `pending + data[:end]` (the last one ends at end - 1 with a newline)."""
         if self._file is not None:
             with self._file_lock:
-                self._file.write(lines[:-1] if partial else lines)
+                if pending:
+                    self._file.write(pending)
+                self._file.write(memoryview(data)[:end - 1 if partial else end])
         log = self.log
         if log.fmt == "json":
             out = []
-            for line in lines[:-1].split(b"\n"):
+            for line in (pending + data[:end - 1]).split(b"\n"):
                 record = log._record("info", self.step, stream, line.decode("utf-8", "replace"))
                 out.append(json.dumps(record, ensure_ascii=False).encode())
             log._write(b"\n".join(out) + b"\n")
             return
         prefix = self._prefix
-        # One C-level replace instead of a Python loop per line (this path carries the 1 GiB benchmark); the
-        # prefix it leaves after the final newline is cut off by the view.
-        body = lines.replace(b"\n", self._newline_prefix)
-        log._write_parts(prefix, memoryview(body)[:len(body) - len(prefix)])
+        # One C-level replace over the whole chunk instead of a Python loop per line (this path carries the
+        # 1 GiB benchmark). The bytes after `end` hold no newline, so they come out unchanged at the end of
+        # `body`; the view cuts them off together with the prefix left after the final newline.
+        body = data.replace(b"\n", self._newline_prefix)
+        stop = len(body) - (len(data) - end) - len(prefix)
+        log._write_parts(prefix, pending, memoryview(body)[:stop])
 
     def close(self) -> None:
         """Flush what is left of partial lines (marked with no newline at end of output)."""
-        for stream, rest in list(self._pending.items()):
-            if rest:
-                self._emit(stream, rest + b"\n")
-        self._pending.clear()
+        try:
+            for stream, rest in list(self._pending.items()):
+                if rest:
+                    self._emit_now(stream, rest, b"\n", 1)
+            self._pending.clear()
+        finally:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.close()  # every queued line is written before the runner's next message
         if self._file is not None:
             with self._file_lock:
                 self._file.close()
@@ -240,6 +270,40 @@ class StepOutput:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Writer:
+    """One thread calling `emit(*args)` for each `put(*args)`, in order. An error is raised to the caller."""
+
+    def __init__(self, emit: Callable[..., None], name: str) -> None:
+        self._emit = emit
+        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(OFFLOAD_QUEUE)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._emit(*item)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller; keep draining so it never blocks
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def put(self, *item: Any) -> None:
+        self._raise()
+        self._queue.put(item)
+
+    def close(self) -> None:
+        """Write everything queued, stop the thread, raise its error if it had one."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
 
 
 class MaskedTextWriter:

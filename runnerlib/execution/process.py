@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import select
@@ -56,6 +57,13 @@ CANCELLED_EXIT = 143
 DEFAULT_GRACE = 60.0
 # A prompt without a newline that looks like the start of a secret is shown after this long.
 IDLE_FLUSH = 0.5
+# Read this much at a time, and enlarge a pipe to this once a read finds it full: every read, ::add-mask::
+# scan, masker scan and log write costs a fixed amount of Python per call, so a bulk writer (1 GiB of lines)
+# must not be cut into 64 KiB pieces. A read still returns whatever is available, so a lone line is not
+# delayed. Only pipes that filled are enlarged: pipe capacity counts against the uid's pipe quota
+# (fs.pipe-user-pages-soft), which the steps of a non-root runner share with it.
+READ_SIZE = PIPE_SIZE = 1 << 20
+_DEFAULT_PIPE = 1 << 16
 
 
 class ProcessError(RuntimeError):
@@ -95,6 +103,7 @@ class _Stream:
         self.masked = registry.stream(self._sink)
         self.front = AddMaskFilter(registry, self.masked, trusted=trusted, source=source)
         self.open = True
+        self.enlarged = False
 
     def _sink(self, data: bytes) -> None:
         if not data:
@@ -107,13 +116,22 @@ class _Stream:
 
     def read(self) -> None:
         try:
-            data = os.read(self.fd, 1 << 16)
+            data = os.read(self.fd, READ_SIZE)
         except BlockingIOError:
             return
         if data:
+            if len(data) >= _DEFAULT_PIPE and not self.enlarged:
+                self._enlarge()
             self.front.write(data)
         else:
             self.close()
+
+    def _enlarge(self) -> None:
+        self.enlarged = True
+        try:
+            fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass  # over fs.pipe-max-size or the uid's pipe quota: the default pipe still works
 
     def close(self) -> None:
         if self.open:
@@ -233,7 +251,10 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
         stage = step.error.get("stage")
         refused = code == REFUSED_EXIT and stage not in ("exec", "cwd", "stdio")
         reason = mask(f"{stage}: {step.error.get('message')}")
-        log.error("%s: %s before exec (%s)", name, "refused" if refused else "failed", reason)
+        # Debug only: `reason` is the result's, and every caller reports it (the runner in its step line and
+        # summary). At error level it went to stderr a second time, through logging's last-resort handler,
+        # outside the job's log format.
+        log.debug("%s: %s before exec (%s)", name, "refused" if refused else "failed", reason)
     elif step.exit_code is None:
         code = 125
         reason = "the step's supervisor vanished (fork server killed?)"

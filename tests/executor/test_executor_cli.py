@@ -370,3 +370,15 @@ def test_no_audit_without_debug(ws: Path) -> None:
     out = r.stdout.decode() + r.stderr.decode()
     assert r.returncode == 0, out
     assert "audit" not in out
+
+
+def test_a_step_that_cannot_exec_is_reported_once_in_the_job_log_not_on_stderr(ws: Path) -> None:
+    """The wrapper's "failed before exec" record used to reach stderr through logging's last-resort handler,
+    a second time and outside the job's format; the reason belongs to the job log (step line and summary)."""
+    r = cli("run", "--workspace-root", str(ws), "--secret-values-list", SECRET, "--",
+            f"/nonexistent/{SECRET}/tool", "arg")
+    assert r.returncode == 127, r.stdout + r.stderr
+    assert b"before exec" not in r.stderr and b"No such file" not in r.stderr
+    assert r.stdout.count(b"exec: No such file or directory") == 2  # the step's finished line and the summary
+    text = (r.stdout + r.stderr).decode()
+    assert "/nonexistent/***/tool" in text and SECRET[2:10] not in text

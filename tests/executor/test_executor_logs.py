@@ -124,3 +124,100 @@ def test_masked_text_writer_holds_partial_lines() -> None:
     writer.write("tail s3cr3t!")
     writer.flush()
     assert target.getvalue() == "a *** b\ntail ***"
+
+
+def _bulk_writes(seed: int) -> list[tuple[str, bytes]]:
+    """Two streams of numbered lines (some longer than MAX_PENDING_LINE), cut at random points, interleaved."""
+    import random
+
+    rnd = random.Random(seed)
+    writes: dict[str, list[bytes]] = {}
+    for stream in ("stdout", "stderr"):
+        lines = []
+        for i in range(rnd.randrange(200, 3000)):
+            width = rnd.choice([0, 5, 99, 400, 5000, MAX_PENDING_LINE + 7]) if i % 97 == 0 else rnd.randrange(0, 200)
+            lines.append(f"{stream[3]}{i:06d} ".encode() + b"y" * width + b"\n")
+        data = b"".join(lines) + (b"unterminated tail" if rnd.random() < 0.5 else b"")
+        cuts = sorted({0, len(data), *(rnd.randrange(len(data)) for _ in range(rnd.randrange(1, 40)))})
+        writes[stream] = [data[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    merged = []
+    while writes["stdout"] or writes["stderr"]:
+        stream = rnd.choice([s for s in writes if writes[s]])
+        merged.append((stream, writes[stream].pop(0)))
+    return merged
+
+
+def _run_writes(monkeypatch, tmp_path: Path, writes: list[tuple[str, bytes]], offload_min: int, fmt: str):  # noqa: ANN001, ANN202
+    from runnerlib.execution import logs
+
+    monkeypatch.setattr(logs, "OFFLOAD_MIN", offload_min)
+    logs_dir = tmp_path / f"logs-{offload_min}-{fmt}"
+    logs_dir.mkdir(parents=True)
+    log = JobLog(io.BytesIO(), logs_dir=logs_dir, fmt=fmt)
+    with log.step_output("s") as sink:
+        for stream, data in writes:
+            sink.write(stream, data)
+    log.event("after the step")
+    out = log.out.getvalue()  # type: ignore[attr-defined]
+    if fmt == "json":  # times differ between runs; everything else must not
+        out = b"\n".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "time"}).encode()
+                         for line in out.splitlines())
+    return out, (logs_dir / "s.log").read_bytes()
+
+
+def test_bulk_output_through_the_writer_thread_is_byte_identical(monkeypatch, tmp_path: Path) -> None:  # noqa: ANN001
+    """Differential: lines written by the step's writer thread (bulk output) come out exactly as when written
+    by the caller: same console bytes, same step log, same order, nothing after the runner's next message."""
+    for seed in range(12):
+        writes = _bulk_writes(seed)
+        for fmt in ("json", "text"):
+            inline = _run_writes(monkeypatch, tmp_path / f"{seed}", writes, 1 << 62, fmt)
+            threaded = _run_writes(monkeypatch, tmp_path / f"{seed}", writes, 1, fmt)
+            assert threaded == inline
+        console, step_log = inline  # text
+        unterminated = sum(not b"".join(d for s, d in writes if s == stream).endswith(b"\n")
+                           for stream in ("stdout", "stderr"))
+        assert len(step_log) == sum(len(d) for _, d in writes) + unterminated  # close() ends a partial line
+        assert console.endswith(b"==> after the step\n")
+
+
+def test_small_output_starts_no_thread_and_bulk_output_one() -> None:
+    from runnerlib.execution.logs import OFFLOAD_MIN
+
+    def writers() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("runnerlib-log-")]
+
+    log = JobLog(io.BytesIO())
+    sink = log.step_output("few")
+    sink.write("stdout", b"a line\n" * 100)
+    assert writers() == [] and log.out.getvalue().count(b"[few] a line\n") == 100  # type: ignore[attr-defined]
+    bulk = log.step_output("bulk")
+    bulk.write("stdout", b"x" * 99 + b"\n" + b"y" * OFFLOAD_MIN + b"\n")
+    assert writers() == ["runnerlib-log-bulk"]
+    bulk.close()
+    sink.close()
+    assert writers() == []
+
+
+def test_a_failing_step_log_write_is_raised_to_the_caller(tmp_path: Path) -> None:
+    """Disk full while the writer thread writes the step log: the error reaches the runner, it is not lost."""
+
+    class Full(io.BytesIO):
+        def write(self, data):  # noqa: ANN001, ANN202
+            raise OSError(28, "No space left on device")
+
+    log = JobLog(io.BytesIO(), logs_dir=tmp_path, open_log=lambda path, append: Full())
+    sink = log.step_output("s")
+    chunk = b"z" * 99 + b"\n"
+    try:
+        for _ in range(2000):  # 200 KB in 100-line pieces: the first piece starts the thread
+            sink.write("stdout", chunk * 1000)
+    except OSError as exc:
+        assert exc.errno == 28
+    else:
+        try:
+            sink.close()
+        except OSError as exc:
+            assert exc.errno == 28
+        else:
+            raise AssertionError("the write error was lost")

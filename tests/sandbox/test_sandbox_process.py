@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -220,3 +221,69 @@ def test_forked_runner_gets_its_own_fork_server(registry):
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 5
     assert run_process("exit 3", registry=registry).exit_code == 3  # the parent's still works
+
+
+_BULK = textwrap.dedent("""
+    import os, sys
+    secret = sys.argv[1].encode()
+    line = b"x" * 99 + b"\\n"
+    out = bytearray()
+    # 8 MiB of lines; the secret is printed at offsets that straddle 64 KiB and 1 MiB boundaries, split
+    # between two writes of a pipe-filling size.
+    for n in range(1, 9):
+        for boundary in ((n << 20) - (64 << 10), n << 20):
+            pad = boundary - len(out) - len(secret) // 2
+            out += (line * (pad // 100 + 1))[:pad] if pad > 0 else b""
+            out += secret + b"\\n"
+    fd = sys.stdout.fileno()
+    view = memoryview(bytes(out))
+    while view:
+        view = view[os.write(fd, view[: 256 << 10]):]
+""")
+
+
+@pytest.mark.parametrize("known", [True, False])
+def test_bulk_output_masked_on_the_console_and_in_the_step_log(tmp_path, known):
+    """A step printing megabytes (big reads, enlarged pipe, the log's writer thread) with the secret cut by
+    every read size: it is masked everywhere. Control: with the secret unknown to the registry it comes
+    out in clear, so the output really carries it through the same path."""
+    from runnerlib.execution.logs import JobLog
+    from runnerlib.security.registry import SecretRegistry
+
+    reg = SecretRegistry()
+    if known:
+        reg.add(SECRET, source="test")
+    console = io.BytesIO()
+    log = JobLog(console, logs_dir=tmp_path)
+    with log.step_output("bulk") as sink:
+        result = run_process([STEP_PYTHON, "-c", _BULK, SECRET], registry=reg, on_output=sink.write,
+                             keep_output=False, timeout=120)
+    assert result.exit_code == 0
+    step_log = (tmp_path / "bulk.log").read_bytes()
+    shown = console.getvalue()
+    assert len(step_log) > 8_000_000 and shown.count(b"\n") == step_log.count(b"\n")
+    assert all(line.startswith(b"[bulk] ") for line in shown.splitlines())
+    for text in (step_log, shown):
+        if known:
+            assert text.count(b"***\n") == 16
+            assert not any(frag.encode() in text for frag in fragments(SECRET))
+        else:
+            assert text.count(SECRET.encode() + b"\n") == 16
+
+
+def test_only_a_pipe_that_filled_is_enlarged(registry):
+    """Pipe capacity counts against the uid's quota, shared with the steps: a quiet step keeps 64 KiB pipes."""
+    import fcntl
+
+    from runnerlib.execution import process
+
+    sizes = {}
+    for label, amount in (("quiet", 1000), ("bulk", 1 << 16)):
+        r, w = os.pipe()
+        stream = process._Stream("stdout", r, registry, True, "test", [], None, keep=False)
+        os.write(w, b"y" * amount)
+        stream.read()
+        sizes[label] = fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
+        os.close(w)
+        stream.close()
+    assert sizes == {"quiet": 1 << 16, "bulk": process.PIPE_SIZE}
