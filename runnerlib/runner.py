@@ -116,6 +116,7 @@ class JobRunner:
         self._cancelled = threading.Event()
         self._job_timed_out = False
         self._socket: Any = None
+        self._src_owner: tuple[int, int] | None = None  # the sandbox uid that owns the src tree, if handed over
         self._signer: Any = None
         self._scratch: str | None = None
         self.workspace: Any = None
@@ -364,6 +365,7 @@ class JobRunner:
         for directory in dict.fromkeys([config.code_dir, config.job_dir]):
             if directory and not os.path.isdir(directory):
                 workspace.makedirs(directory)
+        self._src_owner = owner
         if owner is not None:
             self._hand_over_to_untrusted(workspace, owner, config.code_dir if created_src else None)
 
@@ -525,6 +527,11 @@ class JobRunner:
         env = dict(self.environ)
         env.update(self._context_env())
         env.update(getattr(self, "_job_env", self.config.job_env))
+        if self._src_owner is not None and self.config.code_dir:
+            # The src tree belongs to the sandbox uid: git refuses a repository another uid owns ("dubious
+            # ownership") unless told, as GitHub's checkout action tells it. Command-line-level config, so it
+            # counts as protected configuration; it names this one directory only.
+            _add_git_config(env, "safe.directory", self.config.code_dir)
         if self.config.allow_insecure_transport:
             # --allow-insecure-transport may be a CLI flag: trigger_job's own coordinator POSTs read the variable.
             env["REACTORCIDE_ALLOW_INSECURE_TRANSPORT"] = "true"
@@ -675,6 +682,17 @@ class JobRunner:
             self._open_workspace().write_text(str(path), self.mask_text(json.dumps(data, indent=2)) + "\n")
         except OSError as exc:
             self.log.event(f"could not write the summary file: {exc.strerror}", level="warning")
+
+
+def _add_git_config(env: dict[str, str], key: str, value: str) -> None:
+    """Append one `git -c key=value` equivalent through GIT_CONFIG_COUNT/KEY_n/VALUE_n, keeping any already set."""
+    try:
+        count = int(env.get("GIT_CONFIG_COUNT", "0"))
+    except ValueError:
+        count = 0
+    env[f"GIT_CONFIG_KEY_{count}"] = key
+    env[f"GIT_CONFIG_VALUE_{count}"] = value
+    env["GIT_CONFIG_COUNT"] = str(count + 1)
 
 
 class _TextSink:

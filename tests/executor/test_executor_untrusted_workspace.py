@@ -57,3 +57,16 @@ def test_a_trusted_only_job_hands_nothing_over(ws: Path) -> None:
     code, out = _run(ws, job)
     assert code == 0, out
     assert (ws / "src").stat().st_uid == 0 and (ws / "src" / "built.o").stat().st_uid == 0
+
+
+def test_trusted_steps_can_use_git_in_the_handed_over_src(ws: Path) -> None:
+    """The src tree belongs to the sandbox uid; git refuses such a repository to root ("dubious ownership")
+    unless the runner marks this directory safe for trusted steps. The control strips that setting."""
+    job = Job("git")
+    job.add_step("init", "git init -q .", trust="untrusted")
+    job.add_step("status", "git status --short", depends_on=["init"])
+    job.add_step("control", "env -u GIT_CONFIG_COUNT git status --short", depends_on=["status"])
+    code, out = _run(ws, job)
+    assert "dubious ownership" in out.split("[control]", 1)[1], out
+    assert "dubious ownership" not in out.split("==> [status] finished", 1)[0], out
+    assert "[status] finished (ok)" in out or "==> [status] finished (ok)" in out, out
