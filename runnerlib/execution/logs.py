@@ -292,8 +292,7 @@ class _Writer:
 
     def _raise(self) -> None:
         if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+            raise self._error  # sticky: nothing after a lost piece is written, so no line goes missing unseen
 
     def put(self, *item: Any) -> None:
         self._raise()
