@@ -258,12 +258,14 @@ class StepOutput:
             self._pending.clear()
         finally:
             writer, self._writer = self._writer, None
-            if writer is not None:
-                writer.close()  # every queued line is written before the runner's next message
-        if self._file is not None:
-            with self._file_lock:
-                self._file.close()
-            self._file = None
+            try:
+                if writer is not None:
+                    writer.close()  # every queued line is written before the runner's next message
+            finally:
+                if self._file is not None:
+                    with self._file_lock:
+                        self._file.close()
+                    self._file = None
 
     def __enter__(self) -> StepOutput:
         return self

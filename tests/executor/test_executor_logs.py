@@ -206,7 +206,8 @@ def test_a_failing_step_log_write_is_raised_to_the_caller(tmp_path: Path) -> Non
         def write(self, data):  # noqa: ANN001, ANN202
             raise OSError(28, "No space left on device")
 
-    log = JobLog(io.BytesIO(), logs_dir=tmp_path, open_log=lambda path, append: Full())
+    full = Full()
+    log = JobLog(io.BytesIO(), logs_dir=tmp_path, open_log=lambda path, append: full)
     sink = log.step_output("s")
     chunk = b"z" * 99 + b"\n"
     try:
@@ -221,3 +222,8 @@ def test_a_failing_step_log_write_is_raised_to_the_caller(tmp_path: Path) -> Non
             assert exc.errno == 28
         else:
             raise AssertionError("the write error was lost")
+    try:
+        sink.close()
+    except OSError:
+        pass
+    assert full.closed  # the step log is closed whatever happened
