@@ -20,6 +20,7 @@ Exit codes: 0 success; a failing step's own code; 124 step or job timeout; 126 r
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import signal
@@ -146,6 +147,8 @@ class JobRunner:
         exit_code = EXIT_RUNNER_ERROR
         failed = False
         self.plugins.timings.clear()
+        log_handler = _JobLogHandler(self.log)
+        logging.getLogger("runnerlib").addHandler(log_handler)
         try:
             try:
                 exit_code, failed = self._main_phases()
@@ -185,6 +188,7 @@ class JobRunner:
                 self._timer.cancel()
             self._stop_services()
             self._restore_signal_handler(previous)
+            logging.getLogger("runnerlib").removeHandler(log_handler)
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
             sys.stdout, sys.stderr = saved_streams
@@ -682,6 +686,22 @@ class JobRunner:
             self._open_workspace().write_text(str(path), self.mask_text(json.dumps(data, indent=2)) + "\n")
         except OSError as exc:
             self.log.event(f"could not write the summary file: {exc.strerror}", level="warning")
+
+
+class _JobLogHandler(logging.Handler):
+    """runnerlib's own log records (the process wrapper's timeout warnings, ...) go into the job log, masked and
+    in its format; without a handler Python's last resort printed them raw to stderr."""
+
+    def __init__(self, job_log: JobLog) -> None:
+        super().__init__(logging.DEBUG)
+        self.job_log = job_log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}.get(record.levelno, "error")
+        try:
+            self.job_log.event(record.getMessage(), level=level)
+        except Exception:  # noqa: BLE001 - logging must never break the job
+            self.handleError(record)
 
 
 def _add_git_config(env: dict[str, str], key: str, value: str) -> None:

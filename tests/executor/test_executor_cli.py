@@ -382,3 +382,13 @@ def test_a_step_that_cannot_exec_is_reported_once_in_the_job_log_not_on_stderr(w
     assert r.stdout.count(b"exec: No such file or directory") == 2  # the step's finished line and the summary
     text = (r.stdout + r.stderr).decode()
     assert "/nonexistent/***/tool" in text and SECRET[2:10] not in text
+
+
+def test_runner_log_records_go_to_the_job_log_not_raw_stderr(ws: Path) -> None:
+    """The process wrapper's timeout warning is a `logging` record: it appears once, in the job log's format
+    (masked), and nothing reaches stderr raw through Python's last-resort handler."""
+    r = cli("run", "--workspace-root", str(ws), "--step-timeout", "0.5", "--kill-grace", "1",
+            "--job-command", "sleep 30")
+    assert r.returncode == 124
+    assert r.stdout.decode().count("==> job: timed out: SIGTERM to the process group") == 1
+    assert r.stderr == b""
