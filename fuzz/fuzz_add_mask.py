@@ -9,16 +9,15 @@ reading of the same bytes (command lines swallowed and registered, every other b
 from __future__ import annotations
 
 import logging
-import re
 import sys
 
 import atheris
 
 with atheris.instrument_imports():
-    from runnerlib.security.inband import MAX_INDENT, AddMaskFilter, unescape_command_data
+    from runnerlib.security.inband import AddMaskFilter
+    from runnerlib.testing import add_mask_reference
 
 logging.disable(logging.WARNING)  # empty and over-long commands warn; thousands of times here
-COMMAND = re.compile(rb"^[ \t]{0,%d}::add-mask::(.*)$" % MAX_INDENT, re.I | re.S)
 
 
 class Recorder:
@@ -30,23 +29,7 @@ class Recorder:
         return True
 
 
-def reference(data: bytes) -> tuple[bytes, list[bytes]]:
-    out = bytearray()
-    registered: list[bytes] = []
-    lines = data.split(b"\n")
-    for index, line in enumerate(lines):
-        match = COMMAND.match(line)
-        if match:
-            value = match.group(1)
-            value = value[:-1] if value.endswith(b"\r") else value
-            if value.strip():
-                forms = [unescape_command_data(value)]
-                if forms[0] != value:
-                    forms.append(value)
-                registered += forms
-        else:
-            out += line + (b"" if index == len(lines) - 1 else b"\n")
-    return bytes(out), registered
+reference = add_mask_reference
 
 
 def TestOneInput(data: bytes) -> None:

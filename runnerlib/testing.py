@@ -25,15 +25,18 @@ Example (pytest + hypothesis)::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
+from runnerlib.security.inband import MAX_INDENT, unescape_command_data
 from runnerlib.security.masker import reference_mask
 
 __all__ = [
     "PlantedText",
+    "add_mask_reference",
     "assert_no_fragment",
     "reference_mask",
     "secret_sets",
@@ -180,3 +183,32 @@ def assert_no_fragment(output: bytes, secret_values: Iterable[bytes], *, min_fra
                 raise AssertionError(
                     f"output contains bytes {i}..{i + k} of secret #{index} ({len(secret)} bytes long)"
                 )
+
+
+_ADD_MASK_LINE = re.compile(rb"^[ \t]{0,%d}::add-mask::(.*)$" % MAX_INDENT, re.I | re.S)
+
+
+def add_mask_reference(data: bytes) -> tuple[bytes, list[bytes]]:
+    """The `::add-mask::` specification on one whole input: (output without the command lines, the values a
+    trusted step registers, each unescaped and, when that differs, also as written). A streaming filter fed
+    `data` in any split must give the same.
+
+    >>> add_mask_reference(b"a\n::add-mask::s3cr%25t\nb")
+    (b'a\nb', [b's3cr%t', b's3cr%25t'])
+    """
+    out = bytearray()
+    registered: list[bytes] = []
+    lines = data.split(b"\n")
+    for index, line in enumerate(lines):
+        match = _ADD_MASK_LINE.match(line)
+        if match:
+            value = match.group(1)
+            value = value[:-1] if value.endswith(b"\r") else value
+            if value.strip():
+                forms = [unescape_command_data(value)]
+                if forms[0] != value:
+                    forms.append(value)
+                registered += forms
+        else:
+            out += line + (b"" if index == len(lines) - 1 else b"\n")
+    return bytes(out), registered

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 
 from hypothesis import given
@@ -12,6 +11,7 @@ from secrets_testlib import PYTHON, assert_no_fragment, new_secret
 
 from runnerlib.security.inband import AddMaskFilter, unescape_command_data
 from runnerlib.security.registry import SecretRegistry
+from runnerlib.testing import add_mask_reference
 
 
 def write_in_pieces(stage: AddMaskFilter, data: bytes, cuts: list[int]) -> None:
@@ -194,28 +194,9 @@ class RecordingRegistry:
         return True
 
 
-_COMMAND_LINE = re.compile(rb"^[ \t]{0,64}::add-mask::(.*)$", re.I | re.S)
 
 
-def reference(data: bytes) -> tuple[bytes, list[bytes]]:
-    """The specification, one whole input at a time: command lines are swallowed and registered."""
-    out = bytearray()
-    registered: list[bytes] = []
-    lines = data.split(b"\n")
-    for index, line in enumerate(lines):
-        last = index == len(lines) - 1
-        match = _COMMAND_LINE.match(line)
-        if match:
-            value = match.group(1)
-            value = value[:-1] if value.endswith(b"\r") else value
-            if value.strip():
-                forms = [unescape_command_data(value)]
-                if forms[0] != value:
-                    forms.append(value)
-                registered += forms
-        else:
-            out += line + (b"" if last else b"\n")
-    return bytes(out), registered
+reference = add_mask_reference  # the specification, one whole input at a time
 
 
 _pieces = st.lists(st.sampled_from([b"::add-mask::", b"::ADD-mask::", b"::add-m", b"ask::", b"\n", b"\r\n", b" ",
