@@ -29,6 +29,7 @@ import os
 import select
 import shlex
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -378,10 +379,37 @@ def default_policy(environ: Mapping[str, str] | None = None, **overrides: Any) -
     artifacts = os.path.join(os.path.dirname(src), "artifacts")
     from runnerlib.security.policy import DEFAULT_READ_ONLY
 
-    overrides.setdefault("read_only_paths", DEFAULT_READ_ONLY + (ci,))
+    overrides.setdefault("read_only_paths", DEFAULT_READ_ONLY + (ci,) + extra_read_only_paths(environ))
     overrides.setdefault("read_write_paths", (src, artifacts))
     overrides.setdefault("protected_paths", (ci,))
     return SandboxPolicy.from_env(dict(environ), **overrides)
+
+
+READ_ONLY_PATHS_ENV = "REACTORCIDE_SANDBOX_READ_ONLY_PATHS"
+
+
+def extra_read_only_paths(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Read-only grants beyond the system directories: the runner's own virtualenv (so `python` from it, and
+    the tools installed in it, start inside the sandbox; a venv holds code, not secrets) and the paths listed
+    in REACTORCIDE_SANDBOX_READ_ONLY_PATHS (colon-separated, absolute; "/" and the home of root are refused:
+    they would expose everything the sandbox hides).
+
+    >>> extra_read_only_paths({"REACTORCIDE_SANDBOX_READ_ONLY_PATHS": "/srv/tools"})[-1]
+    '/srv/tools'
+    """
+    from runnerlib.security.policy import PolicyError
+
+    paths: list[str] = []
+    if sys.prefix != sys.base_prefix and os.path.normpath(sys.prefix) != "/":
+        paths.append(os.path.normpath(sys.prefix))
+    for item in filter(None, environ.get(READ_ONLY_PATHS_ENV, "").split(":")):
+        path = os.path.normpath(item)
+        if not item.startswith("/") or "\0" in item:
+            raise PolicyError(READ_ONLY_PATHS_ENV, f"{item!r} is not an absolute path")
+        if path in ("/", "/root", "/home", "/proc/self"):
+            raise PolicyError(READ_ONLY_PATHS_ENV, f"{path!r} would expose everything the sandbox hides")
+        paths.append(path)
+    return tuple(paths)
 
 
 def run_untrusted(

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import CHECKOUT, SECRET, STEP_PYTHON, fragments
+from sandbox_testlib import CHECKOUT, SECRET, STEP_PYTHON, fragments
 
 RUNNERLIB = [sys.executable, "-m", "runnerlib.cli"]
 

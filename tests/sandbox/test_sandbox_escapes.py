@@ -11,7 +11,7 @@ import subprocess
 import threading
 
 import pytest
-from conftest import (
+from sandbox_testlib import (
     IS_ROOT,
     SECRET,
     attack,

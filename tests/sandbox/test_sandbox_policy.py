@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import CHECKOUT, IS_ROOT, SECRET, STEP_PYTHON, fragments
+from sandbox_testlib import CHECKOUT, IS_ROOT, SECRET, STEP_PYTHON, fragments
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import CHECKOUT, SECRET, STEP_PYTHON, fragments
+from sandbox_testlib import CHECKOUT, SECRET, STEP_PYTHON, fragments
 
 from runnerlib.execution.process import ProcessError, run_process
 from runnerlib.security import proctree
