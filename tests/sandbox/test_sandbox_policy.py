@@ -11,9 +11,9 @@ import sys
 import textwrap
 
 import pytest
-from sandbox_testlib import CHECKOUT, IS_ROOT, SECRET, STEP_PYTHON, fragments
 from hypothesis import given
 from hypothesis import strategies as st
+from sandbox_testlib import CHECKOUT, IS_ROOT, SECRET, STEP_PYTHON, fragments
 
 from runnerlib.execution.process import run_process
 from runnerlib.security.audit import audit
