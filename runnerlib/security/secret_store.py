@@ -226,6 +226,10 @@ class SecretStore:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
         with self._locked():
+            # The old data first: a crash between the two writes then leaves "not initialised", never old data
+            # under a new salt (which reads as "wrong password").
+            with contextlib.suppress(FileNotFoundError):
+                self.data_path.unlink()
             _atomic_write(self.directory, SALT_FILE, os.urandom(SALT_BYTES))
             self._fernet = None
             self._save({})
