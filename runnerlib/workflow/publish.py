@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any, Protocol
 
 from runnerlib.workflow import triggers_file
 from runnerlib.workflow.coordinator import CoordinatorClient, CoordinatorError
-from runnerlib.workflow.signing import PUBLIC_KEY_FILE, TriggerSigner
+from runnerlib.workflow.signing import TriggerSigner, emit_stdout_line, start_trigger_signing
 from runnerlib.workflow.triggers_file import COORDINATOR
 
 __all__ = ["PublishResult", "mask_document", "publish_triggers", "start_trigger_signing"]
@@ -53,30 +52,6 @@ class PublishResult:
     @property
     def ok(self) -> bool:
         return not self.errors
-
-
-def _stdout_line(line: str) -> None:
-    # Write to the real stdout fd's stream and flush: the worker reads it line by line as the job runs.
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def start_trigger_signing(
-    workspace: str | os.PathLike[str] | None,
-    *,
-    job_id: str | None = None,
-    emit: Callable[[str], None] | None = None,
-) -> TriggerSigner:
-    """Make the job's signing key, write <workspace>/trigger-signing.pub, print the announcement line.
-
-    Call before source preparation (the runner does), so the announcement precedes any output that an
-    untrusted source or step can cause.
-    """
-    signer = TriggerSigner.generate()
-    if workspace is not None:
-        signer.write_public_key(Path(workspace) / PUBLIC_KEY_FILE)
-    (emit or _stdout_line)(signer.announcement(job_id))
-    return signer
 
 
 def mask_document(value: Any, registry: TextMasker | None) -> Any:
@@ -116,7 +91,7 @@ def publish_triggers(
     so the job's own outcome is reported whatever happens to its triggers. A malformed triggers file is an
     error too (returned, not raised).
     """
-    emit = emit or _stdout_line
+    emit = emit or emit_stdout_line
     result = PublishResult()
     path = Path(triggers_file_path) if triggers_file_path else default_triggers_path(workspace)
 

@@ -36,7 +36,9 @@ import binascii
 import hashlib
 import json
 import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +222,27 @@ def verify_message(line: str | bytes, public_key: Any, *, job_id: str | None = N
     if job_id is not None and document.get("job_id") != job_id:
         raise InvalidTriggerMessage(f"signed for job {document.get('job_id')!r}, not {job_id!r}")
     return document
+
+
+def emit_stdout_line(line: str) -> None:
+    # Write to the real stdout fd's stream and flush: the worker reads it line by line as the job runs.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def start_trigger_signing(
+    workspace: str | os.PathLike[str] | None,
+    *,
+    job_id: str | None = None,
+    emit: Callable[[str], None] | None = None,
+) -> TriggerSigner:
+    """Make the job's signing key, write <workspace>/trigger-signing.pub, print the announcement line.
+
+    Call before source preparation (the runner does), so the announcement precedes any output that an
+    untrusted source or step can cause.
+    """
+    signer = TriggerSigner.generate()
+    if workspace is not None:
+        signer.write_public_key(Path(workspace) / PUBLIC_KEY_FILE)
+    (emit or emit_stdout_line)(signer.announcement(job_id))
+    return signer
