@@ -358,10 +358,10 @@ class JobRunner:
 
             # The uid untrusted steps run as when the runner is root; unprivileged, they share the runner's
             # uid and Landlock (not file modes) keeps them out of the CI tree, so there is nothing to verify.
+            uid, gid = self._sandbox_identity() if os.geteuid() == 0 else (None, None)
             sources = dual.prepare_job_sources(
                 config=config, workspace=workspace, registry=self.registry, env=self.environ,
-                untrusted_uid=self._sandbox_uid() if os.geteuid() == 0 else None,
-                untrusted_gids=(self._sandbox_uid(gid=True),) if os.geteuid() == 0 else (),
+                untrusted_uid=uid, untrusted_gids=(gid,) if gid is not None else (),
                 src_owner=owner, log=lambda message: self.log.event(message))
             self.context.metadata["sources"] = sources
         # The tree may be pre-mounted, or the job needs none: make sure the directory the job runs in exists,
@@ -382,18 +382,17 @@ class JobRunner:
         job = self.job
         may_run_untrusted = (self.config.untrusted or (self.config.ci_source_type or "none") != "none"
                              or (job is not None and any(s.trust == "untrusted" for s in job.steps)))
-        return (self._sandbox_uid(), self._sandbox_uid(gid=True)) if may_run_untrusted else None
+        return self._sandbox_identity() if may_run_untrusted else None
 
-    def _sandbox_uid(self, *, gid: bool = False) -> int:
-        from runnerlib.security.policy import PolicyError
+    def _sandbox_identity(self) -> tuple[int, int]:
+        """(uid, gid) of the sandbox policy: what untrusted steps run as when the runner is root."""
+        from runnerlib.security.policy import NOBODY, PolicyError
 
         try:
             policy = self._sandbox_policy()
         except PolicyError:
-            from runnerlib.security.policy import NOBODY
-
-            return NOBODY  # the step itself will be refused with the policy's message
-        return policy.gid if gid else policy.uid
+            return NOBODY, NOBODY  # the step itself will be refused with the policy's message
+        return policy.uid, policy.gid
 
     def _hand_over_to_untrusted(self, workspace: Any, owner: tuple[int, int], src: str | None) -> None:
         """An empty src directory the runner made goes to the sandbox uid (a pre-mounted tree keeps its owner:
@@ -535,7 +534,11 @@ class JobRunner:
             # The src tree belongs to the sandbox uid: git refuses a repository another uid owns ("dubious
             # ownership") unless told, as GitHub's checkout action tells it. Command-line-level config, so it
             # counts as protected configuration; it names this one directory only.
-            _add_git_config(env, "safe.directory", self.config.code_dir)
+            from runnerlib.source.base import git_config_env
+
+            count = env.get("GIT_CONFIG_COUNT", "0")
+            env.update(git_config_env([("safe.directory", self.config.code_dir)],
+                                      start=int(count) if count.isdigit() else 0))
         if self.config.allow_insecure_transport:
             # --allow-insecure-transport may be a CLI flag: trigger_job's own coordinator POSTs read the variable.
             env["REACTORCIDE_ALLOW_INSECURE_TRANSPORT"] = "true"
@@ -581,7 +584,6 @@ class JobRunner:
         if config.triggers_file and not os.path.lexists(config.triggers_file):
             return  # no step triggered anything: nothing to sign or send
         from runnerlib.workflow.publish import publish_triggers
-
 
         coordinator = None
         if config.coordinator_url and config.api_token and config.job_id:
@@ -701,17 +703,6 @@ class _JobLogHandler(logging.Handler):
             self.job_log.event(record.getMessage(), level=level)
         except Exception:  # noqa: BLE001 - logging must never break the job
             self.handleError(record)
-
-
-def _add_git_config(env: dict[str, str], key: str, value: str) -> None:
-    """Append one `git -c key=value` equivalent through GIT_CONFIG_COUNT/KEY_n/VALUE_n, keeping any already set."""
-    try:
-        count = int(env.get("GIT_CONFIG_COUNT", "0"))
-    except ValueError:
-        count = 0
-    env[f"GIT_CONFIG_KEY_{count}"] = key
-    env[f"GIT_CONFIG_VALUE_{count}"] = value
-    env["GIT_CONFIG_COUNT"] = str(count + 1)
 
 
 class _TextSink:

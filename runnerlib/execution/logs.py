@@ -205,7 +205,7 @@ class StepOutput:
         if cut < 0:
             buf = pending + data if pending else data
             if len(buf) > MAX_PENDING_LINE:
-                self._emit_now(stream, b"", buf + b"\n", len(buf) + 1, True)
+                self._dispatch(stream, b"", buf + b"\n", len(buf) + 1, True)
                 buf = b""
             self._pending[stream] = buf
             return
@@ -215,13 +215,10 @@ class StepOutput:
         self._pending[stream] = data[end:]
         if self._writer is None and len(data) >= OFFLOAD_MIN:
             self._writer = _Writer(self._emit, f"runnerlib-log-{self.step}")
-        if self._writer is not None:  # once started, everything goes through it: order is kept
-            self._writer.put(stream, pending, data, end)
-        else:
-            self._emit(stream, pending, data, end)
+        self._dispatch(stream, pending, data, end)
 
-    def _emit_now(self, stream: str, pending: bytes, data: bytes, end: int, partial: bool = False) -> None:
-        if self._writer is not None:
+    def _dispatch(self, stream: str, pending: bytes, data: bytes, end: int, partial: bool = False) -> None:
+        if self._writer is not None:  # once started, everything goes through it: order is kept
             self._writer.put(stream, pending, data, end, partial)
         else:
             self._emit(stream, pending, data, end, partial)
@@ -254,7 +251,7 @@ class StepOutput:
         try:
             for stream, rest in list(self._pending.items()):
                 if rest:
-                    self._emit_now(stream, rest, b"\n", 1)
+                    self._dispatch(stream, rest, b"\n", 1)
             self._pending.clear()
         finally:
             writer, self._writer = self._writer, None

@@ -293,6 +293,22 @@ def run_tool(argv: Sequence[str], ctx: PrepareContext, *, env: Mapping[str, str]
     return RunResult(proc.returncode, out, err)
 
 
+def git_config_env(pairs: Sequence[tuple[str, str]], *, start: int = 0) -> dict[str, str]:
+    """`git -c key=value` for every pair, as environment variables (GIT_CONFIG_COUNT/KEY_n/VALUE_n): git treats
+    them as command-line config, which it trusts for protected keys such as safe.directory. `start` appends
+    after entries already counted in an environment.
+
+    >>> git_config_env([("core.hooksPath", "/dev/null")])
+    {'GIT_CONFIG_KEY_0': 'core.hooksPath', 'GIT_CONFIG_VALUE_0': '/dev/null', 'GIT_CONFIG_COUNT': '1'}
+    """
+    env: dict[str, str] = {}
+    for i, (key, value) in enumerate(pairs, start):
+        env[f"GIT_CONFIG_KEY_{i}"] = key
+        env[f"GIT_CONFIG_VALUE_{i}"] = value
+    env["GIT_CONFIG_COUNT"] = str(start + len(pairs))
+    return env
+
+
 def last_lines(text: str, n: int = 6) -> str:
     """The last `n` non-empty lines of `text`, joined with ' | ' (for one-line errors)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]

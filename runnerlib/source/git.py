@@ -27,6 +27,7 @@ from runnerlib.source.base import (
     SourceSpec,
     check_vcs_url,
     find_program,
+    git_config_env,
     is_local_url,
     last_lines,
     register_url_credentials,
@@ -105,10 +106,7 @@ def git_env(ctx: PrepareContext, *, url: str, config: list[tuple[str, str]]) -> 
         env["RUNNERLIB_GIT_USERNAME"] = user
         env["RUNNERLIB_GIT_PASSWORD"] = password or ""
         pairs.append(("credential.helper", _CRED_HELPER))
-    env["GIT_CONFIG_COUNT"] = str(len(pairs))
-    for i, (key, value) in enumerate(pairs):
-        env[f"GIT_CONFIG_KEY_{i}"] = key
-        env[f"GIT_CONFIG_VALUE_{i}"] = value
+    env.update(git_config_env(pairs))
     return env
 
 

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from runnerlib.source.base import SecretSink, SourceError, last_lines, strip_credentials
+from runnerlib.source.base import SecretSink, SourceError, git_config_env, last_lines, strip_credentials
 
 _PINS = [
     ("core.hooksPath", "/dev/null"), ("core.fsmonitor", "false"), ("core.pager", "cat"),
@@ -29,10 +29,7 @@ def _env(repo: Path, environ: Mapping[str, str] | None) -> dict[str, str]:
     base = dict(os.environ if environ is None else environ)
     env = {k: v for k, v in base.items() if not k.startswith("GIT_") or k == "GIT_CONFIG_GLOBAL"}
     pins = [*_PINS, ("safe.directory", str(repo))]
-    env["GIT_CONFIG_COUNT"] = str(len(pins))
-    for i, (key, value) in enumerate(pins):
-        env[f"GIT_CONFIG_KEY_{i}"] = key
-        env[f"GIT_CONFIG_VALUE_{i}"] = value
+    env.update(git_config_env(pins))
     env["GIT_CEILING_DIRECTORIES"] = str(repo.parent)
     env["GIT_TERMINAL_PROMPT"] = "0"
     env["GIT_OPTIONAL_LOCKS"] = "0"

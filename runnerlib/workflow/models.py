@@ -30,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 
+from runnerlib.jobs import ENV_NAME_RE
+
 __all__ = [
     "EVENTS",
     "Condition",
@@ -45,7 +47,6 @@ __all__ = [
 WORKFLOW_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Job names become directory names, Mermaid node labels and parts of env var names: keep them plain.
 JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 EVENTS = (
     "push",
     "pull_request_opened",
