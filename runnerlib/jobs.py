@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from runnerlib.execution.conditions import Condition, ConditionError, parse_condition
@@ -291,8 +290,14 @@ class Document:
 
 
 MAX_JOB_FILE_BYTES = 4 * 1024 * 1024
-# libyaml's loader when PyYAML was built with it (10x faster on big job files); same safe subset.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _yaml_loader() -> Any:
+    """libyaml's loader when PyYAML was built with it (10x faster on big job files); same safe subset.
+    PyYAML is imported on first use: a job run from options alone never reads YAML."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def load_document(path: str | Path) -> Document:
@@ -317,8 +322,11 @@ def load_document(path: str | Path) -> Document:
 
 def parse_document(text: str, path: str | Path = "<job file>") -> Document:
     """Parse job-file text (see `load_document`); JSON when the name ends in .json, YAML otherwise."""
+    import yaml
+
     path = Path(path)
     lines: dict[tuple[Any, ...], int] = {}
+    loader = _yaml_loader()
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text, object_pairs_hook=_no_duplicate_pairs)
@@ -327,17 +335,17 @@ def parse_document(text: str, path: str | Path = "<job file>") -> Document:
         except _DuplicateKey as exc:
             raise JobDefinitionError(f"{path}: duplicate key {exc.args[0]!r}") from None
         try:  # JSON is (nearly) YAML: the composer gives us the lines; best effort only.
-            composed = yaml.compose(text, Loader=_Loader)
+            composed = yaml.compose(text, Loader=loader)
             if composed is not None:
                 _node_lines(composed, (), lines, path)
         except (yaml.YAMLError, JobDefinitionError, RecursionError):
             lines = {}
     else:
         try:
-            node = yaml.compose(text, Loader=_Loader)
+            node = yaml.compose(text, Loader=loader)
             if node is not None:
                 _node_lines(node, (), lines, path)
-            data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader (C or Python)
+            data = yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader (C or Python)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = f":{mark.line + 1}" if mark else ""
@@ -362,7 +370,9 @@ def _no_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _node_lines(node: yaml.Node, loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int], path: Path) -> None:
+def _node_lines(node: Any, loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int], path: Path) -> None:
+    import yaml
+
     lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()

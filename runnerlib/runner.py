@@ -203,6 +203,12 @@ class JobRunner:
             self._phase(PluginPhase.PRE_VALIDATION)
             job = self._validate()
             self._phase(PluginPhase.POST_VALIDATION)
+            if not self.config.dry_run and job.steps:
+                # Every step is spawned by the fork server: launch its interpreter now, so that it starts
+                # while secrets and sources are prepared instead of in front of the first step.
+                from runnerlib.security.spawn import start_fork_server
+
+                start_fork_server(wait=False)
             if self.config.job_timeout:
                 self._timer = threading.Timer(self.config.job_timeout, self._on_job_timeout)
                 self._timer.daemon = True

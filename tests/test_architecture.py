@@ -13,8 +13,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "runnerlib"
 # Lowest first. A module may import from its own layer and the layers below.
 LAYERS: list[tuple[str, ...]] = [
     ("runnerlib.security",),
-    ("runnerlib.execution.conditions", "runnerlib.execution.logs", "runnerlib.execution.process",
-     "runnerlib.source", "runnerlib.secrets_client", "runnerlib.testing"),
+    ("runnerlib.execution.allocator", "runnerlib.execution.conditions", "runnerlib.execution.logs",
+     "runnerlib.execution.process", "runnerlib.source", "runnerlib.secrets_client", "runnerlib.testing"),
     ("runnerlib.jobs", "runnerlib.config", "runnerlib.plugins", "runnerlib.plugin_loader",
      "runnerlib.execution.scheduler", "runnerlib.workflow"),
     ("runnerlib.runner",),

@@ -1,4 +1,4 @@
-from runnerlib.cli import main
+from runnerlib.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

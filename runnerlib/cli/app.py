@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import atexit
+import importlib
+import os
 import sys
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
+# The module that defines each top-level command (it registers them on `main` when imported). Only the
+# invoked command's module is imported: `runnerlib run` is a job's start-up cost, and must not pay for
+# cryptography, the workflow models or the sandbox probes (click's documented lazy-loading pattern).
+COMMAND_MODULES = {
+    "run": "run_cmd", "run-job": "run_cmd", "config": "run_cmd", "validate": "run_cmd",
+    "mask": "mask_cmd",
+    "store": "secrets_cmd", "secrets": "secrets_cmd",
+    "checkout": "source_cmd", "copy": "source_cmd", "cleanup": "source_cmd", "git": "source_cmd",
+    "audit": "sandbox_cmd", "sandbox": "sandbox_cmd",
+    "workflow": "workflow_cmd", "trigger": "workflow_cmd",
+}
+
 
 class RunnerlibGroup(click.Group):
-    """Turns uncaught exceptions into one line on stderr (exit 2), unless --debug asks for the traceback."""
+    """Loads a command's module when the command is looked up, and turns uncaught exceptions into one line on
+    stderr (exit 2), unless --debug asks for the traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            importlib.import_module(f"runnerlib.cli.{COMMAND_MODULES[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -52,3 +77,36 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
 
+
+
+def entry() -> NoReturn:
+    """The `runnerlib` script and `python -m runnerlib.cli`: `main`, then a quick exit.
+
+    CPython's teardown frees every object of every loaded module one by one (about 50 ms once pydantic,
+    click and the masking engines are loaded), work the kernel does at once when the process ends; every
+    job pays it. So, once the command is done, this does what a normal exit does that has an effect outside
+    the process (join non-daemon threads, run atexit handlers such as logging's and plugins', flush the
+    standard streams) and ends the process with os._exit. Only for the process entry point: `main` itself,
+    as click's test runner calls it, exits normally.
+    """
+    try:
+        main()
+        code: Any = 0
+    except SystemExit as exc:
+        code = exc.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message"): printed, status 1, as the interpreter does
+        print(code, file=sys.stderr)
+        code = 1
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # noqa: SLF001 - the interpreter's own exit step, run before os._exit skips it
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be written anyway
+            code = code or 1
+    os._exit(code & 0xFF)

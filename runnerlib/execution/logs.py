@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 MAX_PENDING_LINE = 64 * 1024
-# A step whose output arrives in pieces this large is a bulk writer: its lines are written by a thread of its
-# own (prefixing and the two writes overlap the reading and masking of the next piece). Smaller output is
-# written at once by the caller, so a step printing a few lines costs no thread.
+# A step whose output arrives in pieces this large is a bulk writer: its console lines are written by a thread
+# of its own (prefixing and the console write overlap the log-file write, the reading and masking of the
+# next piece). Smaller output is written at once by the caller, so a step printing a few lines costs no thread.
 OFFLOAD_MIN = 64 * 1024
 # Pieces queued for that thread at most (a piece is one read, up to 1 MiB): bounds memory and lag.
 OFFLOAD_QUEUE = 4
@@ -214,22 +214,28 @@ class StepOutput:
         end = cut + 1
         self._pending[stream] = data[end:]
         if self._writer is None and len(data) >= OFFLOAD_MIN:
-            self._writer = _Writer(self._emit, f"runnerlib-log-{self.step}")
+            self._writer = _Writer(self._write_console, f"runnerlib-log-{self.step}")
         self._dispatch(stream, pending, data, end)
 
     def _dispatch(self, stream: str, pending: bytes, data: bytes, end: int, partial: bool = False) -> None:
-        if self._writer is not None:  # once started, everything goes through it: order is kept
+        # The step's log file is written here, the console by the writer thread once a bulk writer started
+        # it: the two writes of the same bytes (each a full copy into the page cache) then run on two cores.
+        self._write_file(pending, data, end, partial)
+        if self._writer is not None:  # once started, every console line goes through it: order is kept
             self._writer.put(stream, pending, data, end, partial)
         else:
-            self._emit(stream, pending, data, end, partial)
+            self._write_console(stream, pending, data, end, partial)
 
-    def _emit(self, stream: str, pending: bytes, data: bytes, end: int, partial: bool = False) -> None:
-        """Write the lines `pending + data[:end]` (the last one ends at end - 1 with a newline)."""
+    def _write_file(self, pending: bytes, data: bytes, end: int, partial: bool) -> None:
+        """Write the lines `pending + data[:end]` to the step's log file (see _write_console)."""
         if self._file is not None:
             with self._file_lock:
                 if pending:
                     self._file.write(pending)
                 self._file.write(memoryview(data)[:end - 1 if partial else end])
+
+    def _write_console(self, stream: str, pending: bytes, data: bytes, end: int, partial: bool = False) -> None:
+        """Write the lines `pending + data[:end]` (the last one ends at end - 1 with a newline)."""
         log = self.log
         if log.fmt == "json":
             out = []

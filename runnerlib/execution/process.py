@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runnerlib.execution.allocator import keep_large_buffers_on_heap
 from runnerlib.security import proctree
 from runnerlib.security.inband import AddMaskFilter
 from runnerlib.security.policy import PolicyError, SandboxPolicy
@@ -185,6 +186,7 @@ def run_process(
     must not hold a step's gigabytes in memory).
     """
     start = time.monotonic()
+    keep_large_buffers_on_heap()  # READ_SIZE reads would otherwise page-fault fresh memory every time
     mask = registry.mask_text
     argv = _argv(command)
     shown = mask(command if isinstance(command, str) else shlex.join(argv))

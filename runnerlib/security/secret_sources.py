@@ -32,8 +32,6 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import yaml
-
 from runnerlib.security import secret_names
 
 log = logging.getLogger("runnerlib.secrets")
@@ -308,6 +306,8 @@ def parse_secrets_document(data: bytes | str, origin: str) -> list[tuple[str, st
         except RecursionError:
             raise SecretsDocumentError(origin, None, "invalid JSON (nested too deeply)") from None
     else:
+        import yaml  # on first use: most jobs give their secrets as env names, never as a YAML document
+
         try:
             parsed = yaml.safe_load(text)
         except RecursionError:

@@ -26,10 +26,10 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 SCRYPT_N = 2**18
 SCRYPT_R = 8
@@ -184,6 +184,10 @@ class SecretStore:
                 ) from None
             if len(salt) != SALT_BYTES:
                 raise SecretStoreError(f"secret store {self.directory}: {SALT_FILE} is not {SALT_BYTES} bytes")
+            # Imported here: every job scans its env for references, few open a store (cryptography is ~10 ms).
+            from cryptography.fernet import Fernet
+            from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
             password = self._password() if callable(self._password) else self._password
             kdf = Scrypt(salt=salt, length=32, n=self.scrypt_n, r=SCRYPT_R, p=SCRYPT_P)
             self._fernet = Fernet(base64.urlsafe_b64encode(kdf.derive(password.encode("utf-8"))))
@@ -196,6 +200,8 @@ class SecretStore:
             raise SecretStoreError(
                 f"secret store {self.directory} is not initialised (run `runnerlib store init`)"
             ) from None
+        from cryptography.fernet import InvalidToken
+
         try:
             plain = self._key().decrypt(token)
         except InvalidToken:

@@ -200,8 +200,9 @@ class _ForkServer:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
+        self._pending: socket.socket | None = None  # launched, hello not read yet (see start_fork_server)
 
-    def _start(self) -> None:
+    def _launch(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
         try:
@@ -213,16 +214,37 @@ class _ForkServer:
                 stderr=None if os.environ.get("RUNNERLIB_ZYGOTE_DEBUG") else subprocess.DEVNULL,
                 start_new_session=True, close_fds=True,
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
-        ours.settimeout(30)
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = ours.recv(4096)
-            if not chunk:
-                raise SpawnError("the fork server exited during start-up")
-            line += chunk
-        ours.settimeout(None)
+        self._pending = ours
+
+    def _start(self) -> None:
+        """Launch the server unless a launch is pending, then wait for its hello. A server that died (before
+        or after its hello) is replaced."""
+        if self._proc is not None and self._proc.poll() is not None:
+            for sock in (self._sock, self._pending):
+                if sock is not None:
+                    sock.close()
+            self._sock = self._pending = None
+        if self._pending is None:
+            self._launch()
+        ours, self._pending = self._pending, None
+        assert ours is not None
+        try:
+            ours.settimeout(30)
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = ours.recv(4096)
+                if not chunk:
+                    raise SpawnError("the fork server exited during start-up")
+                line += chunk
+            ours.settimeout(None)
+        except BaseException:
+            ours.close()
+            raise
         self._sock = ours
         log.debug("fork server started: pid %s", json.loads(line)["pid"])
 
@@ -252,9 +274,10 @@ class _ForkServer:
 
     def stop(self) -> None:
         with self._lock:
-            if self._sock is not None:
-                self._sock.close()  # the server sees EOF, kills its subtree and exits
-                self._sock = None
+            for sock in (self._sock, self._pending):
+                if sock is not None:
+                    sock.close()  # the server sees EOF, kills its subtree and exits
+            self._sock = self._pending = None
             if self._proc is not None:
                 try:
                     self._proc.wait(timeout=10)
@@ -271,19 +294,28 @@ def _forget_server_in_child() -> None:
     # A forked copy of the runner (multiprocessing, a plugin) must not share the parent's socket to the
     # server: requests from two processes would interleave. It starts its own server if it spawns.
     global _server
-    if _server._sock is not None:
-        _server._sock.close()
+    for sock in (_server._sock, _server._pending):
+        if sock is not None:
+            sock.close()
     _server = _ForkServer()
 
 
 os.register_at_fork(after_in_child=_forget_server_in_child)
 
 
-def start_fork_server() -> None:
-    """Start the fork server now (optional: it starts on first spawn). Idempotent."""
+def start_fork_server(*, wait: bool = True) -> None:
+    """Start the fork server now (optional: it starts on first spawn). Idempotent.
+
+    With wait=False it is only launched: its interpreter starts while the caller goes on (a job prepares
+    its secrets and sources meanwhile), and the first spawn waits for it to be ready.
+    """
     with _server._lock:
-        if _server._sock is None:
+        if _server._sock is not None and (_server._proc is None or _server._proc.poll() is None):
+            return
+        if wait:
             _server._start()
+        elif _server._pending is None:
+            _server._launch()
 
 
 def stop_fork_server() -> None:

@@ -392,3 +392,65 @@ def test_runner_log_records_go_to_the_job_log_not_raw_stderr(ws: Path) -> None:
     assert r.returncode == 124
     assert r.stdout.decode().count("==> job: timed out: SIGTERM to the process group") == 1
     assert r.stderr == b""
+
+
+def test_every_command_is_found_through_the_lazy_map() -> None:
+    """The root group imports a command's module only when it is invoked; the map must name every command."""
+    import importlib
+
+    from runnerlib.cli.app import COMMAND_MODULES, main
+
+    for module in set(COMMAND_MODULES.values()):
+        importlib.import_module(f"runnerlib.cli.{module}")
+    registered = {name: cmd.callback.__module__ for name, cmd in main.commands.items()}  # type: ignore[union-attr]
+    assert registered == {name: f"runnerlib.cli.{module}" for name, module in COMMAND_MODULES.items()}
+
+
+def test_run_imports_only_what_a_job_needs(ws: Path) -> None:
+    """Start-up is part of every job's cost (issue 6's 1 GiB target): `run` must not load the other commands,
+    the workflow models, cryptography or YAML."""
+    code = ("import sys, runpy; sys.argv = ['runnerlib', 'run', '--workspace-root', sys.argv[1], "
+            "'--job-command', 'true']\n"
+            "try:\n    runpy.run_module('runnerlib.cli', run_name='__main__')\n"
+            "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+            "print(' '.join(sorted(sys.modules)))")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("REACTORCIDE_")}
+    r = subprocess.run([sys.executable, "-c", code, str(ws)], env=base, cwd=REPO, capture_output=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    loaded = set(r.stdout.decode().split("\n")[-2].split())
+    for heavy in ("runnerlib.cli.workflow_cmd", "runnerlib.cli.secrets_cmd", "runnerlib.cli.sandbox_cmd",
+                  "runnerlib.cli.source_cmd", "runnerlib.workflow.models", "cryptography.fernet", "yaml"):
+        assert heavy not in loaded, heavy
+
+
+ATEXIT_PLUGIN = """
+import atexit, threading, time
+from runnerlib.plugins import Plugin
+
+class Late(Plugin):
+    def __init__(self):
+        super().__init__("late")
+
+    def cleanup(self, context):
+        def finish():
+            time.sleep(0.3)
+            open({base!r} + "/thread-done", "w").write("1")
+        threading.Thread(target=finish).start()   # a non-daemon thread still running when the job ends
+        atexit.register(lambda: open({base!r} + "/atexit-ran", "w").write("1"))
+
+PLUGINS = [Late()]
+"""
+
+
+def test_the_quick_exit_keeps_what_a_normal_exit_does(ws: Path) -> None:
+    """The command skips CPython's teardown (cli.app.entry) but still joins non-daemon threads, runs atexit
+    handlers (a plugin's, logging's), flushes every byte of output and keeps the job's exit status."""
+    plugins = ws / "plugins"
+    plugins.mkdir()
+    (plugins / "late.py").write_text(ATEXIT_PLUGIN.format(base=str(ws)))
+    r = cli("run", "--workspace-root", str(ws), "--plugin-dir", str(plugins), "--",
+            "sh", "-c", "seq 1 200000; exit 3")
+    assert r.returncode == 3, r.stderr
+    assert (ws / "thread-done").exists() and (ws / "atexit-ran").exists()
+    assert b"[job] 200000\n" in r.stdout

@@ -287,3 +287,34 @@ def test_only_a_pipe_that_filled_is_enlarged(registry):
         os.close(w)
         stream.close()
     assert sizes == {"quiet": 1 << 16, "bulk": process.PIPE_SIZE}
+
+
+_PRESTART = textwrap.dedent("""
+    import os, signal, sys, time
+    from runnerlib.execution.process import run_process
+    from runnerlib.security import spawn
+    from runnerlib.security.registry import SecretRegistry
+
+    spawn.start_fork_server(wait=False)
+    first = spawn.fork_server_pid()
+    spawn.start_fork_server(wait=False)           # idempotent: still the one launch
+    assert spawn.fork_server_pid() == first, (first, spawn.fork_server_pid())
+    assert run_process("exit 4", registry=SecretRegistry()).exit_code == 4   # the launched server serves
+    assert spawn.fork_server_pid() == first
+    spawn.stop_fork_server()
+    spawn.start_fork_server(wait=False)
+    dead = spawn.fork_server_pid()
+    os.kill(dead, signal.SIGKILL)                  # dies before its hello is read
+    while spawn._server._proc.poll() is None:
+        time.sleep(0.01)
+    assert run_process("exit 5", registry=SecretRegistry()).exit_code == 5   # a new server replaces it
+    assert spawn.fork_server_pid() not in (None, dead)
+    print("ok")
+""")
+
+
+def test_fork_server_launched_early_serves_the_first_step_and_is_replaced_if_it_died():
+    """The runner launches the fork server before preparing secrets and sources (start_fork_server(wait=False))
+    and the first spawn completes its start-up; a launch that died meanwhile is replaced, not an error."""
+    r = subprocess.run([sys.executable, "-c", _PRESTART], cwd=CHECKOUT, capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == b"ok", r.stderr.decode()
