@@ -23,6 +23,8 @@ _EXPORTS: dict[str, str] = {
     # secrets (issue: secrets registry and socket)
     "register_secret": "runnerlib.secrets_client",
     "register_secrets": "runnerlib.secrets_client",
+    "mask_text": "runnerlib.secrets_client",
+    "mask_texts": "runnerlib.secrets_client",
     "SecretRegistry": "runnerlib.security.registry",
     # sandboxed processes
     "run_untrusted": "runnerlib.execution.process",

@@ -426,7 +426,7 @@ class SecretSocketServer:
             if uid not in self.allowed_uids:
                 self.stats["refused_uid"] += 1
                 log.warning("secrets socket: refused a connection from uid %d (pid %d): uid not allowed", uid, pid)
-                self._respond(conn, {"status": "error", "error": f"uid {uid} is not allowed to register secrets"})
+                self._respond(conn, {"status": "error", "error": f"uid {uid} is not allowed to use the secrets socket"})
             else:
                 self._selector.register(sock, selectors.EVENT_READ, conn)
         return True

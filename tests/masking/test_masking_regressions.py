@@ -83,8 +83,12 @@ def test_gitlab_overlapping_secrets_keep_output_order() -> None:
     # Two per-secret writers in a chain re-order bytes when secrets overlap; one pass over the union cannot.
     secrets = [b"AAAABB", b"BBBBBB"]
     text = b"1-AAAABBBBBB-2 and 3-BBBBBBAAAABB-4"
+    # Protection off: a chain of per-secret maskers (each one correct on its own) sees the second secret only
+    # after the first took its overlapping bytes, so "BBBB" of it is left in the clear.
+    assert b"***BBBB" in replace_loop(secrets, text)
     out = stream_through(registry_of(*secrets), [text[i:i + 3] for i in range(0, len(text), 3)])
     assert out == b"1-***-2 and 3-***-4"
+    assert_no_fragment(out, secrets, min_fragment=4)
 
 
 # --- Go strings.Replacer maskers ----------------------------------------------------------------------------

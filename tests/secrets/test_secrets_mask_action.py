@@ -151,3 +151,14 @@ def test_untrusted_uid_cannot_use_mask_as_an_oracle(registry, shared_dir, allowe
     else:
         assert proc.returncode == 3, proc.stdout + proc.stderr
         assert b"uid 65534 is not allowed" in proc.stdout and b"***" not in proc.stdout
+
+
+def test_mask_text_is_part_of_the_top_level_api(server):
+    """`runnerlib.mask_text` / `mask_texts`, beside `runnerlib.register_secret`, for trusted scripts."""
+    import runnerlib
+
+    value = new_secret()
+    runnerlib.register_secret(value, socket_path=server.path, token=server.token)
+    assert runnerlib.mask_text(f"x{value}", socket_path=server.path, token=server.token) == "x***"
+    assert runnerlib.mask_texts([value], socket_path=server.path, token=server.token) == ["***"]
+    assert {"mask_text", "mask_texts"} <= set(dir(runnerlib))
