@@ -335,13 +335,13 @@ class Masker:
             deltas = [layer for layer in layers if not layer.base]
             if self.engine != "hyperscan" or not layers or not deltas:
                 return
-        if not layers[0].base:
+            has_base = layers[0].base
+            first, stop = deltas[0].start, len(self._patterns)
+            if has_base and (stop - first > FOLD_MAX or (len(deltas) == 1 and deltas[0].matcher.name == self.engine)):
+                return
+        if not has_base:
             self._first_base()
             return
-        with self._lock:
-            first, stop = deltas[0].start, len(self._patterns)
-            if stop - first > FOLD_MAX or (len(deltas) == 1 and deltas[0].matcher.name == self.engine):
-                return
         try:
             folded = self._build_layer(first, stop, self.engine)  # outside the lock: adds go on
         except Exception:  # noqa: BLE001 - the full merge reports failures; the deltas stay correct

@@ -221,14 +221,17 @@ class _ForkServer:
             theirs.close()
         self._pending = ours
 
-    def _start(self) -> None:
-        """Launch the server unless a launch is pending, then wait for its hello. A server that died (before
-        or after its hello) is replaced."""
+    def _forget_if_dead(self) -> None:
+        """Drop the sockets of a server that exited (before or after its hello), so that it is replaced."""
         if self._proc is not None and self._proc.poll() is not None:
             for sock in (self._sock, self._pending):
                 if sock is not None:
                     sock.close()
             self._sock = self._pending = None
+
+    def _start(self) -> None:
+        """Launch the server unless a launch is pending, then wait for its hello."""
+        self._forget_if_dead()
         if self._pending is None:
             self._launch()
         ours, self._pending = self._pending, None
@@ -310,7 +313,8 @@ def start_fork_server(*, wait: bool = True) -> None:
     its secrets and sources meanwhile), and the first spawn waits for it to be ready.
     """
     with _server._lock:
-        if _server._sock is not None and (_server._proc is None or _server._proc.poll() is None):
+        _server._forget_if_dead()
+        if _server._sock is not None:
             return
         if wait:
             _server._start()
