@@ -454,3 +454,16 @@ def test_the_quick_exit_keeps_what_a_normal_exit_does(ws: Path) -> None:
     assert r.returncode == 3, r.stderr
     assert (ws / "thread-done").exists() and (ws / "atexit-ran").exists()
     assert b"[job] 200000\n" in r.stdout
+
+
+def test_a_reader_that_left_is_not_an_error(ws: Path) -> None:
+    """`runnerlib config schema | head -1`: the pipe closes early; like the shell tools, no error line and
+    status 141 (128 + SIGPIPE) instead of "runnerlib: error: [Errno 32] Broken pipe"."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("REACTORCIDE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "runnerlib.cli", "config", "schema"], cwd=REPO, env=base,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141, err
+    assert err == b""
