@@ -57,7 +57,8 @@ TIMEOUT_EXIT = 124
 CANCELLED_EXIT = 143
 # The worker's contract for cancellation: SIGTERM, 60 s of grace, SIGKILL.
 DEFAULT_GRACE = 60.0
-# A prompt without a newline that looks like the start of a secret is shown after this long.
+# A prompt without a newline that looks like the start of a secret is shown after this long (unless it ends
+# with 4 or more bytes of one: see MaskedStream.flush_idle).
 IDLE_FLUSH = 0.5
 # Read this much at a time, and enlarge a pipe to this once a read finds it full: every read, ::add-mask::
 # scan, masker scan and log write costs a fixed amount of Python per call, so a bulk writer (1 GiB of lines)

@@ -9,10 +9,11 @@ the tail that could still be the start of a secret, so `tail -f | runnerlib mask
 The tail held back is rescanned with the next write, so a secret split across any number of writes at any
 offset is found (the peers' `abab` + `ab1234` leak comes from dropping the tail before the rescan).
 
-Limits. Output is never held for ever: held-back bytes beyond `hold_cap`, an explicit `flush()`, an idle
-flush (`flush_if_idle` / `IdleFlusher`) and `close()` emit pending bytes as they are. If that happens in the
-middle of a secret, the part already written is out; the rest is still masked because the stream keeps the
-tail to rescan.
+Limits. Output is never held for ever: held-back bytes beyond `hold_cap`, an explicit `flush()` and
+`close()` emit pending bytes as they are. If that happens in the middle of a secret, the part already written
+is out; the rest is still masked because the stream keeps the tail to rescan. An idle flush (`flush_idle`,
+`flush_if_idle`, `IdleFlusher`, `pump`) shows a held prompt but keeps holding a partial match of
+IDLE_KEEP_FRAGMENT bytes or more, so a writer stalling mid-secret leaks nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from runnerlib.security.masker import MaskSnapshot, render
 # Held-back bytes past this are emitted as they are. A partial match is shorter than the longest pattern,
 # so this only matters for secrets longer than the cap (certificates bundles, whole files).
 DEFAULT_HOLD_CAP = 256 * 1024
+# An idle flush keeps holding a partial match this long or longer: it would be a fragment of a secret (the
+# registry's default minimum secret length, and the fragment size the tests look for).
+IDLE_KEEP_FRAGMENT = 4
 
 
 class MaskedStream:
@@ -118,25 +122,47 @@ class MaskedStream:
 
         A secret cut by the flush has its first part emitted; the rest is still masked when it arrives.
         """
+        self._flush(keep_fragment=False)
+
+    def flush_idle(self) -> bool:
+        """The flush for a quiet stream (a prompt without a newline): emit what is held back, except a partial
+        match of IDLE_KEEP_FRAGMENT bytes or more, which stays held until the next write completes or refutes
+        it, or the stream closes. True if anything was emitted.
+
+        A writer that stalls in the middle of a secret (a slow pipe, a descheduled process) then leaks
+        nothing: the part already written is masked together with the rest when it arrives. A prompt is still
+        shown unless it ends with that many bytes of a secret's beginning.
+        """
+        return self._flush(keep_fragment=True)
+
+    def _flush(self, *, keep_fragment: bool) -> bool:
         with self.lock:
             if self._closed or self.held == 0:
-                return
+                return False
             buf = self._buf
             snap = self._snapshot()
+            limit = len(buf)
+            if keep_fragment and snap.count:
+                live = snap.live_start(buf)
+                if len(buf) - live >= IDLE_KEEP_FRAGMENT:
+                    limit = live
+            if limit <= self._emitted:
+                return False
             out: list[bytes] = []
             emitted, masked_until = render(buf, snap.find(buf) if snap.count else [], self._emitted,
-                                           self._masked_until, len(buf), snap.replacement, out)
+                                           self._masked_until, limit, snap.replacement, out)
             self._emitted, self._masked_until = emitted, masked_until
             if out:
                 self._sink(b"".join(out))
+            return bool(out)
 
     def flush_if_idle(self, idle_seconds: float) -> bool:
-        """The flush-on-idle hook: flush if bytes are held and nothing was written for `idle_seconds`."""
+        """The flush-on-idle hook: `flush_idle()` if bytes are held and nothing was written for
+        `idle_seconds`; True if anything was emitted."""
         if self.held and time.monotonic() - self.last_write >= idle_seconds:
             with self.lock:
                 if self.held and time.monotonic() - self.last_write >= idle_seconds:
-                    self.flush()
-                    return True
+                    return self.flush_idle()
         return False
 
     def close(self) -> None:
@@ -212,7 +238,7 @@ def pump(in_fd: int, stream: MaskedStream, *, idle_flush: float | None = 0.2, re
             if idle_flush is not None and stream.held:
                 ready, _, _ = select.select([in_fd], [], [], idle_flush)
                 if not ready:
-                    stream.flush()
+                    stream.flush_idle()
                     continue
             data = os.read(in_fd, read_size)
             if not data:

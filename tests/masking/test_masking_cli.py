@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -71,7 +72,7 @@ def test_streams_like_tail_f() -> None:
             joined = b"".join(got)
             if b"\n" in joined:
                 line_seen.set()
-            if joined.endswith(b"tok-tok"):
+            if joined.endswith(b"tok"):
                 prompt_seen.set()
 
     t = threading.Thread(target=reader, daemon=True)
@@ -81,15 +82,21 @@ def test_streams_like_tail_f() -> None:
         proc.stdin.flush()
         assert line_seen.wait(60), "a complete line was not shown while the input stayed open"
         assert b"".join(got) == b"step 1 uses ***\n"
-        proc.stdin.write(b"tok-tok")  # could be the start of the token: held, then shown when input idles
+        proc.stdin.write(b"tok")  # could be the start of the token (3 bytes): held, then shown when input idles
         proc.stdin.flush()
         assert prompt_seen.wait(60), "held-back bytes were not flushed on idle"
+        # A token arriving in two pieces with a pause between: the idle flush keeps the 8-byte fragment.
+        proc.stdin.write(b"\nuses tok-tok-")
+        proc.stdin.flush()
+        time.sleep(0.5)  # ten idle periods; if the fragment were flushed, the final comparison shows it
+        proc.stdin.write(b"tok-1234\n")
+        proc.stdin.flush()
     finally:
         proc.stdin.close()
         proc.wait(60)
         t.join(60)
     assert proc.returncode == 0
-    assert b"".join(got) == b"step 1 uses ***\ntok-tok"
+    assert b"".join(got) == b"step 1 uses ***\ntok\nuses ***\n"
 
 
 def test_broken_pipe_is_quiet() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.security.stream import pump, write_all
-from runnerlib.testing import reference_mask, stream_through
+from runnerlib.testing import assert_no_fragment, reference_mask, stream_through
 
 SECRET = b"hello-secret-42"
 
@@ -63,20 +63,39 @@ def test_close_emits_pending_and_refuses_writes(registry: SecretRegistry) -> Non
 
 def test_flush_if_idle_is_the_idle_hook(registry: SecretRegistry) -> None:
     out, s = collect(registry)
-    s.write(b"prompt hello")
+    s.write(b"prompt hel")  # could be the start of the secret, but only 3 bytes of it: shown on idle
     assert not s.flush_if_idle(3600)
     assert s.flush_if_idle(0)
-    assert b"".join(out) == b"prompt hello"
+    assert b"".join(out) == b"prompt hel"
 
 
 def test_idle_flusher_thread_shows_a_held_prompt(registry: SecretRegistry) -> None:
     out, s = collect(registry, idle_flush=0.05)
-    s.write(b"Password for hello")
+    s.write(b"Password for hel")
     deadline = time.monotonic() + 30  # a generous bound: the assertion is that it happens, not when
-    while b"".join(out) != b"Password for hello" and time.monotonic() < deadline:
+    while b"".join(out) != b"Password for hel" and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert b"".join(out) == b"Password for hello"
+    assert b"".join(out) == b"Password for hel"
     s.close()
+
+
+def test_a_writer_stalling_mid_secret_leaks_no_fragment(registry: SecretRegistry) -> None:
+    """The attack: the secret arrives in two writes with a pause between them (a slow pipe, a descheduled
+    process). The idle flush must not show the first part: it is a fragment of the secret."""
+    out, s = collect(registry)
+    s.write(b"token: hello-se")
+    assert not s.flush_if_idle(0)  # 8 bytes of the secret held: nothing to show yet
+    s.write(b"cret-42\n")
+    s.close()
+    assert b"".join(out) == b"token: ***\n"
+    assert_no_fragment(b"".join(out), [SECRET])
+    # Protection off: a flush that emits everything held (what the idle flush used to do) leaks the part.
+    out, s = collect(registry)
+    s.write(b"token: hello-se")
+    s.flush()
+    s.write(b"cret-42\n")
+    s.close()
+    assert b"hello-se" in b"".join(out)
 
 
 def test_add_takes_effect_in_a_live_stream_including_its_held_tail() -> None:
