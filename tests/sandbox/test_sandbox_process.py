@@ -318,3 +318,23 @@ def test_fork_server_launched_early_serves_the_first_step_and_is_replaced_if_it_
     and the first spawn completes its start-up; a launch that died meanwhile is replaced, not an error."""
     r = subprocess.run([sys.executable, "-c", _PRESTART], cwd=CHECKOUT, capture_output=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == b"ok", r.stderr.decode()
+
+
+@pytest.mark.parametrize("protected", [True, False])
+def test_a_step_pausing_mid_secret_leaks_no_fragment(registry, monkeypatch, protected):
+    """A trusted step prints a secret in two parts with a pause longer than the idle flush between them.
+    With the protection off (the idle flush emitting every held byte) the first part reaches the output."""
+    from runnerlib.security import stream
+
+    if not protected:
+        monkeypatch.setattr(stream, "IDLE_KEEP_FRAGMENT", 10**9)
+    half = len(SECRET) // 2
+    command = f"printf '%s' '{SECRET[:half]}'; sleep 2.5; printf '%s\\n' '{SECRET[half:]}'"
+    # A cancel event that is never set makes the pump check for idleness every 50 ms.
+    r = run_process(command, registry=registry, cancel_event=threading.Event())
+    assert r.exit_code == 0
+    if protected:
+        assert r.output == "***\n"
+        assert not any(f in r.output for f in fragments(SECRET))
+    else:
+        assert SECRET[:half] in r.output
