@@ -25,9 +25,14 @@ Example (pytest + hypothesis)::
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-from collections.abc import Iterable, Sequence
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from hypothesis import strategies as st
 
@@ -38,6 +43,7 @@ __all__ = [
     "PlantedText",
     "add_mask_reference",
     "assert_no_fragment",
+    "reachable_tempdir",
     "reference_mask",
     "secret_sets",
     "secrets",
@@ -212,3 +218,21 @@ def add_mask_reference(data: bytes) -> tuple[bytes, list[bytes]]:
         else:
             out += line + (b"" if index == len(lines) - 1 else b"\n")
     return bytes(out), registered
+
+
+@contextlib.contextmanager
+def reachable_tempdir(prefix: str = "runnerlib-") -> Iterator[Path]:
+    """A fresh directory outside pytest's 0700 tmp dir, mode 0755 so that a step running as another uid (the
+    sandbox's 65534 when root) can enter it; removed with everything in it afterwards.
+
+    Example::
+
+        with reachable_tempdir("rl-ws-") as root:
+            run_job(command="make test", source_dir=str(root / "src"), ...)
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        os.chmod(path, 0o755)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

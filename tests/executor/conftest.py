@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from runnerlib.testing import reachable_tempdir
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parents[2]
@@ -18,10 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def ws() -> Iterator[Path]:
     """An empty workspace root that sandboxed steps (uid 65534 when root) can enter."""
-    root = Path(tempfile.mkdtemp(prefix="rl-exec-"))
-    os.chmod(root, 0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+    with reachable_tempdir("rl-exec-") as root:
+        yield root
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from runnerlib.security.lowlevel.prctl import PR_GET_DUMPABLE, PR_SET_DUMPABLE, 
 from runnerlib.security.policy import SandboxPolicy
 from runnerlib.security.probe import probe
 from runnerlib.security.registry import SecretRegistry
+from runnerlib.testing import reachable_tempdir
 
 HERE = Path(__file__).resolve().parent
 CHECKOUT = str(HERE.parent.parent)
@@ -63,23 +64,21 @@ class Workspace:
 
 
 @pytest.fixture
-def workspace() -> Workspace:
-    root = Path(tempfile.mkdtemp(prefix="rl-sandbox-"))
-    os.chmod(root, 0o755)
-    ws = Workspace(root)
-    for d in (ws.ci, ws.src, ws.artifacts):
-        d.mkdir()
-        d.chmod(0o755)
-    (ws.ci / "x").write_text("original")
-    (ws.ci / "x").chmod(0o644)
-    shutil.copy(HERE / "attack_script.py", ws.ci / "attack.py")
-    (ws.src / "own.txt").write_text("mine")
-    if IS_ROOT:
-        for d in (ws.src, ws.artifacts):
-            for p in [d, *d.rglob("*")]:
-                os.chown(p, STEP_UID, STEP_UID)
-    yield ws
-    shutil.rmtree(root, ignore_errors=True)
+def workspace() -> Iterator[Workspace]:
+    with reachable_tempdir("rl-sandbox-") as root:
+        ws = Workspace(root)
+        for d in (ws.ci, ws.src, ws.artifacts):
+            d.mkdir()
+            d.chmod(0o755)
+        (ws.ci / "x").write_text("original")
+        (ws.ci / "x").chmod(0o644)
+        shutil.copy(HERE / "attack_script.py", ws.ci / "attack.py")
+        (ws.src / "own.txt").write_text("mine")
+        if IS_ROOT:
+            for d in (ws.src, ws.artifacts):
+                for p in [d, *d.rglob("*")]:
+                    os.chown(p, STEP_UID, STEP_UID)
+        yield ws
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ that is not granted stays unreadable."""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from sandbox_testlib import Workspace
 from runnerlib.execution.process import READ_ONLY_PATHS_ENV, default_policy, run_process
 from runnerlib.security.policy import PolicyError
 from runnerlib.security.probe import probe
+from runnerlib.testing import reachable_tempdir
 
 pytestmark = pytest.mark.skipif(probe().landlock_abi < 1, reason="needs Landlock (read grants are Landlock rules)")
 
@@ -52,9 +51,7 @@ def test_the_runners_venv_python_starts_in_the_sandbox(workspace: Workspace, reg
 
 
 def test_listed_paths_are_readable_and_their_siblings_are_not(workspace: Workspace, registry) -> None:  # type: ignore[no-untyped-def]
-    base = Path(tempfile.mkdtemp(prefix="rl-ro-"))
-    try:
-        os.chmod(base, 0o755)
+    with reachable_tempdir("rl-ro-") as base:
         for name in ("tools", "private"):
             (base / name).mkdir(mode=0o755)
             (base / name / "f.txt").write_text(f"{name}-content")
@@ -65,8 +62,6 @@ def test_listed_paths_are_readable_and_their_siblings_are_not(workspace: Workspa
         assert "tools-content" in out and "private-content" not in out, out
         code, out = _run(workspace, registry, argv, default_policy(_env(workspace)))
         assert "tools-content" not in out, out  # control: not granted, not readable
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.parametrize("value", ["/", "/root", "relative/dir", "/ok:/home"])

@@ -6,7 +6,6 @@ import os
 import shutil
 import stat
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from runnerlib.security.paths import PathPolicyError, ReadOnlyViolation, Workspace
 from runnerlib.source import SourceSpec, prepare_source
 from runnerlib.source.dual import prepare_job_sources
+from runnerlib.testing import reachable_tempdir
 
 
 @pytest.fixture
@@ -105,9 +105,7 @@ def _as_nobody(command: str) -> int:
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
 def test_untrusted_uid_cannot_write_ci_after_lock(registry, ci_tree) -> None:
-    base = tempfile.mkdtemp(prefix="runnerlib-dual-")
-    os.chmod(base, 0o755)
-    try:
+    with reachable_tempdir("runnerlib-dual-") as base:
         shutil.copytree(ci_tree, Path(base) / "ci-src", symlinks=True)
         os.chmod(Path(base) / "ci-src", 0o755)
         root = Path(base) / "job"
@@ -128,16 +126,12 @@ def test_untrusted_uid_cannot_write_ci_after_lock(registry, ci_tree) -> None:
             assert _as_nobody(attack) != 0, attack
         assert (root / "ci" / "open" / "script.sh").read_text() == "#!/bin/sh\n"
         ws.close()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
 def test_src_handed_to_the_untrusted_uid_ci_not(registry, ci_tree, origin) -> None:
-    base = tempfile.mkdtemp(prefix="runnerlib-dual-")
-    os.chmod(base, 0o755)
-    try:
+    with reachable_tempdir("runnerlib-dual-") as base:
         shutil.copytree(ci_tree, Path(base) / "ci-src", symlinks=True)
         root = Path(base) / "job"
         root.mkdir()
@@ -150,8 +144,6 @@ def test_src_handed_to_the_untrusted_uid_ci_not(registry, ci_tree, origin) -> No
         assert _as_nobody(f"echo pwned > {root}/ci/planted") != 0
         assert os.stat("/etc/hostname").st_uid == 0
         ws.close()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_vcs_auth_extra_header_registered(workspace, registry) -> None:

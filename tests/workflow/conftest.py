@@ -3,14 +3,14 @@ scratch directory every uid can enter."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from wf_coordinator_server import TOKEN, CoordinatorServer, make_certificate
+
+from runnerlib.testing import reachable_tempdir
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +33,5 @@ def http_server() -> Iterator[CoordinatorServer]:
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A fresh directory outside pytest's 0700 tmp dir (steps of another uid can reach it), removed after."""
-    path = Path(tempfile.mkdtemp(prefix="wf-shared-"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with reachable_tempdir("wf-shared-") as path:
+        yield path
