@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runnerlib.execution.conditions import Condition, ConditionError, parse_condition
+from runnerlib.execution.retry import AllowFailurePolicy, RetryPolicy, retry_policy
+from runnerlib.execution.step_refs import StepReferenceError, check_step_references
 
 STEP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -63,7 +65,8 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
     working_dir: str | None = None
     trust: Trust = "trusted"
-    allow_failure: bool = False
+    allow_failure: bool | AllowFailurePolicy = False
+    retry: RetryPolicy | None = None  # retries by cause (execution/retry.py); `retries` holds its max
     # Where the step was defined (file:line), for error messages; None when built in Python.
     origin: str | None = None
 
@@ -99,7 +102,23 @@ class StepSpec(BaseModel):
     working_dir: str | None = Field(default=None, description="Directory the step runs in.")
     trust: Trust = Field(default="trusted",
                          description="untrusted steps run sandboxed with no secrets and no socket.")
-    allow_failure: bool = Field(default=False, description="A failure does not fail the job.")
+    allow_failure: bool | AllowFailurePolicy = Field(
+        default=False, description="true, or {exit_codes: [...]}: such a failure does not fail the job.")
+    retry: RetryPolicy | None = Field(
+        default=None, description="Retries by cause: {max, exit_codes, signals, backoff} (or a number).")
+
+    @field_validator("retry", mode="before")
+    @classmethod
+    def _retry(cls, value: Any) -> Any:
+        return retry_policy(value)
+
+    @model_validator(mode="after")
+    def _one_retry_form(self) -> StepSpec:
+        if self.retry is not None:
+            if self.retries and self.retries != self.retry.max:
+                raise ValueError("give either retries or retry, not both")
+            self.retries = self.retry.max
+        return self
 
     @field_validator("name")
     @classmethod
@@ -168,8 +187,9 @@ class Job:
         env: Mapping[str, str] | None = None,
         working_dir: str | None = None,
         trust: Trust = "trusted",
-        allow_failure: bool = False,
+        allow_failure: bool | Mapping[str, Any] | AllowFailurePolicy = False,
         *,
+        retry: int | Mapping[str, Any] | RetryPolicy | None = None,
         origin: str | None = None,
     ) -> Step:
         """Add a step; arguments are checked at once (duplicate names included), the DAG by `validate()`."""
@@ -180,10 +200,11 @@ class Job:
         try:
             spec = StepSpec(name=name, command=command, depends_on=deps, condition=condition,
                             timeout=timeout, retries=retries, env=dict(env or {}),
-                            working_dir=working_dir, trust=trust, allow_failure=allow_failure)
+                            working_dir=working_dir, trust=trust, allow_failure=allow_failure, retry=retry)
         except ValidationError as exc:
             raise JobDefinitionError(_format_validation(exc, prefix=f"step {name!r}", origin=origin)) from None
-        step = Step(**spec.model_dump(), origin=origin)
+        step = Step(**{**spec.model_dump(), "retry": spec.retry, "allow_failure": spec.allow_failure},
+                    origin=origin)
         self._steps[name] = step
         return step
 
@@ -203,12 +224,18 @@ class Job:
                 if dep == step.name:
                     raise JobDefinitionError(f"step {step.name!r}{_at(step)}: depends on itself")
             if variables is not None:
-                unknown = sorted(step.parsed_condition.names() - set(variables))
+                unknown = sorted(n for n in step.parsed_condition.names() - set(variables)
+                                 if not n.startswith("steps."))  # step outputs: execution/step_refs.py
                 if unknown:
                     raise JobDefinitionError(
                         f"step {step.name!r}{_at(step)}: condition uses unknown variable {unknown[0]!r} "
                         f"(known: {', '.join(sorted(variables)) or 'none'})")
-        return self._topological_order()
+        order = self._topological_order()
+        try:
+            check_step_references(self._steps, _at)
+        except StepReferenceError as exc:
+            raise JobDefinitionError(str(exc)) from None
+        return order
 
     def _topological_order(self) -> list[str]:
         # Kahn's algorithm in declaration order, so the order is stable and readable in logs.

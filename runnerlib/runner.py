@@ -124,6 +124,8 @@ class JobRunner:
         self._timer: threading.Timer | None = None
         self._interruptible = False
         self._interrupt_code = EXIT_CANCELLED
+        self._protocol: Any = None  # execution.step_protocol.StepProtocol while the steps run
+        self._step_summary: str | None = None
 
     # -- public --------------------------------------------------------------------------------------------
 
@@ -181,7 +183,8 @@ class JobRunner:
             if cleanup_errors and exit_code == 0:
                 exit_code = EXIT_RUNNER_ERROR
             self.log.summary(self.result.steps if self.result else [], self.plugins.timing_summary(),
-                             total=time.monotonic() - started, exit_code=exit_code)
+                             total=time.monotonic() - started, exit_code=exit_code,
+                             notes=[f"step summaries: {self._step_summary}"] if self._step_summary else [])
             self._write_summary_file(exit_code)
         finally:
             if self._timer is not None:
@@ -419,10 +422,12 @@ class JobRunner:
         self._open_workspace().makedirs(str(logs_dir))
         self.log.logs_dir = logs_dir
         self.log.open_log = self._open_log
+        self._protocol = self._step_protocol()
         scheduler = Scheduler(
             job, self._execute, concurrency=config.concurrency, variables=config.job_variables(),
             default_timeout=config.step_timeout, default_retries=config.step_retries,
-            on_event=lambda level, step, message: self.log.event(message, step=step, level=level))
+            on_event=lambda level, step, message: self.log.event(message, step=step, level=level),
+            step_variables=lambda step: self._protocol.variables(step, self._steps_by_name()))
         self._scheduler = scheduler
         if self._cancelled.is_set():
             scheduler.cancel()
@@ -435,8 +440,23 @@ class JobRunner:
             result.exit_code = EXIT_TIMEOUT
         elif self._cancelled.is_set():
             result.exit_code = self._interrupt_code
+        self._protocol.fill(result.steps)
+        self._step_summary = self._protocol.write_summary([s.name for s in job.steps])
         self.result = result
         return result
+
+    def _step_protocol(self) -> Any:
+        from runnerlib.execution.step_protocol import StepProtocol
+
+        c = self.config
+        return StepProtocol(
+            mask=self.mask_text, workspace=self._open_workspace(), scratch=str(self._scratch),
+            artifacts_dir=str(c.artifacts_dir or Path(c.workspace_root) / "artifacts"),
+            owner=self._sandbox_identity() if os.geteuid() == 0 else None, debug=self.log.debug,
+            warn=lambda step, message: self.log.event(message, step=step, level="warning"))
+
+    def _steps_by_name(self) -> dict[str, Step]:
+        return {s.name: s for s in self.job.steps} if self.job else {}
 
     def _execute(self, step: Step, attempt: int, cancel: threading.Event) -> Any:
         from runnerlib.execution.process import run_process
@@ -457,12 +477,15 @@ class JobRunner:
                     self.log.event(f"not given to this untrusted step (secret): {', '.join(dropped)}",
                                    step=step.name, level="warning")
                 step_env = {k: v for k, v in step_env.items() if k not in dropped}
+        # The step protocol (execution/step_protocol.py): what upstream steps left, ${{ steps.X.outputs.Y }}.
+        steps = self._steps_by_name()
+        env.update(self._protocol.environment(step, steps, env.get("PATH", "")))
+        command, step_env = self._protocol.substitute(step, steps, step.command, step_env)
         env.update(step_env)
         env["REACTORCIDE_STEP_NAME"] = step.name
         if trusted and self._socket is not None:
             env.update(self._socket.env())
         cwd = self._step_cwd(step)
-        command = step.command
         shown = command if isinstance(command, str) else shlex.join(command)
         retry = f" (attempt {attempt})" if attempt > 1 else ""
         self.log.event(f"{'$' if trusted else '$ [untrusted]'} {shown}{retry}", step=step.name)
@@ -476,10 +499,22 @@ class JobRunner:
                 reason = self.mask_text(str(exc))
                 self.log.event(f"refused: {reason}", step=step.name, level="error")
                 return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=reason)
-        with self.log.step_output(step.name, attempt=attempt) as sink:
-            result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
-                                 timeout=step.timeout, policy=policy, on_output=sink.write, cancel_event=cancel,
-                                 grace=self.config.kill_grace, name=step.name, keep_output=False)
+        files = self._protocol.prepare(step)
+        env.update(files.env)
+        try:
+            with self.log.step_output(step.name, attempt=attempt) as sink:
+                result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
+                                     timeout=step.timeout, policy=policy, on_output=sink.write, cancel_event=cancel,
+                                     grace=self.config.kill_grace, name=step.name, keep_output=False,
+                                     commands=files.commands)
+        finally:
+            files_error = self._protocol.collect(files)
+        if files_error:  # as on GitHub, a malformed file fails a step that succeeded
+            self.log.event(files_error, step=step.name, level="error")
+            if result.exit_code == 0:
+                import dataclasses
+
+                result = dataclasses.replace(result, exit_code=1, reason=files_error)
         status = "ok" if result.exit_code == 0 else f"exit {result.exit_code}"
         if getattr(result, "reason", None) and result.exit_code != 0:
             status += f": {result.reason}"
@@ -686,7 +721,7 @@ class JobRunner:
         import json
 
         data = {"job": self.config.job_name, "job_id": self.config.job_id, "exit_code": exit_code,
-                "steps": [r.as_dict() for r in self.result.steps],
+                "steps": [r.as_dict() for r in self.result.steps], "step_summary": self._step_summary,
                 "plugins": [{"plugin": n, "seconds": s, "calls": c} for n, s, c in self.plugins.timing_summary()]}
         try:
             path = self.log.logs_dir / "summary.json"

@@ -16,6 +16,9 @@ Expression grammar (keywords are also accepted as ``&&``, ``||``, ``!``, ``=~``)
     cmp   := value (('==' | '!=' | 'in' | 'not in' | 'matches') value)?
     value := STRING | NUMBER | true | false | null | NAME | '(' expr ')' | '[' [value (',' value)*] ']'
 
+A NAME may also be a step's output, ``steps.build.outputs.version`` (empty when the step set none), and the
+whole condition may be wrapped in GitHub's ``${{ ... }}``.
+
 Hand-written because the grammar is tiny and must not reach Python's evaluator: no attribute access, no
 calls, bounded length and nesting, and every name checked against the job's variables before any step runs.
 """
@@ -44,6 +47,7 @@ _TOKEN_RE = re.compile(r"""
   | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
   | (?P<num>-?\d+(?:\.\d+)?)
   | (?P<op>==|!=|=~|&&|\|\||!|\(|\)|\[|\]|,)
+  | (?P<ref>steps\.[A-Za-z0-9][A-Za-z0-9_-]*\.outputs\.[A-Za-z_][A-Za-z0-9_-]*)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
 """, re.VERBOSE)
 
@@ -73,6 +77,8 @@ def _tokenize(text: str) -> list[_Tok]:
             tokens.append(_Tok("num", float(raw) if "." in raw else int(raw), pos))
         elif kind == "op":
             tokens.append(_Tok("op", _SYMBOL_OPS.get(raw, raw), pos))
+        elif kind == "ref":  # a step's output (execution/step_refs.py): a variable like any other
+            tokens.append(_Tok("name", raw, pos))
         elif kind == "name":
             if raw in _WORD_OPS:
                 tokens.append(_Tok("op", _WORD_OPS[raw], pos))
@@ -234,6 +240,10 @@ def parse_condition(text: str) -> Condition:
         raise ConditionError("a condition must not be empty")
     if len(stripped) > MAX_CONDITION_LENGTH:
         raise ConditionError(f"a condition is limited to {MAX_CONDITION_LENGTH} characters")
+    if stripped.startswith("${{") and stripped.endswith("}}"):
+        stripped = stripped[3:-2].strip()  # GitHub's `if: ${{ ... }}` wrapper
+        if not stripped:
+            raise ConditionError("a condition must not be empty")
     if stripped in STATUS_KEYWORDS:
         return Condition(text, STATUS_KEYWORDS[stripped])
     return Condition(text, "on_success", _Parser(stripped).parse())

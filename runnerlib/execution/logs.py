@@ -127,8 +127,10 @@ class JobLog:
     # -- summary -----------------------------------------------------------------------------------------
 
     def summary(self, results: Iterable[Any], plugin_timings: Iterable[tuple[str, float, int]] = (),
-                *, total: float | None = None, exit_code: int | None = None) -> None:
-        """The table at the end: step, status, duration, exit code, attempts, why; then plugin timings."""
+                *, total: float | None = None, exit_code: int | None = None, notes: Iterable[str] = ()) -> None:
+        """The table at the end: step, status, duration, exit code, attempts, why; then plugin timings and
+        `notes` (lines such as where the step summaries are)."""
+        notes = list(notes)
         results = list(results)
         timings = list(plugin_timings)
         if self.fmt == "json":
@@ -137,6 +139,8 @@ class JobLog:
             record["plugins"] = [{"plugin": n, "seconds": round(s, 6), "calls": c} for n, s, c in timings]
             record["exit_code"] = exit_code
             record["duration"] = None if total is None else round(total, 3)
+            if notes:
+                record["notes"] = notes
             self._write((self.mask(json.dumps(record, ensure_ascii=False)) + "\n").encode())
             return
         rows = [("STEP", "STATUS", "DURATION", "EXIT", "TRIES", "NOTE")] if results else []
@@ -156,6 +160,9 @@ class JobLog:
             width = max(6, *(len(n) for n, _, _ in timings))
             for name, seconds, calls in timings:
                 lines.append(f"{name.ljust(width)}  {_seconds(seconds).ljust(8)}  {calls}")
+        if notes:
+            lines.append("")
+            lines.extend(notes)
         if total is not None:
             lines.append("")
             lines.append(f"job {self.job_name}: {'success' if exit_code == 0 else 'failed'} "

@@ -97,7 +97,7 @@ class _Stream:
 
     def __init__(self, name: str, fd: int, registry: Any, trusted: bool, source: str,
                  combined: list[bytes], on_output: Callable[[str, bytes], object] | None,
-                 keep: bool = True) -> None:
+                 keep: bool = True, commands: Any = None) -> None:
         self.name, self.fd = name, fd
         self.keep = keep
         self.chunks: list[bytes] = []
@@ -105,6 +105,8 @@ class _Stream:
         self._on_output = on_output
         self.masked = registry.stream(self._sink)
         self.front = AddMaskFilter(registry, self.masked, trusted=trusted, source=source)
+        if commands is not None:  # workflow commands (::group::, ::error:: ...) in front of ::add-mask::
+            self.front = commands.filter(self.front)
         self.open = True
         self.enlarged = False
 
@@ -176,6 +178,7 @@ def run_process(
     grace: float = DEFAULT_GRACE,
     name: str = "step",
     keep_output: bool = True,
+    commands: Any = None,
 ) -> ProcessResult:
     """Run one step process and return its masked result (see the module docstring).
 
@@ -184,7 +187,8 @@ def run_process(
     from `env`; a trusted step gets `env` as is (default: this process's environment) and is sandboxed only
     when a `policy` is given. A step the sandbox cannot confine is refused: exit 126, `refused`, `reason`.
     `keep_output=False` leaves output/stdout/stderr empty (the job runner streams through `on_output` and
-    must not hold a step's gigabytes in memory).
+    must not hold a step's gigabytes in memory). `commands` (an execution.workflow_commands.WorkflowCommands)
+    turns on GitHub's workflow commands in the output and collects the step's annotations.
     """
     start = time.monotonic()
     keep_large_buffers_on_heap()  # READ_SIZE reads would otherwise page-fault fresh memory every time
@@ -213,7 +217,7 @@ def run_process(
             assert plan is not None
             step_env = build_untrusted_env(env or {}, registry=registry, tmpdir=plan.private_tmp)
         return _run(argv, step_env, cwd, timeout, grace, plan, registry, trusted, on_output, cancel_event,
-                    name, start, keep_output)
+                    name, start, keep_output, commands)
     finally:
         if plan is not None:
             plan.cleanup()
@@ -222,14 +226,15 @@ def run_process(
 def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float | None, grace: float,
          plan: SandboxPlan | None, registry: Any, trusted: bool,
          on_output: Callable[[str, bytes], object] | None, cancel_event: threading.Event | None,
-         name: str, start: float, keep_output: bool = True) -> ProcessResult:
+         name: str, start: float, keep_output: bool = True, commands: Any = None) -> ProcessResult:
     mask = registry.mask_text
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     combined: list[bytes] = []
     streams = [
-        _Stream("stdout", out_r, registry, trusted, f"::add-mask:: in {name}", combined, on_output, keep_output),
-        _Stream("stderr", err_r, registry, trusted, f"::add-mask:: in {name}", combined, on_output, keep_output),
+        _Stream(stream, fd, registry, trusted, f"::add-mask:: in {name}", combined, on_output, keep_output,
+                commands)
+        for stream, fd in (("stdout", out_r), ("stderr", err_r))
     ]
     try:
         try:

@@ -10,7 +10,10 @@ Rules (what users of GitHub Actions / Buildkite expect):
   happened upstream; an expression also needs `on_success` and is evaluated on the job's variables;
 - `always` / `on_failure` steps without depends_on wait for every step declared before them (like a final
   step in a sequential pipeline);
-- a failed or timed-out attempt is retried up to `retries` times; cancelled and refused attempts are not;
+- a failed or timed-out attempt is retried up to `retries` times, or as `retry:` says (only some exit codes
+  or signals, with a backoff: execution/retry.py); cancelled and refused attempts are not;
+- `allow_failure: {exit_codes: [...]}` allows only those final exit codes to fail;
+- conditions may use the outputs of upstream steps (`steps.X.outputs.Y`, from `step_variables`);
 - a skipped step says why; the job succeeds iff every required (not allow_failure) step that ran succeeded;
 - `cancel()` (SIGTERM) stops running steps through the executor's cancel event and starts nothing new.
 """
@@ -25,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runnerlib.execution.conditions import ConditionError
+from runnerlib.execution.retry import RetryPolicy, allows_failure
 from runnerlib.jobs import Job, Step
 
 # Exit codes shared with execution.process and the CLI.
@@ -57,6 +61,10 @@ class StepResult:
     reason: str | None = None
     allow_failure: bool = False
     trust: str = "trusted"
+    # The step protocol (execution/step_protocol.py): masked outputs, annotations, whether it wrote a summary.
+    outputs: dict[str, str] = field(default_factory=dict)
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    summary: bool = False
 
     @property
     def duration(self) -> float | None:
@@ -116,6 +124,7 @@ class Scheduler:
         default_retries: int = 0,
         on_event: Callable[[str, str, str], None] | None = None,
         retry_delay: float = 0.0,
+        step_variables: Callable[[Step], Mapping[str, Any]] | None = None,
     ) -> None:
         self.job = job
         self.executor = executor
@@ -125,6 +134,8 @@ class Scheduler:
         self.default_retries = default_retries
         self.on_event = on_event or (lambda level, step, message: None)
         self.retry_delay = retry_delay
+        # The outputs of finished steps a condition may use, by `steps.X.outputs.Y` (the runner's protocol).
+        self.step_variables = step_variables or (lambda step: {})
         self.cancel_event = threading.Event()
         self._timed_out = False
         self._lock = threading.Lock()
@@ -139,7 +150,7 @@ class Scheduler:
         """The step with job-level defaults applied (timeout, retries)."""
         if step.timeout is None and self.default_timeout is not None:
             step = _replace(step, timeout=self.default_timeout)
-        if step.retries == 0 and self.default_retries:
+        if step.retries == 0 and step.retry is None and self.default_retries:
             step = _replace(step, retries=self.default_retries)
         return step
 
@@ -155,7 +166,7 @@ class Scheduler:
                 waits[name] = declared[:declared.index(name)]
             else:
                 waits[name] = list(dict.fromkeys(step.depends_on))
-        results = {name: StepResult(name, allow_failure=steps[name].allow_failure, trust=steps[name].trust)
+        results = {name: StepResult(name, allow_failure=steps[name].allow_failure is True, trust=steps[name].trust)
                    for name in declared}
         pending = list(order)
         running: dict[Future[StepResult], str] = {}
@@ -203,9 +214,14 @@ class Scheduler:
                 why = "was skipped" if dep.status == "skipped" else f"ended {dep.status}"
                 return f"dependency {dep.name!r} {why}"
         if cond.expression is not None:
+            variables = self.variables
+            if any(n.startswith("steps.") for n in cond.names()):
+                # An output the step did not set is empty, as on GitHub.
+                variables = {**variables, **{n: "" for n in cond.names() if n.startswith("steps.")},
+                             **self.step_variables(step)}
             try:
-                if not cond.evaluate(self.variables):
-                    shown = {n: self.variables.get(n) for n in sorted(cond.names())}
+                if not cond.evaluate(variables):
+                    shown = {n: variables.get(n) for n in sorted(cond.names())}
                     values = ", ".join(f"{k}={v!r}" for k, v in shown.items())
                     return f"condition `{step.condition}` is false" + (f" ({values})" if values else "")
             except ConditionError as exc:
@@ -230,6 +246,7 @@ class Scheduler:
     def _run_step(self, step: Step, result: StepResult) -> StepResult:
         result.started = time.time()
         attempts = step.retries + 1
+        policy = step.retry or RetryPolicy(max=step.retries)
         try:
             for attempt in range(1, attempts + 1):
                 result.attempts = attempt
@@ -261,10 +278,18 @@ class Scheduler:
                 else:
                     result.status = "failed"
                 if attempt < attempts and not self.cancel_event.is_set():
-                    self.on_event("warning", step.name,
-                                  f"attempt {attempt}/{attempts} {result.status} (exit {result.exit_code}); retrying")
-                    if self.retry_delay:
-                        self.cancel_event.wait(self.retry_delay)
+                    if not policy.retries_on(result.exit_code):
+                        self.on_event("info", step.name, f"exit {result.exit_code} is not retried (retry: "
+                                                         "exit_codes/signals)")
+                        break
+                    delay = policy.delay(attempt) or self.retry_delay
+                    wait = f" in {delay:g}s" if delay else ""
+                    self.on_event("warning", step.name, f"attempt {attempt}/{attempts} {result.status} "
+                                                        f"(exit {result.exit_code}); retrying{wait}")
+                    if delay:
+                        self.cancel_event.wait(delay)
+            if result.status in _FAILED:
+                result.allow_failure = allows_failure(step.allow_failure, result.status, result.exit_code)
             if result.status in _FAILED and result.allow_failure:
                 note = "allowed to fail"
                 result.reason = f"{result.reason}; {note}" if result.reason else note
