@@ -276,6 +276,8 @@ OTHER_KNOWN_ENV = frozenset({
     "REACTORCIDE_WORKFLOW_FILE", "REACTORCIDE_WORKFLOW_ID", "REACTORCIDE_WORKFLOW_ITEM", "REACTORCIDE_WORKFLOW_JOB",
     "REACTORCIDE_WORKFLOW_OUTPUT", "REACTORCIDE_WORKFLOW_RUN_ID", "REACTORCIDE_WORKFLOW_STATE",
     "REACTORCIDE_WORKFLOW_VARS", "REACTORCIDE_PLUGIN_DIRS",
+    # the step protocol's files (execution/step_files.py)
+    "REACTORCIDE_OUTPUT", "REACTORCIDE_ENV", "REACTORCIDE_PATH", "REACTORCIDE_STEP_SUMMARY",
 })
 
 
@@ -289,7 +291,8 @@ def unknown_env_names(environ: Mapping[str, str]) -> list[tuple[str, str]]:
 
     out = []
     for name in sorted(environ):
-        if name.startswith(ENV_PREFIX) and name not in known and not name.startswith("REACTORCIDE_SANDBOX"):
+        if name.startswith(ENV_PREFIX) and name not in known \
+                and not name.startswith(("REACTORCIDE_SANDBOX", "REACTORCIDE_UNTRUSTED_OUTPUT_")):
             close = difflib.get_close_matches(name, sorted(known), n=1)
             out.append((name, close[0] if close else ""))
     return out
