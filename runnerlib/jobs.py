@@ -21,9 +21,17 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, cast
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from runnerlib.execution.conditions import Condition, ConditionError, parse_condition
 from runnerlib.execution.retry import AllowFailurePolicy, RetryPolicy, retry_policy
@@ -200,7 +208,9 @@ class Job:
         try:
             spec = StepSpec(name=name, command=command, depends_on=deps, condition=condition,
                             timeout=timeout, retries=retries, env=dict(env or {}),
-                            working_dir=working_dir, trust=trust, allow_failure=allow_failure, retry=retry)
+                            working_dir=working_dir, trust=trust,
+                            # mappings as written in a job file: StepSpec's validators make the policies
+                            allow_failure=cast(Any, allow_failure), retry=cast(Any, retry))
         except ValidationError as exc:
             raise JobDefinitionError(_format_validation(exc, prefix=f"step {name!r}", origin=origin)) from None
         step = Step(**{**spec.model_dump(), "retry": spec.retry, "allow_failure": spec.allow_failure},

@@ -234,7 +234,7 @@ def test_untrusted_output_in_a_trusted_env_value_is_refused() -> None:
 
 
 def test_untrusted_consumer_gets_products_masked_and_sandboxed(ws: Path) -> None:
-    job_text = f"""
+    job_text = """
 name: chain
 steps:
   - name: make
@@ -245,7 +245,7 @@ steps:
   - name: pr
     trust: untrusted
     depends_on: [make]
-    command: 'echo "t=${{{{ steps.make.outputs.token }}}} leak=[$LEAK] plain=$PLAIN"; env > "$REACTORCIDE_ARTIFACTS_DIR/pr-env.txt"'
+    command: 'echo "t=${{ steps.make.outputs.token }} leak=[$LEAK] plain=$PLAIN"; env > "$REACTORCIDE_ARTIFACTS_DIR/pr-env.txt"'
 """
     r = run_job_file(ws, job_text, env={"DEPLOY_TOKEN": SECRET})
     out = r.stdout.decode()
@@ -256,7 +256,7 @@ steps:
 
 
 def test_secrets_in_outputs_summary_and_annotations_are_masked(ws: Path) -> None:
-    job_text = f"""
+    job_text = """
 name: masked
 steps:
   - name: leak
@@ -267,7 +267,7 @@ steps:
       echo "::group::$DEPLOY_TOKEN"
   - name: use
     depends_on: [leak]
-    command: 'test "${{{{ steps.leak.outputs.token }}}}" = "$DEPLOY_TOKEN" && echo trusted-consumer-got-the-value'
+    command: 'test "${{ steps.leak.outputs.token }}" = "$DEPLOY_TOKEN" && echo trusted-consumer-got-the-value'
 """
     r = run_job_file(ws, job_text, env={"DEPLOY_TOKEN": SECRET})
     out = r.stdout.decode() + r.stderr.decode()
