@@ -316,3 +316,20 @@ steps:
     link = ws / "control-link"
     link.symlink_to(secret_file)
     assert parse_assignments(link.read_bytes(), label="control")["stolen"] == SECRET
+
+
+def _yaml_blocks(doc: str, first_line: str) -> str:
+    text = (REPO / "docs" / doc).read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:]]
+    return next(b for b in blocks if b.startswith(first_line))
+
+
+@pytest.mark.parametrize(("doc", "first_line", "expected"), [
+    ("step-protocol.md", "name: release", "[publish] publishing 1.4.2 from "),
+    ("executor.md", "name: retries", "attempt 1/4 failed (exit 75); retrying in 2s"),
+])
+def test_the_docs_examples_run_as_written(ws: Path, doc: str, first_line: str, expected: str) -> None:
+    r = run_job_file(ws, _yaml_blocks(doc, first_line))
+    out = r.stdout.decode()
+    assert r.returncode == 0, out + r.stderr.decode()
+    assert expected in out
