@@ -249,5 +249,12 @@ class StepProtocol:
             return None
         path = os.path.join(self.artifacts_dir, SUMMARY_FILE)
         text = "\n".join(part if part.endswith("\n") else part + "\n" for part in parts)
-        self.workspace.write_text(path, self.mask(text), perms=0o644)
+        try:
+            # Whatever an untrusted step left under that name (a symlink, a file of its own) goes first: every
+            # step has ended, and the workspace neither follows nor writes through a link.
+            self.workspace.remove(path, missing_ok=True)
+            self.workspace.write_text(path, self.mask(text), perms=0o644)
+        except (OSError, ValueError) as exc:
+            self.warn("", f"could not write the step summaries to {path}: {getattr(exc, 'strerror', None) or exc}")
+            return None
         return path

@@ -333,3 +333,31 @@ def test_the_docs_examples_run_as_written(ws: Path, doc: str, first_line: str, e
     out = r.stdout.decode()
     assert r.returncode == 0, out + r.stderr.decode()
     assert expected in out
+
+
+def test_a_planted_summary_link_is_replaced_not_followed(ws: Path) -> None:
+    target = ws.parent / f"{ws.name}-runner-file.txt"
+    target.write_text("the runner's own file\n")
+    job_text = f"""
+name: plant
+steps:
+  - name: pr
+    trust: untrusted
+    command: |
+      ln -s {target} "$REACTORCIDE_ARTIFACTS_DIR/summary.md" && echo planted
+      echo "hello from the PR" >> "$GITHUB_STEP_SUMMARY"
+"""
+    r = run_job_file(ws, job_text)
+    out = r.stdout.decode()
+    skip_without_sandbox(out)
+    assert r.returncode == 0, out + r.stderr.decode()
+    summary = ws / "artifacts" / "summary.md"
+    assert "[pr] planted" in out
+    assert not summary.is_symlink() and summary.read_text() == "hello from the PR\n"
+    assert target.read_text() == "the runner's own file\n"
+    # Control: a writer that follows links would have written the runner's file.
+    link = ws / "control-link"
+    link.symlink_to(target)
+    with open(link, "a") as fh:
+        fh.write("overwritten\n")
+    assert "overwritten" in target.read_text()
