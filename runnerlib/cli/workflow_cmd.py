@@ -202,3 +202,45 @@ def trigger_cmd(job_name: str, env: tuple[str, ...], depends_on: tuple[str, ...]
     operation_id = trigger_job(job_name, env=_pairs(env, "--env"), depends_on=list(depends_on),
                                condition=condition, triggers_file_path=triggers_file, **options)
     click.echo(operation_id)
+
+
+@workflow.command("render")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--target", type=click.Choice(["kubernetes"]), default="kubernetes", show_default=True,
+              help="What to render the workflow's jobs as.")
+@click.option("--event", help="Event type the run is for (REACTORCIDE_EVENT_TYPE).")
+@click.option("--branch", help="Branch the run is for.")
+@click.option("--sha", help="Commit the run is for.")
+@click.option("--pr-number", help="Pull request number.")
+@click.option("--var", "variables", multiple=True, help="NAME=VALUE overriding a workflow var (repeatable).")
+@click.option("--runner-image", help="Image of jobs that name none [default: localhost/reactorcide/runner:latest].")
+@click.option("--namespace", help="Namespace written into each manifest.")
+@click.option("--run-id", help="Run id for names and labels [default: random].")
+@click.option("--source-url", help="Repository each job prepares in /job/src.")
+@click.option("--source-ref", help="Ref of --source-url.")
+@click.option("--ci-source-url", help="Trusted CI repository each job prepares in /job/ci.")
+@click.option("--ci-source-ref", help="Ref of --ci-source-url.")
+@click.option("--output", "output_dir", type=click.Path(file_okay=False),
+              help="Write one <job>.yaml per job here instead of one stream to stdout.")
+def render_cmd(file: str, target: str, event: str | None, branch: str | None, sha: str | None,
+               pr_number: str | None, variables: tuple[str, ...], runner_image: str | None,
+               namespace: str | None, run_id: str | None, source_url: str | None, source_ref: str | None,
+               ci_source_url: str | None, ci_source_ref: str | None, output_dir: str | None) -> None:
+    """Render each workflow job as a Kubernetes batch/v1 Job manifest (no secret values, only references)."""
+    from runnerlib.workflow.kubernetes import DEFAULT_RUNNER_IMAGE, RenderOptions, render_workflow, to_yaml
+    from runnerlib.workflow.models import load_workflow
+
+    options = RenderOptions(
+        event=event, branch=branch, sha=sha, pr_number=pr_number, variables=_pairs(variables, "--var"),
+        runner_image=runner_image or DEFAULT_RUNNER_IMAGE, namespace=namespace, run_id=run_id,
+        source_url=source_url, source_ref=source_ref, ci_source_url=ci_source_url, ci_source_ref=ci_source_ref)
+    manifests = render_workflow(load_workflow(file), options)
+    if output_dir is None:
+        click.echo(to_yaml(manifests), nl=False)
+        return
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for manifest in manifests:
+        path = out / f"{manifest['metadata']['name']}.yaml"
+        path.write_text(to_yaml([manifest]), encoding="utf-8")
+        click.echo(str(path))
