@@ -34,7 +34,8 @@ from typing import Any
 from runnerlib.security.secret_names import is_secret_name
 from runnerlib.workflow.models import Workflow, WorkflowError, WorkflowJob
 
-__all__ = ["DEFAULT_RUNNER_IMAGE", "RUNNER_CAPABILITIES", "RenderOptions", "render_workflow", "to_yaml"]
+__all__ = ["DEFAULT_RUNNER_IMAGE", "RUNNER_CAPABILITIES", "RenderOptions", "job_manifest", "job_name",
+           "render_workflow", "to_yaml"]
 
 DEFAULT_RUNNER_IMAGE = "localhost/reactorcide/runner:latest"
 # The capabilities the runner keeps (all others dropped): SETUID/SETGID to drop untrusted steps to the
@@ -150,14 +151,24 @@ def render_workflow(workflow: Workflow, options: RenderOptions | None = None) ->
     workflow_id = workflow.effective_id
     variables = {**workflow.vars, **dict(opts.variables)}
     instances = _instances(workflow)
-    names = {inst: dns_label(f"{workflow_id}-{inst}-{run_id}") for inst, _, _, _ in instances}
-    return [_job_manifest(workflow_id, run_id, instance, job, item, deps, names, variables, opts)
+    names = {inst: job_name(workflow_id, inst, run_id) for inst, _, _, _ in instances}
+    return [job_manifest(workflow_id, run_id, instance, job, item=item, depends_on=[names[d] for d in deps],
+                         variables=variables, options=opts, job_id=names[instance])
             for instance, job, item, deps in instances]
 
 
-def _job_manifest(workflow_id: str, run_id: str, instance: str, job: WorkflowJob, item: str | None,
-                  deps: Sequence[str], names: Mapping[str, str], variables: Mapping[str, str],
-                  opts: RenderOptions) -> dict[str, Any]:
+def job_name(workflow_id: str, instance: str, run_id: str) -> str:
+    """The Kubernetes Job name of one job instance of a run."""
+    return dns_label(f"{workflow_id}-{instance}-{run_id}")
+
+
+def job_manifest(workflow_id: str, run_id: str, instance: str, job: WorkflowJob, *, item: str | None,
+                 depends_on: Sequence[str], variables: Mapping[str, str], options: RenderOptions,
+                 job_id: str) -> dict[str, Any]:
+    """The batch/v1 Job of one job instance. `depends_on` holds the Job names it waits for (an annotation);
+    `job_id` becomes REACTORCIDE_JOB_ID, which the runner signs its trigger messages for."""
+    opts = options
+    name = job_name(workflow_id, instance, run_id)
     where = f"jobs.{job.name}"
     _check_environment(job.environment, where)
     secrets = _secret_refs(job, where)
@@ -170,10 +181,11 @@ def _job_manifest(workflow_id: str, run_id: str, instance: str, job: WorkflowJob
     }
     annotations = {
         f"{LABEL_PREFIX}/job-name": instance,
-        f"{LABEL_PREFIX}/depends-on": ",".join(names[d] for d in deps),
+        f"{LABEL_PREFIX}/depends-on": ",".join(depends_on),
         f"{LABEL_PREFIX}/condition": job.condition.value,
     }
-    env = _container_env(workflow_id, run_id, instance, job, item, variables, opts)
+    env: list[dict[str, Any]] = list(_container_env(workflow_id, run_id, instance, job, item, variables, opts))
+    env.append({"name": "REACTORCIDE_JOB_ID", "value": job_id})
     env += [{"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
             for name, (secret, key) in sorted(secrets.items())]
     if opts.coordinator_secret:
@@ -212,7 +224,7 @@ def _job_manifest(workflow_id: str, run_id: str, instance: str, job: WorkflowJob
     }
     if job.timeout:
         spec["activeDeadlineSeconds"] = int(job.timeout)
-    metadata: dict[str, Any] = {"name": names[instance], "labels": labels, "annotations": annotations}
+    metadata: dict[str, Any] = {"name": name, "labels": labels, "annotations": annotations}
     if opts.namespace:
         metadata["namespace"] = opts.namespace
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
@@ -231,6 +243,7 @@ def _container_env(workflow_id: str, run_id: str, instance: str, job: WorkflowJo
         command = f"runnerlib run-job /job/ci/{job.job_file.removeprefix('/job/ci/').lstrip('/')}"
     values.update({
         "REACTORCIDE_IN_CONTAINER": "true",
+        "REACTORCIDE_WORKSPACE": "/job",
         "REACTORCIDE_QUEUE": "kubernetes",
         "REACTORCIDE_JOB_NAME": instance,
         "REACTORCIDE_JOB_COMMAND": command or "",
