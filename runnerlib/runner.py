@@ -332,12 +332,17 @@ class JobRunner:
         engine_env, forwarded = container.engine_env(env, names)
         name = new_container_name(step.name)
         argv = container.argv(command, name=name, cwd=cwd, env_names=forwarded, mounts=mounts)
+        result = None
         try:
-            return run_process(argv, registry=self.registry, trusted=True, env=engine_env, cwd=None,
-                               timeout=step.timeout, on_output=sink.write, cancel_event=cancel,
-                               grace=self.config.kill_grace, name=step.name, keep_output=False)
+            result = run_process(argv, registry=self.registry, trusted=True, env=engine_env, cwd=None,
+                                 timeout=step.timeout, on_output=sink.write, cancel_event=cancel,
+                                 grace=self.config.kill_grace, name=step.name, keep_output=False)
+            return result
         finally:
-            container.engine.remove(name)
+            # --rm removed a container whose command ended; one the engine did not see end (a timeout, a
+            # cancellation, an engine error) is removed here, stopped at once if it still runs.
+            if result is None or result.timed_out or result.cancelled or result.exit_code >= 125:
+                container.engine.remove(name)
 
     def _protect_and_load_secrets(self) -> None:
         from runnerlib.security import secret_sources

@@ -19,7 +19,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("runnerlib.jobs", "runnerlib.config", "runnerlib.plugins", "runnerlib.plugin_loader",
      "runnerlib.execution.scheduler", "runnerlib.workflow"),
     ("runnerlib.runner",),
-    ("runnerlib.workflow.local_runner", "runnerlib.workflow.kubernetes_runner"),
+    ("runnerlib.workflow.local_runner", "runnerlib.workflow.kubernetes_runner",
+     "runnerlib.workflow.container_runner"),
     ("runnerlib.cli", "runnerlib"),
 ]
 

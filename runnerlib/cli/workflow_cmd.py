@@ -108,13 +108,15 @@ def list_cmd(root: str, event: str | None, branch: str | None, changed: tuple[st
 @click.option("--share-source", is_flag=True, help="Run every job in --code-dir itself instead of a copy.")
 @click.option("--force", is_flag=True, help="Run even if the workflow's on/paths filters do not match the "
                                            "--event/--branch/--changed-path given.")
-@click.option("--engine", type=click.Choice(["process", "kubernetes"]), default="process", show_default=True,
-              help="process: each job as a process here; kubernetes: each job as a Kubernetes Job.")
+@click.option("--engine", type=click.Choice(["process", "podman", "docker", "kubernetes"]), default="process",
+              show_default=True, help="process: each job as a process here; podman/docker: each job in a "
+                                      "container of its image; kubernetes: each job as a Kubernetes Job.")
 @click.option("--namespace", default="default", show_default=True, help="Kubernetes namespace (--engine kubernetes).")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False, exists=True),
               help="Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or the pod's service account].")
 @click.option("--context", "kube_context", help="Kubeconfig context.")
-@click.option("--runner-image", help="Image of jobs that name none (--engine kubernetes).")
+@click.option("--runner-image", help="Image of jobs that name none (container and Kubernetes engines) "
+                                     "[default: localhost/reactorcide/runner:latest].")
 @click.option("--source-url", help="Repository each Kubernetes job prepares in /job/src.")
 @click.option("--source-ref", help="Ref of --source-url.")
 def run_cmd(file: str, event: str | None, branch: str | None, sha: str | None, pr_number: str | None,
@@ -153,6 +155,11 @@ def run_cmd(file: str, event: str | None, branch: str | None, sha: str | None, p
         runner: LocalWorkflowRunner = KubernetesWorkflowRunner(
             wf, api_client=kubernetes_api(kubeconfig=kubeconfig, context=kube_context), namespace=namespace,
             options=options, **common)
+    elif engine in ("podman", "docker"):
+        from runnerlib.workflow.container_runner import ContainerWorkflowRunner
+
+        runner = ContainerWorkflowRunner(wf, engine=engine, runner_image=runner_image,
+                                         copy_source=not share_source, **common)
     else:
         runner = LocalWorkflowRunner(wf, launcher=launcher, copy_source=not share_source, **common)
     result = _run_cancellable(runner)

@@ -127,9 +127,10 @@ class ContainerStep:
             return "/job" + os.path.normpath(value)[len(root):]
         return value
 
-    def argv(self, command: str | list[str], *, name: str, cwd: str | None,
-             env_names: Iterable[str], mounts: Iterable[str] = ()) -> list[str]:
-        """`ENGINE run ...` for one step. Values of `env_names` come from the engine's environment."""
+    def argv(self, command: str | list[str], *, name: str, cwd: str | None, env_names: Iterable[str],
+             mounts: Iterable[str] = (), extra_args: Iterable[str] = ()) -> list[str]:
+        """`ENGINE run ...` for one step. Values of `env_names` come from the engine's environment;
+        `extra_args` (engine options such as --user or --cap-add) go before the image."""
         e = self.engine
         args = [e.path, "run", "--rm", "--name", name, "--label", LABEL, "--init", "--cap-drop=ALL",
                 "--security-opt=no-new-privileges", f"--pids-limit={self.pids}",
@@ -151,6 +152,7 @@ class ContainerStep:
             args += ["-w", self.in_container(cwd)]
         for env_name in sorted(set(env_names)):
             args += ["-e", env_name]
+        args += list(extra_args)
         args.append(self.image)
         args += ["sh", "-c", command] if isinstance(command, str) else list(command)
         return args

@@ -93,6 +93,9 @@ class KubernetesWorkflowRunner(LocalWorkflowRunner):
         self._keys: dict[str, Any] = {}
         self._triggered: dict[str, list[dict[str, Any]]] = {}
 
+    def _unapplied_settings(self) -> list[str]:
+        return []  # the Job manifest applies image, resources, run_as and capabilities
+
     # --- one job ------------------------------------------------------------------------------------------
 
     def _definition(self, node: JobNode) -> WorkflowJob:
