@@ -83,6 +83,8 @@ class JobConfig(BaseModel):
     untrusted: bool = Field(False, description="Run the job command as an untrusted (sandboxed) step.")
     runner_image: str | None = Field(None, description="Container image (container mode).")
     container: bool = Field(False, description="Run the job in a container of runner_image.")
+    container_engine: Literal["auto", "podman", "docker"] = Field(
+        "auto", description="Engine of container mode: podman, docker, or auto (the first on PATH).")
     dry_run: bool = Field(False, description="Validate and print the plan; run nothing.")
 
     # Secrets.

@@ -117,6 +117,7 @@ class JobRunner:
         self._cancelled = threading.Event()
         self._job_timed_out = False
         self._socket: Any = None
+        self._container: Any = None  # a ContainerStep in container mode (--runner-image)
         self._src_owner: tuple[int, int] | None = None  # the sandbox uid that owns the src tree, if handed over
         self._signer: Any = None
         self._scratch: str | None = None
@@ -292,14 +293,7 @@ class JobRunner:
         config.check_rules()
         check_config_paths(config)
         if config.container or config.runner_image:
-            import shutil
-
-            field = "runner_image" if config.runner_image else "container"
-            engine = "docker is not installed here" if shutil.which("docker") is None else \
-                "runnerlib does not spawn containers (the transitional mode of the design)"
-            raise ConfigError(field, config.origin(field),
-                              f"container mode needs a container engine and {engine}; run runnerlib inside the "
-                              "job container instead (the worker's default mode)")
+            self._container = self._container_mode(config)
         job = self.job or simple_job(config)
         if config.untrusted:
             job.force_untrusted()
@@ -307,6 +301,52 @@ class JobRunner:
         job.validate(config.job_variables())
         self.job = self.context.job = job
         return job
+
+    def _container_mode(self, config: JobConfig) -> Any:
+        """The transitional mode of the design: each step in a container of runner_image (execution/container.py)."""
+        from runnerlib.execution.container import ContainerEngine, ContainerError, ContainerStep
+
+        field = "runner_image" if config.runner_image else "container"
+        try:
+            engine = ContainerEngine.find(config.container_engine)
+            return ContainerStep(engine, image=config.runner_image or "", workspace=config.workspace_root,
+                                 ci_dir=config.ci_dir)
+        except ContainerError as exc:
+            raise ConfigError(field, config.origin(field), str(exc)) from None
+
+    def _run_in_container(self, step: Step, command: Any, env: dict[str, str], cwd: str, trusted: bool,
+                          cancel: threading.Event, sink: Any, commands: Any = None) -> Any:
+        """One step as `ENGINE run ...`: secrets by name only, the container removed afterwards."""
+        from dataclasses import replace
+
+        from runnerlib.execution.container import new_container_name
+        from runnerlib.execution.process import run_process
+
+        container = replace(self._container, trusted=trusted)
+        names = set(self._context_env()) | set(getattr(self, "_job_env", self.config.job_env)) | set(step.env) \
+            | {"REACTORCIDE_STEP_NAME"} | set(self.context.env or {})
+        mounts: list[str] = []
+        if trusted:
+            names |= set(self.config.secret_env_names)
+            if self._socket is not None:
+                socket_env = self._socket.env()
+                names |= set(socket_env)
+                mounts.append(os.path.dirname(socket_env["REACTORCIDE_SECRETS_SOCKET"]))
+        engine_env, forwarded = container.engine_env(env, names)
+        name = new_container_name(step.name)
+        argv = container.argv(command, name=name, cwd=cwd, env_names=forwarded, mounts=mounts)
+        result = None
+        try:
+            result = run_process(argv, registry=self.registry, trusted=True, env=engine_env, cwd=None,
+                                 timeout=step.timeout, on_output=sink.write, cancel_event=cancel,
+                                 grace=self.config.kill_grace, name=step.name, keep_output=False,
+                                 commands=commands)
+            return result
+        finally:
+            # --rm removed a container whose command ended; one the engine did not see end (a timeout, a
+            # cancellation, an engine error) is removed here, stopped at once if it still runs.
+            if result is None or result.timed_out or result.cancelled or result.exit_code >= 125:
+                container.engine.remove(name)
 
     def _protect_and_load_secrets(self) -> None:
         from runnerlib.security import secret_sources
@@ -503,10 +543,14 @@ class JobRunner:
         env.update(files.env)
         try:
             with self.log.step_output(step.name, attempt=attempt) as sink:
-                result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
-                                     timeout=step.timeout, policy=policy, on_output=sink.write, cancel_event=cancel,
-                                     grace=self.config.kill_grace, name=step.name, keep_output=False,
-                                     commands=files.commands)
+                if self._container is not None:
+                    result = self._run_in_container(step, command, env, cwd, trusted, cancel, sink,
+                                                    commands=files.commands)
+                else:
+                    result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
+                                         timeout=step.timeout, policy=policy, on_output=sink.write,
+                                         cancel_event=cancel, grace=self.config.kill_grace, name=step.name,
+                                         keep_output=False, commands=files.commands)
         finally:
             files_error = self._protocol.collect(files)
         if files_error:  # as on GitHub, a malformed file fails a step that succeeded

@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 # the unprivileged uid that untrusted steps and the non-root tests use.
 PY=/usr/bin/python3
 need=()
-for pkg in python3 python3-venv python3-dev gcc make libcap-dev git mercurial subversion tar gzip bzip2 xz-utils; do
+# podman, runc, busybox-static, debootstrap: container mode and the runner image (docs/containers.md).
+for pkg in python3 python3-venv python3-dev gcc make libcap-dev git mercurial subversion tar gzip bzip2 xz-utils \
+           podman runc fuse-overlayfs buildah conmon catatonit busybox-static debootstrap; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -29,4 +31,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e '.[dev]'
     touch "$stamp"
+fi
+
+# Podman on this kind of machine needs runc, cgroupfs and ulimits within the hard nofile limit (crun and the
+# defaults fail: docs/containers.md). A drop-in of the project's own, installed once, as root only.
+conf=/etc/containers/containers.conf.d/50-runnerlib.conf
+if [ "$(id -u)" = 0 ] && command -v podman >/dev/null && ! cmp -s images/containers.conf "$conf"; then
+    mkdir -p "$(dirname "$conf")"
+    cp images/containers.conf "$conf"
 fi

@@ -14,13 +14,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "runnerlib"
 LAYERS: list[tuple[str, ...]] = [
     ("runnerlib.security",),
     ("runnerlib.execution.allocator", "runnerlib.execution.conditions", "runnerlib.execution.logs",
-     "runnerlib.execution.process", "runnerlib.source", "runnerlib.secrets_client", "runnerlib.testing",
+     "runnerlib.execution.process", "runnerlib.execution.container", "runnerlib.source",
+     "runnerlib.secrets_client", "runnerlib.testing",
      "runnerlib.execution.retry", "runnerlib.execution.step_refs", "runnerlib.execution.step_files",
      "runnerlib.execution.workflow_commands", "runnerlib.execution.step_protocol"),
     ("runnerlib.jobs", "runnerlib.config", "runnerlib.plugins", "runnerlib.plugin_loader",
      "runnerlib.execution.scheduler", "runnerlib.workflow"),
     ("runnerlib.runner",),
-    ("runnerlib.workflow.local_runner",),
+    ("runnerlib.workflow.local_runner", "runnerlib.workflow.kubernetes_runner",
+     "runnerlib.workflow.container_runner"),
     ("runnerlib.cli", "runnerlib"),
 ]
 

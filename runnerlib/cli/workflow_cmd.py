@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -107,9 +108,22 @@ def list_cmd(root: str, event: str | None, branch: str | None, changed: tuple[st
 @click.option("--share-source", is_flag=True, help="Run every job in --code-dir itself instead of a copy.")
 @click.option("--force", is_flag=True, help="Run even if the workflow's on/paths filters do not match the "
                                            "--event/--branch/--changed-path given.")
+@click.option("--engine", type=click.Choice(["process", "podman", "docker", "kubernetes"]), default="process",
+              show_default=True, help="process: each job as a process here; podman/docker: each job in a "
+                                      "container of its image; kubernetes: each job as a Kubernetes Job.")
+@click.option("--namespace", default="default", show_default=True, help="Kubernetes namespace (--engine kubernetes).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, exists=True),
+              help="Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or the pod's service account].")
+@click.option("--context", "kube_context", help="Kubeconfig context.")
+@click.option("--runner-image", help="Image of jobs that name none (container and Kubernetes engines) "
+                                     "[default: localhost/reactorcide/runner:latest].")
+@click.option("--source-url", help="Repository each Kubernetes job prepares in /job/src.")
+@click.option("--source-ref", help="Ref of --source-url.")
 def run_cmd(file: str, event: str | None, branch: str | None, sha: str | None, pr_number: str | None,
             changed: tuple[str, ...], variables: tuple[str, ...], code_dir: str | None, run_dir: str | None,
-            max_parallel: int, launcher: str, share_source: bool, force: bool) -> None:
+            max_parallel: int, launcher: str, share_source: bool, force: bool, engine: str, namespace: str,
+            kubeconfig: str | None, kube_context: str | None, runner_image: str | None,
+            source_url: str | None, source_ref: str | None) -> None:
     """Run a whole workflow locally: each job in its own workspace, the DAG in parallel."""
     from runnerlib.workflow.api import job_registry
     from runnerlib.workflow.local_runner import LocalWorkflowRunner, render_tree
@@ -129,12 +143,26 @@ def run_cmd(file: str, event: str | None, branch: str | None, sha: str | None, p
         code_dir = str(resolved.parents[2]) if resolved.parent.name == "workflows" and \
             resolved.parent.parent.name == ".reactorcide" else os.getcwd()
     registry = job_registry(os.environ)
-    runner = LocalWorkflowRunner(
-        wf, code_dir=code_dir, run_dir=run_dir, registry=registry, event=event, branch=branch, sha=sha,
-        pr_number=pr_number, variables=_pairs(variables, "--var"), max_parallel=max_parallel,
-        launcher=launcher, copy_source=not share_source,
-    )
-    result = runner.run()
+    common: dict = dict(code_dir=code_dir, run_dir=run_dir, registry=registry, event=event, branch=branch, sha=sha,
+                        pr_number=pr_number, variables=_pairs(variables, "--var"), max_parallel=max_parallel)
+    if engine == "kubernetes":
+        from runnerlib.workflow.kubernetes import DEFAULT_RUNNER_IMAGE, RenderOptions
+        from runnerlib.workflow.kubernetes_runner import KubernetesWorkflowRunner, kubernetes_api
+
+        options = RenderOptions(event=event, branch=branch, sha=sha, pr_number=pr_number,
+                                variables=common["variables"], runner_image=runner_image or DEFAULT_RUNNER_IMAGE,
+                                source_url=source_url, source_ref=source_ref)
+        runner: LocalWorkflowRunner = KubernetesWorkflowRunner(
+            wf, api_client=kubernetes_api(kubeconfig=kubeconfig, context=kube_context), namespace=namespace,
+            options=options, **common)
+    elif engine in ("podman", "docker"):
+        from runnerlib.workflow.container_runner import ContainerWorkflowRunner
+
+        runner = ContainerWorkflowRunner(wf, engine=engine, runner_image=runner_image,
+                                         copy_source=not share_source, **common)
+    else:
+        runner = LocalWorkflowRunner(wf, launcher=launcher, copy_source=not share_source, **common)
+    result = _run_cancellable(runner)
     click.echo("")
     click.echo(registry.mask_text(render_tree(result.nodes)))
     click.echo("")
@@ -202,3 +230,57 @@ def trigger_cmd(job_name: str, env: tuple[str, ...], depends_on: tuple[str, ...]
     operation_id = trigger_job(job_name, env=_pairs(env, "--env"), depends_on=list(depends_on),
                                condition=condition, triggers_file_path=triggers_file, **options)
     click.echo(operation_id)
+
+
+def _run_cancellable(runner: Any) -> Any:
+    """Run a workflow; SIGTERM (the worker's cancellation) cancels it as Ctrl-C does, so running jobs stop
+    (Kubernetes Jobs are deleted) before the command exits."""
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: runner.cancel())
+    try:
+        return runner.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@workflow.command("render")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--target", type=click.Choice(["kubernetes"]), default="kubernetes", show_default=True,
+              help="What to render the workflow's jobs as.")
+@click.option("--event", help="Event type the run is for (REACTORCIDE_EVENT_TYPE).")
+@click.option("--branch", help="Branch the run is for.")
+@click.option("--sha", help="Commit the run is for.")
+@click.option("--pr-number", help="Pull request number.")
+@click.option("--var", "variables", multiple=True, help="NAME=VALUE overriding a workflow var (repeatable).")
+@click.option("--runner-image", help="Image of jobs that name none [default: localhost/reactorcide/runner:latest].")
+@click.option("--namespace", help="Namespace written into each manifest.")
+@click.option("--run-id", help="Run id for names and labels [default: random].")
+@click.option("--source-url", help="Repository each job prepares in /job/src.")
+@click.option("--source-ref", help="Ref of --source-url.")
+@click.option("--ci-source-url", help="Trusted CI repository each job prepares in /job/ci.")
+@click.option("--ci-source-ref", help="Ref of --ci-source-url.")
+@click.option("--output", "output_dir", type=click.Path(file_okay=False),
+              help="Write one <job>.yaml per job here instead of one stream to stdout.")
+def render_cmd(file: str, target: str, event: str | None, branch: str | None, sha: str | None,
+               pr_number: str | None, variables: tuple[str, ...], runner_image: str | None,
+               namespace: str | None, run_id: str | None, source_url: str | None, source_ref: str | None,
+               ci_source_url: str | None, ci_source_ref: str | None, output_dir: str | None) -> None:
+    """Render each workflow job as a Kubernetes batch/v1 Job manifest (no secret values, only references)."""
+    from runnerlib.workflow.kubernetes import DEFAULT_RUNNER_IMAGE, RenderOptions, render_workflow, to_yaml
+    from runnerlib.workflow.models import load_workflow
+
+    options = RenderOptions(
+        event=event, branch=branch, sha=sha, pr_number=pr_number, variables=_pairs(variables, "--var"),
+        runner_image=runner_image or DEFAULT_RUNNER_IMAGE, namespace=namespace, run_id=run_id,
+        source_url=source_url, source_ref=source_ref, ci_source_url=ci_source_url, ci_source_ref=ci_source_ref)
+    manifests = render_workflow(load_workflow(file), options)
+    if output_dir is None:
+        click.echo(to_yaml(manifests), nl=False)
+        return
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for manifest in manifests:
+        path = out / f"{manifest['metadata']['name']}.yaml"
+        path.write_text(to_yaml([manifest]), encoding="utf-8")
+        click.echo(str(path))

@@ -437,6 +437,21 @@ class LocalWorkflowRunner:
             return [sys.executable, "-m", "runnerlib.cli", "run"]
         return node.command
 
+    def _unapplied_settings(self) -> list[str]:
+        """Job settings that only a container engine applies, with the jobs that set them."""
+        found: dict[str, list[str]] = {}
+        for name, job in self.workflow.jobs.items():
+            for setting in ("image", "resources", "run_as", "capabilities"):
+                if getattr(job, setting):
+                    found.setdefault(setting, []).append(name)
+        return [f"{setting} ({', '.join(names)})" for setting, names in found.items()]
+
+    def _launch(self, node: JobNode, argv: str | list[str], env: dict[str, str], workspace: Path,
+                job_dir: Path) -> tuple[str | list[str], dict[str, str], str | None, Callable[[], None]]:
+        """How a job's process is started: (argv, env, cwd, clean-up). Here, as it is, in the job directory;
+        the container engine (workflow/container_runner.py) wraps it in `podman run`."""
+        return argv, env, str(job_dir), lambda: None
+
     def _job_line(self, node: JobNode, text: str) -> None:
         """Echo one line of a job's output; check trigger protocol lines as the worker would.
 
@@ -492,9 +507,13 @@ class LocalWorkflowRunner:
                     pending[:] = rest
                     self._job_line(node, line.decode("utf-8", "replace"))
 
-            result = run_process(argv, registry=self.registry, trusted=True, env=env, cwd=str(job_dir),
-                                 timeout=node.timeout, on_output=on_output, cancel_event=self._cancel,
-                                 grace=self.grace, name=node.name)
+            argv, env, cwd, cleanup = self._launch(node, argv, env, workspace, job_dir)
+            try:
+                result = run_process(argv, registry=self.registry, trusted=True, env=env, cwd=cwd,
+                                     timeout=node.timeout, on_output=on_output, cancel_event=self._cancel,
+                                     grace=self.grace, name=node.name)
+            finally:
+                cleanup()
             if pending:
                 self.echo(f"[{node.name}] {bytes(pending).decode('utf-8', 'replace')}")
             node.exit_code = result.exit_code
@@ -546,6 +565,10 @@ class LocalWorkflowRunner:
         self._save_state()
         self.echo(f"workflow {self.workflow.effective_id} ({self.workflow.name}): {len(self.nodes)} jobs, "
                   f"run dir {self.run_dir}")
+        unapplied = self._unapplied_settings()
+        if unapplied:
+            self.echo(f"note: jobs run as processes here, so these job settings are not applied: "
+                      f"{'; '.join(unapplied)} (--engine podman or docker applies them)")
         running: dict[Future[None], JobNode] = {}
         try:
             with ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="wf-job") as pool:

@@ -292,6 +292,8 @@ class WorkflowJob(BaseModel):
     run_as: RunAs | None = None
     resources: Resources | None = None
     capabilities: list[str] = Field(default_factory=list)
+    # ENV_NAME: secret-name/key, a Kubernetes Secret's key the job receives as ENV_NAME (a secret, masked).
+    secrets: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -332,6 +334,14 @@ class WorkflowJob(BaseModel):
     @classmethod
     def _paths(cls, value: str | None, info: Any) -> str | None:
         return _relative_path(value, info.field_name)
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not ENV_NAME_RE.fullmatch(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return value
 
     @field_validator("capabilities", mode="before")
     @classmethod

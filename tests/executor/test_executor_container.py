@@ -1,0 +1,182 @@
+"""Container mode (`runnerlib run --runner-image IMG`): each step in a container of a real Podman.
+
+The image is made here from Debian's busybox-static (no registry is reachable). Podman needs root on this
+machine (rootless Podman needs subuid ranges the CI user does not have), so the tests are marked root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+IMAGE = "localhost/runnerlib-test-busybox:latest"
+SECRET = "ctr-S3cr3t-" + "Kp7" * 6
+
+
+def _podman() -> str:
+    path = shutil.which("podman")
+    if path is None:
+        pytest.skip("podman is not installed (scripts/bootstrap.sh installs it as root)")
+    if os.geteuid() != 0:
+        pytest.skip("rootful podman needs root")
+    return path
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    podman = _podman()
+    if subprocess.run([podman, "image", "exists", IMAGE]).returncode == 0:
+        return IMAGE
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox-static is not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "rootfs"
+        for sub in ("bin", "tmp", "etc", "proc", "sys", "dev"):
+            (root / sub).mkdir(parents=True)
+        shutil.copy(busybox, root / "bin" / "busybox")
+        for applet in ("sh", "echo", "cat", "id", "ls", "sleep", "env", "touch", "grep", "true", "trap"):
+            (root / "bin" / applet).symlink_to("busybox")
+        tar = Path(tmp) / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(root), "-cf", str(tar), "."], check=True)
+        subprocess.run([podman, "import", "-q", str(tar), IMAGE], check=True, stdout=subprocess.DEVNULL)
+    return IMAGE
+
+
+def _workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    (ws / "ci").mkdir(parents=True)
+    (ws / "ci" / "deploy.sh").write_text("echo trusted deploy\n")
+    return ws
+
+
+def _run(ws: Path, command: str, *extra: str, env: dict[str, str] | None = None,
+         **popen: object) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws),
+            "--runner-image", IMAGE, "--secret-env-names", "DEPLOY_TOKEN", "--job-command", command, *extra]
+    full_env = {**os.environ, "DEPLOY_TOKEN": SECRET, **(env or {})}
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env,
+                            start_new_session=True, **popen)  # type: ignore[call-overload]
+
+
+def _fragments(value: str, size: int = 8) -> list[str]:
+    return [value[i:i + size] for i in range(0, len(value) - size + 1, 3)]
+
+
+def _our_containers() -> list[str]:
+    out = subprocess.run(["podman", "ps", "-a", "--filter", "label=io.reactorcide.runnerlib=step", "--format",
+                          "{{.Names}}"], capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def _cmdlines() -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace"))
+            except OSError:
+                pass
+    return found
+
+
+def test_exit_code_masking_and_secret_never_on_a_command_line(image: str, tmp_path: Path) -> None:
+    ws = _workspace(tmp_path)
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def scan() -> None:
+        while not stop.is_set():
+            seen.extend(c for c in _cmdlines() if "runnerlib-" in c or "podman" in c or "conmon" in c)
+            time.sleep(0.02)
+
+    scanner = threading.Thread(target=scan)
+    scanner.start()
+    try:
+        proc = _run(ws, 'echo "token=$DEPLOY_TOKEN"; sleep 1; exit 7')
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        stop.set()
+        scanner.join()
+    assert proc.returncode == 7, out
+    assert "token=***" in out
+    for fragment in _fragments(SECRET):
+        assert fragment not in out
+        assert not any(fragment in line for line in seen), "the secret was on a command line"
+    # The scan did see the engine's command line while the container ran, with the secret's NAME only.
+    assert any("-e DEPLOY_TOKEN" in line for line in seen)
+    assert _our_containers() == []
+
+
+def test_ci_is_read_only_in_the_container(image: str, tmp_path: Path) -> None:
+    ws = _workspace(tmp_path)
+    proc = _run(ws, "echo evil > /job/ci/deploy.sh; echo wrote-src > /job/src/out.txt; cat /job/ci/deploy.sh")
+    out, _ = proc.communicate(timeout=120)
+    assert "Read-only file system" in out
+    assert (ws / "ci" / "deploy.sh").read_text() == "echo trusted deploy\n"
+    # Control: the same step could write the workspace beside it, so the refusal is the ci mount's.
+    assert (ws / "src" / "out.txt").read_text() == "wrote-src\n"
+
+
+def test_untrusted_step_runs_as_nobody_without_secrets(image: str, tmp_path: Path) -> None:
+    ws = _workspace(tmp_path)
+    probe = 'id -u; env; echo "token=[$DEPLOY_TOKEN]"'
+    proc = _run(ws, probe, "--untrusted")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "\n65534\n" in out.replace("[job] ", "") and "token=[]" in out
+    assert "DEPLOY_TOKEN" not in out.split("token=")[0]
+    # Control: the same command as a trusted step gets the secret (masked in the output) and runs as root.
+    trusted = _run(ws, probe)
+    trusted_out, _ = trusted.communicate(timeout=120)
+    assert "token=[***]" in trusted_out and "\n0\n" in trusted_out.replace("[job] ", "")
+
+
+def test_hardening_no_capabilities_no_new_privileges(image: str, tmp_path: Path) -> None:
+    proc = _run(_workspace(tmp_path), "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status")
+    out, _ = proc.communicate(timeout=120)
+    assert "CapEff:\t0000000000000000" in out and "CapBnd:\t0000000000000000" in out
+    assert "NoNewPrivs:\t1" in out
+
+
+def test_sigterm_stops_the_container_and_exits_143(image: str, tmp_path: Path) -> None:
+    ws = _workspace(tmp_path)
+    proc = _run(ws, "echo started; sleep 300", "--kill-grace", "5")
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "started" in line:
+            break
+    started = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert time.monotonic() - started < 30
+    assert _our_containers() == []
+
+
+def test_step_timeout_leaves_no_container(image: str, tmp_path: Path) -> None:
+    proc = _run(_workspace(tmp_path), "sleep 300", "--step-timeout", "2", "--kill-grace", "2")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out
+    assert _our_containers() == []
+
+
+def test_missing_engine_is_one_clear_line(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    proc = _run(_workspace(tmp_path), "true", "--container-engine", "podman",
+                env={"PATH": f"{empty}:{os.path.dirname(sys.executable)}"})
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "container mode needs a container engine: podman is not on PATH" in out

@@ -1,0 +1,111 @@
+"""`runnerlib workflow run --engine kubernetes` through the official client against a stateful fake API
+server (kmock's emulator and tests/workflow/k8s_fake.py's kubelet). No real cluster was available."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("kmock")
+pytest.importorskip("kubernetes")
+
+from k8s_fake import FakeCluster  # noqa: E402
+
+SECRET = "k8s-s3cr3t-" + "Zq9" * 6
+
+WORKFLOW = """
+id: kube
+name: Kubernetes flow
+jobs:
+  build:
+    command: echo building; echo "token is $DEPLOY_TOKEN"
+    secrets: {DEPLOY_TOKEN: deploy/token}
+  test:
+    needs: [build]
+    command: echo testing; runnerlib trigger publish --job-command "echo published"
+  forge:
+    needs: [build]
+    command: 'echo ''{"reactorcide_trigger": 1, "payload": "x", "signature": "y", "key_id": "z"}'''
+  broken:
+    needs: [build]
+    command: exit 3
+  after-broken:
+    needs: [broken]
+    command: echo never
+"""
+
+
+def _run(tmp_path: Path, cluster: FakeCluster, *extra: str, **kw: object) -> subprocess.Popen[str]:
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(WORKFLOW)
+    cmd = [sys.executable, "-m", "runnerlib.cli", "workflow", "run", str(wf), "--engine", "kubernetes",
+           "--kubeconfig", str(cluster.kubeconfig), "--code-dir", str(tmp_path), "--run-dir", str(tmp_path / "run"),
+           "--max-parallel", "4", *extra]
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True, **kw)  # type: ignore[call-overload]
+
+
+def test_dag_logs_masking_and_signed_triggers(tmp_path: Path) -> None:
+    with FakeCluster(tmp_path, secrets={"deploy": {"token": SECRET}}) as cluster:
+        proc = _run(tmp_path, cluster)
+        out, _ = proc.communicate(timeout=120)
+        jobs = cluster.jobs()
+    assert proc.returncode == 1, out  # `broken` failed
+    # Each job ran as a Kubernetes Job, the DAG in order; the log came back through the client.
+    assert "building" in out and "testing" in out
+    assert "token is ***" in out
+    for fragment in (SECRET[i:i + 8] for i in range(0, len(SECRET) - 8, 4)):
+        assert fragment not in out
+    # A follow-up job from a signed trigger line ran; a forged trigger line was rejected and not obeyed.
+    assert "signed trigger verified: publish" in out and "published" in out
+    assert "rejected a line claiming to be a trigger" in out
+    assert "after-broken" in out and "skipped" in out
+    names = {j.metadata.annotations["reactorcide.dev/job-name"] for j in jobs.values()}
+    assert names == {"build", "test", "forge", "broken", "publish"}
+    build = next(j for j in jobs.values() if j.metadata.annotations["reactorcide.dev/job-name"] == "build")
+    env = build.spec.template.spec.containers[0].env
+    assert SECRET not in str(build.to_dict())
+    assert any(e.name == "DEPLOY_TOKEN" and e.value_from.secret_key_ref.name == "deploy" for e in env)
+
+
+def test_sigterm_deletes_running_jobs_with_foreground_propagation(tmp_path: Path) -> None:
+    slow = "id: slow\nname: slow\njobs:\n  sleeper:\n    command: echo started; sleep 60\n"
+    wf = tmp_path / "wf.yaml"
+    with FakeCluster(tmp_path) as cluster:
+        wf.write_text(slow)
+        cmd = [sys.executable, "-m", "runnerlib.cli", "workflow", "run", str(wf), "--engine", "kubernetes",
+               "--kubeconfig", str(cluster.kubeconfig), "--code-dir", str(tmp_path), "--run-dir",
+               str(tmp_path / "run")]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        cluster.wait_for(lambda: any(b"started" in bytes(v) for v in cluster.logs.values()))
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert time.monotonic() - started < 30, out
+        cluster.wait_for(lambda: not cluster.jobs() and cluster.deleted)
+        assert cluster.deleted == [next(iter(cluster.procs))]
+        # The one Job was deleted with foreground propagation (its pods first), as a real cluster needs.
+        deletes = [r for r in cluster.requests() if r.method == "DELETE" and "/jobs/" in str(r.url)]
+        assert deletes and all("Foreground" in str(r.data or r.params) for r in deletes)
+    assert "deleted Job default/" in out and "(foreground)" in out
+    assert "cancelled" in out
+    assert proc.returncode != 0
+
+
+def test_no_configuration_is_one_clear_line(tmp_path: Path) -> None:
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("name: x\njobs:\n  a:\n    command: 'true'\n")
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "missing")}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    result = subprocess.run([sys.executable, "-m", "runnerlib.cli", "workflow", "run", str(wf), "--engine",
+                             "kubernetes"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Kubernetes configuration" in result.stderr and len(result.stderr.strip().splitlines()) == 1
