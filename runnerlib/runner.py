@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 
 from runnerlib.config import ConfigError, JobConfig, get_config
 from runnerlib.execution.logs import JobLog, MaskedTextWriter, want_colour
+from runnerlib.execution.own_words import Own
 from runnerlib.execution.scheduler import (
     EXIT_CANCELLED,
     EXIT_REFUSED,
@@ -303,7 +304,28 @@ class JobRunner:
         check_job_origin(job, config)
         job.validate(config.job_variables())
         self.job = self.context.job = job
+        self._check_out_of_reach()
         return job
+
+    def _check_out_of_reach(self) -> None:
+        """The triggers file and the work directory must lie where no untrusted step can write: its forged
+        trigger would be signed, its files taken for ours (security/out_of_reach.py)."""
+        if not self._may_run_untrusted():
+            return
+        from runnerlib.security.out_of_reach import untrusted_reach
+
+        c = self.config
+        for field, directory in (("triggers_file", False), ("work_dir", True)):
+            value = getattr(c, field)
+            why = value and untrusted_reach(value, trees=untrusted_trees(c), sandbox=self._other_sandbox_uid(),
+                                            directory=directory)
+            if why:
+                raise ConfigError(field, c.origin(field), f"must lie where untrusted steps cannot write, but {why}")
+
+    def _other_sandbox_uid(self) -> tuple[int, int] | None:
+        """(uid, gid) of untrusted steps when the runner is root and they run as another uid, else None."""
+        identity = self._sandbox_identity() if os.geteuid() == 0 else None
+        return identity if identity and identity[0] != os.geteuid() else None
 
     def _protect_and_load_secrets(self) -> None:
         from runnerlib.security import secret_sources
@@ -385,10 +407,12 @@ class JobRunner:
         else None. Untrusted steps build in /job/src and write /job/artifacts, as on any CI system."""
         if os.geteuid() != 0:
             return None
+        return self._sandbox_identity() if self._may_run_untrusted() else None
+
+    def _may_run_untrusted(self) -> bool:
         job = self.job
-        may_run_untrusted = (self.config.untrusted or (self.config.ci_source_type or "none") != "none"
-                             or (job is not None and any(s.trust == "untrusted" for s in job.steps)))
-        return self._sandbox_identity() if may_run_untrusted else None
+        return (self.config.untrusted or (self.config.ci_source_type or "none") != "none"
+                or (job is not None and any(s.trust == "untrusted" for s in job.steps)))
 
     def _sandbox_identity(self) -> tuple[int, int]:
         """(uid, gid) of the sandbox policy: what untrusted steps run as when the runner is root."""
@@ -417,6 +441,7 @@ class JobRunner:
         if self.parent_step:
             logs_dir = logs_dir / f"{self.parent_step}.nested"
         self._open_workspace().makedirs(str(logs_dir))
+        self._check_logs_dir(logs_dir)
         self.log.logs_dir = logs_dir
         self.log.open_log = self._open_log
         scheduler = Scheduler(
@@ -438,11 +463,26 @@ class JobRunner:
         self.result = result
         return result
 
+    def _check_logs_dir(self, logs_dir: Path) -> None:
+        """The step logs and summary.json go in <artifacts>/logs: a root runner refuses one that the sandbox
+        uid could write (it existed before the job, made by someone else)."""
+        sandbox = self._other_sandbox_uid() if self._may_run_untrusted() else None
+        if sandbox is not None:
+            from runnerlib.security.out_of_reach import untrusted_reach
+
+            why = untrusted_reach(str(logs_dir), trees=(), sandbox=sandbox, directory=True)
+            if why:
+                raise RunnerError(f"the logs directory {logs_dir} must lie where untrusted steps cannot write, "
+                                  f"but {why}; remove it or give it to root")
+
     def _execute(self, step: Step, attempt: int, cancel: threading.Event) -> Any:
         from runnerlib.execution.process import run_process
 
         trusted = step.trust == "trusted"
         env = self._trusted_env() if trusted else self._untrusted_env()
+        declared = trusted and self.job is not None and self.job.secrets == "declared"
+        if declared:
+            env = self._declared_env(env, step)
         step_env = dict(step.env)
         if step_env:
             from runnerlib.security import secret_store
@@ -460,12 +500,13 @@ class JobRunner:
         env.update(step_env)
         env["REACTORCIDE_STEP_NAME"] = step.name
         if trusted and self._socket is not None:
-            env.update(self._socket.env())
+            env.update(self._socket.env(register=not declared or step.register_secrets))
         cwd = self._step_cwd(step)
         command = step.command
         shown = command if isinstance(command, str) else shlex.join(command)
-        retry = f" (attempt {attempt})" if attempt > 1 else ""
-        self.log.event(f"{'$' if trusted else '$ [untrusted]'} {shown}{retry}", step=step.name)
+        retry = Own(" (attempt {n})", n=attempt) if attempt > 1 else ""
+        self.log.event(Own("$ {command}{retry}" if trusted else "$ [untrusted] {command}{retry}", command=shown,
+                           retry=retry), step=step.name)
         policy = None
         if not trusted:
             from runnerlib.security.policy import PolicyError
@@ -479,15 +520,30 @@ class JobRunner:
         with self.log.step_output(step.name, attempt=attempt) as sink:
             result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
                                  timeout=step.timeout, policy=policy, on_output=sink.write, cancel_event=cancel,
-                                 grace=self.config.kill_grace, name=step.name, keep_output=False)
-        status = "ok" if result.exit_code == 0 else f"exit {result.exit_code}"
+                                 grace=self.config.kill_grace, name=step.name, keep_output=False,
+                                 add_mask=step.add_mask)
+        status = Own("ok") if result.exit_code == 0 else Own("exit {code}", code=result.exit_code)
         if getattr(result, "reason", None) and result.exit_code != 0:
-            status += f": {result.reason}"
-        self.log.event(f"finished ({status}) in {result.duration:.2f}s", step=step.name,
-                       level="info" if result.exit_code == 0 else "warning")
+            status = Own("{status}: {reason}", status=status, reason=result.reason)
+        self.log.event(Own("finished ({status}) in {seconds:.2f}s", status=status, seconds=result.duration),
+                       step=step.name, level="info" if result.exit_code == 0 else "warning")
         if self.log.debug:
             self._audit_after(step.name)
         return result
+
+    def _declared_env(self, env: dict[str, str], step: Step) -> dict[str, str]:
+        """The job declares its secrets: the secret variables this trusted step does not list are withheld."""
+        from runnerlib.execution.least_privilege import withhold_undeclared
+
+        env, withheld, missing = withhold_undeclared(
+            env, step.secrets or (), lambda k, v: k != "REACTORCIDE_COORDINATOR_URL" and not self._safe_for_untrusted(k, v))
+        if withheld:
+            self.log.event(f"secrets not declared by this step, not given: {', '.join(withheld)}", step=step.name,
+                           level="debug")
+        if missing:
+            self.log.event(f"declared secrets that are not set: {', '.join(missing)}", step=step.name,
+                           level="warning")
+        return env
 
     def _audit_after(self, step_name: str) -> None:
         """Debug mode: after a step, look in /proc for the job's processes (steps still running, daemons a
@@ -685,12 +741,24 @@ class JobRunner:
             return
         import json
 
-        data = {"job": self.config.job_name, "job_id": self.config.job_id, "exit_code": exit_code,
-                "steps": [r.as_dict() for r in self.result.steps],
-                "plugins": [{"plugin": n, "seconds": s, "calls": c} for n, s, c in self.plugins.timing_summary()]}
+        from runnerlib.execution.own_words import summary_document
+
+        # User fields masked, runnerlib's words not: masking the JSON text whole would let `::add-mask::failed`
+        # rewrite the statuses (own_words.py).
+        data = summary_document(job=self.config.job_name, job_id=self.config.job_id, exit_code=exit_code,
+                                steps=self.result.steps, plugins=self.plugins.timing_summary(), mask=self.mask_text)
         try:
             path = self.log.logs_dir / "summary.json"
-            self._open_workspace().write_text(str(path), self.mask_text(json.dumps(data, indent=2)) + "\n")
+            # A new file renamed over the old: whatever a step left at that name (a read-only file, a hard
+            # link) is replaced, never written through.
+            workspace = self._open_workspace()
+            fresh = f"{path}.{os.getpid()}.new"
+            workspace.write_text(fresh, json.dumps(data, indent=2) + "\n")
+            try:
+                workspace.rename(fresh, str(path))
+            except OSError:
+                workspace.remove(fresh, missing_ok=True)
+                raise
         except OSError as exc:
             self.log.event(f"could not write the summary file: {exc.strerror}", level="warning")
 
@@ -733,27 +801,39 @@ def _binary_stdout() -> Any:
     return buffer if buffer is not None else _TextSink(sys.stdout)
 
 
-def check_job_origin(job: Job, config: JobConfig) -> None:
+def check_job_origin(job: Job, config: JobConfig, files: dict[str, str | None] | None = None) -> None:
     """A job file inside the untrusted source tree may only declare untrusted steps.
 
     Otherwise a pull request could edit the job file the worker runs and give its own commands the secrets.
-    --untrusted (REACTORCIDE_UNTRUSTED) runs such a file with every step sandboxed.
+    --untrusted (REACTORCIDE_UNTRUSTED) runs such a file with every step sandboxed. `files` (option -> path):
+    the other files the job's commands or settings came from (`run --config-file`, `--workflow-file`), held
+    to the same rule; by default the job file (`run-job FILE`).
     """
-    if job.source_file is None:
-        return
-    real = os.path.realpath(job.source_file)
-    for tree in dict.fromkeys([config.code_dir, os.path.join(config.workspace_root, "src")]):
-        if not tree:
+    if files is None:
+        files = {"the job file": None if job.source_file is None else str(job.source_file)}
+    trees = untrusted_trees(config)  # the artifacts too: a nested run must not run what a step left there
+    for label, path in files.items():
+        if path is None:
             continue
-        base = os.path.realpath(tree)
-        if real == base or real.startswith(base.rstrip("/") + "/"):
-            trusted = [s.name for s in job.steps if s.trust == "trusted"]
-            if trusted:
-                raise ConfigError(
-                    "steps", str(job.source_file),
-                    f"the job file lies in the untrusted source tree {tree}, so its steps may not be trusted "
-                    f"(trusted: {', '.join(trusted)}); pass --untrusted to run every step sandboxed, or keep "
-                    "the job file in the CI tree")
+        real = os.path.realpath(path)
+        for tree in trees:
+            base = os.path.realpath(tree)
+            if real == base or real.startswith(base.rstrip("/") + "/"):
+                trusted = [] if config.untrusted else [s.name for s in job.steps if s.trust == "trusted"]
+                if trusted:
+                    raise ConfigError(
+                        "steps", str(path),
+                        f"{label} lies in {tree}, an untrusted source tree (untrusted steps write it), so its "
+                        "steps may not be trusted "
+                        f"(trusted: {', '.join(trusted)}); pass --untrusted to run every step sandboxed, or "
+                        "keep the file in the CI tree")
+
+
+def untrusted_trees(config: JobConfig) -> list[str]:
+    """The trees untrusted steps may write: the source tree (and its untrusted copy) and the artifacts."""
+    root = config.workspace_root
+    return [t for t in dict.fromkeys([config.code_dir, os.path.join(root, "src"), os.path.join(root, ".untrusted"),
+                                      config.artifacts_dir or os.path.join(root, "artifacts")]) if t]
 
 
 def simple_job(config: JobConfig) -> Job:

@@ -148,11 +148,14 @@ def run(config_file: str | None, workflow_job: str | None, workflow_file: str | 
     working_dir = extra.pop("_working_dir", None)
     config, file_job = _load(params, config_file, **extra)
     job = job or file_job
-    if working_dir and job is None:
-        from runnerlib.runner import simple_job
+    from runnerlib.runner import check_job_origin, simple_job
 
+    if working_dir and job is None:
         job = simple_job(config)
         job.steps[0].working_dir = working_dir  # relative to job_dir, like any step's
+    # The command and settings came from these files: held to run-job's rule for job files.
+    check_job_origin(job or simple_job(config), config,
+                     {"--config-file": config_file, "--workflow-file": workflow_file})
     _run(config, job, read_stdin=secrets_stdin)
 
 

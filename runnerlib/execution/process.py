@@ -176,6 +176,7 @@ def run_process(
     grace: float = DEFAULT_GRACE,
     name: str = "step",
     keep_output: bool = True,
+    add_mask: bool = True,
 ) -> ProcessResult:
     """Run one step process and return its masked result (see the module docstring).
 
@@ -184,7 +185,8 @@ def run_process(
     from `env`; a trusted step gets `env` as is (default: this process's environment) and is sandboxed only
     when a `policy` is given. A step the sandbox cannot confine is refused: exit 126, `refused`, `reason`.
     `keep_output=False` leaves output/stdout/stderr empty (the job runner streams through `on_output` and
-    must not hold a step's gigabytes in memory).
+    must not hold a step's gigabytes in memory). `add_mask=False`: a trusted step's `::add-mask::` lines
+    register nothing and pass as ordinary output (an untrusted step's never register).
     """
     start = time.monotonic()
     keep_large_buffers_on_heap()  # READ_SIZE reads would otherwise page-fault fresh memory every time
@@ -213,7 +215,7 @@ def run_process(
             assert plan is not None
             step_env = build_untrusted_env(env or {}, registry=registry, tmpdir=plan.private_tmp)
         return _run(argv, step_env, cwd, timeout, grace, plan, registry, trusted, on_output, cancel_event,
-                    name, start, keep_output)
+                    name, start, keep_output, add_mask=add_mask)
     finally:
         if plan is not None:
             plan.cleanup()
@@ -222,14 +224,15 @@ def run_process(
 def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float | None, grace: float,
          plan: SandboxPlan | None, registry: Any, trusted: bool,
          on_output: Callable[[str, bytes], object] | None, cancel_event: threading.Event | None,
-         name: str, start: float, keep_output: bool = True) -> ProcessResult:
+         name: str, start: float, keep_output: bool = True, *, add_mask: bool = True) -> ProcessResult:
     mask = registry.mask_text
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     combined: list[bytes] = []
+    inband = trusted and add_mask  # the ::add-mask:: stage obeys trusted steps only, and only when not switched off
     streams = [
-        _Stream("stdout", out_r, registry, trusted, f"::add-mask:: in {name}", combined, on_output, keep_output),
-        _Stream("stderr", err_r, registry, trusted, f"::add-mask:: in {name}", combined, on_output, keep_output),
+        _Stream("stdout", out_r, registry, inband, f"::add-mask:: in {name}", combined, on_output, keep_output),
+        _Stream("stderr", err_r, registry, inband, f"::add-mask:: in {name}", combined, on_output, keep_output),
     ]
     try:
         try:

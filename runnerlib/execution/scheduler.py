@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runnerlib.execution.conditions import ConditionError
+from runnerlib.execution.own_words import Own
 from runnerlib.jobs import Job, Step
 
 # Exit codes shared with execution.process and the CLI.
@@ -114,7 +115,7 @@ class Scheduler:
         variables: Mapping[str, Any] | None = None,
         default_timeout: float | None = None,
         default_retries: int = 0,
-        on_event: Callable[[str, str, str], None] | None = None,
+        on_event: Callable[[str, str, str | Own], None] | None = None,
         retry_delay: float = 0.0,
     ) -> None:
         self.job = job
@@ -262,7 +263,8 @@ class Scheduler:
                     result.status = "failed"
                 if attempt < attempts and not self.cancel_event.is_set():
                     self.on_event("warning", step.name,
-                                  f"attempt {attempt}/{attempts} {result.status} (exit {result.exit_code}); retrying")
+                                  Own("attempt {n}/{total} {status} (exit {code}); retrying", n=attempt,
+                                      total=attempts, status=Own(result.status), code=result.exit_code))
                     if self.retry_delay:
                         self.cancel_event.wait(self.retry_delay)
             if result.status in _FAILED and result.allow_failure:
