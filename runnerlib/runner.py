@@ -515,7 +515,7 @@ class JobRunner:
                 policy = self._sandbox_policy()
             except PolicyError as exc:
                 reason = self.mask_text(str(exc))
-                self.log.event(f"refused: {reason}", step=step.name, level="error")
+                self.log.event(Own("refused: {reason}", reason=reason), step=step.name, level="error")
                 return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=reason)
         with self.log.step_output(step.name, attempt=attempt) as sink:
             result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
