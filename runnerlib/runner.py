@@ -46,6 +46,7 @@ from runnerlib.execution.scheduler import (
 )
 from runnerlib.jobs import Job, JobDefinitionError, Step
 from runnerlib.plugins import PluginContext, PluginError, PluginManager, PluginPhase, default_manager
+from runnerlib.trust_origin import check_job_origin, untrusted_trees
 
 EXIT_RUNNER_ERROR = 1
 EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), as shells report it
@@ -799,41 +800,6 @@ class _TextSink:
 def _binary_stdout() -> Any:
     buffer = getattr(sys.stdout, "buffer", None)
     return buffer if buffer is not None else _TextSink(sys.stdout)
-
-
-def check_job_origin(job: Job, config: JobConfig, files: dict[str, str | None] | None = None) -> None:
-    """A job file inside the untrusted source tree may only declare untrusted steps.
-
-    Otherwise a pull request could edit the job file the worker runs and give its own commands the secrets.
-    --untrusted (REACTORCIDE_UNTRUSTED) runs such a file with every step sandboxed. `files` (option -> path):
-    the other files the job's commands or settings came from (`run --config-file`, `--workflow-file`), held
-    to the same rule; by default the job file (`run-job FILE`).
-    """
-    if files is None:
-        files = {"the job file": None if job.source_file is None else str(job.source_file)}
-    trees = untrusted_trees(config)  # the artifacts too: a nested run must not run what a step left there
-    for label, path in files.items():
-        if path is None:
-            continue
-        real = os.path.realpath(path)
-        for tree in trees:
-            base = os.path.realpath(tree)
-            if real == base or real.startswith(base.rstrip("/") + "/"):
-                trusted = [] if config.untrusted else [s.name for s in job.steps if s.trust == "trusted"]
-                if trusted:
-                    raise ConfigError(
-                        "steps", str(path),
-                        f"{label} lies in {tree}, an untrusted source tree (untrusted steps write it), so its "
-                        "steps may not be trusted "
-                        f"(trusted: {', '.join(trusted)}); pass --untrusted to run every step sandboxed, or "
-                        "keep the file in the CI tree")
-
-
-def untrusted_trees(config: JobConfig) -> list[str]:
-    """The trees untrusted steps may write: the source tree (and its untrusted copy) and the artifacts."""
-    root = config.workspace_root
-    return [t for t in dict.fromkeys([config.code_dir, os.path.join(root, "src"), os.path.join(root, ".untrusted"),
-                                      config.artifacts_dir or os.path.join(root, "artifacts")]) if t]
 
 
 def simple_job(config: JobConfig) -> Job:

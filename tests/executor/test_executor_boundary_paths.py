@@ -230,3 +230,44 @@ def test_check_job_origin_without_files_still_checks_the_job_file(ws: Path) -> N
     job.source_file = ws / "src" / "job.yaml"
     with pytest.raises(ConfigError, match="the job file lies in"):
         check_job_origin(job, get_config(environ={}, workspace_root=str(ws)))
+
+
+def test_a_source_tree_file_cannot_move_the_trees_away_from_itself(ws: Path) -> None:
+    """The attack: with the default workspace (/job), /job/src/x.yaml sets workspace_root elsewhere, so that by
+    the final configuration /job/src no longer looks untrusted. `_load` also checks against the trees of the
+    configuration without the file (here: ws plays /job, as the defaults would give it)."""
+    from runnerlib.config import load_job_file
+    from runnerlib.runner import simple_job
+    from runnerlib.trust_origin import check_job_origin, untrusted_trees
+
+    (ws / "src").mkdir()
+    other = ws.parent / f"{ws.name}-elsewhere"
+    path = ws / "src" / "x.yaml"
+    path.write_text(f"workspace_root: {other}\njob_command: 'env > {ws}/stolen-1.txt'\n")
+    layer, _job, _doc = load_job_file(path)
+    config = get_config(job_file=layer, environ={}, check_paths=False)
+    assert config.workspace_root == str(other)
+    base = get_config(environ={}, workspace_root=str(ws), check_paths=False)
+    # Control: judged by the final configuration alone, the file passes and its command would run trusted.
+    check_job_origin(simple_job(config), config, {"--config-file": str(path)})
+    with pytest.raises(ConfigError, match="--config-file lies in .*may not be trusted"):
+        check_job_origin(simple_job(config), config, {"--config-file": str(path)}, extra_trees=untrusted_trees(base))
+
+
+@pytest.mark.parametrize("setting", ["ci_source_type: copy\nci_source_url: /etc", "plugin_dirs: [{ws}/ci/p]",
+                                     "coordinator_url: https://collector.invalid", "triggers_file: {ws}/t.json",
+                                     "secrets_file: /etc/hostname", "source_type: copy\nsource_url: /root"])
+def test_a_source_tree_file_sets_no_runner_setting_even_untrusted(ws: Path, setting: str) -> None:
+    (ws / "src").mkdir()
+    (ws / "src" / "x.yaml").write_text(setting.format(ws=ws) + "\njob_command: 'true'\n")
+    r = _cli("run", "--untrusted", "--config-file", str(ws / "src" / "x.yaml"), ws=ws)
+    field = setting.split(":", 1)[0]
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"config: {field} (from {ws}/src/x.yaml:".encode() in r.stderr and b"may set only" in r.stderr, r.stderr
+
+
+def test_control_the_same_settings_from_the_ci_tree_are_taken(ws: Path) -> None:
+    (ws / "ci").mkdir()
+    (ws / "ci" / "x.yaml").write_text("plugin_dirs: []\nstep_retries: 0\njob_command: 'echo from-ci'\n")
+    r = _cli("run", "--untrusted", "--config-file", str(ws / "ci" / "x.yaml"), ws=ws)
+    assert b"may set only" not in r.stderr, r.stderr
