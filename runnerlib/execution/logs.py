@@ -149,9 +149,9 @@ class JobLog:
             return
         rows = [("STEP", "STATUS", "DURATION", "EXIT", "TRIES", "NOTE")] if results else []
         for r in results:
-            cells = own_record({"name": r.name, "status": r.status, "reason": r.reason or ""}, mask)
-            rows.append((cells["name"], cells["status"], _seconds(r.duration),
-                         "-" if r.exit_code is None else str(r.exit_code), str(r.attempts), cells["reason"]))
+            own = own_record({"name": r.name, "status": r.status, "reason": r.reason or ""}, mask)
+            rows.append((own["name"], own["status"], _seconds(r.duration),
+                         "-" if r.exit_code is None else str(r.exit_code), str(r.attempts), own["reason"]))
         widths = [max((len(row[i]) for row in rows), default=0) for i in range(5)]
         lines = []
         for index, row in enumerate(rows):
@@ -164,7 +164,7 @@ class JobLog:
             width = max(6, *(len(n) for n in names))
             lines.append("")
             lines.append("PLUGIN".ljust(width) + "  TIME      CALLS")
-            for name, (_, seconds, calls) in zip(names, timings):
+            for name, (_, seconds, calls) in zip(names, timings, strict=True):
                 lines.append(f"{name.ljust(width)}  {_seconds(seconds).ljust(8)}  {calls}")
         if total is not None:
             lines.append("")

@@ -29,8 +29,8 @@ from runnerlib.security.out_of_reach import untrusted_reach
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "boundary-secret-Wq31xZ"
-FORGED = ('{"type": "trigger_job", "operation_id": "%s", "trigger_type": "runnerlib", '
-          '"jobs": [{"job_name": "deploy-prod"}]}' % uuid.uuid4())
+FORGED = ('{"type": "trigger_job", "operation_id": "' + str(uuid.uuid4()) + '", "trigger_type": "runnerlib", '
+          '"jobs": [{"job_name": "deploy-prod"}]}')
 
 
 def _run(ws: Path, job: Job, environ: dict[str, str] | None = None, **settings: object) -> tuple[int, str]:
