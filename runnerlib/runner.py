@@ -310,9 +310,8 @@ class JobRunner:
 
     def _check_out_of_reach(self) -> None:
         """The triggers file and the work directory must lie where no untrusted step can write: its forged
-        trigger would be signed, its files taken for ours (security/out_of_reach.py)."""
-        if not self._may_run_untrusted():
-            return
+        trigger would be signed, its files taken for ours (security/out_of_reach.py). Checked for every job:
+        a trusted script may start untrusted code itself (run_untrusted), unseen by the step list."""
         from runnerlib.security.out_of_reach import untrusted_reach
 
         c = self.config
@@ -408,12 +407,10 @@ class JobRunner:
         else None. Untrusted steps build in /job/src and write /job/artifacts, as on any CI system."""
         if os.geteuid() != 0:
             return None
-        return self._sandbox_identity() if self._may_run_untrusted() else None
-
-    def _may_run_untrusted(self) -> bool:
         job = self.job
-        return (self.config.untrusted or (self.config.ci_source_type or "none") != "none"
-                or (job is not None and any(s.trust == "untrusted" for s in job.steps)))
+        may_run_untrusted = (self.config.untrusted or (self.config.ci_source_type or "none") != "none"
+                             or (job is not None and any(s.trust == "untrusted" for s in job.steps)))
+        return self._sandbox_identity() if may_run_untrusted else None
 
     def _sandbox_identity(self) -> tuple[int, int]:
         """(uid, gid) of the sandbox policy: what untrusted steps run as when the runner is root."""
@@ -467,7 +464,7 @@ class JobRunner:
     def _check_logs_dir(self, logs_dir: Path) -> None:
         """The step logs and summary.json go in <artifacts>/logs: a root runner refuses one that the sandbox
         uid could write (it existed before the job, made by someone else)."""
-        sandbox = self._other_sandbox_uid() if self._may_run_untrusted() else None
+        sandbox = self._other_sandbox_uid()
         if sandbox is not None:
             from runnerlib.security.out_of_reach import untrusted_reach
 

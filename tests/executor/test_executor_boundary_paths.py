@@ -86,11 +86,13 @@ def test_work_dir_in_or_around_an_untrusted_tree_is_refused(ws: Path, where: str
     assert code == 2 and "config: work_dir" in text and "untrusted steps can write" in text, text
 
 
-def test_a_trusted_only_job_keeps_its_paths(ws: Path) -> None:
-    """Nothing untrusted runs: the rule has nothing to protect, and old layouts keep working."""
+def test_a_trusted_only_job_is_checked_too(ws: Path) -> None:
+    """A trusted script may start untrusted code itself (run_untrusted): the step list does not tell."""
     job = Job("trusted")
     job.add_step("a", "true")
     code, text = _run(ws, job, triggers_file=str(ws / "artifacts" / "t.json"))
+    assert code == 2 and "config: triggers_file" in text, text
+    code, text = _run(ws, job)  # control: the default place
     assert code == 0, text
 
 
