@@ -174,7 +174,7 @@ class Scheduler:
                     if skip is not None:
                         r = results[name]
                         r.status, r.reason = ("cancelled" if self.cancel_event.is_set() else "skipped"), skip
-                        self.on_event("info", name, f"skipped: {skip}")
+                        self.on_event("info", name, Own("skipped: {why}", why=skip))
                         continue
                     results[name].status = "running"
                     running[pool.submit(self._run_step, self.effective(steps[name]), results[name])] = name
