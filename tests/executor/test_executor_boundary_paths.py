@@ -20,6 +20,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runnerlib.config import ConfigError, get_config
 from runnerlib.jobs import Job
@@ -105,6 +107,22 @@ def test_reach_by_path_rule(tmp_path: Path) -> None:
     assert untrusted_reach(str(tmp_path / "srcx" / "t.json"), trees=[str(src)]) is None  # a prefix is not inside
     assert untrusted_reach(str(tmp_path), trees=[str(src)], directory=True) is not None
     assert untrusted_reach(str(tmp_path), trees=[str(src)]) is None
+
+
+PART = st.sampled_from(["src", "srcx", "src.d", "..", ".", "a", "artifacts", "ci", ".untrusted", "x/../src"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(PART, min_size=1, max_size=6))
+def test_reach_by_path_matches_the_resolved_path(parts: list[str]) -> None:
+    """Property: refused exactly when the resolved path is one of the trees or beneath one (never a mere
+    string prefix such as srcx, never fooled by `..`)."""
+    root = "/nonexistent-ws"
+    trees = [f"{root}/src", f"{root}/artifacts"]
+    path = os.path.join(root, *parts)
+    real = os.path.realpath(path)
+    inside = any(real == t or real.startswith(t + "/") for t in trees)
+    assert (untrusted_reach(path, trees=trees) is not None) == inside
 
 
 @pytest.mark.root
