@@ -21,8 +21,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-from runnerlib.config import ConfigError, JobConfig
+from runnerlib.config import DEFAULT_WORKSPACE_ROOT, ConfigError, JobConfig, env_layer
 from runnerlib.jobs import Job
 
 # Settings a file from an untrusted tree may set: what the (sandboxed) job runs, nothing runnerlib obeys.
@@ -32,11 +33,30 @@ UNTRUSTED_FILE_FIELDS = frozenset({
 })
 
 
-def untrusted_trees(config: JobConfig) -> list[str]:
-    """The trees untrusted steps may write: the source tree (and its untrusted copy) and the artifacts."""
-    root = config.workspace_root
-    return [t for t in dict.fromkeys([config.code_dir, os.path.join(root, "src"), os.path.join(root, ".untrusted"),
-                                      config.artifacts_dir or os.path.join(root, "artifacts")]) if t]
+LAYOUT_FIELDS = ("workspace_root", "code_dir", "artifacts_dir")
+
+
+def untrusted_trees(config: JobConfig | Mapping[str, Any]) -> list[str]:
+    """The trees untrusted steps may write: the source tree (and its untrusted copy) and the artifacts.
+
+    `config` may also be a mapping of the layout settings (workspace_root, code_dir, artifacts_dir; missing
+    ones take their defaults), for a layout judged without some of the configuration's layers."""
+    get = config.get if isinstance(config, Mapping) else lambda name: getattr(config, name)
+    root = get("workspace_root") or DEFAULT_WORKSPACE_ROOT
+    return [t for t in dict.fromkeys([get("code_dir"), os.path.join(root, "src"), os.path.join(root, ".untrusted"),
+                                      get("artifacts_dir") or os.path.join(root, "artifacts")]) if t]
+
+
+def layout_without_files(cli: Mapping[str, tuple[Any, str]], overrides: Mapping[str, Any],
+                         environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The layout settings from the environment, the options and `overrides` alone (no file): where the
+    untrusted trees are, as no file being judged can move them. Rules are not checked here: a rule that needs
+    a file's settings must not hide the trees."""
+    merged: dict[str, Any] = {}
+    for values in (env_layer(os.environ if environ is None else environ).values,
+                   {k: v[0] for k, v in cli.items()}, overrides):
+        merged.update({k: v for k, v in values.items() if k in LAYOUT_FIELDS and v is not None})
+    return merged
 
 
 def _tree_of(path: str, trees: Iterable[str]) -> str | None:

@@ -101,10 +101,10 @@ def _load(params: dict[str, Any], job_file: str | None = None, origins: dict[str
         layer, job, _doc = load_job_file(job_file)
     config = get_config(job_file=layer, cli=cli, **extra)
     if origins:
-        from runnerlib.trust_origin import check_job_origin, untrusted_trees
+        from runnerlib.trust_origin import check_job_origin, layout_without_files, untrusted_trees
 
         # The trees as the configuration has them without the files: a file may not move them away from itself.
-        base = get_config(cli=cli, check_paths=False, **{k: v for k, v in extra.items() if k not in from_workflow})
+        base = layout_without_files(cli, {k: v for k, v in extra.items() if k not in from_workflow})
         check_job_origin(job or _job_of(config), config, origins, extra_trees=untrusted_trees(base),
                          fields_from={"--workflow-file": from_workflow})
     return config, job

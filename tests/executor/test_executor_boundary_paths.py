@@ -267,7 +267,11 @@ def test_a_source_tree_file_cannot_move_the_trees_away_from_itself(ws: Path) -> 
     layer, _job, _doc = load_job_file(path)
     config = get_config(job_file=layer, environ={}, check_paths=False)
     assert config.workspace_root == str(other)
-    base = get_config(environ={}, workspace_root=str(ws), check_paths=False)
+    from runnerlib.trust_origin import layout_without_files
+
+    base = layout_without_files({"workspace_root": (str(ws), "--workspace-root")}, {}, environ={})
+    # With nothing set, the defaults decide (/job/src); a rule that needs a file's settings hides nothing.
+    assert "/job/src" in untrusted_trees(layout_without_files({}, {}, environ={"REACTORCIDE_SOURCE_URL": "x"}))
     # Control: judged by the final configuration alone, the file passes and its command would run trusted.
     check_job_origin(simple_job(config), config, {"--config-file": str(path)})
     with pytest.raises(ConfigError, match="--config-file lies in .*may not be trusted"):
