@@ -478,7 +478,7 @@ class JobRunner:
 
         trusted = step.trust == "trusted"
         env = self._trusted_env() if trusted else self._untrusted_env()
-        declared = trusted and self.job is not None and self.job.secrets == "declared"
+        declared = trusted and getattr(self.job, "secrets", "all") == "declared"
         if declared:
             env = self._declared_env(env, step)
         step_env = dict(step.env)
