@@ -440,6 +440,8 @@ class JobFileModel(BaseModel):
     vars: dict[str, str] = Field(default_factory=dict, description="Variables for step conditions.")
     steps: list[StepSpec] | dict[str, dict[str, Any]] | None = Field(
         None, description="A list of steps, or a mapping by step name.")
+    secrets: Literal["all", "declared"] = Field(
+        "all", description="declared: a trusted step gets only the secret variables its `secrets:` lists.")
 
 
 def job_file_schema() -> dict[str, Any]:
@@ -471,12 +473,16 @@ def load_job_file(path: str | Path) -> tuple[Layer, Job | None, Document]:
         raise JobDefinitionError(f"{document.where()}: a job file is a mapping of settings and steps")
     data = dict(data)
     steps = data.pop("steps", None)
+    secrets = data.pop("secrets", "all")
+    if steps is None and secrets != "all":
+        raise JobDefinitionError(f"{document.where(('secrets',))}: secrets: applies to the steps of a job file, "
+                                 "and this one has no `steps:`")
     layer = mapping_layer("file", data, lambda field: document.where((field,)))
     job: Job | None = None
     if steps is not None:
         name = data.get("name") or data.get("job_name") or Path(document.path).stem
         try:
-            job = Job(str(name), vars=layer.values.get("vars") or {})
+            job = Job(str(name), vars=layer.values.get("vars") or {}, secrets=secrets)
         except JobDefinitionError as exc:
             raise JobDefinitionError(f"{document.where(('name',))}: {exc}") from None
         steps_from_data(job, steps, document)

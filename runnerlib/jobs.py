@@ -40,6 +40,7 @@ from runnerlib.execution.step_refs import StepReferenceError, check_step_referen
 STEP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 Trust = Literal["trusted", "untrusted"]
+SecretsMode = Literal["all", "declared"]
 _Names = TypeVar("_Names", bound=Iterable[str])
 
 
@@ -77,6 +78,11 @@ class Step:
     retry: RetryPolicy | None = None  # retries by cause (execution/retry.py); `retries` holds its max
     # Where the step was defined (file:line), for error messages; None when built in Python.
     origin: str | None = None
+    # Trusted steps: whether `::add-mask::` lines of its output register values; the secret variables it
+    # needs (what it gets when the job says secrets: declared); whether it may register over the socket then.
+    add_mask: bool = True
+    secrets: list[str] | None = None
+    register_secrets: bool = False
 
     @property
     def parsed_condition(self) -> Condition:
@@ -114,6 +120,12 @@ class StepSpec(BaseModel):
         default=False, description="true, or {exit_codes: [...]}: such a failure does not fail the job.")
     retry: RetryPolicy | None = Field(
         default=None, description="Retries by cause: {max, exit_codes, signals, backoff} (or a number).")
+    add_mask: bool = Field(default=True, description="Trusted steps: `::add-mask::VALUE` lines in the output "
+                           "register VALUE; false prints them as ordinary (masked) output.")
+    secrets: EnvNames | None = Field(default=None, description="Secret variables this trusted step needs; with "
+                                     "the job's `secrets: declared` it gets these and no other.")
+    register_secrets: bool = Field(default=False, description="With `secrets: declared`: may register secrets "
+                                   "over the socket (otherwise it can only ask it to mask).")
 
     @field_validator("retry", mode="before")
     @classmethod
@@ -165,11 +177,15 @@ class StepSpec(BaseModel):
 class Job:
     """A named set of steps forming a DAG. Build with `add_step`; `validate()` before running."""
 
-    def __init__(self, name: str, *, vars: Mapping[str, str] | None = None) -> None:
+    def __init__(self, name: str, *, vars: Mapping[str, str] | None = None, secrets: SecretsMode = "all") -> None:
         if not STEP_NAME_RE.fullmatch(name or ""):
             raise JobDefinitionError(
                 f"job name {name!r} must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,62}}$")
+        if secrets not in ("all", "declared"):
+            raise JobDefinitionError(f"job {name!r}: secrets: must be 'all' or 'declared', not {secrets!r}")
         self.name = name
+        # "declared": a trusted step gets only the secret variables its `secrets:` lists (least privilege).
+        self.secrets: SecretsMode = secrets
         self.vars: dict[str, str] = dict(vars or {})
         self._steps: dict[str, Step] = {}
         # The job file it was read from (None when built in Python): the runner refuses trusted steps from a
@@ -199,6 +215,9 @@ class Job:
         *,
         retry: int | Mapping[str, Any] | RetryPolicy | None = None,
         origin: str | None = None,
+        add_mask: bool = True,
+        secrets: Iterable[str] | None = None,
+        register_secrets: bool = False,
     ) -> Step:
         """Add a step; arguments are checked at once (duplicate names included), the DAG by `validate()`."""
         if name in self._steps:
@@ -208,11 +227,15 @@ class Job:
         try:
             spec = StepSpec(name=name, command=command, depends_on=deps, condition=condition,
                             timeout=timeout, retries=retries, env=dict(env or {}),
-                            working_dir=working_dir, trust=trust,
+                            working_dir=working_dir, trust=trust, add_mask=add_mask,
+                            secrets=None if secrets is None else list(secrets), register_secrets=register_secrets,
                             # mappings as written in a job file: StepSpec's validators make the policies
                             allow_failure=cast(Any, allow_failure), retry=cast(Any, retry))
         except ValidationError as exc:
             raise JobDefinitionError(_format_validation(exc, prefix=f"step {name!r}", origin=origin)) from None
+        if trust == "untrusted" and (spec.secrets or register_secrets):
+            raise JobDefinitionError(f"step {name!r}{_at_origin(origin)}: an untrusted step gets no secrets and "
+                                     "no socket; remove secrets/register_secrets or make the step trusted")
         step = Step(**{**spec.model_dump(), "retry": spec.retry, "allow_failure": spec.allow_failure},
                     origin=origin)
         self._steps[name] = step
@@ -302,7 +325,11 @@ class Job:
 
 
 def _at(step: Step) -> str:
-    return f" ({step.origin})" if step.origin else ""
+    return _at_origin(step.origin)
+
+
+def _at_origin(origin: str | None) -> str:
+    return f" ({origin})" if origin else ""
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 
 from runnerlib.config import ConfigError, JobConfig, get_config
 from runnerlib.execution.logs import JobLog, MaskedTextWriter, want_colour
+from runnerlib.execution.own_words import Own
 from runnerlib.execution.scheduler import (
     EXIT_CANCELLED,
     EXIT_REFUSED,
@@ -45,6 +46,7 @@ from runnerlib.execution.scheduler import (
 )
 from runnerlib.jobs import Job, JobDefinitionError, Step
 from runnerlib.plugins import PluginContext, PluginError, PluginManager, PluginPhase, default_manager
+from runnerlib.trust_origin import check_job_origin, untrusted_trees
 
 EXIT_RUNNER_ERROR = 1
 EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), as shells report it
@@ -300,6 +302,7 @@ class JobRunner:
         check_job_origin(job, config)
         job.validate(config.job_variables())
         self.job = self.context.job = job
+        self._check_out_of_reach()
         return job
 
     def _container_mode(self, config: JobConfig) -> Any:
@@ -333,20 +336,39 @@ class JobRunner:
                 names |= set(socket_env)
                 mounts.append(os.path.dirname(socket_env["REACTORCIDE_SECRETS_SOCKET"]))
         engine_env, forwarded = container.engine_env(env, names)
-        name = new_container_name(step.name)
+        name = new_container_name(f"{self.config.job_name}-{step.name}")
         argv = container.argv(command, name=name, cwd=cwd, env_names=forwarded, mounts=mounts)
         result = None
         try:
             result = run_process(argv, registry=self.registry, trusted=True, env=engine_env, cwd=None,
                                  timeout=step.timeout, on_output=sink.write, cancel_event=cancel,
                                  grace=self.config.kill_grace, name=step.name, keep_output=False,
-                                 commands=commands)
+                                 commands=commands, add_mask=trusted and step.add_mask)
             return result
         finally:
             # --rm removed a container whose command ended; one the engine did not see end (a timeout, a
             # cancellation, an engine error) is removed here, stopped at once if it still runs.
             if result is None or result.timed_out or result.cancelled or result.exit_code >= 125:
                 container.engine.remove(name)
+
+    def _check_out_of_reach(self) -> None:
+        """The triggers file and the work directory must lie where no untrusted step can write: its forged
+        trigger would be signed, its files taken for ours (security/out_of_reach.py). Checked for every job:
+        a trusted script may start untrusted code itself (run_untrusted), unseen by the step list."""
+        from runnerlib.security.out_of_reach import untrusted_reach
+
+        c = self.config
+        for field, directory in (("triggers_file", False), ("work_dir", True)):
+            value = getattr(c, field)
+            why = value and untrusted_reach(value, trees=untrusted_trees(c), sandbox=self._other_sandbox_uid(),
+                                            directory=directory)
+            if why:
+                raise ConfigError(field, c.origin(field), f"must lie where untrusted steps cannot write, but {why}")
+
+    def _other_sandbox_uid(self) -> tuple[int, int] | None:
+        """(uid, gid) of untrusted steps when the runner is root and they run as another uid, else None."""
+        identity = self._sandbox_identity() if os.geteuid() == 0 else None
+        return identity if identity and identity[0] != os.geteuid() else None
 
     def _protect_and_load_secrets(self) -> None:
         from runnerlib.security import secret_sources
@@ -460,6 +482,7 @@ class JobRunner:
         if self.parent_step:
             logs_dir = logs_dir / f"{self.parent_step}.nested"
         self._open_workspace().makedirs(str(logs_dir))
+        self._check_logs_dir(logs_dir)
         self.log.logs_dir = logs_dir
         self.log.open_log = self._open_log
         self._protocol = self._step_protocol()
@@ -498,11 +521,26 @@ class JobRunner:
     def _steps_by_name(self) -> dict[str, Step]:
         return {s.name: s for s in self.job.steps} if self.job else {}
 
+    def _check_logs_dir(self, logs_dir: Path) -> None:
+        """The step logs and summary.json go in <artifacts>/logs: a root runner refuses one that the sandbox
+        uid could write (it existed before the job, made by someone else)."""
+        sandbox = self._other_sandbox_uid()
+        if sandbox is not None:
+            from runnerlib.security.out_of_reach import untrusted_reach
+
+            why = untrusted_reach(str(logs_dir), trees=(), sandbox=sandbox, directory=True)
+            if why:
+                raise RunnerError(f"the logs directory {logs_dir} must lie where untrusted steps cannot write, "
+                                  f"but {why}; remove it or give it to root")
+
     def _execute(self, step: Step, attempt: int, cancel: threading.Event) -> Any:
         from runnerlib.execution.process import run_process
 
         trusted = step.trust == "trusted"
         env = self._trusted_env() if trusted else self._untrusted_env()
+        declared = trusted and getattr(self.job, "secrets", "all") == "declared"
+        if declared:
+            env = self._declared_env(env, step)
         step_env = dict(step.env)
         if step_env:
             from runnerlib.security import secret_store
@@ -524,11 +562,12 @@ class JobRunner:
         env.update(step_env)
         env["REACTORCIDE_STEP_NAME"] = step.name
         if trusted and self._socket is not None:
-            env.update(self._socket.env())
+            env.update(self._socket.env(register=not declared or step.register_secrets))
         cwd = self._step_cwd(step)
         shown = command if isinstance(command, str) else shlex.join(command)
-        retry = f" (attempt {attempt})" if attempt > 1 else ""
-        self.log.event(f"{'$' if trusted else '$ [untrusted]'} {shown}{retry}", step=step.name)
+        retry = Own(" (attempt {n})", n=attempt) if attempt > 1 else ""
+        self.log.event(Own("$ {command}{retry}" if trusted else "$ [untrusted] {command}{retry}", command=shown,
+                           retry=retry), step=step.name)
         policy = None
         if not trusted:
             from runnerlib.security.policy import PolicyError
@@ -537,7 +576,7 @@ class JobRunner:
                 policy = self._sandbox_policy()
             except PolicyError as exc:
                 reason = self.mask_text(str(exc))
-                self.log.event(f"refused: {reason}", step=step.name, level="error")
+                self.log.event(Own("refused: {reason}", reason=reason), step=step.name, level="error")
                 return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=reason)
         files = self._protocol.prepare(step)
         env.update(files.env)
@@ -550,7 +589,7 @@ class JobRunner:
                     result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
                                          timeout=step.timeout, policy=policy, on_output=sink.write,
                                          cancel_event=cancel, grace=self.config.kill_grace, name=step.name,
-                                         keep_output=False, commands=files.commands)
+                                         keep_output=False, commands=files.commands, add_mask=step.add_mask)
         finally:
             files_error = self._protocol.collect(files)
         if files_error:  # as on GitHub, a malformed file fails a step that succeeded
@@ -559,14 +598,28 @@ class JobRunner:
                 import dataclasses
 
                 result = dataclasses.replace(result, exit_code=1, reason=files_error)
-        status = "ok" if result.exit_code == 0 else f"exit {result.exit_code}"
+        status = Own("ok") if result.exit_code == 0 else Own("exit {code}", code=result.exit_code)
         if getattr(result, "reason", None) and result.exit_code != 0:
-            status += f": {result.reason}"
-        self.log.event(f"finished ({status}) in {result.duration:.2f}s", step=step.name,
-                       level="info" if result.exit_code == 0 else "warning")
+            status = Own("{status}: {reason}", status=status, reason=result.reason)
+        self.log.event(Own("finished ({status}) in {seconds:.2f}s", status=status, seconds=result.duration),
+                       step=step.name, level="info" if result.exit_code == 0 else "warning")
         if self.log.debug:
             self._audit_after(step.name)
         return result
+
+    def _declared_env(self, env: dict[str, str], step: Step) -> dict[str, str]:
+        """The job declares its secrets: the secret variables this trusted step does not list are withheld."""
+        from runnerlib.execution.least_privilege import withhold_undeclared
+
+        env, withheld, missing = withhold_undeclared(
+            env, step.secrets or (), lambda k, v: k != "REACTORCIDE_COORDINATOR_URL" and not self._safe_for_untrusted(k, v))
+        if withheld:
+            self.log.event(f"secrets not declared by this step, not given: {', '.join(withheld)}", step=step.name,
+                           level="debug")
+        if missing:
+            self.log.event(f"declared secrets that are not set: {', '.join(missing)}", step=step.name,
+                           level="warning")
+        return env
 
     def _audit_after(self, step_name: str) -> None:
         """Debug mode: after a step, look in /proc for the job's processes (steps still running, daemons a
@@ -764,12 +817,25 @@ class JobRunner:
             return
         import json
 
-        data = {"job": self.config.job_name, "job_id": self.config.job_id, "exit_code": exit_code,
-                "steps": [r.as_dict() for r in self.result.steps], "step_summary": self._step_summary,
-                "plugins": [{"plugin": n, "seconds": s, "calls": c} for n, s, c in self.plugins.timing_summary()]}
+        from runnerlib.execution.own_words import summary_document
+
+        # User fields masked, runnerlib's words not: masking the JSON text whole would let `::add-mask::failed`
+        # rewrite the statuses (own_words.py).
+        data = summary_document(job=self.config.job_name, job_id=self.config.job_id, exit_code=exit_code,
+                                steps=self.result.steps, plugins=self.plugins.timing_summary(), mask=self.mask_text)
+        data["step_summary"] = self.mask_text(self._step_summary) if self._step_summary else None
         try:
             path = self.log.logs_dir / "summary.json"
-            self._open_workspace().write_text(str(path), self.mask_text(json.dumps(data, indent=2)) + "\n")
+            # A new file renamed over the old: whatever a step left at that name (a read-only file, a hard
+            # link) is replaced, never written through.
+            workspace = self._open_workspace()
+            fresh = f"{path}.{os.getpid()}.new"
+            workspace.write_text(fresh, json.dumps(data, indent=2) + "\n")
+            try:
+                workspace.rename(fresh, str(path))
+            except OSError:
+                workspace.remove(fresh, missing_ok=True)
+                raise
         except OSError as exc:
             self.log.event(f"could not write the summary file: {exc.strerror}", level="warning")
 
@@ -810,29 +876,6 @@ class _TextSink:
 def _binary_stdout() -> Any:
     buffer = getattr(sys.stdout, "buffer", None)
     return buffer if buffer is not None else _TextSink(sys.stdout)
-
-
-def check_job_origin(job: Job, config: JobConfig) -> None:
-    """A job file inside the untrusted source tree may only declare untrusted steps.
-
-    Otherwise a pull request could edit the job file the worker runs and give its own commands the secrets.
-    --untrusted (REACTORCIDE_UNTRUSTED) runs such a file with every step sandboxed.
-    """
-    if job.source_file is None:
-        return
-    real = os.path.realpath(job.source_file)
-    for tree in dict.fromkeys([config.code_dir, os.path.join(config.workspace_root, "src")]):
-        if not tree:
-            continue
-        base = os.path.realpath(tree)
-        if real == base or real.startswith(base.rstrip("/") + "/"):
-            trusted = [s.name for s in job.steps if s.trust == "trusted"]
-            if trusted:
-                raise ConfigError(
-                    "steps", str(job.source_file),
-                    f"the job file lies in the untrusted source tree {tree}, so its steps may not be trusted "
-                    f"(trusted: {', '.join(trusted)}); pass --untrusted to run every step sandboxed, or keep "
-                    "the job file in the CI tree")
 
 
 def simple_job(config: JobConfig) -> Job:

@@ -87,8 +87,10 @@ def _cli_layer(params: dict[str, Any]) -> dict[str, tuple[Any, str]]:
     return out
 
 
-def _load(params: dict[str, Any], job_file: str | None = None, **extra: Any) -> tuple[Any, Any]:
-    """(config, job or None) from the hierarchy; a job file contributes settings and steps."""
+def _load(params: dict[str, Any], job_file: str | None = None, origins: dict[str, str | None] | None = None,
+          from_workflow: tuple[str, ...] = (), **extra: Any) -> tuple[Any, Any]:
+    """(config, job or None) from the hierarchy; a job file contributes settings and steps. `origins`: the
+    files the job came from, checked by trust_origin.check_job_origin."""
     from runnerlib.config import get_config, load_job_file
 
     cli = _cli_layer(params)
@@ -100,7 +102,27 @@ def _load(params: dict[str, Any], job_file: str | None = None, **extra: Any) -> 
     if job_file:
         layer, job, _doc = load_job_file(job_file)
     config = get_config(job_file=layer, cli=cli, **extra)
+    if origins:
+        from runnerlib.trust_origin import check_job_origin, layout_without_files, untrusted_trees
+
+        # The trees as the configuration has them without the files: a file may not move them away from itself.
+        base = layout_without_files(cli, {k: v for k, v in extra.items() if k not in from_workflow})
+        check_job_origin(job or _job_of(config), config, origins, extra_trees=untrusted_trees(base),
+                         fields_from={"--workflow-file": from_workflow})
     return config, job
+
+
+def _job_of(config: Any) -> Any:
+    """The one-step job of a configuration, or a job without steps when it has nothing to run (the missing
+    command is reported later, where it always was)."""
+    from runnerlib.config import ConfigError
+    from runnerlib.jobs import Job
+    from runnerlib.runner import simple_job
+
+    try:
+        return simple_job(config)
+    except ConfigError:
+        return Job("job")
 
 
 def _run(config: Any, job: Any, *, read_stdin: bool = False) -> None:
@@ -140,15 +162,22 @@ def run(config_file: str | None, workflow_job: str | None, workflow_file: str | 
     if command:
         extra["job_args"] = list(command)
     job = None
+    origins = {"--config-file": config_file}
+    from_workflow: tuple[str, ...] = ()
     if workflow_job or workflow_file:
         if not (workflow_job and workflow_file):
             raise click.UsageError("--job and --workflow-file go together")
-        extra.update(_workflow_job(workflow_file, workflow_job))
+        settings = _workflow_job(workflow_file, workflow_job)
+        from_workflow = tuple(k for k in settings if not k.startswith("_"))
+        extra.update(settings)
         job_file = extra.pop("_job_file", None)
         if job_file:
             config_file = job_file
+            origins = {"the workflow's job_file": job_file}
+        origins["--workflow-file"] = workflow_file
     working_dir = extra.pop("_working_dir", None)
-    config, file_job = _load(params, config_file, **extra)
+    # The command and settings came from these files: held to the rules of trust_origin.py.
+    config, file_job = _load(params, config_file, origins, from_workflow, **extra)
     job = job or file_job
     if working_dir and job is None:
         from runnerlib.runner import simple_job
@@ -209,7 +238,7 @@ def _simple_name(name: str) -> bool:
 @click.argument("job_file", type=click.Path(dir_okay=False))
 def run_job_cmd(job_file: str, secrets_stdin: bool, **params: Any) -> None:
     """Run the steps of a YAML/JSON job file (a DAG; see `runnerlib config schema`)."""
-    config, job = _load(params, job_file)
+    config, job = _load(params, job_file, {"the job file": job_file})
     if job is None:
         raise click.UsageError(f"{job_file}: no steps: a job file for run-job needs `steps:`")
     _run(config, job, read_stdin=secrets_stdin)
@@ -279,7 +308,7 @@ def validate_cmd(job_file: str | None, **params: Any) -> None:
     running anything. Exit 0 when valid; 2 with one line naming the field, origin and rule otherwise."""
     from runnerlib.runner import check_job_origin, simple_job
 
-    config, job = _load(params, job_file)
+    config, job = _load(params, job_file, {"the job file": job_file} if job_file else None)
     _masker(config)
     _note_unknown_env()
     if job is None:

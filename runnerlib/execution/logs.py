@@ -5,7 +5,9 @@ Invariants:
   line-buffered separately and whole lines are written under one lock (a line longer than
   MAX_PENDING_LINE is cut and marked, so a step printing without newlines cannot hold memory);
 - every byte written here is masked: step output arrives already masked from the process wrapper
-  (`run_process(on_output=...)`), and the runner's own messages go through `mask` before they are written.
+  (`run_process(on_output=...)`), and the runner's own messages go through `mask` before they are written;
+- runnerlib's own words are never masked: a status line given as an `Own` and the summary mask their user
+  parts only (own_words.py), so `::add-mask::failed` cannot hide that a step failed.
 
 Text format: ``[step] line`` (the name coloured on a TTY, NO_COLOR honoured). JSON format (--log-format json,
 LOG_FORMAT=json): one object per line with time, level, job_id, job, step, stream and message.
@@ -21,6 +23,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from runnerlib.execution.own_words import Own, own_record, render, summary_document
 
 MAX_PENDING_LINE = 64 * 1024
 # A step whose output arrives in pieces this large is a bulk writer: its console lines are written by a thread
@@ -76,14 +80,15 @@ class JobLog:
 
     # -- runner messages ---------------------------------------------------------------------------------
 
-    def event(self, message: str, *, step: str | None = None, level: str = "info", **fields: Any) -> None:
-        """A message of the runner itself (phase changes, errors); masked before it is written."""
+    def event(self, message: str | Own, *, step: str | None = None, level: str = "info", **fields: Any) -> None:
+        """A message of the runner itself (phase changes, errors); masked before it is written (an `Own` in
+        its user parts only)."""
         if level == "debug" and not self.debug:
             return
-        message = self.mask(message)
+        message = render(message, self.mask)
         if self.fmt == "json":
             record = self._record(level, step, "runner", message)
-            record.update({k: (self.mask(v) if isinstance(v, str) else v) for k, v in fields.items()})
+            record.update({k: render(v, self.mask) if isinstance(v, (str, Own)) else v for k, v in fields.items()})
             self._write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
             return
         label = f"[{step}] " if step else ""
@@ -133,20 +138,24 @@ class JobLog:
         notes = list(notes)
         results = list(results)
         timings = list(plugin_timings)
+        mask = self.mask
         if self.fmt == "json":
             record = self._record("info", None, "summary", "job finished")
-            record["steps"] = [r.as_dict() for r in results]
-            record["plugins"] = [{"plugin": n, "seconds": round(s, 6), "calls": c} for n, s, c in timings]
-            record["exit_code"] = exit_code
-            record["duration"] = None if total is None else round(total, 3)
+            document = summary_document(job=self.job_name, job_id=self.job_id, exit_code=exit_code, steps=results,
+                                        plugins=[(n, round(s, 6), c) for n, s, c in timings], mask=mask)
+            record["job"], record["job_id"] = document["job"], document["job_id"]
+            record.update(steps=document["steps"], plugins=document["plugins"], exit_code=exit_code,
+                          duration=None if total is None else round(total, 3))
             if notes:
-                record["notes"] = notes
-            self._write((self.mask(json.dumps(record, ensure_ascii=False)) + "\n").encode())
+                record["notes"] = [mask(note) for note in notes]
+            # Not masked again as a whole: the user fields are (see own_words).
+            self._write((json.dumps(record, ensure_ascii=False) + "\n").encode())
             return
         rows = [("STEP", "STATUS", "DURATION", "EXIT", "TRIES", "NOTE")] if results else []
         for r in results:
-            rows.append((r.name, r.status, _seconds(r.duration), "-" if r.exit_code is None else str(r.exit_code),
-                         str(r.attempts), r.reason or ""))
+            own = own_record({"name": r.name, "status": r.status, "reason": r.reason or ""}, mask)
+            rows.append((own["name"], own["status"], _seconds(r.duration),
+                         "-" if r.exit_code is None else str(r.exit_code), str(r.attempts), own["reason"]))
         widths = [max((len(row[i]) for row in rows), default=0) for i in range(5)]
         lines = []
         for index, row in enumerate(rows):
@@ -155,20 +164,22 @@ class JobLog:
                 cells[1] = f"\x1b[{_STATUS_COLOURS[row[1]]}m{cells[1]}\x1b[0m"
             lines.append("  ".join(cells + [row[5]]).rstrip())
         if timings:
+            names = [mask(n) for n, _, _ in timings]
+            width = max(6, *(len(n) for n in names))
             lines.append("")
-            lines.append("PLUGIN".ljust(max(6, *(len(n) for n, _, _ in timings))) + "  TIME      CALLS")
-            width = max(6, *(len(n) for n, _, _ in timings))
-            for name, seconds, calls in timings:
+            lines.append("PLUGIN".ljust(width) + "  TIME      CALLS")
+            for name, (_, seconds, calls) in zip(names, timings, strict=True):
                 lines.append(f"{name.ljust(width)}  {_seconds(seconds).ljust(8)}  {calls}")
         if notes:
             lines.append("")
-            lines.extend(notes)
+            lines.extend(mask(note) for note in notes)
         if total is not None:
             lines.append("")
-            lines.append(f"job {self.job_name}: {'success' if exit_code == 0 else 'failed'} "
-                         f"(exit {exit_code}) in {_seconds(total)}")
+            lines.append(Own("job {name}: {status} (exit {code}) in {took}", name=self.job_name,
+                             status=Own("success" if exit_code == 0 else "failed"), code=exit_code,
+                             took=Own(_seconds(total))).render(mask))
         text = "\n".join(lines) + "\n"
-        self._write(("\n" + self.mask(text)).encode("utf-8", "replace"))
+        self._write(("\n" + text).encode("utf-8", "replace"))
 
 
 def _open_log(path: Path, append: bool) -> BinaryIO:

@@ -179,6 +179,7 @@ def run_process(
     name: str = "step",
     keep_output: bool = True,
     commands: Any = None,
+    add_mask: bool = True,
 ) -> ProcessResult:
     """Run one step process and return its masked result (see the module docstring).
 
@@ -188,7 +189,8 @@ def run_process(
     when a `policy` is given. A step the sandbox cannot confine is refused: exit 126, `refused`, `reason`.
     `keep_output=False` leaves output/stdout/stderr empty (the job runner streams through `on_output` and
     must not hold a step's gigabytes in memory). `commands` (an execution.workflow_commands.WorkflowCommands)
-    turns on GitHub's workflow commands in the output and collects the step's annotations.
+    turns on GitHub's workflow commands in the output and collects the step's annotations. `add_mask=False`: a trusted step's `::add-mask::` lines
+    register nothing and pass as ordinary output (an untrusted step's never register).
     """
     start = time.monotonic()
     keep_large_buffers_on_heap()  # READ_SIZE reads would otherwise page-fault fresh memory every time
@@ -217,7 +219,7 @@ def run_process(
             assert plan is not None
             step_env = build_untrusted_env(env or {}, registry=registry, tmpdir=plan.private_tmp)
         return _run(argv, step_env, cwd, timeout, grace, plan, registry, trusted, on_output, cancel_event,
-                    name, start, keep_output, commands)
+                    name, start, keep_output, commands, add_mask=add_mask)
     finally:
         if plan is not None:
             plan.cleanup()
@@ -226,13 +228,15 @@ def run_process(
 def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float | None, grace: float,
          plan: SandboxPlan | None, registry: Any, trusted: bool,
          on_output: Callable[[str, bytes], object] | None, cancel_event: threading.Event | None,
-         name: str, start: float, keep_output: bool = True, commands: Any = None) -> ProcessResult:
+         name: str, start: float, keep_output: bool = True, commands: Any = None, *,
+         add_mask: bool = True) -> ProcessResult:
     mask = registry.mask_text
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     combined: list[bytes] = []
+    inband = trusted and add_mask  # the ::add-mask:: stage obeys trusted steps only, and only when not switched off
     streams = [
-        _Stream(stream, fd, registry, trusted, f"::add-mask:: in {name}", combined, on_output, keep_output,
+        _Stream(stream, fd, registry, inband, f"::add-mask:: in {name}", combined, on_output, keep_output,
                 commands)
         for stream, fd in (("stdout", out_r), ("stderr", err_r))
     ]

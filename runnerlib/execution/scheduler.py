@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runnerlib.execution.conditions import ConditionError
+from runnerlib.execution.own_words import Own
 from runnerlib.execution.retry import RetryPolicy, allows_failure
 from runnerlib.jobs import Job, Step
 
@@ -122,7 +123,7 @@ class Scheduler:
         variables: Mapping[str, Any] | None = None,
         default_timeout: float | None = None,
         default_retries: int = 0,
-        on_event: Callable[[str, str, str], None] | None = None,
+        on_event: Callable[[str, str, str | Own], None] | None = None,
         retry_delay: float = 0.0,
         step_variables: Callable[[Step], Mapping[str, Any]] | None = None,
     ) -> None:
@@ -184,7 +185,7 @@ class Scheduler:
                     if skip is not None:
                         r = results[name]
                         r.status, r.reason = ("cancelled" if self.cancel_event.is_set() else "skipped"), skip
-                        self.on_event("info", name, f"skipped: {skip}")
+                        self.on_event("info", name, Own("skipped: {why}", why=skip))
                         continue
                     results[name].status = "running"
                     running[pool.submit(self._run_step, self.effective(steps[name]), results[name])] = name
@@ -279,13 +280,14 @@ class Scheduler:
                     result.status = "failed"
                 if attempt < attempts and not self.cancel_event.is_set():
                     if not policy.retries_on(result.exit_code):
-                        self.on_event("info", step.name, f"exit {result.exit_code} is not retried (retry: "
-                                                         "exit_codes/signals)")
+                        self.on_event("info", step.name, Own("exit {code} is not retried (retry: exit_codes/signals)",
+                                                             code=result.exit_code))
                         break
                     delay = policy.delay(attempt) or self.retry_delay
-                    wait = f" in {delay:g}s" if delay else ""
-                    self.on_event("warning", step.name, f"attempt {attempt}/{attempts} {result.status} "
-                                                        f"(exit {result.exit_code}); retrying{wait}")
+                    self.on_event("warning", step.name,
+                                  Own("attempt {n}/{total} {status} (exit {code}); retrying{wait}", n=attempt,
+                                      total=attempts, status=Own(result.status), code=result.exit_code,
+                                      wait=Own(f" in {delay:g}s" if delay else "")))
                     if delay:
                         self.cancel_event.wait(delay)
             if result.status in _FAILED:

@@ -234,6 +234,9 @@ class SecretSocketServer:
         self.allowed_uids = frozenset(allowed_uids) if allowed_uids is not None else frozenset({os.getuid()})
         self.require_token = require_token
         self.token = token or secrets_module.token_urlsafe(32)
+        # Least privilege (a job's `secrets: declared`): steps that may not register get this token instead,
+        # which the server accepts for "mask" only.
+        self.mask_token = secrets_module.token_urlsafe(32)
         self.timeout = timeout
         self.max_frame = max_frame
         self.max_connections = max_connections
@@ -267,7 +270,8 @@ class SecretSocketServer:
         """Create the private directory and the socket, register the token as a secret, start serving."""
         if self._thread is not None:
             raise RuntimeError("secret socket server already started")
-        self.registry.add(self.token, source="secrets socket token")
+        for token in (self.token, self.mask_token):
+            self.registry.add(token, source="secrets socket token")
         parent = self._parent_dir
         # sun_path holds 107 bytes: a deep work dir would make bind() fail, so fall back to the temp dir
         # (the socket's own directory is private either way).
@@ -308,11 +312,12 @@ class SecretSocketServer:
         self._thread.start()
         return self
 
-    def env(self) -> dict[str, str]:
-        """The two variables for trusted steps (never give them to untrusted ones)."""
+    def env(self, *, register: bool = True) -> dict[str, str]:
+        """The two variables for trusted steps (never give them to untrusted ones). `register=False` gives
+        the mask-only token: the step can ask for masking but its registrations are refused."""
         if self.path is None:
             raise RuntimeError("secret socket server is not started")
-        return {SOCKET_VAR: self.path, TOKEN_VAR: self.token}
+        return {SOCKET_VAR: self.path, TOKEN_VAR: self.token if register else self.mask_token}
 
     def stop(self) -> None:
         """Stop serving, close every connection, remove the socket and its directory. Idempotent."""
@@ -472,15 +477,24 @@ class SecretSocketServer:
             if given is None and self.require_token:
                 self.stats["refused_token"] += 1
                 raise FrameError('authentication required: add "token" (REACTORCIDE_SECRETS_TOKEN) to the request')
+            mask_only = False
             if given is not None:
-                if not isinstance(given, str) or not hmac.compare_digest(
-                    given.encode("utf-8", "surrogatepass"), self.token.encode("utf-8")
-                ):
+                raw = given.encode("utf-8", "surrogatepass") if isinstance(given, str) else b""
+                # Both comparisons always run: which token matched must not show in the timing.
+                full = hmac.compare_digest(raw, self.token.encode("utf-8"))
+                mask_only = hmac.compare_digest(raw, self.mask_token.encode("utf-8"))
+                if not (full or mask_only):
                     self.stats["refused_token"] += 1
                     log.warning("secrets socket: refused uid %d (pid %d): wrong token", conn.uid, conn.pid)
                     self._respond(conn, {"status": "error", "error": "authentication failed: wrong token"})
                     return
             conn.action, values, conn.many = check_request(message)
+            if mask_only and conn.action != "mask":
+                self.stats["refused_token"] += 1
+                log.warning("secrets socket: refused a registration from uid %d (pid %d): the step's token "
+                            "may only mask (secrets: declared, without register_secrets: true)", conn.uid, conn.pid)
+                raise FrameError("this step may not register secrets: the job declares its secrets and the step "
+                                 "does not say register_secrets: true")
         except FrameError as exc:
             self._bad(conn, str(exc))
             return

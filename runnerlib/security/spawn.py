@@ -98,6 +98,11 @@ class SandboxPlan:
             self.private_tmp = None
 
 
+def _dac_writable(st: os.stat_result, uid: int, gid: int) -> bool:
+    """Whether uid/gid may modify the entry of `st` by DAC (owner, group or other write)."""
+    return st.st_uid == uid or bool(st.st_gid == gid and st.st_mode & 0o020) or bool(st.st_mode & 0o002)
+
+
 def _writable_by(path: str, uid: int, gid: int, limit: int = 100_000) -> str | None:
     """The first entry under `path` that uid/gid could modify by DAC (owner, group or other write), if any."""
     count = 0
@@ -110,7 +115,7 @@ def _writable_by(path: str, uid: int, gid: int, limit: int = 100_000) -> str | N
                 continue
             if stat.S_ISLNK(st.st_mode):
                 continue
-            if st.st_uid == uid or (st.st_gid == gid and st.st_mode & 0o020) or st.st_mode & 0o002:
+            if _dac_writable(st, uid, gid):
                 return full
             count += 1
             if count > limit:

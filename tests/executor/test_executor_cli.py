@@ -201,8 +201,11 @@ def test_debug_shows_traceback(ws: Path) -> None:
     assert r.returncode != 0 and b"Traceback" in r.stderr
 
 
-def test_container_option_fails_clearly(ws: Path) -> None:
-    r = cli("run", "--workspace-root", str(ws), "--runner-image", "alpine:latest", "--job-command", "true")
+def test_container_option_fails_clearly_without_an_engine(ws: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "no-engines"
+    empty.mkdir()
+    r = cli("run", "--workspace-root", str(ws), "--runner-image", "alpine:latest", "--job-command", "true",
+            env={"PATH": f"{empty}:{os.path.dirname(sys.executable)}"})
     assert r.returncode == 2 and b"container mode needs a container engine" in r.stdout + r.stderr
 
 

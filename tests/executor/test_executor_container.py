@@ -63,7 +63,8 @@ def _workspace(tmp_path: Path) -> Path:
 
 def _run(ws: Path, command: str, *extra: str, env: dict[str, str] | None = None,
          **popen: object) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws),
+    # The job's name is in its containers' names: _our_containers() looks for this test's only.
+    argv = [sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws), "--name", ws.parent.name,
             "--runner-image", IMAGE, "--secret-env-names", "DEPLOY_TOKEN", "--job-command", command, *extra]
     full_env = {**os.environ, "DEPLOY_TOKEN": SECRET, **(env or {})}
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env,
@@ -74,10 +75,10 @@ def _fragments(value: str, size: int = 8) -> list[str]:
     return [value[i:i + size] for i in range(0, len(value) - size + 1, 3)]
 
 
-def _our_containers() -> list[str]:
+def _our_containers(ws: Path) -> list[str]:
     out = subprocess.run(["podman", "ps", "-a", "--filter", "label=io.reactorcide.runnerlib=step", "--format",
                           "{{.Names}}"], capture_output=True, text=True, check=True).stdout
-    return out.split()
+    return [name for name in out.split() if name.startswith(f"runnerlib-{ws.parent.name}-")]
 
 
 def _cmdlines() -> list[str]:
@@ -116,7 +117,7 @@ def test_exit_code_masking_and_secret_never_on_a_command_line(image: str, tmp_pa
         assert not any(fragment in line for line in seen), "the secret was on a command line"
     # The scan did see the engine's command line while the container ran, with the secret's NAME only.
     assert any("-e DEPLOY_TOKEN" in line for line in seen)
-    assert _our_containers() == []
+    assert _our_containers(ws) == []
 
 
 def test_ci_is_read_only_in_the_container(image: str, tmp_path: Path) -> None:
@@ -162,14 +163,14 @@ def test_sigterm_stops_the_container_and_exits_143(image: str, tmp_path: Path) -
     proc.communicate(timeout=60)
     assert proc.returncode == 143
     assert time.monotonic() - started < 30
-    assert _our_containers() == []
+    assert _our_containers(ws) == []
 
 
 def test_step_timeout_leaves_no_container(image: str, tmp_path: Path) -> None:
     proc = _run(_workspace(tmp_path), "sleep 300", "--step-timeout", "2", "--kill-grace", "2")
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out
-    assert _our_containers() == []
+    assert _our_containers(ws) == []
 
 
 def test_missing_engine_is_one_clear_line(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ class Script:
 
 def run(job: Job, script: Script) -> tuple[dict, list[tuple[str, str, str]]]:
     events: list[tuple[str, str, str]] = []
-    result = Scheduler(job, script, on_event=lambda *e: events.append(e)).run()
+    result = Scheduler(job, script, on_event=lambda level, step, message: events.append((level, step, str(message)))).run()
     return result, events
 
 
