@@ -7,6 +7,7 @@ machine (rootless Podman needs subuid ranges the CI user does not have), so the 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -64,11 +65,16 @@ def _workspace(tmp_path: Path) -> Path:
 def _run(ws: Path, command: str, *extra: str, env: dict[str, str] | None = None,
          **popen: object) -> subprocess.Popen[str]:
     # The job's name is in its containers' names: _our_containers() looks for this test's only.
-    argv = [sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws), "--name", ws.parent.name,
+    argv = [sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws), "--job-name", ws.parent.name,
             "--runner-image", IMAGE, "--secret-env-names", "DEPLOY_TOKEN", "--job-command", command, *extra]
     full_env = {**os.environ, "DEPLOY_TOKEN": SECRET, **(env or {})}
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env,
                             start_new_session=True, **popen)  # type: ignore[call-overload]
+
+
+def _lines(out: str) -> str:
+    """The output without the `[step] ` prefixes."""
+    return re.sub(r"^\[[^\]]+\] ", "", out, flags=re.M)
 
 
 def _fragments(value: str, size: int = 8) -> list[str]:
@@ -136,12 +142,12 @@ def test_untrusted_step_runs_as_nobody_without_secrets(image: str, tmp_path: Pat
     proc = _run(ws, probe, "--untrusted")
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
-    assert "\n65534\n" in out.replace("[job] ", "") and "token=[]" in out
+    assert "\n65534\n" in _lines(out) and "token=[]" in out
     assert "DEPLOY_TOKEN" not in out.split("token=")[0]
     # Control: the same command as a trusted step gets the secret (masked in the output) and runs as root.
     trusted = _run(ws, probe)
     trusted_out, _ = trusted.communicate(timeout=120)
-    assert "token=[***]" in trusted_out and "\n0\n" in trusted_out.replace("[job] ", "")
+    assert "token=[***]" in trusted_out and "\n0\n" in _lines(trusted_out)
 
 
 def test_hardening_no_capabilities_no_new_privileges(image: str, tmp_path: Path) -> None:
@@ -167,7 +173,8 @@ def test_sigterm_stops_the_container_and_exits_143(image: str, tmp_path: Path) -
 
 
 def test_step_timeout_leaves_no_container(image: str, tmp_path: Path) -> None:
-    proc = _run(_workspace(tmp_path), "sleep 300", "--step-timeout", "2", "--kill-grace", "2")
+    ws = _workspace(tmp_path)
+    proc = _run(ws, "sleep 300", "--step-timeout", "2", "--kill-grace", "2")
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out
     assert _our_containers(ws) == []
