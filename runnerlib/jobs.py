@@ -64,6 +64,8 @@ class Step:
     working_dir: str | None = None
     trust: Trust = "trusted"
     allow_failure: bool = False
+    # full | none | loopback | [host:port, ...] (runnerlib.security.network); None: the job's default.
+    network: str | list[str] | None = None
     # Where the step was defined (file:line), for error messages; None when built in Python.
     origin: str | None = None
 
@@ -100,6 +102,9 @@ class StepSpec(BaseModel):
     trust: Trust = Field(default="trusted",
                          description="untrusted steps run sandboxed with no secrets and no socket.")
     allow_failure: bool = Field(default=False, description="A failure does not fail the job.")
+    network: str | list[str] | None = Field(
+        default=None, description="full, none, loopback or a list of host:port (untrusted default: full, "
+                                  "cloud metadata addresses never reachable).")
 
     @field_validator("name")
     @classmethod
@@ -118,6 +123,13 @@ class StepSpec(BaseModel):
         if "\x00" in (value if isinstance(value, str) else "".join(value)):
             raise ValueError("must not contain NUL bytes")
         return value
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, value: str | list[str] | None) -> str | list[str] | None:
+        from runnerlib.security.network import check_spec
+
+        return check_spec(value)
 
     @field_validator("depends_on", mode="before")
     @classmethod
@@ -171,6 +183,7 @@ class Job:
         allow_failure: bool = False,
         *,
         origin: str | None = None,
+        network: str | list[str] | None = None,
     ) -> Step:
         """Add a step; arguments are checked at once (duplicate names included), the DAG by `validate()`."""
         if name in self._steps:
@@ -180,7 +193,7 @@ class Job:
         try:
             spec = StepSpec(name=name, command=command, depends_on=deps, condition=condition,
                             timeout=timeout, retries=retries, env=dict(env or {}),
-                            working_dir=working_dir, trust=trust, allow_failure=allow_failure)
+                            working_dir=working_dir, trust=trust, allow_failure=allow_failure, network=network)
         except ValidationError as exc:
             raise JobDefinitionError(_format_validation(exc, prefix=f"step {name!r}", origin=origin)) from None
         step = Step(**spec.model_dump(), origin=origin)

@@ -479,7 +479,8 @@ class JobRunner:
         with self.log.step_output(step.name, attempt=attempt) as sink:
             result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
                                  timeout=step.timeout, policy=policy, on_output=sink.write, cancel_event=cancel,
-                                 grace=self.config.kill_grace, name=step.name, keep_output=False)
+                                 grace=self.config.kill_grace, name=step.name, keep_output=False,
+                                 network=step.network if step.network is not None else self.config.network)
         status = "ok" if result.exit_code == 0 else f"exit {result.exit_code}"
         if getattr(result, "reason", None) and result.exit_code != 0:
             status += f": {result.reason}"

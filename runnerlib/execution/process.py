@@ -39,6 +39,7 @@ from typing import Any
 from runnerlib.execution.allocator import keep_large_buffers_on_heap
 from runnerlib.security import proctree
 from runnerlib.security.inband import AddMaskFilter
+from runnerlib.security.network import NetworkSpecError, parse_network, plan_for_trusted
 from runnerlib.security.policy import PolicyError, SandboxPolicy
 from runnerlib.security.spawn import (
     REFUSED_EXIT,
@@ -176,6 +177,7 @@ def run_process(
     grace: float = DEFAULT_GRACE,
     name: str = "step",
     keep_output: bool = True,
+    network: Any = None,
 ) -> ProcessResult:
     """Run one step process and return its masked result (see the module docstring).
 
@@ -184,7 +186,8 @@ def run_process(
     from `env`; a trusted step gets `env` as is (default: this process's environment) and is sandboxed only
     when a `policy` is given. A step the sandbox cannot confine is refused: exit 126, `refused`, `reason`.
     `keep_output=False` leaves output/stdout/stderr empty (the job runner streams through `on_output` and
-    must not hold a step's gigabytes in memory).
+    must not hold a step's gigabytes in memory). `network`: full | none | loopback | [host:port, ...] for
+    this step (runnerlib.security.network); None keeps the policy's (untrusted) or the runner's (trusted).
     """
     start = time.monotonic()
     keep_large_buffers_on_heap()  # READ_SIZE reads would otherwise page-fault fresh memory every time
@@ -197,6 +200,25 @@ def run_process(
     if grace < 0:
         raise ValueError("grace: must be >= 0 seconds")
 
+    net: dict[str, Any] | None = None
+    if network is not None:
+        try:
+            net_policy = parse_network(network)
+            if policy is not None or not trusted:
+                policy = (policy or SandboxPolicy.from_env()).with_(network=net_policy,
+                                                                    deny_network=net_policy.mode == "none")
+            elif net_policy.mode != "full":
+                from runnerlib.security.probe import probe
+
+                net_plan = plan_for_trusted(net_policy, probe())
+                if net_plan.missing:
+                    raise SandboxRefused(net_plan.missing)
+                net = net_plan.request
+                log.info("%s: %s", name, net_plan.describe())
+        except (SandboxRefused, PolicyError, NetworkSpecError) as exc:
+            reason = mask(str(exc))
+            log.error("%s: %s", name, reason)
+            return _refused(reason, start)
     plan: SandboxPlan | None = None
     if policy is not None or not trusted:
         try:
@@ -213,7 +235,7 @@ def run_process(
             assert plan is not None
             step_env = build_untrusted_env(env or {}, registry=registry, tmpdir=plan.private_tmp)
         return _run(argv, step_env, cwd, timeout, grace, plan, registry, trusted, on_output, cancel_event,
-                    name, start, keep_output)
+                    name, start, keep_output, net)
     finally:
         if plan is not None:
             plan.cleanup()
@@ -222,7 +244,7 @@ def run_process(
 def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float | None, grace: float,
          plan: SandboxPlan | None, registry: Any, trusted: bool,
          on_output: Callable[[str, bytes], object] | None, cancel_event: threading.Event | None,
-         name: str, start: float, keep_output: bool = True) -> ProcessResult:
+         name: str, start: float, keep_output: bool = True, net: dict[str, Any] | None = None) -> ProcessResult:
     mask = registry.mask_text
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -233,7 +255,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
     ]
     try:
         try:
-            step = spawn(argv, env=env, cwd=cwd, plan=plan, stdout=out_w, stderr=err_w)
+            step = spawn(argv, env=env, cwd=cwd, plan=plan, stdout=out_w, stderr=err_w, net=net)
         finally:
             os.close(out_w)
             os.close(err_w)

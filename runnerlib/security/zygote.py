@@ -39,7 +39,7 @@ from typing import Any
 if __name__ == "__main__":  # run as a script under -I -S: make the package importable from its checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from runnerlib.security import proctree  # noqa: E402
+from runnerlib.security import network, proctree  # noqa: E402
 from runnerlib.security.lowlevel import landlock, prctl, seccomp  # noqa: E402
 
 _FDS_PER_REQUEST = 4
@@ -173,6 +173,10 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, b
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; a step expects defaults
             signal.signal(sig, signal.SIG_DFL)
         plan = req.get("plan")
+        net = req.get("net") or (plan or {}).get("net")
+        if net:
+            stage = "network"  # before the identity switch: a namespace needs the runner's rights
+            network.enter_network(net)
         if plan is not None:
             _apply_plan(plan, supervisor, programs, ruleset)
         else:

@@ -1,0 +1,518 @@
+"""Network policy per step: `full | none | loopback | [host:port, ...]`, planned here, set up in the step.
+
+Invariant, whatever the policy: an untrusted step never reaches a cloud metadata address (169.254.0.0/16,
+fd00:ec2::254). Each policy maps to one mechanism, chosen for what the kernel enforces without trusting the
+step (`plan_network` refuses, naming what is missing, when the mechanism is not available here):
+
+  none      seccomp refuses socket(AF_INET/AF_INET6/AF_PACKET) and Landlock (ABI >= 4) denies TCP bind and
+            connect: the same kernel-side denial as `deny_network`, no namespace needed, no per-spawn cost.
+  loopback  a new, empty network namespace (lo up: 127.0.0.1 and ::1 are the step's own), plus a forwarder
+            in the runner's namespace: for each TCP listener on the runner's 127.0.0.1 / ::1 when the step
+            starts (read from /proc/net/tcp{,6}), a socket listens on the same address and port inside the
+            namespace and each connection is relayed to the runner-side one. Nothing else has a route.
+  [h:p,..]  the same namespace; each target's addresses (resolved when the step starts) are added to the
+            namespace's lo with a listener on the port, relayed to the real host:port. Other ports and
+            addresses: connection refused / no route.
+  full      the runner's own network. Metadata addresses are cut off by an nftables rule on the sandbox uid
+            (`meta skuid`, output hook), installed once per runner: it needs a root runner (the step runs as
+            another uid) and the `nft` program. An unprivileged runner's step shares its uid, so no
+            owner-match can tell them apart: `full` asked for explicitly is refused there; the implicit
+            default runs with the gap logged (see DEFAULT_POLICY and docs/sandbox.md).
+
+The namespace is created in the step process before it drops privileges: as root, unshare(CLONE_NEWNET);
+unprivileged, unshare(CLONE_NEWUSER | CLONE_NEWNET) with an identity uid/gid map, so the step keeps no
+capability after execve (its uid is not 0 in the namespace). The forwarder is forked before the unshare, so
+it stays in the runner's namespace; it receives the listening sockets over a socketpair, dies with the
+step's main process (PR_SET_PDEATHSIG) and only ever connects to the targets in the plan.
+
+Example::
+
+    policy = parse_network(["db.internal:5432", "[::1]:6379"])
+    plan = plan_network(policy, trusted=False, is_root=True, sandbox_uid=65534)
+    print(plan.describe())
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import ipaddress
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+MODES = ("full", "none", "loopback")
+# What an untrusted step gets when neither its job file nor the command line names a policy. `full`, like
+# GitHub's and GitLab's runners: `npm install` and `pip install` need the registries. Metadata stays cut off.
+DEFAULT_POLICY = "full"
+
+METADATA_NETWORKS = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fd00:ec2::254/128"))
+NFT_TABLE = "runnerlib_metadata"
+MAX_TARGETS = 64
+
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?$")
+
+
+class NetworkSpecError(ValueError):
+    """A network policy that cannot be read; the message names the field and the rule."""
+
+    def __init__(self, rule: str, field_name: str = "network") -> None:
+        super().__init__(f"{field_name}: {rule}")
+        self.rule = rule
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    """One allowed TCP destination: a host name or an IP literal, and a port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    """A step's network policy. `mode` is full, none, loopback or allow (with `targets`)."""
+
+    mode: str = DEFAULT_POLICY
+    targets: tuple[Target, ...] = ()
+    # False when nobody asked for it (the default for untrusted steps): decides only whether an unenforceable
+    # metadata cut-off under `full` refuses the step or is logged as a gap.
+    explicit: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES + ("allow",):
+            raise NetworkSpecError(f"unknown policy {self.mode!r} (full, none, loopback or a list of host:port)")
+        if (self.mode == "allow") != bool(self.targets):
+            raise NetworkSpecError("a list of host:port targets goes with mode 'allow', and only there")
+
+    def __str__(self) -> str:
+        return self.mode if self.mode != "allow" else "[" + ", ".join(map(str, self.targets)) + "]"
+
+
+def is_metadata(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether an IP address is a cloud metadata (or any IPv4 link-local) address, IPv4-mapped ones too."""
+    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in METADATA_NETWORKS if net.version == ip.version)
+
+
+def _parse_target(item: Any) -> Target:
+    if not isinstance(item, str):
+        raise NetworkSpecError(f"{item!r}: each target is a 'host:port' string")
+    text = item.strip()
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})", text) or re.fullmatch(r"([^:\[\]\s]+):([0-9]{1,5})", text)
+    if not m:
+        raise NetworkSpecError(f"{item!r}: a target is host:port (IPv6 as [addr]:port)")
+    host, port = m.group(1), int(m.group(2))
+    if not 1 <= port <= 65535:
+        raise NetworkSpecError(f"{item!r}: port must be 1-65535")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME_RE.fullmatch(host) or host.replace(".", "").isdigit():
+            raise NetworkSpecError(f"{item!r}: {host!r} is neither an IP address nor a host name") from None
+        return Target(host.lower().rstrip("."), port)
+    if is_metadata(ip):
+        raise NetworkSpecError(f"{item!r}: cloud metadata and link-local addresses are never reachable")
+    if ip.is_unspecified or ip.is_multicast:
+        raise NetworkSpecError(f"{item!r}: not a destination address")
+    return Target(str(ip), port)
+
+
+def parse_network(value: Any, *, field_name: str = "network") -> NetworkPolicy:
+    """Read a policy from a job file or the command line.
+
+    Accepted: "full", "none", "loopback", a list of "host:port" strings, or the list written on one line
+    ("a:1,b:2" or "[a:1, b:2]", for --network). Raises NetworkSpecError naming `field_name` and the rule.
+    """
+    try:
+        if isinstance(value, NetworkPolicy):
+            return value
+        if isinstance(value, str):
+            text = value.strip()
+            if text.lower() in MODES:
+                return NetworkPolicy(text.lower())
+            if text.startswith("[") and text.endswith("]") and not re.fullmatch(r"\[[0-9A-Fa-f:.]+\]:\d+", text):
+                text = text[1:-1]
+            items: list[Any] = [p for p in (s.strip() for s in text.split(",")) if p]
+            if not items or (len(items) == 1 and ":" not in items[0]):
+                raise NetworkSpecError(f"{value!r}: must be full, none, loopback or a list of host:port")
+        elif isinstance(value, list | tuple):
+            items = list(value)
+            if not items:
+                raise NetworkSpecError("an empty list allows nothing: write `none`")
+        else:
+            raise NetworkSpecError("must be full, none, loopback or a list of host:port")
+        if len(items) > MAX_TARGETS:
+            raise NetworkSpecError(f"at most {MAX_TARGETS} targets")
+        targets = tuple(sorted(set(_parse_target(i) for i in items)))
+        return NetworkPolicy("allow", targets)
+    except NetworkSpecError as exc:
+        raise NetworkSpecError(exc.rule, field_name) from None
+
+
+def check_spec(value: Any) -> Any:
+    """`value` unchanged when it is a readable policy (or None); else ValueError with the rule (for pydantic)."""
+    if value is not None:
+        try:
+            parse_network(value)
+        except NetworkSpecError as exc:
+            raise ValueError(exc.rule) from None
+    return value
+
+
+def default_policy() -> NetworkPolicy:
+    """The policy of an untrusted step that names none (see DEFAULT_POLICY)."""
+    return NetworkPolicy(DEFAULT_POLICY, explicit=False)
+
+
+# --- planning (in the runner) -------------------------------------------------------------------------------
+
+
+@dataclass
+class NetworkPlan:
+    """A policy made concrete: what the step process sets up (`request`) and the mechanism, in words."""
+
+    policy: NetworkPolicy
+    mechanism: str
+    request: dict[str, Any] | None = None  # for the fork server; None: nothing to do in the step
+    deny_sockets: bool = False  # `none`: seccomp + Landlock denial, applied by the sandbox plan
+    missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"network {self.policy}: {self.mechanism}"
+
+
+def _hex_addr(text: str, family: int) -> str:
+    raw = bytes.fromhex(text)
+    if family == socket.AF_INET:
+        return socket.inet_ntop(family, raw[::-1])
+    # /proc/net/tcp6 prints four host-order 32-bit words
+    return socket.inet_ntop(family, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+
+
+def loopback_listeners(proc_net: str = "/proc/net") -> list[tuple[str, int]]:
+    """(address, port) of every TCP listener on this namespace's loopback (wildcard ones as 127.0.0.1/::1)."""
+    found: set[tuple[str, int]] = set()
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        try:
+            with open(os.path.join(proc_net, name)) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if len(cols) < 4 or cols[3] != "0A":  # TCP_LISTEN
+                continue
+            addr_hex, port_hex = cols[1].split(":")
+            ip = ipaddress.ip_address(_hex_addr(addr_hex, family))
+            port = int(port_hex, 16)
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            if ip.is_unspecified:
+                found.add(("127.0.0.1" if ip.version == 4 else "::1", port))
+                if ip.version == 6:
+                    found.add(("127.0.0.1", port))  # a dual-stack listener takes IPv4 too
+            elif ip.is_loopback:
+                found.add((str(ip), port))
+    return sorted(found)
+
+
+def _resolve(target: Target) -> list[str]:
+    try:
+        ipaddress.ip_address(target.host)
+        return [target.host]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise NetworkSpecError(f"{target}: cannot resolve {target.host!r} ({exc.strerror})") from None
+    addrs = sorted({str(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos})
+    bad = [a for a in addrs if is_metadata(a) or ipaddress.ip_address(a).is_unspecified]
+    if bad:
+        raise NetworkSpecError(f"{target}: resolves to {bad[0]}, a metadata/link-local address: never reachable")
+    return addrs
+
+
+def netns_available(is_root: bool, user_namespaces: bool) -> str | None:
+    """Why a step cannot get its own network namespace here (None when it can)."""
+    if is_root or user_namespaces:
+        return None
+    return "a network namespace needs a root runner or unprivileged user namespaces (both unavailable)"
+
+
+_nft_done: set[int] = set()
+_nft_lock = threading.Lock()
+
+
+def metadata_rule(uid: int) -> str:
+    """The nftables transaction that rejects the uid's packets to metadata addresses (idempotent, atomic)."""
+    chain = f"uid_{uid}"
+    return "\n".join([
+        f"add table inet {NFT_TABLE}",
+        f"add chain inet {NFT_TABLE} {chain} {{ type filter hook output priority -10; policy accept; }}",
+        f"flush chain inet {NFT_TABLE} {chain}",
+        f"add rule inet {NFT_TABLE} {chain} meta skuid {uid} ip daddr 169.254.0.0/16 reject",
+        f"add rule inet {NFT_TABLE} {chain} meta skuid {uid} ip6 daddr fd00:ec2::254 reject",
+        f"add rule inet {NFT_TABLE} {chain} meta skuid {uid} ip6 daddr ::ffff:169.254.0.0/112 reject",
+    ]) + "\n"
+
+
+def ensure_metadata_blocked(uid: int) -> str | None:
+    """Install the nftables metadata rule for `uid` once per process; the reason when it cannot be done."""
+    with _nft_lock:
+        if uid in _nft_done:
+            return None
+        nft = shutil.which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.path.exists(p)), None)
+        if nft is None:
+            return "the `nft` program (Debian package nftables) is not installed"
+        try:
+            proc = subprocess.run([nft, "-f", "-"], input=metadata_rule(uid).encode(), capture_output=True,
+                                  timeout=30, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"nft failed: {exc}"
+        if proc.returncode != 0:
+            first = (proc.stderr.decode(errors="replace").strip().splitlines() or ["?"])[0]
+            return f"nft refused the rule: {first}"
+        _nft_done.add(uid)
+        return None
+
+
+def plan_network(policy: NetworkPolicy, *, trusted: bool, is_root: bool, sandbox_uid: int | None,
+                 user_namespaces: bool, landlock_net: bool = False, seccomp: bool = True) -> NetworkPlan:
+    """Decide how to enforce `policy` for one step here; `missing` lists what cannot be enforced.
+
+    sandbox_uid: the uid an untrusted step runs as when the runner is root (None: the runner's own).
+    """
+    mode = policy.mode
+    if mode == "full":
+        if trusted:
+            return NetworkPlan(policy, "the runner's network (trusted step)")
+        if is_root and sandbox_uid not in (None, 0):
+            why = ensure_metadata_blocked(sandbox_uid)
+            if why is None:
+                return NetworkPlan(policy, f"the runner's network; metadata addresses rejected by nftables "
+                                           f"(table inet {NFT_TABLE}, meta skuid {sandbox_uid})")
+        else:
+            why = "the step shares the runner's uid (runner not root), so no owner-match rule can single it out"
+        gap = f"network full: cloud metadata addresses cannot be blocked: {why}"
+        plan = NetworkPlan(policy, "the runner's network; metadata addresses NOT blocked")
+        if policy.explicit:
+            plan.missing.append(gap + "; use network: loopback, none or a list of host:port")
+        else:
+            plan.notes.append(gap)
+        return plan
+    if mode == "none" and not trusted:
+        plan = NetworkPlan(policy, "no inet sockets (seccomp) and no TCP (Landlock ABI>=4)", deny_sockets=True)
+        if not (seccomp or landlock_net):
+            plan.missing.append("network none needs seccomp or Landlock ABI 4")
+        return plan
+    why_not = netns_available(is_root, user_namespaces)
+    forwards: list[tuple[str, int]]
+    extra: list[str] = []
+    unresolved: list[str] = []
+    if mode == "none":
+        forwards, mech = [], "own, empty network namespace (lo only)"
+    elif mode == "loopback":
+        forwards = loopback_listeners()
+        mech = (f"own network namespace; {len(forwards)} loopback listener(s) of the runner forwarded "
+                "(snapshot at step start)")
+    else:
+        forwards = []
+        for target in policy.targets:
+            try:
+                forwards += [(addr, target.port) for addr in _resolve(target)]
+            except NetworkSpecError as exc:
+                unresolved.append(f"network: {exc.rule}")
+        forwards = sorted(set(forwards))
+        extra = sorted({a for a, _ in forwards if not ipaddress.ip_address(a).is_loopback})
+        mech = f"own network namespace; forwarder to {', '.join(map(str, policy.targets))} only"
+    plan = NetworkPlan(policy, mech, request={"user_ns": not is_root, "addresses": extra, "forwards": forwards})
+    if why_not:
+        plan.missing.append(f"network {mode}: {why_not}")
+    plan.missing += unresolved
+    return plan
+
+
+def plan_for_sandbox(policy: NetworkPolicy, caps: Any, sandbox_uid: int) -> NetworkPlan:
+    """`plan_network` for an untrusted step, from a `probe.Capabilities`."""
+    return plan_network(policy, trusted=False, is_root=caps.is_root, sandbox_uid=sandbox_uid if caps.is_root else None,
+                        user_namespaces=caps.user_namespaces, landlock_net=caps.landlock_net, seccomp=caps.seccomp)
+
+
+def plan_for_trusted(policy: NetworkPolicy, caps: Any) -> NetworkPlan:
+    """`plan_network` for a trusted step (no seccomp there: `none` is an empty network namespace)."""
+    return plan_network(policy, trusted=True, is_root=caps.is_root, sandbox_uid=None,
+                        user_namespaces=caps.user_namespaces)
+
+
+# --- in the step process (fork server child, before the identity switch) ------------------------------------
+
+_CLONE_NEWNET = 0x40000000
+_CLONE_NEWUSER = 0x10000000
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _unshare(flags: int) -> None:
+    if _libc.unshare(flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare: {os.strerror(err)}")
+
+
+def _lo_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, _SIOCGIFFLAGS, struct.pack("16sH14x", b"lo", 0)))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+def _add_address(address: str) -> None:
+    """Add a host address (/32 or /128) to lo over rtnetlink (RTM_NEWADDR); no `ip` program needed."""
+    ip = ipaddress.ip_address(address)
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    raw = ip.packed
+
+    def attr(kind: int, data: bytes) -> bytes:
+        body = struct.pack("HH", 4 + len(data), kind) + data
+        return body + b"\0" * (-len(body) % 4)
+
+    payload = struct.pack("BBBBI", family, 8 * len(raw), 0, 0, socket.if_nametoindex("lo"))
+    payload += attr(2, raw) + attr(1, raw)  # IFA_LOCAL, IFA_ADDRESS
+    # RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE
+    msg = struct.pack("IHHII", 16 + len(payload), 20, 0x1 | 0x4 | 0x200 | 0x400, 1, 0) + payload
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as nl:  # NETLINK_ROUTE
+        nl.send(msg)
+        reply = nl.recv(4096)
+    (code,) = struct.unpack_from("i", reply, 16)
+    if code not in (0, -errno.EEXIST):
+        raise OSError(-code, f"adding {address} to lo: {os.strerror(-code)}")
+
+
+def _identity_map(uid: int, gid: int) -> None:
+    # A non-dumpable process cannot write its own maps; the step is about to exec anyway, which resets it.
+    _libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+    for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"),
+                       ("/proc/self/gid_map", f"{gid} {gid} 1")):
+        with open(path, "w") as f:
+            f.write(text)
+
+
+def enter_network(request: dict[str, Any]) -> None:
+    """In the step process, before it drops privileges: fork the forwarder, then move into a new network
+    namespace with lo up, the plan's addresses on lo and a listener per forward, handed to the forwarder."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    forwards = [(str(a), int(p)) for a, p in request.get("forwards", [])]
+    step_pid = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the forwarder: stays in the runner's namespace
+        code = 0
+        try:
+            ours.close()
+            # Hold none of the step's descriptors: its output pipes and status pipe must close when it ends.
+            null = os.open(os.devnull, os.O_RDWR)
+            for target in (0, 1, 2):
+                os.dup2(null, target)
+            keep = theirs.fileno()
+            os.closerange(3, keep)
+            os.closerange(keep + 1, 1 << 16)
+            # A pidfd, not PR_SET_PDEATHSIG: the step drops to another uid, and a parent of another uid
+            # cannot deliver the death signal to a root forwarder.
+            step_fd = os.pidfd_open(step_pid)
+            _serve_forwards(theirs, forwards, step_fd)
+        except BaseException:  # noqa: BLE001 - nothing to report to; the step sees refused connections
+            code = 1
+        finally:
+            os._exit(code)
+    theirs.close()
+    try:
+        if request.get("user_ns"):
+            uid, gid = os.getuid(), os.getgid()
+            _unshare(_CLONE_NEWUSER | _CLONE_NEWNET)
+            _identity_map(uid, gid)
+        else:
+            _unshare(_CLONE_NEWNET)
+        _lo_up()
+        for address in request.get("addresses", []):
+            _add_address(address)
+        listeners = []
+        for address, port in forwards:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            s = socket.socket(family, socket.SOCK_STREAM)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((address, port))
+            s.listen(128)
+            listeners.append(s)
+        fds = [s.fileno() for s in listeners]
+        socket.send_fds(ours, [struct.pack("I", len(fds))], fds)
+        for s in listeners:
+            s.close()
+    finally:
+        ours.close()
+
+
+def _serve_forwards(ctl: socket.socket, forwards: list[tuple[str, int]], step_fd: int) -> None:
+    """The forwarder: accept on each in-namespace listener, relay to the same address:port out here; exit
+    when the step's main process exits (its pidfd becomes readable)."""
+    _data, fds, _flags, _addr = socket.recv_fds(ctl, 16, max(len(forwards), 1))
+    ctl.close()
+    if len(fds) != len(forwards):
+        return
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(step_fd, selectors.EVENT_READ, None)
+    for fd, target in zip(fds, forwards, strict=True):
+        lst = socket.socket(fileno=fd)
+        sel.register(lst, selectors.EVENT_READ, target)
+    while True:
+        for key, _ev in sel.select():
+            if key.data is None:
+                return
+            try:
+                conn, _peer = key.fileobj.accept()  # type: ignore[union-attr]
+            except OSError:
+                continue
+            threading.Thread(target=_relay, args=(conn, key.data), daemon=True).start()
+
+
+def _relay(conn: socket.socket, target: tuple[str, int]) -> None:
+    try:
+        upstream = socket.create_connection(target, timeout=30)
+    except OSError:
+        conn.close()  # the step sees the connection closed, as if refused
+        return
+    upstream.settimeout(None)
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    back = threading.Thread(target=pump, args=(upstream, conn), daemon=True)
+    back.start()
+    pump(conn, upstream)
+    back.join()
+    conn.close()
+    upstream.close()
