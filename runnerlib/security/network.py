@@ -254,6 +254,20 @@ def netns_available(is_root: bool, user_namespaces: bool) -> str | None:
     return "a network namespace needs a root runner or unprivileged user namespaces (both unavailable)"
 
 
+def mechanisms(caps: Any) -> list[tuple[str, bool, str]]:
+    """(mechanism, available, what it enforces) rows for `runnerlib sandbox probe`."""
+    nft = shutil.which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.path.exists(p)), None)
+    return [
+        ("network namespace", netns_available(caps.is_root, caps.user_namespaces) is None,
+         "loopback and host:port lists (own namespace + forwarder); trusted `none`"
+         + ("" if caps.is_root else " (user+net namespaces)")),
+        ("seccomp inet denial", bool(caps.seccomp), "network none (no AF_INET/AF_INET6/AF_PACKET sockets)"),
+        ("landlock tcp (ABI>=4)", bool(caps.landlock_net), "network none (no TCP bind/connect)"),
+        ("nftables owner match", bool(caps.is_root and nft), "network full: metadata addresses rejected for the "
+         "sandbox uid" + ("" if caps.is_root else " (needs a root runner)") + ("" if nft else " (no `nft`)")),
+    ]
+
+
 _nft_done: set[int] = set()
 _nft_lock = threading.Lock()
 

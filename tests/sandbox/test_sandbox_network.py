@@ -1,0 +1,263 @@
+"""Network policy attacks: each blocked connection has a control (same step, another policy, or a trusted
+step) that reaches the same server, so the test could fail. Servers only on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import pytest
+from sandbox_testlib import IS_ROOT, STEP_PYTHON, caps, needs_landlock
+
+from runnerlib.execution.process import run_process
+from runnerlib.security import network
+
+pytestmark = needs_landlock
+
+CONNECT = """
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+try:
+    s = socket.create_connection((host, port), timeout=5)
+    s.settimeout(5)
+    print("OK", s.recv(64).decode())
+except OSError as exc:
+    print("BLOCKED", type(exc).__name__, exc.errno)
+"""
+BANNER = "banner-7Hq2"
+
+
+class Server:
+    """A TCP server on this machine that greets every client with BANNER."""
+
+    def __init__(self, host: str, port: int = 0) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(16)
+        self.host, self.port = host, self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(BANNER.encode())
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    made: list[Server] = []
+    yield made
+    for s in made:
+        s.close()
+
+
+def serve(made: list[Server], host: str, port: int = 0) -> Server:
+    s = Server(host, port)
+    made.append(s)
+    return s
+
+
+def connect(ws, registry, host: str, port: int, *, network_policy=None, trusted: bool = False,
+            best_effort: bool = False) -> str:
+    """Run the connect probe as a step; its verdict line (OK/BLOCKED ...) or REFUSED: reason."""
+    argv = [STEP_PYTHON, "-I", "-c", CONNECT, host, str(port)]
+    result = run_process(argv, registry=registry, trusted=trusted,
+                         policy=None if trusted else ws.policy(best_effort=best_effort),
+                         env={"PATH": "/usr/bin:/bin"}, cwd=str(ws.src), timeout=60, grace=1,
+                         network=network_policy)
+    if result.refused:
+        return f"REFUSED: {result.reason}"
+    lines = result.stdout.strip().splitlines()
+    return lines[-1] if lines else f"NO OUTPUT exit={result.exit_code} {result.reason} {result.stderr}"
+
+
+def reaches(verdict: str) -> bool:
+    return verdict == f"OK {BANNER}"
+
+
+def _non_loopback_ipv4() -> str | None:
+    """An IPv4 address of one of this machine's own non-loopback interfaces (never a remote address)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _index, name in socket.if_nameindex():
+            if name == "lo":
+                continue
+            try:
+                raw = fcntl.ioctl(s, 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+            except OSError:
+                continue
+            addr = socket.inet_ntoa(raw[20:24])
+            if not ipaddress.ip_address(addr).is_link_local:
+                return addr
+    return None
+
+
+needs_netns = pytest.mark.skipif(network.netns_available(IS_ROOT, caps.user_namespaces) is not None,
+                                 reason="no network namespaces here (needs root or user namespaces)")
+full_ok = IS_ROOT and shutil.which("nft") is not None
+
+
+def control_policy() -> str | None:
+    """The untrusted policy that reaches everything but metadata here: explicit `full` where it is enforced
+    (root + nftables), else the implicit default (unprivileged: it runs with the gap logged)."""
+    return "full" if full_ok else None
+
+
+def test_none_blocks_a_loopback_server_that_full_reaches(workspace, registry, servers):
+    srv = serve(servers, "127.0.0.1")
+    assert reaches(connect(workspace, registry, "127.0.0.1", srv.port, network_policy=control_policy()))
+    verdict = connect(workspace, registry, "127.0.0.1", srv.port, network_policy="none")
+    assert verdict.startswith("BLOCKED"), verdict
+
+
+@needs_netns
+def test_trusted_step_none_gets_an_empty_namespace(workspace, registry, servers):
+    srv = serve(servers, "127.0.0.1")
+    assert reaches(connect(workspace, registry, "127.0.0.1", srv.port, trusted=True))
+    verdict = connect(workspace, registry, "127.0.0.1", srv.port, trusted=True, network_policy="none")
+    assert verdict.startswith("BLOCKED"), verdict
+
+
+@needs_netns
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_loopback_reaches_a_service_started_before_the_step(workspace, registry, servers, host):
+    if host == "::1" and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        srv = serve(servers, host)
+    except OSError as exc:
+        pytest.skip(f"cannot listen on {host}: {exc}")
+    verdict = connect(workspace, registry, host, srv.port, network_policy="loopback")
+    assert reaches(verdict), verdict
+
+
+@needs_netns
+def test_loopback_does_not_reach_a_non_loopback_address_of_this_machine(workspace, registry, servers):
+    addr = _non_loopback_ipv4()
+    if addr is None:
+        pytest.skip("this machine has no non-loopback IPv4 interface")
+    srv = serve(servers, "0.0.0.0")  # listens on loopback too: the forwarder covers 127.0.0.1 only
+    assert reaches(connect(workspace, registry, addr, srv.port, network_policy=control_policy()))
+    assert reaches(connect(workspace, registry, "127.0.0.1", srv.port, network_policy="loopback"))
+    verdict = connect(workspace, registry, addr, srv.port, network_policy="loopback")
+    assert verdict.startswith("BLOCKED"), verdict
+
+
+@needs_netns
+def test_loopback_does_not_reach_a_port_opened_after_the_step_started(workspace, registry, servers):
+    # The forwarded listeners are a snapshot: a port nobody listened on at step start stays closed.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    verdict = connect(workspace, registry, "127.0.0.1", port, network_policy="loopback")
+    assert verdict.startswith("BLOCKED"), verdict
+
+
+@needs_netns
+def test_list_allows_exactly_its_targets(workspace, registry, servers):
+    allowed = serve(servers, "127.0.0.1")
+    other = serve(servers, "127.0.0.1")
+    policy = [f"127.0.0.1:{allowed.port}"]
+    assert reaches(connect(workspace, registry, "127.0.0.1", allowed.port, network_policy=policy))
+    assert reaches(connect(workspace, registry, "127.0.0.1", other.port, network_policy=control_policy()))
+    verdict = connect(workspace, registry, "127.0.0.1", other.port, network_policy=policy)
+    assert verdict.startswith("BLOCKED"), verdict
+
+
+@needs_netns
+def test_list_with_a_non_loopback_target(workspace, registry, servers):
+    addr = _non_loopback_ipv4()
+    if addr is None:
+        pytest.skip("this machine has no non-loopback IPv4 interface")
+    allowed = serve(servers, addr)
+    other = serve(servers, addr)
+    policy = f"{addr}:{allowed.port}"
+    assert reaches(connect(workspace, registry, addr, allowed.port, network_policy=policy))
+    assert reaches(connect(workspace, registry, addr, other.port, network_policy=control_policy()))
+    for host, port in ((addr, other.port), ("127.0.0.1", allowed.port)):
+        verdict = connect(workspace, registry, host, port, network_policy=policy)
+        assert verdict.startswith("BLOCKED"), (host, port, verdict)
+
+
+@needs_netns
+def test_list_host_name_is_resolved_at_step_start(workspace, registry, servers):
+    srv = serve(servers, "127.0.0.1")
+    verdict = connect(workspace, registry, "localhost", srv.port, network_policy=f"localhost:{srv.port}")
+    assert reaches(verdict), verdict
+
+
+def test_unresolvable_list_target_refuses_the_step(workspace, registry):
+    verdict = connect(workspace, registry, "127.0.0.1", 1, network_policy="no-such-host.invalid:443")
+    assert verdict.startswith("REFUSED") and "no-such-host.invalid" in verdict, verdict
+
+
+@pytest.mark.skipif(IS_ROOT, reason="as root the step runs as another uid, which nftables can single out")
+def test_explicit_full_fails_closed_when_metadata_cannot_be_blocked(workspace, registry):
+    verdict = connect(workspace, registry, "127.0.0.1", 1, network_policy="full")
+    assert verdict.startswith("REFUSED") and "metadata" in verdict, verdict
+
+
+@contextlib.contextmanager
+def metadata_address_on_lo(address: str) -> Iterator[None]:
+    ip = shutil.which("ip")
+    if ip is None:
+        pytest.skip("needs the `ip` program to put a metadata address on lo")
+    added = subprocess.run([ip, "addr", "add", f"{address}/32", "dev", "lo"], capture_output=True)
+    if added.returncode != 0:
+        pytest.skip(f"cannot add {address} to lo: {added.stderr.decode().strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run([ip, "addr", "del", f"{address}/32", "dev", "lo"], capture_output=True)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not IS_ROOT, reason="adding 169.254.169.254 to lo needs root")
+@pytest.mark.skipif(shutil.which("nft") is None, reason="network full cuts metadata off with nftables (not installed)")
+def test_metadata_address_unreachable_from_untrusted_steps_under_every_policy(workspace, registry, servers):
+    with metadata_address_on_lo("169.254.169.254"):
+        srv = serve(servers, "169.254.169.254")
+        assert reaches(connect(workspace, registry, "169.254.169.254", srv.port, trusted=True))  # control
+        for policy in ("full", None, "loopback", "none", [f"127.0.0.1:{srv.port}"]):
+            verdict = connect(workspace, registry, "169.254.169.254", srv.port, network_policy=policy)
+            assert verdict.startswith("BLOCKED"), (policy, verdict)
+        # IPv4-mapped IPv6 is the same address on the wire.
+        verdict = connect(workspace, registry, "::ffff:169.254.169.254", srv.port, network_policy="full")
+        assert verdict.startswith(("BLOCKED", "NO OUTPUT")) and not reaches(verdict), verdict
+        verdict = connect(workspace, registry, "169.254.169.254", srv.port,
+                          network_policy=[f"169.254.169.254:{srv.port}"])
+        assert verdict.startswith("REFUSED") and "metadata" in verdict, verdict
+
+
+@needs_netns
+def test_forwarder_does_not_outlive_the_step(workspace, registry, servers):
+    import time
+
+    from runnerlib.security import proctree, spawn
+
+    srv = serve(servers, "127.0.0.1")
+    assert reaches(connect(workspace, registry, "127.0.0.1", srv.port, network_policy="loopback"))
+    server = spawn.fork_server_pid()
+    assert server is not None
+    deadline = time.monotonic() + 10
+    while proctree.descendants(server) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the supervisor reports the step's exit just before it exits itself
+    assert proctree.descendants(server) == []
