@@ -45,6 +45,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -391,6 +392,7 @@ def plan_network(policy: NetworkPolicy, *, trusted: bool, is_root: bool, sandbox
     forwards: list[tuple[str, int]]
     extra: list[str] = []
     unresolved: list[str] = []
+    resolved: dict[Target, list[str]] = {}
     if mode == "none":
         forwards, mech = [], "own, empty network namespace (lo only)"
     elif mode == "loopback":
@@ -401,17 +403,33 @@ def plan_network(policy: NetworkPolicy, *, trusted: bool, is_root: bool, sandbox
         forwards = []
         for target in policy.targets:
             try:
-                forwards += [(addr, target.port) for addr in _resolve(target)]
+                resolved[target] = _resolve(target)
             except NetworkSpecError as exc:
                 unresolved.append(f"network: {exc.rule}")
+            forwards += [(addr, target.port) for addr in resolved.get(target, [])]
         forwards = sorted(set(forwards))
         extra = sorted({a for a, _ in forwards if not ipaddress.ip_address(a).is_loopback})
         mech = f"own network namespace; forwarder to {', '.join(map(str, policy.targets))} only"
-    plan = NetworkPlan(policy, mech, request={"user_ns": not is_root, "addresses": extra, "forwards": forwards})
+    plan = NetworkPlan(policy, mech, request={"user_ns": not is_root, "addresses": extra, "forwards": forwards,
+                                              "hosts": _hosts_file(resolved)})
     if why_not:
         plan.missing.append(f"network {mode}: {why_not}")
     plan.missing += unresolved
     return plan
+
+
+def _hosts_file(resolved: dict[Target, list[str]]) -> str | None:
+    """/etc/hosts for a step whose list names hosts: the runner's, plus each name's addresses resolved now
+    (the namespace has no route to a DNS server, and must not: DNS would be a channel out)."""
+    lines = [f"{addr} {t.host}" for t, addrs in sorted(resolved.items()) for addr in addrs if addr != t.host]
+    if not lines:
+        return None
+    try:
+        with open("/etc/hosts") as f:
+            base = f.read()
+    except OSError:
+        base = "127.0.0.1 localhost\n::1 localhost\n"
+    return base.rstrip("\n") + "\n# runnerlib network policy\n" + "\n".join(lines) + "\n"
 
 
 def plan_for_sandbox(policy: NetworkPolicy, caps: Any, sandbox_uid: int) -> NetworkPlan:
@@ -430,6 +448,8 @@ def plan_for_trusted(policy: NetworkPolicy, caps: Any) -> NetworkPlan:
 
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000
+_CLONE_NEWNS = 0x00020000
+_MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 1 << 18
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -475,6 +495,24 @@ def _identity_map(uid: int, gid: int) -> None:
                        ("/proc/self/gid_map", f"{gid} {gid} 1")):
         with open(path, "w") as f:
             f.write(text)
+
+
+def _private_hosts(text: str) -> None:
+    """A mount namespace of the step's own where /etc/hosts is `text` (bind-mounted from an unlinked file)."""
+    _unshare(_CLONE_NEWNS)
+    if _libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"making / private: {os.strerror(err)}")
+    fd, path = tempfile.mkstemp(prefix="runnerlib-hosts-")
+    try:
+        os.write(fd, text.encode())
+        os.fchmod(fd, 0o644)
+        if _libc.mount(path.encode(), b"/etc/hosts", None, _MS_BIND, None) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mounting the step's /etc/hosts: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+        os.unlink(path)
 
 
 def enter_network(request: dict[str, Any]) -> None:
@@ -524,6 +562,8 @@ def enter_network(request: dict[str, Any]) -> None:
             s.bind((address, port))
             s.listen(128)
             listeners.append(s)
+        if request.get("hosts"):
+            _private_hosts(request["hosts"])
         fds = [s.fileno() for s in listeners]
         socket.send_fds(ours, [struct.pack("I", len(fds))], fds)
         for s in listeners:

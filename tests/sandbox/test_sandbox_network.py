@@ -261,3 +261,20 @@ def test_forwarder_does_not_outlive_the_step(workspace, registry, servers):
     while proctree.descendants(server) and time.monotonic() < deadline:
         time.sleep(0.05)  # the supervisor reports the step's exit just before it exits itself
     assert proctree.descendants(server) == []
+
+
+@needs_netns
+def test_list_host_name_resolves_inside_the_namespace_to_its_allowed_address(workspace, registry, servers):
+    """A name in the list resolves in the step through its own /etc/hosts (no DNS route in the namespace),
+    to the address resolved at step start; a name not in the list does not resolve."""
+    srv = serve(servers, "127.0.0.1")
+    policy = [f"localhost:{srv.port}"]
+    argv = [STEP_PYTHON, "-I", "-c", "import socket; print(sorted({a[4][0] for a in socket.getaddrinfo("
+            "'localhost', 1, type=socket.SOCK_STREAM)}), open('/etc/hosts').read().count('runnerlib'))"]
+    result = run_process(argv, registry=registry, trusted=False, policy=workspace.policy(),
+                         env={"PATH": "/usr/bin:/bin"}, cwd=str(workspace.src), timeout=60, grace=1,
+                         network=policy)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith("1"), result.stdout  # the step's own hosts file
+    with open("/etc/hosts") as f:
+        assert "runnerlib" not in f.read()  # the runner's is untouched
