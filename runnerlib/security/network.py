@@ -294,7 +294,7 @@ def _resolve(target: Target) -> list[str]:
         infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise NetworkSpecError(f"{target}: cannot resolve {target.host!r} ({exc.strerror})") from None
-    addrs = sorted({str(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos})
+    addrs = sorted({str(ipaddress.ip_address(str(info[4][0]).split("%")[0])) for info in infos})
     bad = [a for a in addrs if is_metadata(a) or ipaddress.ip_address(a).is_unspecified]
     if bad:
         raise NetworkSpecError(f"{target}: resolves to {bad[0]}, a metadata/link-local address: never reachable")
@@ -543,12 +543,15 @@ def enter_network(request: dict[str, Any]) -> None:
             os._exit(code)
     theirs.close()
     try:
-        if request.get("user_ns"):
+        try:
+            # Plain first: the step may already hold CAP_SYS_ADMIN in a user namespace of its own.
+            _unshare(_CLONE_NEWNET)
+        except PermissionError:
+            if not request.get("user_ns"):
+                raise
             uid, gid = os.getuid(), os.getgid()
             _unshare(_CLONE_NEWUSER | _CLONE_NEWNET)
             _identity_map(uid, gid)
-        else:
-            _unshare(_CLONE_NEWNET)
         _lo_up()
         for address in request.get("addresses", []):
             _add_address(address)

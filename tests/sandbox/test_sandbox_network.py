@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import ipaddress
-import os
 import shutil
 import socket
 import struct
