@@ -37,6 +37,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import ipaddress
 import os
 import re
@@ -45,6 +46,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -301,16 +303,38 @@ def _resolve(target: Target) -> list[str]:
     return addrs
 
 
+_NETNS_PROBE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.unshare(0x40000000) != 0 and (os.geteuid() == 0 or libc.unshare(0x50000000) != 0):
+    sys.exit(os.strerror(ctypes.get_errno()))
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _netns_probe() -> str | None:
+    # Tried for real, once per process, in a child: a container may deny unshare to root (no CAP_SYS_ADMIN,
+    # Docker's seccomp profile), and /proc/sys does not say so.
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", _NETNS_PROBE], capture_output=True, timeout=30,
+                              env={})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot probe network namespaces: {exc}"
+    if proc.returncode == 0:
+        return None
+    return f"creating a network namespace failed here: {proc.stderr.decode(errors='replace').strip()[-200:]}"
+
+
 def netns_available(is_root: bool, user_namespaces: bool) -> str | None:
     """Why a step cannot get its own network namespace here (None when it can)."""
-    if is_root or user_namespaces:
-        return None
-    return "a network namespace needs a root runner or unprivileged user namespaces (both unavailable)"
+    if not (is_root or user_namespaces):
+        return "a network namespace needs a root runner or unprivileged user namespaces (both unavailable)"
+    return _netns_probe()
 
 
 def mechanisms(caps: Any) -> list[tuple[str, bool, str]]:
     """(mechanism, available, what it enforces) rows for `runnerlib sandbox probe`."""
-    nft = shutil.which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.path.exists(p)), None)
+    nft = _nft()
     return [
         ("network namespace", netns_available(caps.is_root, caps.user_namespaces) is None,
          "loopback and host:port lists (own namespace + forwarder); trusted `none`"
@@ -322,7 +346,7 @@ def mechanisms(caps: Any) -> list[tuple[str, bool, str]]:
     ]
 
 
-_nft_done: set[int] = set()
+_nft_done: dict[int, str | None] = {}
 _nft_lock = threading.Lock()
 
 
@@ -339,24 +363,32 @@ def metadata_rule(uid: int) -> str:
     ]) + "\n"
 
 
+def _nft() -> str | None:
+    return shutil.which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.path.exists(p)), None)
+
+
 def ensure_metadata_blocked(uid: int) -> str | None:
-    """Install the nftables metadata rule for `uid` once per process; the reason when it cannot be done."""
+    """Install the nftables metadata rule for `uid` once per process; the reason when it cannot be done
+    (remembered too: a container without CAP_NET_ADMIN would otherwise pay an nft run per step)."""
     with _nft_lock:
-        if uid in _nft_done:
-            return None
-        nft = shutil.which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.path.exists(p)), None)
-        if nft is None:
-            return "the `nft` program (Debian package nftables) is not installed"
-        try:
-            proc = subprocess.run([nft, "-f", "-"], input=metadata_rule(uid).encode(), capture_output=True,
-                                  timeout=30, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"nft failed: {exc}"
-        if proc.returncode != 0:
-            first = (proc.stderr.decode(errors="replace").strip().splitlines() or ["?"])[0]
-            return f"nft refused the rule: {first}"
-        _nft_done.add(uid)
-        return None
+        if uid not in _nft_done:
+            _nft_done[uid] = _install_rule(uid)
+        return _nft_done[uid]
+
+
+def _install_rule(uid: int) -> str | None:
+    nft = _nft()
+    if nft is None:
+        return "the `nft` program (Debian package nftables) is not installed"
+    try:
+        proc = subprocess.run([nft, "-f", "-"], input=metadata_rule(uid).encode(), capture_output=True,
+                              timeout=30, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"nft failed: {exc}"
+    if proc.returncode != 0:
+        first = (proc.stderr.decode(errors="replace").strip().splitlines() or ["?"])[0]
+        return f"nft refused the rule: {first}"
+    return None
 
 
 def plan_network(policy: NetworkPolicy, *, trusted: bool, is_root: bool, sandbox_uid: int | None,
