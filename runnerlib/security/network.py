@@ -39,6 +39,7 @@ import errno
 import fcntl
 import functools
 import ipaddress
+import json
 import os
 import re
 import selectors
@@ -406,9 +407,13 @@ def plan_network(policy: NetworkPolicy, *, trusted: bool, is_root: bool, sandbox
             if why is None:
                 return NetworkPlan(policy, f"the runner's network; metadata addresses rejected by nftables "
                                            f"(table inet {NFT_TABLE}, meta skuid {sandbox_uid})")
+            why = f"no host rule ({why})"
         else:
-            why = "the step shares the runner's uid (runner not root), so no owner-match rule can single it out"
-        gap = f"network full: cloud metadata addresses cannot be blocked: {why}"
+            why = "no host rule (the step shares the runner's uid: no owner match can single it out)"
+        transparent = _plan_transparent(policy, is_root, user_namespaces)
+        if isinstance(transparent, NetworkPlan):
+            return transparent
+        gap = f"network full: cloud metadata addresses cannot be blocked: {why}, no own namespace ({transparent})"
         plan = NetworkPlan(policy, "the runner's network; metadata addresses NOT blocked")
         if policy.explicit:
             plan.missing.append(gap + "; use network: loopback, none or a list of host:port")
@@ -450,6 +455,47 @@ def plan_network(policy: NetworkPolicy, *, trusted: bool, is_root: bool, sandbox
     return plan
 
 
+def nameservers(path: str = "/etc/resolv.conf") -> list[str]:
+    """The runner's DNS servers (IP literals from resolv.conf), metadata service addresses left out."""
+    found: list[str] = []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    try:
+                        ip = ipaddress.ip_address(parts[1].split("%")[0])
+                    except ValueError:
+                        continue
+                    # A link-local resolver (AWS's 169.254.169.253) is relayed for DNS only, on port 53; the
+                    # metadata service's own addresses never.
+                    if str(ip) not in ("169.254.169.254", "fd00:ec2::254") and str(ip) not in found:
+                        found.append(str(ip))
+    except OSError:
+        pass
+    return found
+
+
+def _plan_transparent(policy: NetworkPolicy, is_root: bool, user_namespaces: bool) -> NetworkPlan | str:
+    """`full` through the step's own namespace, when no host rule can single the step out: every TCP
+    connection to a non-loopback address is redirected (nftables inside the namespace) to the forwarder,
+    which reads the original destination from conntrack and connects there unless it is a metadata address;
+    DNS over UDP is relayed to the runner's nameservers; the runner's loopback listeners are forwarded.
+    Returns why not, when it cannot be done here."""
+    why = netns_available(is_root, user_namespaces)
+    if why is not None:
+        return why
+    if _nft() is None:
+        return "its redirect needs the `nft` program (Debian package nftables)"
+    dns = nameservers()
+    request = {"user_ns": not is_root, "addresses": [], "forwards": loopback_listeners(), "transparent": True,
+               "dns": dns, "nft": _nft()}
+    return NetworkPlan(policy, "own network namespace; TCP to any address through the runner's transparent "
+                               "forwarder, which refuses metadata addresses; UDP only for DNS (relayed to "
+                               f"{', '.join(dns) or 'no nameserver'}); the runner's loopback listeners forwarded",
+                       request=request)
+
+
 def _hosts_file(resolved: dict[Target, list[str]]) -> str | None:
     """/etc/hosts for a step whose list names hosts: the runner's, plus each name's addresses resolved now
     (the namespace has no route to a DNS server, and must not: DNS would be a channel out)."""
@@ -482,6 +528,9 @@ _CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNS = 0x00020000
 _MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 1 << 18
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 2, 4
+_CAP_NET_ADMIN = 12
+_SO_ORIGINAL_DST = 80  # also IP6T_SO_ORIGINAL_DST
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -511,13 +560,18 @@ def _add_address(address: str) -> None:
     payload = struct.pack("BBBBI", family, 8 * len(raw), 0, 0, socket.if_nametoindex("lo"))
     payload += attr(2, raw) + attr(1, raw)  # IFA_LOCAL, IFA_ADDRESS
     # RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE
-    msg = struct.pack("IHHII", 16 + len(payload), 20, 0x1 | 0x4 | 0x200 | 0x400, 1, 0) + payload
+    _netlink(struct.pack("IHHII", 16 + len(payload), 20, 0x1 | 0x4 | 0x200 | 0x400, 1, 0) + payload,
+             f"adding {address} to lo")
+
+
+def _netlink(msg: bytes, what: str) -> None:
+    """Send one rtnetlink request and check its acknowledgement (EEXIST counts as done)."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as nl:  # NETLINK_ROUTE
         nl.send(msg)
         reply = nl.recv(4096)
     (code,) = struct.unpack_from("i", reply, 16)
     if code not in (0, -errno.EEXIST):
-        raise OSError(-code, f"adding {address} to lo: {os.strerror(-code)}")
+        raise OSError(-code, f"{what}: {os.strerror(-code)}")
 
 
 def _identity_map(uid: int, gid: int) -> None:
@@ -568,7 +622,7 @@ def enter_network(request: dict[str, Any]) -> None:
             # A pidfd, not PR_SET_PDEATHSIG: the step drops to another uid, and a parent of another uid
             # cannot deliver the death signal to a root forwarder.
             step_fd = os.pidfd_open(step_pid)
-            _serve_forwards(theirs, forwards, step_fd)
+            _serve_forwards(theirs, step_fd)
         except BaseException:  # noqa: BLE001 - nothing to report to; the step sees refused connections
             code = 1
         finally:
@@ -587,51 +641,174 @@ def enter_network(request: dict[str, Any]) -> None:
         _lo_up()
         for address in request.get("addresses", []):
             _add_address(address)
-        listeners = []
+        entries: list[tuple[socket.socket, dict[str, Any]]] = []
         for address, port in forwards:
-            family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            s = socket.socket(family, socket.SOCK_STREAM)
-            if family == socket.AF_INET6:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((address, port))
-            s.listen(128)
-            listeners.append(s)
+            entries.append((_listener(address, port), {"kind": "tcp", "target": [address, port]}))
+        if request.get("transparent"):
+            entries += _transparent_setup(request)
         if request.get("hosts"):
             _private_hosts(request["hosts"])
-        fds = [s.fileno() for s in listeners]
-        socket.send_fds(ours, [struct.pack("I", len(fds))], fds)
-        for s in listeners:
-            s.close()
+        header = json.dumps([meta for _sock, meta in entries]).encode()
+        socket.send_fds(ours, [struct.pack("I", len(header)) + header], [sock.fileno() for sock, _ in entries])
+        for sock, _meta in entries:
+            sock.close()
     finally:
         ours.close()
 
 
-def _serve_forwards(ctl: socket.socket, forwards: list[tuple[str, int]], step_fd: int) -> None:
-    """The forwarder: accept on each in-namespace listener, relay to the same address:port out here; exit
-    when the step's main process exits (its pidfd becomes readable)."""
-    _data, fds, _flags, _addr = socket.recv_fds(ctl, 16, max(len(forwards), 1))
+def _listener(address: str, port: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, kind)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    if kind == socket.SOCK_STREAM:
+        sock.listen(128)
+    return sock
+
+
+def _add_local_default(family: int) -> None:
+    """`ip route add local default dev lo` (table local) over rtnetlink: every address is local here, so a
+    connection to any of them is routed to lo, where nftables redirects it to the forwarder."""
+    table_local, rtprot_boot, scope_host, rtn_local = 255, 3, 254, 2
+    payload = struct.pack("BBBBBBBBI", family, 0, 0, 0, table_local, rtprot_boot, scope_host, rtn_local, 0)
+    payload += struct.pack("HHI", 8, 4, socket.if_nametoindex("lo"))  # RTA_OIF
+    # RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
+    _netlink(struct.pack("IHHII", 16 + len(payload), 24, 0x1 | 0x4 | 0x400, 1, 0) + payload, "a local route")
+
+
+def _with_net_admin(argv: list[str], text: str) -> None:
+    """Run `argv` (nft) with `text` on stdin, keeping CAP_NET_ADMIN across its exec when this process holds it
+    only as a non-zero uid of its own user namespace (ambient capability, cleared again afterwards)."""
+    ambient = os.getuid() != 0
+    if ambient:
+        _set_inheritable_net_admin(True)
+        if _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, _CAP_NET_ADMIN, 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"raising CAP_NET_ADMIN for nft: {os.strerror(err)}")
+    try:
+        proc = subprocess.run(argv, input=text.encode(), capture_output=True, timeout=30,
+                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    finally:
+        if ambient:
+            _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+            _set_inheritable_net_admin(False)
+    if proc.returncode != 0:
+        first = (proc.stderr.decode(errors="replace").strip().splitlines() or ["?"])[0]
+        raise OSError(errno.EPERM, f"nft in the step's namespace: {first}")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _set_inheritable_net_admin(on: bool) -> None:
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    if _libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    data[0].inheritable = (data[0].inheritable | (1 << _CAP_NET_ADMIN)) if on else 0
+    data[1].inheritable = data[1].inheritable if on else 0
+    if _libc.capset(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")
+
+
+def _transparent_setup(request: dict[str, Any]) -> list[tuple[socket.socket, dict[str, Any]]]:
+    """Inside the new namespace: local default routes, the redirecting nftables rules, and the sockets the
+    forwarder serves (one transparent listener per family, one UDP socket per nameserver)."""
+    entries: list[tuple[socket.socket, dict[str, Any]]] = []
+    rules = []
+    for family, loop, nat in ((socket.AF_INET, "127.0.0.1", "ip"), (socket.AF_INET6, "::1", "ip6")):
+        try:
+            _add_local_default(family)
+            sock = _listener(loop, 0)
+        except OSError:
+            if family == socket.AF_INET:
+                raise
+            continue  # no IPv6 in this kernel: IPv4 only
+        port = sock.getsockname()[1]
+        entries.append((sock, {"kind": "transparent"}))
+        lo_net = "127.0.0.0/8" if nat == "ip" else "::1"
+        rules += [f"add table {nat} runnerlib",
+                  f"add chain {nat} runnerlib out {{ type nat hook output priority -100; policy accept; }}",
+                  f"add rule {nat} runnerlib out {nat} daddr != {lo_net} meta l4proto tcp redirect to :{port}"]
+    _with_net_admin([request["nft"], "-f", "-"], "\n".join(rules) + "\n")
+    for server in request.get("dns", []):
+        entries.append((_listener(server, 53, socket.SOCK_DGRAM), {"kind": "dns", "target": [server, 53]}))
+    return entries
+
+
+def _serve_forwards(ctl: socket.socket, step_fd: int) -> None:
+    """The forwarder: accept on each in-namespace socket and relay out here (to the entry's fixed target, or
+    for a transparent listener to the connection's original destination unless it is a metadata address);
+    exit when the step's main process exits (its pidfd becomes readable)."""
+    data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 20, 1024)
     ctl.close()
-    if len(fds) != len(forwards):
+    if len(data) < 4:
+        return
+    (size,) = struct.unpack_from("I", data)
+    entries = json.loads(data[4:4 + size])
+    if len(fds) != len(entries):
         return
     sel = selectors.DefaultSelector()
     sel.register(step_fd, selectors.EVENT_READ, None)
-    for fd, target in zip(fds, forwards, strict=True):
-        lst = socket.socket(fileno=fd)
-        sel.register(lst, selectors.EVENT_READ, target)
+    for fd, meta in zip(fds, entries, strict=True):
+        sel.register(socket.socket(fileno=fd), selectors.EVENT_READ, meta)
     while True:
         for key, _ev in sel.select():
-            if key.data is None:
+            meta = key.data
+            if meta is None:
                 return
+            sock: socket.socket = key.fileobj  # type: ignore[assignment]
+            if meta["kind"] == "dns":
+                try:
+                    query, peer = sock.recvfrom(65535)
+                except OSError:
+                    continue
+                threading.Thread(target=_relay_dns, args=(sock, query, peer, tuple(meta["target"])),
+                                 daemon=True).start()
+                continue
             try:
-                conn, _peer = key.fileobj.accept()  # type: ignore[union-attr]
+                conn, _peer = sock.accept()
             except OSError:
                 continue
-            threading.Thread(target=_relay, args=(conn, key.data), daemon=True).start()
+            target = tuple(meta["target"]) if meta["kind"] == "tcp" else None
+            threading.Thread(target=_relay, args=(conn, target), daemon=True).start()
 
 
-def _relay(conn: socket.socket, target: tuple[str, int]) -> None:
+def original_destination(conn: socket.socket) -> tuple[str, int]:
+    """Where a redirected connection was going (conntrack's SO_ORIGINAL_DST)."""
+    if conn.family == socket.AF_INET:
+        raw = conn.getsockopt(socket.SOL_IP, _SO_ORIGINAL_DST, 16)
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), struct.unpack_from(">H", raw, 2)[0]
+    raw = conn.getsockopt(socket.IPPROTO_IPV6, _SO_ORIGINAL_DST, 28)
+    return socket.inet_ntop(socket.AF_INET6, raw[8:24]), struct.unpack_from(">H", raw, 2)[0]
+
+
+def _relay_dns(sock: socket.socket, query: bytes, peer: Any, server: tuple[str, int]) -> None:
+    family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
     try:
+        with socket.socket(family, socket.SOCK_DGRAM) as up:
+            up.settimeout(5)
+            up.sendto(query, server)
+            reply, _ = up.recvfrom(65535)
+        sock.sendto(reply, peer)
+    except OSError:
+        pass  # the step's resolver times out and retries, as with a lost datagram
+
+
+def _relay(conn: socket.socket, target: tuple[str, int] | None) -> None:
+    try:
+        if target is None:  # transparent: the metadata check is made on the forwarder's own copy
+            target = original_destination(conn)
+            if is_metadata(target[0]):
+                raise OSError(errno.EACCES, "metadata address")
         upstream = socket.create_connection(target, timeout=30)
     except OSError:
         conn.close()  # the step sees the connection closed, as if refused

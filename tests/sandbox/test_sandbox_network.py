@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import ipaddress
+import os
 import shutil
 import socket
 import struct
@@ -111,12 +112,13 @@ def _non_loopback_ipv4() -> str | None:
 
 needs_netns = pytest.mark.skipif(network.netns_available(IS_ROOT, caps.user_namespaces) is not None,
                                  reason="no network namespaces here (needs root or user namespaces)")
-full_ok = IS_ROOT and shutil.which("nft") is not None
+full_ok = shutil.which("nft") is not None and (
+    IS_ROOT or network.netns_available(IS_ROOT, caps.user_namespaces) is None)
 
 
 def control_policy() -> str | None:
     """The untrusted policy that reaches everything but metadata here: explicit `full` where it is enforced
-    (root + nftables), else the implicit default (unprivileged: it runs with the gap logged)."""
+    (nftables, and a network namespace when unprivileged), else the implicit default (runs, gap logged)."""
     return "full" if full_ok else None
 
 
@@ -208,10 +210,86 @@ def test_unresolvable_list_target_refuses_the_step(workspace, registry):
     assert verdict.startswith("REFUSED") and "no-such-host.invalid" in verdict, verdict
 
 
-@pytest.mark.skipif(IS_ROOT, reason="as root the step runs as another uid, which nftables can single out")
-def test_explicit_full_fails_closed_when_metadata_cannot_be_blocked(workspace, registry):
+def test_explicit_full_fails_closed_without_a_mechanism(workspace, registry, monkeypatch):
+    """No nft (neither the host rule nor the namespace's redirect): explicit `full` is refused, naming what is
+    missing; the implicit default runs with the gap logged (control: the same step)."""
+    monkeypatch.setattr(network, "_nft", lambda: None)
+    monkeypatch.setattr(network, "ensure_metadata_blocked", lambda uid: "the `nft` program is not installed")
     verdict = connect(workspace, registry, "127.0.0.1", 1, network_policy="full")
-    assert verdict.startswith("REFUSED") and "metadata" in verdict, verdict
+    assert verdict.startswith("REFUSED") and "metadata" in verdict and "nft" in verdict, verdict
+    verdict = connect(workspace, registry, "127.0.0.1", 1)
+    assert verdict.startswith("BLOCKED ConnectionRefused"), verdict
+
+
+def spawn_with_network(ws, argv: list[str], request: dict) -> str:
+    """Run argv as an untrusted step whose network set-up is `request` (bypassing the planner's choice)."""
+    import select
+
+    from runnerlib.security import spawn as sp
+
+    plan = sp.plan_sandbox(ws.policy())
+    plan.plan["net"] = request
+    out_r, out_w = os.pipe()
+    try:
+        step = sp.spawn(argv, env={"PATH": "/usr/bin:/bin"}, cwd=str(ws.src), plan=plan, stdout=out_w,
+                        stderr=out_w)
+    finally:
+        os.close(out_w)
+    chunks = []
+    while data := os.read(out_r, 65536):
+        chunks.append(data)
+    os.close(out_r)
+    while not step.eof:
+        select.select([step.status_fd], [], [], 10)
+        step.read_events()
+    step.close()
+    plan.cleanup()
+    assert step.error is None, step.error
+    lines = b"".join(chunks).decode().strip().splitlines()
+    return lines[-1] if lines else "NO OUTPUT"
+
+
+@needs_netns
+@pytest.mark.skipif(shutil.which("nft") is None, reason="the transparent forwarder's redirect needs nft")
+def test_full_through_the_transparent_forwarder(workspace, registry, servers):
+    """`full` where no host rule can single the step out: its own namespace, every TCP connection redirected
+    to the forwarder, which connects to the original destination. This machine's other address and the
+    runner's loopback listeners are reached."""
+    addr = _non_loopback_ipv4()
+    srv = serve(servers, "0.0.0.0")
+    plan = network._plan_transparent(network.NetworkPolicy("full"), IS_ROOT, caps.user_namespaces)
+    assert isinstance(plan, network.NetworkPlan), plan
+    request = plan.request
+    for host in ["127.0.0.1"] + ([addr] if addr else []):
+        verdict = spawn_with_network(workspace, [STEP_PYTHON, "-I", "-c", CONNECT, host, str(srv.port)], request)
+        assert reaches(verdict), (host, verdict)
+
+
+def test_dns_relay_answers_the_step():
+    upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    upstream.bind(("127.0.0.1", 0))
+
+    def answer() -> None:
+        query, peer = upstream.recvfrom(512)
+        upstream.sendto(b"answer:" + query, peer)
+
+    threading.Thread(target=answer, daemon=True).start()
+    step_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    step_side.bind(("127.0.0.1", 0))
+    relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    relay.bind(("127.0.0.1", 0))
+    step_side.settimeout(5)
+    network._relay_dns(relay, b"q1", step_side.getsockname(), upstream.getsockname())
+    assert step_side.recvfrom(512)[0] == b"answer:q1"
+    for s in (upstream, step_side, relay):
+        s.close()
+
+
+def test_nameservers_leave_the_metadata_service_out(tmp_path):
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 10.0.0.2\nnameserver 169.254.169.254\nnameserver 169.254.169.253\n"
+                    "nameserver fe80::1%eth0\nnameserver bogus\nsearch x\n")
+    assert network.nameservers(str(conf)) == ["10.0.0.2", "169.254.169.253", "fe80::1"]
 
 
 @contextlib.contextmanager
@@ -238,6 +316,14 @@ def test_metadata_address_unreachable_from_untrusted_steps_under_every_policy(wo
         for policy in ("full", None, "loopback", "none", [f"127.0.0.1:{srv.port}"]):
             verdict = connect(workspace, registry, "169.254.169.254", srv.port, network_policy=policy)
             assert verdict.startswith("BLOCKED"), (policy, verdict)
+        # `full` through the transparent forwarder (what an unprivileged runner uses): the forwarder refuses.
+        plan = network._plan_transparent(network.NetworkPolicy("full"), True, caps.user_namespaces)
+        assert isinstance(plan, network.NetworkPlan), plan
+        request = plan.request
+        for host in ("169.254.169.254", "::ffff:169.254.169.254"):
+            verdict = spawn_with_network(workspace, [STEP_PYTHON, "-I", "-c", CONNECT, host, str(srv.port)],
+                                         request)
+            assert not reaches(verdict), (host, verdict)
         # IPv4-mapped IPv6 is the same address on the wire.
         verdict = connect(workspace, registry, "::ffff:169.254.169.254", srv.port, network_policy="full")
         assert verdict.startswith(("BLOCKED", "NO OUTPUT")) and not reaches(verdict), verdict
