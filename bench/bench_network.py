@@ -9,6 +9,8 @@ a list) and runs `/bin/true` as an untrusted step through the fork server until 
   loop+conn   loopback, and the step opens one connection through the forwarder (Python step: its start-up
               counts too, so compare with full+conn)
   full+conn   the same Python step connecting directly under `full`
+  full-ns     `full` through the step's own namespace and the transparent forwarder (what an unprivileged
+              runner uses; as root forced here for comparison), and full-ns+conn connecting through it
 Samples are interleaved so that machine noise hits every policy alike.
 
     .venv/bin/python bench/bench_network.py [--samples 100]
@@ -26,7 +28,9 @@ import tempfile
 import threading
 import time
 
+from runnerlib.security import network
 from runnerlib.security import spawn as sp
+from runnerlib.security.probe import probe
 from runnerlib.security.policy import SandboxPolicy
 from runnerlib.security.selfprotect import protect_runner
 
@@ -82,12 +86,21 @@ def main() -> None:
         "list": ([f"127.0.0.2:{port}"], ["/bin/true"]),
         "full+conn": (full, connect),
         "loop+conn": ("loopback", connect),
+        "full-ns": ("full", ["/bin/true"]),
+        "full-ns+conn": ("full", connect),
     }
+    transparent = network._plan_transparent(network.NetworkPolicy("full"), is_root, probe().user_namespaces)
+    if not isinstance(transparent, network.NetworkPlan):
+        print(f"(full-ns skipped: {transparent})")
+        del cases["full-ns"], cases["full-ns+conn"]
     policies = {name: SandboxPolicy.for_workspace(root, read_write_paths=(), private_tmp=False, network=net)
                 for name, (net, _argv) in cases.items()}
 
     def sample(name: str) -> None:
         plan = sp.plan_sandbox(policies[name])
+        if name.startswith("full-ns"):
+            assert isinstance(transparent, network.NetworkPlan)
+            plan.plan["net"] = transparent.request
         try:
             _run(cases[name][1], plan)
         finally:
