@@ -30,8 +30,8 @@ import time
 
 from runnerlib.security import network
 from runnerlib.security import spawn as sp
-from runnerlib.security.probe import probe
 from runnerlib.security.policy import SandboxPolicy
+from runnerlib.security.probe import probe
 from runnerlib.security.selfprotect import protect_runner
 
 ENV = {"PATH": "/usr/bin:/bin"}
