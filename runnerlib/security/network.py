@@ -8,27 +8,29 @@ step (`plan_network` refuses, naming what is missing, when the mechanism is not 
             connect: the same kernel-side denial as `deny_network`, no namespace needed, no per-spawn cost.
   loopback  a new, empty network namespace (lo up: 127.0.0.1 and ::1 are the step's own), plus a forwarder
             in the runner's namespace: for each TCP listener on the runner's 127.0.0.1 / ::1 when the step
-            starts (read from /proc/net/tcp{,6}), a socket listens on the same address and port inside the
+            starts (sock_diag, /proc/net/tcp{,6} as fallback), a socket listens on the same address and port inside the
             namespace and each connection is relayed to the runner-side one. Nothing else has a route.
   [h:p,..]  the same namespace; each target's addresses (resolved when the step starts) are added to the
             namespace's lo with a listener on the port, relayed to the real host:port. Other ports and
             addresses: connection refused / no route.
-  full      the runner's own network. Metadata addresses are cut off by an nftables rule on the sandbox uid
-            (`meta skuid`, output hook), installed once per runner: it needs a root runner (the step runs as
-            another uid) and the `nft` program. An unprivileged runner's step shares its uid, so no
-            owner-match can tell them apart: `full` asked for explicitly is refused there; the implicit
-            default runs with the gap logged (see DEFAULT_POLICY and docs/sandbox.md).
+  full      root runner: the runner's own network; metadata addresses are cut off by an nftables rule on
+            the sandbox uid (`meta skuid`, output hook), installed once per runner. Otherwise (the step
+            shares an unprivileged runner's uid, so no owner match can single it out): its own namespace
+            where nftables redirects every TCP connection to the forwarder, which connects to the original
+            destination (conntrack) unless it is a metadata address; DNS relayed. Neither possible: explicit
+            `full` is refused, the implicit default runs with the gap logged (see DEFAULT_POLICY).
 
 The namespace is created in the step process before it drops privileges: as root, unshare(CLONE_NEWNET);
 unprivileged, unshare(CLONE_NEWUSER | CLONE_NEWNET) with an identity uid/gid map, so the step keeps no
 capability after execve (its uid is not 0 in the namespace). The forwarder is forked before the unshare, so
-it stays in the runner's namespace; it receives the listening sockets over a socketpair, dies with the
-step's main process (PR_SET_PDEATHSIG) and only ever connects to the targets in the plan.
+it stays in the runner's namespace; it receives the listening sockets over a socketpair, exits with the
+step's main process (a pidfd) and only ever connects to the targets in the plan (or, transparent, to a
+connection's original destination that is not a metadata address).
 
 Example::
 
     policy = parse_network(["db.internal:5432", "[::1]:6379"])
-    plan = plan_network(policy, trusted=False, is_root=True, sandbox_uid=65534)
+    plan = plan_network(policy, trusted=False, is_root=True, sandbox_uid=65534, user_namespaces=True)
     print(plan.describe())
 """
 
