@@ -346,6 +346,9 @@ def mechanisms(caps: Any) -> list[tuple[str, bool, str]]:
         ("landlock tcp (ABI>=4)", bool(caps.landlock_net), "network none (no TCP bind/connect)"),
         ("nftables owner match", bool(caps.is_root and nft), "network full: metadata addresses rejected for the "
          "sandbox uid" + ("" if caps.is_root else " (needs a root runner)") + ("" if nft else " (no `nft`)")),
+        ("transparent forwarder", isinstance(_plan_transparent(NetworkPolicy("full"), caps.is_root,
+                                                               caps.user_namespaces), NetworkPlan),
+         "network full in the step's own namespace, metadata refused by the forwarder (unprivileged runners)"),
     ]
 
 
@@ -487,11 +490,11 @@ def _plan_transparent(policy: NetworkPolicy, is_root: bool, user_namespaces: boo
     why = netns_available(is_root, user_namespaces)
     if why is not None:
         return why
-    if _nft() is None:
-        return "its redirect needs the `nft` program (Debian package nftables)"
+    if _nftables() is None:
+        return "its redirect needs libnftables (Debian package nftables)"
     dns = nameservers()
     request = {"user_ns": not is_root, "addresses": [], "forwards": loopback_listeners(), "transparent": True,
-               "dns": dns, "nft": _nft()}
+               "dns": dns}
     return NetworkPlan(policy, "own network namespace; TCP to any address through the runner's transparent "
                                "forwarder, which refuses metadata addresses; UDP only for DNS (relayed to "
                                f"{', '.join(dns) or 'no nameserver'}); the runner's loopback listeners forwarded",
@@ -530,8 +533,6 @@ _CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNS = 0x00020000
 _MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 1 << 18
-_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 2, 4
-_CAP_NET_ADMIN = 12
 _SO_ORIGINAL_DST = 80  # also IP6T_SO_ORIGINAL_DST
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -680,45 +681,49 @@ def _add_local_default(family: int) -> None:
     _netlink(struct.pack("IHHII", 16 + len(payload), 24, 0x1 | 0x4 | 0x400, 1, 0) + payload, "a local route")
 
 
-def _with_net_admin(argv: list[str], text: str) -> None:
-    """Run `argv` (nft) with `text` on stdin, keeping CAP_NET_ADMIN across its exec when this process holds it
-    only as a non-zero uid of its own user namespace (ambient capability, cleared again afterwards)."""
-    ambient = os.getuid() != 0
-    if ambient:
-        _set_inheritable_net_admin(True)
-        if _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, _CAP_NET_ADMIN, 0, 0) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"raising CAP_NET_ADMIN for nft: {os.strerror(err)}")
+@functools.lru_cache(maxsize=1)
+def _nftables() -> Any:
+    """libnftables (Debian package libnftables1, a dependency of nftables) through ctypes, or None.
+
+    In-process rather than the `nft` program: the step process holds CAP_NET_ADMIN of its namespace only as
+    itself (an exec'd nft would lose it as a non-zero uid of a user namespace), and it saves an exec per step.
+    Loaded once in the fork server (`preload`), so forked steps find it mapped.
+    """
     try:
-        proc = subprocess.run(argv, input=text.encode(), capture_output=True, timeout=30,
-                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        lib = ctypes.CDLL("libnftables.so.1", use_errno=True)
+    except OSError:
+        return None
+    lib.nft_ctx_new.restype = ctypes.c_void_p
+    lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+    lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+    lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+    lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+    lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def preload() -> None:
+    """Load libnftables now (the fork server calls this once; a missing library is not an error here)."""
+    _nftables()
+
+
+def _nft_run(text: str) -> None:
+    """Apply an nftables transaction in this process's network namespace."""
+    lib = _nftables()
+    if lib is None:
+        raise OSError(errno.ENOENT, "libnftables.so.1 is not installed (Debian package nftables)")
+    ctx = lib.nft_ctx_new(0)
+    if not ctx:
+        raise OSError(errno.ENOMEM, "nft_ctx_new failed")
+    try:
+        lib.nft_ctx_buffer_error(ctx)
+        if lib.nft_run_cmd_from_buffer(ctx, text.encode()) != 0:
+            first = ((lib.nft_ctx_get_error_buffer(ctx) or b"?").decode(errors="replace").strip().splitlines()
+                     or ["?"])[0]
+            raise OSError(errno.EPERM, f"nftables in the step's namespace: {first}")
     finally:
-        if ambient:
-            _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-            _set_inheritable_net_admin(False)
-    if proc.returncode != 0:
-        first = (proc.stderr.decode(errors="replace").strip().splitlines() or ["?"])[0]
-        raise OSError(errno.EPERM, f"nft in the step's namespace: {first}")
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-
-def _set_inheritable_net_admin(on: bool) -> None:
-    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-    data = (_CapData * 2)()
-    if _libc.capget(ctypes.byref(header), data) != 0:
-        raise OSError(ctypes.get_errno(), "capget")
-    data[0].inheritable = (data[0].inheritable | (1 << _CAP_NET_ADMIN)) if on else 0
-    data[1].inheritable = data[1].inheritable if on else 0
-    if _libc.capset(ctypes.byref(header), data) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"capset: {os.strerror(err)}")
+        lib.nft_ctx_free(ctx)
 
 
 def _transparent_setup(request: dict[str, Any]) -> list[tuple[socket.socket, dict[str, Any]]]:
@@ -740,7 +745,7 @@ def _transparent_setup(request: dict[str, Any]) -> list[tuple[socket.socket, dic
         rules += [f"add table {nat} runnerlib",
                   f"add chain {nat} runnerlib out {{ type nat hook output priority -100; policy accept; }}",
                   f"add rule {nat} runnerlib out {nat} daddr != {lo_net} meta l4proto tcp redirect to :{port}"]
-    _with_net_admin([request["nft"], "-f", "-"], "\n".join(rules) + "\n")
+    _nft_run("\n".join(rules) + "\n")
     for server in request.get("dns", []):
         entries.append((_listener(server, 53, socket.SOCK_DGRAM), {"kind": "dns", "target": [server, 53]}))
     return entries

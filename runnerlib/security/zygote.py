@@ -270,6 +270,7 @@ def serve(ctl_fd: int) -> None:
     except OSError:
         pass  # unsupported architecture: a plan asking for seccomp fails closed in _apply_plan
     me = os.getpid()
+    network.preload()  # libnftables, for steps whose network policy needs rules in their own namespace
     # Forked children live for a few hundred microseconds before exec: no collector runs, and freezing
     # the start-up objects keeps their pages shared (no copy-on-write from reference-count or GC scans).
     gc.disable()

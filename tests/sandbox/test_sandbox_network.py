@@ -112,8 +112,8 @@ def _non_loopback_ipv4() -> str | None:
 
 needs_netns = pytest.mark.skipif(network.netns_available(IS_ROOT, caps.user_namespaces) is not None,
                                  reason="no network namespaces here (needs root or user namespaces)")
-full_ok = shutil.which("nft") is not None and (
-    IS_ROOT or network.netns_available(IS_ROOT, caps.user_namespaces) is None)
+full_ok = (IS_ROOT and shutil.which("nft") is not None) or (
+    network._nftables() is not None and network.netns_available(IS_ROOT, caps.user_namespaces) is None)
 
 
 def control_policy() -> str | None:
@@ -214,6 +214,7 @@ def test_explicit_full_fails_closed_without_a_mechanism(workspace, registry, mon
     """No nft (neither the host rule nor the namespace's redirect): explicit `full` is refused, naming what is
     missing; the implicit default runs with the gap logged (control: the same step)."""
     monkeypatch.setattr(network, "_nft", lambda: None)
+    monkeypatch.setattr(network, "_nftables", lambda: None)
     monkeypatch.setattr(network, "ensure_metadata_blocked", lambda uid: "the `nft` program is not installed")
     verdict = connect(workspace, registry, "127.0.0.1", 1, network_policy="full")
     assert verdict.startswith("REFUSED") and "metadata" in verdict and "nft" in verdict, verdict
@@ -250,7 +251,7 @@ def spawn_with_network(ws, argv: list[str], request: dict) -> str:
 
 
 @needs_netns
-@pytest.mark.skipif(shutil.which("nft") is None, reason="the transparent forwarder's redirect needs nft")
+@pytest.mark.skipif(network._nftables() is None, reason="the transparent forwarder's redirect needs libnftables")
 def test_full_through_the_transparent_forwarder(workspace, registry, servers):
     """`full` where no host rule can single the step out: its own namespace, every TCP connection redirected
     to the forwarder, which connects to the original destination. This machine's other address and the
