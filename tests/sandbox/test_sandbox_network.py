@@ -364,3 +364,34 @@ def test_list_host_name_resolves_inside_the_namespace_to_its_allowed_address(wor
     assert result.stdout.strip().endswith("1"), result.stdout  # the step's own hosts file
     with open("/etc/hosts") as f:
         assert "runnerlib" not in f.read()  # the runner's is untouched
+
+
+@needs_netns
+@pytest.mark.skipif(shutil.which("ip") is None, reason="needs the `ip` program")
+def test_untrusted_step_cannot_reconfigure_its_namespace(workspace, registry):
+    """Adding an address or a route would let a step widen its own namespace: it holds no capability there.
+    Control (root): a trusted step in the same kind of namespace, as root, can."""
+    ip = shutil.which("ip")
+    script = f"{ip} addr add 10.99.99.1/32 dev lo && {ip} route add 10.98.0.0/16 dev lo && echo CHANGED || echo DENIED"
+    result = run_process(["/bin/sh", "-c", script], registry=registry, trusted=False, policy=workspace.policy(),
+                         env={"PATH": "/usr/bin:/bin"}, cwd=str(workspace.src), timeout=60, grace=1,
+                         network="loopback")
+    assert result.stdout.strip().endswith("DENIED"), result.output
+    if IS_ROOT:
+        control = run_process(["/bin/sh", "-c", script], registry=registry, trusted=True,
+                              env={"PATH": "/usr/bin:/bin:/usr/sbin"}, cwd=str(workspace.src), timeout=60,
+                              grace=1, network="loopback")
+        assert control.stdout.strip().endswith("CHANGED"), control.output
+
+
+@needs_netns
+def test_list_with_an_ipv6_target(workspace, registry, servers):
+    try:
+        allowed = serve(servers, "::1")
+        other = serve(servers, "::1")
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    policy = [f"[::1]:{allowed.port}"]
+    assert reaches(connect(workspace, registry, "::1", allowed.port, network_policy=policy))
+    verdict = connect(workspace, registry, "::1", other.port, network_policy=policy)
+    assert verdict.startswith("BLOCKED"), verdict
