@@ -89,7 +89,7 @@ def main() -> None:
         "full-ns": ("full", ["/bin/true"]),
         "full-ns+conn": ("full", connect),
     }
-    transparent = network._plan_transparent(network.NetworkPolicy("full"), is_root, probe().user_namespaces)
+    transparent = network.plan_transparent(network.NetworkPolicy("full"), is_root, probe().user_namespaces)
     if not isinstance(transparent, network.NetworkPlan):
         print(f"(full-ns skipped: {transparent})")
         del cases["full-ns"], cases["full-ns+conn"]

@@ -18,7 +18,8 @@ import pytest
 from sandbox_testlib import IS_ROOT, STEP_PYTHON, caps, needs_landlock
 
 from runnerlib.execution.process import run_process
-from runnerlib.security import network
+from runnerlib.security import netforward, network
+from runnerlib.security.lowlevel import nftables
 
 pytestmark = needs_landlock
 
@@ -113,7 +114,7 @@ def _non_loopback_ipv4() -> str | None:
 needs_netns = pytest.mark.skipif(network.netns_available(IS_ROOT, caps.user_namespaces) is not None,
                                  reason="no network namespaces here (needs root or user namespaces)")
 full_ok = (IS_ROOT and shutil.which("nft") is not None) or (
-    network._nftables() is not None and network.netns_available(IS_ROOT, caps.user_namespaces) is None)
+    nftables.library() is not None and network.netns_available(IS_ROOT, caps.user_namespaces) is None)
 
 
 def control_policy() -> str | None:
@@ -214,7 +215,7 @@ def test_explicit_full_fails_closed_without_a_mechanism(workspace, registry, mon
     """No nft (neither the host rule nor the namespace's redirect): explicit `full` is refused, naming what is
     missing; the implicit default runs with the gap logged (control: the same step)."""
     monkeypatch.setattr(network, "_nft", lambda: None)
-    monkeypatch.setattr(network, "_nftables", lambda: None)
+    monkeypatch.setattr(nftables, "library", lambda: None)
     monkeypatch.setattr(network, "ensure_metadata_blocked", lambda uid: "the `nft` program is not installed")
     verdict = connect(workspace, registry, "127.0.0.1", 1, network_policy="full")
     assert verdict.startswith("REFUSED") and "metadata" in verdict and "nft" in verdict, verdict
@@ -251,14 +252,14 @@ def spawn_with_network(ws, argv: list[str], request: dict) -> str:
 
 
 @needs_netns
-@pytest.mark.skipif(network._nftables() is None, reason="the transparent forwarder's redirect needs libnftables")
+@pytest.mark.skipif(nftables.library() is None, reason="the transparent forwarder's redirect needs libnftables")
 def test_full_through_the_transparent_forwarder(workspace, registry, servers):
     """`full` where no host rule can single the step out: its own namespace, every TCP connection redirected
     to the forwarder, which connects to the original destination. This machine's other address and the
     runner's loopback listeners are reached."""
     addr = _non_loopback_ipv4()
     srv = serve(servers, "0.0.0.0")
-    plan = network._plan_transparent(network.NetworkPolicy("full"), IS_ROOT, caps.user_namespaces)
+    plan = network.plan_transparent(network.NetworkPolicy("full"), IS_ROOT, caps.user_namespaces)
     assert isinstance(plan, network.NetworkPlan), plan
     request = plan.request
     for host in ["127.0.0.1"] + ([addr] if addr else []):
@@ -280,7 +281,7 @@ def test_dns_relay_answers_the_step():
     relay = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     relay.bind(("127.0.0.1", 0))
     step_side.settimeout(5)
-    network._relay_dns(relay, b"q1", step_side.getsockname(), upstream.getsockname())
+    netforward._relay_dns(relay, b"q1", step_side.getsockname(), upstream.getsockname())
     assert step_side.recvfrom(512)[0] == b"answer:q1"
     for s in (upstream, step_side, relay):
         s.close()
@@ -318,7 +319,7 @@ def test_metadata_address_unreachable_from_untrusted_steps_under_every_policy(wo
             verdict = connect(workspace, registry, "169.254.169.254", srv.port, network_policy=policy)
             assert verdict.startswith("BLOCKED"), (policy, verdict)
         # `full` through the transparent forwarder (what an unprivileged runner uses): the forwarder refuses.
-        plan = network._plan_transparent(network.NetworkPolicy("full"), True, caps.user_namespaces)
+        plan = network.plan_transparent(network.NetworkPolicy("full"), True, caps.user_namespaces)
         assert isinstance(plan, network.NetworkPlan), plan
         request = plan.request
         for host in ("169.254.169.254", "::ffff:169.254.169.254"):
