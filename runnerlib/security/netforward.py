@@ -112,6 +112,10 @@ def enter_network(request: dict[str, Any]) -> None:
     if pid == 0:  # the forwarder: stays in the runner's namespace
         code = 0
         try:
+            # Forked twice, so that it is the supervisor's (the subreaper's) child and not the step's: a step
+            # that waits for all its children (an init such as tini, wait(-1) loops) must not wait for it.
+            if os.fork() != 0:
+                os._exit(0)
             ours.close()
             # Hold none of the step's descriptors: its output pipes and status pipe must close when it ends.
             null = os.open(os.devnull, os.O_RDWR)
@@ -129,6 +133,7 @@ def enter_network(request: dict[str, Any]) -> None:
         finally:
             os._exit(code)
     theirs.close()
+    os.waitpid(pid, 0)
     try:
         try:
             # Plain first: the step may already hold CAP_SYS_ADMIN in a user namespace of its own.

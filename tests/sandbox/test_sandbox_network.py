@@ -396,3 +396,14 @@ def test_list_with_an_ipv6_target(workspace, registry, servers):
     assert reaches(connect(workspace, registry, "::1", allowed.port, network_policy=policy))
     verdict = connect(workspace, registry, "::1", other.port, network_policy=policy)
     assert verdict.startswith("BLOCKED"), verdict
+
+
+@needs_netns
+def test_a_step_that_waits_for_all_its_children_is_not_held_by_the_forwarder(workspace, registry, servers):
+    """An init-like step (wait until no child is left) must not find the forwarder among its children."""
+    serve(servers, "127.0.0.1")
+    script = "import os\ntry:\n    os.wait()\n    print('HAD A CHILD')\nexcept ChildProcessError:\n    print('NO CHILD')\n"
+    result = run_process([STEP_PYTHON, "-I", "-c", script], registry=registry, trusted=False,
+                         policy=workspace.policy(), env={"PATH": "/usr/bin:/bin"}, cwd=str(workspace.src),
+                         timeout=30, grace=1, network="loopback")
+    assert result.stdout.strip() == "NO CHILD", (result.exit_code, result.output)
