@@ -448,8 +448,11 @@ def run_untrusted(
     on_output: Callable[[str, bytes], object] | None = None,
     cancel_event: threading.Event | None = None,
     grace: float = DEFAULT_GRACE,
+    network: Any = None,
 ) -> ProcessResult:
     """Run untrusted code (PR code) from a trusted script, sandboxed; the returned output is masked.
+
+    `network`: full | none | loopback | [host:port, ...] (default: the policy's, full).
 
     The registry is built from this process's environment unless given. Because the sandboxed step may
     run under this process's uid, this process is hardened first (non-dumpable, secrets scrubbed from its
@@ -466,4 +469,4 @@ def run_untrusted(
     protect_runner(registry.secrets())
     return run_process(command, registry=registry, trusted=False, env=env, cwd=cwd, timeout=timeout,
                        policy=policy if policy is not None else default_policy(), on_output=on_output,
-                       cancel_event=cancel_event, grace=grace, name="run_untrusted")
+                       cancel_event=cancel_event, grace=grace, name="run_untrusted", network=network)
