@@ -22,6 +22,7 @@ import socket
 import struct
 import tempfile
 import threading
+import time
 from typing import Any
 
 from runnerlib.security.lowlevel import nftables
@@ -231,20 +232,34 @@ def _serve_forwards(ctl: socket.socket, step_fd: int) -> None:
             if meta is None:
                 return
             sock: socket.socket = key.fileobj  # type: ignore[assignment]
-            if meta["kind"] == "dns":
-                try:
-                    query, peer = sock.recvfrom(65535)
-                except OSError:
-                    continue
-                threading.Thread(target=_relay_dns, args=(sock, query, peer, tuple(meta["target"])),
-                                 daemon=True).start()
-                continue
             try:
-                conn, _peer = sock.accept()
+                if meta["kind"] == "dns":
+                    query, peer = sock.recvfrom(65535)
+                    work: tuple[Any, ...] = (_relay_dns, sock, query, peer, tuple(meta["target"]))
+                else:
+                    conn, _peer = sock.accept()
+                    work = (_relay, conn, tuple(meta["target"]) if meta["kind"] == "tcp" else None)
             except OSError:
+                time.sleep(0.05)  # out of descriptors (EMFILE): do not spin on a listener that stays readable
                 continue
-            target = tuple(meta["target"]) if meta["kind"] == "tcp" else None
-            threading.Thread(target=_relay, args=(conn, target), daemon=True).start()
+            if not _slots.acquire(blocking=False):
+                if meta["kind"] != "dns":
+                    work[1].close()  # over the cap: refused, as by a full backlog
+                continue
+            threading.Thread(target=_in_slot, args=work, daemon=True).start()
+
+
+# At most this many connections (and DNS queries) in flight per step: each costs the runner-side forwarder a
+# thread and two descriptors, and a step opening thousands must not exhaust the runner's process.
+MAX_IN_FLIGHT = 256
+_slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+
+
+def _in_slot(func: Any, *args: Any) -> None:
+    try:
+        func(*args)
+    finally:
+        _slots.release()
 
 
 def original_destination(conn: socket.socket) -> tuple[str, int]:
