@@ -42,7 +42,6 @@ import functools
 import ipaddress
 import os
 import re
-import shutil
 import socket
 import struct
 import subprocess
@@ -335,7 +334,7 @@ def netns_available(is_root: bool, user_namespaces: bool) -> str | None:
 
 def mechanisms(caps: Any) -> list[tuple[str, bool, str]]:
     """(mechanism, available, what it enforces) rows for `runnerlib sandbox probe`."""
-    nft = _nft()
+    nft = nftables.library() is not None
     return [
         ("network namespace", netns_available(caps.is_root, caps.user_namespaces) is None,
          "loopback and host:port lists (own namespace + forwarder); trusted `none`"
@@ -343,7 +342,7 @@ def mechanisms(caps: Any) -> list[tuple[str, bool, str]]:
         ("seccomp inet denial", bool(caps.seccomp), "network none (no AF_INET/AF_INET6/AF_PACKET sockets)"),
         ("landlock tcp (ABI>=4)", bool(caps.landlock_net), "network none (no TCP bind/connect)"),
         ("nftables owner match", bool(caps.is_root and nft), "network full: metadata addresses rejected for the "
-         "sandbox uid" + ("" if caps.is_root else " (needs a root runner)") + ("" if nft else " (no `nft`)")),
+         "sandbox uid" + ("" if caps.is_root else " (needs a root runner)") + ("" if nft else " (no libnftables)")),
         ("transparent forwarder", isinstance(plan_transparent(NetworkPolicy("full"), caps.is_root,
                                                                caps.user_namespaces), NetworkPlan),
          "network full in the step's own namespace, metadata refused by the forwarder (unprivileged runners)"),
@@ -367,13 +366,9 @@ def metadata_rule(uid: int) -> str:
     ]) + "\n"
 
 
-def _nft() -> str | None:
-    return shutil.which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.path.exists(p)), None)
-
-
 def ensure_metadata_blocked(uid: int) -> str | None:
     """Install the nftables metadata rule for `uid` once per process; the reason when it cannot be done
-    (remembered too: a container without CAP_NET_ADMIN would otherwise pay an nft run per step)."""
+    (remembered too: a container without CAP_NET_ADMIN would otherwise try again for every step)."""
     with _nft_lock:
         if uid not in _nft_done:
             _nft_done[uid] = _install_rule(uid)
@@ -381,17 +376,12 @@ def ensure_metadata_blocked(uid: int) -> str | None:
 
 
 def _install_rule(uid: int) -> str | None:
-    nft = _nft()
-    if nft is None:
-        return "the `nft` program (Debian package nftables) is not installed"
+    if nftables.library() is None:
+        return "libnftables (Debian package nftables) is not installed"
     try:
-        proc = subprocess.run([nft, "-f", "-"], input=metadata_rule(uid).encode(), capture_output=True,
-                              timeout=30, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"nft failed: {exc}"
-    if proc.returncode != 0:
-        first = (proc.stderr.decode(errors="replace").strip().splitlines() or ["?"])[0]
-        return f"nft refused the rule: {first}"
+        nftables.run(metadata_rule(uid))
+    except OSError as exc:
+        return f"nftables refused the rule: {exc.strerror or exc}"
     return None
 
 

@@ -113,8 +113,8 @@ def _non_loopback_ipv4() -> str | None:
 
 needs_netns = pytest.mark.skipif(network.netns_available(IS_ROOT, caps.user_namespaces) is not None,
                                  reason="no network namespaces here (needs root or user namespaces)")
-full_ok = (IS_ROOT and shutil.which("nft") is not None) or (
-    nftables.library() is not None and network.netns_available(IS_ROOT, caps.user_namespaces) is None)
+full_ok = nftables.library() is not None and (
+    IS_ROOT or network.netns_available(IS_ROOT, caps.user_namespaces) is None)
 
 
 def control_policy() -> str | None:
@@ -214,7 +214,6 @@ def test_unresolvable_list_target_refuses_the_step(workspace, registry):
 def test_explicit_full_fails_closed_without_a_mechanism(workspace, registry, monkeypatch):
     """No nft (neither the host rule nor the namespace's redirect): explicit `full` is refused, naming what is
     missing; the implicit default runs with the gap logged (control: the same step)."""
-    monkeypatch.setattr(network, "_nft", lambda: None)
     monkeypatch.setattr(nftables, "library", lambda: None)
     monkeypatch.setattr(network, "ensure_metadata_blocked", lambda uid: "the `nft` program is not installed")
     verdict = connect(workspace, registry, "127.0.0.1", 1, network_policy="full")
@@ -310,7 +309,7 @@ def metadata_address_on_lo(address: str) -> Iterator[None]:
 
 @pytest.mark.root
 @pytest.mark.skipif(not IS_ROOT, reason="adding 169.254.169.254 to lo needs root")
-@pytest.mark.skipif(shutil.which("nft") is None, reason="network full cuts metadata off with nftables (not installed)")
+@pytest.mark.skipif(nftables.library() is None, reason="network full cuts metadata off with nftables (not installed)")
 def test_metadata_address_unreachable_from_untrusted_steps_under_every_policy(workspace, registry, servers):
     with metadata_address_on_lo("169.254.169.254"):
         srv = serve(servers, "169.254.169.254")

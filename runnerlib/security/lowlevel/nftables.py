@@ -48,6 +48,6 @@ def run(text: str) -> None:
         if lib.nft_run_cmd_from_buffer(ctx, text.encode()) != 0:
             first = ((lib.nft_ctx_get_error_buffer(ctx) or b"?").decode(errors="replace").strip().splitlines()
                      or ["?"])[0]
-            raise OSError(errno.EPERM, f"nftables: {first}")
+            raise OSError(errno.EPERM, first)
     finally:
         lib.nft_ctx_free(ctx)
