@@ -81,6 +81,9 @@ class JobConfig(BaseModel):
     job_env: EnvVars = Field(default_factory=dict, description="Extra environment for the steps.")
     vars: dict[str, str] = Field(default_factory=dict, description="Job variables usable in step conditions.")
     untrusted: bool = Field(False, description="Run the job command as an untrusted (sandboxed) step.")
+    network: str | list[str] | None = Field(
+        None, description="Network of the job's steps that set none: full, none, loopback or host:port,... "
+                          "(untrusted default: full; cloud metadata addresses never reachable).")
     runner_image: str | None = Field(None, description="Container image (container mode).")
     container: bool = Field(False, description="Run the job in a container of runner_image.")
     container_engine: Literal["auto", "podman", "docker"] = Field(
@@ -135,6 +138,13 @@ class JobConfig(BaseModel):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, value: Any) -> Any:
+        from runnerlib.security.network import check_spec
+
+        return check_spec(value)
 
     @field_validator("job_name")
     @classmethod

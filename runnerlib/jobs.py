@@ -76,6 +76,8 @@ class Step:
     trust: Trust = "trusted"
     allow_failure: bool | AllowFailurePolicy = False
     retry: RetryPolicy | None = None  # retries by cause (execution/retry.py); `retries` holds its max
+    # full | none | loopback | [host:port, ...] (runnerlib.security.network); None: the job's default.
+    network: str | list[str] | None = None
     # Where the step was defined (file:line), for error messages; None when built in Python.
     origin: str | None = None
     # Trusted steps: whether `::add-mask::` lines of its output register values; the secret variables it
@@ -126,6 +128,9 @@ class StepSpec(BaseModel):
                                      "the job's `secrets: declared` it gets these and no other.")
     register_secrets: bool = Field(default=False, description="With `secrets: declared`: may register secrets "
                                    "over the socket (otherwise it can only ask it to mask).")
+    network: str | list[str] | None = Field(
+        default=None, description="full, none, loopback or a list of host:port (untrusted default: full, "
+                                  "cloud metadata addresses never reachable).")
 
     @field_validator("retry", mode="before")
     @classmethod
@@ -157,6 +162,13 @@ class StepSpec(BaseModel):
         if "\x00" in (value if isinstance(value, str) else "".join(value)):
             raise ValueError("must not contain NUL bytes")
         return value
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, value: str | list[str] | None) -> str | list[str] | None:
+        from runnerlib.security.network import check_spec
+
+        return check_spec(value)
 
     @field_validator("depends_on", mode="before")
     @classmethod
@@ -218,6 +230,7 @@ class Job:
         add_mask: bool = True,
         secrets: Iterable[str] | None = None,
         register_secrets: bool = False,
+        network: str | list[str] | None = None,
     ) -> Step:
         """Add a step; arguments are checked at once (duplicate names included), the DAG by `validate()`."""
         if name in self._steps:
@@ -229,6 +242,7 @@ class Job:
                             timeout=timeout, retries=retries, env=dict(env or {}),
                             working_dir=working_dir, trust=trust, add_mask=add_mask,
                             secrets=None if secrets is None else list(secrets), register_secrets=register_secrets,
+                            network=network,
                             # mappings as written in a job file: StepSpec's validators make the policies
                             allow_failure=cast(Any, allow_failure), retry=cast(Any, retry))
         except ValidationError as exc:

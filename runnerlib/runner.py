@@ -325,7 +325,12 @@ class JobRunner:
         from runnerlib.execution.container import new_container_name
         from runnerlib.execution.process import run_process
 
-        container = replace(self._container, trusted=trusted)
+        network = step.network if step.network is not None else self.config.network
+        if network is not None and network not in ("full", "none", "loopback"):
+            reason = "a network allow-list cannot be enforced in container mode (full, none or loopback)"
+            self.log.event(f"refused: {reason}", step=step.name, level="error")
+            return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=reason)
+        container = replace(self._container, trusted=trusted, network=network or "full")
         names = set(self._context_env()) | set(getattr(self, "_job_env", self.config.job_env)) | set(step.env) \
             | {"REACTORCIDE_STEP_NAME"} | set(self.context.env or {})
         mounts: list[str] = []
@@ -589,7 +594,9 @@ class JobRunner:
                     result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
                                          timeout=step.timeout, policy=policy, on_output=sink.write,
                                          cancel_event=cancel, grace=self.config.kill_grace, name=step.name,
-                                         keep_output=False, commands=files.commands, add_mask=step.add_mask)
+                                         keep_output=False, commands=files.commands, add_mask=step.add_mask,
+                                         network=step.network if step.network is not None
+                                         else self.config.network)
         finally:
             files_error = self._protocol.collect(files)
         if files_error:  # as on GitHub, a malformed file fails a step that succeeded

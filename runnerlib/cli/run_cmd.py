@@ -51,6 +51,8 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--git-ref",), "git_ref", {"help": "Same as --source-ref REF."}),
     (("--untrusted",), "untrusted", {"is_flag": True, "help": "Run the job command sandboxed, without secrets "
                                                              "(env REACTORCIDE_UNTRUSTED)."}),
+    (("--network",), "network", {"help": "Network of the steps that set none: full, none, loopback, or "
+                                          "host:port,host:port (env REACTORCIDE_NETWORK)."}),
     (("--allow-insecure-transport",), "allow_insecure_transport",
      {"is_flag": True, "help": "Allow a plain-HTTP coordinator URL."}),
     (("--dry-run",), "dry_run", {"is_flag": True, "help": "Validate and print the plan; run nothing."}),

@@ -64,29 +64,46 @@ sandbox.help = (sandbox.help or "") + _default_policy_help()
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as JSON.")
 def probe(as_json: bool) -> None:
     """Print the kernel capability matrix (Landlock ABI, seccomp, no_new_privs, user namespaces, root)."""
+    from runnerlib.security.network import mechanisms
     from runnerlib.security.probe import probe as run_probe
 
     caps = run_probe()
-    click.echo(json.dumps(caps.to_dict()) if as_json else caps.describe())
+    rows = mechanisms(caps)
+    if as_json:
+        click.echo(json.dumps({**caps.to_dict(), "network": {name: ok for name, ok, _ in rows}}))
+        return
+    click.echo(caps.describe())
+    width = max(len(r[0]) for r in rows)
+    click.echo("network mechanisms:")
+    for name, ok, what in rows:
+        click.echo(f"  {name:<{width}}  {'yes' if ok else 'NO '}  {what}")
 
 
-def _policy(workspace: str, deny_network: bool, best_effort: bool):  # type: ignore[no-untyped-def]
-    from runnerlib.security.policy import SandboxPolicy
+def _policy(workspace: str, deny_network: bool, best_effort: bool, network: str | None = None):  # type: ignore[no-untyped-def]
+    from runnerlib.security.policy import PolicyError, SandboxPolicy
 
-    return SandboxPolicy.for_workspace(workspace, deny_network=deny_network, best_effort=best_effort)
+    try:
+        return SandboxPolicy.for_workspace(workspace, deny_network=deny_network, best_effort=best_effort,
+                                           network=network)
+    except PolicyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--network") from None
+
+
+_NETWORK_HELP = "full, none, loopback or host:port,host:port (default: full, metadata addresses never reachable)."
 
 
 @sandbox.command()
 @click.option("--workspace", default="/job", show_default=True, help="Workspace root (ci, src, artifacts).")
 @click.option("--deny-network", is_flag=True, help="No TCP and no inet sockets.")
+@click.option("--network", default=None, help=_NETWORK_HELP)
 @click.option("--best-effort", is_flag=True, envvar="REACTORCIDE_SANDBOX_BEST_EFFORT",
               help="Run even where the kernel cannot enforce everything (gaps are logged).")
-def policy(workspace: str, deny_network: bool, best_effort: bool) -> None:
+def policy(workspace: str, deny_network: bool, network: str | None, best_effort: bool) -> None:
     """Print the untrusted-step policy and how this machine would enforce it (or why it would refuse)."""
     from runnerlib.security.probe import runner_dumpable
     from runnerlib.security.spawn import SandboxRefused, plan_sandbox
 
-    pol = _policy(workspace, deny_network, best_effort)
+    pol = _policy(workspace, deny_network, best_effort, network)
     click.echo(pol.describe())
     try:
         # The CLI process itself is dumpable; a runner is not (selfprotect), so judge as the runner would.
@@ -104,11 +121,12 @@ def policy(workspace: str, deny_network: bool, best_effort: bool) -> None:
 @click.option("--cwd", default=None, help="Working directory (default: WORKSPACE/src).")
 @click.option("--timeout", type=float, default=None, help="Seconds before SIGTERM (then 60 s grace).")
 @click.option("--deny-network", is_flag=True, help="No TCP and no inet sockets.")
+@click.option("--network", default=None, help=_NETWORK_HELP)
 @click.option("--best-effort", is_flag=True, envvar="REACTORCIDE_SANDBOX_BEST_EFFORT",
               help="Run even where the kernel cannot enforce everything (gaps are logged).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_(workspace: str, cwd: str | None, timeout: float | None, deny_network: bool, best_effort: bool,
-          command: tuple[str, ...]) -> None:
+def exec_(workspace: str, cwd: str | None, timeout: float | None, deny_network: bool, network: str | None,
+          best_effort: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND as an untrusted step (sandboxed, allow-listed environment, masked output).
 
     Exit status: the command's own, 124 on timeout, 126 when the sandbox refuses (the reason is printed).
@@ -121,7 +139,7 @@ def exec_(workspace: str, cwd: str | None, timeout: float | None, deny_network: 
         out.flush()
 
     result = run_untrusted(list(command), cwd=cwd or os.path.join(workspace, "src"), timeout=timeout,
-                           policy=_policy(workspace, deny_network, best_effort), on_output=forward)
+                           policy=_policy(workspace, deny_network, best_effort, network), on_output=forward)
     if result.refused or (result.reason and result.exit_code in (126, 127)):
         click.echo(f"runnerlib: {result.reason}", err=True)
     sys.exit(result.exit_code)

@@ -39,6 +39,7 @@ from typing import Any
 from runnerlib.execution.allocator import keep_large_buffers_on_heap
 from runnerlib.security import proctree
 from runnerlib.security.inband import AddMaskFilter
+from runnerlib.security.network import NetworkSpecError, parse_network, plan_for_trusted
 from runnerlib.security.policy import PolicyError, SandboxPolicy
 from runnerlib.security.spawn import (
     REFUSED_EXIT,
@@ -180,6 +181,7 @@ def run_process(
     keep_output: bool = True,
     commands: Any = None,
     add_mask: bool = True,
+    network: Any = None,
 ) -> ProcessResult:
     """Run one step process and return its masked result (see the module docstring).
 
@@ -191,6 +193,8 @@ def run_process(
     must not hold a step's gigabytes in memory). `commands` (an execution.workflow_commands.WorkflowCommands)
     turns on GitHub's workflow commands in the output and collects the step's annotations. `add_mask=False`: a trusted step's `::add-mask::` lines
     register nothing and pass as ordinary output (an untrusted step's never register).
+    `network`: full | none | loopback | [host:port, ...] for this step (runnerlib.security.network); None keeps
+    the policy's (untrusted) or the runner's (trusted).
     """
     start = time.monotonic()
     keep_large_buffers_on_heap()  # READ_SIZE reads would otherwise page-fault fresh memory every time
@@ -203,6 +207,25 @@ def run_process(
     if grace < 0:
         raise ValueError("grace: must be >= 0 seconds")
 
+    net: dict[str, Any] | None = None
+    if network is not None:
+        try:
+            net_policy = parse_network(network)
+            if policy is not None or not trusted:
+                policy = (policy or SandboxPolicy.from_env()).with_(network=net_policy,
+                                                                    deny_network=net_policy.mode == "none")
+            elif net_policy.mode != "full":
+                from runnerlib.security.probe import probe
+
+                net_plan = plan_for_trusted(net_policy, probe())
+                if net_plan.missing:
+                    raise SandboxRefused(net_plan.missing)
+                net = net_plan.request
+                log.info("%s: %s", name, net_plan.describe())
+        except (SandboxRefused, PolicyError, NetworkSpecError) as exc:
+            reason = mask(str(exc))
+            log.error("%s: %s", name, reason)
+            return _refused(reason, start)
     plan: SandboxPlan | None = None
     if policy is not None or not trusted:
         try:
@@ -219,7 +242,7 @@ def run_process(
             assert plan is not None
             step_env = build_untrusted_env(env or {}, registry=registry, tmpdir=plan.private_tmp)
         return _run(argv, step_env, cwd, timeout, grace, plan, registry, trusted, on_output, cancel_event,
-                    name, start, keep_output, commands, add_mask=add_mask)
+                    name, start, keep_output, commands, add_mask=add_mask, net=net)
     finally:
         if plan is not None:
             plan.cleanup()
@@ -229,7 +252,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
          plan: SandboxPlan | None, registry: Any, trusted: bool,
          on_output: Callable[[str, bytes], object] | None, cancel_event: threading.Event | None,
          name: str, start: float, keep_output: bool = True, commands: Any = None, *,
-         add_mask: bool = True) -> ProcessResult:
+         add_mask: bool = True, net: dict[str, Any] | None = None) -> ProcessResult:
     mask = registry.mask_text
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -242,7 +265,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
     ]
     try:
         try:
-            step = spawn(argv, env=env, cwd=cwd, plan=plan, stdout=out_w, stderr=err_w)
+            step = spawn(argv, env=env, cwd=cwd, plan=plan, stdout=out_w, stderr=err_w, net=net)
         finally:
             os.close(out_w)
             os.close(err_w)
@@ -435,8 +458,11 @@ def run_untrusted(
     on_output: Callable[[str, bytes], object] | None = None,
     cancel_event: threading.Event | None = None,
     grace: float = DEFAULT_GRACE,
+    network: Any = None,
 ) -> ProcessResult:
     """Run untrusted code (PR code) from a trusted script, sandboxed; the returned output is masked.
+
+    `network`: full | none | loopback | [host:port, ...] (default: the policy's, full).
 
     The registry is built from this process's environment unless given. Because the sandboxed step may
     run under this process's uid, this process is hardened first (non-dumpable, secrets scrubbed from its
@@ -453,4 +479,4 @@ def run_untrusted(
     protect_runner(registry.secrets())
     return run_process(command, registry=registry, trusted=False, env=env, cwd=cwd, timeout=timeout,
                        policy=policy if policy is not None else default_policy(), on_output=on_output,
-                       cancel_event=cancel_event, grace=grace, name="run_untrusted")
+                       cancel_event=cancel_event, grace=grace, name="run_untrusted", network=network)

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from runnerlib.security.network import NetworkPolicy, NetworkSpecError, default_policy, parse_network
+
 NOBODY = 65534
 
 # What an ordinary build needs to read and execute. Deliberately not "/": in unprivileged mode the step
@@ -78,6 +80,8 @@ class SandboxPolicy:
     private_tmp: a fresh 0700 directory owned by the step, used as TMPDIR and HOME, removed afterwards.
     tmp_root: where private tmp directories are created.
     deny_network: no TCP via Landlock (ABI >= 4) and no AF_INET/AF_INET6/AF_PACKET sockets via seccomp.
+    network: full | none | loopback | [host:port, ...] (see runnerlib.security.network); None: the default
+        (full, metadata addresses cut off). `none` and deny_network mean the same.
     best_effort: run even when the kernel cannot enforce everything (each gap is logged); off by default.
     """
 
@@ -92,6 +96,7 @@ class SandboxPolicy:
     deny_network: bool = False
     rlimits: Rlimits = field(default_factory=Rlimits)
     best_effort: bool = False
+    network: Any = None
 
     def __post_init__(self) -> None:
         for name in ("uid", "gid"):
@@ -112,6 +117,16 @@ class SandboxPolicy:
             object.__setattr__(self, name, tuple(normalised))
         if not isinstance(self.tmp_root, str) or not self.tmp_root.startswith("/"):
             raise PolicyError("tmp_root", "must be an absolute path")
+        try:
+            net = default_policy() if self.network is None else parse_network(self.network)
+        except NetworkSpecError as exc:
+            raise PolicyError("network", exc.rule) from None
+        if self.deny_network and net.mode != "none":
+            if net.explicit:
+                raise PolicyError("network", f"deny_network contradicts network {net}")
+            net = NetworkPolicy("none")
+        object.__setattr__(self, "network", net)
+        object.__setattr__(self, "deny_network", net.mode == "none")
         if isinstance(self.rlimits, dict):
             object.__setattr__(self, "rlimits", Rlimits(**self.rlimits))
         writable = self.read_write_paths + self.writable_files
@@ -170,7 +185,9 @@ class SandboxPolicy:
             "syscalls denied: ptrace, process_vm_*, mount, umount, unshare, setns, clone with namespaces, "
             "keyctl, bpf, perf_event_open, io_uring, TIOCSTI (clone3 -> ENOSYS)",
             "scoping: no signals to, and no abstract sockets of, processes outside the sandbox",
-            f"network: {'denied (TCP via Landlock, inet sockets via seccomp)' if self.deny_network else 'allowed'}",
+            f"network: {self.network}"
+            + (" (TCP via Landlock, inet sockets via seccomp)" if self.deny_network else "")
+            + ("" if self.deny_network else "; cloud metadata addresses (169.254.0.0/16, fd00:ec2::254) never"),
             f"rlimits: {limits}",
             f"mode: {'best-effort (gaps are logged, not refused)' if self.best_effort else 'fail closed'}",
         ]

@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from runnerlib.security import proctree
+from runnerlib.security import network, proctree
 from runnerlib.security.policy import BEST_EFFORT_ENV, SandboxPolicy
 from runnerlib.security.probe import Capabilities, probe, runner_dumpable
 
@@ -88,6 +88,7 @@ class SandboxPlan:
             "seccomp: " + ("deny-list" + (" + inet sockets" if self.plan["seccomp"]["deny_network"] else "")
                            if self.plan.get("seccomp") else "OFF"),
         ]
+        parts += [self.plan["network"]] if self.plan.get("network") else []
         parts += [f"best-effort gap: {n}" for n in self.notes]
         return "; ".join(parts)
 
@@ -178,6 +179,10 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
                        "and io_uring would stay open to the step")
     if policy.deny_network and not (plan["seccomp"] or (plan["landlock"] or {}).get("deny_tcp")):
         missing.append("deny_network needs seccomp or Landlock ABI 4")
+    net = network.plan_for_sandbox(policy.network, caps, policy.uid)
+    plan["net"], plan["network"] = net.request, net.describe()
+    missing += net.missing
+    notes += net.notes
 
     if missing:
         if not policy.best_effort:
@@ -409,11 +414,12 @@ class SpawnedStep:
 
 
 def spawn(argv: list[str], *, env: dict[str, str], cwd: str | None = None, plan: SandboxPlan | None = None,
-          stdin: int | None = None, stdout: int, stderr: int) -> SpawnedStep:
+          stdin: int | None = None, stdout: int, stderr: int, net: dict[str, Any] | None = None) -> SpawnedStep:
     """Start `argv` through the fork server (sandboxed when `plan` is given) and wait until it has exec'd.
 
     The caller keeps ownership of stdin/stdout/stderr (close your copies of the write ends afterwards).
     If the step fails before exec, the returned object has `.error` set ({"stage", "message", "code"}).
+    `net`: a network set-up (`NetworkPlan.request`) for a step without a sandbox plan (a trusted step).
     """
     if not argv or not all(isinstance(a, str) for a in argv):
         raise ValueError("argv must be a non-empty list of strings")
@@ -423,7 +429,8 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str | None = None, plan:
         if stdin is None:
             devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             stdin = devnull
-        request = {"argv": list(argv), "env": dict(env), "cwd": cwd, "plan": plan.plan if plan else None}
+        request = {"argv": list(argv), "env": dict(env), "cwd": cwd, "plan": plan.plan if plan else None,
+                   "net": net}
         _server.send(request, [stdin, stdout, stderr, status_w])
     except BaseException:
         os.close(status_r)

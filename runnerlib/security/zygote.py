@@ -39,8 +39,8 @@ from typing import Any
 if __name__ == "__main__":  # run as a script under -I -S: make the package importable from its checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from runnerlib.security import proctree  # noqa: E402
-from runnerlib.security.lowlevel import landlock, prctl, seccomp  # noqa: E402
+from runnerlib.security import netforward, proctree  # noqa: E402
+from runnerlib.security.lowlevel import landlock, nftables, prctl, seccomp  # noqa: E402
 
 _FDS_PER_REQUEST = 4
 _MAX_REQUEST = 64 * 1024 * 1024
@@ -173,6 +173,10 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, b
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; a step expects defaults
             signal.signal(sig, signal.SIG_DFL)
         plan = req.get("plan")
+        net = req.get("net") or (plan or {}).get("net")
+        if net:
+            stage = "network"  # before the identity switch: a namespace needs the runner's rights
+            netforward.enter_network(net)
         if plan is not None:
             _apply_plan(plan, supervisor, programs, ruleset)
         else:
@@ -266,6 +270,7 @@ def serve(ctl_fd: int) -> None:
     except OSError:
         pass  # unsupported architecture: a plan asking for seccomp fails closed in _apply_plan
     me = os.getpid()
+    nftables.preload()  # libnftables, for steps whose network policy needs rules in their own namespace
     # Forked children live for a few hundred microseconds before exec: no collector runs, and freezing
     # the start-up objects keeps their pages shared (no copy-on-write from reference-count or GC scans).
     gc.disable()

@@ -175,7 +175,11 @@ def test_dry_run_runs_nothing(ws: Path) -> None:
     assert b"dry run" in out.getvalue()
 
 
-def test_container_mode_fails_clearly(ws: Path) -> None:
+def test_container_mode_without_an_engine_fails_clearly(ws: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "no-engines"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
     runner, out = runner_for(ws, job_command="true", runner_image="alpine:latest")
     assert runner.run() == 2
     assert b"container mode needs a container engine" in out.getvalue()

@@ -1,0 +1,315 @@
+"""The step-side half of the network policy: the step's own network namespace and the runner-side forwarder.
+
+Runs in the fork server's step process before it drops privileges (`enter_network(request)`, the request made
+by `runnerlib.security.network.plan_network`). The forwarder is forked first, so it stays in the runner's
+namespace; the step process then moves into a new network namespace (and a user namespace when the runner is
+unprivileged), brings lo up, adds the plan's addresses and listeners (and, for `full` without a host rule,
+local default routes and an nftables redirect of every TCP connection), and hands the sockets over.
+The forwarder only ever connects to the plan's targets, or for a redirected connection to its original
+destination when that is not a metadata address; it exits when the step's main process exits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import ipaddress
+import json
+import os
+import selectors
+import socket
+import struct
+import tempfile
+import threading
+import time
+from typing import Any
+
+from runnerlib.security.lowlevel import nftables
+from runnerlib.security.network import is_metadata
+
+_CLONE_NEWNET = 0x40000000
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWNS = 0x00020000
+_MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 1 << 18
+_SO_ORIGINAL_DST = 80  # also IP6T_SO_ORIGINAL_DST
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _unshare(flags: int) -> None:
+    if _libc.unshare(flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare: {os.strerror(err)}")
+
+
+def _lo_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, _SIOCGIFFLAGS, struct.pack("16sH14x", b"lo", 0)))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+def _add_address(address: str) -> None:
+    """Add a host address (/32 or /128) to lo over rtnetlink (RTM_NEWADDR); no `ip` program needed."""
+    ip = ipaddress.ip_address(address)
+    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    raw = ip.packed
+
+    def attr(kind: int, data: bytes) -> bytes:
+        body = struct.pack("HH", 4 + len(data), kind) + data
+        return body + b"\0" * (-len(body) % 4)
+
+    payload = struct.pack("BBBBI", family, 8 * len(raw), 0, 0, socket.if_nametoindex("lo"))
+    payload += attr(2, raw) + attr(1, raw)  # IFA_LOCAL, IFA_ADDRESS
+    # RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE
+    _netlink(struct.pack("IHHII", 16 + len(payload), 20, 0x1 | 0x4 | 0x200 | 0x400, 1, 0) + payload,
+             f"adding {address} to lo")
+
+
+def _netlink(msg: bytes, what: str) -> None:
+    """Send one rtnetlink request and check its acknowledgement (EEXIST counts as done)."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as nl:  # NETLINK_ROUTE
+        nl.send(msg)
+        reply = nl.recv(4096)
+    (code,) = struct.unpack_from("i", reply, 16)
+    if code not in (0, -errno.EEXIST):
+        raise OSError(-code, f"{what}: {os.strerror(-code)}")
+
+
+def _identity_map(uid: int, gid: int) -> None:
+    # A non-dumpable process cannot write its own maps; the step is about to exec anyway, which resets it.
+    _libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+    for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"),
+                       ("/proc/self/gid_map", f"{gid} {gid} 1")):
+        with open(path, "w") as f:
+            f.write(text)
+
+
+def _private_hosts(text: str) -> None:
+    """A mount namespace of the step's own where /etc/hosts is `text` (bind-mounted from an unlinked file)."""
+    _unshare(_CLONE_NEWNS)
+    if _libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"making / private: {os.strerror(err)}")
+    fd, path = tempfile.mkstemp(prefix="runnerlib-hosts-")
+    try:
+        os.write(fd, text.encode())
+        os.fchmod(fd, 0o644)
+        if _libc.mount(path.encode(), b"/etc/hosts", None, _MS_BIND, None) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mounting the step's /etc/hosts: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def enter_network(request: dict[str, Any]) -> None:
+    """In the step process, before it drops privileges: fork the forwarder, then move into a new network
+    namespace with lo up, the plan's addresses on lo and a listener per forward, handed to the forwarder."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    forwards = [(str(a), int(p)) for a, p in request.get("forwards", [])]
+    step_pid = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the forwarder: stays in the runner's namespace
+        code = 0
+        try:
+            # Forked twice, so that it is the supervisor's (the subreaper's) child and not the step's: a step
+            # that waits for all its children (an init such as tini, wait(-1) loops) must not wait for it.
+            if os.fork() != 0:
+                os._exit(0)
+            ours.close()
+            # Hold none of the step's descriptors: its output pipes and status pipe must close when it ends.
+            null = os.open(os.devnull, os.O_RDWR)
+            for target in (0, 1, 2):
+                os.dup2(null, target)
+            keep = theirs.fileno()
+            os.closerange(3, keep)
+            os.closerange(keep + 1, 1 << 16)
+            # A pidfd, not PR_SET_PDEATHSIG: the step drops to another uid, and a parent of another uid
+            # cannot deliver the death signal to a root forwarder.
+            step_fd = os.pidfd_open(step_pid)
+            _serve_forwards(theirs, step_fd)
+        except BaseException:  # noqa: BLE001 - nothing to report to; the step sees refused connections
+            code = 1
+        finally:
+            os._exit(code)
+    theirs.close()
+    os.waitpid(pid, 0)
+    try:
+        try:
+            # Plain first: the step may already hold CAP_SYS_ADMIN in a user namespace of its own.
+            _unshare(_CLONE_NEWNET)
+        except PermissionError:
+            if not request.get("user_ns"):
+                raise
+            uid, gid = os.getuid(), os.getgid()
+            _unshare(_CLONE_NEWUSER | _CLONE_NEWNET)
+            _identity_map(uid, gid)
+        _lo_up()
+        for address in request.get("addresses", []):
+            _add_address(address)
+        entries: list[tuple[socket.socket, dict[str, Any]]] = []
+        for address, port in forwards:
+            entries.append((_listener(address, port), {"kind": "tcp", "target": [address, port]}))
+        if request.get("transparent"):
+            entries += _transparent_setup(request)
+        if request.get("hosts"):
+            _private_hosts(request["hosts"])
+        header = json.dumps([meta for _sock, meta in entries]).encode()
+        socket.send_fds(ours, [struct.pack("I", len(header)) + header], [sock.fileno() for sock, _ in entries])
+        for sock, _meta in entries:
+            sock.close()
+    finally:
+        ours.close()
+
+
+def _listener(address: str, port: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, kind)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    if kind == socket.SOCK_STREAM:
+        sock.listen(128)
+    return sock
+
+
+def _add_local_default(family: int) -> None:
+    """`ip route add local default dev lo` (table local) over rtnetlink: every address is local here, so a
+    connection to any of them is routed to lo, where nftables redirects it to the forwarder."""
+    table_local, rtprot_boot, scope_host, rtn_local = 255, 3, 254, 2
+    payload = struct.pack("BBBBBBBBI", family, 0, 0, 0, table_local, rtprot_boot, scope_host, rtn_local, 0)
+    payload += struct.pack("HHI", 8, 4, socket.if_nametoindex("lo"))  # RTA_OIF
+    # RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE
+    _netlink(struct.pack("IHHII", 16 + len(payload), 24, 0x1 | 0x4 | 0x400, 1, 0) + payload, "a local route")
+
+
+def _transparent_setup(request: dict[str, Any]) -> list[tuple[socket.socket, dict[str, Any]]]:
+    """Inside the new namespace: local default routes, the redirecting nftables rules, and the sockets the
+    forwarder serves (one transparent listener per family, one UDP socket per nameserver)."""
+    entries: list[tuple[socket.socket, dict[str, Any]]] = []
+    rules = []
+    for family, loop, nat in ((socket.AF_INET, "127.0.0.1", "ip"), (socket.AF_INET6, "::1", "ip6")):
+        try:
+            _add_local_default(family)
+            sock = _listener(loop, 0)
+        except OSError:
+            if family == socket.AF_INET:
+                raise
+            continue  # no IPv6 in this kernel: IPv4 only
+        port = sock.getsockname()[1]
+        entries.append((sock, {"kind": "transparent"}))
+        lo_net = "127.0.0.0/8" if nat == "ip" else "::1"
+        rules += [f"add table {nat} runnerlib",
+                  f"add chain {nat} runnerlib out {{ type nat hook output priority -100; policy accept; }}",
+                  f"add rule {nat} runnerlib out {nat} daddr != {lo_net} meta l4proto tcp redirect to :{port}"]
+    nftables.run("\n".join(rules) + "\n")
+    for server in request.get("dns", []):
+        entries.append((_listener(server, 53, socket.SOCK_DGRAM), {"kind": "dns", "target": [server, 53]}))
+    return entries
+
+
+def _serve_forwards(ctl: socket.socket, step_fd: int) -> None:
+    """The forwarder: accept on each in-namespace socket and relay out here (to the entry's fixed target, or
+    for a transparent listener to the connection's original destination unless it is a metadata address);
+    exit when the step's main process exits (its pidfd becomes readable)."""
+    data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 20, 1024)
+    ctl.close()
+    if len(data) < 4:
+        return
+    (size,) = struct.unpack_from("I", data)
+    entries = json.loads(data[4:4 + size])
+    if len(fds) != len(entries):
+        return
+    sel = selectors.DefaultSelector()
+    sel.register(step_fd, selectors.EVENT_READ, None)
+    for fd, meta in zip(fds, entries, strict=True):
+        sel.register(socket.socket(fileno=fd), selectors.EVENT_READ, meta)
+    while True:
+        for key, _ev in sel.select():
+            meta = key.data
+            if meta is None:
+                return
+            sock: socket.socket = key.fileobj  # type: ignore[assignment]
+            try:
+                if meta["kind"] == "dns":
+                    query, peer = sock.recvfrom(65535)
+                    work: tuple[Any, ...] = (_relay_dns, sock, query, peer, tuple(meta["target"]))
+                else:
+                    conn, _peer = sock.accept()
+                    work = (_relay, conn, tuple(meta["target"]) if meta["kind"] == "tcp" else None)
+            except OSError:
+                time.sleep(0.05)  # out of descriptors (EMFILE): do not spin on a listener that stays readable
+                continue
+            if not _slots.acquire(blocking=False):
+                if meta["kind"] != "dns":
+                    work[1].close()  # over the cap: refused, as by a full backlog
+                continue
+            threading.Thread(target=_in_slot, args=work, daemon=True).start()
+
+
+# At most this many connections (and DNS queries) in flight per step: each costs the runner-side forwarder a
+# thread and two descriptors, and a step opening thousands must not exhaust the runner's process.
+MAX_IN_FLIGHT = 256
+_slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+
+
+def _in_slot(func: Any, *args: Any) -> None:
+    try:
+        func(*args)
+    finally:
+        _slots.release()
+
+
+def original_destination(conn: socket.socket) -> tuple[str, int]:
+    """Where a redirected connection was going (conntrack's SO_ORIGINAL_DST)."""
+    if conn.family == socket.AF_INET:
+        raw = conn.getsockopt(socket.SOL_IP, _SO_ORIGINAL_DST, 16)
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), struct.unpack_from(">H", raw, 2)[0]
+    raw = conn.getsockopt(socket.IPPROTO_IPV6, _SO_ORIGINAL_DST, 28)
+    return socket.inet_ntop(socket.AF_INET6, raw[8:24]), struct.unpack_from(">H", raw, 2)[0]
+
+
+def _relay_dns(sock: socket.socket, query: bytes, peer: Any, server: tuple[str, int]) -> None:
+    family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as up:
+            up.settimeout(5)
+            up.sendto(query, server)
+            reply, _ = up.recvfrom(65535)
+        sock.sendto(reply, peer)
+    except OSError:
+        pass  # the step's resolver times out and retries, as with a lost datagram
+
+
+def _relay(conn: socket.socket, target: tuple[str, int] | None) -> None:
+    try:
+        if target is None:  # transparent: the metadata check is made on the forwarder's own copy
+            target = original_destination(conn)
+            if is_metadata(target[0]):
+                raise OSError(errno.EACCES, "metadata address")
+        upstream = socket.create_connection(target, timeout=30)
+    except OSError:
+        conn.close()  # the step sees the connection closed, as if refused
+        return
+    upstream.settimeout(None)
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    back = threading.Thread(target=pump, args=(upstream, conn), daemon=True)
+    back.start()
+    pump(conn, upstream)
+    back.join()
+    conn.close()
+    upstream.close()
