@@ -117,7 +117,10 @@ class JobRunner:
         self._cancelled = threading.Event()
         self._job_timed_out = False
         self._socket: Any = None
-        self._src_owner: tuple[int, int] | None = None  # the sandbox uid that owns the src tree, if handed over
+        # Untrusted steps' own copy of the source tree (made before the first one runs; /job/src stays pristine).
+        self._untrusted_src: Any = None
+        self._untrusted_lock = threading.Lock()
+        self._handover_dirty = False  # an untrusted step ran since the hand-over area was last cleaned
         self._signer: Any = None
         self._scratch: str | None = None
         self.workspace: Any = None
@@ -356,9 +359,6 @@ class JobRunner:
         self.context.workspace = workspace
         owner = self._untrusted_owner()
         prepared_src = (config.source_type or "none") != "none"
-        # Only a src directory the runner makes itself is handed over below (never job_dir: it may be
-        # inside the CI tree).
-        created_src = bool(config.code_dir) and not prepared_src and not os.path.isdir(config.code_dir or "")
         if prepared_src or (config.ci_source_type or "none") != "none":
             from runnerlib.source import dual
 
@@ -368,16 +368,15 @@ class JobRunner:
             sources = dual.prepare_job_sources(
                 config=config, workspace=workspace, registry=self.registry, env=self.environ,
                 untrusted_uid=uid, untrusted_gids=(gid,) if gid is not None else (),
-                src_owner=owner, log=lambda message: self.log.event(message))
+                log=lambda message: self.log.event(message))
             self.context.metadata["sources"] = sources
         # The tree may be pre-mounted, or the job needs none: make sure the directory the job runs in exists,
         # as CI systems do for an empty workspace.
         for directory in dict.fromkeys([config.code_dir, config.job_dir]):
             if directory and not os.path.isdir(directory):
                 workspace.makedirs(directory)
-        self._src_owner = owner
         if owner is not None:
-            self._hand_over_to_untrusted(workspace, owner, config.code_dir if created_src else None)
+            self._hand_over_to_untrusted(workspace)
 
     def _untrusted_owner(self) -> tuple[int, int] | None:
         """(uid, gid) the sandboxed steps run as, when the runner is root and this job may run untrusted code
@@ -400,13 +399,10 @@ class JobRunner:
             return NOBODY, NOBODY  # the step itself will be refused with the policy's message
         return policy.uid, policy.gid
 
-    def _hand_over_to_untrusted(self, workspace: Any, owner: tuple[int, int], src: str | None) -> None:
-        """An empty src directory the runner made goes to the sandbox uid (a pre-mounted tree keeps its owner:
-        chowning a developer's checkout would be a surprise; a prepared one was handed over by
-        prepare_job_sources); the artifacts directory becomes world-writable and sticky, like /tmp, so
-        untrusted steps add files but cannot remove the runner's logs."""
-        if src:
-            workspace.chown_tree(src, *owner)
+    def _hand_over_to_untrusted(self, workspace: Any) -> None:
+        """The artifacts directory (the hand-over area) becomes world-writable and sticky, like /tmp, so
+        untrusted steps add files but cannot remove the runner's logs. The src tree is never handed over:
+        untrusted steps get their own copy (runnerlib.source.pristine)."""
         artifacts = self.config.artifacts_dir or str(Path(self.config.workspace_root) / "artifacts")
         workspace.makedirs(artifacts)
         workspace.chmod(artifacts, 0o1777)
@@ -461,25 +457,35 @@ class JobRunner:
         env["REACTORCIDE_STEP_NAME"] = step.name
         if trusted and self._socket is not None:
             env.update(self._socket.env())
-        cwd = self._step_cwd(step)
         command = step.command
         shown = command if isinstance(command, str) else shlex.join(command)
         retry = f" (attempt {attempt})" if attempt > 1 else ""
         self.log.event(f"{'$' if trusted else '$ [untrusted]'} {shown}{retry}", step=step.name)
         policy = None
+        if trusted and self._handover_dirty:
+            self._clean_hand_over(step.name)
         if not trusted:
+            from runnerlib.security.paths import PathPolicyError
             from runnerlib.security.policy import PolicyError
 
             try:
+                env.update(self._untrusted_source_env(step.name))
                 policy = self._sandbox_policy()
-            except PolicyError as exc:
+            except (PolicyError, PathPolicyError, OSError) as exc:
                 reason = self.mask_text(str(exc))
                 self.log.event(f"refused: {reason}", step=step.name, level="error")
                 return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=reason)
-        with self.log.step_output(step.name, attempt=attempt) as sink:
-            result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
-                                 timeout=step.timeout, policy=policy, on_output=sink.write, cancel_event=cancel,
-                                 grace=self.config.kill_grace, name=step.name, keep_output=False)
+        cwd = self._step_cwd(step)
+        try:
+            with self.log.step_output(step.name, attempt=attempt) as sink:
+                result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
+                                     timeout=step.timeout, policy=policy, on_output=sink.write,
+                                     cancel_event=cancel, grace=self.config.kill_grace, name=step.name,
+                                     keep_output=False)
+        finally:
+            if not trusted:
+                self._handover_dirty = True
+                self._clean_hand_over(step.name)
         status = "ok" if result.exit_code == 0 else f"exit {result.exit_code}"
         if getattr(result, "reason", None) and result.exit_code != 0:
             status += f": {result.reason}"
@@ -502,19 +508,69 @@ class JobRunner:
                        f"{len(report.findings)} findings", step=step_name, level="debug")
 
     def _sandbox_policy(self) -> Any:
-        """The sandbox of untrusted steps: src and artifacts writable, ci read-only and protected."""
+        """The sandbox of untrusted steps: their own copy of src and artifacts writable (never /job/src itself:
+        trusted steps keep it pristine), ci read-only and protected."""
         from runnerlib.execution.process import default_policy
 
         c = self.config
+        src = self._untrusted_src.path if self._untrusted_src is not None else None
         env = {**self._context_env(), **{k: v for k, v in self.environ.items() if k.startswith("REACTORCIDE_SANDBOX")}}
-        return default_policy(env, read_write_paths=tuple(p for p in (c.code_dir, c.artifacts_dir) if p))
+        return default_policy(env, read_write_paths=tuple(p for p in (src, c.artifacts_dir) if p))
+
+    def _untrusted_source_env(self, step_name: str) -> dict[str, str]:
+        """Make (once per job, before the first untrusted step) the untrusted steps' own copy of the source
+        tree and return the variables that point them at it (runnerlib.source.pristine)."""
+        from runnerlib.source.pristine import in_copy, untrusted_copy
+
+        c = self.config
+        with self._untrusted_lock:
+            if self._untrusted_src is None:
+                owner = self._sandbox_identity() if os.geteuid() == 0 else None
+                copy = untrusted_copy(self._open_workspace(), c.code_dir or str(Path(c.workspace_root) / "src"),
+                                      owner=owner)
+                self.log.event(f"untrusted steps work on their own copy of the source tree: {copy.path} "
+                               f"({copy.files} files in {copy.seconds:.2f}s); {c.code_dir} stays as prepared",
+                               step=step_name)
+                self._untrusted_src = copy
+        path = self._untrusted_src.path
+        env = {"REACTORCIDE_SOURCE_DIR": path, "REACTORCIDE_CODE_DIR": path}
+        if c.job_dir and c.code_dir:
+            env["REACTORCIDE_JOB_DIR"] = in_copy(c.job_dir, c.code_dir, path)
+        return env
+
+    def _clean_hand_over(self, step_name: str) -> None:
+        """After an untrusted step (and before a trusted one while untrusted ones ran): only regular files and
+        directories stay in the hand-over area (runnerlib.execution.handover)."""
+        from runnerlib.execution.handover import sanitise_hand_over
+
+        area = self.config.artifacts_dir or str(Path(self.config.workspace_root) / "artifacts")
+        with self._untrusted_lock:
+            sanitise_hand_over(self._open_workspace(), area,
+                               warn=lambda line: self.log.event(line, step=step_name, level="warning"))
+            self._handover_dirty = False
 
     def _step_cwd(self, step: Step) -> str:
-        base = self.config.job_dir or self.config.code_dir or self.config.workspace_root
+        """Where a step runs. Untrusted steps: in their own copy of the source tree. Trusted steps, by default:
+        the CI tree when the job has one (the source tree is the pull request's: a json.py shipped there would
+        shadow the standard library for `python3 -c`), else the job directory (the pristine source tree)."""
+        c = self.config
+        base = c.job_dir or c.code_dir or c.workspace_root
         if step.working_dir:
-            return os.path.join(base, step.working_dir) if not os.path.isabs(step.working_dir) \
+            where = os.path.join(base, step.working_dir) if not os.path.isabs(step.working_dir) \
                 else step.working_dir
-        return str(base)
+        elif step.trust == "trusted" and c.ci_dir and c.job_dir in (None, c.code_dir) and self._has_ci_tree():
+            where = c.ci_dir
+        else:
+            where = str(base)
+        if step.trust != "trusted" and self._untrusted_src is not None and c.code_dir:
+            from runnerlib.source.pristine import in_copy
+
+            where = in_copy(where, c.code_dir, self._untrusted_src.path)
+        return where
+
+    def _has_ci_tree(self) -> bool:
+        c = self.config
+        return (c.ci_source_type or "none") != "none" or bool(c.ci_dir and os.path.isdir(c.ci_dir))
 
     def _context_env(self) -> dict[str, str]:
         c = self.config
@@ -536,15 +592,6 @@ class JobRunner:
         env = dict(self.environ)
         env.update(self._context_env())
         env.update(getattr(self, "_job_env", self.config.job_env))
-        if self._src_owner is not None and self.config.code_dir:
-            # The src tree belongs to the sandbox uid: git refuses a repository another uid owns ("dubious
-            # ownership") unless told, as GitHub's checkout action tells it. Command-line-level config, so it
-            # counts as protected configuration; it names this one directory only.
-            from runnerlib.source.base import git_config_env
-
-            count = env.get("GIT_CONFIG_COUNT", "0")
-            env.update(git_config_env([("safe.directory", self.config.code_dir)],
-                                      start=int(count) if count.isdigit() else 0))
         if self.config.allow_insecure_transport:
             # --allow-insecure-transport may be a CLI flag: trigger_job's own coordinator POSTs read the variable.
             env["REACTORCIDE_ALLOW_INSECURE_TRANSPORT"] = "true"
