@@ -713,6 +713,22 @@ class Workspace:
                 os.close(dfd)
         return report
 
+    def links_leaving(self, rel: str | os.PathLike[str] = "") -> list[str]:
+        """The symlinks at or under `rel` whose target could lead out of `rel` (absolute, or climbing above it
+        with `..`), as paths relative to the workspace root. Nothing is followed."""
+        top = str(self.path(rel))
+        depth = len(top.split("/"))
+        found: list[str] = []
+
+        def check_link(where: str, target: str, st: os.stat_result) -> None:
+            try:
+                check_link_target(where.split("/")[depth:], target)
+            except PathPolicyError:
+                found.append(os.path.relpath(where, self.root))
+
+        self._walk_tree(rel, lambda fd, st: None, on_link=check_link)
+        return found
+
     def _walk_tree(self, rel: str | os.PathLike[str], visit: Callable[..., None], *, dirs_last: bool = False,
                    with_path: bool = False,
                    on_link: Callable[[str, str, os.stat_result], None] | None = None) -> None:
