@@ -540,8 +540,8 @@ class JobRunner:
 
     def _clean_hand_over(self, step_name: str) -> None:
         """After an untrusted step (and before a trusted one while untrusted ones ran): only regular files and
-        directories stay in the hand-over area (runnerlib.execution.handover)."""
-        from runnerlib.execution.handover import sanitise_hand_over
+        directories stay in the hand-over area (runnerlib.source.handover)."""
+        from runnerlib.source.handover import sanitise_hand_over
 
         area = self.config.artifacts_dir or str(Path(self.config.workspace_root) / "artifacts")
         with self._untrusted_lock:

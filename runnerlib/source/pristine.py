@@ -6,7 +6,7 @@ untrusted step of a job runs, the runner copies it to <workspace>/.untrusted/src
 the runner is root) and every untrusted step gets that copy as its working directory, REACTORCIDE_SOURCE_DIR,
 REACTORCIDE_CODE_DIR and its one writable source grant. Later untrusted steps keep working on the same copy
 (a build step's objects are there for the test step). Results reach trusted steps only through the hand-over
-area (/job/artifacts, cleaned after each untrusted step: see runnerlib.execution.handover).
+area (/job/artifacts, cleaned after each untrusted step: see runnerlib.source.handover).
 
 Why a copy and not an overlay mount: an overlay needs CAP_SYS_ADMIN or a user namespace per step (the copy
 then has to be remounted in each step's namespace and its upper directory kept between steps), and in a

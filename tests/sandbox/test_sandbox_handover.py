@@ -17,7 +17,7 @@ import pytest
 from sandbox_testlib import IS_ROOT, SECRET, needs_landlock
 
 from runnerlib import Job, get_config
-from runnerlib.execution import handover
+from runnerlib.source import handover
 from runnerlib.runner import JobRunner
 from runnerlib.security.paths import Workspace
 from runnerlib.testing import reachable_tempdir
