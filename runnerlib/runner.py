@@ -121,6 +121,7 @@ class JobRunner:
         self._untrusted_src: Any = None
         self._untrusted_lock = threading.Lock()
         self._handover_dirty = False  # an untrusted step ran since the hand-over area was last cleaned
+        self._ci_lock_ok: bool | None = None  # whether trusted steps can get /job/ci read-only (probed once)
         self._signer: Any = None
         self._scratch: str | None = None
         self.workspace: Any = None
@@ -464,6 +465,8 @@ class JobRunner:
         policy = None
         if trusted and self._handover_dirty:
             self._clean_hand_over(step.name)
+        if trusted:
+            command = self._ci_locked(command, step.name)
         if not trusted:
             from runnerlib.security.paths import PathPolicyError
             from runnerlib.security.policy import PolicyError
@@ -548,6 +551,30 @@ class JobRunner:
             sanitise_hand_over(self._open_workspace(), area,
                                warn=lambda line: self.log.event(line, step=step_name, level="warning"))
             self._handover_dirty = False
+
+    def _ci_locked(self, command: str | list[str], step_name: str) -> str | list[str]:
+        """A root runner's trusted step runs with the CI tree read-only (root ignores file modes): through the
+        runnerlib.security.cilock trampoline, once a probe showed that a mount namespace can be made here."""
+        c = self.config
+        if os.geteuid() != 0 or not c.ci_dir or not os.path.isdir(c.ci_dir):
+            return command
+        from runnerlib.security import cilock
+
+        with self._untrusted_lock:
+            if self._ci_lock_ok is None:
+                import subprocess
+
+                probe = subprocess.run(cilock.wrap(["/bin/true"], [c.ci_dir]), env={}, capture_output=True,
+                                       stdin=subprocess.DEVNULL, check=False)
+                self._ci_lock_ok = probe.returncode == 0
+                if not self._ci_lock_ok:
+                    why = probe.stderr.decode("utf-8", "replace").strip().rpartition("(")[2].rstrip(")")
+                    self.log.event(f"{c.ci_dir} stays writable for trusted steps (root ignores file modes): no "
+                                   f"mount namespace here ({why or 'exit ' + str(probe.returncode)})",
+                                   step=step_name, level="warning")
+        if not self._ci_lock_ok:
+            return command
+        return cilock.wrap(["/bin/sh", "-c", command] if isinstance(command, str) else list(command), [c.ci_dir])
 
     def _step_cwd(self, step: Step) -> str:
         """Where a step runs. Untrusted steps: in their own copy of the source tree. Trusted steps, by default:

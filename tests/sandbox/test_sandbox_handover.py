@@ -74,8 +74,21 @@ def test_links_and_special_files_never_reach_a_trusted_step(root: Path) -> None:
         assert stat.S_IMODE(report.st_mode) == 0o644 and stat.S_IMODE(art.stat().st_mode) == 0o1777
 
 
+def _no_ci_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The other layer that keeps /job/ci (runnerlib.security.cilock), off: the clean-up is tested alone.
+    monkeypatch.setattr(JobRunner, "_ci_locked", lambda self, command, name: command)
+
+
+@needs_landlock
+def test_the_clean_up_alone_stops_the_link(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_ci_lock(monkeypatch)
+    code, out = run(root, attack_job(root))
+    assert (root / "ci" / "deploy.sh").read_text() == DEPLOY, out
+
+
 def test_control_without_the_clean_up_the_trusted_write_rewrites_the_ci_script(root: Path,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_ci_lock(monkeypatch)
     monkeypatch.setattr(handover, "sanitise_hand_over", lambda *a, **k: None)
     code, out = run(root, attack_job(root))
     assert (root / "ci" / "deploy.sh").read_text() == "PWNED\n", out
