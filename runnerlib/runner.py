@@ -376,6 +376,9 @@ class JobRunner:
         for directory in dict.fromkeys([config.code_dir, config.job_dir]):
             if directory and not os.path.isdir(directory):
                 workspace.makedirs(directory)
+        from runnerlib.source.pristine import remove_leftover
+
+        remove_leftover(workspace)  # a previous job's untrusted copy of src: this job makes its own
         if owner is not None:
             self._hand_over_to_untrusted(workspace)
 
@@ -531,9 +534,9 @@ class JobRunner:
                 owner = self._sandbox_identity() if os.geteuid() == 0 else None
                 copy = untrusted_copy(self._open_workspace(), c.code_dir or str(Path(c.workspace_root) / "src"),
                                       owner=owner)
-                self.log.event(f"untrusted steps work on their own copy of the source tree: {copy.path} "
-                               f"({copy.files} files in {copy.seconds:.2f}s); {c.code_dir} stays as prepared",
-                               step=step_name)
+                made = f"{copy.files} files copied in {copy.seconds:.2f}s" if copy.created else "made earlier"
+                self.log.event(f"untrusted steps work on their own copy of the source tree: {copy.path} ({made}); "
+                               f"{c.code_dir} stays as prepared", step=step_name)
                 self._untrusted_src = copy
         path = self._untrusted_src.path
         env = {"REACTORCIDE_SOURCE_DIR": path, "REACTORCIDE_CODE_DIR": path}
@@ -606,6 +609,8 @@ class JobRunner:
             "REACTORCIDE_JOB_DIR": c.job_dir or "", "REACTORCIDE_SOURCE_DIR": c.code_dir or "",
             "REACTORCIDE_CI_SOURCE_DIR": c.ci_dir or "", "REACTORCIDE_ARTIFACTS_DIR": c.artifacts_dir or "",
             "REACTORCIDE_TRIGGERS_FILE": c.triggers_file or "", "REACTORCIDE_JOB_NAME": c.job_name,
+            # Where run_untrusted() puts PR code (runnerlib.source.pristine): never the pristine src.
+            "REACTORCIDE_UNTRUSTED_SOURCE_DIR": str(Path(c.workspace_root) / ".untrusted" / "src"),
         }
         for name in ("job_id", "queue", "branch", "sha", "event_type", "pr_number"):
             value = getattr(c, name)

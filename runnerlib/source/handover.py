@@ -14,6 +14,7 @@ stays immutable for it (see docs/sandbox.md), and the area is cleaned again befo
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 
@@ -34,3 +35,9 @@ def sanitise_hand_over(workspace: Workspace, area: str, *, warn: Callable[[str],
         warn(f"hand-over: removed {area.rstrip('/')}/{name}: a {kind} may not cross from an untrusted step "
              "to trusted ones (only regular files and directories do)")
     return report
+
+
+def clean_after_run_untrusted(area: str, workspace_root: str) -> None:
+    """run_untrusted() from a trusted step: the same clean-up as after an untrusted step, warnings to the log."""
+    with Workspace(workspace_root) as workspace:
+        sanitise_hand_over(workspace, area, warn=logging.getLogger("runnerlib.handover").warning)

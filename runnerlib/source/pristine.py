@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from runnerlib.security.paths import Workspace
@@ -28,6 +29,8 @@ from runnerlib.security.paths import Workspace
 # Where untrusted steps' own tree lives, relative to the workspace root (not beneath /job/src nor /job/ci).
 UNTRUSTED_DIR = ".untrusted"
 UNTRUSTED_SRC = f"{UNTRUSTED_DIR}/src"
+# Told to trusted steps, so that run_untrusted() in a CI script sandboxes PR code in the same copy.
+UNTRUSTED_SOURCE_ENV = "REACTORCIDE_UNTRUSTED_SOURCE_DIR"
 
 
 @dataclass(frozen=True)
@@ -41,22 +44,22 @@ class UntrustedCopy:
     created: bool = False
 
 
-def untrusted_copy(workspace: Workspace, src: str, *, owner: tuple[int, int] | None,
-                   existing: UntrustedCopy | None = None) -> UntrustedCopy:
+def untrusted_copy(workspace: Workspace, src: str, *, owner: tuple[int, int] | None) -> UntrustedCopy:
     """The untrusted steps' copy of the source tree `src` (a path inside `workspace`), made on first use.
 
-    `existing` is the copy made earlier in this job: it is reused as it is. A leftover from an earlier job in
-    the same workspace is removed first (it is the previous job's untrusted state). `owner` (uid, gid) gets the
-    copy when the runner is root (the sandbox uid); None keeps the runner's uid (unprivileged runner).
+    A copy that exists already (made earlier in this job: by an earlier untrusted step, or by run_untrusted() in
+    a CI script) is reused as it is; the runner removes a previous job's leftover (remove_leftover) before any
+    step runs. `owner` (uid, gid) gets the copy when the runner is root (the sandbox uid); None keeps the
+    runner's uid (unprivileged runner).
 
     >>> untrusted_copy(Workspace("/job"), "/job/src", owner=(65534, 65534)).path   # doctest: +SKIP
     '/job/.untrusted/src'
     """
-    if existing is not None:
-        return existing
+    if workspace.is_dir(UNTRUSTED_SRC):
+        return UntrustedCopy(path=str(workspace.path(UNTRUSTED_SRC)))
     started = time.monotonic()
     src_rel = workspace.rel(src, field="code_dir")
-    workspace.rmtree(UNTRUSTED_DIR)
+    remove_leftover(workspace)
     workspace.makedirs(UNTRUSTED_DIR, 0o755)
     workspace.chmod(UNTRUSTED_DIR, 0o755)
     if workspace.is_dir(src_rel):
@@ -76,6 +79,11 @@ def untrusted_copy(workspace: Workspace, src: str, *, owner: tuple[int, int] | N
                          seconds=time.monotonic() - started, created=True)
 
 
+def remove_leftover(workspace: Workspace) -> None:
+    """Remove an untrusted copy left in the workspace (a previous job's untrusted state); never follows links."""
+    workspace.rmtree(UNTRUSTED_DIR)
+
+
 def in_copy(path: str, src: str, copy: str) -> str:
     """`path` moved into the copy when it lies in `src` (a step's working directory), else unchanged.
 
@@ -88,3 +96,24 @@ def in_copy(path: str, src: str, copy: str) -> str:
     if norm.startswith(base.rstrip("/") + "/"):
         return copy + norm[len(base):]
     return path
+
+
+def run_untrusted_tree(cwd: str, environ: Mapping[str, str], *,
+                       owner: tuple[int, int] | None) -> tuple[str, tuple[str, str]] | None:
+    """For run_untrusted() called by a trusted step of a runner job: the untrusted copy (made on first use, reused
+    after), and (cwd moved into the copy, the read-write grants: the copy and the hand-over area).
+
+    None outside a runner job (REACTORCIDE_UNTRUSTED_SOURCE_DIR, REACTORCIDE_SOURCE_DIR or REACTORCIDE_WORKSPACE
+    missing): run_untrusted then keeps its plain default policy.
+    """
+    copy, src, root = (environ.get(name) for name in (UNTRUSTED_SOURCE_ENV, "REACTORCIDE_SOURCE_DIR",
+                                                      "REACTORCIDE_WORKSPACE"))
+    if not (copy and src and root):
+        return None
+    with Workspace(root) as workspace:
+        if workspace.rel(copy, field=UNTRUSTED_SOURCE_ENV) != UNTRUSTED_SRC:
+            raise ValueError(f"{UNTRUSTED_SOURCE_ENV}: must be {workspace.path(UNTRUSTED_SRC)} (got {copy!r})")
+        if not workspace.is_dir(UNTRUSTED_SRC):
+            untrusted_copy(workspace, src, owner=owner)
+    artifacts = environ.get("REACTORCIDE_ARTIFACTS_DIR") or os.path.join(root, "artifacts")
+    return in_copy(cwd, src, copy), (copy, artifacts)

@@ -117,9 +117,11 @@ def test_a_json_py_planted_by_an_untrusted_step_stays_in_its_copy(root: Path) ->
     code, out = run(root, job)
     assert code == 0 and f"cwd {root}/src json" in out and not marker.exists(), out
     assert (root / ".untrusted" / "src" / "json.py").exists()
-    # Control: a trusted step run in the untrusted copy imports it.
+    # Control: a trusted step run where the planted file is (kept aside: the next job removes the old copy).
+    (root / "plain").mkdir()
+    os.rename(root / ".untrusted" / "src" / "json.py", root / "plain" / "json.py")
     job = Job("control")
-    job.add_step("secrets", IMPORT, working_dir=str(root / ".untrusted" / "src"))
+    job.add_step("secrets", IMPORT, working_dir=str(root / "plain"))
     code, out = run(root, job)
     assert marker.exists(), out
 
@@ -134,3 +136,30 @@ def test_untrusted_steps_cannot_reach_the_pristine_tree(root: Path) -> None:
     assert (root / "src" / "app.py").read_text() == "original\n", out
     assert (root / ".untrusted" / "src" / "app.py").read_text() == "changed\n", out
     assert f"SRC={root}/.untrusted/src" in out and "denied" in out and code == 0, out
+
+
+RUN_UNTRUSTED = """
+import os, sys, runnerlib
+src = os.environ["REACTORCIDE_SOURCE_DIR"]
+art = os.environ["REACTORCIDE_ARTIFACTS_DIR"]
+r = runnerlib.run_untrusted(f"touch built.o; echo x > app.py; ln -s /etc/passwd {art}/l; pwd",
+                            cwd=src, timeout=60, env={"PATH": "/usr/bin:/bin"})
+print("EXIT", r.exit_code, r.output.strip())
+"""
+
+
+@needs_landlock
+def test_run_untrusted_from_a_ci_script_works_on_the_copy_too(root: Path) -> None:
+    """Advanced mode: a trusted CI script sandboxes PR code with run_untrusted(cwd=/job/src); the PR code gets the
+    untrusted copy (made on first use), the pristine tree stays, and the hand-over area is cleaned afterwards."""
+    import sys
+
+    (root / "src" / "app.py").write_text("original\n")
+    (root / "artifacts").mkdir()
+    os.chmod(root / "artifacts", 0o1777)
+    job = Job("advanced")
+    job.add_step("ci", [sys.executable, "-c", RUN_UNTRUSTED])
+    code, out = run(root, job)
+    assert code == 0 and f"EXIT 0 {root}/.untrusted/src" in out, out
+    assert (root / "src" / "app.py").read_text() == "original\n" and not (root / "src" / "built.o").exists()
+    assert (root / ".untrusted" / "src" / "built.o").exists() and not (root / "artifacts" / "l").is_symlink()
