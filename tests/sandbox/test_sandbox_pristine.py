@@ -163,3 +163,26 @@ def test_run_untrusted_from_a_ci_script_works_on_the_copy_too(root: Path) -> Non
     assert code == 0 and f"EXIT 0 {root}/.untrusted/src" in out, out
     assert (root / "src" / "app.py").read_text() == "original\n" and not (root / "src" / "built.o").exists()
     assert (root / ".untrusted" / "src" / "built.o").exists() and not (root / "artifacts" / "l").is_symlink()
+
+
+def test_the_docs_register_example_ignores_a_planted_json_py(tmp_path: Path) -> None:
+    """Case 3, the documented example itself (docs/secrets.md): `python3 -I -c` in a directory holding a
+    json.py. Control: the same example without -I imports it (with the secret on its stdin)."""
+    import re
+
+    from runnerlib.security.registry import SecretRegistry
+    from runnerlib.security.secret_socket import SecretSocketServer
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "secrets.md").read_text()
+    example = re.search(r"```sh\n# example: register-python3\n(.*?)```", doc, re.S).group(1)  # type: ignore[union-attr]
+    assert "python3 -I -c" in example
+    marker = tmp_path / "SHADOWED"
+    (tmp_path / "json.py").write_text(JSON_PY.format(marker=str(marker)))
+    for script, imported in ((example, False), (example.replace("python3 -I -c", "python3 -c"), True)):
+        registry = SecretRegistry()
+        with SecretSocketServer(registry) as server:
+            env = {"PATH": "/usr/bin:/bin", "DEPLOY_TOKEN": SECRET, **server.env()}
+            proc = subprocess.run(["sh", "-c", script], env=env, cwd=tmp_path, capture_output=True, timeout=60)
+        assert marker.exists() is imported, proc
+        if not imported:
+            assert proc.returncode == 0 and SECRET.encode() in registry.secrets(), proc
