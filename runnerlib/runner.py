@@ -385,7 +385,7 @@ class JobRunner:
     def _untrusted_owner(self) -> tuple[int, int] | None:
         """(uid, gid) the sandboxed steps run as, when the runner is root and this job may run untrusted code
         (an untrusted step, --untrusted, or a CI tree whose scripts test the project with run_untrusted);
-        else None. Untrusted steps build in /job/src and write /job/artifacts, as on any CI system."""
+        else None. Untrusted steps build in their own copy of src and write /job/artifacts."""
         if os.geteuid() != 0:
             return None
         job = self.job

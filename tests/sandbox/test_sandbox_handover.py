@@ -17,9 +17,9 @@ import pytest
 from sandbox_testlib import IS_ROOT, SECRET, needs_landlock
 
 from runnerlib import Job, get_config
-from runnerlib.source import handover
 from runnerlib.runner import JobRunner
 from runnerlib.security.paths import Workspace
+from runnerlib.source import handover
 from runnerlib.testing import reachable_tempdir
 
 DEPLOY = "#!/bin/sh\necho deploying\n"
