@@ -580,15 +580,15 @@ class JobRunner:
         return cilock.wrap(["/bin/sh", "-c", command] if isinstance(command, str) else list(command), [c.ci_dir])
 
     def _step_cwd(self, step: Step) -> str:
-        """Where a step runs. Untrusted steps: in their own copy of the source tree. Trusted steps, by default:
-        the CI tree when the job has one (the source tree is the pull request's: a json.py shipped there would
-        shadow the standard library for `python3 -c`), else the job directory (the pristine source tree)."""
+        """Where a step runs. Untrusted steps: in their own copy of the source tree. Trusted steps, when no job_dir
+        was named: the CI tree when the job has one (the source tree is the pull request's: a json.py shipped there
+        would shadow the standard library for `python3 -c`), else the job directory (the pristine source tree)."""
         c = self.config
         base = c.job_dir or c.code_dir or c.workspace_root
         if step.working_dir:
             where = os.path.join(base, step.working_dir) if not os.path.isabs(step.working_dir) \
                 else step.working_dir
-        elif step.trust == "trusted" and c.ci_dir and c.job_dir in (None, c.code_dir) and self._has_ci_tree():
+        elif step.trust == "trusted" and c.ci_dir and self._job_dir_is_default() and self._has_ci_tree():
             where = c.ci_dir
         else:
             where = str(base)
@@ -597,6 +597,10 @@ class JobRunner:
 
             where = in_copy(where, c.code_dir, self._untrusted_src.path)
         return where
+
+    def _job_dir_is_default(self) -> bool:
+        # A job_dir someone named (the worker's REACTORCIDE_JOB_DIR, --job-dir) is kept as given.
+        return self.config.job_dir is None or self.config.origin("job_dir").startswith("default")
 
     def _has_ci_tree(self) -> bool:
         c = self.config

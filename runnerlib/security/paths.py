@@ -207,6 +207,7 @@ class CopyReport:
     bytes: int = 0
     skipped: list[str] = field(default_factory=list)
     owner: tuple[int, int] | None = None  # (uid, gid) every copied entry was given, if asked
+    outward_links: bool = False  # links leading out of the tree were recreated, not refused (asked for)
 
 
 @dataclass
@@ -854,7 +855,8 @@ class Workspace:
 
     # -- copying --------------------------------------------------------------------------------
     def copy_in(self, source: str | os.PathLike[str], dest_rel: str | os.PathLike[str], *,
-                into_existing: bool = False, owner: tuple[int, int] | None = None) -> CopyReport:
+                into_existing: bool = False, owner: tuple[int, int] | None = None,
+                outward_links: bool = False) -> CopyReport:
         """Copy the directory `source` (outside the workspace) into the new directory `dest_rel`.
 
         Never follows a symlink out of `source`: links are recreated as links, and a link whose target
@@ -863,8 +865,11 @@ class Workspace:
         report. `dest_rel` must not exist yet unless `into_existing` (then it must be an empty
         directory); use staging() to replace a directory atomically. `owner` (uid, gid): every entry
         created (the top directory included) is given to it as it is made, in the same pass (root only).
+        `outward_links`: recreate links leading out of the tree as they are instead of refusing them, for a copy
+        that only sandboxed code uses (the untrusted steps' copy of /job/src: the sandbox, not the link, decides
+        what they reach; runnerlib never follows links there).
         """
-        report = CopyReport(owner=owner)
+        report = CopyReport(owner=owner, outward_links=outward_links)
         src_fd = os.open(os.fspath(source), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             st = os.fstat(src_fd)
@@ -961,7 +966,8 @@ class Workspace:
             report.files += 1
         elif stat.S_ISLNK(mode):
             target = os.readlink(name, dir_fd=sfd)
-            check_link_target(here, target, field="copy source symlink")
+            if not report.outward_links:
+                check_link_target(here, target, field="copy source symlink")
             os.symlink(target, name, dir_fd=dfd)
             if report.owner is not None:
                 os.chown(name, *report.owner, dir_fd=dfd, follow_symlinks=False)

@@ -13,8 +13,9 @@ then has to be remounted in each step's namespace and its upper directory kept b
 container without CAP_SYS_ADMIN it is not available at all; a copy works the same as root and unprivileged,
 and costs about what `cp -a` costs (bench/bench_pristine.py measures both, and the overlay where it can).
 
-The copy is made through Workspace.copy_in: fds only, symlinks recreated (never followed, refused when they
-lead out of the tree), special files skipped, ownership set in the same pass.
+The copy is made through Workspace.copy_in: fds only, symlinks recreated as they are (never followed; one leading
+out of the tree is the sandbox's business there, as a link the step made itself would be), special files skipped,
+ownership set in the same pass.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def untrusted_copy(workspace: Workspace, src: str, *, owner: tuple[int, int] | N
         fd = workspace.open_dir(src_rel)
         try:
             # Through our own fd: the tree copied is the one resolved beneath the workspace, whatever its path.
-            report = workspace.copy_in(f"/proc/self/fd/{fd}", UNTRUSTED_SRC, owner=owner)
+            report = workspace.copy_in(f"/proc/self/fd/{fd}", UNTRUSTED_SRC, owner=owner, outward_links=True)
         finally:
             os.close(fd)
         files, dirs = report.files, report.dirs

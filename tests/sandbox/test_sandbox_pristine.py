@@ -186,3 +186,31 @@ def test_the_docs_register_example_ignores_a_planted_json_py(tmp_path: Path) -> 
         assert marker.exists() is imported, proc
         if not imported:
             assert proc.returncode == 0 and SECRET.encode() in registry.secrets(), proc
+
+
+def test_a_named_job_dir_is_kept_for_trusted_steps(root: Path) -> None:
+    (root / "ci").mkdir()
+    out = io.BytesIO()
+    config = get_config(workspace_root=str(root), job_dir=str(root / "src"), job_command="pwd")
+    code = JobRunner(config, out=out, handle_signals=False, environ={**ENV, "HOME": str(root)}).run()
+    assert code == 0 and f"[job] {root}/src\n" in out.getvalue().decode(), out.getvalue()
+
+
+def test_the_copy_keeps_links_as_they_are_and_follows_none(root: Path) -> None:
+    from runnerlib.security.paths import Workspace
+    from runnerlib.source.pristine import untrusted_copy
+
+    secret = root / "private"
+    secret.write_text("PRIVATE")
+    (root / "src" / "pkg").mkdir()
+    (root / "src" / "pkg" / "mod.py").write_text("x = 1\n")
+    os.symlink("pkg/mod.py", root / "src" / "alias")
+    os.symlink(secret, root / "src" / "outward")
+    os.mkfifo(root / "src" / "pipe")
+    with Workspace(root) as ws:
+        copy = untrusted_copy(ws, str(root / "src"), owner=None)
+        again = untrusted_copy(ws, str(root / "src"), owner=None)
+    base = Path(copy.path)
+    assert os.readlink(base / "alias") == "pkg/mod.py" and os.readlink(base / "outward") == str(secret)
+    assert not (base / "pipe").exists() and (base / "pkg" / "mod.py").read_text() == "x = 1\n"
+    assert copy.created and not again.created and secret.read_text() == "PRIVATE"
