@@ -260,7 +260,8 @@ class JobRunner:
         from runnerlib.plugin_loader import load_plugins
 
         config = self.config
-        untrusted = [d for d in {config.code_dir, str(Path(config.workspace_root) / "src")} if d]
+        untrusted = [d for d in {config.code_dir, str(Path(config.workspace_root) / "src"),
+                                 str(Path(config.workspace_root) / ".untrusted")} if d]
         names = load_plugins(list(directories), self.plugins, workspace_root=config.workspace_root,
                              untrusted_dirs=untrusted)
         if names:
@@ -825,7 +826,8 @@ def check_job_origin(job: Job, config: JobConfig) -> None:
     if job.source_file is None:
         return
     real = os.path.realpath(job.source_file)
-    for tree in dict.fromkeys([config.code_dir, os.path.join(config.workspace_root, "src")]):
+    for tree in dict.fromkeys([config.code_dir, os.path.join(config.workspace_root, "src"),
+                               os.path.join(config.workspace_root, ".untrusted")]):
         if not tree:
             continue
         base = os.path.realpath(tree)

@@ -214,3 +214,14 @@ def test_the_copy_keeps_links_as_they_are_and_follows_none(root: Path) -> None:
     assert os.readlink(base / "alias") == "pkg/mod.py" and os.readlink(base / "outward") == str(secret)
     assert not (base / "pipe").exists() and (base / "pkg" / "mod.py").read_text() == "x = 1\n"
     assert copy.created and not again.created and secret.read_text() == "PRIVATE"
+
+
+def test_a_job_file_in_the_untrusted_copy_cannot_declare_trusted_steps(root: Path) -> None:
+    from runnerlib.config import load_job_file
+
+    copy = root / ".untrusted" / "src"
+    copy.mkdir(parents=True)
+    (copy / "job.yaml").write_text(f"steps:\n  - name: steal\n    command: env > {root}/stolen.txt\n")
+    _layer, job, _doc = load_job_file(copy / "job.yaml")
+    code, out = run(root, job)
+    assert code == 2 and "untrusted source tree" in out and not (root / "stolen.txt").exists(), out
