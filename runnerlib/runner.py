@@ -117,11 +117,7 @@ class JobRunner:
         self._cancelled = threading.Event()
         self._job_timed_out = False
         self._socket: Any = None
-        # Untrusted steps' own copy of the source tree (made before the first one runs; /job/src stays pristine).
-        self._untrusted_src: Any = None
-        self._untrusted_lock = threading.Lock()
-        self._handover_dirty = False  # an untrusted step ran since the hand-over area was last cleaned
-        self._ci_lock_ok: bool | None = None  # whether trusted steps can get /job/ci read-only (probed once)
+        self._trees: Any = None  # which tree each step works on (runnerlib.source.job_trees), made with the workspace
         self._signer: Any = None
         self._scratch: str | None = None
         self.workspace: Any = None
@@ -467,16 +463,16 @@ class JobRunner:
         retry = f" (attempt {attempt})" if attempt > 1 else ""
         self.log.event(f"{'$' if trusted else '$ [untrusted]'} {shown}{retry}", step=step.name)
         policy = None
-        if trusted and self._handover_dirty:
-            self._clean_hand_over(step.name)
+        trees = self._job_trees()
         if trusted:
-            command = self._ci_locked(command, step.name)
+            command = trees.trusted_command(self.config, command, step.name)
         if not trusted:
             from runnerlib.security.paths import PathPolicyError
             from runnerlib.security.policy import PolicyError
 
             try:
-                env.update(self._untrusted_source_env(step.name))
+                owner = self._sandbox_identity() if os.geteuid() == 0 else None
+                env.update(trees.untrusted_env(self.config, step.name, owner))
                 policy = self._sandbox_policy()
             except (PolicyError, PathPolicyError, OSError) as exc:
                 reason = self.mask_text(str(exc))
@@ -491,8 +487,7 @@ class JobRunner:
                                      keep_output=False)
         finally:
             if not trusted:
-                self._handover_dirty = True
-                self._clean_hand_over(step.name)
+                trees.after_untrusted(self.config, step.name)
         status = "ok" if result.exit_code == 0 else f"exit {result.exit_code}"
         if getattr(result, "reason", None) and result.exit_code != 0:
             status += f": {result.reason}"
@@ -520,92 +515,21 @@ class JobRunner:
         from runnerlib.execution.process import default_policy
 
         c = self.config
-        src = self._untrusted_src.path if self._untrusted_src is not None else None
+        src = self._trees.untrusted_source() if self._trees is not None else None
         env = {**self._context_env(), **{k: v for k, v in self.environ.items() if k.startswith("REACTORCIDE_SANDBOX")}}
         return default_policy(env, read_write_paths=tuple(p for p in (src, c.artifacts_dir) if p))
 
-    def _untrusted_source_env(self, step_name: str) -> dict[str, str]:
-        """Make (once per job, before the first untrusted step) the untrusted steps' own copy of the source
-        tree and return the variables that point them at it (runnerlib.source.pristine)."""
-        from runnerlib.source.pristine import in_copy, untrusted_copy
+    def _job_trees(self) -> Any:
+        """Which tree each step works on, and what crosses back from untrusted steps (source.job_trees)."""
+        if self._trees is None:
+            from runnerlib.source.job_trees import JobTrees
 
-        c = self.config
-        with self._untrusted_lock:
-            if self._untrusted_src is None:
-                owner = self._sandbox_identity() if os.geteuid() == 0 else None
-                copy = untrusted_copy(self._open_workspace(), c.code_dir or str(Path(c.workspace_root) / "src"),
-                                      owner=owner)
-                made = f"{copy.files} files copied in {copy.seconds:.2f}s" if copy.created else "made earlier"
-                self.log.event(f"untrusted steps work on their own copy of the source tree: {copy.path} ({made}); "
-                               f"{c.code_dir} stays as prepared", step=step_name)
-                self._untrusted_src = copy
-        path = self._untrusted_src.path
-        env = {"REACTORCIDE_SOURCE_DIR": path, "REACTORCIDE_CODE_DIR": path}
-        if c.job_dir and c.code_dir:
-            env["REACTORCIDE_JOB_DIR"] = in_copy(c.job_dir, c.code_dir, path)
-        return env
-
-    def _clean_hand_over(self, step_name: str) -> None:
-        """After an untrusted step (and before a trusted one while untrusted ones ran): only regular files and
-        directories stay in the hand-over area (runnerlib.source.handover)."""
-        from runnerlib.source.handover import sanitise_hand_over
-
-        area = self.config.artifacts_dir or str(Path(self.config.workspace_root) / "artifacts")
-        with self._untrusted_lock:
-            sanitise_hand_over(self._open_workspace(), area,
-                               warn=lambda line: self.log.event(line, step=step_name, level="warning"))
-            self._handover_dirty = False
-
-    def _ci_locked(self, command: str | list[str], step_name: str) -> str | list[str]:
-        """A root runner's trusted step runs with the CI tree read-only (root ignores file modes): through the
-        runnerlib.security.cilock trampoline, once a probe showed that a mount namespace can be made here."""
-        c = self.config
-        if os.geteuid() != 0 or not c.ci_dir or not os.path.isdir(c.ci_dir):
-            return command
-        from runnerlib.security import cilock
-
-        with self._untrusted_lock:
-            if self._ci_lock_ok is None:
-                import subprocess
-
-                probe = subprocess.run(cilock.wrap(["/bin/true"], [c.ci_dir]), env={}, capture_output=True,
-                                       stdin=subprocess.DEVNULL, check=False)
-                self._ci_lock_ok = probe.returncode == 0
-                if not self._ci_lock_ok:
-                    why = probe.stderr.decode("utf-8", "replace").strip().rpartition("(")[2].rstrip(")")
-                    self.log.event(f"{c.ci_dir} stays writable for trusted steps (root ignores file modes): no "
-                                   f"mount namespace here ({why or 'exit ' + str(probe.returncode)})",
-                                   step=step_name, level="warning")
-        if not self._ci_lock_ok:
-            return command
-        return cilock.wrap(["/bin/sh", "-c", command] if isinstance(command, str) else list(command), [c.ci_dir])
+            self._trees = JobTrees(self._open_workspace,
+                                   lambda message, step, level: self.log.event(message, step=step, level=level))
+        return self._trees
 
     def _step_cwd(self, step: Step) -> str:
-        """Where a step runs. Untrusted steps: in their own copy of the source tree. Trusted steps, when no job_dir
-        was named: the CI tree when the job has one (the source tree is the pull request's: a json.py shipped there
-        would shadow the standard library for `python3 -c`), else the job directory (the pristine source tree)."""
-        c = self.config
-        base = c.job_dir or c.code_dir or c.workspace_root
-        if step.working_dir:
-            where = os.path.join(base, step.working_dir) if not os.path.isabs(step.working_dir) \
-                else step.working_dir
-        elif step.trust == "trusted" and c.ci_dir and self._job_dir_is_default() and self._has_ci_tree():
-            where = c.ci_dir
-        else:
-            where = str(base)
-        if step.trust != "trusted" and self._untrusted_src is not None and c.code_dir:
-            from runnerlib.source.pristine import in_copy
-
-            where = in_copy(where, c.code_dir, self._untrusted_src.path)
-        return where
-
-    def _job_dir_is_default(self) -> bool:
-        # A job_dir someone named (the worker's REACTORCIDE_JOB_DIR, --job-dir) is kept as given.
-        return self.config.job_dir is None or self.config.origin("job_dir").startswith("default")
-
-    def _has_ci_tree(self) -> bool:
-        c = self.config
-        return (c.ci_source_type or "none") != "none" or bool(c.ci_dir and os.path.isdir(c.ci_dir))
+        return str(self._job_trees().cwd(self.config, step.working_dir, step.trust == "trusted"))
 
     def _context_env(self) -> dict[str, str]:
         c = self.config

@@ -20,6 +20,7 @@ from runnerlib import Job, get_config
 from runnerlib.runner import JobRunner
 from runnerlib.security.paths import Workspace
 from runnerlib.source import handover
+from runnerlib.source.job_trees import JobTrees
 from runnerlib.testing import reachable_tempdir
 
 DEPLOY = "#!/bin/sh\necho deploying\n"
@@ -76,7 +77,7 @@ def test_links_and_special_files_never_reach_a_trusted_step(root: Path) -> None:
 
 def _no_ci_lock(monkeypatch: pytest.MonkeyPatch) -> None:
     # The other layer that keeps /job/ci (runnerlib.security.cilock), off: the clean-up is tested alone.
-    monkeypatch.setattr(JobRunner, "_ci_locked", lambda self, command, name: command)
+    monkeypatch.setattr(JobTrees, "trusted_command", lambda self, config, command, name: command)
 
 
 @needs_landlock

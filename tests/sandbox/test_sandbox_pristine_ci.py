@@ -17,6 +17,7 @@ from sandbox_testlib import IS_ROOT
 from runnerlib import Job, get_config
 from runnerlib.runner import JobRunner
 from runnerlib.source import handover
+from runnerlib.source.job_trees import JobTrees
 from runnerlib.testing import reachable_tempdir
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not IS_ROOT, reason="the lock is for root trusted steps")]
@@ -58,7 +59,7 @@ def test_no_trusted_step_writes_the_ci_tree(root: Path, monkeypatch: pytest.Monk
 
 
 def test_control_without_the_lock_root_rewrites_it(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(JobRunner, "_ci_locked", lambda self, command, name: command)
+    monkeypatch.setattr(JobTrees, "trusted_command", lambda self, config, command, name: command)
     code, out = run(root, attack(root))
     assert (root / "ci" / "deploy.sh").read_text() == "PWNED\n", out
     assert (root / "ci" / "new.txt").exists()
