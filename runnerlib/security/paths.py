@@ -697,6 +697,10 @@ class Workspace:
                 try:
                     st = os.fstat(fd)
                     if stat.S_ISDIR(st.st_mode):
+                        if st.st_mode & 0o700 != 0o700 and st.st_uid == os.geteuid() != 0:
+                            # Ours but closed (chmod 000 by a step sharing our uid): open it up to clean it.
+                            _fchmod_any(fd, stat.S_IMODE(st.st_mode) | 0o700)
+                            st = os.fstat(fd)
                         sub = os.open(".", _O_DIR, dir_fd=fd)  # the very directory checked, not the name again
                         enter(sub, here)
                         continue

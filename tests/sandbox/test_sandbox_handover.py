@@ -131,3 +131,14 @@ def test_sanitise_refuses_a_symlinked_area(tmp_path: Path) -> None:
     os.symlink("real", tmp_path / "area")
     with Workspace(tmp_path) as ws, pytest.raises(Exception, match="symlink"):
         ws.sanitise("area")
+
+
+def test_sanitise_opens_a_closed_directory_it_owns(tmp_path: Path) -> None:
+    area = tmp_path / "area"
+    (area / "closed").mkdir(parents=True)
+    os.symlink("/etc/passwd", area / "closed" / "link")
+    os.chmod(area / "closed", 0)
+    with Workspace(tmp_path) as ws:
+        report = ws.sanitise("area", owner=(os.geteuid(), os.getegid()) if os.geteuid() == 0 else None)
+    assert report.removed == [("closed/link", "symlink")]
+    assert not os.path.lexists(area / "closed" / "link")
