@@ -50,6 +50,17 @@ def lock_read_only(paths: list[str]) -> None:
     os.chdir(os.getcwd())
 
 
+def _initial_environment() -> dict[bytes, bytes] | os._Environ[str]:
+    """The environment this process was started with: Python's start-up may have added LC_CTYPE (PEP 538 locale
+    coercion, which -I does not turn off), and the step must get exactly what the runner gave it."""
+    try:
+        with open("/proc/self/environ", "rb") as fh:
+            block = fh.read()
+    except OSError:
+        return os.environ
+    return dict(item.split(b"=", 1) for item in block.split(b"\0") if b"=" in item)
+
+
 def main(argv: list[str]) -> None:
     if "--" not in argv or argv.index("--") == len(argv) - 1:
         sys.stderr.write("usage: cilock.py PATH... -- ARGV...\n")
@@ -62,7 +73,7 @@ def main(argv: list[str]) -> None:
         sys.stderr.write(f"runnerlib: refused: could not make {', '.join(paths)} read-only for this step ({exc})\n")
         os._exit(REFUSED)
     try:
-        os.execvp(command[0], command)
+        os.execvpe(command[0], command, _initial_environment())
     except OSError as exc:
         sys.stderr.write(f"runnerlib: {command[0]}: {exc.strerror}\n")
         os._exit(127 if isinstance(exc, FileNotFoundError) else 126)

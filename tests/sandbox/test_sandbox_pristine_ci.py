@@ -74,3 +74,12 @@ def test_without_a_mount_namespace_the_job_log_says_so(root: Path, monkeypatch: 
     job.add_step("t", "true")
     code, out = run(root, job)
     assert code == 0 and "stays writable for trusted steps" in out and "no namespace" in out, out
+
+
+def test_the_lock_leaves_the_step_environment_as_the_runner_gave_it(root: Path) -> None:
+    """The trampoline is Python: its start-up coerces a C locale (LC_CTYPE=C.UTF-8), which must not reach the step."""
+    job = Job("env")
+    job.add_step("env", "env; findmnt -no OPTIONS --target $REACTORCIDE_CI_SOURCE_DIR")
+    code, out = run(root, job)
+    assert code == 0 and "LC_CTYPE" not in out and "[env] PATH=/usr/bin:/bin" in out, out
+    assert "[env] ro," in out, out
