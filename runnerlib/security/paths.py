@@ -666,14 +666,17 @@ class Workspace:
 
         def settle(fd: int, st: os.stat_result, directory: bool) -> None:
             mode = stat.S_IMODE(st.st_mode)
-            if owner is not None and (st.st_uid, st.st_gid) != owner:
-                _fchown_any(fd, *owner)
-                report.taken_over += 1
+            take = owner is not None and (st.st_uid, st.st_gid) != owner
+            if take:
                 mode = 0o755 if directory or mode & 0o111 else 0o644
             else:
                 mode &= ~(0o022 | stat.S_ISUID | stat.S_ISGID)
-            if mode != stat.S_IMODE(st.st_mode) or owner is not None:
+            # The mode first: a setuid file of the step's must never be the runner's, even for an instant.
+            if mode != stat.S_IMODE(st.st_mode):
                 _fchmod_any(fd, mode)
+            if take and owner is not None:
+                _fchown_any(fd, *owner)
+                report.taken_over += 1
             report.kept += 1
 
         enter(self.open(rel, os.O_RDONLY | os.O_DIRECTORY), "")
