@@ -120,7 +120,7 @@ class JobRunner:
         self._job_timed_out = False
         self._socket: Any = None
         self._container: Any = None  # a ContainerStep in container mode (--runner-image)
-        self._src_owner: tuple[int, int] | None = None  # the sandbox uid that owns the src tree, if handed over
+        self._trees: Any = None  # which tree each step works on (runnerlib.source.job_trees), made with the workspace
         self._signer: Any = None
         self._scratch: str | None = None
         self.workspace: Any = None
@@ -262,7 +262,8 @@ class JobRunner:
         from runnerlib.plugin_loader import load_plugins
 
         config = self.config
-        untrusted = [d for d in {config.code_dir, str(Path(config.workspace_root) / "src")} if d]
+        untrusted = [d for d in {config.code_dir, str(Path(config.workspace_root) / "src"),
+                                 str(Path(config.workspace_root) / ".untrusted")} if d]
         names = load_plugins(list(directories), self.plugins, workspace_root=config.workspace_root,
                              untrusted_dirs=untrusted)
         if names:
@@ -426,9 +427,6 @@ class JobRunner:
         self.context.workspace = workspace
         owner = self._untrusted_owner()
         prepared_src = (config.source_type or "none") != "none"
-        # Only a src directory the runner makes itself is handed over below (never job_dir: it may be
-        # inside the CI tree).
-        created_src = bool(config.code_dir) and not prepared_src and not os.path.isdir(config.code_dir or "")
         if prepared_src or (config.ci_source_type or "none") != "none":
             from runnerlib.source import dual
 
@@ -438,21 +436,23 @@ class JobRunner:
             sources = dual.prepare_job_sources(
                 config=config, workspace=workspace, registry=self.registry, env=self.environ,
                 untrusted_uid=uid, untrusted_gids=(gid,) if gid is not None else (),
-                src_owner=owner, log=lambda message: self.log.event(message))
+                log=lambda message: self.log.event(message))
             self.context.metadata["sources"] = sources
         # The tree may be pre-mounted, or the job needs none: make sure the directory the job runs in exists,
         # as CI systems do for an empty workspace.
         for directory in dict.fromkeys([config.code_dir, config.job_dir]):
             if directory and not os.path.isdir(directory):
                 workspace.makedirs(directory)
-        self._src_owner = owner
+        from runnerlib.source.pristine import remove_leftover
+
+        remove_leftover(workspace)  # a previous job's untrusted copy of src: this job makes its own
         if owner is not None:
-            self._hand_over_to_untrusted(workspace, owner, config.code_dir if created_src else None)
+            self._hand_over_to_untrusted(workspace)
 
     def _untrusted_owner(self) -> tuple[int, int] | None:
         """(uid, gid) the sandboxed steps run as, when the runner is root and this job may run untrusted code
         (an untrusted step, --untrusted, or a CI tree whose scripts test the project with run_untrusted);
-        else None. Untrusted steps build in /job/src and write /job/artifacts, as on any CI system."""
+        else None. Untrusted steps build in their own copy of src and write /job/artifacts."""
         if os.geteuid() != 0:
             return None
         job = self.job
@@ -470,13 +470,10 @@ class JobRunner:
             return NOBODY, NOBODY  # the step itself will be refused with the policy's message
         return policy.uid, policy.gid
 
-    def _hand_over_to_untrusted(self, workspace: Any, owner: tuple[int, int], src: str | None) -> None:
-        """An empty src directory the runner made goes to the sandbox uid (a pre-mounted tree keeps its owner:
-        chowning a developer's checkout would be a surprise; a prepared one was handed over by
-        prepare_job_sources); the artifacts directory becomes world-writable and sticky, like /tmp, so
-        untrusted steps add files but cannot remove the runner's logs."""
-        if src:
-            workspace.chown_tree(src, *owner)
+    def _hand_over_to_untrusted(self, workspace: Any) -> None:
+        """The artifacts directory (the hand-over area) becomes world-writable and sticky, like /tmp, so
+        untrusted steps add files but cannot remove the runner's logs. The src tree is never handed over:
+        untrusted steps get their own copy (runnerlib.source.pristine)."""
         artifacts = self.config.artifacts_dir or str(Path(self.config.workspace_root) / "artifacts")
         workspace.makedirs(artifacts)
         workspace.chmod(artifacts, 0o1777)
@@ -568,21 +565,27 @@ class JobRunner:
         env["REACTORCIDE_STEP_NAME"] = step.name
         if trusted and self._socket is not None:
             env.update(self._socket.env(register=not declared or step.register_secrets))
-        cwd = self._step_cwd(step)
         shown = command if isinstance(command, str) else shlex.join(command)
         retry = Own(" (attempt {n})", n=attempt) if attempt > 1 else ""
         self.log.event(Own("$ {command}{retry}" if trusted else "$ [untrusted] {command}{retry}", command=shown,
                            retry=retry), step=step.name)
         policy = None
+        trees = self._job_trees()
+        if trusted and self._container is None:  # a container step gets /job/ci read-only from its engine
+            command = trees.trusted_command(self.config, command, step.name)
         if not trusted:
+            from runnerlib.security.paths import PathPolicyError
             from runnerlib.security.policy import PolicyError
 
             try:
+                owner = self._sandbox_identity() if os.geteuid() == 0 else None
+                env.update(trees.untrusted_env(self.config, step.name, owner))
                 policy = self._sandbox_policy()
-            except PolicyError as exc:
+            except (PolicyError, PathPolicyError, OSError) as exc:
                 reason = self.mask_text(str(exc))
                 self.log.event(Own("refused: {reason}", reason=reason), step=step.name, level="error")
                 return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=reason)
+        cwd = self._step_cwd(step)
         files = self._protocol.prepare(step)
         env.update(files.env)
         try:
@@ -599,6 +602,8 @@ class JobRunner:
                                          else self.config.network)
         finally:
             files_error = self._protocol.collect(files)
+            if not trusted:
+                trees.after_untrusted(self.config, step.name)
         if files_error:  # as on GitHub, a malformed file fails a step that succeeded
             self.log.event(files_error, step=step.name, level="error")
             if result.exit_code == 0:
@@ -641,19 +646,26 @@ class JobRunner:
                        f"{len(report.findings)} findings", step=step_name, level="debug")
 
     def _sandbox_policy(self) -> Any:
-        """The sandbox of untrusted steps: src and artifacts writable, ci read-only and protected."""
+        """The sandbox of untrusted steps: their own copy of src and artifacts writable (never /job/src itself:
+        trusted steps keep it pristine), ci read-only and protected."""
         from runnerlib.execution.process import default_policy
 
         c = self.config
+        src = self._trees.untrusted_source() if self._trees is not None else None
         env = {**self._context_env(), **{k: v for k, v in self.environ.items() if k.startswith("REACTORCIDE_SANDBOX")}}
-        return default_policy(env, read_write_paths=tuple(p for p in (c.code_dir, c.artifacts_dir) if p))
+        return default_policy(env, read_write_paths=tuple(p for p in (src, c.artifacts_dir) if p))
+
+    def _job_trees(self) -> Any:
+        """Which tree each step works on, and what crosses back from untrusted steps (source.job_trees)."""
+        if self._trees is None:
+            from runnerlib.source.job_trees import JobTrees
+
+            self._trees = JobTrees(self._open_workspace,
+                                   lambda message, step, level: self.log.event(message, step=step, level=level))
+        return self._trees
 
     def _step_cwd(self, step: Step) -> str:
-        base = self.config.job_dir or self.config.code_dir or self.config.workspace_root
-        if step.working_dir:
-            return os.path.join(base, step.working_dir) if not os.path.isabs(step.working_dir) \
-                else step.working_dir
-        return str(base)
+        return str(self._job_trees().cwd(self.config, step.working_dir, step.trust == "trusted"))
 
     def _context_env(self) -> dict[str, str]:
         c = self.config
@@ -662,6 +674,8 @@ class JobRunner:
             "REACTORCIDE_JOB_DIR": c.job_dir or "", "REACTORCIDE_SOURCE_DIR": c.code_dir or "",
             "REACTORCIDE_CI_SOURCE_DIR": c.ci_dir or "", "REACTORCIDE_ARTIFACTS_DIR": c.artifacts_dir or "",
             "REACTORCIDE_TRIGGERS_FILE": c.triggers_file or "", "REACTORCIDE_JOB_NAME": c.job_name,
+            # Where run_untrusted() puts PR code (runnerlib.source.pristine): never the pristine src.
+            "REACTORCIDE_UNTRUSTED_SOURCE_DIR": str(Path(c.workspace_root) / ".untrusted" / "src"),
         }
         for name in ("job_id", "queue", "branch", "sha", "event_type", "pr_number"):
             value = getattr(c, name)
@@ -675,15 +689,6 @@ class JobRunner:
         env = dict(self.environ)
         env.update(self._context_env())
         env.update(getattr(self, "_job_env", self.config.job_env))
-        if self._src_owner is not None and self.config.code_dir:
-            # The src tree belongs to the sandbox uid: git refuses a repository another uid owns ("dubious
-            # ownership") unless told, as GitHub's checkout action tells it. Command-line-level config, so it
-            # counts as protected configuration; it names this one directory only.
-            from runnerlib.source.base import git_config_env
-
-            count = env.get("GIT_CONFIG_COUNT", "0")
-            env.update(git_config_env([("safe.directory", self.config.code_dir)],
-                                      start=int(count) if count.isdigit() else 0))
         if self.config.allow_insecure_transport:
             # --allow-insecure-transport may be a CLI flag: trigger_job's own coordinator POSTs read the variable.
             env["REACTORCIDE_ALLOW_INSECURE_TRANSPORT"] = "true"

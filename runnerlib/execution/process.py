@@ -474,9 +474,21 @@ def run_untrusted(
         print(result.exit_code, result.output)
     """
     from runnerlib.security.selfprotect import protect_runner
+    from runnerlib.source import handover, pristine
 
     registry = registry if registry is not None else registry_from_environment()
     protect_runner(registry.secrets())
-    return run_process(command, registry=registry, trusted=False, env=env, cwd=cwd, timeout=timeout,
-                       policy=policy if policy is not None else default_policy(), on_output=on_output,
-                       cancel_event=cancel_event, grace=grace, name="run_untrusted", network=network)
+    tree = None
+    if policy is None:
+        # In a runner job: the PR code works on the untrusted copy of src, never the pristine tree (source.pristine).
+        policy = default_policy()
+        tree = pristine.run_untrusted_tree(cwd, os.environ, owner=(policy.uid, policy.gid) if os.geteuid() == 0 else None)
+        if tree is not None:
+            cwd, policy = tree[0], default_policy(read_write_paths=tree[1])
+    try:
+        return run_process(command, registry=registry, trusted=False, env=env, cwd=cwd, timeout=timeout,
+                           policy=policy, on_output=on_output, cancel_event=cancel_event, grace=grace,
+                           name="run_untrusted", network=network)
+    finally:
+        if tree is not None:
+            handover.clean_after_run_untrusted(tree[1][1], os.environ["REACTORCIDE_WORKSPACE"])

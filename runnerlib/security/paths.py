@@ -39,6 +39,7 @@ __all__ = [
     "Workspace",
     "TreeWriter",
     "CopyReport",
+    "HandOverReport",
     "check_config_path",
     "check_link_target",
     "split_relative",
@@ -205,6 +206,18 @@ class CopyReport:
     symlinks: int = 0
     bytes: int = 0
     skipped: list[str] = field(default_factory=list)
+    owner: tuple[int, int] | None = None  # (uid, gid) every copied entry was given, if asked
+    outward_links: bool = False  # links leading out of the tree were recreated, not refused (asked for)
+
+
+@dataclass
+class HandOverReport:
+    """What `Workspace.sanitise` did: entries kept, entries taken over from another owner, and the entries it
+    removed with what they were (``("cov.txt", "symlink")``)."""
+
+    kept: int = 0
+    taken_over: int = 0
+    removed: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Workspace:
@@ -630,6 +643,100 @@ class Workspace:
             raise ReadOnlyViolation(field, problems)
         return count
 
+    def sanitise(self, rel: str | os.PathLike[str], *, owner: tuple[int, int] | None = None) -> HandOverReport:
+        """Leave only regular files with one link and directories under the directory `rel`.
+
+        Symlinks, hard-linked files (st_nlink > 1: another name, possibly outside the tree, shares the inode),
+        FIFOs, sockets and device nodes are removed, never followed or opened, and listed in the report.
+        `owner` (uid, gid), as root: every kept entry owned by someone else is given to it and keeps no
+        write bit for others (files 0644, or 0755 when executable; directories 0755), so the uid that wrote
+        it can no longer change it. `rel` itself keeps its owner and mode. setuid/setgid bits are dropped.
+        Everything goes through fds opened without following links, so what is changed is what was checked.
+        """
+        report = HandOverReport()
+        stack: list[tuple[int, str, Iterator[str]]] = []
+
+        def enter(fd: int, where: str) -> None:
+            try:
+                names = iter(sorted(os.listdir(fd)))
+            except BaseException:
+                os.close(fd)
+                raise
+            stack.append((fd, where, names))
+
+        def settle(fd: int, st: os.stat_result, directory: bool) -> None:
+            mode = stat.S_IMODE(st.st_mode)
+            take = owner is not None and (st.st_uid, st.st_gid) != owner
+            if take:
+                mode = 0o755 if directory or mode & 0o111 else 0o644
+            else:
+                mode &= ~(0o022 | stat.S_ISUID | stat.S_ISGID)
+            # The mode first: a setuid file of the step's must never be the runner's, even for an instant.
+            if mode != stat.S_IMODE(st.st_mode):
+                _fchmod_any(fd, mode)
+            if take and owner is not None:
+                _fchown_any(fd, *owner)
+                report.taken_over += 1
+            report.kept += 1
+
+        enter(self.open(rel, os.O_RDONLY | os.O_DIRECTORY), "")
+        try:
+            while stack:
+                dfd, where, names = stack[-1]
+                name = next(names, None)
+                if name is None:
+                    stack.pop()
+                    try:
+                        if where:
+                            settle(dfd, os.fstat(dfd), True)
+                    finally:
+                        os.close(dfd)
+                    continue
+                here = f"{where}/{name}" if where else name
+                try:
+                    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                except FileNotFoundError:
+                    continue
+                try:
+                    st = os.fstat(fd)
+                    if stat.S_ISDIR(st.st_mode):
+                        if st.st_mode & 0o700 != 0o700 and st.st_uid == os.geteuid() != 0:
+                            # Ours but closed (chmod 000 by a step sharing our uid): open it up to clean it.
+                            _fchmod_any(fd, stat.S_IMODE(st.st_mode) | 0o700)
+                            st = os.fstat(fd)
+                        sub = os.open(".", _O_DIR, dir_fd=fd)  # the very directory checked, not the name again
+                        enter(sub, here)
+                        continue
+                    kind = _hand_over_refusal(st)
+                    if kind is None:
+                        settle(fd, st, False)
+                        continue
+                finally:
+                    os.close(fd)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=dfd)
+                report.removed.append((here, kind))
+        finally:
+            for dfd, _, _ in stack:
+                os.close(dfd)
+        return report
+
+    def links_leaving(self, rel: str | os.PathLike[str] = "") -> list[str]:
+        """The symlinks at or under `rel` whose target could lead out of `rel` (absolute, or climbing above it
+        with `..`), as paths relative to the workspace root. Nothing is followed."""
+        top = str(self.path(rel))
+        depth = len(top.split("/"))
+        found: list[str] = []
+
+        def check_link(where: str, target: str, st: os.stat_result) -> None:
+            try:
+                check_link_target(where.split("/")[depth:], target)
+            except PathPolicyError:
+                found.append(os.path.relpath(where, self.root))
+
+        self._walk_tree(rel, lambda fd, st: None, on_link=check_link)
+        return found
+
     def _walk_tree(self, rel: str | os.PathLike[str], visit: Callable[..., None], *, dirs_last: bool = False,
                    with_path: bool = False,
                    on_link: Callable[[str, str, os.stat_result], None] | None = None) -> None:
@@ -755,16 +862,21 @@ class Workspace:
 
     # -- copying --------------------------------------------------------------------------------
     def copy_in(self, source: str | os.PathLike[str], dest_rel: str | os.PathLike[str], *,
-                into_existing: bool = False) -> CopyReport:
+                into_existing: bool = False, owner: tuple[int, int] | None = None,
+                outward_links: bool = False) -> CopyReport:
         """Copy the directory `source` (outside the workspace) into the new directory `dest_rel`.
 
         Never follows a symlink out of `source`: links are recreated as links, and a link whose target
         could leave the source tree is refused (check_link_target). Regular files keep their permission
         bits (setuid/setgid dropped); FIFOs, sockets and device nodes are skipped and listed in the
         report. `dest_rel` must not exist yet unless `into_existing` (then it must be an empty
-        directory); use staging() to replace a directory atomically.
+        directory); use staging() to replace a directory atomically. `owner` (uid, gid): every entry
+        created (the top directory included) is given to it as it is made, in the same pass (root only).
+        `outward_links`: recreate links leading out of the tree as they are instead of refusing them, for a copy
+        that only sandboxed code uses (the untrusted steps' copy of /job/src: the sandbox, not the link, decides
+        what they reach; runnerlib never follows links there).
         """
-        report = CopyReport()
+        report = CopyReport(owner=owner, outward_links=outward_links)
         src_fd = os.open(os.fspath(source), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             st = os.fstat(src_fd)
@@ -802,6 +914,8 @@ class Workspace:
                 if entry_name is None:
                     stack.pop()
                     try:
+                        if owner is not None:
+                            os.fchown(dfd, *owner)
                         os.fchmod(dfd, mode & 0o1777)
                     finally:
                         os.close(sfd)
@@ -849,6 +963,8 @@ class Workspace:
                               dir_fd=dfd)
                 try:
                     report.bytes += copy_fd(rfd, wfd)
+                    if report.owner is not None:
+                        os.fchown(wfd, *report.owner)
                     os.fchmod(wfd, stat.S_IMODE(mode) & 0o777)
                 finally:
                     os.close(wfd)
@@ -857,8 +973,11 @@ class Workspace:
             report.files += 1
         elif stat.S_ISLNK(mode):
             target = os.readlink(name, dir_fd=sfd)
-            check_link_target(here, target, field="copy source symlink")
+            if not report.outward_links:
+                check_link_target(here, target, field="copy source symlink")
             os.symlink(target, name, dir_fd=dfd)
+            if report.owner is not None:
+                os.chown(name, *report.owner, dir_fd=dfd, follow_symlinks=False)
             report.symlinks += 1
         else:
             report.skipped.append("/".join(here))
@@ -1082,6 +1201,18 @@ def _call(visit: Callable[..., None], fd: int, st: os.stat_result, where: str, w
         visit(fd, st, where)
     else:
         visit(fd, st)
+
+
+def _hand_over_refusal(st: os.stat_result) -> str | None:
+    """What a non-directory entry is when it may not stay in a hand-over tree, or None for a plain file."""
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return f"hard link ({st.st_nlink} names)" if st.st_nlink > 1 else None
+    for test, kind in ((stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"
 
 
 def _fchmod_any(fd: int, mode: int) -> None:

@@ -99,18 +99,32 @@ def cleanup(workspace_root: str = DEFAULT_WORKSPACE_ROOT, *, count: bool = False
     return report
 
 
+def pristine_code_dir(workspace_root: str, code_dir: str | None) -> Path:
+    """code_dir checked to lie in the workspace root and NOT in the untrusted steps' copy of the source tree
+    (<root>/.untrusted): runnerlib's own git commands read only the pristine tree."""
+    from runnerlib.source.pristine import UNTRUSTED_DIR
+
+    checked = check_config_path("code_dir", code_dir or os.path.join(workspace_root, "src"), workspace_root)
+    untrusted = Path(os.path.normpath(workspace_root)) / UNTRUSTED_DIR
+    if checked == untrusted or untrusted in checked.parents:
+        raise PathPolicyError("code_dir", f"is the untrusted steps' copy of the source tree ({untrusted}), which "
+                              "they may have changed; runnerlib's git commands work on the pristine tree "
+                              "(the job's code_dir)", value=repr(str(checked)))
+    return checked
+
+
 def files_changed(ref: str, *, head: str = "HEAD", merge_base: bool = False,
                   workspace_root: str = DEFAULT_WORKSPACE_ROOT, code_dir: str | None = None,
                   registry: SecretRegistry | None = None) -> list[str]:
     """Files changed between `ref` and `head` in the checkout at code_dir."""
-    checked = check_config_path("code_dir", code_dir or os.path.join(workspace_root, "src"), workspace_root)
+    checked = pristine_code_dir(workspace_root, code_dir)
     return gitinfo.files_changed(checked, ref, head, merge_base=merge_base, registry=registry)
 
 
 def info(*, workspace_root: str = DEFAULT_WORKSPACE_ROOT, code_dir: str | None = None,
          registry: SecretRegistry | None = None) -> dict[str, object]:
     """gitinfo.repo_info for the checkout at code_dir, plus its path."""
-    checked = check_config_path("code_dir", code_dir or os.path.join(workspace_root, "src"), workspace_root)
+    checked = pristine_code_dir(workspace_root, code_dir)
     data = gitinfo.repo_info(checked, registry=registry)
     data["path"] = str(Path(checked))
     return data

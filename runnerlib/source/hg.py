@@ -3,7 +3,9 @@
 hg runs with HGPLAIN=1 and HGRCPATH pointing at nothing but our own settings, so no user or system
 hgrc can add hooks or extensions; a clone never transfers the remote's .hg/hgrc. Credentials in the
 URL are registered as secrets and handed to hg through the [auth] section of that private hgrc: never on
-argv, never in the checkout's .hg/hgrc.
+argv, never in the checkout's .hg/hgrc. runnerlib runs hg only here, before any step: a repository's own
+.hg/hgrc (which hg always reads, whatever HGRCPATH says) is the fresh clone's; a trusted `hg` in a later step
+works on the pristine tree, which untrusted steps never change (runnerlib.source.pristine).
 """
 
 from __future__ import annotations

@@ -275,7 +275,7 @@ def test_plugin_env_reaches_untrusted_steps_but_not_its_secrets(ws: Path) -> Non
     os.chmod(src, 0o777)
     job = Job("j")
     job.add_step("t", f"echo t=$FLAVOUR/$PLUGIN_TOKEN > {src}/t.txt")
-    job.add_step("u", f"echo u=$FLAVOUR/$PLUGIN_TOKEN > {src}/u.txt", trust="untrusted")
+    job.add_step("u", "echo u=$FLAVOUR/$PLUGIN_TOKEN > u.txt", trust="untrusted")
     runner, out = make_runner(ws, [Env()], job=job)
     code = runner.run()
     text = out.getvalue().decode()
@@ -283,4 +283,4 @@ def test_plugin_env_reaches_untrusted_steps_but_not_its_secrets(ws: Path) -> Non
         pytest.skip("no sandbox on this kernel")
     assert code == 0, text
     assert (src / "t.txt").read_text() == "t=release/plugin-made-token-123\n"
-    assert (src / "u.txt").read_text() == "u=release/\n"
+    assert (ws / ".untrusted" / "src" / "u.txt").read_text() == "u=release/\n"  # its own copy of src

@@ -102,7 +102,8 @@ def test_untrusted_step_gets_no_secret_and_no_socket(ws: Path) -> None:
     os.chmod(ws / "src" / "u", 0o777)
     job = Job("sep")
     job.add_step("trusted", PROBE.format(out=ws / "src" / "t"))
-    job.add_step("untrusted", PROBE.format(out=ws / "src" / "u"), trust="untrusted")
+    # Untrusted steps work on their own copy of src (runnerlib.source.pristine).
+    job.add_step("untrusted", PROBE.format(out="$REACTORCIDE_SOURCE_DIR/u"), trust="untrusted")
     runner, out = runner_for(ws, job, environ={"DEPLOY_TOKEN": SECRET},
                              job_env={"API_PASSWORD": "jobenv-pw-77aa", "PLAIN": "visible"})
     code = runner.run()
@@ -114,22 +115,22 @@ def test_untrusted_step_gets_no_secret_and_no_socket(ws: Path) -> None:
     assert "REACTORCIDE_SECRETS_SOCKET=" in trusted_env and "REACTORCIDE_SECRETS_TOKEN=" in trusted_env
     assert "socket reachable" in (ws / "src" / "t" / "socket.txt").read_text()
 
-    untrusted_env = (ws / "src" / "u" / "env.txt").read_text()
+    untrusted_env = (ws / ".untrusted" / "src" / "u" / "env.txt").read_text()
     assert_no_fragment(untrusted_env)
     assert "jobenv-pw" not in untrusted_env and "PLAIN=visible" in untrusted_env
     assert "REACTORCIDE_SECRETS" not in untrusted_env and "REACTORCIDE_API_TOKEN" not in untrusted_env
-    assert "socket reachable" not in (ws / "src" / "u" / "socket.txt").read_text()
+    assert "socket reachable" not in (ws / ".untrusted" / "src" / "u" / "socket.txt").read_text()
 
 
 def test_untrusted_flag_sandboxes_the_job_command(ws: Path) -> None:
     (ws / "src").mkdir()
     os.chmod(ws / "src", 0o777)
     runner, out = runner_for(ws, environ={"DEPLOY_TOKEN": SECRET}, untrusted=True,
-                             job_command=f"env > {ws}/src/env.txt")
+                             job_command="env > env.txt")
     code = runner.run()
     _untrusted_available(out.getvalue().decode())
     assert code == 0, out.getvalue().decode()
-    assert_no_fragment((ws / "src" / "env.txt").read_text())
+    assert_no_fragment((ws / ".untrusted" / "src" / "env.txt").read_text())
 
 
 def test_run_job_from_python(ws: Path) -> None:
@@ -234,13 +235,13 @@ def test_untrusted_flag_sandboxes_every_step_of_a_source_tree_job_file(ws: Path)
     src.mkdir()
     os.chmod(src, 0o777)
     job_file = src / "job.yaml"
-    job_file.write_text(f"steps:\n  - name: steal\n    command: env > {src}/stolen.txt\n")
+    job_file.write_text("steps:\n  - name: steal\n    command: env > stolen.txt\n")
     _layer, job, _doc = load_job_file(job_file)
     runner, out = runner_for(ws, job, environ={"DEPLOY_TOKEN": SECRET}, untrusted=True)
     code = runner.run()
     _untrusted_available(out.getvalue().decode())
     assert code == 0, out.getvalue().decode()
-    assert_no_fragment((src / "stolen.txt").read_text())
+    assert_no_fragment((ws / ".untrusted" / "src" / "stolen.txt").read_text())
 
 
 ADVANCED = """
@@ -292,7 +293,7 @@ def test_untrusted_step_env_never_carries_a_secret(ws: Path) -> None:
     job = Job("j")
     # The same step definition, trusted and untrusted: only the trust level differs.
     for name, trust in (("t", "trusted"), ("u", "untrusted")):
-        job.add_step(name, f"echo $API_TOKEN/$HOLDS/$PLAIN > {src}/{name}.txt", trust=trust,  # type: ignore[arg-type]
+        job.add_step(name, f"echo $API_TOKEN/$HOLDS/$PLAIN > $REACTORCIDE_SOURCE_DIR/{name}.txt", trust=trust,  # type: ignore[arg-type]
                      env={"API_TOKEN": "step-token-4455", "HOLDS": f"x{SECRET}x", "PLAIN": "fine"})
     runner, out = runner_for(ws, job, environ={"DEPLOY_TOKEN": SECRET})
     code = runner.run()
@@ -300,5 +301,5 @@ def test_untrusted_step_env_never_carries_a_secret(ws: Path) -> None:
     _untrusted_available(text)
     assert code == 0, text
     assert (src / "t.txt").read_text() == f"step-token-4455/x{SECRET}x/fine\n"
-    assert (src / "u.txt").read_text() == "//fine\n"
+    assert (ws / ".untrusted" / "src" / "u.txt").read_text() == "//fine\n"
     assert "not given to this untrusted step (secret): API_TOKEN, HOLDS" in text

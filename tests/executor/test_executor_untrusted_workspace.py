@@ -1,6 +1,6 @@
-"""As root, the sandboxed steps' uid gets the directories the runner made for the job: untrusted steps build
-in src and write artifacts (as on any CI system) but cannot remove the runner's step logs (sticky
-artifacts dir), and a pre-existing tree (a developer's checkout) keeps its owner."""
+"""As root, untrusted steps build in their own copy of src (owned by the sandbox uid) and write artifacts but
+cannot remove the runner's step logs (sticky artifacts dir); /job/src itself is never handed over: it keeps its
+owner and its content (the pristine tree of trusted steps)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,14 @@ def _run(ws: Path, job: Job) -> tuple[int, str]:
     return code, out.read_text()
 
 
-def test_untrusted_step_writes_src_and_artifacts_but_not_the_logs(ws: Path) -> None:
+def test_untrusted_step_writes_its_copy_and_artifacts_but_not_the_logs(ws: Path) -> None:
     job = Job("owner")
     job.add_step("build", f"sh -c 'touch built.o && touch {ws}/artifacts/report.txt'", trust="untrusted")
     job.add_step("vandal", f"rm -rf {ws}/artifacts/logs", trust="untrusted", depends_on=["build"])
     code, out = _run(ws, job)
-    assert (ws / "src" / "built.o").exists() and (ws / "artifacts" / "report.txt").exists(), out
+    copy = ws / ".untrusted" / "src"
+    assert (copy / "built.o").exists() and (ws / "artifacts" / "report.txt").exists(), out
+    assert copy.stat().st_uid == 65534 and not (ws / "src" / "built.o").exists(), out
     assert code != 0 and (ws / "artifacts" / "logs" / "build.log").exists(), out
     assert (ws / "artifacts").stat().st_mode & 0o1777 == 0o1777
 
@@ -41,14 +43,26 @@ def test_the_same_removal_from_a_trusted_step_succeeds(ws: Path) -> None:
     assert code == 0 and not (ws / "artifacts" / "logs" / "build.log").exists(), out
 
 
-def test_a_pre_existing_source_tree_keeps_its_owner(ws: Path) -> None:
+def test_a_pre_existing_source_tree_keeps_its_owner_and_content(ws: Path) -> None:
     (ws / "src").mkdir()
     os.chmod(ws / "src", 0o755)
+    (ws / "src" / "main.c").write_text("int main;")
     job = Job("premounted")
-    job.add_step("build", "touch built.o", trust="untrusted")
+    job.add_step("build", "sh -c 'test -f main.c && touch built.o && echo x > main.c'", trust="untrusted")
     code, out = _run(ws, job)
-    assert (ws / "src").stat().st_uid == 0
-    assert code != 0 and not (ws / "src" / "built.o").exists(), out
+    assert code == 0, out
+    assert (ws / "src").stat().st_uid == 0 and not (ws / "src" / "built.o").exists(), out
+    assert (ws / "src" / "main.c").read_text() == "int main;"
+    assert (ws / ".untrusted" / "src" / "built.o").exists()
+
+
+def test_later_untrusted_steps_keep_working_on_the_same_copy(ws: Path) -> None:
+    job = Job("two")
+    job.add_step("build", "touch built.o", trust="untrusted")
+    job.add_step("test", 'sh -c \'test -f built.o && test "$PWD" = "$REACTORCIDE_SOURCE_DIR"\'', trust="untrusted",
+                 depends_on=["build"])
+    code, out = _run(ws, job)
+    assert code == 0 and out.count("own copy of the source tree") == 1, out
 
 
 def test_a_trusted_only_job_hands_nothing_over(ws: Path) -> None:
@@ -57,16 +71,4 @@ def test_a_trusted_only_job_hands_nothing_over(ws: Path) -> None:
     code, out = _run(ws, job)
     assert code == 0, out
     assert (ws / "src").stat().st_uid == 0 and (ws / "src" / "built.o").stat().st_uid == 0
-
-
-def test_trusted_steps_can_use_git_in_the_handed_over_src(ws: Path) -> None:
-    """The src tree belongs to the sandbox uid; git refuses such a repository to root ("dubious ownership")
-    unless the runner marks this directory safe for trusted steps. The control strips that setting."""
-    job = Job("git")
-    job.add_step("init", "git init -q .", trust="untrusted")
-    job.add_step("status", "git status --short", depends_on=["init"])
-    job.add_step("control", "env -u GIT_CONFIG_COUNT git status --short", depends_on=["status"])
-    code, out = _run(ws, job)
-    assert "dubious ownership" in out.split("[control]", 1)[1], out
-    assert "dubious ownership" not in out.split("==> [status] finished", 1)[0], out
-    assert "[status] finished (ok)" in out, out
+    assert not (ws / ".untrusted").exists()
