@@ -90,6 +90,8 @@ class JobConfig(BaseModel):
     secret_env_names: EnvNames = Field(default_factory=list, description="Names of env variables holding secrets.")
     secrets_file: str | None = Field(None, description="A file of secrets (JSON, YAML or KEY=VALUE).")
     secrets_fd: int | None = Field(None, ge=0, description="An inherited file descriptor to read secrets from.")
+    mask_known_formats: bool = Field(True, description="Also mask well-known credential formats nobody registered "
+                                                       "(GitHub/GitLab/Slack/Stripe tokens, AWS key ids, PEM keys...).")
 
     # Plugins.
     plugin_dirs: list[str] = Field(default_factory=list, description="Trusted directories of plugin files.")

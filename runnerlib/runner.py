@@ -104,7 +104,7 @@ class JobRunner:
         stream = out if out is not None else _binary_stdout()
         self._out = stream
         self.log = JobLog(stream, job_name=config.job_name, job_id=config.job_id, fmt=config.log_format,
-                          colour=want_colour(stream, config.color), mask=self.registry.mask_text,
+                          colour=want_colour(stream, config.color), mask=self.mask_text,
                           level=config.log_level)
         self.result: JobResult | None = None
         self.errors: list[str] = []
@@ -128,7 +128,13 @@ class JobRunner:
     # -- public --------------------------------------------------------------------------------------------
 
     def mask_text(self, text: str) -> str:
-        return str(self.registry.mask_text(text))
+        """`text` masked with every registered secret and (unless turned off) the known credential formats."""
+        text = str(self.registry.mask_text(text))
+        if self.config.mask_known_formats:
+            from runnerlib.security.known_formats import mask_known_formats_text
+
+            text = mask_known_formats_text(text, getattr(self.registry, "replacement", "***"))
+        return text
 
     def cancel(self) -> None:
         """What SIGTERM does: cancel running steps (grace, then kill) and start nothing new."""
@@ -479,7 +485,9 @@ class JobRunner:
         with self.log.step_output(step.name, attempt=attempt) as sink:
             result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
                                  timeout=step.timeout, policy=policy, on_output=sink.write, cancel_event=cancel,
-                                 grace=self.config.kill_grace, name=step.name, keep_output=False)
+                                 grace=self.config.kill_grace, name=step.name, keep_output=False,
+                                 known_formats=self.config.mask_known_formats,
+                                 on_notice=lambda line: self.log.event(line, step=step.name, level="warning"))
         status = "ok" if result.exit_code == 0 else f"exit {result.exit_code}"
         if getattr(result, "reason", None) and result.exit_code != 0:
             status += f": {result.reason}"

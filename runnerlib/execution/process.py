@@ -39,6 +39,7 @@ from typing import Any
 from runnerlib.execution.allocator import keep_large_buffers_on_heap
 from runnerlib.security import proctree
 from runnerlib.security.inband import AddMaskFilter
+from runnerlib.security.known_formats import KnownFormatsFilter, NoticeOnce
 from runnerlib.security.policy import PolicyError, SandboxPolicy
 from runnerlib.security.spawn import (
     REFUSED_EXIT,
@@ -93,18 +94,21 @@ class ProcessResult:
 
 
 class _Stream:
-    """One output pipe: raw bytes -> ::add-mask:: stage -> masked stream -> collected + on_output."""
+    """One output pipe: raw bytes -> ::add-mask:: stage -> known formats -> masked stream -> collected + on_output."""
 
     def __init__(self, name: str, fd: int, registry: Any, trusted: bool, source: str,
                  combined: list[bytes], on_output: Callable[[str, bytes], object] | None,
-                 keep: bool = True) -> None:
+                 keep: bool = True, known_notice: Callable[[str], object] | None = None) -> None:
         self.name, self.fd = name, fd
         self.keep = keep
         self.chunks: list[bytes] = []
         self._combined = combined
         self._on_output = on_output
         self.masked = registry.stream(self._sink)
-        self.front = AddMaskFilter(registry, self.masked, trusted=trusted, source=source)
+        # Known credential formats (on unless known_notice is None) are masked before the registry's masker.
+        self.known = None if known_notice is None else KnownFormatsFilter(
+            self.masked, notice=known_notice, replacement=getattr(registry, "replacement", "***"))
+        self.front = AddMaskFilter(registry, self.known or self.masked, trusted=trusted, source=source)
         self.open = True
         self.enlarged = False
 
@@ -176,6 +180,8 @@ def run_process(
     grace: float = DEFAULT_GRACE,
     name: str = "step",
     keep_output: bool = True,
+    known_formats: bool = True,
+    on_notice: Callable[[str], object] | None = None,
 ) -> ProcessResult:
     """Run one step process and return its masked result (see the module docstring).
 
@@ -184,7 +190,9 @@ def run_process(
     from `env`; a trusted step gets `env` as is (default: this process's environment) and is sandboxed only
     when a `policy` is given. A step the sandbox cannot confine is refused: exit 126, `refused`, `reason`.
     `keep_output=False` leaves output/stdout/stderr empty (the job runner streams through `on_output` and
-    must not hold a step's gigabytes in memory).
+    must not hold a step's gigabytes in memory). `known_formats` masks well-known credential formats nobody
+    registered (security/known_formats.py); `on_notice(line)` gets one line per format found (default: this
+    module's log, as a warning).
     """
     start = time.monotonic()
     keep_large_buffers_on_heap()  # READ_SIZE reads would otherwise page-fault fresh memory every time
@@ -212,8 +220,11 @@ def run_process(
         else:
             assert plan is not None
             step_env = build_untrusted_env(env or {}, registry=registry, tmpdir=plan.private_tmp)
+        notice = None
+        if known_formats:
+            notice = NoticeOnce(on_notice or (lambda line: log.warning("%s: %s", name, line)))
         return _run(argv, step_env, cwd, timeout, grace, plan, registry, trusted, on_output, cancel_event,
-                    name, start, keep_output)
+                    name, start, keep_output, notice)
     finally:
         if plan is not None:
             plan.cleanup()
@@ -222,14 +233,17 @@ def run_process(
 def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float | None, grace: float,
          plan: SandboxPlan | None, registry: Any, trusted: bool,
          on_output: Callable[[str, bytes], object] | None, cancel_event: threading.Event | None,
-         name: str, start: float, keep_output: bool = True) -> ProcessResult:
+         name: str, start: float, keep_output: bool = True,
+         notice: Callable[[str], object] | None = None) -> ProcessResult:
     mask = registry.mask_text
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     combined: list[bytes] = []
     streams = [
-        _Stream("stdout", out_r, registry, trusted, f"::add-mask:: in {name}", combined, on_output, keep_output),
-        _Stream("stderr", err_r, registry, trusted, f"::add-mask:: in {name}", combined, on_output, keep_output),
+        _Stream("stdout", out_r, registry, trusted, f"::add-mask:: in {name}", combined, on_output, keep_output,
+                notice),
+        _Stream("stderr", err_r, registry, trusted, f"::add-mask:: in {name}", combined, on_output, keep_output,
+                notice),
     ]
     try:
         try:
@@ -340,7 +354,7 @@ def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grac
         if not events:
             for s in streams:
                 if s.open:
-                    s.masked.flush_if_idle(IDLE_FLUSH)
+                    (s.known or s.masked).flush_if_idle(IDLE_FLUSH)
         for fd, _ev in events:
             if fd == step.status_fd:
                 step.read_events()
