@@ -172,9 +172,14 @@ class JobConfig(BaseModel):
 
     def secret_values(self) -> list[str]:
         """The secret values held in the configuration itself (for registering them before any output)."""
+        from runnerlib.security.secret_sources import url_credentials
+
         values = [v for v in self.secret_values_list if v]
         if self.api_token:
             values.append(self.api_token)
+        # Credentials in URLs given by option or file (from the environment they are found by load_secrets).
+        for url in (self.source_url, self.ci_source_url, self.coordinator_url):
+            values += url_credentials(url) if url and "://" in url else []
         return values
 
 
@@ -586,7 +591,10 @@ def get_config(
 
 
 def render_config(config: JobConfig, *, mask: Any = None) -> list[tuple[str, str, str]]:
-    """(field, shown value, origin) for every field; secret fields as ***, then `mask` over the text."""
+    """(field, shown value, origin) for every field; secret fields as ***, then `mask` over the text, and URL
+    credentials redacted."""
+    from runnerlib.security.secret_sources import redact_url_credentials
+
     rows = []
     for field in type(config).model_fields:
         value = getattr(config, field)
@@ -602,5 +610,7 @@ def render_config(config: JobConfig, *, mask: Any = None) -> list[tuple[str, str
             shown = str(value)
         if mask is not None:
             shown = mask(shown)
+        # URL credentials from any origin (option, file, environment): not only those a registry knows.
+        shown = redact_url_credentials(shown)
         rows.append((field, shown, config.origin(field)))
     return rows

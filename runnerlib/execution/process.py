@@ -408,8 +408,9 @@ READ_ONLY_PATHS_ENV = "REACTORCIDE_SANDBOX_READ_ONLY_PATHS"
 def extra_read_only_paths(environ: Mapping[str, str]) -> tuple[str, ...]:
     """Read-only grants beyond the system directories: the runner's own virtualenv (so `python` from it, and
     the tools installed in it, start inside the sandbox; a venv holds code, not secrets) and the paths listed
-    in REACTORCIDE_SANDBOX_READ_ONLY_PATHS (colon-separated, absolute; "/" and the home of root are refused:
-    they would expose everything the sandbox hides).
+    in REACTORCIDE_SANDBOX_READ_ONLY_PATHS (colon-separated, absolute). Refused, whatever the spelling (`//`,
+    `/./`, `/usr/..`, a trailing slash, a symlink): the root, a directory holding the workspace, and the
+    homes and /proc: they would expose everything the sandbox hides.
 
     >>> extra_read_only_paths({"REACTORCIDE_SANDBOX_READ_ONLY_PATHS": "/srv/tools"})[-1]
     '/srv/tools'
@@ -419,14 +420,34 @@ def extra_read_only_paths(environ: Mapping[str, str]) -> tuple[str, ...]:
     paths: list[str] = []
     if sys.prefix != sys.base_prefix and os.path.normpath(sys.prefix) != "/":
         paths.append(os.path.normpath(sys.prefix))
+    workspace = _workspace_dirs(environ)
     for item in filter(None, environ.get(READ_ONLY_PATHS_ENV, "").split(":")):
-        path = os.path.normpath(item)
         if not item.startswith("/") or "\0" in item:
             raise PolicyError(READ_ONLY_PATHS_ENV, f"{item!r} is not an absolute path")
-        if path in ("/", "/root", "/home", "/proc/self"):
-            raise PolicyError(READ_ONLY_PATHS_ENV, f"{path!r} would expose everything the sandbox hides")
+        path = _canonical(item)
+        # Checked on the spelling and on where it leads: a symlink to / is the root.
+        for form in {path, _canonical(os.path.realpath(item))}:
+            if form in ("/", "/root", "/home", "/proc") or form.startswith("/proc/"):
+                raise PolicyError(READ_ONLY_PATHS_ENV, f"{item!r} is {form!r}: it would expose everything the "
+                                                       "sandbox hides")
+            held = [w for w in workspace if w == form or w.startswith(form.rstrip("/") + "/")]
+            if held:
+                raise PolicyError(READ_ONLY_PATHS_ENV, f"{item!r} is {form!r}, which holds the workspace "
+                                                       f"({held[0]}): grant a directory beside it instead")
         paths.append(path)
     return tuple(paths)
+
+
+def _canonical(path: str) -> str:
+    # normpath keeps POSIX's two leading slashes ("//" is "implementation-defined", and Linux reads it as "/").
+    return "/" + os.path.normpath(path).lstrip("/")
+
+
+def _workspace_dirs(environ: Mapping[str, str]) -> list[str]:
+    src = _canonical(environ.get("REACTORCIDE_SOURCE_DIR") or "/job/src")
+    ci = _canonical(environ.get("REACTORCIDE_CI_SOURCE_DIR") or "/job/ci")
+    dirs = [src, ci, os.path.dirname(src)]
+    return dirs + [_canonical(os.path.realpath(d)) for d in dirs]
 
 
 def run_untrusted(
