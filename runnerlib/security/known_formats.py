@@ -322,7 +322,7 @@ class KnownFormatsFilter:
         self._finder = _get_finder()
         self._pending = b""   # not yet emitted
         self._context = b""   # the last bytes emitted, original (unmasked): never written again
-        # An idle flush released a tail that could start a prefix: the next write is scanned with the context.
+        # The emitted bytes end with a possible prefix start: the next write is scanned with the context.
         self._released_partial = False
         self._closed = False
 
@@ -351,8 +351,7 @@ class KnownFormatsFilter:
             shift = len(self._context)
             self._process(data, final=False, hits=[(p + shift, i) for p, i in hits])
             return
-        # Held bytes, or an idle flush released a possible prefix start: scan with the context.
-        self._released_partial = False
+        # Held bytes, or the emitted bytes end with a possible prefix start: scan with the context.
         self._process(self._pending + data, final=False)
 
     def _process(self, pending: bytes, *, final: bool, idle: bool = False,
@@ -360,14 +359,14 @@ class KnownFormatsFilter:
         buf = self._context + pending
         base = len(self._context)
         cut, spans, names = _resolve(buf, base, final, partial=not idle, hits=hits)
-        if idle and cut > base and _partial_tail(buf[max(base, cut - MAX_PREFIX):cut]):
-            self._released_partial = True
         if self._notice is not None:
             for name in names:
                 self._notice(name)
         if cut > base:
             self._write(_render(buf, base, cut, spans, self.replacement))
             self._context = buf[max(0, cut - CONTEXT):cut]
+            # After an idle flush (or a cut before a held token) the emitted bytes may end with a prefix's start.
+            self._released_partial = bool(_partial_tail(self._context))
         self._pending = buf[cut:]
 
     def _emit(self, data: bytes) -> None:

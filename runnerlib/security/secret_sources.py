@@ -384,8 +384,10 @@ def _yaml_error(exc: Any, text: str, origin: str) -> SecretsDocumentError:
     """A SecretsDocumentError for a PyYAML error: file, line, key and a rule of ours; never the value."""
     mark = getattr(exc, "problem_mark", None)
     context_mark = getattr(exc, "context_mark", None)
-    if mark is not None and context_mark is not None and mark.index >= len(text.rstrip()):
-        mark = context_mark  # "unexpected end of stream": the fault is where the quote or bracket opened
+    context = getattr(exc, "context", None) or ""
+    if context_mark is not None and (mark is None or context.startswith(("while scanning", "while parsing a flow"))
+                                     or mark.index >= len(text.rstrip())):
+        mark = context_mark  # an unclosed quote, bracket or tag: the fault is where it opened, not where it ended
     phrase = _QUOTED.sub("", f"{getattr(exc, 'context', '') or ''} {getattr(exc, 'problem', '') or ''}")
     rule = next((r for key, r in _YAML_RULES if key in phrase),
                 "quote values that start with one of ! & * | > % @ ` { [ ? ' \" #")
