@@ -7,6 +7,10 @@ output with no credential in it) through KnownFormatsFilter in 64 KiB writes, wi
 (Hyperscan if it imports, and the ahocorasick-rs fallback), and prints MB/s (median of --repeat, interleaved
 with the baseline) next to copying the same chunks in the same run. A second line does the same on a log
 with a credential every ~64 KiB (matches resolved by the Python regex).
+
+    --executor MIB   also time one step printing MIB MiB of 56-byte lines (`yes "the quick brown fox ..."`)
+                     through `runnerlib run` with the stage on and with --no-known-formats, next to
+                     `cmd | tee f > file` (interleaved, medians): what the stage costs on a step's bulk path.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -50,12 +57,50 @@ def with_tokens(data: bytes, every: int) -> bytes:
     return b"".join(parts)
 
 
+def bench_executor(mib: int, repeat: int) -> None:
+    top = tempfile.mkdtemp(prefix="bench-kf-")
+    cmd = f"yes 'the quick brown fox jumps over the lazy dog 0123456' | head -c {mib * 2**20}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTORCIDE_")}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(argv: list[str]) -> float:
+        ws = os.path.join(top, "ws")
+        shutil.rmtree(ws, ignore_errors=True)
+        os.makedirs(ws)
+        t = time.perf_counter()
+        with open(os.path.join(top, "out"), "wb") as out:
+            subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, check=True, cwd=repo)
+        return time.perf_counter() - t
+
+    runner = [sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", os.path.join(top, "ws")]
+    cases = {"tee": ["/bin/sh", "-c", f"{cmd} | tee {top}/tee.out > {top}/plain.out"],
+             "runnerlib run": runner + ["--job-command", cmd],
+             "--no-known-formats": runner + ["--no-known-formats", "--job-command", cmd]}
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    try:
+        for _ in range(repeat):
+            for name, argv in cases.items():
+                times[name].append(run(argv))
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    tee = statistics.median(times["tee"])
+    print(f"one step printing {mib} MiB of 56-byte lines (median of {repeat}, interleaved)")
+    for name in cases:
+        t = statistics.median(times[name])
+        print(f"  {name:20s} {t:6.2f} s  {mib / t:6.0f} MiB/s  ratio to tee {t / tee:.2f}x  "
+              f"runs {' '.join(f'{x:.2f}' for x in times[name])}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mib", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--write", type=int, default=65536)
+    ap.add_argument("--executor", type=int, default=0, metavar="MIB")
     args = ap.parse_args()
+    if args.executor:
+        bench_executor(args.executor, args.repeat)
+        return
     data = make_log(random.Random(1), args.mib, [])
     logs = {"no match": data, "token/64KiB": with_tokens(data, 65536)}
     print(f"{args.mib} MiB CI-like log, {args.write}-byte writes, MB/s (median of {args.repeat}); "
