@@ -327,6 +327,7 @@ class KnownFormatsFilter:
         self.replacement = replacement.encode() if isinstance(replacement, str) else bytes(replacement)
         self._finder = _get_finder()
         self._pending = b""   # not yet emitted
+        self._pending_partial = False  # `_pending` is only a tail that could start a prefix (no token in it)
         self._context = b""   # the last bytes emitted, original (unmasked): never written again
         # The emitted bytes end with a possible prefix start: the next write is scanned with the context.
         self._released_partial = False
@@ -343,6 +344,15 @@ class KnownFormatsFilter:
         if not data:
             return
         data = bytes(data)
+        if (self._pending_partial or self._released_partial) and len(data) >= MAX_PREFIX:
+            # Only a possible prefix start is held (or was released by an idle flush): look at the seam alone
+            # rather than copying and rescanning the whole write with it.
+            before = self._context + self._pending
+            base, seam = len(self._context), len(before)
+            if not any(p < seam and p + _LENGTHS[i] > base for p, i in self._finder.find(before + data[:MAX_PREFIX])):
+                self._emit(self._pending)
+                self._pending = b""
+                self._pending_partial = self._released_partial = False
         if not self._pending and not self._released_partial:
             hits = self._finder.find(data)
             if not hits:
@@ -351,13 +361,14 @@ class KnownFormatsFilter:
                 if tail:
                     self._emit(data[:-tail])
                     self._pending = data[-tail:]
+                    self._pending_partial = True
                 else:
                     self._emit(data)
                 return
             shift = len(self._context)
             self._process(data, final=False, hits=[(p + shift, i) for p, i in hits])
             return
-        # Held bytes, or the emitted bytes end with a possible prefix start: scan with the context.
+        # A token in progress, or a short write after a possible prefix start: scan with the context.
         self._process(self._pending + data, final=False)
 
     def _process(self, pending: bytes, *, final: bool, idle: bool = False,
@@ -365,6 +376,7 @@ class KnownFormatsFilter:
         buf = self._context + pending
         base = len(self._context)
         cut, spans, names = _resolve(buf, base, final, partial=not idle, hits=hits)
+        self._pending_partial = False  # what stays held may be a token in progress: the next write rescans it
         if self._notice is not None:
             for name in names:
                 self._notice(name)

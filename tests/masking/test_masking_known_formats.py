@@ -183,6 +183,29 @@ def test_prefix_released_one_byte_at_a_time_by_idle_flushes() -> None:
     assert b"".join(out) == b"\ngh***\n"
 
 
+@pytest.mark.parametrize("idle", [False, True])
+def test_seam_between_large_writes(idle: bool) -> None:
+    # A large write ending in a possible prefix start, then a large write: only the seam is rescanned.
+    token = b"github_pat_11" + _r(70, _ALNUM + "_").encode()
+    filler = b"x" * 5000 + b"\n"
+    for cut in range(1, 14):
+        out: list[bytes] = []
+        stage = KnownFormatsFilter(out.append)
+        stage.write(filler + token[:cut])
+        if idle:
+            stage.flush_idle()
+        stage.write(token[cut:] + b"\n" + filler + b"gh")    # ends in a possible start again, which is not one
+        stage.write(b"ost and more text " * 3)
+        stage.close()
+        # An idle flush may show the first bytes of a prefix (never of the token after it); otherwise the
+        # stream is exactly the whole-output masking.
+        shown = token[:cut] if idle and cut < len(b"github_pat_") else b""
+        assert b"".join(out) == filler + shown + b"***\n" + filler + b"ghost and more text " + \
+            b"ost and more text " * 2
+        assert_no_fragment(b"".join(out), [token[13:]], min_fragment=8)
+        assert b"ghost and more text " in b"".join(out)
+
+
 def test_a_complete_prefix_is_held_until_the_token_ends() -> None:
     out: list[bytes] = []
     stage = KnownFormatsFilter(out.append)
