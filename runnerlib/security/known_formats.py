@@ -254,10 +254,13 @@ def _resolve(buf: bytes, base: int, final: bool, partial: bool = True,
     return cut, [(s, min(e, cut)) for s, e in spans if s < cut], names
 
 
-def _render(buf: bytes, start: int, cut: int, spans: list[tuple[int, int]], replacement: bytes) -> bytes:
+def _render(buf: bytes, start: int, cut: int, spans: list[tuple[int, int]], replacement: bytes,
+            after_mask: bool = False) -> tuple[bytes, bool]:
+    """buf[start:cut] with each run of spans replaced once; whether it ends with a replacement. `after_mask`:
+    the previous emission ended with one, which a span at `start` continues (as in the whole output)."""
     out = bytearray()
     pos = start
-    last_end = -1
+    last_end = start if after_mask else -1
     for s, e in sorted(spans):
         if s < pos:
             s = pos
@@ -268,7 +271,7 @@ def _render(buf: bytes, start: int, cut: int, spans: list[tuple[int, int]], repl
             out += replacement
         pos = last_end = e
     out += buf[pos:cut]
-    return bytes(out)
+    return bytes(out), last_end == cut
 
 
 def mask_known_formats(data: bytes, *, replacement: bytes = REPLACEMENT) -> tuple[bytes, list[str]]:
@@ -278,7 +281,7 @@ def mask_known_formats(data: bytes, *, replacement: bytes = REPLACEMENT) -> tupl
     b'token *** ok'
     """
     cut, spans, names = _resolve(data, 0, True)
-    return _render(data, 0, cut, spans, replacement), names
+    return _render(data, 0, cut, spans, replacement)[0], names
 
 
 def mask_known_formats_text(text: str, replacement: str = "***") -> str:
@@ -328,6 +331,7 @@ class KnownFormatsFilter:
         self._finder = _get_finder()
         self._pending = b""   # not yet emitted
         self._pending_partial = False  # `_pending` is only a tail that could start a prefix (no token in it)
+        self._after_mask = False       # the last bytes emitted were a replacement (a span there continues it)
         self._context = b""   # the last bytes emitted, original (unmasked): never written again
         # The emitted bytes end with a possible prefix start: the next write is scanned with the context.
         self._released_partial = False
@@ -381,7 +385,8 @@ class KnownFormatsFilter:
             for name in names:
                 self._notice(name)
         if cut > base:
-            self._write(_render(buf, base, cut, spans, self.replacement))
+            text, self._after_mask = _render(buf, base, cut, spans, self.replacement, self._after_mask)
+            self._write(text)
             self._context = buf[max(0, cut - CONTEXT):cut]
             # After an idle flush (or a cut before a held token) the emitted bytes may end with a prefix's start.
             self._released_partial = bool(_partial_tail(self._context))
@@ -391,6 +396,7 @@ class KnownFormatsFilter:
         if data:
             self._write(data)
             self._context = (self._context + data[-CONTEXT:])[-CONTEXT:]
+            self._after_mask = False
 
     def flush(self) -> None:
         """Pass on everything but a token in progress or a possible prefix start, then flush the sink."""
