@@ -245,9 +245,10 @@ def _unescape_double_quoted(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: _DQ_ESCAPES.get(m.group(1), "\\" + m.group(1)), text, flags=re.S)
 
 
-def _parse_dotenv(text: str, origin: str) -> dict[str, str]:
+def _parse_dotenv(text: str, origin: str) -> list[tuple[str, str]]:
+    # A list, not a dict: a key given twice keeps both values (the first is still a secret to mask).
     lines = text.splitlines()
-    result: dict[str, str] = {}
+    result: list[tuple[str, str]] = []
     index = 0
     while index < len(lines):
         line = lines[index]
@@ -259,7 +260,7 @@ def _parse_dotenv(text: str, origin: str) -> dict[str, str]:
         if not match:
             raise SecretsDocumentError(origin, index + 1, "expected KEY=VALUE (the file was read as KEY=VALUE)")
         value, index = _dotenv_value(match.group(2), origin, index + 1, lines, index)
-        result[match.group(1)] = value
+        result.append((match.group(1), value))
     return result
 
 
@@ -294,6 +295,19 @@ def _leaves(data: Any, origin: str, path: str = "", depth: int = 0,
                                                  "expected a string")
 
 
+def _keep_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose repeated keys keep every value (json.loads keeps only the last, and the first would
+    never be masked); a repeat is named `KEY (2)`."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        name, n = key, 1
+        while name in out:
+            n += 1
+            name = f"{key} ({n})"
+        out[name] = value
+    return out
+
+
 def parse_secrets_document(data: bytes | str, origin: str) -> list[tuple[str, str]]:
     """Parse a secrets document into (name, value) pairs; the format is detected.
 
@@ -322,10 +336,10 @@ def parse_secrets_document(data: bytes | str, origin: str) -> list[tuple[str, st
     if kind == "empty":
         return []
     if kind == "dotenv":
-        return list(_parse_dotenv(text, origin).items())
+        return _parse_dotenv(text, origin)
     if kind == "json":
         try:
-            parsed = json.loads(text)
+            parsed = json.loads(text, object_pairs_hook=_keep_duplicates)
         except json.JSONDecodeError as exc:
             # exc.msg never quotes the document; exc.lineno points at the fault.
             raise SecretsDocumentError(origin, exc.lineno, f"invalid JSON ({exc.msg})") from None

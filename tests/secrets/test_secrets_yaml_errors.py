@@ -114,3 +114,17 @@ def test_no_fragment_of_any_value_in_any_yaml_error(indicator: str, rest: str, i
         text = str(exc)
         assert text.startswith("secrets document f.yaml, line ")
         assert_no_fragment(text.encode(), [value.encode(), rest.strip().encode()], allowed=[OURS.encode()])
+
+
+@pytest.mark.parametrize("doc", ['{"DB_PASSWORD": "first-Value-1", "DB_PASSWORD": "second-Value-2"}',
+                                 "DB_PASSWORD=first-Value-1\nDB_PASSWORD=second-Value-2\n"])
+def test_json_and_dotenv_repeated_keys_keep_both_values(doc: str) -> None:
+    registry = SecretRegistry()
+    for _name, value in parse_secrets_document(doc, "f"):
+        registry.add(value, source="test")
+    assert registry.mask_text("first-Value-1 second-Value-2") == "*** ***"
+    # Control: the standard parsers keep only the last value.
+    import json
+
+    if doc.startswith("{"):
+        assert json.loads(doc) == {"DB_PASSWORD": "second-Value-2"}
