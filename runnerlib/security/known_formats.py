@@ -166,6 +166,7 @@ class _Finder:
     engine = "none"
 
     def __init__(self) -> None:
+        self._hs: Any = None
         try:
             if os.environ.get(ENGINE_ENV, "hyperscan") != "hyperscan":
                 raise ImportError(f"{ENGINE_ENV} asks for another engine")
@@ -192,7 +193,7 @@ class _Finder:
         return [(start, index) for index, start, _end in self._ac.find_matches_as_indexes(data, overlapping=True)]
 
 
-def _on_match(index: int, _from: int, to: int, _flags: int, hits: list[tuple[int, int]]) -> None:
+def _on_match(index: int, _from: int, to: int, _flags: int, hits: Any) -> None:
     hits.append((to - _LENGTHS[index], index))
 
 

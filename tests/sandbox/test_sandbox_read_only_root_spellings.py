@@ -10,7 +10,12 @@ import os
 import pytest
 from sandbox_testlib import Workspace
 
-from runnerlib.execution.process import READ_ONLY_PATHS_ENV, default_policy, extra_read_only_paths, run_process
+from runnerlib.execution.process import (
+    READ_ONLY_PATHS_ENV,
+    default_policy,
+    extra_read_only_paths,
+    run_process,
+)
 from runnerlib.security.policy import DEFAULT_READ_ONLY, PolicyError
 from runnerlib.security.probe import probe
 from runnerlib.testing import reachable_tempdir
