@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -54,7 +55,7 @@ def mask(secret_env: tuple[str, ...], secrets_file: str | None, min_length: int,
     stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
     sys.stdout.flush()
     try:
-        stream = registry.stream(write_all(stdout_fd))
+        stream: Any = registry.stream(write_all(stdout_fd))  # pump takes either: write/held/flush_idle/close
         if not no_known_formats:
             stream = KnownFormatsFilter(stream, replacement=replacement, notice=NoticeOnce(
                 lambda line: click.echo(f"runnerlib mask: {line}", err=True)))
