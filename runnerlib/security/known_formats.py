@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -177,6 +178,9 @@ class _Finder:
                        ids=list(range(len(_PREFIXES))), elements=len(_PREFIXES),
                        flags=[0] * len(_PREFIXES))
             self._hs = db
+            self._hyperscan = hyperscan
+            # Hyperscan forbids two concurrent scans sharing one scratch; steps run in parallel threads.
+            self._local = threading.local()
             self.engine = "hyperscan"
         except Exception:  # noqa: BLE001 - not installed, or no wheel for this platform: fall back
             import ahocorasick_rs
@@ -188,7 +192,10 @@ class _Finder:
     def find(self, data: bytes) -> list[tuple[int, int]]:
         if self._hs is not None:
             hits: list[tuple[int, int]] = []
-            self._hs.scan(data, match_event_handler=_on_match, context=hits)
+            scratch = getattr(self._local, "scratch", None)
+            if scratch is None:
+                scratch = self._local.scratch = self._hyperscan.Scratch(self._hs)
+            self._hs.scan(data, match_event_handler=_on_match, context=hits, scratch=scratch)
             return hits
         return [(start, index) for index, start, _end in self._ac.find_matches_as_indexes(data, overlapping=True)]
 

@@ -271,3 +271,32 @@ def test_log_lines_helper() -> None:
     token = "xoxb-" + _r(30)
     assert kf.mask_known_formats_text(f"notify {token} é") == "notify *** é"
     assert kf.mask_known_formats_text("plain é") == "plain é"
+
+
+def test_parallel_streams_in_threads() -> None:
+    # Steps run in parallel threads; Hyperscan forbids sharing one scratch between concurrent scans.
+    import threading
+
+    token = b"glpat-" + _r(24).encode()
+    data = (b"x" * 200 + b"\n" + token + b"\n") * 400
+    results: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            out: list[bytes] = []
+            stage = KnownFormatsFilter(out.append)
+            for i in range(0, len(data), 777):
+                stage.write(data[i:i + 777])
+            stage.close()
+            results.append(b"".join(out))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 8
+    assert all(r == data.replace(token, b"***") for r in results)
