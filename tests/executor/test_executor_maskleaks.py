@@ -90,11 +90,17 @@ def test_known_formats_masked_in_a_job_with_one_notice_per_format(ws: Path) -> N
     assert f"token {GH}" in off and "known format" not in off
 
 
-def test_no_known_formats_option_of_run(ws: Path) -> None:
+def test_no_known_formats_option_of_run_and_run_job(ws: Path) -> None:
     script = f"print('t {GH}')"
     on = cli("run", "--workspace-root", str(ws), "--", sys.executable, "-c", script)
     assert on.returncode == 0 and GH.encode() not in on.stdout + on.stderr and b"t ***" in on.stdout
     off = cli("run", "--no-known-formats", "--workspace-root", str(ws), "--", sys.executable, "-c", script)
+    assert off.returncode == 0 and GH.encode() in off.stdout
+    job = ws / "job.yaml"
+    job.write_text(f"steps:\n  - name: s\n    command: 'echo t {GH}'\n")
+    on = cli("run-job", str(job), "--workspace-root", str(ws))
+    assert on.returncode == 0 and GH.encode() not in on.stdout + on.stderr and b"t ***" in on.stdout
+    off = cli("run-job", "--no-known-formats", str(job), "--workspace-root", str(ws))
     assert off.returncode == 0 and GH.encode() in off.stdout
 
 
