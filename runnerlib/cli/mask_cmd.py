@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from runnerlib.cli.app import main
-from runnerlib.security.known_formats import KnownFormatsFilter, NoticeOnce
+from runnerlib.security.known_formats import MaskedThenKnown, NoticeOnce
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.security.secret_sources import SecretsDocumentError, load_secrets
 from runnerlib.security.stream import pump, write_all
@@ -55,10 +55,10 @@ def mask(secret_env: tuple[str, ...], secrets_file: str | None, min_length: int,
     stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
     sys.stdout.flush()
     try:
-        stream: Any = registry.stream(write_all(stdout_fd))  # pump takes either: write/held/flush_idle/close
-        if not no_known_formats:
-            stream = KnownFormatsFilter(stream, replacement=replacement, notice=NoticeOnce(
-                lambda line: click.echo(f"runnerlib mask: {line}", err=True)))
+        # pump takes either: write, held, flush_idle, close.
+        stream: Any = registry.stream(write_all(stdout_fd)) if no_known_formats else MaskedThenKnown(
+            registry, write_all(stdout_fd), replacement=replacement,
+            notice=NoticeOnce(lambda line: click.echo(f"runnerlib mask: {line}", err=True)))
         pump(stdin_fd, stream, idle_flush=idle_flush)
     except BrokenPipeError:
         # The reader went away (`runnerlib mask < log | head`): like cat, stop quietly.

@@ -39,7 +39,7 @@ from typing import Any
 from runnerlib.execution.allocator import keep_large_buffers_on_heap
 from runnerlib.security import proctree
 from runnerlib.security.inband import AddMaskFilter
-from runnerlib.security.known_formats import KnownFormatsFilter, NoticeOnce
+from runnerlib.security.known_formats import MaskedThenKnown, NoticeOnce
 from runnerlib.security.policy import PolicyError, SandboxPolicy
 from runnerlib.security.spawn import (
     REFUSED_EXIT,
@@ -94,7 +94,7 @@ class ProcessResult:
 
 
 class _Stream:
-    """One output pipe: raw bytes -> ::add-mask:: stage -> known formats -> masked stream -> collected + on_output."""
+    """One output pipe: raw bytes -> ::add-mask:: stage -> masked stream -> known formats -> collected + on_output."""
 
     def __init__(self, name: str, fd: int, registry: Any, trusted: bool, source: str,
                  combined: list[bytes], on_output: Callable[[str, bytes], object] | None,
@@ -104,11 +104,10 @@ class _Stream:
         self.chunks: list[bytes] = []
         self._combined = combined
         self._on_output = on_output
-        self.masked = registry.stream(self._sink)
-        # Known credential formats (on unless known_notice is None) are masked before the registry's masker.
-        self.known = None if known_notice is None else KnownFormatsFilter(
-            self.masked, notice=known_notice, replacement=getattr(registry, "replacement", "***"))
-        self.front = AddMaskFilter(registry, self.known or self.masked, trusted=trusted, source=source)
+        # Known credential formats (on unless known_notice is None) are masked after the registered secrets.
+        self.masked = registry.stream(self._sink) if known_notice is None else MaskedThenKnown(
+            registry, self._sink, notice=known_notice, replacement=getattr(registry, "replacement", "***"))
+        self.front = AddMaskFilter(registry, self.masked, trusted=trusted, source=source)
         self.open = True
         self.enlarged = False
 
@@ -354,7 +353,7 @@ def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grac
         if not events:
             for s in streams:
                 if s.open:
-                    (s.known or s.masked).flush_if_idle(IDLE_FLUSH)
+                    s.masked.flush_if_idle(IDLE_FLUSH)
         for fd, _ev in events:
             if fd == step.status_fd:
                 step.read_events()

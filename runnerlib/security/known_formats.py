@@ -1,6 +1,6 @@
 """Known credential formats: mask tokens nobody registered (GitHub, GitLab, Slack, AWS, Stripe, PEM keys...).
 
-A byte-stream stage placed BEFORE the registry's masking stream, like inband.AddMaskFilter. It replaces every
+A byte-stream stage placed AFTER the registry's masking stream (`MaskedThenKnown`). It replaces every
 credential of a well-known shape with the replacement (`***`) and reports the format's name (never the value)
 through `notice`, so the job log can say `masked a GitHub token (known format)` once per format per step.
 
@@ -439,3 +439,43 @@ class KnownFormatsFilter:
         close = getattr(self._sink, "close", None)
         if close is not None:
             close()
+
+
+class MaskedThenKnown:
+    """`registry.stream(sink)` followed by a KnownFormatsFilter: the stream a step's output goes through.
+
+    Registered secrets first: a registered secret that contains a token (a DSN with `?sig=...`, a header value
+    registered whole) is masked whole by the registry's union masking; masking the token first would change
+    the occurrence, and the rest of the secret would pass unmasked. Offers what `pump` and the step pump use:
+    write, held, flush, flush_idle, flush_if_idle, close (which closes both).
+    """
+
+    def __init__(self, registry: Any, sink: Any, *, notice: Callable[[str], Any] | None = None,
+                 replacement: bytes | str = REPLACEMENT) -> None:
+        self.known = KnownFormatsFilter(sink, notice=notice, replacement=replacement)
+        self.masked = registry.stream(self.known.write)
+
+    @property
+    def held(self) -> int:
+        """Bytes held by the masker or by the known-formats stage."""
+        return int(self.masked.held) + self.known.held
+
+    def write(self, data: bytes) -> None:
+        self.masked.write(data)
+
+    def flush(self) -> None:
+        self.masked.flush()
+        self.known.flush()
+
+    def flush_idle(self) -> None:
+        self.masked.flush_idle()
+        self.known.flush_idle()
+
+    def flush_if_idle(self, seconds: float) -> None:
+        self.masked.flush_if_idle(seconds)
+        if self.known.held:
+            self.known.flush_idle()
+
+    def close(self) -> None:
+        self.masked.close()
+        self.known.close()

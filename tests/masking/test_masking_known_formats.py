@@ -16,7 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import runnerlib.security.known_formats as kf
-from runnerlib.security.known_formats import KnownFormatsFilter, NoticeOnce, mask_known_formats
+from runnerlib.security.known_formats import (
+    KnownFormatsFilter,
+    MaskedThenKnown,
+    NoticeOnce,
+    mask_known_formats,
+)
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.testing import assert_no_fragment, stream_through, write_splits
 
@@ -300,3 +305,25 @@ def test_parallel_streams_in_threads() -> None:
         t.join()
     assert not errors and len(results) == 8
     assert all(r == data.replace(token, b"***") for r in results)
+
+
+def test_a_registered_secret_holding_a_token_is_masked_whole() -> None:
+    # A SAS URL registered as one secret: masking its `sig=` first would change the occurrence, and the
+    # registry would no longer see the rest of it (account, container, other parameters).
+    sas = "https://acct7.blob.core.windows.net/private-c?sv=2022-11&sr=c&sig=AbCdEfGh12345678%3D"
+    registry = SecretRegistry()
+    registry.add(sas, source="test")
+    data = f"upload to {sas} done\n".encode()
+    out: list[bytes] = []
+    stage = MaskedThenKnown(registry, out.append)
+    stage.write(data)
+    stage.close()
+    assert b"".join(out) == b"upload to *** done\n"
+    # Protection off (the other order: known formats first, then the registry): the rest leaks.
+    leaked: list[bytes] = []
+    masked = registry.stream(leaked.append)
+    first = KnownFormatsFilter(masked)
+    first.write(data)
+    first.close()
+    masked.close()
+    assert b"acct7.blob.core.windows.net/private-c" in b"".join(leaked)
