@@ -5,8 +5,8 @@
 Streams a generated 64 MiB CI-like log (bench_masking.make_log, no planted secrets: the common case of bulk
 output with no credential in it) through KnownFormatsFilter in 64 KiB writes, with each prefilter engine
 (Hyperscan if it imports, and the ahocorasick-rs fallback), and prints MB/s (median of --repeat, interleaved
-with the baseline) next to copying the same chunks in the same run. A second line does the same on a log
-with a credential every ~64 KiB (matches resolved by the Python regex).
+with the baselines) next to copying the same chunks and to the bare prefilter scan in the same run. A second
+line does the same on a log with a credential every ~64 KiB (matches resolved by the Python regex).
 
     --executor MIB   also time one step printing MIB MiB of 56-byte lines (`yes "the quick brown fox ..."`)
                      through `runnerlib run` with the stage on and with --no-known-formats, next to
@@ -45,6 +45,14 @@ def run_stage(chunks: list[bytes]) -> float:
     for c in chunks:
         write(c)
     stage.close()
+    return time.perf_counter() - t
+
+
+def run_scan(chunks: list[bytes]) -> float:
+    find = kf._get_finder().find
+    t = time.perf_counter()
+    for c in chunks:
+        find(c)
     return time.perf_counter() - t
 
 
@@ -114,13 +122,15 @@ def main() -> None:
             continue
         for label, log in logs.items():
             chunks = chunks_of(log, args.write)
-            stage_t, copy_t = [], []
+            stage_t, copy_t, scan_t = [], [], []
             for _ in range(args.repeat):
                 copy_t.append(run_copy(chunks))
+                scan_t.append(run_scan(chunks))
                 stage_t.append(run_stage(chunks))
             mb = len(log) / 1e6
-            s, c = mb / statistics.median(stage_t), mb / statistics.median(copy_t)
-            print(f"{engine:12s} {label:12s} stage {s:8,.0f} MB/s   copy {c:8,.0f} MB/s   ratio {s / c:.2f}")
+            s, c, b = (mb / statistics.median(t) for t in (stage_t, copy_t, scan_t))
+            print(f"{engine:12s} {label:12s} stage {s:7,.0f} MB/s   bare prefilter scan {b:7,.0f} MB/s   "
+                  f"copy {c:7,.0f} MB/s   stage/copy {s / c:.2f}")
 
 
 if __name__ == "__main__":
