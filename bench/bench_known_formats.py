@@ -97,6 +97,20 @@ def bench_executor(mib: int, repeat: int) -> None:
         t = statistics.median(times[name])
         print(f"  {name:20s} {t:6.2f} s  {mib / t:6.0f} MiB/s  ratio to tee {t / tee:.2f}x  "
               f"runs {' '.join(f'{x:.2f}' for x in times[name])}")
+    # The same step through run_process in this process, output dropped: no disk, so the stage's own cost shows.
+    from runnerlib.execution.process import run_process
+    from runnerlib.security.registry import SecretRegistry
+
+    inproc: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(repeat):
+        for on in (True, False):
+            t0 = time.perf_counter()
+            run_process(["/bin/sh", "-c", cmd], registry=SecretRegistry(), on_output=lambda _s, _d: None,
+                        keep_output=False, known_formats=on)
+            inproc[on].append(time.perf_counter() - t0)
+    on_t, off_t = statistics.median(inproc[True]), statistics.median(inproc[False])
+    print(f"  run_process in-process, output dropped: known formats on {on_t:.2f} s, off {off_t:.2f} s "
+          f"({on_t / off_t:.2f}x)")
 
 
 def main() -> None:
