@@ -380,6 +380,7 @@ _YAML_RULES = (
                                     "characters)"),
     ("found duplicate anchor", "the same YAML anchor (`&`) twice" + _QUOTE_IT),
     ("while scanning a directive", "a line starting with `%` is read as a YAML directive" + _QUOTE_IT),
+    ("failed to decode base64", "a `!!binary` value that is not base64" + _QUOTE_IT),
 )
 _YAML_KEY_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*:(?:\s|$)")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -431,6 +432,10 @@ def _load_yaml(text: str, origin: str) -> Any:
                                                f"(first on line {seen[key_node.value] + 1}); the first value "
                                                "would be lost: rename one")
                 seen[key_node.value] = line
+                if (isinstance(value_node, yaml.ScalarNode) and value_node.tag == "tag:yaml.org,2002:null"
+                        and value_node.value not in ("", "~", "null", "Null", "NULL")):
+                    raise SecretsDocumentError(origin, line + 1, f"key {_safe_key(key_node.value)}: a `!!null` tag "
+                                               "drops the value" + _QUOTE_IT)
                 if (isinstance(value_node, yaml.ScalarNode) and value_node.value == "" and value_node.style is None
                         and key_node.end_mark.line < len(lines)):
                     rest = lines[key_node.end_mark.line][key_node.end_mark.column:].lstrip(" \t:")
@@ -441,12 +446,25 @@ def _load_yaml(text: str, origin: str) -> Any:
                                                    "it empty" + _QUOTE_IT)
             return super().construct_mapping(node, deep=deep)
 
+        def construct_object(self, node: Any, deep: bool = False) -> Any:
+            where[0] = node.start_mark.line  # for the error of a constructor that fails outside YAMLError
+            return super().construct_object(node, deep=deep)
+
+    where = [0]
     try:
         return yaml.load(text, Loader=SecretsLoader)  # noqa: S506 - a SafeLoader subclass
+    except SecretsDocumentError:
+        raise
     except RecursionError:
         raise SecretsDocumentError(origin, None, "invalid YAML (nested too deeply)") from None
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, text, origin) from None
+    except Exception:  # noqa: BLE001 - see below
+        # A standard type tag that does not fit its value (`!!int x`, `!!timestamp x`): PyYAML lets ValueError
+        # and others through, whose messages quote the value (int() does), or fails inside (AttributeError).
+        key = _yaml_key(lines, where[0]) if lines else None
+        raise SecretsDocumentError(origin, where[0] + 1, f"invalid YAML{' at key ' + key if key else ''}: a "
+                                   "value with a `!!` type tag that does not fit it" + _QUOTE_IT) from None
 
 
 def _safe_key(key: str) -> str:
