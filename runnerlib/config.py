@@ -95,6 +95,8 @@ class JobConfig(BaseModel):
     secret_env_names: EnvNames = Field(default_factory=list, description="Names of env variables holding secrets.")
     secrets_file: str | None = Field(None, description="A file of secrets (JSON, YAML or KEY=VALUE).")
     secrets_fd: int | None = Field(None, ge=0, description="An inherited file descriptor to read secrets from.")
+    mask_known_formats: bool = Field(True, description="Also mask well-known credential formats nobody registered "
+                                                       "(GitHub/GitLab/Slack/Stripe tokens, AWS key ids, PEM keys...).")
 
     # Plugins.
     plugin_dirs: list[str] = Field(default_factory=list, description="Trusted directories of plugin files.")
@@ -182,9 +184,14 @@ class JobConfig(BaseModel):
 
     def secret_values(self) -> list[str]:
         """The secret values held in the configuration itself (for registering them before any output)."""
+        from runnerlib.security.secret_sources import url_credentials
+
         values = [v for v in self.secret_values_list if v]
         if self.api_token:
             values.append(self.api_token)
+        # Credentials in URLs given by option or file (from the environment they are found by load_secrets).
+        for url in (self.source_url, self.ci_source_url, self.coordinator_url):
+            values += url_credentials(url) if url and "://" in url else []
         return values
 
 
@@ -605,7 +612,10 @@ def get_config(
 
 
 def render_config(config: JobConfig, *, mask: Any = None) -> list[tuple[str, str, str]]:
-    """(field, shown value, origin) for every field; secret fields as ***, then `mask` over the text."""
+    """(field, shown value, origin) for every field; secret fields as ***, then `mask` over the text, and URL
+    credentials redacted."""
+    from runnerlib.security.secret_sources import redact_url_credentials
+
     rows = []
     for field in type(config).model_fields:
         value = getattr(config, field)
@@ -621,5 +631,7 @@ def render_config(config: JobConfig, *, mask: Any = None) -> list[tuple[str, str
             shown = str(value)
         if mask is not None:
             shown = mask(shown)
+        # URL credentials from any origin (option, file, environment): not only those a registry knows.
+        shown = redact_url_credentials(shown)
         rows.append((field, shown, config.origin(field)))
     return rows

@@ -106,7 +106,7 @@ class JobRunner:
         stream = out if out is not None else _binary_stdout()
         self._out = stream
         self.log = JobLog(stream, job_name=config.job_name, job_id=config.job_id, fmt=config.log_format,
-                          colour=want_colour(stream, config.color), mask=self.registry.mask_text,
+                          colour=want_colour(stream, config.color), mask=self.mask_text,
                           level=config.log_level)
         self.result: JobResult | None = None
         self.errors: list[str] = []
@@ -133,7 +133,13 @@ class JobRunner:
     # -- public --------------------------------------------------------------------------------------------
 
     def mask_text(self, text: str) -> str:
-        return str(self.registry.mask_text(text))
+        """`text` masked with every registered secret and (unless turned off) the known credential formats."""
+        text = str(self.registry.mask_text(text))
+        if self.config.mask_known_formats:
+            from runnerlib.security.known_formats import mask_known_formats_text
+
+            text = mask_known_formats_text(text, getattr(self.registry, "replacement", "***"))
+        return text
 
     def cancel(self) -> None:
         """What SIGTERM does: cancel running steps (grace, then kill) and start nothing new."""
@@ -349,7 +355,9 @@ class JobRunner:
             result = run_process(argv, registry=self.registry, trusted=True, env=engine_env, cwd=None,
                                  timeout=step.timeout, on_output=sink.write, cancel_event=cancel,
                                  grace=self.config.kill_grace, name=step.name, keep_output=False,
-                                 commands=commands, add_mask=trusted and step.add_mask)
+                                 commands=commands, add_mask=trusted and step.add_mask,
+                                 known_formats=self.config.mask_known_formats,
+                                 on_notice=lambda line: self.log.event(line, step=step.name, level="warning"))
             return result
         finally:
             # --rm removed a container whose command ended; one the engine did not see end (a timeout, a
@@ -387,6 +395,10 @@ class JobRunner:
             secret_values_list=config.secret_values_list or None,
             secrets_file=config.secrets_file, secrets_fd=config.secrets_fd,
             read_stdin=self.read_stdin_secrets)
+        for step in self.job.steps if self.job is not None else ():
+            # A step's own env: block (a trusted step gets it, and its output would show it in clear).
+            used += secret_sources.load_step_env_secrets(self.registry, step.name, step.env,
+                                                         secret_env_names=config.secret_env_names)
         for line in used:
             self.log.event(f"secrets: {line}", level="debug")
         if self.argv:
@@ -599,7 +611,10 @@ class JobRunner:
                                          cancel_event=cancel, grace=self.config.kill_grace, name=step.name,
                                          keep_output=False, commands=files.commands, add_mask=step.add_mask,
                                          network=step.network if step.network is not None
-                                         else self.config.network)
+                                         else self.config.network,
+                                         known_formats=self.config.mask_known_formats,
+                                         on_notice=lambda line: self.log.event(line, step=step.name,
+                                                                               level="warning"))
         finally:
             files_error = self._protocol.collect(files)
             if not trusted:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 import click
 
 from runnerlib.cli.app import main
+from runnerlib.security.known_formats import MaskedThenKnown, NoticeOnce
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.security.secret_sources import SecretsDocumentError, load_secrets
 from runnerlib.security.stream import pump, write_all
@@ -24,14 +26,19 @@ from runnerlib.security.stream import pump, write_all
 @click.option("--replacement", default="***", show_default=True, help="What each masked run becomes.")
 @click.option("--idle-flush", type=click.FloatRange(min=0, min_open=True), default=0.2, show_default=True,
               help="Seconds without input after which bytes held back (a possible secret start) are shown.")
+@click.option("--no-known-formats", "no_known_formats", is_flag=True,
+              help="Do not mask well-known credential formats nobody registered (GitHub/GitLab/Slack/Stripe "
+                   "tokens, AWS key ids, PEM private keys, Authorization headers, signed-URL parameters).")
 def mask(secret_env: tuple[str, ...], secrets_file: str | None, min_length: int, replacement: str,
-         idle_flush: float) -> None:
+         idle_flush: float, no_known_formats: bool) -> None:
     """Copy stdin to stdout with every secret masked, as it arrives.
 
     Masks the variables named by --secret-env, the values in --secrets-file, and every environment variable
     whose name matches the default secret-name patterns (*_TOKEN, *_SECRET, *_PASSWORD, *_PRIVATE_KEY,
     *_API_KEY, *_ACCESS_KEY, *_SECRET_KEY, *_SSH_KEY, *_CONNECTION_STRING ...), each also in its encoded
-    forms (base64, URL, JSON, shell quoting). Output is never buffered beyond a possible secret's start.
+    forms (base64, URL, JSON, shell quoting), and well-known credential formats (a notice naming the format
+    goes to stderr; --no-known-formats turns this off). Output is never buffered beyond a possible secret's
+    start.
     """
     if not replacement:
         raise click.BadParameter("must not be empty", param_hint="--replacement")
@@ -48,7 +55,11 @@ def mask(secret_env: tuple[str, ...], secrets_file: str | None, min_length: int,
     stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
     sys.stdout.flush()
     try:
-        pump(stdin_fd, registry.stream(write_all(stdout_fd)), idle_flush=idle_flush)
+        # pump takes either: write, held, flush_idle, close.
+        stream: Any = registry.stream(write_all(stdout_fd)) if no_known_formats else MaskedThenKnown(
+            registry, write_all(stdout_fd), replacement=replacement,
+            notice=NoticeOnce(lambda line: click.echo(f"runnerlib mask: {line}", err=True)))
+        pump(stdin_fd, stream, idle_flush=idle_flush)
     except BrokenPipeError:
         # The reader went away (`runnerlib mask < log | head`): like cat, stop quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), stdout_fd)

@@ -39,6 +39,9 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--secret-env-names",), "secret_env_names", {"help": "Comma-separated names of secret env variables."}),
     (("--secrets-file",), "secrets_file", {"help": "File of secrets (JSON, YAML or KEY=VALUE)."}),
     (("--secrets-fd",), "secrets_fd", {"type": int, "help": "Inherited file descriptor to read secrets from."}),
+    (("--no-known-formats",), "mask_known_formats",
+     {"is_flag": True, "flag_value": False, "help": "Do not mask well-known credential formats nobody registered "
+                                                    "(mask_known_formats: false)."}),
     (("--plugin-dir",), "plugin_dirs", {"multiple": True, "help": "Trusted plugin directory (repeatable)."}),
     (("--source-type",), "source_type", {"type": click.Choice(["git", "copy", "tarball", "hg", "svn", "none"])}),
     (("--source-url",), "source_url", {"help": "Untrusted source to prepare in <workspace>/src."}),

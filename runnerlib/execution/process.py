@@ -39,6 +39,7 @@ from typing import Any
 from runnerlib.execution.allocator import keep_large_buffers_on_heap
 from runnerlib.security import proctree
 from runnerlib.security.inband import AddMaskFilter
+from runnerlib.security.known_formats import MaskedThenKnown, NoticeOnce
 from runnerlib.security.network import NetworkSpecError, parse_network, plan_for_trusted
 from runnerlib.security.policy import PolicyError, SandboxPolicy
 from runnerlib.security.spawn import (
@@ -94,17 +95,20 @@ class ProcessResult:
 
 
 class _Stream:
-    """One output pipe: raw bytes -> ::add-mask:: stage -> masked stream -> collected + on_output."""
+    """One output pipe: raw bytes -> ::add-mask:: stage -> masked stream -> known formats -> collected + on_output."""
 
     def __init__(self, name: str, fd: int, registry: Any, trusted: bool, source: str,
                  combined: list[bytes], on_output: Callable[[str, bytes], object] | None,
-                 keep: bool = True, commands: Any = None) -> None:
+                 keep: bool = True, commands: Any = None,
+                 known_notice: Callable[[str], object] | None = None) -> None:
         self.name, self.fd = name, fd
         self.keep = keep
         self.chunks: list[bytes] = []
         self._combined = combined
         self._on_output = on_output
-        self.masked = registry.stream(self._sink)
+        # Known credential formats (on unless known_notice is None) are masked after the registered secrets.
+        self.masked = registry.stream(self._sink) if known_notice is None else MaskedThenKnown(
+            registry, self._sink, notice=known_notice, replacement=getattr(registry, "replacement", "***"))
         self.front = AddMaskFilter(registry, self.masked, trusted=trusted, source=source)
         if commands is not None:  # workflow commands (::group::, ::error:: ...) in front of ::add-mask::
             self.front = commands.filter(self.front)
@@ -182,6 +186,8 @@ def run_process(
     commands: Any = None,
     add_mask: bool = True,
     network: Any = None,
+    known_formats: bool = True,
+    on_notice: Callable[[str], object] | None = None,
 ) -> ProcessResult:
     """Run one step process and return its masked result (see the module docstring).
 
@@ -195,6 +201,8 @@ def run_process(
     register nothing and pass as ordinary output (an untrusted step's never register).
     `network`: full | none | loopback | [host:port, ...] for this step (runnerlib.security.network); None keeps
     the policy's (untrusted) or the runner's (trusted).
+    `known_formats` masks well-known credential formats nobody registered (security/known_formats.py);
+    `on_notice(line)` gets one line per format found (default: this module's log, as a warning).
     """
     start = time.monotonic()
     keep_large_buffers_on_heap()  # READ_SIZE reads would otherwise page-fault fresh memory every time
@@ -241,8 +249,11 @@ def run_process(
         else:
             assert plan is not None
             step_env = build_untrusted_env(env or {}, registry=registry, tmpdir=plan.private_tmp)
+        notice = None
+        if known_formats:
+            notice = NoticeOnce(on_notice or (lambda line: log.warning("%s: %s", name, line)))
         return _run(argv, step_env, cwd, timeout, grace, plan, registry, trusted, on_output, cancel_event,
-                    name, start, keep_output, commands, add_mask=add_mask, net=net)
+                    name, start, keep_output, commands, add_mask=add_mask, net=net, notice=notice)
     finally:
         if plan is not None:
             plan.cleanup()
@@ -252,7 +263,8 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
          plan: SandboxPlan | None, registry: Any, trusted: bool,
          on_output: Callable[[str, bytes], object] | None, cancel_event: threading.Event | None,
          name: str, start: float, keep_output: bool = True, commands: Any = None, *,
-         add_mask: bool = True, net: dict[str, Any] | None = None) -> ProcessResult:
+         add_mask: bool = True, net: dict[str, Any] | None = None,
+         notice: Callable[[str], object] | None = None) -> ProcessResult:
     mask = registry.mask_text
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -260,7 +272,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
     inband = trusted and add_mask  # the ::add-mask:: stage obeys trusted steps only, and only when not switched off
     streams = [
         _Stream(stream, fd, registry, inband, f"::add-mask:: in {name}", combined, on_output, keep_output,
-                commands)
+                commands, notice)
         for stream, fd in (("stdout", out_r), ("stderr", err_r))
     ]
     try:
@@ -426,8 +438,9 @@ READ_ONLY_PATHS_ENV = "REACTORCIDE_SANDBOX_READ_ONLY_PATHS"
 def extra_read_only_paths(environ: Mapping[str, str]) -> tuple[str, ...]:
     """Read-only grants beyond the system directories: the runner's own virtualenv (so `python` from it, and
     the tools installed in it, start inside the sandbox; a venv holds code, not secrets) and the paths listed
-    in REACTORCIDE_SANDBOX_READ_ONLY_PATHS (colon-separated, absolute; "/" and the home of root are refused:
-    they would expose everything the sandbox hides).
+    in REACTORCIDE_SANDBOX_READ_ONLY_PATHS (colon-separated, absolute). Refused, whatever the spelling (`//`,
+    `/./`, `/usr/..`, a trailing slash, a symlink): the root, a directory holding the workspace, and the
+    homes and /proc: they would expose everything the sandbox hides.
 
     >>> extra_read_only_paths({"REACTORCIDE_SANDBOX_READ_ONLY_PATHS": "/srv/tools"})[-1]
     '/srv/tools'
@@ -437,14 +450,34 @@ def extra_read_only_paths(environ: Mapping[str, str]) -> tuple[str, ...]:
     paths: list[str] = []
     if sys.prefix != sys.base_prefix and os.path.normpath(sys.prefix) != "/":
         paths.append(os.path.normpath(sys.prefix))
+    workspace = _workspace_dirs(environ)
     for item in filter(None, environ.get(READ_ONLY_PATHS_ENV, "").split(":")):
-        path = os.path.normpath(item)
         if not item.startswith("/") or "\0" in item:
             raise PolicyError(READ_ONLY_PATHS_ENV, f"{item!r} is not an absolute path")
-        if path in ("/", "/root", "/home", "/proc/self"):
-            raise PolicyError(READ_ONLY_PATHS_ENV, f"{path!r} would expose everything the sandbox hides")
+        path = _canonical(item)
+        # Checked on the spelling and on where it leads: a symlink to / is the root.
+        for form in {path, _canonical(os.path.realpath(item))}:
+            if form in ("/", "/root", "/home", "/proc") or form.startswith("/proc/"):
+                raise PolicyError(READ_ONLY_PATHS_ENV, f"{item!r} is {form!r}: it would expose everything the "
+                                                       "sandbox hides")
+            held = [w for w in workspace if w == form or w.startswith(form.rstrip("/") + "/")]
+            if held:
+                raise PolicyError(READ_ONLY_PATHS_ENV, f"{item!r} is {form!r}, which holds the workspace "
+                                                       f"({held[0]}): grant a directory beside it instead")
         paths.append(path)
     return tuple(paths)
+
+
+def _canonical(path: str) -> str:
+    # normpath keeps POSIX's two leading slashes ("//" is "implementation-defined", and Linux reads it as "/").
+    return "/" + os.path.normpath(path).lstrip("/")
+
+
+def _workspace_dirs(environ: Mapping[str, str]) -> list[str]:
+    src = _canonical(environ.get("REACTORCIDE_SOURCE_DIR") or "/job/src")
+    ci = _canonical(environ.get("REACTORCIDE_CI_SOURCE_DIR") or "/job/ci")
+    dirs = [src, ci, os.path.dirname(src)]
+    return dirs + [_canonical(os.path.realpath(d)) for d in dirs]
 
 
 def run_untrusted(

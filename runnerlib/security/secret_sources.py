@@ -150,6 +150,32 @@ def url_credentials(text: str) -> list[str]:
     return found
 
 
+# Query parameters whose value is a credential, whatever the service: their value is redacted for display.
+_SECRET_QUERY = re.compile(
+    r"([?&;][^=&#\s\"'<>]*(?:token|secret|passw(?:or)?d|passphrase|api[_-]?key|access[_-]?key|signature|sig|"
+    r"credential|auth)[^=&#\s\"'<>]*=)[^&#\s\"'<>]+", re.IGNORECASE)
+
+
+def redact_url_credentials(text: str, replacement: str = "***") -> str:
+    """`text` with the userinfo of every URL (`https://user:pw@host` -> `https://***@host`) and the value of
+    every credential-like query parameter (`?private_token=...`, `&X-Amz-Signature=...`, `&sig=...`) replaced.
+
+    For printing configuration: whatever the origin of a URL (option, file, environment), its credentials are
+    not shown. Unlike `url_credentials` this also hides a short username alone (`deploy@`): a display loses
+    little by it.
+
+    >>> redact_url_credentials("https://bot:s3cr3t@example.com/r.git?ref=main&access_token=abc")
+    'https://***@example.com/r.git?ref=main&access_token=***'
+    """
+    def userinfo(match: re.Match[str]) -> str:
+        start, end = match.span(1)
+        whole = match.group(0)
+        return whole[: start - match.start()] + replacement + whole[end - match.start():]
+
+    text = _URL_USERINFO.sub(userinfo, text)
+    return _SECRET_QUERY.sub(lambda m: m.group(1) + replacement, text)
+
+
 # --- secrets documents: JSON, YAML, KEY=VALUE -----------------------------------------------------------------
 
 _DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.\-]*)\s*=(.*)$")
@@ -219,9 +245,10 @@ def _unescape_double_quoted(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: _DQ_ESCAPES.get(m.group(1), "\\" + m.group(1)), text, flags=re.S)
 
 
-def _parse_dotenv(text: str, origin: str) -> dict[str, str]:
+def _parse_dotenv(text: str, origin: str) -> list[tuple[str, str]]:
+    # A list, not a dict: a key given twice keeps both values (the first is still a secret to mask).
     lines = text.splitlines()
-    result: dict[str, str] = {}
+    result: list[tuple[str, str]] = []
     index = 0
     while index < len(lines):
         line = lines[index]
@@ -233,7 +260,7 @@ def _parse_dotenv(text: str, origin: str) -> dict[str, str]:
         if not match:
             raise SecretsDocumentError(origin, index + 1, "expected KEY=VALUE (the file was read as KEY=VALUE)")
         value, index = _dotenv_value(match.group(2), origin, index + 1, lines, index)
-        result[match.group(1)] = value
+        result.append((match.group(1), value))
     return result
 
 
@@ -268,6 +295,19 @@ def _leaves(data: Any, origin: str, path: str = "", depth: int = 0,
                                                  "expected a string")
 
 
+def _keep_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose repeated keys keep every value (json.loads keeps only the last, and the first would
+    never be masked); a repeat is named `KEY (2)`."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        name, n = key, 1
+        while name in out:
+            n += 1
+            name = f"{key} ({n})"
+        out[name] = value
+    return out
+
+
 def parse_secrets_document(data: bytes | str, origin: str) -> list[tuple[str, str]]:
     """Parse a secrets document into (name, value) pairs; the format is detected.
 
@@ -296,31 +336,140 @@ def parse_secrets_document(data: bytes | str, origin: str) -> list[tuple[str, st
     if kind == "empty":
         return []
     if kind == "dotenv":
-        return list(_parse_dotenv(text, origin).items())
+        return _parse_dotenv(text, origin)
     if kind == "json":
         try:
-            parsed = json.loads(text)
+            parsed = json.loads(text, object_pairs_hook=_keep_duplicates)
         except json.JSONDecodeError as exc:
             # exc.msg never quotes the document; exc.lineno points at the fault.
             raise SecretsDocumentError(origin, exc.lineno, f"invalid JSON ({exc.msg})") from None
         except RecursionError:
             raise SecretsDocumentError(origin, None, "invalid JSON (nested too deeply)") from None
     else:
-        import yaml  # on first use: most jobs give their secrets as env names, never as a YAML document
-
-        try:
-            parsed = yaml.safe_load(text)
-        except RecursionError:
-            raise SecretsDocumentError(origin, None, "invalid YAML (nested too deeply)") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            problem = getattr(exc, "problem", None) or "invalid YAML"
-            raise SecretsDocumentError(
-                origin, mark.line + 1 if mark else None, f"invalid YAML ({problem}); expected JSON, YAML or KEY=VALUE"
-            ) from None
+        parsed = _load_yaml(text, origin)
         if not isinstance(parsed, (dict, list)):
             raise SecretsDocumentError(origin, 1, "expected a mapping or a list (JSON, YAML) or KEY=VALUE lines")
     return list(_leaves(parsed, origin))
+
+
+# What a YAML error means in a secrets file, keyed by a phrase of PyYAML's problem text (with every quoted part
+# removed: PyYAML quotes the offending tag, alias, anchor or character, i.e. part of the value). The rule is
+# ours, so an error never carries a byte of the document, and it says how to fix the line.
+_QUOTE_IT = "; put the value in single quotes"
+_YAML_RULES = (
+    ("constructor for the tag", "a value starting with `!` is read as a YAML tag" + _QUOTE_IT),
+    ("undefined tag handle", "a value starting with `!` is read as a YAML tag" + _QUOTE_IT),
+    ("while scanning a tag", "a value starting with `!` is read as a YAML tag" + _QUOTE_IT),
+    ("undefined alias", "a value starting with `*` is read as a YAML alias" + _QUOTE_IT),
+    ("while scanning an alias", "a value starting with `*` is read as a YAML alias" + _QUOTE_IT),
+    ("while scanning an anchor", "a value starting with `&` is read as a YAML anchor" + _QUOTE_IT),
+    ("chomping or indentation", "a value starting with `|` or `>` is read as a YAML block scalar" + _QUOTE_IT),
+    ("while scanning a block scalar", "a value starting with `|` or `>` is read as a YAML block scalar" + _QUOTE_IT),
+    ("cannot start any token", "a value starts with a character YAML reserves (`@`, a backtick, `%`, a tab)"
+                               + _QUOTE_IT),
+    ("unknown escape character", "an unknown backslash escape inside double quotes; use single quotes"),
+    ("while scanning a double-quoted", "a double quote that is never closed, or a bad escape inside it"),
+    ("while scanning a quoted scalar", "a quote that is never closed; quote the whole value, doubling "
+                                       "single quotes inside single quotes"),
+    ("while parsing a flow", "a value starting with `{` or `[` is read as a YAML collection" + _QUOTE_IT),
+    ("mapping values are not allowed", "a `: ` inside an unquoted value, or a line indented more than the one "
+                                       "before" + _QUOTE_IT),
+    ("mapping keys are not allowed", "a value starting with `? ` is read as a YAML key" + _QUOTE_IT),
+    ("while parsing a block", "bad indentation: every KEY: value line of a mapping starts in the same column"),
+    ("while scanning a simple key", "a line without `: ` inside a mapping (or a key longer than 1024 "
+                                    "characters)"),
+    ("found duplicate anchor", "the same YAML anchor (`&`) twice" + _QUOTE_IT),
+    ("while scanning a directive", "a line starting with `%` is read as a YAML directive" + _QUOTE_IT),
+    ("failed to decode base64", "a `!!binary` value that is not base64" + _QUOTE_IT),
+)
+_YAML_KEY_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*:(?:\s|$)")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def _yaml_key(lines: list[str], line: int) -> str | None:
+    """The key of the mapping entry around 0-based `line`: on that line, else the nearest one above."""
+    for number in range(min(line, len(lines) - 1), max(-1, line - 50), -1):
+        match = _YAML_KEY_LINE.match(lines[number])
+        if match:
+            return match.group(1)
+    return None
+
+
+def _yaml_error(exc: Any, text: str, origin: str) -> SecretsDocumentError:
+    """A SecretsDocumentError for a PyYAML error: file, line, key and a rule of ours; never the value."""
+    mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    context = getattr(exc, "context", None) or ""
+    if context_mark is not None and (mark is None or context.startswith(("while scanning", "while parsing a flow"))
+                                     or mark.index >= len(text.rstrip())):
+        mark = context_mark  # an unclosed quote, bracket or tag: the fault is where it opened, not where it ended
+    phrase = _QUOTED.sub("", f"{getattr(exc, 'context', '') or ''} {getattr(exc, 'problem', '') or ''}")
+    rule = next((r for key, r in _YAML_RULES if key in phrase),
+                "quote values that start with one of ! & * | > % @ ` { [ ? ' \" #")
+    lines = text.splitlines()
+    key = _yaml_key(lines, mark.line) if mark is not None and lines else None
+    where = f" at key {key}" if key else ""
+    return SecretsDocumentError(origin, mark.line + 1 if mark is not None else None,
+                                f"invalid YAML{where}: {rule} (JSON and KEY=VALUE are also accepted)")
+
+
+def _load_yaml(text: str, origin: str) -> Any:
+    """yaml.safe_load, refusing what would silently lose a secret: a duplicate key (the first value would never
+    be registered) and a value emptied by a `#` comment or an `&` anchor."""
+    import yaml  # on first use: most jobs give their secrets as env names, never as a YAML document
+
+    lines = text.splitlines()
+
+    class SecretsLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                line = key_node.start_mark.line
+                if key_node.value in seen:
+                    raise SecretsDocumentError(origin, line + 1, f"key {_safe_key(key_node.value)} appears twice "
+                                               f"(first on line {seen[key_node.value] + 1}); the first value "
+                                               "would be lost: rename one")
+                seen[key_node.value] = line
+                if (isinstance(value_node, yaml.ScalarNode) and value_node.tag == "tag:yaml.org,2002:null"
+                        and value_node.value not in ("", "~", "null", "Null", "NULL")):
+                    raise SecretsDocumentError(origin, line + 1, f"key {_safe_key(key_node.value)}: a `!!null` tag "
+                                               "drops the value" + _QUOTE_IT)
+                if (isinstance(value_node, yaml.ScalarNode) and value_node.value == "" and value_node.style is None
+                        and key_node.end_mark.line < len(lines)):
+                    rest = lines[key_node.end_mark.line][key_node.end_mark.column:].lstrip(" \t:")
+                    if rest[:1] in ("#", "&"):
+                        what = "a comment" if rest[0] == "#" else "an anchor"
+                        raise SecretsDocumentError(origin, line + 1, f"key {_safe_key(key_node.value)}: the value "
+                                                   f"starts with `{rest[0]}`, which YAML reads as {what}, leaving "
+                                                   "it empty" + _QUOTE_IT)
+            return super().construct_mapping(node, deep=deep)
+
+        def construct_object(self, node: Any, deep: bool = False) -> Any:
+            where[0] = node.start_mark.line  # for the error of a constructor that fails outside YAMLError
+            return super().construct_object(node, deep=deep)
+
+    where = [0]
+    try:
+        return yaml.load(text, Loader=SecretsLoader)  # noqa: S506 - a SafeLoader subclass
+    except SecretsDocumentError:
+        raise
+    except RecursionError:
+        raise SecretsDocumentError(origin, None, "invalid YAML (nested too deeply)") from None
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, text, origin) from None
+    except Exception:  # noqa: BLE001 - see below
+        # A standard type tag that does not fit its value (`!!int x`, `!!timestamp x`): PyYAML lets ValueError
+        # and others through, whose messages quote the value (int() does), or fails inside (AttributeError).
+        key = _yaml_key(lines, where[0]) if lines else None
+        raise SecretsDocumentError(origin, where[0] + 1, f"invalid YAML{' at key ' + key if key else ''}: a "
+                                   "value with a `!!` type tag that does not fit it" + _QUOTE_IT) from None
+
+
+def _safe_key(key: str) -> str:
+    # Keys are names, shown so the user finds the line; a key that does not look like one is not echoed.
+    return key if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}", key) else "(not shown)"
 
 
 def read_secrets_file(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
@@ -454,6 +603,31 @@ def load_secrets(
             for cred in url_credentials(value) if "://" in value else []:
                 _add(registry, cred, f"{label} ({name}, URL credentials)", tally)
         finish(tally)
+    return used
+
+
+def load_step_env_secrets(registry: Registry, step_name: str, env: Mapping[str, str], *,
+                           secret_env_names: Iterable[str] = ()) -> list[str]:
+    """Register the secrets in one step's own `env:` block, before any step runs; describe them (no values).
+
+    The same rules as the job env in `load_secrets`: variables named in `secret_env_names` or by
+    REACTORCIDE_SECRET_ENV_NAMES, names matching the default patterns (`*_TOKEN`, `*_PASSWORD`, ...), and
+    credentials in URLs. A `${secret:...}` reference is registered once resolved (secret_store), not as text.
+    A trusted step gets these variables; without this, its output showed them in clear.
+    """
+    names = set(secret_env_names) | set(split_list(env.get(ENV_NAMES_VAR)))
+    used: list[str] = []
+    tally = _Tally(f"secret variables of step {step_name}")
+    matched = sorted(n for n in env if n in names or n in ALWAYS_SECRET_VARS or secret_names.is_secret_name(n))
+    for name in matched:
+        if _STORE_REF not in env[name]:
+            _add(registry, env[name], f"env {name} (step {step_name})", tally)
+    for name in sorted(env):
+        if "://" in env[name] and _STORE_REF not in env[name]:
+            for cred in url_credentials(env[name]):
+                _add(registry, cred, f"URL credentials in {name} (step {step_name})", tally)
+    if tally.added or tally.refused:
+        used.append(tally.describe() + (f" ({', '.join(matched)})" if matched else ""))
     return used
 
 

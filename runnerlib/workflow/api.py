@@ -94,9 +94,13 @@ def mask_payload(value: Any, environ: Mapping[str, str], registry: Any = None) -
     """
     import runnerlib.secrets_client as secrets_client
 
+    # Numbers are masked by their JSON text (`set_output("pin", 48151623)`): as text through the maskers, then
+    # back to numbers where nothing was masked.
+    original = value
+    value = _numbers_as_text(value)
     masked = mask_document(value, job_registry(environ) if registry is None else registry)
     if not secrets_client.socket_configured(environ):
-        return masked
+        return _numbers_back(original, masked)
     texts = list(dict.fromkeys(_strings(masked)))
     try:
         remote = secrets_client.mask_texts(texts, socket_path=environ[secrets_client.SOCKET_VAR],
@@ -104,7 +108,35 @@ def mask_payload(value: Any, environ: Mapping[str, str], registry: Any = None) -
     except secrets_client.MaskingError as exc:
         raise PayloadMaskingError(f"{exc}; the runner's secrets socket is configured, so nothing was written "
                                   "rather than a payload only partly masked", field="masking") from None
-    return mask_document(masked, _Lookup(dict(zip(texts, remote, strict=True))))
+    return _numbers_back(original, mask_document(masked, _Lookup(dict(zip(texts, remote, strict=True)))))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _numbers_as_text(value: Any) -> Any:
+    """Every number of a JSON-like value as the text json.dumps writes for it (booleans and null stay: four
+    or five fixed letters are no secret, and masking them would break every flag)."""
+    if _is_number(value):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return {k: _numbers_as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers_as_text(item) for item in value]
+    return value
+
+
+def _numbers_back(original: Any, masked: Any) -> Any:
+    """`masked` with each number of `original` restored where its text came through the maskers unchanged."""
+    if _is_number(original):
+        return original if masked == json.dumps(original) else masked
+    if isinstance(original, dict) and isinstance(masked, dict) and len(original) == len(masked):
+        return {mk: _numbers_back(ov, mv) for (_ok, ov), (mk, mv) in zip(original.items(), masked.items(),
+                                                                       strict=True)}
+    if isinstance(original, list) and isinstance(masked, list):
+        return [_numbers_back(o, m) for o, m in zip(original, masked, strict=True)]
+    return masked
 
 
 def _strings(value: Any) -> Iterable[str]:

@@ -174,7 +174,7 @@ def test_dotenv_forms():
         ("A=1\nB='SEKRET9 unterminated\n", 2, "unterminated single-quoted"),
         ('A=1\nB="SEKRET9 unterminated\nC=3\n', 2, "unterminated double-quoted"),
         ('{"a": "SEKRET9",\n "b": }', 2, "invalid JSON"),
-        ("a: [SEKRET9\nb: 2\n", 2, "invalid YAML"),
+        ("a: [SEKRET9\nb: 2\n", 1, "invalid YAML"),  # the line where the bracket opened
         ("just a scalar SEKRET9\n", 1, "expected a mapping or a list"),
         (b"A=SEKRET9\nB=\xff\xfe\n", 2, "not valid UTF-8"),
     ],

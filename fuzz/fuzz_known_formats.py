@@ -1,0 +1,61 @@
+"""atheris harness: the known-credential-formats stage, fed random bytes in random pieces.
+
+Run: .venv/bin/python fuzz/fuzz_known_formats.py -atheris_runs=1000
+
+Properties: whatever the split (and with an idle flush after some writes), the stage never raises; the bytes
+it emits equal `mask_known_formats(whole input)` when no idle flush came; the hold-back never exceeds the
+largest window; and a token planted whole (a GitHub token, behind a separator) never survives.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    from runnerlib.security import known_formats as kf
+
+# Seeds so the fuzzer does not have to find whole prefixes by itself: a byte value stands for a prefix.
+SEEDS = {ord("@"): b"ghp_", ord("$"): b"Authorization: Bearer ", ord("%"): b"-----BEGIN RSA PRIVATE KEY-----\n",
+         ord("^"): b"-----END RSA PRIVATE KEY-----", ord("~"): b"?X-Amz-Signature=", ord("`"): b"AKIA",
+         ord("|"): b"xoxb-", ord("&"): b"&sig="}
+TOKEN = b"ghp_" + b"Zz9" * 12
+MAX_HOLD = max(f.window for f in kf.FORMATS) + 2 * kf.MAX_PREFIX
+
+
+def TestOneInput(data: bytes) -> None:
+    fdp = atheris.FuzzedDataProvider(data)
+    cuts = sorted(fdp.ConsumeIntListInRange(fdp.ConsumeIntInRange(0, 16), 0, 600))
+    idle = fdp.ConsumeBool()
+    plant = fdp.ConsumeBool()
+    raw = fdp.ConsumeBytes(fdp.remaining_bytes())
+    body = b"".join(SEEDS.get(b, bytes([b])) for b in raw)
+    if plant:
+        body = body + b"\n" + TOKEN + b"\n"
+    out: list[bytes] = []
+    stage = kf.KnownFormatsFilter(out.append)
+    start = 0
+    for cut in [c for c in cuts if 0 < c < len(body)] + [len(body)]:
+        if cut >= start:
+            stage.write(body[start:cut])
+            start = cut
+            if idle:
+                stage.flush_idle()
+            if len(stage._pending) > MAX_HOLD:
+                raise AssertionError(f"held {len(stage._pending)} bytes, more than {MAX_HOLD}")
+    stage.close()
+    got = b"".join(out)
+    if not idle and got != kf.mask_known_formats(body)[0]:
+        raise AssertionError(f"stream {got!r} != whole {kf.mask_known_formats(body)[0]!r} for {body!r} at {cuts}")
+    if plant and TOKEN[4:20] in got:
+        raise AssertionError(f"planted token survived in {got!r}")
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
