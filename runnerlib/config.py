@@ -380,6 +380,10 @@ def _coerce(field: str, value: Any, origin: str) -> Any:
         return _split_list(value, sep)
     if field == "job_env" or field == "vars":
         return parse_job_env(value, field=field, origin=origin)
+    if field in ("source_url", "ci_source_url"):
+        from runnerlib.local_checkout import absolute_source
+
+        return absolute_source(value)  # `--source-url .`: relative to the current directory
     return value
 
 
@@ -491,6 +495,9 @@ def build_config(layers: list[Layer], *, check_paths: bool = True) -> JobConfig:
         for field, value in layer.values.items():
             merged[field] = value
             origins[field] = layer.origins[field]
+    from runnerlib.local_checkout import infer_source_types
+
+    infer_source_types(merged, origins)
     try:
         config = JobConfig.model_validate(merged)
     except ValidationError as exc:
@@ -498,7 +505,7 @@ def build_config(layers: list[Layer], *, check_paths: bool = True) -> JobConfig:
         field = str(err["loc"][0]) if err["loc"] else "config"
         raise ConfigError(field, origins.get(field, "default"), _pydantic_rule(err)) from None
     config._origins.update(origins)
-    _fill_derived(config)
+    fill_derived(config)
     config.check_rules()
     if check_paths:
         check_config_paths(config)
@@ -511,7 +518,9 @@ def _pydantic_rule(err: Mapping[str, Any]) -> str:
     return f"{rest}: {msg}" if rest else msg
 
 
-def _fill_derived(config: JobConfig) -> None:
+def fill_derived(config: JobConfig) -> None:
+    """Fill the directories left unset from workspace_root (src, ci, artifacts, triggers.json; job_dir from
+    code_dir)."""
     root = config.workspace_root.rstrip("/") or "/"
     derived = {"code_dir": f"{root}/src", "ci_dir": f"{root}/ci", "artifacts_dir": f"{root}/artifacts",
                "triggers_file": f"{root}/triggers.json"}

@@ -15,7 +15,8 @@ Invariants:
   steps (SIGTERM, grace, SIGKILL in the process wrapper) and makes the job exit 143.
 
 Exit codes: 0 success; a failing step's own code; 124 step or job timeout; 126 refused by the sandbox policy;
-143 cancelled by SIGTERM; 1 a plugin, source or runner failure; 2 a configuration or job-definition error.
+143 cancelled by SIGTERM; 1 a plugin, source or runner failure; 78 a configuration or job-definition error
+(runnerlib.exit_codes has the table).
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ from runnerlib.execution.scheduler import (
 from runnerlib.jobs import Job, JobDefinitionError, Step
 from runnerlib.plugins import PluginContext, PluginError, PluginManager, PluginPhase, default_manager
 
-EXIT_RUNNER_ERROR = 1
-EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), as shells report it
-EXIT_CONFIG_ERROR = 2
+from runnerlib.exit_codes import EXIT_CONFIG as EXIT_CONFIG_ERROR
+from runnerlib.exit_codes import EXIT_FAILURE as EXIT_RUNNER_ERROR
+from runnerlib.exit_codes import EXIT_INTERRUPTED, error_text
 
 # Variables every step gets whatever the environment; the rest of the runner's environment only reaches
 # trusted steps.
@@ -103,6 +104,8 @@ class JobRunner:
         self.registry.add_many(config.secret_values(), source="configuration")
         stream = out if out is not None else _binary_stdout()
         self._out = stream
+        # Errors that stop the job go to stderr too when the job writes to the process's stdout (the CLI).
+        self._stderr: Any = sys.stderr if out is None else None
         self.log = JobLog(stream, job_name=config.job_name, job_id=config.job_id, fmt=config.log_format,
                           colour=want_colour(stream, config.color), mask=self.registry.mask_text,
                           level=config.log_level)
@@ -160,7 +163,7 @@ class JobRunner:
             except (ConfigError, JobDefinitionError) as exc:
                 failed = True
                 exit_code = EXIT_CONFIG_ERROR
-                self._error(str(exc))
+                self._error(str(exc), stderr=True)
             except PluginError as exc:
                 failed = True
                 exit_code = self._cancel_code() or EXIT_RUNNER_ERROR
@@ -168,7 +171,7 @@ class JobRunner:
             except Exception as exc:  # noqa: BLE001 - reported masked; ON_ERROR and CLEANUP still run
                 failed = True
                 exit_code = self._cancel_code() or EXIT_RUNNER_ERROR
-                self._error(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+                self._error(error_text(exc), stderr=True)
             if self._cancelled.is_set() and exit_code == 0:
                 exit_code = self._cancel_code() or exit_code
             if failed or exit_code != 0:
@@ -183,6 +186,9 @@ class JobRunner:
             self.log.summary(self.result.steps if self.result else [], self.plugins.timing_summary(),
                              total=time.monotonic() - started, exit_code=exit_code)
             self._write_summary_file(exit_code)
+            if exit_code not in (0, EXIT_TIMEOUT, EXIT_CANCELLED, EXIT_INTERRUPTED, EXIT_CONFIG_ERROR) \
+                    and getattr(self, "_local", None) is not None and self._local.hint:
+                self._note(self._local.hint)
         finally:
             if self._timer is not None:
                 self._timer.cancel()
@@ -199,6 +205,13 @@ class JobRunner:
         exit_code, failed = EXIT_RUNNER_ERROR, False
         self._interruptible = True
         try:
+            from runnerlib.config import fill_derived
+            from runnerlib.local_checkout import adopt
+
+            self._local = adopt(self.config, fill_derived)  # your own checkout: per-run workspace, the cwd as source
+            for message in self._local.messages:
+                # stderr: stdout's first line stays the trigger-key announcement (worker contract).
+                self._note(message)
             self._load_plugins(self.config.plugin_dirs)
             self._phase(PluginPhase.PRE_VALIDATION)
             job = self._validate()
@@ -610,6 +623,8 @@ class JobRunner:
         self.log._write((self.mask_text(line) + "\n").encode())
 
     def _stop_services(self) -> None:
+        if getattr(self, "_local", None) is not None:
+            self._local.close()
         if self._socket is not None:
             try:
                 self._socket.stop()
@@ -659,10 +674,27 @@ class JobRunner:
 
     # -- output ----------------------------------------------------------------------------------------
 
-    def _error(self, message: str) -> None:
+    def _note(self, message: str) -> None:
+        if self._stderr is None:
+            self.log.event(message)
+            return
+        try:
+            self._stderr.write(f"runnerlib: {self.mask_text(message)}\n")
+            self._stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _error(self, message: str, *, stderr: bool = False) -> None:
         masked = self.mask_text(message)
         self.errors.append(masked)
         self.log.event(masked, level="error")
+        if stderr and self._stderr is not None and self.log.fmt == "text":
+            # A job that could not run says why on stderr too: `run-job bad.yaml >/dev/null` shows it.
+            try:
+                self._stderr.write(f"runnerlib: error: {masked}\n")
+                self._stderr.flush()
+            except (OSError, ValueError):
+                pass
 
     def _failure_text(self, result: JobResult) -> str:
         failed = [r for r in result.steps if r.failed_required]

@@ -14,12 +14,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "runnerlib"
 LAYERS: list[tuple[str, ...]] = [
     ("runnerlib.security",),
     ("runnerlib.execution.allocator", "runnerlib.execution.conditions", "runnerlib.execution.logs",
-     "runnerlib.execution.process", "runnerlib.source", "runnerlib.secrets_client", "runnerlib.testing"),
-    ("runnerlib.jobs", "runnerlib.config", "runnerlib.plugins", "runnerlib.plugin_loader",
+     "runnerlib.execution.process", "runnerlib.source", "runnerlib.secrets_client", "runnerlib.testing",
+     "runnerlib.exit_codes"),
+    ("runnerlib.jobs", "runnerlib.config", "runnerlib.local_checkout", "runnerlib.plugins", "runnerlib.plugin_loader",
      "runnerlib.execution.scheduler", "runnerlib.workflow"),
     ("runnerlib.runner",),
     ("runnerlib.workflow.local_runner",),
-    ("runnerlib.cli", "runnerlib"),
+    ("runnerlib.cli", "runnerlib", "runnerlib.__main__"),
 ]
 
 

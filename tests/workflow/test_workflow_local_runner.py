@@ -273,7 +273,7 @@ def test_cli_trigger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert data["jobs"] == [{"job_name": "deploy", "depends_on": ["test"], "condition": "always",
                              "env": {"A": "1"}, "priority": 3, "timeout": 600}]
     bad = CliRunner().invoke(main, ["trigger", "deploy", "--env", "novalue"])
-    assert bad.exit_code == 2 and "NAME=VALUE" in bad.output
+    assert bad.exit_code == 78 and "NAME=VALUE" in bad.output
 
 
 def test_job_file_jobs_run_through_run_job() -> None:
