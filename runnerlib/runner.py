@@ -93,6 +93,8 @@ class JobRunner:
 
         # The command line that started us (CLI only): warned about if it carried a secret.
         self.argv, self.argv_flags = argv, argv_flags
+        if job is not None and config.origin("job_name") == "default" and job.name != config.job_name:
+            config.set("job_name", job.name, "the job's name")  # one name in the log, summary, environment
         self.config = config
         self.job = job
         self.plugins = plugins if plugins is not None else default_manager()
@@ -809,6 +811,7 @@ def run_job(
     artifacts_dir: str | None = None,
     *,
     job: Job | None = None,
+    config: JobConfig | None = None,
     plugins: PluginManager | None = None,
     out: BinaryIO | None = None,
     **config_overrides: Any,
@@ -816,7 +819,11 @@ def run_job(
     """Run a job from Python (advanced mode) and return its exit code; plugins from register_plugin apply.
 
     `command` is the job's shell command (or argv list); `source_dir` is where it runs (code_dir and job_dir);
-    other keyword arguments are JobConfig fields. Configuration errors return 2 after a masked message.
+    other keyword arguments are JobConfig fields. `config` is a ready configuration (a `get_config()` result),
+    used as it is (then give no other settings). `job` is a Job built in Python; its name names the job (in
+    the log, summary.json and REACTORCIDE_JOB_NAME) unless job_name is set. Configuration errors return 78
+    after a masked one-line message on stderr. End a job script with `sys.exit(...)` of the result (or call
+    runnerlib.main()), so that a failing job fails the script.
 
     Example::
 
@@ -824,8 +831,16 @@ def run_job(
         runnerlib.register_plugin(MyPlugin())
         exit_code = runnerlib.run_job(command="make test && make build", source_dir="/job/src",
                                       artifacts_dir="/job/artifacts")
+        sys.exit(exit_code)
     """
+    if config is not None:
+        if command is not None or source_dir is not None or artifacts_dir is not None or config_overrides:
+            _report_early("run_job: give either config= or settings, not both", {}, out)
+            return EXIT_CONFIG_ERROR
+        return JobRunner(config, job, plugins=plugins, out=out).run()
     overrides = dict(config_overrides)
+    if job is not None and "job_name" not in overrides and "name" not in overrides:
+        overrides["job_name"] = job.name
     if isinstance(command, list):
         overrides["job_args"] = command
     elif command is not None:
