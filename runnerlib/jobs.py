@@ -395,7 +395,9 @@ def _format_validation(exc: ValidationError, *, prefix: str, origin: str | None 
     loc = tuple(err["loc"])
     where = document.where(base + loc) if document else origin
     field_name = ".".join(str(p) for p in loc) or "value"
-    msg = err["msg"].removeprefix("Value error, ")
+    from runnerlib.suggest import unknown_key_message
+
+    msg = unknown_key_message(err, StepSpec.model_json_schema()) or err["msg"].removeprefix("Value error, ")
     more = len(exc.errors()) - 1
     tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     head = f"{where}: " if where else ""

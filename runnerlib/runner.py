@@ -658,6 +658,13 @@ class JobRunner:
         first = not self._cancelled.is_set()
         if first and signum == signal.SIGINT:
             self._interrupt_code = EXIT_INTERRUPTED
+        if not first and signum == signal.SIGINT:
+            # A second Ctrl-C: the running steps get SIGKILL now, not after the grace. (os.write: the log's
+            # lock may be held by the code this handler interrupted.)
+            os.write(2, b"runnerlib: interrupted again: killing the running steps now\n")
+            if self._scheduler is not None:
+                self._scheduler.cancel(kill=True)
+            return
         self.cancel()
         if first and self._interruptible and not self._in_steps:
             # Outside the steps nothing polls the flag often enough; unwind to ON_ERROR / CLEANUP now.

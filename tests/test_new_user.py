@@ -12,20 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTORCIDE_") and k not in ("LOG_FORMAT",
-                                                                                                 "LOG_LEVEL")}
-    env.update(extra)
-    return env
-
-
-def rl(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-       timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runnerlib", *args], cwd=cwd or REPO, env=env or clean_env(),
-                          capture_output=True, text=True, timeout=timeout)
+from cli_testlib import clean_env, rl
 
 
 def _project(tmp: Path) -> Path:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runnerlib.execution.conditions import ConditionError
+from runnerlib.execution.process import Cancel
 from runnerlib.jobs import Job, Step
 
 # Exit codes shared with execution.process and the CLI.
@@ -125,14 +126,17 @@ class Scheduler:
         self.default_retries = default_retries
         self.on_event = on_event or (lambda level, step, message: None)
         self.retry_delay = retry_delay
-        self.cancel_event = threading.Event()
+        self.cancel_event = Cancel()
         self._timed_out = False
         self._lock = threading.Lock()
 
-    def cancel(self, *, timed_out: bool = False) -> None:
-        """Stop: running steps are told through the cancel event; nothing new starts. Signal-safe."""
+    def cancel(self, *, timed_out: bool = False, kill: bool = False) -> None:
+        """Stop: running steps are told through the cancel event; nothing new starts. Signal-safe. With
+        `kill` (a second Ctrl-C) running steps get SIGKILL at once instead of the rest of their grace."""
         if timed_out:
             self._timed_out = True
+        if kill:
+            self.cancel_event.kill()
         self.cancel_event.set()
 
     def effective(self, step: Step) -> Step:
@@ -244,8 +248,11 @@ class Scheduler:
                 result.exit_code = int(getattr(outcome, "exit_code", 1))
                 result.reason = getattr(outcome, "reason", None)
                 if getattr(outcome, "cancelled", False):
-                    result.status = "cancelled"
-                    result.reason = result.reason or ("job timed out" if self._timed_out else "job cancelled")
+                    if self._timed_out:  # stopped by the job's timeout: the step says so, with its code
+                        result.status, result.exit_code, result.reason = "timed_out", EXIT_TIMEOUT, "job timed out"
+                    else:
+                        result.status = "cancelled"
+                        result.reason = result.reason or "job cancelled"
                     break
                 if getattr(outcome, "refused", False):
                     result.status = "refused"

@@ -592,7 +592,10 @@ def parse_workflow_text(text: str, source: str = "<workflow>") -> Workflow:
         loc = tuple(error["loc"])
         line = _line_for(marks, loc)
         field = ".".join(str(part) for part in loc) or None
-        message = error["msg"].removeprefix("Value error, ")
+        from runnerlib.suggest import unknown_key_message
+
+        message = unknown_key_message(error, Workflow.model_json_schema()) or \
+            error["msg"].removeprefix("Value error, ")
         raise WorkflowError(message, file=source, line=line, field=field) from None
     problem = graph_problem(workflow)
     if problem:
