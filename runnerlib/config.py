@@ -378,6 +378,11 @@ def _coerce(field: str, value: Any, origin: str) -> Any:
     if field in LIST_FIELDS:
         sep = os.pathsep if field == "plugin_dirs" and isinstance(value, str) and origin.startswith("env") else ","
         return _split_list(value, sep)
+    if field == "vars":
+        # A variable is KEY=VALUE; unlike job_env, a word without "=" is not the name of a file to read.
+        for item in [value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else ():
+            if isinstance(item, str) and item.strip() and "=" not in item:
+                raise ConfigError(field, origin, f"{item.strip()!r} is not KEY=VALUE")
     if field == "job_env" or field == "vars":
         return parse_job_env(value, field=field, origin=origin)
     if field in ("source_url", "ci_source_url"):

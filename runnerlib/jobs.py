@@ -119,6 +119,22 @@ class StepSpec(BaseModel):
             raise ValueError("must not contain NUL bytes")
         return value
 
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, value: str | None) -> str | None:
+        # Relative to the job's directory and inside it: `/etc` or `../../etc` would run a step (with the
+        # job's secrets) wherever the job file says. The path layer's rule for workspace paths.
+        if value is None:
+            return None
+        from runnerlib.security.paths import PathPolicyError, split_relative
+
+        try:
+            parts = split_relative(value, field="working_dir")
+        except PathPolicyError:
+            raise ValueError(f"must be a relative path inside the job's directory, without '..' (got {value!r})") \
+                from None
+        return "/".join(parts) or "."
+
     @field_validator("depends_on", mode="before")
     @classmethod
     def _deps(cls, value: Any) -> Any:
@@ -391,7 +407,7 @@ def _node_lines(node: Any, loc: tuple[Any, ...], lines: dict[tuple[Any, ...], in
 def _format_validation(exc: ValidationError, *, prefix: str, origin: str | None = None,
                        document: Document | None = None, base: tuple[Any, ...] = ()) -> str:
     """The first pydantic error as `origin: field: message` (one line)."""
-    err = exc.errors()[0]
+    err = next((e for e in exc.errors() if e["type"] == "extra_forbidden"), exc.errors()[0])  # typo first
     loc = tuple(err["loc"])
     where = document.where(base + loc) if document else origin
     field_name = ".".join(str(p) for p in loc) or "value"

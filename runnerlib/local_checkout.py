@@ -106,7 +106,8 @@ def adopt(config: Any, fill_derived: Callable[[Any], None], *, cwd: str | None =
             and os.path.realpath(cwd) != os.path.realpath(config.code_dir):
         run.hint = (f"note: no source was configured: the job ran in {config.code_dir}, which was empty; "
                     "`--source-url .` runs it on a copy of the current directory")
-    if config.origin("source_type") == INFERRED_COPY and config.source_url and not run.snapshot:
+    if config.origin("source_type") == INFERRED_COPY and config.source_url and not run.snapshot \
+            and not config.dry_run:
         run.snapshot = _git_snapshot(config.source_url)
         if run.snapshot:
             run.messages.append(f"source: {config.source_url} (the files git knows of, without .git)")
@@ -128,7 +129,7 @@ def _use_current_directory(config: Any, run: LocalRun, cwd: str) -> None:
                             f"{'/' if real == '/' else 'your home'}: not copied); the job runs in an empty "
                             f"{config.code_dir}")
         return
-    snapshot = _git_snapshot(cwd)
+    snapshot = None if config.dry_run else _git_snapshot(cwd)
     config.set("source_type", "copy", "current directory")
     config.set("source_url", snapshot or cwd, "current directory")
     if snapshot:

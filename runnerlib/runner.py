@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -477,6 +478,12 @@ class JobRunner:
         if trusted and self._socket is not None:
             env.update(self._socket.env())
         cwd = self._step_cwd(step)
+        missing = _missing_working_dir(step, cwd, self._step_cwd_base())
+        if missing:
+            self.log.event(missing, step=step.name, level="error")
+            if self._stderr is not None:
+                self._note(f"error: step {step.name!r}: {missing}")
+            return Outcome(exit_code=EXIT_CONFIG_ERROR, reason=missing)
         command = step.command
         shown = command if isinstance(command, str) else shlex.join(command)
         retry = f" (attempt {attempt})" if attempt > 1 else ""
@@ -524,8 +531,11 @@ class JobRunner:
         env = {**self._context_env(), **{k: v for k, v in self.environ.items() if k.startswith("REACTORCIDE_SANDBOX")}}
         return default_policy(env, read_write_paths=tuple(p for p in (c.code_dir, c.artifacts_dir) if p))
 
+    def _step_cwd_base(self) -> str:
+        return self.config.job_dir or self.config.code_dir or self.config.workspace_root
+
     def _step_cwd(self, step: Step) -> str:
-        base = self.config.job_dir or self.config.code_dir or self.config.workspace_root
+        base = self._step_cwd_base()
         if step.working_dir:
             return os.path.join(base, step.working_dir) if not os.path.isabs(step.working_dir) \
                 else step.working_dir
@@ -715,6 +725,15 @@ class JobRunner:
     def _print_plan(self, job: Job) -> None:
         order = job.validate(self.config.job_variables())
         self.log.event(f"dry run: job {job.name!r}, {len(order)} step(s), nothing will run")
+        c = self.config
+        self.log.event(f"workspace {c.workspace_root}; steps run in {c.job_dir}")
+        for label, prefix, dest in (("ci", "ci_", c.ci_dir), ("src", "", c.code_dir)):
+            kind, url, ref = (getattr(c, f"{prefix}source_{x}") for x in ("type", "url", "ref"))
+            if (kind or "none") == "none":
+                self.log.event(f"would fetch nothing into {dest} ({prefix}source_type none)")
+            else:
+                shown = re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1***@", url or "", flags=re.I)  # no credentials
+                self.log.event(f"would fetch {label}: {kind} {shown}" + (f" at {ref}" if ref else "") + f" into {dest}")
         for name in order:
             step = job.step(name)
             deps = f" after {', '.join(step.depends_on)}" if step.depends_on else ""
@@ -772,6 +791,19 @@ class _TextSink:
 def _binary_stdout() -> Any:
     buffer = getattr(sys.stdout, "buffer", None)
     return buffer if buffer is not None else _TextSink(sys.stdout)
+
+
+def _missing_working_dir(step: Step, cwd: str, base: str) -> str | None:
+    """Why a step's working_dir cannot be used (missing, or a link out of the job's directory), or None.
+    A configuration error of the job (exit 78), not the sandbox refusing the step."""
+    if not step.working_dir:
+        return None
+    if not os.path.isdir(cwd):
+        return f"working_dir {step.working_dir!r}: no such directory in {base} (configuration error)"
+    real, top = os.path.realpath(cwd), os.path.realpath(base)
+    if real != top and not real.startswith(top.rstrip("/") + "/"):
+        return f"working_dir {step.working_dir!r}: leads out of {base} through a symbolic link (configuration error)"
+    return None
 
 
 def check_job_origin(job: Job, config: JobConfig) -> None:

@@ -104,6 +104,7 @@ def _load(params: dict[str, Any], job_file: str | None = None, **extra: Any) -> 
 def _run(config: Any, job: Any, *, read_stdin: bool = False) -> None:
     from runnerlib.runner import JobRunner
 
+    _note_unknown_env()
     flags = tuple(decls[0] for decls, _f, kwargs in _OPTIONS if kwargs.get("is_flag")) + (
         "--secrets-stdin", "--debug")
     runner = JobRunner(config, job, read_stdin_secrets=read_stdin, argv=sys.argv[1:], argv_flags=flags)
@@ -286,4 +287,25 @@ def validate_cmd(job_file: str | None, **params: Any) -> None:
         job.force_untrusted()
     check_job_origin(job, config)
     order = job.validate(config.job_variables())
-    click.echo(f"valid: job {job.name!r}, {len(order)} step(s): {' -> '.join(order)}")
+    levels = dag_levels(job, order)
+    click.echo(f"valid: job {job.name!r}, {len(order)} step(s) in {len(levels)} level(s) "
+               "(the steps of a level may run in parallel):")
+    for number, names in enumerate(levels, 1):
+        shown = []
+        for name in names:
+            step = job.step(name)
+            after = f" after {', '.join(step.depends_on)}" if step.depends_on else ""
+            cond = f" if {step.condition}" if step.condition != "on_success" else ""
+            shown.append(f"{name}{after}{cond}" if (after or cond) else name)
+        click.echo(f"  {number}. " + "; ".join(shown))
+
+
+def dag_levels(job: Any, order: list[str]) -> list[list[str]]:
+    """Steps by level: a step is one level below the deepest step it depends on (level 1: no dependencies)."""
+    depth: dict[str, int] = {}
+    for name in order:  # topological: dependencies come first
+        depth[name] = 1 + max((depth[d] for d in job.step(name).depends_on), default=0)
+    levels: list[list[str]] = [[] for _ in range(max(depth.values(), default=0))]
+    for name in order:
+        levels[depth[name] - 1].append(name)
+    return levels

@@ -258,7 +258,7 @@ def test_cli_workflow_run_validate_list(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "workflow-output.json").exists()
     (wf_dir / "bad.yaml").write_text("name: x\njobs:\n  a: {command: x, timeout: never}\n")
     invalid = runner.invoke(main, ["workflow", "validate", "--dir", str(repo)])
-    assert invalid.exit_code == 1 and "bad.yaml:3: jobs.a.timeout" in invalid.stderr
+    assert invalid.exit_code == 78 and "bad.yaml:3: jobs.a.timeout" in invalid.stderr
 
 
 def test_cli_trigger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
