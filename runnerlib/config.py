@@ -385,6 +385,9 @@ def _coerce(field: str, value: Any, origin: str) -> Any:
                 raise ConfigError(field, origin, f"{item.strip()!r} is not KEY=VALUE")
     if field == "job_env" or field == "vars":
         return parse_job_env(value, field=field, origin=origin)
+    if field == "workspace_root" and isinstance(value, str) and value and not value.startswith("/") \
+            and not origin.startswith("argument"):
+        return os.path.abspath(value)  # `--workspace-root ../ws`: relative to the current directory
     if field in ("source_url", "ci_source_url"):
         from runnerlib.local_checkout import absolute_source
 

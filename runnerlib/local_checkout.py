@@ -6,9 +6,11 @@ The rule (docs/getting-started.md states it for users):
 1. A local source path may be relative (`--source-url .`, `REACTORCIDE_SOURCE_URL=../app`): it is made
    absolute against the current directory when the configuration is read. A local directory named without
    a source_type is a `copy` source.
-2. With no workspace given (no --workspace-root, no REACTORCIDE_WORKSPACE_ROOT) outside a container, /job is
-   used when it is a writable directory (the worker's mount). Otherwise the job gets a new per-run workspace
-   under the temp dir ($TMPDIR, else /tmp), kept after the run for its logs.
+2. With no workspace given (no --workspace-root, no REACTORCIDE_WORKSPACE_ROOT, no directory of it such as
+   --code-dir), /job is used in a container (REACTORCIDE_IN_CONTAINER=true, as the worker sets) or when it is
+   a writable mount point (the worker's mount). Otherwise the job gets a new per-run workspace under the
+   temp dir ($TMPDIR, else /tmp), kept after the run for its logs: a plain /job directory on a shared host
+   may be another job's.
 3. In such a per-run workspace, a job that names no source (no source_*, no code_dir, no job_dir) runs on the
    current directory: a snapshot of it is copied into <workspace>/src. In a git work tree the snapshot is the
    files git knows of (tracked and untracked, ignored ones left out: no .venv, no node_modules, no .git);
@@ -60,8 +62,18 @@ def infer_source_types(merged: MutableMapping[str, Any], origins: MutableMapping
             origins[f"{prefix}source_type"] = INFERRED_COPY
 
 
+# The directories derived from the workspace: one named explicitly keeps the workspace where it is.
+PATH_FIELDS = ("code_dir", "job_dir", "ci_dir", "artifacts_dir", "triggers_file")
+
+
 def _usable(path: str) -> bool:
     return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+def _worker_mount(path: str) -> bool:
+    """Whether `path` is the workspace a worker mounted for this job: a writable mount point. A plain /job
+    directory on a shared host may be another job's (its triggers, its sources): not ours to use unasked."""
+    return _usable(path) and os.path.ismount(path)
 
 
 class LocalRun:
@@ -87,11 +99,13 @@ def adopt(config: Any, fill_derived: Callable[[Any], None], *, cwd: str | None =
     cwd = cwd or os.getcwd()
     no_source = (config.source_type or "none") == "none" and not config.source_url
     own_dirs = all(config.origin(f).startswith("default") for f in ("code_dir", "job_dir"))
-    if config.origin("workspace_root") == "default" and not config.in_container \
-            and config.workspace_root == DEFAULT_WORKSPACE and not _usable(DEFAULT_WORKSPACE):
+    paths_default = all(config.origin(f).startswith("default") for f in PATH_FIELDS)
+    if config.origin("workspace_root") == "default" and not config.in_container and paths_default \
+            and config.workspace_root == DEFAULT_WORKSPACE and not _worker_mount(DEFAULT_WORKSPACE):
         workspace = tempfile.mkdtemp(prefix=f"runnerlib-{config.job_name}-")
         os.chmod(workspace, 0o755)  # the sandbox uid of untrusted steps (root runs) must reach src
-        why = "does not exist" if not os.path.exists(DEFAULT_WORKSPACE) else "is not writable"
+        why = ("does not exist" if not os.path.exists(DEFAULT_WORKSPACE) else
+               "is not writable" if not _usable(DEFAULT_WORKSPACE) else "is not a job's mount here")
         config.set("workspace_root", workspace, "per-run workspace")
         for field in ("code_dir", "ci_dir", "artifacts_dir", "triggers_file", "job_dir"):
             if config.origin(field).startswith("default"):
@@ -124,10 +138,12 @@ def _empty(path: str) -> bool:
 
 def _use_current_directory(config: Any, run: LocalRun, cwd: str) -> None:
     real = os.path.realpath(cwd)
-    if real == "/" or real == os.path.realpath(os.path.expanduser("~")):
-        run.messages.append(f"source: none (the current directory {cwd} is "
-                            f"{'/' if real == '/' else 'your home'}: not copied); the job runs in an empty "
-                            f"{config.code_dir}")
+    workspace = os.path.realpath(config.workspace_root)
+    why = ("/" if real == "/" else "your home" if real == os.path.realpath(os.path.expanduser("~")) else
+           "where the workspace is made" if workspace.startswith(real.rstrip("/") + "/") else None)
+    if why:
+        run.messages.append(f"source: none (the current directory {cwd} is {why}: not copied); the job runs in an "
+                            f"empty {config.code_dir}")
         return
     snapshot = None if config.dry_run else _git_snapshot(cwd)
     config.set("source_type", "copy", "current directory")

@@ -43,8 +43,8 @@ def test_relative_source_url_runs_on_the_current_directory(tmp_path: Path) -> No
 
 
 def test_no_workspace_and_no_job_dir_gets_a_per_run_workspace_with_the_cwd(tmp_path: Path) -> None:
-    if os.path.isdir("/job") and os.access("/job", os.W_OK):
-        pytest.skip("/job is writable here: the worker's workspace is used, as in a container")
+    if os.path.ismount("/job") and os.access("/job", os.W_OK):
+        pytest.skip("/job is a writable mount here: the worker's workspace is used, as in a container")
     proj = _project(tmp_path)
     env = clean_env(TMPDIR=str(tmp_path))
     r = rl("run", "--", "cat", "new_test.txt", cwd=proj, env=env)

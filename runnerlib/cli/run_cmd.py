@@ -13,11 +13,11 @@ import click
 from runnerlib.cli.app import main, set_error_masker
 
 EXIT_CODES_HELP = """\b
-Exit status: 0 success; the failing step's own exit code; 124 a step or the
-job timed out; 126 a step was refused by the sandbox policy; 143 cancelled
-by SIGTERM (running steps get SIGTERM, then SIGKILL after the grace; 130
-for Ctrl-C); 1 a plugin, source or runner failure; 2 a configuration or
-job-file error."""
+Exit status: 0 success; the failing step's own exit code; 78 a configuration,
+command-line or job-file error (nothing ran); 1 a plugin, source or runner
+failure; 124 a step or the job timed out; 126 a step was refused by the
+sandbox policy; 130 Ctrl-C (a second one kills the steps at once); 143
+cancelled by SIGTERM (steps get SIGTERM, then SIGKILL after the grace)."""
 
 # (option declarations, config field, click kwargs). Every option defaults to None so that a value absent
 # from the command line leaves the lower levels (env, job file, defaults) in charge.
@@ -275,7 +275,7 @@ def config_schema() -> None:
 @click.argument("job_file", required=False, type=click.Path(dir_okay=False))
 def validate_cmd(job_file: str | None, **params: Any) -> None:
     """Check the configuration (and a job file's steps: names, dependencies, cycles, conditions) without
-    running anything. Exit 0 when valid; 2 with one line naming the field, origin and rule otherwise."""
+    running anything. Exit 0 when valid; 78 with one line naming the field, origin and rule otherwise."""
     from runnerlib.runner import check_job_origin, simple_job
 
     config, job = _load(params, job_file)
