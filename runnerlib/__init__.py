@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "main": "runnerlib.job_script",
     "Step": "runnerlib.jobs",
     "run_job": "runnerlib.runner",
+    "JobRunner": "runnerlib.runner",
     "Plugin": "runnerlib.plugins",
     "PluginPhase": "runnerlib.plugins",
     "PluginContext": "runnerlib.plugins",
