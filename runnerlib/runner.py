@@ -170,7 +170,7 @@ class JobRunner:
             except PluginError as exc:
                 failed = True
                 exit_code = self._cancel_code() or EXIT_RUNNER_ERROR
-                self._error(str(exc))
+                self._error(str(exc), stderr=True)
             except Exception as exc:  # noqa: BLE001 - reported masked; ON_ERROR and CLEANUP still run
                 failed = True
                 exit_code = self._cancel_code() or EXIT_RUNNER_ERROR

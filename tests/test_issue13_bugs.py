@@ -43,12 +43,16 @@ def test_working_dir_outside_the_job_is_refused_at_validation(tmp_path: Path, wo
 
 def test_working_dir_through_a_link_out_of_the_job_is_refused(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    (ws / "src").mkdir(parents=True)
+    (ws / "src" / "inside").mkdir(parents=True)
     os.symlink("/etc", ws / "src" / "out")
     job = tmp_path / "j.yaml"
-    job.write_text("steps:\n  - name: a\n    command: pwd\n    working_dir: out\n")
+    job.write_text("steps:\n  - name: a\n    command: pwd -P\n    working_dir: out\n")
     r = rl("run-job", str(job), "--workspace-root", str(ws))
     assert r.returncode == 78 and "through a symbolic link" in r.stderr and "[a] /etc" not in r.stdout
+    # Control: the same job with a working_dir inside the tree runs there.
+    job.write_text("steps:\n  - name: a\n    command: pwd -P\n    working_dir: inside\n")
+    ok = rl("run-job", str(job), "--workspace-root", str(ws))
+    assert ok.returncode == 0 and f"[a] {os.path.realpath(ws / 'src' / 'inside')}" in ok.stdout
 
 
 def test_a_missing_working_dir_is_a_configuration_error_not_the_sandbox(tmp_path: Path) -> None:
