@@ -45,12 +45,11 @@ from runnerlib.execution.scheduler import (
     Scheduler,
     StepResult,
 )
-from runnerlib.jobs import Job, JobDefinitionError, Step
-from runnerlib.plugins import PluginContext, PluginError, PluginManager, PluginPhase, default_manager
-
 from runnerlib.exit_codes import EXIT_CONFIG as EXIT_CONFIG_ERROR
 from runnerlib.exit_codes import EXIT_FAILURE as EXIT_RUNNER_ERROR
 from runnerlib.exit_codes import EXIT_INTERRUPTED, error_text
+from runnerlib.jobs import Job, JobDefinitionError, Step
+from runnerlib.plugins import PluginContext, PluginError, PluginManager, PluginPhase, default_manager
 
 # Variables every step gets whatever the environment; the rest of the runner's environment only reaches
 # trusted steps.

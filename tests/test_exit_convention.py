@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from cli_testlib import clean_env, rl
 
 PY = sys.executable

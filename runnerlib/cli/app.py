@@ -81,11 +81,16 @@ class RunnerlibGroup(click.Group):
             sys.exit(exit_status(exc))
 
 
+class _ConfigUsageError(click.UsageError):
+    exit_code = EXIT_CONFIG
+
+
 def _usage(exc: click.UsageError) -> click.UsageError:
     """A command-line error is a configuration error: exit 78 like the others (click's default is 2, which a
-    step's own failure also returns: `make` exits 2)."""
-    exc.exit_code = EXIT_CONFIG
-    return exc
+    step's own failure also returns: `make` exits 2). Same message and usage line."""
+    if isinstance(exc, _ConfigUsageError):
+        return exc
+    return _ConfigUsageError(exc.format_message(), exc.ctx)
 
 
 def one_line_error(exc: BaseException) -> str:
