@@ -158,3 +158,27 @@ def _run_document(doc: Path, tmp_path: Path) -> None:
             want = int(block.args.get("exit", "0"))
             assert r.returncode == want, f"{block.where}: exit {r.returncode}, not {want}\n{r.stdout}\n{r.stderr}"
             assert "Traceback" not in r.stderr, f"{block.where}:\n{r.stderr}"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_relative_links_and_anchors_resolve() -> None:
+    """Moving sections to docs/internals/ kept every link working."""
+    broken = []
+    for doc in [*_documents(), REPO / "SECURITY.md"]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (doc.parent / path).resolve()
+            if not dest.exists():
+                broken.append(f"{doc.relative_to(REPO)} -> {target}")
+            elif anchor and dest.suffix == ".md":
+                anchors = {_slug(h) for h in re.findall(r"^#+ (.*)$", dest.read_text(), re.M)}
+                if anchor not in anchors:
+                    broken.append(f"{doc.relative_to(REPO)} -> {target}")
+    assert not broken, broken
