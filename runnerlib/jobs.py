@@ -214,16 +214,22 @@ class Job:
         for step in self._steps.values():
             for dep in step.depends_on:
                 if dep not in self._steps:
+                    from runnerlib.suggest import did_you_mean
+
                     raise JobDefinitionError(
-                        f"step {step.name!r}{_at(step)}: depends on unknown step {dep!r}")
+                        f"step {step.name!r}{_at(step)}: depends on unknown step {dep!r}"
+                        f"{did_you_mean(dep, self._steps)}")
                 if dep == step.name:
                     raise JobDefinitionError(f"step {step.name!r}{_at(step)}: depends on itself")
             if variables is not None:
                 unknown = sorted(step.parsed_condition.names() - set(variables))
                 if unknown:
+                    from runnerlib.suggest import did_you_mean
+
+                    hint = did_you_mean(unknown[0], variables) or \
+                        f" (known: {', '.join(sorted(variables)) or 'none'})"
                     raise JobDefinitionError(
-                        f"step {step.name!r}{_at(step)}: condition uses unknown variable {unknown[0]!r} "
-                        f"(known: {', '.join(sorted(variables)) or 'none'})")
+                        f"step {step.name!r}{_at(step)}: condition uses unknown variable {unknown[0]!r}{hint}")
         return self._topological_order()
 
     def _topological_order(self) -> list[str]:

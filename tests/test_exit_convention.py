@@ -34,9 +34,12 @@ def _wait_for(path: Path, timeout: float = 60) -> None:
 
 @pytest.mark.parametrize("steps, fragment", [
     ("  - name: a\n    command: 'true'\n    depends_on: [nope]\n", "unknown step 'nope'"),
+    ("  - name: build\n    command: 'true'\n  - name: b\n    command: 'true'\n    depends_on: [biuld]\n",
+     "unknown step 'biuld' (did you mean 'build'?)"),
     ("  - name: a\n    command: 'true'\n    depends_on: [b]\n  - name: b\n    command: 'true'\n    depends_on: [a]\n",
      "dependency cycle"),
-    ("  - name: a\n    command: 'true'\n    condition: brnch == 'main'\n", "unknown variable 'brnch'"),
+    ("  - name: a\n    command: 'true'\n    condition: brnch == 'main'\n",
+     "unknown variable 'brnch' (did you mean 'branch'?)"),
     ("  - name: a\n", "command"),
 ])
 def test_job_file_errors_are_78_on_stderr_for_run_job_and_validate(tmp_path: Path, steps: str, fragment: str) -> None:
