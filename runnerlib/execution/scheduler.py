@@ -26,6 +26,7 @@ from typing import Any
 
 from runnerlib.execution.conditions import ConditionError
 from runnerlib.execution.process import Cancel
+from runnerlib.exit_codes import error_text
 from runnerlib.jobs import Job, Step
 
 # Exit codes shared with execution.process and the CLI.
@@ -244,7 +245,7 @@ class Scheduler:
                 try:
                     outcome = self.executor(step, attempt, self.cancel_event)
                 except Exception as exc:  # noqa: BLE001 - an executor bug fails the step, not the scheduler
-                    outcome = Outcome(exit_code=1, reason=f"runner error: {type(exc).__name__}: {exc}")
+                    outcome = Outcome(exit_code=1, reason=f"runner error: {error_text(exc)}")
                 result.exit_code = int(getattr(outcome, "exit_code", 1))
                 result.reason = getattr(outcome, "reason", None)
                 if getattr(outcome, "cancelled", False):
