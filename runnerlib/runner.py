@@ -502,7 +502,9 @@ class JobRunner:
                                  timeout=step.timeout, policy=policy, on_output=sink.write, cancel_event=cancel,
                                  grace=self.config.kill_grace, name=step.name, keep_output=False)
         status = "ok" if result.exit_code == 0 else f"exit {result.exit_code}"
-        if getattr(result, "reason", None) and result.exit_code != 0:
+        if getattr(result, "cancelled", False) and self._job_timed_out:
+            status = f"timed out: the job's timeout of {self.config.job_timeout:g}s"
+        elif getattr(result, "reason", None) and result.exit_code != 0:
             status += f": {result.reason}"
         self.log.event(f"finished ({status}) in {result.duration:.2f}s", step=step.name,
                        level="info" if result.exit_code == 0 else "warning")
@@ -706,7 +708,7 @@ class JobRunner:
         masked = self.mask_text(message)
         self.errors.append(masked)
         self.log.event(masked, level="error")
-        if stderr and self._stderr is not None and self.log.fmt == "text":
+        if stderr and self._stderr is not None:
             # A job that could not run says why on stderr too: `run-job bad.yaml >/dev/null` shows it.
             try:
                 self._stderr.write(f"runnerlib: error: {masked}\n")

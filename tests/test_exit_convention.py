@@ -123,3 +123,4 @@ def test_a_job_timeout_says_timed_out_on_the_step(tmp_path: Path) -> None:
     assert r.returncode == 124
     row = next(line for line in r.stdout.splitlines() if line.startswith("a "))
     assert row.split()[1:4] == ["timed_out", row.split()[2], "124"] and "job timed out" in row
+    assert "[a] finished (timed out: the job's timeout of 1s)" in r.stdout and "cancelled" not in r.stdout

@@ -288,6 +288,7 @@ class Cancel(threading.Event):
     def __init__(self) -> None:
         super().__init__()
         self.kill_now = threading.Event()
+        self.reason = "cancelled"  # what the step's log says: "job timed out" when the job's timeout fired
 
     def kill(self) -> None:
         """Cancel, and skip the grace period of the steps being cancelled."""
@@ -337,7 +338,7 @@ def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grac
                 cancelled = True
             if timed_out or cancelled:
                 log.warning("%s: %s: SIGTERM to the process group, SIGKILL in %.1f s", name,
-                            "timed out" if timed_out else "cancelled", grace)
+                            "timed out" if timed_out else getattr(cancel_event, "reason", "cancelled"), grace)
                 term_at = now
                 step.signal_group(signal.SIGTERM)
                 _term_escaped(step)

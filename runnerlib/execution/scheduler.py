@@ -136,6 +136,7 @@ class Scheduler:
         `kill` (a second Ctrl-C) running steps get SIGKILL at once instead of the rest of their grace."""
         if timed_out:
             self._timed_out = True
+            self.cancel_event.reason = "job timed out"
         if kill:
             self.cancel_event.kill()
         self.cancel_event.set()
