@@ -480,8 +480,7 @@ class JobRunner:
         missing = _missing_working_dir(step, cwd, self._step_cwd_base())
         if missing:
             self.log.event(missing, step=step.name, level="error")
-            if self._stderr is not None:
-                self._note(f"error: step {step.name!r}: {missing}")
+            self._to_stderr(f"runnerlib: error: step {step.name!r}: {missing}")
             return Outcome(exit_code=EXIT_CONFIG_ERROR, reason=missing)
         command = step.command
         shown = command if isinstance(command, str) else shlex.join(command)
@@ -694,27 +693,28 @@ class JobRunner:
 
     # -- output ----------------------------------------------------------------------------------------
 
-    def _note(self, message: str) -> None:
+    def _to_stderr(self, line: str) -> bool:
+        """Write a masked line to the process's stderr (CLI runs); False when the job has no stderr of its own."""
         if self._stderr is None:
-            self.log.event(message)
-            return
+            return False
         try:
-            self._stderr.write(f"runnerlib: {self.mask_text(message)}\n")
+            self._stderr.write(self.mask_text(line) + "\n")
             self._stderr.flush()
         except (OSError, ValueError):
             pass
+        return True
+
+    def _note(self, message: str) -> None:
+        if not self._to_stderr(f"runnerlib: {message}"):
+            self.log.event(message)
 
     def _error(self, message: str, *, stderr: bool = False) -> None:
         masked = self.mask_text(message)
         self.errors.append(masked)
         self.log.event(masked, level="error")
-        if stderr and self._stderr is not None:
+        if stderr:
             # A job that could not run says why on stderr too: `run-job bad.yaml >/dev/null` shows it.
-            try:
-                self._stderr.write(f"runnerlib: error: {masked}\n")
-                self._stderr.flush()
-            except (OSError, ValueError):
-                pass
+            self._to_stderr(f"runnerlib: error: {masked}")
 
     def _failure_text(self, result: JobResult) -> str:
         failed = [r for r in result.steps if r.failed_required]
