@@ -84,6 +84,8 @@ class LocalRun:
         self.snapshot: str | None = None
         # Said after a failed job only: an empty src explains "no tests ran", and is noise when all went well.
         self.hint: str | None = None
+        # Why the workspace cannot be used (the runner reports it as a workspace_root configuration error).
+        self.error: str | None = None
 
     def close(self) -> None:
         """Remove the snapshot of the current directory (the workspace itself is kept for its logs)."""
@@ -120,6 +122,11 @@ def adopt(config: Any, fill_derived: Callable[[Any], None], *, cwd: str | None =
             and os.path.realpath(cwd) != os.path.realpath(config.code_dir):
         run.hint = (f"note: no source was configured: the job ran in {config.code_dir}, which was empty; "
                     "`--source-url .` runs it on a copy of the current directory")
+    root = config.workspace_root
+    if os.path.isdir(root) and not os.access(root, os.W_OK | os.X_OK):
+        run.error = (f"is not writable by this user (uid {os.geteuid()}); give a workspace of yours "
+                     "(--workspace-root DIR), or none outside a container for a per-run one")
+        return run
     if config.origin("source_type") == INFERRED_COPY and config.source_url and not run.snapshot \
             and not config.dry_run:
         run.snapshot = _git_snapshot(config.source_url)

@@ -211,6 +211,8 @@ class JobRunner:
             from runnerlib.local_checkout import adopt
 
             self._local = adopt(self.config, fill_derived)  # your own checkout: per-run workspace, the cwd as source
+            if self._local.error:
+                raise ConfigError("workspace_root", self.config.origin("workspace_root"), self._local.error)
             for message in self._local.messages:
                 # stderr: stdout's first line stays the trigger-key announcement (worker contract).
                 self._note(message)

@@ -56,6 +56,17 @@ def test_no_workspace_and_no_job_dir_gets_a_per_run_workspace_with_the_cwd(tmp_p
     assert "PermissionError" not in r.stderr
 
 
+def test_a_workspace_not_writable_is_one_configuration_line(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    r = rl("run", "--workspace-root", str(locked), "--job-command", "true")
+    assert r.returncode == 78, r.stdout + r.stderr
+    assert "workspace_root (from option --workspace-root): is not writable by this user" in r.stderr
+    assert "PermissionError" not in r.stderr and "Errno" not in r.stderr
+
+
 def test_empty_src_is_explained_when_the_job_fails(tmp_path: Path) -> None:
     r = rl("run", "--workspace-root", str(tmp_path / "ws"), "--", "sh", "-c", "ls | grep -q . || exit 5",
            cwd=_project(tmp_path))
