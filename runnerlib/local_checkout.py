@@ -94,6 +94,13 @@ class LocalRun:
             self.snapshot = None
 
 
+def per_run_workspace(config: Any) -> bool:
+    """Whether a run of `config` gets a per-run workspace (rule 2), decided without side effects."""
+    paths_default = all(config.origin(f).startswith("default") for f in PATH_FIELDS)
+    return (config.origin("workspace_root") == "default" and not config.in_container and paths_default
+            and config.workspace_root == DEFAULT_WORKSPACE and not _worker_mount(DEFAULT_WORKSPACE))
+
+
 def adopt(config: Any, fill_derived: Callable[[Any], None], *, cwd: str | None = None) -> LocalRun:
     """Apply rules 2-4 to `config` (a JobConfig) before the job runs; return what the first lines say.
     `fill_derived` is config.fill_derived (passed in: config imports this module)."""
@@ -101,9 +108,7 @@ def adopt(config: Any, fill_derived: Callable[[Any], None], *, cwd: str | None =
     cwd = cwd or os.getcwd()
     no_source = (config.source_type or "none") == "none" and not config.source_url
     own_dirs = all(config.origin(f).startswith("default") for f in ("code_dir", "job_dir"))
-    paths_default = all(config.origin(f).startswith("default") for f in PATH_FIELDS)
-    if config.origin("workspace_root") == "default" and not config.in_container and paths_default \
-            and config.workspace_root == DEFAULT_WORKSPACE and not _worker_mount(DEFAULT_WORKSPACE):
+    if per_run_workspace(config):
         workspace = tempfile.mkdtemp(prefix=f"runnerlib-{config.job_name}-")
         os.chmod(workspace, 0o755)  # the sandbox uid of untrusted steps (root runs) must reach src
         why = ("does not exist" if not os.path.exists(DEFAULT_WORKSPACE) else

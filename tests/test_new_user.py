@@ -157,3 +157,12 @@ def test_text_log_lines_carry_a_time_and_log_level_filters(tmp_path: Path) -> No
     assert quiet.returncode == 0 and "[job] hi" in quiet.stdout and "==> " not in quiet.stdout
     failing = rl("run", "--workspace-root", ws, "--log-level", "error", "--job-command", "echo hi; exit 3")
     assert failing.returncode == 3 and "finished (exit 3)" not in failing.stdout  # a warning: hidden
+
+
+def test_config_says_when_a_run_would_get_a_per_run_workspace(tmp_path: Path) -> None:
+    if os.path.ismount("/job") and os.access("/job", os.W_OK):
+        pytest.skip("/job is a writable mount here")
+    r = rl("config", cwd=tmp_path)
+    assert r.returncode == 0 and "would use a per-run workspace" in r.stderr
+    given = rl("config", "--workspace-root", str(tmp_path), cwd=tmp_path)
+    assert "per-run" not in given.stderr

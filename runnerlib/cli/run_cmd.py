@@ -228,6 +228,11 @@ def config_cmd(ctx: click.Context, config_file: str | None, as_json: bool, **par
     config, _job = _load(params, config_file, check_paths=False)
     mask = _masker(config)
     _note_unknown_env()
+    from runnerlib.local_checkout import per_run_workspace
+
+    if per_run_workspace(config):
+        click.echo("note: no workspace given and /job is not a job's mount here: `run` and `run-job` would use a "
+                   "per-run workspace under the temp dir (docs/getting-started.md)", err=True)
     rows = render_config(config, mask=mask)
     if as_json:
         click.echo(json.dumps({f: {"value": v, "origin": o} for f, v, o in rows}, indent=2))
