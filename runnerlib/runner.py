@@ -352,6 +352,10 @@ class JobRunner:
         from runnerlib.security.secret_socket import SecretSocketServer
 
         self._socket = SecretSocketServer(self.registry, parent_dir=self._scratch).start()
+        from runnerlib.execution.step_state import StepStateFile
+
+        # For trusted steps asking about the others (get_job_result): private, like the socket.
+        self._step_state = StepStateFile(os.path.join(self._scratch, "steps.json"))
         self.context.env = self._trusted_env()
         # What plugins add or change from here on also reaches untrusted steps (filtered like the rest).
         self._env_baseline = dict(self.context.env)
@@ -437,7 +441,7 @@ class JobRunner:
         self.log.logs_dir = logs_dir
         self.log.open_log = self._open_log
         scheduler = Scheduler(
-            job, self._execute, concurrency=config.concurrency, variables=config.job_variables(),
+            job, self._execute_tracked, concurrency=config.concurrency, variables=config.job_variables(),
             default_timeout=config.step_timeout, default_retries=config.step_retries,
             on_event=lambda level, step, message: self.log.event(message, step=step, level=level))
         self._scheduler = scheduler
@@ -454,6 +458,22 @@ class JobRunner:
             result.exit_code = self._interrupt_code
         self.result = result
         return result
+
+    def _execute_tracked(self, step: Step, attempt: int, cancel: threading.Event) -> Any:
+        """_execute, recording the step's state for the trusted steps that ask (execution/step_state.py)."""
+        state = getattr(self, "_step_state", None)
+        if state is None:
+            return self._execute(step, attempt, cancel)
+        state.mark(step.name, "running", None, attempt)
+        outcome: Any = None
+        try:
+            outcome = self._execute(step, attempt, cancel)
+        finally:
+            code = int(getattr(outcome, "exit_code", 1))
+            status = ("success" if code == 0 else "timed_out" if getattr(outcome, "timed_out", False)
+                      else "cancelled" if getattr(outcome, "cancelled", False) else "failed")
+            state.mark(step.name, status, code, attempt)
+        return outcome
 
     def _execute(self, step: Step, attempt: int, cancel: threading.Event) -> Any:
         from runnerlib.execution.process import run_process
@@ -572,6 +592,10 @@ class JobRunner:
             count = env.get("GIT_CONFIG_COUNT", "0")
             env.update(git_config_env([("safe.directory", self.config.code_dir)],
                                       start=int(count) if count.isdigit() else 0))
+        if getattr(self, "_step_state", None) is not None:
+            from runnerlib.execution.step_state import ENV_NAME
+
+            env[ENV_NAME] = self._step_state.path
         if self.config.allow_insecure_transport:
             # --allow-insecure-transport may be a CLI flag: trigger_job's own coordinator POSTs read the variable.
             env["REACTORCIDE_ALLOW_INSECURE_TRANSPORT"] = "true"

@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "runnerlib"
 LAYERS: list[tuple[str, ...]] = [
     ("runnerlib.security",),
     ("runnerlib.execution.allocator", "runnerlib.execution.conditions", "runnerlib.execution.logs",
-     "runnerlib.execution.process", "runnerlib.source", "runnerlib.secrets_client", "runnerlib.testing",
+     "runnerlib.execution.process", "runnerlib.execution.step_state",
+     "runnerlib.source", "runnerlib.secrets_client", "runnerlib.testing",
      "runnerlib.exit_codes", "runnerlib.suggest"),
     ("runnerlib.jobs", "runnerlib.config", "runnerlib.local_checkout", "runnerlib.plugins", "runnerlib.plugin_loader",
      "runnerlib.execution.scheduler", "runnerlib.workflow"),

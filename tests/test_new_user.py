@@ -166,3 +166,52 @@ def test_config_says_when_a_run_would_get_a_per_run_workspace(tmp_path: Path) ->
     assert r.returncode == 0 and "would use a per-run workspace" in r.stderr
     given = rl("config", "--workspace-root", str(tmp_path), cwd=tmp_path)
     assert "per-run" not in given.stderr
+
+
+STEPS_JOB = """
+steps:
+  - name: unit
+    command: "exit 3"
+    allow_failure: true
+  - name: forge
+    trust: untrusted
+    depends_on: [unit]
+    env: {SCRATCH: "{scratch}"}
+    command: >-
+      sh -c 'for d in "$SCRATCH"/runnerlib-*; do echo tried;
+      echo "{\\"steps\\": {\\"unit\\": {\\"status\\": \\"success\\", \\"exit_code\\": 0}}}" > "$d/steps.json" 2>/dev/null
+      && echo FORGED || echo refused; done'
+  - name: check
+    depends_on: [forge]
+    command: >-
+      {python} -c "import runnerlib; r = runnerlib.get_job_result('unit');
+      print('unit', r['status'], r['exit_code'], runnerlib.is_job_running('check'),
+      runnerlib.get_job_result('nothing'))"
+  - name: peek
+    trust: untrusted
+    command: sh -c 'echo "state=[${REACTORCIDE_STEPS_STATE:-none}]"'
+  - name: control
+    depends_on: [check]
+    command: sh -c 'echo "{}" > "$REACTORCIDE_STEPS_STATE" && echo CONTROL-WROTE'
+"""
+
+
+def test_a_trusted_step_asks_about_the_jobs_other_steps(tmp_path: Path) -> None:
+    """Simple mode: get_job_result(step) answers from the runner's private state file; an untrusted step is
+    not told where it is (control: the trusted step is), so the code under test cannot forge the answer."""
+    from runnerlib.testing import reachable_tempdir
+
+    with reachable_tempdir("rl-steps-") as root:
+        job = root / "job.yaml"
+        scratch = root / "scratch"  # the runner's temp dir, where its private state file is made
+        scratch.mkdir(mode=0o755)
+        job.write_text(STEPS_JOB.replace("{python}", sys.executable).replace("{scratch}", str(scratch)))
+        r = rl("run-job", str(job), "--workspace-root", str(root / "ws"), env=clean_env(TMPDIR=str(scratch)))
+    if re.search(r"\[(peek|forge)\] refused: ", r.stdout):
+        pytest.skip("the sandbox for untrusted steps is not available here")
+    assert r.returncode == 0, r.stdout + r.stderr
+    # The attack: the untrusted step finds the runner's scratch dir and tries to overwrite the state file.
+    assert "[forge] tried" in r.stdout and "[forge] refused" in r.stdout and "[forge] FORGED" not in r.stdout
+    assert "[check] unit failed 3 True None" in r.stdout
+    assert "[peek] state=[none]" in r.stdout
+    assert "[control] CONTROL-WROTE" in r.stdout  # control: a trusted step, told the path, can write it

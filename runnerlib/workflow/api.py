@@ -21,7 +21,8 @@ other steps registered at run time. If that socket is configured but cannot mask
 
 Job state comes from the coordinator when one is configured, else from the local workflow run's state file
 (REACTORCIDE_WORKFLOW_STATE, maintained by `runnerlib workflow run`); with neither (simple mode) from what
-this job knows: its own name is running, a job it triggered is pending, any other job has no state
+this job knows: its own name is running, its steps (asked from a trusted step) are running or ended as their
+last attempt did, a job it triggered is pending, any other job has no state
 (is_job_running False, get_job_result None). Outside a job, trigger_job refuses unless a workspace or a
 triggers file is named.
 """
@@ -36,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from runnerlib.execution.step_state import ENV_NAME as STEPS_STATE_ENV
+from runnerlib.execution.step_state import read_steps
 from runnerlib.workflow import state, triggers_file
 from runnerlib.workflow.coordinator import CoordinatorClient, CoordinatorError, JobState
 from runnerlib.workflow.models import Condition, JobTrigger, WorkflowError
@@ -290,6 +293,13 @@ def _simple_mode_states(name: str, env: Mapping[str, str]) -> list[JobState]:
     is unknown (no state: is_job_running False, get_job_result None)."""
     if env.get("REACTORCIDE_STEP_NAME") and env.get("REACTORCIDE_JOB_NAME") == name:
         return [JobState(name=name, status="running", job_id=env.get("REACTORCIDE_JOB_ID") or None)]
+    steps_file = env.get(STEPS_STATE_ENV)
+    if steps_file:
+        info = read_steps(steps_file).get(name)
+        if info is not None:  # a step of this job: running, or how its last attempt ended
+            code = info.get("exit_code")
+            return [JobState(name=name, status=str(info.get("status", "running")),
+                             exit_code=code if isinstance(code, int) else None)]
     path = env.get("REACTORCIDE_TRIGGERS_FILE")
     if path:
         try:
