@@ -5,10 +5,16 @@ the security core never pulls in the layers above it.
 
 Example::
 
+    import sys
     import runnerlib
+
     runnerlib.register_secret("s3cr3t-value")          # from a trusted step
     result = runnerlib.run_untrusted("make test", cwd="/job/src", timeout=600)
     print(result.exit_code, result.output)              # output already masked
+    sys.exit(result.exit_code)
+
+    config = runnerlib.get_config(job_command="make test")
+    runnerlib.main(config)                             # runs the job, exits with its code
 """
 
 from __future__ import annotations
@@ -33,9 +39,12 @@ _EXPORTS: dict[str, str] = {
     # executor
     "get_config": "runnerlib.config",
     "JobConfig": "runnerlib.config",
-    "Job": "runnerlib.jobs",
+    "Job": "runnerlib.job_script",  # runnerlib.jobs.Job with run()
+    "run": "runnerlib.job_script",
+    "main": "runnerlib.job_script",
     "Step": "runnerlib.jobs",
     "run_job": "runnerlib.runner",
+    "JobRunner": "runnerlib.runner",
     "Plugin": "runnerlib.plugins",
     "PluginPhase": "runnerlib.plugins",
     "PluginContext": "runnerlib.plugins",

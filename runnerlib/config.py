@@ -294,7 +294,7 @@ OTHER_KNOWN_ENV = frozenset({
     "REACTORCIDE_COORDINATOR_CA_FILE", "REACTORCIDE_GIT_BRANCH", "REACTORCIDE_GIT_COMMIT",
     "REACTORCIDE_WORKFLOW_FILE", "REACTORCIDE_WORKFLOW_ID", "REACTORCIDE_WORKFLOW_ITEM", "REACTORCIDE_WORKFLOW_JOB",
     "REACTORCIDE_WORKFLOW_OUTPUT", "REACTORCIDE_WORKFLOW_RUN_ID", "REACTORCIDE_WORKFLOW_STATE",
-    "REACTORCIDE_WORKFLOW_VARS", "REACTORCIDE_PLUGIN_DIRS",
+    "REACTORCIDE_WORKFLOW_VARS", "REACTORCIDE_PLUGIN_DIRS", "REACTORCIDE_STEPS_STATE",
     # the step protocol's files (execution/step_files.py)
     "REACTORCIDE_OUTPUT", "REACTORCIDE_ENV", "REACTORCIDE_PATH", "REACTORCIDE_STEP_SUMMARY",
 })
@@ -400,8 +400,20 @@ def _coerce(field: str, value: Any, origin: str) -> Any:
     if field in LIST_FIELDS:
         sep = os.pathsep if field == "plugin_dirs" and isinstance(value, str) and origin.startswith("env") else ","
         return _split_list(value, sep)
+    if field == "vars":
+        # A variable is KEY=VALUE; unlike job_env, a word without "=" is not the name of a file to read.
+        for item in [value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else ():
+            if isinstance(item, str) and item.strip() and "=" not in item:
+                raise ConfigError(field, origin, f"{item.strip()!r} is not KEY=VALUE")
     if field == "job_env" or field == "vars":
         return parse_job_env(value, field=field, origin=origin)
+    if field == "workspace_root" and isinstance(value, str) and value and not value.startswith("/") \
+            and not origin.startswith("argument"):
+        return os.path.abspath(value)  # `--workspace-root ../ws`: relative to the current directory
+    if field in ("source_url", "ci_source_url"):
+        from runnerlib.local_checkout import absolute_source
+
+        return absolute_source(value)  # `--source-url .`: relative to the current directory
     return value
 
 
@@ -519,6 +531,9 @@ def build_config(layers: list[Layer], *, check_paths: bool = True) -> JobConfig:
         for field, value in layer.values.items():
             merged[field] = value
             origins[field] = layer.origins[field]
+    from runnerlib.local_checkout import infer_source_types
+
+    infer_source_types(merged, origins)
     try:
         config = JobConfig.model_validate(merged)
     except ValidationError as exc:
@@ -526,7 +541,7 @@ def build_config(layers: list[Layer], *, check_paths: bool = True) -> JobConfig:
         field = str(err["loc"][0]) if err["loc"] else "config"
         raise ConfigError(field, origins.get(field, "default"), _pydantic_rule(err)) from None
     config._origins.update(origins)
-    _fill_derived(config)
+    fill_derived(config)
     config.check_rules()
     if check_paths:
         check_config_paths(config)
@@ -539,7 +554,9 @@ def _pydantic_rule(err: Mapping[str, Any]) -> str:
     return f"{rest}: {msg}" if rest else msg
 
 
-def _fill_derived(config: JobConfig) -> None:
+def fill_derived(config: JobConfig) -> None:
+    """Fill the directories left unset from workspace_root (src, ci, artifacts, triggers.json; job_dir from
+    code_dir)."""
     root = config.workspace_root.rstrip("/") or "/"
     derived = {"code_dir": f"{root}/src", "ci_dir": f"{root}/ci", "artifacts_dir": f"{root}/artifacts",
                "triggers_file": f"{root}/triggers.json"}

@@ -170,6 +170,22 @@ class StepSpec(BaseModel):
 
         return check_spec(value)
 
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, value: str | None) -> str | None:
+        # Relative to the job's directory and inside it: `/etc` or `../../etc` would run a step (with the
+        # job's secrets) wherever the job file says. The path layer's rule for workspace paths.
+        if value is None:
+            return None
+        from runnerlib.security.paths import PathPolicyError, split_relative
+
+        try:
+            parts = split_relative(value, field="working_dir")
+        except PathPolicyError:
+            raise ValueError(f"must be a relative path inside the job's directory, without '..' (got {value!r})") \
+                from None
+        return "/".join(parts) or "."
+
     @field_validator("depends_on", mode="before")
     @classmethod
     def _deps(cls, value: Any) -> Any:
@@ -266,17 +282,23 @@ class Job:
         for step in self._steps.values():
             for dep in step.depends_on:
                 if dep not in self._steps:
+                    from runnerlib.suggest import did_you_mean
+
                     raise JobDefinitionError(
-                        f"step {step.name!r}{_at(step)}: depends on unknown step {dep!r}")
+                        f"step {step.name!r}{_at(step)}: depends on unknown step {dep!r}"
+                        f"{did_you_mean(dep, self._steps)}")
                 if dep == step.name:
                     raise JobDefinitionError(f"step {step.name!r}{_at(step)}: depends on itself")
             if variables is not None:
                 unknown = sorted(n for n in step.parsed_condition.names() - set(variables)
                                  if not n.startswith("steps."))  # step outputs: execution/step_refs.py
                 if unknown:
+                    from runnerlib.suggest import did_you_mean
+
+                    hint = did_you_mean(unknown[0], variables) or \
+                        f" (known: {', '.join(sorted(variables)) or 'none'})"
                     raise JobDefinitionError(
-                        f"step {step.name!r}{_at(step)}: condition uses unknown variable {unknown[0]!r} "
-                        f"(known: {', '.join(sorted(variables)) or 'none'})")
+                        f"step {step.name!r}{_at(step)}: condition uses unknown variable {unknown[0]!r}{hint}")
         order = self._topological_order()
         try:
             check_step_references(self._steps, _at)
@@ -469,11 +491,13 @@ def _node_lines(node: Any, loc: tuple[Any, ...], lines: dict[tuple[Any, ...], in
 def _format_validation(exc: ValidationError, *, prefix: str, origin: str | None = None,
                        document: Document | None = None, base: tuple[Any, ...] = ()) -> str:
     """The first pydantic error as `origin: field: message` (one line)."""
-    err = exc.errors()[0]
+    err = next((e for e in exc.errors() if e["type"] == "extra_forbidden"), exc.errors()[0])  # typo first
     loc = tuple(err["loc"])
     where = document.where(base + loc) if document else origin
     field_name = ".".join(str(p) for p in loc) or "value"
-    msg = err["msg"].removeprefix("Value error, ")
+    from runnerlib.suggest import unknown_key_message
+
+    msg = unknown_key_message(err, StepSpec.model_json_schema()) or err["msg"].removeprefix("Value error, ")
     more = len(exc.errors()) - 1
     tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     head = f"{where}: " if where else ""

@@ -117,7 +117,9 @@ def load_plugin_file(path: Path, manager: PluginManager) -> list[str]:
     except PluginLoadError:
         raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - reported with the file named; caller masks
-        raise PluginLoadError(f"plugin file {path}: {type(exc).__name__}: {exc}") from None
+        from runnerlib.plugins import failure_text
+
+        raise PluginLoadError(f"plugin file {path}: {failure_text(exc)}") from None
     return sorted({p.name for p in manager.plugins} - before)
 
 

@@ -214,7 +214,7 @@ class PluginManager:
                 method(context)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - reported masked; sys.exit() in a plugin
                 # must not skip the CLEANUP of the others either
-                error = mask(" ".join(f"{type(exc).__name__}: {exc}".split()))
+                error = mask(failure_text(exc))
             finally:
                 self.timings.append(PluginTiming(plugin.name, phase, time.monotonic() - start, error))
             if error is not None:
@@ -262,3 +262,13 @@ def register_plugin(plugin: Plugin) -> Plugin:
 def unregister_plugin(name: str) -> None:
     """Remove a plugin registered with `register_plugin`."""
     _default_manager.unregister(name)
+
+
+def failure_text(exc: BaseException) -> str:
+    """What a plugin's exception says, on one line without the Python class name (--debug has the
+    traceback); sys.exit() in a plugin is named as such."""
+    from runnerlib.exit_codes import error_text
+
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    return error_text(exc)

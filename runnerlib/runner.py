@@ -15,13 +15,15 @@ Invariants:
   steps (SIGTERM, grace, SIGKILL in the process wrapper) and makes the job exit 143.
 
 Exit codes: 0 success; a failing step's own code; 124 step or job timeout; 126 refused by the sandbox policy;
-143 cancelled by SIGTERM; 1 a plugin, source or runner failure; 2 a configuration or job-definition error.
+143 cancelled by SIGTERM; 1 a plugin, source or runner failure; 78 a configuration or job-definition error
+(runnerlib.exit_codes has the table).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -44,13 +46,12 @@ from runnerlib.execution.scheduler import (
     Scheduler,
     StepResult,
 )
+from runnerlib.exit_codes import EXIT_CONFIG as EXIT_CONFIG_ERROR
+from runnerlib.exit_codes import EXIT_FAILURE as EXIT_RUNNER_ERROR
+from runnerlib.exit_codes import EXIT_INTERRUPTED, error_text
 from runnerlib.jobs import Job, JobDefinitionError, Step
 from runnerlib.plugins import PluginContext, PluginError, PluginManager, PluginPhase, default_manager
 from runnerlib.trust_origin import check_job_origin, untrusted_trees
-
-EXIT_RUNNER_ERROR = 1
-EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), as shells report it
-EXIT_CONFIG_ERROR = 2
 
 # Variables every step gets whatever the environment; the rest of the runner's environment only reaches
 # trusted steps.
@@ -94,6 +95,8 @@ class JobRunner:
 
         # The command line that started us (CLI only): warned about if it carried a secret.
         self.argv, self.argv_flags = argv, argv_flags
+        if job is not None and config.origin("job_name") == "default" and job.name != config.job_name:
+            config.set("job_name", job.name, "the job's name")  # one name in the log, summary, environment
         self.config = config
         self.job = job
         self.plugins = plugins if plugins is not None else default_manager()
@@ -105,6 +108,8 @@ class JobRunner:
         self.registry.add_many(config.secret_values(), source="configuration")
         stream = out if out is not None else _binary_stdout()
         self._out = stream
+        # Errors that stop the job go to stderr too when the job writes to the process's stdout (the CLI).
+        self._stderr: Any = sys.stderr if out is None else None
         self.log = JobLog(stream, job_name=config.job_name, job_id=config.job_id, fmt=config.log_format,
                           colour=want_colour(stream, config.color), mask=self.mask_text,
                           level=config.log_level)
@@ -171,15 +176,15 @@ class JobRunner:
             except (ConfigError, JobDefinitionError) as exc:
                 failed = True
                 exit_code = EXIT_CONFIG_ERROR
-                self._error(str(exc))
+                self._error(str(exc), stderr=True)
             except PluginError as exc:
                 failed = True
                 exit_code = self._cancel_code() or EXIT_RUNNER_ERROR
-                self._error(str(exc))
+                self._error(str(exc), stderr=True)
             except Exception as exc:  # noqa: BLE001 - reported masked; ON_ERROR and CLEANUP still run
                 failed = True
                 exit_code = self._cancel_code() or EXIT_RUNNER_ERROR
-                self._error(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+                self._error(error_text(exc), stderr=True)
             if self._cancelled.is_set() and exit_code == 0:
                 exit_code = self._cancel_code() or exit_code
             if failed or exit_code != 0:
@@ -195,6 +200,9 @@ class JobRunner:
                              total=time.monotonic() - started, exit_code=exit_code,
                              notes=[f"step summaries: {self._step_summary}"] if self._step_summary else [])
             self._write_summary_file(exit_code)
+            if exit_code not in (0, EXIT_TIMEOUT, EXIT_CANCELLED, EXIT_INTERRUPTED, EXIT_CONFIG_ERROR) \
+                    and getattr(self, "_local", None) is not None and self._local.hint:
+                self._note(self._local.hint)
         finally:
             if self._timer is not None:
                 self._timer.cancel()
@@ -211,6 +219,15 @@ class JobRunner:
         exit_code, failed = EXIT_RUNNER_ERROR, False
         self._interruptible = True
         try:
+            from runnerlib.config import fill_derived
+            from runnerlib.local_checkout import adopt
+
+            self._local = adopt(self.config, fill_derived)  # your own checkout: per-run workspace, the cwd as source
+            if self._local.error:
+                raise ConfigError("workspace_root", self.config.origin("workspace_root"), self._local.error)
+            for message in self._local.messages:
+                # stderr: stdout's first line stays the trigger-key announcement (worker contract).
+                self._note(message)
             self._load_plugins(self.config.plugin_dirs)
             self._phase(PluginPhase.PRE_VALIDATION)
             job = self._validate()
@@ -418,6 +435,10 @@ class JobRunner:
         from runnerlib.security.secret_socket import SecretSocketServer
 
         self._socket = SecretSocketServer(self.registry, parent_dir=self._scratch).start()
+        from runnerlib.execution.step_state import StepStateFile
+
+        # For trusted steps asking about the others (get_job_result): private, like the socket.
+        self._step_state = StepStateFile(os.path.join(self._scratch, "steps.json"))
         self.context.env = self._trusted_env()
         # What plugins add or change from here on also reaches untrusted steps (filtered like the rest).
         self._env_baseline = dict(self.context.env)
@@ -501,7 +522,7 @@ class JobRunner:
         self.log.open_log = self._open_log
         self._protocol = self._step_protocol()
         scheduler = Scheduler(
-            job, self._execute, concurrency=config.concurrency, variables=config.job_variables(),
+            job, self._execute_tracked, concurrency=config.concurrency, variables=config.job_variables(),
             default_timeout=config.step_timeout, default_retries=config.step_retries,
             on_event=lambda level, step, message: self.log.event(message, step=step, level=level),
             step_variables=lambda step: self._protocol.variables(step, self._steps_by_name()))
@@ -546,6 +567,22 @@ class JobRunner:
             if why:
                 raise RunnerError(f"the logs directory {logs_dir} must lie where untrusted steps cannot write, "
                                   f"but {why}; remove it or give it to root")
+
+    def _execute_tracked(self, step: Step, attempt: int, cancel: threading.Event) -> Any:
+        """_execute, recording the step's state for the trusted steps that ask (execution/step_state.py)."""
+        state = getattr(self, "_step_state", None)
+        if state is None:
+            return self._execute(step, attempt, cancel)
+        state.mark(step.name, "running", None, attempt)
+        outcome: Any = None
+        try:
+            outcome = self._execute(step, attempt, cancel)
+        finally:
+            code = int(getattr(outcome, "exit_code", 1))
+            status = ("success" if code == 0 else "timed_out" if getattr(outcome, "timed_out", False)
+                      else "cancelled" if getattr(outcome, "cancelled", False) else "failed")
+            state.mark(step.name, status, code, attempt)
+        return outcome
 
     def _execute(self, step: Step, attempt: int, cancel: threading.Event) -> Any:
         from runnerlib.execution.process import run_process
@@ -598,6 +635,11 @@ class JobRunner:
                 self.log.event(Own("refused: {reason}", reason=reason), step=step.name, level="error")
                 return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=reason)
         cwd = self._step_cwd(step)
+        missing = _missing_working_dir(step, cwd, self._step_cwd_base(step))
+        if missing:
+            self.log.event(missing, step=step.name, level="error")
+            self._to_stderr(f"runnerlib: error: step {step.name!r}: {missing}")
+            return Outcome(exit_code=EXIT_CONFIG_ERROR, reason=missing)
         files = self._protocol.prepare(step)
         env.update(files.env)
         try:
@@ -626,7 +668,9 @@ class JobRunner:
 
                 result = dataclasses.replace(result, exit_code=1, reason=files_error)
         status = Own("ok") if result.exit_code == 0 else Own("exit {code}", code=result.exit_code)
-        if getattr(result, "reason", None) and result.exit_code != 0:
+        if getattr(result, "cancelled", False) and self._job_timed_out:
+            status = Own("timed out: the job's timeout of {seconds}s", seconds=Own(f"{self.config.job_timeout:g}"))
+        elif getattr(result, "reason", None) and result.exit_code != 0:
             status = Own("{status}: {reason}", status=status, reason=result.reason)
         self.log.event(Own("finished ({status}) in {seconds:.2f}s", status=status, seconds=result.duration),
                        step=step.name, level="info" if result.exit_code == 0 else "warning")
@@ -679,6 +723,10 @@ class JobRunner:
                                    lambda message, step, level: self.log.event(message, step=step, level=level))
         return self._trees
 
+    def _step_cwd_base(self, step: Step) -> str:
+        """The directory a step's working_dir is relative to (in the untrusted copy for untrusted steps)."""
+        return self._job_trees().base(self.config, step.trust == "trusted")
+
     def _step_cwd(self, step: Step) -> str:
         return str(self._job_trees().cwd(self.config, step.working_dir, step.trust == "trusted"))
 
@@ -704,6 +752,10 @@ class JobRunner:
         env = dict(self.environ)
         env.update(self._context_env())
         env.update(getattr(self, "_job_env", self.config.job_env))
+        if getattr(self, "_step_state", None) is not None:
+            from runnerlib.execution.step_state import ENV_NAME
+
+            env[ENV_NAME] = self._step_state.path
         if self.config.allow_insecure_transport:
             # --allow-insecure-transport may be a CLI flag: trigger_job's own coordinator POSTs read the variable.
             env["REACTORCIDE_ALLOW_INSECURE_TRANSPORT"] = "true"
@@ -769,6 +821,8 @@ class JobRunner:
         self.log._write((self.mask_text(line) + "\n").encode())
 
     def _stop_services(self) -> None:
+        if getattr(self, "_local", None) is not None:
+            self._local.close()
         if self._socket is not None:
             try:
                 self._socket.stop()
@@ -800,6 +854,13 @@ class JobRunner:
         first = not self._cancelled.is_set()
         if first and signum == signal.SIGINT:
             self._interrupt_code = EXIT_INTERRUPTED
+        if not first and signum == signal.SIGINT:
+            # A second Ctrl-C: the running steps get SIGKILL now, not after the grace. (os.write: the log's
+            # lock may be held by the code this handler interrupted.)
+            os.write(2, b"runnerlib: interrupted again: killing the running steps now\n")
+            if self._scheduler is not None:
+                self._scheduler.cancel(kill=True)
+            return
         self.cancel()
         if first and self._interruptible and not self._in_steps:
             # Outside the steps nothing polls the flag often enough; unwind to ON_ERROR / CLEANUP now.
@@ -818,10 +879,28 @@ class JobRunner:
 
     # -- output ----------------------------------------------------------------------------------------
 
-    def _error(self, message: str) -> None:
+    def _to_stderr(self, line: str) -> bool:
+        """Write a masked line to the process's stderr (CLI runs); False when the job has no stderr of its own."""
+        if self._stderr is None:
+            return False
+        try:
+            self._stderr.write(self.mask_text(line) + "\n")
+            self._stderr.flush()
+        except (OSError, ValueError):
+            pass
+        return True
+
+    def _note(self, message: str) -> None:
+        if not self._to_stderr(f"runnerlib: {message}"):
+            self.log.event(message)
+
+    def _error(self, message: str, *, stderr: bool = False) -> None:
         masked = self.mask_text(message)
         self.errors.append(masked)
         self.log.event(masked, level="error")
+        if stderr:
+            # A job that could not run says why on stderr too: `run-job bad.yaml >/dev/null` shows it.
+            self._to_stderr(f"runnerlib: error: {masked}")
 
     def _failure_text(self, result: JobResult) -> str:
         failed = [r for r in result.steps if r.failed_required]
@@ -833,6 +912,15 @@ class JobRunner:
     def _print_plan(self, job: Job) -> None:
         order = job.validate(self.config.job_variables())
         self.log.event(f"dry run: job {job.name!r}, {len(order)} step(s), nothing will run")
+        c = self.config
+        self.log.event(f"workspace {c.workspace_root}; steps run in {c.job_dir}")
+        for label, prefix, dest in (("ci", "ci_", c.ci_dir), ("src", "", c.code_dir)):
+            kind, url, ref = (getattr(c, f"{prefix}source_{x}") for x in ("type", "url", "ref"))
+            if (kind or "none") == "none":
+                self.log.event(f"would fetch nothing into {dest} ({prefix}source_type none)")
+            else:
+                shown = re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1***@", url or "", flags=re.I)  # no credentials
+                self.log.event(f"would fetch {label}: {kind} {shown}" + (f" at {ref}" if ref else "") + f" into {dest}")
         for name in order:
             step = job.step(name)
             deps = f" after {', '.join(step.depends_on)}" if step.depends_on else ""
@@ -905,6 +993,20 @@ def _binary_stdout() -> Any:
     return buffer if buffer is not None else _TextSink(sys.stdout)
 
 
+def _missing_working_dir(step: Step, cwd: str, base: str) -> str | None:
+    """Why a step's working_dir cannot be used (missing, or a link out of the job's directory), or None.
+    A configuration error of the job (exit 78), not the sandbox refusing the step."""
+    if not step.working_dir:
+        return None
+    if not os.path.isdir(cwd):
+        return f"working_dir {step.working_dir!r}: no such directory in {base} (configuration error)"
+    real, top = os.path.realpath(cwd), os.path.realpath(base)
+    if real != top and not real.startswith(top.rstrip("/") + "/"):
+        return f"working_dir {step.working_dir!r}: leads out of {base} through a symbolic link (configuration error)"
+    return None
+
+
+
 def simple_job(config: JobConfig) -> Job:
     """The one-step job of simple mode: job_command (shell) or job_args (argv) in job_dir."""
     if config.job_args:
@@ -926,6 +1028,7 @@ def run_job(
     artifacts_dir: str | None = None,
     *,
     job: Job | None = None,
+    config: JobConfig | None = None,
     plugins: PluginManager | None = None,
     out: BinaryIO | None = None,
     **config_overrides: Any,
@@ -933,7 +1036,11 @@ def run_job(
     """Run a job from Python (advanced mode) and return its exit code; plugins from register_plugin apply.
 
     `command` is the job's shell command (or argv list); `source_dir` is where it runs (code_dir and job_dir);
-    other keyword arguments are JobConfig fields. Configuration errors return 2 after a masked message.
+    other keyword arguments are JobConfig fields. `config` is a ready configuration (a `get_config()` result),
+    used as it is (then give no other settings). `job` is a Job built in Python; its name names the job (in
+    the log, summary.json and REACTORCIDE_JOB_NAME) unless job_name is set. Configuration errors return 78
+    after a masked one-line message on stderr. End a job script with `sys.exit(...)` of the result (or call
+    runnerlib.main()), so that a failing job fails the script.
 
     Example::
 
@@ -941,8 +1048,16 @@ def run_job(
         runnerlib.register_plugin(MyPlugin())
         exit_code = runnerlib.run_job(command="make test && make build", source_dir="/job/src",
                                       artifacts_dir="/job/artifacts")
+        sys.exit(exit_code)
     """
+    if config is not None:
+        if command is not None or source_dir is not None or artifacts_dir is not None or config_overrides:
+            _report_early("run_job: give either config= or settings, not both", {}, out)
+            return EXIT_CONFIG_ERROR
+        return JobRunner(config, job, plugins=plugins, out=out).run()
     overrides = dict(config_overrides)
+    if job is not None and "job_name" not in overrides and "name" not in overrides:
+        overrides["job_name"] = job.name
     if isinstance(command, list):
         overrides["job_args"] = command
     elif command is not None:

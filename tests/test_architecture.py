@@ -15,17 +15,18 @@ LAYERS: list[tuple[str, ...]] = [
     ("runnerlib.security",),
     ("runnerlib.execution.allocator", "runnerlib.execution.conditions", "runnerlib.execution.logs",
      "runnerlib.execution.own_words", "runnerlib.execution.least_privilege",
-     "runnerlib.execution.process", "runnerlib.execution.container", "runnerlib.source",
-     "runnerlib.secrets_client", "runnerlib.testing",
+     "runnerlib.execution.process", "runnerlib.execution.container", "runnerlib.execution.step_state",
+     "runnerlib.source", "runnerlib.secrets_client", "runnerlib.testing", "runnerlib.exit_codes",
+     "runnerlib.suggest",
      "runnerlib.execution.retry", "runnerlib.execution.step_refs", "runnerlib.execution.step_files",
      "runnerlib.execution.workflow_commands", "runnerlib.execution.step_protocol"),
-    ("runnerlib.jobs", "runnerlib.config", "runnerlib.trust_origin", "runnerlib.plugins",
-     "runnerlib.plugin_loader",
+    ("runnerlib.jobs", "runnerlib.config", "runnerlib.trust_origin", "runnerlib.local_checkout",
+     "runnerlib.plugins", "runnerlib.plugin_loader",
      "runnerlib.execution.scheduler", "runnerlib.workflow"),
     ("runnerlib.runner",),
     ("runnerlib.workflow.local_runner", "runnerlib.workflow.kubernetes_runner",
      "runnerlib.workflow.container_runner"),
-    ("runnerlib.cli", "runnerlib"),
+    ("runnerlib.cli", "runnerlib", "runnerlib.__main__"),
 ]
 
 

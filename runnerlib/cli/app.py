@@ -12,6 +12,8 @@ from typing import Any, NoReturn
 
 import click
 
+from runnerlib.exit_codes import EXIT_CONFIG, EXIT_INTERRUPTED, error_text, exit_status
+
 # The module that defines each top-level command (it registers them on `main` when imported). Only the
 # invoked command's module is imported: `runnerlib run` is a job's start-up cost, and must not pay for
 # cryptography, the workflow models or the sandbox probes (click's documented lazy-loading pattern).
@@ -27,7 +29,8 @@ COMMAND_MODULES = {
 
 class RunnerlibGroup(click.Group):
     """Loads a command's module when the command is looked up, and turns uncaught exceptions into one line on
-    stderr (exit 2), unless --debug asks for the traceback."""
+    stderr (exit 78 for input errors, 1 otherwise: runnerlib.exit_codes), unless --debug asks for the
+    traceback. Unknown subcommands get a "did you mean"; command-line errors exit 78 too."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
@@ -37,11 +40,33 @@ class RunnerlibGroup(click.Group):
             importlib.import_module(f"runnerlib.cli.{COMMAND_MODULES[cmd_name]}")
         return super().get_command(ctx, cmd_name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        name = args[0] if args else ""
+        if args and self.get_command(ctx, name) is None and not name.startswith("-"):
+            import difflib
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise _usage(click.UsageError(f"no such command {name!r}{hint}", ctx))
+        return super().resolve_command(ctx, args)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _usage(exc) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _usage(exc) from None
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
+        except KeyboardInterrupt:
+            # Ctrl-C outside a job (a slow validate, a store command): 130 as for the jobs, no traceback.
+            sys.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:
             # `runnerlib ... | head`: the reader left. Quiet, like the shell tools; 141 = 128 + SIGPIPE. Later
             # writes and the final flush go to /dev/null instead of failing again.
@@ -53,12 +78,24 @@ class RunnerlibGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             click.echo(f"runnerlib: error: {one_line_error(exc)}", err=True)
-            sys.exit(2)
+            sys.exit(exit_status(exc))
+
+
+class _ConfigUsageError(click.UsageError):
+    exit_code = EXIT_CONFIG
+
+
+def _usage(exc: click.UsageError) -> click.UsageError:
+    """A command-line error is a configuration error: exit 78 like the others (click's default is 2, which a
+    step's own failure also returns: `make` exits 2). Same message and usage line."""
+    if isinstance(exc, _ConfigUsageError):
+        return exc
+    return _ConfigUsageError(exc.format_message(), exc.ctx)
 
 
 def one_line_error(exc: BaseException) -> str:
     """The message of `exc` on one line, masked by the registry of the running job if one is active."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = error_text(exc)
     masker = _active_masker
     return masker(text) if masker else text
 

@@ -13,11 +13,11 @@ import click
 from runnerlib.cli.app import main, set_error_masker
 
 EXIT_CODES_HELP = """\b
-Exit status: 0 success; the failing step's own exit code; 124 a step or the
-job timed out; 126 a step was refused by the sandbox policy; 143 cancelled
-by SIGTERM (running steps get SIGTERM, then SIGKILL after the grace; 130
-for Ctrl-C); 1 a plugin, source or runner failure; 2 a configuration or
-job-file error."""
+Exit status: 0 success; the failing step's own exit code; 78 a configuration,
+command-line or job-file error (nothing ran); 1 a plugin, source or runner
+failure; 124 a step or the job timed out; 126 a step was refused by the
+sandbox policy; 130 Ctrl-C (a second one kills the steps at once); 143
+cancelled by SIGTERM (steps get SIGTERM, then SIGKILL after the grace)."""
 
 # (option declarations, config field, click kwargs). Every option defaults to None so that a value absent
 # from the command line leaves the lower levels (env, job file, defaults) in charge.
@@ -133,6 +133,7 @@ def _job_of(config: Any) -> Any:
 def _run(config: Any, job: Any, *, read_stdin: bool = False) -> None:
     from runnerlib.runner import JobRunner
 
+    _note_unknown_env()
     flags = tuple(decls[0] for decls, _f, kwargs in _OPTIONS if kwargs.get("is_flag")) + (
         "--secrets-stdin", "--debug")
     runner = JobRunner(config, job, read_stdin_secrets=read_stdin, argv=sys.argv[1:], argv_flags=flags)
@@ -263,6 +264,11 @@ def config_cmd(ctx: click.Context, config_file: str | None, as_json: bool, **par
     config, _job = _load(params, config_file, check_paths=False)
     mask = _masker(config)
     _note_unknown_env()
+    from runnerlib.local_checkout import per_run_workspace
+
+    if per_run_workspace(config):
+        click.echo("note: no workspace given and /job is not a job's mount here: `run` and `run-job` would use a "
+                   "per-run workspace under the temp dir (docs/getting-started.md)", err=True)
     rows = render_config(config, mask=mask)
     if as_json:
         click.echo(json.dumps({f: {"value": v, "origin": o} for f, v, o in rows}, indent=2))
@@ -310,7 +316,7 @@ def config_schema() -> None:
 @click.argument("job_file", required=False, type=click.Path(dir_okay=False))
 def validate_cmd(job_file: str | None, **params: Any) -> None:
     """Check the configuration (and a job file's steps: names, dependencies, cycles, conditions) without
-    running anything. Exit 0 when valid; 2 with one line naming the field, origin and rule otherwise."""
+    running anything. Exit 0 when valid; 78 with one line naming the field, origin and rule otherwise."""
     from runnerlib.runner import check_job_origin, simple_job
 
     config, job = _load(params, job_file, {"the job file": job_file} if job_file else None)
@@ -322,4 +328,25 @@ def validate_cmd(job_file: str | None, **params: Any) -> None:
         job.force_untrusted()
     check_job_origin(job, config)
     order = job.validate(config.job_variables())
-    click.echo(f"valid: job {job.name!r}, {len(order)} step(s): {' -> '.join(order)}")
+    levels = dag_levels(job, order)
+    click.echo(f"valid: job {job.name!r}, {len(order)} step(s) in {len(levels)} level(s) "
+               "(the steps of a level may run in parallel):")
+    for number, names in enumerate(levels, 1):
+        shown = []
+        for name in names:
+            step = job.step(name)
+            after = f" after {', '.join(step.depends_on)}" if step.depends_on else ""
+            cond = f" if {step.condition}" if step.condition != "on_success" else ""
+            shown.append(f"{name}{after}{cond}" if (after or cond) else name)
+        click.echo(f"  {number}. " + "; ".join(shown))
+
+
+def dag_levels(job: Any, order: list[str]) -> list[list[str]]:
+    """Steps by level: a step is one level below the deepest step it depends on (level 1: no dependencies)."""
+    depth: dict[str, int] = {}
+    for name in order:  # topological: dependencies come first
+        depth[name] = 1 + max((depth[d] for d in job.step(name).depends_on), default=0)
+    levels: list[list[str]] = [[] for _ in range(max(depth.values(), default=0))]
+    for name in order:
+        levels[depth[name] - 1].append(name)
+    return levels

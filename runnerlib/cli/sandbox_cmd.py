@@ -92,14 +92,23 @@ def _policy(workspace: str, deny_network: bool, best_effort: bool, network: str 
 _NETWORK_HELP = "full, none, loopback or host:port,host:port (default: full, metadata addresses never reachable)."
 
 
+def _workspace_options(func):  # type: ignore[no-untyped-def]
+    """--workspace-root as on every other command; --workspace, its old name, still works (hidden)."""
+    func = click.option("--workspace", "workspace_alias", default=None, hidden=True)(func)
+    return click.option("--workspace-root", "workspace", default=None,
+                        help="Workspace root (ci, src, artifacts) [default: /job].")(func)
+
+
 @sandbox.command()
-@click.option("--workspace", default="/job", show_default=True, help="Workspace root (ci, src, artifacts).")
+@_workspace_options
 @click.option("--deny-network", is_flag=True, help="No TCP and no inet sockets.")
 @click.option("--network", default=None, help=_NETWORK_HELP)
 @click.option("--best-effort", is_flag=True, envvar="REACTORCIDE_SANDBOX_BEST_EFFORT",
               help="Run even where the kernel cannot enforce everything (gaps are logged).")
-def policy(workspace: str, deny_network: bool, network: str | None, best_effort: bool) -> None:
+def policy(workspace: str | None, workspace_alias: str | None, deny_network: bool, network: str | None,
+           best_effort: bool) -> None:
     """Print the untrusted-step policy and how this machine would enforce it (or why it would refuse)."""
+    workspace = workspace or workspace_alias or "/job"
     from runnerlib.security.probe import runner_dumpable
     from runnerlib.security.spawn import SandboxRefused, plan_sandbox
 
@@ -116,8 +125,10 @@ def policy(workspace: str, deny_network: bool, network: str | None, best_effort:
         click.echo("(assuming the runner has called protect_runner(), which makes it non-dumpable)")
 
 
-@sandbox.command(name="exec", context_settings={"ignore_unknown_options": True})
-@click.option("--workspace", default="/job", show_default=True, help="Workspace root (ci, src, artifacts).")
+# Options end at the command's name (`sandbox exec ls -la`); an unknown option before it is an error, not
+# the command to run.
+@sandbox.command(name="exec", context_settings={"allow_interspersed_args": False})
+@_workspace_options
 @click.option("--cwd", default=None, help="Working directory (default: WORKSPACE/src).")
 @click.option("--timeout", type=float, default=None, help="Seconds before SIGTERM (then 60 s grace).")
 @click.option("--deny-network", is_flag=True, help="No TCP and no inet sockets.")
@@ -125,12 +136,13 @@ def policy(workspace: str, deny_network: bool, network: str | None, best_effort:
 @click.option("--best-effort", is_flag=True, envvar="REACTORCIDE_SANDBOX_BEST_EFFORT",
               help="Run even where the kernel cannot enforce everything (gaps are logged).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_(workspace: str, cwd: str | None, timeout: float | None, deny_network: bool, network: str | None,
-          best_effort: bool, command: tuple[str, ...]) -> None:
+def exec_(workspace: str | None, workspace_alias: str | None, cwd: str | None, timeout: float | None,
+          deny_network: bool, network: str | None, best_effort: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND as an untrusted step (sandboxed, allow-listed environment, masked output).
 
     Exit status: the command's own, 124 on timeout, 126 when the sandbox refuses (the reason is printed).
     """
+    workspace = workspace or workspace_alias or "/job"
     from runnerlib.execution.process import run_untrusted
 
     def forward(stream: str, data: bytes) -> None:

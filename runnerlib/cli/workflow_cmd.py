@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from runnerlib.cli.app import main
+from runnerlib.exit_codes import EXIT_CONFIG, EXIT_INTERRUPTED
 
 
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
@@ -57,11 +58,11 @@ def validate_cmd(files: tuple[str, ...], root: str) -> None:
             wf = load_workflow(path)
         except WorkflowError as exc:
             failed += 1
-            click.echo(f"invalid: {exc}", err=True)
+            click.echo(f"runnerlib: error: {exc}", err=True)
         else:
             click.echo(f"ok: {path} ({wf.effective_id}: {len(wf.jobs)} job(s))")
     if failed:
-        sys.exit(1)
+        sys.exit(EXIT_CONFIG)  # as `runnerlib validate`
 
 
 @workflow.command("list")
@@ -169,7 +170,7 @@ def run_cmd(file: str, event: str | None, branch: str | None, sha: str | None, p
     click.echo(registry.mask_text(result.summary()))
     click.echo(f"report: {result.report_file}")
     click.echo(f"outputs: {result.output_file}")
-    sys.exit(result.exit_code)
+    sys.exit(EXIT_INTERRUPTED if runner.interrupted else result.exit_code)
 
 
 @workflow.command("verify")

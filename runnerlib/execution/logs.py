@@ -9,7 +9,8 @@ Invariants:
 - runnerlib's own words are never masked: a status line given as an `Own` and the summary mask their user
   parts only (own_words.py), so `::add-mask::failed` cannot hide that a step failed.
 
-Text format: ``[step] line`` (the name coloured on a TTY, NO_COLOR honoured). JSON format (--log-format json,
+Text format: ``[step] line`` for step output (the name coloured on a TTY, NO_COLOR honoured) and
+``==> HH:MM:SS [step] message`` for the runner's own lines (local time). JSON format (--log-format json,
 LOG_FORMAT=json): one object per line with time, level, job_id, job, step, stream and message.
 """
 
@@ -33,9 +34,15 @@ MAX_PENDING_LINE = 64 * 1024
 OFFLOAD_MIN = 64 * 1024
 # Pieces queued for that thread at most (a piece is one read, up to 1 MiB): bounds memory and lag.
 OFFLOAD_QUEUE = 4
+_LEVEL_RANK = {"debug": 0, "info": 1, "warning": 2, "error": 3, "critical": 4}
 _COLOURS = (36, 33, 35, 32, 34, 91, 96, 93, 95, 92, 94)
 _STATUS_COLOURS = {"success": 32, "failed": 31, "timed_out": 31, "refused": 31, "cancelled": 33,
                    "skipped": 90, "allowed_failure": 33}
+
+
+def clock() -> str:
+    """HH:MM:SS, local time: the stamp of the runner's text lines (a test may replace it with a fixed one)."""
+    return time.strftime("%H:%M:%S")
 
 
 def want_colour(stream: Any, setting: str = "auto") -> bool:
@@ -72,6 +79,8 @@ class JobLog:
         self.logs_dir = logs_dir
         self.mask = mask
         self.debug = level.upper() == "DEBUG"
+        # --log-level WARNING / ERROR hide the runner's lower messages (step output and the summary stay).
+        self.min_rank = _LEVEL_RANK.get(level.lower(), 1)
         # How step log files are opened: the runner passes one that goes through security.paths.Workspace
         # (no symlink can redirect a log out of the workspace).
         self.open_log = open_log or _open_log
@@ -83,7 +92,7 @@ class JobLog:
     def event(self, message: str | Own, *, step: str | None = None, level: str = "info", **fields: Any) -> None:
         """A message of the runner itself (phase changes, errors); masked before it is written (an `Own` in
         its user parts only)."""
-        if level == "debug" and not self.debug:
+        if _LEVEL_RANK.get(level, 1) < self.min_rank:
             return
         message = render(message, self.mask)
         if self.fmt == "json":
@@ -91,7 +100,8 @@ class JobLog:
             record.update({k: render(v, self.mask) if isinstance(v, (str, Own)) else v for k, v in fields.items()})
             self._write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
             return
-        label = f"[{step}] " if step else ""
+        # Local wall-clock time, HH:MM:SS, always the 8 characters after "==> " (tests and greps rely on it).
+        label = clock() + " " + (f"[{step}] " if step else "")
         if self.colour:
             tint = {"error": "31", "warning": "33", "debug": "90"}.get(level, "1")
             line = f"\x1b[{tint}m==> {label}{message}\x1b[0m\n"

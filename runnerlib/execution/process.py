@@ -325,6 +325,34 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
     )
 
 
+class Cancel(threading.Event):
+    """A cancel event (pass as run_process's cancel_event) with a second level: after `kill()` a cancelled
+    step gets SIGKILL at once instead of waiting out its grace (a second Ctrl-C)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kill_now = threading.Event()
+        self.reason = "cancelled"  # what the step's log says: "job timed out" when the job's timeout fired
+
+    def kill(self) -> None:
+        """Cancel, and skip the grace period of the steps being cancelled."""
+        self.kill_now.set()
+        self.set()
+
+
+def _term_escaped(step: SpawnedStep) -> None:
+    """SIGTERM to the step's descendants that left its process group (daemons): each process gets the
+    signal once (the group's members already had it from signal_group)."""
+    if step.supervisor is None or step.pid is None:
+        return
+    for pid in proctree.descendants(step.supervisor):
+        try:
+            if os.getpgid(pid) != step.pid:
+                os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grace: float,
           cancel_event: threading.Event | None, start: float, name: str) -> tuple[bool, bool]:
     """Read both pipes and the status pipe until all are closed, enforcing timeout and cancellation."""
@@ -354,12 +382,13 @@ def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grac
                 cancelled = True
             if timed_out or cancelled:
                 log.warning("%s: %s: SIGTERM to the process group, SIGKILL in %.1f s", name,
-                            "timed out" if timed_out else "cancelled", grace)
+                            "timed out" if timed_out else getattr(cancel_event, "reason", "cancelled"), grace)
                 term_at = now
                 step.signal_group(signal.SIGTERM)
-                if step.supervisor is not None:
-                    proctree.kill_tree(step.supervisor, signal.SIGTERM)
-        if running and term_at is not None and not killed and now >= term_at + grace:
+                _term_escaped(step)
+        hurry = getattr(cancel_event, "kill_now", None)
+        if running and term_at is not None and not killed and (now >= term_at + grace
+                                                               or (hurry is not None and hurry.is_set())):
             log.warning("%s: still running after %.1f s of grace: SIGKILL", name, grace)
             step.kill_all()
             killed = True
@@ -379,7 +408,7 @@ def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grac
             if cancel_event is not None and term_at is None:
                 wait = min(wait, 0.05)
             if term_at is not None and not killed:
-                wait = min(wait, max(term_at + grace - now, 0.0))
+                wait = min(wait, max(term_at + grace - now, 0.0), 0.05 if hurry is not None else 1.0)
         events = poller.poll(int(wait * 1000) + 1)
         if not events:
             for s in streams:

@@ -30,6 +30,8 @@ from typing import Any
 from runnerlib.execution.conditions import ConditionError
 from runnerlib.execution.own_words import Own
 from runnerlib.execution.retry import RetryPolicy, allows_failure
+from runnerlib.execution.process import Cancel
+from runnerlib.exit_codes import error_text
 from runnerlib.jobs import Job, Step
 
 # Exit codes shared with execution.process and the CLI.
@@ -137,14 +139,18 @@ class Scheduler:
         self.retry_delay = retry_delay
         # The outputs of finished steps a condition may use, by `steps.X.outputs.Y` (the runner's protocol).
         self.step_variables = step_variables or (lambda step: {})
-        self.cancel_event = threading.Event()
+        self.cancel_event = Cancel()
         self._timed_out = False
         self._lock = threading.Lock()
 
-    def cancel(self, *, timed_out: bool = False) -> None:
-        """Stop: running steps are told through the cancel event; nothing new starts. Signal-safe."""
+    def cancel(self, *, timed_out: bool = False, kill: bool = False) -> None:
+        """Stop: running steps are told through the cancel event; nothing new starts. Signal-safe. With
+        `kill` (a second Ctrl-C) running steps get SIGKILL at once instead of the rest of their grace."""
         if timed_out:
             self._timed_out = True
+            self.cancel_event.reason = "job timed out"
+        if kill:
+            self.cancel_event.kill()
         self.cancel_event.set()
 
     def effective(self, step: Step) -> Step:
@@ -258,12 +264,15 @@ class Scheduler:
                 try:
                     outcome = self.executor(step, attempt, self.cancel_event)
                 except Exception as exc:  # noqa: BLE001 - an executor bug fails the step, not the scheduler
-                    outcome = Outcome(exit_code=1, reason=f"runner error: {type(exc).__name__}: {exc}")
+                    outcome = Outcome(exit_code=1, reason=f"runner error: {error_text(exc)}")
                 result.exit_code = int(getattr(outcome, "exit_code", 1))
                 result.reason = getattr(outcome, "reason", None)
                 if getattr(outcome, "cancelled", False):
-                    result.status = "cancelled"
-                    result.reason = result.reason or ("job timed out" if self._timed_out else "job cancelled")
+                    if self._timed_out:  # stopped by the job's timeout: the step says so, with its code
+                        result.status, result.exit_code, result.reason = "timed_out", EXIT_TIMEOUT, "job timed out"
+                    else:
+                        result.status = "cancelled"
+                        result.reason = result.reason or "job cancelled"
                     break
                 if getattr(outcome, "refused", False):
                     result.status = "refused"

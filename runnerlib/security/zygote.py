@@ -155,6 +155,10 @@ def _apply_plan(plan: dict, supervisor: int, programs: dict[bool, bytes],
         raise _StepFailed(stage, exc) from None
 
 
+# Signals the server ignores and its children get back with their default action.
+_JOB_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, bytes],
                ruleset: landlock.Ruleset | None) -> None:
     """In the step process G: wire stdio, new session, apply the plan, exec. Never returns."""
@@ -170,7 +174,7 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, b
             low = keep + 1
         os.closerange(low, 1 << 16)
         os.setsid()
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; a step expects defaults
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, *_JOB_SIGNALS):  # Python/the server ignore these
             signal.signal(sig, signal.SIG_DFL)
         plan = req.get("plan")
         net = req.get("net") or (plan or {}).get("net")
@@ -263,6 +267,13 @@ def serve(ctl_fd: int) -> None:
     """The server loop (see the module docstring)."""
     prctl.prctl(prctl.PR_SET_DUMPABLE, 0)
     prctl.prctl(prctl.PR_SET_CHILD_SUBREAPER, 1)
+    # The runner stops the server by closing the socket. A SIGTERM or SIGINT meant for a job (a cancelled
+    # `runnerlib run` whose subtree gets SIGTERM, a Ctrl-C) must not kill it under the steps it supervises:
+    # they would die with it ("the step's supervisor vanished") instead of being cancelled. The supervisors
+    # keep ignoring them (for the same reason: a nested runner's supervisors are in its job's subtree); each
+    # step gets the default actions back (_exec_step).
+    for sig in _JOB_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     sock = socket.socket(fileno=ctl_fd)
     programs: dict[bool, bytes] = {}
     try:

@@ -81,6 +81,13 @@ class JobTrees:
         return cilock.wrap(["/bin/sh", "-c", command] if isinstance(command, str) else list(command), [ci])
 
     # -- both -----------------------------------------------------------------------------------------------
+    def base(self, config: Any, trusted: bool) -> str:
+        """The job directory as a step sees it: a working_dir is relative to it (the copy's, for untrusted steps)."""
+        base = str(config.job_dir or config.code_dir or config.workspace_root)
+        if not trusted and self.copy is not None and config.code_dir:
+            base = pristine.in_copy(base, config.code_dir, self.copy.path)
+        return base
+
     def cwd(self, config: Any, working_dir: str | None, trusted: bool) -> str:
         """Where a step runs. Untrusted steps: in their own copy of the source tree. Trusted steps, when no job_dir
         was named: the CI tree when the job has one (the source tree is the pull request's: a json.py shipped there

@@ -20,8 +20,11 @@ other steps registered at run time. If that socket is configured but cannot mask
 (PayloadMaskingError).
 
 Job state comes from the coordinator when one is configured, else from the local workflow run's state file
-(REACTORCIDE_WORKFLOW_STATE, maintained by `runnerlib workflow run`); with neither, a WorkflowStateUnavailable
-error says so.
+(REACTORCIDE_WORKFLOW_STATE, maintained by `runnerlib workflow run`); with neither (simple mode) from what
+this job knows: its own name is running, its steps (asked from a trusted step) are running or ended as their
+last attempt did, a job it triggered is pending, any other job has no state
+(is_job_running False, get_job_result None). Outside a job, trigger_job refuses unless a workspace or a
+triggers file is named.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from runnerlib.execution.step_state import ENV_NAME as STEPS_STATE_ENV
+from runnerlib.execution.step_state import read_steps
 from runnerlib.workflow import state, triggers_file
 from runnerlib.workflow.coordinator import CoordinatorClient, CoordinatorError, JobState
 from runnerlib.workflow.models import Condition, JobTrigger, WorkflowError
@@ -56,6 +61,8 @@ __all__ = [
 ]
 
 STATE_VAR = "REACTORCIDE_WORKFLOW_STATE"
+# Any of these names a job's triggers file: the runner sets them for its steps; a user names a workspace.
+JOB_MARKERS = ("REACTORCIDE_TRIGGERS_FILE", "REACTORCIDE_WORKSPACE_ROOT", "REACTORCIDE_WORKSPACE")
 OUTPUT_VAR = "REACTORCIDE_WORKFLOW_OUTPUT"
 
 
@@ -214,6 +221,12 @@ def trigger_jobs(
         registry = job_registry(env)
     documents = mask_payload([job.to_dict() for job in validated], env, registry)
     masked = [JobTrigger.model_validate(document) for document in documents]
+    if not triggers_file_path and not any(env.get(name) for name in JOB_MARKERS):
+        # Outside a job, /job/triggers.json or ./triggers.json may be another job's file (a shared host).
+        raise WorkflowError("trigger_job: not inside a job (REACTORCIDE_TRIGGERS_FILE is not set); call it from "
+                            "a job's trusted step, or name a workspace (REACTORCIDE_WORKSPACE_ROOT) or a "
+                            "triggers file (triggers_file_path=, runnerlib trigger --triggers-file)",
+                            field="triggers_file")
     path = Path(triggers_file_path) if triggers_file_path else default_triggers_path(environ=dict(env))
     try:
         operation = triggers_file.append_operation(path, masked)
@@ -302,11 +315,32 @@ def _states(name: str, environ: Mapping[str, str] | None) -> list[JobState]:
         return client.list_jobs(name, workflow_run=env.get("REACTORCIDE_WORKFLOW_RUN_ID") or None)
     local = _local_states(name, env)
     if local is None:
-        raise WorkflowStateUnavailable(
-            "job state is unknown here: set REACTORCIDE_COORDINATOR_URL and REACTORCIDE_API_TOKEN, or run the "
-            "job inside `runnerlib workflow run` (which sets REACTORCIDE_WORKFLOW_STATE)"
-        )
+        return _simple_mode_states(name, env)
     return local
+
+
+def _simple_mode_states(name: str, env: Mapping[str, str]) -> list[JobState]:
+    """Job state with neither a coordinator nor a workflow run: what this job itself knows. The job running
+    this code is running; a job it triggered is pending (the worker starts it after this job); any other job
+    is unknown (no state: is_job_running False, get_job_result None)."""
+    if env.get("REACTORCIDE_STEP_NAME") and env.get("REACTORCIDE_JOB_NAME") == name:
+        return [JobState(name=name, status="running", job_id=env.get("REACTORCIDE_JOB_ID") or None)]
+    steps_file = env.get(STEPS_STATE_ENV)
+    if steps_file:
+        info = read_steps(steps_file).get(name)
+        if info is not None:  # a step of this job: running, or how its last attempt ended
+            code = info.get("exit_code")
+            return [JobState(name=name, status=str(info.get("status", "running")),
+                             exit_code=code if isinstance(code, int) else None)]
+    path = env.get("REACTORCIDE_TRIGGERS_FILE")
+    if path:
+        try:
+            triggered = triggers_file.read_triggers(path).jobs
+        except (OSError, ValueError):
+            return []
+        if any(job.get("job_name") == name for job in triggered):
+            return [JobState(name=name, status="pending", job_id=None)]
+    return []
 
 
 def is_job_running(job_name: str, *, environ: Mapping[str, str] | None = None) -> bool:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runnerlib.execution.process import Cancel
 from runnerlib.workflow import state, triggers_file
 from runnerlib.workflow.models import Condition, JobTrigger, Workflow, WorkflowError, WorkflowJob
 
@@ -51,6 +52,20 @@ log = logging.getLogger("runnerlib.workflow")
 DEFAULT_MAX_JOBS = 200
 # Secrets and the coordinator's lease belong to a real job; a local run must never reach the coordinator.
 STRIPPED_ENV = ("REACTORCIDE_COORDINATOR_URL", "REACTORCIDE_API_TOKEN")
+# The caller's REACTORCIDE_* settings that say HOW to run (output, secrets to mask, the sandbox) reach every
+# job; the others say WHAT and WHERE (REACTORCIDE_WORKSPACE_ROOT, REACTORCIDE_GIT_URL, REACTORCIDE_JOB_COMMAND,
+# ...), which the run sets per job: inherited, they would point every job at the caller's workspace or source.
+PASSED_SETTINGS = frozenset({
+    "REACTORCIDE_DEBUG", "REACTORCIDE_LOG_LEVEL", "REACTORCIDE_LOG_FORMAT", "REACTORCIDE_COLOR",
+    "REACTORCIDE_SECRET_ENV_NAMES", "REACTORCIDE_SECRET_VALUES_LIST", "REACTORCIDE_SECRETS_FILE",
+    "REACTORCIDE_SECRETS_STORE", "REACTORCIDE_SECRETS_PASSWORD", "REACTORCIDE_KILL_GRACE",
+    "REACTORCIDE_CONCURRENCY", "REACTORCIDE_SANDBOX_BEST_EFFORT",
+})
+
+
+def passes_to_jobs(name: str) -> bool:
+    """Whether the caller's variable `name` reaches the jobs of a local workflow run (PASSED_SETTINGS)."""
+    return not name.startswith("REACTORCIDE_") or name in PASSED_SETTINGS or name.startswith("REACTORCIDE_SANDBOX")
 STATUS_MARK = {"success": "✓", "failed": "✗", "skipped": "-", "cancelled": "■", "running": "…",
                "pending": "·"}
 
@@ -205,7 +220,7 @@ class LocalWorkflowRunner:
         self.launcher = launcher
         self.copy_source = copy_source
         self.environ = {k: v for k, v in (os.environ if environ is None else environ).items()
-                        if k not in STRIPPED_ENV}
+                        if k not in STRIPPED_ENV and passes_to_jobs(k)}
         self._echo = echo or (lambda line: print(line, flush=True))
         self.grace = grace
         self.nodes: dict[str, JobNode] = {}
@@ -214,7 +229,8 @@ class LocalWorkflowRunner:
         self._dirs_lock = threading.Lock()
         self._lock = threading.Lock()
         self._collected: list[JobNode] = []  # finished jobs the loop has collected, in order
-        self._cancel = threading.Event()
+        self._cancel = Cancel()
+        self.interrupted = False  # Ctrl-C stopped the run (the CLI exits 130)
         self.state_file = self.run_dir / "state.json"
         self.workflow_file = str(Path(workflow.source).resolve()) if workflow.source else None
 
@@ -577,9 +593,10 @@ class LocalWorkflowRunner:
                 except KeyboardInterrupt:
                     # Inside the `with`: leaving it waits for the running jobs, which the event stops.
                     self._cancel.set()
-                    self.echo("interrupted: cancelling running jobs")
+                    self.interrupted = True
+                    self.echo("interrupted: cancelling running jobs (Ctrl-C again kills them at once)")
                     for future, node in running.items():
-                        future.result()
+                        self._wait_interrupted(future)
                         node.finished = time.time()
                         self._finish(node)
         finally:
@@ -589,6 +606,17 @@ class LocalWorkflowRunner:
                     node.reason = node.reason or "not started"
             self._save_state()
         return self._write_results(time.time() - start)
+
+    def _wait_interrupted(self, future: Future[None]) -> None:
+        """Wait for a job being cancelled; a second Ctrl-C skips the rest of its grace (SIGKILL now)."""
+        while True:
+            try:
+                future.result()
+                return
+            except KeyboardInterrupt:
+                if not self._cancel.kill_now.is_set():
+                    self.echo("interrupted again: killing running jobs now")
+                self._cancel.kill()
 
     def _check_var_conflicts(self, node: JobNode) -> None:
         """Two jobs setting one var to different values fail the run (as the coordinator does): no job

@@ -598,11 +598,15 @@ def parse_workflow_text(text: str, source: str = "<workflow>") -> Workflow:
     try:
         workflow = Workflow.model_validate(data, context={"defer_graph_check": True})
     except ValidationError as exc:
-        error = exc.errors()[0]
+        # A misspelt key first: "jobs: Field required" is what "jbos" causes, not what to fix.
+        error = next((e for e in exc.errors() if e["type"] == "extra_forbidden"), exc.errors()[0])
         loc = tuple(error["loc"])
         line = _line_for(marks, loc)
         field = ".".join(str(part) for part in loc) or None
-        message = error["msg"].removeprefix("Value error, ")
+        from runnerlib.suggest import unknown_key_message
+
+        message = unknown_key_message(error, Workflow.model_json_schema()) or \
+            error["msg"].removeprefix("Value error, ")
         raise WorkflowError(message, file=source, line=line, field=field) from None
     problem = graph_problem(workflow)
     if problem:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def test_add_mask_planted_in_an_artifact_cannot_hide_a_failure(ws: Path) -> None
     _skip_without_sandbox(text)
     assert code == 3, text
     table = text.rsplit("STEP", 1)[1]
-    assert "STATUS" in text and "broken  failed" in table and "job job: failed (exit 3)" in table, text
+    assert "STATUS" in text and "broken  failed" in table and "job inband: failed (exit 3)" in table, text
     assert "[broken] finished (exit 3) in" in text, text
     assert "attempt 1/2 failed (exit 3); retrying" in text, text
     summary_path = ws / "artifacts" / "logs" / "summary.json"
@@ -62,7 +63,7 @@ def test_add_mask_planted_in_an_artifact_cannot_hide_a_failure(ws: Path) -> None
                                                                   "broken": "failed"}
     assert summary["exit_code"] == 3
     # User parts are still masked with every registered value: the command line and the step's output.
-    after = text.split("==> [show] finished", 1)[1]
+    after = re.split(r"==> \S+ \[show\] finished", text, maxsplit=1)[1]
     assert MARKER not in after and "[broken] $ echo ***; ***" in after, text
     # Control: the values were registered, and masking the report whole (the old rule) hid runnerlib's words.
     assert runner.mask_text("broken  failed") == "broken  ***"

@@ -54,7 +54,7 @@ def _forging_job(target: Path | None = None) -> Job:
 def test_triggers_file_in_the_artifacts_is_refused(ws: Path) -> None:
     triggers = ws / "artifacts" / "triggers.json"
     code, text = _run(ws, _forging_job(triggers), environ={"REACTORCIDE_TRIGGERS_FILE": str(triggers)})
-    assert code == 2, text
+    assert code == 78, text
     assert ("config: triggers_file (from env REACTORCIDE_TRIGGERS_FILE): must lie where untrusted steps cannot "
             f"write, but it lies in {ws}/artifacts") in text, text
     assert not triggers.exists() and "deploy-prod" not in text and "published" not in text
@@ -79,13 +79,13 @@ def test_the_default_triggers_file_is_out_of_reach(ws: Path) -> None:
 @pytest.mark.parametrize("where", ["src/t.json", ".untrusted/t.json", "src/deep/er/t.json"])
 def test_triggers_file_in_the_source_trees_is_refused(ws: Path, where: str) -> None:
     code, text = _run(ws, _forging_job(), triggers_file=str(ws / where))
-    assert code == 2 and "triggers_file" in text and "untrusted steps can write" in text, text
+    assert code == 78 and "triggers_file" in text and "untrusted steps can write" in text, text
 
 
 @pytest.mark.parametrize("where", ["artifacts/work", "src/work", ""])
 def test_work_dir_in_or_around_an_untrusted_tree_is_refused(ws: Path, where: str) -> None:
     code, text = _run(ws, _forging_job(), work_dir=str(ws / where) if where else str(ws))
-    assert code == 2 and "config: work_dir" in text and "untrusted steps can write" in text, text
+    assert code == 78 and "config: work_dir" in text and "untrusted steps can write" in text, text
 
 
 def test_a_trusted_only_job_is_checked_too(ws: Path) -> None:
@@ -93,7 +93,7 @@ def test_a_trusted_only_job_is_checked_too(ws: Path) -> None:
     job = Job("trusted")
     job.add_step("a", "true")
     code, text = _run(ws, job, triggers_file=str(ws / "artifacts" / "t.json"))
-    assert code == 2 and "config: triggers_file" in text, text
+    assert code == 78 and "config: triggers_file" in text, text
     code, text = _run(ws, job)  # control: the default place
     assert code == 0, text
 
@@ -131,7 +131,7 @@ def test_root_refuses_a_directory_the_sandbox_uid_may_write(ws: Path) -> None:
     spool.mkdir()
     os.chown(spool, 65534, 65534)
     code, text = _run(ws, _forging_job(), triggers_file=str(spool / "t.json"))
-    assert code == 2 and f"uid 65534 may create {spool}/t.json" in text, text
+    assert code == 78 and f"uid 65534 may create {spool}/t.json" in text, text
     # Control: the same directory given to root is accepted.
     os.chown(spool, 0, 0)
     assert untrusted_reach(str(spool / "t.json"), trees=[], sandbox=(65534, 65534)) is None
@@ -218,7 +218,7 @@ def test_files_from_the_source_tree_are_refused(ws: Path, option: str) -> None:
     args = ["--config-file", str(ws / "src" / "x.yaml")] if option == "--config-file" else \
         ["--job", "steal", "--workflow-file", str(ws / "src" / ".reactorcide" / "workflows" / "ci.yaml")]
     r = _cli("run", *args, ws=ws)
-    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.returncode == 78, r.stdout + r.stderr
     assert f"{option} lies in {ws}/src".encode() in r.stderr and b"may not be trusted" in r.stderr, r.stderr
     assert not _stolen(ws)
     # Control: the same files from the CI tree are trusted configuration and run with the secret.
@@ -233,7 +233,7 @@ def test_a_config_file_from_the_artifacts_is_refused(ws: Path) -> None:
     (ws / "artifacts").mkdir()
     (ws / "artifacts" / "x.yaml").write_text("job_command: 'true'\n")
     r = _cli("run", "--config-file", str(ws / "artifacts" / "x.yaml"), ws=ws)
-    assert r.returncode == 2 and b"--config-file lies in" in r.stderr, r.stderr
+    assert r.returncode == 78 and b"--config-file lies in" in r.stderr, r.stderr
 
 
 def test_untrusted_flag_runs_a_source_tree_config_file_sandboxed(ws: Path) -> None:
@@ -286,7 +286,7 @@ def test_a_source_tree_file_sets_no_runner_setting_even_untrusted(ws: Path, sett
     (ws / "src" / "x.yaml").write_text(setting.format(ws=ws) + "\njob_command: 'true'\n")
     r = _cli("run", "--untrusted", "--config-file", str(ws / "src" / "x.yaml"), ws=ws)
     field = setting.split(":", 1)[0]
-    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.returncode == 78, r.stdout + r.stderr
     assert f"config: {field} (from {ws}/src/x.yaml:".encode() in r.stderr and b"may set only" in r.stderr, r.stderr
 
 

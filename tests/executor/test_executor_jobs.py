@@ -105,7 +105,7 @@ def test_job_file_mapping_form(ws: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [
-        ("steps:\n  - name: a\n    command: x\n    dependson: [b]\n", r":4: step 'a': dependson: Extra inputs"),
+        ("steps:\n  - name: a\n    command: x\n    dependson: [b]\n", r":4: step 'a': dependson: unknown key 'dependson' \(did you mean 'depends_on'\?\)"),
         ("steps:\n  - name: a\n    command: x\n    timeout: soon\n", r":4: step 'a': timeout"),
         ("steps:\n  a:\n    command: x\n  a:\n    command: y\n", r":4: duplicate key 'a'"),
         ("steps:\n  - name: a\n    command: x\n  - name: a\n    command: y\n", r":4\): duplicate step name"),

@@ -151,6 +151,7 @@ def _run_writes(monkeypatch, tmp_path: Path, writes: list[tuple[str, bytes]], of
     from runnerlib.execution import logs
 
     monkeypatch.setattr(logs, "OFFLOAD_MIN", offload_min)
+    monkeypatch.setattr(logs, "clock", lambda: "12:00:00")
     logs_dir = tmp_path / f"logs-{offload_min}-{fmt}"
     logs_dir.mkdir(parents=True)
     log = JobLog(io.BytesIO(), logs_dir=logs_dir, fmt=fmt)
@@ -178,7 +179,7 @@ def test_bulk_output_through_the_writer_thread_is_byte_identical(monkeypatch, tm
         unterminated = sum(not b"".join(d for s, d in writes if s == stream).endswith(b"\n")
                            for stream in ("stdout", "stderr"))
         assert len(step_log) == sum(len(d) for _, d in writes) + unterminated  # close() ends a partial line
-        assert console.endswith(b"==> after the step\n")
+        assert console.endswith(b"==> 12:00:00 after the step\n")
 
 
 def test_small_output_starts_no_thread_and_bulk_output_one() -> None:

@@ -141,7 +141,7 @@ def test_plugin_making_config_invalid_is_refused_before_running(ws: Path) -> Non
 
     rec = Recorder()
     runner, out = make_runner(ws, [Breaker(), rec], job_command="touch ran")
-    assert runner.run() == 2
+    assert runner.run() == 78
     assert b"source_url (from plugin breaker)" in out.getvalue()
     assert not (ws / "src" / "ran").exists()
     assert PluginPhase.PRE_EXECUTION not in phases(rec) and PluginPhase.CLEANUP in phases(rec)

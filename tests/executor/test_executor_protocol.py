@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -211,12 +212,12 @@ def test_untrusted_output_in_a_trusted_command_is_refused(ws: Path) -> None:
     assert r.returncode == 0 and marker.exists()
     marker.unlink()
     r = run_job_file(ws, INJECT.format(trust="untrusted", marker=marker))
-    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.returncode == 78, r.stdout + r.stderr
     err = (r.stdout + r.stderr).decode()
     assert "output of the untrusted step 'producer'" in err and "script injection" in err
     assert "$REACTORCIDE_UNTRUSTED_OUTPUT_PRODUCER_TITLE" in err
     assert not marker.exists()
-    assert b"==> [producer]" not in r.stdout  # refused before anything ran
+    assert not re.search(rb"==> \S+ \[producer\]", r.stdout)  # refused before anything ran
 
 
 def test_untrusted_output_in_a_trusted_env_value_is_refused() -> None:

@@ -156,7 +156,7 @@ steps:
 
 
 @pytest.mark.parametrize(("step", "rule"), [
-    ("retry: {max: 3, exit_code: [1]}", "job.yaml:4: step 's': retry.exit_code: Extra inputs are not permitted"),
+    ("retry: {max: 3, exit_code: [1]}", "job.yaml:4: step 's': retry.exit_code: unknown key 'exit_code' (did you mean 'exit_codes'?)"),
     ("retry: {max: 11}", "retry.max: Input should be less than or equal to 10"),
     ("retry: {max: 1, signals: [SIGNOPE]}", "unknown signal 'SIGNOPE'"),
     ("retry: {max: 1, exit_codes: [256]}", "exit code 256 is outside 0-255"),

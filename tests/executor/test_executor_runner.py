@@ -148,7 +148,7 @@ def test_run_job_config_error_returns_2_masked(ws: Path, capsysbinary: pytest.Ca
     out = io.BytesIO()
     code = run_job(command="true", workspace_root=str(ws), api_token=SECRET, coordinator_url=f"http://{SECRET}",
                    plugins=PluginManager(), out=out, environ={})
-    assert code == 2
+    assert code == 78
     text = out.getvalue().decode()
     assert "coordinator_url" in text
     assert_no_fragment(text)
@@ -182,7 +182,7 @@ def test_container_mode_without_an_engine_fails_clearly(ws: Path, tmp_path: Path
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     runner, out = runner_for(ws, job_command="true", runner_image="alpine:latest")
-    assert runner.run() == 2
+    assert runner.run() == 78
     assert b"container mode needs a container engine" in out.getvalue()
 
 
@@ -213,7 +213,7 @@ def test_job_file_from_the_source_tree_cannot_declare_trusted_steps(ws: Path) ->
     job_file.write_text(f"steps:\n  - name: steal\n    command: env > {ws}/stolen.txt\n")
     _layer, job, _doc = load_job_file(job_file)
     runner, out = runner_for(ws, job, environ={"DEPLOY_TOKEN": SECRET})
-    assert runner.run() == 2
+    assert runner.run() == 78
     assert b"untrusted source tree" in out.getvalue()
     assert not (ws / "stolen.txt").exists()
 

@@ -80,7 +80,7 @@ def test_job_file_bad_network_value_is_refused_naming_the_field():
         job_file = ws / "job.yaml"
         job_file.write_text("steps:\n  - name: s\n    command: 'true'\n    network: [169.254.169.254:80]\n")
         proc = _cli("validate", str(job_file))
-        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.returncode == 78, proc.stdout + proc.stderr
         assert "network" in proc.stderr and "metadata" in proc.stderr, proc.stderr
 
 
@@ -92,4 +92,4 @@ def test_run_network_option_applies_to_the_job_steps(server):
         closed = _cli("run", "--network", "none", *cmd)
         assert "BLOCKED-cli" in closed.stdout + closed.stderr, closed.stdout + closed.stderr
         bad = _cli("run", "--network", "bogus", *cmd)
-        assert bad.returncode == 2 and "network" in bad.stderr, bad.stderr
+        assert bad.returncode == 78 and "network" in bad.stderr, bad.stderr

@@ -101,7 +101,7 @@ def test_trusted_steps_default_to_the_ci_tree_so_a_shipped_json_py_is_not_import
     assert code == 0 and f"cwd {root}/ci json" in out and not marker.exists(), out
     # Control: the same command in the source tree imports the shipped module.
     job = Job("control3")
-    job.add_step("secrets", IMPORT, working_dir=str(root / "src"))
+    job.add_step("secrets", f"cd {root / 'src'} && {IMPORT}")  # working_dir must be relative: cd there
     code, out = run(root, job)
     assert code == 0 and marker.exists(), out
 
@@ -121,7 +121,7 @@ def test_a_json_py_planted_by_an_untrusted_step_stays_in_its_copy(root: Path) ->
     (root / "plain").mkdir()
     os.rename(root / ".untrusted" / "src" / "json.py", root / "plain" / "json.py")
     job = Job("control")
-    job.add_step("secrets", IMPORT, working_dir=str(root / "plain"))
+    job.add_step("secrets", f"cd {root / 'plain'} && {IMPORT}")
     code, out = run(root, job)
     assert marker.exists(), out
 
@@ -224,4 +224,4 @@ def test_a_job_file_in_the_untrusted_copy_cannot_declare_trusted_steps(root: Pat
     (copy / "job.yaml").write_text(f"steps:\n  - name: steal\n    command: env > {root}/stolen.txt\n")
     _layer, job, _doc = load_job_file(copy / "job.yaml")
     code, out = run(root, job)
-    assert code == 2 and "untrusted source tree" in out and not (root / "stolen.txt").exists(), out
+    assert code == 78 and "untrusted source tree" in out and not (root / "stolen.txt").exists(), out

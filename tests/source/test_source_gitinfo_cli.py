@@ -93,7 +93,7 @@ def test_cli_copy_and_code_dir(tmp_path) -> None:
 @pytest.mark.parametrize("code_dir", ["/job/../tmp/x", "/jobX", "~/x"])
 def test_cli_refuses_bad_code_dir_with_one_line(tmp_path, origin, code_dir) -> None:
     r = CliRunner().invoke(main, ["checkout", origin["url"], "--workspace-root", "/job", "--code-dir", code_dir])
-    assert r.exit_code == 2
+    assert r.exit_code == 78
     assert "code_dir:" in r.output
     assert len([line for line in r.output.splitlines() if line.startswith("runnerlib: error")]) == 1
 
@@ -103,14 +103,14 @@ def test_cli_error_with_credentials_is_masked(tmp_path, git_http) -> None:
     url = f"http://{server.user}:{server.password}@{base.split('://')[1]}/origin.git"
     r = CliRunner().invoke(main, ["checkout", url, "--ref", "no-such-ref", "--workspace-root", str(tmp_path / "job"),
                                   "--allow-insecure-transport"], env={"GIT_CONFIG_GLOBAL": "/dev/null"})
-    assert r.exit_code == 2
+    assert r.exit_code == 1  # a source failure, not a configuration error
     assert "no-such-ref" in r.output
     assert all(piece not in r.output for piece in fragments(server.password))
 
 
 def test_cli_cleanup_refuses_slash(tmp_path) -> None:
     r = CliRunner().invoke(main, ["cleanup", "--workspace-root", "/"])
-    assert r.exit_code == 2 and "workspace_root" in r.output
+    assert r.exit_code == 78 and "workspace_root" in r.output
 
 
 def test_cli_cleanup_never_follows_links(tmp_path) -> None:
@@ -166,5 +166,5 @@ def test_cli_checkout_tarball_and_limits(tmp_path) -> None:
     assert ok.exit_code == 0 and sorted(os.listdir(root / "src")) == [f"f{i}" for i in range(5)]
     r = CliRunner().invoke(main, ["checkout", str(archive), "--type", "tarball", "--max-entries", "3",
                                   "--workspace-root", str(root)])
-    assert r.exit_code == 2 and "more than 3 entries" in r.output
+    assert r.exit_code == 1 and "more than 3 entries" in r.output
     assert sorted(os.listdir(root / "src")) == [f"f{i}" for i in range(5)]  # the refused archive changed nothing

@@ -258,7 +258,7 @@ def test_cli_workflow_run_validate_list(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "workflow-output.json").exists()
     (wf_dir / "bad.yaml").write_text("name: x\njobs:\n  a: {command: x, timeout: never}\n")
     invalid = runner.invoke(main, ["workflow", "validate", "--dir", str(repo)])
-    assert invalid.exit_code == 1 and "bad.yaml:3: jobs.a.timeout" in invalid.stderr
+    assert invalid.exit_code == 78 and "bad.yaml:3: jobs.a.timeout" in invalid.stderr
 
 
 def test_cli_trigger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -273,7 +273,7 @@ def test_cli_trigger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert data["jobs"] == [{"job_name": "deploy", "depends_on": ["test"], "condition": "always",
                              "env": {"A": "1"}, "priority": 3, "timeout": 600}]
     bad = CliRunner().invoke(main, ["trigger", "deploy", "--env", "novalue"])
-    assert bad.exit_code == 2 and "NAME=VALUE" in bad.output
+    assert bad.exit_code == 78 and "NAME=VALUE" in bad.output
 
 
 def test_job_file_jobs_run_through_run_job() -> None:
