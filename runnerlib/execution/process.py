@@ -39,6 +39,7 @@ from typing import Any
 from runnerlib.execution.allocator import keep_large_buffers_on_heap
 from runnerlib.security import proctree
 from runnerlib.security.inband import AddMaskFilter
+from runnerlib.security.limits import StepLimits, describe_limit, limit_label
 from runnerlib.security.policy import PolicyError, SandboxPolicy
 from runnerlib.security.spawn import (
     REFUSED_EXIT,
@@ -86,6 +87,11 @@ class ProcessResult:
     refused: bool = False
     reason: str | None = None
     duration: float = 0.0
+    # Processes the step left running when its main process ended (or still running at a timeout or
+    # cancellation beyond the main process), all killed; 0 when none.
+    leftover_killed: int = 0
+    # The limit that ended the step (a StepLimits field name: memory, cpu_seconds, pids, file_size), or None.
+    limit_hit: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -176,6 +182,7 @@ def run_process(
     grace: float = DEFAULT_GRACE,
     name: str = "step",
     keep_output: bool = True,
+    limits: StepLimits | None = None,
 ) -> ProcessResult:
     """Run one step process and return its masked result (see the module docstring).
 
@@ -184,7 +191,8 @@ def run_process(
     from `env`; a trusted step gets `env` as is (default: this process's environment) and is sandboxed only
     when a `policy` is given. A step the sandbox cannot confine is refused: exit 126, `refused`, `reason`.
     `keep_output=False` leaves output/stdout/stderr empty (the job runner streams through `on_output` and
-    must not hold a step's gigabytes in memory).
+    must not hold a step's gigabytes in memory). `limits` (StepLimits) apply to the step; for a sandboxed
+    step they override the policy's own (untrusted defaults) one by one.
     """
     start = time.monotonic()
     keep_large_buffers_on_heap()  # READ_SIZE reads would otherwise page-fault fresh memory every time
@@ -200,7 +208,10 @@ def run_process(
     plan: SandboxPlan | None = None
     if policy is not None or not trusted:
         try:
-            plan = plan_sandbox(policy if policy is not None else SandboxPolicy.from_env())
+            policy = policy if policy is not None else SandboxPolicy.from_env()
+            if limits is not None:
+                policy = policy.with_(limits=limits.merged_over(policy.limits))
+            plan = plan_sandbox(policy)
         except (SandboxRefused, PolicyError) as exc:
             reason = mask(str(exc))
             log.error("%s: %s", name, reason)
@@ -213,7 +224,7 @@ def run_process(
             assert plan is not None
             step_env = build_untrusted_env(env or {}, registry=registry, tmpdir=plan.private_tmp)
         return _run(argv, step_env, cwd, timeout, grace, plan, registry, trusted, on_output, cancel_event,
-                    name, start, keep_output)
+                    name, start, keep_output, None if plan is not None else limits)
     finally:
         if plan is not None:
             plan.cleanup()
@@ -222,7 +233,8 @@ def run_process(
 def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float | None, grace: float,
          plan: SandboxPlan | None, registry: Any, trusted: bool,
          on_output: Callable[[str, bytes], object] | None, cancel_event: threading.Event | None,
-         name: str, start: float, keep_output: bool = True) -> ProcessResult:
+         name: str, start: float, keep_output: bool = True,
+         limits: StepLimits | None = None) -> ProcessResult:
     mask = registry.mask_text
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -233,7 +245,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
     ]
     try:
         try:
-            step = spawn(argv, env=env, cwd=cwd, plan=plan, stdout=out_w, stderr=err_w)
+            step = spawn(argv, env=env, cwd=cwd, plan=plan, stdout=out_w, stderr=err_w, limits=limits)
         finally:
             os.close(out_w)
             os.close(err_w)
@@ -242,7 +254,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
             s.close()
         raise ProcessError(mask(f"{name}: cannot start the step: {exc}")) from None
     try:
-        timed_out, cancelled = _pump(step, streams, timeout, grace, cancel_event, start, name)
+        timed_out, cancelled, swept = _pump(step, streams, timeout, grace, cancel_event, start, name)
     finally:
         for s in streams:
             s.close()
@@ -264,10 +276,18 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
         reason = "the step's supervisor vanished (fork server killed?)"
     else:
         code = step.exit_code
+    leftover = step.leftover if step.leftover is not None else swept
+    applied = (plan.plan.get("limits") if plan is not None else dict(limits.items()) if limits else None) or {}
+    limit_hit = _limit_hit(step, applied)
     if timed_out:
         code, reason = TIMEOUT_EXIT, reason or "timed out"
     elif cancelled:
         code, reason = CANCELLED_EXIT, reason or "cancelled"
+    elif limit_hit is not None:
+        reason = f"killed: {limit_label(limit_hit)} limit {describe_limit(limit_hit, applied[limit_hit])}"
+    if leftover:
+        reason = "; ".join(filter(None, [reason, f"killed leftover processes: {leftover}"]))
+        log.warning("%s: killed leftover processes: %d", name, leftover)
     return ProcessResult(
         exit_code=code,
         output=b"".join(combined).decode("utf-8", errors="replace"),
@@ -278,12 +298,36 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
         refused=refused,
         reason=reason,
         duration=time.monotonic() - start,
+        leftover_killed=leftover,
+        limit_hit=limit_hit,
     )
 
 
+# A process killed by one of these signals hit the limit: RLIMIT_CPU's soft limit, RLIMIT_FSIZE.
+_LIMIT_SIGNALS = {signal.SIGXCPU: "cpu_seconds", signal.SIGXFSZ: "file_size"}
+
+
+def _limit_hit(step: SpawnedStep, applied: Mapping[str, int]) -> str | None:
+    """The limit that ended the step, if one can be told: the main process (or, in a PID namespace, any
+    process) died of SIGXCPU / SIGXFSZ; a step past its cpu limit's grace gets SIGKILL."""
+    signals = set(step.signals)
+    if step.wait_status is not None and os.WIFSIGNALED(step.wait_status):
+        signals.add(os.WTERMSIG(step.wait_status))
+    for sig, limit in _LIMIT_SIGNALS.items():
+        if sig in signals and limit in applied:
+            return limit
+    return None
+
+
 def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grace: float,
-          cancel_event: threading.Event | None, start: float, name: str) -> tuple[bool, bool]:
-    """Read both pipes and the status pipe until all are closed, enforcing timeout and cancellation."""
+          cancel_event: threading.Event | None, start: float, name: str) -> tuple[bool, bool, int]:
+    """Read both pipes and the status pipe until all are closed, enforcing timeout and cancellation.
+
+    Returns (timed out, cancelled, processes killed beyond the main one). In a PID namespace the kernel
+    ends the step's processes with its init; without one, the step's process tree is swept again on
+    every turn until the supervisor reports it empty (a process forking as fast as it can may outrun one
+    /proc walk, not every walk).
+    """
     for s in streams:
         os.set_blocking(s.fd, False)
     os.set_blocking(step.status_fd, False)
@@ -296,7 +340,7 @@ def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grac
     timed_out = cancelled = False
     term_at: float | None = None
     killed = False
-    leftovers_killed = False
+    swept = 0
     status_open = True
     status_eof_at: float | None = None
 
@@ -319,16 +363,17 @@ def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grac
             log.warning("%s: still running after %.1f s of grace: SIGKILL", name, grace)
             step.kill_all()
             killed = True
-        if not running and not leftovers_killed:
-            # The main process is gone: kill what it left behind (they would hold the pipes open).
-            leftovers_killed = True
-            if step.kill_all():
-                log.info("%s: killed processes the step left running", name)
+        if not running and status_open:
+            # The main process is gone: kill what it left behind (they would hold the pipes open), again
+            # and again until the supervisor reports its subtree empty (it closes the status pipe then).
+            step.kill_all()
+            if term_at is None:
+                swept = len(step.killed)
         if not status_open and status_eof_at is not None and now - status_eof_at > 5.0:
             # The supervisor is gone and so is its subtree; nobody can still be writing. Stop waiting.
             break
 
-        wait = 1.0
+        wait = 1.0 if running or not status_open else 0.05
         if running:
             if deadline is not None and term_at is None:
                 wait = min(wait, max(deadline - now, 0.0))
@@ -353,7 +398,7 @@ def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grac
                 stream.read()
                 if not stream.open:
                     poller.unregister(fd)
-    return timed_out, cancelled
+    return timed_out, cancelled, swept
 
 
 # --- for trusted scripts ----------------------------------------------------------------------------------

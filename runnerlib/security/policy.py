@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from runnerlib.security.limits import UNTRUSTED_DEFAULTS, LimitError, StepLimits, limits_from_mapping
+
 NOBODY = 65534
 
 # What an ordinary build needs to read and execute. Deliberately not "/": in unprivileged mode the step
@@ -31,6 +33,10 @@ DEFAULT_READ_ONLY = (
 DEFAULT_WRITABLE_FILES = ("/dev/null", "/dev/zero", "/dev/full")
 
 BEST_EFFORT_ENV = "REACTORCIDE_SANDBOX_BEST_EFFORT"
+NAMESPACES_ENV = "REACTORCIDE_SANDBOX_NAMESPACES"
+# auto: the step's own PID/IPC/mount namespaces (private /proc, /dev/shm, /tmp) where the kernel allows them,
+# a sweep of its process tree otherwise; required: refuse the step where they are impossible; off: never.
+NAMESPACE_MODES = ("auto", "required", "off")
 
 
 class PolicyError(ValueError):
@@ -79,6 +85,10 @@ class SandboxPolicy:
     tmp_root: where private tmp directories are created.
     deny_network: no TCP via Landlock (ABI >= 4) and no AF_INET/AF_INET6/AF_PACKET sockets via seccomp.
     best_effort: run even when the kernel cannot enforce everything (each gap is logged); off by default.
+    namespaces: auto | required | off: the step's own PID, IPC and mount namespaces (its processes end
+      with it; a /proc showing only them; empty private /dev/shm and /tmp). See runnerlib.security.namespaces.
+    limits: resource limits (runnerlib.security.limits.StepLimits); untrusted steps default to
+      UNTRUSTED_DEFAULTS.
     """
 
     uid: int = NOBODY
@@ -92,6 +102,8 @@ class SandboxPolicy:
     deny_network: bool = False
     rlimits: Rlimits = field(default_factory=Rlimits)
     best_effort: bool = False
+    namespaces: str = "auto"
+    limits: StepLimits | None = UNTRUSTED_DEFAULTS
 
     def __post_init__(self) -> None:
         for name in ("uid", "gid"):
@@ -114,6 +126,13 @@ class SandboxPolicy:
             raise PolicyError("tmp_root", "must be an absolute path")
         if isinstance(self.rlimits, dict):
             object.__setattr__(self, "rlimits", Rlimits(**self.rlimits))
+        if self.namespaces not in NAMESPACE_MODES:
+            raise PolicyError("namespaces", f"{self.namespaces!r} must be one of {', '.join(NAMESPACE_MODES)}")
+        if isinstance(self.limits, dict):
+            try:
+                object.__setattr__(self, "limits", limits_from_mapping(self.limits))
+            except LimitError as exc:
+                raise PolicyError("limits", str(exc)) from None
         writable = self.read_write_paths + self.writable_files
         if self.private_tmp:
             writable += (os.path.normpath(self.tmp_root) + "/runnerlib-step-x",)
@@ -140,10 +159,13 @@ class SandboxPolicy:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SandboxPolicy:
-        """Default policy with best_effort taken from REACTORCIDE_SANDBOX_BEST_EFFORT (true/1/yes)."""
+        """Default policy with best_effort taken from REACTORCIDE_SANDBOX_BEST_EFFORT (true/1/yes) and
+        namespaces from REACTORCIDE_SANDBOX_NAMESPACES (auto/required/off)."""
         env: Mapping[str, str] = os.environ if environ is None else environ
         flag = env.get(BEST_EFFORT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
         overrides.setdefault("best_effort", flag)
+        if env.get(NAMESPACES_ENV, "").strip():
+            overrides.setdefault("namespaces", env[NAMESPACES_ENV].strip().lower())
         return cls(**overrides)
 
     def with_(self, **changes: Any) -> SandboxPolicy:
@@ -151,7 +173,9 @@ class SandboxPolicy:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["limits"] = self.limits.model_dump() if self.limits is not None else None
+        return out
 
     def describe(self) -> str:
         """Human-readable summary for --help and logs (one item per line)."""
@@ -172,6 +196,9 @@ class SandboxPolicy:
             "scoping: no signals to, and no abstract sockets of, processes outside the sandbox",
             f"network: {'denied (TCP via Landlock, inet sockets via seccomp)' if self.deny_network else 'allowed'}",
             f"rlimits: {limits}",
+            f"limits: {self.limits.describe() if self.limits is not None else 'none'}",
+            f"namespaces: {self.namespaces} (own PID/IPC/mount namespaces: its processes end with it, a /proc "
+            "of its own processes only, private /dev/shm and /tmp)",
             f"mode: {'best-effort (gaps are logged, not refused)' if self.best_effort else 'fail closed'}",
         ]
         return "\n".join(lines)

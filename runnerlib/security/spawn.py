@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import select
 import shutil
 import signal
@@ -43,7 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runnerlib.security import proctree
-from runnerlib.security.policy import BEST_EFFORT_ENV, SandboxPolicy
+from runnerlib.security.limits import StepLimits, describe_limit, mechanism, rlimits_for
+from runnerlib.security.policy import BEST_EFFORT_ENV, NAMESPACES_ENV, SandboxPolicy
 from runnerlib.security.probe import Capabilities, probe, runner_dumpable
 
 log = logging.getLogger("runnerlib.sandbox")
@@ -87,9 +89,22 @@ class SandboxPlan:
             if ll else "landlock: OFF",
             "seccomp: " + ("deny-list" + (" + inet sockets" if self.plan["seccomp"]["deny_network"] else "")
                            if self.plan.get("seccomp") else "OFF"),
+            "namespaces: " + ("pid+ipc+mount" + ("+user" if self.plan["ns"]["user"] else "")
+                              + " (private /proc, /dev/shm, /tmp; leftovers die with the namespace)"
+                              if self.plan.get("ns") else "OFF (leftovers swept from the step's process tree)"),
         ]
+        if self.plan.get("limits"):
+            parts.append("limits: " + ", ".join(f"{n}={describe_limit(n, v)}"
+                                                for n, v in self.plan["limits"].items()))
         parts += [f"best-effort gap: {n}" for n in self.notes]
         return "; ".join(parts)
+
+    def limit_mechanisms(self) -> list[tuple[str, str, str]]:
+        """(limit, value, mechanism) for each limit of the plan."""
+        user_ns = bool((self.plan.get("ns") or {}).get("user"))
+        return [(n, describe_limit(n, v), mechanism(n, by_cgroup=self.plan.get("cgroup_limits") or (),
+                                                    user_namespace=user_ns))
+                for n, v in (self.plan.get("limits") or {}).items()]
 
     def cleanup(self) -> None:
         """Remove the private tmp directory (and everything the step left in it)."""
@@ -174,6 +189,25 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
     if policy.deny_network and not (plan["seccomp"] or (plan["landlock"] or {}).get("deny_tcp")):
         missing.append("deny_network needs seccomp or Landlock ABI 4")
 
+    if policy.namespaces != "off":
+        if caps.step_namespaces:
+            granted = policy.read_only_paths + policy.read_write_paths + policy.writable_files
+            plan["ns"] = {"user": not caps.is_root, "proc": True, "shm": True, "tmp": True,
+                          "keep_under_tmp": [p for p in granted if p.startswith("/tmp/")],
+                          "tmpfs_size": policy.limits.memory if policy.limits is not None else None}
+        elif policy.namespaces == "required":
+            missing.append("the step's own PID and mount namespaces (processes ending with the step, private "
+                           f"/proc, /dev/shm and /tmp) are required ({NAMESPACES_ENV}=required) but impossible "
+                           f"here: {caps.step_namespaces_gap}")
+        else:
+            notes.append(f"no PID/mount namespaces here ({caps.step_namespaces_gap}): leftover processes are "
+                         "swept from the step's process tree; /proc, /dev/shm and /tmp are shared")
+    if policy.limits is not None:
+        rlimits, limit_notes = rlimits_for(policy.limits, hard_nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        plan["rlimits"].update(rlimits)
+        plan["limits"] = dict(policy.limits.items())
+        notes.extend(limit_notes)
+
     if missing:
         if not policy.best_effort:
             raise SandboxRefused(missing)
@@ -188,6 +222,8 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
             os.chown(tmp, policy.uid, policy.gid)
         os.chmod(tmp, 0o700)
         result.private_tmp = tmp
+        if plan.get("ns"):
+            plan["ns"]["keep_under_tmp"].append(tmp)
         if plan["landlock"]:
             plan["landlock"]["rw"].append(tmp)
     return result
@@ -337,6 +373,12 @@ class SpawnedStep:
     wait_status: int | None = None
     error: dict[str, Any] | None = None
     eof: bool = False
+    # From the step's PID namespace init: processes still alive when the main process exited (killed with
+    # the namespace), and the signals that ended any process it reaped. None without a namespace.
+    leftover: int | None = None
+    signals: list[int] = field(default_factory=list)
+    # Every process `kill_all` signalled beneath the supervisor (without a namespace: the leftover count).
+    killed: set[int] = field(default_factory=set)
     _buf: bytes = b""
 
     def read_events(self) -> None:
@@ -359,6 +401,8 @@ class SpawnedStep:
                 self.error = event
             elif kind == "exited":
                 self.wait_status = event["status"]
+                self.leftover = event.get("leftover")
+                self.signals = list(event.get("signals") or ())
 
     def wait_started(self, timeout: float = 30.0) -> None:
         """Block until the step has exec'd (pid known) or failed before exec."""
@@ -391,11 +435,14 @@ class SpawnedStep:
                 pass
 
     def kill_all(self) -> int:
-        """SIGKILL the step's group and everything beneath its supervisor (daemonised descendants too)."""
+        """SIGKILL the step's group and everything beneath its supervisor (daemonised descendants too).
+
+        Returns how many processes beneath the supervisor were signalled by this call; all of them are
+        added to `killed`."""
         self.signal_group(signal.SIGKILL)
         if self.supervisor is None:
             return 0
-        return proctree.kill_tree(self.supervisor, signal.SIGKILL)
+        return proctree.kill_tree(self.supervisor, signal.SIGKILL, seen=self.killed)
 
     def close(self) -> None:
         if self.status_fd >= 0:
@@ -404,11 +451,12 @@ class SpawnedStep:
 
 
 def spawn(argv: list[str], *, env: dict[str, str], cwd: str | None = None, plan: SandboxPlan | None = None,
-          stdin: int | None = None, stdout: int, stderr: int) -> SpawnedStep:
+          stdin: int | None = None, stdout: int, stderr: int, limits: StepLimits | None = None) -> SpawnedStep:
     """Start `argv` through the fork server (sandboxed when `plan` is given) and wait until it has exec'd.
 
     The caller keeps ownership of stdin/stdout/stderr (close your copies of the write ends afterwards).
     If the step fails before exec, the returned object has `.error` set ({"stage", "message", "code"}).
+    `limits` apply to a step without a plan (a trusted step's own limits); a plan carries its own.
     """
     if not argv or not all(isinstance(a, str) for a in argv):
         raise ValueError("argv must be a non-empty list of strings")
@@ -418,7 +466,10 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str | None = None, plan:
         if stdin is None:
             devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             stdin = devnull
-        request = {"argv": list(argv), "env": dict(env), "cwd": cwd, "plan": plan.plan if plan else None}
+        request: dict[str, Any] = {"argv": list(argv), "env": dict(env), "cwd": cwd,
+                                   "plan": plan.plan if plan else None}
+        if plan is None and limits is not None:
+            request["rlimits"] = rlimits_for(limits, hard_nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[1])[0]
         _server.send(request, [stdin, stdout, stderr, status_w])
     except BaseException:
         os.close(status_r)

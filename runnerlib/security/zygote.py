@@ -39,7 +39,7 @@ from typing import Any
 if __name__ == "__main__":  # run as a script under -I -S: make the package importable from its checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from runnerlib.security import proctree  # noqa: E402
+from runnerlib.security import namespaces, proctree  # noqa: E402
 from runnerlib.security.lowlevel import landlock, prctl, seccomp  # noqa: E402
 
 _FDS_PER_REQUEST = 4
@@ -106,16 +106,27 @@ def build_ruleset(plan: dict | None) -> landlock.Ruleset | None:
     return ruleset
 
 
+def _set_rlimits(rlimits: dict | None) -> None:
+    """setrlimit for each {name: value | [soft, hard]} (None: leave it); names as in RLIMIT_<NAME>."""
+    for name, value in (rlimits or {}).items():
+        if value is None:
+            continue
+        soft, hard = value if isinstance(value, list) else (value, value)
+        resource.setrlimit(getattr(resource, f"RLIMIT_{name.upper()}"), (soft, hard))
+
+
 def _apply_plan(plan: dict, supervisor: int, programs: dict[bool, bytes],
                 ruleset: landlock.Ruleset | None) -> None:
     """Apply a sandbox plan to this (single-threaded, about to exec) process. Raises _StepFailed."""
     stage = "rlimits"
     try:
-        for name, value in (plan.get("rlimits") or {}).items():
-            if value is None:
-                continue
-            which = getattr(resource, f"RLIMIT_{name.upper()}")
-            resource.setrlimit(which, (value, value))
+        _set_rlimits(plan.get("rlimits"))
+
+        if plan.get("cgroups"):
+            stage = "cgroup"  # before the uid switch: cgroup.procs belongs to root
+            for procs in plan["cgroups"]:
+                with open(procs, "w") as f:
+                    f.write("0")
 
         if plan.get("landlock") and ruleset is None:
             raise OSError(errno.EINVAL, "the plan asks for Landlock but no ruleset was built")
@@ -139,6 +150,11 @@ def _apply_plan(plan: dict, supervisor: int, programs: dict[bool, bytes],
             seccomp.set_no_new_privs()
 
         if ruleset is not None:
+            stage = "landlock (private mounts)"
+            # The private /proc, /dev/shm and /tmp are new inodes the server's rules do not name.
+            for path, writable in namespaces.private_mount_rules(plan.get("ns") or {}):
+                access = landlock.read_write_access if writable else landlock.read_only_access
+                ruleset.allow_path(path, access(plan["landlock"]["abi"]))
             stage = "landlock restrict_self"
             ruleset.restrict_self()
 
@@ -176,6 +192,8 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, b
         if plan is not None:
             _apply_plan(plan, supervisor, programs, ruleset)
         else:
+            stage = "rlimits"  # a trusted step's own limits (job file, --limit)
+            _set_rlimits(req.get("rlimits"))
             stage = "pdeathsig"
             prctl.prctl(prctl.PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != supervisor:
@@ -202,37 +220,104 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, b
         os._exit(int(report["code"]))
 
 
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            os.close(fd)
+            return data
+        data += chunk
+
+
+def _outer_pid_of_only_child(parent: int) -> int | None:
+    """The pid, as this (outer) /proc numbers it, of `parent`'s child: the step inside a PID namespace."""
+    try:
+        with open(f"/proc/{parent}/task/{parent}/children") as f:
+            pids = f.read().split()
+    except OSError:
+        pids = [str(pid) for pid, ppid in proctree.parent_map().items() if ppid == parent]
+    return int(pids[0]) if pids else None
+
+
+def _init(req: dict, stdio: list[int], err_w: int, report_w: int, programs: dict[bool, bytes],
+          ruleset: landlock.Ruleset | None) -> None:
+    """In init I, pid 1 of the step's namespace: private mounts, fork the step, reap, report. Never returns."""
+    code = 1
+    try:
+        prctl.prctl(prctl.PR_SET_PDEATHSIG, signal.SIGKILL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # as pid 1, an unhandled signal is simply not delivered
+        ns = req["plan"]["ns"]
+        try:
+            keep = list(ns.get("keep_under_tmp") or ()) + ([req["cwd"]] if req.get("cwd") else [])
+            namespaces.make_private_mounts(proc=ns["proc"], shm=ns["shm"], tmp=ns["tmp"], keep_under_tmp=keep,
+                                           tmpfs_size=ns.get("tmpfs_size"))
+        except OSError as exc:
+            os.write(err_w, json.dumps({"stage": "private mounts", "errno": exc.errno,
+                                        "message": str(exc.strerror or exc), "code": 126}).encode())
+            os._exit(126)
+        pid = os.fork()
+        if pid == 0:
+            os.close(report_w)
+            _exec_step(req, stdio, err_w, programs, ruleset)
+        os.close(err_w)
+        if ruleset is not None:
+            ruleset.close()
+        for fd in stdio:
+            os.close(fd)
+        namespaces.run_init(pid, report_w)
+        code = 0
+    finally:
+        os._exit(code)
+
+
 def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[bool, bytes],
                ruleset: landlock.Ruleset | None) -> None:
-    """In the supervisor S: subreaper for one step; fork it, report start/failure/exit, reap everything."""
+    """In the supervisor S: subreaper for one step; fork it, report start/failure/exit, reap everything.
+
+    With a namespace plan ("ns"), S forks the namespace's init, which forks the step: S's only child is then
+    init, and the step's exit status and leftover count come from init's report pipe.
+    """
     stdio, status = fds[:3], fds[3]
     prctl.prctl(prctl.PR_SET_CHILD_SUBREAPER, 1)
     prctl.prctl(prctl.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != zygote:
         os._exit(1)
     os.close(ctl)
+    ns = (req.get("plan") or {}).get("ns")
+    if ns:
+        try:
+            namespaces.unshare_step_namespaces(user=ns["user"])
+        except OSError as exc:
+            _send_event(status, {"event": "error", "stage": "namespaces", "errno": exc.errno,
+                                 "message": str(exc.strerror or exc), "code": 126})
+            _send_event(status, {"event": "exited", "status": 126 << 8})
+            os._exit(0)
     err_r, err_w = os.pipe()
+    report_r, report_w = os.pipe() if ns else (-1, -1)
     pid = os.fork()
     if pid == 0:
         os.close(err_r)
         os.close(status)
+        if ns:
+            os.close(report_r)
+            _init(req, stdio, err_w, report_w, programs, ruleset)
         _exec_step(req, stdio, err_w, programs, ruleset)
     os.close(err_w)
+    if ns:
+        os.close(report_w)
     if ruleset is not None:
         ruleset.close()
     for fd in stdio:
         os.close(fd)
-    data = b""
-    while True:
-        chunk = os.read(err_r, 65536)
-        if not chunk:
-            break
-        data += chunk
-    os.close(err_r)
+    data = _read_all(err_r)
     if data:
         _send_event(status, {"event": "error", **json.loads(data)})
     else:
-        _send_event(status, {"event": "started", "pid": pid, "supervisor": os.getpid()})
+        # Inside a namespace the step is init's child; the runner signals it by its outer pid. If it
+        # already exited and was reaped, init's pid stands in (a group kill of it then finds nothing).
+        step = (_outer_pid_of_only_child(pid) or pid) if ns else pid
+        _send_event(status, {"event": "started", "pid": step, "supervisor": os.getpid()})
     while True:
         try:
             reaped, wstatus = os.waitpid(-1, 0)
@@ -241,7 +326,12 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
         except InterruptedError:
             continue
         if reaped == pid:
-            _send_event(status, {"event": "exited", "status": wstatus})
+            event: dict[str, Any] = {"event": "exited", "status": wstatus}
+            if ns:
+                report = _read_all(report_r)
+                if report:  # init reported; empty when init was killed (timeout, cancel): then wstatus
+                    event.update(json.loads(report))
+            _send_event(status, event)
     os.close(status)
 
 
