@@ -120,7 +120,9 @@ def make_private_mounts(*, proc: bool, shm: bool, tmp: bool, keep_under_tmp: lis
                     kept.append((path, os.open(path, os.O_PATH | os.O_CLOEXEC)))
                 except FileNotFoundError:
                     continue
-            mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777" + size)
+            # 0755 and no Landlock grant: only the paths bound back are usable. A writable /tmp would make
+            # a protected path bound beneath it writable again (Landlock unions the grants along a path).
+            mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=16m")
             for path, fd in kept:
                 if os.path.isdir(f"/proc/self/fd/{fd}"):
                     os.makedirs(path, mode=0o755, exist_ok=True)
@@ -143,14 +145,13 @@ def _outermost(paths: list[str]) -> list[str]:
 
 
 def private_mount_rules(ns: dict) -> list[tuple[str, bool]]:
-    """(path, writable) Landlock rules the step adds for the mounts `make_private_mounts` made."""
+    """(path, writable) Landlock rules the step adds for the mounts `make_private_mounts` made: its /proc
+    (read-only) and its empty /dev/shm (writable). None for /tmp: see make_private_mounts."""
     rules: list[tuple[str, bool]] = []
     if ns.get("proc"):
         rules.append(("/proc", False))
     if ns.get("shm") and os.path.isdir("/dev/shm"):
         rules.append(("/dev/shm", True))
-    if ns.get("tmp"):
-        rules.append(("/tmp", True))
     return rules
 
 

@@ -192,7 +192,9 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
     if policy.namespaces != "off":
         if caps.step_namespaces:
             granted = policy.read_only_paths + policy.read_write_paths + policy.writable_files
-            plan["ns"] = {"user": not caps.is_root, "proc": True, "shm": True, "tmp": True,
+            # A writable /dev/shm would make a protected path beneath it writable (the policy's invariant).
+            shm = not any(p == "/dev/shm" or p.startswith("/dev/shm/") for p in policy.protected_paths)
+            plan["ns"] = {"user": not caps.is_root, "proc": True, "shm": shm, "tmp": True,
                           "keep_under_tmp": [p for p in granted if p.startswith("/tmp/")],
                           "tmpfs_size": policy.limits.memory if policy.limits is not None else None}
         elif policy.namespaces == "required":
