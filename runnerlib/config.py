@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from runnerlib.security.limits import StepLimits, coerce_limits
 from runnerlib.jobs import (
     Document,
     EnvNames,
@@ -121,6 +122,9 @@ class JobConfig(BaseModel):
     concurrency: int = Field(default_factory=_default_concurrency, ge=1, le=256,
                              description="Steps run at the same time, at most.")
     kill_grace: float = Field(10.0, ge=0, le=600, description="Seconds between SIGTERM and SIGKILL of a step.")
+    limits: StepLimits = Field(default_factory=StepLimits,
+                               description="Resource limits of every step (--limit NAME=VALUE, repeatable); a "
+                                           "step's own `limits:` win; untrusted steps get defaults for the rest.")
 
     # Output.
     log_level: LogLevel = "INFO"
@@ -133,6 +137,11 @@ class JobConfig(BaseModel):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("limits", mode="before")
+    @classmethod
+    def _limits(cls, value: Any) -> Any:
+        return coerce_limits(value)
 
     @field_validator("job_name")
     @classmethod

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from runnerlib.execution.conditions import Condition, ConditionError, parse_condition
+from runnerlib.security.limits import StepLimits, coerce_limits
 
 STEP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -66,6 +67,7 @@ class Step:
     allow_failure: bool = False
     # Where the step was defined (file:line), for error messages; None when built in Python.
     origin: str | None = None
+    limits: StepLimits | None = None
 
     @property
     def parsed_condition(self) -> Condition:
@@ -100,6 +102,13 @@ class StepSpec(BaseModel):
     trust: Trust = Field(default="trusted",
                          description="untrusted steps run sandboxed with no secrets and no socket.")
     allow_failure: bool = Field(default=False, description="A failure does not fail the job.")
+    limits: StepLimits | None = Field(default=None, description="Resource limits: pids, memory (512M, 1G), "
+                                                                "cpu_seconds, file_size, open_files.")
+
+    @field_validator("limits", mode="before")
+    @classmethod
+    def _limits(cls, value: Any) -> Any:
+        return coerce_limits(value)
 
     @field_validator("name")
     @classmethod
@@ -171,6 +180,7 @@ class Job:
         allow_failure: bool = False,
         *,
         origin: str | None = None,
+        limits: StepLimits | Mapping[str, Any] | None = None,
     ) -> Step:
         """Add a step; arguments are checked at once (duplicate names included), the DAG by `validate()`."""
         if name in self._steps:
@@ -180,10 +190,10 @@ class Job:
         try:
             spec = StepSpec(name=name, command=command, depends_on=deps, condition=condition,
                             timeout=timeout, retries=retries, env=dict(env or {}),
-                            working_dir=working_dir, trust=trust, allow_failure=allow_failure)
+                            working_dir=working_dir, trust=trust, allow_failure=allow_failure, limits=limits)
         except ValidationError as exc:
             raise JobDefinitionError(_format_validation(exc, prefix=f"step {name!r}", origin=origin)) from None
-        step = Step(**spec.model_dump(), origin=origin)
+        step = Step(**spec.model_dump(exclude={"limits"}), origin=origin, limits=spec.limits)
         self._steps[name] = step
         return step
 
@@ -423,4 +433,4 @@ def steps_from_data(job: Job, steps: Any, document: Document | None = None,
             label = value.get("name") if isinstance(value.get("name"), str) else str(sub[0])
             raise JobDefinitionError(_format_validation(
                 exc, prefix=f"step {label!r}", document=document, base=base + sub)) from None
-        job.add_step(**spec.model_dump(), origin=origin)
+        job.add_step(**spec.model_dump(exclude={"limits"}), origin=origin, limits=spec.limits)

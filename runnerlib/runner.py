@@ -477,11 +477,12 @@ class JobRunner:
                 self.log.event(f"refused: {reason}", step=step.name, level="error")
                 return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=reason)
         with self.log.step_output(step.name, attempt=attempt) as sink:
+            limits = step.limits.merged_over(self.config.limits) if step.limits else self.config.limits
             result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
                                  timeout=step.timeout, policy=policy, on_output=sink.write, cancel_event=cancel,
-                                 grace=self.config.kill_grace, name=step.name, keep_output=False)
+                                 grace=self.config.kill_grace, name=step.name, keep_output=False, limits=limits)
         status = "ok" if result.exit_code == 0 else f"exit {result.exit_code}"
-        if getattr(result, "reason", None) and result.exit_code != 0:
+        if getattr(result, "reason", None) and (result.exit_code != 0 or getattr(result, "leftover_killed", 0)):
             status += f": {result.reason}"
         self.log.event(f"finished ({status}) in {result.duration:.2f}s", step=step.name,
                        level="info" if result.exit_code == 0 else "warning")

@@ -278,16 +278,19 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
         code = step.exit_code
     leftover = step.leftover if step.leftover is not None else swept
     applied = (plan.plan.get("limits") if plan is not None else dict(limits.items()) if limits else None) or {}
-    limit_hit = _limit_hit(step, applied)
+    limit_hit = _limit_hit(step, applied, plan.cgroup if plan is not None else None)
     if timed_out:
         code, reason = TIMEOUT_EXIT, reason or "timed out"
     elif cancelled:
         code, reason = CANCELLED_EXIT, reason or "cancelled"
+    elif limit_hit == "pids":  # a refused fork kills nothing; the step may or may not have coped
+        if code != 0:
+            reason = f"pids limit {describe_limit('pids', applied['pids'])} reached (a fork was refused)"
     elif limit_hit is not None:
         reason = f"killed: {limit_label(limit_hit)} limit {describe_limit(limit_hit, applied[limit_hit])}"
     if leftover:
         reason = "; ".join(filter(None, [reason, f"killed leftover processes: {leftover}"]))
-        log.warning("%s: killed leftover processes: %d", name, leftover)
+        log.info("%s: killed leftover processes: %d", name, leftover)
     return ProcessResult(
         exit_code=code,
         output=b"".join(combined).decode("utf-8", errors="replace"),
@@ -307,15 +310,22 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
 _LIMIT_SIGNALS = {signal.SIGXCPU: "cpu_seconds", signal.SIGXFSZ: "file_size"}
 
 
-def _limit_hit(step: SpawnedStep, applied: Mapping[str, int]) -> str | None:
-    """The limit that ended the step, if one can be told: the main process (or, in a PID namespace, any
-    process) died of SIGXCPU / SIGXFSZ; a step past its cpu limit's grace gets SIGKILL."""
+def _limit_hit(step: SpawnedStep, applied: Mapping[str, int], cgroup: Any = None) -> str | None:
+    """The limit that ended the step, if one can be told: its cgroup recorded an OOM kill (memory) or a
+    refused fork (pids); the main process (or, in a PID namespace, any process) died of SIGXCPU / SIGXFSZ.
+    With RLIMIT_AS an allocation simply fails inside the step: that cannot be told from outside."""
+    if cgroup is not None and "memory" in applied and cgroup.memory_killed():
+        return "memory"
     signals = set(step.signals)
     if step.wait_status is not None and os.WIFSIGNALED(step.wait_status):
         signals.add(os.WTERMSIG(step.wait_status))
+    elif step.wait_status is not None and os.WEXITSTATUS(step.wait_status) > 128:
+        signals.add(os.WEXITSTATUS(step.wait_status) - 128)  # a shell passing on its child's death
     for sig, limit in _LIMIT_SIGNALS.items():
         if sig in signals and limit in applied:
             return limit
+    if cgroup is not None and "pids" in applied and cgroup.pids_refused():
+        return "pids"
     return None
 
 

@@ -132,15 +132,17 @@ UNTRUSTED_DEFAULTS = StepLimits(pids=4096, memory=8 << 30, cpu_seconds=3600, fil
 
 
 def parse_limit_options(options: Iterable[str], *, option: str = "--limit") -> StepLimits:
-    """`--limit NAME=VALUE` options (repeatable) as StepLimits; one clear error naming the option otherwise."""
+    """`--limit NAME=VALUE` options (repeatable) as StepLimits; one clear error naming the option otherwise
+    (`option=""` leaves the prefix to the caller, e.g. pydantic naming the field)."""
+    where = f"{option} " if option else ""
     values: dict[str, str] = {}
     for item in options:
         name, sep, value = str(item).partition("=")
         name = name.strip().replace("-", "_")
         if not sep or not value.strip():
-            raise LimitError(f"{option} {item!r}: must be NAME=VALUE, e.g. memory=512M")
+            raise LimitError(f"{where}{item!r}: must be NAME=VALUE, e.g. memory=512M")
         if name not in LIMIT_NAMES:
-            raise LimitError(f"{option} {item!r}: unknown limit {name!r} (known: {', '.join(LIMIT_NAMES)})")
+            raise LimitError(f"{where}{item!r}: unknown limit {name!r} (known: {', '.join(LIMIT_NAMES)})")
         values[name] = value.strip()
     return limits_from_mapping(values, where=option)
 
@@ -152,7 +154,8 @@ def limits_from_mapping(values: Mapping[str, Any] | None, *, where: str = "limit
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "?"
-        raise LimitError(f"{where} {field}: {err['msg'].removeprefix('Value error, ')}") from None
+        prefix = f"{where} " if where else ""
+        raise LimitError(f"{prefix}{field}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 # RLIMIT_CPU sends SIGXCPU at the soft limit (a step may catch it to save its work) and SIGKILL at the hard.
@@ -197,3 +200,17 @@ def mechanism(name: str, *, by_cgroup: Iterable[str] = (), user_namespace: bool 
         "file_size": "RLIMIT_FSIZE per process (SIGXFSZ)",
         "open_files": "RLIMIT_NOFILE per process",
     }[name]
+
+
+def coerce_limits(value: Any) -> Any:
+    """A `limits` value as written anywhere (a mapping, `--limit` items, "memory=512M,pids=256" from the
+    environment) as StepLimits; for pydantic before-validators (a LimitError is a ValueError)."""
+    if value is None or isinstance(value, StepLimits):
+        return value
+    if isinstance(value, str):
+        value = [item for item in value.split(",") if item.strip()]
+    if isinstance(value, list | tuple):
+        return parse_limit_options(value, option="")
+    if isinstance(value, Mapping):
+        return limits_from_mapping(value, where="")
+    raise LimitError(f"{value!r} must be a mapping such as {{pids: 256, memory: 512M}}")

@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from runnerlib.security import proctree
+from runnerlib.security import cgroups, proctree
 from runnerlib.security.limits import StepLimits, describe_limit, mechanism, rlimits_for
 from runnerlib.security.policy import BEST_EFFORT_ENV, NAMESPACES_ENV, SandboxPolicy
 from runnerlib.security.probe import Capabilities, probe, runner_dumpable
@@ -78,6 +78,7 @@ class SandboxPlan:
     plan: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     private_tmp: str | None = None
+    cgroup: cgroups.StepCgroup | None = None
 
     def describe(self) -> str:
         ll = self.plan.get("landlock")
@@ -107,10 +108,13 @@ class SandboxPlan:
                 for n, v in (self.plan.get("limits") or {}).items()]
 
     def cleanup(self) -> None:
-        """Remove the private tmp directory (and everything the step left in it)."""
+        """Remove the private tmp directory (and everything the step left in it) and the step's cgroups."""
         if self.private_tmp:
             shutil.rmtree(self.private_tmp, ignore_errors=True)
             self.private_tmp = None
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
 
 
 def _writable_by(path: str, uid: int, gid: int, limit: int = 100_000) -> str | None:
@@ -205,10 +209,9 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
             notes.append(f"no PID/mount namespaces here ({caps.step_namespaces_gap}): leftover processes are "
                          "swept from the step's process tree; /proc, /dev/shm and /tmp are shared")
     if policy.limits is not None:
-        rlimits, limit_notes = rlimits_for(policy.limits, hard_nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-        plan["rlimits"].update(rlimits)
         plan["limits"] = dict(policy.limits.items())
-        notes.extend(limit_notes)
+        plan["cgroup_limits"] = [c for c in cgroups.available() if c in plan["limits"]]
+        notes.extend(_limit_rlimits(plan, policy.limits))
 
     if missing:
         if not policy.best_effort:
@@ -218,6 +221,16 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
         notes.extend(missing)
 
     result = SandboxPlan(policy=policy, caps=caps, plan=plan, notes=notes)
+    if plan.get("cgroup_limits") and make_tmp:
+        limits = policy.limits or StepLimits()
+        result.cgroup = cgroups.StepCgroup.create(
+            limits.memory if "memory" in plan["cgroup_limits"] else None,
+            limits.pids if "pids" in plan["cgroup_limits"] else None)
+        made = result.cgroup.controllers if result.cgroup else []
+        if made != plan["cgroup_limits"]:  # could not make them all: rlimits for the others
+            plan["cgroup_limits"] = made
+            _limit_rlimits(plan, limits)
+        plan["cgroups"] = result.cgroup.procs_files() if result.cgroup else []
     if policy.private_tmp and make_tmp:
         tmp = tempfile.mkdtemp(prefix="runnerlib-step-", dir=policy.tmp_root)
         if caps.is_root:
@@ -229,6 +242,16 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
         if plan["landlock"]:
             plan["landlock"]["rw"].append(tmp)
     return result
+
+
+def _limit_rlimits(plan: dict[str, Any], limits: StepLimits) -> list[str]:
+    """Put the rlimits enforcing `limits` (those no cgroup of the plan enforces) into the plan; notes back."""
+    rlimits, notes = rlimits_for(limits, by_cgroup=plan.get("cgroup_limits") or (),
+                                 hard_nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    for name in ("as", "nproc"):
+        plan["rlimits"].pop(name, None)
+    plan["rlimits"].update(rlimits)
+    return notes
 
 
 class _ForkServer:
