@@ -66,14 +66,40 @@ def probe(as_json: bool) -> None:
     """Print the kernel capability matrix (Landlock ABI, seccomp, no_new_privs, user namespaces, root)."""
     from runnerlib.security.probe import probe as run_probe
 
-    caps = run_probe()
-    click.echo(json.dumps(caps.to_dict()) if as_json else caps.describe())
-
-
-def _policy(workspace: str, deny_network: bool, best_effort: bool):  # type: ignore[no-untyped-def]
     from runnerlib.security.policy import SandboxPolicy
 
-    return SandboxPolicy.for_workspace(workspace, deny_network=deny_network, best_effort=best_effort)
+    caps = run_probe()
+    mode = SandboxPolicy.from_env().namespaces
+    on = mode != "off" and caps.step_namespaces
+    if as_json:
+        click.echo(json.dumps({**caps.to_dict(), "namespaces_mode": mode, "namespaces_on": on}))
+        return
+    click.echo(caps.describe())
+    click.echo(f"untrusted steps' namespaces (private /proc, /dev/shm, /tmp; processes end with the step): "
+               f"{'ON' if on else 'OFF'} (mode {mode}, REACTORCIDE_SANDBOX_NAMESPACES=auto|required|off)")
+
+
+def _policy(workspace: str, deny_network: bool, best_effort: bool, namespaces: str | None = None,
+            limits: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    from runnerlib.security.limits import LimitError, parse_limit_options
+    from runnerlib.security.policy import SandboxPolicy
+
+    pol = SandboxPolicy.for_workspace(workspace, deny_network=deny_network, best_effort=best_effort,
+                                      namespaces=namespaces or SandboxPolicy.from_env().namespaces)
+    if limits:
+        try:
+            pol = pol.with_(limits=parse_limit_options(limits).merged_over(pol.limits))
+        except LimitError as exc:
+            raise click.BadParameter(str(exc), param_hint="--limit") from None
+    return pol
+
+
+_NAMESPACES_OPTION = click.option(
+    "--namespaces", type=click.Choice(["auto", "required", "off"]), default=None,
+    help="The step's own PID/IPC/mount namespaces: auto (default; env REACTORCIDE_SANDBOX_NAMESPACES), "
+         "required (refuse where impossible), off.")
+_LIMIT_OPTION = click.option("--limit", "limits", multiple=True, metavar="NAME=VALUE",
+                             help="A resource limit (pids, memory, cpu_seconds, file_size, open_files); repeatable.")
 
 
 @sandbox.command()
@@ -81,12 +107,16 @@ def _policy(workspace: str, deny_network: bool, best_effort: bool):  # type: ign
 @click.option("--deny-network", is_flag=True, help="No TCP and no inet sockets.")
 @click.option("--best-effort", is_flag=True, envvar="REACTORCIDE_SANDBOX_BEST_EFFORT",
               help="Run even where the kernel cannot enforce everything (gaps are logged).")
-def policy(workspace: str, deny_network: bool, best_effort: bool) -> None:
-    """Print the untrusted-step policy and how this machine would enforce it (or why it would refuse)."""
+@_NAMESPACES_OPTION
+@_LIMIT_OPTION
+def policy(workspace: str, deny_network: bool, best_effort: bool, namespaces: str | None,
+           limits: tuple[str, ...]) -> None:
+    """Print the untrusted-step policy and how this machine would enforce it (or why it would refuse),
+    including the mechanism behind each resource limit."""
     from runnerlib.security.probe import runner_dumpable
     from runnerlib.security.spawn import SandboxRefused, plan_sandbox
 
-    pol = _policy(workspace, deny_network, best_effort)
+    pol = _policy(workspace, deny_network, best_effort, namespaces, limits)
     click.echo(pol.describe())
     try:
         # The CLI process itself is dumpable; a runner is not (selfprotect), so judge as the runner would.
@@ -95,6 +125,10 @@ def policy(workspace: str, deny_network: bool, best_effort: bool) -> None:
         click.echo(f"on this machine: REFUSED: {exc}")
         sys.exit(1)
     click.echo(f"on this machine: {plan.describe()}")
+    for name, value, how in plan.limit_mechanisms():
+        click.echo(f"  limit {name} {value}: {how}")
+    for note in plan.notes:
+        click.echo(f"  note: {note}")
     if runner_dumpable():
         click.echo("(assuming the runner has called protect_runner(), which makes it non-dumpable)")
 
@@ -106,9 +140,11 @@ def policy(workspace: str, deny_network: bool, best_effort: bool) -> None:
 @click.option("--deny-network", is_flag=True, help="No TCP and no inet sockets.")
 @click.option("--best-effort", is_flag=True, envvar="REACTORCIDE_SANDBOX_BEST_EFFORT",
               help="Run even where the kernel cannot enforce everything (gaps are logged).")
+@_NAMESPACES_OPTION
+@_LIMIT_OPTION
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(workspace: str, cwd: str | None, timeout: float | None, deny_network: bool, best_effort: bool,
-          command: tuple[str, ...]) -> None:
+          namespaces: str | None, limits: tuple[str, ...], command: tuple[str, ...]) -> None:
     """Run COMMAND as an untrusted step (sandboxed, allow-listed environment, masked output).
 
     Exit status: the command's own, 124 on timeout, 126 when the sandbox refuses (the reason is printed).
@@ -121,7 +157,9 @@ def exec_(workspace: str, cwd: str | None, timeout: float | None, deny_network: 
         out.flush()
 
     result = run_untrusted(list(command), cwd=cwd or os.path.join(workspace, "src"), timeout=timeout,
-                           policy=_policy(workspace, deny_network, best_effort), on_output=forward)
-    if result.refused or (result.reason and result.exit_code in (126, 127)):
+                           policy=_policy(workspace, deny_network, best_effort, namespaces, limits),
+                           on_output=forward)
+    if result.refused or (result.reason and (result.exit_code in (126, 127) or result.limit_hit
+                                             or result.leftover_killed)):
         click.echo(f"runnerlib: {result.reason}", err=True)
     sys.exit(result.exit_code)

@@ -206,3 +206,36 @@ def test_namespaces_mode_from_the_environment():
     assert SandboxPolicy.from_env({"REACTORCIDE_SANDBOX_NAMESPACES": "required"}).namespaces == "required"
     with pytest.raises(PolicyError, match="namespaces"):
         SandboxPolicy.from_env({"REACTORCIDE_SANDBOX_NAMESPACES": "sometimes"})
+
+
+# --- CLI ------------------------------------------------------------------------------------------------------
+
+
+def _cli(*args: str, **env: str):
+    import subprocess
+    import sys
+
+    from sandbox_testlib import CHECKOUT
+
+    return subprocess.run([sys.executable, "-m", "runnerlib.cli", *args], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": CHECKOUT, **env}, timeout=120)
+
+
+def test_cli_probe_shows_namespaces_and_policy_the_limit_mechanisms(workspace):
+    probe_out = _cli("sandbox", "probe").stdout
+    assert "pid namespace" in probe_out and "private /proc" in probe_out and "private /dev/shm" in probe_out
+    assert "untrusted steps' namespaces" in probe_out
+    off = _cli("sandbox", "probe", REACTORCIDE_SANDBOX_NAMESPACES="off").stdout
+    assert "OFF (mode off" in off
+    out = _cli("sandbox", "policy", "--workspace", str(workspace.root), "--limit", "memory=512M",
+               "--limit", "pids=256").stdout
+    assert "limit memory 512 MiB: " in out and "limit pids 256: " in out and "limit cpu_seconds" in out
+    bad = _cli("sandbox", "policy", "--workspace", str(workspace.root), "--limit", "memory=5x")
+    assert bad.returncode == 2 and "--limit memory: '5x' is not a size" in bad.stderr
+
+
+@needs_landlock
+def test_cli_exec_reports_the_limit(workspace):
+    done = _cli("sandbox", "exec", "--workspace", str(workspace.root), "--limit", "cpu_seconds=1", "--",
+                STEP_PYTHON, "-c", "while True: pass")
+    assert done.returncode == 128 + 24 and "killed: cpu limit 1 s" in done.stderr, done
