@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 # the unprivileged uid that untrusted steps and the non-root tests use.
 PY=/usr/bin/python3
 need=()
-for pkg in python3 python3-venv python3-dev gcc make libcap-dev git mercurial subversion tar gzip bzip2 xz-utils; do
+# bubblewrap: the peer bench/bench_spawn.py measures the sandboxed spawn against.
+for pkg in python3 python3-venv python3-dev gcc make libcap-dev git mercurial subversion tar gzip bzip2 xz-utils \
+           bubblewrap; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
