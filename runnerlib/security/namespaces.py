@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
 import signal
 
@@ -47,6 +46,7 @@ MS_SLAVE = 1 << 19
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 
 
@@ -59,6 +59,33 @@ def _check(ret: int, what: str) -> None:
 def unshare(flags: int) -> None:
     """unshare(2); raises OSError."""
     _check(_libc.unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int) -> None:
+    """setns(2); raises OSError."""
+    _check(_libc.setns(fd, nstype), "setns")
+
+
+def own_namespaces() -> dict[int, int] | None:
+    """As root: {CLONE_NEWPID: fd, CLONE_NEWIPC: fd} of this process's own namespaces, so that the fork
+    server can give one child new ones and come back (`return_to`); None when not root."""
+    if os.geteuid() != 0:
+        return None
+    return {CLONE_NEWPID: os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC),
+            CLONE_NEWIPC: os.open("/proc/self/ns/ipc", os.O_RDONLY | os.O_CLOEXEC)}
+
+
+def return_to(own: dict[int, int]) -> None:
+    """Undo `unshare(CLONE_NEWPID | CLONE_NEWIPC)` in the fork server after forking: its next children
+    are born in its own PID namespace again, and it is back in its own IPC namespace."""
+    for nstype, fd in own.items():
+        setns(fd, nstype)
+
+
+def outer_pid() -> int:
+    """This process's pid as the runner's /proc numbers it (read before the private /proc is mounted; in
+    its own PID namespace getpid() says 1)."""
+    return int(os.readlink("/proc/self"))
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
@@ -155,9 +182,9 @@ def private_mount_rules(ns: dict) -> list[tuple[str, bool]]:
     return rules
 
 
-def run_init(step: int, report_fd: int) -> None:
-    """Pid 1 of the step's namespace: reap everything; when `step` exits, write {"status", "leftover",
-    "signals"} to `report_fd` and return (the caller exits, and the kernel kills what is left).
+def run_init(step: int) -> dict:
+    """Pid 1 of the step's namespace: reap everything; when `step` exits, return {"status", "leftover",
+    "signals"} (the caller reports it and exits, and the kernel kills what is left).
 
     `leftover` counts the processes still alive when the main process exited; they are killed with
     kill(-1, SIGKILL) first, which from a namespace's init reaches exactly that namespace, and which a
@@ -189,7 +216,4 @@ def run_init(step: int, report_fd: int) -> None:
         except OSError as exc:
             if exc.errno != errno.ESRCH:
                 raise
-    try:
-        os.write(report_fd, json.dumps({"status": status, "leftover": leftover, "signals": sorted(signals)}).encode())
-    except OSError:
-        pass
+    return {"status": status, "leftover": leftover, "signals": sorted(signals)}

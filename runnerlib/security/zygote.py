@@ -34,6 +34,7 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from typing import Any
 
 if __name__ == "__main__":  # run as a script under -I -S: make the package importable from its checkout
@@ -230,31 +231,46 @@ def _read_all(fd: int) -> bytes:
         data += chunk
 
 
-def _outer_pid_of_only_child(parent: int) -> int | None:
-    """The pid, as this (outer) /proc numbers it, of `parent`'s child: the step inside a PID namespace."""
+def _outer_pid_of_only_child(parent: int, proc_dir: str | int = "/proc") -> int | None:
+    """The pid, as the runner's /proc numbers it, of `parent`'s child: the step inside a PID namespace.
+    `proc_dir`: the runner's /proc, or a descriptor of it kept from before a private /proc was mounted."""
     try:
-        with open(f"/proc/{parent}/task/{parent}/children") as f:
-            pids = f.read().split()
+        fd = os.open(f"{parent}/task/{parent}/children", os.O_RDONLY,
+                     dir_fd=proc_dir if isinstance(proc_dir, int) else None) if isinstance(proc_dir, int) \
+            else os.open(f"{proc_dir}/{parent}/task/{parent}/children", os.O_RDONLY)
+        try:
+            pids = os.read(fd, 4096).split()
+        finally:
+            os.close(fd)
     except OSError:
-        pids = [str(pid) for pid, ppid in proctree.parent_map().items() if ppid == parent]
+        pids = [str(pid).encode() for pid, ppid in proctree.parent_map().items() if ppid == parent]
     return int(pids[0]) if pids else None
+
+
+def _private_mounts(req: dict) -> dict | None:
+    """The step's own /proc, /dev/shm and /tmp (see namespaces.make_private_mounts); None, or the error
+    report that refuses the step."""
+    ns = req["plan"]["ns"]
+    try:
+        keep = list(ns.get("keep_under_tmp") or ()) + ([req["cwd"]] if req.get("cwd") else [])
+        namespaces.make_private_mounts(proc=ns["proc"], shm=ns["shm"], tmp=ns["tmp"], keep_under_tmp=keep,
+                                       tmpfs_size=ns.get("tmpfs_size"))
+    except OSError as exc:
+        return {"stage": "private mounts", "errno": exc.errno, "message": str(exc.strerror or exc), "code": 126}
+    return None
 
 
 def _init(req: dict, stdio: list[int], err_w: int, report_w: int, programs: dict[bool, bytes],
           ruleset: landlock.Ruleset | None) -> None:
-    """In init I, pid 1 of the step's namespace: private mounts, fork the step, reap, report. Never returns."""
+    """In init I, pid 1 of the step's namespace (unprivileged runner: beneath the supervisor, which made
+    the user namespace): private mounts, fork the step, reap, report. Never returns."""
     code = 1
     try:
         prctl.prctl(prctl.PR_SET_PDEATHSIG, signal.SIGKILL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # as pid 1, an unhandled signal is simply not delivered
-        ns = req["plan"]["ns"]
-        try:
-            keep = list(ns.get("keep_under_tmp") or ()) + ([req["cwd"]] if req.get("cwd") else [])
-            namespaces.make_private_mounts(proc=ns["proc"], shm=ns["shm"], tmp=ns["tmp"], keep_under_tmp=keep,
-                                           tmpfs_size=ns.get("tmpfs_size"))
-        except OSError as exc:
-            os.write(err_w, json.dumps({"stage": "private mounts", "errno": exc.errno,
-                                        "message": str(exc.strerror or exc), "code": 126}).encode())
+        failed = _private_mounts(req)
+        if failed is not None:
+            os.write(err_w, json.dumps(failed).encode())
             os._exit(126)
         pid = os.fork()
         if pid == 0:
@@ -265,25 +281,51 @@ def _init(req: dict, stdio: list[int], err_w: int, report_w: int, programs: dict
             ruleset.close()
         for fd in stdio:
             os.close(fd)
-        namespaces.run_init(pid, report_w)
+        os.write(report_w, json.dumps(namespaces.run_init(pid)).encode())
         code = 0
     finally:
         os._exit(code)
 
 
+def _start_step(req: dict, stdio: list[int], status: int, programs: dict[bool, bytes],
+                ruleset: landlock.Ruleset | None, child: Callable[[int], None]) -> tuple[int, int]:
+    """Fork `child(err_w)` (which never returns), wait until the step exec'd or failed, report that.
+    Returns (pid of the child, step pid to report); the caller reports the exit."""
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(err_r)
+        os.close(status)
+        child(err_w)
+    os.close(err_w)
+    if ruleset is not None:
+        ruleset.close()
+    for fd in stdio:
+        os.close(fd)
+    data = _read_all(err_r)
+    if data:
+        _send_event(status, {"event": "error", **json.loads(data)})
+    return pid, not data
+
+
 def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[bool, bytes],
-               ruleset: landlock.Ruleset | None) -> None:
+               ruleset: landlock.Ruleset | None, as_init: bool = False) -> None:
     """In the supervisor S: subreaper for one step; fork it, report start/failure/exit, reap everything.
 
-    With a namespace plan ("ns"), S forks the namespace's init, which forks the step: S's only child is then
-    init, and the step's exit status and leftover count come from init's report pipe.
+    Namespace plans ("ns"): as root the server forked S as pid 1 of the step's new PID and IPC namespaces
+    (`as_init`): S makes the private mounts, forks the step and is its init. Unprivileged, S makes a user
+    namespace with PID and IPC namespaces inside, forks their init I, which forks the step; the step's
+    exit status and leftover count then come from I's report pipe.
     """
     stdio, status = fds[:3], fds[3]
     prctl.prctl(prctl.PR_SET_CHILD_SUBREAPER, 1)
     prctl.prctl(prctl.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != zygote:
+    if os.getppid() != (0 if as_init else zygote):  # an init's parent lies outside its namespace: 0
         os._exit(1)
     os.close(ctl)
+    if as_init:
+        _supervise_as_init(req, stdio, status, programs, ruleset)
+        return
     ns = (req.get("plan") or {}).get("ns")
     if ns:
         try:
@@ -293,27 +335,18 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
                                  "message": str(exc.strerror or exc), "code": 126})
             _send_event(status, {"event": "exited", "status": 126 << 8})
             os._exit(0)
-    err_r, err_w = os.pipe()
     report_r, report_w = os.pipe() if ns else (-1, -1)
-    pid = os.fork()
-    if pid == 0:
-        os.close(err_r)
-        os.close(status)
+
+    def child(err_w: int) -> None:
         if ns:
             os.close(report_r)
             _init(req, stdio, err_w, report_w, programs, ruleset)
         _exec_step(req, stdio, err_w, programs, ruleset)
-    os.close(err_w)
+
+    pid, started = _start_step(req, stdio, status, programs, ruleset, child)
     if ns:
         os.close(report_w)
-    if ruleset is not None:
-        ruleset.close()
-    for fd in stdio:
-        os.close(fd)
-    data = _read_all(err_r)
-    if data:
-        _send_event(status, {"event": "error", **json.loads(data)})
-    else:
+    if started:
         # Inside a namespace the step is init's child; the runner signals it by its outer pid. If it
         # already exited and was reaped, init's pid stands in (a group kill of it then finds nothing).
         step = (_outer_pid_of_only_child(pid) or pid) if ns else pid
@@ -332,6 +365,29 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
                 if report:  # init reported; empty when init was killed (timeout, cancel): then wstatus
                     event.update(json.loads(report))
             _send_event(status, event)
+    os.close(status)
+
+
+def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[bool, bytes],
+                       ruleset: landlock.Ruleset | None) -> None:
+    """S as pid 1 of the step's namespaces (root): one process fewer on the path than init beneath S."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as pid 1, an unhandled signal is simply not delivered
+    me = namespaces.outer_pid()
+    outer_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # the runner's, for pids
+    failed = _private_mounts(req)
+    if failed is not None:
+        _send_event(status, {"event": "error", **failed})
+        _send_event(status, {"event": "exited", "status": 126 << 8})
+        return
+    pid, started = _start_step(req, stdio, status, programs, ruleset,
+                               lambda err_w: _exec_step(req, stdio, err_w, programs, ruleset))
+    if started:
+        step = _outer_pid_of_only_child(me, outer_proc) or me
+        _send_event(status, {"event": "started", "pid": step, "supervisor": me})
+    os.close(outer_proc)
+    # Reported before this init exits: the kernel's teardown of the namespaces need not delay the runner,
+    # and nothing in them runs any more (every leftover has SIGKILL pending; none can fork).
+    _send_event(status, {"event": "exited", **namespaces.run_init(pid)})
     os.close(status)
 
 
@@ -356,6 +412,7 @@ def serve(ctl_fd: int) -> None:
     except OSError:
         pass  # unsupported architecture: a plan asking for seccomp fails closed in _apply_plan
     me = os.getpid()
+    own_ns = namespaces.own_namespaces()  # as root: where to come back to after forking a step's init
     # Forked children live for a few hundred microseconds before exec: no collector runs, and freezing
     # the start-up objects keeps their pages shared (no copy-on-write from reference-count or GC scans).
     gc.disable()
@@ -388,14 +445,29 @@ def serve(ctl_fd: int) -> None:
             for fd in fds:
                 os.close(fd)
             continue
-        pid = os.fork()
+        ns = (req.get("plan") or {}).get("ns")
+        as_init = bool(ns) and not ns.get("user") and own_ns is not None
+        try:
+            if as_init:
+                namespaces.unshare(namespaces.CLONE_NEWPID | namespaces.CLONE_NEWIPC)
+            pid = os.fork()
+        except OSError as exc:
+            as_init = own_ns is not None
+            _send_event(fds[3], {"event": "error", "stage": "namespaces", "errno": exc.errno,
+                                 "message": str(exc.strerror or exc), "code": 126})
+            pid = -1
         if pid == 0:
             code = 1
             try:
-                _supervise(req, fds, sock.fileno(), me, programs, ruleset)
+                _supervise(req, fds, sock.fileno(), me, programs, ruleset, as_init)
                 code = 0
             finally:
                 os._exit(code)
+        if as_init:
+            try:
+                namespaces.return_to(own_ns)  # type: ignore[arg-type]
+            except OSError:
+                break  # never spawn another step from namespaces that are not the server's own
         if ruleset is not None:
             ruleset.close()
         for fd in fds:

@@ -39,8 +39,14 @@ marker, pidfile, linger = sys.argv[1], sys.argv[2], float(sys.argv[3])
 if os.fork() == 0:
     os.setsid()
     while True:
-        if os.fork() != 0:
-            os._exit(0)
+        try:
+            if os.fork() != 0:
+                os._exit(0)
+        except OSError as exc:
+            with open(pidfile + ".err", "a") as f:
+                f.write(repr(exc) + "\n")
+            time.sleep(0.05)
+            continue
         with open(pidfile, "w") as f:
             f.write(str(os.getpid()))
         time.sleep(0.005)
