@@ -10,7 +10,11 @@ Guarantees, for trusted and untrusted steps alike:
   * timeout / cancellation: SIGTERM to the group and the subtree, `grace` seconds, then SIGKILL to the group
     and to every descendant (daemons included); exit 124 on timeout, 143 on cancellation;
   * when the step's main process exits, whatever it left running is killed (GitLab and Buildkite do the
-    same with the process group; here it includes processes that left the group);
+    same with the process group; here it includes processes that left the group): by the kernel with the
+    step's PID namespace (untrusted steps, where the kernel allows it), else by sweeping the supervisor's
+    subtree until it is empty; `leftover_killed` counts them and `reason` says `killed leftover processes: N`;
+  * limits (StepLimits) apply to trusted steps when given and to untrusted ones always (defaults for the
+    rest); a limit that ended the step is named in `limit_hit` and `reason` (`killed: memory limit 512 MiB`);
   * the command line logged, the `reason` and every exception text are masked.
 
 Example::
