@@ -25,9 +25,11 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import queue
 import resource
 import select
 import shutil
@@ -107,14 +109,53 @@ class SandboxPlan:
                                                     user_namespace=user_ns))
                 for n, v in (self.plan.get("limits") or {}).items()]
 
-    def cleanup(self) -> None:
-        """Remove the private tmp directory (and everything the step left in it) and the step's cgroups."""
+    def cleanup(self, wait: bool = False) -> None:
+        """Remove the step's cgroups, and its private tmp directory with everything the step left in it (in
+        the background unless `wait`; whatever is pending is removed before the process exits)."""
         if self.private_tmp:
-            shutil.rmtree(self.private_tmp, ignore_errors=True)
+            if wait:
+                shutil.rmtree(self.private_tmp, ignore_errors=True)
+            else:
+                _remover.remove(self.private_tmp)
             self.private_tmp = None
         if self.cgroup is not None:
             self.cgroup.remove()
             self.cgroup = None
+
+
+class _Remover:
+    """Removes private tmp directories in a thread of its own: on this machine's ext4 one rmdir took 3.7 ms
+    (a mkdir 0.1 ms), a quarter of a sandboxed step's whole start-to-end time, which the runner need not wait
+    for. Nothing the step left there is read by anyone; it only has to go. Drained at exit."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def remove(self, path: str) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="runnerlib-tmp-remover", daemon=True)
+                self._thread.start()
+        self._queue.put(path)
+
+    def _run(self) -> None:
+        while True:
+            path = self._queue.get()
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            finally:
+                self._queue.task_done()
+
+    def drain(self) -> None:
+        """Wait until every queued directory is gone (at exit, and for tests)."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.join()
+
+
+_remover = _Remover()
+atexit.register(lambda: _remover.drain())  # the current one (a forked child gets its own)
 
 
 def _writable_by(path: str, uid: int, gid: int, limit: int = 100_000) -> str | None:
@@ -357,11 +398,12 @@ _server = _ForkServer()
 def _forget_server_in_child() -> None:
     # A forked copy of the runner (multiprocessing, a plugin) must not share the parent's socket to the
     # server: requests from two processes would interleave. It starts its own server if it spawns.
-    global _server
+    global _server, _remover
     for sock in (_server._sock, _server._pending):
         if sock is not None:
             sock.close()
     _server = _ForkServer()
+    _remover = _Remover()  # the parent's thread is not in the child; its queue is the parent's to finish
 
 
 os.register_at_fork(after_in_child=_forget_server_in_child)

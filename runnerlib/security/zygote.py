@@ -126,8 +126,11 @@ def _apply_plan(plan: dict, supervisor: int, programs: dict[bool, bytes],
         if plan.get("cgroups"):
             stage = "cgroup"  # before the uid switch: cgroup.procs belongs to root
             for procs in plan["cgroups"]:
-                with open(procs, "w") as f:
-                    f.write("0")
+                fd = os.open(procs, os.O_WRONLY)
+                try:
+                    os.write(fd, b"0")
+                finally:
+                    os.close(fd)
 
         if plan.get("landlock") and ruleset is None:
             raise OSError(errno.EINVAL, "the plan asks for Landlock but no ruleset was built")
