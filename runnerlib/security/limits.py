@@ -122,7 +122,11 @@ class StepLimits(BaseModel):
         return StepLimits(**{**base.model_dump(), **self.model_dump(exclude_none=True)})
 
     def describe(self) -> str:
+        """`pids=256, memory=512 MiB` (or `none`)."""
         return ", ".join(f"{n}={describe_limit(n, v)}" for n, v in self.items()) or "none"
+
+    def __str__(self) -> str:  # how `runnerlib config` and messages show it
+        return self.describe()
 
 
 # What an untrusted step gets unless it (or --limit) says otherwise: generous for a build, small enough that
