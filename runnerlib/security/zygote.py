@@ -17,6 +17,12 @@ plan and execs. S reports on the request's status pipe, one JSON object per line
 and exits when its subtree is empty. When the runner's end of the socket closes (the runner died), the
 server kills its whole subtree and exits.
 
+A plan with "ns" (an untrusted step's own PID, IPC and mount namespaces, `runnerlib.security.namespaces`):
+as root the server unshares CLONE_NEWPID|CLONE_NEWIPC, forks S (pid 1 of the new namespaces) and setns()es
+back to its own; S makes the private mounts, forks the step and is its init. Unprivileged, S makes a user
+namespace with the PID and IPC namespaces inside and forks their init, which forks the step. Either way
+the "exited" event also carries "leftover" (processes killed with the namespace) and "signals".
+
 Request on the socket: 4-byte big-endian length with SCM_RIGHTS [stdin, stdout, stderr, status], then a
 JSON body {"argv": [...], "env": {...}, "cwd": str|null, "plan": {...}|null}.
 """
@@ -234,18 +240,17 @@ def _read_all(fd: int) -> bytes:
         data += chunk
 
 
-def _outer_pid_of_only_child(parent: int, proc_dir: str | int = "/proc") -> int | None:
+def _outer_pid_of_only_child(parent: int, proc_dir: int | None = None) -> int | None:
     """The pid, as the runner's /proc numbers it, of `parent`'s child: the step inside a PID namespace.
-    `proc_dir`: the runner's /proc, or a descriptor of it kept from before a private /proc was mounted."""
+    `proc_dir`: a descriptor of the runner's /proc kept from before a private /proc was mounted."""
     try:
-        fd = os.open(f"{parent}/task/{parent}/children", os.O_RDONLY,
-                     dir_fd=proc_dir if isinstance(proc_dir, int) else None) if isinstance(proc_dir, int) \
-            else os.open(f"{proc_dir}/{parent}/task/{parent}/children", os.O_RDONLY)
+        fd = os.open(f"{parent}/task/{parent}/children" if proc_dir is not None
+                     else f"/proc/{parent}/task/{parent}/children", os.O_RDONLY, dir_fd=proc_dir)
         try:
             pids = os.read(fd, 4096).split()
         finally:
             os.close(fd)
-    except OSError:
+    except OSError:  # no CONFIG_PROC_CHILDREN: walk /proc
         pids = [str(pid).encode() for pid, ppid in proctree.parent_map().items() if ppid == parent]
     return int(pids[0]) if pids else None
 
@@ -290,10 +295,10 @@ def _init(req: dict, stdio: list[int], err_w: int, report_w: int, programs: dict
         os._exit(code)
 
 
-def _start_step(req: dict, stdio: list[int], status: int, programs: dict[bool, bytes],
-                ruleset: landlock.Ruleset | None, child: Callable[[int], None]) -> tuple[int, int]:
-    """Fork `child(err_w)` (which never returns), wait until the step exec'd or failed, report that.
-    Returns (pid of the child, step pid to report); the caller reports the exit."""
+def _start_step(stdio: list[int], status: int, ruleset: landlock.Ruleset | None,
+                child: Callable[[int], None]) -> tuple[int, bool]:
+    """Fork `child(err_w)` (which never returns), wait until the step exec'd or failed (reporting a
+    failure). Returns (pid of the child, whether the step exec'd); the caller reports start and exit."""
     err_r, err_w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -346,7 +351,7 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
             _init(req, stdio, err_w, report_w, programs, ruleset)
         _exec_step(req, stdio, err_w, programs, ruleset)
 
-    pid, started = _start_step(req, stdio, status, programs, ruleset, child)
+    pid, started = _start_step(stdio, status, ruleset, child)
     if ns:
         os.close(report_w)
     if started:
@@ -382,8 +387,7 @@ def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[
         _send_event(status, {"event": "error", **failed})
         _send_event(status, {"event": "exited", "status": 126 << 8})
         return
-    pid, started = _start_step(req, stdio, status, programs, ruleset,
-                               lambda err_w: _exec_step(req, stdio, err_w, programs, ruleset))
+    pid, started = _start_step(stdio, status, ruleset, lambda err_w: _exec_step(req, stdio, err_w, programs, ruleset))
     if started:
         step = _outer_pid_of_only_child(me, outer_proc) or me
         _send_event(status, {"event": "started", "pid": step, "supervisor": me})
