@@ -377,9 +377,10 @@ def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grac
             log.warning("%s: still running after %.1f s of grace: SIGKILL", name, grace)
             step.kill_all()
             killed = True
-        if not running and status_open:
-            # The main process is gone: kill what it left behind (they would hold the pipes open), again
-            # and again until the supervisor reports its subtree empty (it closes the status pipe then).
+        if not running and status_open and step.leftover is None:
+            # The main process is gone and no namespace init killed what it left behind (they would hold
+            # the pipes open): sweep, again and again until the supervisor reports its subtree empty (it
+            # closes the status pipe then). An init that reported has SIGKILLed the rest already.
             step.kill_all()
             if term_at is None:
                 swept = len(step.killed)
