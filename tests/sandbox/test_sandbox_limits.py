@@ -8,6 +8,7 @@ rlimits otherwise); the tests say which they expect.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 from hypothesis import given
@@ -239,3 +240,18 @@ def test_cli_exec_reports_the_limit(workspace):
     done = _cli("sandbox", "exec", "--workspace", str(workspace.root), "--limit", "cpu_seconds=1", "--",
                 STEP_PYTHON, "-c", "while True: pass")
     assert done.returncode == 128 + 24 and "killed: cpu limit 1 s" in done.stderr, done
+
+
+@needs_landlock
+def test_the_steps_cgroup_is_removed_with_it(workspace, registry):
+    if not cgroups.available():
+        pytest.skip("no writable cgroup v1 hierarchy (not root): limits are rlimits here")
+    from runnerlib.security import spawn as sp
+
+    plan = plan_sandbox(workspace.policy(limits=StepLimits(memory=256 << 20, pids=100)))
+    assert plan.cgroup is not None
+    dirs = list(plan.cgroup.dirs.values())
+    assert dirs and all(os.path.isdir(d) for d in dirs)
+    plan.cleanup()
+    sp._remover.drain()
+    assert not any(os.path.exists(d) for d in dirs)

@@ -352,3 +352,17 @@ def test_mounts_never_reach_the_host(workspace, registry):
     assert result.exit_code == 0, result
     assert Path("/proc/self/mountinfo").read_text() == before
     assert stat.S_ISDIR(os.stat("/tmp").st_mode)
+
+
+@needs_ns
+def test_steps_after_an_untrusted_one_run_in_the_runners_namespaces(workspace, registry):
+    """As root the fork server enters new PID/IPC namespaces to fork a step's init and must come back: a
+    trusted step spawned afterwards sees the runner's own namespaces."""
+    show = "import os; print(os.readlink('/proc/self/ns/pid'), os.readlink('/proc/self/ns/ipc'))"
+    untrusted = run_process([STEP_PYTHON, "-I", "-c", show], registry=registry, trusted=False,
+                            policy=workspace.policy(), cwd=str(workspace.src), env={"PATH": "/usr/bin:/bin"},
+                            timeout=60)
+    trusted = run_process([STEP_PYTHON, "-I", "-c", show], registry=registry, timeout=60)
+    own = f"{os.readlink('/proc/self/ns/pid')} {os.readlink('/proc/self/ns/ipc')}"
+    assert trusted.stdout.strip() == own, (trusted, own)
+    assert untrusted.exit_code == 0 and untrusted.stdout.strip() != own, untrusted  # control: it had its own
