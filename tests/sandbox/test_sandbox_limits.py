@@ -255,3 +255,14 @@ def test_the_steps_cgroup_is_removed_with_it(workspace, registry):
     plan.cleanup()
     sp._remover.drain()
     assert not any(os.path.exists(d) for d in dirs)
+
+
+def test_a_policy_granting_tmp_itself_keeps_the_shared_tmp():
+    from runnerlib.security.policy import SandboxPolicy
+
+    if not probe().step_namespaces:
+        pytest.skip("no namespaces here")
+    plan = plan_sandbox(SandboxPolicy(read_write_paths=("/tmp",), private_tmp=False), dumpable=False,
+                        make_tmp=False)
+    assert plan.plan["ns"]["tmp"] is False and any("/tmp itself" in n for n in plan.notes)
+    assert plan_sandbox(SandboxPolicy(), dumpable=False, make_tmp=False).plan["ns"]["tmp"] is True
