@@ -147,7 +147,7 @@ def main() -> None:
         for name in ("sandboxed", "sandboxed-cg", "run_process"):
             ratio = statistics.median(times[name]) / peer
             # Per round (one sample of each method, back to back): robust to load that comes in bursts.
-            rounds = statistics.median(a / b for a, b in zip(times[name], times["bwrap"]))
+            rounds = statistics.median(a / b for a, b in zip(times[name], times["bwrap"], strict=True))
             print(f"{name} / bwrap: x{ratio:.2f} (median of per-round ratios x{rounds:.2f}) -> "
                   f"{'OK' if ratio <= 1.0 else 'OVER'} target x1.0")
 

@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from runnerlib.security.limits import StepLimits, coerce_limits
 from runnerlib.jobs import (
     Document,
     EnvNames,
@@ -38,6 +37,7 @@ from runnerlib.jobs import (
     load_document,
     steps_from_data,
 )
+from runnerlib.security.limits import StepLimits, coerce_limits
 
 SourceType = Literal["git", "copy", "tarball", "hg", "svn", "none"]
 LogFormat = Literal["text", "json"]

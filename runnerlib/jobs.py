@@ -190,7 +190,8 @@ class Job:
         try:
             spec = StepSpec(name=name, command=command, depends_on=deps, condition=condition,
                             timeout=timeout, retries=retries, env=dict(env or {}),
-                            working_dir=working_dir, trust=trust, allow_failure=allow_failure, limits=limits)
+                            working_dir=working_dir, trust=trust, allow_failure=allow_failure,
+                            limits=limits)  # type: ignore[arg-type]  # a mapping: the validator parses it
         except ValidationError as exc:
             raise JobDefinitionError(_format_validation(exc, prefix=f"step {name!r}", origin=origin)) from None
         step = Step(**spec.model_dump(exclude={"limits"}), origin=origin, limits=spec.limits)

@@ -64,9 +64,8 @@ sandbox.help = (sandbox.help or "") + _default_policy_help()
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as JSON.")
 def probe(as_json: bool) -> None:
     """Print the kernel capability matrix (Landlock ABI, seccomp, no_new_privs, user namespaces, root)."""
-    from runnerlib.security.probe import probe as run_probe
-
     from runnerlib.security.policy import SandboxPolicy
+    from runnerlib.security.probe import probe as run_probe
 
     caps = run_probe()
     mode = SandboxPolicy.from_env().namespaces

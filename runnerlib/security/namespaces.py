@@ -90,7 +90,9 @@ def outer_pid() -> int:
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     """mount(2); raises OSError naming the target."""
-    enc = (lambda s: None if s is None else s.encode())
+    def enc(text: str | None) -> bytes | None:
+        return None if text is None else text.encode()
+
     _check(_libc.mount(enc(source), target.encode(), enc(fstype), flags, enc(data)), f"mount {target}")
 
 

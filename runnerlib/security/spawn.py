@@ -240,10 +240,10 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
             # A writable /dev/shm would make a protected path beneath it writable (the policy's invariant).
             shm = not any(p == "/dev/shm" or p.startswith("/dev/shm/") for p in policy.protected_paths)
             # A policy that grants /tmp itself asked for the shared one: keep it (and say so).
-            tmp = "/tmp" not in granted
-            if not tmp:
+            own_tmp = "/tmp" not in granted
+            if not own_tmp:
                 notes.append("/tmp itself is granted to the step: it stays shared, not private")
-            plan["ns"] = {"user": not caps.is_root, "proc": True, "shm": shm, "tmp": tmp,
+            plan["ns"] = {"user": not caps.is_root, "proc": True, "shm": shm, "tmp": own_tmp,
                           "keep_under_tmp": [p for p in granted if p.startswith("/tmp/")],
                           "tmpfs_size": policy.limits.memory if policy.limits is not None else None}
         elif policy.namespaces == "required":

@@ -452,7 +452,7 @@ def serve(ctl_fd: int) -> None:
             for fd in fds:
                 os.close(fd)
             continue
-        ns = (req.get("plan") or {}).get("ns")
+        ns = (req.get("plan") or {}).get("ns") or {}
         as_init = bool(ns) and not ns.get("user") and own_ns is not None
         try:
             if as_init:
