@@ -5,9 +5,16 @@ Each sample starts `/bin/true` and waits for its exit and for EOF on its stdout/
   trampoline    `python -I -S -c pass` (what a per-step exec trampoline would cost at least)
   server        through the fork server, no sandbox (trusted steps)
   sandboxed     through the fork server with the full plan (uid switch as root, no_new_privs, Landlock,
-                seccomp, rlimits, pdeathsig, private tmp creation + removal)
+                seccomp, rlimits, pdeathsig, private tmp creation + removal) and the step's own world: PID, IPC
+                and mount namespaces (a user namespace too when not root) with a fresh /proc, private /dev/shm
+                and /tmp, and the untrusted default limits (rlimits)
+  sandboxed-cg  the same with limits set by the job (pids 256, memory 512M, cpu 600 s): as root a cgroup of
+                its own for memory and pids (moving the step in waits for an RCU grace period)
+  sandboxed-nons  the same without the namespaces (namespaces="off"): what the step's own world costs
   run_process   the whole wrapper for an untrusted step (plan, env, masking, reaping), for reference
-Samples are interleaved so that machine noise hits every method alike.
+  bwrap         `bwrap --unshare-all --uid 65534 --ro-bind / / --proc /proc --dev /dev /bin/true`, the peer
+                (Debian's bubblewrap; skipped with a note when it is not installed or cannot run here)
+Samples are interleaved so that machine noise hits every method alike. Target: sandboxed within 1.0x of bwrap.
 
     .venv/bin/python bench/bench_spawn.py [--samples 200]
 """
@@ -26,6 +33,7 @@ import time
 
 from runnerlib.execution.process import run_process
 from runnerlib.security import spawn as sp
+from runnerlib.security.limits import StepLimits
 from runnerlib.security.policy import SandboxPolicy
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.security.selfprotect import protect_runner
@@ -44,6 +52,17 @@ def plain() -> None:
     p = subprocess.Popen(["/bin/true"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
                          start_new_session=True)
     p.communicate()
+
+
+BWRAP = ["bwrap", "--unshare-all", "--uid", "65534", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
+         "/bin/true"]
+
+
+def bwrap() -> None:
+    p = subprocess.Popen(BWRAP, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, start_new_session=True)
+    out, err = p.communicate()
+    if p.returncode != 0:
+        raise RuntimeError(err.decode(errors="replace").strip())
 
 
 def trampoline() -> None:
@@ -76,12 +95,14 @@ def main() -> None:
     for d in ("ci", "src", "artifacts"):
         os.mkdir(os.path.join(root, d))
         os.chmod(os.path.join(root, d), 0o755)
-    policy = SandboxPolicy.for_workspace(root)
+    policy = SandboxPolicy.for_workspace(root, namespaces="required")
+    job_limits = StepLimits(pids=256, memory=512 << 20, cpu_seconds=600)
+    policy_cg = policy.with_(limits=job_limits.merged_over(policy.limits))
     registry = SecretRegistry()
     registry.add("bench-secret-value", source="bench")
 
-    def sandboxed() -> None:
-        plan = sp.plan_sandbox(policy)
+    def sandboxed(pol: SandboxPolicy = policy) -> None:
+        plan = sp.plan_sandbox(pol)
         try:
             through_server(plan)
         finally:
@@ -92,8 +113,16 @@ def main() -> None:
         assert r.exit_code == 0, r.reason
 
     methods = {"plain": plain, "trampoline": trampoline, "server": lambda: through_server(None),
-               "sandboxed": sandboxed, "run_process": wrapper}
+               "sandboxed": sandboxed, "sandboxed-nons": lambda: sandboxed(policy.with_(namespaces="off")),
+               "sandboxed-cg": lambda: sandboxed(policy_cg),
+               "run_process": wrapper, "bwrap": bwrap}
+    try:
+        bwrap()
+    except (OSError, RuntimeError) as exc:
+        print(f"bwrap not measured: {exc}")
+        del methods["bwrap"]
     sp.start_fork_server()
+    print("sandboxed plan:", sp.plan_sandbox(policy, make_tmp=False).describe())
     for fn in methods.values():  # warm-up
         for _ in range(5):
             fn()
@@ -110,9 +139,17 @@ def main() -> None:
     for name, samples in times.items():
         med = statistics.median(samples)
         q = statistics.quantiles(samples, n=10)
-        print(f"  {name:<12} {med:7.2f} ms  (+{med - base:5.2f} ms, x{med / base:4.1f})  p10 {q[0]:6.2f}  p90 {q[-1]:6.2f}")
+        print(f"  {name:<14} {med:7.2f} ms  (+{med - base:5.2f} ms, x{med / base:4.1f})  p10 {q[0]:6.2f}  p90 {q[-1]:6.2f}")
     extra = statistics.median(times["sandboxed"]) - base
     print(f"sandboxed spawn overhead: {extra:.2f} ms extra median -> {'OK' if extra < 5 else 'OVER'} target 5 ms")
+    if "bwrap" in times:
+        peer = statistics.median(times["bwrap"])
+        for name in ("sandboxed", "sandboxed-cg", "run_process"):
+            ratio = statistics.median(times[name]) / peer
+            # Per round (one sample of each method, back to back): robust to load that comes in bursts.
+            rounds = statistics.median(a / b for a, b in zip(times[name], times["bwrap"], strict=True))
+            print(f"{name} / bwrap: x{ratio:.2f} (median of per-round ratios x{rounds:.2f}) -> "
+                  f"{'OK' if ratio <= 1.0 else 'OVER'} target x1.0")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from runnerlib.jobs import (
     load_document,
     steps_from_data,
 )
+from runnerlib.security.limits import StepLimits, coerce_limits
 
 SourceType = Literal["git", "copy", "tarball", "hg", "svn", "none"]
 LogFormat = Literal["text", "json"]
@@ -128,6 +129,9 @@ class JobConfig(BaseModel):
     concurrency: int = Field(default_factory=_default_concurrency, ge=1, le=256,
                              description="Steps run at the same time, at most.")
     kill_grace: float = Field(10.0, ge=0, le=600, description="Seconds between SIGTERM and SIGKILL of a step.")
+    limits: StepLimits = Field(default_factory=StepLimits,
+                               description="Resource limits of every step (--limit NAME=VALUE, repeatable); a "
+                                           "step's own `limits:` win; untrusted steps get defaults for the rest.")
 
     # Output.
     log_level: LogLevel = "INFO"
@@ -147,6 +151,11 @@ class JobConfig(BaseModel):
         from runnerlib.security.network import check_spec
 
         return check_spec(value)
+
+    @field_validator("limits", mode="before")
+    @classmethod
+    def _limits(cls, value: Any) -> Any:
+        return coerce_limits(value)
 
     @field_validator("job_name")
     @classmethod

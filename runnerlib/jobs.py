@@ -36,6 +36,7 @@ from pydantic import (
 from runnerlib.execution.conditions import Condition, ConditionError, parse_condition
 from runnerlib.execution.retry import AllowFailurePolicy, RetryPolicy, retry_policy
 from runnerlib.execution.step_refs import StepReferenceError, check_step_references
+from runnerlib.security.limits import StepLimits, coerce_limits
 
 STEP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -85,6 +86,7 @@ class Step:
     add_mask: bool = True
     secrets: list[str] | None = None
     register_secrets: bool = False
+    limits: StepLimits | None = None
 
     @property
     def parsed_condition(self) -> Condition:
@@ -131,6 +133,13 @@ class StepSpec(BaseModel):
     network: str | list[str] | None = Field(
         default=None, description="full, none, loopback or a list of host:port (untrusted default: full, "
                                   "cloud metadata addresses never reachable).")
+    limits: StepLimits | None = Field(default=None, description="Resource limits: pids, memory (512M, 1G), "
+                                                                "cpu_seconds, file_size, open_files.")
+
+    @field_validator("limits", mode="before")
+    @classmethod
+    def _limits(cls, value: Any) -> Any:
+        return coerce_limits(value)
 
     @field_validator("retry", mode="before")
     @classmethod
@@ -247,6 +256,7 @@ class Job:
         secrets: Iterable[str] | None = None,
         register_secrets: bool = False,
         network: str | list[str] | None = None,
+        limits: StepLimits | Mapping[str, Any] | None = None,
     ) -> Step:
         """Add a step; arguments are checked at once (duplicate names included), the DAG by `validate()`."""
         if name in self._steps:
@@ -258,7 +268,7 @@ class Job:
                             timeout=timeout, retries=retries, env=dict(env or {}),
                             working_dir=working_dir, trust=trust, add_mask=add_mask,
                             secrets=None if secrets is None else list(secrets), register_secrets=register_secrets,
-                            network=network,
+                            network=network, limits=limits,  # type: ignore[arg-type]  # parsed by the validator
                             # mappings as written in a job file: StepSpec's validators make the policies
                             allow_failure=cast(Any, allow_failure), retry=cast(Any, retry))
         except ValidationError as exc:
@@ -266,8 +276,8 @@ class Job:
         if trust == "untrusted" and (spec.secrets or register_secrets):
             raise JobDefinitionError(f"step {name!r}{_at_origin(origin)}: an untrusted step gets no secrets and "
                                      "no socket; remove secrets/register_secrets or make the step trusted")
-        step = Step(**{**spec.model_dump(), "retry": spec.retry, "allow_failure": spec.allow_failure},
-                    origin=origin)
+        step = Step(**{**spec.model_dump(exclude={"limits"}), "retry": spec.retry,
+                       "allow_failure": spec.allow_failure}, origin=origin, limits=spec.limits)
         self._steps[name] = step
         return step
 
@@ -525,4 +535,4 @@ def steps_from_data(job: Job, steps: Any, document: Document | None = None,
             label = value.get("name") if isinstance(value.get("name"), str) else str(sub[0])
             raise JobDefinitionError(_format_validation(
                 exc, prefix=f"step {label!r}", document=document, base=base + sub)) from None
-        job.add_step(**spec.model_dump(), origin=origin)
+        job.add_step(**spec.model_dump(exclude={"limits"}), origin=origin, limits=spec.limits)

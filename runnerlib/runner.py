@@ -342,7 +342,7 @@ class JobRunner:
             raise ConfigError(field, config.origin(field), str(exc)) from None
 
     def _run_in_container(self, step: Step, command: Any, env: dict[str, str], cwd: str, trusted: bool,
-                          cancel: threading.Event, sink: Any, commands: Any = None) -> Any:
+                          cancel: threading.Event, sink: Any, commands: Any = None, limits: Any = None) -> Any:
         """One step as `ENGINE run ...`: secrets by name only, the container removed afterwards."""
         from dataclasses import replace
 
@@ -354,7 +354,11 @@ class JobRunner:
             reason = "a network allow-list cannot be enforced in container mode (full, none or loopback)"
             self.log.event(f"refused: {reason}", step=step.name, level="error")
             return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=reason)
-        container = replace(self._container, trusted=trusted, network=network or "full")
+        # The step's limits as the engine's: memory and pids (the container's cgroup); the others are
+        # the image's business (its own ulimits).
+        container = replace(self._container, trusted=trusted, network=network or "full",
+                            memory=str(limits.memory) if limits is not None and limits.memory else None,
+                            pids=limits.pids if limits is not None and limits.pids else self._container.pids)
         names = set(self._context_env()) | set(getattr(self, "_job_env", self.config.job_env)) | set(step.env) \
             | {"REACTORCIDE_STEP_NAME"} | set(self.context.env or {})
         mounts: list[str] = []
@@ -642,11 +646,12 @@ class JobRunner:
             return Outcome(exit_code=EXIT_CONFIG_ERROR, reason=missing)
         files = self._protocol.prepare(step)
         env.update(files.env)
+        limits = step.limits.merged_over(self.config.limits) if step.limits else self.config.limits
         try:
             with self.log.step_output(step.name, attempt=attempt) as sink:
                 if self._container is not None:
                     result = self._run_in_container(step, command, env, cwd, trusted, cancel, sink,
-                                                    commands=files.commands)
+                                                    commands=files.commands, limits=limits)
                 else:
                     result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
                                          timeout=step.timeout, policy=policy, on_output=sink.write,
@@ -656,7 +661,8 @@ class JobRunner:
                                          else self.config.network,
                                          known_formats=self.config.mask_known_formats,
                                          on_notice=lambda line: self.log.event(line, step=step.name,
-                                                                               level="warning"))
+                                                                               level="warning"),
+                                         limits=limits)
         finally:
             files_error = self._protocol.collect(files)
             if not trusted:
@@ -670,7 +676,7 @@ class JobRunner:
         status = Own("ok") if result.exit_code == 0 else Own("exit {code}", code=result.exit_code)
         if getattr(result, "cancelled", False) and self._job_timed_out:
             status = Own("timed out: the job's timeout of {seconds}s", seconds=Own(f"{self.config.job_timeout:g}"))
-        elif getattr(result, "reason", None) and result.exit_code != 0:
+        elif getattr(result, "reason", None) and (result.exit_code != 0 or getattr(result, "leftover_killed", 0)):
             status = Own("{status}: {reason}", status=status, reason=result.reason)
         self.log.event(Own("finished ({status}) in {seconds:.2f}s", status=status, seconds=result.duration),
                        step=step.name, level="info" if result.exit_code == 0 else "warning")

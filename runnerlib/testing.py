@@ -221,16 +221,18 @@ def add_mask_reference(data: bytes) -> tuple[bytes, list[bytes]]:
 
 
 @contextlib.contextmanager
-def reachable_tempdir(prefix: str = "runnerlib-") -> Iterator[Path]:
+def reachable_tempdir(prefix: str = "runnerlib-", dir: str | None = None) -> Iterator[Path]:
     """A fresh directory outside pytest's 0700 tmp dir, mode 0755 so that a step running as another uid (the
-    sandbox's 65534 when root) can enter it; removed with everything in it afterwards.
+    sandbox's 65534 when root) can enter it; removed with everything in it afterwards. `dir`: where (default
+    the temp dir; /var/tmp for a file an untrusted step could only reach through a grant, since untrusted
+    steps get a private /tmp).
 
     Example::
 
         with reachable_tempdir("rl-ws-") as root:
             run_job(command="make test", source_dir=str(root / "src"), ...)
     """
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
     try:
         os.chmod(path, 0o755)
         yield path

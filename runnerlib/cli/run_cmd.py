@@ -66,6 +66,9 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--concurrency",), "concurrency", {"type": int, "help": "Steps run at the same time, at most."}),
     (("--kill-grace",), "kill_grace", {"type": float, "help": "Seconds between SIGTERM and SIGKILL of a "
                                                             "cancelled step (default 10)."}),
+    (("--limit",), "limits", {"multiple": True, "help": "A resource limit of every step, NAME=VALUE: pids, memory "
+                                                      "(512M, 1G), cpu_seconds, file_size, open_files "
+                                                      "(repeatable; a step's own limits win)."}),
     (("--log-format",), "log_format", {"type": click.Choice(["text", "json"]), "help": "Env LOG_FORMAT."}),
     (("--log-level",), "log_level", {"type": click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                                           case_sensitive=False)}),
@@ -86,7 +89,7 @@ def _cli_layer(params: dict[str, Any]) -> dict[str, tuple[Any, str]]:
         value = params.pop(f"opt_{field}", None)
         if value is None or value == ():
             continue
-        if field in ("job_env", "plugin_dirs", "vars"):
+        if field in ("job_env", "plugin_dirs", "vars", "limits"):
             value = list(value)
         out[field] = (value, decls[0])
     return out

@@ -65,31 +65,52 @@ sandbox.help = (sandbox.help or "") + _default_policy_help()
 def probe(as_json: bool) -> None:
     """Print the kernel capability matrix (Landlock ABI, seccomp, no_new_privs, user namespaces, root)."""
     from runnerlib.security.network import mechanisms
+    from runnerlib.security.policy import SandboxPolicy
     from runnerlib.security.probe import probe as run_probe
 
     caps = run_probe()
     rows = mechanisms(caps)
+    mode = SandboxPolicy.from_env().namespaces
+    on = mode != "off" and caps.step_namespaces
     if as_json:
-        click.echo(json.dumps({**caps.to_dict(), "network": {name: ok for name, ok, _ in rows}}))
+        click.echo(json.dumps({**caps.to_dict(), "network": {name: ok for name, ok, _ in rows},
+                               "namespaces_mode": mode, "namespaces_on": on}))
         return
     click.echo(caps.describe())
+    click.echo(f"untrusted steps' namespaces (private /proc, /dev/shm, /tmp; processes end with the step): "
+               f"{'ON' if on else 'OFF'} (mode {mode}, REACTORCIDE_SANDBOX_NAMESPACES=auto|required|off)")
     width = max(len(r[0]) for r in rows)
     click.echo("network mechanisms:")
     for name, ok, what in rows:
         click.echo(f"  {name:<{width}}  {'yes' if ok else 'NO '}  {what}")
 
 
-def _policy(workspace: str, deny_network: bool, best_effort: bool, network: str | None = None):  # type: ignore[no-untyped-def]
+def _policy(workspace: str, deny_network: bool, best_effort: bool, network: str | None = None,
+            namespaces: str | None = None, limits: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    from runnerlib.security.limits import LimitError, parse_limit_options
     from runnerlib.security.policy import PolicyError, SandboxPolicy
 
     try:
-        return SandboxPolicy.for_workspace(workspace, deny_network=deny_network, best_effort=best_effort,
-                                           network=network)
+        pol = SandboxPolicy.for_workspace(workspace, deny_network=deny_network, best_effort=best_effort,
+                                          network=network,
+                                          namespaces=namespaces or SandboxPolicy.from_env().namespaces)
     except PolicyError as exc:
         raise click.BadParameter(str(exc), param_hint="--network") from None
+    if limits:
+        try:
+            pol = pol.with_(limits=parse_limit_options(limits).merged_over(pol.limits))
+        except LimitError as exc:
+            raise click.BadParameter(str(exc), param_hint="--limit") from None
+    return pol
 
 
 _NETWORK_HELP = "full, none, loopback or host:port,host:port (default: full, metadata addresses never reachable)."
+_NAMESPACES_OPTION = click.option(
+    "--namespaces", type=click.Choice(["auto", "required", "off"]), default=None,
+    help="The step's own PID/IPC/mount namespaces: auto (default; env REACTORCIDE_SANDBOX_NAMESPACES), "
+         "required (refuse where impossible), off.")
+_LIMIT_OPTION = click.option("--limit", "limits", multiple=True, metavar="NAME=VALUE",
+                             help="A resource limit (pids, memory, cpu_seconds, file_size, open_files); repeatable.")
 
 
 def _workspace_options(func):  # type: ignore[no-untyped-def]
@@ -105,14 +126,17 @@ def _workspace_options(func):  # type: ignore[no-untyped-def]
 @click.option("--network", default=None, help=_NETWORK_HELP)
 @click.option("--best-effort", is_flag=True, envvar="REACTORCIDE_SANDBOX_BEST_EFFORT",
               help="Run even where the kernel cannot enforce everything (gaps are logged).")
+@_NAMESPACES_OPTION
+@_LIMIT_OPTION
 def policy(workspace: str | None, workspace_alias: str | None, deny_network: bool, network: str | None,
-           best_effort: bool) -> None:
-    """Print the untrusted-step policy and how this machine would enforce it (or why it would refuse)."""
+           best_effort: bool, namespaces: str | None, limits: tuple[str, ...]) -> None:
+    """Print the untrusted-step policy and how this machine would enforce it (or why it would refuse),
+    including the mechanism behind each resource limit."""
     workspace = workspace or workspace_alias or "/job"
     from runnerlib.security.probe import runner_dumpable
     from runnerlib.security.spawn import SandboxRefused, plan_sandbox
 
-    pol = _policy(workspace, deny_network, best_effort, network)
+    pol = _policy(workspace, deny_network, best_effort, network, namespaces, limits)
     click.echo(pol.describe())
     try:
         # The CLI process itself is dumpable; a runner is not (selfprotect), so judge as the runner would.
@@ -121,6 +145,10 @@ def policy(workspace: str | None, workspace_alias: str | None, deny_network: boo
         click.echo(f"on this machine: REFUSED: {exc}")
         sys.exit(1)
     click.echo(f"on this machine: {plan.describe()}")
+    for name, value, how in plan.limit_mechanisms():
+        click.echo(f"  limit {name} {value}: {how}")
+    for note in plan.notes:
+        click.echo(f"  note: {note}")
     if runner_dumpable():
         click.echo("(assuming the runner has called protect_runner(), which makes it non-dumpable)")
 
@@ -135,9 +163,12 @@ def policy(workspace: str | None, workspace_alias: str | None, deny_network: boo
 @click.option("--network", default=None, help=_NETWORK_HELP)
 @click.option("--best-effort", is_flag=True, envvar="REACTORCIDE_SANDBOX_BEST_EFFORT",
               help="Run even where the kernel cannot enforce everything (gaps are logged).")
+@_NAMESPACES_OPTION
+@_LIMIT_OPTION
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(workspace: str | None, workspace_alias: str | None, cwd: str | None, timeout: float | None,
-          deny_network: bool, network: str | None, best_effort: bool, command: tuple[str, ...]) -> None:
+          deny_network: bool, network: str | None, best_effort: bool, namespaces: str | None,
+          limits: tuple[str, ...], command: tuple[str, ...]) -> None:
     """Run COMMAND as an untrusted step (sandboxed, allow-listed environment, masked output).
 
     Exit status: the command's own, 124 on timeout, 126 when the sandbox refuses (the reason is printed).
@@ -151,7 +182,9 @@ def exec_(workspace: str | None, workspace_alias: str | None, cwd: str | None, t
         out.flush()
 
     result = run_untrusted(list(command), cwd=cwd or os.path.join(workspace, "src"), timeout=timeout,
-                           policy=_policy(workspace, deny_network, best_effort, network), on_output=forward)
-    if result.refused or (result.reason and result.exit_code in (126, 127)):
+                           policy=_policy(workspace, deny_network, best_effort, network, namespaces, limits),
+                           on_output=forward)
+    if result.refused or (result.reason and (result.exit_code in (126, 127) or result.limit_hit
+                                             or result.leftover_killed)):
         click.echo(f"runnerlib: {result.reason}", err=True)
     sys.exit(result.exit_code)

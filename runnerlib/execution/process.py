@@ -10,7 +10,11 @@ Guarantees, for trusted and untrusted steps alike:
   * timeout / cancellation: SIGTERM to the group and the subtree, `grace` seconds, then SIGKILL to the group
     and to every descendant (daemons included); exit 124 on timeout, 143 on cancellation;
   * when the step's main process exits, whatever it left running is killed (GitLab and Buildkite do the
-    same with the process group; here it includes processes that left the group);
+    same with the process group; here it includes processes that left the group): by the kernel with the
+    step's PID namespace (untrusted steps, where the kernel allows it), else by sweeping the supervisor's
+    subtree until it is empty; `leftover_killed` counts them and `reason` says `killed leftover processes: N`;
+  * limits (StepLimits) apply to trusted steps when given and to untrusted ones always (defaults for the
+    rest); a limit that ended the step is named in `limit_hit` and `reason` (`killed: memory limit 512 MiB`);
   * the command line logged, the `reason` and every exception text are masked.
 
 Example::
@@ -40,6 +44,7 @@ from runnerlib.execution.allocator import keep_large_buffers_on_heap
 from runnerlib.security import proctree
 from runnerlib.security.inband import AddMaskFilter
 from runnerlib.security.known_formats import MaskedThenKnown, NoticeOnce
+from runnerlib.security.limits import StepLimits, describe_limit, limit_label
 from runnerlib.security.network import NetworkSpecError, parse_network, plan_for_trusted
 from runnerlib.security.policy import PolicyError, SandboxPolicy
 from runnerlib.security.spawn import (
@@ -88,6 +93,11 @@ class ProcessResult:
     refused: bool = False
     reason: str | None = None
     duration: float = 0.0
+    # Processes the step left running when its main process ended (or still running at a timeout or
+    # cancellation beyond the main process), all killed; 0 when none.
+    leftover_killed: int = 0
+    # The limit that ended the step (a StepLimits field name: memory, cpu_seconds, pids, file_size), or None.
+    limit_hit: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -188,6 +198,7 @@ def run_process(
     network: Any = None,
     known_formats: bool = True,
     on_notice: Callable[[str], object] | None = None,
+    limits: StepLimits | None = None,
 ) -> ProcessResult:
     """Run one step process and return its masked result (see the module docstring).
 
@@ -203,6 +214,8 @@ def run_process(
     the policy's (untrusted) or the runner's (trusted).
     `known_formats` masks well-known credential formats nobody registered (security/known_formats.py);
     `on_notice(line)` gets one line per format found (default: this module's log, as a warning).
+    `limits` (StepLimits) apply to the step; for a sandboxed step they override the policy's own (untrusted
+    defaults) one by one.
     """
     start = time.monotonic()
     keep_large_buffers_on_heap()  # READ_SIZE reads would otherwise page-fault fresh memory every time
@@ -237,7 +250,10 @@ def run_process(
     plan: SandboxPlan | None = None
     if policy is not None or not trusted:
         try:
-            plan = plan_sandbox(policy if policy is not None else SandboxPolicy.from_env())
+            policy = policy if policy is not None else SandboxPolicy.from_env()
+            if limits is not None:
+                policy = policy.with_(limits=limits.merged_over(policy.limits))
+            plan = plan_sandbox(policy)
         except (SandboxRefused, PolicyError) as exc:
             reason = mask(str(exc))
             log.error("%s: %s", name, reason)
@@ -253,7 +269,8 @@ def run_process(
         if known_formats:
             notice = NoticeOnce(on_notice or (lambda line: log.warning("%s: %s", name, line)))
         return _run(argv, step_env, cwd, timeout, grace, plan, registry, trusted, on_output, cancel_event,
-                    name, start, keep_output, commands, add_mask=add_mask, net=net, notice=notice)
+                    name, start, keep_output, commands, add_mask=add_mask, net=net, notice=notice,
+                    limits=None if plan is not None else limits)
     finally:
         if plan is not None:
             plan.cleanup()
@@ -264,7 +281,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
          on_output: Callable[[str, bytes], object] | None, cancel_event: threading.Event | None,
          name: str, start: float, keep_output: bool = True, commands: Any = None, *,
          add_mask: bool = True, net: dict[str, Any] | None = None,
-         notice: Callable[[str], object] | None = None) -> ProcessResult:
+         notice: Callable[[str], object] | None = None, limits: StepLimits | None = None) -> ProcessResult:
     mask = registry.mask_text
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -277,7 +294,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
     ]
     try:
         try:
-            step = spawn(argv, env=env, cwd=cwd, plan=plan, stdout=out_w, stderr=err_w, net=net)
+            step = spawn(argv, env=env, cwd=cwd, plan=plan, stdout=out_w, stderr=err_w, net=net, limits=limits)
         finally:
             os.close(out_w)
             os.close(err_w)
@@ -286,7 +303,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
             s.close()
         raise ProcessError(mask(f"{name}: cannot start the step: {exc}")) from None
     try:
-        timed_out, cancelled = _pump(step, streams, timeout, grace, cancel_event, start, name)
+        timed_out, cancelled, swept = _pump(step, streams, timeout, grace, cancel_event, start, name)
     finally:
         for s in streams:
             s.close()
@@ -308,10 +325,21 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
         reason = "the step's supervisor vanished (fork server killed?)"
     else:
         code = step.exit_code
+    leftover = step.leftover if step.leftover is not None else swept
+    applied = (plan.plan.get("limits") if plan is not None else dict(limits.items()) if limits else None) or {}
+    limit_hit = _limit_hit(step, applied, plan.cgroup if plan is not None else None)
     if timed_out:
         code, reason = TIMEOUT_EXIT, reason or "timed out"
     elif cancelled:
         code, reason = CANCELLED_EXIT, reason or "cancelled"
+    elif limit_hit == "pids":  # a refused fork kills nothing; the step may or may not have coped
+        if code != 0:
+            reason = f"pids limit {describe_limit('pids', applied['pids'])} reached (a fork was refused)"
+    elif limit_hit is not None:
+        reason = f"killed: {limit_label(limit_hit)} limit {describe_limit(limit_hit, applied[limit_hit])}"
+    if leftover:
+        reason = "; ".join(filter(None, [reason, f"killed leftover processes: {leftover}"]))
+        log.info("%s: killed leftover processes: %d", name, leftover)
     return ProcessResult(
         exit_code=code,
         output=b"".join(combined).decode("utf-8", errors="replace"),
@@ -322,6 +350,8 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
         refused=refused,
         reason=reason,
         duration=time.monotonic() - start,
+        leftover_killed=leftover,
+        limit_hit=limit_hit,
     )
 
 
@@ -353,9 +383,38 @@ def _term_escaped(step: SpawnedStep) -> None:
             pass
 
 
+# A process killed by one of these signals hit the limit: RLIMIT_CPU's soft limit, RLIMIT_FSIZE.
+_LIMIT_SIGNALS = {signal.SIGXCPU: "cpu_seconds", signal.SIGXFSZ: "file_size"}
+
+
+def _limit_hit(step: SpawnedStep, applied: Mapping[str, int], cgroup: Any = None) -> str | None:
+    """The limit that ended the step, if one can be told: its cgroup recorded an OOM kill (memory) or a
+    refused fork (pids); the main process (or, in a PID namespace, any process) died of SIGXCPU / SIGXFSZ.
+    With RLIMIT_AS an allocation simply fails inside the step: that cannot be told from outside."""
+    if cgroup is not None and "memory" in applied and cgroup.memory_killed():
+        return "memory"
+    signals = set(step.signals)
+    if step.wait_status is not None and os.WIFSIGNALED(step.wait_status):
+        signals.add(os.WTERMSIG(step.wait_status))
+    elif step.wait_status is not None and os.WEXITSTATUS(step.wait_status) > 128:
+        signals.add(os.WEXITSTATUS(step.wait_status) - 128)  # a shell passing on its child's death
+    for sig, limit in _LIMIT_SIGNALS.items():
+        if sig in signals and limit in applied:
+            return limit
+    if cgroup is not None and "pids" in applied and cgroup.pids_refused():
+        return "pids"
+    return None
+
+
 def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grace: float,
-          cancel_event: threading.Event | None, start: float, name: str) -> tuple[bool, bool]:
-    """Read both pipes and the status pipe until all are closed, enforcing timeout and cancellation."""
+          cancel_event: threading.Event | None, start: float, name: str) -> tuple[bool, bool, int]:
+    """Read both pipes and the status pipe until all are closed, enforcing timeout and cancellation.
+
+    Returns (timed out, cancelled, processes killed beyond the main one). In a PID namespace the kernel
+    ends the step's processes with its init; without one, the step's process tree is swept again on
+    every turn until the supervisor reports it empty (a process forking as fast as it can may outrun one
+    /proc walk, not every walk).
+    """
     for s in streams:
         os.set_blocking(s.fd, False)
     os.set_blocking(step.status_fd, False)
@@ -368,7 +427,7 @@ def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grac
     timed_out = cancelled = False
     term_at: float | None = None
     killed = False
-    leftovers_killed = False
+    swept = 0
     status_open = True
     status_eof_at: float | None = None
 
@@ -392,16 +451,18 @@ def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grac
             log.warning("%s: still running after %.1f s of grace: SIGKILL", name, grace)
             step.kill_all()
             killed = True
-        if not running and not leftovers_killed:
-            # The main process is gone: kill what it left behind (they would hold the pipes open).
-            leftovers_killed = True
-            if step.kill_all():
-                log.info("%s: killed processes the step left running", name)
+        if not running and status_open and step.leftover is None:
+            # The main process is gone and no namespace init killed what it left behind (they would hold
+            # the pipes open): sweep, again and again until the supervisor reports its subtree empty (it
+            # closes the status pipe then). An init that reported has SIGKILLed the rest already.
+            step.kill_all()
+            if term_at is None:
+                swept = len(step.killed)
         if not status_open and status_eof_at is not None and now - status_eof_at > 5.0:
             # The supervisor is gone and so is its subtree; nobody can still be writing. Stop waiting.
             break
 
-        wait = 1.0
+        wait = 1.0 if running or not status_open else 0.05
         if running:
             if deadline is not None and term_at is None:
                 wait = min(wait, max(deadline - now, 0.0))
@@ -426,7 +487,7 @@ def _pump(step: SpawnedStep, streams: list[_Stream], timeout: float | None, grac
                 stream.read()
                 if not stream.open:
                     poller.unregister(fd)
-    return timed_out, cancelled
+    return timed_out, cancelled, swept
 
 
 # --- for trusted scripts ----------------------------------------------------------------------------------

@@ -29,8 +29,8 @@ from typing import Any
 
 from runnerlib.execution.conditions import ConditionError
 from runnerlib.execution.own_words import Own
-from runnerlib.execution.retry import RetryPolicy, allows_failure
 from runnerlib.execution.process import Cancel
+from runnerlib.execution.retry import RetryPolicy, allows_failure
 from runnerlib.exit_codes import error_text
 from runnerlib.jobs import Job, Step
 

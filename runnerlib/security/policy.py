@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from runnerlib.security.limits import UNTRUSTED_DEFAULTS, LimitError, StepLimits, limits_from_mapping
 from runnerlib.security.network import NetworkPolicy, NetworkSpecError, default_policy, parse_network
 
 NOBODY = 65534
@@ -33,6 +34,10 @@ DEFAULT_READ_ONLY = (
 DEFAULT_WRITABLE_FILES = ("/dev/null", "/dev/zero", "/dev/full")
 
 BEST_EFFORT_ENV = "REACTORCIDE_SANDBOX_BEST_EFFORT"
+NAMESPACES_ENV = "REACTORCIDE_SANDBOX_NAMESPACES"
+# auto: the step's own PID/IPC/mount namespaces (private /proc, /dev/shm, /tmp) where the kernel allows them,
+# a sweep of its process tree otherwise; required: refuse the step where they are impossible; off: never.
+NAMESPACE_MODES = ("auto", "required", "off")
 
 
 class PolicyError(ValueError):
@@ -83,6 +88,10 @@ class SandboxPolicy:
     network: full | none | loopback | [host:port, ...] (see runnerlib.security.network); None: the default
         (full, metadata addresses cut off). `none` and deny_network mean the same.
     best_effort: run even when the kernel cannot enforce everything (each gap is logged); off by default.
+    namespaces: auto | required | off: the step's own PID, IPC and mount namespaces (its processes end
+      with it; a /proc showing only them; empty private /dev/shm and /tmp). See runnerlib.security.namespaces.
+    limits: resource limits (runnerlib.security.limits.StepLimits); untrusted steps default to
+      UNTRUSTED_DEFAULTS.
     """
 
     uid: int = NOBODY
@@ -97,6 +106,8 @@ class SandboxPolicy:
     rlimits: Rlimits = field(default_factory=Rlimits)
     best_effort: bool = False
     network: Any = None
+    namespaces: str = "auto"
+    limits: StepLimits | None = UNTRUSTED_DEFAULTS
 
     def __post_init__(self) -> None:
         for name in ("uid", "gid"):
@@ -129,6 +140,13 @@ class SandboxPolicy:
         object.__setattr__(self, "deny_network", net.mode == "none")
         if isinstance(self.rlimits, dict):
             object.__setattr__(self, "rlimits", Rlimits(**self.rlimits))
+        if self.namespaces not in NAMESPACE_MODES:
+            raise PolicyError("namespaces", f"{self.namespaces!r} must be one of {', '.join(NAMESPACE_MODES)}")
+        if isinstance(self.limits, dict):
+            try:
+                object.__setattr__(self, "limits", limits_from_mapping(self.limits))
+            except LimitError as exc:
+                raise PolicyError("limits", str(exc)) from None
         writable = self.read_write_paths + self.writable_files
         if self.private_tmp:
             writable += (os.path.normpath(self.tmp_root) + "/runnerlib-step-x",)
@@ -155,10 +173,13 @@ class SandboxPolicy:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SandboxPolicy:
-        """Default policy with best_effort taken from REACTORCIDE_SANDBOX_BEST_EFFORT (true/1/yes)."""
+        """Default policy with best_effort taken from REACTORCIDE_SANDBOX_BEST_EFFORT (true/1/yes) and
+        namespaces from REACTORCIDE_SANDBOX_NAMESPACES (auto/required/off)."""
         env: Mapping[str, str] = os.environ if environ is None else environ
         flag = env.get(BEST_EFFORT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
         overrides.setdefault("best_effort", flag)
+        if env.get(NAMESPACES_ENV, "").strip():
+            overrides.setdefault("namespaces", env[NAMESPACES_ENV].strip().lower())
         return cls(**overrides)
 
     def with_(self, **changes: Any) -> SandboxPolicy:
@@ -166,7 +187,9 @@ class SandboxPolicy:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["limits"] = self.limits.model_dump() if self.limits is not None else None
+        return out
 
     def describe(self) -> str:
         """Human-readable summary for --help and logs (one item per line)."""
@@ -189,6 +212,9 @@ class SandboxPolicy:
             + (" (TCP via Landlock, inet sockets via seccomp)" if self.deny_network else "")
             + ("" if self.deny_network else "; cloud metadata addresses (169.254.0.0/16, fd00:ec2::254) never"),
             f"rlimits: {limits}",
+            f"limits: {self.limits.describe() if self.limits is not None else 'none'}",
+            f"namespaces: {self.namespaces} (own PID/IPC/mount namespaces: its processes end with it, a /proc "
+            "of its own processes only, private /dev/shm and /tmp)",
             f"mode: {'best-effort (gaps are logged, not refused)' if self.best_effort else 'fail closed'}",
         ]
         return "\n".join(lines)

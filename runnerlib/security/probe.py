@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
 
 from runnerlib.security.lowlevel import landlock, seccomp
@@ -35,6 +37,10 @@ class Capabilities:
     seccomp_arch_supported: bool
     no_new_privs: bool
     user_namespaces: bool
+    # The step's own PID + IPC + mount namespaces with a fresh /proc and tmpfs mounts (user namespace too when
+    # not root): tried once in a throw-away process. `step_namespaces_gap` says what failed.
+    step_namespaces: bool = False
+    step_namespaces_gap: str = ""
 
     @property
     def can_switch_uid(self) -> bool:
@@ -67,8 +73,19 @@ class Capabilities:
             ("landlock ioctl (ABI>=5)", self.landlock_abi >= 5, "device ioctls outside writable files"),
             ("landlock scoping (ABI>=6)", self.landlock_scoping, "no signals/abstract sockets to the runner"),
             ("seccomp filter", self.seccomp, f"syscall deny-list ({self.arch})"),
-            ("user namespaces", self.user_namespaces, "informational (not used by the spawner)"),
+            ("user namespaces", self.user_namespaces,
+             "unprivileged runner: the step's PID namespace is made inside one" if not self.is_root
+             else "informational (root needs none)"),
+            ("pid namespace", self.step_namespaces, "no process of a step outlives it (else: a tree sweep)"
+             + self._gap()),
+            ("private /proc", self.step_namespaces, "only the step's own processes (argv, environ) visible"
+             + self._gap()),
+            ("private /dev/shm, /tmp", self.step_namespaces, "empty tmpfs of its own; other steps' files and "
+             "sockets there unreachable" + self._gap()),
         ]
+
+    def _gap(self) -> str:
+        return f" [unavailable: {self.step_namespaces_gap}]" if self.step_namespaces_gap else ""
 
     def describe(self) -> str:
         """The matrix as aligned text, one feature per line."""
@@ -120,6 +137,47 @@ def _no_new_privs() -> bool:
         return False
 
 
+# Run under `python -I -S` in a throw-away process (the runner is threaded: no fork here). Exit code = the step
+# that failed (see _NS_STEPS).
+_NS_PROBE = r'''
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def w(p, t):
+    fd = os.open(p, os.O_WRONLY); os.write(fd, t.encode()); os.close(fd)
+uid, gid = os.geteuid(), os.getegid()
+if uid != 0:
+    if libc.unshare(0x10000000): sys.exit(2)
+    try:
+        w("/proc/self/setgroups", "deny"); w("/proc/self/uid_map", f"{uid} {uid} 1"); w("/proc/self/gid_map", f"{gid} {gid} 1")
+    except OSError: sys.exit(3)
+if libc.unshare(0x20000000 | 0x08000000): sys.exit(4)
+pid = os.fork()
+if pid == 0:
+    if libc.unshare(0x20000): os._exit(5)
+    if libc.mount(None, b"/", None, 16384 | (1 << 19), None): os._exit(6)
+    if libc.mount(b"proc", b"/proc", b"proc", 14, None): os._exit(7)
+    if libc.mount(b"tmpfs", b"/tmp", b"tmpfs", 6, b"mode=1777"): os._exit(8)
+    os._exit(0 if os.getpid() == 1 else 9)
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+'''
+_NS_STEPS = {2: "unshare(CLONE_NEWUSER) refused", 3: "the user namespace's uid map could not be written",
+             4: "unshare(CLONE_NEWPID|CLONE_NEWIPC) refused", 5: "unshare(CLONE_NEWNS) refused",
+             6: "mount propagation could not be changed", 7: "a fresh procfs could not be mounted",
+             8: "a tmpfs could not be mounted", 9: "the new PID namespace did not start at pid 1"}
+
+
+def _step_namespaces() -> str:
+    """'' when a step's namespaces can be made here, else what failed."""
+    try:
+        done = subprocess.run([sys.executable, "-I", "-S", "-c", _NS_PROBE], env={}, capture_output=True,
+                              timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"probe did not run: {exc}"
+    if done.returncode == 0:
+        return ""
+    return _NS_STEPS.get(done.returncode, f"probe failed (exit {done.returncode})")
+
+
 @functools.lru_cache(maxsize=1)
 def probe() -> Capabilities:
     """Probe the kernel once (cached for the life of the process)."""
@@ -139,6 +197,8 @@ def probe() -> Capabilities:
         seccomp_arch_supported=arch_ok,
         no_new_privs=_no_new_privs(),
         user_namespaces=_user_namespaces(),
+        step_namespaces=not (gap := _step_namespaces()),
+        step_namespaces_gap=gap,
     )
 
 

@@ -45,13 +45,15 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def kill_tree(root: int, sig: int = signal.SIGKILL, *, include_root: bool = False, rounds: int = 50) -> int:
+def kill_tree(root: int, sig: int = signal.SIGKILL, *, include_root: bool = False, rounds: int = 50,
+              seen: set[int] | None = None) -> int:
     """Send `sig` to every descendant of `root` (and to root if asked), repeating while new ones appear.
 
-    Returns how many signals were sent. With SIGKILL the loop ends when the subtree is empty (a fork racing
-    the walk is caught on the next round); with other signals one round is made.
+    Returns how many distinct processes were signalled. With SIGKILL the loop ends when the subtree is empty (a fork racing
+    the walk is caught on the next round); with other signals one round is made. `seen`, when given,
+    collects every pid signalled (across calls).
     """
-    sent = 0
+    sent: set[int] = set()
     for _ in range(rounds if sig == signal.SIGKILL else 1):
         targets = descendants(root)
         if include_root:
@@ -61,10 +63,12 @@ def kill_tree(root: int, sig: int = signal.SIGKILL, *, include_root: bool = Fals
         for pid in targets:
             try:
                 os.kill(pid, sig)
-                sent += 1
+                sent.add(pid)
             except (ProcessLookupError, PermissionError):
                 pass
         if include_root and sig == signal.SIGKILL:
             include_root = False
         time.sleep(0.002)  # let the killed exit before walking again
-    return sent
+    if seen is not None:
+        seen |= sent
+    return len(sent)

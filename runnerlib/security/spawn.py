@@ -25,9 +25,12 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import queue
+import resource
 import select
 import shutil
 import signal
@@ -42,8 +45,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from runnerlib.security import network, proctree
-from runnerlib.security.policy import BEST_EFFORT_ENV, SandboxPolicy
+from runnerlib.security import cgroups, network, proctree
+from runnerlib.security.limits import UNTRUSTED_DEFAULTS, StepLimits, describe_limit, mechanism, rlimits_for
+from runnerlib.security.policy import BEST_EFFORT_ENV, NAMESPACES_ENV, SandboxPolicy
 from runnerlib.security.probe import Capabilities, probe, runner_dumpable
 
 log = logging.getLogger("runnerlib.sandbox")
@@ -76,6 +80,7 @@ class SandboxPlan:
     plan: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     private_tmp: str | None = None
+    cgroup: cgroups.StepCgroup | None = None
 
     def describe(self) -> str:
         ll = self.plan.get("landlock")
@@ -87,16 +92,71 @@ class SandboxPlan:
             if ll else "landlock: OFF",
             "seccomp: " + ("deny-list" + (" + inet sockets" if self.plan["seccomp"]["deny_network"] else "")
                            if self.plan.get("seccomp") else "OFF"),
+            "namespaces: " + ("pid+ipc+mount" + ("+user" if self.plan["ns"]["user"] else "")
+                              + " (private /proc, /dev/shm, /tmp; leftovers die with the namespace)"
+                              if self.plan.get("ns") else "OFF (leftovers swept from the step's process tree)"),
         ]
         parts += [self.plan["network"]] if self.plan.get("network") else []
+        if self.plan.get("limits"):
+            parts.append("limits: " + ", ".join(f"{n}={describe_limit(n, v)}"
+                                                for n, v in self.plan["limits"].items()))
         parts += [f"best-effort gap: {n}" for n in self.notes]
         return "; ".join(parts)
 
-    def cleanup(self) -> None:
-        """Remove the private tmp directory (and everything the step left in it)."""
+    def limit_mechanisms(self) -> list[tuple[str, str, str]]:
+        """(limit, value, mechanism) for each limit of the plan."""
+        user_ns = bool((self.plan.get("ns") or {}).get("user"))
+        return [(n, describe_limit(n, v), mechanism(n, by_cgroup=self.plan.get("cgroup_limits") or (),
+                                                    user_namespace=user_ns))
+                for n, v in (self.plan.get("limits") or {}).items()]
+
+    def cleanup(self, wait: bool = False) -> None:
+        """Remove the step's cgroups, and its private tmp directory with everything the step left in it (in
+        the background unless `wait`; whatever is pending is removed before the process exits)."""
         if self.private_tmp:
-            shutil.rmtree(self.private_tmp, ignore_errors=True)
+            if wait:
+                shutil.rmtree(self.private_tmp, ignore_errors=True)
+            else:
+                _remover.remove(self.private_tmp)
             self.private_tmp = None
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
+
+
+class _Remover:
+    """Removes private tmp directories in a thread of its own: on this machine's ext4 one rmdir took 3.7 ms
+    (a mkdir 0.1 ms), a quarter of a sandboxed step's whole start-to-end time, which the runner need not wait
+    for. Nothing the step left there is read by anyone; it only has to go. Drained at exit."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def remove(self, path: str) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="runnerlib-tmp-remover", daemon=True)
+                self._thread.start()
+        self._queue.put(path)
+
+    def _run(self) -> None:
+        while True:
+            path = self._queue.get()
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            finally:
+                self._queue.task_done()
+
+    def drain(self) -> None:
+        """Wait until every queued directory is gone (at exit, and for tests)."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.join()
+
+
+_remover = _Remover()
+atexit.register(lambda: _remover.drain())  # the current one (a forked child gets its own)
 
 
 def _dac_writable(st: os.stat_result, uid: int, gid: int) -> bool:
@@ -184,6 +244,34 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
     missing += net.missing
     notes += net.notes
 
+    if policy.namespaces != "off":
+        if caps.step_namespaces:
+            granted = policy.read_only_paths + policy.read_write_paths + policy.writable_files
+            # A writable /dev/shm would make a protected path beneath it writable (the policy's invariant).
+            shm = not any(p == "/dev/shm" or p.startswith("/dev/shm/") for p in policy.protected_paths)
+            # A policy that grants /tmp itself asked for the shared one: keep it (and say so).
+            own_tmp = "/tmp" not in granted
+            if not own_tmp:
+                notes.append("/tmp itself is granted to the step: it stays shared, not private")
+            plan["ns"] = {"user": not caps.is_root, "proc": True, "shm": shm, "tmp": own_tmp,
+                          "keep_under_tmp": [p for p in granted if p.startswith("/tmp/")],
+                          "tmpfs_size": policy.limits.memory if policy.limits is not None else None}
+        elif policy.namespaces == "required":
+            missing.append("the step's own PID and mount namespaces (processes ending with the step, private "
+                           f"/proc, /dev/shm and /tmp) are required ({NAMESPACES_ENV}=required) but impossible "
+                           f"here: {caps.step_namespaces_gap}")
+        else:
+            notes.append(f"no PID/mount namespaces here ({caps.step_namespaces_gap}): leftover processes are "
+                         "swept from the step's process tree; /proc, /dev/shm and /tmp are shared")
+    if policy.limits is not None:
+        plan["limits"] = dict(policy.limits.items())
+        # A cgroup for a memory or pids limit somebody set (job file, --limit): exact per-step accounting and
+        # a named report, at the price of one RCU grace period per step to move it in (5-7 ms measured
+        # under load). The untrusted defaults are a safety net: rlimits, at no per-step cost.
+        plan["cgroup_limits"] = [c for c in cgroups.available() if c in plan["limits"]
+                                 and getattr(policy.limits, c) != getattr(UNTRUSTED_DEFAULTS, c)]
+        notes.extend(_limit_rlimits(plan, policy.limits))
+
     if missing:
         if not policy.best_effort:
             raise SandboxRefused(missing)
@@ -192,15 +280,37 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
         notes.extend(missing)
 
     result = SandboxPlan(policy=policy, caps=caps, plan=plan, notes=notes)
+    if plan.get("cgroup_limits") and make_tmp:
+        limits = policy.limits or StepLimits()
+        result.cgroup = cgroups.StepCgroup.create(
+            limits.memory if "memory" in plan["cgroup_limits"] else None,
+            limits.pids if "pids" in plan["cgroup_limits"] else None)
+        made = result.cgroup.controllers if result.cgroup else []
+        if made != plan["cgroup_limits"]:  # could not make them all: rlimits for the others
+            plan["cgroup_limits"] = made
+            _limit_rlimits(plan, limits)
+        plan["cgroups"] = result.cgroup.procs_files() if result.cgroup else []
     if policy.private_tmp and make_tmp:
         tmp = tempfile.mkdtemp(prefix="runnerlib-step-", dir=policy.tmp_root)
         if caps.is_root:
             os.chown(tmp, policy.uid, policy.gid)
         os.chmod(tmp, 0o700)
         result.private_tmp = tmp
+        if plan.get("ns"):
+            plan["ns"]["keep_under_tmp"].append(tmp)
         if plan["landlock"]:
             plan["landlock"]["rw"].append(tmp)
     return result
+
+
+def _limit_rlimits(plan: dict[str, Any], limits: StepLimits) -> list[str]:
+    """Put the rlimits enforcing `limits` (those no cgroup of the plan enforces) into the plan; notes back."""
+    rlimits, notes = rlimits_for(limits, by_cgroup=plan.get("cgroup_limits") or (),
+                                 hard_nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    for name in ("as", "nproc"):
+        plan["rlimits"].pop(name, None)
+    plan["rlimits"].update(rlimits)
+    return notes
 
 
 class _ForkServer:
@@ -306,11 +416,12 @@ _server = _ForkServer()
 def _forget_server_in_child() -> None:
     # A forked copy of the runner (multiprocessing, a plugin) must not share the parent's socket to the
     # server: requests from two processes would interleave. It starts its own server if it spawns.
-    global _server
+    global _server, _remover
     for sock in (_server._sock, _server._pending):
         if sock is not None:
             sock.close()
     _server = _ForkServer()
+    _remover = _Remover()  # the parent's thread is not in the child; its queue is the parent's to finish
 
 
 os.register_at_fork(after_in_child=_forget_server_in_child)
@@ -347,6 +458,12 @@ class SpawnedStep:
     wait_status: int | None = None
     error: dict[str, Any] | None = None
     eof: bool = False
+    # From the step's PID namespace init: processes still alive when the main process exited (killed with
+    # the namespace), and the signals that ended any process it reaped. None without a namespace.
+    leftover: int | None = None
+    signals: list[int] = field(default_factory=list)
+    # Every process `kill_all` signalled beneath the supervisor (without a namespace: the leftover count).
+    killed: set[int] = field(default_factory=set)
     _buf: bytes = b""
 
     def read_events(self) -> None:
@@ -369,6 +486,8 @@ class SpawnedStep:
                 self.error = event
             elif kind == "exited":
                 self.wait_status = event["status"]
+                self.leftover = event.get("leftover")
+                self.signals = list(event.get("signals") or ())
 
     def wait_started(self, timeout: float = 30.0) -> None:
         """Block until the step has exec'd (pid known) or failed before exec."""
@@ -401,11 +520,14 @@ class SpawnedStep:
                 pass
 
     def kill_all(self) -> int:
-        """SIGKILL the step's group and everything beneath its supervisor (daemonised descendants too)."""
+        """SIGKILL the step's group and everything beneath its supervisor (daemonised descendants too).
+
+        Returns how many processes beneath the supervisor were signalled by this call; all of them are
+        added to `killed`."""
         self.signal_group(signal.SIGKILL)
         if self.supervisor is None:
             return 0
-        return proctree.kill_tree(self.supervisor, signal.SIGKILL)
+        return proctree.kill_tree(self.supervisor, signal.SIGKILL, seen=self.killed)
 
     def close(self) -> None:
         if self.status_fd >= 0:
@@ -414,12 +536,14 @@ class SpawnedStep:
 
 
 def spawn(argv: list[str], *, env: dict[str, str], cwd: str | None = None, plan: SandboxPlan | None = None,
-          stdin: int | None = None, stdout: int, stderr: int, net: dict[str, Any] | None = None) -> SpawnedStep:
+          stdin: int | None = None, stdout: int, stderr: int, net: dict[str, Any] | None = None,
+          limits: StepLimits | None = None) -> SpawnedStep:
     """Start `argv` through the fork server (sandboxed when `plan` is given) and wait until it has exec'd.
 
     The caller keeps ownership of stdin/stdout/stderr (close your copies of the write ends afterwards).
     If the step fails before exec, the returned object has `.error` set ({"stage", "message", "code"}).
     `net`: a network set-up (`NetworkPlan.request`) for a step without a sandbox plan (a trusted step).
+    `limits` apply to a step without a plan (a trusted step's own limits); a plan carries its own.
     """
     if not argv or not all(isinstance(a, str) for a in argv):
         raise ValueError("argv must be a non-empty list of strings")
@@ -429,8 +553,10 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str | None = None, plan:
         if stdin is None:
             devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             stdin = devnull
-        request = {"argv": list(argv), "env": dict(env), "cwd": cwd, "plan": plan.plan if plan else None,
-                   "net": net}
+        request: dict[str, Any] = {"argv": list(argv), "env": dict(env), "cwd": cwd,
+                                   "plan": plan.plan if plan else None, "net": net}
+        if plan is None and limits is not None:
+            request["rlimits"] = rlimits_for(limits, hard_nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[1])[0]
         _server.send(request, [stdin, stdout, stderr, status_w])
     except BaseException:
         os.close(status_r)

@@ -17,6 +17,12 @@ plan and execs. S reports on the request's status pipe, one JSON object per line
 and exits when its subtree is empty. When the runner's end of the socket closes (the runner died), the
 server kills its whole subtree and exits.
 
+A plan with "ns" (an untrusted step's own PID, IPC and mount namespaces, `runnerlib.security.namespaces`):
+as root the server unshares CLONE_NEWPID|CLONE_NEWIPC, forks S (pid 1 of the new namespaces) and setns()es
+back to its own; S makes the private mounts, forks the step and is its init. Unprivileged, S makes a user
+namespace with the PID and IPC namespaces inside and forks their init, which forks the step. Either way
+the "exited" event also carries "leftover" (processes killed with the namespace) and "signals".
+
 Request on the socket: 4-byte big-endian length with SCM_RIGHTS [stdin, stdout, stderr, status], then a
 JSON body {"argv": [...], "env": {...}, "cwd": str|null, "plan": {...}|null}.
 """
@@ -34,12 +40,13 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from typing import Any
 
 if __name__ == "__main__":  # run as a script under -I -S: make the package importable from its checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from runnerlib.security import netforward, proctree  # noqa: E402
+from runnerlib.security import namespaces, netforward, proctree  # noqa: E402
 from runnerlib.security.lowlevel import landlock, nftables, prctl, seccomp  # noqa: E402
 
 _FDS_PER_REQUEST = 4
@@ -106,16 +113,30 @@ def build_ruleset(plan: dict | None) -> landlock.Ruleset | None:
     return ruleset
 
 
+def _set_rlimits(rlimits: dict | None) -> None:
+    """setrlimit for each {name: value | [soft, hard]} (None: leave it); names as in RLIMIT_<NAME>."""
+    for name, value in (rlimits or {}).items():
+        if value is None:
+            continue
+        soft, hard = value if isinstance(value, list) else (value, value)
+        resource.setrlimit(getattr(resource, f"RLIMIT_{name.upper()}"), (soft, hard))
+
+
 def _apply_plan(plan: dict, supervisor: int, programs: dict[bool, bytes],
                 ruleset: landlock.Ruleset | None) -> None:
     """Apply a sandbox plan to this (single-threaded, about to exec) process. Raises _StepFailed."""
     stage = "rlimits"
     try:
-        for name, value in (plan.get("rlimits") or {}).items():
-            if value is None:
-                continue
-            which = getattr(resource, f"RLIMIT_{name.upper()}")
-            resource.setrlimit(which, (value, value))
+        _set_rlimits(plan.get("rlimits"))
+
+        if plan.get("cgroups"):
+            stage = "cgroup"  # before the uid switch: cgroup.procs belongs to root
+            for procs in plan["cgroups"]:
+                fd = os.open(procs, os.O_WRONLY)
+                try:
+                    os.write(fd, b"0")
+                finally:
+                    os.close(fd)
 
         if plan.get("landlock") and ruleset is None:
             raise OSError(errno.EINVAL, "the plan asks for Landlock but no ruleset was built")
@@ -139,6 +160,11 @@ def _apply_plan(plan: dict, supervisor: int, programs: dict[bool, bytes],
             seccomp.set_no_new_privs()
 
         if ruleset is not None:
+            stage = "landlock (private mounts)"
+            # The private /proc, /dev/shm and /tmp are new inodes the server's rules do not name.
+            for path, writable in namespaces.private_mount_rules(plan.get("ns") or {}):
+                access = landlock.read_write_access if writable else landlock.read_only_access
+                ruleset.allow_path(path, access(plan["landlock"]["abi"]))
             stage = "landlock restrict_self"
             ruleset.restrict_self()
 
@@ -184,6 +210,8 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, b
         if plan is not None:
             _apply_plan(plan, supervisor, programs, ruleset)
         else:
+            stage = "rlimits"  # a trusted step's own limits (job file, --limit)
+            _set_rlimits(req.get("rlimits"))
             stage = "pdeathsig"
             prctl.prctl(prctl.PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != supervisor:
@@ -210,37 +238,135 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, b
         os._exit(int(report["code"]))
 
 
-def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[bool, bytes],
-               ruleset: landlock.Ruleset | None) -> None:
-    """In the supervisor S: subreaper for one step; fork it, report start/failure/exit, reap everything."""
-    stdio, status = fds[:3], fds[3]
-    prctl.prctl(prctl.PR_SET_CHILD_SUBREAPER, 1)
-    prctl.prctl(prctl.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != zygote:
-        os._exit(1)
-    os.close(ctl)
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            os.close(fd)
+            return data
+        data += chunk
+
+
+def _outer_pid_of_only_child(parent: int, proc_dir: int | None = None) -> int | None:
+    """The pid, as the runner's /proc numbers it, of `parent`'s child: the step inside a PID namespace.
+    `proc_dir`: a descriptor of the runner's /proc kept from before a private /proc was mounted."""
+    try:
+        fd = os.open(f"{parent}/task/{parent}/children" if proc_dir is not None
+                     else f"/proc/{parent}/task/{parent}/children", os.O_RDONLY, dir_fd=proc_dir)
+        try:
+            pids = os.read(fd, 4096).split()
+        finally:
+            os.close(fd)
+    except OSError:  # no CONFIG_PROC_CHILDREN: walk /proc
+        pids = [str(pid).encode() for pid, ppid in proctree.parent_map().items() if ppid == parent]
+    return int(pids[0]) if pids else None
+
+
+def _private_mounts(req: dict) -> dict | None:
+    """The step's own /proc, /dev/shm and /tmp (see namespaces.make_private_mounts); None, or the error
+    report that refuses the step."""
+    ns = req["plan"]["ns"]
+    try:
+        keep = list(ns.get("keep_under_tmp") or ()) + ([req["cwd"]] if req.get("cwd") else [])
+        namespaces.make_private_mounts(proc=ns["proc"], shm=ns["shm"], tmp=ns["tmp"], keep_under_tmp=keep,
+                                       tmpfs_size=ns.get("tmpfs_size"))
+    except OSError as exc:
+        return {"stage": "private mounts", "errno": exc.errno, "message": str(exc.strerror or exc), "code": 126}
+    return None
+
+
+def _init(req: dict, stdio: list[int], err_w: int, report_w: int, programs: dict[bool, bytes],
+          ruleset: landlock.Ruleset | None) -> None:
+    """In init I, pid 1 of the step's namespace (unprivileged runner: beneath the supervisor, which made
+    the user namespace): private mounts, fork the step, reap, report. Never returns."""
+    code = 1
+    try:
+        prctl.prctl(prctl.PR_SET_PDEATHSIG, signal.SIGKILL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # as pid 1, an unhandled signal is simply not delivered
+        failed = _private_mounts(req)
+        if failed is not None:
+            os.write(err_w, json.dumps(failed).encode())
+            os._exit(126)
+        pid = os.fork()
+        if pid == 0:
+            os.close(report_w)
+            _exec_step(req, stdio, err_w, programs, ruleset)
+        os.close(err_w)
+        if ruleset is not None:
+            ruleset.close()
+        for fd in stdio:
+            os.close(fd)
+        os.write(report_w, json.dumps(namespaces.run_init(pid)).encode())
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _start_step(stdio: list[int], status: int, ruleset: landlock.Ruleset | None,
+                child: Callable[[int], None]) -> tuple[int, bool]:
+    """Fork `child(err_w)` (which never returns), wait until the step exec'd or failed (reporting a
+    failure). Returns (pid of the child, whether the step exec'd); the caller reports start and exit."""
     err_r, err_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(err_r)
         os.close(status)
-        _exec_step(req, stdio, err_w, programs, ruleset)
+        child(err_w)
     os.close(err_w)
     if ruleset is not None:
         ruleset.close()
     for fd in stdio:
         os.close(fd)
-    data = b""
-    while True:
-        chunk = os.read(err_r, 65536)
-        if not chunk:
-            break
-        data += chunk
-    os.close(err_r)
+    data = _read_all(err_r)
     if data:
         _send_event(status, {"event": "error", **json.loads(data)})
-    else:
-        _send_event(status, {"event": "started", "pid": pid, "supervisor": os.getpid()})
+    return pid, not data
+
+
+def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[bool, bytes],
+               ruleset: landlock.Ruleset | None, as_init: bool = False) -> None:
+    """In the supervisor S: subreaper for one step; fork it, report start/failure/exit, reap everything.
+
+    Namespace plans ("ns"): as root the server forked S as pid 1 of the step's new PID and IPC namespaces
+    (`as_init`): S makes the private mounts, forks the step and is its init. Unprivileged, S makes a user
+    namespace with PID and IPC namespaces inside, forks their init I, which forks the step; the step's
+    exit status and leftover count then come from I's report pipe.
+    """
+    stdio, status = fds[:3], fds[3]
+    prctl.prctl(prctl.PR_SET_CHILD_SUBREAPER, 1)
+    prctl.prctl(prctl.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != (0 if as_init else zygote):  # an init's parent lies outside its namespace: 0
+        os._exit(1)
+    os.close(ctl)
+    if as_init:
+        _supervise_as_init(req, stdio, status, programs, ruleset)
+        return
+    ns = (req.get("plan") or {}).get("ns")
+    if ns:
+        try:
+            namespaces.unshare_step_namespaces(user=ns["user"])
+        except OSError as exc:
+            _send_event(status, {"event": "error", "stage": "namespaces", "errno": exc.errno,
+                                 "message": str(exc.strerror or exc), "code": 126})
+            _send_event(status, {"event": "exited", "status": 126 << 8})
+            os._exit(0)
+    report_r, report_w = os.pipe() if ns else (-1, -1)
+
+    def child(err_w: int) -> None:
+        if ns:
+            os.close(report_r)
+            _init(req, stdio, err_w, report_w, programs, ruleset)
+        _exec_step(req, stdio, err_w, programs, ruleset)
+
+    pid, started = _start_step(stdio, status, ruleset, child)
+    if ns:
+        os.close(report_w)
+    if started:
+        # Inside a namespace the step is init's child; the runner signals it by its outer pid. If it
+        # already exited and was reaped, init's pid stands in (a group kill of it then finds nothing).
+        step = (_outer_pid_of_only_child(pid) or pid) if ns else pid
+        _send_event(status, {"event": "started", "pid": step, "supervisor": os.getpid()})
     while True:
         try:
             reaped, wstatus = os.waitpid(-1, 0)
@@ -249,7 +375,34 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
         except InterruptedError:
             continue
         if reaped == pid:
-            _send_event(status, {"event": "exited", "status": wstatus})
+            event: dict[str, Any] = {"event": "exited", "status": wstatus}
+            if ns:
+                report = _read_all(report_r)
+                if report:  # init reported; empty when init was killed (timeout, cancel): then wstatus
+                    event.update(json.loads(report))
+            _send_event(status, event)
+    os.close(status)
+
+
+def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[bool, bytes],
+                       ruleset: landlock.Ruleset | None) -> None:
+    """S as pid 1 of the step's namespaces (root): one process fewer on the path than init beneath S."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as pid 1, an unhandled signal is simply not delivered
+    me = namespaces.outer_pid()
+    outer_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # the runner's, for pids
+    failed = _private_mounts(req)
+    if failed is not None:
+        _send_event(status, {"event": "error", **failed})
+        _send_event(status, {"event": "exited", "status": 126 << 8})
+        return
+    pid, started = _start_step(stdio, status, ruleset, lambda err_w: _exec_step(req, stdio, err_w, programs, ruleset))
+    if started:
+        step = _outer_pid_of_only_child(me, outer_proc) or me
+        _send_event(status, {"event": "started", "pid": step, "supervisor": me})
+    os.close(outer_proc)
+    # Reported before this init exits: the kernel's teardown of the namespaces need not delay the runner,
+    # and nothing in them runs any more (every leftover has SIGKILL pending; none can fork).
+    _send_event(status, {"event": "exited", **namespaces.run_init(pid)})
     os.close(status)
 
 
@@ -282,6 +435,7 @@ def serve(ctl_fd: int) -> None:
         pass  # unsupported architecture: a plan asking for seccomp fails closed in _apply_plan
     me = os.getpid()
     nftables.preload()  # libnftables, for steps whose network policy needs rules in their own namespace
+    own_ns = namespaces.own_namespaces()  # as root: where to come back to after forking a step's init
     # Forked children live for a few hundred microseconds before exec: no collector runs, and freezing
     # the start-up objects keeps their pages shared (no copy-on-write from reference-count or GC scans).
     gc.disable()
@@ -314,14 +468,29 @@ def serve(ctl_fd: int) -> None:
             for fd in fds:
                 os.close(fd)
             continue
-        pid = os.fork()
+        ns = (req.get("plan") or {}).get("ns") or {}
+        as_init = bool(ns) and not ns.get("user") and own_ns is not None
+        try:
+            if as_init:
+                namespaces.unshare(namespaces.CLONE_NEWPID | namespaces.CLONE_NEWIPC)
+            pid = os.fork()
+        except OSError as exc:
+            as_init = own_ns is not None
+            _send_event(fds[3], {"event": "error", "stage": "namespaces", "errno": exc.errno,
+                                 "message": str(exc.strerror or exc), "code": 126})
+            pid = -1
         if pid == 0:
             code = 1
             try:
-                _supervise(req, fds, sock.fileno(), me, programs, ruleset)
+                _supervise(req, fds, sock.fileno(), me, programs, ruleset, as_init)
                 code = 0
             finally:
                 os._exit(code)
+        if as_init:
+            try:
+                namespaces.return_to(own_ns)  # type: ignore[arg-type]
+            except OSError:
+                break  # never spawn another step from namespaces that are not the server's own
         if ruleset is not None:
             ruleset.close()
         for fd in fds:

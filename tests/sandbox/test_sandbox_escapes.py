@@ -91,12 +91,13 @@ def test_runner_memory_and_environ(workspace, registry, victim, what, protect):
 
 
 def test_runner_cmdline_scrubbed(workspace, registry, victim):
-    """cmdline is world-readable: the sandbox cannot hide it, so the runner scrubs secrets from it."""
+    """cmdline is world-readable: without the step's private /proc (namespaces off) the runner's own scrub
+    is what hides the secret (test_sandbox_private_world.py covers the private /proc)."""
     verdict, _ = attack(workspace, registry, "read_proc", victim(protect=True, secret_on_argv=True).pid,
-                        "cmdline", SECRET)
+                        "cmdline", SECRET, policy=workspace.policy(namespaces="off"))
     assert verdict.startswith("BLOCKED readable but the secret is not there")
     verdict, _ = attack(workspace, registry, "read_proc", victim(protect=False, secret_on_argv=True).pid,
-                        "cmdline", SECRET)
+                        "cmdline", SECRET, policy=workspace.policy(namespaces="off"))
     assert verdict.startswith("SUCCEEDED")
 
 
@@ -196,12 +197,17 @@ def test_registration_socket(workspace, registry):
     from runnerlib.security.secret_socket import SecretSocketServer
 
     with SecretSocketServer(registry) as server:
+        if server.path.startswith("/tmp/") and caps.step_namespaces:
+            # The step's own /tmp does not hold the socket at all (test_sandbox_private_world.py).
+            verdict, result = attack(workspace, registry, "connect_unix", server.path)
+            assert verdict.startswith("BLOCKED errno 2"), (verdict, result)
+        off = workspace.policy(namespaces="off")  # below: the uid / file-mode layer on its own
         if not IS_ROOT:
-            verdict, _ = attack(workspace, registry, "connect_unix", server.path)
+            verdict, _ = attack(workspace, registry, "connect_unix", server.path, policy=off)
             pytest.skip("unprivileged runner: a step with the runner's uid can reach a path socket "
                         f"(connect {verdict.split()[0].lower()}); the server's token, absent from the step's "
                         "environment, is the protection (test_secret_not_in_step_environment)")
-        verdict, result = attack(workspace, registry, "connect_unix", server.path)
+        verdict, result = attack(workspace, registry, "connect_unix", server.path, policy=off)
         assert verdict.startswith("BLOCKED errno 13"), (verdict, result)
         verdict, result = attack(workspace, registry, "connect_unix", server.path, sandboxed=False)
         assert verdict.startswith("SUCCEEDED"), (verdict, result)

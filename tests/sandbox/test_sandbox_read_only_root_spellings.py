@@ -51,7 +51,8 @@ def test_directories_holding_the_workspace_are_refused(workspace: Workspace) -> 
 
 @pytest.mark.skipif(probe().landlock_abi < 1, reason="needs Landlock (read grants are Landlock rules)")
 def test_a_double_slash_grant_would_expose_every_file(workspace: Workspace, registry) -> None:  # type: ignore[no-untyped-def]
-    with reachable_tempdir("rl-private-") as base:
+    # Outside /tmp: untrusted steps have a private /tmp, which would hide the file with or without the grant.
+    with reachable_tempdir("rl-private-", dir="/var/tmp") as base:
         (base / "f.txt").write_text("private-content")
         os.chmod(base / "f.txt", 0o644)
         argv = ["/bin/sh", "-c", f"cat {base}/f.txt"]
