@@ -17,12 +17,14 @@ base. A `MaskSnapshot` is immutable, so a stream scanning it never sees a half-b
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from runnerlib.security import wrapped
 from runnerlib.security.matcher import Matcher, build_matcher, default_engine
 
 log = logging.getLogger("runnerlib.secrets")
@@ -57,19 +59,23 @@ class _Layer:
 class MaskSnapshot:
     """An immutable compiled pattern set: find occurrences, find live partial matches, mask a buffer."""
 
-    __slots__ = ("layers", "maxlen", "_sorted", "_short", "replacement", "count")
+    __slots__ = ("layers", "maxlen", "_sorted", "_short", "replacement", "count", "triggers")
 
     def __init__(self, layers: tuple[_Layer, ...], maxlen: int, sorted_patterns: list[bytes],
-                 short_prefixes: set[bytes], replacement: bytes, count: int) -> None:
+                 short_prefixes: set[bytes], replacement: bytes, count: int,
+                 triggers: frozenset[bytes] = frozenset()) -> None:
         self.layers = layers
         self.maxlen = maxlen
         self._sorted = sorted_patterns
         self._short = short_prefixes
         self.replacement = replacement
         self.count = count  # number of patterns
+        # Patterns that are not masked themselves: a hit sends the lines around it through the wrapped view
+        # (runnerlib.security.wrapped), which masks what crosses a line break of an encoded run.
+        self.triggers = triggers
 
-    def find(self, data: bytes) -> list[tuple[int, int]]:
-        """(start, end) of every occurrence of every pattern, in no particular order."""
+    def find_raw(self, data: bytes) -> list[tuple[int, int]]:
+        """(start, end) of every occurrence of every pattern, triggers included, in no particular order."""
         layers = self.layers
         if len(layers) == 1:
             return layers[0].matcher.find(data)
@@ -78,11 +84,36 @@ class MaskSnapshot:
             out.extend(layer.matcher.find(data))
         return out
 
+    def find(self, data: bytes) -> list[tuple[int, int]]:
+        """(start, end) of every run to mask: occurrences of the masked patterns, and of encoded forms wrapped
+        across line breaks (found where a trigger matched), in no particular order."""
+        found = self.find_raw(data)
+        if not found or not self.triggers:
+            return found
+        triggers = self.triggers
+        hits = [o for o in found if data[o[0]:o[1]] in triggers]
+        if not hits:
+            return found
+        masks = [o for o in found if data[o[0]:o[1]] not in triggers]
+        masks.extend(wrapped.view_occurrences(data, hits, masks, self._find_masks))
+        return masks
+
+    def _find_masks(self, data: bytes) -> list[tuple[int, int]]:
+        triggers = self.triggers
+        return [o for o in self.find_raw(data) if data[o[0]:o[1]] not in triggers]
+
     def live_start(self, buf: bytes) -> int:
-        """The smallest p such that buf[p:] is a proper prefix of some pattern (len(buf) if none).
+        """The smallest p such that buf[p:] is a proper prefix of some pattern, in the bytes as they are or in
+        the joined view of an encoded run at the end of `buf` (len(buf) if none).
 
         Bytes before p can never be covered by an occurrence that ends later; bytes from p on might be.
         """
+        live = self._live_start(buf)
+        if self.triggers:
+            live = min(live, wrapped.tail_live_start(buf, self._live_start, self.maxlen))
+        return live
+
+    def _live_start(self, buf: bytes) -> int:
         end = len(buf)
         lo = end - self.maxlen + 1
         if lo < 0:
@@ -177,6 +208,8 @@ class Masker:
         self._merge_now = threading.Event()
         self._merged_event = threading.Event()
         self._merged_event.set()
+        self._triggers: frozenset[bytes] = frozenset()
+        self._batch = 0  # depth of batch() blocks: adds are compiled once, at the end
         self.snapshot = MaskSnapshot((), 0, [], set(), replacement, 0)
 
     def __len__(self) -> int:
@@ -184,17 +217,40 @@ class Masker:
 
     @property
     def patterns(self) -> list[bytes]:
-        """A copy of every pattern, in the order added."""
-        return list(self._patterns)
+        """A copy of every masked pattern, in the order added (triggers left out)."""
+        triggers = self._triggers
+        return [p for p in self._patterns if p not in triggers]
 
-    def add(self, patterns: Iterable[bytes]) -> int:
-        """Add patterns (duplicates ignored); returns how many were new. The new set is live on return."""
+    @property
+    def triggers(self) -> list[bytes]:
+        """Every trigger (searched, not masked), in the order added."""
+        triggers = self._triggers
+        return [p for p in self._patterns if p in triggers]
+
+    def add(self, patterns: Iterable[bytes], *, triggers: Iterable[bytes] = ()) -> int:
+        """Add patterns (duplicates ignored); returns how many were new. The new set is live on return.
+
+        `triggers` are searched like patterns but not masked: a hit makes the wrapped view look at the lines
+        around it (see runnerlib.security.wrapped). A byte string both added as a pattern and as a trigger is
+        masked.
+        """
         with self._lock:
             new = []
+            masks = set()
             for p in patterns:
+                masks.add(p)
                 if p and p not in self._index:
                     self._index.add(p)
                     new.append(bytes(p))
+            fresh_triggers = set()
+            for p in triggers:
+                if p and p not in self._index:
+                    self._index.add(p)
+                    new.append(bytes(p))
+                    fresh_triggers.add(bytes(p))
+            if masks & self._triggers or fresh_triggers:
+                # Copy-on-write: a snapshot keeps the set it was published with.
+                self._triggers = frozenset((self._triggers - masks) | fresh_triggers)
             if not new:
                 return 0
             self._last_add = time.monotonic()
@@ -207,9 +263,35 @@ class Masker:
                 if len(p) > PREFIX_LEN:
                     self._prefixes[p[:PREFIX_LEN]] = None
                 self._maxlen = max(self._maxlen, len(p))
+            if self._batch:
+                return len(new)  # compiled when the batch ends
+            if not self.snapshot.layers:
+                # The first set (a job's or `runnerlib mask`'s known secrets) is compiled with the main engine
+                # at once: scanning starts at full speed, and no delta automaton is built to be thrown away.
+                self._publish_base_now()
+                return len(new)
             self._publish(self._layers_with(len(new)))
             self._schedule_merge()
             return len(new)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Add many patterns at start-up with one compilation: adds inside the block are compiled when it
+        ends, all at once with the main engine. Only for before any stream is written: inside the block the
+        new patterns are not masked yet."""
+        with self._lock:
+            self._batch += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._batch -= 1
+                added = len(self._patterns) - self.snapshot.count
+                if not self._batch and added and not self.snapshot.layers:
+                    self._publish_base_now()
+                elif not self._batch and added:
+                    self._publish(self._layers_with(added))
+                    self._schedule_merge()
 
     def wait_merged(self, timeout: float | None = None) -> bool:
         """Merge now and block until one base layer holds everything (benchmarks, tests); True if settled."""
@@ -268,9 +350,14 @@ class Masker:
         return _Layer(start, stop, build_matcher(patterns, engine, quick_build=quick),
                       build_matcher(prefixes, engine, quick_build=quick) if prefixes else None, base)
 
+    def _publish_base_now(self) -> None:
+        # Called with the lock held: everything as one main-engine layer, compiled in this thread.
+        self._publish((self._build_layer(0, len(self._patterns), self.engine, base=True,
+                                         prefixes=list(self._prefixes)),))
+
     def _publish(self, layers: tuple[_Layer, ...]) -> None:
         self.snapshot = MaskSnapshot(layers, self._maxlen, self._sorted, self._short, self.replacement,
-                                     len(self._patterns))
+                                     len(self._patterns), self._triggers)
 
     def _schedule_merge(self, force: bool = False) -> None:
         # Called with the lock held.

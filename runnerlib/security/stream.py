@@ -27,6 +27,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from runnerlib.security.masker import MaskSnapshot, render
+from runnerlib.security.wrapped import context_start
 
 # Held-back bytes past this are emitted as they are. A partial match is shorter than the longest pattern,
 # so this only matters for secrets longer than the cap (certificates bundles, whole files).
@@ -93,7 +94,9 @@ class MaskedStream:
                 return n
             occurrences = snap.find(buf)
             live = snap.live_start(buf)
-            if not occurrences and self._emitted == 0 and live == len(buf):
+            # An encoding or dump line at the end is kept (already emitted) so the next write sees it whole.
+            keep = context_start(buf, live, snap.maxlen) if snap.triggers else live
+            if not occurrences and self._emitted == 0 and keep == len(buf):
                 # The common case: nothing found, nothing pending. Zero-copy.
                 self._buf = b""
                 self._masked_until = -1
@@ -104,9 +107,10 @@ class MaskedStream:
             emitted, masked_until = render(buf, occurrences, self._emitted, self._masked_until, limit,
                                            snap.replacement, out)
             # Keep from the earliest live partial match on: the next write completes or refutes it.
-            self._buf = buf[live:]
-            self._emitted = emitted - live
-            self._masked_until = masked_until - live if masked_until >= live else -1
+            keep = min(keep, emitted)
+            self._buf = buf[keep:]
+            self._emitted = emitted - keep
+            self._masked_until = masked_until - keep if masked_until >= keep else -1
             if out:
                 self._sink(out[0] if len(out) == 1 else b"".join(out))
             return n
