@@ -63,7 +63,7 @@ class MaskSnapshot:
 
     def __init__(self, layers: tuple[_Layer, ...], maxlen: int, sorted_patterns: list[bytes],
                  short_prefixes: set[bytes], replacement: bytes, count: int,
-                 triggers: frozenset[bytes] = frozenset()) -> None:
+                 triggers: set[bytes] | frozenset[bytes] = frozenset()) -> None:
         self.layers = layers
         self.maxlen = maxlen
         self._sorted = sorted_patterns
@@ -84,9 +84,10 @@ class MaskSnapshot:
             out.extend(layer.matcher.find(data))
         return out
 
-    def find(self, data: bytes) -> list[tuple[int, int]]:
+    def find(self, data: bytes, line_start: bool = True) -> list[tuple[int, int]]:
         """(start, end) of every run to mask: occurrences of the masked patterns, and of encoded forms wrapped
-        across line breaks (found where a trigger matched), in no particular order."""
+        across line breaks (found where a trigger matched), in no particular order. `line_start`: whether
+        data[0] begins a line (a stream's buffer may start in the middle of one)."""
         found = self.find_raw(data)
         if not found or not self.triggers:
             return found
@@ -95,14 +96,14 @@ class MaskSnapshot:
         if not hits:
             return found
         masks = [o for o in found if data[o[0]:o[1]] not in triggers]
-        masks.extend(wrapped.view_occurrences(data, hits, masks, self._find_masks))
+        masks.extend(wrapped.view_occurrences(data, hits, masks, self._find_masks, line_start=line_start))
         return masks
 
     def _find_masks(self, data: bytes) -> list[tuple[int, int]]:
         triggers = self.triggers
         return [o for o in self.find_raw(data) if data[o[0]:o[1]] not in triggers]
 
-    def live_start(self, buf: bytes) -> int:
+    def live_start(self, buf: bytes, line_start: bool = True) -> int:
         """The smallest p such that buf[p:] is a proper prefix of some pattern, in the bytes as they are or in
         the joined view of an encoded run at the end of `buf` (len(buf) if none).
 
@@ -110,7 +111,7 @@ class MaskSnapshot:
         """
         live = self._live_start(buf)
         if self.triggers:
-            live = min(live, wrapped.tail_live_start(buf, self._live_start, self.maxlen))
+            live = min(live, wrapped.tail_live_start(buf, self._live_start, self.maxlen, line_start))
         return live
 
     def _live_start(self, buf: bytes) -> int:
@@ -208,8 +209,12 @@ class Masker:
         self._merge_now = threading.Event()
         self._merged_event = threading.Event()
         self._merged_event.set()
-        self._triggers: frozenset[bytes] = frozenset()
+        self._triggers: set[bytes] = set()
+        self._unsorted: list[bytes] = []  # added inside a batch, not yet in _sorted
         self._batch = 0  # depth of batch() blocks: adds are compiled once, at the end
+        self._batch_background = False
+        self._ready = threading.Event()  # cleared while a batch's first compilation runs in the background
+        self._ready.set()
         self.snapshot = MaskSnapshot((), 0, [], set(), replacement, 0)
 
     def __len__(self) -> int:
@@ -248,15 +253,21 @@ class Masker:
                     self._index.add(p)
                     new.append(bytes(p))
                     fresh_triggers.add(bytes(p))
-            if masks & self._triggers or fresh_triggers:
-                # Copy-on-write: a snapshot keeps the set it was published with.
-                self._triggers = frozenset((self._triggers - masks) | fresh_triggers)
+            demoted = masks & self._triggers if self._triggers else ()
+            if demoted:
+                # Copy-on-write: a snapshot keeps the set it was published with (a trigger it searched as such).
+                self._triggers = self._triggers - demoted
+            # Grows only, like _short: a snapshot seeing a newer trigger never finds it (not in its layers).
+            self._triggers |= fresh_triggers
             if not new:
                 return 0
             self._last_add = time.monotonic()
             self._patterns.extend(new)
-            # Copy-on-write: a stream may be bisecting the old list right now.
-            self._sorted = _merge_sorted(self._sorted, sorted(new))
+            if self._batch:
+                self._unsorted.extend(new)  # sorted once, when the batch ends
+            else:
+                # Copy-on-write: a stream may be bisecting the old list right now.
+                self._sorted = _merge_sorted(self._sorted, sorted(new))
             for p in new:
                 for j in range(1, min(PREFIX_LEN, len(p))):
                     self._short.add(p[:j])  # grows only, before the snapshot that needs it is published
@@ -274,11 +285,23 @@ class Masker:
             self._schedule_merge()
             return len(new)
 
+    def current(self) -> MaskSnapshot:
+        """The latest snapshot, once the first compilation of a background batch (if any) is done: nothing is
+        scanned with a pattern set that is still being compiled."""
+        if not self._ready.is_set():
+            self._ready.wait()
+        return self.snapshot
+
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, *, background: bool = False) -> Iterator[None]:
         """Add many patterns at start-up with one compilation: adds inside the block are compiled when it
         ends, all at once with the main engine. Only for before any stream is written: inside the block the
-        new patterns are not masked yet."""
+        new patterns are not masked yet.
+
+        `background`: when the block ends, compile the first set in a thread; `current()` (every stream write
+        and `mask()`) waits for it. A filter can so read its input while the engine compiles, and an empty
+        input never waits for a compilation it does not need.
+        """
         with self._lock:
             self._batch += 1
         try:
@@ -286,8 +309,15 @@ class Masker:
         finally:
             with self._lock:
                 self._batch -= 1
+                if not self._batch and self._unsorted:
+                    self._sorted = sorted([*self._sorted, *self._unsorted])
+                    self._unsorted = []
                 added = len(self._patterns) - self.snapshot.count
-                if not self._batch and added and not self.snapshot.layers:
+                if not self._batch and added and not self.snapshot.layers and background:
+                    self._ready.clear()
+                    threading.Thread(target=self._compile_first, args=(len(self._patterns),), daemon=True,
+                                     name="runnerlib-mask-compile").start()
+                elif not self._batch and added and not self.snapshot.layers:
                     self._publish_base_now()
                 elif not self._batch and added:
                     self._publish(self._layers_with(added))
@@ -313,7 +343,7 @@ class Masker:
 
     def mask(self, data: bytes) -> bytes:
         """Mask a whole buffer with the current patterns."""
-        return self.snapshot.mask(data)
+        return self.current().mask(data)
 
     # -- internals -------------------------------------------------------------------------------------
 
@@ -349,6 +379,24 @@ class Masker:
         quick = not base  # a delta is rebuilt on every add: build time matters more than scan speed
         return _Layer(start, stop, build_matcher(patterns, engine, quick_build=quick),
                       build_matcher(prefixes, engine, quick_build=quick) if prefixes else None, base)
+
+    def _compile_first(self, stop: int) -> None:
+        """A background batch's first compilation (see batch); `current()` waits until it is published."""
+        try:
+            with self._lock:
+                prefixes = list(self._prefixes)
+            try:
+                base = self._build_layer(0, stop, self.engine, base=True, prefixes=prefixes)
+            except Exception as exc:  # noqa: BLE001 - fall back to the delta engine: correct, slower
+                log.error("masking: compiling the patterns failed (%s: %s); masking stays correct but slower",
+                          type(exc).__name__, exc)
+                base = self._build_layer(0, stop, self._delta_engine())
+            with self._lock:
+                self._install_merged(base)
+                if len(self.snapshot.layers) > 1:
+                    self._schedule_merge()
+        finally:
+            self._ready.set()
 
     def _publish_base_now(self) -> None:
         # Called with the lock held: everything as one main-engine layer, compiled in this thread.

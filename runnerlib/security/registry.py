@@ -128,7 +128,7 @@ class SecretRegistry:
 
         `idle_flush` (seconds): emit held-back bytes after that long without a write (see IdleFlusher).
         """
-        s = MaskedStream(lambda: self._masker.snapshot, sink, hold_cap=hold_cap, on_close=self._forget)
+        s = MaskedStream(self._masker.current, sink, hold_cap=hold_cap, on_close=self._forget)
         with self._lock:
             self._streams.add(s)
         if idle_flush is not None:
@@ -152,11 +152,12 @@ class SecretRegistry:
         """Every pattern masked (values and their encoded forms)."""
         return self._masker.patterns
 
-    def batch(self) -> contextlib.AbstractContextManager[None]:
+    def batch(self, *, background: bool = False) -> contextlib.AbstractContextManager[None]:
         """A block of start-up additions compiled once, with the main engine, when it ends (`runnerlib mask`
         loads its secrets in one): the first write of a stream then scans at full speed. Use it before any
-        stream is written: inside it, new secrets are not masked yet."""
-        return self._masker.batch()
+        stream is written: inside it, new secrets are not masked yet. `background=True` compiles in a thread
+        when the block ends; writes and `mask()` wait for it (a filter reads its input meanwhile)."""
+        return self._masker.batch(background=background)
 
     def triggers(self) -> list[bytes]:
         """The trigger fragments searched (not masked) to find wrapped and dumped forms (security.wrapped)."""

@@ -60,6 +60,7 @@ class MaskedStream:
         # Reentrant: a sink may add a secret, and add() waits on every live stream's lock.
         self.lock = threading.RLock()
         self._buf = b""  # the rescan window: starts at the earliest live partial match
+        self._line_start = True  # whether _buf (or, when empty, the next write) begins a line
         self._emitted = 0  # bytes of _buf already given to the sink (masked or not)
         self._masked_until = -1  # position in _buf where the last replacement's run ended
         self._closed = False
@@ -92,14 +93,16 @@ class MaskedStream:
             if not snap.count:
                 self._emit_plain(buf)
                 return n
-            occurrences = snap.find(buf)
-            live = snap.live_start(buf)
+            line_start = self._line_start
+            occurrences = snap.find(buf, line_start)
+            live = snap.live_start(buf, line_start)
             # An encoding or dump line at the end is kept (already emitted) so the next write sees it whole.
-            keep = context_start(buf, live, snap.maxlen) if snap.triggers else live
+            keep = context_start(buf, live, snap.maxlen, line_start) if snap.triggers else live
             if not occurrences and self._emitted == 0 and keep == len(buf):
                 # The common case: nothing found, nothing pending. Zero-copy.
                 self._buf = b""
                 self._masked_until = -1
+                self._line_start = buf[-1] == 0x0A
                 self._sink(buf)
                 return n
             limit = max(live, len(buf) - self._hold_cap)
@@ -108,6 +111,8 @@ class MaskedStream:
                                            snap.replacement, out)
             # Keep from the earliest live partial match on: the next write completes or refutes it.
             keep = min(keep, emitted)
+            if keep:
+                self._line_start = buf[keep - 1] == 0x0A
             self._buf = buf[keep:]
             self._emitted = emitted - keep
             self._masked_until = masked_until - keep if masked_until >= keep else -1
@@ -118,6 +123,7 @@ class MaskedStream:
     def _emit_plain(self, buf: bytes) -> None:
         rest = buf[self._emitted:]
         self._buf, self._emitted, self._masked_until = b"", 0, -1
+        self._line_start = buf[-1] == 0x0A
         if rest:
             self._sink(rest)
 
@@ -147,14 +153,15 @@ class MaskedStream:
             snap = self._snapshot()
             limit = len(buf)
             if keep_fragment and snap.count:
-                live = snap.live_start(buf)
+                live = snap.live_start(buf, self._line_start)
                 if len(buf) - live >= IDLE_KEEP_FRAGMENT:
                     limit = live
             if limit <= self._emitted:
                 return False
             out: list[bytes] = []
-            emitted, masked_until = render(buf, snap.find(buf) if snap.count else [], self._emitted,
-                                           self._masked_until, limit, snap.replacement, out)
+            found = snap.find(buf, self._line_start) if snap.count else []
+            emitted, masked_until = render(buf, found, self._emitted, self._masked_until, limit, snap.replacement,
+                                           out)
             self._emitted, self._masked_until = emitted, masked_until
             if out:
                 self._sink(b"".join(out))

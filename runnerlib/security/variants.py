@@ -105,18 +105,19 @@ _XXD_BYTES_PER_LINE = 30
 
 def hex_forms(value: bytes) -> list[bytes]:
     """Hex of `value`, lower- and uppercase (`bytes.hex()`, `%x`, `xxd -p`, `xxd -p -u`), and for a value
-    longer than one `xxd -p` line the wrapped output of `xxd -p` on the value alone (LF and CRLF line ends).
+    longer than one `xxd -p` line the wrapped output of `xxd -p -u` on the value alone (LF and CRLF line ends).
 
-    Hex is byte-aligned, so the contiguous form also matches inside a longer dump; a long value's wrapped
-    form is only matched at the line phase of `printf %s "$S" | xxd -p` (docs/masking.md, limits).
+    Hex is byte-aligned, so the contiguous form also matches inside a longer dump. Lowercase hex wrapped at
+    any width and offset is found by the wrapped view (security/wrapped.py); the uppercase wrapped form is
+    only matched at the line phase of `printf %s "$S" | xxd -p -u` (docs/masking.md, limits).
     """
     low = value.hex().encode()
     forms = [low, low.upper()]
     if len(value) > _XXD_BYTES_PER_LINE:
         step = 2 * _XXD_BYTES_PER_LINE
-        for case in (low, low.upper()):
-            lines = [case[i:i + step] for i in range(0, len(case), step)]
-            forms.extend((b"\n".join(lines), b"\r\n".join(lines)))
+        up = low.upper()
+        lines = [up[i:i + step] for i in range(0, len(up), step)]
+        forms.extend((b"\n".join(lines), b"\r\n".join(lines)))
     return forms
 
 
@@ -155,14 +156,14 @@ def u_escaped_forms(text: str) -> list[bytes]:
 
 
 def byte_list_forms(value: bytes) -> list[bytes]:
-    """`value` as the byte lists tools print on one line: `\\xNN` escapes, C/`xxd -i` `0xNN, ` lists, hex separated
-    by spaces (`od -An -tx1`, `hexdump -C`, `bytes.hex(" ")`) and by colons (`openssl`), lower- and uppercase."""
-    forms = []
-    for fmt in ("%02x", "%02X"):
-        pairs = [(fmt % b).encode() for b in value]
-        forms.extend((b"".join(b"\\x" + p for p in pairs), b", ".join(b"0x" + p for p in pairs),
-                      b",".join(b"0x" + p for p in pairs), b" ".join(pairs), b":".join(pairs)))
-    return forms
+    """`value` as the byte lists tools print on one line: `\\xNN` escapes (lower- and uppercase), C/`xxd -i`
+    `0xNN, ` lists, hex separated by spaces (`od -An -tx1`, `hexdump -C`, `bytes.hex(" ")`) and by colons
+    (`openssl`). The same lists cut by line breaks (dumps) are found by the wrapped view (security/wrapped.py),
+    which also reads lines of the other spellings."""
+    spaced = value.hex(" ").encode()
+    escaped = b"\\x" + spaced.replace(b" ", b"\\x")
+    return [escaped, escaped.upper().replace(b"\\X", b"\\x"), b"0x" + spaced.replace(b" ", b", 0x"), spaced,
+            value.hex(":").encode()]
 
 
 def base32_forms(value: bytes) -> list[bytes]:
@@ -177,11 +178,13 @@ def base32_forms(value: bytes) -> list[bytes]:
 
 def double_base64_forms(value: bytes) -> list[bytes]:
     """Base64 of base64 (`base64 | base64`, the double encoding used to walk secrets past maskers): the outer
-    encoding of the standalone inner one, and of each inner form found inside a longer document, at every
-    alignment of both."""
-    out: dict[bytes, None] = {}
-    for inner in base64_forms(value):
-        out.update(dict.fromkeys(base64_forms(inner)))
+    encoding of the standalone inner one, and the outer encoding (at each alignment, trimmed) of each inner
+    form found inside a longer document. (The outer trimmed forms of the standalone inner encoding start with
+    those of its first trimmed form: not needed.)"""
+    inner = base64_forms(value)
+    out = dict.fromkeys([base64.b64encode(inner[0])])
+    for trimmed in inner[1:]:
+        out.update(dict.fromkeys(base64_forms(trimmed)[1:]))
     return list(out)
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 # An encoding line shorter than this does not join the next line (a short word on its own line is not wrapped
 # output). Any width from WRAP_MIN_WIDTH up has trigger fragments placed for it.
 JOIN_MIN = 16
-WRAP_MIN_WIDTH = 32
+WRAP_MIN_WIDTH = 60
 # Longer lines are not looked at (no tool wraps wider); also bounds what a stream keeps as context.
 LINE_MAX = 4096
 
@@ -82,6 +82,12 @@ def classify(data: bytes, start: int, end: int) -> _Line | None:
     return None  # pragma: no cover - one alternative always matched
 
 
+def _classify_at(data: bytes, start: int, end: int, line_start: bool) -> _Line | None:
+    # A stream's buffer may begin in the middle of a line (what came before was emitted and dropped): that
+    # line's beginning is unknown, so it is never read as an encoding or dump line.
+    return None if start == 0 and not line_start else classify(data, start, end)
+
+
 def classify_tail(data: bytes, start: int) -> _Line | None:
     """`classify` for an incomplete last line data[start:], maybe cut inside its last token ("70 4", "0x7")."""
     end = len(data)
@@ -115,13 +121,14 @@ def _end_of_line(data: bytes, pos: int) -> int:
     return len(data) if end < 0 else end
 
 
-def _run(data: bytes, start: int, end: int, line: _Line, budget: int) -> tuple[list[_Line], int, int]:
+def _run(data: bytes, start: int, end: int, line: _Line, budget: int, line_start: bool
+         ) -> tuple[list[_Line], int, int]:
     """The run of joined lines around data[start:end]: up to `budget` content characters before and after."""
     before: list[_Line] = []
     got, s = 0, start
     while s > 0 and got < budget:
         ps = data.rfind(b"\n", 0, s - 1) + 1
-        prev = classify(data, ps, s - 1)
+        prev = _classify_at(data, ps, s - 1, line_start)
         if prev is None or prev.kind != line.kind or not prev.joins:
             break
         before.append(prev)
@@ -148,24 +155,25 @@ def _joined(lines: list[_Line]) -> tuple[bytes, list[int]]:
 
 
 def view_occurrences(data: bytes, hits: list[tuple[int, int]], masks: list[tuple[int, int]],
-                     find: Callable[[bytes], list[tuple[int, int]]], budget: int = 1 << 16
-                     ) -> list[tuple[int, int]]:
+                     find: Callable[[bytes], list[tuple[int, int]]], budget: int = 1 << 16,
+                     line_start: bool = True) -> list[tuple[int, int]]:
     """Runs to mask in `data` for forms cut by line breaks, looked for around each trigger hit.
 
     `find` returns the masked occurrences in a byte string; `masks` are those already found in `data` (a hit
     inside one needs no look). `budget` bounds how much content is joined on each side of the hit's line.
+    `line_start`: whether data[0] begins a line (False for a stream buffer that starts mid-line).
     """
     out: list[tuple[int, int]] = []
     done_until = -1
-    for a, b in sorted(hits):
+    for a, _ in sorted(hits):
         if a < done_until:
             continue
         start, end = _line_bounds(data, a)
-        line = classify(data, start, end)
+        line = _classify_at(data, start, end, line_start)
         if line is None:
             done_until = end
             continue
-        lines, run_start, run_end = _run(data, start, end, line, budget)
+        lines, run_start, run_end = _run(data, start, end, line, budget, line_start)
         done_until = run_end
         if len(lines) == 1 and line.kind == WRAP:
             continue  # one line of encoding: the plain scan already saw it as it is
@@ -192,16 +200,16 @@ def _map_back(lines: list[_Line], find: Callable[[bytes], list[tuple[int, int]]]
     return out
 
 
-def _tail_lines(buf: bytes, budget: int) -> list[_Line]:
+def _tail_lines(buf: bytes, budget: int, line_start: bool) -> list[_Line]:
     """The lines of a run that ends at the end of `buf` (the last one possibly incomplete), oldest first."""
     end = len(buf)
     nl = buf.rfind(b"\n")
     lines: list[_Line] = []
-    tail = classify_tail(buf, nl + 1) if nl < end - 1 else None
+    tail = classify_tail(buf, nl + 1) if nl < end - 1 and (nl >= 0 or line_start) else None
     got, e, kind = 0, nl, 0
     while e >= 0 and got < budget:
         s = buf.rfind(b"\n", 0, e) + 1
-        line = classify(buf, s, e)
+        line = _classify_at(buf, s, e, line_start)
         if line is None or not line.joins or (kind and line.kind != kind):
             break
         kind = line.kind
@@ -216,12 +224,12 @@ def _tail_lines(buf: bytes, budget: int) -> list[_Line]:
     return lines
 
 
-def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int) -> int:
+def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int, line_start: bool = True) -> int:
     """Where a stream must start holding back for a pattern that the next lines may complete: the offset of
     the earliest live partial match in the joined content of the run at the end of `buf` (len(buf) if none)."""
-    if maxlen < 2 or not quick_candidate(buf):
+    if maxlen < 2 or not quick_candidate(buf, line_start):
         return len(buf)
-    lines = _tail_lines(buf, maxlen)
+    lines = _tail_lines(buf, maxlen, line_start)
     if not lines:
         return len(buf)
     content, origin = _joined(lines)
@@ -235,21 +243,21 @@ def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int)
     return origin[p]
 
 
-def context_start(buf: bytes, live: int, maxlen: int) -> int:
+def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True) -> int:
     """How far back a stream keeps bytes (emitted or held) before `live`: when `live` lies in an encoding or
     dump line (or the last line may still become one), the start of that line and of the lines before it that
     join it, up to `maxlen` characters of content, so that the next write sees the run as the whole output does
     and finds again any occurrence that ends after `live`."""
     n = len(buf)
     pos = min(live, n)
-    if pos == n and not quick_candidate(buf):
+    if pos == n and not quick_candidate(buf, line_start):
         return n
     if pos == n and n and buf[n - 1] == 0x0A:
         end = n - 1
     else:
         end = _end_of_line(buf, pos)
     start = buf.rfind(b"\n", 0, end) + 1
-    if end - start > LINE_MAX:
+    if end - start > LINE_MAX or (start == 0 and not line_start):
         return pos
     line = classify(buf, start, end)
     if line is None:
@@ -260,7 +268,7 @@ def context_start(buf: bytes, live: int, maxlen: int) -> int:
         got, kind = len(line.content), line.kind
     while start > 0 and got < maxlen:
         ps = buf.rfind(b"\n", 0, start - 1) + 1
-        prev = classify(buf, ps, start - 1)
+        prev = _classify_at(buf, ps, start - 1, line_start)
         if prev is None or not prev.joins or (kind and prev.kind != kind):
             break
         kind = prev.kind
@@ -284,11 +292,13 @@ def _last_line_start(buf: bytes) -> int:
     return buf.rfind(b"\n", 0, end) + 1
 
 
-def quick_candidate(buf: bytes) -> bool:
+def quick_candidate(buf: bytes, line_start: bool = True) -> bool:
     """Whether the last line of `buf` may be part of an encoding or dump run (a few hundred nanoseconds)."""
     if not buf:
         return False
     start = _last_line_start(buf)
+    if start == 0 and not line_start:
+        return False
     if buf[-1] == 0x0A:
         return _QUICK.match(buf, start) is not None
     # An incomplete line may be cut anywhere ("00000010:", "0x"): any start of a candidate line counts.
@@ -300,9 +310,10 @@ def quick_candidate(buf: bytes) -> bool:
 # Per kind of form: the shortest fragment registered (8 base64/hex characters: 48/32 bits of the secret; 11
 # for hex separated by spaces, "70 40 73 73", 4 bytes; 8 bytes of the raw value; 16 for `0xNN, ` lists, 3
 # bytes), the longest fragment (longer ones buy nothing: the engine filters on 8 bytes), and the narrowest line
-# the form is guaranteed to be found in: wrapped encodings from WRAP_MIN_WIDTH columns; `hexdump -C` cuts its
-# hex after 8 bytes (23 characters); the ASCII column of `hexdump -C` and `xxd` holds 16 bytes; `xxd -i` 12.
-_KINDS = {"enc": (8, 16, WRAP_MIN_WIDTH), "sep": (11, 11, 23), "raw": (8, 8, 16), "list": (16, 22, 70)}
+# the form is guaranteed to be found in: wrapped encodings from WRAP_MIN_WIDTH columns (`xxd -p` 60, `openssl
+# base64` and PEM 64, `base64` and MIME 76); `od -tx1` 16 bytes (47 characters); the ASCII column of
+# `hexdump -C` and `xxd`, 16 bytes; `xxd -i`, 12 bytes (70 characters).
+_KINDS = {"enc": (8, 16, WRAP_MIN_WIDTH), "sep": (11, 11, 47), "raw": (8, 8, 16), "list": (16, 22, 70)}
 
 
 def fragments(form: bytes, kind: str = "enc") -> list[bytes]:
