@@ -92,11 +92,10 @@ class MaskSnapshot:
         if not found or not self.triggers:
             return found
         triggers = self.triggers
-        hits = [o for o in found if data[o[0]:o[1]] in triggers]
-        if not hits:
-            return found
         masks = [o for o in found if data[o[0]:o[1]] not in triggers]
-        masks.extend(wrapped.view_occurrences(data, hits, masks, self._find_masks, line_start=line_start))
+        # A secret found whole can be the ASCII column of a dump line (`xxd` of a short secret): its hex digits
+        # are found by the same look as a trigger's.
+        masks.extend(wrapped.view_occurrences(data, found, masks, self._find_masks, line_start=line_start))
         return masks
 
     def _find_masks(self, data: bytes) -> list[tuple[int, int]]:

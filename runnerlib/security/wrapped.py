@@ -38,12 +38,14 @@ LINE_MAX = 4096
 # two after the 8th, |ASCII|: hd, hda); `xxd` (offset and colon, groups of hex digits, two spaces, ASCII: xx,
 # xxa); `od -tx1` / `od -An -tx1` (optional octal offset, ` NN` bytes, `od -tx1z`'s >ASCII<), `bytes.hex(" ")`,
 # `xxd -i` and C `0xNN,` lists, `\xNN` strings, colon-separated `openssl` hex (hl, hla).
-_LINE = re.compile(
-    rb"[ \t]*(?P<w>[A-Za-z0-9+/_=-]+)\r?"
-    rb"|[0-9a-fA-F]{7,16}  (?P<hd>(?:[0-9a-fA-F]{2}  ?)*[0-9a-fA-F]{2}) *(?:\|(?P<hda>.*?)\|?)?\r?"
-    rb"|[0-9a-fA-F]{7,16}: (?P<xx>(?:[0-9a-fA-F]{2})+(?: (?:[0-9a-fA-F]{2})+)*)(?P<xxa> *|  .*)\r?"
-    rb"|[ \t]*(?:[0-7]{7,} )?(?P<hl>(?:(?:0x|\\x)?[0-9a-fA-F]{2}(?:, ?|:| |(?=\\x)|$|(?=\r)))+)"
-    rb"[ \t]*(?:>(?P<hla>.*)<)?\r?")
+_WRAP_RX = rb"[ \t]*(?P<w>[A-Za-z0-9+/_=-]+)\r?"
+_DUMP_RX = (rb"[0-9a-fA-F]{7,16}  (?P<hd>(?:[0-9a-fA-F]{2}  ?)*[0-9a-fA-F]{2}) *(?:\|(?P<hda>.*)\||\|.*)?\r?"
+            rb"|[0-9a-fA-F]{7,16}: (?P<xx>(?:[0-9a-fA-F]{2})+(?: (?:[0-9a-fA-F]{2})+)*)(?P<xxa> *|  .*)\r?"
+            rb"|[ \t]*(?:[0-7]{7,} )?(?P<hl>(?:(?:0x|\\x)?[0-9a-fA-F]{2}(?:, ?|:| |(?=\\x)|$|(?=\r)))+)"
+            rb"[ \t]*(?:>(?P<hla>.*)<)?\r?")
+_LINE = re.compile(_WRAP_RX + rb"|" + _DUMP_RX)
+# A line next to dump lines is read as one first (` 7a`, the last line of `od`, also reads as an encoding).
+_DUMP_LINE = re.compile(_DUMP_RX)
 _HEX_PAIR = re.compile(rb"[0-9a-fA-F]{2}")
 
 WRAP, DUMP = 1, 2
@@ -53,11 +55,11 @@ class _Line:
     """One classified line: its content (encoding characters, or hex digits) with the offset in the output of
     each content character, and for dumps the offset of each byte's ASCII-column character."""
 
-    __slots__ = ("kind", "content", "origin", "ascii", "pending")
+    __slots__ = ("kind", "fmt", "content", "origin", "ascii", "pending")
 
-    def __init__(self, kind: int, content: bytes, origin: list[int], ascii_at: list[int] | None,
+    def __init__(self, kind: int, fmt: str, content: bytes, origin: list[int], ascii_at: list[int] | None,
                  pending: bool = False) -> None:
-        self.kind, self.content, self.origin, self.ascii = kind, content, origin, ascii_at
+        self.kind, self.fmt, self.content, self.origin, self.ascii = kind, fmt, content, origin, ascii_at
         self.pending = pending  # a dump line whose ASCII column is not (completely) written yet
 
     @property
@@ -66,50 +68,56 @@ class _Line:
         return self.kind == DUMP or len(self.content) >= JOIN_MIN
 
 
-def classify(data: bytes, start: int, end: int) -> _Line | None:
-    """The line data[start:end] (no line break) as an encoding or dump line, or None."""
+def classify(data: bytes, start: int, end: int, kind: int = 0) -> _Line | None:
+    """The line data[start:end] (no line break) as an encoding or dump line (as a dump line first when `kind`
+    is DUMP), or None. A line not followed by a line break may be incomplete: its ASCII column is not read."""
     if end - start > LINE_MAX or end <= start:
         return None
-    m = _LINE.fullmatch(data, start, end)
+    m = (_DUMP_LINE if kind == DUMP else _LINE).fullmatch(data, start, end)
+    if m is None and kind == DUMP:
+        m = _LINE.fullmatch(data, start, end)
     if m is None:
         return None
-    if m.start("w") >= 0:
+    if m.re is _LINE and m.start("w") >= 0:
         a = m.start("w")
-        return _Line(WRAP, m.group("w"), list(range(a, m.end("w"))), None)
+        return _Line(WRAP, "w", m.group("w"), list(range(a, m.end("w"))), None)
+    complete = end < len(data) and data[end] == 0x0A
     for hexes, col in (("hd", "hda"), ("xx", "xxa"), ("hl", "hla")):
         if m.start(hexes) >= 0:
-            return _dump_line(data, m, hexes, col)
+            return _dump_line(data, m, hexes, col, complete)
     return None  # pragma: no cover - one alternative always matched
 
 
-def _classify_at(data: bytes, start: int, end: int, line_start: bool) -> _Line | None:
+def _classify_at(data: bytes, start: int, end: int, line_start: bool, kind: int = 0) -> _Line | None:
     # A stream's buffer may begin in the middle of a line (what came before was emitted and dropped): that
     # line's beginning is unknown, so it is never read as an encoding or dump line.
-    return None if start == 0 and not line_start else classify(data, start, end)
+    return None if start == 0 and not line_start else classify(data, start, end, kind)
 
 
-def classify_tail(data: bytes, start: int) -> _Line | None:
+def classify_tail(data: bytes, start: int, kind: int = 0) -> _Line | None:
     """`classify` for an incomplete last line data[start:], maybe cut inside its last token ("70 4", "0x7")."""
     end = len(data)
-    line = classify(data, start, end)
-    if line is None and end - start > 1:
+    line = classify(data, start, end, kind)
+    if line is None and end - start > 1:  # an odd hex digit ("6162 4")
+        line = classify(data, start, end - 1, kind)
+    if line is None and end - start > 1:  # a token begun ("0x", "\\x6")
         cut = max(data.rfind(b" ", end - 5, end), data.rfind(b",", end - 5, end), data.rfind(b":", end - 5, end))
         if cut > start:
-            line = classify(data, start, cut + 1)
+            line = classify(data, start, cut + 1, kind)
     return line
 
 
-def _dump_line(data: bytes, m: re.Match[bytes], hexes: str, col: str) -> _Line:
+def _dump_line(data: bytes, m: re.Match[bytes], hexes: str, col: str, complete: bool) -> _Line:
     origin: list[int] = []
     for p in _HEX_PAIR.finditer(data, m.start(hexes), m.end(hexes)):
         origin.extend((p.start(), p.start() + 1))
     content = bytes(data[i] for i in origin)
     ascii_at = None
     nbytes = len(origin) // 2
-    if m.start(col) >= 0 and m.end(col) - nbytes >= m.end(hexes) + 1:
+    if complete and m.start(col) >= 0 and m.end(col) - nbytes >= m.end(hexes) + 1:
         # One character per byte, in order, ending the column (xxd pads the space before it on a short line).
         ascii_at = list(range(m.end(col) - nbytes, m.end(col)))
-    return _Line(DUMP, content, origin, ascii_at, ascii_at is None and col != "hla")
+    return _Line(DUMP, hexes, content, origin, ascii_at, ascii_at is None and col != "hla")
 
 
 def _line_bounds(data: bytes, pos: int) -> tuple[int, int]:
@@ -128,8 +136,8 @@ def _run(data: bytes, start: int, end: int, line: _Line, budget: int, line_start
     got, s = 0, start
     while s > 0 and got < budget:
         ps = data.rfind(b"\n", 0, s - 1) + 1
-        prev = _classify_at(data, ps, s - 1, line_start)
-        if prev is None or prev.kind != line.kind or not prev.joins:
+        prev = _classify_at(data, ps, s - 1, line_start, line.kind)
+        if prev is None or prev.fmt != line.fmt or not prev.joins:
             break
         before.append(prev)
         got += len(prev.content)
@@ -138,8 +146,8 @@ def _run(data: bytes, start: int, end: int, line: _Line, budget: int, line_start
     got, e, cur = 0, end, line
     while e < len(data) and got < budget and cur.joins:
         ne = _end_of_line(data, e + 1)
-        nxt = classify(data, e + 1, ne) if ne < len(data) else classify_tail(data, e + 1)
-        if nxt is None or nxt.kind != line.kind:
+        nxt = classify(data, e + 1, ne, line.kind) if ne < len(data) else classify_tail(data, e + 1, line.kind)
+        if nxt is None or nxt.fmt != line.fmt:
             break
         lines.append(nxt)
         got += len(nxt.content)
@@ -207,19 +215,27 @@ def _tail_lines(buf: bytes, budget: int, line_start: bool) -> list[_Line]:
     lines: list[_Line] = []
     tail = classify_tail(buf, nl + 1) if nl < end - 1 and (nl >= 0 or line_start) else None
     got, e, kind = 0, nl, 0
+    last_start = -1
     while e >= 0 and got < budget:
         s = buf.rfind(b"\n", 0, e) + 1
-        line = _classify_at(buf, s, e, line_start)
-        if line is None or not line.joins or (kind and line.kind != kind):
+        line = _classify_at(buf, s, e, line_start, kind)
+        if line is not None and kind == WRAP and line.kind == DUMP and len(lines) == 1:
+            # The line after it (` 7a`, the last line of `od`) also reads as a dump line: read it so.
+            again = classify(buf, last_start, nl, DUMP)
+            if again is not None and again.fmt == line.fmt:
+                lines, kind, got = [again], DUMP, len(again.content)
+        if line is None or not line.joins or (lines and line.fmt != lines[-1].fmt):
             break
         kind = line.kind
         lines.append(line)
         got += len(line.content)
-        e = s - 1
+        last_start, e = s, s - 1
     lines.reverse()
     # The incomplete line counts when it reads as the same kind; read otherwise (an offset not yet followed
     # by hex digits reads as an encoding line), it adds nothing, but the lines before it still hold back.
-    if tail is not None and (not kind or tail.kind == kind):
+    if tail is not None and lines and tail.fmt != lines[-1].fmt:
+        tail = classify_tail(buf, nl + 1, kind)
+    if tail is not None and (not lines or tail.fmt == lines[-1].fmt):
         lines.append(tail)
     return lines
 
@@ -233,11 +249,14 @@ def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int,
     if not lines:
         return len(buf)
     content, origin = _joined(lines)
-    p = live_start(content)
     last = lines[-1]
     if last.pending and last.content and buf[-1:] != b"\n":
-        # Its ASCII column is still to come: hold the line, so the bytes it shows are masked with the rest.
-        p = min(p, len(content) - len(last.content))
+        # Its ASCII column is still to come, and with it maybe the only trigger of an occurrence that the
+        # hex digits already complete: hold the line, and what of the lines before could start a pattern.
+        before = len(content) - len(last.content)
+        p = min(live_start(content[:before]), before)
+    else:
+        p = live_start(content)
     if p >= len(content):
         return len(buf)
     return origin[p]
@@ -260,18 +279,15 @@ def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True) -
     if end - start > LINE_MAX or (start == 0 and not line_start):
         return pos
     line = classify(buf, start, end)
-    if line is None:
-        if end < n or _PREFIX.fullmatch(buf, start, end) is None:
-            return pos
-        got, kind = 0, 0
-    else:
-        got, kind = len(line.content), line.kind
+    if line is None and (end < n or _PREFIX.fullmatch(buf, start, end) is None):
+        return pos
+    got = len(line.content) if line is not None else 0
+    # Lines of either kind: keeping a little more than the run needs costs nothing but a copy.
     while start > 0 and got < maxlen:
         ps = buf.rfind(b"\n", 0, start - 1) + 1
         prev = _classify_at(buf, ps, start - 1, line_start)
-        if prev is None or not prev.joins or (kind and prev.kind != kind):
+        if prev is None or not prev.joins:
             break
-        kind = prev.kind
         got += len(prev.content)
         start = ps
     return min(start, pos)
