@@ -102,14 +102,16 @@ class MaskSnapshot:
         triggers = self.triggers
         return [o for o in self.find_raw(data) if data[o[0]:o[1]] not in triggers]
 
-    def live_start(self, buf: bytes, line_start: bool = True) -> int:
+    def live_start(self, buf: bytes, line_start: bool = True, candidate: bool | None = None) -> int:
         """The smallest p such that buf[p:] is a proper prefix of some pattern, in the bytes as they are or in
         the joined view of an encoded run at the end of `buf` (len(buf) if none).
 
         Bytes before p can never be covered by an occurrence that ends later; bytes from p on might be.
         """
         live = self._live_start(buf)
-        if self.triggers:
+        if candidate is None:
+            candidate = bool(self.triggers) and wrapped.quick_candidate(buf, line_start)
+        if candidate:  # the last line may be part of an encoded run (`candidate`: the caller already knows)
             live = min(live, wrapped.tail_live_start(buf, self._live_start, self.maxlen, line_start))
         return live
 

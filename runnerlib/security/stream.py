@@ -27,7 +27,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from runnerlib.security.masker import MaskSnapshot, render
-from runnerlib.security.wrapped import context_start
+from runnerlib.security.wrapped import context_start, quick_candidate
 
 # Held-back bytes past this are emitted as they are. A partial match is shorter than the longest pattern,
 # so this only matters for secrets longer than the cap (certificates bundles, whole files).
@@ -95,9 +95,10 @@ class MaskedStream:
                 return n
             line_start = self._line_start
             occurrences = snap.find(buf, line_start)
-            live = snap.live_start(buf, line_start)
+            candidate = bool(snap.triggers) and quick_candidate(buf, line_start)
+            live = snap.live_start(buf, line_start, candidate)
             # An encoding or dump line at the end is kept (already emitted) so the next write sees it whole.
-            keep = context_start(buf, live, snap.maxlen, line_start) if snap.triggers else live
+            keep = context_start(buf, live, snap.maxlen, line_start, candidate) if snap.triggers else live
             if not occurrences and self._emitted == 0 and keep == len(buf):
                 # The common case: nothing found, nothing pending. Zero-copy.
                 self._buf = b""

@@ -242,8 +242,9 @@ def _tail_lines(buf: bytes, budget: int, line_start: bool) -> list[_Line]:
 
 def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int, line_start: bool = True) -> int:
     """Where a stream must start holding back for a pattern that the next lines may complete: the offset of
-    the earliest live partial match in the joined content of the run at the end of `buf` (len(buf) if none)."""
-    if maxlen < 2 or not quick_candidate(buf, line_start):
+    the earliest live partial match in the joined content of the run at the end of `buf` (len(buf) if none).
+    Callers test `quick_candidate(buf)` first: without it, this reads the last lines for nothing."""
+    if maxlen < 2:
         return len(buf)
     lines = _tail_lines(buf, maxlen, line_start)
     if not lines:
@@ -262,14 +263,15 @@ def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int,
     return origin[p]
 
 
-def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True) -> int:
+def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
+                  candidate: bool | None = None) -> int:
     """How far back a stream keeps bytes (emitted or held) before `live`: when `live` lies in an encoding or
     dump line (or the last line may still become one), the start of that line and of the lines before it that
     join it, up to `maxlen` characters of content, so that the next write sees the run as the whole output does
     and finds again any occurrence that ends after `live`."""
     n = len(buf)
     pos = min(live, n)
-    if pos == n and not quick_candidate(buf, line_start):
+    if pos == n and not (quick_candidate(buf, line_start) if candidate is None else candidate):
         return n
     if pos == n and n and buf[n - 1] == 0x0A:
         end = n - 1
