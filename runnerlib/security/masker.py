@@ -38,6 +38,8 @@ DELTA_LAYER_MAX = 512
 # Up to this many recent patterns are recompiled by the background thread as one main-engine layer before
 # the full merge (see Masker._fold_deltas).
 FOLD_MAX = 4096
+# Past this many recently added patterns, the sorted list of recent ones is merged into the large one.
+RECENT_SORTED_MAX = 32768
 # Scanning costs one engine call per layer: past this many deltas they are folded into one.
 MAX_DELTA_LAYERS = 8
 # The background merge starts once no pattern was added for this long (see Masker._merge).
@@ -61,7 +63,7 @@ class MaskSnapshot:
 
     __slots__ = ("layers", "maxlen", "_sorted", "_short", "replacement", "count", "triggers")
 
-    def __init__(self, layers: tuple[_Layer, ...], maxlen: int, sorted_patterns: list[bytes],
+    def __init__(self, layers: tuple[_Layer, ...], maxlen: int, sorted_patterns: tuple[list[bytes], ...],
                  short_prefixes: set[bytes], replacement: bytes, count: int,
                  triggers: set[bytes] | frozenset[bytes] = frozenset()) -> None:
         self.layers = layers
@@ -128,15 +130,16 @@ class MaskSnapshot:
             if layer.prefixes is not None:
                 candidates.extend(s for s, _ in layer.prefixes.find(window))
         if candidates:
-            patterns = self._sorted
+            segments = self._sorted
             for p in sorted(set(candidates)):
                 frag = window[p:]
-                i = bisect.bisect_left(patterns, frag)
-                # Patterns are distinct and sorted: if frag itself is a pattern, a longer one follows it.
-                while i < len(patterns) and patterns[i].startswith(frag):
-                    if len(patterns[i]) > len(frag):
-                        return lo + p
-                    i += 1
+                for patterns in segments:
+                    i = bisect.bisect_left(patterns, frag)
+                    # Patterns are distinct and sorted: if frag itself is a pattern, a longer one follows it.
+                    while i < len(patterns) and patterns[i].startswith(frag):
+                        if len(patterns[i]) > len(frag):
+                            return lo + p
+                        i += 1
         short = self._short
         for r in range(min(PREFIX_LEN - 1, end - lo), 0, -1):
             if buf[end - r:] in short:
@@ -200,7 +203,10 @@ class Masker:
         self._lock = threading.Lock()
         self._patterns: list[bytes] = []
         self._index: set[bytes] = set()
+        # Every pattern, sorted, in two lists: a large one replaced rarely, and the recent additions (copied on
+        # each add: copying all 500,000 patterns of 10,000 secrets would cost tens of milliseconds an add).
         self._sorted: list[bytes] = []
+        self._recent: list[bytes] = []
         self._short: set[bytes] = set()
         self._prefixes: dict[bytes, None] = {}  # PREFIX_LEN-byte heads, kept as patterns come
         self._maxlen = 0
@@ -216,7 +222,7 @@ class Masker:
         self._batch_background = False
         self._ready = threading.Event()  # cleared while a batch's first compilation runs in the background
         self._ready.set()
-        self.snapshot = MaskSnapshot((), 0, [], set(), replacement, 0)
+        self.snapshot = MaskSnapshot((), 0, ([],), set(), replacement, 0)
 
     def __len__(self) -> int:
         return len(self._patterns)
@@ -268,7 +274,9 @@ class Masker:
                 self._unsorted.extend(new)  # sorted once, when the batch ends
             else:
                 # Copy-on-write: a stream may be bisecting the old list right now.
-                self._sorted = _merge_sorted(self._sorted, sorted(new))
+                self._recent = _merge_sorted(self._recent, sorted(new))
+                if len(self._recent) > RECENT_SORTED_MAX:
+                    self._sorted, self._recent = sorted([*self._sorted, *self._recent]), []
             for p in new:
                 for j in range(1, min(PREFIX_LEN, len(p))):
                     self._short.add(p[:j])  # grows only, before the snapshot that needs it is published
@@ -405,7 +413,7 @@ class Masker:
                                          prefixes=list(self._prefixes)),))
 
     def _publish(self, layers: tuple[_Layer, ...]) -> None:
-        self.snapshot = MaskSnapshot(layers, self._maxlen, self._sorted, self._short, self.replacement,
+        self.snapshot = MaskSnapshot(layers, self._maxlen, (self._sorted, self._recent), self._short, self.replacement,
                                      len(self._patterns), self._triggers)
 
     def _schedule_merge(self, force: bool = False) -> None:
