@@ -97,7 +97,7 @@ class MaskSnapshot:
         masks = [o for o in found if data[o[0]:o[1]] not in triggers]
         # A secret found whole can be the ASCII column of a dump line (`xxd` of a short secret): its hex digits
         # are found by the same look as a trigger's.
-        masks.extend(wrapped.view_occurrences(data, found, masks, self._find_masks, line_start=line_start))
+        masks.extend(wrapped.view_occurrences(data, found, self._find_masks, self.maxlen, line_start))
         return masks
 
     def _find_masks(self, data: bytes) -> list[tuple[int, int]]:

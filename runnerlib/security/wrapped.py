@@ -162,13 +162,13 @@ def _joined(lines: list[_Line]) -> tuple[bytes, list[int]]:
     return b"".join(ln.content for ln in lines), origin
 
 
-def view_occurrences(data: bytes, hits: list[tuple[int, int]], masks: list[tuple[int, int]],
-                     find: Callable[[bytes], list[tuple[int, int]]], budget: int = 1 << 16,
-                     line_start: bool = True) -> list[tuple[int, int]]:
-    """Runs to mask in `data` for forms cut by line breaks, looked for around each trigger hit.
+def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[bytes], list[tuple[int, int]]],
+                     budget: int = 1 << 16, line_start: bool = True) -> list[tuple[int, int]]:
+    """Runs to mask in `data` for forms cut by line breaks, looked for around each hit (of a trigger, or of a
+    masked pattern in a dump line).
 
-    `find` returns the masked occurrences in a byte string; `masks` are those already found in `data` (a hit
-    inside one needs no look). `budget` bounds how much content is joined on each side of the hit's line.
+    `find` returns the masked occurrences in a byte string. `budget` bounds how much content is joined on
+    each side of the hit's line (the longest pattern is enough).
     `line_start`: whether data[0] begins a line (False for a stream buffer that starts mid-line).
     """
     out: list[tuple[int, int]] = []
@@ -181,7 +181,7 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], masks: list[tuple
         if line is None:
             done_until = end
             continue
-        lines, run_start, run_end = _run(data, start, end, line, budget, line_start)
+        lines, _, run_end = _run(data, start, end, line, budget, line_start)
         done_until = run_end
         if len(lines) == 1 and line.kind == WRAP:
             continue  # one line of encoding: the plain scan already saw it as it is
