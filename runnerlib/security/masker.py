@@ -111,6 +111,12 @@ class MaskSnapshot:
         Bytes before p can never be covered by an occurrence that ends later; bytes from p on might be.
         """
         live = self._live_start(buf)
+        tail = buf[-self.maxlen:]
+        if self.triggers and b"%" in tail:
+            # A percent form with mixed-case hex is a prefix of the uppercase form once its escapes are.
+            upper = wrapped.upper_escapes(tail)
+            if upper != tail:
+                live = min(live, self._live_start(upper) + len(buf) - len(tail))
         if candidate is None:
             candidate = bool(self.triggers) and wrapped.quick_candidate(buf, line_start)
         if candidate:  # the last line may be part of an encoded run (`candidate`: the caller already knows)

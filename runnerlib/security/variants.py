@@ -272,4 +272,27 @@ def secret_triggers(value: bytes, *, min_length: int = 4) -> list[bytes]:
     for form in plain_forms(value, min_length=min_length):
         if len(form) >= min_length:
             out.update(dict.fromkeys(wrap_triggers(form, wrappable_forms(form, base64_forms(form)))))
+            out.update(dict.fromkeys(mixed_case_triggers(form)))
+    return list(out)
+
+
+_LETTER_ESCAPE = re.compile(rb"%(?:[0-9a-f][a-f]|[a-f][0-9a-f])")
+_UPPER_ESCAPE = re.compile(rb"%(?:[0-9A-F][A-F]|[A-F][0-9A-F])")
+# A case-invariant piece shorter than this would send common text to the slow look (see wrapped.py).
+MIXED_CASE_TRIGGER_MIN = 6
+
+
+def mixed_case_triggers(value: bytes) -> list[bytes]:
+    """Triggers for percent forms whose escapes mix upper- and lowercase hex (`%2f` next to `%3A`): the longest
+    piece of each lowercase percent form between escapes that have a hex letter (the same in every mix), when it
+    is at least MIXED_CASE_TRIGGER_MIN bytes. A hit makes the wrapped view read its line with the escapes in
+    uppercase, where the registered uppercase form matches."""
+    out: dict[bytes, None] = {}
+    for form in percent_forms(value):
+        if _UPPER_ESCAPE.search(form) or not _LETTER_ESCAPE.search(form):
+            continue  # the lowercase-hex twin of each form is enough: the pieces are the same
+        pieces = _LETTER_ESCAPE.split(form)
+        longest = max(pieces, key=len)
+        if len(longest) >= MIXED_CASE_TRIGGER_MIN:
+            out[longest] = None
     return list(out)

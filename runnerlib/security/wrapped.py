@@ -173,6 +173,8 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
     """
     out: list[tuple[int, int]] = []
     done_until = -1
+    if b"%" in data:
+        out.extend(mixed_case_occurrences(data, hits, find, budget))
     for a, _ in sorted(hits):
         if a < done_until:
             continue
@@ -186,6 +188,32 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
         if len(lines) == 1 and line.kind == WRAP:
             continue  # one line of encoding: the plain scan already saw it as it is
         out.extend(_map_back(lines, find))
+    return out
+
+
+_PERCENT_ESCAPE = re.compile(rb"%[0-9a-fA-F]{2}")
+
+
+def upper_escapes(data: bytes) -> bytes:
+    """`data` with the hex digits of every `%XX` escape in uppercase (same length, so offsets map 1:1)."""
+    return _PERCENT_ESCAPE.sub(lambda m: m.group().upper(), data)
+
+
+def mixed_case_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[bytes], list[tuple[int, int]]],
+                           budget: int) -> list[tuple[int, int]]:
+    """Percent forms written with mixed-case hex (`p%40ss%2fw%3Ax`), around each hit: the window of `budget`
+    bytes on each side with its escapes in uppercase, scanned for the registered (uppercase) forms."""
+    out: list[tuple[int, int]] = []
+    done_until = -1
+    for a, b in sorted(hits):
+        if a < done_until:
+            continue
+        lo, hi = max(0, a - budget), min(len(data), b + budget)
+        window = data[lo:hi]
+        upper = upper_escapes(window)
+        if upper != window:
+            out.extend((lo + s, lo + e) for s, e in find(upper))
+        done_until = hi
     return out
 
 

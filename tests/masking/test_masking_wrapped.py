@@ -13,6 +13,7 @@ import json
 import shutil
 import string
 import subprocess
+import urllib.parse
 
 import pytest
 from hypothesis import assume, given, settings
@@ -21,7 +22,13 @@ from hypothesis import strategies as st
 from runnerlib.security import registry as registry_module
 from runnerlib.security.masker import reference_mask
 from runnerlib.security.registry import SecretRegistry
-from runnerlib.security.variants import base64_forms, double_base64_forms, u_escaped_forms
+from runnerlib.security.variants import (
+    base64_forms,
+    double_base64_forms,
+    mixed_case_triggers,
+    percent_forms,
+    u_escaped_forms,
+)
 from runnerlib.testing import assert_no_fragment, stream_through, write_splits
 
 TOKEN = b"ghp_" + b"k3Xq9TzR2mW8vLp5NcJ7bYd4FhG6sA1uE0oQiKwZyxV3nMtBjD" + b"8rU2cPl5"  # 62 bytes: > 57
@@ -212,6 +219,52 @@ def test_base64_of_base64_inside_a_document_at_every_offset() -> None:
         inner_core = base64_forms(SECRET)[1 + offset % 3]
         assert not any(f in masked for f in double_base64_forms(SECRET))
         assert base64.b64encode(inner_core) not in masked
+
+
+MIXED = b"Sup3r/S3cret:Key=42?"
+
+
+def mixed_case(form: bytes, pattern: list[bool]) -> bytes:
+    """`form` with each %XX escape in upper- or lowercase as `pattern` says (cycled)."""
+    out, k, i = b"", 0, 0
+    while i < len(form):
+        if form[i:i + 1] == b"%":
+            esc = form[i:i + 3]
+            out += esc.upper() if pattern[k % len(pattern)] else esc.lower()
+            k, i = k + 1, i + 3
+        else:
+            out, i = out + form[i:i + 1], i + 1
+    return out
+
+
+def test_mixed_case_percent_hex_is_masked() -> None:
+    form = urllib.parse.quote(MIXED, safe="").encode()  # Sup3r%2FS3cret%3AKey%3D42%3F
+    line = b"GET /cb?token=" + mixed_case(form, [False, True]) + b" 200\n"
+    assert line not in (form, form.lower())
+    assert registry_of(MIXED).mask(line) == b"GET /cb?token=*** 200\n"
+    assert stream_through(registry_of(MIXED), [line[i:i + 4] for i in range(0, len(line), 4)]) == \
+        b"GET /cb?token=*** 200\n"
+
+
+def test_mixed_case_percent_hex_leaks_without_its_triggers(no_wrapped_view: None) -> None:
+    form = urllib.parse.quote(MIXED, safe="").encode()
+    line = b"GET /cb?token=" + mixed_case(form, [False, True]) + b" 200\n"
+    assert registry_of(MIXED).mask(line) == line
+
+
+@settings(max_examples=60, deadline=None)
+@given(secret=st.text(string.ascii_letters + string.digits + "/:=?&@ #", min_size=8, max_size=40).map(str.encode),
+       pattern=st.lists(st.booleans(), min_size=1, max_size=8), data=st.data())
+def test_mixed_case_percent_forms(secret: bytes, pattern: list[bool], data: st.DataObject) -> None:
+    assume(secret.strip() == secret and mixed_case_triggers(secret))
+    registry = SecretRegistry(background_merge=False)
+    registry.add(secret, source="test")
+    for form in percent_forms(secret):
+        if mixed_case_triggers(secret) and any(t in form.lower() for t in mixed_case_triggers(secret)):
+            line = b"x=" + mixed_case(form, pattern) + b"&y=1\n"
+            masked = registry.mask(line)
+            assert masked == b"x=***&y=1\n"
+            assert stream_through(registry, data.draw(write_splits(line))) == masked
 
 
 def test_u_escaped_forms_follow_utf16() -> None:
