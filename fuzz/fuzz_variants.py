@@ -25,6 +25,7 @@ import atheris
 with atheris.instrument_imports():
     from runnerlib.security.registry import SecretRegistry
     from runnerlib.security.variants import (
+        MIXED_CASE_TRIGGER_MIN,
         base32_forms,
         base64_forms,
         byte_list_forms,
@@ -98,8 +99,8 @@ def check_round_two(fdp: atheris.FuzzedDataProvider, secret: bytes, prefix: byte
     if not any(f in outer for f in double_base64_forms(secret)) and len(secret) >= 4:
         raise AssertionError("no base64-of-base64 form in the double encoding")
     for frag in secret_triggers(secret, min_length=1):
-        if len(frag) < 8:
-            raise AssertionError("a trigger fragment shorter than 8 bytes")
+        if len(frag) < MIXED_CASE_TRIGGER_MIN:  # wrapped-form fragments are 8+, mixed-case pieces 6+
+            raise AssertionError("a trigger fragment shorter than the minimum")
     for form in (base64.b64encode(secret), secret.hex().encode()):
         pieces = fragments(form)
         if any(p not in form for p in pieces):
