@@ -341,6 +341,8 @@ class Masker:
     def wait_merged(self, timeout: float | None = None) -> bool:
         """Merge now and block until one base layer holds everything (benchmarks, tests); True if settled."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._ready.wait(timeout):  # a background batch's first compilation
+            return False
         while True:
             with self._lock:
                 layers = self.snapshot.layers
