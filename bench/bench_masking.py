@@ -1,19 +1,28 @@
 """Streaming masking throughput and add-one-secret latency, next to a memory-copy baseline from the same run.
 
     .venv/bin/python bench/bench_masking.py [--mib 64] [--repeat 3] [--engine hyperscan|ahocorasick]
+                                            [--cli-mib 256] [--cli-n 1000] [--writes 64,4]
 
 Prints MB/s (medians of --repeat runs) of SecretRegistry.stream() over a generated CI-like log at
-N = 1, 100, 1,000 and 10,000 secrets (each with its encoded variants), in 64 KiB and 4 KiB writes, the
-ratio to copying the same chunks, and the latency of adding one secret with 10,000 already present.
+N = 1, 100, 1,000 and 10,000 secrets (each with every encoded form and the wrapped-form triggers), in 64 KiB
+and 4 KiB writes, the ratio to copying the same chunks, and the latency of adding one secret with 10,000
+already present. Then `runnerlib mask` as a command on --cli-mib MiB with --cli-n secrets, whole command
+(start-up included), next to `cat` on the same file in the same run, and its start-up alone (empty input).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import shutil
 import statistics
 import string
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 from runnerlib.security.registry import SecretRegistry
 
@@ -97,6 +106,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--engine", default=None)
     ap.add_argument("--sizes", default="1,100,1000,10000")
+    ap.add_argument("--writes", default="64,4", help="write sizes in KiB")
+    ap.add_argument("--cli-mib", type=int, default=256, help="0 skips the `runnerlib mask` command line")
+    ap.add_argument("--cli-n", type=int, default=1000)
+    ap.add_argument("--no-add", action="store_true", help="skip the add-one-secret latency")
     args = ap.parse_args()
 
     rnd = random.Random(2026)
@@ -104,18 +117,19 @@ def main() -> None:
     log = make_log(rnd, args.mib, all_secrets[:20])
     mb = len(log) / 1e6
     print(f"log: {len(log) / 2**20:.0f} MiB CI-like text, {log.count(b'token=')} planted secrets")
-    chunk_sets = {64 * 1024: chunks_of(log, 64 * 1024), 4 * 1024: chunks_of(log, 4 * 1024)}
+    chunk_sets = {int(k) * 1024: chunks_of(log, int(k) * 1024) for k in args.writes.split(",")}
 
     whole = statistics.median(run_copy([log]) for _ in range(args.repeat))
     print(f"baseline: one copy of the whole log {mb / whole:.0f} MB/s (below, 'copy' copies the same chunks)")
-    print(f"{'N':>6} {'patterns':>9} {'engine':>11} {'write':>6} {'MB/s':>8} {'copy MB/s':>10} {'ratio':>6}")
+    print(f"{'N':>6} {'patterns':>9} {'triggers':>9} {'engine':>11} {'write':>6} {'MB/s':>8} {'copy MB/s':>10} "
+          f"{'ratio':>6}")
     for n in (int(x) for x in args.sizes.split(",")):
         reg = SecretRegistry(engine=args.engine)
         t = time.perf_counter()
         reg.add_many(all_secrets[:n], source="bench")
         reg.wait_merged()
         build = time.perf_counter() - t
-        npat = len(reg.patterns())
+        npat, ntrig = len(reg.patterns()), len(reg.triggers())
         for size, chunks in chunk_sets.items():
             # Interleaved, so that a noisy neighbour slows both sides of the ratio alike.
             copies, maskeds = [], []
@@ -123,13 +137,17 @@ def main() -> None:
                 copies.append(run_copy(chunks))
                 maskeds.append(run_stream(reg, chunks))
             copy, masked = statistics.median(copies), statistics.median(maskeds)
-            print(f"{n:>6} {npat:>9} {reg.engine:>11} {size // 1024:>4}Ki {mb / masked:>8.0f} "
+            print(f"{n:>6} {npat:>9} {ntrig:>9} {reg.engine:>11} {size // 1024:>4}Ki {mb / masked:>8.0f} "
                   f"{mb / copy:>10.0f} {copy / masked:>6.2f}")
-        print(f"       build (add_many + background merge) of N={n}: {build:.2f} s")
+        print(f"       build (add_many, compiled at once) of N={n}: {build:.2f} s")
         check = reg.mask(log[: 1 << 20])
         # Only the registered ones among the planted secrets must be gone (at N=1, the other 19 stay).
         assert all(s.encode() not in check for s in all_secrets[:min(n, 20)])
 
+    if args.cli_mib:
+        bench_cli(rnd, args, all_secrets)
+    if args.no_add:
+        return
     # Adding one secret at N=10,000: each add publishes a new snapshot before returning.
     reg = SecretRegistry(engine=args.engine)
     reg.add_many(all_secrets[:10000], source="bench")
@@ -148,6 +166,40 @@ def main() -> None:
     lat_ms = sorted(x * 1e3 for x in lat)
     print(f"add one secret at N=10,000 (60 adds, merges in background): median {statistics.median(lat_ms):.2f} ms,"
           f" p90 {lat_ms[int(0.9 * len(lat_ms))]:.2f} ms, max {lat_ms[-1]:.2f} ms")
+
+
+def timed(cmd: list[str], stdin_path: str, env: dict[str, str] | None = None) -> float:
+    with open(stdin_path, "rb") as src, open(os.devnull, "wb") as dst:
+        t = time.perf_counter()
+        subprocess.run(cmd, stdin=src, stdout=dst, check=True, env=env)
+        return time.perf_counter() - t
+
+
+def bench_cli(rnd: random.Random, args: argparse.Namespace, all_secrets: list[str]) -> None:
+    """`runnerlib mask` as a user runs it: the whole command on a file, next to `cat`, and its start-up."""
+    exe = shutil.which("runnerlib", path=str(Path(sys.executable).parent)) or "runnerlib"
+    n = args.cli_n
+    with tempfile.TemporaryDirectory() as tmp:
+        secrets_file = Path(tmp, "secrets.env")
+        secrets_file.write_text("".join(f"S{i}={v}\n" for i, v in enumerate(all_secrets[:n])))
+        data = Path(tmp, "log")
+        data.write_bytes(make_log(rnd, args.cli_mib, all_secrets[:20]))
+        empty = Path(tmp, "empty")
+        empty.write_bytes(b"")
+        env = {**os.environ}
+        if args.engine:
+            env["RUNNERLIB_MASK_ENGINE"] = args.engine
+        mask = [exe, "mask", "--secrets-file", str(secrets_file)]
+        cats, masks, starts = [], [], []
+        for _ in range(args.repeat):  # interleaved: a noisy neighbour slows both alike
+            cats.append(timed(["cat"], str(data)))
+            masks.append(timed(mask, str(data), env))
+            starts.append(timed(mask, str(empty), env))
+        cat, masked, start = statistics.median(cats), statistics.median(masks), statistics.median(starts)
+        mb = args.cli_mib * 1.048576
+        print(f"runnerlib mask, {args.cli_mib} MiB file to /dev/null, N={n}, whole command: {masked:.2f} s "
+              f"({mb / masked:.0f} MB/s); cat: {cat:.2f} s; over cat: {masked - cat:.2f} s; "
+              f"start-up (empty input): {start:.2f} s")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@ Run: .venv/bin/python fuzz/fuzz_variants.py -atheris_runs=1000
 Properties: secret_variants never raises and returns distinct non-empty forms; every base64 form occurs in
 the base64 of the secret embedded after 0, 1 or 2 other bytes; every percent form (each encoder family)
 unquotes to the secret; hex forms (also wrapped as `xxd -p` wraps them) decode to it; JSON
-forms load back to it; the `set -x` single-quote form, quoted, is one shell word equal to the secret.
+forms load back to it; the `set -x` single-quote form, quoted, is one shell word equal to the secret; the
+round-two forms decode to it (Go's \\u0026 JSON, \\uXXXX, \\xNN, 0xNN lists, separated hex, base32 at its
+alignment inside a longer encoding, base64 of base64); every wrapped-form trigger fragment is a piece of a
+form and, wrapped at any width from 60, the base64 of the secret inside a document is masked by a registry.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import shlex
 import sys
@@ -19,13 +23,20 @@ import urllib.parse
 import atheris
 
 with atheris.instrument_imports():
+    from runnerlib.security.registry import SecretRegistry
     from runnerlib.security.variants import (
+        MIXED_CASE_TRIGGER_MIN,
+        base32_forms,
         base64_forms,
+        byte_list_forms,
+        double_base64_forms,
         encoded_forms,
         hex_forms,
         percent_forms,
+        secret_triggers,
         secret_variants,
     )
+    from runnerlib.security.wrapped import fragments
 
 
 def TestOneInput(data: bytes) -> None:
@@ -71,6 +82,50 @@ def TestOneInput(data: bytes) -> None:
         if "\x00" not in text and all(c >= " " or c in "\t\n" for c in text):
             if shlex.split("'" + single.decode() + "'") != [text]:
                 raise AssertionError("set -x form is not one shell word equal to the secret")
+    check_round_two(fdp, secret, prefix, suffix)
+
+
+def check_round_two(fdp: atheris.FuzzedDataProvider, secret: bytes, prefix: bytes, suffix: bytes) -> None:
+    enc = encoded_forms(secret)
+    for form in byte_list_forms(secret):
+        digits = form.replace(b"\\x", b"").replace(b"0x", b"").replace(b", ", b"").replace(b" ", b"")
+        if bytes.fromhex(digits.replace(b":", b"").decode()) != secret or form not in enc:
+            raise AssertionError("byte-list form does not decode to the secret")
+    shift = len(prefix) % 5
+    if base32_forms(secret)[1 + shift] not in base64.b32encode(prefix + secret + suffix):
+        raise AssertionError(f"base32 alignment {shift} form not in the embedded encoding")
+    doc = base64.b64encode(prefix + secret + suffix)
+    outer = base64.b64encode(suffix[:2] + doc)
+    if not any(f in outer for f in double_base64_forms(secret)) and len(secret) >= 4:
+        raise AssertionError("no base64-of-base64 form in the double encoding")
+    for frag in secret_triggers(secret, min_length=1):
+        if len(frag) < MIXED_CASE_TRIGGER_MIN:  # wrapped-form fragments are 8+, mixed-case pieces 6+
+            raise AssertionError("a trigger fragment shorter than the minimum")
+    for form in (base64.b64encode(secret), secret.hex().encode()):
+        pieces = fragments(form)
+        if any(p not in form for p in pieces):
+            raise AssertionError("a fragment is not a piece of its form")
+    try:
+        text = secret.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    go = json.dumps(text, ensure_ascii=False)[1:-1]
+    for ch, esc in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
+                    ("\u2029", "\\u2029")):
+        go = go.replace(ch, esc)
+    if go.encode("utf-8", "surrogatepass") not in enc:
+        raise AssertionError("Go JSON form missing")
+    if len(secret) >= 12 and secret.strip() == secret:
+        width = fdp.ConsumeIntInRange(60, 120)
+        body = base64.b64encode(prefix + secret + suffix)
+        wrapped = b"".join(body[i:i + width] + b"\n" for i in range(0, len(body), width))
+        registry = SecretRegistry(background_merge=False)
+        registry.add(secret, source="fuzz")
+        core = base64_forms(secret)[1 + len(prefix) % 3]
+        joined = registry.mask(wrapped).replace(b"\n", b"")
+        if len(core) >= 12 and secret not in prefix + suffix and core[2:12] in joined:
+            raise AssertionError(f"wrapped base64 at width {width} leaked")
+    binascii.a2b_base64(base64.b64encode(secret))  # the encoder itself accepts what it wrote
 
 
 def main() -> None:

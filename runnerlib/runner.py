@@ -410,16 +410,19 @@ class JobRunner:
         from runnerlib.security.selfprotect import protect_runner
 
         config = self.config
-        used = secret_sources.load_secrets(
-            self.registry, environ=self.environ, job_env=config.job_env,
-            secret_env_names=config.secret_env_names or None,
-            secret_values_list=config.secret_values_list or None,
-            secrets_file=config.secrets_file, secrets_fd=config.secrets_fd,
-            read_stdin=self.read_stdin_secrets)
-        for step in self.job.steps if self.job is not None else ():
-            # A step's own env: block (a trusted step gets it, and its output would show it in clear).
-            used += secret_sources.load_step_env_secrets(self.registry, step.name, step.env,
-                                                         secret_env_names=config.secret_env_names)
+        # One compilation with the main engine for all the job's start-up secrets (registry.batch): every
+        # step's output scans at full speed from its first byte. Nothing is written meanwhile.
+        with self.registry.batch():
+            used = secret_sources.load_secrets(
+                self.registry, environ=self.environ, job_env=config.job_env,
+                secret_env_names=config.secret_env_names or None,
+                secret_values_list=config.secret_values_list or None,
+                secrets_file=config.secrets_file, secrets_fd=config.secrets_fd,
+                read_stdin=self.read_stdin_secrets)
+            for step in self.job.steps if self.job is not None else ():
+                # A step's own env: block (a trusted step gets it, and its output would show it in clear).
+                used += secret_sources.load_step_env_secrets(self.registry, step.name, step.env,
+                                                             secret_env_names=config.secret_env_names)
         for line in used:
             self.log.event(f"secrets: {line}", level="debug")
         if self.argv:

@@ -17,12 +17,14 @@ base. A `MaskSnapshot` is immutable, so a stream scanning it never sees a half-b
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from runnerlib.security import wrapped
 from runnerlib.security.matcher import Matcher, build_matcher, default_engine
 
 log = logging.getLogger("runnerlib.secrets")
@@ -36,6 +38,8 @@ DELTA_LAYER_MAX = 512
 # Up to this many recent patterns are recompiled by the background thread as one main-engine layer before
 # the full merge (see Masker._fold_deltas).
 FOLD_MAX = 4096
+# Past this many recently added patterns, the sorted list of recent ones is merged into the large one.
+RECENT_SORTED_MAX = 32768
 # Scanning costs one engine call per layer: past this many deltas they are folded into one.
 MAX_DELTA_LAYERS = 8
 # The background merge starts once no pattern was added for this long (see Masker._merge).
@@ -57,19 +61,23 @@ class _Layer:
 class MaskSnapshot:
     """An immutable compiled pattern set: find occurrences, find live partial matches, mask a buffer."""
 
-    __slots__ = ("layers", "maxlen", "_sorted", "_short", "replacement", "count")
+    __slots__ = ("layers", "maxlen", "_sorted", "_short", "replacement", "count", "triggers")
 
-    def __init__(self, layers: tuple[_Layer, ...], maxlen: int, sorted_patterns: list[bytes],
-                 short_prefixes: set[bytes], replacement: bytes, count: int) -> None:
+    def __init__(self, layers: tuple[_Layer, ...], maxlen: int, sorted_patterns: tuple[list[bytes], ...],
+                 short_prefixes: set[bytes], replacement: bytes, count: int,
+                 triggers: set[bytes] | frozenset[bytes] = frozenset()) -> None:
         self.layers = layers
         self.maxlen = maxlen
         self._sorted = sorted_patterns
         self._short = short_prefixes
         self.replacement = replacement
         self.count = count  # number of patterns
+        # Patterns that are not masked themselves: a hit sends the lines around it through the wrapped view
+        # (runnerlib.security.wrapped), which masks what crosses a line break of an encoded run.
+        self.triggers = triggers
 
-    def find(self, data: bytes) -> list[tuple[int, int]]:
-        """(start, end) of every occurrence of every pattern, in no particular order."""
+    def find_raw(self, data: bytes) -> list[tuple[int, int]]:
+        """(start, end) of every occurrence of every pattern, triggers included, in no particular order."""
         layers = self.layers
         if len(layers) == 1:
             return layers[0].matcher.find(data)
@@ -78,11 +86,44 @@ class MaskSnapshot:
             out.extend(layer.matcher.find(data))
         return out
 
-    def live_start(self, buf: bytes) -> int:
-        """The smallest p such that buf[p:] is a proper prefix of some pattern (len(buf) if none).
+    def find(self, data: bytes, line_start: bool = True) -> list[tuple[int, int]]:
+        """(start, end) of every run to mask: occurrences of the masked patterns, and of encoded forms wrapped
+        across line breaks (found where a trigger matched), in no particular order. `line_start`: whether
+        data[0] begins a line (a stream's buffer may start in the middle of one)."""
+        found = self.find_raw(data)
+        if not found or not self.triggers:
+            return found
+        triggers = self.triggers
+        masks = [o for o in found if data[o[0]:o[1]] not in triggers]
+        # A secret found whole can be the ASCII column of a dump line (`xxd` of a short secret): its hex digits
+        # are found by the same look as a trigger's.
+        masks.extend(wrapped.view_occurrences(data, found, self._find_masks, self.maxlen, line_start))
+        return masks
+
+    def _find_masks(self, data: bytes) -> list[tuple[int, int]]:
+        triggers = self.triggers
+        return [o for o in self.find_raw(data) if data[o[0]:o[1]] not in triggers]
+
+    def live_start(self, buf: bytes, line_start: bool = True, candidate: bool | None = None) -> int:
+        """The smallest p such that buf[p:] is a proper prefix of some pattern, in the bytes as they are or in
+        the joined view of an encoded run at the end of `buf` (len(buf) if none).
 
         Bytes before p can never be covered by an occurrence that ends later; bytes from p on might be.
         """
+        live = self._live_start(buf)
+        tail = buf[-self.maxlen:]
+        if self.triggers and b"%" in tail:
+            # A percent form with mixed-case hex is a prefix of the uppercase form once its escapes are.
+            upper = wrapped.upper_escapes(tail)
+            if upper != tail:
+                live = min(live, self._live_start(upper) + len(buf) - len(tail))
+        if candidate is None:
+            candidate = bool(self.triggers) and wrapped.quick_candidate(buf, line_start)
+        if candidate:  # the last line may be part of an encoded run (`candidate`: the caller already knows)
+            live = min(live, wrapped.tail_live_start(buf, self._live_start, self.maxlen, line_start))
+        return live
+
+    def _live_start(self, buf: bytes) -> int:
         end = len(buf)
         lo = end - self.maxlen + 1
         if lo < 0:
@@ -95,15 +136,16 @@ class MaskSnapshot:
             if layer.prefixes is not None:
                 candidates.extend(s for s, _ in layer.prefixes.find(window))
         if candidates:
-            patterns = self._sorted
+            segments = self._sorted
             for p in sorted(set(candidates)):
                 frag = window[p:]
-                i = bisect.bisect_left(patterns, frag)
-                # Patterns are distinct and sorted: if frag itself is a pattern, a longer one follows it.
-                while i < len(patterns) and patterns[i].startswith(frag):
-                    if len(patterns[i]) > len(frag):
-                        return lo + p
-                    i += 1
+                for patterns in segments:
+                    i = bisect.bisect_left(patterns, frag)
+                    # Patterns are distinct and sorted: if frag itself is a pattern, a longer one follows it.
+                    while i < len(patterns) and patterns[i].startswith(frag):
+                        if len(patterns[i]) > len(frag):
+                            return lo + p
+                        i += 1
         short = self._short
         for r in range(min(PREFIX_LEN - 1, end - lo), 0, -1):
             if buf[end - r:] in short:
@@ -167,7 +209,10 @@ class Masker:
         self._lock = threading.Lock()
         self._patterns: list[bytes] = []
         self._index: set[bytes] = set()
+        # Every pattern, sorted, in two lists: a large one replaced rarely, and the recent additions (copied on
+        # each add: copying all 500,000 patterns of 10,000 secrets would cost tens of milliseconds an add).
         self._sorted: list[bytes] = []
+        self._recent: list[bytes] = []
         self._short: set[bytes] = set()
         self._prefixes: dict[bytes, None] = {}  # PREFIX_LEN-byte heads, kept as patterns come
         self._maxlen = 0
@@ -177,43 +222,127 @@ class Masker:
         self._merge_now = threading.Event()
         self._merged_event = threading.Event()
         self._merged_event.set()
-        self.snapshot = MaskSnapshot((), 0, [], set(), replacement, 0)
+        self._triggers: set[bytes] = set()
+        self._unsorted: list[bytes] = []  # added inside a batch, not yet in _sorted
+        self._batch = 0  # depth of batch() blocks: adds are compiled once, at the end
+        self._batch_background = False
+        self._ready = threading.Event()  # cleared while a batch's first compilation runs in the background
+        self._ready.set()
+        self.snapshot = MaskSnapshot((), 0, ([],), set(), replacement, 0)
 
     def __len__(self) -> int:
         return len(self._patterns)
 
     @property
     def patterns(self) -> list[bytes]:
-        """A copy of every pattern, in the order added."""
-        return list(self._patterns)
+        """A copy of every masked pattern, in the order added (triggers left out)."""
+        triggers = self._triggers
+        return [p for p in self._patterns if p not in triggers]
 
-    def add(self, patterns: Iterable[bytes]) -> int:
-        """Add patterns (duplicates ignored); returns how many were new. The new set is live on return."""
+    @property
+    def triggers(self) -> list[bytes]:
+        """Every trigger (searched, not masked), in the order added."""
+        triggers = self._triggers
+        return [p for p in self._patterns if p in triggers]
+
+    def add(self, patterns: Iterable[bytes], *, triggers: Iterable[bytes] = ()) -> int:
+        """Add patterns (duplicates ignored); returns how many were new. The new set is live on return.
+
+        `triggers` are searched like patterns but not masked: a hit makes the wrapped view look at the lines
+        around it (see runnerlib.security.wrapped). A byte string both added as a pattern and as a trigger is
+        masked.
+        """
         with self._lock:
             new = []
+            masks = set()
             for p in patterns:
+                masks.add(p)
                 if p and p not in self._index:
                     self._index.add(p)
                     new.append(bytes(p))
+            fresh_triggers = set()
+            for p in triggers:
+                if p and p not in self._index:
+                    self._index.add(p)
+                    new.append(bytes(p))
+                    fresh_triggers.add(bytes(p))
+            demoted = masks & self._triggers if self._triggers else ()
+            if demoted:
+                # Copy-on-write: a snapshot keeps the set it was published with (a trigger it searched as such).
+                self._triggers = self._triggers - demoted
+            # Grows only, like _short: a snapshot seeing a newer trigger never finds it (not in its layers).
+            self._triggers |= fresh_triggers
             if not new:
                 return 0
             self._last_add = time.monotonic()
             self._patterns.extend(new)
-            # Copy-on-write: a stream may be bisecting the old list right now.
-            self._sorted = _merge_sorted(self._sorted, sorted(new))
+            if self._batch:
+                self._unsorted.extend(new)  # sorted once, when the batch ends
+            else:
+                # Copy-on-write: a stream may be bisecting the old list right now.
+                self._recent = _merge_sorted(self._recent, sorted(new))
+                if len(self._recent) > RECENT_SORTED_MAX:
+                    self._sorted, self._recent = sorted([*self._sorted, *self._recent]), []
             for p in new:
                 for j in range(1, min(PREFIX_LEN, len(p))):
                     self._short.add(p[:j])  # grows only, before the snapshot that needs it is published
                 if len(p) > PREFIX_LEN:
                     self._prefixes[p[:PREFIX_LEN]] = None
                 self._maxlen = max(self._maxlen, len(p))
+            if self._batch:
+                return len(new)  # compiled when the batch ends
+            if not self.snapshot.layers:
+                # The first set (a job's or `runnerlib mask`'s known secrets) is compiled with the main engine
+                # at once: scanning starts at full speed, and no delta automaton is built to be thrown away.
+                self._publish_base_now()
+                return len(new)
             self._publish(self._layers_with(len(new)))
             self._schedule_merge()
             return len(new)
 
+    def current(self) -> MaskSnapshot:
+        """The latest snapshot, once the first compilation of a background batch (if any) is done: nothing is
+        scanned with a pattern set that is still being compiled."""
+        if not self._ready.is_set():
+            self._ready.wait()
+        return self.snapshot
+
+    @contextlib.contextmanager
+    def batch(self, *, background: bool = False) -> Iterator[None]:
+        """Add many patterns at start-up with one compilation: adds inside the block are compiled when it
+        ends, all at once with the main engine. Only for before any stream is written: inside the block the
+        new patterns are not masked yet.
+
+        `background`: when the block ends, compile the first set in a thread; `current()` (every stream write
+        and `mask()`) waits for it. A filter can so read its input while the engine compiles, and an empty
+        input never waits for a compilation it does not need.
+        """
+        with self._lock:
+            self._batch += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._batch -= 1
+                if not self._batch and self._unsorted:
+                    self._sorted = sorted([*self._sorted, *self._unsorted])
+                    self._unsorted = []
+                added = len(self._patterns) - self.snapshot.count
+                if not self._batch and added and not self.snapshot.layers and background:
+                    self._ready.clear()
+                    threading.Thread(target=self._compile_first, args=(len(self._patterns),), daemon=True,
+                                     name="runnerlib-mask-compile").start()
+                elif not self._batch and added and not self.snapshot.layers:
+                    self._publish_base_now()
+                elif not self._batch and added:
+                    self._publish(self._layers_with(added))
+                    self._schedule_merge()
+
     def wait_merged(self, timeout: float | None = None) -> bool:
         """Merge now and block until one base layer holds everything (benchmarks, tests); True if settled."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._ready.wait(timeout):  # a background batch's first compilation
+            return False
         while True:
             with self._lock:
                 layers = self.snapshot.layers
@@ -231,7 +360,7 @@ class Masker:
 
     def mask(self, data: bytes) -> bytes:
         """Mask a whole buffer with the current patterns."""
-        return self.snapshot.mask(data)
+        return self.current().mask(data)
 
     # -- internals -------------------------------------------------------------------------------------
 
@@ -268,9 +397,32 @@ class Masker:
         return _Layer(start, stop, build_matcher(patterns, engine, quick_build=quick),
                       build_matcher(prefixes, engine, quick_build=quick) if prefixes else None, base)
 
+    def _compile_first(self, stop: int) -> None:
+        """A background batch's first compilation (see batch); `current()` waits until it is published."""
+        try:
+            with self._lock:
+                prefixes = list(self._prefixes)
+            try:
+                base = self._build_layer(0, stop, self.engine, base=True, prefixes=prefixes)
+            except Exception as exc:  # noqa: BLE001 - fall back to the delta engine: correct, slower
+                log.error("masking: compiling the patterns failed (%s: %s); masking stays correct but slower",
+                          type(exc).__name__, exc)
+                base = self._build_layer(0, stop, self._delta_engine())
+            with self._lock:
+                self._install_merged(base)
+                if len(self.snapshot.layers) > 1:
+                    self._schedule_merge()
+        finally:
+            self._ready.set()
+
+    def _publish_base_now(self) -> None:
+        # Called with the lock held: everything as one main-engine layer, compiled in this thread.
+        self._publish((self._build_layer(0, len(self._patterns), self.engine, base=True,
+                                         prefixes=list(self._prefixes)),))
+
     def _publish(self, layers: tuple[_Layer, ...]) -> None:
-        self.snapshot = MaskSnapshot(layers, self._maxlen, self._sorted, self._short, self.replacement,
-                                     len(self._patterns))
+        self.snapshot = MaskSnapshot(layers, self._maxlen, (self._sorted, self._recent), self._short, self.replacement,
+                                     len(self._patterns), self._triggers)
 
     def _schedule_merge(self, force: bool = False) -> None:
         # Called with the lock held.

@@ -14,6 +14,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import weakref
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable
 
 from runnerlib.security.masker import Masker
 from runnerlib.security.stream import DEFAULT_HOLD_CAP, IdleFlusher, MaskedStream
-from runnerlib.security.variants import secret_variants
+from runnerlib.security.variants import secret_triggers, secret_variants
 
 log = logging.getLogger("runnerlib.secrets")
 
@@ -92,9 +93,11 @@ class SecretRegistry:
             fresh = [v for v in dict.fromkeys(accepted) if v not in self._secrets]
             if fresh:
                 patterns: list[bytes] = []
+                triggers: list[bytes] = []
                 for v in fresh:
                     patterns.extend(secret_variants(v, min_length=self.min_length))
-                self._masker.add(patterns)
+                    triggers.extend(secret_triggers(v, min_length=self.min_length))
+                self._masker.add(patterns, triggers=triggers)
                 for v in fresh:
                     self._secrets[v] = None
         self._wait_for_streams()
@@ -125,7 +128,7 @@ class SecretRegistry:
 
         `idle_flush` (seconds): emit held-back bytes after that long without a write (see IdleFlusher).
         """
-        s = MaskedStream(lambda: self._masker.snapshot, sink, hold_cap=hold_cap, on_close=self._forget)
+        s = MaskedStream(self._masker.current, sink, hold_cap=hold_cap, on_close=self._forget)
         with self._lock:
             self._streams.add(s)
         if idle_flush is not None:
@@ -148,6 +151,17 @@ class SecretRegistry:
     def patterns(self) -> list[bytes]:
         """Every pattern masked (values and their encoded forms)."""
         return self._masker.patterns
+
+    def batch(self, *, background: bool = False) -> contextlib.AbstractContextManager[None]:
+        """A block of start-up additions compiled once, with the main engine, when it ends (`runnerlib mask`
+        loads its secrets in one): the first write of a stream then scans at full speed. Use it before any
+        stream is written: inside it, new secrets are not masked yet. `background=True` compiles in a thread
+        when the block ends; writes and `mask()` wait for it (a filter reads its input meanwhile)."""
+        return self._masker.batch(background=background)
+
+    def triggers(self) -> list[bytes]:
+        """The trigger fragments searched (not masked) to find wrapped and dumped forms (security.wrapped)."""
+        return self._masker.triggers
 
     def wait_merged(self, timeout: float | None = None) -> bool:
         """Wait for the background automaton merge (benchmarks, tests); masking is correct without it."""

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from runnerlib.security.masker import MaskSnapshot, render
+from runnerlib.security.wrapped import context_start, quick_candidate
 
 # Held-back bytes past this are emitted as they are. A partial match is shorter than the longest pattern,
 # so this only matters for secrets longer than the cap (certificates bundles, whole files).
@@ -59,6 +60,7 @@ class MaskedStream:
         # Reentrant: a sink may add a secret, and add() waits on every live stream's lock.
         self.lock = threading.RLock()
         self._buf = b""  # the rescan window: starts at the earliest live partial match
+        self._line_start = True  # whether _buf (or, when empty, the next write) begins a line
         self._emitted = 0  # bytes of _buf already given to the sink (masked or not)
         self._masked_until = -1  # position in _buf where the last replacement's run ended
         self._closed = False
@@ -91,12 +93,17 @@ class MaskedStream:
             if not snap.count:
                 self._emit_plain(buf)
                 return n
-            occurrences = snap.find(buf)
-            live = snap.live_start(buf)
-            if not occurrences and self._emitted == 0 and live == len(buf):
+            line_start = self._line_start
+            occurrences = snap.find(buf, line_start)
+            candidate = bool(snap.triggers) and quick_candidate(buf, line_start)
+            live = snap.live_start(buf, line_start, candidate)
+            # An encoding or dump line at the end is kept (already emitted) so the next write sees it whole.
+            keep = context_start(buf, live, snap.maxlen, line_start, candidate) if snap.triggers else live
+            if not occurrences and self._emitted == 0 and keep == len(buf):
                 # The common case: nothing found, nothing pending. Zero-copy.
                 self._buf = b""
                 self._masked_until = -1
+                self._line_start = buf[-1] == 0x0A
                 self._sink(buf)
                 return n
             limit = max(live, len(buf) - self._hold_cap)
@@ -104,9 +111,12 @@ class MaskedStream:
             emitted, masked_until = render(buf, occurrences, self._emitted, self._masked_until, limit,
                                            snap.replacement, out)
             # Keep from the earliest live partial match on: the next write completes or refutes it.
-            self._buf = buf[live:]
-            self._emitted = emitted - live
-            self._masked_until = masked_until - live if masked_until >= live else -1
+            keep = min(keep, emitted)
+            if keep:
+                self._line_start = buf[keep - 1] == 0x0A
+            self._buf = buf[keep:]
+            self._emitted = emitted - keep
+            self._masked_until = masked_until - keep if masked_until >= keep else -1
             if out:
                 self._sink(out[0] if len(out) == 1 else b"".join(out))
             return n
@@ -114,6 +124,7 @@ class MaskedStream:
     def _emit_plain(self, buf: bytes) -> None:
         rest = buf[self._emitted:]
         self._buf, self._emitted, self._masked_until = b"", 0, -1
+        self._line_start = buf[-1] == 0x0A
         if rest:
             self._sink(rest)
 
@@ -143,14 +154,15 @@ class MaskedStream:
             snap = self._snapshot()
             limit = len(buf)
             if keep_fragment and snap.count:
-                live = snap.live_start(buf)
+                live = snap.live_start(buf, self._line_start)
                 if len(buf) - live >= IDLE_KEEP_FRAGMENT:
                     limit = live
             if limit <= self._emitted:
                 return False
             out: list[bytes] = []
-            emitted, masked_until = render(buf, snap.find(buf) if snap.count else [], self._emitted,
-                                           self._masked_until, limit, snap.replacement, out)
+            found = snap.find(buf, self._line_start) if snap.count else []
+            emitted, masked_until = render(buf, found, self._emitted, self._masked_until, limit, snap.replacement,
+                                           out)
             self._emitted, self._masked_until = emitted, masked_until
             if out:
                 self._sink(b"".join(out))

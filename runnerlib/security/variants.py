@@ -15,6 +15,8 @@ import base64
 import json
 import re
 
+from runnerlib.security.wrapped import wrap_triggers, wrappable_forms
+
 # Characters trimmed to get the "trimmed" form: a value pasted as `"abc"` or with a trailing newline is
 # usually printed by tools without them.
 _TRIM_CHARS = b" \t\r\n\"'`"
@@ -103,19 +105,26 @@ _XXD_BYTES_PER_LINE = 30
 
 def hex_forms(value: bytes) -> list[bytes]:
     """Hex of `value`, lower- and uppercase (`bytes.hex()`, `%x`, `xxd -p`, `xxd -p -u`), and for a value
-    longer than one `xxd -p` line the wrapped output of `xxd -p` on the value alone (LF and CRLF line ends).
+    longer than one `xxd -p` line the wrapped output of `xxd -p -u` on the value alone (LF and CRLF line ends).
 
-    Hex is byte-aligned, so the contiguous form also matches inside a longer dump; a long value's wrapped
-    form is only matched at the line phase of `printf %s "$S" | xxd -p` (docs/masking.md, limits).
+    Hex is byte-aligned, so the contiguous form also matches inside a longer dump. Lowercase hex wrapped at
+    any width and offset is found by the wrapped view (security/wrapped.py); the uppercase wrapped form is
+    only matched at the line phase of `printf %s "$S" | xxd -p -u` (docs/masking.md, limits).
     """
     low = value.hex().encode()
     forms = [low, low.upper()]
     if len(value) > _XXD_BYTES_PER_LINE:
         step = 2 * _XXD_BYTES_PER_LINE
-        for case in (low, low.upper()):
-            lines = [case[i:i + step] for i in range(0, len(case), step)]
-            forms.extend((b"\n".join(lines), b"\r\n".join(lines)))
+        up = low.upper()
+        lines = [up[i:i + step] for i in range(0, len(up), step)]
+        forms.extend((b"\n".join(lines), b"\r\n".join(lines)))
     return forms
+
+
+# Go's encoding/json (kubectl -o json, helm, terraform) escapes these for HTML safety; U+2028/2029 for JavaScript.
+_GO_HTML_ESCAPES = ((b"&", b"\\u0026"), (b"<", b"\\u003c"), (b">", b"\\u003e"),
+                    ("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
+_U_ESCAPE = re.compile(rb"\\u[0-9a-f]{4}")
 
 
 def _json_forms(value: bytes) -> list[bytes]:
@@ -125,7 +134,58 @@ def _json_forms(value: bytes) -> list[bytes]:
         return []
     ascii_form = json.dumps(text, ensure_ascii=True)[1:-1].encode()
     utf8_form = json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8", "surrogatepass")
-    return [ascii_form, utf8_form, ascii_form.replace(b"/", b"\\/"), utf8_form.replace(b"/", b"\\/")]
+    forms = [ascii_form, utf8_form, ascii_form.replace(b"/", b"\\/"), utf8_form.replace(b"/", b"\\/")]
+    for form in (ascii_form, utf8_form):
+        go = form
+        for raw, esc in _GO_HTML_ESCAPES:
+            go = go.replace(raw, esc)
+        forms.append(go)
+    # .NET System.Text.Json and Java write the \u hex digits in uppercase (\u003C, \u00E9).
+    forms.extend(_U_ESCAPE.sub(lambda m: m.group().upper().replace(b"\\U", b"\\u"), f) for f in forms[4:])
+    forms.extend(u_escaped_forms(text))
+    return forms
+
+
+def u_escaped_forms(text: str) -> list[bytes]:
+    """`text` with every character as a `\\uXXXX` escape (UTF-16 code units, surrogate pairs beyond the BMP), in
+    lower- and uppercase hex: JavaScript and JSON obfuscation, `\\u00XX` for ASCII."""
+    units = text.encode("utf-16-be", "surrogatepass")
+    codes = [units[i:i + 2].hex() for i in range(0, len(units), 2)]
+    low = "".join("\\u" + c for c in codes).encode()
+    return [low, low.upper().replace(b"\\U", b"\\u")]
+
+
+def byte_list_forms(value: bytes) -> list[bytes]:
+    """`value` as the byte lists tools print on one line: `\\xNN` escapes (lower- and uppercase), C/`xxd -i`
+    `0xNN, ` lists, hex separated by spaces (`od -An -tx1`, `hexdump -C`, `bytes.hex(" ")`) and by colons
+    (`openssl`). The same lists cut by line breaks (dumps) are found by the wrapped view (security/wrapped.py),
+    which also reads lines of the other spellings."""
+    spaced = value.hex(" ").encode()
+    escaped = b"\\x" + spaced.replace(b" ", b"\\x")
+    return [escaped, escaped.upper().replace(b"\\X", b"\\x"), b"0x" + spaced.replace(b" ", b", 0x"), spaced,
+            value.hex(":").encode()]
+
+
+def base32_forms(value: bytes) -> list[bytes]:
+    """Base32 of `value` standalone (`base32`, with padding) and inside a longer encoding at each of the 5 byte
+    alignments, the characters that carry bits of the neighbouring bytes trimmed (as base64_forms)."""
+    forms = [base64.b32encode(value)]
+    for shift in range(5):
+        encoded = base64.b32encode(b"\0" * shift + value)
+        forms.append(encoded[-(-8 * shift // 5):(8 * (shift + len(value))) // 5])
+    return forms
+
+
+def double_base64_forms(value: bytes) -> list[bytes]:
+    """Base64 of base64 (`base64 | base64`, the double encoding used to walk secrets past maskers): the outer
+    encoding of the standalone inner one, and the outer encoding (at each alignment, trimmed) of each inner
+    form found inside a longer document. (The outer trimmed forms of the standalone inner encoding start with
+    those of its first trimmed form: not needed.)"""
+    inner = base64_forms(value)
+    out = dict.fromkeys([base64.b64encode(inner[0])])
+    for trimmed in inner[1:]:
+        out.update(dict.fromkeys(base64_forms(trimmed)[1:]))
+    return list(out)
 
 
 # bash's `set -x` (and `printf %q`) print a word containing control characters as $'...' (ANSI-C quoting,
@@ -167,6 +227,7 @@ def encoded_forms(value: bytes) -> list[bytes]:
     return [
         *b64, *b64url, *(f.rstrip(b"=") for f in b64url),
         *percent_forms(value), *hex_forms(value), *_json_forms(value), *_shell_forms(value), *_quote_forms(value),
+        *byte_list_forms(value), *base32_forms(value), *double_base64_forms(value),
     ]
 
 
@@ -202,3 +263,36 @@ def secret_variants(value: bytes, *, min_length: int = 4) -> list[bytes]:
             if len(enc) >= min_length:
                 out.setdefault(enc, None)
     return [v for v in out if v]
+
+
+def secret_triggers(value: bytes, *, min_length: int = 4) -> list[bytes]:
+    """Trigger fragments (not masked themselves) that find `value`'s wrapped and dumped forms: base64, base32 and
+    hex cut by line breaks at any width, `od`/`hexdump -C`/`xxd`/`xxd -i` dumps (runnerlib.security.wrapped)."""
+    out: dict[bytes, None] = {}
+    for form in plain_forms(value, min_length=min_length):
+        if len(form) >= min_length:
+            out.update(dict.fromkeys(wrap_triggers(form, wrappable_forms(form, base64_forms(form)))))
+            out.update(dict.fromkeys(mixed_case_triggers(form)))
+    return list(out)
+
+
+_LETTER_ESCAPE = re.compile(rb"%(?:[0-9a-f][a-f]|[a-f][0-9a-f])")
+_UPPER_ESCAPE = re.compile(rb"%(?:[0-9A-F][A-F]|[A-F][0-9A-F])")
+# A case-invariant piece shorter than this would send common text to the slow look (see wrapped.py).
+MIXED_CASE_TRIGGER_MIN = 6
+
+
+def mixed_case_triggers(value: bytes) -> list[bytes]:
+    """Triggers for percent forms whose escapes mix upper- and lowercase hex (`%2f` next to `%3A`): the longest
+    piece of each lowercase percent form between escapes that have a hex letter (the same in every mix), when it
+    is at least MIXED_CASE_TRIGGER_MIN bytes. A hit makes the wrapped view read its line with the escapes in
+    uppercase, where the registered uppercase form matches."""
+    out: dict[bytes, None] = {}
+    for form in percent_forms(value):
+        if _UPPER_ESCAPE.search(form) or not _LETTER_ESCAPE.search(form):
+            continue  # the lowercase-hex twin of each form is enough: the pieces are the same
+        pieces = _LETTER_ESCAPE.split(form)
+        longest = max(pieces, key=len)
+        if len(longest) >= MIXED_CASE_TRIGGER_MIN:
+            out[longest] = None
+    return list(out)

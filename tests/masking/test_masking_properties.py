@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from runnerlib.security.matcher import available_engines
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.security.variants import secret_variants
+from runnerlib.security.wrapped import quick_candidate
 from runnerlib.testing import (
     assert_no_fragment,
     reference_mask,
@@ -118,11 +119,12 @@ def test_secret_added_mid_stream_is_masked_in_everything_emitted_afterwards(data
     assert not any(form in after for form in secret_variants(late, min_length=registry.min_length))
 
 
-def brute_force_held(text: bytes, patterns: list[bytes]) -> int:
-    """How many trailing bytes of `text` are undecided: from the earliest live partial match on, the first
-    byte not covered by a complete occurrence."""
+def brute_force_held(text: bytes, patterns: list[bytes], triggers: list[bytes] = ()) -> int:
+    """How many trailing bytes of `text` are undecided: from the earliest live partial match (of a pattern or
+    a trigger) on, the first byte not covered by a complete occurrence of a pattern."""
+    searched = [*patterns, *triggers]
     live = next((p for p in range(len(text))
-                 if any(len(q) > len(text) - p and q.startswith(text[p:]) for q in patterns)), len(text))
+                 if any(len(q) > len(text) - p and q.startswith(text[p:]) for q in searched)), len(text))
     covered = bytearray(len(text))
     for q in patterns:
         i = text.find(q)
@@ -140,12 +142,18 @@ def test_hold_back_is_exactly_what_could_still_be_a_secret(engine: str, data: st
     secrets = data.draw(secret_sets())
     registry = SecretRegistry(engine=engine, background_merge=False)
     registry.add_many(secrets, source="test")
-    patterns = registry.patterns()
+    # Triggers (searched to find wrapped forms) are held like patterns while they may still complete.
+    patterns, triggers = registry.patterns(), registry.triggers()
     text = data.draw(texts_with_secrets(registry.secrets())).data
     stream = registry.stream(lambda b: None)
     written = b""
     for chunk in data.draw(write_splits(text)):
         stream.write(chunk)
         written += chunk
-        assert stream.held == brute_force_held(written, patterns)
+        if quick_candidate(written) or b"%" in written:
+            # The last line may be part of a wrapped encoding (its joined content), or a percent form with
+            # mixed-case hex (read with its escapes in uppercase): either can hold back more.
+            assert stream.held >= brute_force_held(written, patterns, triggers)
+        else:
+            assert stream.held == brute_force_held(written, patterns, triggers)
     stream.close()

@@ -1,0 +1,403 @@
+"""Encoded forms cut by line breaks: base64, base32 and hex wrapped at any width, and hex dumps with offsets.
+
+`base64` wraps at 76 columns, `openssl base64` at 64, `xxd -p` at 60, and `od`, `hexdump -C`, `xxd` print 16
+bytes a line between an offset and an ASCII column. A secret's encoding then crosses a line break at any
+offset, and no literal pattern matches it. Registering the encoding with a break at every position would take
+hundreds of patterns a secret; scanning every line of the output with a regular expression costs as much as the
+whole masking pass (measured: 1.3-2.6 GB/s for the detector alone). Instead:
+
+- Each wrappable form of a secret registers a few TRIGGERS (`wrap_triggers`): fragments placed so that any
+  piece of the form at least half its length, or one line long, contains one. Cut by one or more line breaks,
+  the form always leaves such a piece, so the main engine's single pass finds a trigger.
+- A trigger hit makes `view_occurrences` read the lines around it: a run of lines of one kind (encoding
+  alphabet only, or hex-dump lines) is joined into its content (without line breaks, indentation, offsets,
+  separators and ASCII columns), the content is scanned for every masked pattern, and what is found is mapped
+  back, covering the line breaks between and, for a dump, the bytes' characters in the ASCII column.
+- In a stream, `tail_live_start` holds back the end of such a run while its joined content ends with the
+  beginning of a pattern (the next line may complete it), and `context_start` keeps the current line so that
+  the next write sees it whole.
+
+A line joins the next one when it is an encoding line of at least JOIN_MIN characters (the widths tools wrap
+at: 60-76) or a dump line. Wrapped forms are guaranteed to be found for widths of at least WRAP_MIN_WIDTH.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable
+
+# An encoding line shorter than this does not join the next line (a short word on its own line is not wrapped
+# output). Any width from WRAP_MIN_WIDTH up has trigger fragments placed for it.
+JOIN_MIN = 16
+WRAP_MIN_WIDTH = 60
+# Longer lines are not looked at (no tool wraps wider); also bounds what a stream keeps as context.
+LINE_MAX = 4096
+
+# One alternation, matched once per line: an encoding line (w); `hexdump -C` (offset, bytes separated by spaces,
+# two after the 8th, |ASCII|: hd, hda); `xxd` (offset and colon, groups of hex digits, two spaces, ASCII: xx,
+# xxa); `od -tx1` / `od -An -tx1` (optional octal offset, ` NN` bytes, `od -tx1z`'s >ASCII<), `bytes.hex(" ")`,
+# `xxd -i` and C `0xNN,` lists, `\xNN` strings, colon-separated `openssl` hex (hl, hla).
+_WRAP_RX = rb"[ \t]*(?P<w>[A-Za-z0-9+/_=-]+)\r?"
+_DUMP_RX = (rb"[0-9a-fA-F]{7,16}  (?P<hd>(?:[0-9a-fA-F]{2}  ?)*[0-9a-fA-F]{2}) *(?:\|(?P<hda>.*)\||\|.*)?\r?"
+            rb"|[0-9a-fA-F]{7,16}: (?P<xx>(?:[0-9a-fA-F]{2})+(?: (?:[0-9a-fA-F]{2})+)*)(?P<xxa> *|  .*)\r?"
+            rb"|[ \t]*(?:[0-7]{7,} )?(?P<hl>(?:(?:0x|\\x)?[0-9a-fA-F]{2}(?:, ?|:| |(?=\\x)|$|(?=\r)))+)"
+            rb"[ \t]*(?:>(?P<hla>.*)<)?\r?")
+_LINE = re.compile(_WRAP_RX + rb"|" + _DUMP_RX)
+# A line next to dump lines is read as one first (` 7a`, the last line of `od`, also reads as an encoding).
+_DUMP_LINE = re.compile(_DUMP_RX)
+_HEX_PAIR = re.compile(rb"[0-9a-fA-F]{2}")
+
+WRAP, DUMP = 1, 2
+
+
+class _Line:
+    """One classified line: its content (encoding characters, or hex digits) with the offset in the output of
+    each content character, and for dumps the offset of each byte's ASCII-column character."""
+
+    __slots__ = ("kind", "fmt", "content", "origin", "ascii", "pending")
+
+    def __init__(self, kind: int, fmt: str, content: bytes, origin: list[int], ascii_at: list[int] | None,
+                 pending: bool = False) -> None:
+        self.kind, self.fmt, self.content, self.origin, self.ascii = kind, fmt, content, origin, ascii_at
+        self.pending = pending  # a dump line whose ASCII column is not (completely) written yet
+
+    @property
+    def joins(self) -> bool:
+        """Whether the next line may continue this one's content."""
+        return self.kind == DUMP or len(self.content) >= JOIN_MIN
+
+
+def classify(data: bytes, start: int, end: int, kind: int = 0) -> _Line | None:
+    """The line data[start:end] (no line break) as an encoding or dump line (as a dump line first when `kind`
+    is DUMP), or None. A line not followed by a line break may be incomplete: its ASCII column is not read."""
+    if end - start > LINE_MAX or end <= start:
+        return None
+    m = (_DUMP_LINE if kind == DUMP else _LINE).fullmatch(data, start, end)
+    if m is None and kind == DUMP:
+        m = _LINE.fullmatch(data, start, end)
+    if m is None:
+        return None
+    if m.re is _LINE and m.start("w") >= 0:
+        a = m.start("w")
+        return _Line(WRAP, "w", m.group("w"), list(range(a, m.end("w"))), None)
+    complete = end < len(data) and data[end] == 0x0A
+    for hexes, col in (("hd", "hda"), ("xx", "xxa"), ("hl", "hla")):
+        if m.start(hexes) >= 0:
+            return _dump_line(data, m, hexes, col, complete)
+    return None  # pragma: no cover - one alternative always matched
+
+
+def _classify_at(data: bytes, start: int, end: int, line_start: bool, kind: int = 0) -> _Line | None:
+    # A stream's buffer may begin in the middle of a line (what came before was emitted and dropped): that
+    # line's beginning is unknown, so it is never read as an encoding or dump line.
+    return None if start == 0 and not line_start else classify(data, start, end, kind)
+
+
+def classify_tail(data: bytes, start: int, kind: int = 0) -> _Line | None:
+    """`classify` for an incomplete last line data[start:], maybe cut inside its last token ("70 4", "0x7")."""
+    end = len(data)
+    line = classify(data, start, end, kind)
+    if line is None and end - start > 1:  # an odd hex digit ("6162 4")
+        line = classify(data, start, end - 1, kind)
+    if line is None and end - start > 1:  # a token begun ("0x", "\\x6")
+        cut = max(data.rfind(b" ", end - 5, end), data.rfind(b",", end - 5, end), data.rfind(b":", end - 5, end))
+        if cut > start:
+            line = classify(data, start, cut + 1, kind)
+    return line
+
+
+def _dump_line(data: bytes, m: re.Match[bytes], hexes: str, col: str, complete: bool) -> _Line:
+    origin: list[int] = []
+    for p in _HEX_PAIR.finditer(data, m.start(hexes), m.end(hexes)):
+        origin.extend((p.start(), p.start() + 1))
+    content = bytes(data[i] for i in origin)
+    ascii_at = None
+    nbytes = len(origin) // 2
+    if complete and m.start(col) >= 0 and m.end(col) - nbytes >= m.end(hexes) + 1:
+        # One character per byte, in order, ending the column (xxd pads the space before it on a short line).
+        ascii_at = list(range(m.end(col) - nbytes, m.end(col)))
+    return _Line(DUMP, hexes, content, origin, ascii_at, ascii_at is None and col != "hla")
+
+
+def _line_bounds(data: bytes, pos: int) -> tuple[int, int]:
+    return data.rfind(b"\n", 0, pos) + 1, _end_of_line(data, pos)
+
+
+def _end_of_line(data: bytes, pos: int) -> int:
+    end = data.find(b"\n", pos)
+    return len(data) if end < 0 else end
+
+
+def _run(data: bytes, start: int, end: int, line: _Line, budget: int, line_start: bool
+         ) -> tuple[list[_Line], int, int]:
+    """The run of joined lines around data[start:end]: up to `budget` content characters before and after."""
+    before: list[_Line] = []
+    got, s = 0, start
+    while s > 0 and got < budget:
+        ps = data.rfind(b"\n", 0, s - 1) + 1
+        prev = _classify_at(data, ps, s - 1, line_start, line.kind)
+        if prev is None or prev.fmt != line.fmt or not prev.joins:
+            break
+        before.append(prev)
+        got += len(prev.content)
+        s = ps
+    lines = [*reversed(before), line]
+    got, e, cur = 0, end, line
+    while e < len(data) and got < budget and cur.joins:
+        ne = _end_of_line(data, e + 1)
+        nxt = classify(data, e + 1, ne, line.kind) if ne < len(data) else classify_tail(data, e + 1, line.kind)
+        if nxt is None or nxt.fmt != line.fmt:
+            break
+        lines.append(nxt)
+        got += len(nxt.content)
+        e, cur = ne, nxt
+    return lines, s, e
+
+
+def _joined(lines: list[_Line]) -> tuple[bytes, list[int]]:
+    origin: list[int] = []
+    for ln in lines:
+        origin.extend(ln.origin)
+    return b"".join(ln.content for ln in lines), origin
+
+
+def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[bytes], list[tuple[int, int]]],
+                     budget: int = 1 << 16, line_start: bool = True) -> list[tuple[int, int]]:
+    """Runs to mask in `data` for forms cut by line breaks, looked for around each hit (of a trigger, or of a
+    masked pattern in a dump line).
+
+    `find` returns the masked occurrences in a byte string. `budget` bounds how much content is joined on
+    each side of the hit's line (the longest pattern is enough).
+    `line_start`: whether data[0] begins a line (False for a stream buffer that starts mid-line).
+    """
+    out: list[tuple[int, int]] = []
+    done_until = -1
+    if b"%" in data:
+        out.extend(mixed_case_occurrences(data, hits, find, budget))
+    for a, _ in sorted(hits):
+        if a < done_until:
+            continue
+        start, end = _line_bounds(data, a)
+        line = _classify_at(data, start, end, line_start)
+        if line is None:
+            done_until = end
+            continue
+        lines, _, run_end = _run(data, start, end, line, budget, line_start)
+        done_until = run_end
+        if len(lines) == 1 and line.kind == WRAP:
+            continue  # one line of encoding: the plain scan already saw it as it is
+        out.extend(_map_back(lines, find))
+    return out
+
+
+_PERCENT_ESCAPE = re.compile(rb"%[0-9a-fA-F]{2}")
+
+
+def upper_escapes(data: bytes) -> bytes:
+    """`data` with the hex digits of every `%XX` escape in uppercase (same length, so offsets map 1:1)."""
+    return _PERCENT_ESCAPE.sub(lambda m: m.group().upper(), data)
+
+
+def mixed_case_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[bytes], list[tuple[int, int]]],
+                           budget: int) -> list[tuple[int, int]]:
+    """Percent forms written with mixed-case hex (`p%40ss%2fw%3Ax`), around each hit: the window of `budget`
+    bytes on each side with its escapes in uppercase, scanned for the registered (uppercase) forms."""
+    out: list[tuple[int, int]] = []
+    done_until = -1
+    for a, b in sorted(hits):
+        if a < done_until:
+            continue
+        lo, hi = max(0, a - budget), min(len(data), b + budget)
+        window = data[lo:hi]
+        upper = upper_escapes(window)
+        if upper != window:
+            out.extend((lo + s, lo + e) for s, e in find(upper))
+        done_until = hi
+    return out
+
+
+def _map_back(lines: list[_Line], find: Callable[[bytes], list[tuple[int, int]]]) -> list[tuple[int, int]]:
+    content, origin = _joined(lines)
+    found = find(content)
+    if not found:
+        return []
+    out = [(origin[s], origin[e - 1] + 1) for s, e in found]
+    if lines[0].kind == DUMP:
+        ascii_at: list[int | None] = []
+        for ln in lines:
+            n = len(ln.content) // 2
+            ascii_at.extend(ln.ascii if ln.ascii is not None else [None] * n)
+        for s, e in found:
+            for i in range(s // 2, (e + 1) // 2):
+                pos = ascii_at[i] if i < len(ascii_at) else None
+                if pos is not None:
+                    out.append((pos, pos + 1))
+    return out
+
+
+def _tail_lines(buf: bytes, budget: int, line_start: bool) -> list[_Line]:
+    """The lines of a run that ends at the end of `buf` (the last one possibly incomplete), oldest first."""
+    end = len(buf)
+    nl = buf.rfind(b"\n")
+    lines: list[_Line] = []
+    tail = classify_tail(buf, nl + 1) if nl < end - 1 and (nl >= 0 or line_start) else None
+    got, e, kind = 0, nl, 0
+    last_start = -1
+    while e >= 0 and got < budget:
+        s = buf.rfind(b"\n", 0, e) + 1
+        line = _classify_at(buf, s, e, line_start, kind)
+        if line is not None and kind == WRAP and line.kind == DUMP and len(lines) == 1:
+            # The line after it (` 7a`, the last line of `od`) also reads as a dump line: read it so.
+            again = classify(buf, last_start, nl, DUMP)
+            if again is not None and again.fmt == line.fmt:
+                lines, kind, got = [again], DUMP, len(again.content)
+        if line is None or not line.joins or (lines and line.fmt != lines[-1].fmt):
+            break
+        kind = line.kind
+        lines.append(line)
+        got += len(line.content)
+        last_start, e = s, s - 1
+    lines.reverse()
+    # The incomplete line counts when it reads as the same kind; read otherwise (an offset not yet followed
+    # by hex digits reads as an encoding line), it adds nothing, but the lines before it still hold back.
+    if tail is not None and lines and tail.fmt != lines[-1].fmt:
+        tail = classify_tail(buf, nl + 1, kind)
+    if tail is not None and (not lines or tail.fmt == lines[-1].fmt):
+        lines.append(tail)
+    return lines
+
+
+def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int, line_start: bool = True) -> int:
+    """Where a stream must start holding back for a pattern that the next lines may complete: the offset of
+    the earliest live partial match in the joined content of the run at the end of `buf` (len(buf) if none).
+    Callers test `quick_candidate(buf)` first: without it, this reads the last lines for nothing."""
+    if maxlen < 2:
+        return len(buf)
+    lines = _tail_lines(buf, maxlen, line_start)
+    if not lines:
+        return len(buf)
+    content, origin = _joined(lines)
+    last = lines[-1]
+    if last.pending and last.content and buf[-1:] != b"\n":
+        # Its ASCII column is still to come, and with it maybe the only trigger of an occurrence that the
+        # hex digits already complete: hold the line, and what of the lines before could start a pattern.
+        before = len(content) - len(last.content)
+        p = min(live_start(content[:before]), before)
+    else:
+        p = live_start(content)
+    if p >= len(content):
+        return len(buf)
+    return origin[p]
+
+
+def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
+                  candidate: bool | None = None) -> int:
+    """How far back a stream keeps bytes (emitted or held) before `live`: when `live` lies in an encoding or
+    dump line (or the last line may still become one), the start of that line and of the lines before it that
+    join it, up to `maxlen` characters of content, so that the next write sees the run as the whole output does
+    and finds again any occurrence that ends after `live`."""
+    n = len(buf)
+    pos = min(live, n)
+    if pos == n and not (quick_candidate(buf, line_start) if candidate is None else candidate):
+        return n
+    if pos == n and n and buf[n - 1] == 0x0A:
+        end = n - 1
+    else:
+        end = _end_of_line(buf, pos)
+    start = buf.rfind(b"\n", 0, end) + 1
+    if end - start > LINE_MAX or (start == 0 and not line_start):
+        return pos
+    line = classify(buf, start, end)
+    if line is None and (end < n or _PREFIX.fullmatch(buf, start, end) is None):
+        return pos
+    got = len(line.content) if line is not None else 0
+    # Lines of either kind: keeping a little more than the run needs costs nothing but a copy.
+    while start > 0 and got < maxlen:
+        ps = buf.rfind(b"\n", 0, start - 1) + 1
+        prev = _classify_at(buf, ps, start - 1, line_start)
+        if prev is None or not prev.joins:
+            break
+        got += len(prev.content)
+        start = ps
+    return min(start, pos)
+
+
+# What the start of an encoding or dump line looks like: a cheap test on the last line of each write (most log
+# lines fail it within a few characters), and what a stream keeps as context.
+_QUICK = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=-]{16}|[A-Za-z0-9+/_=-]*\r?$|[0-9a-fA-F]{7,16}(?::? | |$)"
+                    rb"|(?:0x|\\x)?[0-9a-fA-F]{1,2}(?:[ ,:]|\\x|\r?$))")
+_PREFIX = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=-]*|[0-9a-fA-F]{1,16}(?::? .*|  .*)?|[0-9a-fA-Fx\\ ,:]*)\r?")
+
+
+def _last_line_start(buf: bytes) -> int:
+    """Start of the line that decides whether a stream holds or keeps anything: the incomplete last line, or
+    the last complete one when `buf` ends with a line break."""
+    n = len(buf)
+    end = n - 1 if buf[n - 1] == 0x0A else n
+    return buf.rfind(b"\n", 0, end) + 1
+
+
+def quick_candidate(buf: bytes, line_start: bool = True) -> bool:
+    """Whether the last line of `buf` may be part of an encoding or dump run (a few hundred nanoseconds)."""
+    if not buf:
+        return False
+    start = _last_line_start(buf)
+    if start == 0 and not line_start:
+        return False
+    if buf[-1] == 0x0A:
+        return _QUICK.match(buf, start) is not None
+    # An incomplete line may be cut anywhere ("00000010:", "0x"): any start of a candidate line counts.
+    return len(buf) - start <= LINE_MAX and _PREFIX.fullmatch(buf, start) is not None
+
+
+# -- trigger fragments -----------------------------------------------------------------------------------------
+
+# Per kind of form: the shortest fragment registered (8 base64/hex characters: 48/32 bits of the secret; 11
+# for hex separated by spaces, "70 40 73 73", 4 bytes; 8 bytes of the raw value; 16 for `0xNN, ` lists, 3
+# bytes), the longest fragment (longer ones buy nothing: the engine filters on 8 bytes), and the narrowest line
+# the form is guaranteed to be found in: wrapped encodings from WRAP_MIN_WIDTH columns (`xxd -p` 60, `openssl
+# base64` and PEM 64, `base64` and MIME 76); `od -tx1` 16 bytes (47 characters); the ASCII column of
+# `hexdump -C` and `xxd`, 16 bytes; `xxd -i`, 12 bytes (70 characters).
+_KINDS = {"enc": (8, 16, WRAP_MIN_WIDTH), "sep": (11, 11, 47), "raw": (8, 8, 16), "list": (16, 22, 70)}
+
+
+def fragments(form: bytes, kind: str = "enc") -> list[bytes]:
+    """Fragments of `form` such that however line breaks cut it (lines at least as wide as the kind's
+    narrowest line), one piece holds a whole fragment. Empty when the form is too short to cut soundly.
+
+    One break leaves a piece that starts the form and one that ends it, the longer at least half of it: a
+    fragment at each end, of at most half the form, is in one of them. More breaks leave at least one whole
+    line inside the form: fragments every `width - f + 1` characters put one inside any line.
+    """
+    f_min, f_max, width = _KINDS[kind]
+    e = len(form)
+    f = min(-(-e // 2), f_max)
+    if f < f_min:
+        return []
+    starts = [0]
+    if e >= width + 2:  # room for two breaks
+        starts.extend(range(width - f + 1, e - f, width - f + 1))
+    starts.append(e - f)
+    return list(dict.fromkeys(form[i:i + f] for i in starts))
+
+
+def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:
+    """The trigger fragments of one secret form: its base64/base32/hex forms in `encoded` cut by line breaks,
+    and the hex dumps of `value`: `od` and `hexdump -C` (hex separated by spaces, and the ASCII column, which
+    `xxd` prints too), `xxd -i` lists."""
+    out: dict[bytes, None] = {}
+    for form in encoded:
+        out.update(dict.fromkeys(fragments(form)))
+    low = [b"%02x" % b for b in value]
+    out.update(dict.fromkeys(fragments(b" ".join(low), "sep")))
+    out.update(dict.fromkeys(fragments(value, "raw")))
+    out.update(dict.fromkeys(fragments(b", ".join(b"0x" + p for p in low), "list")))
+    return list(out)
+
+
+def wrappable_forms(value: bytes, b64: list[bytes]) -> list[bytes]:
+    """The forms of `value` that tools print wrapped: base64 (given), hex in lowercase (`xxd -p`), base32 as
+    `base32` prints it. (URL-safe base64 is for one-line tokens; uppercase hex dumps are rare: their triggers
+    would cost scanning speed for every secret.)"""
+    return list(dict.fromkeys([*b64, value.hex().encode(), base64.b32encode(value).rstrip(b"=")]))

@@ -1,0 +1,366 @@
+"""Issue 12: encoded forms that leaked — wrapped base64/hex/base32 at any width and offset, hex dumps with
+offsets and separators (od, hexdump -C, xxd, xxd -i), Go's JSON escapes, \\uXXXX, \\xNN, 0xNN lists, base32 and
+base64 of base64.
+
+Each leak is shown twice: masked with the protection on, and leaking with it off (the wrapped view's triggers
+disabled, or only the forms of the previous version registered), so every test can fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import string
+import subprocess
+import urllib.parse
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from runnerlib.security import registry as registry_module
+from runnerlib.security.masker import reference_mask
+from runnerlib.security.registry import SecretRegistry
+from runnerlib.security.variants import (
+    base64_forms,
+    double_base64_forms,
+    mixed_case_triggers,
+    percent_forms,
+    u_escaped_forms,
+)
+from runnerlib.testing import assert_no_fragment, stream_through, write_splits
+
+TOKEN = b"ghp_" + b"k3Xq9TzR2mW8vLp5NcJ7bYd4FhG6sA1uE0oQiKwZyxV3nMtBjD" + b"8rU2cPl5"  # 62 bytes: > 57
+
+
+def registry_of(*secrets: bytes) -> SecretRegistry:
+    r = SecretRegistry()
+    assert r.add_many(secrets, source="test") == len(secrets)
+    return r
+
+
+@pytest.fixture
+def no_wrapped_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The protection off: no trigger fragments, so the wrapped view never looks."""
+    monkeypatch.setattr(registry_module, "secret_triggers", lambda value, min_length=4: [])
+
+
+def wrap(encoded: bytes, width: int, eol: bytes = b"\n") -> bytes:
+    return b"".join(encoded[i:i + width] + eol for i in range(0, len(encoded), width))
+
+
+def core_pieces(core: bytes, k: int = 10) -> list[bytes]:
+    return [core[i:i + k] for i in range(0, max(1, len(core) - k + 1))]
+
+
+def assert_no_piece(masked: bytes, core: bytes, k: int = 10) -> None:
+    joined = masked.replace(b"\r", b"").replace(b"\n", b"").replace(b" ", b"")
+    leaked = [p for p in core_pieces(core, k) if p in joined]
+    assert not leaked, f"{len(leaked)} pieces of the encoding survived"
+
+
+def run(cmd: list[str], data: bytes) -> bytes:
+    if shutil.which(cmd[0]) is None:
+        pytest.skip(f"{cmd[0]} is not installed")
+    return subprocess.run(cmd, input=data, capture_output=True, check=True).stdout
+
+
+# --- regressions: each leak of the issue, with the protection off as control ----------------------------------
+
+@pytest.mark.parametrize("cmd", [["base64"], ["openssl", "base64"], ["base64", "-w", "64"], ["xxd", "-p"],
+                                 ["base32"]])
+def test_wrapped_encoding_of_a_long_secret(cmd: list[str]) -> None:
+    out = run(cmd, TOKEN)
+    assert b"\n" in out.rstrip(b"\n")  # it really wraps
+    core = base64.b32encode(TOKEN).rstrip(b"=") if cmd[0] == "base32" else (
+        TOKEN.hex().encode() if cmd[0] == "xxd" else base64.b64encode(TOKEN).rstrip(b"="))
+    masked = registry_of(TOKEN).mask(out)
+    assert_no_piece(masked, core)
+    assert stream_through(registry_of(TOKEN), [out[i:i + 7] for i in range(0, len(out), 7)]) == masked
+
+
+@pytest.mark.parametrize("cmd", [["base64"], ["openssl", "base64"], ["xxd", "-p"]])
+def test_wrapped_encoding_leaks_without_the_view(cmd: list[str], no_wrapped_view: None) -> None:
+    out = run(cmd, TOKEN)
+    masked = registry_of(TOKEN).mask(out)
+    core = TOKEN.hex().encode() if cmd[0] == "xxd" else base64.b64encode(TOKEN).rstrip(b"=")
+    joined = masked.replace(b"\n", b"")
+    assert any(p in joined for p in core_pieces(core))
+
+
+@pytest.mark.parametrize("width", [64, 76])
+def test_short_token_inside_a_base64_document_at_every_offset(width: int) -> None:
+    token = b"xoxb-2871-Hq8ZtP"  # 16 bytes: 24 characters of base64, cut by a break at some offsets
+    registry = registry_of(token)
+    for offset in range(0, 3 * width // 4 + 3):
+        doc = b"#" * offset + token + b"|" * 40
+        out = wrap(base64.b64encode(doc), width)
+        core = base64_forms(token)[1 + offset % 3]
+        assert_no_piece(registry.mask(out), core, k=8)
+
+
+def test_short_token_crossing_a_break_leaks_without_the_view(no_wrapped_view: None) -> None:
+    token = b"xoxb-2871-Hq8ZtP"
+    registry = registry_of(token)
+    leaked = 0
+    for offset in range(0, 60):
+        doc = b"#" * offset + token + b"|" * 40
+        masked = registry.mask(wrap(base64.b64encode(doc), 76))
+        core = base64_forms(token)[1 + offset % 3]
+        leaked += any(p in masked.replace(b"\n", b"") for p in core_pieces(core, 8))
+    assert leaked
+
+
+PEM = (b"-----BEGIN PRIVATE KEY-----\n" + b"\n".join(
+    base64.b64encode(bytes((i * 7 + j) % 256 for j in range(48))) for i in range(6)) +
+    b"\n-----END PRIVATE KEY-----\n")
+
+
+def test_base64_of_a_key_file_hides_its_lines() -> None:
+    out = run(["base64"], PEM)
+    masked = registry_of(PEM).mask(out)
+    assert_no_piece(masked, base64.b64encode(PEM.strip()).rstrip(b"="), k=12)
+
+
+def test_base64_of_a_key_file_leaks_without_the_view(no_wrapped_view: None) -> None:
+    out = run(["base64"], PEM)
+    masked = registry_of(PEM).mask(out)
+    joined = masked.replace(b"\n", b"")
+    assert any(p in joined for p in core_pieces(base64.b64encode(PEM.strip()).rstrip(b"="), 12))
+
+
+SECRET = b"Pa55&<word>-Xq9Tz"  # printable, with the characters Go escapes
+
+
+@pytest.mark.parametrize("cmd", [["od", "-An", "-tx1"], ["od", "-tx1"], ["hexdump", "-C"], ["xxd"],
+                                 ["xxd", "-i"], ["xxd", "-g1"]])
+def test_hex_dumps_with_offsets_and_separators(cmd: list[str]) -> None:
+    for doc in (SECRET, b"." * 13 + SECRET + b"." * 20):
+        out = run(cmd, doc)
+        masked = registry_of(SECRET).mask(out)
+        assert masked != out
+        # Neither the hex of 4 secret bytes on one line nor 4 characters of it in an ASCII column survive.
+        for j in range(len(SECRET) - 3):
+            four = SECRET[j:j + 4]
+            for spelled in (four.hex(" ").encode(), b", ".join(b"0x%02x" % c for c in four)):
+                assert spelled not in masked
+        assert_no_fragment(masked, [SECRET])
+        assert stream_through(registry_of(SECRET), [out[i:i + 5] for i in range(0, len(out), 5)]) == masked
+
+
+@pytest.mark.parametrize("cmd", [["xxd"], ["hexdump", "-C"], ["xxd", "-g4"]])
+def test_short_secret_inside_one_dump_line(cmd: list[str]) -> None:
+    secret = b"Hu&ter-2"  # 8 bytes: no trigger of its own; its ASCII column finds it
+    out = run(cmd, b"ab" + secret + b"cd")
+    masked = registry_of(secret).mask(out)
+    assert secret not in masked and secret[:4].hex().encode() not in masked.replace(b" ", b"")
+    assert stream_through(registry_of(secret), [out[i:i + 3] for i in range(0, len(out), 3)]) == masked
+
+
+@pytest.mark.parametrize("cmd", [["od", "-An", "-tx1"], ["hexdump", "-C"], ["xxd"]])
+def test_hex_dumps_leak_without_the_view(cmd: list[str], no_wrapped_view: None) -> None:
+    out = run(cmd, b"." * 13 + SECRET + b"." * 20)
+    masked = registry_of(SECRET).mask(out)
+    assert any(SECRET[j:j + 4].hex(" ").encode() in masked or SECRET[j:j + 4] in masked
+               for j in range(len(SECRET) - 3))
+
+
+def go_json(text: str) -> bytes:
+    """Go's encoding/json string: JSON with & < > U+2028 U+2029 escaped (kubectl -o json)."""
+    out = json.dumps(text, ensure_ascii=False)[1:-1]
+    for ch, esc in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
+                    ("\u2029", "\\u2029")):
+        out = out.replace(ch, esc)
+    return out.encode()
+
+
+def previous_forms(secret: bytes) -> list[bytes]:
+    """The JSON forms of the previous version (standard JSON only): the protection off for Go's escapes."""
+    text = secret.decode()
+    return [secret, json.dumps(text)[1:-1].encode(), json.dumps(text, ensure_ascii=False)[1:-1].encode()]
+
+
+def test_go_json_escapes_are_masked_and_leaked_before() -> None:
+    doc = b'{"data": {"password": "' + go_json(SECRET.decode()) + b'"}}'
+    assert b"\\u0026" in doc
+    masked = registry_of(SECRET).mask(doc)
+    assert masked == b'{"data": {"password": "***"}}'
+    before = reference_mask(doc, previous_forms(SECRET))
+    assert before == doc  # the previous forms did not match: the secret was printed
+
+
+@pytest.mark.parametrize("form", [
+    b"".join(b"\\u%04x" % c for c in SECRET),  # \u00XX for every character (JavaScript, JSON obfuscation)
+    b"".join(b"\\u%04X" % c for c in SECRET),
+    b"".join(b"\\x%02x" % c for c in SECRET),  # printf '\x..', Python bytes repr
+    b"".join(b"\\x%02X" % c for c in SECRET),
+    b", ".join(b"0x%02x" % c for c in SECRET),  # C arrays, xxd -i on one line
+    SECRET.hex(":").encode(),  # openssl
+    SECRET.hex(" ").encode(),  # bytes.hex(" ")
+    base64.b32encode(SECRET),  # base32
+    base64.b64encode(base64.b64encode(SECRET)),  # base64 of base64
+    json.dumps(SECRET.decode()).encode()[1:-1].replace(b"&", b"\\u0026").replace(b"<", b"\\u003C")
+    .replace(b">", b"\\u003E"),  # .NET System.Text.Json
+])
+def test_one_line_forms_are_masked_and_leaked_before(form: bytes) -> None:
+    line = b"value=" + form + b" end"
+    assert registry_of(SECRET).mask(line) == b"value=*** end"
+    assert reference_mask(line, previous_forms(SECRET)) == line
+
+
+def test_base64_of_base64_inside_a_document_at_every_offset() -> None:
+    registry = registry_of(SECRET)
+    for offset in range(9):
+        doc = base64.b64encode(b"{" * offset + SECRET + b"}" * 9)
+        outer = base64.b64encode(b"(" * (offset % 4) + doc + b")" * 5)
+        masked = registry.mask(outer)
+        assert masked.count(b"***") == 1, offset
+        inner_core = base64_forms(SECRET)[1 + offset % 3]
+        assert not any(f in masked for f in double_base64_forms(SECRET))
+        assert base64.b64encode(inner_core) not in masked
+
+
+MIXED = b"Sup3r/S3cret:Key=42?"
+
+
+def mixed_case(form: bytes, pattern: list[bool]) -> bytes:
+    """`form` with each %XX escape in upper- or lowercase as `pattern` says (cycled)."""
+    out, k, i = b"", 0, 0
+    while i < len(form):
+        if form[i:i + 1] == b"%":
+            esc = form[i:i + 3]
+            out += esc.upper() if pattern[k % len(pattern)] else esc.lower()
+            k, i = k + 1, i + 3
+        else:
+            out, i = out + form[i:i + 1], i + 1
+    return out
+
+
+def test_mixed_case_percent_hex_is_masked() -> None:
+    form = urllib.parse.quote(MIXED, safe="").encode()  # Sup3r%2FS3cret%3AKey%3D42%3F
+    line = b"GET /cb?token=" + mixed_case(form, [False, True]) + b" 200\n"
+    assert line not in (form, form.lower())
+    assert registry_of(MIXED).mask(line) == b"GET /cb?token=*** 200\n"
+    assert stream_through(registry_of(MIXED), [line[i:i + 4] for i in range(0, len(line), 4)]) == \
+        b"GET /cb?token=*** 200\n"
+
+
+def test_mixed_case_percent_hex_leaks_without_its_triggers(no_wrapped_view: None) -> None:
+    form = urllib.parse.quote(MIXED, safe="").encode()
+    line = b"GET /cb?token=" + mixed_case(form, [False, True]) + b" 200\n"
+    assert registry_of(MIXED).mask(line) == line
+
+
+@settings(max_examples=60, deadline=None)
+@given(secret=st.text(string.ascii_letters + string.digits + "/:=?&@ #", min_size=8, max_size=40).map(str.encode),
+       pattern=st.lists(st.booleans(), min_size=1, max_size=8), data=st.data())
+def test_mixed_case_percent_forms(secret: bytes, pattern: list[bool], data: st.DataObject) -> None:
+    assume(secret.strip() == secret and mixed_case_triggers(secret))
+    registry = SecretRegistry(background_merge=False)
+    registry.add(secret, source="test")
+    for form in percent_forms(secret):
+        if mixed_case_triggers(secret) and any(t in form.lower() for t in mixed_case_triggers(secret)):
+            line = b"x=" + mixed_case(form, pattern) + b"&y=1\n"
+            masked = registry.mask(line)
+            assert masked == b"x=***&y=1\n"
+            assert stream_through(registry, data.draw(write_splits(line))) == masked
+
+
+def test_u_escaped_forms_follow_utf16() -> None:
+    assert u_escaped_forms("a\u00e9\U0001f600")[0] == b"\\u0061\\u00e9\\ud83d\\ude00"
+
+
+def test_first_set_scans_with_the_main_engine_at_once() -> None:
+    registry = SecretRegistry()
+    registry.add_many([SECRET, TOKEN], source="test")
+    layers = registry._masker.snapshot.layers
+    assert len(layers) == 1 and layers[0].base and layers[0].matcher.name == registry.engine
+
+
+def test_background_batch_masks_the_first_write() -> None:
+    registry = SecretRegistry()
+    with registry.batch(background=True):
+        registry.add(SECRET, source="test")
+        registry.add(TOKEN, source="test")
+    out: list[bytes] = []
+    with registry.stream(out.append) as s:  # the write waits for the compilation, never scans without it
+        s.write(b"a " + SECRET + b" b " + base64.b64encode(TOKEN) + b"\n")
+    assert b"".join(out) == b"a *** b ***\n"
+    assert registry._masker.snapshot.layers[0].matcher.name == registry.engine
+
+
+# --- properties: any width, any offset, any write split ---------------------------------------------------------
+
+ENCODERS = {
+    "base64": (base64.b64encode, 3),
+    "hex": (lambda b: b.hex().encode(), 1),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(secret=st.binary(min_size=12, max_size=90).filter(lambda s: s.strip() == s and s.strip()),
+       prefix=st.binary(max_size=100), suffix=st.binary(max_size=40),
+       width=st.one_of(st.sampled_from([60, 64, 76]), st.integers(60, 130)),
+       kind=st.sampled_from(sorted(ENCODERS)), crlf=st.booleans(), indent=st.sampled_from([b"", b"    "]),
+       data=st.data())
+def test_wrapped_forms_at_any_width_and_offset(secret: bytes, prefix: bytes, suffix: bytes, width: int,
+                                                kind: str, crlf: bool, indent: bytes, data: st.DataObject) -> None:
+    assume(secret not in prefix + suffix)
+    encode, align = ENCODERS[kind]
+    encoded = encode(prefix + secret + suffix)
+    out = b"".join(indent + encoded[i:i + width] + (b"\r\n" if crlf else b"\n")
+                   for i in range(0, len(encoded), width))
+    registry = SecretRegistry(background_merge=False)
+    registry.add(secret, source="test")
+    masked = registry.mask(out)
+    core = base64_forms(secret)[1 + len(prefix) % 3] if kind == "base64" else secret.hex().encode()
+    assert_no_piece(masked, core, k=12)
+    assert stream_through(registry, data.draw(write_splits(out))) == masked
+
+
+def od_an(data: bytes) -> bytes:
+    return b"".join(b"".join(b" %02x" % c for c in data[i:i + 16]) + b"\n" for i in range(0, len(data), 16))
+
+
+def hexdump_c(data: bytes) -> bytes:
+    lines = []
+    for i in range(0, len(data), 16):
+        row = data[i:i + 16]
+        left = b" ".join(b"%02x" % c for c in row[:8])
+        right = b" ".join(b"%02x" % c for c in row[8:])
+        hexes = (left + b"  " + right if right else left).ljust(48)
+        text = bytes(c if 32 <= c < 127 else 46 for c in row)
+        lines.append(b"%08x  " % i + hexes + b" |" + text + b"|\n")
+    return b"".join(lines)
+
+
+def xxd(data: bytes) -> bytes:
+    lines = []
+    for i in range(0, len(data), 16):
+        row = data[i:i + 16]
+        groups = b" ".join(row[j:j + 2].hex().encode() for j in range(0, len(row), 2))
+        text = bytes(c if 32 <= c < 127 else 46 for c in row)
+        lines.append(b"%08x: " % i + groups.ljust(39) + b"  " + text + b"\n")
+    return b"".join(lines)
+
+
+@settings(max_examples=60, deadline=None)
+@given(secret=st.text(string.ascii_uppercase + "!#%&*+-<=>?@^_~", min_size=16, max_size=60).map(str.encode),
+       prefix=st.binary(max_size=40), suffix=st.binary(max_size=40),
+       dump=st.sampled_from([od_an, hexdump_c, xxd]), data=st.data())
+def test_hex_dumps_at_any_offset(secret: bytes, prefix: bytes, suffix: bytes, dump: object,
+                                 data: st.DataObject) -> None:
+    out = dump(prefix + secret + suffix)  # type: ignore[operator]
+    registry = SecretRegistry(background_merge=False)
+    registry.add(secret, source="test")
+    masked = registry.mask(out)
+    start = len(prefix)
+    for j in range(len(secret) - 3):
+        if (start + j) // 16 != (start + j + 3) // 16:
+            continue  # those four bytes are not on one line
+        four = secret[j:j + 4]
+        for spelled in (four.hex(" ").encode(), four[:2].hex().encode() + b" " + four[2:].hex().encode()):
+            assert spelled not in masked
+    assert_no_fragment(masked, [secret])
+    assert stream_through(registry, data.draw(write_splits(out))) == masked
