@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from cli_testlib import clean_env, rl
 
+from runnerlib.testing import reachable_tempdir
+
 
 def _project(tmp: Path) -> Path:
     """A small git checkout with a committed file, an uncommitted new file and an ignored .venv."""
@@ -45,15 +47,18 @@ def test_no_workspace_and_no_job_dir_gets_a_per_run_workspace_with_the_cwd(tmp_p
     if os.path.ismount("/job") and os.access("/job", os.W_OK):
         pytest.skip("/job is a writable mount here: the worker's workspace is used, as in a container")
     proj = _project(tmp_path)
-    env = clean_env(TMPDIR=str(tmp_path))
-    r = rl("run", "--", "cat", "new_test.txt", cwd=proj, env=env)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "[job] n" in r.stdout
-    first = r.stderr.splitlines()
-    assert first[0].startswith(f"runnerlib: workspace: {tmp_path}/runnerlib-job-") and "per-run" in first[0]
-    assert first[1].startswith(f"runnerlib: source: the current directory {proj}")
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith("runnerlib-snapshot-")]  # snapshot removed
-    assert "PermissionError" not in r.stderr
+    # A short TMPDIR: the job's secrets socket lives under it (Unix socket paths are limited to 107 bytes,
+    # and pytest-xdist's tmp paths come close).
+    with reachable_tempdir("rl-nu-") as tmp:
+        env = clean_env(TMPDIR=str(tmp))
+        r = rl("run", "--", "cat", "new_test.txt", cwd=proj, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "[job] n" in r.stdout
+        first = r.stderr.splitlines()
+        assert first[0].startswith(f"runnerlib: workspace: {tmp}/runnerlib-job-") and "per-run" in first[0]
+        assert first[1].startswith(f"runnerlib: source: the current directory {proj}")
+        assert not [p for p in tmp.iterdir() if p.name.startswith("runnerlib-snapshot-")]  # snapshot removed
+        assert "PermissionError" not in r.stderr
 
 
 def test_a_workspace_not_writable_is_one_configuration_line(tmp_path: Path) -> None:
