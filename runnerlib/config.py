@@ -127,6 +127,12 @@ class JobConfig(BaseModel):
     log_format: LogFormat = "text"
     color: Literal["auto", "always", "never"] = "auto"
 
+    # Observability (docs/observability.md).
+    metrics_file: str | None = Field(None, description="Write the job's metrics here at the end (node-exporter textfile).")
+    metrics_push: str | None = Field(None, description="Push the job's metrics to this Prometheus Pushgateway URL.")
+    report: str | None = Field(None, description="Write a self-contained HTML run report here.")
+    profile: bool = Field(False, description="Print each step's CPU, peak memory and I/O under the summary.")
+
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("log_level", mode="before")

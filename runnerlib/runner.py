@@ -44,6 +44,7 @@ from runnerlib.execution.scheduler import (
     StepResult,
 )
 from runnerlib.jobs import Job, JobDefinitionError, Step
+from runnerlib.observability.observer import JobObserver
 from runnerlib.plugins import PluginContext, PluginError, PluginManager, PluginPhase, default_manager
 
 EXIT_RUNNER_ERROR = 1
@@ -106,6 +107,8 @@ class JobRunner:
         self.log = JobLog(stream, job_name=config.job_name, job_id=config.job_id, fmt=config.log_format,
                           colour=want_colour(stream, config.color), mask=self.registry.mask_text,
                           level=config.log_level)
+        # Trace context (TRACEPARENT), spans, metrics, report: docs/observability.md.
+        self.obs = JobObserver(config, self.environ, self.registry, self.log)
         self.result: JobResult | None = None
         self.errors: list[str] = []
         # Inside a step of another runner (advanced mode: a trusted script calling run_job): the outer runner
@@ -174,10 +177,12 @@ class JobRunner:
             if failed or exit_code != 0:
                 self.context.exit_code = exit_code
                 self.context.error = self.context.error or (self.errors[-1] if self.errors else None)
-                self.plugins.run_phase(PluginPhase.ON_ERROR, self.context, mask=self.mask_text,
-                                       continue_on_error=True, on_error=self._error)
-            cleanup_errors = self.plugins.run_phase(PluginPhase.CLEANUP, self.context, mask=self.mask_text,
-                                                    continue_on_error=True, on_error=self._error)
+                with self.obs.phase(PluginPhase.ON_ERROR.value, self.plugins):
+                    self.plugins.run_phase(PluginPhase.ON_ERROR, self.context, mask=self.mask_text,
+                                           continue_on_error=True, on_error=self._error)
+            with self.obs.phase(PluginPhase.CLEANUP.value, self.plugins):
+                cleanup_errors = self.plugins.run_phase(PluginPhase.CLEANUP, self.context, mask=self.mask_text,
+                                                        continue_on_error=True, on_error=self._error)
             if cleanup_errors and exit_code == 0:
                 exit_code = EXIT_RUNNER_ERROR
             self.log.summary(self.result.steps if self.result else [], self.plugins.timing_summary(),
@@ -186,6 +191,8 @@ class JobRunner:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+            self.obs.finish(exit_code, self.result.steps if self.result else [], self.plugins, job=self.job,
+                            read_log=self._read_step_log, error=self._error)
             self._stop_services()
             self._restore_signal_handler(previous)
             logging.getLogger("runnerlib").removeHandler(log_handler)
@@ -220,7 +227,8 @@ class JobRunner:
             else:
                 self._phase(PluginPhase.PRE_SOURCE_PREP)
                 self._start_trigger_signing()
-                self._prepare_sources()
+                with self.obs.phase("source_preparation", self.plugins):
+                    self._prepare_sources()
                 self._load_ci_plugins()
                 self._phase(PluginPhase.POST_SOURCE_PREP)
                 self._phase(PluginPhase.PRE_EXECUTION)
@@ -244,7 +252,8 @@ class JobRunner:
     def _phase(self, phase: PluginPhase) -> None:
         self._check_cancel()
         self.log.event(f"phase {phase.value}", level="debug")
-        self.plugins.run_phase(phase, self.context, mask=self.mask_text)
+        with self.obs.phase(phase.value, self.plugins):
+            self.plugins.run_phase(phase, self.context, mask=self.mask_text)
         # Plugins may replace the config object itself; keep ours in step.
         if self.context.config is not self.config:
             self.config = self.context.config
@@ -420,7 +429,7 @@ class JobRunner:
         self.log.logs_dir = logs_dir
         self.log.open_log = self._open_log
         scheduler = Scheduler(
-            job, self._execute, concurrency=config.concurrency, variables=config.job_variables(),
+            job, self.obs.wrap_executor(self._execute), concurrency=config.concurrency, variables=config.job_variables(),
             default_timeout=config.step_timeout, default_retries=config.step_retries,
             on_event=lambda level, step, message: self.log.event(message, step=step, level=level))
         self._scheduler = scheduler
@@ -436,6 +445,7 @@ class JobRunner:
         elif self._cancelled.is_set():
             result.exit_code = self._interrupt_code
         self.result = result
+        self.obs.steps_finished(result.steps)
         return result
 
     def _execute(self, step: Step, attempt: int, cancel: threading.Event) -> Any:
@@ -459,6 +469,7 @@ class JobRunner:
                 step_env = {k: v for k, v in step_env.items() if k not in dropped}
         env.update(step_env)
         env["REACTORCIDE_STEP_NAME"] = step.name
+        env.update(self.obs.step_env(step.name))  # TRACEPARENT: the step's jobs and runners join the trace
         if trusted and self._socket is not None:
             env.update(self._socket.env())
         cwd = self._step_cwd(step)
@@ -679,6 +690,19 @@ class JobRunner:
             deps = f" after {', '.join(step.depends_on)}" if step.depends_on else ""
             cond = f" if {step.condition}" if step.condition != "on_success" else ""
             self.log.event(f"{name} [{step.trust}]{deps}{cond}: {step.describe_command()}")
+
+    def _read_step_log(self, step: str) -> str:
+        """A step's masked log file (its tail) for the report; "" when it has none."""
+        if self.log.logs_dir is None:
+            return ""
+        from runnerlib.observability.report import read_tail
+
+        try:
+            fd = self._open_workspace().open(str(self.log.logs_dir / f"{step}.log"), os.O_RDONLY)
+        except (OSError, ValueError):  # no log (a skipped step), or a path the workspace refuses
+            return ""
+        with os.fdopen(fd, "rb") as f:
+            return read_tail(f.read)
 
     def _write_summary_file(self, exit_code: int) -> None:
         if self.result is None or self.log.logs_dir is None:

@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "runnerlib"
 LAYERS: list[tuple[str, ...]] = [
     ("runnerlib.security",),
     ("runnerlib.execution.allocator", "runnerlib.execution.conditions", "runnerlib.execution.logs",
-     "runnerlib.execution.process", "runnerlib.source", "runnerlib.secrets_client", "runnerlib.testing"),
+     "runnerlib.execution.process", "runnerlib.source", "runnerlib.secrets_client", "runnerlib.testing",
+     "runnerlib.observability"),
     ("runnerlib.jobs", "runnerlib.config", "runnerlib.plugins", "runnerlib.plugin_loader",
      "runnerlib.execution.scheduler", "runnerlib.workflow"),
     ("runnerlib.runner",),

@@ -86,6 +86,8 @@ class ProcessResult:
     refused: bool = False
     reason: str | None = None
     duration: float = 0.0
+    # The step's and its descendants' CPU, peak RSS and I/O (zygote's rusage event), and bytes masked.
+    resources: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -278,6 +280,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
         refused=refused,
         reason=reason,
         duration=time.monotonic() - start,
+        resources={**(step.rusage or {}), "output_bytes": sum(getattr(s.masked, "bytes_in", 0) for s in streams)},
     )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from runnerlib.execution.conditions import ConditionError
 from runnerlib.jobs import Job, Step
+from runnerlib.observability.profile import merge_usage
 
 # Exit codes shared with execution.process and the CLI.
 EXIT_TIMEOUT = 124
@@ -57,6 +58,7 @@ class StepResult:
     reason: str | None = None
     allow_failure: bool = False
     trust: str = "trusted"
+    resources: dict[str, Any] | None = None  # CPU, peak RSS, I/O of every attempt (observability.profile)
 
     @property
     def duration(self) -> float | None:
@@ -243,6 +245,7 @@ class Scheduler:
                     outcome = Outcome(exit_code=1, reason=f"runner error: {type(exc).__name__}: {exc}")
                 result.exit_code = int(getattr(outcome, "exit_code", 1))
                 result.reason = getattr(outcome, "reason", None)
+                result.resources = merge_usage(result.resources, getattr(outcome, "resources", None))
                 if getattr(outcome, "cancelled", False):
                     result.status = "cancelled"
                     result.reason = result.reason or ("job timed out" if self._timed_out else "job cancelled")

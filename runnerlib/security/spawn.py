@@ -336,6 +336,7 @@ class SpawnedStep:
     supervisor: int | None = None
     wait_status: int | None = None
     error: dict[str, Any] | None = None
+    rusage: dict[str, Any] | None = None  # the supervisor's last event: CPU, peak RSS, I/O of the subtree
     eof: bool = False
     _buf: bytes = b""
 
@@ -359,6 +360,8 @@ class SpawnedStep:
                 self.error = event
             elif kind == "exited":
                 self.wait_status = event["status"]
+            elif kind == "rusage":
+                self.rusage = event
 
     def wait_started(self, timeout: float = 30.0) -> None:
         """Block until the step has exec'd (pid known) or failed before exec."""

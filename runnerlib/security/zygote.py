@@ -14,6 +14,7 @@ plan and execs. S reports on the request's status pipe, one JSON object per line
     {"event": "started", "pid": G, "supervisor": S}
     {"event": "error", "stage": ..., "errno": ..., "message": ..., "code": 126|127}
     {"event": "exited", "status": <wait status of G>}
+    {"event": "rusage", "cpu_user_seconds": ..., "max_rss_bytes": ..., "read_bytes": ..., ...}  (last)
 and exits when its subtree is empty. When the runner's end of the socket closes (the runner died), the
 server kills its whole subtree and exits.
 
@@ -211,6 +212,7 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
     if os.getppid() != zygote:
         os._exit(1)
     os.close(ctl)
+    io_before = _self_io()
     err_r, err_w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -242,7 +244,31 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
             continue
         if reaped == pid:
             _send_event(status, {"event": "exited", "status": wstatus})
+    _send_event(status, {"event": "rusage", **_children_usage(io_before)})
     os.close(status)
+
+
+def _self_io() -> dict[str, int]:
+    """/proc/self/io: the kernel adds the counters of every child reaped into the reaper's, so after the
+    subtree is gone the difference from before the fork is the step's and its descendants' I/O."""
+    try:
+        with open("/proc/self/io", "rb") as f:
+            return {k.decode(): int(v) for k, v in (line.split(b": ") for line in f.read().splitlines())}
+    except (OSError, ValueError):
+        return {}
+
+
+def _children_usage(io_before: dict[str, int]) -> dict:
+    """CPU, peak RSS and I/O of everything this supervisor reaped (the step and its whole subtree)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    io_after = _self_io()
+    out = {"cpu_user_seconds": round(usage.ru_utime, 6), "cpu_system_seconds": round(usage.ru_stime, 6),
+           "max_rss_bytes": usage.ru_maxrss * 1024}  # the largest process's peak, not a sum (getrusage(2))
+    for name, key in (("rchar", "read_bytes"), ("wchar", "write_bytes"), ("read_bytes", "disk_read_bytes"),
+                      ("write_bytes", "disk_write_bytes")):
+        if name in io_after:
+            out[key] = max(0, io_after[name] - io_before.get(name, 0))
+    return out
 
 
 def _reap() -> None:
