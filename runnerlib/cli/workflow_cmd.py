@@ -107,9 +107,10 @@ def list_cmd(root: str, event: str | None, branch: str | None, changed: tuple[st
 @click.option("--share-source", is_flag=True, help="Run every job in --code-dir itself instead of a copy.")
 @click.option("--force", is_flag=True, help="Run even if the workflow's on/paths filters do not match the "
                                            "--event/--branch/--changed-path given.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write a self-contained HTML run report here.")
 def run_cmd(file: str, event: str | None, branch: str | None, sha: str | None, pr_number: str | None,
             changed: tuple[str, ...], variables: tuple[str, ...], code_dir: str | None, run_dir: str | None,
-            max_parallel: int, launcher: str, share_source: bool, force: bool) -> None:
+            max_parallel: int, launcher: str, share_source: bool, force: bool, report: str | None) -> None:
     """Run a whole workflow locally: each job in its own workspace, the DAG in parallel."""
     from runnerlib.workflow.api import job_registry
     from runnerlib.workflow.local_runner import LocalWorkflowRunner, render_tree
@@ -141,6 +142,14 @@ def run_cmd(file: str, event: str | None, branch: str | None, sha: str | None, p
     click.echo(registry.mask_text(result.summary()))
     click.echo(f"report: {result.report_file}")
     click.echo(f"outputs: {result.output_file}")
+    if report:
+        from runnerlib.observability.report import write_workflow_report
+
+        try:
+            write_workflow_report(result, report, mask=registry.mask_text)
+            click.echo(f"html report: {report}")
+        except OSError as exc:
+            click.echo(f"runnerlib: error: report {report}: cannot write: {exc.strerror or exc}", err=True)
     sys.exit(result.exit_code)
 
 

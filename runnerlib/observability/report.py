@@ -152,7 +152,8 @@ def _resources(items: list[ReportItem], esc: Callable[[Any], str]) -> str:
             "<th>written</th><th>output</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
-_ANNOTATION = re.compile(r"::(error|warning|notice)(?: ([^:]*))?::(.*)")
+# A workflow job's log prefixes each line with its step: "[build] ::warning::...".
+_ANNOTATION = re.compile(r"(?:\[[^\]]*\] )?::(error|warning|notice)(?: ([^:]*))?::(.*)")
 
 
 def annotations_in_log(text: str) -> list[dict[str, Any]]:
@@ -312,3 +313,27 @@ def _seconds(value: float) -> str:
     if value < 120:
         return f"{value:.2f}s"
     return f"{int(value // 60)}m{value % 60:04.1f}s"
+
+
+def write_workflow_report(result: Any, path: str, *, mask: Callable[[str], str]) -> None:
+    """The report of a local workflow run (`runnerlib workflow run --report`): the job graph (dependencies and
+    triggers), a timeline of the jobs, each job's resources and its masked job.log."""
+    items = []
+    for node in result.nodes:
+        log = ""
+        if node.workspace is not None:
+            try:
+                with open(os.path.join(node.workspace, "job.log"), "rb") as f:
+                    log = read_tail(f.read)
+            except OSError:
+                pass
+        deps = list(node.depends_on) + ([node.triggered_by] if node.triggered_by and
+                                        node.triggered_by not in node.depends_on else [])
+        items.append(ReportItem(name=node.name, status=node.status, started=node.started, finished=node.finished,
+                                exit_code=node.exit_code, depends_on=deps, reason=node.reason,
+                                resources=getattr(node, "resources", None), log=log))
+    workflow = result.workflow
+    subtitle = (f"workflow {workflow.effective_id} · {'success' if result.ok else 'failed'} in "
+                f"{result.duration:.2f}s · run dir {result.run_dir}")
+    write_report(path, render(f"runnerlib workflow {workflow.name or workflow.effective_id}", subtitle, items,
+                              mask=mask, kind="job"))

@@ -11,7 +11,6 @@ Every span name and every string attribute goes through the job's mask: a secret
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,14 +46,18 @@ def exporter_settings(environ: Mapping[str, str]) -> tuple[str | None, str | Non
 class Span:
     """One span: its context (ids), and, when exporting, the SDK span behind it."""
 
-    __slots__ = ("context", "_sdk", "_tracer")
+    __slots__ = ("context", "_sdk", "_tracer", "_name", "_attributes")
 
-    def __init__(self, tracer: Tracer, context: TraceContext, sdk: Any = None) -> None:
+    def __init__(self, tracer: Tracer, context: TraceContext, sdk: Any = None, name: str = "",
+                 attributes: Mapping[str, Any] | None = None) -> None:
         self._tracer, self.context, self._sdk = tracer, context, sdk
+        # Kept raw to be masked again at the end: the job's span starts before its secrets are loaded.
+        self._name, self._attributes = name, dict(attributes or {})
 
     def set(self, attributes: Mapping[str, Any]) -> None:
         """Add attributes (strings masked; None values dropped)."""
         if self._sdk is not None:
+            self._attributes.update(attributes)
             self._sdk.set_attributes(self._tracer.clean(attributes))
 
     def end(self, *, error: str | None = None, end_time: float | None = None) -> None:
@@ -65,6 +68,8 @@ class Span:
             from opentelemetry.trace import Status, StatusCode
 
             self._sdk.set_status(Status(StatusCode.ERROR, self._tracer.mask(error)))
+        self._sdk.update_name(self._tracer.mask(self._name))
+        self._sdk.set_attributes(self._tracer.clean(self._attributes))
         self._sdk.end(end_time=None if end_time is None else int(end_time * 1e9))
 
 
@@ -131,7 +136,7 @@ class Tracer:
             start_time=None if start_time is None else int(start_time * 1e9))
         ctx = sdk.get_span_context()
         return Span(self, TraceContext(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", f"{int(ctx.trace_flags):02x}"),
-                    sdk)
+                    sdk, name, attributes)
 
     def record(self, name: str, parent: Span | None, start: float, end: float, *,
                attributes: Mapping[str, Any] | None = None, error: str | None = None) -> None:
@@ -146,6 +151,3 @@ class Tracer:
             provider, self._provider, self._sdk_tracer = self._provider, None, None
             provider.shutdown()
 
-
-def now() -> float:
-    return time.time()
