@@ -179,6 +179,12 @@ class JobConfig(BaseModel):
         values = [v for v in self.secret_values_list if v]
         if self.api_token:
             values.append(self.api_token)
+        if self.metrics_push and "@" in self.metrics_push:
+            from urllib.parse import urlsplit
+
+            password = urlsplit(self.metrics_push).password  # Pushgateway basic auth in the URL
+            if password:
+                values.append(password)
         return values
 
 

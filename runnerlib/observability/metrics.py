@@ -43,6 +43,10 @@ def build_registry(facts: JobFacts, *, labels: Mapping[str, str]) -> Any:
     def metric(kind: Any, name: str, doc: str, names: Iterable[str] = (), **kw: Any) -> Any:
         return kind(name, doc, base + tuple(names), registry=reg, **kw)
 
+    def at(m: Any, *extra: str) -> Any:
+        # A metric without any label name is its own child: prometheus-client refuses .labels() on it.
+        return m.labels(*values, *extra) if values or extra else m
+
     job_duration = metric(Histogram, "runnerlib_job_duration_seconds", "Duration of the job.",
                           buckets=DURATION_BUCKETS)
     job_exit = metric(Gauge, "runnerlib_job_exit_code", "Exit code of the job.")
@@ -67,37 +71,37 @@ def build_registry(facts: JobFacts, *, labels: Mapping[str, str]) -> Any:
     plugin = metric(Histogram, "runnerlib_plugin_duration_seconds", "Duration of each plugin call.",
                     ("plugin", "phase"), buckets=PLUGIN_BUCKETS)
 
-    job_duration.labels(*values).observe(facts.duration)
-    job_exit.labels(*values).set(facts.exit_code)
-    job_success.labels(*values).set(1 if facts.exit_code == 0 else 0)
-    secrets.labels(*values).set(facts.secrets_registered)
+    at(job_duration).observe(facts.duration)
+    at(job_exit).set(facts.exit_code)
+    at(job_success).set(1 if facts.exit_code == 0 else 0)
+    at(secrets).set(facts.secrets_registered)
     masked_total = 0
     for r in facts.steps:
-        results.labels(*values, r.status).inc()
+        at(results, r.status).inc()
         if r.duration is not None and r.status != "skipped":
-            step_duration.labels(*values, r.name).observe(r.duration)
+            at(step_duration, r.name).observe(r.duration)
         if r.exit_code is not None:
-            exit_codes.labels(*values, r.name).set(r.exit_code)
+            at(exit_codes, r.name).set(r.exit_code)
         if r.attempts > 1:
-            retries.labels(*values, r.name).inc(r.attempts - 1)
+            at(retries, r.name).inc(r.attempts - 1)
         res = getattr(r, "resources", None) or {}
         if res:
-            cpu.labels(*values, r.name, "user").set(res.get("cpu_user_seconds", 0))
-            cpu.labels(*values, r.name, "system").set(res.get("cpu_system_seconds", 0))
-            rss.labels(*values, r.name).set(res.get("max_rss_bytes", 0))
-            io.labels(*values, r.name, "read").set(res.get("read_bytes", 0))
-            io.labels(*values, r.name, "write").set(res.get("write_bytes", 0))
+            at(cpu, r.name, "user").set(res.get("cpu_user_seconds", 0))
+            at(cpu, r.name, "system").set(res.get("cpu_system_seconds", 0))
+            at(rss, r.name).set(res.get("max_rss_bytes", 0))
+            at(io, r.name, "read").set(res.get("read_bytes", 0))
+            at(io, r.name, "write").set(res.get("write_bytes", 0))
             masked_total += int(res.get("output_bytes", 0))
-    masked.labels(*values).inc(masked_total)
+    at(masked).inc(masked_total)
     for a in facts.attempts:
         if a.get("refused"):
-            refusals.labels(*values, a["step"]).inc()
+            at(refusals, a["step"]).inc()
         if a.get("limit_hit"):
-            limits.labels(*values, a["step"], str(a["limit_hit"])).inc()
+            at(limits, a["step"], str(a["limit_hit"])).inc()
         if a.get("leftover_killed"):
-            leftovers.labels(*values, a["step"]).inc()
+            at(leftovers, a["step"]).inc()
     for t in facts.plugin_timings:
-        plugin.labels(*values, t.plugin, t.phase.value).observe(t.duration)
+        at(plugin, t.plugin, t.phase.value).observe(t.duration)
     return reg
 
 

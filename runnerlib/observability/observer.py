@@ -145,7 +145,7 @@ class JobObserver:
         config = self.config
         duration = time.time() - self.started
         try:
-            if getattr(config, "profile", False):
+            if getattr(config, "profile", False) and self.log.fmt != "json":  # JSON: in the summary line
                 from runnerlib.observability.profile import profile_table
 
                 table = profile_table(results)

@@ -1,0 +1,142 @@
+"""Prometheus metrics of a job: the node-exporter textfile scraped with prometheus-client's parser, and a
+push to a real Pushgateway (Debian's prometheus-pushgateway, started here on 127.0.0.1) read back."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import REPO, base_env
+from prometheus_client.parser import text_string_to_metric_families
+
+SECRET = "Pr0m-s3cret-Value-9921x"
+JOB = """
+name: measured
+steps:
+  build:
+    command: "echo token=$MY_TOKEN; python3 -c 'x = bytearray(40_000_000); print(len(x))'"
+  flaky:
+    command: "if [ -e {marker} ]; then exit 0; else touch {marker}; exit 4; fi"
+    retries: 2
+  broken:
+    command: "exit 3"
+    allow_failure: true
+    depends_on: [build]
+  after:
+    command: "true"
+    depends_on: [build]
+"""
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _value(samples: dict, name: str, **labels: str) -> float:
+    matches = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls)]
+    assert matches, (name, labels)
+    return sum(matches)
+
+
+def _run(ws: Path, *options: str) -> subprocess.CompletedProcess[bytes]:
+    (ws / "job.yaml").write_text(JOB.format(marker=ws / "marker"))
+    return subprocess.run([sys.executable, "-m", "runnerlib.cli", "run-job", "--workspace-root", str(ws),
+                           "--job-id", "job-42", *options, str(ws / "job.yaml")],
+                          env=base_env(MY_TOKEN=SECRET, REACTORCIDE_SECRET_ENV_NAMES="MY_TOKEN"), cwd=REPO,
+                          capture_output=True, timeout=120)
+
+
+def _check(samples: dict, **base: str) -> None:
+    assert _value(samples, "runnerlib_job_exit_code", **base) == 0
+    assert _value(samples, "runnerlib_job_duration_seconds_count", **base) == 1
+    assert _value(samples, "runnerlib_step_duration_seconds_count", step="build", **base) == 1
+    assert _value(samples, "runnerlib_step_results_total", status="success", **base) == 3
+    assert _value(samples, "runnerlib_step_results_total", status="failed", **base) == 1
+    assert _value(samples, "runnerlib_step_exit_code", step="broken", **base) == 3
+    assert _value(samples, "runnerlib_step_retries_total", step="flaky", **base) == 1
+    assert _value(samples, "runnerlib_secrets_registered", **base) >= 1
+    assert _value(samples, "runnerlib_bytes_masked_total", **base) > 0
+    assert _value(samples, "runnerlib_step_max_rss_bytes", step="build", **base) > 40_000_000
+    assert _value(samples, "runnerlib_step_cpu_seconds", step="build", mode="user", **base) >= 0
+    assert _value(samples, "runnerlib_step_io_bytes", step="build", direction="read", **base) > 0
+
+
+def test_metrics_file_is_a_node_exporter_textfile(ws: Path) -> None:
+    target = ws / "textfile" / "runnerlib.prom"
+    target.parent.mkdir()
+    r = _run(ws, "--metrics-file", str(target), "--profile")
+    assert r.returncode == 0, r.stdout.decode()[-2000:] + r.stderr.decode()
+    text = target.read_text()
+    _check(_samples(text), job_name="measured", job_id="job-42")
+    # write_to_textfile renamed its temp file into place: nothing half-written is left beside it.
+    assert os.listdir(target.parent) == ["runnerlib.prom"]
+    assert SECRET not in text and SECRET[:8] not in text
+    # --profile: the table under the summary.
+    out = r.stdout.decode()
+    assert "PEAK-RSS" in out and "\nbuild " in out.split("PEAK-RSS")[1]
+
+
+def test_metrics_file_that_cannot_be_written_is_one_error_line(ws: Path) -> None:
+    r = _run(ws, "--metrics-file", str(ws / "missing-dir" / "m.prom"))
+    out = r.stdout.decode()
+    assert r.returncode == 0  # monitoring does not fail the build
+    assert "metrics_file" in out and "cannot write" in out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path):
+    binary = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
+    if binary is None:
+        pytest.skip("prometheus-pushgateway is not installed (apt-get install prometheus-pushgateway)")
+    port = _free_port()
+    proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/-/ready", timeout=2).read()
+                break
+            except OSError:
+                assert proc.poll() is None, "the pushgateway exited"
+                assert time.monotonic() < deadline, "the pushgateway did not become ready"
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()  # our own child, by its pid
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_metrics_push_to_a_real_pushgateway(ws: Path, pushgateway: str) -> None:
+    r = _run(ws, "--metrics-push", pushgateway)
+    assert r.returncode == 0, r.stdout.decode()[-2000:] + r.stderr.decode()
+    text = urllib.request.urlopen(pushgateway + "/metrics", timeout=10).read().decode()
+    samples = _samples(text)
+    # Grouped by job name and id: the pushgateway puts the grouping key on every series.
+    _check(samples, job="measured", job_id="job-42")
+    assert SECRET not in text
+
+
+def test_metrics_push_to_nowhere_is_one_error_line(ws: Path) -> None:
+    r = _run(ws, "--metrics-push", f"http://127.0.0.1:{_free_port()}")
+    out = r.stdout.decode()
+    assert r.returncode == 0 and "metrics_push: the Pushgateway did not take the metrics" in out
