@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 # the unprivileged uid that untrusted steps and the non-root tests use.
 PY=/usr/bin/python3
 need=()
-for pkg in python3 python3-venv python3-dev gcc make libcap-dev git mercurial subversion tar gzip bzip2 xz-utils; do
+# chromium and prometheus-pushgateway: the observability tests render the HTML report and push metrics to a
+# real Pushgateway (tests/observability).
+for pkg in python3 python3-venv python3-dev gcc make libcap-dev git mercurial subversion tar gzip bzip2 xz-utils \
+        chromium prometheus-pushgateway; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -3,9 +3,11 @@
 Source (chosen over cgroup accounting, which this runner cannot count on: cgroup v1 hosts, no delegation):
 getrusage(RUSAGE_CHILDREN) in the per-step supervisor, which is a subreaper and reaps the step and every
 descendant, daemons included, so CPU covers the whole subtree; max_rss_bytes is the peak of the largest
-single process (the kernel keeps a maximum, not a sum); read/write bytes are the difference of the
-supervisor's /proc/self/io across the step (the kernel adds each reaped child's counters to its reaper's):
-read_bytes/write_bytes count bytes through read/write syscalls, disk_* what reached the block layer.
+single process (the kernel keeps a maximum, not a sum); read_bytes/write_bytes (bytes through read/write
+syscalls) are the difference of the supervisor's /proc/self/io across the step (the kernel adds each reaped
+child's counters to its reaper's); they are absent under an unprivileged runner, where the non-dumpable
+supervisor cannot read its own /proc/self/io (root owns it). disk_read_bytes/disk_write_bytes come from
+rusage's block counts (what reached the block layer; 0 on tmpfs).
 output_bytes is what the step printed (and the masker scanned).
 """
 

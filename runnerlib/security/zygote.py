@@ -263,10 +263,11 @@ def _children_usage(io_before: dict[str, int]) -> dict:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     io_after = _self_io()
     out = {"cpu_user_seconds": round(usage.ru_utime, 6), "cpu_system_seconds": round(usage.ru_stime, 6),
-           "max_rss_bytes": usage.ru_maxrss * 1024}  # the largest process's peak, not a sum (getrusage(2))
-    for name, key in (("rchar", "read_bytes"), ("wchar", "write_bytes"), ("read_bytes", "disk_read_bytes"),
-                      ("write_bytes", "disk_write_bytes")):
-        if name in io_after:
+           "max_rss_bytes": usage.ru_maxrss * 1024,  # the largest process's peak, not a sum (getrusage(2))
+           "disk_read_bytes": usage.ru_inblock * 512, "disk_write_bytes": usage.ru_oublock * 512}
+    # /proc/self/io of a non-dumpable process is root's: an unprivileged runner gets no syscall byte counts.
+    if io_before and io_after:
+        for name, key in (("rchar", "read_bytes"), ("wchar", "write_bytes")):
             out[key] = max(0, io_after[name] - io_before.get(name, 0))
     return out
 

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Observability overhead: tracing (OTLP/HTTP export to a local receiver) and metrics (textfile) on against
+off, for a job of 100 trivial steps, in the same run (interleaved; medians, the machine is noisy).
+
+1. Whole jobs through the library (JobRunner): 100 `true` steps in a chain, off / on. Figure: extra per step.
+2. The hooks alone (the observer's per-attempt spans, TRACEPARENT and facts around a no-op executor), off
+   (no exporter: ids only) and on (SDK spans), against the bare executor: the part of (1) that is ours,
+   without the step processes' noise. Target for both: under 0.5 ms per step.
+
+Usage: bench/bench_observability.py [--steps N] [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that accepts everything (the SDK's export cost is what is measured)."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def job_of(steps: int) -> Any:
+    from runnerlib.jobs import Job
+
+    job = Job("bench")
+    for i in range(steps):
+        job.add_step(f"s{i}", "true", depends_on=[f"s{i - 1}"] if i else None)
+    return job
+
+
+def run_job(ws: Path, steps: int, on: bool, endpoint: str) -> float:
+    from runnerlib.config import get_config
+    from runnerlib.plugins import PluginManager
+    from runnerlib.runner import JobRunner
+
+    overrides: dict[str, Any] = {"workspace_root": str(ws), "concurrency": 1}
+    environ: dict[str, str] = {"PATH": "/usr/bin:/bin"}
+    if on:
+        overrides["metrics_file"] = str(ws / "metrics.prom")
+        environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    config = get_config(environ={}, **overrides)
+    runner = JobRunner(config, job_of(steps), plugins=PluginManager(), out=io.BytesIO(), environ=environ,
+                       handle_signals=False)
+    start = time.perf_counter()
+    code = runner.run()
+    took = time.perf_counter() - start
+    assert code == 0, code
+    return took
+
+
+def hooks(steps: int, mode: str, endpoint: str) -> float:
+    """Seconds for `steps` attempts through the observer's executor wrapper around a no-op executor."""
+    from runnerlib.config import get_config
+    from runnerlib.execution.logs import JobLog
+    from runnerlib.execution.scheduler import Outcome
+    from runnerlib.observability.observer import JobObserver
+    from runnerlib.security.registry import SecretRegistry
+
+    job = job_of(steps)
+    outcome = Outcome(exit_code=0)
+
+    def execute(step: Any, attempt: int, cancel: Any) -> Any:
+        return outcome
+
+    registry = SecretRegistry()
+    if mode == "bare":
+        wrapped, env_of, observer = execute, (lambda name: {}), None
+    else:
+        environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if mode == "on" else {}
+        config = get_config(environ={}, workspace_root="/tmp")
+        observer = JobObserver(config, environ, registry, JobLog(io.BytesIO()))
+        wrapped, env_of = observer.wrap_executor(execute), observer.step_env
+    start = time.perf_counter()
+    for step in job.steps:
+        wrapped(step, 1, None)
+        env_of(step.name)
+    took = time.perf_counter() - start
+    if observer is not None:
+        observer.tracer.shutdown()
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    n = args.steps
+
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory(prefix="bench-obs-") as tmp:
+        run_job(Path(tmp), n, False, endpoint)  # warm-up: fork server, imports (the SDK's too)
+        run_job(Path(tmp), n, True, endpoint)
+        for _ in range(args.repeat):
+            for mode in ("off", "on"):
+                times[mode].append(run_job(Path(tmp), n, mode == "on", endpoint))
+    off, on = statistics.median(times["off"]), statistics.median(times["on"])
+    print(f"job of {n} trivial steps, median of {args.repeat} interleaved runs:")
+    print(f"  observability off: {off * 1000:8.1f} ms  ({off / n * 1000:.2f} ms/step)")
+    print(f"  tracing + metrics: {on * 1000:8.1f} ms  ({on / n * 1000:.2f} ms/step)")
+    print(f"  extra per step:    {(on - off) / n * 1000:+8.3f} ms  (ratio {on / off:.3f}; target < 0.5 ms)")
+
+    hook_times: dict[str, list[float]] = {"bare": [], "off": [], "on": []}
+    for _ in range(max(args.repeat, 7)):
+        for mode in hook_times:
+            hook_times[mode].append(hooks(n, mode, endpoint))
+    bare = statistics.median(hook_times["bare"])
+    print(f"observer hooks alone, {n} attempts, median of {max(args.repeat, 7)}:")
+    for mode in ("off", "on"):
+        extra = (statistics.median(hook_times[mode]) - bare) / n * 1000
+        print(f"  {'ids only (no exporter)' if mode == 'off' else 'SDK spans (exporting)':24}: "
+              f"{extra * 1000:8.1f} us/step  (target < 500 us)")
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
