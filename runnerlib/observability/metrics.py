@@ -144,8 +144,8 @@ class _JobCollector:
         plugin = family(HistogramMetricFamily, "runnerlib_plugin_duration_seconds", "Duration of each plugin call.",
                         "plugin", "phase")
         for (name, phase), observed in calls.items():
-            counts = [(str(float(b)), sum(1 for v in observed if v <= b)) for b in PLUGIN_BUCKETS]
-            plugin.add_metric(values + [name, phase], counts + [("+Inf", len(observed))], sum(observed))
+            cumulative = [(str(float(b)), sum(1 for v in observed if v <= b)) for b in PLUGIN_BUCKETS]
+            plugin.add_metric(values + [name, phase], cumulative + [("+Inf", len(observed))], sum(observed))
         yield plugin
 
 
@@ -168,7 +168,8 @@ def push(url: str, facts: JobFacts, *, timeout: float = 10.0) -> None:
     handler: Any = default_handler
     if parts.username is not None:
         user, password = parts.username, parts.password or ""
-        url = urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+        netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
         def handler(url: str, method: str, timeout: Any, headers: Any, data: bytes) -> Any:  # noqa: F811
             return basic_auth_handler(url, method, timeout, headers, data, user, password)

@@ -116,18 +116,19 @@ def _timeline(items: list[ReportItem], esc: Callable[[Any], str]) -> str:
     ran = [i for i in items if i.started is not None and i.finished is not None]
     if not ran:
         return "<p>No step ran.</p>"
-    t0 = min(i.started for i in ran)  # type: ignore[type-var]
-    span = max(max(i.finished for i in ran) - t0, 1e-6)  # type: ignore[type-var, operator]
+    t0 = min(i.started or 0.0 for i in ran)
+    span = max(max(i.finished or 0.0 for i in ran) - t0, 1e-6)
     rows = []
     for i in items:
-        if i.started is None or i.finished is None:
+        started, finished = i.started, i.finished
+        if started is None or finished is None:
             bar = '<div class="bar none"></div>'
             took = "-"
         else:
-            left = 100 * (i.started - t0) / span
-            width = max(100 * (i.finished - i.started) / span, 0.4)
+            left = 100 * (started - t0) / span
+            width = max(100 * (finished - started) / span, 0.4)
             colour = STATUS_COLOURS.get(i.status, "#8c959f")
-            took = _seconds(i.finished - i.started)
+            took = _seconds(finished - started)
             bar = (f'<div class="bar" style="left:{left:.3f}%;width:{width:.3f}%;background:{colour}" '
                    f'title="{esc(i.name)} {esc(i.status)} {took}"></div>')
         rows.append(f'<div class="trow"><div class="tname">{esc(i.name)}</div><div class="track">{bar}</div>'

@@ -143,3 +143,44 @@ def test_metrics_push_to_nowhere_is_one_error_line(ws: Path) -> None:
     r = _run(ws, "--metrics-push", f"http://127.0.0.1:{_free_port()}")
     out = r.stdout.decode()
     assert r.returncode == 0 and "metrics_push: the Pushgateway did not take the metrics" in out
+
+
+def test_push_credentials_in_the_url_go_as_basic_auth_and_plugins_are_timed() -> None:
+    """The URL's user:password become an Authorization header (never part of the URL sent), and a plugin's
+    calls make a histogram per plugin and phase."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from runnerlib.observability.metrics import JobFacts, push
+    from runnerlib.plugins import PluginPhase, PluginTiming
+
+    seen: list[tuple[str, str | None, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append((self.path, self.headers.get("Authorization"), body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        facts = JobFacts(job_name="j", job_id="7", exit_code=0, duration=1.0,
+                         plugin_timings=[PluginTiming("notify", PluginPhase.CLEANUP, 0.003),
+                                         PluginTiming("notify", PluginPhase.CLEANUP, 0.2)])
+        push(f"http://ops:S3cr3t-pw@127.0.0.1:{server.server_address[1]}", facts)
+    finally:
+        server.shutdown()
+        server.server_close()
+    path, auth, body = seen[0]
+    assert path == "/metrics/job/j/job_id/7"
+    assert auth == "Basic " + base64.b64encode(b"ops:S3cr3t-pw").decode()
+    samples = _samples(body.decode())
+    assert _value(samples, "runnerlib_plugin_duration_seconds_count", plugin="notify", phase="cleanup") == 2
+    assert _value(samples, "runnerlib_plugin_duration_seconds_bucket", plugin="notify", le="0.005") == 1
