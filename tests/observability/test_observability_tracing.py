@@ -32,7 +32,7 @@ steps:
     retries: 1
     depends_on: [build]
   sandboxed:
-    command: "true"
+    command: "echo utp=$TRACEPARENT"
     trust: untrusted
 """
 
@@ -107,6 +107,10 @@ def test_job_spans_tree_ids_on_log_lines_and_child_traceparent(ws: Path, otlp: O
     assert tp_line["message"] == f"tp=00-{TRACE}-{build.span_id}-01"
     assert tp_line["span_id"] == build.span_id
     assert any(line["step"] is None and line["span_id"] == job.span_id for line in lines)
+    # An untrusted (sandboxed) step gets its TRACEPARENT too: it is not a secret.
+    sandboxed = by_name["step sandboxed attempt 1"]
+    if sandboxed.attributes["process.exit.code"] == 0:
+        assert any(line["message"] == f"utp=00-{TRACE}-{sandboxed.span_id}-01" for line in lines)
 
 
 def test_trigger_in_a_workflow_continues_the_trace(ws: Path, otlp: OtlpReceiver) -> None:
