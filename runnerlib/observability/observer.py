@@ -8,6 +8,7 @@ stands (monitoring must not fail a build).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -36,6 +37,13 @@ class JobObserver:
         self._attempts: dict[str, Span] = {}
         self.attempts: list[dict[str, Any]] = []
         log.trace = self.log_ids
+        self._sdk_log: _SdkLogHandler | None = None
+        if self.tracer.exporting:
+            # The exporter's own complaints (collector down, retries) go into the job's log, masked and in its
+            # format, instead of raw to stderr through logging's last resort.
+            self._sdk_log = _SdkLogHandler(log)
+            logging.getLogger("opentelemetry").addHandler(self._sdk_log)
+            logging.getLogger("opentelemetry").propagate = False
 
     # -- ids ---------------------------------------------------------------------------------------------
 
@@ -162,6 +170,11 @@ class JobObserver:
                 self.tracer.shutdown()
             except Exception as exc:  # noqa: BLE001 - a collector that is down must not fail the job
                 error(f"tracing: could not send the spans: {type(exc).__name__}: {exc}")
+            finally:
+                if self._sdk_log is not None:
+                    logging.getLogger("opentelemetry").removeHandler(self._sdk_log)
+                    logging.getLogger("opentelemetry").propagate = True
+                    self._sdk_log = None
 
     def _metrics(self, exit_code: int, duration: float, results: list[Any], plugins: Any,
                  error: Callable[[str], None]) -> None:
@@ -197,3 +210,17 @@ class JobObserver:
             report.write_report(self.config.report, page)
         except OSError as exc:
             error(f"report {self.config.report}: cannot write: {exc.strerror or exc}")
+
+
+class _SdkLogHandler(logging.Handler):
+    """OpenTelemetry's log records as warning lines of the job's log (masked by JobLog.event)."""
+
+    def __init__(self, job_log: Any) -> None:
+        super().__init__(logging.WARNING)
+        self.job_log = job_log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.job_log.event(f"tracing: {' '.join(record.getMessage().split())}", level="warning")
+        except Exception:  # noqa: BLE001 - logging must never break the job
+            self.handleError(record)

@@ -4,6 +4,7 @@ step and triggered job, spans exported over OTLP/HTTP to a local receiver, no se
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -226,3 +227,16 @@ def test_span_attributes_are_masked_and_would_leak_without_the_mask() -> None:
         assert raw
         found = [f for f in _fragments(SECRET) if f.encode() in raw]
         assert bool(found) is leaks, found
+
+
+def test_a_collector_that_is_down_is_a_warning_not_a_failure(ws: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    r = subprocess.run([sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws),
+                        "--job-command", "echo hi"],
+                       env=base_env(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+                                    OTEL_EXPORTER_OTLP_TIMEOUT="1000"),
+                       cwd=REPO, capture_output=True, timeout=120)
+    assert r.returncode == 0
+    assert "==> tracing: " in r.stdout.decode() and b"Transient error" not in r.stderr
