@@ -184,3 +184,15 @@ def test_push_credentials_in_the_url_go_as_basic_auth_and_plugins_are_timed() ->
     samples = _samples(body.decode())
     assert _value(samples, "runnerlib_plugin_duration_seconds_count", plugin="notify", phase="cleanup") == 2
     assert _value(samples, "runnerlib_plugin_duration_seconds_bucket", plugin="notify", le="0.005") == 1
+
+
+def test_settings_from_the_environment(ws: Path) -> None:
+    """REACTORCIDE_METRICS_FILE, REACTORCIDE_REPORT and REACTORCIDE_PROFILE work like the options, for
+    `runnerlib run` too."""
+    env = base_env(REACTORCIDE_METRICS_FILE=str(ws / "m.prom"), REACTORCIDE_REPORT=str(ws / "r.html"),
+                   REACTORCIDE_PROFILE="true")
+    r = subprocess.run([sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws),
+                        "--job-command", "echo simple"], env=env, cwd=REPO, capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stdout.decode()[-2000:] + r.stderr.decode()
+    assert _value(_samples((ws / "m.prom").read_text()), "runnerlib_step_results_total", status="success") == 1
+    assert "simple" in (ws / "r.html").read_text() and "PEAK-RSS" in r.stdout.decode()

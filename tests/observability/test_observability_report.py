@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, base_env
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runnerlib.observability.report import ReportItem, annotations_in_log, render
 
@@ -155,3 +157,21 @@ def test_unclosed_groups_and_annotation_parsing() -> None:
     found = annotations_in_log("[build] ::error file=a.py,line=3,col=1::bad\n::notice::fyi\nplain ::warning:: no")
     assert found == [{"level": "error", "message": "bad", "file": "a.py", "line": "3", "col": "1"},
                      {"level": "notice", "message": "fyi"}]
+
+
+_SAFE = st.text(alphabet=st.characters(blacklist_characters=",:\n\r=", blacklist_categories=("Cs", "Cc", "Zl", "Zp")),
+                min_size=1, max_size=20).map(str.strip).filter(bool)
+
+
+@given(st.sampled_from(["error", "warning", "notice"]), _SAFE, st.integers(1, 10**6),
+       st.text(max_size=40).map(lambda t: " ".join(t.split())))
+def test_annotation_lines_round_trip(level: str, file: str, line: int, message: str) -> None:
+    found = annotations_in_log(f"noise\n::{level} file={file},line={line}::{message}\nmore")
+    assert found == [{"level": level, "message": message, "file": file, "line": str(line)}]
+
+
+@given(st.text(max_size=300))
+def test_any_log_renders_balanced_and_escaped(text: str) -> None:
+    page = render("t", "", [ReportItem(name="s", status="success", log=text)], mask=lambda s: s)
+    assert page.count("<details") == page.count("</details>")
+    assert "<script>" not in page.split("</head>")[1]
