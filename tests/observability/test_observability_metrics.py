@@ -196,3 +196,23 @@ def test_settings_from_the_environment(ws: Path) -> None:
     assert r.returncode == 0, r.stdout.decode()[-2000:] + r.stderr.decode()
     assert _value(_samples((ws / "m.prom").read_text()), "runnerlib_step_results_total", status="success") == 1
     assert "simple" in (ws / "r.html").read_text() and "PEAK-RSS" in r.stdout.decode()
+
+
+def test_refusals_limits_and_leftovers_are_counted() -> None:
+    """The sandbox's refusals and the resource limits hit (ProcessResult.limit_hit / leftover_killed, read
+    with getattr: they come from the sandbox's own work) become counters per step."""
+    from prometheus_client.exposition import generate_latest
+
+    from runnerlib.execution.scheduler import StepResult
+    from runnerlib.observability.metrics import JobFacts, build_registry
+
+    facts = JobFacts(job_name="j", job_id="1", exit_code=126, duration=2.0,
+                     steps=[StepResult("a", "refused", 126, 1.0, 1.1, 1), StepResult("b", "failed", 137, 1.0, 2.0, 2)],
+                     attempts=[{"step": "a", "refused": True}, {"step": "b", "limit_hit": "memory"},
+                               {"step": "b", "limit_hit": "memory", "leftover_killed": True}])
+    samples = _samples(generate_latest(build_registry(facts, labels={"job_name": "j", "job_id": "1"})).decode())
+    assert _value(samples, "runnerlib_sandbox_refusals_total", step="a") == 1
+    assert _value(samples, "runnerlib_step_limit_hits_total", step="b", limit="memory") == 2
+    assert _value(samples, "runnerlib_step_leftover_processes_killed_total", step="b") == 1
+    assert _value(samples, "runnerlib_step_results_total", status="refused") == 1
+    assert _value(samples, "runnerlib_job_success") == 0
