@@ -137,7 +137,7 @@ def _timeline(items: list[ReportItem], esc: Callable[[Any], str]) -> str:
             'first start</p>')
 
 
-def _resources(items: list[ReportItem], esc: Callable[[Any], str]) -> str:
+def _resources(items: list[ReportItem], esc: Callable[[Any], str], kind: str) -> str:
     rows = []
     for i in items:
         r = i.resources or {}
@@ -149,7 +149,7 @@ def _resources(items: list[ReportItem], esc: Callable[[Any], str]) -> str:
                     f"<td>{human_bytes(r.get('output_bytes'))}</td></tr>")
     if not rows:
         return "<p>No resource profile (nothing ran through the process wrapper).</p>"
-    return ("<table><thead><tr><th>step</th><th>CPU user</th><th>CPU system</th><th>peak RSS</th><th>read</th>"
+    return (f"<table><thead><tr><th>{kind}</th><th>CPU user</th><th>CPU system</th><th>peak RSS</th><th>read</th>"
             "<th>written</th><th>output</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
@@ -276,7 +276,7 @@ def render(title: str, subtitle: str, items: list[ReportItem], *, mask: Callable
         f'<section><h2>{kind.capitalize()} graph</h2><p class="muted">{len(items)} {kind}s: {esc(tally)}</p>'
         f'{_graph(items, esc)}</section>'
         f'<section><h2>Timeline</h2>{_timeline(items, esc)}</section>'
-        f'<section><h2>Resources</h2>{_resources(items, esc)}</section>'
+        f'<section><h2>Resources</h2>{_resources(items, esc, kind)}</section>'
         f'<section><h2>Annotations</h2>{_annotations(items, esc)}</section>'
         f'<section><h2>Logs</h2><p><button onclick="fold(true)">expand all</button>'
         f'<button onclick="fold(false)">collapse all</button></p>{_logs(items, esc)}</section>'
