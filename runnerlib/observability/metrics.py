@@ -150,10 +150,16 @@ class _JobCollector:
 
 
 def write_textfile(path: str, facts: JobFacts) -> None:
-    """The node-exporter textfile (write_to_textfile writes a temp file and renames it: atomic)."""
-    from prometheus_client import write_to_textfile
+    """The node-exporter textfile, written atomically: prometheus-client's exposition into a temp file made
+    with O_EXCL (mkstemp) beside the target, then renamed over it. Not write_to_textfile: its temp name is
+    predictable (path.PID.TID) and opened without O_EXCL, so a step able to write the directory could plant
+    a symlink there."""
+    from prometheus_client import generate_latest
 
-    write_to_textfile(path, build_registry(facts, labels={"job_name": facts.job_name, "job_id": facts.job_id}))
+    from runnerlib.observability.report import write_atomically
+
+    data = generate_latest(build_registry(facts, labels={"job_name": facts.job_name, "job_id": facts.job_id}))
+    write_atomically(path, data, mode=0o644)  # node-exporter runs as its own user
 
 
 def push(url: str, facts: JobFacts, *, timeout: float = 10.0) -> None:

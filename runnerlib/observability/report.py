@@ -285,12 +285,19 @@ def render(title: str, subtitle: str, items: list[ReportItem], *, mask: Callable
 
 
 def write_report(path: str, page: str) -> None:
-    """Write the page atomically (temp file in the same directory, then rename), mode 0600 like the logs."""
+    """Write the page atomically, mode 0600 like the step logs."""
+    write_atomically(path, page.encode("utf-8"), mode=0o600)
+
+
+def write_atomically(path: str, data: bytes, *, mode: int) -> None:
+    """A temp file made with O_EXCL in the target's directory (never through a planted symlink), then renamed
+    over `path`: a reader sees the old file or the new one, never half of it."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".runnerlib-", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            os.fchmod(f.fileno(), mode)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -216,3 +216,28 @@ def test_refusals_limits_and_leftovers_are_counted() -> None:
     assert _value(samples, "runnerlib_step_leftover_processes_killed_total", step="b") == 1
     assert _value(samples, "runnerlib_step_results_total", status="refused") == 1
     assert _value(samples, "runnerlib_job_success") == 0
+
+
+def test_planted_symlinks_are_not_written_through(tmp_path: Path) -> None:
+    """ATTACK: whoever can write the metrics directory plants symlinks to a file of the runner's. Our writer
+    replaces the link at the target path and never opens a predictable temp name; the control shows
+    prometheus-client's write_to_textfile writing through a planted temp-name link."""
+    import threading
+
+    from prometheus_client import write_to_textfile
+
+    from runnerlib.observability.metrics import JobFacts, build_registry, write_textfile
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    target = tmp_path / "m.prom"
+    facts = JobFacts(job_name="j", job_id="1", exit_code=0, duration=1.0)
+    target.symlink_to(victim)
+    predictable = Path(f"{target}.{os.getpid()}.{threading.current_thread().ident}")
+    predictable.symlink_to(victim)
+    write_textfile(str(target), facts)
+    assert victim.read_text() == "precious\n" and not target.is_symlink()
+    assert "runnerlib_job_exit_code" in target.read_text()
+    # Control: the library's own writer follows the planted temp-name link into the victim.
+    write_to_textfile(str(tmp_path / "m.prom"), build_registry(facts, labels={}))
+    assert "runnerlib_job_exit_code" in victim.read_text()
