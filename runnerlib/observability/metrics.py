@@ -9,7 +9,7 @@ prometheus-client is imported only when a metrics target is set.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,9 @@ class JobFacts:
     attempts: list[Mapping[str, Any]] = field(default_factory=list)  # per attempt: step, refused, limit_hit, ...
     plugin_timings: list[Any] = field(default_factory=list)   # PluginTiming
     secrets_registered: int = 0
+    # The job's registry's byte mask: the exposition is masked as a whole before it is written or sent (a step
+    # or plugin name that happens to hold a secret never leaves in a label).
+    mask: Callable[[bytes], bytes] = lambda data: data
 
 
 def build_registry(facts: JobFacts, *, labels: Mapping[str, str]) -> Any:
@@ -159,7 +162,7 @@ def write_textfile(path: str, facts: JobFacts) -> None:
     from runnerlib.observability.report import write_atomically
 
     data = generate_latest(build_registry(facts, labels={"job_name": facts.job_name, "job_id": facts.job_id}))
-    write_atomically(path, data, mode=0o644)  # node-exporter runs as its own user
+    write_atomically(path, facts.mask(data), mode=0o644)  # node-exporter runs as its own user
 
 
 def push(url: str, facts: JobFacts, *, timeout: float = 10.0) -> None:
@@ -171,14 +174,17 @@ def push(url: str, facts: JobFacts, *, timeout: float = 10.0) -> None:
     from prometheus_client.exposition import basic_auth_handler, default_handler
 
     parts = urlsplit(url)
-    handler: Any = default_handler
+    base: Any = default_handler
     if parts.username is not None:
         user, password = parts.username, parts.password or ""
         netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
         url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
-        def handler(url: str, method: str, timeout: Any, headers: Any, data: bytes) -> Any:  # noqa: F811
+        def base(url: str, method: str, timeout: Any, headers: Any, data: bytes) -> Any:  # noqa: F811
             return basic_auth_handler(url, method, timeout, headers, data, user, password)
+
+    def handler(url: str, method: str, timeout: Any, headers: Any, data: bytes) -> Any:
+        return base(url, method, timeout, headers, facts.mask(data))
 
     push_to_gateway(url, job=facts.job_name, grouping_key={"job_id": facts.job_id or "none"},
                     registry=build_registry(facts, labels={}), timeout=timeout, handler=handler)

@@ -180,10 +180,11 @@ class JobObserver:
                  error: Callable[[str], None]) -> None:
         from runnerlib.observability import metrics
 
-        facts = metrics.JobFacts(job_name=self.config.job_name, job_id=self.config.job_id or "",
+        mask = self.registry.mask_text
+        facts = metrics.JobFacts(job_name=mask(self.config.job_name), job_id=mask(self.config.job_id or ""),
                                  exit_code=exit_code, duration=duration, steps=list(results),
                                  attempts=list(self.attempts), plugin_timings=list(plugins.timings),
-                                 secrets_registered=len(self.registry))
+                                 secrets_registered=len(self.registry), mask=self.registry.mask)
         if self.config.metrics_file:
             try:
                 metrics.write_textfile(self.config.metrics_file, facts)

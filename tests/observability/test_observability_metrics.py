@@ -241,3 +241,22 @@ def test_planted_symlinks_are_not_written_through(tmp_path: Path) -> None:
     # Control: the library's own writer follows the planted temp-name link into the victim.
     write_to_textfile(str(tmp_path / "m.prom"), build_registry(facts, labels={}))
     assert "runnerlib_job_exit_code" in victim.read_text()
+
+
+def test_a_step_name_holding_a_secret_is_masked_in_the_metrics(tmp_path: Path) -> None:
+    """ATTACK: a step named after a secret value. The exposition is masked as a whole; the control (no
+    mask) shows the label would carry it."""
+    from runnerlib.execution.scheduler import StepResult
+    from runnerlib.observability.metrics import JobFacts, write_textfile
+    from runnerlib.security.registry import SecretRegistry
+
+    registry = SecretRegistry()
+    registry.add(SECRET, source="test")
+    step = StepResult(SECRET, "success", 0, 1.0, 2.0, 1)
+    for mask, leaks in ((registry.mask, False), (lambda data: data, True)):
+        target = tmp_path / f"m{leaks}.prom"
+        write_textfile(str(target), JobFacts(job_name="j", job_id="1", exit_code=0, duration=1.0, steps=[step],
+                                             mask=mask))
+        text = target.read_text()
+        assert (SECRET in text) is leaks
+        assert "runnerlib_step_exit_code" in text
