@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO, base_env
+from obs_testlib import REPO, base_env
 from prometheus_client.parser import text_string_to_metric_families
 
 SECRET = "Pr0m-s3cret-Value-9921x"

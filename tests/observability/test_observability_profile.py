@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, base_env
+from obs_testlib import REPO, base_env
 
 from runnerlib.execution.process import run_process
 from runnerlib.observability.profile import merge_usage, profile_table

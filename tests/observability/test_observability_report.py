@@ -13,9 +13,9 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import REPO, base_env
 from hypothesis import given
 from hypothesis import strategies as st
+from obs_testlib import REPO, base_env
 
 from runnerlib.observability.report import ReportItem, annotations_in_log, render
 

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, base_env
 from hypothesis import given
 from hypothesis import strategies as st
+from obs_testlib import REPO, base_env
 from otlp_receiver import OtlpReceiver
 
 from runnerlib.observability.tracecontext import TraceContext, from_environ, parse_traceparent
