@@ -138,6 +138,12 @@ class JobConfig(BaseModel):
     log_format: LogFormat = "text"
     color: Literal["auto", "always", "never"] = "auto"
 
+    # Observability (docs/observability.md).
+    metrics_file: str | None = Field(None, description="Write the job's metrics here at the end (node-exporter textfile).")
+    metrics_push: str | None = Field(None, description="Push the job's metrics to this Prometheus Pushgateway URL.")
+    report: str | None = Field(None, description="Write a self-contained HTML run report here.")
+    profile: bool = Field(False, description="Print each step's CPU, peak memory and I/O under the summary.")
+
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("log_level", mode="before")
@@ -201,6 +207,12 @@ class JobConfig(BaseModel):
         # Credentials in URLs given by option or file (from the environment they are found by load_secrets).
         for url in (self.source_url, self.ci_source_url, self.coordinator_url):
             values += url_credentials(url) if url and "://" in url else []
+        if self.metrics_push and "@" in self.metrics_push:
+            from urllib.parse import urlsplit
+
+            password = urlsplit(self.metrics_push).password  # Pushgateway basic auth in the URL
+            if password:
+                values.append(password)
         return values
 
 

@@ -149,6 +149,7 @@ class PluginTiming:
     phase: PluginPhase
     duration: float
     error: str | None = None
+    started: float | None = None  # time.time() at the call (for its trace span)
 
 
 class PluginManager:
@@ -208,7 +209,7 @@ class PluginManager:
             method = getattr(plugin, phase.value)
             if not _overrides(plugin, phase.value):
                 method = plugin._legacy_method(phase) or method
-            start = time.monotonic()
+            start, wall = time.monotonic(), time.time()
             error: str | None = None
             try:
                 method(context)
@@ -216,7 +217,7 @@ class PluginManager:
                 # must not skip the CLEANUP of the others either
                 error = mask(failure_text(exc))
             finally:
-                self.timings.append(PluginTiming(plugin.name, phase, time.monotonic() - start, error))
+                self.timings.append(PluginTiming(plugin.name, phase, time.monotonic() - start, error, wall))
             if error is not None:
                 message = str(PluginError(plugin.name, phase, error))
                 if on_error:

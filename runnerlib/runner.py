@@ -50,6 +50,7 @@ from runnerlib.exit_codes import EXIT_CONFIG as EXIT_CONFIG_ERROR
 from runnerlib.exit_codes import EXIT_FAILURE as EXIT_RUNNER_ERROR
 from runnerlib.exit_codes import EXIT_INTERRUPTED, error_text
 from runnerlib.jobs import Job, JobDefinitionError, Step
+from runnerlib.observability.observer import JobObserver
 from runnerlib.plugins import PluginContext, PluginError, PluginManager, PluginPhase, default_manager
 from runnerlib.trust_origin import check_job_origin, untrusted_trees
 
@@ -113,6 +114,8 @@ class JobRunner:
         self.log = JobLog(stream, job_name=config.job_name, job_id=config.job_id, fmt=config.log_format,
                           colour=want_colour(stream, config.color), mask=self.mask_text,
                           level=config.log_level)
+        # Trace context (TRACEPARENT), spans, metrics, report: docs/observability.md.
+        self.obs = JobObserver(config, self.environ, self.registry, self.log)
         self.result: JobResult | None = None
         self.errors: list[str] = []
         # Inside a step of another runner (advanced mode: a trusted script calling run_job): the outer runner
@@ -190,10 +193,12 @@ class JobRunner:
             if failed or exit_code != 0:
                 self.context.exit_code = exit_code
                 self.context.error = self.context.error or (self.errors[-1] if self.errors else None)
-                self.plugins.run_phase(PluginPhase.ON_ERROR, self.context, mask=self.mask_text,
-                                       continue_on_error=True, on_error=self._error)
-            cleanup_errors = self.plugins.run_phase(PluginPhase.CLEANUP, self.context, mask=self.mask_text,
-                                                    continue_on_error=True, on_error=self._error)
+                with self.obs.phase(PluginPhase.ON_ERROR.value, self.plugins):
+                    self.plugins.run_phase(PluginPhase.ON_ERROR, self.context, mask=self.mask_text,
+                                           continue_on_error=True, on_error=self._error)
+            with self.obs.phase(PluginPhase.CLEANUP.value, self.plugins):
+                cleanup_errors = self.plugins.run_phase(PluginPhase.CLEANUP, self.context, mask=self.mask_text,
+                                                        continue_on_error=True, on_error=self._error)
             if cleanup_errors and exit_code == 0:
                 exit_code = EXIT_RUNNER_ERROR
             self.log.summary(self.result.steps if self.result else [], self.plugins.timing_summary(),
@@ -206,6 +211,8 @@ class JobRunner:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+            self.obs.finish(exit_code, self.result.steps if self.result else [], self.plugins, job=self.job,
+                            read_log=self._read_step_log, error=self._error)
             self._stop_services()
             self._restore_signal_handler(previous)
             logging.getLogger("runnerlib").removeHandler(log_handler)
@@ -249,7 +256,8 @@ class JobRunner:
             else:
                 self._phase(PluginPhase.PRE_SOURCE_PREP)
                 self._start_trigger_signing()
-                self._prepare_sources()
+                with self.obs.phase("source_preparation", self.plugins):
+                    self._prepare_sources()
                 self._load_ci_plugins()
                 self._phase(PluginPhase.POST_SOURCE_PREP)
                 self._phase(PluginPhase.PRE_EXECUTION)
@@ -273,7 +281,8 @@ class JobRunner:
     def _phase(self, phase: PluginPhase) -> None:
         self._check_cancel()
         self.log.event(f"phase {phase.value}", level="debug")
-        self.plugins.run_phase(phase, self.context, mask=self.mask_text)
+        with self.obs.phase(phase.value, self.plugins):
+            self.plugins.run_phase(phase, self.context, mask=self.mask_text)
         # Plugins may replace the config object itself; keep ours in step.
         if self.context.config is not self.config:
             self.config = self.context.config
@@ -529,7 +538,7 @@ class JobRunner:
         self.log.open_log = self._open_log
         self._protocol = self._step_protocol()
         scheduler = Scheduler(
-            job, self._execute_tracked, concurrency=config.concurrency, variables=config.job_variables(),
+            job, self.obs.wrap_executor(self._execute_tracked), concurrency=config.concurrency, variables=config.job_variables(),
             default_timeout=config.step_timeout, default_retries=config.step_retries,
             on_event=lambda level, step, message: self.log.event(message, step=step, level=level),
             step_variables=lambda step: self._protocol.variables(step, self._steps_by_name()))
@@ -548,6 +557,7 @@ class JobRunner:
         self._protocol.fill(result.steps)
         self._step_summary = self._protocol.write_summary([s.name for s in job.steps])
         self.result = result
+        self.obs.steps_finished(result.steps)
         return result
 
     def _step_protocol(self) -> Any:
@@ -619,6 +629,7 @@ class JobRunner:
         command, step_env = self._protocol.substitute(step, steps, step.command, step_env)
         env.update(step_env)
         env["REACTORCIDE_STEP_NAME"] = step.name
+        env.update(self.obs.step_env(step.name))  # TRACEPARENT: the step's jobs and runners join the trace
         if trusted and self._socket is not None:
             env.update(self._socket.env(register=not declared or step.register_secrets))
         shown = command if isinstance(command, str) else shlex.join(command)
@@ -935,6 +946,19 @@ class JobRunner:
             deps = f" after {', '.join(step.depends_on)}" if step.depends_on else ""
             cond = f" if {step.condition}" if step.condition != "on_success" else ""
             self.log.event(f"{name} [{step.trust}]{deps}{cond}: {step.describe_command()}")
+
+    def _read_step_log(self, step: str) -> str:
+        """A step's masked log file (its tail) for the report; "" when it has none."""
+        if self.log.logs_dir is None:
+            return ""
+        from runnerlib.observability.report import read_tail
+
+        try:
+            fd = self._open_workspace().open(str(self.log.logs_dir / f"{step}.log"), os.O_RDONLY)
+        except (OSError, ValueError):  # no log (a skipped step), or a path the workspace refuses
+            return ""
+        with os.fdopen(fd, "rb") as f:
+            return read_tail(f.read)
 
     def _write_summary_file(self, exit_code: int) -> None:
         if self.result is None or self.log.logs_dir is None:

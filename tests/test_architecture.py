@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
      "runnerlib.execution.own_words", "runnerlib.execution.least_privilege",
      "runnerlib.execution.process", "runnerlib.execution.container", "runnerlib.execution.step_state",
      "runnerlib.source", "runnerlib.secrets_client", "runnerlib.testing", "runnerlib.exit_codes",
-     "runnerlib.suggest",
+     "runnerlib.suggest", "runnerlib.observability",
      "runnerlib.execution.retry", "runnerlib.execution.step_refs", "runnerlib.execution.step_files",
      "runnerlib.execution.workflow_commands", "runnerlib.execution.step_protocol"),
     ("runnerlib.jobs", "runnerlib.config", "runnerlib.trust_origin", "runnerlib.local_checkout",

@@ -73,6 +73,12 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--log-level",), "log_level", {"type": click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                                           case_sensitive=False)}),
     (("--color",), "color", {"type": click.Choice(["auto", "always", "never"])}),
+    (("--metrics-file",), "metrics_file", {"help": "Write the job's Prometheus metrics here at the end "
+                                                  "(node-exporter textfile; env REACTORCIDE_METRICS_FILE)."}),
+    (("--metrics-push",), "metrics_push", {"help": "Push the job's metrics to this Pushgateway URL "
+                                                  "(env REACTORCIDE_METRICS_PUSH)."}),
+    (("--report",), "report", {"help": "Write a self-contained HTML run report to this file."}),
+    (("--profile",), "profile", {"is_flag": True, "help": "Print each step's CPU, peak memory and I/O."}),
 ]
 
 

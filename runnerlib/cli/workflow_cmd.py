@@ -120,11 +120,12 @@ def list_cmd(root: str, event: str | None, branch: str | None, changed: tuple[st
                                      "[default: localhost/reactorcide/runner:latest].")
 @click.option("--source-url", help="Repository each Kubernetes job prepares in /job/src.")
 @click.option("--source-ref", help="Ref of --source-url.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write a self-contained HTML run report here.")
 def run_cmd(file: str, event: str | None, branch: str | None, sha: str | None, pr_number: str | None,
             changed: tuple[str, ...], variables: tuple[str, ...], code_dir: str | None, run_dir: str | None,
             max_parallel: int, launcher: str, share_source: bool, force: bool, engine: str, namespace: str,
             kubeconfig: str | None, kube_context: str | None, runner_image: str | None,
-            source_url: str | None, source_ref: str | None) -> None:
+            source_url: str | None, source_ref: str | None, report: str | None) -> None:
     """Run a whole workflow locally: each job in its own workspace, the DAG in parallel."""
     from runnerlib.workflow.api import job_registry
     from runnerlib.workflow.local_runner import LocalWorkflowRunner, render_tree
@@ -170,6 +171,14 @@ def run_cmd(file: str, event: str | None, branch: str | None, sha: str | None, p
     click.echo(registry.mask_text(result.summary()))
     click.echo(f"report: {result.report_file}")
     click.echo(f"outputs: {result.output_file}")
+    if report:
+        from runnerlib.observability.report import write_workflow_report
+
+        try:
+            write_workflow_report(result, report, mask=registry.mask_text)
+            click.echo(f"html report: {report}")
+        except OSError as exc:
+            click.echo(f"runnerlib: error: report {report}: cannot write: {exc.strerror or exc}", err=True)
     sys.exit(EXIT_INTERRUPTED if runner.interrupted else result.exit_code)
 
 

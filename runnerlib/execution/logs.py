@@ -11,7 +11,8 @@ Invariants:
 
 Text format: ``[step] line`` for step output (the name coloured on a TTY, NO_COLOR honoured) and
 ``==> HH:MM:SS [step] message`` for the runner's own lines (local time). JSON format (--log-format json,
-LOG_FORMAT=json): one object per line with time, level, job_id, job, step, stream and message.
+LOG_FORMAT=json): one object per line with time, level, job_id, job, step, stream, message, and the W3C
+trace_id and span_id of the job (or of the step's current attempt) when the runner traces.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class JobLog:
         self.open_log = open_log or _open_log
         self._lock = threading.Lock()
         self._steps = 0
+        # step name (or None) -> (trace id, span id) for JSON lines; set by the job's observer.
+        self.trace: Callable[[str | None], tuple[str, str]] | None = None
 
     # -- runner messages ---------------------------------------------------------------------------------
 
@@ -112,7 +115,13 @@ class JobLog:
     def _record(self, level: str, step: str | None, stream: str, message: str) -> dict[str, Any]:
         return {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
                 "level": level, "job_id": self.job_id, "job": self.job_name, "step": step, "stream": stream,
-                "message": message}
+                "message": message, **self._trace_fields(step)}
+
+    def _trace_fields(self, step: str | None) -> dict[str, str]:
+        if self.trace is None:
+            return {}
+        trace_id, span_id = self.trace(step)
+        return {"trace_id": trace_id, "span_id": span_id}
 
     def _write(self, data: bytes) -> None:
         with self._lock:

@@ -98,6 +98,8 @@ class ProcessResult:
     leftover_killed: int = 0
     # The limit that ended the step (a StepLimits field name: memory, cpu_seconds, pids, file_size), or None.
     limit_hit: str | None = None
+    # The step's and its descendants' CPU, peak RSS and I/O (zygote's rusage event), and bytes masked.
+    resources: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -352,6 +354,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
         duration=time.monotonic() - start,
         leftover_killed=leftover,
         limit_hit=limit_hit,
+        resources={**(step.rusage or {}), "output_bytes": sum(getattr(s.masked, "bytes_in", 0) for s in streams)},
     )
 
 

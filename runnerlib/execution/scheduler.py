@@ -33,6 +33,7 @@ from runnerlib.execution.process import Cancel
 from runnerlib.execution.retry import RetryPolicy, allows_failure
 from runnerlib.exit_codes import error_text
 from runnerlib.jobs import Job, Step
+from runnerlib.observability.profile import merge_usage
 
 # Exit codes shared with execution.process and the CLI.
 EXIT_TIMEOUT = 124
@@ -68,6 +69,7 @@ class StepResult:
     outputs: dict[str, str] = field(default_factory=dict)
     annotations: list[dict[str, Any]] = field(default_factory=list)
     summary: bool = False
+    resources: dict[str, Any] | None = None  # CPU, peak RSS, I/O of every attempt (observability.profile)
 
     @property
     def duration(self) -> float | None:
@@ -267,6 +269,7 @@ class Scheduler:
                     outcome = Outcome(exit_code=1, reason=f"runner error: {error_text(exc)}")
                 result.exit_code = int(getattr(outcome, "exit_code", 1))
                 result.reason = getattr(outcome, "reason", None)
+                result.resources = merge_usage(result.resources, getattr(outcome, "resources", None))
                 if getattr(outcome, "cancelled", False):
                     if self._timed_out:  # stopped by the job's timeout: the step says so, with its code
                         result.status, result.exit_code, result.reason = "timed_out", EXIT_TIMEOUT, "job timed out"

@@ -456,6 +456,11 @@ class MaskedThenKnown:
         self.masked = registry.stream(self.known.write)
 
     @property
+    def bytes_in(self) -> int:
+        """Bytes written into the masker (the step's output size, for its resource profile)."""
+        return int(getattr(self.masked, "bytes_in", 0))
+
+    @property
     def held(self) -> int:
         """Bytes held by the masker or by the known-formats stage."""
         return int(self.masked.held) + self.known.held

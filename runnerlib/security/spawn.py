@@ -457,6 +457,7 @@ class SpawnedStep:
     supervisor: int | None = None
     wait_status: int | None = None
     error: dict[str, Any] | None = None
+    rusage: dict[str, Any] | None = None  # the supervisor's last event: CPU, peak RSS, I/O of the subtree
     eof: bool = False
     # From the step's PID namespace init: processes still alive when the main process exited (killed with
     # the namespace), and the signals that ended any process it reaped. None without a namespace.
@@ -488,6 +489,8 @@ class SpawnedStep:
                 self.wait_status = event["status"]
                 self.leftover = event.get("leftover")
                 self.signals = list(event.get("signals") or ())
+            elif kind == "rusage":
+                self.rusage = event
 
     def wait_started(self, timeout: float = 30.0) -> None:
         """Block until the step has exec'd (pid known) or failed before exec."""

@@ -14,6 +14,7 @@ plan and execs. S reports on the request's status pipe, one JSON object per line
     {"event": "started", "pid": G, "supervisor": S}
     {"event": "error", "stage": ..., "errno": ..., "message": ..., "code": 126|127}
     {"event": "exited", "status": <wait status of G>}
+    {"event": "rusage", "cpu_user_seconds": ..., "max_rss_bytes": ..., "read_bytes": ..., ...}  (last)
 and exits when its subtree is empty. When the runner's end of the socket closes (the runner died), the
 server kills its whole subtree and exits.
 
@@ -342,6 +343,7 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
     if as_init:
         _supervise_as_init(req, stdio, status, programs, ruleset)
         return
+    io_before = _self_io()
     ns = (req.get("plan") or {}).get("ns")
     if ns:
         try:
@@ -381,6 +383,7 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
                 if report:  # init reported; empty when init was killed (timeout, cancel): then wstatus
                     event.update(json.loads(report))
             _send_event(status, event)
+    _send_event(status, {"event": "rusage", **_children_usage(io_before)})
     os.close(status)
 
 
@@ -388,6 +391,7 @@ def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[
                        ruleset: landlock.Ruleset | None) -> None:
     """S as pid 1 of the step's namespaces (root): one process fewer on the path than init beneath S."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as pid 1, an unhandled signal is simply not delivered
+    io_before = _self_io()
     me = namespaces.outer_pid()
     outer_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # the runner's, for pids
     failed = _private_mounts(req)
@@ -403,7 +407,32 @@ def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[
     # Reported before this init exits: the kernel's teardown of the namespaces need not delay the runner,
     # and nothing in them runs any more (every leftover has SIGKILL pending; none can fork).
     _send_event(status, {"event": "exited", **namespaces.run_init(pid)})
+    _send_event(status, {"event": "rusage", **_children_usage(io_before)})
     os.close(status)
+
+
+def _self_io() -> dict[str, int]:
+    """/proc/self/io: the kernel adds the counters of every child reaped into the reaper's, so after the
+    subtree is gone the difference from before the fork is the step's and its descendants' I/O."""
+    try:
+        with open("/proc/self/io", "rb") as f:
+            return {k.decode(): int(v) for k, v in (line.split(b": ") for line in f.read().splitlines())}
+    except (OSError, ValueError):
+        return {}
+
+
+def _children_usage(io_before: dict[str, int]) -> dict:
+    """CPU, peak RSS and I/O of everything this supervisor reaped (the step and its whole subtree)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    io_after = _self_io()
+    out = {"cpu_user_seconds": round(usage.ru_utime, 6), "cpu_system_seconds": round(usage.ru_stime, 6),
+           "max_rss_bytes": usage.ru_maxrss * 1024,  # the largest process's peak, not a sum (getrusage(2))
+           "disk_read_bytes": usage.ru_inblock * 512, "disk_write_bytes": usage.ru_oublock * 512}
+    # /proc/self/io of a non-dumpable process is root's: an unprivileged runner gets no syscall byte counts.
+    if io_before and io_after:
+        for name, key in (("rchar", "read_bytes"), ("wchar", "write_bytes")):
+            out[key] = max(0, io_after[name] - io_before.get(name, 0))
+    return out
 
 
 def _reap() -> None:

@@ -219,6 +219,12 @@ def trigger_jobs(
         raise WorkflowError("trigger_jobs needs at least one job", field="jobs")
     if registry is None:
         registry = job_registry(env)
+    from runnerlib.observability.tracecontext import from_environ
+
+    parent, _malformed = from_environ(env)
+    if parent is not None:
+        # The triggered jobs continue this step's trace (a TRACEPARENT the caller set explicitly wins).
+        validated = [job.model_copy(update={"env": {**parent.env(), **job.env}}) for job in validated]
     documents = mask_payload([job.to_dict() for job in validated], env, registry)
     masked = [JobTrigger.model_validate(document) for document in documents]
     if not triggers_file_path and not any(env.get(name) for name in JOB_MARKERS):

@@ -97,6 +97,7 @@ class JobNode:
     vars_out: dict[str, str] = field(default_factory=dict)
     workspace: Path | None = None
     job_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    resources: dict[str, Any] | None = None  # CPU, peak RSS, I/O of the job's whole process tree
     seen_output: bool = False         # the key announcement counts only as a job's first line
     rejected_lines: int = 0           # lines that claimed to be triggers and did not verify
 
@@ -233,6 +234,12 @@ class LocalWorkflowRunner:
         self.interrupted = False  # Ctrl-C stopped the run (the CLI exits 130)
         self.state_file = self.run_dir / "state.json"
         self.workflow_file = str(Path(workflow.source).resolve()) if workflow.source else None
+        from runnerlib.observability.tracing import Tracer
+
+        # One trace for the run: every job's TRACEPARENT descends from the workflow's span.
+        self.tracer = Tracer(self.environ, mask=registry.mask_text)
+        self.trace_span = self.tracer.start(f"workflow {workflow.effective_id}",
+                                            attributes={"runnerlib.workflow.id": workflow.effective_id})
 
     # --- output --------------------------------------------------------------------------------------------
 
@@ -396,6 +403,7 @@ class LocalWorkflowRunner:
     def _job_env(self, node: JobNode, workspace: Path, src: Path, job_dir: Path) -> dict[str, str]:
         variables = self._job_vars(node)
         env = dict(self.environ)
+        env.update(self.trace_span.context.env())  # a triggered job's own (its trigger's step) comes below
         # The job's `python` and `runnerlib` are this install's, as they are in the runner image.
         bin_dir = os.path.dirname(sys.executable)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
@@ -533,6 +541,7 @@ class LocalWorkflowRunner:
             if pending:
                 self.echo(f"[{node.name}] {bytes(pending).decode('utf-8', 'replace')}")
             node.exit_code = result.exit_code
+            node.resources = getattr(result, "resources", None)
             if result.cancelled:
                 node.status, node.reason = "cancelled", "cancelled"
             elif result.exit_code == 0:
@@ -605,6 +614,9 @@ class LocalWorkflowRunner:
                     node.status = "cancelled" if self._cancel.is_set() else "skipped"
                     node.reason = node.reason or "not started"
             self._save_state()
+            self.trace_span.end(error=None if all(n.status in ("success", "skipped") for n in self.nodes.values())
+                                else "a job failed")
+            self.tracer.shutdown()
         return self._write_results(time.time() - start)
 
     def _wait_interrupted(self, future: Future[None]) -> None:
