@@ -92,12 +92,15 @@ def bench_steps(steps: int, repeat: int) -> None:
         shutil.rmtree(ws, ignore_errors=True)
 
 
-def bench_volume(size: int, repeat: int) -> None:
+# Realistic log lines (issue 12): 56 bytes with the newline, as `yes "the quick brown fox ..."` prints.
+QUICK_FOX = "the quick brown fox jumps over the lazy dog 0123456789a"
+
+
+def bench_volume(size: int, repeat: int, line: str = "x" * 99) -> None:
     top = Path(tempfile.mkdtemp(prefix="bench-exec-"))
     ws = top / "job"  # a new workspace for every run, as every CI job gets (see fresh)
     try:
-        line = "x" * 99
-        cmd = f"yes {line} | head -c {size}"
+        cmd = f"yes '{line}' | head -c {size}"
 
         def shell() -> None:
             subprocess.run(["/bin/sh", "-c", f"{cmd} > {ws}/plain.out"], check=True)
@@ -134,7 +137,7 @@ def bench_volume(size: int, repeat: int) -> None:
         produced = os.path.getsize(top / "runner.out")
         logged = os.path.getsize(ws / "artifacts" / "logs" / "job.log")
         mib = size / 2**20
-        print(f"one step printing {mib:.0f} MiB of 100-byte lines (median of {repeat}, interleaved)")
+        print(f"one step printing {mib:.0f} MiB of {len(line) + 1}-byte lines (median of {repeat}, interleaved)")
         print(f"  sh -c 'cmd > file'        {base:8.2f} s   {mib / base:8.0f} MiB/s   "
               f"runs {' '.join(f'{t:.2f}' for t in times['shell'])}")
         print(f"  sh -c 'cmd | tee f > file'{two:8.2f} s   {mib / two:8.0f} MiB/s   ratio {two / base:.2f}x   "
@@ -145,7 +148,8 @@ def bench_volume(size: int, repeat: int) -> None:
               f"{fixed:.2f} s is the command's fixed cost, a `runnerlib run` of `true`: the step itself is "
               f"{(run - fixed) / base:.2f}x)")
         print(f"  runnerlib against tee: {run / two:.2f}x")
-        print(f"  target: within 1.5x -> {'OK' if run / base <= 1.5 else 'MISSED'}")
+        print(f"  target: within 1.5x of cmd > file -> {'OK' if run / base <= 1.5 else 'MISSED'}; "
+              f"within 1.2x of tee -> {'OK' if run / two <= 1.2 else 'MISSED'}")
     finally:
         shutil.rmtree(top, ignore_errors=True)
 
@@ -167,6 +171,7 @@ def main() -> None:
     compile_package()
     bench_steps(args.steps, max(args.repeat, 3))
     bench_volume(args.size, args.repeat)
+    bench_volume(args.size, args.repeat, QUICK_FOX)
 
 
 if __name__ == "__main__":
