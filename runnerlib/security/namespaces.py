@@ -184,6 +184,19 @@ def private_mount_rules(ns: dict) -> list[tuple[str, bool]]:
     return rules
 
 
+# The network forwarder (netforward.py) forks from the step before it joins its network namespace, so it
+# lives in the step's PID namespace; it is the runner's helper, not something the step left behind.
+FORWARDER_COMM = "rl-netforward"
+
+
+def _is_forwarder(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().strip() == FORWARDER_COMM.encode()
+    except OSError:
+        return False
+
+
 def run_init(step: int) -> dict:
     """Pid 1 of the step's namespace: reap everything; when `step` exits, return {"status", "leftover",
     "signals"} (the caller reports it and exits, and the kernel kills what is left).
@@ -209,7 +222,9 @@ def run_init(step: int) -> dict:
     leftover = 0
     try:
         # This /proc is the namespace's own: every process in it but init (zombies are not counted).
-        leftover = len([pid for pid in proctree.parent_map() if pid != 1])
+        # The forwarder is not counted (a step naming a process like it only hides it from the count:
+        # it is killed all the same).
+        leftover = len([pid for pid in proctree.parent_map() if pid != 1 and not _is_forwarder(pid)])
     except OSError:
         pass
     if leftover:

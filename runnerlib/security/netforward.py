@@ -25,7 +25,8 @@ import threading
 import time
 from typing import Any
 
-from runnerlib.security.lowlevel import nftables
+from runnerlib.security.lowlevel import nftables, prctl
+from runnerlib.security.namespaces import FORWARDER_COMM
 from runnerlib.security.network import is_metadata
 
 _CLONE_NEWNET = 0x40000000
@@ -117,6 +118,7 @@ def enter_network(request: dict[str, Any]) -> None:
             # that waits for all its children (an init such as tini, wait(-1) loops) must not wait for it.
             if os.fork() != 0:
                 os._exit(0)
+            prctl.set_name(FORWARDER_COMM)  # not counted as a process the step left behind
             ours.close()
             # Hold none of the step's descriptors: its output pipes and status pipe must close when it ends.
             null = os.open(os.devnull, os.O_RDWR)

@@ -213,8 +213,10 @@ LIST_PROC = "import os; print(sorted(int(p) for p in os.listdir('/proc') if p.is
 @needs_ns
 def test_proc_lists_only_the_steps_processes(workspace, registry):
     argv = [STEP_PYTHON, "-I", "-c", LIST_PROC]
-    own = run_process(argv, registry=registry, trusted=False, policy=workspace.policy(), cwd=str(workspace.src),
-                      env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    # network none: an unprivileged runner's default network (full) adds its forwarder to the step's PID
+    # namespace (security/netforward.py); this test is about the namespace's processes.
+    own = run_process(argv, registry=registry, trusted=False, policy=workspace.policy(network="none"),
+                      cwd=str(workspace.src), env={"PATH": "/usr/bin:/bin"}, timeout=60)
     assert own.exit_code == 0, own
     assert eval(own.stdout) == [1, 2]  # init and the step itself
     shared = run_process(argv, registry=registry, trusted=False, policy=workspace.policy(namespaces="off"),
@@ -321,9 +323,11 @@ def test_ssh_agent_of_a_parallel_step_unreachable(workspace, registry, agent_soc
                         cwd=str(workspace.src), env={"PATH": "/usr/bin:/bin"}, timeout=60)
         return r.stdout.strip(), r
 
-    verdict, result = steal(workspace.policy())
+    # network none in both: a network namespace (an unprivileged runner's default) would also hide the
+    # socket from /proc/net/unix; this test is about the private /tmp.
+    verdict, result = steal(workspace.policy(network="none"))
     assert verdict.startswith("BLOCKED errno 2"), (verdict, result)  # listed in /proc/net/unix, not reachable
-    verdict, result = steal(workspace.policy(namespaces="off"))
+    verdict, result = steal(workspace.policy(namespaces="off", network="none"))
     assert verdict == "SUCCEEDED SIGNED", (verdict, result)  # control
 
 

@@ -17,6 +17,7 @@ PR_GET_CHILD_SUBREAPER = 37
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
 PR_GET_SECCOMP = 21
+PR_SET_NAME = 15
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.restype = ctypes.c_int
@@ -39,3 +40,12 @@ def get_child_subreaper() -> bool:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return bool(value.value)
+
+
+def set_name(name: str) -> None:
+    """Name the calling thread (its /proc comm, at most 15 bytes). Unlike writing /proc/self/comm, this works
+    in a non-dumpable process, whose /proc files belong to root."""
+    buffer = ctypes.create_string_buffer(name.encode()[:15])
+    if _libc.prctl(PR_SET_NAME, ctypes.addressof(buffer), 0, 0, 0) == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
