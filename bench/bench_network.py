@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import select
 import shutil
 import socket
 import statistics
 import tempfile
 import threading
 import time
+
+# Run from the repository root as `python bench/bench_network.py`: bench/ is on sys.path.
+from bench_spawn import through_server  # noqa: E402
 
 from runnerlib.security import network
 from runnerlib.security import spawn as sp
@@ -36,25 +38,6 @@ from runnerlib.security.selfprotect import protect_runner
 
 ENV = {"PATH": "/usr/bin:/bin"}
 PY = "/usr/bin/python3"
-
-
-def _run(argv: list[str], plan: sp.SandboxPlan) -> None:
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    try:
-        step = sp.spawn(argv, env=ENV, cwd="/", plan=plan, stdout=out_w, stderr=err_w)
-    finally:
-        os.close(out_w)
-        os.close(err_w)
-    for fd in (out_r, err_r):
-        while os.read(fd, 65536):
-            pass
-        os.close(fd)
-    while not step.eof:
-        select.select([step.status_fd], [], [])
-        step.read_events()
-    step.close()
-    assert step.exit_code == 0, step.error
 
 
 def main() -> None:
@@ -102,7 +85,7 @@ def main() -> None:
             assert isinstance(transparent, network.NetworkPlan)
             plan.plan["net"] = transparent.request
         try:
-            _run(cases[name][1], plan)
+            through_server(plan, cases[name][1])
         finally:
             plan.cleanup()
 

@@ -69,11 +69,12 @@ def trampoline() -> None:
     subprocess.run([sys.executable, "-I", "-S", "-c", "pass"], env=ENV, check=True)
 
 
-def through_server(plan: sp.SandboxPlan | None) -> None:
+def through_server(plan: sp.SandboxPlan | None, argv: list[str] | None = None) -> None:
+    """One step through the fork server, its output drained, reaped (bench_network.py uses it too)."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
-        step = sp.spawn(["/bin/true"], env=ENV, cwd="/", plan=plan, stdout=out_w, stderr=err_w)
+        step = sp.spawn(argv or ["/bin/true"], env=ENV, cwd="/", plan=plan, stdout=out_w, stderr=err_w)
     finally:
         os.close(out_w)
         os.close(err_w)
