@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import runnerlib.step_env as step_environment
 from runnerlib.config import ConfigError, JobConfig, get_config
 from runnerlib.execution.logs import JobLog, MaskedTextWriter, want_colour
 from runnerlib.execution.own_words import Own
@@ -53,11 +54,6 @@ from runnerlib.jobs import Job, JobDefinitionError, Step
 from runnerlib.observability.observer import JobObserver
 from runnerlib.plugins import PluginContext, PluginError, PluginManager, PluginPhase, default_manager
 from runnerlib.trust_origin import check_job_origin, untrusted_trees
-
-# Variables every step gets whatever the environment; the rest of the runner's environment only reaches
-# trusted steps.
-_BASE_ENV_NAMES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "TMPDIR", "USER", "LOGNAME",
-                   "SHELL", "PYTHONPATH", "VIRTUAL_ENV")
 
 
 class JobCancelled(BaseException):
@@ -750,58 +746,31 @@ class JobRunner:
     def _step_cwd(self, step: Step) -> str:
         return str(self._job_trees().cwd(self.config, step.working_dir, step.trust == "trusted"))
 
+    # The environment of steps: runnerlib/step_env.py (step_environment).
     def _context_env(self) -> dict[str, str]:
-        c = self.config
-        env = {
-            "REACTORCIDE_WORKSPACE": c.workspace_root, "REACTORCIDE_CODE_DIR": c.code_dir or "",
-            "REACTORCIDE_JOB_DIR": c.job_dir or "", "REACTORCIDE_SOURCE_DIR": c.code_dir or "",
-            "REACTORCIDE_CI_SOURCE_DIR": c.ci_dir or "", "REACTORCIDE_ARTIFACTS_DIR": c.artifacts_dir or "",
-            "REACTORCIDE_TRIGGERS_FILE": c.triggers_file or "", "REACTORCIDE_JOB_NAME": c.job_name,
-            # Where run_untrusted() puts PR code (runnerlib.source.pristine): never the pristine src.
-            "REACTORCIDE_UNTRUSTED_SOURCE_DIR": str(Path(c.workspace_root) / ".untrusted" / "src"),
-        }
-        for name in ("job_id", "queue", "branch", "sha", "event_type", "pr_number"):
-            value = getattr(c, name)
-            if value is not None:
-                env[f"REACTORCIDE_{name.upper()}"] = str(value)
-        if c.in_container:
-            env["REACTORCIDE_IN_CONTAINER"] = "true"
-        return env
+        return step_environment.context_env(self.config)
 
     def _trusted_env(self) -> dict[str, str]:
-        env = dict(self.environ)
-        env.update(self._context_env())
-        env.update(getattr(self, "_job_env", self.config.job_env))
-        if getattr(self, "_step_state", None) is not None:
+        state_env: dict[str, str] = {}
+        state = getattr(self, "_step_state", None)
+        if state is not None:
             from runnerlib.execution.step_state import ENV_NAME
 
-            env[ENV_NAME] = self._step_state.path
-        if self.config.allow_insecure_transport:
-            # --allow-insecure-transport may be a CLI flag: trigger_job's own coordinator POSTs read the variable.
-            env["REACTORCIDE_ALLOW_INSECURE_TRANSPORT"] = "true"
-        env.update(self.context.env or {})
-        return env
+            state_env[ENV_NAME] = state.path
+        return step_environment.trusted_env(self.config, environ=self.environ,
+                                            job_env=getattr(self, "_job_env", self.config.job_env),
+                                            plugin_env=self.context.env or {}, state_env=state_env)
 
     def _safe_for_untrusted(self, name: str, value: str) -> bool:
-        """Whether a variable may reach an untrusted step: not secret-named, holding no registered secret."""
-        from runnerlib.security.secret_names import is_secret_name
-
-        if name in self.config.secret_env_names or is_secret_name(name) or name.startswith("REACTORCIDE_SECRET"):
-            return False
-        if name in ("REACTORCIDE_API_TOKEN", "REACTORCIDE_COORDINATOR_URL"):
-            return False
-        data = value.encode("utf-8", "surrogateescape")
-        return not any(s in data for s in self.registry.secrets() if s)
+        return step_environment.safe_for_untrusted(name, value, secret_env_names=self.config.secret_env_names,
+                                                   secrets=self.registry.secrets())
 
     def _untrusted_env(self) -> dict[str, str]:
-        clean = self._safe_for_untrusted
-        env = {k: v for k, v in self.environ.items() if k in _BASE_ENV_NAMES and clean(k, v)}
-        env.update(self._context_env())
-        job_env = getattr(self, "_job_env", self.config.job_env)
-        env.update({k: v for k, v in job_env.items() if clean(k, v)})
-        baseline = getattr(self, "_env_baseline", {})
-        env.update({k: v for k, v in (self.context.env or {}).items() if baseline.get(k) != v and clean(k, v)})
-        return env
+        return step_environment.untrusted_env(self.config, environ=self.environ,
+                                              job_env=getattr(self, "_job_env", self.config.job_env),
+                                              plugin_env=self.context.env or {},
+                                              baseline=getattr(self, "_env_baseline", {}),
+                                              secrets=self.registry.secrets())
 
     def _start_trigger_signing(self) -> None:
         """Announce the job's trigger key before source preparation: the worker trusts the first announcement

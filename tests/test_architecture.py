@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
      "runnerlib.execution.retry", "runnerlib.execution.step_refs", "runnerlib.execution.step_files",
      "runnerlib.execution.workflow_commands", "runnerlib.execution.step_protocol"),
     ("runnerlib.jobs", "runnerlib.config", "runnerlib.trust_origin", "runnerlib.local_checkout",
+     "runnerlib.step_env",
      "runnerlib.plugins", "runnerlib.plugin_loader",
      "runnerlib.execution.scheduler", "runnerlib.workflow"),
     ("runnerlib.runner",),
