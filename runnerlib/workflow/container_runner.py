@@ -13,7 +13,6 @@ The run's state.json is not mounted into job containers (it lives outside their 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,20 +21,17 @@ from typing import Any
 from runnerlib.execution.container import ContainerEngine, ContainerStep, new_container_name
 from runnerlib.workflow.kubernetes import DEFAULT_RUNNER_IMAGE, RUNNER_CAPABILITIES
 from runnerlib.workflow.local_runner import JobNode, LocalWorkflowRunner
-from runnerlib.workflow.models import Workflow, WorkflowError, WorkflowJob
+from runnerlib.workflow.models import Workflow, WorkflowError, WorkflowJob, memory_bytes
 
 __all__ = ["ContainerWorkflowRunner", "engine_memory", "engine_cpus"]
 
 
 def engine_memory(value: str, where: str) -> str:
     """A workflow memory amount ("512Mi", "2G", "1.5Gi") as a Podman/Docker size in bytes ("536870912")."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]i?|[kmgt]|[KMGT]B)?", str(value))
-    if not match:
-        raise WorkflowError('must be an amount such as "512Mi" or "2G"', field=where)
-    number, unit = float(match.group(1)), (match.group(2) or "").removesuffix("B")
-    scale = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4, "Ki": 1024, "Mi": 1024**2,
-             "Gi": 1024**3, "Ti": 1024**4}[unit[:1].upper() + unit[1:]]
-    return str(int(number * scale))
+    try:
+        return str(memory_bytes(value))
+    except ValueError as exc:
+        raise WorkflowError(str(exc), field=where) from None
 
 
 def engine_cpus(value: str | float, where: str) -> str:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runnerlib.security.secret_names import is_secret_name
-from runnerlib.workflow.models import Workflow, WorkflowError, WorkflowJob
+from runnerlib.workflow.models import Workflow, WorkflowError, WorkflowJob, split_memory
 
 __all__ = ["DEFAULT_RUNNER_IMAGE", "RUNNER_CAPABILITIES", "RenderOptions", "job_manifest", "job_name",
            "render_workflow", "to_yaml"]
@@ -44,7 +44,6 @@ DEFAULT_RUNNER_IMAGE = "localhost/reactorcide/runner:latest"
 RUNNER_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID")
 LABEL_PREFIX = "reactorcide.dev"
 _SECRET_REF_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)/([-._a-zA-Z0-9]{1,253})$")
-_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]i?|[kmgt]|[KMGT]B)?$")
 
 
 @dataclass
@@ -93,12 +92,11 @@ def _label_value(text: str) -> str:
 
 def _memory(value: str, where: str) -> str:
     """A workflow memory amount as a Kubernetes quantity ("2G", "512Mi"; "512MB" -> "512M")."""
-    match = _MEMORY_RE.fullmatch(str(value))
-    if not match:
-        raise WorkflowError('must be an amount such as "512Mi" or "2G"', field=where)
-    number, unit = match.group(1), match.group(2) or ""
-    # Kubernetes reads a lower-case "m" as milli: the workflow's lower-case units mean decimal multiples.
-    unit = {"k": "k", "m": "M", "g": "G", "t": "T"}.get(unit, unit).removesuffix("B")
+    try:
+        number, unit = split_memory(value)
+    except ValueError as exc:
+        raise WorkflowError(str(exc), field=where) from None
+    # Kubernetes reads a lower-case "m" as milli, so units are written upper-case, but for kilo ("k").
     return number + ("k" if unit == "K" else unit)
 
 

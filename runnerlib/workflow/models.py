@@ -242,6 +242,32 @@ class RunAs(BaseModel):
         return value
 
 
+# A memory amount in a workflow: a number and a unit, decimal (k/K, M, G, T; a lower-case or a trailing-B
+# spelling means the same) or binary (Ki, Mi, Gi, Ti).
+_MEMORY_RE = re.compile(r"(\d+(?:\.\d+)?)([KMGT]i?|[kmgt]|[KMGT]B)?")
+_MEMORY_SCALE = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+                 "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
+
+
+def split_memory(value: str) -> tuple[str, str]:
+    """(number, unit) of a workflow memory amount, the unit one of _MEMORY_SCALE's; ValueError if malformed.
+
+    >>> split_memory("512MB"), split_memory("2g"), split_memory("1.5Gi")
+    (('512', 'M'), ('2', 'G'), ('1.5', 'Gi'))
+    """
+    match = _MEMORY_RE.fullmatch(str(value))
+    if not match:
+        raise ValueError('must be an amount such as "512Mi" or "2G"')
+    unit = (match.group(2) or "").removesuffix("B")
+    return match.group(1), unit[:1].upper() + unit[1:]
+
+
+def memory_bytes(value: str) -> int:
+    """A workflow memory amount in bytes ("512Mi" -> 536870912)."""
+    number, unit = split_memory(value)
+    return int(float(number) * _MEMORY_SCALE[unit])
+
+
 class Resources(BaseModel):
     """Limits a worker applies to the job's container; the local runner applies `timeout` only."""
 
@@ -252,8 +278,8 @@ class Resources(BaseModel):
     @field_validator("memory")
     @classmethod
     def _memory(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"\d+(\.\d+)?([KMGT]i?|[kmgt]|[KMGT]B)?", str(value)):
-            raise ValueError('must be an amount such as "512Mi" or "2G"')
+        if value is not None:
+            split_memory(value)
         return value
 
 
