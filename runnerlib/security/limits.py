@@ -20,6 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from runnerlib.security import cgroups
+
 # Binary multiples whichever way they are written: CI users write 512M meaning MiB (as docker, k8s' Mi and
 # ulimit do); a decimal reading would give 488 MiB and surprise nobody in a good way.
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -194,6 +196,9 @@ def rlimits_for(limits: StepLimits, *, by_cgroup: Iterable[str] = (), hard_nofil
 def mechanism(name: str, *, by_cgroup: Iterable[str] = (), user_namespace: bool = False) -> str:
     """Which kernel mechanism enforces limit `name` (for `runnerlib sandbox policy` and the step's log)."""
     if name in set(by_cgroup):
+        if cgroups.version_of(name) == 2:
+            return {"memory": "cgroup v2 memory.max (the step's own cgroup; OOM kill, read from memory.events)",
+                    "pids": "cgroup v2 pids.max (the step's own cgroup)"}[name]
         return {"memory": "cgroup v1 memory.limit_in_bytes (the step's own cgroup; OOM kill)",
                 "pids": "cgroup v1 pids.max (the step's own cgroup)"}[name]
     return {

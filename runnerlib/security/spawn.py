@@ -284,7 +284,8 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
         limits = policy.limits or StepLimits()
         result.cgroup = cgroups.StepCgroup.create(
             limits.memory if "memory" in plan["cgroup_limits"] else None,
-            limits.pids if "pids" in plan["cgroup_limits"] else None)
+            limits.pids if "pids" in plan["cgroup_limits"] else None,
+            kill=not plan.get("ns"))  # without a PID namespace, cgroup.kill (v2) ends its leftovers
         made = result.cgroup.controllers if result.cgroup else []
         if made != plan["cgroup_limits"]:  # could not make them all: rlimits for the others
             plan["cgroup_limits"] = made
@@ -465,6 +466,7 @@ class SpawnedStep:
     signals: list[int] = field(default_factory=list)
     # Every process `kill_all` signalled beneath the supervisor (without a namespace: the leftover count).
     killed: set[int] = field(default_factory=set)
+    cgroup: cgroups.StepCgroup | None = None  # the step's own cgroup, if it has one: `kill_all` uses cgroup.kill
     _buf: bytes = b""
 
     def read_events(self) -> None:
@@ -525,12 +527,15 @@ class SpawnedStep:
     def kill_all(self) -> int:
         """SIGKILL the step's group and everything beneath its supervisor (daemonised descendants too).
 
-        Returns how many processes beneath the supervisor were signalled by this call; all of them are
-        added to `killed`."""
+        Returns how many processes not signalled before were signalled by this call; all of them are added
+        to `killed`."""
         self.signal_group(signal.SIGKILL)
-        if self.supervisor is None:
-            return 0
-        return proctree.kill_tree(self.supervisor, signal.SIGKILL, seen=self.killed)
+        before = len(self.killed)
+        if self.cgroup is not None:
+            self.killed.update(self.cgroup.kill())
+        if self.supervisor is not None:
+            proctree.kill_tree(self.supervisor, signal.SIGKILL, seen=self.killed)
+        return len(self.killed) - before
 
     def close(self) -> None:
         if self.status_fd >= 0:
@@ -568,7 +573,7 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str | None = None, plan:
         os.close(status_w)
         if devnull is not None:
             os.close(devnull)
-    step = SpawnedStep(status_r)
+    step = SpawnedStep(status_r, cgroup=plan.cgroup if plan else None)
     try:
         step.wait_started()
     except BaseException:
