@@ -157,7 +157,8 @@ def policy(workspace: str | None, workspace_alias: str | None, deny_network: boo
 # the command to run.
 @sandbox.command(name="exec", context_settings={"allow_interspersed_args": False})
 @_workspace_options
-@click.option("--cwd", default=None, help="Working directory (default: WORKSPACE/src).")
+@click.option("--cwd", default=None, help="Working directory (default: the step's copy of WORKSPACE/src, "
+                                         "WORKSPACE/.untrusted/src; a directory in src moves into the copy).")
 @click.option("--timeout", type=float, default=None, help="Seconds before SIGTERM (then 60 s grace).")
 @click.option("--deny-network", is_flag=True, help="No TCP and no inet sockets.")
 @click.option("--network", default=None, help=_NETWORK_HELP)
@@ -175,16 +176,23 @@ def exec_(workspace: str | None, workspace_alias: str | None, cwd: str | None, t
     """
     workspace = workspace or workspace_alias or "/job"
     from runnerlib.execution.process import run_untrusted
+    from runnerlib.source.exec_tree import ExecTreeError, clean_after_exec, prepare_exec_tree
 
     def forward(stream: str, data: bytes) -> None:
         out = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
         out.write(data)
         out.flush()
 
-    result = run_untrusted(list(command), cwd=cwd or os.path.join(workspace, "src"), timeout=timeout,
-                           policy=_policy(workspace, deny_network, best_effort, network, namespaces, limits),
-                           on_output=forward)
-    if result.refused or (result.reason and (result.exit_code in (126, 127) or result.limit_hit
-                                             or result.leftover_killed)):
+    pol = _policy(workspace, deny_network, best_effort, network, namespaces, limits)
+    try:  # the step's own copy of the source tree, never the pristine one (runnerlib.source.exec_tree)
+        cwd, _copy = prepare_exec_tree(workspace, cwd, owner=(pol.uid, pol.gid) if os.geteuid() == 0 else None,
+                                       environ=os.environ)
+    except (ExecTreeError, OSError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--workspace-root") from None
+    try:
+        result = run_untrusted(list(command), cwd=cwd, timeout=timeout, policy=pol, on_output=forward)
+    finally:
+        clean_after_exec(workspace)
+    if result.refused or (result.reason and (result.exit_code != 0 or result.leftover_killed)):
         click.echo(f"runnerlib: {result.reason}", err=True)
     sys.exit(result.exit_code)

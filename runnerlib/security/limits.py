@@ -193,6 +193,21 @@ def rlimits_for(limits: StepLimits, *, by_cgroup: Iterable[str] = (), hard_nofil
     return out, notes
 
 
+def address_space_note(rlimits: Mapping[str, Any]) -> str | None:
+    """What a failed step's report says when its memory limit was RLIMIT_AS (`rlimits` as rlimits_for gives
+    them): `memory limit 512 MiB (an address-space limit) may have been reached`; None otherwise.
+
+    Why "may": an allocation beyond RLIMIT_AS simply fails inside the step (MemoryError, ENOMEM, a runtime that
+    cannot reserve its heap), and no kernel counter records it, so nothing outside the step can tell; reading
+    the step's own output for it would let untrusted code choose runnerlib's words. The untrusted default is a
+    safety net, not a limit somebody chose: it gets no note (every failing step would carry one).
+    """
+    value = rlimits.get("as")
+    if not isinstance(value, int) or value == UNTRUSTED_DEFAULTS.memory:
+        return None
+    return f"memory limit {format_size(value)} (an address-space limit) may have been reached"
+
+
 def mechanism(name: str, *, by_cgroup: Iterable[str] = (), user_namespace: bool = False) -> str:
     """Which kernel mechanism enforces limit `name` (for `runnerlib sandbox policy` and the step's log)."""
     if name in set(by_cgroup):
