@@ -10,6 +10,7 @@ cgroupfs.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from sandbox_testlib import IS_ROOT, STEP_PYTHON, needs_landlock
 from runnerlib.execution.process import run_process
 from runnerlib.security import cgroups, proctree
 from runnerlib.security.limits import StepLimits, mechanism
+from runnerlib.testing import reachable_tempdir
 
 # --- choosing the hierarchy (no privileges needed) ---------------------------------------------------------
 
@@ -123,17 +125,7 @@ def v2_base():
     path = os.path.join(base, f"runnerlib-test-{os.getpid()}-{time.monotonic_ns()}")
     os.mkdir(path)
     yield path
-    for top, _dirs, _files in os.walk(path):
-        cgroups._kill_v2(top)
-    for top, _dirs, _files in os.walk(path, topdown=False):
-        for _ in range(500):
-            try:
-                os.rmdir(top)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.01)
+    _remove_tree(path)
 
 
 DAEMON = ("import os, sys, time\n"
@@ -286,3 +278,101 @@ def test_memory_hog_killed_by_a_v2_memory_limit(workspace, registry):
                          policy=workspace.policy(limits=StepLimits(memory=64 << 20)), env={"PATH": "/usr/bin:/bin"},
                          cwd=str(workspace.src), timeout=60, grace=1)
     assert result.limit_hit == "memory" and result.reason == "killed: memory limit 64 MiB", result
+
+
+# --- a subtree delegated to an unprivileged runner (as systemd's Delegate=yes does) -----------------------------
+
+DELEGATED = r"""
+import importlib.util, os, sys, time
+spec = importlib.util.spec_from_file_location("cg", sys.argv[1])  # stdlib only: no venv needed as uid 65534
+cg = sys.modules["cg"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(cg)
+controller = sys.argv[2]
+base = cg.v2_base()
+print("base", base)
+print("enabled", " ".join(sorted(cg.prepare_v2(base, {controller}))))
+print("own", open("/proc/self/cgroup").read().splitlines()[-1].split("/")[-1])
+made = cg.StepCgroup.create(None, None, kill=True)
+print("step", made.v2)
+r, w = os.pipe()
+if os.fork() == 0:
+    open(made.v2 + "/cgroup.procs", "w").write("0")
+    os.setsid()
+    if os.fork() == 0:
+        os.write(w, b"x")
+        time.sleep(120)
+    os._exit(0)
+os.read(r, 1)
+print("populated", made.populated())
+print("killed", len(made.kill()))
+deadline = time.monotonic() + 30
+while made.populated() and time.monotonic() < deadline:
+    time.sleep(0.01)
+print("after", made.populated())
+made.remove()
+print("removed", not os.path.exists(made.v2 or "/nonexistent-x") if made.v2 else True)
+"""
+
+
+@pytest.mark.root
+def test_a_delegated_subtree_works_for_an_unprivileged_runner(v2_base, tmp_path):
+    """The v2 driver as an unprivileged runner in a subtree delegated to its uid (the directory and its
+    cgroup.procs, cgroup.subtree_control and cgroup.threads chowned to it): it finds the subtree, moves itself
+    into runnerlib-runner to enable a controller (the no-internal-process rule), makes a step cgroup and ends a
+    setsid daemon in it with cgroup.kill. A controller this kernel offers in v2 stands in for memory and pids."""
+    parent = os.path.dirname(v2_base)
+    offered = cgroups.v2_controllers(parent) - {"cpuset"}
+    if not offered:
+        pytest.skip("this kernel's v2 hierarchy offers no controller to enable")
+    controller = sorted(offered)[0]
+    parent_sub = Path(parent, "cgroup.subtree_control")
+    enabled_before = controller in parent_sub.read_text().split()
+    if not enabled_before:
+        parent_sub.write_text(f"+{controller}")
+    Path(v2_base, "cgroup.subtree_control").write_text(f"+{controller}")
+    delegated = os.path.join(v2_base, "delegated")
+    os.mkdir(delegated)
+    for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+        os.chown(os.path.join(delegated, name), 65534, 65534)
+    try:
+        with reachable_tempdir("rl-cg-") as where:
+            script, module = where / "delegated.py", where / "cgroups.py"
+            script.write_text(DELEGATED)
+            shutil.copy(cgroups.__file__, module)
+            for f in (script, module):
+                f.chmod(0o644)
+            done = _as_delegate(delegated, script, module, controller)
+        out = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+        assert done.returncode == 0, done
+        assert out["base"] == delegated and out["enabled"] == controller, done
+        assert out["own"] == cgroups.RUNNER_LEAF, done  # it moved itself, to hand the controller on
+        assert out["step"].startswith(delegated + "/runnerlib-"), done
+        assert out["populated"] == "True" and int(out["killed"]) >= 1 and out["after"] == "False", done
+        assert out["removed"] == "True", done
+    finally:
+        _remove_tree(delegated)
+        Path(v2_base, "cgroup.subtree_control").write_text(f"-{controller}")
+        if not enabled_before:
+            parent_sub.write_text(f"-{controller}")
+
+
+def _as_delegate(delegated: str, script: Path, module: Path, controller: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` as uid 65534 inside the delegated cgroup (root's shell moves itself in, then drops to it)."""
+    return subprocess.run(
+        ["sh", "-c", f'echo $$ > {delegated}/cgroup.procs && exec setpriv --reuid=65534 --regid=65534 '
+                     f'--clear-groups {STEP_PYTHON} -I "$0" "$1" "$2"', str(script), str(module), controller],
+        capture_output=True, text=True, timeout=120, cwd="/")
+
+
+def _remove_tree(path: str) -> None:
+    """Kill what is left in a cgroup subtree and remove it, deepest first."""
+    for top, _dirs, _files in os.walk(path):
+        cgroups._kill_v2(top)
+    for top, _dirs, _files in os.walk(path, topdown=False):
+        for _ in range(500):
+            try:
+                os.rmdir(top)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.01)
