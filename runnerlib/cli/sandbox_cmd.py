@@ -64,6 +64,7 @@ sandbox.help = (sandbox.help or "") + _default_policy_help()
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as JSON.")
 def probe(as_json: bool) -> None:
     """Print the kernel capability matrix (Landlock ABI, seccomp, no_new_privs, user namespaces, root)."""
+    from runnerlib.security import cgroups
     from runnerlib.security.network import mechanisms
     from runnerlib.security.policy import SandboxPolicy
     from runnerlib.security.probe import probe as run_probe
@@ -72,9 +73,10 @@ def probe(as_json: bool) -> None:
     rows = mechanisms(caps)
     mode = SandboxPolicy.from_env().namespaces
     on = mode != "off" and caps.step_namespaces
+    cg = cgroups.summary()
     if as_json:
         click.echo(json.dumps({**caps.to_dict(), "network": {name: ok for name, ok, _ in rows},
-                               "namespaces_mode": mode, "namespaces_on": on}))
+                               "namespaces_mode": mode, "namespaces_on": on, "cgroups": cg}))
         return
     click.echo(caps.describe())
     click.echo(f"untrusted steps' namespaces (private /proc, /dev/shm, /tmp; processes end with the step): "
@@ -83,6 +85,15 @@ def probe(as_json: bool) -> None:
     click.echo("network mechanisms:")
     for name, ok, what in rows:
         click.echo(f"  {name:<{width}}  {'yes' if ok else 'NO '}  {what}")
+    click.echo("cgroups (a step's memory and pids limits; else rlimits):")
+    for controller in cgroups.CONTROLLERS:
+        at = cg["limits"].get(controller)  # type: ignore[attr-defined]
+        click.echo(f"  {controller:<7}  " + (f"cgroup v{at['version']} beneath {at['path']}" if at
+                                              else "none writable here: RLIMIT_" + ("AS" if controller == "memory"
+                                                                                     else "NPROC")))
+    click.echo(f"  cgroup.kill  {'yes' if cg['v2'] else 'NO '}  " + (
+        f"a step's own cgroup v2 beneath {cg['v2']} (steps without a PID namespace)" if cg["v2"]
+        else f"no writable cgroup v2 ({cg['v2_mount'] or 'none mounted'}): leftovers by namespace or tree sweep"))
 
 
 def _policy(workspace: str, deny_network: bool, best_effort: bool, network: str | None = None,
@@ -145,6 +156,10 @@ def policy(workspace: str | None, workspace_alias: str | None, deny_network: boo
         click.echo(f"on this machine: REFUSED: {exc}")
         sys.exit(1)
     click.echo(f"on this machine: {plan.describe()}")
+    from runnerlib.security import cgroups
+
+    click.echo("  leftover processes: " + cgroups.leftover_mechanism(
+        pid_namespace=bool(plan.plan.get("ns")), step_cgroup=bool(plan.plan.get("cgroup_limits"))))
     for name, value, how in plan.limit_mechanisms():
         click.echo(f"  limit {name} {value}: {how}")
     for note in plan.notes:

@@ -357,3 +357,25 @@ class StepCgroup:
                     time.sleep(0.001)  # a dying task leaves its cgroup within a few ms
         self.dirs = {}
         self.v2 = None
+
+
+def leftover_mechanism(*, pid_namespace: bool, step_cgroup: bool) -> str:
+    """How the processes a step leaves behind are ended, for `runnerlib sandbox policy` and the docs.
+
+    `pid_namespace`: the step has its own PID namespace; `step_cgroup`: a cgroup is made for its limits
+    (a memory or pids limit somebody set, with a writable hierarchy)."""
+    if pid_namespace:
+        return ("its own PID namespace: when the step's main process exits, its init kills every process left, "
+                "and the kernel ends the namespace")
+    sweep = "the subreaper supervisor's sweep of the step's process tree (repeated until it is empty)"
+    if step_cgroup and v2_base() is not None:
+        return f"cgroup.kill of the step's own cgroup v2, then {sweep}"
+    return sweep
+
+
+def summary() -> dict[str, object]:
+    """What `runnerlib sandbox probe` shows: per controller, the hierarchy a step's cgroup would use, and the
+    v2 cgroup beneath which a step can get one of its own (cgroup.kill)."""
+    where = available()
+    return {"limits": {c: {"version": h.version, "path": h.path} for c, h in where.items()},
+            "v2": v2_base(), "v2_mount": (v2_mount() or (None,))[0]}

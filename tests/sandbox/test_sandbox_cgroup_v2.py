@@ -376,3 +376,34 @@ def _remove_tree(path: str) -> None:
                 break
             except OSError:
                 time.sleep(0.01)
+
+
+# --- what `sandbox probe` and `sandbox policy` say -----------------------------------------------------------
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    from sandbox_testlib import CHECKOUT
+
+    return subprocess.run([sys.executable, "-m", "runnerlib.cli", *args], capture_output=True, text=True,
+                          timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": CHECKOUT, **env})
+
+
+def test_probe_and_policy_say_which_cgroup_and_which_leftover_mechanism(workspace):
+    import json
+
+    data = json.loads(_cli("sandbox", "probe", "--json").stdout)["cgroups"]
+    where = cgroups.available()
+    assert {c: v["version"] for c, v in data["limits"].items()} == {c: h.version for c, h in where.items()}
+    assert data["v2"] == cgroups.v2_base()
+    text = _cli("sandbox", "probe").stdout
+    assert "cgroup.kill  " + ("yes" if data["v2"] else "NO") in text, text
+    off = _cli("sandbox", "policy", "--workspace-root", str(workspace.root), "--namespaces", "off",
+               "--limit", "pids=100").stdout
+    line = next(x for x in off.splitlines() if "leftover processes:" in x)
+    assert "sweep of the step's process tree" in line
+    assert ("cgroup.kill" in line) == bool(data["v2"] and where), line
+    on = _cli("sandbox", "policy", "--workspace-root", str(workspace.root)).stdout
+    from runnerlib.security.probe import probe
+
+    if probe().step_namespaces:
+        assert "leftover processes: its own PID namespace" in on, on
