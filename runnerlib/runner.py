@@ -359,11 +359,12 @@ class JobRunner:
             reason = "a network allow-list cannot be enforced in container mode (full, none or loopback)"
             self.log.event(f"refused: {reason}", step=step.name, level="error")
             return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=reason)
-        # The step's limits as the engine's: memory and pids (the container's cgroup); the others are
+        # The step's limits as the engine's: memory, pids and cpus (the container's cgroup); the others are
         # the image's business (its own ulimits).
         container = replace(self._container, trusted=trusted, network=network or "full",
                             memory=str(limits.memory) if limits is not None and limits.memory else None,
-                            pids=limits.pids if limits is not None and limits.pids else self._container.pids)
+                            pids=limits.pids if limits is not None and limits.pids else self._container.pids,
+                            cpus=format(limits.cpus, "g") if limits is not None and limits.cpus else self._container.cpus)
         names = set(self._context_env()) | set(getattr(self, "_job_env", self.config.job_env)) | set(step.env) \
             | {"REACTORCIDE_STEP_NAME"} | set(self.context.env or {})
         mounts: list[str] = []

@@ -44,7 +44,14 @@ from runnerlib.execution.allocator import keep_large_buffers_on_heap
 from runnerlib.security import proctree
 from runnerlib.security.inband import AddMaskFilter
 from runnerlib.security.known_formats import MaskedThenKnown, NoticeOnce
-from runnerlib.security.limits import StepLimits, address_space_note, describe_limit, limit_label, rlimits_for
+from runnerlib.security.limits import (
+    TRUSTED_CPUS_REFUSED,
+    StepLimits,
+    address_space_note,
+    describe_limit,
+    limit_label,
+    rlimits_for,
+)
 from runnerlib.security.network import NetworkSpecError, parse_network, plan_for_trusted
 from runnerlib.security.policy import PolicyError, SandboxPolicy
 from runnerlib.security.spawn import (
@@ -229,6 +236,10 @@ def run_process(
         raise ValueError("timeout: must be > 0 seconds")
     if grace < 0:
         raise ValueError("grace: must be >= 0 seconds")
+    if trusted and policy is None and limits is not None and limits.cpus is not None:
+        reason = TRUSTED_CPUS_REFUSED  # no rlimit caps CPU bandwidth, and trusted steps get no cgroup
+        log.error("%s: %s", name, reason)
+        return _refused(reason, start)
 
     net: dict[str, Any] | None = None
     if network is not None:

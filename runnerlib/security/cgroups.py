@@ -31,11 +31,25 @@ from dataclasses import dataclass
 
 _ROOT = "/sys/fs/cgroup"
 _counter = itertools.count(1)
-CONTROLLERS = ("memory", "pids")
-_LIMIT_FILES = {"memory": ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"), "pids": ("pids.max",)}
+CONTROLLERS = ("memory", "pids", "cpu")
+# The step limit each controller enforces (runnerlib.security.limits.StepLimits field -> controller).
+LIMIT_CONTROLLERS = {"memory": "memory", "pids": "pids", "cpus": "cpu"}
+_LIMIT_FILES = {"memory": ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"), "pids": ("pids.max",),
+                "cpu": ("cpu.cfs_period_us", "cpu.cfs_quota_us")}
 # v2: memory.swap.max 0 is v1's memsw limit equal to the memory limit (no swap beyond it).
-_V2_LIMIT_FILES = {"memory": ("memory.max", "memory.swap.max"), "pids": ("pids.max",)}
+_V2_LIMIT_FILES = {"memory": ("memory.max", "memory.swap.max"), "pids": ("pids.max",), "cpu": ("cpu.max",)}
 _V2_SWAP_VALUE = "0"
+CPU_PERIOD_US = 100_000  # the kernel's default period; the quota is cpus times it
+
+
+def _values(controller: str, value: float, version: int) -> list[str]:
+    """What goes into the controller's limit files (in _LIMIT_FILES / _V2_LIMIT_FILES order)."""
+    if controller == "cpu":
+        quota = max(1000, round(value * CPU_PERIOD_US))
+        return [f"{quota} {CPU_PERIOD_US}"] if version == 2 else [str(CPU_PERIOD_US), str(quota)]
+    if controller == "memory" and version == 2:
+        return [str(int(value)), _V2_SWAP_VALUE]
+    return [str(int(value))] * len(_LIMIT_FILES[controller] if version == 1 else _V2_LIMIT_FILES[controller])
 RUNNER_LEAF = "runnerlib-runner"
 
 
@@ -243,7 +257,7 @@ class StepCgroup:
         self.v2 = v2  # the step's v2 cgroup, when it has one
 
     @classmethod
-    def create(cls, memory: int | None, pids: int | None, *, kill: bool = False,
+    def create(cls, memory: int | None, pids: int | None, *, cpus: float | None = None, kill: bool = False,
                where: dict[str, Hierarchy] | None = None, v2: str | None = None) -> StepCgroup | None:
         """Make the step's cgroups for the limits given (None: not limited); None when none can be made.
 
@@ -252,7 +266,8 @@ class StepCgroup:
         """
         where = available() if where is None else where
         v2_base_dir = v2_base() if v2 is None else v2
-        wanted = {c: v for c, v in (("memory", memory), ("pids", pids)) if v is not None and c in where}
+        wanted = {c: v for c, v in (("memory", memory), ("pids", pids), ("cpu", cpus))
+                  if v is not None and c in where}
         name = f"runnerlib-{os.getpid()}-{next(_counter)}"
         made = cls({})
         try:
@@ -269,22 +284,24 @@ class StepCgroup:
                 made.v2 = path
                 for controller in sorted(v2_wanted):
                     made.dirs[controller] = path
+                    values = _values(controller, wanted[controller], 2)
                     for i, limit_file in enumerate(_V2_LIMIT_FILES[controller]):
                         target = os.path.join(path, limit_file)
                         if i and not os.path.exists(target):
                             continue  # memory.swap.max exists only with swap accounting
-                        _write(target, _V2_SWAP_VALUE if i else str(wanted[controller]))
+                        _write(target, values[i])
             for controller, value in wanted.items():
                 if where[controller].version != 1:
                     continue
                 path = os.path.join(where[controller].path, name)
                 os.mkdir(path)
                 made.dirs[controller] = path
+                values = _values(controller, value, 1)
                 for i, limit_file in enumerate(_LIMIT_FILES[controller]):
                     target = os.path.join(path, limit_file)
-                    if i and not os.path.exists(target):
+                    if i and controller == "memory" and not os.path.exists(target):
                         continue  # memsw exists only with swap accounting
-                    _write(target, str(value))
+                    _write(target, values[i])
         except OSError:
             made.remove()
             return None
@@ -293,6 +310,11 @@ class StepCgroup:
     @property
     def controllers(self) -> list[str]:
         return sorted(self.dirs)
+
+    @property
+    def limit_names(self) -> list[str]:
+        """The step limits (StepLimits fields) these cgroups enforce, sorted."""
+        return sorted(n for n, c in LIMIT_CONTROLLERS.items() if c in self.dirs)
 
     def procs_files(self) -> list[str]:
         """The cgroup.procs files the step writes itself into (each directory once)."""
@@ -357,6 +379,15 @@ class StepCgroup:
                     time.sleep(0.001)  # a dying task leaves its cgroup within a few ms
         self.dirs = {}
         self.v2 = None
+
+
+def cgroup_limits(limits: object, defaults: object) -> list[str]:
+    """The limits of `limits` (StepLimits) a step's own cgroup enforces here, sorted: those set to something
+    other than `defaults` (the untrusted defaults are rlimits: no per-step cgroup cost) whose controller is
+    available."""
+    where = available()
+    return sorted(n for n, c in LIMIT_CONTROLLERS.items() if c in where and getattr(limits, n, None) is not None
+                  and getattr(limits, n) != getattr(defaults, n, None))
 
 
 def leftover_mechanism(*, pid_namespace: bool, step_cgroup: bool) -> str:

@@ -265,11 +265,12 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
                          "swept from the step's process tree; /proc, /dev/shm and /tmp are shared")
     if policy.limits is not None:
         plan["limits"] = dict(policy.limits.items())
-        # A cgroup for a memory or pids limit somebody set (job file, --limit): exact per-step accounting and
-        # a named report, at the price of one RCU grace period per step to move it in (5-7 ms measured
+        # A cgroup for a memory, pids or cpus limit somebody set (job file, --limit): exact per-step accounting
+        # and a named report, at the price of one RCU grace period per step to move it in (5-7 ms measured
         # under load). The untrusted defaults are a safety net: rlimits, at no per-step cost.
-        plan["cgroup_limits"] = [c for c in cgroups.available() if c in plan["limits"]
-                                 and getattr(policy.limits, c) != getattr(UNTRUSTED_DEFAULTS, c)]
+        plan["cgroup_limits"] = cgroups.cgroup_limits(policy.limits, UNTRUSTED_DEFAULTS)
+        if policy.limits.cpus is not None and "cpus" not in plan["cgroup_limits"]:
+            missing.append(_CPUS_GAP.format(describe_limit("cpus", policy.limits.cpus)))
         notes.extend(_limit_rlimits(plan, policy.limits))
 
     if missing:
@@ -285,8 +286,12 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
         result.cgroup = cgroups.StepCgroup.create(
             limits.memory if "memory" in plan["cgroup_limits"] else None,
             limits.pids if "pids" in plan["cgroup_limits"] else None,
+            cpus=limits.cpus if "cpus" in plan["cgroup_limits"] else None,
             kill=not plan.get("ns"))  # without a PID namespace, cgroup.kill (v2) ends its leftovers
-        made = result.cgroup.controllers if result.cgroup else []
+        made = result.cgroup.limit_names if result.cgroup else []
+        if "cpus" in plan["cgroup_limits"] and "cpus" not in made and not policy.best_effort:
+            result.cleanup(wait=True)  # no rlimit stands in for CPU bandwidth: fail closed
+            raise SandboxRefused([_CPUS_GAP.format(describe_limit("cpus", limits.cpus or 0))])
         if made != plan["cgroup_limits"]:  # could not make them all: rlimits for the others
             plan["cgroup_limits"] = made
             _limit_rlimits(plan, limits)
@@ -302,6 +307,10 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
         if plan["landlock"]:
             plan["landlock"]["rw"].append(tmp)
     return result
+
+
+_CPUS_GAP = ("the cpus limit {} needs a writable cgroup cpu controller (cgroup v2 cpu.max or v1 "
+             "cpu.cfs_quota_us): no rlimit caps CPU bandwidth")
 
 
 def _limit_rlimits(plan: dict[str, Any], limits: StepLimits) -> list[str]:
