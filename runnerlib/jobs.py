@@ -134,7 +134,7 @@ class StepSpec(BaseModel):
         default=None, description="full, none, loopback or a list of host:port (untrusted default: full, "
                                   "cloud metadata addresses never reachable).")
     limits: StepLimits | None = Field(default=None, description="Resource limits: pids, memory (512M, 1G), "
-                                                                "cpu_seconds, file_size, open_files.")
+                                                                "cpu_seconds, file_size, open_files, cpus.")
 
     @field_validator("limits", mode="before")
     @classmethod

@@ -121,7 +121,7 @@ _NAMESPACES_OPTION = click.option(
     help="The step's own PID/IPC/mount namespaces: auto (default; env REACTORCIDE_SANDBOX_NAMESPACES), "
          "required (refuse where impossible), off.")
 _LIMIT_OPTION = click.option("--limit", "limits", multiple=True, metavar="NAME=VALUE",
-                             help="A resource limit (pids, memory, cpu_seconds, file_size, open_files); repeatable.")
+                             help="A resource limit (pids, memory, cpu_seconds, file_size, open_files, cpus); repeatable.")
 
 
 def _workspace_options(func):  # type: ignore[no-untyped-def]
