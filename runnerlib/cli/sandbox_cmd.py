@@ -65,17 +65,19 @@ sandbox.help = (sandbox.help or "") + _default_policy_help()
 def probe(as_json: bool) -> None:
     """Print the kernel capability matrix (Landlock ABI, seccomp, no_new_privs, user namespaces, root)."""
     from runnerlib.security import cgroups
-    from runnerlib.security.network import mechanisms
+    from runnerlib.security.network import default_summary, mechanisms
     from runnerlib.security.policy import SandboxPolicy
     from runnerlib.security.probe import probe as run_probe
 
     caps = run_probe()
     rows = mechanisms(caps)
     mode = SandboxPolicy.from_env().namespaces
+    default_net = default_summary(caps, SandboxPolicy.from_env().uid)
     on = mode != "off" and caps.step_namespaces
     cg = cgroups.summary()
     if as_json:
         click.echo(json.dumps({**caps.to_dict(), "network": {name: ok for name, ok, _ in rows},
+                               "network_default": default_net,
                                "namespaces_mode": mode, "namespaces_on": on, "cgroups": cg}))
         return
     click.echo(caps.describe())
@@ -85,6 +87,7 @@ def probe(as_json: bool) -> None:
     click.echo("network mechanisms:")
     for name, ok, what in rows:
         click.echo(f"  {name:<{width}}  {'yes' if ok else 'NO '}  {what}")
+    click.echo(f"untrusted steps' default network here: {default_net}")
     click.echo("cgroups (a step's memory and pids limits; else rlimits):")
     for controller in cgroups.CONTROLLERS:
         at = cg["limits"].get(controller)  # type: ignore[attr-defined]
@@ -144,6 +147,7 @@ def policy(workspace: str | None, workspace_alias: str | None, deny_network: boo
     """Print the untrusted-step policy and how this machine would enforce it (or why it would refuse),
     including the mechanism behind each resource limit."""
     workspace = workspace or workspace_alias or "/job"
+    from runnerlib.security.network import report_only
     from runnerlib.security.probe import runner_dumpable
     from runnerlib.security.spawn import SandboxRefused, plan_sandbox
 
@@ -151,7 +155,8 @@ def policy(workspace: str | None, workspace_alias: str | None, deny_network: boo
     click.echo(pol.describe())
     try:
         # The CLI process itself is dumpable; a runner is not (selfprotect), so judge as the runner would.
-        plan = plan_sandbox(pol, dumpable=False, make_tmp=False)
+        with report_only():  # nothing installed on the host: a report
+            plan = plan_sandbox(pol, dumpable=False, make_tmp=False)
     except SandboxRefused as exc:
         click.echo(f"on this machine: REFUSED: {exc}")
         sys.exit(1)

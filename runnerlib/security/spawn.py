@@ -240,6 +240,7 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
     if policy.deny_network and not (plan["seccomp"] or (plan["landlock"] or {}).get("deny_tcp")):
         missing.append("deny_network needs seccomp or Landlock ABI 4")
     net = network.plan_for_sandbox(policy.network, caps, policy.uid)
+    network.apply_denial(plan, net, caps)  # the implicit default fallen back to none (fail closed)
     plan["net"], plan["network"] = net.request, net.describe()
     missing += net.missing
     notes += net.notes
