@@ -10,11 +10,11 @@ import os
 import shutil
 import socket
 import struct
-import subprocess
 import threading
 from collections.abc import Iterator
 
 import pytest
+from netlib import metadata_address_on_lo
 from sandbox_testlib import IS_ROOT, STEP_PYTHON, caps, needs_landlock
 
 from runnerlib.execution.process import run_process
@@ -292,20 +292,6 @@ def test_nameservers_leave_the_metadata_service_out(tmp_path):
     conf.write_text("nameserver 10.0.0.2\nnameserver 169.254.169.254\nnameserver 169.254.169.253\n"
                     "nameserver fe80::1%eth0\nnameserver bogus\nsearch x\n")
     assert network.nameservers(str(conf)) == ["10.0.0.2", "169.254.169.253", "fe80::1"]
-
-
-@contextlib.contextmanager
-def metadata_address_on_lo(address: str) -> Iterator[None]:
-    ip = shutil.which("ip")
-    if ip is None:
-        pytest.skip("needs the `ip` program to put a metadata address on lo")
-    added = subprocess.run([ip, "addr", "add", f"{address}/32", "dev", "lo"], capture_output=True)
-    if added.returncode != 0:
-        pytest.skip(f"cannot add {address} to lo: {added.stderr.decode().strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run([ip, "addr", "del", f"{address}/32", "dev", "lo"], capture_output=True)
 
 
 @pytest.mark.root
