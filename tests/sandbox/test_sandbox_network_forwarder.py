@@ -146,3 +146,36 @@ def test_control_forwarder_left_alone(workspace, registry):
         srv.close()
     assert result.exit_code == 0 and "SERVER-SAID-END" in result.output, (result.exit_code, result.output)
     assert MESSAGE not in result.output
+
+
+# The forwarder lives in the step's PID namespace, so the step sees it in /proc (docs/sandbox.md says why it
+# is not hidden); seeing it gives nothing: it cannot be signalled, nor its memory or environment read.
+TOUCH = """
+import os, signal, socket, subprocess, sys
+port = int(sys.argv[1])
+found = [p for p in os.listdir("/proc") if p.isdigit() and open(f"/proc/{p}/comm").read().strip() == "rl-netforward"]
+print("FORWARDERS", len(found))
+for pid in found:
+    for what, act in (("kill", lambda: os.kill(int(pid), signal.SIGKILL)),
+                      ("environ", lambda: open(f"/proc/{pid}/environ", "rb").read()),
+                      ("mem", lambda: open(f"/proc/{pid}/mem", "rb").read(1))):
+        try:
+            act()
+            print("DONE", what)
+        except OSError as e:
+            print("DENIED", what, e.errno)
+child = subprocess.Popen(["sleep", "60"])
+os.kill(child.pid, signal.SIGKILL)  # control: the step can signal its own processes
+print("OWN-CHILD", child.wait())
+print("STILL", socket.create_connection(("127.0.0.1", port), timeout=10).recv(8))
+"""
+
+
+@pytest.mark.skipif(not caps.step_namespaces, reason="counts the forwarders in the step's own /proc")
+def test_step_cannot_touch_the_forwarder_it_sees(workspace, registry, server):
+    result = run_process([STEP_PYTHON, "-I", "-c", TOUCH, str(server)], registry=registry, trusted=False,
+                         policy=workspace.policy(), env={"PATH": "/usr/bin:/bin"}, cwd=str(workspace.src),
+                         timeout=60, grace=1, network="loopback")
+    out = result.stdout
+    assert "FORWARDERS 2" in out and "DONE" not in out, out
+    assert out.count("DENIED") == 6 and "OWN-CHILD -9" in out and "STILL b'hi'" in out, out
