@@ -14,11 +14,12 @@ step (`plan_network` refuses, naming what is missing, when the mechanism is not 
             namespace's lo with a listener on the port, relayed to the real host:port. Other ports and
             addresses: connection refused / no route.
   full      root runner: the runner's own network; metadata addresses are cut off by an nftables rule on
-            the sandbox uid (`meta skuid`, output hook), installed once per runner. Otherwise (the step
-            shares an unprivileged runner's uid, so no owner match can single it out): its own namespace
-            where nftables redirects every TCP connection to the forwarder, which connects to the original
-            destination (conntrack) unless it is a metadata address; DNS relayed. Neither possible: explicit
-            `full` is refused, the implicit default runs with the gap logged (see DEFAULT_POLICY).
+            the sandbox uid (`meta skuid`, output hook), in a table that lives as long as the runner
+            (metadata_guard.py). Otherwise (the step shares an unprivileged runner's uid, so no owner match
+            can single it out): its own namespace where nftables redirects every TCP connection to the
+            forwarder, which connects to the original destination (conntrack) unless it is a metadata
+            address; DNS relayed. Neither possible: explicit `full` is refused, and the implicit default
+            becomes `none` (fail closed), said once in the job output with what to do.
 
 The step-side half (namespace set-up and the forwarder) is runnerlib.security.netforward.
 The namespace is created in the step process before it drops privileges: as root, unshare(CLONE_NEWNET);
@@ -58,7 +59,8 @@ from runnerlib.security.lowlevel import nftables
 
 MODES = ("full", "none", "loopback")
 # What an untrusted step gets when neither its job file nor the command line names a policy. `full`, like
-# GitHub's and GitLab's runners: `npm install` and `pip install` need the registries. Metadata stays cut off.
+# GitHub's and GitLab's runners: `npm install` and `pip install` need the registries. Metadata stays cut off;
+# where it cannot be, the default is `none` instead (plan_network).
 DEFAULT_POLICY = "full"
 
 METADATA_NETWORKS = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fd00:ec2::254/128"))
@@ -94,7 +96,7 @@ class NetworkPolicy:
     mode: str = DEFAULT_POLICY
     targets: tuple[Target, ...] = ()
     # False when nobody asked for it (the default for untrusted steps): decides only whether an unenforceable
-    # metadata cut-off under `full` refuses the step or is logged as a gap.
+    # metadata cut-off under `full` refuses the step or turns it into `none`.
     explicit: bool = True
 
     def __post_init__(self) -> None:
