@@ -186,13 +186,18 @@ def _watch(relay: int, step_fd: int, report: int) -> None:
     memory, a bug), every connection through it is cut and the step would fail obscurely (exit 141: SIGPIPE
     on its next write). Say so on the step's stderr and stop the step: SIGTERM, SIGKILL 5 s later."""
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the step's stderr may be gone already
+    relay_fd = os.pidfd_open(relay)
     while True:
         try:
-            _pid, status = os.waitpid(relay, 0)
+            select.select([step_fd, relay_fd], [], [])
+            pid, status = os.waitpid(relay, os.WNOHANG)
             break
         except InterruptedError:
             continue
-    if status == 0:  # it ended with the step (or the step never got its network: refused before exec)
+    # The relay still running: the step ended first, normally; go at once (this holds the step's stderr).
+    # Ended with status 0: it ended with the step, or the step never got its network (refused before exec).
+    # A relay cut off first is already dead here, even when the step ended of the cut meanwhile.
+    if pid == 0 or status == 0:
         return
     how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
            else f"exit {os.waitstatus_to_exitcode(status)}")
