@@ -37,6 +37,9 @@ if sys.argv[1] == "fallback":
     nftables.Session.run = run
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
 why = network.ensure_metadata_blocked(int(sys.argv[2]))
+if sys.argv[1] == "child":  # a program started without close_fds, outliving the runner
+    import subprocess
+    print(subprocess.Popen(["sleep", "60"], close_fds=False).pid, flush=True)
 print(metadata_guard.current_table() if why is None else "FAILED " + why, flush=True)
 sys.stdin.readline()
 """
@@ -54,6 +57,7 @@ class Runner:
         self.proc = subprocess.Popen([sys.executable, "-c", RUNNER, mode, str(UID)], cwd=REPO, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
+        self.child = int(self.proc.stdout.readline()) if mode == "child" else None
         self.table = self.proc.stdout.readline().strip()
         assert self.table.startswith("runnerlib_metadata_"), self.table
 
@@ -104,6 +108,15 @@ def test_table_goes_with_the_runner(how):
     assert runner.table in tables()
     runner.end(how)
     assert runner.table not in tables()
+
+
+def test_a_program_the_runner_started_does_not_keep_its_table():
+    runner = Runner("child")
+    try:
+        runner.end("sigkill")
+        assert runner.table not in tables()  # the child did not inherit the owning socket
+    finally:
+        os.kill(runner.child, signal.SIGKILL)
 
 
 def test_fallback_tables_removed_at_exit_and_stale_ones_at_the_next_start():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+import os
 from typing import Any
 
 
@@ -49,9 +50,14 @@ class Session:
         if lib is None:
             raise OSError(errno.ENOENT, "libnftables.so.1 is not installed (Debian package nftables)")
         self._lib = lib
+        before = _socket_fds()
         self._ctx = lib.nft_ctx_new(0)
         if not self._ctx:
             raise OSError(errno.ENOMEM, "nft_ctx_new failed")
+        # libmnl opens its netlink socket inheritable: a program the process execs later (a step started
+        # without close_fds) would keep an owned table alive after the process ends.
+        for fd in _socket_fds() - before:
+            os.set_inheritable(fd, False)
         lib.nft_ctx_buffer_error(self._ctx)
         lib.nft_ctx_buffer_output(self._ctx)
 
@@ -76,6 +82,17 @@ class Session:
         if self._ctx:
             self._lib.nft_ctx_free(self._ctx)
             self._ctx = None
+
+
+def _socket_fds() -> set[int]:
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                found.add(int(name))
+        except OSError:
+            continue  # closed meanwhile (the listing's own descriptor, another thread's)
+    return found
 
 
 def run(text: str, *, dry_run: bool = False) -> str:
