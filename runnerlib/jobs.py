@@ -33,7 +33,13 @@ from pydantic import (
     model_validator,
 )
 
-from runnerlib.execution.conditions import Condition, ConditionError, condition_spellings, parse_condition
+from runnerlib.execution.conditions import (
+    Condition,
+    ConditionError,
+    condition_spellings,
+    condition_spellings_schema,
+    parse_condition,
+)
 from runnerlib.execution.retry import AllowFailurePolicy, RetryPolicy, retry_policy
 from runnerlib.execution.step_refs import StepReferenceError, check_step_references
 from runnerlib.security.limits import StepLimits, coerce_limits
@@ -104,7 +110,7 @@ class Step:
 class StepSpec(BaseModel):
     """A step as written in a job file (and the validation of `Job.add_step` arguments)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=condition_spellings_schema)
 
     name: str = Field(description="Unique step name: letters, digits, '_', '.', '-' (max 63).")
     command: str | list[str] = Field(

@@ -372,3 +372,13 @@ def condition_spellings(data: Any) -> Any:
         raise ValueError(f"when: must be on_success, on_failure or always, not {value!r} (GitLab's manual, delayed "
                          "and never are not supported); an expression goes in `if:`")
     return {**{k: v for k, v in data.items() if k != key}, "condition": value}
+
+
+def condition_spellings_schema(schema: dict[str, Any]) -> None:
+    """Add `if` and `when` to a step's JSON Schema (pydantic's json_schema_extra): editors and "did you mean"
+    know them. Giving more than one of the three is refused by condition_spellings."""
+    props = schema.setdefault("properties", {})
+    props["if"] = {"type": "string", "title": "If",
+                   "description": "The step's condition as GitHub Actions spells it (same as `condition`)."}
+    props["when"] = {"enum": list(WHEN_VALUES), "title": "When",
+                     "description": "The step's condition as GitLab spells it (on_success, on_failure, always)."}

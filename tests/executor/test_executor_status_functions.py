@@ -204,3 +204,12 @@ def test_cli_failure_function_runs_the_notify_step(tmp_path: Path) -> None:
     done = rl("run-job", str(job), "--workspace-root", str(root / "ws"), "--var", "branch=main")
     assert done.returncode == 3, done.stdout + done.stderr
     assert "notified-42" in done.stdout and "gitlab-42" in done.stdout
+
+
+def test_schema_and_did_you_mean_know_if_and_when() -> None:
+    from runnerlib.jobs import StepSpec
+
+    props = StepSpec.model_json_schema()["properties"]
+    assert props["when"]["enum"] == ["on_success", "on_failure", "always"] and "if" in props
+    with pytest.raises(JobDefinitionError, match=r"unknown key 'whn' \(did you mean 'when'\?\)"):
+        _steps({"name": "a", "command": "true", "whn": "always"})
