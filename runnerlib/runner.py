@@ -15,8 +15,8 @@ Invariants:
   steps (SIGTERM, grace, SIGKILL in the process wrapper) and makes the job exit 143.
 
 Exit codes: 0 success; a failing step's own code; 124 step or job timeout; 126 refused by the sandbox policy;
-143 cancelled by SIGTERM; 1 a plugin, source or runner failure; 78 a configuration or job-definition error
-(runnerlib.exit_codes has the table).
+130 Ctrl-C (SIGINT), 143 SIGTERM (execution/cancellation.py); 1 a plugin, source or runner failure; 78 a
+configuration or job-definition error (runnerlib.exit_codes has the table).
 """
 
 from __future__ import annotations
@@ -201,17 +201,8 @@ class JobRunner:
 
     def _main_phases(self) -> tuple[int, bool]:
         """Everything up to the triggers; returns (exit code, failed). SIGTERM may interrupt it anywhere."""
-        exit_code, failed = EXIT_RUNNER_ERROR, False
         with self.cancellation.interruptible():
-            from runnerlib.config import fill_derived
-            from runnerlib.local_checkout import adopt
-
-            self._local = adopt(self.config, fill_derived)  # your own checkout: per-run workspace, the cwd as source
-            if self._local.error:
-                raise ConfigError("workspace_root", self.config.origin("workspace_root"), self._local.error)
-            for message in self._local.messages:
-                # stderr: stdout's first line stays the trigger-key announcement (worker contract).
-                self._note(message)
+            self._adopt_local_checkout()
             self._load_plugins(self.config.plugin_dirs)
             self._phase(PluginPhase.PRE_VALIDATION)
             job = self._validate()
@@ -227,26 +218,34 @@ class JobRunner:
             self._protect_and_load_secrets()
             if self.config.dry_run:
                 self._print_plan(job)
-                exit_code = 0
-            else:
-                self._phase(PluginPhase.PRE_SOURCE_PREP)
-                self._start_trigger_signing()
-                with self.obs.phase("source_preparation", self.plugins):
-                    self._prepare_sources()
-                self._load_ci_plugins()
-                self._phase(PluginPhase.POST_SOURCE_PREP)
-                self._phase(PluginPhase.PRE_EXECUTION)
-                self.cancellation.check()
-                result = self._run_steps(job)
-                exit_code = result.exit_code
-                self.context.exit_code = exit_code
-                self.context.step_results = result.steps
-                self._phase(PluginPhase.POST_EXECUTION)
-                self._publish_triggers()
-                if exit_code != 0:
-                    failed = True
-                    self.context.error = failure_text(result)
-            return exit_code, failed
+                return 0, False
+            self._phase(PluginPhase.PRE_SOURCE_PREP)
+            self._start_trigger_signing()
+            with self.obs.phase("source_preparation", self.plugins):
+                self._prepare_sources()
+            self._load_ci_plugins()
+            self._phase(PluginPhase.POST_SOURCE_PREP)
+            self._phase(PluginPhase.PRE_EXECUTION)
+            self.cancellation.check()
+            result = self._run_steps(job)
+            self.context.exit_code, self.context.step_results = result.exit_code, result.steps
+            self._phase(PluginPhase.POST_EXECUTION)
+            self._publish_triggers()
+            if result.exit_code != 0:
+                self.context.error = failure_text(result)
+            return result.exit_code, result.exit_code != 0
+
+    def _adopt_local_checkout(self) -> None:
+        """Your own checkout (local_checkout.py): a per-run workspace, the cwd as source, said on stderr."""
+        from runnerlib.config import fill_derived
+        from runnerlib.local_checkout import adopt
+
+        self._local = adopt(self.config, fill_derived)
+        if self._local.error:
+            raise ConfigError("workspace_root", self.config.origin("workspace_root"), self._local.error)
+        for message in self._local.messages:
+            # stderr: stdout's first line stays the trigger-key announcement (worker contract).
+            self._note(message)
 
     # -- phases --------------------------------------------------------------------------------------------
 
