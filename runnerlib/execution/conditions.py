@@ -40,8 +40,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runnerlib.suggest import did_you_mean
-
 MAX_CONDITION_LENGTH = 2000
 MAX_DEPTH = 32
 
@@ -100,6 +98,8 @@ def _tokenize(text: str) -> list[_Tok]:
         elif kind == "call" and raw not in _WORD_OPS and raw not in _LITERALS:  # `not (a)` is no call
             args = _EMPTY_ARGS_RE.match(text, m.end())
             if raw not in STATUS_FUNCTIONS:
+                from runnerlib.suggest import did_you_mean  # only for this error: start-up pays nothing
+
                 hint = did_you_mean(f"{raw}()", [f"{f}()" for f in STATUS_FUNCTIONS])
                 raise ConditionError(f"unknown function {raw}() at position {pos + 1}{hint}; conditions know "
                                      "success(), failure(), always() and cancelled()")

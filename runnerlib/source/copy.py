@@ -16,7 +16,6 @@ import os
 
 from runnerlib.security.paths import PathPolicyError, Staged
 from runnerlib.source.base import PrepareContext, PreparedSource, SourceError, SourceSpec
-from runnerlib.source.git_files import git_files, work_tree_of
 
 
 def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSource:
@@ -33,6 +32,8 @@ def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSo
     real_dest = os.path.realpath(staged.path)
     if real_dest == real_src or real_dest.startswith(real_src.rstrip("/") + "/"):
         raise SourceError(f"{field}: the copy source contains the destination {staged.dest!r}")
+    from runnerlib.source.git_files import git_files, work_tree_of  # a copy source only: not at start-up
+
     top = work_tree_of(source)
     listing = None
     if top is not None:
