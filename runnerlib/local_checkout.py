@@ -85,6 +85,10 @@ class LocalRun:
         # Why the workspace cannot be used (the runner reports it as a workspace_root configuration error).
         self.error: str | None = None
 
+    def close(self) -> None:
+        """The end of the run. Nothing is held any more: the copy source copies the current directory itself
+        (it made a private snapshot first until the copy source learnt git's list); the runner still calls it."""
+
 
 def per_run_workspace(config: Any) -> bool:
     """Whether a run of `config` gets a per-run workspace (rule 2), decided without side effects."""

@@ -765,6 +765,8 @@ class JobRunner:
         self.log._write((self.mask_text(line) + "\n").encode())
 
     def _stop_services(self) -> None:
+        if getattr(self, "_local", None) is not None:
+            self._local.close()
         if self._socket is not None:
             try:
                 self._socket.stop()
