@@ -199,7 +199,9 @@ def test_controller_enabling_moves_only_our_own_processes(v2_base):
             os.mkdir(d)
         Path(mine, "cgroup.procs").write_text(str(child.pid))
         Path(other, "cgroup.procs").write_text(stranger)
-        assert cgroups.prepare_v2(other, {controller}, owner=os.getpid()) == set()
+        # owner=child: the stranger descends from the test process when pytest's worker is a subreaper (an
+        # earlier test made it one), never from `child`
+        assert cgroups.prepare_v2(other, {controller}, owner=child.pid) == set()
         assert Path(other, "cgroup.procs").read_text().split() == [stranger]
         assert cgroups.prepare_v2(mine, {controller}, owner=os.getpid()) == {controller}
         assert Path(mine, cgroups.RUNNER_LEAF, "cgroup.procs").read_text().split() == [str(child.pid)]
