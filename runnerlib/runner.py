@@ -324,7 +324,9 @@ class JobRunner:
         config.check_rules()
         check_config_paths(config)
         if config.container or config.runner_image:
-            self._container = self._container_mode(config)
+            from runnerlib.execution.container_steps import container_mode
+
+            self._container = container_mode(config)
         job = self.job or simple_job(config)
         if config.untrusted:
             job.force_untrusted()
@@ -333,63 +335,6 @@ class JobRunner:
         self.job = self.context.job = job
         self._check_out_of_reach()
         return job
-
-    def _container_mode(self, config: JobConfig) -> Any:
-        """The transitional mode of the design: each step in a container of runner_image (execution/container.py)."""
-        from runnerlib.execution.container import ContainerEngine, ContainerError, ContainerStep
-
-        field = "runner_image" if config.runner_image else "container"
-        try:
-            engine = ContainerEngine.find(config.container_engine)
-            return ContainerStep(engine, image=config.runner_image or "", workspace=config.workspace_root,
-                                 ci_dir=config.ci_dir)
-        except ContainerError as exc:
-            raise ConfigError(field, config.origin(field), str(exc)) from None
-
-    def _run_in_container(self, step: Step, command: Any, env: dict[str, str], cwd: str, trusted: bool,
-                          cancel: threading.Event, sink: Any, commands: Any = None, limits: Any = None) -> Any:
-        """One step as `ENGINE run ...`: secrets by name only, the container removed afterwards."""
-        from dataclasses import replace
-
-        from runnerlib.execution.container import new_container_name
-        from runnerlib.execution.process import run_process
-
-        network = step.network if step.network is not None else self.config.network
-        if network is not None and network not in ("full", "none", "loopback"):
-            reason = "a network allow-list cannot be enforced in container mode (full, none or loopback)"
-            self.log.event(f"refused: {reason}", step=step.name, level="error")
-            return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=reason)
-        # The step's limits as the engine's: memory and pids (the container's cgroup); the others are
-        # the image's business (its own ulimits).
-        container = replace(self._container, trusted=trusted, network=network or "full",
-                            memory=str(limits.memory) if limits is not None and limits.memory else None,
-                            pids=limits.pids if limits is not None and limits.pids else self._container.pids)
-        names = set(self._context_env()) | set(getattr(self, "_job_env", self.config.job_env)) | set(step.env) \
-            | {"REACTORCIDE_STEP_NAME"} | set(self.context.env or {})
-        mounts: list[str] = []
-        if trusted:
-            names |= set(self.config.secret_env_names)
-            if self._socket is not None:
-                socket_env = self._socket.env()
-                names |= set(socket_env)
-                mounts.append(os.path.dirname(socket_env["REACTORCIDE_SECRETS_SOCKET"]))
-        engine_env, forwarded = container.engine_env(env, names)
-        name = new_container_name(f"{self.config.job_name}-{step.name}")
-        argv = container.argv(command, name=name, cwd=cwd, env_names=forwarded, mounts=mounts)
-        result = None
-        try:
-            result = run_process(argv, registry=self.registry, trusted=True, env=engine_env, cwd=None,
-                                 timeout=step.timeout, on_output=sink.write, cancel_event=cancel,
-                                 grace=self.config.kill_grace, name=step.name, keep_output=False,
-                                 commands=commands, add_mask=trusted and step.add_mask,
-                                 known_formats=self.config.mask_known_formats,
-                                 on_notice=lambda line: self.log.event(line, step=step.name, level="warning"))
-            return result
-        finally:
-            # --rm removed a container whose command ended; one the engine did not see end (a timeout, a
-            # cancellation, an engine error) is removed here, stopped at once if it still runs.
-            if result is None or result.timed_out or result.cancelled or result.exit_code >= 125:
-                container.engine.remove(name)
 
     def _check_out_of_reach(self) -> None:
         """The triggers file and the work directory must lie where no untrusted step can write: its forged
@@ -660,8 +605,9 @@ class JobRunner:
         try:
             with self.log.step_output(step.name, attempt=attempt) as sink:
                 if self._container is not None:
-                    result = self._run_in_container(step, command, env, cwd, trusted, cancel, sink,
-                                                    commands=files.commands, limits=limits)
+                    from runnerlib.execution.container_steps import run_container_step
+
+                    result = run_container_step(self, step, command, env, cwd, trusted, cancel, sink, files, limits)
                 else:
                     result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
                                          timeout=step.timeout, policy=policy, on_output=sink.write,

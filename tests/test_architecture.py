@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runnerlib.jobs", "runnerlib.config", "runnerlib.trust_origin", "runnerlib.local_checkout",
      "runnerlib.step_env",
      "runnerlib.plugins", "runnerlib.plugin_loader",
-     "runnerlib.execution.scheduler", "runnerlib.workflow"),
+     "runnerlib.execution.scheduler", "runnerlib.execution.container_steps", "runnerlib.workflow"),
     ("runnerlib.runner",),
     ("runnerlib.workflow.local_runner", "runnerlib.workflow.kubernetes_runner",
      "runnerlib.workflow.container_runner"),

@@ -21,7 +21,7 @@ import pytest
 
 pytestmark = pytest.mark.root
 
-IMAGE = "localhost/runnerlib-test-busybox:latest"
+IMAGE = "localhost/runnerlib-test-busybox:2"  # :2 has mkdir, chmod, printf
 SECRET = "ctr-S3cr3t-" + "Kp7" * 6
 
 
@@ -47,7 +47,8 @@ def image() -> str:
         for sub in ("bin", "tmp", "etc", "proc", "sys", "dev"):
             (root / sub).mkdir(parents=True)
         shutil.copy(busybox, root / "bin" / "busybox")
-        for applet in ("sh", "echo", "cat", "id", "ls", "sleep", "env", "touch", "grep", "true", "trap"):
+        for applet in ("sh", "echo", "cat", "id", "ls", "sleep", "env", "touch", "grep", "true", "trap",
+                       "mkdir", "chmod", "printf", "test", "cut"):
             (root / "bin" / applet).symlink_to("busybox")
         tar = Path(tmp) / "rootfs.tar"
         subprocess.run(["tar", "-C", str(root), "-cf", str(tar), "."], check=True)
@@ -188,3 +189,74 @@ def test_missing_engine_is_one_clear_line(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert "container mode needs a container engine: podman is not on PATH" in out
+
+
+# --- the step protocol in containers -----------------------------------------------------------------------
+
+PROTOCOL = """
+name: proto
+steps:
+  - name: build
+    command: |
+      echo "version=1.2.3" >> "$GITHUB_OUTPUT"
+      echo "GREETING=hello" >> "$GITHUB_ENV"
+      echo "TOKEN_COPY=$DEPLOY_TOKEN" >> "$REACTORCIDE_ENV"
+      mkdir -p /job/artifacts/tools && printf '#!/bin/sh\\necho mytool ran\\n' > /job/artifacts/tools/mytool
+      chmod +x /job/artifacts/tools/mytool
+      echo /job/artifacts/tools >> "$GITHUB_PATH"
+      echo "### Build 1.2.3" >> "$GITHUB_STEP_SUMMARY"
+  - name: use
+    depends_on: [build]
+    env:
+      VERSION: ${{ steps.build.outputs.version }}
+    command: 'echo "v=$VERSION cmd=${{ steps.build.outputs.version }} g=$GREETING t=$TOKEN_COPY"; mytool'
+  - name: scan
+    trust: untrusted
+    depends_on: [use]
+    command: 'echo "found=yes" >> "$GITHUB_OUTPUT"; echo "u=$(id -u) g=[$GREETING]"; env > /job/artifacts/leak'
+  - name: after
+    trust: untrusted
+    depends_on: [scan]
+    command: 'echo "scan said ${{ steps.scan.outputs.found }}"'
+"""
+
+
+def test_step_protocol_files_work_inside_containers(image: str, tmp_path: Path) -> None:
+    ws = _workspace(tmp_path)
+    job = tmp_path / "job.yaml"
+    job.write_text(PROTOCOL)
+    argv = [sys.executable, "-m", "runnerlib.cli", "run-job", str(job), "--workspace-root", str(ws),
+            "--job-name", ws.parent.name, "--runner-image", IMAGE, "--secret-env-names", "DEPLOY_TOKEN"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "DEPLOY_TOKEN": SECRET})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    # GITHUB_OUTPUT reached ${{ steps.build.outputs.version }} (in env: and in the command), GITHUB_ENV the
+    # next container's environment (a secret copied there stays masked), GITHUB_PATH its PATH.
+    assert "[use] v=1.2.3 cmd=1.2.3 g=hello t=***" in out
+    assert "[use] mytool ran" in out
+    assert (ws / "artifacts" / "summary.md").read_text() == "### Build 1.2.3\n"
+    # An untrusted container step's files work too (they live under /job/artifacts), as uid 65534. It gets
+    # what trusted steps set for later steps, as in process mode, but never a secret they copied there: the
+    # trusted `use` above got TOKEN_COPY (the control), the untrusted step's whole environment lacks it.
+    assert "[scan] u=65534 g=[hello]" in out
+    assert "[after] scan said yes" in out
+    leak = (ws / "artifacts" / "leak").read_text()
+    assert "GREETING=hello" in leak and "TOKEN_COPY" not in leak
+    for fragment in _fragments(SECRET):
+        assert fragment not in out and fragment not in leak
+    assert _our_containers(ws) == []
+
+
+def test_step_files_are_mounted_for_that_step_only(image: str, tmp_path: Path) -> None:
+    # A later step cannot reach an earlier trusted step's files: they are gone, and were never mounted for it.
+    ws = _workspace(tmp_path)
+    job = tmp_path / "job.yaml"
+    job.write_text("name: j\nsteps:\n  - name: a\n    command: 'echo \"$GITHUB_OUTPUT\" > /job/artifacts/a-path'\n"
+                   "  - name: b\n    depends_on: [a]\n    command: 'test -e \"$(cat /job/artifacts/a-path)\" "
+                   "&& echo a-files-visible || echo a-files-gone'\n")
+    proc = subprocess.run([sys.executable, "-m", "runnerlib.cli", "run-job", str(job), "--workspace-root",
+                           str(ws), "--job-name", ws.parent.name, "--runner-image", IMAGE],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[b] a-files-gone" in proc.stdout
