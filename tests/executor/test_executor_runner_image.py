@@ -113,3 +113,35 @@ jobs:
                            env=env, timeout=600)
     assert plain.stdout.count("these job settings are not applied") == 1
     assert "resources (limits)" in plain.stdout and "run_as (other-user)" in plain.stdout
+
+
+def test_job_containers_see_the_workflow_state_read_only(runner_image: str, tmp_path: Path) -> None:
+    """`get_job_result`/`is_job_running` inside a job container answer from the run's state.json, as in
+    process mode; the job cannot change it (attack), though it can write its own workspace (control)."""
+    query = ("from runnerlib.workflow.api import get_job_result as r, is_job_running as i; "
+             "print('first:', r('first')['status'], r('first')['exit_code'], 'second running:', i('second'))")
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(f"""
+id: stateful
+name: state in containers
+jobs:
+  first:
+    command: echo first ran
+  second:
+    needs: [first]
+    command: >-
+      python -c "{query}";
+      echo forged > "$REACTORCIDE_WORKFLOW_STATE" || echo state-is-read-only;
+      echo mine > /job/mine.txt && echo workspace-writable
+""")
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    result = subprocess.run([sys.executable, "-m", "runnerlib.cli", "workflow", "run", str(wf), "--engine", "podman",
+                             "--code-dir", str(tmp_path), "--run-dir", str(tmp_path / "run")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "[second] first: success 0 second running: True" in out
+    assert "[second] state-is-read-only" in out and "[second] workspace-writable" in out
+    saved = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert saved["jobs"]["second"]["status"] == "success"
+    assert "forged" not in (tmp_path / "run" / "shared-state" / "state.json").read_text()
