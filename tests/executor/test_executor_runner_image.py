@@ -43,6 +43,17 @@ def _git_repo(path: Path, files: dict[str, str]) -> str:
     return f"file://{path}"
 
 
+def _podman_workflow(wf: Path, tmp_path: Path) -> str:
+    """`workflow run WF --engine podman` (run dir tmp_path/run); its output, after checking it succeeded."""
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    result = subprocess.run([sys.executable, "-m", "runnerlib.cli", "workflow", "run", str(wf), "--engine", "podman",
+                             "--code-dir", str(tmp_path), "--run-dir", str(tmp_path / "run")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    return out
+
+
 def _fragments(value: str, size: int = 8) -> list[str]:
     return [value[i:i + size] for i in range(0, len(value) - size + 1, 3)]
 
@@ -94,12 +105,7 @@ jobs:
     command: id -u
     run_as: {user: 1000}
 """)
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    result = subprocess.run([sys.executable, "-m", "runnerlib.cli", "workflow", "run", str(wf), "--engine", "podman",
-                             "--code-dir", str(tmp_path), "--run-dir", str(tmp_path / "run")],
-                            capture_output=True, text=True, env=env, timeout=600)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out
+    out = _podman_workflow(wf, tmp_path)
     assert "[limits] 268435456" in out  # resources.memory applied as the container's memory limit
     cap_line = next(line for line in out.splitlines() if "CapBnd:" in line)
     assert int(cap_line.split()[-1], 16) & (1 << 10)  # CAP_NET_BIND_SERVICE was added
@@ -110,7 +116,8 @@ jobs:
     # Control: the process engine runs the same workflow without applying them, and says so once.
     plain = subprocess.run([sys.executable, "-m", "runnerlib.cli", "workflow", "run", str(wf), "--code-dir",
                             str(tmp_path), "--run-dir", str(tmp_path / "run2")], capture_output=True, text=True,
-                           env=env, timeout=600)
+                           env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]},
+                           timeout=600)
     assert plain.stdout.count("these job settings are not applied") == 1
     assert "resources (limits)" in plain.stdout and "run_as (other-user)" in plain.stdout
 
@@ -134,12 +141,7 @@ jobs:
       echo forged > "$REACTORCIDE_WORKFLOW_STATE" || echo state-is-read-only;
       echo mine > /job/mine.txt && echo workspace-writable
 """)
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    result = subprocess.run([sys.executable, "-m", "runnerlib.cli", "workflow", "run", str(wf), "--engine", "podman",
-                             "--code-dir", str(tmp_path), "--run-dir", str(tmp_path / "run")],
-                            capture_output=True, text=True, env=env, timeout=600)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out
+    out = _podman_workflow(wf, tmp_path)
     assert "[second] first: success 0 second running: True" in out
     assert "[second] state-is-read-only" in out and "[second] workspace-writable" in out
     saved = json.loads((tmp_path / "run" / "state.json").read_text())
