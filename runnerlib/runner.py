@@ -733,6 +733,10 @@ class JobRunner:
         if self.parent_step:
             return  # the outer runner publishes the triggers file after its own steps
         config = self.config
+        from runnerlib.workflow.output_lines import publish_workflow_output  # Kubernetes: outputs in the log
+
+        publish_workflow_output(self.environ, signer=self._signer, registry=self.registry, job_id=config.job_id,
+                                emit=self._emit_line)
         if config.triggers_file and not os.path.lexists(config.triggers_file):
             return  # no step triggered anything: nothing to sign or send
         from runnerlib.workflow.publish import publish_triggers
