@@ -241,6 +241,10 @@ class JobRunner:
                 from runnerlib.security.spawn import start_fork_server
 
                 start_fork_server(wait=False)
+                if self._container is not None:  # container mode: the first step's container starts now
+                    from runnerlib.execution.container_prestart import prestart
+
+                    prestart(self, job)
             if self.config.job_timeout:
                 self._timer = threading.Timer(self.config.job_timeout, self._on_job_timeout)
                 self._timer.daemon = True
@@ -607,7 +611,8 @@ class JobRunner:
                 if self._container is not None:
                     from runnerlib.execution.container_steps import run_container_step
 
-                    result = run_container_step(self, step, command, env, cwd, trusted, cancel, sink, files, limits)
+                    result = run_container_step(self, step, command, env, cwd, trusted, cancel, sink, files, limits,
+                                                attempt)
                 else:
                     result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
                                          timeout=step.timeout, policy=policy, on_output=sink.write,
@@ -760,6 +765,10 @@ class JobRunner:
         self.log._write((self.mask_text(line) + "\n").encode())
 
     def _stop_services(self) -> None:
+        if self._container is not None:
+            from runnerlib.execution.container_prestart import stop
+
+            stop(self)  # a first step's container no step took
         if getattr(self, "_local", None) is not None:
             self._local.close()
         if self._socket is not None:

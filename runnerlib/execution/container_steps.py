@@ -21,9 +21,16 @@ from dataclasses import replace
 from typing import Any
 
 from runnerlib.config import ConfigError, JobConfig
-from runnerlib.execution.container import ContainerEngine, ContainerError, ContainerStep, new_container_name
+from runnerlib.execution.container import (
+    HOST_ONLY,
+    ContainerEngine,
+    ContainerError,
+    ContainerStep,
+    new_container_name,
+)
 
-__all__ = ["IMAGE_PATH", "container_mode", "container_path", "forwarded_names", "run_container_step"]
+__all__ = ["IMAGE_PATH", "container_mode", "container_path", "forwarded_names", "run_container_step", "step_container",
+           "step_variables"]
 
 # The PATH of Debian-based and busybox images alike: the image's own PATH is not known without an inspect
 # per run (an engine call, ~0.1 s), and a step's GITHUB_PATH entries must come before it.
@@ -60,28 +67,28 @@ def forwarded_names(env: Mapping[str, str], runner_env: Mapping[str, str], expli
     return {n for n in env if n in explicit or runner_env.get(n) != env[n]}
 
 
-def run_container_step(runner: Any, step: Any, command: Any, env: dict[str, str], cwd: str, trusted: bool,
-                       cancel: threading.Event, sink: Any, files: Any, limits: Any = None) -> Any:
-    """One step of `runner` (a JobRunner in container mode) as `ENGINE run ...`, its output masked through
-    `sink` like any step's; `files` is the step's StepAttempt. The container is removed afterwards."""
-    from runnerlib.execution.process import run_process
-    from runnerlib.execution.scheduler import EXIT_REFUSED, Outcome
-
+def step_container(runner: Any, step: Any, trusted: bool, limits: Any) -> ContainerStep | str:
+    """The job's ContainerStep with this step's trust, network and limits; or why it cannot run (a network
+    allow-list)."""
     config = runner.config
     network = step.network if step.network is not None else config.network
     if network is not None and network not in NETWORKS:
-        reason = "a network allow-list cannot be enforced in container mode (full, none or loopback)"
-        runner.log.event(f"refused: {reason}", step=step.name, level="error")
-        return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=reason)
+        return "a network allow-list cannot be enforced in container mode (full, none or loopback)"
     base: ContainerStep = runner._container
     # The step's limits as the engine's: memory and pids (the container's cgroup); the others are the
     # image's business (its own ulimits).
-    container = replace(base, trusted=trusted, network=network or "full",
-                        memory=str(limits.memory) if limits is not None and limits.memory else None,
-                        pids=limits.pids if limits is not None and limits.pids else base.pids)
+    return replace(base, trusted=trusted, network=network or "full",
+                   memory=str(limits.memory) if limits is not None and limits.memory else None,
+                   pids=limits.pids if limits is not None and limits.pids else base.pids)
+
+
+def step_variables(runner: Any, step: Any, env: dict[str, str], trusted: bool, files: Any,
+                   container: ContainerStep) -> tuple[dict[str, str], list[str]]:
+    """(the step's variables as its container sees them, the host directories to mount for them: the
+    secrets socket's, a trusted step's files)."""
+    config = runner.config
     explicit = set(runner._context_env()) | set(getattr(runner, "_job_env", config.job_env)) | set(step.env) \
         | {"REACTORCIDE_STEP_NAME"} | set(runner.context.env or {}) | set(files.env)
-    env = dict(env)
     path = container_path(env.get("PATH"), runner.environ.get("PATH", os.environ.get("PATH")))
     mounts: list[str] = []
     if trusted:
@@ -93,19 +100,43 @@ def run_container_step(runner: Any, step: Any, command: Any, env: dict[str, str]
             mounts.append(os.path.dirname(socket_env["REACTORCIDE_SECRETS_SOCKET"]))
     if not container.in_container(files.directory).startswith("/job/"):
         mounts.append(files.directory)  # a trusted step's files, in the runner's scratch directory
-    names = forwarded_names(env, runner.environ, explicit)
+    names = forwarded_names(env, runner.environ, explicit) - HOST_ONLY
     if not trusted:
         # What reaches an untrusted step's container holds no secret, whoever put it in the environment (a
         # trusted step's GITHUB_ENV line copying a token included): the same rule as step_env.py's.
         names = {n for n in names if runner._safe_for_untrusted(n, env[n])}
-    engine_env, forwarded = container.engine_env(env, names)
+    values = {n: container.in_container(env[n]) for n in sorted(names)}
     if path is not None:
-        # `-e PATH` takes the engine's own PATH: the engine finds its helpers (conmon, runc, iptables) in
-        # the system directories IMAGE_PATH lists, and is started by its absolute path.
-        engine_env["PATH"], forwarded = path, [*forwarded, "PATH"]
+        values["PATH"] = path
+    return values, mounts
+
+
+def run_container_step(runner: Any, step: Any, command: Any, env: dict[str, str], cwd: str, trusted: bool,
+                       cancel: threading.Event, sink: Any, files: Any, limits: Any = None,
+                       attempt: int = 1) -> Any:
+    """One step of `runner` (a JobRunner in container mode) as `ENGINE run ...`, its output masked through
+    `sink` like any step's; `files` is the step's StepAttempt. The container is removed afterwards. The
+    job's first step may have had its container started already (execution/container_prestart.py)."""
+    from runnerlib.execution.container_prestart import take_over
+    from runnerlib.execution.process import run_process
+    from runnerlib.execution.scheduler import EXIT_REFUSED, Outcome
+
+    config = runner.config
+    container = step_container(runner, step, trusted, limits)
+    if isinstance(container, str):
+        runner.log.event(f"refused: {container}", step=step.name, level="error")
+        return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=container)
+    values, mounts = step_variables(runner, step, env, trusted, files, container)
+    result = take_over(runner, step, attempt, container, command, values, cwd, files, cancel, sink)
+    if result is not None:
+        return result
+    # The values travel in the engine's environment, the names alone on its command line. `-e PATH` takes
+    # the engine's own PATH: the engine finds its helpers (conmon, runc, iptables) in the system
+    # directories IMAGE_PATH lists, and is started by its absolute path.
+    engine_env, _ = container.engine_env({}, ())
+    engine_env.update(values)
     name = new_container_name(f"{config.job_name}-{step.name}")
-    argv = container.argv(command, name=name, cwd=cwd, env_names=forwarded, mounts=mounts)
-    result = None
+    argv = container.argv(command, name=name, cwd=cwd, env_names=list(values), mounts=mounts)
     try:
         result = run_process(argv, registry=runner.registry, trusted=True, env=engine_env, cwd=None,
                              timeout=step.timeout, on_output=sink.write, cancel_event=cancel,
@@ -119,4 +150,3 @@ def run_container_step(runner: Any, step: Any, command: Any, env: dict[str, str]
         # cancellation, an engine error) is removed here, stopped at once if it still runs.
         if result is None or result.timed_out or result.cancelled or result.exit_code >= 125:
             container.engine.remove(name)
-

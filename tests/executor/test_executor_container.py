@@ -63,11 +63,12 @@ def _workspace(tmp_path: Path) -> Path:
     return ws
 
 
-def _run(ws: Path, command: str, *extra: str, env: dict[str, str] | None = None,
+def _run(ws: Path, command: str, *extra: str, env: dict[str, str] | None = None, job_file: Path | None = None,
          **popen: object) -> subprocess.Popen[str]:
     # The job's name is in its containers' names: _our_containers() looks for this test's only.
-    argv = [sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws), "--job-name", ws.parent.name,
-            "--runner-image", IMAGE, "--secret-env-names", "DEPLOY_TOKEN", "--job-command", command, *extra]
+    what = ["run-job", str(job_file)] if job_file else ["run", "--job-command", command]
+    argv = [sys.executable, "-m", "runnerlib.cli", *what, "--workspace-root", str(ws), "--job-name", ws.parent.name,
+            "--runner-image", IMAGE, "--secret-env-names", "DEPLOY_TOKEN", *extra]
     full_env = {**os.environ, "DEPLOY_TOKEN": SECRET, **(env or {})}
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env,
                             start_new_session=True, **popen)  # type: ignore[call-overload]
@@ -99,7 +100,11 @@ def _cmdlines() -> list[str]:
     return found
 
 
-def test_exit_code_masking_and_secret_never_on_a_command_line(image: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["first", "second"])
+def test_exit_code_masking_and_secret_never_on_a_command_line(image: str, tmp_path: Path, which: str) -> None:
+    """The job's first step runs in the container started while the job was prepared (its variables come
+    through a FIFO); a later step's container is started for it (`-e NAME`, values in the engine's
+    environment). Neither puts a secret on a command line."""
     ws = _workspace(tmp_path)
     seen: list[str] = []
     stop = threading.Event()
@@ -109,10 +114,17 @@ def test_exit_code_masking_and_secret_never_on_a_command_line(image: str, tmp_pa
             seen.extend(c for c in _cmdlines() if "runnerlib-" in c or "podman" in c or "conmon" in c)
             time.sleep(0.02)
 
+    step = 'echo "token=$DEPLOY_TOKEN"; sleep 1; exit 7'
     scanner = threading.Thread(target=scan)
     scanner.start()
     try:
-        proc = _run(ws, 'echo "token=$DEPLOY_TOKEN"; sleep 1; exit 7')
+        if which == "first":
+            proc = _run(ws, step)
+        else:
+            job = tmp_path / "job.yaml"
+            job.write_text(f"name: j\nsteps:\n  - name: a\n    command: 'true'\n  - name: b\n    depends_on: [a]\n"
+                           f"    command: '{step}'\n")
+            proc = _run(ws, "", job_file=job)
         out, _ = proc.communicate(timeout=120)
     finally:
         stop.set()
@@ -123,7 +135,9 @@ def test_exit_code_masking_and_secret_never_on_a_command_line(image: str, tmp_pa
         assert fragment not in out
         assert not any(fragment in line for line in seen), "the secret was on a command line"
     # The scan did see the engine's command line while the container ran, with the secret's NAME only.
-    assert any("-e DEPLOY_TOKEN" in line for line in seen)
+    assert any("--cap-drop=ALL" in line for line in seen)
+    if which == "second":
+        assert any("-e DEPLOY_TOKEN" in line for line in seen)
     assert _our_containers(ws) == []
 
 
@@ -260,3 +274,44 @@ def test_step_files_are_mounted_for_that_step_only(image: str, tmp_path: Path) -
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[b] a-files-gone" in proc.stdout
+
+
+# --- the first step's container, started while the job is prepared (execution/container_prestart.py) -----
+
+def _prestart_dirs() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("runnerlib-ctr-*")}
+
+
+def test_a_job_failing_before_its_first_step_leaves_no_container(image: str, tmp_path: Path) -> None:
+    ws = _workspace(tmp_path)
+    before = _prestart_dirs()
+    proc = _run(ws, "echo never", "--source-type", "git", "--source-url", f"file://{tmp_path}/no-such-repo")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out
+    assert "never" not in _lines(out).replace("$ echo never", "")
+    assert "cancelled" not in out  # the unused container is removed quietly: no step was running
+    assert _our_containers(ws) == []
+    assert _prestart_dirs() - before == set()
+
+
+def test_a_retry_and_later_steps_run_in_containers_of_their_own(image: str, tmp_path: Path) -> None:
+    # Attempt 1 of the first step runs in the prestarted container, attempt 2 in a new one; both get the
+    # step's files (the second attempt's output is the one kept), as does the next step.
+    ws = _workspace(tmp_path)
+    job = tmp_path / "job.yaml"
+    job.write_text("""
+name: retried
+steps:
+  - name: flaky
+    retry: {max: 2, exit_codes: [3]}
+    command: 'n=$(cat /job/artifacts/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /job/artifacts/n;
+      echo "attempt=$n" >> "$GITHUB_OUTPUT"; test $n = 2 || exit 3'
+  - name: show
+    depends_on: [flaky]
+    command: echo "got ${{ steps.flaky.outputs.attempt }}"
+""")
+    proc = _run(ws, "", job_file=job)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out
+    assert "[show] got 2" in out
+    assert _our_containers(ws) == []
