@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Any
 
-from runnerlib.execution.container import ContainerStep, new_container_name
+from runnerlib.execution.container import SANDBOX_USER, ContainerStep, new_container_name
 from runnerlib.execution.step_files import FILES
 
 __all__ = ["MOUNT", "Prestarted", "prestart", "stop", "take_over"]
@@ -54,7 +54,7 @@ def _first_step(job: Any) -> Any:
 class Prestarted:
     """The running `ENGINE run` of one step's container, waiting for its script on the FIFO."""
 
-    def __init__(self, runner: Any, step: Any, container: ContainerStep, limits: Any) -> None:
+    def __init__(self, runner: Any, step: Any, container: ContainerStep) -> None:
         from runnerlib.execution.process import Cancel
         from runnerlib.execution.workflow_commands import WorkflowCommands
 
@@ -66,9 +66,13 @@ class Prestarted:
         self.directory = tempfile.mkdtemp(prefix="runnerlib-ctr-")
         os.chmod(self.directory, 0o700)
         self.fifo = os.path.join(self.directory, FIFO)
-        os.mkfifo(self.fifo, 0o600)
-        if not self.trusted:
-            os.chown(self.fifo, 65534, 65534)  # the container's user (container.SANDBOX_USER) reads it
+        try:
+            os.mkfifo(self.fifo, 0o600)
+            if not self.trusted:
+                os.chown(self.fifo, *map(int, SANDBOX_USER.split(":")))  # the container's user reads it
+        except OSError:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise
         self.name = new_container_name(f"{runner.config.job_name}-{step.name}")
         # Trusted: the whole directory (FIFO, the step's files, the socket); untrusted: the FIFO alone.
         mount = [f"{self.directory}:{MOUNT}"] if self.trusted else [f"{self.fifo}:{MOUNT}/{FIFO}"]
@@ -177,8 +181,12 @@ def prestart(runner: Any, job: Any) -> None:
     container = step_container(runner, step, step.trust == "trusted", limits)
     if isinstance(container, str):
         return  # refused when the step runs, with the reason
-    runner._open_workspace()  # the workspace is mounted: it must exist
-    runner._prestarted = Prestarted(runner, step, container, limits)
+    try:
+        runner._open_workspace()  # the workspace is mounted: it must exist
+        runner._prestarted = Prestarted(runner, step, container)
+    except Exception as exc:  # noqa: BLE001 - only a head start is lost: the step starts its own container
+        runner.log.event(f"container mode: the first step's container was not started early: {exc}",
+                         level="debug")
 
 
 def stop(runner: Any) -> None:

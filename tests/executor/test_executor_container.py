@@ -315,3 +315,20 @@ steps:
     assert proc.returncode == 0, out
     assert "[show] got 2" in out
     assert _our_containers(ws) == []
+
+
+def test_ci_prepared_after_the_early_start_is_still_read_only(image: str, tmp_path: Path) -> None:
+    # The first step's container starts before sources are prepared, when /job/ci does not exist yet, so
+    # it could not mount it read-only: the step must not run in it (attack: rewrite the trusted CI code).
+    ci_src = tmp_path / "ci-repo"
+    ci_src.mkdir()
+    (ci_src / "deploy.sh").write_text("echo trusted deploy\n")
+    ws = tmp_path / "ws"
+    proc = _run(ws, "echo evil > /job/ci/deploy.sh; echo wrote-src > /job/src/out.txt; cat /job/ci/deploy.sh",
+                "--ci-source-type", "copy", "--ci-source-url", str(ci_src))
+    out, _ = proc.communicate(timeout=120)
+    assert "Read-only file system" in out, out
+    assert (ws / "ci" / "deploy.sh").read_text() == "echo trusted deploy\n"
+    # Control: the same step could write the workspace beside it, so the refusal is the ci mount's.
+    assert (ws / "src" / "out.txt").read_text() == "wrote-src\n"
+    assert _our_containers(ws) == []
