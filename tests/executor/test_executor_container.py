@@ -6,6 +6,7 @@ machine (rootless Podman needs subuid ranges the CI user does not have), so the 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -219,6 +220,7 @@ steps:
       chmod +x /job/artifacts/tools/mytool
       echo /job/artifacts/tools >> "$GITHUB_PATH"
       echo "### Build 1.2.3" >> "$GITHUB_STEP_SUMMARY"
+      echo "::notice title=N::built in a container"
   - name: use
     depends_on: [build]
     env:
@@ -250,6 +252,9 @@ def test_step_protocol_files_work_inside_containers(image: str, tmp_path: Path) 
     assert "[use] v=1.2.3 cmd=1.2.3 g=hello t=***" in out
     assert "[use] mytool ran" in out
     assert (ws / "artifacts" / "summary.md").read_text() == "### Build 1.2.3\n"
+    # Workflow commands of the first step (run in its early-started container) are collected too.
+    steps = {s["name"]: s for s in json.loads((ws / "artifacts" / "logs" / "summary.json").read_text())["steps"]}
+    assert steps["build"]["annotations"] == [{"level": "notice", "message": "built in a container", "title": "N"}]
     # An untrusted container step's files work too (they live under /job/artifacts), as uid 65534. It gets
     # what trusted steps set for later steps, as in process mode, but never a secret they copied there: the
     # trusted `use` above got TOKEN_COPY (the control), the untrusted step's whole environment lacks it.
