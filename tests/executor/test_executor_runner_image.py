@@ -147,3 +147,29 @@ jobs:
     saved = json.loads((tmp_path / "run" / "state.json").read_text())
     assert saved["jobs"]["second"]["status"] == "success"
     assert "forged" not in (tmp_path / "run" / "shared-state" / "state.json").read_text()
+
+
+def test_sigterm_to_a_podman_workflow_leaves_no_container(runner_image: str, tmp_path: Path) -> None:
+    # Job containers are removed off the jobs' critical path (a thread per job); the run still waits for
+    # every removal before it returns.
+    import signal
+    import time
+
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("id: slow\nname: slow\njobs:\n  sleeper:\n    command: echo started; sleep 120\n")
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    proc = subprocess.Popen([sys.executable, "-m", "runnerlib.cli", "workflow", "run", str(wf), "--engine", "podman",
+                             "--code-dir", str(tmp_path), "--run-dir", str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "started" not in seen and time.monotonic() < deadline:
+        seen += proc.stdout.readline()
+    assert "started" in seen, seen
+    proc.send_signal(signal.SIGTERM)
+    out = seen + proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0, out
+    leftovers = subprocess.run(["podman", "ps", "-a", "--filter", "label=io.reactorcide.runnerlib=step",
+                                "--format", "{{.Names}}"], capture_output=True, text=True).stdout.split()
+    assert not [n for n in leftovers if "sleeper" in n], leftovers
