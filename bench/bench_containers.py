@@ -44,9 +44,9 @@ def main() -> None:
         sys.exit(f"bench_containers: no image {args.image} (make image)")
     runs = 3 if args.quick else 9
     cli = [sys.executable, "-m", "runnerlib.cli"]
-    # The same CLI with the early start off: _first_step finds no step to start early.
+    # The same CLI with the early start off: first_step finds no step to start early.
     no_early = [sys.executable, "-c", "import runnerlib.execution.container_prestart as p; "
-                "p._first_step = lambda job: None; from runnerlib.cli import entry; entry()"]
+                "p.first_step = lambda job: None; from runnerlib.cli import entry; entry()"]
     samples: dict[str, list[float]] = {"podman run --rm IMAGE true": [], "runnerlib run --runner-image": [],
                                        "  without the early start": [], "runnerlib run (no container)": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -242,7 +242,7 @@ class JobRunner:
 
                 start_fork_server(wait=False)
                 if self._container is not None:  # container mode: the first step's container starts now
-                    from runnerlib.execution.container_prestart import prestart
+                    from runnerlib.execution.container_steps import prestart
 
                     prestart(self, job)
             if self.config.job_timeout:
@@ -766,9 +766,9 @@ class JobRunner:
 
     def _stop_services(self) -> None:
         if self._container is not None:
-            from runnerlib.execution.container_prestart import stop
+            from runnerlib.execution.container_steps import stop_prestart
 
-            stop(self)  # a first step's container no step took
+            stop_prestart(self)  # a first step's container no step took
         if getattr(self, "_local", None) is not None:
             self._local.close()
         if self._socket is not None:

@@ -16,7 +16,7 @@ mounted at /run/reactorcide; an untrusted step gets the FIFO alone (its files ar
 
 When anything differs at take-over (a plugin changed the image or the step's settings, the CI tree appeared
 after the container started, a retry, hard links across file systems), the prestarted container is
-removed and the step runs the ordinary way; `stop` removes one no step took (the job failed earlier, or
+removed and the step runs the ordinary way; container_steps.stop_prestart removes one no step took (the job failed earlier, or
 the step was skipped).
 """
 
@@ -35,7 +35,7 @@ from typing import Any
 from runnerlib.execution.container import SANDBOX_USER, ContainerStep, new_container_name
 from runnerlib.execution.step_files import FILES
 
-__all__ = ["MOUNT", "Prestarted", "prestart", "stop", "take_over"]
+__all__ = ["MOUNT", "Prestarted", "first_step", "take_over"]
 
 MOUNT = "/run/reactorcide"
 FIFO = "start"
@@ -44,7 +44,8 @@ _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WAIT_STEP = 0.005
 
 
-def _first_step(job: Any) -> Any:
+def first_step(job: Any) -> Any:
+    """The step whose container can start early: the first without dependencies or a condition of its own."""
     for step in job.steps:
         if not step.depends_on and step.condition in (None, "on_success", "always"):
             return step
@@ -167,34 +168,6 @@ class Prestarted:
                 self._thread.join(60)
         self.container.engine.remove(self.name)
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def prestart(runner: Any, job: Any) -> None:
-    """Start the container of `job`'s first step now (kept as runner._prestarted), if it has one to start."""
-    from runnerlib.execution.container_steps import step_container
-
-    step = _first_step(job)
-    if step is None:
-        return
-    config = runner.config
-    limits = step.limits.merged_over(config.limits) if step.limits else config.limits
-    container = step_container(runner, step, step.trust == "trusted", limits)
-    if isinstance(container, str):
-        return  # refused when the step runs, with the reason
-    try:
-        runner._open_workspace()  # the workspace is mounted: it must exist
-        runner._prestarted = Prestarted(runner, step, container)
-    except Exception as exc:  # noqa: BLE001 - only a head start is lost: the step starts its own container
-        runner.log.event(f"container mode: the first step's container was not started early: {exc}",
-                         level="debug")
-
-
-def stop(runner: Any) -> None:
-    """Remove a prestarted container that no step took (the job ended before, or skipped the step)."""
-    prestarted = getattr(runner, "_prestarted", None)
-    runner._prestarted = None
-    if prestarted is not None:
-        prestarted.close()
 
 
 def take_over(runner: Any, step: Any, attempt: int, container: ContainerStep, command: Any,

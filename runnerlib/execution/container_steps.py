@@ -29,8 +29,8 @@ from runnerlib.execution.container import (
     new_container_name,
 )
 
-__all__ = ["IMAGE_PATH", "container_mode", "container_path", "forwarded_names", "run_container_step", "step_container",
-           "step_variables"]
+__all__ = ["IMAGE_PATH", "container_mode", "container_path", "forwarded_names", "prestart", "run_container_step",
+           "step_container", "step_variables", "stop_prestart"]
 
 # The PATH of Debian-based and busybox images alike: the image's own PATH is not known without an inspect
 # per run (an engine call, ~0.1 s), and a step's GITHUB_PATH entries must come before it.
@@ -150,3 +150,32 @@ def run_container_step(runner: Any, step: Any, command: Any, env: dict[str, str]
         # cancellation, an engine error) is removed here, stopped at once if it still runs.
         if result is None or result.timed_out or result.cancelled or result.exit_code >= 125:
             container.engine.remove(name)
+
+
+def prestart(runner: Any, job: Any) -> None:
+    """Start the container of `job`'s first step now (kept as runner._prestarted; execution/container_prestart.py),
+    if it has one to start. Only a head start is at stake: any failure here leaves the step to start its own."""
+    from runnerlib.execution.container_prestart import Prestarted, first_step
+
+    step = first_step(job)
+    if step is None:
+        return
+    config = runner.config
+    limits = step.limits.merged_over(config.limits) if step.limits else config.limits
+    container = step_container(runner, step, step.trust == "trusted", limits)
+    if isinstance(container, str):
+        return  # refused when the step runs, with the reason
+    try:
+        runner._open_workspace()  # the workspace is mounted: it must exist
+        runner._prestarted = Prestarted(runner, step, container)
+    except Exception as exc:  # noqa: BLE001 - only a head start is lost: the step starts its own container
+        runner.log.event(f"container mode: the first step's container was not started early: {exc}",
+                         level="debug")
+
+
+def stop_prestart(runner: Any) -> None:
+    """Remove a prestarted container that no step took (the job ended before, or skipped the step)."""
+    prestarted = getattr(runner, "_prestarted", None)
+    runner._prestarted = None
+    if prestarted is not None:
+        prestarted.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runnerlib.execution.container_prestart import _first_step, _script
+from runnerlib.execution.container_prestart import _script, first_step
 from runnerlib.jobs import Job
 
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True).filter(
@@ -51,7 +51,7 @@ def test_the_first_step_is_one_without_dependencies_or_condition() -> None:
     job.add_step("gated", "true", condition="branch == 'main'")
     job.add_step("build", "true")
     job.add_step("test", "true", depends_on="build")
-    assert _first_step(job).name == "build"
+    assert first_step(job).name == "build"
     lone = Job("k")
     lone.add_step("only", "true", condition="branch == 'main'")
-    assert _first_step(lone) is None
+    assert first_step(lone) is None
