@@ -118,9 +118,10 @@ class Prestarted:
             self._pending.clear()
             self._sink = sink
 
-    def deliver(self, script: bytes) -> bool:
+    def deliver(self, script: bytes, *, timeout: float | None = None) -> bool:
         """Write the script into the FIFO once the container's shell opened it; False if the engine ended
-        (or was cancelled) first."""
+        (or was cancelled) first, or `timeout` seconds passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
                 fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -128,7 +129,8 @@ class Prestarted:
             except OSError as exc:
                 if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
                     raise
-            if not self._thread.is_alive() or self.cancel.is_set():
+            if not self._thread.is_alive() or self.cancel.is_set() \
+                    or (deadline is not None and time.monotonic() > deadline):
                 return False
             time.sleep(_WAIT_STEP)
         try:
@@ -157,16 +159,21 @@ class Prestarted:
         return self.result
 
     def close(self) -> None:
-        """Stop and remove the container if it still runs, and the directory; idempotent."""
+        """End the container if it still waits (it exits at once, quietly: no step ran in it), remove it
+        if the engine did not, and remove the directory; idempotent."""
         if self._thread.is_alive():
-            # Removing the container ends the engine's `run` (quietly: no step was running); the cancel is
-            # for an engine that does not end even so.
-            self.container.engine.remove(self.name)
-            self._thread.join(10)
+            # The engine may not have created the container yet: telling its shell to exit works whenever
+            # it gets there, where removing it now would not.
+            try:
+                self.deliver(b"exit 0\n", timeout=30)
+            except OSError:
+                pass
+            self._thread.join(30)
             if self._thread.is_alive():
                 self.cancel.kill()
                 self._thread.join(60)
-        self.container.engine.remove(self.name)
+        if self.result is None or self.result.exit_code != 0:
+            self.container.engine.remove(self.name)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
