@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -86,7 +85,7 @@ class ContainerEngine:
 def new_container_name(step: str) -> str:
     """A unique container name for one attempt of a step."""
     cleaned = re.sub(r"[^a-zA-Z0-9_.-]+", "-", step).strip("-.") or "step"
-    return f"runnerlib-{cleaned[:40]}-{uuid.uuid4().hex[:10]}"
+    return f"runnerlib-{cleaned[:40]}-{os.urandom(5).hex()}"  # not uuid: its import costs a job ~2 ms
 
 
 def _under(path: str, root: str) -> bool:
