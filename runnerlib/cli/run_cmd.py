@@ -67,7 +67,7 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--kill-grace",), "kill_grace", {"type": float, "help": "Seconds between SIGTERM and SIGKILL of a "
                                                             "cancelled step (default 10)."}),
     (("--limit",), "limits", {"multiple": True, "help": "A resource limit of every step, NAME=VALUE: pids, memory "
-                                                      "(512M, 1G), cpu_seconds, file_size, open_files "
+                                                      "(512M, 1G), cpu_seconds, file_size, open_files, cpus (untrusted steps) "
                                                       "(repeatable; a step's own limits win)."}),
     (("--log-format",), "log_format", {"type": click.Choice(["text", "json"]), "help": "Env LOG_FORMAT."}),
     (("--log-level",), "log_level", {"type": click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],

@@ -75,11 +75,12 @@ def step_container(runner: Any, step: Any, trusted: bool, limits: Any) -> Contai
     if network is not None and network not in NETWORKS:
         return "a network allow-list cannot be enforced in container mode (full, none or loopback)"
     base: ContainerStep = runner._container
-    # The step's limits as the engine's: memory and pids (the container's cgroup); the others are the
+    # The step's limits as the engine's: memory, pids and cpus (the container's cgroup); the others are the
     # image's business (its own ulimits).
     return replace(base, trusted=trusted, network=network or "full",
                    memory=str(limits.memory) if limits is not None and limits.memory else None,
-                   pids=limits.pids if limits is not None and limits.pids else base.pids)
+                   pids=limits.pids if limits is not None and limits.pids else base.pids,
+                   cpus=format(limits.cpus, "g") if limits is not None and limits.cpus else base.cpus)
 
 
 def step_variables(runner: Any, step: Any, env: dict[str, str], trusted: bool, files: Any,
