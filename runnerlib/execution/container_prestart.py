@@ -45,10 +45,12 @@ _WAIT_STEP = 0.005
 
 
 def first_step(job: Any) -> Any:
-    """The step whose container can start early: the first without dependencies or a condition of its own."""
+    """The step whose container can start early: the first without dependencies or a condition of its own,
+    whose command is a shell string (the early container needs the image's `sh`, which an argv command does
+    not: a distroless image runs it the ordinary way)."""
     for step in job.steps:
         if not step.depends_on and step.condition in (None, "on_success", "always"):
-            return step
+            return step if isinstance(step.command, str) else None
     return None
 
 

@@ -55,3 +55,6 @@ def test_the_first_step_is_one_without_dependencies_or_condition() -> None:
     lone = Job("k")
     lone.add_step("only", "true", condition="branch == 'main'")
     assert first_step(lone) is None
+    argv = Job("a")
+    argv.add_step("distroless", ["/app/server", "--check"])  # needs no sh: not started early
+    assert first_step(argv) is None
