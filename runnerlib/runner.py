@@ -213,6 +213,10 @@ class JobRunner:
                 from runnerlib.security.spawn import start_fork_server
 
                 start_fork_server(wait=False)
+                if self._container is not None:  # container mode: the first step's container starts now
+                    from runnerlib.execution.container_steps import prestart
+
+                    prestart(self, job)
             if self.config.job_timeout:
                 self.cancellation.start_timer(self.config.job_timeout)
             self._protect_and_load_secrets()
@@ -288,7 +292,9 @@ class JobRunner:
         config.check_rules()
         check_config_paths(config)
         if config.container or config.runner_image:
-            self._container = self._container_mode(config)
+            from runnerlib.execution.container_steps import container_mode
+
+            self._container = container_mode(config)
         job = self.job or simple_job(config)
         if config.untrusted:
             job.force_untrusted()
@@ -297,64 +303,6 @@ class JobRunner:
         self.job = self.context.job = job
         self._check_out_of_reach()
         return job
-
-    def _container_mode(self, config: JobConfig) -> Any:
-        """The transitional mode of the design: each step in a container of runner_image (execution/container.py)."""
-        from runnerlib.execution.container import ContainerEngine, ContainerError, ContainerStep
-
-        field = "runner_image" if config.runner_image else "container"
-        try:
-            engine = ContainerEngine.find(config.container_engine)
-            return ContainerStep(engine, image=config.runner_image or "", workspace=config.workspace_root,
-                                 ci_dir=config.ci_dir)
-        except ContainerError as exc:
-            raise ConfigError(field, config.origin(field), str(exc)) from None
-
-    def _run_in_container(self, step: Step, command: Any, env: dict[str, str], cwd: str, trusted: bool,
-                          cancel: threading.Event, sink: Any, commands: Any = None, limits: Any = None) -> Any:
-        """One step as `ENGINE run ...`: secrets by name only, the container removed afterwards."""
-        from dataclasses import replace
-
-        from runnerlib.execution.container import new_container_name
-        from runnerlib.execution.process import run_process
-
-        network = step.network if step.network is not None else self.config.network
-        if network is not None and network not in ("full", "none", "loopback"):
-            reason = "a network allow-list cannot be enforced in container mode (full, none or loopback)"
-            self.log.event(f"refused: {reason}", step=step.name, level="error")
-            return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=reason)
-        # The step's limits as the engine's: memory, pids and cpus (the container's cgroup); the others are
-        # the image's business (its own ulimits).
-        container = replace(self._container, trusted=trusted, network=network or "full",
-                            memory=str(limits.memory) if limits is not None and limits.memory else None,
-                            pids=limits.pids if limits is not None and limits.pids else self._container.pids,
-                            cpus=format(limits.cpus, "g") if limits is not None and limits.cpus else self._container.cpus)
-        names = set(self._context_env()) | set(getattr(self, "_job_env", self.config.job_env)) | set(step.env) \
-            | {"REACTORCIDE_STEP_NAME"} | set(self.context.env or {})
-        mounts: list[str] = []
-        if trusted:
-            names |= set(self.config.secret_env_names)
-            if self._socket is not None:
-                socket_env = self._socket.env()
-                names |= set(socket_env)
-                mounts.append(os.path.dirname(socket_env["REACTORCIDE_SECRETS_SOCKET"]))
-        engine_env, forwarded = container.engine_env(env, names)
-        name = new_container_name(f"{self.config.job_name}-{step.name}")
-        argv = container.argv(command, name=name, cwd=cwd, env_names=forwarded, mounts=mounts)
-        result = None
-        try:
-            result = run_process(argv, registry=self.registry, trusted=True, env=engine_env, cwd=None,
-                                 timeout=step.timeout, on_output=sink.write, cancel_event=cancel,
-                                 grace=self.config.kill_grace, name=step.name, keep_output=False,
-                                 commands=commands, add_mask=trusted and step.add_mask,
-                                 known_formats=self.config.mask_known_formats,
-                                 on_notice=lambda line: self.log.event(line, step=step.name, level="warning"))
-            return result
-        finally:
-            # --rm removed a container whose command ended; one the engine did not see end (a timeout, a
-            # cancellation, an engine error) is removed here, stopped at once if it still runs.
-            if result is None or result.timed_out or result.cancelled or result.exit_code >= 125:
-                container.engine.remove(name)
 
     def _check_out_of_reach(self) -> None:
         """The triggers file and the work directory must lie where no untrusted step can write: its forged
@@ -616,8 +564,10 @@ class JobRunner:
         try:
             with self.log.step_output(step.name, attempt=attempt) as sink:
                 if self._container is not None:
-                    result = self._run_in_container(step, command, env, cwd, trusted, cancel, sink,
-                                                    commands=files.commands, limits=limits)
+                    from runnerlib.execution.container_steps import run_container_step
+
+                    result = run_container_step(self, step, command, env, cwd, trusted, cancel, sink, files, limits,
+                                                attempt)
                 else:
                     result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
                                          timeout=step.timeout, policy=policy, on_output=sink.write,
@@ -743,6 +693,10 @@ class JobRunner:
         if self.parent_step:
             return  # the outer runner publishes the triggers file after its own steps
         config = self.config
+        from runnerlib.workflow.output_lines import publish_workflow_output  # Kubernetes: outputs in the log
+
+        publish_workflow_output(self.environ, signer=self._signer, registry=self.registry, job_id=config.job_id,
+                                emit=self._emit_line)
         if config.triggers_file and not os.path.lexists(config.triggers_file):
             return  # no step triggered anything: nothing to sign or send
         from runnerlib.workflow.publish import publish_triggers
@@ -766,6 +720,10 @@ class JobRunner:
         self.log._write((self.mask_text(line) + "\n").encode())
 
     def _stop_services(self) -> None:
+        if self._container is not None:
+            from runnerlib.execution.container_steps import stop_prestart
+
+            stop_prestart(self)  # a first step's container no step took
         if getattr(self, "_local", None) is not None:
             self._local.close()
         if self._socket is not None:
