@@ -96,7 +96,7 @@ def bench_steps(steps: int, repeat: int) -> None:
 QUICK_FOX = "the quick brown fox jumps over the lazy dog 0123456789a"
 
 
-def bench_volume(size: int, repeat: int, line: str = "x" * 99) -> None:
+def bench_volume(size: int, repeat: int, line: str = "x" * 99, flags: tuple[str, ...] = ()) -> None:
     top = Path(tempfile.mkdtemp(prefix="bench-exec-"))
     ws = top / "job"  # a new workspace for every run, as every CI job gets (see fresh)
     try:
@@ -111,7 +111,7 @@ def bench_volume(size: int, repeat: int, line: str = "x" * 99) -> None:
 
         def runner(command: str = cmd) -> None:
             with open(top / "runner.out", "wb") as out:
-                subprocess.run([sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws),
+                subprocess.run([sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws), *flags,
                                 "--job-command", command], stdout=out, stderr=subprocess.STDOUT, env=clean_env(),
                                check=True, cwd=REPO)
 
@@ -137,7 +137,8 @@ def bench_volume(size: int, repeat: int, line: str = "x" * 99) -> None:
         produced = os.path.getsize(top / "runner.out")
         logged = os.path.getsize(ws / "artifacts" / "logs" / "job.log")
         mib = size / 2**20
-        print(f"one step printing {mib:.0f} MiB of {len(line) + 1}-byte lines (median of {repeat}, interleaved)")
+        print(f"one step printing {mib:.0f} MiB of {len(line) + 1}-byte lines (median of {repeat}, interleaved)"
+              f"{', runnerlib ' + ' '.join(flags) if flags else ''}")
         print(f"  sh -c 'cmd > file'        {base:8.2f} s   {mib / base:8.0f} MiB/s   "
               f"runs {' '.join(f'{t:.2f}' for t in times['shell'])}")
         print(f"  sh -c 'cmd | tee f > file'{two:8.2f} s   {mib / two:8.0f} MiB/s   ratio {two / base:.2f}x   "
