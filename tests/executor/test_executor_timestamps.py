@@ -116,6 +116,8 @@ def test_cli_timestamps_option_and_environment(ws: Path) -> None:
 
 _SECRET_CHARS = "ghjkmnpqrvwxyz"  # none of them in a stamp, the console label `[s] `, `***` or the filler
 _secret = st.text(_SECRET_CHARS, min_size=8, max_size=24)
+# base64 wrapped across lines is masked from 12 bytes (docs/masking.md, "Forms cut by line breaks").
+_wrappable = st.text(_SECRET_CHARS, min_size=12, max_size=24)
 _filler = st.text("~!@# ", max_size=30)
 
 
@@ -144,8 +146,8 @@ def _leaks(secret: bytes, text: bytes, width: int = 4) -> list[bytes]:
     return [secret[i:i + width] for i in range(len(secret) - width + 1) if secret[i:i + width] in text]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(secret=_secret, multi=st.tuples(_secret, _secret), before=st.lists(_filler, max_size=4),
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(secret=_wrappable, multi=st.tuples(_secret, _secret), before=st.lists(_filler, max_size=4),
        offset=st.integers(0, 80), width=st.sampled_from([64, 76]), cuts=st.lists(st.integers(0, 2000), max_size=12))
 def test_timestamps_never_let_a_secret_fragment_through(secret, multi, before, offset, width, cuts) -> None:  # noqa: ANN001
     """Whole secrets, a secret registered across two lines, and a secret inside base64 wrapped across lines, in
@@ -178,3 +180,14 @@ def test_control_stamping_before_masking_leaks_a_wrapped_secret() -> None:
     console, step_log = _pipeline([wrapped], [secret], stamps=True)  # this runner's order: masked, then stamped
     for text in (console, step_log):
         assert encoded not in _unstamp(text).replace(b"\n", b"").replace(b"[s] ", b"")
+
+
+def test_workflow_run_timestamps(tmp_path: Path) -> None:
+    (tmp_path / ".reactorcide" / "workflows").mkdir(parents=True)
+    (tmp_path / ".reactorcide" / "workflows" / "ci.yaml").write_text("name: ci\njobs:\n  hello:\n    command: echo hi\n")
+    for args, env in ((["--timestamps"], {}), ([], {"REACTORCIDE_TIMESTAMPS": "1"}), ([], {})):
+        r = cli("workflow", "run", ".reactorcide/workflows/ci.yaml", "--launcher", "shell", *args, env=env,
+                cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        line = next(line for line in r.stdout.splitlines() if line.endswith(b"[hello] hi"))
+        assert bool(LINE.match(line)) == bool(args or env), line
