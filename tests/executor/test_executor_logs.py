@@ -153,6 +153,7 @@ def _run_writes(monkeypatch, tmp_path: Path, writes: list[tuple[str, bytes]], of
     from runnerlib.execution import logs
 
     monkeypatch.setattr(logs, "OFFLOAD_MIN", offload_min)
+    monkeypatch.setattr(logs, "core_free", lambda: True)  # the thread whatever the machine's load
     monkeypatch.setattr(logs, "clock", lambda: "12:00:00")
     monkeypatch.setattr(logs, "StampClock", lambda: lambda: b"2026-12-05T07:01:02.345Z ")
     logs_dir = tmp_path / f"logs-{offload_min}-{fmt}"
@@ -186,8 +187,11 @@ def test_bulk_output_through_the_writer_thread_is_byte_identical(monkeypatch, tm
         assert console.endswith(b"==> 12:00:00 after the step\n")
 
 
-def test_small_output_starts_no_thread_and_bulk_output_one() -> None:
+def test_small_output_starts_no_thread_and_bulk_output_one(monkeypatch) -> None:  # noqa: ANN001
+    from runnerlib.execution import logs
     from runnerlib.execution.logs import OFFLOAD_MIN
+
+    monkeypatch.setattr(logs, "core_free", lambda: True)
 
     def writers() -> list[str]:
         return [t.name for t in threading.enumerate() if t.name.startswith("runnerlib-log-")]
@@ -202,6 +206,11 @@ def test_small_output_starts_no_thread_and_bulk_output_one() -> None:
     bulk.close()
     sink.close()
     assert writers() == []
+    monkeypatch.setattr(logs, "core_free", lambda: False)  # a busy machine: the reading thread writes
+    busy = log.step_output("busy")
+    busy.write("stdout", b"y" * OFFLOAD_MIN + b"\n")
+    assert writers() == [] and log.out.getvalue().endswith(b"[busy] " + b"y" * OFFLOAD_MIN + b"\n")  # type: ignore[attr-defined]
+    busy.close()
 
 
 def test_a_failing_step_log_write_is_raised_to_the_caller(tmp_path: Path) -> None:
