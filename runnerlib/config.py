@@ -137,6 +137,9 @@ class JobConfig(BaseModel):
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"
     color: Literal["auto", "always", "never"] = "auto"
+    timestamps: bool = Field(False, description="A UTC timestamp before every console line of step output "
+                                                "(step log files have them unless log_timestamps is false).")
+    log_timestamps: bool = Field(True, description="A UTC timestamp before every line of the step log files.")
 
     # Observability (docs/observability.md).
     metrics_file: str | None = Field(None, description="Write the job's metrics here at the end (node-exporter textfile).")

@@ -106,7 +106,8 @@ class JobRunner:
         self._stderr: Any = sys.stderr if out is None else None
         self.log = JobLog(stream, job_name=config.job_name, job_id=config.job_id, fmt=config.log_format,
                           colour=want_colour(stream, config.color), mask=self.mask_text,
-                          level=config.log_level)
+                          level=config.log_level, timestamps=config.timestamps,
+                          file_timestamps=config.log_timestamps)
         # Trace context (TRACEPARENT), spans, metrics, report: docs/observability.md.
         self.obs = JobObserver(config, self.environ, self.registry, self.log)
         self.result: JobResult | None = None

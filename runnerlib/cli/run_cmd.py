@@ -73,6 +73,11 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--log-level",), "log_level", {"type": click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                                           case_sensitive=False)}),
     (("--color",), "color", {"type": click.Choice(["auto", "always", "never"])}),
+    (("--timestamps",), "timestamps", {"is_flag": True, "help": "A UTC timestamp before every console line "
+                                                                "(env REACTORCIDE_TIMESTAMPS)."}),
+    (("--log-timestamps/--no-log-timestamps",), "log_timestamps",
+     {"help": "A UTC timestamp before every line of the step log files [default: on] "
+                               "(env REACTORCIDE_LOG_TIMESTAMPS)."}),
     (("--metrics-file",), "metrics_file", {"help": "Write the job's Prometheus metrics here at the end "
                                                   "(node-exporter textfile; env REACTORCIDE_METRICS_FILE)."}),
     (("--metrics-push",), "metrics_push", {"help": "Push the job's metrics to this Pushgateway URL "
