@@ -76,7 +76,7 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--timestamps",), "timestamps", {"is_flag": True, "help": "A UTC timestamp before every console line "
                                                                 "(env REACTORCIDE_TIMESTAMPS)."}),
     (("--log-timestamps/--no-log-timestamps",), "log_timestamps",
-     {"help": "A UTC timestamp before every line of the step log files [default: on] "
+     {"help": "A UTC timestamp before every line of the step log files [default: off] "
                                "(env REACTORCIDE_LOG_TIMESTAMPS)."}),
     (("--metrics-file",), "metrics_file", {"help": "Write the job's Prometheus metrics here at the end "
                                                   "(node-exporter textfile; env REACTORCIDE_METRICS_FILE)."}),

@@ -91,7 +91,7 @@ class JobLog:
         level: str = "INFO",
         open_log: Callable[[Path, bool], BinaryIO] | None = None,
         timestamps: bool = False,
-        file_timestamps: bool = True,
+        file_timestamps: bool = False,
     ) -> None:
         self.out = out
         self.job_name = job_name

@@ -1,4 +1,4 @@
-"""Line timestamps (issue 13): every step log line carries one, the console with --timestamps; stamps are
+"""Line timestamps (issue 13): step log lines with --log-timestamps, the console with --timestamps; stamps are
 inserted into masked bytes, so they never let a secret or a fragment of one through."""
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def test_stamp_is_iso_8601_utc_with_milliseconds() -> None:
 
 
 def _log(tmp: Path, **kw) -> JobLog:  # noqa: ANN003
+    kw.setdefault("file_timestamps", True)  # what --log-timestamps asks for (off by default)
     return JobLog(io.BytesIO(), logs_dir=tmp, **kw)
 
 
@@ -107,9 +108,15 @@ def test_cli_timestamps_option_and_environment(ws: Path) -> None:
         ours = [line for line in r.stdout.splitlines() if b"[job] " in line and b"trigger" not in line]
         assert len(ours) >= 4 and all(LINE.match(line) for line in ours), r.stdout  # step lines and events
         assert any(line[STAMP_LEN:] == b"[job] one" for line in ours)
-    r = cli("run", "--workspace-root", str(ws), "--no-log-timestamps", "--", "sh", "-c", "echo raw")
-    assert r.returncode == 0 and not LINE.search(r.stdout)
-    assert (ws / "artifacts" / "logs" / "job.log").read_bytes() == b"raw\n"
+    for args in ([], ["--no-log-timestamps"]):  # step logs are raw unless asked for (Buildkite, GitLab alike)
+        r = cli("run", "--workspace-root", str(ws), *args, "--", "sh", "-c", "echo raw")
+        assert r.returncode == 0 and not LINE.search(r.stdout)
+        assert (ws / "artifacts" / "logs" / "job.log").read_bytes() == b"raw\n"
+    for args, env in ((["--log-timestamps"], {}), ([], {"REACTORCIDE_LOG_TIMESTAMPS": "true"})):
+        r = cli("run", "--workspace-root", str(ws), *args, "--", "sh", "-c", "echo raw", env=env)
+        assert r.returncode == 0 and not LINE.search(r.stdout)
+        logged = (ws / "artifacts" / "logs" / "job.log").read_bytes()
+        assert LINE.match(logged) and logged[STAMP_LEN:] == b"raw\n", logged
 
 
 # -- masking: stamps go into masked bytes ------------------------------------------------------------------------
