@@ -296,7 +296,11 @@ class KubernetesWorkflowRunner(LocalWorkflowRunner):
             except InvalidTriggerMessage as exc:
                 self.echo(f"[{node.name}] warning: unusable key announcement ({exc})")
             return
-        node.seen_output = True
+        # A pod's log joins stderr to stdout, so the runner's own notes (stderr, printed before the key is
+        # made: an unknown REACTORCIDE_* variable, the per-run workspace) may precede the announcement. They
+        # are the runner's, not a step's: nothing untrusted has run before the announcement.
+        if not (not node.seen_output and text.startswith(RUNNER_NOTE_PREFIXES)):
+            node.seen_output = True
         if is_trigger_line(text):
             try:
                 key = self._keys.get(node.name)
@@ -318,6 +322,10 @@ class KubernetesWorkflowRunner(LocalWorkflowRunner):
             self.echo(f"[{node.name}] (signed trigger verified: {names})")
             return
         self.echo(f"[{node.name}] {text}")
+
+
+# How the runner's own lines on stderr begin (cli/run_cmd.py's config notes, JobRunner._note).
+RUNNER_NOTE_PREFIXES = ("note: ", "runnerlib: ")
 
 
 def _job_outcome(job: Any) -> str | None:

@@ -85,6 +85,7 @@ jobs:
       python -c "import os, runnerlib; c = runnerlib.workflow_context(); c.set_var('VERSION', '1.2.3');
       c.set_output('artifact', 'app-1.2.3.tar.gz'); c.set_output('leak', 'x' + os.environ['DEPLOY_TOKEN'])"
     secrets: {DEPLOY_TOKEN: deploy/token}
+    environment: {REACTORCIDE_VERSON: "typo"}  # the runner notes it on stderr, before its key announcement
   deploy:
     needs: [build]
     command: echo "deploying $VERSION"
@@ -106,7 +107,9 @@ def test_outputs_and_vars_come_back_from_pods_as_signed_lines(tmp_path: Path) ->
         result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
-    # set_var reached the dependent job (as in process mode), set_output the run's outputs and state.json.
+    # set_var reached the dependent job (as in process mode), set_output the run's outputs and state.json; the
+    # runner's note that came before its key announcement (pod logs join stderr to stdout) did not lose the key.
+    assert "[build] note: REACTORCIDE_VERSON is not a runnerlib setting" in out
     assert "[build] (signed workflow outputs verified)" in out
     assert "[deploy] deploying 1.2.3" in out
     outputs = json.loads((tmp_path / "run" / "workflow-output.json").read_text())
