@@ -12,7 +12,6 @@ arm, riscv, ...), and 437 + 4000/5000/6000 style offsets only on MIPS, which is 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import platform
@@ -44,7 +43,7 @@ class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # libc is loaded already; find_library would run ldconfig -p
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
