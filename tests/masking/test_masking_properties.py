@@ -6,6 +6,8 @@ and write splits at any offsets, on every engine.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 from runnerlib.security.matcher import available_engines
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.security.variants import secret_variants
-from runnerlib.security.wrapped import quick_candidate
+from runnerlib.security.wrapped import JOIN_MIN, quick_candidate
 from runnerlib.testing import (
     assert_no_fragment,
     reference_mask,
@@ -24,6 +26,16 @@ from runnerlib.testing import (
 )
 
 ENGINES = available_engines()
+# A line of an encoding's alphabet this long joins the next one (security/wrapped.py), and the joined content
+# is scanned for every pattern: the masker may then mask MORE than the line-blind reference (a raw secret cut
+# by that line break, too). Where no line can join, the two must agree exactly.
+_JOINING_LINE = re.compile(rb"(?m)^[ \t]*[A-Za-z0-9+/_=-]{%d,}\r?\n" % JOIN_MIN)
+
+
+def _agrees_with_reference(out: bytes, data: bytes, expected: bytes) -> None:
+    """Exactly the reference where no line joins; elsewhere the callers' fragment check says nothing leaked."""
+    if not _JOINING_LINE.search(data):
+        assert out == expected
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -36,8 +48,8 @@ def test_stream_equals_reference_for_any_split(engine: str, data: st.DataObject)
     chunks = data.draw(write_splits(planted.data))
     expected = reference_mask(planted.data, registry.patterns())
     out = stream_through(registry, chunks)
-    assert out == expected
-    assert registry.mask(planted.data) == expected
+    assert registry.mask(planted.data) == out  # any split masks as the whole buffer does
+    _agrees_with_reference(out, planted.data, expected)
     assert_no_fragment(out, planted.secrets, allowed=planted.clear)
 
 
@@ -50,7 +62,8 @@ def test_stream_with_encoded_forms_planted(data: st.DataObject) -> None:
     planted = data.draw(texts_with_secrets(registry.secrets(), forms=True, max_pieces=6))
     chunks = data.draw(write_splits(planted.data))
     out = stream_through(registry, chunks)
-    assert out == reference_mask(planted.data, registry.patterns())
+    assert registry.mask(planted.data) == out
+    _agrees_with_reference(out, planted.data, reference_mask(planted.data, registry.patterns()))
     assert_no_fragment(out, planted.secrets, allowed=planted.clear)
 
 
