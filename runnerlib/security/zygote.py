@@ -74,9 +74,10 @@ def _load_network() -> None:
         gc.freeze()  # the new objects too: keep their pages shared with the forked children
 
 
-def _send_event(fd: int, event: dict) -> None:
+def _send_event(fd: int, *events: dict) -> None:
+    """Write events to a status pipe, one JSON object a line, in one write (one wake-up of the runner)."""
     try:
-        os.write(fd, (json.dumps(event) + "\n").encode())
+        os.write(fd, "".join(json.dumps(event) + "\n" for event in events).encode())
     except OSError:
         pass  # the runner stopped listening; the step is still reaped
 
@@ -204,6 +205,15 @@ def _apply_plan(plan: dict, supervisor: int, programs: dict[bool, bytes],
 
 # Signals the server ignores and its children get back with their default action.
 _JOB_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Caught by a handler that does nothing, rather than ignored: the same for the server and the supervisors,
+# but an exec resets a caught signal to its default action (an ignored one stays ignored), so that a step
+# gets the defaults back without a Python call in every forked step (Python itself ignores SIGPIPE and
+# SIGXFSZ at start-up).
+_CAUGHT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, *_JOB_SIGNALS)
+
+
+def _ignore(_sig: int, _frame: object) -> None:
+    """The server's handler for _CAUGHT_SIGNALS: nothing (see there)."""
 
 
 def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, bytes],
@@ -221,12 +231,15 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, b
             low = keep + 1
         os.closerange(low, 1 << 16)
         os.setsid()
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, *_JOB_SIGNALS):  # Python/the server ignore these
-            signal.signal(sig, signal.SIG_DFL)
+        # The server catches SIGPIPE, SIGXFSZ, SIGTERM and SIGINT with a handler that does nothing (serve):
+        # execve resets caught signals to their default action, so the step gets the defaults without a
+        # call here. The network forwarder forks from here and never execs: it gets them explicitly.
         plan = req.get("plan")
         net = req.get("net") or (plan or {}).get("net")
         if net:
             stage = "network"  # before the identity switch: a namespace needs the runner's rights
+            for sig in _CAUGHT_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
             _netforward.enter_network(net)
         if plan is not None:
             _apply_plan(plan, supervisor, programs, ruleset)
@@ -242,6 +255,8 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, b
             os.chdir(req["cwd"])
         stage = "exec"
         argv = req["argv"]
+        if "/" in argv[0]:
+            os.execve(argv[0], argv, req["env"])  # what execvpe does for a path, with less Python before it
         os.execvpe(argv[0], argv, req["env"])
     except _StepFailed as failed:
         err = failed.err
@@ -370,8 +385,7 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
             namespaces.unshare_step_namespaces(user=ns["user"])
         except OSError as exc:
             _send_event(status, {"event": "error", "stage": "namespaces", "errno": exc.errno,
-                                 "message": str(exc.strerror or exc), "code": 126})
-            _send_event(status, {"event": "exited", "status": 126 << 8})
+                                 "message": str(exc.strerror or exc), "code": 126}, {"event": "exited", "status": 126 << 8})
             os._exit(0)
     report_r, report_w = os.pipe() if ns else (-1, -1)
 
@@ -389,6 +403,7 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
         # already exited and was reaped, init's pid stands in (a group kill of it then finds nothing).
         step = (_outer_pid_of_only_child(pid) or pid) if ns else pid
         _send_event(status, {"event": "started", "pid": step, "supervisor": os.getpid()})
+    last: list[dict] = []
     while True:
         try:
             reaped, wstatus = os.waitpid(-1, 0)
@@ -402,9 +417,25 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
                 report = _read_all(report_r)
                 if report:  # init reported; empty when init was killed (timeout, cancel): then wstatus
                     event.update(json.loads(report))
-            _send_event(status, event)
-    _send_event(status, {"event": "rusage", **_children_usage(io_before)})
+            if _reap_exited():  # nothing left beneath: "exited" goes out with "rusage", one wake-up less
+                last.append(event)
+                break
+            _send_event(status, event)  # now: the runner deals with what the step left running
+    _send_event(status, *last, {"event": "rusage", **_children_usage(io_before)})
     os.close(status)
+
+
+def _reap_exited() -> bool:
+    """Reap every child that has exited; whether none is left."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        except InterruptedError:
+            continue
+        if pid == 0:
+            return False
 
 
 def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[bool, bytes],
@@ -416,8 +447,7 @@ def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[
     outer_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # the runner's, for pids
     failed = _private_mounts(req)
     if failed is not None:
-        _send_event(status, {"event": "error", **failed})
-        _send_event(status, {"event": "exited", "status": 126 << 8})
+        _send_event(status, {"event": "error", **failed}, {"event": "exited", "status": 126 << 8})
         return
     pid, started = _start_step(stdio, status, ruleset, lambda err_w: _exec_step(req, stdio, err_w, programs, ruleset))
     if started:
@@ -426,8 +456,8 @@ def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[
     os.close(outer_proc)
     # Reported before this init exits: the kernel's teardown of the namespaces need not delay the runner,
     # and nothing in them runs any more (every leftover has SIGKILL pending; none can fork).
-    _send_event(status, {"event": "exited", **namespaces.run_init(pid)})
-    _send_event(status, {"event": "rusage", **_children_usage(io_before)})
+    exited = {"event": "exited", **namespaces.run_init(pid)}
+    _send_event(status, exited, {"event": "rusage", **_children_usage(io_before)})
     os.close(status)
 
 
@@ -435,8 +465,12 @@ def _self_io() -> dict[str, int]:
     """/proc/self/io: the kernel adds the counters of every child reaped into the reaper's, so after the
     subtree is gone the difference from before the fork is the step's and its descendants' I/O."""
     try:
-        with open("/proc/self/io", "rb") as f:
-            return {k.decode(): int(v) for k, v in (line.split(b": ") for line in f.read().splitlines())}
+        fd = os.open("/proc/self/io", os.O_RDONLY | os.O_CLOEXEC)  # not open(): fewer objects touched after fork
+        try:
+            text = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        return {k.decode(): int(v) for k, v in (line.split(b": ") for line in text.splitlines())}
     except (OSError, ValueError):
         return {}
 
@@ -474,8 +508,8 @@ def serve(ctl_fd: int) -> None:
     # they would die with it ("the step's supervisor vanished") instead of being cancelled. The supervisors
     # keep ignoring them (for the same reason: a nested runner's supervisors are in its job's subtree); each
     # step gets the default actions back (_exec_step).
-    for sig in _JOB_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+    for sig in _CAUGHT_SIGNALS:
+        signal.signal(sig, _ignore)
     sock = socket.socket(fileno=ctl_fd)
     programs: dict[bool, bytes] = {}
     try:
