@@ -268,8 +268,10 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
         # A cgroup for a memory or pids limit somebody set (job file, --limit): exact per-step accounting and
         # a named report, at the price of one RCU grace period per step to move it in (5-7 ms measured
         # under load). The untrusted defaults are a safety net: rlimits, at no per-step cost.
-        plan["cgroup_limits"] = [c for c in cgroups.available() if c in plan["limits"]
-                                 and getattr(policy.limits, c) != getattr(UNTRUSTED_DEFAULTS, c)]
+        asked = [c for c in ("memory", "pids") if c in plan["limits"]
+                 and getattr(policy.limits, c) != getattr(UNTRUSTED_DEFAULTS, c)]
+        # cgroups.available() stats the hierarchies: only when a cgroup could be wanted (not for the defaults).
+        plan["cgroup_limits"] = [c for c in cgroups.available() if c in asked] if asked else []
         notes.extend(_limit_rlimits(plan, policy.limits))
 
     if missing:

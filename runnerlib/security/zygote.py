@@ -378,7 +378,6 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
     if as_init:
         _supervise_as_init(req, stdio, status, programs, ruleset)
         return
-    io_before = _self_io()
     ns = (req.get("plan") or {}).get("ns")
     if ns:
         try:
@@ -396,6 +395,8 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
         _exec_step(req, stdio, err_w, programs, ruleset)
 
     pid, started = _start_step(stdio, status, ruleset, child)
+    # Read after the fork, off the path to exec: a child's counters reach this process's only when it is reaped.
+    io_before = _self_io()
     if ns:
         os.close(report_w)
     if started:
@@ -442,7 +443,6 @@ def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[
                        ruleset: landlock.Ruleset | None) -> None:
     """S as pid 1 of the step's namespaces (root): one process fewer on the path than init beneath S."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as pid 1, an unhandled signal is simply not delivered
-    io_before = _self_io()
     me = namespaces.outer_pid()
     outer_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # the runner's, for pids
     failed = _private_mounts(req)
@@ -450,6 +450,7 @@ def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[
         _send_event(status, {"event": "error", **failed}, {"event": "exited", "status": 126 << 8})
         return
     pid, started = _start_step(stdio, status, ruleset, lambda err_w: _exec_step(req, stdio, err_w, programs, ruleset))
+    io_before = _self_io()  # after the fork, as in _supervise
     if started:
         step = _outer_pid_of_only_child(me, outer_proc) or me
         _send_event(status, {"event": "started", "pid": step, "supervisor": me})

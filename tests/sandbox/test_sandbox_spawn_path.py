@@ -57,7 +57,7 @@ def test_exit_and_usage_both_reach_the_runner_and_a_left_daemon_does_not_delay_t
             assert ready, "no exit report while the step's daemon runs"
             step.read_events()
         assert step.exit_code == 3 and step.rusage is None  # the daemon still runs: no usage yet
-        assert step.kill_all() >= 1
+        step.kill_all()  # the daemon (in the step's process group) dies; then the subtree is empty
         while not step.eof:
             select.select([step.status_fd], [], [], 20)
             step.read_events()
