@@ -197,9 +197,45 @@ def _is_forwarder(pid: int) -> bool:
         return False
 
 
-def run_init(step: int) -> dict:
+def children(parent: int) -> list[int]:
+    """The children of `parent` (pids as this process's /proc numbers them), zombies included."""
+    try:
+        fd = os.open(f"/proc/{parent}/task/{parent}/children", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return [int(p) for p in os.read(fd, 1 << 16).split()]
+        finally:
+            os.close(fd)
+    except OSError:  # no CONFIG_PROC_CHILDREN: walk /proc
+        return [pid for pid, ppid in proctree.parent_map().items() if ppid == parent]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] != b"Z"
+
+
+def _live_descendants(root: int) -> list[int]:
+    """Every live process beneath `root`, through the children files (a few reads, not a walk of all /proc)."""
+    found: list[int] = []
+    todo = children(root)
+    while todo:
+        pid = todo.pop()
+        if _alive(pid):
+            found.append(pid)
+        todo.extend(children(pid))
+    return found
+
+
+def run_init(step: int, outer: int | None = None) -> dict:
     """Pid 1 of the step's namespace: reap everything; when `step` exits, return {"status", "leftover",
     "signals"} (the caller reports it and exits, and the kernel kills what is left).
+
+    `outer`: this init's pid in the runner's /proc when it has no private /proc of its own (it stayed in the
+    runner's mount namespace): the namespace's processes are then its descendants there.
 
     `leftover` counts the processes still alive when the main process exited; they are killed with
     kill(-1, SIGKILL) first, which from a namespace's init reaches exactly that namespace, and which a
@@ -224,7 +260,8 @@ def run_init(step: int) -> dict:
         # This /proc is the namespace's own: every process in it but init (zombies are not counted).
         # The forwarder is not counted (a step naming a process like it only hides it from the count:
         # it is killed all the same).
-        leftover = len([pid for pid in proctree.parent_map() if pid != 1 and not _is_forwarder(pid)])
+        inside = _live_descendants(outer) if outer is not None else [pid for pid in proctree.parent_map() if pid != 1]
+        leftover = len([pid for pid in inside if not _is_forwarder(pid)])
     except OSError:
         pass
     if leftover:

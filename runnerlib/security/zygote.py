@@ -217,8 +217,9 @@ def _ignore(_sig: int, _frame: object) -> None:
 
 
 def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, bytes],
-               ruleset: landlock.Ruleset | None) -> None:
-    """In the step process G: wire stdio, new session, apply the plan, exec. Never returns."""
+               ruleset: landlock.Ruleset | None, mounts: bool = False) -> None:
+    """In the step process G: wire stdio, new session, (`mounts`: the step's private mounts, in a mount
+    namespace of its own), apply the plan, exec. Never returns."""
     supervisor = os.getppid()
     stage = "stdio"
     report: dict[str, Any]
@@ -231,6 +232,9 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, b
             low = keep + 1
         os.closerange(low, 1 << 16)
         os.setsid()
+        if mounts:
+            stage = "private mounts"
+            _make_private_mounts(req)
         # The server catches SIGPIPE, SIGXFSZ, SIGTERM and SIGINT with a handler that does nothing (serve):
         # execve resets caught signals to their default action, so the step gets the defaults without a
         # call here. The network forwarder forks from here and never execs: it gets them explicitly.
@@ -284,29 +288,24 @@ def _read_all(fd: int) -> bytes:
         data += chunk
 
 
-def _outer_pid_of_only_child(parent: int, proc_dir: int | None = None) -> int | None:
-    """The pid, as the runner's /proc numbers it, of `parent`'s child: the step inside a PID namespace.
-    `proc_dir`: a descriptor of the runner's /proc kept from before a private /proc was mounted."""
-    try:
-        fd = os.open(f"{parent}/task/{parent}/children" if proc_dir is not None
-                     else f"/proc/{parent}/task/{parent}/children", os.O_RDONLY, dir_fd=proc_dir)
-        try:
-            pids = os.read(fd, 4096).split()
-        finally:
-            os.close(fd)
-    except OSError:  # no CONFIG_PROC_CHILDREN: walk /proc
-        pids = [str(pid).encode() for pid, ppid in proctree.parent_map().items() if ppid == parent]
-    return int(pids[0]) if pids else None
+def _outer_pid_of_only_child(parent: int) -> int | None:
+    """The pid, as the runner's /proc numbers it, of `parent`'s child: the step inside a PID namespace."""
+    pids = namespaces.children(parent)
+    return pids[0] if pids else None
+
+
+def _make_private_mounts(req: dict) -> None:
+    """The step's own /proc, /dev/shm and /tmp (see namespaces.make_private_mounts); raises OSError."""
+    ns = req["plan"]["ns"]
+    keep = list(ns.get("keep_under_tmp") or ()) + ([req["cwd"]] if req.get("cwd") else [])
+    namespaces.make_private_mounts(proc=ns["proc"], shm=ns["shm"], tmp=ns["tmp"], keep_under_tmp=keep,
+                                   tmpfs_size=ns.get("tmpfs_size"))
 
 
 def _private_mounts(req: dict) -> dict | None:
-    """The step's own /proc, /dev/shm and /tmp (see namespaces.make_private_mounts); None, or the error
-    report that refuses the step."""
-    ns = req["plan"]["ns"]
+    """`_make_private_mounts`: None, or the error report that refuses the step."""
     try:
-        keep = list(ns.get("keep_under_tmp") or ()) + ([req["cwd"]] if req.get("cwd") else [])
-        namespaces.make_private_mounts(proc=ns["proc"], shm=ns["shm"], tmp=ns["tmp"], keep_under_tmp=keep,
-                                       tmpfs_size=ns.get("tmpfs_size"))
+        _make_private_mounts(req)
     except OSError as exc:
         return {"stage": "private mounts", "errno": exc.errno, "message": str(exc.strerror or exc), "code": 126}
     return None
@@ -444,20 +443,18 @@ def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[
     """S as pid 1 of the step's namespaces (root): one process fewer on the path than init beneath S."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as pid 1, an unhandled signal is simply not delivered
     me = namespaces.outer_pid()
-    outer_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # the runner's, for pids
-    failed = _private_mounts(req)
-    if failed is not None:
-        _send_event(status, {"event": "error", **failed}, {"event": "exited", "status": 126 << 8})
-        return
-    pid, started = _start_step(stdio, status, ruleset, lambda err_w: _exec_step(req, stdio, err_w, programs, ruleset))
+    # The step makes the private mounts, in a mount namespace of its own: this init forks it first thing,
+    # before touching memory that the fork would make it copy twice (once before, once after), and stays
+    # in the runner's mount namespace, where /proc numbers the step's processes by their outer pids.
+    pid, started = _start_step(stdio, status, ruleset,
+                               lambda err_w: _exec_step(req, stdio, err_w, programs, ruleset, mounts=True))
     io_before = _self_io()  # after the fork, as in _supervise
     if started:
-        step = _outer_pid_of_only_child(me, outer_proc) or me
+        step = _outer_pid_of_only_child(me) or me
         _send_event(status, {"event": "started", "pid": step, "supervisor": me})
-    os.close(outer_proc)
     # Reported before this init exits: the kernel's teardown of the namespaces need not delay the runner,
     # and nothing in them runs any more (every leftover has SIGKILL pending; none can fork).
-    exited = {"event": "exited", **namespaces.run_init(pid)}
+    exited = {"event": "exited", **namespaces.run_init(pid, outer=me)}
     _send_event(status, exited, {"event": "rusage", **_children_usage(io_before)})
     os.close(status)
 
