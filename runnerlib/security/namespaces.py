@@ -16,6 +16,11 @@ Layout, in the fork server (stdlib only: it runs under `python -I -S`):
     (the step's own private tmp directory bound back at its path, so TMPDIR and HOME still work). Nothing
     propagates back to the host (MS_SLAVE on / first). Then `run_init`: fork G, reap, and when G exits
     count what it left and exit, which kills the rest.
+As root the server makes the PID and IPC namespaces itself and the supervisor is their init; that init forks
+the step at once and the step makes the private mounts (in a mount namespace of its own, before it applies
+the rest of the plan): the init stays in the runner's mount namespace and counts what the step left through
+the runner's /proc (`run_init(outer=...)`), and it forks before touching the memory it shares with the
+server, so that the step's fork does not make it copy the same pages twice.
 A network namespace (another policy) slots in beside CLONE_NEWIPC in `unshare_step_namespaces`.
 
 Landlock rules are built before these mounts, on the host's inodes: the new /proc, /dev/shm and /tmp are

@@ -20,9 +20,13 @@ server kills its whole subtree and exits.
 
 A plan with "ns" (an untrusted step's own PID, IPC and mount namespaces, `runnerlib.security.namespaces`):
 as root the server unshares CLONE_NEWPID|CLONE_NEWIPC, forks S (pid 1 of the new namespaces) and setns()es
-back to its own; S makes the private mounts, forks the step and is its init. Unprivileged, S makes a user
-namespace with the PID and IPC namespaces inside and forks their init, which forks the step. Either way
-the "exited" event also carries "leftover" (processes killed with the namespace) and "signals".
+back to its own; S forks the step, which makes the private mounts, and is its init. Unprivileged, S makes a
+user namespace with the PID and IPC namespaces inside and forks their init, which makes the private mounts
+and forks the step. Either way the "exited" event also carries "leftover" (processes killed with the
+namespace) and "signals". "exited" and "rusage" go out in one write when nothing is left beneath S.
+
+What a step costs here, and why the code between fork and exec is as short as it is: docs/internals/sandbox.md
+("Spawn cost").
 
 Request on the socket: 4-byte big-endian length with SCM_RIGHTS [stdin, stdout, stderr, status], then a
 JSON body {"argv": [...], "env": {...}, "cwd": str|null, "plan": {...}|null}.
@@ -74,10 +78,28 @@ def _load_network() -> None:
         gc.freeze()  # the new objects too: keep their pages shared with the forked children
 
 
+def _event_line(event: dict) -> str:
+    """One event as a JSON line. An event of numbers (started, exited, rusage) is formatted here, not by
+    json.dumps: in a freshly forked supervisor the json encoder touches about 70 pages (copy-on-write faults)
+    on the way to telling the runner that its step started. Anything else goes through json."""
+    parts = []
+    for key, value in event.items():
+        kind = type(value)
+        if kind is int or (kind is float and value - value == 0):  # finite float: repr is JSON
+            parts.append(f'"{key}": {value!r}')
+        elif kind is str and value.isidentifier():
+            parts.append(f'"{key}": "{value}"')
+        elif kind is list and all(type(v) is int for v in value):
+            parts.append(f'"{key}": [{", ".join(map(str, value))}]')
+        else:
+            return json.dumps(event) + "\n"
+    return "{" + ", ".join(parts) + "}\n"
+
+
 def _send_event(fd: int, *events: dict) -> None:
     """Write events to a status pipe, one JSON object a line, in one write (one wake-up of the runner)."""
     try:
-        os.write(fd, "".join(json.dumps(event) + "\n" for event in events).encode())
+        os.write(fd, "".join(map(_event_line, events)).encode())
     except OSError:
         pass  # the runner stopped listening; the step is still reaped
 
@@ -394,8 +416,6 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
         _exec_step(req, stdio, err_w, programs, ruleset)
 
     pid, started = _start_step(stdio, status, ruleset, child)
-    # Read after the fork, off the path to exec: a child's counters reach this process's only when it is reaped.
-    io_before = _self_io()
     if ns:
         os.close(report_w)
     if started:
@@ -403,6 +423,9 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
         # already exited and was reaped, init's pid stands in (a group kill of it then finds nothing).
         step = (_outer_pid_of_only_child(pid) or pid) if ns else pid
         _send_event(status, {"event": "started", "pid": step, "supervisor": os.getpid()})
+    # Read after the fork and after "started" (off the runner's path): a child's counters reach this
+    # process's only when it is reaped.
+    io_before = _self_io()
     last: list[dict] = []
     while True:
         try:
@@ -448,10 +471,10 @@ def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[
     # in the runner's mount namespace, where /proc numbers the step's processes by their outer pids.
     pid, started = _start_step(stdio, status, ruleset,
                                lambda err_w: _exec_step(req, stdio, err_w, programs, ruleset, mounts=True))
-    io_before = _self_io()  # after the fork, as in _supervise
     if started:
         step = _outer_pid_of_only_child(me) or me
         _send_event(status, {"event": "started", "pid": step, "supervisor": me})
+    io_before = _self_io()  # as in _supervise
     # Reported before this init exits: the kernel's teardown of the namespaces need not delay the runner,
     # and nothing in them runs any more (every leftover has SIGKILL pending; none can fork).
     exited = {"event": "exited", **namespaces.run_init(pid, outer=me)}
@@ -459,31 +482,33 @@ def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[
     os.close(status)
 
 
-def _self_io() -> dict[str, int]:
-    """/proc/self/io: the kernel adds the counters of every child reaped into the reaper's, so after the
-    subtree is gone the difference from before the fork is the step's and its descendants' I/O."""
+def _self_io() -> tuple[int, int] | None:
+    """(rchar, wchar) of /proc/self/io: the kernel adds the counters of every child reaped into the reaper's,
+    so after the subtree is gone the difference from before the fork is the step's and its descendants' I/O.
+    None when unreadable (a non-dumpable process's /proc files are root's: an unprivileged runner)."""
     try:
         fd = os.open("/proc/self/io", os.O_RDONLY | os.O_CLOEXEC)  # not open(): fewer objects touched after fork
         try:
-            text = os.read(fd, 4096)
+            fields = os.read(fd, 4096).split()
         finally:
             os.close(fd)
-        return {k.decode(): int(v) for k, v in (line.split(b": ") for line in text.splitlines())}
-    except (OSError, ValueError):
-        return {}
+        if fields[0] == b"rchar:" and fields[2] == b"wchar:":  # the file's fixed order
+            return int(fields[1]), int(fields[3])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
-def _children_usage(io_before: dict[str, int]) -> dict:
+def _children_usage(io_before: tuple[int, int] | None) -> dict:
     """CPU, peak RSS and I/O of everything this supervisor reaped (the step and its whole subtree)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     io_after = _self_io()
     out = {"cpu_user_seconds": round(usage.ru_utime, 6), "cpu_system_seconds": round(usage.ru_stime, 6),
            "max_rss_bytes": usage.ru_maxrss * 1024,  # the largest process's peak, not a sum (getrusage(2))
            "disk_read_bytes": usage.ru_inblock * 512, "disk_write_bytes": usage.ru_oublock * 512}
-    # /proc/self/io of a non-dumpable process is root's: an unprivileged runner gets no syscall byte counts.
-    if io_before and io_after:
-        for name, key in (("rchar", "read_bytes"), ("wchar", "write_bytes")):
-            out[key] = max(0, io_after[name] - io_before.get(name, 0))
+    if io_before is not None and io_after is not None:
+        out["read_bytes"] = max(0, io_after[0] - io_before[0])
+        out["write_bytes"] = max(0, io_after[1] - io_before[1])
     return out
 
 

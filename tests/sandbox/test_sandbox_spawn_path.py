@@ -3,14 +3,19 @@ network set-up loaded only when a step needs it (docs/internals/sandbox.md, "Spa
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import select
 import signal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runnerlib.execution.process import run_process
 from runnerlib.security import spawn as sp
+from runnerlib.security import zygote
 
 # SIGPIPE, SIGXFSZ, SIGTERM, SIGINT: the server catches them with a handler that does nothing; exec must
 # hand the step their default actions (neither ignored nor caught).
@@ -91,3 +96,28 @@ def test_the_server_loads_the_network_set_up_only_for_a_step_that_needs_it(works
     assert server is not None
     with open(f"/proc/{server}/maps") as f:
         assert "libnftables" not in f.read()
+
+
+_NUMBER = st.one_of(st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none())
+_VALUE = st.one_of(_NUMBER, st.text(max_size=20), st.lists(st.integers(), max_size=5),
+                   st.lists(_NUMBER, max_size=3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12), _VALUE, max_size=6))
+def test_an_event_line_reads_back_as_the_event(event):
+    """The supervisor's own formatting of numeric events (zygote._event_line) is JSON that reads back as the
+    event, whatever the values (anything it does not format itself goes through json.dumps)."""
+    line = zygote._event_line(event)
+    assert line.endswith("\n") and "\n" not in line[:-1]
+    back = json.loads(line)
+    assert back.keys() == event.keys()
+    for key, value in event.items():
+        if isinstance(value, float) and math.isnan(value):
+            assert math.isnan(back[key])
+        elif isinstance(value, list):
+            assert len(back[key]) == len(value) and all(
+                (math.isnan(a) and math.isnan(b)) if isinstance(a, float) and math.isnan(a) else a == b
+                for a, b in zip(value, back[key], strict=True))
+        else:
+            assert back[key] == value and type(back[key]) is type(value)
