@@ -33,6 +33,7 @@ import ctypes
 import errno
 import os
 import signal
+import stat
 
 from runnerlib.security import proctree
 from runnerlib.security.lowlevel import prctl
@@ -59,6 +60,10 @@ def _check(ret: int, what: str) -> None:
     if ret != 0:  # check the return value, never errno alone
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _enc(text: str | None) -> bytes | None:
+    return None if text is None else text.encode()
 
 
 def unshare(flags: int) -> None:
@@ -95,10 +100,8 @@ def outer_pid() -> int:
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     """mount(2); raises OSError naming the target."""
-    def enc(text: str | None) -> bytes | None:
-        return None if text is None else text.encode()
-
-    _check(_libc.mount(enc(source), target.encode(), enc(fstype), flags, enc(data)), f"mount {target}")
+    if _libc.mount(_enc(source), target.encode(), _enc(fstype), flags, _enc(data)) != 0:
+        _check(-1, f"mount {target}")  # the message is made only on failure (this runs between fork and exec)
 
 
 def _write(path: str, text: str) -> None:
@@ -133,10 +136,11 @@ def unshare_step_namespaces(user: bool) -> None:
 
 def make_private_mounts(*, proc: bool, shm: bool, tmp: bool, keep_under_tmp: list[str],
                         tmpfs_size: int | None) -> None:
-    """In init (pid 1 of the new PID namespace): a new mount namespace with the step's own /proc, /dev/shm
-    and /tmp. `keep_under_tmp`: paths under /tmp the step is granted (its private tmp directory, a workspace
-    that lives in /tmp), bound back at their own paths over the empty /tmp. Raises OSError naming the mount
-    that failed."""
+    """In the step (root) or its init (unprivileged), in the new PID namespace: a new mount namespace with the
+    step's own /proc, /dev/shm and /tmp. `keep_under_tmp`: paths under /tmp the step is granted (its private
+    tmp directory, a workspace that lives in /tmp), bound back at their own paths over the empty /tmp, as
+    `outermost_under_tmp` gives them (the runner computes it, so that less Python runs here between fork and
+    exec). Raises OSError naming the mount that failed."""
     unshare(CLONE_NEWNS)
     # Mounts made here must never appear in the runner's namespace (a shared / would propagate them).
     mount(None, "/", None, MS_REC | MS_SLAVE)
@@ -149,7 +153,7 @@ def make_private_mounts(*, proc: bool, shm: bool, tmp: bool, keep_under_tmp: lis
         # Opened in this namespace (a bind source must belong to it) before /tmp is covered.
         kept: list[tuple[str, int]] = []
         try:
-            for path in _outermost(keep_under_tmp):
+            for path in keep_under_tmp:
                 try:
                     kept.append((path, os.open(path, os.O_PATH | os.O_CLOEXEC)))
                 except FileNotFoundError:
@@ -158,10 +162,9 @@ def make_private_mounts(*, proc: bool, shm: bool, tmp: bool, keep_under_tmp: lis
             # a protected path bound beneath it writable again (Landlock unions the grants along a path).
             mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=16m")
             for path, fd in kept:
-                if os.path.isdir(f"/proc/self/fd/{fd}"):
-                    os.makedirs(path, mode=0o755, exist_ok=True)
-                else:
-                    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+                _make_dirs(path if is_dir else os.path.dirname(path))
+                if not is_dir:
                     os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
                 mount(f"/proc/self/fd/{fd}", path, None, MS_BIND)
         finally:
@@ -169,7 +172,17 @@ def make_private_mounts(*, proc: bool, shm: bool, tmp: bool, keep_under_tmp: lis
                 os.close(fd)
 
 
-def _outermost(paths: list[str]) -> list[str]:
+def _make_dirs(path: str) -> None:
+    """mkdir -p beneath the fresh /tmp (0755), without os.makedirs' recursion of Python calls."""
+    parts = path.split("/")
+    for i in range(3, len(parts) + 1):  # "", "tmp", first component...: /tmp itself exists
+        try:
+            os.mkdir("/".join(parts[:i]), 0o755)
+        except FileExistsError:
+            pass
+
+
+def outermost_under_tmp(paths: list[str]) -> list[str]:
     """The paths under /tmp, without those lying beneath another one (binding the parent brings them)."""
     chosen: list[str] = []
     for path in sorted({os.path.normpath(p) for p in paths if p.startswith("/tmp/")}, key=len):

@@ -29,7 +29,8 @@ What a step costs here, and why the code between fork and exec is as short as it
 ("Spawn cost").
 
 Request on the socket: 4-byte big-endian length with SCM_RIGHTS [stdin, stdout, stderr, status], then a
-JSON body {"argv": [...], "env": {...}, "cwd": str|null, "plan": {...}|null}.
+JSON body {"argv": [...], "env": {...}, "cwd": str|null, "plan": {...}|null, "keep_under_tmp": [...]} (the
+last with a plan with "ns": the paths bound back over the private /tmp, `namespaces.outermost_under_tmp`).
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ def _set_rlimits(rlimits: dict | None) -> None:
         resource.setrlimit(getattr(resource, f"RLIMIT_{name.upper()}"), (soft, hard))
 
 
-def _apply_plan(plan: dict, supervisor: int, programs: dict[bool, bytes],
+def _apply_plan(plan: dict, supervisor: int, programs: dict[bool, seccomp.Filter],
                 ruleset: landlock.Ruleset | None) -> None:
     """Apply a sandbox plan to this (single-threaded, about to exec) process. Raises _StepFailed."""
     stage = "rlimits"
@@ -218,7 +219,7 @@ def _apply_plan(plan: dict, supervisor: int, programs: dict[bool, bytes],
             program = programs.get(bool(sc.get("deny_network")))
             if program is None:
                 raise OSError(errno.ENOTSUP, "no seccomp program for this architecture")
-            seccomp.load_filter(program)
+            program.load()
     except _StepFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure before exec is reported as a refusal
@@ -238,7 +239,7 @@ def _ignore(_sig: int, _frame: object) -> None:
     """The server's handler for _CAUGHT_SIGNALS: nothing (see there)."""
 
 
-def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, bytes],
+def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, seccomp.Filter],
                ruleset: landlock.Ruleset | None, mounts: bool = False) -> None:
     """In the step process G: wire stdio, new session, (`mounts`: the step's private mounts, in a mount
     namespace of its own), apply the plan, exec. Never returns."""
@@ -319,8 +320,7 @@ def _outer_pid_of_only_child(parent: int) -> int | None:
 def _make_private_mounts(req: dict) -> None:
     """The step's own /proc, /dev/shm and /tmp (see namespaces.make_private_mounts); raises OSError."""
     ns = req["plan"]["ns"]
-    keep = list(ns.get("keep_under_tmp") or ()) + ([req["cwd"]] if req.get("cwd") else [])
-    namespaces.make_private_mounts(proc=ns["proc"], shm=ns["shm"], tmp=ns["tmp"], keep_under_tmp=keep,
+    namespaces.make_private_mounts(proc=ns["proc"], shm=ns["shm"], tmp=ns["tmp"], keep_under_tmp=req["keep_under_tmp"],
                                    tmpfs_size=ns.get("tmpfs_size"))
 
 
@@ -333,7 +333,7 @@ def _private_mounts(req: dict) -> dict | None:
     return None
 
 
-def _init(req: dict, stdio: list[int], err_w: int, report_w: int, programs: dict[bool, bytes],
+def _init(req: dict, stdio: list[int], err_w: int, report_w: int, programs: dict[bool, seccomp.Filter],
           ruleset: landlock.Ruleset | None) -> None:
     """In init I, pid 1 of the step's namespace (unprivileged runner: beneath the supervisor, which made
     the user namespace): private mounts, fork the step, reap, report. Never returns."""
@@ -381,7 +381,7 @@ def _start_step(stdio: list[int], status: int, ruleset: landlock.Ruleset | None,
     return pid, not data
 
 
-def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[bool, bytes],
+def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[bool, seccomp.Filter],
                ruleset: landlock.Ruleset | None, as_init: bool = False) -> None:
     """In the supervisor S: subreaper for one step; fork it, report start/failure/exit, reap everything.
 
@@ -461,7 +461,7 @@ def _reap_exited() -> bool:
             return False
 
 
-def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[bool, bytes],
+def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[bool, seccomp.Filter],
                        ruleset: landlock.Ruleset | None) -> None:
     """S as pid 1 of the step's namespaces (root): one process fewer on the path than init beneath S."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as pid 1, an unhandled signal is simply not delivered
@@ -534,9 +534,9 @@ def serve(ctl_fd: int) -> None:
     for sig in _CAUGHT_SIGNALS:
         signal.signal(sig, _ignore)
     sock = socket.socket(fileno=ctl_fd)
-    programs: dict[bool, bytes] = {}
+    programs: dict[bool, seccomp.Filter] = {}
     try:
-        programs = {flag: seccomp.build_filter(deny_network=flag) for flag in (False, True)}
+        programs = {flag: seccomp.Filter(seccomp.build_filter(deny_network=flag)) for flag in (False, True)}
     except OSError:
         pass  # unsupported architecture: a plan asking for seccomp fails closed in _apply_plan
     me = os.getpid()
