@@ -391,7 +391,8 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
     exit status and leftover count then come from I's report pipe.
     """
     stdio, status = fds[:3], fds[3]
-    prctl.prctl(prctl.PR_SET_CHILD_SUBREAPER, 1)
+    if not as_init:  # an init reaps its whole namespace anyway
+        prctl.prctl(prctl.PR_SET_CHILD_SUBREAPER, 1)
     prctl.prctl(prctl.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != (0 if as_init else zygote):  # an init's parent lies outside its namespace: 0
         os._exit(1)
@@ -464,7 +465,6 @@ def _reap_exited() -> bool:
 def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[bool, seccomp.Filter],
                        ruleset: landlock.Ruleset | None) -> None:
     """S as pid 1 of the step's namespaces (root): one process fewer on the path than init beneath S."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as pid 1, an unhandled signal is simply not delivered
     me = namespaces.outer_pid()
     # The step makes the private mounts, in a mount namespace of its own: this init forks it first thing,
     # before touching memory that the fork would make it copy twice (once before, once after), and stays
@@ -474,6 +474,9 @@ def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[
     if started:
         step = _outer_pid_of_only_child(me) or me
         _send_event(status, {"event": "started", "pid": step, "supervisor": me})
+    # As pid 1, an unhandled signal is simply not delivered. Set here, after the step is told to have
+    # started: the step was forked with the server's caught SIGINT, which its exec reset to the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     io_before = _self_io()  # as in _supervise
     # Reported before this init exits: the kernel's teardown of the namespaces need not delay the runner,
     # and nothing in them runs any more (every leftover has SIGKILL pending; none can fork).
