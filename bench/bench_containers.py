@@ -5,7 +5,8 @@ Run: .venv/bin/python bench/bench_containers.py [--quick] [--image IMAGE]
 - per job: `runnerlib run --runner-image IMAGE --job-command true` (whole command: runnerlib's start-up,
   workspace, masking, the engine) against `podman run --rm IMAGE true`; the difference is what container
   mode adds on top of the engine's own start (target: under 0.3 s). `runnerlib run --job-command true`
-  (no container) is shown too, for runnerlib's own fixed cost;
+  (no container) is shown too, for runnerlib's own fixed cost, and container mode without the first step's
+  early start (execution/container_prestart.py switched off in that process only), for what it saves;
 - the five-job example workflow (examples/workflows/ci.yaml) with `--engine podman` against
   `--engine process` (needs the runner image: `make image`).
 Runs are interleaved and medians reported; the machine is noisy, so read the differences and ratios.
@@ -43,14 +44,20 @@ def main() -> None:
         sys.exit(f"bench_containers: no image {args.image} (make image)")
     runs = 3 if args.quick else 9
     cli = [sys.executable, "-m", "runnerlib.cli"]
+    # The same CLI with the early start off: first_step finds no step to start early.
+    no_early = [sys.executable, "-c", "import runnerlib.execution.container_prestart as p; "
+                "p.first_step = lambda job: None; from runnerlib.cli import entry; entry()"]
     samples: dict[str, list[float]] = {"podman run --rm IMAGE true": [], "runnerlib run --runner-image": [],
-                                       "runnerlib run (no container)": []}
+                                       "  without the early start": [], "runnerlib run (no container)": []}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(runs):
             ws = Path(tmp) / f"ws{i}"
             samples["podman run --rm IMAGE true"].append(timed(["podman", "run", "--rm", args.image, "true"]))
             samples["runnerlib run --runner-image"].append(timed(
                 [*cli, "run", "--workspace-root", str(ws / "c"), "--runner-image", args.image, "--job-command", "true"]))
+            samples["  without the early start"].append(timed(
+                [*no_early, "run", "--workspace-root", str(ws / "n"), "--runner-image", args.image, "--job-command",
+                 "true"]))
             samples["runnerlib run (no container)"].append(timed(
                 [*cli, "run", "--workspace-root", str(ws / "p"), "--job-command", "true"]))
     medians = {k: statistics.median(v) for k, v in samples.items()}

@@ -59,7 +59,8 @@ def TestOneInput(data: bytes) -> None:
         except ConditionError:
             return
         try:
-            cond.evaluate({n: "x" for n in cond.names()})
+            # With the status functions it calls (success(), failure(), ...): evaluates, never raises else.
+            cond.evaluate({n: "x" for n in cond.names()}, {f: fdp.ConsumeBool() for f in sorted(cond.functions)})
         except ConditionError:
             pass
 

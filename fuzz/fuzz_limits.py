@@ -4,7 +4,7 @@ Run: .venv/bin/python fuzz/fuzz_limits.py -atheris_runs=1000
 
 Properties: parse_size either returns a positive integer below 4 EiB or raises LimitError whose message names
 the field; parse_limit_options / coerce_limits either give StepLimits whose values are all positive
-integers or raise LimitError (a ValueError) with one line; describe() and format_size never fail.
+integers (cpus: a float of at least MIN_CPUS) or raise LimitError (a ValueError) with one line; describe() and format_size never fail.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import atheris
 with atheris.instrument_imports():
     from runnerlib.security.limits import (
         LIMIT_NAMES,
+        MIN_CPUS,
         LimitError,
         StepLimits,
         coerce_limits,
@@ -54,8 +55,11 @@ def test_one(data: bytes) -> None:
             assert "\n" not in str(exc), exc
             continue
         assert isinstance(limits, StepLimits)
-        for _name, value in limits.items():
-            assert isinstance(value, int) and value > 0
+        for name, value in limits.items():
+            if name == "cpus":
+                assert isinstance(value, float) and MIN_CPUS <= value <= 1 << 20, value
+            else:
+                assert isinstance(value, int) and value > 0
         limits.describe()
 
 

@@ -137,6 +137,11 @@ class JobConfig(BaseModel):
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"
     color: Literal["auto", "always", "never"] = "auto"
+    timestamps: bool = Field(False, description="A UTC timestamp before every console line of step output "
+                                                "(step log files: log_timestamps).")
+    # Opt-in, as Buildkite's --timestamp-lines and GitLab's timestamps: a stamp makes a 56-byte line's log
+    # record 45% larger, which the bulk path of a chatty step pays on every line (docs/internals/executor.md).
+    log_timestamps: bool = Field(False, description="A UTC timestamp before every line of the step log files.")
 
     # Observability (docs/observability.md).
     metrics_file: str | None = Field(None, description="Write the job's metrics here at the end (node-exporter textfile).")
@@ -316,6 +321,7 @@ OTHER_KNOWN_ENV = frozenset({
     "REACTORCIDE_WORKFLOW_FILE", "REACTORCIDE_WORKFLOW_ID", "REACTORCIDE_WORKFLOW_ITEM", "REACTORCIDE_WORKFLOW_JOB",
     "REACTORCIDE_WORKFLOW_OUTPUT", "REACTORCIDE_WORKFLOW_RUN_ID", "REACTORCIDE_WORKFLOW_STATE",
     "REACTORCIDE_WORKFLOW_VARS", "REACTORCIDE_PLUGIN_DIRS", "REACTORCIDE_STEPS_STATE",
+    "REACTORCIDE_WORKFLOW_OUTPUT_TRANSPORT",  # workflow/output_lines.py
     # the step protocol's files (execution/step_files.py)
     "REACTORCIDE_OUTPUT", "REACTORCIDE_ENV", "REACTORCIDE_PATH", "REACTORCIDE_STEP_SUMMARY",
 })

@@ -33,7 +33,13 @@ from pydantic import (
     model_validator,
 )
 
-from runnerlib.execution.conditions import Condition, ConditionError, parse_condition
+from runnerlib.execution.conditions import (
+    Condition,
+    ConditionError,
+    condition_spellings,
+    condition_spellings_schema,
+    parse_condition,
+)
 from runnerlib.execution.retry import AllowFailurePolicy, RetryPolicy, retry_policy
 from runnerlib.execution.step_refs import StepReferenceError, check_step_references
 from runnerlib.security.limits import StepLimits, coerce_limits
@@ -104,7 +110,7 @@ class Step:
 class StepSpec(BaseModel):
     """A step as written in a job file (and the validation of `Job.add_step` arguments)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=condition_spellings_schema)
 
     name: str = Field(description="Unique step name: letters, digits, '_', '.', '-' (max 63).")
     command: str | list[str] = Field(
@@ -113,7 +119,8 @@ class StepSpec(BaseModel):
     condition: str = Field(
         default="on_success",
         description="on_success (default), always, on_failure, or an expression on job variables, "
-                    "e.g. branch == 'main' and event_type != 'pull_request_opened'.")
+                    "e.g. branch == 'main' and event_type != 'pull_request_opened'; GitHub's success(), "
+                    "failure(), always(), cancelled() too. Also spelt `if:`, or `when:` for a status keyword.")
     timeout: float | None = Field(default=None, gt=0, description="Seconds; exit 124 when exceeded.")
     retries: int = Field(default=0, ge=0, le=10, description="Extra attempts after a failure or timeout.")
     env: EnvVars = Field(default_factory=dict, description="Extra environment for this step.")
@@ -134,7 +141,7 @@ class StepSpec(BaseModel):
         default=None, description="full, none, loopback or a list of host:port (untrusted default: full, "
                                   "cloud metadata addresses never reachable).")
     limits: StepLimits | None = Field(default=None, description="Resource limits: pids, memory (512M, 1G), "
-                                                                "cpu_seconds, file_size, open_files.")
+                                                                "cpu_seconds, file_size, open_files, cpus.")
 
     @field_validator("limits", mode="before")
     @classmethod
@@ -200,6 +207,12 @@ class StepSpec(BaseModel):
     def _deps(cls, value: Any) -> Any:
         # `depends_on: build` is a common shorthand for a one-element list.
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _condition_spellings(cls, data: Any) -> Any:
+        # `if:` (GitHub) and `when:` (GitLab) are the same setting as `condition:`.
+        return condition_spellings(data)
 
     @field_validator("condition")
     @classmethod

@@ -12,24 +12,23 @@ The rule (docs/getting-started.md states it for users):
    temp dir ($TMPDIR, else /tmp), kept after the run for its logs: a plain /job directory on a shared host
    may be another job's.
 3. In such a per-run workspace, a job that names no source (no source_*, no code_dir, no job_dir) runs on the
-   current directory: a snapshot of it is copied into <workspace>/src. In a git work tree the snapshot is the
-   files git knows of (tracked and untracked, ignored ones left out: no .venv, no node_modules, no .git);
-   elsewhere the whole directory. The current directory is never copied when it is / or your home.
+   current directory: it is a `copy` source into <workspace>/src. Like every copy source of a local directory,
+   in a git work tree that is the files git knows of (tracked and untracked, ignored ones left out: no .venv,
+   no node_modules, no .git; source/git_files.py); elsewhere the whole directory. The current directory is
+   never copied when it is / or your home.
 4. With a workspace given and no source, the job runs in <workspace>/src as before (a pre-mounted tree); if
    that directory was empty or missing and the job fails, a last line says so and how to run on the
    current directory.
 
-The first lines of the job's output say which of these happened. Everything here runs before sources are
-prepared and only touches the user's own files (the snapshot is then copied by the `copy` source, with its
-checks on links and special files).
+The first lines of the job's output say which of these happened, and for a copy source of a local directory
+whether git's list or everything is copied. Everything here runs before sources are prepared and touches no
+file (the `copy` source copies, with its checks on links and special files).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, MutableMapping
 from typing import Any
@@ -77,21 +76,18 @@ def _worker_mount(path: str) -> bool:
 
 
 class LocalRun:
-    """What adopt() decided for one run: messages for the first lines, and a snapshot to remove at the end."""
+    """What adopt() decided for one run: messages for the first lines, a hint, or an error."""
 
     def __init__(self) -> None:
         self.messages: list[str] = []
-        self.snapshot: str | None = None
         # Said after a failed job only: an empty src explains "no tests ran", and is noise when all went well.
         self.hint: str | None = None
         # Why the workspace cannot be used (the runner reports it as a workspace_root configuration error).
         self.error: str | None = None
 
     def close(self) -> None:
-        """Remove the snapshot of the current directory (the workspace itself is kept for its logs)."""
-        if self.snapshot:
-            shutil.rmtree(self.snapshot, ignore_errors=True)
-            self.snapshot = None
+        """The end of the run. Nothing is held any more: the copy source copies the current directory itself
+        (it made a private snapshot first until the copy source learnt git's list); the runner still calls it."""
 
 
 def per_run_workspace(config: Any) -> bool:
@@ -132,13 +128,21 @@ def adopt(config: Any, fill_derived: Callable[[Any], None], *, cwd: str | None =
         run.error = (f"is not writable by this user (uid {os.geteuid()}); give a workspace of yours "
                      "(--workspace-root DIR), or none outside a container for a per-run one")
         return run
-    if config.origin("source_type") == INFERRED_COPY and config.source_url and not run.snapshot \
-            and not config.dry_run:
-        run.snapshot = _git_snapshot(config.source_url)
-        if run.snapshot:
-            run.messages.append(f"source: {config.source_url} (the files git knows of, without .git)")
-            config.set("source_url", run.snapshot, config.origin("source_url"))
+    url = config.source_url
+    if config.source_type == "copy" and config.origin("source_url") != "current directory" and url \
+            and is_local_path(url) and os.path.isdir(url.removeprefix("file://")):
+        run.messages.append(f"source: {url}, copied into {config.code_dir}: {_what_is_copied(url)}")
     return run
+
+
+def _what_is_copied(directory: str) -> str:
+    """What a copy source of `directory` holds (source/copy.py decides the same way), for the first lines."""
+    from runnerlib.source.git_files import work_tree_of
+
+    top = work_tree_of(directory.removeprefix("file://"))
+    if top is None:
+        return "everything (not in a git work tree)"
+    return f"the files git knows of (in the git work tree {top}: tracked, and untracked ones not ignored; no .git)"
 
 
 def _empty(path: str) -> bool:
@@ -157,49 +161,6 @@ def _use_current_directory(config: Any, run: LocalRun, cwd: str) -> None:
         run.messages.append(f"source: none (the current directory {cwd} is {why}: not copied); the job runs in an "
                             f"empty {config.code_dir}")
         return
-    snapshot = None if config.dry_run else _git_snapshot(cwd)
     config.set("source_type", "copy", "current directory")
-    config.set("source_url", snapshot or cwd, "current directory")
-    if snapshot:
-        run.snapshot = snapshot
-        run.messages.append(f"source: the current directory {cwd} (the files git knows of, without .git), "
-                            f"copied into {config.code_dir}")
-    else:
-        run.messages.append(f"source: the current directory {cwd}, copied into {config.code_dir}")
-
-
-def _git_snapshot(directory: str) -> str | None:
-    """A private copy of the files git knows of in `directory` (a work tree's top or a subdirectory), or None
-    when it is not a git work tree or git is missing."""
-    git = shutil.which("git")
-    if git is None or not os.path.isdir(directory):
-        return None
-    try:
-        listed = subprocess.run([git, "-C", directory, "ls-files", "-z", "--cached", "--others",
-                                 "--exclude-standard"], capture_output=True, timeout=120, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if listed.returncode != 0:
-        return None
-    snapshot = tempfile.mkdtemp(prefix="runnerlib-snapshot-")
-    try:
-        for raw in dict.fromkeys(listed.stdout.split(b"\0")):
-            if not raw:
-                continue
-            rel = os.fsdecode(raw)
-            source = os.path.join(directory, rel)
-            target = os.path.join(snapshot, rel)
-            if not os.path.lexists(source):
-                continue  # tracked but deleted in the work tree: the snapshot is the work tree
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            if os.path.isdir(source) and not os.path.islink(source):
-                # A submodule: its files, without its .git.
-                shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns(".git"),
-                                dirs_exist_ok=True)
-            else:
-                shutil.copy2(source, target, follow_symlinks=False)
-    except BaseException:
-        shutil.rmtree(snapshot, ignore_errors=True)
-        raise
-    return snapshot
-
+    config.set("source_url", cwd, "current directory")
+    run.messages.append(f"source: the current directory {cwd}, copied into {config.code_dir}: {_what_is_copied(cwd)}")

@@ -15,8 +15,8 @@ Invariants:
   steps (SIGTERM, grace, SIGKILL in the process wrapper) and makes the job exit 143.
 
 Exit codes: 0 success; a failing step's own code; 124 step or job timeout; 126 refused by the sandbox policy;
-143 cancelled by SIGTERM; 1 a plugin, source or runner failure; 78 a configuration or job-definition error
-(runnerlib.exit_codes has the table).
+130 Ctrl-C (SIGINT), 143 SIGTERM (execution/cancellation.py); 1 a plugin, source or runner failure; 78 a
+configuration or job-definition error (runnerlib.exit_codes has the table).
 """
 
 from __future__ import annotations
@@ -25,17 +25,18 @@ import logging
 import os
 import re
 import shlex
-import signal
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import runnerlib.step_env as step_environment
 from runnerlib.config import ConfigError, JobConfig, get_config
+from runnerlib.execution.cancellation import Cancellation, JobCancelled
 from runnerlib.execution.logs import JobLog, MaskedTextWriter, want_colour
 from runnerlib.execution.own_words import Own
 from runnerlib.execution.scheduler import (
@@ -50,15 +51,11 @@ from runnerlib.execution.scheduler import (
 from runnerlib.exit_codes import EXIT_CONFIG as EXIT_CONFIG_ERROR
 from runnerlib.exit_codes import EXIT_FAILURE as EXIT_RUNNER_ERROR
 from runnerlib.exit_codes import EXIT_INTERRUPTED, error_text
+from runnerlib.job_summary import JobSummary, failure_text
 from runnerlib.jobs import Job, JobDefinitionError, Step
 from runnerlib.observability.observer import JobObserver
 from runnerlib.plugins import PluginContext, PluginError, PluginManager, PluginPhase, default_manager
 from runnerlib.trust_origin import check_job_origin, untrusted_trees
-
-
-class JobCancelled(BaseException):
-    """Raised in the main thread by the SIGTERM handler outside the step phase (BaseException: plugins'
-    `except Exception` must not swallow it)."""
 
 
 class RunnerError(RuntimeError):
@@ -109,7 +106,8 @@ class JobRunner:
         self._stderr: Any = sys.stderr if out is None else None
         self.log = JobLog(stream, job_name=config.job_name, job_id=config.job_id, fmt=config.log_format,
                           colour=want_colour(stream, config.color), mask=self.mask_text,
-                          level=config.log_level)
+                          level=config.log_level, timestamps=config.timestamps,
+                          file_timestamps=config.log_timestamps)
         # Trace context (TRACEPARENT), spans, metrics, report: docs/observability.md.
         self.obs = JobObserver(config, self.environ, self.registry, self.log)
         self.result: JobResult | None = None
@@ -118,21 +116,17 @@ class JobRunner:
         # owns the triggers and the signing key, and our logs go beside the outer step's, not over them.
         self.parent_step = self.environ.get("REACTORCIDE_STEP_NAME") or None
         self.context = PluginContext(config=config, env={}, job=job, registry=self.registry)
-        self._scheduler: Scheduler | None = None
-        self._in_steps = False
-        self._cancelled = threading.Event()
-        self._job_timed_out = False
+        # SIGTERM, Ctrl-C and the job's timeout (execution/cancellation.py).
+        self.cancellation = Cancellation(handle_signals=handle_signals)
+        # The summary table, summary.json and the steps' markdown summaries (job_summary.py).
+        self.summary = JobSummary(self.log, mask=self.mask_text, open_workspace=self._open_workspace)
         self._socket: Any = None
         self._container: Any = None  # a ContainerStep in container mode (--runner-image)
         self._trees: Any = None  # which tree each step works on (runnerlib.source.job_trees), made with the workspace
         self._signer: Any = None
         self._scratch: str | None = None
         self.workspace: Any = None
-        self._timer: threading.Timer | None = None
-        self._interruptible = False
-        self._interrupt_code = EXIT_CANCELLED
         self._protocol: Any = None  # execution.step_protocol.StepProtocol while the steps run
-        self._step_summary: str | None = None
 
     # -- public --------------------------------------------------------------------------------------------
 
@@ -147,90 +141,69 @@ class JobRunner:
 
     def cancel(self) -> None:
         """What SIGTERM does: cancel running steps (grace, then kill) and start nothing new."""
-        self._cancelled.set()
-        if self._scheduler is not None:
-            self._scheduler.cancel()
+        self.cancellation.cancel()
 
     def run(self) -> int:
         """Run the whole lifecycle; return the job's exit code (see the module docstring)."""
         started = time.monotonic()
-        previous = self._install_signal_handler()
-        # print() and logging from plugins run in this process: mask them like step output.
-        saved_streams = sys.stdout, sys.stderr
-        sys.stdout = MaskedTextWriter(sys.stdout, self.mask_text)  # type: ignore[assignment]
-        sys.stderr = MaskedTextWriter(sys.stderr, self.mask_text)  # type: ignore[assignment]
         exit_code = EXIT_RUNNER_ERROR
-        failed = False
         self.plugins.timings.clear()
-        log_handler = _JobLogHandler(self.log)
-        logging.getLogger("runnerlib").addHandler(log_handler)
-        try:
+        with _process_output_masked(self.log, self.mask_text), self.cancellation.handlers():
             try:
-                exit_code, failed = self._main_phases()
-            except JobCancelled:
-                failed = True
-                exit_code = EXIT_TIMEOUT if self._job_timed_out else self._interrupt_code
-                self._error("job timed out" if self._job_timed_out else "job cancelled"
-                            + (" (SIGINT)" if exit_code == EXIT_INTERRUPTED else " (SIGTERM)"))
-            except (ConfigError, JobDefinitionError) as exc:
-                failed = True
-                exit_code = EXIT_CONFIG_ERROR
-                self._error(str(exc), stderr=True)
-            except PluginError as exc:
-                failed = True
-                exit_code = self._cancel_code() or EXIT_RUNNER_ERROR
-                self._error(str(exc), stderr=True)
-            except Exception as exc:  # noqa: BLE001 - reported masked; ON_ERROR and CLEANUP still run
-                failed = True
-                exit_code = self._cancel_code() or EXIT_RUNNER_ERROR
-                self._error(error_text(exc), stderr=True)
-            if self._cancelled.is_set() and exit_code == 0:
-                exit_code = self._cancel_code() or exit_code
-            if failed or exit_code != 0:
-                self.context.exit_code = exit_code
-                self.context.error = self.context.error or (self.errors[-1] if self.errors else None)
-                with self.obs.phase(PluginPhase.ON_ERROR.value, self.plugins):
-                    self.plugins.run_phase(PluginPhase.ON_ERROR, self.context, mask=self.mask_text,
-                                           continue_on_error=True, on_error=self._error)
-            with self.obs.phase(PluginPhase.CLEANUP.value, self.plugins):
-                cleanup_errors = self.plugins.run_phase(PluginPhase.CLEANUP, self.context, mask=self.mask_text,
-                                                        continue_on_error=True, on_error=self._error)
-            if cleanup_errors and exit_code == 0:
-                exit_code = EXIT_RUNNER_ERROR
-            self.log.summary(self.result.steps if self.result else [], self.plugins.timing_summary(),
-                             total=time.monotonic() - started, exit_code=exit_code,
-                             notes=[f"step summaries: {self._step_summary}"] if self._step_summary else [])
-            self._write_summary_file(exit_code)
-            if exit_code not in (0, EXIT_TIMEOUT, EXIT_CANCELLED, EXIT_INTERRUPTED, EXIT_CONFIG_ERROR) \
-                    and getattr(self, "_local", None) is not None and self._local.hint:
-                self._note(self._local.hint)
-        finally:
-            if self._timer is not None:
-                self._timer.cancel()
-            self.obs.finish(exit_code, self.result.steps if self.result else [], self.plugins, job=self.job,
-                            read_log=self._read_step_log, error=self._error)
-            self._stop_services()
-            self._restore_signal_handler(previous)
-            logging.getLogger("runnerlib").removeHandler(log_handler)
-            for stream in (sys.stdout, sys.stderr):
-                stream.flush()
-            sys.stdout, sys.stderr = saved_streams
+                exit_code, failed = self._phases()
+                exit_code = self._on_error_and_cleanup(exit_code, failed)
+                self.summary.report(job_name=self.config.job_name, job_id=self.config.job_id,
+                                    steps=self.result.steps if self.result else None,
+                                    plugins=self.plugins.timing_summary(), total=time.monotonic() - started,
+                                    exit_code=exit_code)
+                if exit_code not in (0, EXIT_TIMEOUT, EXIT_CANCELLED, EXIT_INTERRUPTED, EXIT_CONFIG_ERROR) \
+                        and getattr(self, "_local", None) is not None and self._local.hint:
+                    self._note(self._local.hint)
+            finally:
+                self.cancellation.stop_timer()
+                self.obs.finish(exit_code, self.result.steps if self.result else [], self.plugins, job=self.job,
+                                read_log=self.summary.read_step_log, error=self._error)
+                self._stop_services()
         return exit_code
+
+    def _phases(self) -> tuple[int, bool]:
+        """The phases up to the triggers; what stopped them (a signal, an error) becomes the exit code, reported
+        masked. Returns (exit code, failed)."""
+        try:
+            exit_code, failed = self._main_phases()
+        except JobCancelled:
+            self._error(self.cancellation.message())
+            return self.cancellation.code() or EXIT_CANCELLED, True
+        except (ConfigError, JobDefinitionError) as exc:
+            self._error(str(exc), stderr=True)
+            return EXIT_CONFIG_ERROR, True
+        except PluginError as exc:
+            self._error(str(exc), stderr=True)
+            return self.cancellation.code() or EXIT_RUNNER_ERROR, True
+        except Exception as exc:  # noqa: BLE001 - reported masked; ON_ERROR and CLEANUP still run
+            self._error(error_text(exc), stderr=True)
+            return self.cancellation.code() or EXIT_RUNNER_ERROR, True
+        if exit_code == 0:
+            exit_code = self.cancellation.code() or exit_code
+        return exit_code, failed
+
+    def _on_error_and_cleanup(self, exit_code: int, failed: bool) -> int:
+        """ON_ERROR when the job failed, CLEANUP always (every plugin, whatever fails); the final exit code."""
+        if failed or exit_code != 0:
+            self.context.exit_code = exit_code
+            self.context.error = self.context.error or (self.errors[-1] if self.errors else None)
+            with self.obs.phase(PluginPhase.ON_ERROR.value, self.plugins):
+                self.plugins.run_phase(PluginPhase.ON_ERROR, self.context, mask=self.mask_text,
+                                       continue_on_error=True, on_error=self._error)
+        with self.obs.phase(PluginPhase.CLEANUP.value, self.plugins):
+            cleanup_errors = self.plugins.run_phase(PluginPhase.CLEANUP, self.context, mask=self.mask_text,
+                                                    continue_on_error=True, on_error=self._error)
+        return EXIT_RUNNER_ERROR if cleanup_errors and exit_code == 0 else exit_code
 
     def _main_phases(self) -> tuple[int, bool]:
         """Everything up to the triggers; returns (exit code, failed). SIGTERM may interrupt it anywhere."""
-        exit_code, failed = EXIT_RUNNER_ERROR, False
-        self._interruptible = True
-        try:
-            from runnerlib.config import fill_derived
-            from runnerlib.local_checkout import adopt
-
-            self._local = adopt(self.config, fill_derived)  # your own checkout: per-run workspace, the cwd as source
-            if self._local.error:
-                raise ConfigError("workspace_root", self.config.origin("workspace_root"), self._local.error)
-            for message in self._local.messages:
-                # stderr: stdout's first line stays the trigger-key announcement (worker contract).
-                self._note(message)
+        with self.cancellation.interruptible():
+            self._adopt_local_checkout()
             self._load_plugins(self.config.plugin_dirs)
             self._phase(PluginPhase.PRE_VALIDATION)
             job = self._validate()
@@ -241,48 +214,55 @@ class JobRunner:
                 from runnerlib.security.spawn import start_fork_server
 
                 start_fork_server(wait=False)
+                if self._container is not None:  # container mode: the first step's container starts now
+                    from runnerlib.execution.container_steps import prestart
+
+                    prestart(self, job)
             if self.config.job_timeout:
-                self._timer = threading.Timer(self.config.job_timeout, self._on_job_timeout)
-                self._timer.daemon = True
-                self._timer.start()
+                self.cancellation.start_timer(self.config.job_timeout)
             self._protect_and_load_secrets()
             if self.config.dry_run:
                 self._print_plan(job)
-                exit_code = 0
-            else:
-                self._phase(PluginPhase.PRE_SOURCE_PREP)
-                self._start_trigger_signing()
-                with self.obs.phase("source_preparation", self.plugins):
-                    self._prepare_sources()
-                self._load_ci_plugins()
-                self._phase(PluginPhase.POST_SOURCE_PREP)
-                self._phase(PluginPhase.PRE_EXECUTION)
-                self._check_cancel()
-                result = self._run_steps(job)
-                exit_code = result.exit_code
-                self.context.exit_code = exit_code
-                self.context.step_results = result.steps
-                self._phase(PluginPhase.POST_EXECUTION)
-                self._publish_triggers()
-                if exit_code != 0:
-                    failed = True
-                    self.context.error = self._failure_text(result)
-            return exit_code, failed
-        finally:
-            # From here on (ON_ERROR, CLEANUP) a SIGTERM only cancels; it must not unwind the cleanup.
-            self._interruptible = False
+                return 0, False
+            self._phase(PluginPhase.PRE_SOURCE_PREP)
+            self._start_trigger_signing()
+            with self.obs.phase("source_preparation", self.plugins):
+                self._prepare_sources()
+            self._load_ci_plugins()
+            self._phase(PluginPhase.POST_SOURCE_PREP)
+            self._phase(PluginPhase.PRE_EXECUTION)
+            self.cancellation.check()
+            result = self._run_steps(job)
+            self.context.exit_code, self.context.step_results = result.exit_code, result.steps
+            self._phase(PluginPhase.POST_EXECUTION)
+            self._publish_triggers()
+            if result.exit_code != 0:
+                self.context.error = failure_text(result)
+            return result.exit_code, result.exit_code != 0
+
+    def _adopt_local_checkout(self) -> None:
+        """Your own checkout (local_checkout.py): a per-run workspace, the cwd as source, said on stderr."""
+        from runnerlib.config import fill_derived
+        from runnerlib.local_checkout import adopt
+
+        self._local = adopt(self.config, fill_derived)
+        if self._local.error:
+            raise ConfigError("workspace_root", self.config.origin("workspace_root"), self._local.error)
+        for message in self._local.messages:
+            # stderr: stdout's first line stays the trigger-key announcement (worker contract).
+            self._note(message)
 
     # -- phases --------------------------------------------------------------------------------------------
 
     def _phase(self, phase: PluginPhase) -> None:
-        self._check_cancel()
+        self.cancellation.check()
         self.log.event(f"phase {phase.value}", level="debug")
         with self.obs.phase(phase.value, self.plugins):
             self.plugins.run_phase(phase, self.context, mask=self.mask_text)
         # Plugins may replace the config object itself; keep ours in step.
         if self.context.config is not self.config:
             self.config = self.context.config
-        self._check_cancel()
+        self.cancellation.check()
 
     def _load_plugins(self, directories: list[str]) -> None:
         if not directories:
@@ -304,17 +284,6 @@ class JobRunner:
             # From the trusted CI checkout: they take part from POST_SOURCE_PREP on.
             self._load_plugins([str(ci_plugin_dir(self.config.ci_dir))])
 
-    def _check_cancel(self) -> None:
-        if self._cancelled.is_set():
-            raise JobCancelled()
-
-    def _cancel_code(self) -> int | None:
-        if self._job_timed_out:
-            return EXIT_TIMEOUT
-        if self._cancelled.is_set():
-            return self._interrupt_code
-        return None
-
     def _validate(self) -> Job:
         from runnerlib.config import check_config_paths
 
@@ -324,7 +293,9 @@ class JobRunner:
         config.check_rules()
         check_config_paths(config)
         if config.container or config.runner_image:
-            self._container = self._container_mode(config)
+            from runnerlib.execution.container_steps import container_mode
+
+            self._container = container_mode(config)
         job = self.job or simple_job(config)
         if config.untrusted:
             job.force_untrusted()
@@ -333,63 +304,6 @@ class JobRunner:
         self.job = self.context.job = job
         self._check_out_of_reach()
         return job
-
-    def _container_mode(self, config: JobConfig) -> Any:
-        """The transitional mode of the design: each step in a container of runner_image (execution/container.py)."""
-        from runnerlib.execution.container import ContainerEngine, ContainerError, ContainerStep
-
-        field = "runner_image" if config.runner_image else "container"
-        try:
-            engine = ContainerEngine.find(config.container_engine)
-            return ContainerStep(engine, image=config.runner_image or "", workspace=config.workspace_root,
-                                 ci_dir=config.ci_dir)
-        except ContainerError as exc:
-            raise ConfigError(field, config.origin(field), str(exc)) from None
-
-    def _run_in_container(self, step: Step, command: Any, env: dict[str, str], cwd: str, trusted: bool,
-                          cancel: threading.Event, sink: Any, commands: Any = None, limits: Any = None) -> Any:
-        """One step as `ENGINE run ...`: secrets by name only, the container removed afterwards."""
-        from dataclasses import replace
-
-        from runnerlib.execution.container import new_container_name
-        from runnerlib.execution.process import run_process
-
-        network = step.network if step.network is not None else self.config.network
-        if network is not None and network not in ("full", "none", "loopback"):
-            reason = "a network allow-list cannot be enforced in container mode (full, none or loopback)"
-            self.log.event(f"refused: {reason}", step=step.name, level="error")
-            return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=reason)
-        # The step's limits as the engine's: memory and pids (the container's cgroup); the others are
-        # the image's business (its own ulimits).
-        container = replace(self._container, trusted=trusted, network=network or "full",
-                            memory=str(limits.memory) if limits is not None and limits.memory else None,
-                            pids=limits.pids if limits is not None and limits.pids else self._container.pids)
-        names = set(self._context_env()) | set(getattr(self, "_job_env", self.config.job_env)) | set(step.env) \
-            | {"REACTORCIDE_STEP_NAME"} | set(self.context.env or {})
-        mounts: list[str] = []
-        if trusted:
-            names |= set(self.config.secret_env_names)
-            if self._socket is not None:
-                socket_env = self._socket.env()
-                names |= set(socket_env)
-                mounts.append(os.path.dirname(socket_env["REACTORCIDE_SECRETS_SOCKET"]))
-        engine_env, forwarded = container.engine_env(env, names)
-        name = new_container_name(f"{self.config.job_name}-{step.name}")
-        argv = container.argv(command, name=name, cwd=cwd, env_names=forwarded, mounts=mounts)
-        result = None
-        try:
-            result = run_process(argv, registry=self.registry, trusted=True, env=engine_env, cwd=None,
-                                 timeout=step.timeout, on_output=sink.write, cancel_event=cancel,
-                                 grace=self.config.kill_grace, name=step.name, keep_output=False,
-                                 commands=commands, add_mask=trusted and step.add_mask,
-                                 known_formats=self.config.mask_known_formats,
-                                 on_notice=lambda line: self.log.event(line, step=step.name, level="warning"))
-            return result
-        finally:
-            # --rm removed a container whose command ended; one the engine did not see end (a timeout, a
-            # cancellation, an engine error) is removed here, stopped at once if it still runs.
-            if result is None or result.timed_out or result.cancelled or result.exit_code >= 125:
-                container.engine.remove(name)
 
     def _check_out_of_reach(self) -> None:
         """The triggers file and the work directory must lie where no untrusted step can write: its forged
@@ -538,20 +452,11 @@ class JobRunner:
             default_timeout=config.step_timeout, default_retries=config.step_retries,
             on_event=lambda level, step, message: self.log.event(message, step=step, level=level),
             step_variables=lambda step: self._protocol.variables(step, self._steps_by_name()))
-        self._scheduler = scheduler
-        if self._cancelled.is_set():
-            scheduler.cancel()
-        self._in_steps = True
-        try:
+        with self.cancellation.steps(scheduler):
             result = scheduler.run()
-        finally:
-            self._in_steps = False
-        if self._job_timed_out:
-            result.exit_code = EXIT_TIMEOUT
-        elif self._cancelled.is_set():
-            result.exit_code = self._interrupt_code
+        result.exit_code = self.cancellation.code() or result.exit_code
         self._protocol.fill(result.steps)
-        self._step_summary = self._protocol.write_summary([s.name for s in job.steps])
+        self.summary.collect(self._protocol, [s.name for s in job.steps])
         self.result = result
         self.obs.steps_finished(result.steps)
         return result
@@ -660,8 +565,10 @@ class JobRunner:
         try:
             with self.log.step_output(step.name, attempt=attempt) as sink:
                 if self._container is not None:
-                    result = self._run_in_container(step, command, env, cwd, trusted, cancel, sink,
-                                                    commands=files.commands, limits=limits)
+                    from runnerlib.execution.container_steps import run_container_step
+
+                    result = run_container_step(self, step, command, env, cwd, trusted, cancel, sink, files, limits,
+                                                attempt)
                 else:
                     result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
                                          timeout=step.timeout, policy=policy, on_output=sink.write,
@@ -684,7 +591,7 @@ class JobRunner:
 
                 result = dataclasses.replace(result, exit_code=1, reason=files_error)
         status = Own("ok") if result.exit_code == 0 else Own("exit {code}", code=result.exit_code)
-        if getattr(result, "cancelled", False) and self._job_timed_out:
+        if getattr(result, "cancelled", False) and self.cancellation.timed_out:
             status = Own("timed out: the job's timeout of {seconds}s", seconds=Own(f"{self.config.job_timeout:g}"))
         elif getattr(result, "reason", None) and (result.exit_code != 0 or getattr(result, "leftover_killed", 0)):
             status = Own("{status}: {reason}", status=status, reason=result.reason)
@@ -787,6 +694,10 @@ class JobRunner:
         if self.parent_step:
             return  # the outer runner publishes the triggers file after its own steps
         config = self.config
+        from runnerlib.workflow.output_lines import publish_workflow_output  # Kubernetes: outputs in the log
+
+        publish_workflow_output(self.environ, signer=self._signer, registry=self.registry, job_id=config.job_id,
+                                emit=self._emit_line)
         if config.triggers_file and not os.path.lexists(config.triggers_file):
             return  # no step triggered anything: nothing to sign or send
         from runnerlib.workflow.publish import publish_triggers
@@ -810,6 +721,10 @@ class JobRunner:
         self.log._write((self.mask_text(line) + "\n").encode())
 
     def _stop_services(self) -> None:
+        if self._container is not None:
+            from runnerlib.execution.container_steps import stop_prestart
+
+            stop_prestart(self)  # a first step's container no step took
         if getattr(self, "_local", None) is not None:
             self._local.close()
         if self._socket is not None:
@@ -825,46 +740,6 @@ class JobRunner:
 
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
-
-    # -- signals ---------------------------------------------------------------------------------------
-
-    def _install_signal_handler(self) -> Any:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return None
-        # Ctrl-C on a laptop cancels like the worker's SIGTERM (steps stopped, CLEANUP run), exit 130.
-        return (signal.signal(signal.SIGTERM, self._on_sigterm), signal.signal(signal.SIGINT, self._on_sigterm))
-
-    def _restore_signal_handler(self, previous: Any) -> None:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous[0])
-            signal.signal(signal.SIGINT, previous[1])
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        first = not self._cancelled.is_set()
-        if first and signum == signal.SIGINT:
-            self._interrupt_code = EXIT_INTERRUPTED
-        if not first and signum == signal.SIGINT:
-            # A second Ctrl-C: the running steps get SIGKILL now, not after the grace. (os.write: the log's
-            # lock may be held by the code this handler interrupted.)
-            os.write(2, b"runnerlib: interrupted again: killing the running steps now\n")
-            if self._scheduler is not None:
-                self._scheduler.cancel(kill=True)
-            return
-        self.cancel()
-        if first and self._interruptible and not self._in_steps:
-            # Outside the steps nothing polls the flag often enough; unwind to ON_ERROR / CLEANUP now.
-            raise JobCancelled()
-
-    def _on_job_timeout(self) -> None:
-        self._job_timed_out = True
-        self._cancelled.set()
-        if self._scheduler is not None:
-            self._scheduler.cancel(timed_out=True)
-        if self._interruptible and not self._in_steps and self.handle_signals \
-                and threading.current_thread() is not threading.main_thread():
-            # Interrupt the main thread (in a plugin or source preparation) the way SIGTERM does.
-            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
-                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
 
     # -- output ----------------------------------------------------------------------------------------
 
@@ -891,13 +766,6 @@ class JobRunner:
             # A job that could not run says why on stderr too: `run-job bad.yaml >/dev/null` shows it.
             self._to_stderr(f"runnerlib: error: {masked}")
 
-    def _failure_text(self, result: JobResult) -> str:
-        failed = [r for r in result.steps if r.failed_required]
-        if not failed:
-            return f"job failed with exit code {result.exit_code}"
-        r = failed[0]
-        return f"step {r.name!r} {r.status} (exit {r.exit_code})"
-
     def _print_plan(self, job: Job) -> None:
         order = job.validate(self.config.job_variables())
         self.log.event(f"dry run: job {job.name!r}, {len(order)} step(s), nothing will run")
@@ -916,46 +784,6 @@ class JobRunner:
             cond = f" if {step.condition}" if step.condition != "on_success" else ""
             self.log.event(f"{name} [{step.trust}]{deps}{cond}: {step.describe_command()}")
 
-    def _read_step_log(self, step: str) -> str:
-        """A step's masked log file (its tail) for the report; "" when it has none."""
-        if self.log.logs_dir is None:
-            return ""
-        from runnerlib.observability.report import read_tail
-
-        try:
-            fd = self._open_workspace().open(str(self.log.logs_dir / f"{step}.log"), os.O_RDONLY)
-        except (OSError, ValueError):  # no log (a skipped step), or a path the workspace refuses
-            return ""
-        with os.fdopen(fd, "rb") as f:
-            return read_tail(f.read)
-
-    def _write_summary_file(self, exit_code: int) -> None:
-        if self.result is None or self.log.logs_dir is None:
-            return
-        import json
-
-        from runnerlib.execution.own_words import summary_document
-
-        # User fields masked, runnerlib's words not: masking the JSON text whole would let `::add-mask::failed`
-        # rewrite the statuses (own_words.py).
-        data = summary_document(job=self.config.job_name, job_id=self.config.job_id, exit_code=exit_code,
-                                steps=self.result.steps, plugins=self.plugins.timing_summary(), mask=self.mask_text)
-        data["step_summary"] = self.mask_text(self._step_summary) if self._step_summary else None
-        try:
-            path = self.log.logs_dir / "summary.json"
-            # A new file renamed over the old: whatever a step left at that name (a read-only file, a hard
-            # link) is replaced, never written through.
-            workspace = self._open_workspace()
-            fresh = f"{path}.{os.getpid()}.new"
-            workspace.write_text(fresh, json.dumps(data, indent=2) + "\n")
-            try:
-                workspace.rename(fresh, str(path))
-            except OSError:
-                workspace.remove(fresh, missing_ok=True)
-                raise
-        except OSError as exc:
-            self.log.event(f"could not write the summary file: {exc.strerror}", level="warning")
-
 
 class _JobLogHandler(logging.Handler):
     """runnerlib's own log records (the process wrapper's timeout warnings, ...) go into the job log, masked and
@@ -971,6 +799,24 @@ class _JobLogHandler(logging.Handler):
             self.job_log.event(record.getMessage(), level=level)
         except Exception:  # noqa: BLE001 - logging must never break the job
             self.handleError(record)
+
+
+@contextmanager
+def _process_output_masked(log: JobLog, mask: Any) -> Iterator[None]:
+    """While the job runs, print() and logging from plugins (they run in this process) are masked like step
+    output, and runnerlib's own log records go into the job log."""
+    saved_streams = sys.stdout, sys.stderr
+    sys.stdout = MaskedTextWriter(sys.stdout, mask)  # type: ignore[assignment]
+    sys.stderr = MaskedTextWriter(sys.stderr, mask)  # type: ignore[assignment]
+    log_handler = _JobLogHandler(log)
+    logging.getLogger("runnerlib").addHandler(log_handler)
+    try:
+        yield
+    finally:
+        logging.getLogger("runnerlib").removeHandler(log_handler)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sys.stdout, sys.stderr = saved_streams
 
 
 class _TextSink:

@@ -67,12 +67,17 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--kill-grace",), "kill_grace", {"type": float, "help": "Seconds between SIGTERM and SIGKILL of a "
                                                             "cancelled step (default 10)."}),
     (("--limit",), "limits", {"multiple": True, "help": "A resource limit of every step, NAME=VALUE: pids, memory "
-                                                      "(512M, 1G), cpu_seconds, file_size, open_files "
+                                                      "(512M, 1G), cpu_seconds, file_size, open_files, cpus (untrusted steps) "
                                                       "(repeatable; a step's own limits win)."}),
     (("--log-format",), "log_format", {"type": click.Choice(["text", "json"]), "help": "Env LOG_FORMAT."}),
     (("--log-level",), "log_level", {"type": click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                                           case_sensitive=False)}),
     (("--color",), "color", {"type": click.Choice(["auto", "always", "never"])}),
+    (("--timestamps",), "timestamps", {"is_flag": True, "help": "A UTC timestamp before every console line "
+                                                                "(env REACTORCIDE_TIMESTAMPS)."}),
+    (("--log-timestamps/--no-log-timestamps",), "log_timestamps",
+     {"help": "A UTC timestamp before every line of the step log files [default: off] "
+                               "(env REACTORCIDE_LOG_TIMESTAMPS)."}),
     (("--metrics-file",), "metrics_file", {"help": "Write the job's Prometheus metrics here at the end "
                                                   "(node-exporter textfile; env REACTORCIDE_METRICS_FILE)."}),
     (("--metrics-push",), "metrics_push", {"help": "Push the job's metrics to this Pushgateway URL "

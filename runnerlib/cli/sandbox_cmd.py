@@ -64,17 +64,21 @@ sandbox.help = (sandbox.help or "") + _default_policy_help()
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as JSON.")
 def probe(as_json: bool) -> None:
     """Print the kernel capability matrix (Landlock ABI, seccomp, no_new_privs, user namespaces, root)."""
-    from runnerlib.security.network import mechanisms
+    from runnerlib.security import cgroups
+    from runnerlib.security.network import default_summary, mechanisms
     from runnerlib.security.policy import SandboxPolicy
     from runnerlib.security.probe import probe as run_probe
 
     caps = run_probe()
     rows = mechanisms(caps)
     mode = SandboxPolicy.from_env().namespaces
+    default_net = default_summary(caps, SandboxPolicy.from_env().uid)
     on = mode != "off" and caps.step_namespaces
+    cg = cgroups.summary()
     if as_json:
         click.echo(json.dumps({**caps.to_dict(), "network": {name: ok for name, ok, _ in rows},
-                               "namespaces_mode": mode, "namespaces_on": on}))
+                               "network_default": default_net,
+                               "namespaces_mode": mode, "namespaces_on": on, "cgroups": cg}))
         return
     click.echo(caps.describe())
     click.echo(f"untrusted steps' namespaces (private /proc, /dev/shm, /tmp; processes end with the step): "
@@ -83,6 +87,16 @@ def probe(as_json: bool) -> None:
     click.echo("network mechanisms:")
     for name, ok, what in rows:
         click.echo(f"  {name:<{width}}  {'yes' if ok else 'NO '}  {what}")
+    click.echo(f"untrusted steps' default network here: {default_net}")
+    click.echo("cgroups (a step's memory and pids limits; else rlimits):")
+    for controller in cgroups.CONTROLLERS:
+        at = cg["limits"].get(controller)  # type: ignore[attr-defined]
+        click.echo(f"  {controller:<7}  " + (f"cgroup v{at['version']} beneath {at['path']}" if at
+                                              else "none writable here: RLIMIT_" + ("AS" if controller == "memory"
+                                                                                     else "NPROC")))
+    click.echo(f"  cgroup.kill  {'yes' if cg['v2'] else 'NO '}  " + (
+        f"a step's own cgroup v2 beneath {cg['v2']} (steps without a PID namespace)" if cg["v2"]
+        else f"no writable cgroup v2 ({cg['v2_mount'] or 'none mounted'}): leftovers by namespace or tree sweep"))
 
 
 def _policy(workspace: str, deny_network: bool, best_effort: bool, network: str | None = None,
@@ -110,7 +124,7 @@ _NAMESPACES_OPTION = click.option(
     help="The step's own PID/IPC/mount namespaces: auto (default; env REACTORCIDE_SANDBOX_NAMESPACES), "
          "required (refuse where impossible), off.")
 _LIMIT_OPTION = click.option("--limit", "limits", multiple=True, metavar="NAME=VALUE",
-                             help="A resource limit (pids, memory, cpu_seconds, file_size, open_files); repeatable.")
+                             help="A resource limit (pids, memory, cpu_seconds, file_size, open_files, cpus); repeatable.")
 
 
 def _workspace_options(func):  # type: ignore[no-untyped-def]
@@ -133,6 +147,7 @@ def policy(workspace: str | None, workspace_alias: str | None, deny_network: boo
     """Print the untrusted-step policy and how this machine would enforce it (or why it would refuse),
     including the mechanism behind each resource limit."""
     workspace = workspace or workspace_alias or "/job"
+    from runnerlib.security.network import report_only
     from runnerlib.security.probe import runner_dumpable
     from runnerlib.security.spawn import SandboxRefused, plan_sandbox
 
@@ -140,11 +155,16 @@ def policy(workspace: str | None, workspace_alias: str | None, deny_network: boo
     click.echo(pol.describe())
     try:
         # The CLI process itself is dumpable; a runner is not (selfprotect), so judge as the runner would.
-        plan = plan_sandbox(pol, dumpable=False, make_tmp=False)
+        with report_only():  # nothing installed on the host: a report
+            plan = plan_sandbox(pol, dumpable=False, make_tmp=False)
     except SandboxRefused as exc:
         click.echo(f"on this machine: REFUSED: {exc}")
         sys.exit(1)
     click.echo(f"on this machine: {plan.describe()}")
+    from runnerlib.security import cgroups
+
+    click.echo("  leftover processes: " + cgroups.leftover_mechanism(
+        pid_namespace=bool(plan.plan.get("ns")), step_cgroup=bool(plan.plan.get("cgroup_limits"))))
     for name, value, how in plan.limit_mechanisms():
         click.echo(f"  limit {name} {value}: {how}")
     for note in plan.notes:
@@ -157,7 +177,8 @@ def policy(workspace: str | None, workspace_alias: str | None, deny_network: boo
 # the command to run.
 @sandbox.command(name="exec", context_settings={"allow_interspersed_args": False})
 @_workspace_options
-@click.option("--cwd", default=None, help="Working directory (default: WORKSPACE/src).")
+@click.option("--cwd", default=None, help="Working directory (default: the step's copy of WORKSPACE/src, "
+                                         "WORKSPACE/.untrusted/src; a directory in src moves into the copy).")
 @click.option("--timeout", type=float, default=None, help="Seconds before SIGTERM (then 60 s grace).")
 @click.option("--deny-network", is_flag=True, help="No TCP and no inet sockets.")
 @click.option("--network", default=None, help=_NETWORK_HELP)
@@ -175,16 +196,23 @@ def exec_(workspace: str | None, workspace_alias: str | None, cwd: str | None, t
     """
     workspace = workspace or workspace_alias or "/job"
     from runnerlib.execution.process import run_untrusted
+    from runnerlib.source.exec_tree import ExecTreeError, clean_after_exec, prepare_exec_tree
 
     def forward(stream: str, data: bytes) -> None:
         out = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
         out.write(data)
         out.flush()
 
-    result = run_untrusted(list(command), cwd=cwd or os.path.join(workspace, "src"), timeout=timeout,
-                           policy=_policy(workspace, deny_network, best_effort, network, namespaces, limits),
-                           on_output=forward)
-    if result.refused or (result.reason and (result.exit_code in (126, 127) or result.limit_hit
-                                             or result.leftover_killed)):
+    pol = _policy(workspace, deny_network, best_effort, network, namespaces, limits)
+    try:  # the step's own copy of the source tree, never the pristine one (runnerlib.source.exec_tree)
+        cwd, _copy = prepare_exec_tree(workspace, cwd, owner=(pol.uid, pol.gid) if os.geteuid() == 0 else None,
+                                       environ=os.environ)
+    except (ExecTreeError, OSError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--workspace-root") from None
+    try:
+        result = run_untrusted(list(command), cwd=cwd, timeout=timeout, policy=pol, on_output=forward)
+    finally:
+        clean_after_exec(workspace)
+    if result.refused or (result.reason and (result.exit_code != 0 or result.leftover_killed)):
         click.echo(f"runnerlib: {result.reason}", err=True)
     sys.exit(result.exit_code)

@@ -121,11 +121,13 @@ def list_cmd(root: str, event: str | None, branch: str | None, changed: tuple[st
 @click.option("--source-url", help="Repository each Kubernetes job prepares in /job/src.")
 @click.option("--source-ref", help="Ref of --source-url.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a self-contained HTML run report here.")
+@click.option("--timestamps", is_flag=True, envvar="REACTORCIDE_TIMESTAMPS",
+              help="A UTC timestamp before every line of the jobs' output (env REACTORCIDE_TIMESTAMPS).")
 def run_cmd(file: str, event: str | None, branch: str | None, sha: str | None, pr_number: str | None,
             changed: tuple[str, ...], variables: tuple[str, ...], code_dir: str | None, run_dir: str | None,
             max_parallel: int, launcher: str, share_source: bool, force: bool, engine: str, namespace: str,
             kubeconfig: str | None, kube_context: str | None, runner_image: str | None,
-            source_url: str | None, source_ref: str | None, report: str | None) -> None:
+            source_url: str | None, source_ref: str | None, report: str | None, timestamps: bool = False) -> None:
     """Run a whole workflow locally: each job in its own workspace, the DAG in parallel."""
     from runnerlib.workflow.api import job_registry
     from runnerlib.workflow.local_runner import LocalWorkflowRunner, render_tree
@@ -147,6 +149,10 @@ def run_cmd(file: str, event: str | None, branch: str | None, sha: str | None, p
     registry = job_registry(os.environ)
     common: dict = dict(code_dir=code_dir, run_dir=run_dir, registry=registry, event=event, branch=branch, sha=sha,
                         pr_number=pr_number, variables=_pairs(variables, "--var"), max_parallel=max_parallel)
+    if timestamps:
+        from runnerlib.execution.timestamps import stamped
+
+        common["echo"] = stamped(click.echo)
     if engine == "kubernetes":
         from runnerlib.workflow.kubernetes import DEFAULT_RUNNER_IMAGE, RenderOptions
         from runnerlib.workflow.kubernetes_runner import KubernetesWorkflowRunner, kubernetes_api

@@ -6,7 +6,15 @@ A condition is one of the status keywords or an expression on the job's variable
 - ``on_failure`` (alias ``failure``): some upstream step failed;
 - ``always``: once the dependencies have finished, whatever their outcome;
 - an expression, which also requires ``on_success``: ``branch == 'main'``,
-  ``event_type in ['push', 'tag_created'] and not pr_number``, ``branch matches 'release/*'``.
+  ``event_type in ['push', 'tag_created'] and not pr_number``, ``branch matches 'release/*'``;
+- GitHub's status functions, in an expression or alone: ``success()``, ``failure()``, ``always()``,
+  ``cancelled()``. As on GitHub, an expression without one implies ``success() && ...``; with one, the
+  expression alone decides: ``failure() && branch == 'main'``, ``always() && pr_number``, ``!cancelled()``.
+  ``success()``: every dependency succeeded (as ``on_success``); ``failure()``: some upstream step failed
+  (as ``on_failure``); ``always()``: true. runnerlib starts no step once the job is cancelled (SIGTERM's
+  grace is for stopping: what must run after a cancellation belongs in a CLEANUP plugin), so ``cancelled()``
+  is false wherever a condition is evaluated: ``!cancelled()`` runs whatever happened upstream, and a
+  condition that is ``cancelled()`` alone is refused. Other functions are refused with a "did you mean".
 
 Expression grammar (keywords are also accepted as ``&&``, ``||``, ``!``, ``=~``)::
 
@@ -14,13 +22,14 @@ Expression grammar (keywords are also accepted as ``&&``, ``||``, ``!``, ``=~``)
     and   := not ('and' not)*
     not   := 'not' not | cmp
     cmp   := value (('==' | '!=' | 'in' | 'not in' | 'matches') value)?
-    value := STRING | NUMBER | true | false | null | NAME | '(' expr ')' | '[' [value (',' value)*] ']'
+    value := STRING | NUMBER | true | false | null | NAME | FUNCTION '(' ')' | '(' expr ')'
+           | '[' [value (',' value)*] ']'
 
 A NAME may also be a step's output, ``steps.build.outputs.version`` (empty when the step set none), and the
 whole condition may be wrapped in GitHub's ``${{ ... }}``.
 
 Hand-written because the grammar is tiny and must not reach Python's evaluator: no attribute access, no
-calls, bounded length and nesting, and every name checked against the job's variables before any step runs.
+calls but the four status functions (no arguments), bounded length and nesting, and every name checked against the job's variables before any step runs.
 """
 
 from __future__ import annotations
@@ -35,7 +44,11 @@ MAX_CONDITION_LENGTH = 2000
 MAX_DEPTH = 32
 
 STATUS_KEYWORDS = {"on_success": "on_success", "success": "on_success", "on_failure": "on_failure",
-                   "failure": "on_failure", "always": "always"}
+                   "failure": "on_failure", "always": "always",
+                   # GitHub's status functions, alone: the same as the keywords.
+                   "success()": "on_success", "failure()": "on_failure", "always()": "always"}
+# GitHub's status functions (no arguments); their values come from the step's upstream results.
+STATUS_FUNCTIONS = ("success", "failure", "always", "cancelled")
 
 
 class ConditionError(ValueError):
@@ -48,8 +61,11 @@ _TOKEN_RE = re.compile(r"""
   | (?P<num>-?\d+(?:\.\d+)?)
   | (?P<op>==|!=|=~|&&|\|\||!|\(|\)|\[|\]|,)
   | (?P<ref>steps\.[A-Za-z0-9][A-Za-z0-9_-]*\.outputs\.[A-Za-z_][A-Za-z0-9_-]*)
+  | (?P<call>[A-Za-z_][A-Za-z0-9_]*)(?=\s*\()
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
 """, re.VERBOSE)
+_EMPTY_ARGS_RE = re.compile(r"\s*\(\s*\)")
+_LITERALS = ("true", "false", "null", "True", "False", "None")
 
 _WORD_OPS = {"and": "and", "or": "or", "not": "not", "in": "in", "matches": "matches"}
 _SYMBOL_OPS = {"&&": "and", "||": "or", "!": "not", "=~": "matches"}
@@ -79,10 +95,23 @@ def _tokenize(text: str) -> list[_Tok]:
             tokens.append(_Tok("op", _SYMBOL_OPS.get(raw, raw), pos))
         elif kind == "ref":  # a step's output (execution/step_refs.py): a variable like any other
             tokens.append(_Tok("name", raw, pos))
-        elif kind == "name":
+        elif kind == "call" and raw not in _WORD_OPS and raw not in _LITERALS:  # `not (a)` is no call
+            args = _EMPTY_ARGS_RE.match(text, m.end())
+            if raw not in STATUS_FUNCTIONS:
+                from runnerlib.suggest import did_you_mean  # only for this error: start-up pays nothing
+
+                hint = did_you_mean(f"{raw}()", [f"{f}()" for f in STATUS_FUNCTIONS])
+                raise ConditionError(f"unknown function {raw}() at position {pos + 1}{hint}; conditions know "
+                                     "success(), failure(), always() and cancelled()")
+            if args is None:
+                raise ConditionError(f"{raw}() at position {pos + 1} takes no arguments")
+            tokens.append(_Tok("fn", raw, pos))
+            pos = args.end()
+            continue
+        elif kind in ("name", "call"):
             if raw in _WORD_OPS:
                 tokens.append(_Tok("op", _WORD_OPS[raw], pos))
-            elif raw in ("true", "false", "null", "True", "False", "None"):
+            elif raw in _LITERALS:
                 tokens.append(_Tok("lit", {"true": True, "True": True, "false": False, "False": False}.get(raw),
                                    pos))
             else:
@@ -92,8 +121,8 @@ def _tokenize(text: str) -> list[_Tok]:
     return tokens
 
 
-# AST nodes are tuples: ("lit", v) ("var", name) ("list", [nodes]) ("not", n) ("and"|"or", a, b)
-# ("cmp", op, a, b).
+# AST nodes are tuples: ("lit", v) ("var", name) ("fn", status function) ("list", [nodes]) ("not", n)
+# ("and"|"or", a, b) ("cmp", op, a, b).
 Node = tuple[Any, ...]
 
 
@@ -102,6 +131,7 @@ class _Parser:
         self.tokens = _tokenize(text)
         self.i = 0
         self.depth = 0
+        self.functions: set[str] = set()  # the status functions the condition calls
 
     def peek(self) -> _Tok:
         return self.tokens[self.i]
@@ -173,6 +203,9 @@ class _Parser:
             return ("lit", tok.value)
         if tok.kind == "name":
             return ("var", tok.value)
+        if tok.kind == "fn":
+            self.functions.add(tok.value)
+            return ("fn", tok.value)
         if tok.kind == "op" and tok.value == "(":
             node = self.expr()
             self.expect_op(")")
@@ -195,11 +228,19 @@ def _show(tok: _Tok) -> str:
 
 @dataclass(frozen=True)
 class Condition:
-    """A parsed condition: `status` is on_success/on_failure/always; `expression` is None or an AST."""
+    """A parsed condition: `status` is on_success/on_failure/always, or "expression" when the expression calls
+    status functions (`functions`) and so decides alone; `expression` is None or an AST."""
 
     text: str
     status: str
     expression: Node | None = None
+    functions: frozenset[str] = frozenset()
+
+    @property
+    def waits_for_earlier_steps(self) -> bool:
+        """Whether, without depends_on, the step waits for every step declared before it (a final step of a
+        sequential pipeline): `always`, `on_failure`, and expressions that can hold after a failure."""
+        return self.status in ("always", "on_failure") or bool(self.functions - {"success"})
 
     def names(self) -> set[str]:
         """The variable names the expression uses."""
@@ -224,11 +265,12 @@ class Condition:
             walk(self.expression)
         return out
 
-    def evaluate(self, variables: Mapping[str, Any]) -> bool:
-        """The expression's truth value (True for a status keyword). Unknown names raise ConditionError."""
+    def evaluate(self, variables: Mapping[str, Any], status: Mapping[str, bool] | None = None) -> bool:
+        """The expression's truth value (True for a status keyword). Unknown names raise ConditionError, and so
+        does a status function when `status` (success/failure/always/cancelled -> bool) is not given."""
         if self.expression is None:
             return True
-        return _truthy(_eval(self.expression, variables))
+        return _truthy(_eval(self.expression, variables, status))
 
 
 def parse_condition(text: str) -> Condition:
@@ -244,12 +286,20 @@ def parse_condition(text: str) -> Condition:
         stripped = stripped[3:-2].strip()  # GitHub's `if: ${{ ... }}` wrapper
         if not stripped:
             raise ConditionError("a condition must not be empty")
-    if stripped in STATUS_KEYWORDS:
-        return Condition(text, STATUS_KEYWORDS[stripped])
-    return Condition(text, "on_success", _Parser(stripped).parse())
+    keyword = re.sub(r"\s+", "", stripped) if stripped.endswith(")") else stripped
+    if keyword in STATUS_KEYWORDS:
+        return Condition(text, STATUS_KEYWORDS[keyword])
+    if keyword == "cancelled()":
+        raise ConditionError("cancelled() alone never holds: runnerlib starts no step once the job is cancelled; "
+                             "what must run after a cancellation belongs in a CLEANUP plugin")
+    parser = _Parser(stripped)
+    expression = parser.parse()
+    if parser.functions:
+        return Condition(text, "expression", expression, frozenset(parser.functions))
+    return Condition(text, "on_success", expression)
 
 
-def _eval(node: Node, variables: Mapping[str, Any]) -> Any:
+def _eval(node: Node, variables: Mapping[str, Any], status: Mapping[str, bool] | None = None) -> Any:
     kind = node[0]
     if kind == "lit":
         return node[1]
@@ -257,15 +307,19 @@ def _eval(node: Node, variables: Mapping[str, Any]) -> Any:
         if node[1] not in variables:
             raise ConditionError(f"unknown variable {node[1]!r}")
         return variables[node[1]]
+    if kind == "fn":
+        if status is None or node[1] not in status:
+            raise ConditionError(f"{node[1]}() needs the results of the steps before")
+        return bool(status[node[1]])
     if kind == "list":
-        return [_eval(item, variables) for item in node[1]]
+        return [_eval(item, variables, status) for item in node[1]]
     if kind == "not":
-        return not _truthy(_eval(node[1], variables))
+        return not _truthy(_eval(node[1], variables, status))
     if kind == "and":
-        return _truthy(_eval(node[1], variables)) and _truthy(_eval(node[2], variables))
+        return _truthy(_eval(node[1], variables, status)) and _truthy(_eval(node[2], variables, status))
     if kind == "or":
-        return _truthy(_eval(node[1], variables)) or _truthy(_eval(node[2], variables))
-    op, left, right = node[1], _eval(node[2], variables), _eval(node[3], variables)
+        return _truthy(_eval(node[1], variables, status)) or _truthy(_eval(node[2], variables, status))
+    op, left, right = node[1], _eval(node[2], variables, status), _eval(node[3], variables, status)
     if op == "==":
         return _same(left, right)
     if op == "!=":
@@ -295,3 +349,36 @@ def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() not in ("", "0", "false", "no", "off", "none", "null")
     return bool(value)
+
+
+# The spellings of a step's condition in a job file: runnerlib's, GitHub's (`if:`, any condition) and GitLab's
+# (`when:`, a status keyword).
+CONDITION_KEYS = ("condition", "if", "when")
+WHEN_VALUES = ("on_success", "on_failure", "always")
+
+
+def condition_spellings(data: Any) -> Any:
+    """A step mapping with `if:` or `when:` turned into `condition:` (pydantic's before-validator of a step).
+    Raises ValueError when more than one is given, or for a `when:` that is not a status keyword."""
+    if not isinstance(data, Mapping):
+        return data
+    given = [key for key in CONDITION_KEYS if key in data]
+    if given in ([], ["condition"]):
+        return data
+    if len(given) > 1:
+        raise ValueError(f"give one of {', '.join(given)}: they are the same setting (the step's condition)")
+    key, value = given[0], data[given[0]]
+    if key == "when" and value not in WHEN_VALUES:
+        raise ValueError(f"when: must be on_success, on_failure or always, not {value!r} (GitLab's manual, delayed "
+                         "and never are not supported); an expression goes in `if:`")
+    return {**{k: v for k, v in data.items() if k != key}, "condition": value}
+
+
+def condition_spellings_schema(schema: dict[str, Any]) -> None:
+    """Add `if` and `when` to a step's JSON Schema (pydantic's json_schema_extra): editors and "did you mean"
+    know them. Giving more than one of the three is refused by condition_spellings."""
+    props = schema.setdefault("properties", {})
+    props["if"] = {"type": "string", "title": "If",
+                   "description": "The step's condition as GitHub Actions spells it (same as `condition`)."}
+    props["when"] = {"enum": list(WHEN_VALUES), "title": "When",
+                     "description": "The step's condition as GitLab spells it (on_success, on_failure, always)."}

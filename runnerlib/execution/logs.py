@@ -13,6 +13,9 @@ Text format: ``[step] line`` for step output (the name coloured on a TTY, NO_COL
 ``==> HH:MM:SS [step] message`` for the runner's own lines (local time). JSON format (--log-format json,
 LOG_FORMAT=json): one object per line with time, level, job_id, job, step, stream, message, and the W3C
 trace_id and span_id of the job (or of the step's current attempt) when the runner traces.
+Step log files hold the step's masked output with a UTC timestamp before every line
+(``2026-12-05T07:01:02.345Z line``); with --timestamps (REACTORCIDE_TIMESTAMPS) every text console line starts
+with one too (execution/timestamps.py).
 """
 
 from __future__ import annotations
@@ -27,14 +30,30 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from runnerlib.execution.own_words import Own, own_record, render, summary_document
+from runnerlib.execution.timestamps import StampClock, prefix_lines, stamp
 
 MAX_PENDING_LINE = 64 * 1024
 # A step whose output arrives in pieces this large is a bulk writer: its console lines are written by a thread
 # of its own (prefixing and the console write overlap the log-file write, the reading and masking of the
-# next piece). Smaller output is written at once by the caller, so a step printing a few lines costs no thread.
+# next piece) when a core is free for it (core_free). Smaller output is written at once by the caller, so a
+# step printing a few lines costs no thread.
 OFFLOAD_MIN = 64 * 1024
 # Pieces queued for that thread at most (a piece is one read, up to 1 MiB): bounds memory and lag.
 OFFLOAD_QUEUE = 4
+
+
+def core_free() -> bool:
+    """Whether a CPU is idle enough for the console thread to help (the load average is below the cores).
+
+    The thread only pays when it gets a core of its own. Measured on a 2-CPU machine at a load of 4-7
+    (bench_executor's 56-byte lines, 256 MiB, 11 interleaved pairs): handing each piece to it cost 25-45% more
+    CPU than writing the console in the reading thread, and the step took longer, not less, in 10 of 11.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+        return os.getloadavg()[0] < cores - 0.5
+    except (AttributeError, OSError):
+        return True
 _LEVEL_RANK = {"debug": 0, "info": 1, "warning": 2, "error": 3, "critical": 4}
 _COLOURS = (36, 33, 35, 32, 34, 91, 96, 93, 95, 92, 94)
 _STATUS_COLOURS = {"success": 32, "failed": 31, "timed_out": 31, "refused": 31, "cancelled": 33,
@@ -71,6 +90,8 @@ class JobLog:
         mask: Callable[[str], str] = lambda s: s,
         level: str = "INFO",
         open_log: Callable[[Path, bool], BinaryIO] | None = None,
+        timestamps: bool = False,
+        file_timestamps: bool = False,
     ) -> None:
         self.out = out
         self.job_name = job_name
@@ -80,6 +101,9 @@ class JobLog:
         self.logs_dir = logs_dir
         self.mask = mask
         self.debug = level.upper() == "DEBUG"
+        # Line timestamps (execution/timestamps.py): on the console with --timestamps, in step log files always.
+        self.timestamps = timestamps
+        self.file_timestamps = file_timestamps
         # --log-level WARNING / ERROR hide the runner's lower messages (step output and the summary stay).
         self.min_rank = _LEVEL_RANK.get(level.lower(), 1)
         # How step log files are opened: the runner passes one that goes through security.paths.Workspace
@@ -110,7 +134,8 @@ class JobLog:
             line = f"\x1b[{tint}m==> {label}{message}\x1b[0m\n"
         else:
             line = f"==> {label}{message}\n"
-        self._write(line.encode("utf-8", "replace"))
+        data = line.encode("utf-8", "replace")
+        self._write(stamp() + data if self.timestamps else data)
 
     def _record(self, level: str, step: str | None, stream: str, message: str) -> dict[str, Any]:
         return {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
@@ -218,60 +243,96 @@ def _seconds(value: float | None) -> str:
 
 
 class StepOutput:
-    """Line-buffers one step's streams and writes whole lines to the console and the step's log file."""
+    """Line-buffers one step's streams and writes whole lines to the console and the step's log file.
+
+    Every line of the log file starts with its UTC timestamp (execution/timestamps.py), the console's with
+    `timestamps` (--timestamps). Stamps are taken once per piece of output and inserted into masked bytes.
+    """
 
     def __init__(self, log: JobLog, step: str, colour: int, path: Path | None, *, append: bool) -> None:
         self.log = log
         self.step = step
         self._pending: dict[str, bytes] = {}
+        self._pending_stamp: dict[str, bytes] = {}  # the stamp of a pending line: the read of its first byte
+        self._cut: set[str] = set()  # streams whose last line in the log file was cut (continues unstamped)
         self._file: BinaryIO | None = None
         self._file_lock = threading.Lock()
         if path is not None:
             self._file = log.open_log(path, append)
         label = f"[{step}]"
         self._prefix = (f"\x1b[{colour}m{label}\x1b[0m " if log.colour else f"{label} ").encode()
-        self._newline_prefix = b"\n" + self._prefix
+        self._stamp_file = log.file_timestamps
+        self._stamp_console = log.timestamps and log.fmt != "json"  # JSON lines carry their own "time"
+        self._clock = StampClock() if self._stamp_file or self._stamp_console else None
         self._writer: _Writer | None = None
+        self._offload: bool | None = None  # whether bulk output has its console thread (None: no bulk yet)
 
     def write(self, stream: str, data: bytes) -> None:
         """Take already-masked bytes of `stream` ("stdout"/"stderr"); emit the complete lines."""
         if not data:
             return
+        now = self._clock() if self._clock is not None else b""
         pending = self._pending.get(stream, b"")
+        if not pending:
+            self._pending_stamp[stream] = now
         cut = data.rfind(b"\n")
         if cut < 0:
             buf = pending + data if pending else data
             if len(buf) > MAX_PENDING_LINE:
-                self._dispatch(stream, b"", buf + b"\n", len(buf) + 1, True)
+                self._dispatch(stream, b"", buf + b"\n", len(buf) + 1, self._pending_stamp[stream], now, True)
+                self._pending_stamp[stream] = now
                 buf = b""
             self._pending[stream] = buf
             return
         # Only the tail after the last newline is kept (a copy of less than a line); the lines before it are
         # written from `data` itself, never joined to the pending bytes or sliced out of it.
         end = cut + 1
+        first = self._pending_stamp[stream]
         self._pending[stream] = data[end:]
-        if self._writer is None and len(data) >= OFFLOAD_MIN:
-            self._writer = _Writer(self._write_console, f"runnerlib-log-{self.step}")
-        self._dispatch(stream, pending, data, end)
+        self._pending_stamp[stream] = now
+        if self._offload is None and len(data) >= OFFLOAD_MIN:
+            self._offload = core_free()  # decided once, at the step's first bulk piece
+            if self._offload:
+                self._writer = _Writer(self._write_console, f"runnerlib-log-{self.step}")
+        self._dispatch(stream, pending, data, end, first, now)
 
-    def _dispatch(self, stream: str, pending: bytes, data: bytes, end: int, partial: bool = False) -> None:
+    def _dispatch(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes, later: bytes,
+                  partial: bool = False) -> None:
         # The step's log file is written here, the console by the writer thread once a bulk writer started
         # it: the two writes of the same bytes (each a full copy into the page cache) then run on two cores.
-        self._write_file(pending, data, end, partial)
-        if self._writer is not None:  # once started, every console line goes through it: order is kept
-            self._writer.put(stream, pending, data, end, partial)
-        else:
-            self._write_console(stream, pending, data, end, partial)
-
-    def _write_file(self, pending: bytes, data: bytes, end: int, partial: bool) -> None:
-        """Write the lines `pending + data[:end]` to the step's log file (see _write_console)."""
+        # (A thread for the log file too was measured: more CPU for thread hand-offs, no faster on 2 cores.)
         if self._file is not None:
-            with self._file_lock:
-                if pending:
-                    self._file.write(pending)
-                self._file.write(memoryview(data)[:end - 1 if partial else end])
+            self._write_file(stream, pending, data, end, first, later, partial)
+        if self._writer is not None:  # once started, every console line goes through it: order is kept
+            self._writer.put(stream, pending, data, end, first, later, partial)
+        else:
+            self._write_console(stream, pending, data, end, first, later, partial)
 
-    def _write_console(self, stream: str, pending: bytes, data: bytes, end: int, partial: bool = False) -> None:
+    def _write_file(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes, later: bytes,
+                    partial: bool) -> None:
+        """Write the lines `pending + data[:end]` to the step's log file (see _write_console); a cut line is
+        written without its newline, as the step printed it, and its continuation gets no stamp."""
+        if not self._stamp_file:
+            first = later = b""
+        elif stream in self._cut:
+            first = b""
+            self._cut.discard(stream)
+        if partial:
+            self._cut.add(stream)
+        with self._file_lock:
+            if self._file is None:
+                return
+            if self._stamp_file:
+                parts: tuple[bytes | memoryview, ...] = prefix_lines(first, pending, data, end, later)
+            else:
+                parts = (pending, memoryview(data)[:end])
+            for part in parts[:-1]:
+                if part:
+                    self._file.write(part)
+            self._file.write(parts[-1][:-1] if partial else parts[-1])
+
+    def _write_console(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes = b"",
+                       later: bytes = b"", partial: bool = False) -> None:
         """Write the lines `pending + data[:end]` (the last one ends at end - 1 with a newline)."""
         log = self.log
         if log.fmt == "json":
@@ -282,19 +343,18 @@ class StepOutput:
             log._write(b"\n".join(out) + b"\n")
             return
         prefix = self._prefix
-        # One C-level replace over the whole chunk instead of a Python loop per line (this path carries the
-        # 1 GiB benchmark). The bytes after `end` hold no newline, so they come out unchanged at the end of
-        # `body`; the view cuts them off together with the prefix left after the final newline.
-        body = data.replace(b"\n", self._newline_prefix)
-        stop = len(body) - (len(data) - end) - len(prefix)
-        log._write_parts(prefix, pending, memoryview(body)[:stop])
+        if self._stamp_console:
+            log._write_parts(*prefix_lines(first + prefix, pending, data, end, later + prefix))
+        else:
+            log._write_parts(*prefix_lines(prefix, pending, data, end, prefix))
 
     def close(self) -> None:
         """Flush what is left of partial lines (marked with no newline at end of output)."""
         try:
             for stream, rest in list(self._pending.items()):
                 if rest:
-                    self._dispatch(stream, rest, b"\n", 1)
+                    stamp = self._pending_stamp[stream]
+                    self._dispatch(stream, rest, b"\n", 1, stamp, stamp)
             self._pending.clear()
         finally:
             writer, self._writer = self._writer, None
@@ -305,7 +365,7 @@ class StepOutput:
                 if self._file is not None:
                     with self._file_lock:
                         self._file.close()
-                    self._file = None
+                        self._file = None
 
     def __enter__(self) -> StepOutput:
         return self

@@ -44,7 +44,14 @@ from runnerlib.execution.allocator import keep_large_buffers_on_heap
 from runnerlib.security import proctree
 from runnerlib.security.inband import AddMaskFilter
 from runnerlib.security.known_formats import MaskedThenKnown, NoticeOnce
-from runnerlib.security.limits import StepLimits, describe_limit, limit_label
+from runnerlib.security.limits import (
+    TRUSTED_CPUS_REFUSED,
+    StepLimits,
+    address_space_note,
+    describe_limit,
+    limit_label,
+    rlimits_for,
+)
 from runnerlib.security.network import NetworkSpecError, parse_network, plan_for_trusted
 from runnerlib.security.policy import PolicyError, SandboxPolicy
 from runnerlib.security.spawn import (
@@ -229,6 +236,10 @@ def run_process(
         raise ValueError("timeout: must be > 0 seconds")
     if grace < 0:
         raise ValueError("grace: must be >= 0 seconds")
+    if trusted and policy is None and limits is not None and limits.cpus is not None:
+        reason = TRUSTED_CPUS_REFUSED  # no rlimit caps CPU bandwidth, and trusted steps get no cgroup
+        log.error("%s: %s", name, reason)
+        return _refused(reason, start)
 
     net: dict[str, Any] | None = None
     if network is not None:
@@ -339,6 +350,9 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None, timeout: float |
             reason = f"pids limit {describe_limit('pids', applied['pids'])} reached (a fork was refused)"
     elif limit_hit is not None:
         reason = f"killed: {limit_label(limit_hit)} limit {describe_limit(limit_hit, applied[limit_hit])}"
+    elif code != 0 and reason is None:  # an RLIMIT_AS memory limit cannot be told hit from outside: say "may"
+        reason = address_space_note(plan.plan.get("rlimits") or {} if plan is not None
+                                    else rlimits_for(limits)[0] if limits is not None else {})
     if leftover:
         reason = "; ".join(filter(None, [reason, f"killed leftover processes: {leftover}"]))
         log.info("%s: killed leftover processes: %d", name, leftover)

@@ -7,7 +7,8 @@ Rules (what users of GitHub Actions / Buildkite expect):
 - a step starts when all its dependencies have finished and its condition holds; `on_success` (default)
   needs every dependency to have succeeded (a failure with allow_failure counts as success, like
   continue-on-error / soft_fail); `on_failure` runs when some upstream step failed; `always` runs whatever
-  happened upstream; an expression also needs `on_success` and is evaluated on the job's variables;
+  happened upstream; an expression also needs `on_success` and is evaluated on the job's variables, unless
+  it calls GitHub's status functions (`failure() && branch == 'main'`), which then decide alone;
 - `always` / `on_failure` steps without depends_on wait for every step declared before them (like a final
   step in a sequential pipeline);
 - a failed or timed-out attempt is retried up to `retries` times, or as `retry:` says (only some exit codes
@@ -171,7 +172,7 @@ class Scheduler:
         for name in order:
             step = steps[name]
             cond = step.parsed_condition
-            if not step.depends_on and cond.status in ("always", "on_failure"):
+            if not step.depends_on and cond.waits_for_earlier_steps:
                 waits[name] = declared[:declared.index(name)]
             else:
                 waits[name] = list(dict.fromkeys(step.depends_on))
@@ -218,23 +219,36 @@ class Scheduler:
         if cond.status == "on_failure":
             failed = self._upstream_failed(step, waits, results)
             return None if failed else "condition on_failure: nothing upstream failed"
+        if cond.functions:
+            return self._status_function_skip(step, waits, results)
         for dep in upstream:
             if not dep.ok:
                 why = "was skipped" if dep.status == "skipped" else f"ended {dep.status}"
                 return f"dependency {dep.name!r} {why}"
-        if cond.expression is not None:
-            variables = self.variables
-            if any(n.startswith("steps.") for n in cond.names()):
-                # An output the step did not set is empty, as on GitHub.
-                variables = {**variables, **{n: "" for n in cond.names() if n.startswith("steps.")},
-                             **self.step_variables(step)}
-            try:
-                if not cond.evaluate(variables):
-                    shown = {n: variables.get(n) for n in sorted(cond.names())}
-                    values = ", ".join(f"{k}={v!r}" for k, v in shown.items())
-                    return f"condition `{step.condition}` is false" + (f" ({values})" if values else "")
-            except ConditionError as exc:
-                return f"condition `{step.condition}` cannot be evaluated: {exc}"
+        return self._expression_skip(step) if cond.expression is not None else None
+
+    def _status_function_skip(self, step: Step, waits: list[str], results: dict[str, StepResult]) -> str | None:
+        """GitHub's semantics: an expression calling status functions decides alone whether the step runs.
+        cancelled() is false here: a cancelled job starts nothing (checked before)."""
+        status = {"success": all(results[d].ok for d in waits),
+                  "failure": self._upstream_failed(step, waits, results), "always": True, "cancelled": False}
+        return self._expression_skip(step, {f: status[f] for f in sorted(step.parsed_condition.functions)})
+
+    def _expression_skip(self, step: Step, status: Mapping[str, bool] | None = None) -> str | None:
+        cond = step.parsed_condition
+        variables = self.variables
+        if any(n.startswith("steps.") for n in cond.names()):
+            # An output the step did not set is empty, as on GitHub.
+            variables = {**variables, **{n: "" for n in cond.names() if n.startswith("steps.")},
+                         **self.step_variables(step)}
+        try:
+            if not cond.evaluate(variables, status):
+                shown = [f"{f}()={'true' if v else 'false'}" for f, v in (status or {}).items()]
+                shown += [f"{n}={variables.get(n)!r}" for n in sorted(cond.names())]
+                values = ", ".join(shown)
+                return f"condition `{step.condition}` is false" + (f" ({values})" if values else "")
+        except ConditionError as exc:
+            return f"condition `{step.condition}` cannot be evaluated: {exc}"
         return None
 
     def _upstream_failed(self, step: Step, waits: list[str], results: dict[str, StepResult]) -> bool:

@@ -64,7 +64,7 @@ def upstream(steps: Mapping[str, Any], name: str) -> list[str]:
 
 def _waits(steps: Mapping[str, Any], declared: list[str], name: str) -> list[str]:
     step = steps[name]
-    if not step.depends_on and step.parsed_condition.status in ("always", "on_failure"):
+    if not step.depends_on and step.parsed_condition.waits_for_earlier_steps:
         return declared[:declared.index(name)]
     return list(step.depends_on)
 

@@ -152,7 +152,9 @@ class WorkflowCommandFilter:
         if self._held:
             data, line_start = self._held + data, True
             self._held = b""
-        if b"::" not in data:
+        # The one-byte test is a memchr (tens of GB/s); the two-byte search it usually spares runs at ~3.6 GB/s,
+        # a quarter of a millisecond per MiB of bulk output (measured: bench/bench_executor.py).
+        if b":" not in data or b"::" not in data:
             self._forward(self._tail(data, 0, line_start))
             return
         out = bytearray()

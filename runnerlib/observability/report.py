@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runnerlib.execution.timestamps import strip_stamps
 from runnerlib.observability.profile import human_bytes
 
 MAX_LOG_BYTES = 1 << 20  # per step: the report is for reading; the full log stays in artifacts/logs
@@ -161,7 +162,7 @@ def annotations_in_log(text: str) -> list[dict[str, Any]]:
     """`::error file=F,line=N::message` (and warning, notice) lines of a log, as annotation dicts: used when
     the step result carries no `annotations` list of its own."""
     out: list[dict[str, Any]] = []
-    for line in text.splitlines():
+    for line in strip_stamps(text).splitlines():
         match = _ANNOTATION.match(line.strip())
         if match:
             level, params, message = match.groups()
@@ -199,7 +200,7 @@ def _folded_log(text: str, esc: Callable[[Any], str]) -> str:
     out: list[str] = ["<pre>"]
     depth = 0
     for line in text.splitlines():
-        stripped = line.strip()
+        stripped = strip_stamps(line).strip()  # a step log's lines start with their timestamp
         title = _group_title(stripped)
         if title is not None:
             out.append(f'</pre><details class="group"><summary>{esc(title)}</summary><pre>')

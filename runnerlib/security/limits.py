@@ -20,13 +20,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from runnerlib.security import cgroups
+
 # Binary multiples whichever way they are written: CI users write 512M meaning MiB (as docker, k8s' Mi and
 # ulimit do); a decimal reading would give 488 MiB and surprise nobody in a good way.
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 SIZE_FIELDS = ("memory", "file_size")
 COUNT_FIELDS = ("pids", "cpu_seconds", "open_files")
-LIMIT_NAMES = ("pids", "memory", "cpu_seconds", "file_size", "open_files")
+LIMIT_NAMES = ("pids", "memory", "cpu_seconds", "file_size", "open_files", "cpus")
+# CPU bandwidth: a cgroup's cpu.max (v2) or cfs quota (v1) caps it; nothing smaller than the kernel's 1 ms quota
+# in a 100 ms period.
+MIN_CPUS = 0.01
+TRUSTED_CPUS_REFUSED = ("limits cpus: applies to untrusted steps only (a trusted step gets no cgroup of its own, and "
+                        "no rlimit caps CPU bandwidth): set it in the untrusted steps' own limits")
 
 
 class LimitError(ValueError):
@@ -64,13 +71,31 @@ def format_size(size: int) -> str:
     return f"{size} bytes"
 
 
-def describe_limit(name: str, value: int) -> str:
-    """The value as a person reads it: `512 MiB`, `600 s`, `256`."""
+def describe_limit(name: str, value: float) -> str:
+    """The value as a person reads it: `512 MiB`, `600 s`, `256`, `1.5 CPUs`."""
     if name in SIZE_FIELDS:
-        return format_size(value)
+        return format_size(int(value))
     if name == "cpu_seconds":
         return f"{value} s"
+    if name == "cpus":
+        return f"{value:g} CPU" + ("" if value == 1 else "s")
     return str(value)
+
+
+def parse_cpus(value: Any) -> float:
+    """CPUs as docker's --cpus and Kubernetes write them: 2, 1.5, "500m" (millicpus); at least 0.01.
+
+    >>> parse_cpus("500m")
+    0.5
+    """
+    text = str(value).strip().lower() if isinstance(value, str | int | float) and not isinstance(value, bool) else ""
+    try:
+        number = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number of CPUs (like 2, 1.5 or 500m)") from None
+    if not MIN_CPUS <= number <= 1 << 20:  # also refuses nan and inf
+        raise ValueError(f"{value!r} must be at least {MIN_CPUS} CPUs (10m)")
+    return number
 
 
 def limit_label(name: str) -> str:
@@ -92,6 +117,8 @@ class StepLimits(BaseModel):
                                                                      "RLIMIT_CPU).")
     file_size: int | None = Field(default=None, description="Largest file the step may write, e.g. 1G.")
     open_files: int | None = Field(default=None, gt=0, description="Open file descriptors per process.")
+    cpus: float | None = Field(default=None, description="CPU bandwidth, e.g. 1.5 or 500m (a cgroup's cpu.max; "
+                                                         "untrusted steps only).")
 
     @field_validator("memory", "file_size", mode="before")
     @classmethod
@@ -104,6 +131,11 @@ class StepLimits(BaseModel):
             # pydantic prefixes the field's location itself: keep only the rule.
             raise ValueError(str(exc).split(": ", 1)[1]) from None
 
+    @field_validator("cpus", mode="before")
+    @classmethod
+    def _cpus(cls, value: Any) -> Any:
+        return None if value is None else parse_cpus(value)
+
     @field_validator("pids", "cpu_seconds", "open_files", mode="before")
     @classmethod
     def _count(cls, value: Any) -> Any:
@@ -111,7 +143,7 @@ class StepLimits(BaseModel):
             raise ValueError("must be a whole number")
         return value
 
-    def items(self) -> list[tuple[str, int]]:
+    def items(self) -> list[tuple[str, Any]]:
         """(name, value) of every limit that is set, in LIMIT_NAMES order."""
         return [(n, getattr(self, n)) for n in LIMIT_NAMES if getattr(self, n) is not None]
 
@@ -191,12 +223,33 @@ def rlimits_for(limits: StepLimits, *, by_cgroup: Iterable[str] = (), hard_nofil
     return out, notes
 
 
+def address_space_note(rlimits: Mapping[str, Any]) -> str | None:
+    """What a failed step's report says when its memory limit was RLIMIT_AS (`rlimits` as rlimits_for gives
+    them): `memory limit 512 MiB (an address-space limit) may have been reached`; None otherwise.
+
+    Why "may": an allocation beyond RLIMIT_AS simply fails inside the step (MemoryError, ENOMEM, a runtime that
+    cannot reserve its heap), and no kernel counter records it, so nothing outside the step can tell; reading
+    the step's own output for it would let untrusted code choose runnerlib's words. The untrusted default is a
+    safety net, not a limit somebody chose: it gets no note (every failing step would carry one).
+    """
+    value = rlimits.get("as")
+    if not isinstance(value, int) or value == UNTRUSTED_DEFAULTS.memory:
+        return None
+    return f"memory limit {format_size(value)} (an address-space limit) may have been reached"
+
+
 def mechanism(name: str, *, by_cgroup: Iterable[str] = (), user_namespace: bool = False) -> str:
     """Which kernel mechanism enforces limit `name` (for `runnerlib sandbox policy` and the step's log)."""
     if name in set(by_cgroup):
+        if cgroups.version_of(cgroups.LIMIT_CONTROLLERS[name]) == 2:
+            return {"memory": "cgroup v2 memory.max (the step's own cgroup; OOM kill, read from memory.events)",
+                    "pids": "cgroup v2 pids.max (the step's own cgroup)",
+                    "cpus": "cgroup v2 cpu.max (the step's own cgroup; throttled beyond it)"}[name]
         return {"memory": "cgroup v1 memory.limit_in_bytes (the step's own cgroup; OOM kill)",
-                "pids": "cgroup v1 pids.max (the step's own cgroup)"}[name]
+                "pids": "cgroup v1 pids.max (the step's own cgroup)",
+                "cpus": "cgroup v1 cpu.cfs_quota_us (the step's own cgroup; throttled beyond it)"}[name]
     return {
+        "cpus": "NOT ENFORCED: no writable cgroup cpu controller here (best-effort mode)",
         "memory": "RLIMIT_AS per process (address space: an allocation beyond it fails)",
         "pids": "RLIMIT_NPROC (counted per uid" + (", inside the step's own user namespace)" if user_namespace
                                                   else ": every process of that uid counts)"),

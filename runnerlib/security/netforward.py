@@ -6,7 +6,10 @@ namespace; the step process then moves into a new network namespace (and a user 
 unprivileged), brings lo up, adds the plan's addresses and listeners (and, for `full` without a host rule,
 local default routes and an nftables redirect of every TCP connection), and hands the sockets over.
 The forwarder only ever connects to the plan's targets, or for a redirected connection to its original
-destination when that is not a metadata address; it exits when the step's main process exits.
+destination when that is not a metadata address; it exits when the step's main process exits. It is two
+processes, both named rl-netforward: a watcher and, beneath it, the relay. If the relay ends first (killed,
+out of memory, a bug), the watcher writes one line naming the cause on the step's stderr and stops the step
+(SIGTERM, SIGKILL 5 s later): a clear failure instead of a step dying of SIGPIPE (141) on a cut connection.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import fcntl
 import ipaddress
 import json
 import os
+import select
 import selectors
+import signal
 import socket
 import struct
 import tempfile
@@ -120,17 +125,28 @@ def enter_network(request: dict[str, Any]) -> None:
                 os._exit(0)
             prctl.set_name(FORWARDER_COMM)  # not counted as a process the step left behind
             ours.close()
-            # Hold none of the step's descriptors: its output pipes and status pipe must close when it ends.
+            # The step's stderr, kept by the watcher only: where an early end of the relay is told.
+            report = os.dup(2)
+            # Hold none of the step's other descriptors: its output pipes and status pipe must close when it
+            # ends (the watcher exits with the step too).
             null = os.open(os.devnull, os.O_RDWR)
             for target in (0, 1, 2):
                 os.dup2(null, target)
-            keep = theirs.fileno()
-            os.closerange(3, keep)
-            os.closerange(keep + 1, 1 << 16)
+            low = 3
+            for keep in sorted((theirs.fileno(), report)):
+                os.closerange(low, keep)
+                low = keep + 1
+            os.closerange(low, 1 << 16)
             # A pidfd, not PR_SET_PDEATHSIG: the step drops to another uid, and a parent of another uid
             # cannot deliver the death signal to a root forwarder.
             step_fd = os.pidfd_open(step_pid)
-            _serve_forwards(theirs, step_fd)
+            relay = os.fork()
+            if relay == 0:
+                os.close(report)
+                _serve_forwards(theirs, step_fd)
+                os._exit(0)
+            theirs.close()
+            _watch(relay, step_fd, report)
         except BaseException:  # noqa: BLE001 - nothing to report to; the step sees refused connections
             code = 1
         finally:
@@ -163,6 +179,43 @@ def enter_network(request: dict[str, Any]) -> None:
             sock.close()
     finally:
         ours.close()
+
+
+def _watch(relay: int, step_fd: int, report: int) -> None:
+    """The watcher, parent of the relay: when the relay ends before the step's main process (killed, out of
+    memory, a bug), every connection through it is cut and the step would fail obscurely (exit 141: SIGPIPE
+    on its next write). Say so on the step's stderr and stop the step: SIGTERM, SIGKILL 5 s later."""
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the step's stderr may be gone already
+    relay_fd = os.pidfd_open(relay)
+    while True:
+        try:
+            select.select([step_fd, relay_fd], [], [])
+            pid, status = os.waitpid(relay, os.WNOHANG)
+            break
+        except InterruptedError:
+            continue
+    # The relay still running: the step ended first, normally; go at once (this holds the step's stderr).
+    # Ended with status 0: it ended with the step, or the step never got its network (refused before exec).
+    # A relay cut off first is already dead here, even when the step ended of the cut meanwhile.
+    if pid == 0 or status == 0:
+        return
+    how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+           else f"exit {os.waitstatus_to_exitcode(status)}")
+    message = (f"runnerlib: this step's network forwarder ended early ({how}): its connections through it are "
+               "cut; stopping the step\n")
+    try:
+        os.write(report, message.encode())
+    except OSError:
+        pass
+    if select.select([step_fd], [], [], 0)[0]:
+        return  # the step has ended already
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+        try:
+            signal.pidfd_send_signal(step_fd, sig)
+        except ProcessLookupError:
+            return
+        if wait and select.select([step_fd], [], [], wait)[0]:
+            return
 
 
 def _listener(address: str, port: int, kind: int = socket.SOCK_STREAM) -> socket.socket:

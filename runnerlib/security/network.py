@@ -14,11 +14,12 @@ step (`plan_network` refuses, naming what is missing, when the mechanism is not 
             namespace's lo with a listener on the port, relayed to the real host:port. Other ports and
             addresses: connection refused / no route.
   full      root runner: the runner's own network; metadata addresses are cut off by an nftables rule on
-            the sandbox uid (`meta skuid`, output hook), installed once per runner. Otherwise (the step
-            shares an unprivileged runner's uid, so no owner match can single it out): its own namespace
-            where nftables redirects every TCP connection to the forwarder, which connects to the original
-            destination (conntrack) unless it is a metadata address; DNS relayed. Neither possible: explicit
-            `full` is refused, the implicit default runs with the gap logged (see DEFAULT_POLICY).
+            the sandbox uid (`meta skuid`, output hook), in a table that lives as long as the runner
+            (metadata_guard.py). Otherwise (the step shares an unprivileged runner's uid, so no owner match
+            can single it out): its own namespace where nftables redirects every TCP connection to the
+            forwarder, which connects to the original destination (conntrack) unless it is a metadata
+            address; DNS relayed. Neither possible: explicit `full` is refused, and the implicit default
+            becomes `none` (fail closed), said once in the job output with what to do.
 
 The step-side half (namespace set-up and the forwarder) is runnerlib.security.netforward.
 The namespace is created in the step process before it drops privileges: as root, unshare(CLONE_NEWNET);
@@ -37,9 +38,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import ipaddress
+import logging
 import os
 import re
 import socket
@@ -47,18 +50,21 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from runnerlib.security import metadata_guard
 from runnerlib.security.lowlevel import nftables
 
 MODES = ("full", "none", "loopback")
 # What an untrusted step gets when neither its job file nor the command line names a policy. `full`, like
-# GitHub's and GitLab's runners: `npm install` and `pip install` need the registries. Metadata stays cut off.
+# GitHub's and GitLab's runners: `npm install` and `pip install` need the registries. Metadata stays cut off;
+# where it cannot be, the default is `none` instead (plan_network).
 DEFAULT_POLICY = "full"
 
 METADATA_NETWORKS = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fd00:ec2::254/128"))
-NFT_TABLE = "runnerlib_metadata"
+log = logging.getLogger(__name__)
 MAX_TARGETS = 64
 
 _HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?$")
@@ -90,7 +96,7 @@ class NetworkPolicy:
     mode: str = DEFAULT_POLICY
     targets: tuple[Target, ...] = ()
     # False when nobody asked for it (the default for untrusted steps): decides only whether an unenforceable
-    # metadata cut-off under `full` refuses the step or is logged as a gap.
+    # metadata cut-off under `full` refuses the step or turns it into `none`.
     explicit: bool = True
 
     def __post_init__(self) -> None:
@@ -349,40 +355,25 @@ def mechanisms(caps: Any) -> list[tuple[str, bool, str]]:
     ]
 
 
-_nft_done: dict[int, str | None] = {}
-_nft_lock = threading.Lock()
+_report_only = threading.local()
 
 
-def metadata_rule(uid: int) -> str:
-    """The nftables transaction that rejects the uid's packets to metadata addresses (idempotent, atomic)."""
-    chain = f"uid_{uid}"
-    return "\n".join([
-        f"add table inet {NFT_TABLE}",
-        f"add chain inet {NFT_TABLE} {chain} {{ type filter hook output priority -10; policy accept; }}",
-        f"flush chain inet {NFT_TABLE} {chain}",
-        f"add rule inet {NFT_TABLE} {chain} meta skuid {uid} ip daddr 169.254.0.0/16 reject",
-        f"add rule inet {NFT_TABLE} {chain} meta skuid {uid} ip6 daddr fd00:ec2::254 reject",
-        f"add rule inet {NFT_TABLE} {chain} meta skuid {uid} ip6 daddr ::ffff:169.254.0.0/112 reject",
-    ]) + "\n"
+@contextlib.contextmanager
+def report_only() -> Iterator[None]:
+    """Plan without changing the host (`sandbox policy`, `sandbox probe`): the metadata rule is checked with
+    an nftables dry run, not installed."""
+    before = getattr(_report_only, "on", False)
+    _report_only.on = True
+    try:
+        yield
+    finally:
+        _report_only.on = before
 
 
 def ensure_metadata_blocked(uid: int) -> str | None:
-    """Install the nftables metadata rule for `uid` once per process; the reason when it cannot be done
-    (remembered too: a container without CAP_NET_ADMIN would otherwise try again for every step)."""
-    with _nft_lock:
-        if uid not in _nft_done:
-            _nft_done[uid] = _install_rule(uid)
-        return _nft_done[uid]
-
-
-def _install_rule(uid: int) -> str | None:
-    if nftables.library() is None:
-        return "libnftables (Debian package nftables) is not installed"
-    try:
-        nftables.run(metadata_rule(uid))
-    except OSError as exc:
-        return f"nftables refused the rule: {exc.strerror or exc}"
-    return None
+    """Reject the uid's packets to metadata addresses for the runner's lifetime (metadata_guard); the reason
+    when it cannot be done here. Under `report_only()`: whether it could, installing nothing."""
+    return metadata_guard.block(uid, report_only=getattr(_report_only, "on", False))
 
 
 def plan_network(policy: NetworkPolicy, *, trusted: bool, is_root: bool, sandbox_uid: int | None,
@@ -398,8 +389,8 @@ def plan_network(policy: NetworkPolicy, *, trusted: bool, is_root: bool, sandbox
         if is_root and sandbox_uid not in (None, 0):
             why = ensure_metadata_blocked(sandbox_uid)
             if why is None:
-                return NetworkPlan(policy, f"the runner's network; metadata addresses rejected by nftables "
-                                           f"(table inet {NFT_TABLE}, meta skuid {sandbox_uid})")
+                return NetworkPlan(policy, "the runner's network; metadata addresses rejected by nftables (a "
+                                           f"table of the runner's own, meta skuid {sandbox_uid})")
             why = f"no host rule ({why})"
         else:
             why = "no host rule (the step shares the runner's uid: no owner match can single it out)"
@@ -407,11 +398,10 @@ def plan_network(policy: NetworkPolicy, *, trusted: bool, is_root: bool, sandbox
         if isinstance(transparent, NetworkPlan):
             return transparent
         gap = f"network full: cloud metadata addresses cannot be blocked: {why}, no own namespace ({transparent})"
+        if not policy.explicit:  # fail closed: the implicit default becomes `none`, said once
+            return _default_falls_back(gap, is_root, seccomp=seccomp, landlock_net=landlock_net)
         plan = NetworkPlan(policy, "the runner's network; metadata addresses NOT blocked")
-        if policy.explicit:
-            plan.missing.append(gap + "; use network: loopback, none or a list of host:port")
-        else:
-            plan.notes.append(gap)
+        plan.missing.append(f"{gap}; use network: none, or {_remedy(is_root)}")
         return plan
     if mode == "none" and not trusted:
         plan = NetworkPlan(policy, "no inet sockets (seccomp) and no TCP (Landlock ABI>=4)", deny_sockets=True)
@@ -446,6 +436,53 @@ def plan_network(policy: NetworkPolicy, *, trusted: bool, is_root: bool, sandbox
         plan.missing.append(f"network {mode}: {why_not}")
     plan.missing += unresolved
     return plan
+
+
+_told: set[str] = set()
+
+
+def _remedy(is_root: bool) -> str:
+    if is_root:
+        return "install nftables (libnftables1) or let the runner create network namespaces (CAP_SYS_ADMIN)"
+    return ("run the runner as root, or allow unprivileged user namespaces (kernel.unprivileged_userns_clone=1, "
+            "user.max_user_namespaces > 0)")
+
+
+def _default_falls_back(gap: str, is_root: bool, *, seccomp: bool, landlock_net: bool) -> NetworkPlan:
+    """The implicit default where neither metadata mechanism works: `none`, enforced as `network: none` is,
+    with one notice per runner process saying why and what to do."""
+    notice = (f"untrusted steps that name no network get none: the default, full, {gap.split(': ', 1)[1]}; "
+              f"to give them a network, {_remedy(is_root)}; set `network: none` on the step (or --network none) "
+              "to say so")
+    plan = NetworkPlan(NetworkPolicy("none", explicit=False), "no inet sockets (seccomp) and no TCP (Landlock "
+                       "ABI>=4), because the default, full, cannot keep cloud metadata addresses out here",
+                       deny_sockets=True, notes=[notice])
+    if not (seccomp or landlock_net):
+        plan.missing.append("network none (the default here) needs seccomp or Landlock ABI 4")
+    if not getattr(_report_only, "on", False) and notice not in _told:
+        _told.add(notice)
+        log.warning("%s", notice)
+    return plan
+
+
+def apply_denial(sandbox_plan: dict[str, Any], net: NetworkPlan, caps: Any) -> None:
+    """Deny inet sockets in a sandbox plan (seccomp, Landlock TCP) when the network plan says so although the
+    policy did not ask for `none` itself (the implicit default fallen back)."""
+    if not net.deny_sockets:
+        return
+    if sandbox_plan.get("seccomp") is not None:
+        sandbox_plan["seccomp"]["deny_network"] = True
+    if sandbox_plan.get("landlock"):
+        sandbox_plan["landlock"]["deny_tcp"] = bool(caps.landlock_net)
+
+
+def default_summary(caps: Any, sandbox_uid: int = 65534) -> str:
+    """What an untrusted step that names no network gets here, in one line (installs nothing)."""
+    with report_only():
+        plan = plan_for_sandbox(default_policy(), caps, sandbox_uid)
+    if plan.missing:
+        return f"refused ({'; '.join(plan.missing)})"
+    return f"{plan.policy}: {plan.mechanism}"
 
 
 def nameservers(path: str = "/etc/resolv.conf") -> list[str]:

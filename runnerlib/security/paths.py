@@ -208,6 +208,7 @@ class CopyReport:
     skipped: list[str] = field(default_factory=list)
     owner: tuple[int, int] | None = None  # (uid, gid) every copied entry was given, if asked
     outward_links: bool = False  # links leading out of the tree were recreated, not refused (asked for)
+    left_out: int = 0  # entries the `include` filter left out (a whole directory counts once)
 
 
 @dataclass
@@ -863,7 +864,8 @@ class Workspace:
     # -- copying --------------------------------------------------------------------------------
     def copy_in(self, source: str | os.PathLike[str], dest_rel: str | os.PathLike[str], *,
                 into_existing: bool = False, owner: tuple[int, int] | None = None,
-                outward_links: bool = False) -> CopyReport:
+                outward_links: bool = False,
+                include: Callable[[tuple[str, ...]], bool] | None = None) -> CopyReport:
         """Copy the directory `source` (outside the workspace) into the new directory `dest_rel`.
 
         Never follows a symlink out of `source`: links are recreated as links, and a link whose target
@@ -875,6 +877,8 @@ class Workspace:
         `outward_links`: recreate links leading out of the tree as they are instead of refusing them, for a copy
         that only sandboxed code uses (the untrusted steps' copy of /job/src: the sandbox, not the link, decides
         what they reach; runnerlib never follows links there).
+        `include`: given the path parts of an entry (relative to `source`), whether to copy it; a directory left
+        out is not entered (the files git knows of: runnerlib.source.git_files).
         """
         report = CopyReport(owner=owner, outward_links=outward_links)
         src_fd = os.open(os.fspath(source), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -920,6 +924,9 @@ class Workspace:
                     finally:
                         os.close(sfd)
                         os.close(dfd)
+                    continue
+                if include is not None and not include((*where, entry_name)):
+                    report.left_out += 1
                     continue
                 child = self._copy_entry(sfd, dfd, entry_name, where, report)
                 if child is not None:

@@ -33,6 +33,10 @@ DEFAULT_READ_ONLY = (
 # Devices a step may write to; everything else under /dev is read-only.
 DEFAULT_WRITABLE_FILES = ("/dev/null", "/dev/zero", "/dev/full")
 
+# The untrusted steps' own copy of the source tree, relative to the workspace root (runnerlib.source.pristine
+# makes it): what a workspace's sandbox grants for writing. The pristine <root>/src is never granted.
+UNTRUSTED_SRC = ".untrusted/src"
+
 BEST_EFFORT_ENV = "REACTORCIDE_SANDBOX_BEST_EFFORT"
 NAMESPACES_ENV = "REACTORCIDE_SANDBOX_NAMESPACES"
 # auto: the step's own PID/IPC/mount namespaces (private /proc, /dev/shm, /tmp) where the kernel allows them,
@@ -97,7 +101,7 @@ class SandboxPolicy:
     uid: int = NOBODY
     gid: int = NOBODY
     read_only_paths: tuple[str, ...] = DEFAULT_READ_ONLY + ("/job/ci",)
-    read_write_paths: tuple[str, ...] = ("/job/src", "/job/artifacts")
+    read_write_paths: tuple[str, ...] = (f"/job/{UNTRUSTED_SRC}", "/job/artifacts")
     protected_paths: tuple[str, ...] = ("/job/ci",)
     writable_files: tuple[str, ...] = DEFAULT_WRITABLE_FILES
     private_tmp: bool = True
@@ -164,10 +168,12 @@ class SandboxPolicy:
 
     @classmethod
     def for_workspace(cls, root: str, **overrides: Any) -> SandboxPolicy:
-        """The default policy for a workspace laid out as root/ci (read-only), root/src, root/artifacts."""
+        """The default policy for a workspace laid out as root/ci (read-only), root/src, root/artifacts: the step
+        writes its own copy of the source tree (root/.untrusted/src, made by runnerlib.source.pristine) and the
+        hand-over area; the pristine root/src, which trusted steps work on, is not granted at all."""
         root = os.path.normpath(root)
         overrides.setdefault("read_only_paths", DEFAULT_READ_ONLY + (f"{root}/ci",))
-        overrides.setdefault("read_write_paths", (f"{root}/src", f"{root}/artifacts"))
+        overrides.setdefault("read_write_paths", (f"{root}/{UNTRUSTED_SRC}", f"{root}/artifacts"))
         overrides.setdefault("protected_paths", (f"{root}/ci",))
         return cls(**overrides)
 

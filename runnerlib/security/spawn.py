@@ -240,6 +240,7 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
     if policy.deny_network and not (plan["seccomp"] or (plan["landlock"] or {}).get("deny_tcp")):
         missing.append("deny_network needs seccomp or Landlock ABI 4")
     net = network.plan_for_sandbox(policy.network, caps, policy.uid)
+    network.apply_denial(plan, net, caps)  # the implicit default fallen back to none (fail closed)
     plan["net"], plan["network"] = net.request, net.describe()
     missing += net.missing
     notes += net.notes
@@ -265,13 +266,12 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
                          "swept from the step's process tree; /proc, /dev/shm and /tmp are shared")
     if policy.limits is not None:
         plan["limits"] = dict(policy.limits.items())
-        # A cgroup for a memory or pids limit somebody set (job file, --limit): exact per-step accounting and
-        # a named report, at the price of one RCU grace period per step to move it in (5-7 ms measured
+        # A cgroup for a memory, pids or cpus limit somebody set (job file, --limit): exact per-step accounting
+        # and a named report, at the price of one RCU grace period per step to move it in (5-7 ms measured
         # under load). The untrusted defaults are a safety net: rlimits, at no per-step cost.
-        asked = [c for c in ("memory", "pids") if c in plan["limits"]
-                 and getattr(policy.limits, c) != getattr(UNTRUSTED_DEFAULTS, c)]
-        # cgroups.available() stats the hierarchies: only when a cgroup could be wanted (not for the defaults).
-        plan["cgroup_limits"] = [c for c in cgroups.available() if c in asked] if asked else []
+        plan["cgroup_limits"] = cgroups.cgroup_limits(policy.limits, UNTRUSTED_DEFAULTS)
+        if policy.limits.cpus is not None and "cpus" not in plan["cgroup_limits"]:
+            missing.append(_CPUS_GAP.format(describe_limit("cpus", policy.limits.cpus)))
         notes.extend(_limit_rlimits(plan, policy.limits))
 
     if missing:
@@ -286,8 +286,13 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
         limits = policy.limits or StepLimits()
         result.cgroup = cgroups.StepCgroup.create(
             limits.memory if "memory" in plan["cgroup_limits"] else None,
-            limits.pids if "pids" in plan["cgroup_limits"] else None)
-        made = result.cgroup.controllers if result.cgroup else []
+            limits.pids if "pids" in plan["cgroup_limits"] else None,
+            cpus=limits.cpus if "cpus" in plan["cgroup_limits"] else None,
+            kill=not plan.get("ns"))  # without a PID namespace, cgroup.kill (v2) ends its leftovers
+        made = result.cgroup.limit_names if result.cgroup else []
+        if "cpus" in plan["cgroup_limits"] and "cpus" not in made and not policy.best_effort:
+            result.cleanup(wait=True)  # no rlimit stands in for CPU bandwidth: fail closed
+            raise SandboxRefused([_CPUS_GAP.format(describe_limit("cpus", limits.cpus or 0))])
         if made != plan["cgroup_limits"]:  # could not make them all: rlimits for the others
             plan["cgroup_limits"] = made
             _limit_rlimits(plan, limits)
@@ -303,6 +308,10 @@ def plan_sandbox(policy: SandboxPolicy, caps: Capabilities | None = None, *,
         if plan["landlock"]:
             plan["landlock"]["rw"].append(tmp)
     return result
+
+
+_CPUS_GAP = ("the cpus limit {} needs a writable cgroup cpu controller (cgroup v2 cpu.max or v1 "
+             "cpu.cfs_quota_us): no rlimit caps CPU bandwidth")
 
 
 def _limit_rlimits(plan: dict[str, Any], limits: StepLimits) -> list[str]:
@@ -467,6 +476,7 @@ class SpawnedStep:
     signals: list[int] = field(default_factory=list)
     # Every process `kill_all` signalled beneath the supervisor (without a namespace: the leftover count).
     killed: set[int] = field(default_factory=set)
+    cgroup: cgroups.StepCgroup | None = None  # the step's own cgroup, if it has one: `kill_all` uses cgroup.kill
     _buf: bytes = b""
 
     def read_events(self) -> None:
@@ -527,12 +537,15 @@ class SpawnedStep:
     def kill_all(self) -> int:
         """SIGKILL the step's group and everything beneath its supervisor (daemonised descendants too).
 
-        Returns how many processes beneath the supervisor were signalled by this call; all of them are
-        added to `killed`."""
+        Returns how many processes not signalled before were signalled by this call; all of them are added
+        to `killed`."""
         self.signal_group(signal.SIGKILL)
-        if self.supervisor is None:
-            return 0
-        return proctree.kill_tree(self.supervisor, signal.SIGKILL, seen=self.killed)
+        before = len(self.killed)
+        if self.cgroup is not None:
+            self.killed.update(self.cgroup.kill())
+        if self.supervisor is not None:
+            proctree.kill_tree(self.supervisor, signal.SIGKILL, seen=self.killed)
+        return len(self.killed) - before
 
     def close(self) -> None:
         if self.status_fd >= 0:
@@ -574,7 +587,7 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str | None = None, plan:
         os.close(status_w)
         if devnull is not None:
             os.close(devnull)
-    step = SpawnedStep(status_r)
+    step = SpawnedStep(status_r, cgroup=plan.cgroup if plan else None)
     try:
         step.wait_started()
     except BaseException:

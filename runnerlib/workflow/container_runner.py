@@ -6,24 +6,31 @@ its `resources` become --memory/--cpus, `run_as` becomes --user, and its `capabi
 the runner inside needs (every other capability dropped, no-new-privileges). Secrets travel by name only,
 as in container mode. The container is removed after the job, whatever happened.
 
-The run's state.json is not mounted into job containers (it lives outside their workspace), so
-`is_job_running`/`get_job_result` answer from the job's own state there (docs/containers.md).
+Each job container sees the run's workflow state read-only, as a process job sees state.json: the runner
+keeps a copy of it in a directory of its own (<run dir>/shared-state, replaced atomically at each save, so
+the directory and not the file is mounted: a file mount would keep showing the first version) at
+/run/reactorcide/workflow, and REACTORCIDE_WORKFLOW_STATE names it there, so `is_job_running` and
+`get_job_result` answer as in process mode. Only the state is shared: no other job's workspace.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from runnerlib.execution.container import ContainerEngine, ContainerStep, new_container_name
+from runnerlib.workflow import state
 from runnerlib.workflow.kubernetes import DEFAULT_RUNNER_IMAGE, RUNNER_CAPABILITIES
 from runnerlib.workflow.local_runner import JobNode, LocalWorkflowRunner
 from runnerlib.workflow.models import Workflow, WorkflowError, WorkflowJob, memory_bytes
 
-__all__ = ["ContainerWorkflowRunner", "engine_memory", "engine_cpus"]
+__all__ = ["STATE_MOUNT", "ContainerWorkflowRunner", "engine_memory", "engine_cpus"]
+
+STATE_MOUNT = "/run/reactorcide/workflow"
 
 
 def engine_memory(value: str, where: str) -> str:
@@ -63,6 +70,31 @@ class ContainerWorkflowRunner(LocalWorkflowRunner):
         except ContainerError as exc:
             raise WorkflowError(str(exc), field="--engine") from None
         self.runner_image = runner_image or DEFAULT_RUNNER_IMAGE
+        self.shared_state = self.run_dir / "shared-state"
+        self._share_lock = threading.Lock()
+        self._removals: list[threading.Thread] = []
+
+    def run(self) -> Any:
+        try:
+            return super().run()
+        finally:
+            for removal in self._removals:  # no container is left behind when the run returns
+                removal.join()
+
+    def _remove_later(self, name: str) -> None:
+        """`ENGINE rm -f` of a job's container, off the job's critical path: `--rm` already removed a
+        container whose command ended, so this only matters after a timeout or a cancellation, yet it costs
+        an engine start (~0.1-0.3 s) that the dependent jobs need not wait for. run() waits for it."""
+        removal = threading.Thread(target=self.engine.remove, args=(name,), name=f"rm-{name}", daemon=True)
+        removal.start()
+        self._removals.append(removal)
+
+    def _save_state(self) -> None:
+        super()._save_state()
+        # The copy job containers read: the latest state.json, whichever thread saved last.
+        with self._share_lock:
+            self.shared_state.mkdir(mode=0o755, exist_ok=True)
+            state.replace_file(self.shared_state / "state.json", self.state_file.read_bytes(), 0o644)
 
     def _unapplied_settings(self) -> list[str]:
         return []  # image, resources, run_as and capabilities all apply here
@@ -84,6 +116,7 @@ class ContainerWorkflowRunner(LocalWorkflowRunner):
         if command and command[0] == sys.executable:
             command[0] = "python"  # the image's runnerlib (its venv is first on PATH)
         command = [step.in_container(part) for part in command]
+        env = {**env, "REACTORCIDE_WORKFLOW_STATE": f"{STATE_MOUNT}/state.json"}
         names = [n for n in env if n not in ("TMPDIR",)]
         engine_env, forwarded = step.engine_env(env, names)
         name = new_container_name(node.name)
@@ -101,8 +134,9 @@ class ContainerWorkflowRunner(LocalWorkflowRunner):
         else:
             extra += [f"--cap-add={cap}" for cap in RUNNER_CAPABILITIES]
         extra += [f"--cap-add={cap.removeprefix('CAP_')}" for cap in (definition.capabilities if definition else [])]
-        args = step.argv(command, name=name, cwd=str(job_dir), env_names=forwarded, extra_args=extra)
-        return args, engine_env, None, lambda: self.engine.remove(name)
+        args = step.argv(command, name=name, cwd=str(job_dir), env_names=forwarded,
+                         read_only={str(self.shared_state): STATE_MOUNT}, extra_args=extra)
+        return args, engine_env, None, lambda: self._remove_later(name)
 
 
 def _chown_tree(root: Path, uid: int) -> None:

@@ -249,6 +249,9 @@ def _container_env(workflow_id: str, run_id: str, instance: str, job: WorkflowJo
         "REACTORCIDE_SOURCE_DIR": "/job/src",
         "REACTORCIDE_CI_SOURCE_DIR": "/job/ci",
         "REACTORCIDE_TRIGGERS_FILE": "/job/triggers.json",
+        # set_output/set_var write here; the runner prints it as a signed log line (workflow/output_lines.py).
+        "REACTORCIDE_WORKFLOW_OUTPUT": "/job/workflow-output.json",
+        "REACTORCIDE_WORKFLOW_OUTPUT_TRANSPORT": "log",
         "REACTORCIDE_WORKFLOW_ID": workflow_id,
         "REACTORCIDE_WORKFLOW_RUN_ID": run_id,
         "REACTORCIDE_WORKFLOW_JOB": instance,

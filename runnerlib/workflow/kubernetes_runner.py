@@ -11,9 +11,12 @@ state.json, report.md); only running one job differs. For each job instance this
 - on cancellation (Ctrl-C, SIGTERM, `cancel()`), deletes the Jobs still running with foreground
   propagation, so their pods go first.
 
-A pod's files are out of reach, so jobs' outputs and vars (workflow-output.json) are not collected in this
-mode; the report says which jobs ran where. Tested against a stateful fake API server (kmock's emulator)
-through the official client; no real cluster was available (docs/kubernetes.md).
+- collects the job's outputs and vars (`set_output`/`set_var`, what process mode reads from the job's
+  workflow-output.json) from the one line the job's runner prints after its steps, signed with the same
+  key as its trigger lines (workflow/output_lines.py); an unsigned or forged one is reported and ignored.
+
+Tested against a stateful fake API server (kmock's emulator) through the official client; no real cluster
+was available (docs/kubernetes.md).
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ class KubernetesWorkflowRunner(LocalWorkflowRunner):
         self._core = client.CoreV1Api(api_client)
         self._keys: dict[str, Any] = {}
         self._triggered: dict[str, list[dict[str, Any]]] = {}
+        self._outputs: dict[str, dict[str, Any]] = {}  # node name -> its verified workflow_output document
 
     def _unapplied_settings(self) -> list[str]:
         return []  # the Job manifest applies image, resources, run_as and capabilities
@@ -154,6 +158,10 @@ class KubernetesWorkflowRunner(LocalWorkflowRunner):
             node.reason = "cancelled (Job deleted)"
         elif node.status == "failed":
             node.reason = "the Job failed" if status == "failed" else status
+        from runnerlib.workflow.output_lines import outputs_of
+
+        if node.name in self._outputs:
+            node.outputs, node.vars_out = outputs_of(self._outputs[node.name])
         jobs = self._triggered.get(node.name)
         if jobs and node.workspace is not None:
             # The verified trigger documents, in the contract's triggers-file format: the local runner's
@@ -271,6 +279,7 @@ class KubernetesWorkflowRunner(LocalWorkflowRunner):
     def _job_line(self, node: JobNode, text: str) -> None:
         """One line of a job's log. Its runner's first line announces the key its trigger lines are signed
         with; lines claiming to be triggers must verify against it, or they are reported and dropped."""
+        from runnerlib.workflow.output_lines import DOCUMENT_TYPE
         from runnerlib.workflow.signing import (
             ANNOUNCE_KEY,
             InvalidTriggerMessage,
@@ -293,10 +302,16 @@ class KubernetesWorkflowRunner(LocalWorkflowRunner):
                 key = self._keys.get(node.name)
                 if key is None:
                     raise InvalidTriggerMessage("no signing key was announced on the job's first line")
-                document = verify_message(text, key, job_id=node.job_id)
+                document = verify_message(text, key, job_id=node.job_id, kind=None)
+                if document.get("type") not in ("trigger_job", DOCUMENT_TYPE):
+                    raise InvalidTriggerMessage(f"unknown signed document type {document.get('type')!r}")
             except InvalidTriggerMessage as exc:
                 node.rejected_lines += 1
                 self.echo(f"[{node.name}] warning: rejected a line claiming to be a trigger ({exc}): {text[:120]}")
+                return
+            if document["type"] == DOCUMENT_TYPE:
+                self._outputs[node.name] = document
+                self.echo(f"[{node.name}] (signed workflow outputs verified)")
                 return
             self._triggered.setdefault(node.name, []).extend(document["jobs"])
             names = ", ".join(str(j.get("job_name")) for j in document["jobs"])

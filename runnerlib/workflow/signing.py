@@ -183,10 +183,13 @@ def public_key_from_announcement(line: str) -> Ed25519PublicKey:
     return load_public_key(data["public_key"])
 
 
-def verify_message(line: str | bytes, public_key: Any, *, job_id: str | None = None) -> dict[str, Any]:
+def verify_message(line: str | bytes, public_key: Any, *, job_id: str | None = None,
+                   kind: str | None = "trigger_job") -> dict[str, Any]:
     """Verify one stdout line and return its payload (the trigger document); InvalidTriggerMessage if not valid.
 
-    `public_key` is anything `load_public_key` accepts. With `job_id`, the payload must name that job.
+    `public_key` is anything `load_public_key` accepts. With `job_id`, the payload must name that job. `kind`:
+    the document type accepted (None: any signed document, for a reader that knows other types, such as
+    workflow/output_lines.py's "workflow_output"; the caller then checks the type).
     """
     key = load_public_key(public_key)
     if isinstance(line, bytes):
@@ -216,9 +219,9 @@ def verify_message(line: str | bytes, public_key: Any, *, job_id: str | None = N
     except (binascii.Error, ValueError, InvalidSignature):
         raise InvalidTriggerMessage("bad signature: not emitted by this job's runner") from None
     document = json.loads(payload)
-    if not isinstance(document, dict) or document.get("type") != "trigger_job" \
-            or not isinstance(document.get("jobs"), list):
-        raise InvalidTriggerMessage("signed payload is not a trigger_job document")
+    if not isinstance(document, dict) or (kind is not None and document.get("type") != kind) \
+            or (document.get("type") == "trigger_job" and not isinstance(document.get("jobs"), list)):
+        raise InvalidTriggerMessage(f"signed payload is not a {kind or 'signed'} document")
     if job_id is not None and document.get("job_id") != job_id:
         raise InvalidTriggerMessage(f"signed for job {document.get('job_id')!r}, not {job_id!r}")
     return document

@@ -6,6 +6,7 @@ machine (rootless Podman needs subuid ranges the CI user does not have), so the 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ import pytest
 
 pytestmark = pytest.mark.root
 
-IMAGE = "localhost/runnerlib-test-busybox:latest"
+IMAGE = "localhost/runnerlib-test-busybox:2"  # :2 has mkdir, chmod, printf
 SECRET = "ctr-S3cr3t-" + "Kp7" * 6
 
 
@@ -47,7 +48,8 @@ def image() -> str:
         for sub in ("bin", "tmp", "etc", "proc", "sys", "dev"):
             (root / sub).mkdir(parents=True)
         shutil.copy(busybox, root / "bin" / "busybox")
-        for applet in ("sh", "echo", "cat", "id", "ls", "sleep", "env", "touch", "grep", "true", "trap"):
+        for applet in ("sh", "echo", "cat", "id", "ls", "sleep", "env", "touch", "grep", "true", "trap",
+                       "mkdir", "chmod", "printf", "test", "cut"):
             (root / "bin" / applet).symlink_to("busybox")
         tar = Path(tmp) / "rootfs.tar"
         subprocess.run(["tar", "-C", str(root), "-cf", str(tar), "."], check=True)
@@ -62,11 +64,12 @@ def _workspace(tmp_path: Path) -> Path:
     return ws
 
 
-def _run(ws: Path, command: str, *extra: str, env: dict[str, str] | None = None,
+def _run(ws: Path, command: str, *extra: str, env: dict[str, str] | None = None, job_file: Path | None = None,
          **popen: object) -> subprocess.Popen[str]:
     # The job's name is in its containers' names: _our_containers() looks for this test's only.
-    argv = [sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws), "--job-name", ws.parent.name,
-            "--runner-image", IMAGE, "--secret-env-names", "DEPLOY_TOKEN", "--job-command", command, *extra]
+    what = ["run-job", str(job_file)] if job_file else ["run", "--job-command", command]
+    argv = [sys.executable, "-m", "runnerlib.cli", *what, "--workspace-root", str(ws), "--job-name", ws.parent.name,
+            "--runner-image", IMAGE, "--secret-env-names", "DEPLOY_TOKEN", *extra]
     full_env = {**os.environ, "DEPLOY_TOKEN": SECRET, **(env or {})}
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env,
                             start_new_session=True, **popen)  # type: ignore[call-overload]
@@ -98,7 +101,11 @@ def _cmdlines() -> list[str]:
     return found
 
 
-def test_exit_code_masking_and_secret_never_on_a_command_line(image: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["first", "second"])
+def test_exit_code_masking_and_secret_never_on_a_command_line(image: str, tmp_path: Path, which: str) -> None:
+    """The job's first step runs in the container started while the job was prepared (its variables come
+    through a FIFO); a later step's container is started for it (`-e NAME`, values in the engine's
+    environment). Neither puts a secret on a command line."""
     ws = _workspace(tmp_path)
     seen: list[str] = []
     stop = threading.Event()
@@ -108,10 +115,17 @@ def test_exit_code_masking_and_secret_never_on_a_command_line(image: str, tmp_pa
             seen.extend(c for c in _cmdlines() if "runnerlib-" in c or "podman" in c or "conmon" in c)
             time.sleep(0.02)
 
+    step = 'echo "token=$DEPLOY_TOKEN"; sleep 1; exit 7'
     scanner = threading.Thread(target=scan)
     scanner.start()
     try:
-        proc = _run(ws, 'echo "token=$DEPLOY_TOKEN"; sleep 1; exit 7')
+        if which == "first":
+            proc = _run(ws, step)
+        else:
+            job = tmp_path / "job.yaml"
+            job.write_text(f"name: j\nsteps:\n  - name: a\n    command: 'true'\n  - name: b\n    depends_on: [a]\n"
+                           f"    command: '{step}'\n")
+            proc = _run(ws, "", job_file=job)
         out, _ = proc.communicate(timeout=120)
     finally:
         stop.set()
@@ -122,7 +136,9 @@ def test_exit_code_masking_and_secret_never_on_a_command_line(image: str, tmp_pa
         assert fragment not in out
         assert not any(fragment in line for line in seen), "the secret was on a command line"
     # The scan did see the engine's command line while the container ran, with the secret's NAME only.
-    assert any("-e DEPLOY_TOKEN" in line for line in seen)
+    assert any("--cap-drop=ALL" in line for line in seen)
+    if which == "second":
+        assert any("-e DEPLOY_TOKEN" in line for line in seen)
     assert _our_containers(ws) == []
 
 
@@ -188,3 +204,136 @@ def test_missing_engine_is_one_clear_line(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert "container mode needs a container engine: podman is not on PATH" in out
+
+
+# --- the step protocol in containers -----------------------------------------------------------------------
+
+PROTOCOL = """
+name: proto
+steps:
+  - name: build
+    command: |
+      echo "version=1.2.3" >> "$GITHUB_OUTPUT"
+      echo "GREETING=hello" >> "$GITHUB_ENV"
+      echo "TOKEN_COPY=$DEPLOY_TOKEN" >> "$REACTORCIDE_ENV"
+      mkdir -p /job/artifacts/tools && printf '#!/bin/sh\\necho mytool ran\\n' > /job/artifacts/tools/mytool
+      chmod +x /job/artifacts/tools/mytool
+      echo /job/artifacts/tools >> "$GITHUB_PATH"
+      echo "### Build 1.2.3" >> "$GITHUB_STEP_SUMMARY"
+      echo "::notice title=N::built in a container"
+  - name: use
+    depends_on: [build]
+    env:
+      VERSION: ${{ steps.build.outputs.version }}
+    command: 'echo "v=$VERSION cmd=${{ steps.build.outputs.version }} g=$GREETING t=$TOKEN_COPY"; mytool'
+  - name: scan
+    trust: untrusted
+    depends_on: [use]
+    command: 'echo "found=yes" >> "$GITHUB_OUTPUT"; echo "u=$(id -u) g=[$GREETING]"; env > /job/artifacts/leak'
+  - name: after
+    trust: untrusted
+    depends_on: [scan]
+    command: 'echo "scan said ${{ steps.scan.outputs.found }}"'
+"""
+
+
+def test_step_protocol_files_work_inside_containers(image: str, tmp_path: Path) -> None:
+    ws = _workspace(tmp_path)
+    job = tmp_path / "job.yaml"
+    job.write_text(PROTOCOL)
+    argv = [sys.executable, "-m", "runnerlib.cli", "run-job", str(job), "--workspace-root", str(ws),
+            "--job-name", ws.parent.name, "--runner-image", IMAGE, "--secret-env-names", "DEPLOY_TOKEN"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "DEPLOY_TOKEN": SECRET})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    # GITHUB_OUTPUT reached ${{ steps.build.outputs.version }} (in env: and in the command), GITHUB_ENV the
+    # next container's environment (a secret copied there stays masked), GITHUB_PATH its PATH.
+    assert "[use] v=1.2.3 cmd=1.2.3 g=hello t=***" in out
+    assert "[use] mytool ran" in out
+    assert (ws / "artifacts" / "summary.md").read_text() == "### Build 1.2.3\n"
+    # Workflow commands of the first step (run in its early-started container) are collected too.
+    steps = {s["name"]: s for s in json.loads((ws / "artifacts" / "logs" / "summary.json").read_text())["steps"]}
+    assert steps["build"]["annotations"] == [{"level": "notice", "message": "built in a container", "title": "N"}]
+    # An untrusted container step's files work too (they live under /job/artifacts), as uid 65534. It gets
+    # what trusted steps set for later steps, as in process mode, but never a secret they copied there: the
+    # trusted `use` above got TOKEN_COPY (the control), the untrusted step's whole environment lacks it.
+    assert "[scan] u=65534 g=[hello]" in out
+    assert "[after] scan said yes" in out
+    leak = (ws / "artifacts" / "leak").read_text()
+    assert "GREETING=hello" in leak and "TOKEN_COPY" not in leak
+    for fragment in _fragments(SECRET):
+        assert fragment not in out and fragment not in leak
+    assert _our_containers(ws) == []
+
+
+def test_step_files_are_mounted_for_that_step_only(image: str, tmp_path: Path) -> None:
+    # A later step cannot reach an earlier trusted step's files: they are gone, and were never mounted for it.
+    ws = _workspace(tmp_path)
+    job = tmp_path / "job.yaml"
+    job.write_text("name: j\nsteps:\n  - name: a\n    command: 'echo \"$GITHUB_OUTPUT\" > /job/artifacts/a-path'\n"
+                   "  - name: b\n    depends_on: [a]\n    command: 'test -e \"$(cat /job/artifacts/a-path)\" "
+                   "&& echo a-files-visible || echo a-files-gone'\n")
+    proc = subprocess.run([sys.executable, "-m", "runnerlib.cli", "run-job", str(job), "--workspace-root",
+                           str(ws), "--job-name", ws.parent.name, "--runner-image", IMAGE],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[b] a-files-gone" in proc.stdout
+
+
+# --- the first step's container, started while the job is prepared (execution/container_prestart.py) -----
+
+def _prestart_dirs() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("runnerlib-ctr-*")}
+
+
+def test_a_job_failing_before_its_first_step_leaves_no_container(image: str, tmp_path: Path) -> None:
+    ws = _workspace(tmp_path)
+    before = _prestart_dirs()
+    proc = _run(ws, "echo never", "--source-type", "git", "--source-url", f"file://{tmp_path}/no-such-repo")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out
+    assert "never" not in _lines(out).replace("$ echo never", "")
+    assert "cancelled" not in out  # the unused container is removed quietly: no step was running
+    assert _our_containers(ws) == []
+    assert _prestart_dirs() - before == set()
+
+
+def test_a_retry_and_later_steps_run_in_containers_of_their_own(image: str, tmp_path: Path) -> None:
+    # Attempt 1 of the first step runs in the prestarted container, attempt 2 in a new one; both get the
+    # step's files (the second attempt's output is the one kept), as does the next step.
+    ws = _workspace(tmp_path)
+    job = tmp_path / "job.yaml"
+    job.write_text("""
+name: retried
+steps:
+  - name: flaky
+    retry: {max: 2, exit_codes: [3]}
+    command: 'n=$(cat /job/artifacts/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /job/artifacts/n;
+      echo "attempt=$n" >> "$GITHUB_OUTPUT"; test $n = 2 || exit 3'
+  - name: show
+    depends_on: [flaky]
+    command: echo "got ${{ steps.flaky.outputs.attempt }}"
+""")
+    proc = _run(ws, "", job_file=job)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out
+    assert "[show] got 2" in out
+    assert _our_containers(ws) == []
+
+
+def test_ci_prepared_after_the_early_start_is_still_read_only(image: str, tmp_path: Path) -> None:
+    # The first step's container starts before sources are prepared, when /job/ci does not exist yet, so
+    # it could not mount it read-only: the step must not run in it (attack: rewrite the trusted CI code).
+    ci_src = tmp_path / "ci-repo"
+    ci_src.mkdir()
+    (ci_src / "deploy.sh").write_text("echo trusted deploy\n")
+    ws = tmp_path / "ws"
+    proc = _run(ws, "echo evil > /job/ci/deploy.sh; echo wrote-src > /job/src/out.txt; cat /job/ci/deploy.sh",
+                "--ci-source-type", "copy", "--ci-source-url", str(ci_src))
+    out, _ = proc.communicate(timeout=120)
+    assert "Read-only file system" in out, out
+    assert (ws / "ci" / "deploy.sh").read_text() == "echo trusted deploy\n"
+    # Control: the same step could write the workspace beside it, so the refusal is the ci mount's.
+    assert (ws / "src" / "out.txt").read_text() == "wrote-src\n"
+    assert _our_containers(ws) == []

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from runnerlib.execution.logs import MAX_PENDING_LINE, JobLog, MaskedTextWriter
 from runnerlib.execution.scheduler import StepResult
+from runnerlib.execution.timestamps import STAMP, STAMP_LEN
 
 _lines = st.lists(st.text(st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), max_size=40),
                   max_size=30)
@@ -53,7 +54,8 @@ def test_partial_line_flushed_at_close_and_long_lines_cut(tmp_path: Path) -> Non
     sink.write("stdout", b"no newline at end")
     sink.close()
     assert log.out.getvalue() == b"[s] no newline at end\n"  # type: ignore[attr-defined]
-    assert (tmp_path / "s.log").read_bytes() == b"no newline at end\n"
+    assert STAMP.fullmatch((tmp_path / "s.log").read_bytes()[:STAMP_LEN])
+    assert (tmp_path / "s.log").read_bytes()[STAMP_LEN:] == b"no newline at end\n"
 
     log = JobLog(io.BytesIO())
     sink = log.step_output("s")
@@ -151,7 +153,9 @@ def _run_writes(monkeypatch, tmp_path: Path, writes: list[tuple[str, bytes]], of
     from runnerlib.execution import logs
 
     monkeypatch.setattr(logs, "OFFLOAD_MIN", offload_min)
+    monkeypatch.setattr(logs, "core_free", lambda: True)  # the thread whatever the machine's load
     monkeypatch.setattr(logs, "clock", lambda: "12:00:00")
+    monkeypatch.setattr(logs, "StampClock", lambda: lambda: b"2026-12-05T07:01:02.345Z ")
     logs_dir = tmp_path / f"logs-{offload_min}-{fmt}"
     logs_dir.mkdir(parents=True)
     log = JobLog(io.BytesIO(), logs_dir=logs_dir, fmt=fmt)
@@ -178,12 +182,16 @@ def test_bulk_output_through_the_writer_thread_is_byte_identical(monkeypatch, tm
         console, step_log = inline  # text
         unterminated = sum(not b"".join(d for s, d in writes if s == stream).endswith(b"\n")
                            for stream in ("stdout", "stderr"))
+        step_log = step_log.replace(b"2026-12-05T07:01:02.345Z ", b"")  # every line's stamp (fixed here)
         assert len(step_log) == sum(len(d) for _, d in writes) + unterminated  # close() ends a partial line
         assert console.endswith(b"==> 12:00:00 after the step\n")
 
 
-def test_small_output_starts_no_thread_and_bulk_output_one() -> None:
+def test_small_output_starts_no_thread_and_bulk_output_one(monkeypatch) -> None:  # noqa: ANN001
+    from runnerlib.execution import logs
     from runnerlib.execution.logs import OFFLOAD_MIN
+
+    monkeypatch.setattr(logs, "core_free", lambda: True)
 
     def writers() -> list[str]:
         return [t.name for t in threading.enumerate() if t.name.startswith("runnerlib-log-")]
@@ -198,6 +206,11 @@ def test_small_output_starts_no_thread_and_bulk_output_one() -> None:
     bulk.close()
     sink.close()
     assert writers() == []
+    monkeypatch.setattr(logs, "core_free", lambda: False)  # a busy machine: the reading thread writes
+    busy = log.step_output("busy")
+    busy.write("stdout", b"y" * OFFLOAD_MIN + b"\n")
+    assert writers() == [] and log.out.getvalue().endswith(b"[busy] " + b"y" * OFFLOAD_MIN + b"\n")  # type: ignore[attr-defined]
+    busy.close()
 
 
 def test_a_failing_step_log_write_is_raised_to_the_caller(tmp_path: Path) -> None:

@@ -43,6 +43,17 @@ def _git_repo(path: Path, files: dict[str, str]) -> str:
     return f"file://{path}"
 
 
+def _podman_workflow(wf: Path, tmp_path: Path) -> str:
+    """`workflow run WF --engine podman` (run dir tmp_path/run); its output, after checking it succeeded."""
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    result = subprocess.run([sys.executable, "-m", "runnerlib.cli", "workflow", "run", str(wf), "--engine", "podman",
+                             "--code-dir", str(tmp_path), "--run-dir", str(tmp_path / "run")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    return out
+
+
 def _fragments(value: str, size: int = 8) -> list[str]:
     return [value[i:i + size] for i in range(0, len(value) - size + 1, 3)]
 
@@ -94,12 +105,7 @@ jobs:
     command: id -u
     run_as: {user: 1000}
 """)
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    result = subprocess.run([sys.executable, "-m", "runnerlib.cli", "workflow", "run", str(wf), "--engine", "podman",
-                             "--code-dir", str(tmp_path), "--run-dir", str(tmp_path / "run")],
-                            capture_output=True, text=True, env=env, timeout=600)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out
+    out = _podman_workflow(wf, tmp_path)
     assert "[limits] 268435456" in out  # resources.memory applied as the container's memory limit
     cap_line = next(line for line in out.splitlines() if "CapBnd:" in line)
     assert int(cap_line.split()[-1], 16) & (1 << 10)  # CAP_NET_BIND_SERVICE was added
@@ -110,6 +116,60 @@ jobs:
     # Control: the process engine runs the same workflow without applying them, and says so once.
     plain = subprocess.run([sys.executable, "-m", "runnerlib.cli", "workflow", "run", str(wf), "--code-dir",
                             str(tmp_path), "--run-dir", str(tmp_path / "run2")], capture_output=True, text=True,
-                           env=env, timeout=600)
+                           env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]},
+                           timeout=600)
     assert plain.stdout.count("these job settings are not applied") == 1
     assert "resources (limits)" in plain.stdout and "run_as (other-user)" in plain.stdout
+
+
+def test_job_containers_see_the_workflow_state_read_only(runner_image: str, tmp_path: Path) -> None:
+    """`get_job_result`/`is_job_running` inside a job container answer from the run's state.json, as in
+    process mode; the job cannot change it (attack), though it can write its own workspace (control)."""
+    query = ("from runnerlib.workflow.api import get_job_result as r, is_job_running as i; "
+             "print('first:', r('first')['status'], r('first')['exit_code'], 'second running:', i('second'))")
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(f"""
+id: stateful
+name: state in containers
+jobs:
+  first:
+    command: echo first ran
+  second:
+    needs: [first]
+    command: >-
+      python -c "{query}";
+      echo forged > "$REACTORCIDE_WORKFLOW_STATE" || echo state-is-read-only;
+      echo mine > /job/mine.txt && echo workspace-writable
+""")
+    out = _podman_workflow(wf, tmp_path)
+    assert "[second] first: success 0 second running: True" in out
+    assert "[second] state-is-read-only" in out and "[second] workspace-writable" in out
+    saved = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert saved["jobs"]["second"]["status"] == "success"
+    assert "forged" not in (tmp_path / "run" / "shared-state" / "state.json").read_text()
+
+
+def test_sigterm_to_a_podman_workflow_leaves_no_container(runner_image: str, tmp_path: Path) -> None:
+    # Job containers are removed off the jobs' critical path (a thread per job); the run still waits for
+    # every removal before it returns.
+    import signal
+    import time
+
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("id: slow\nname: slow\njobs:\n  sleeper:\n    command: echo started; sleep 120\n")
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    proc = subprocess.Popen([sys.executable, "-m", "runnerlib.cli", "workflow", "run", str(wf), "--engine", "podman",
+                             "--code-dir", str(tmp_path), "--run-dir", str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "started" not in seen and time.monotonic() < deadline:
+        seen += proc.stdout.readline()
+    assert "started" in seen, seen
+    proc.send_signal(signal.SIGTERM)
+    out = seen + proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0, out
+    leftovers = subprocess.run(["podman", "ps", "-a", "--filter", "label=io.reactorcide.runnerlib=step",
+                                "--format", "{{.Names}}"], capture_output=True, text=True).stdout.split()
+    assert not [n for n in leftovers if "sleeper" in n], leftovers

@@ -60,6 +60,9 @@ class Workspace:
         return self.root / "artifacts"
 
     def policy(self, **kw: object) -> SandboxPolicy:
+        """The workspace's policy with `src` granted as the step's tree: these tests try the sandbox's mechanisms
+        on a granted tree (for_workspace grants the untrusted copy instead: test_sandbox_exec_tree.py)."""
+        kw.setdefault("read_write_paths", (str(self.src), str(self.artifacts)))
         return SandboxPolicy.for_workspace(str(self.root), **kw)
 
 

@@ -123,6 +123,7 @@ def test_memory_hog_is_stopped_by_the_memory_limit(workspace, registry):
         assert limited.limit_hit == "memory" and limited.reason == "killed: memory limit 64 MiB", limited
     else:  # RLIMIT_AS: the allocation fails inside the step, which reports it itself
         assert "MemoryError" in limited.stderr and limited.limit_hit is None, limited
+        assert limited.reason == "memory limit 64 MiB (an address-space limit) may have been reached", limited
     control = _run(workspace, registry, HOG, None)
     assert control.exit_code == 0 and "survived" in control.stdout, control
 

@@ -10,11 +10,11 @@ import os
 import shutil
 import socket
 import struct
-import subprocess
 import threading
 from collections.abc import Iterator
 
 import pytest
+from netlib import metadata_address_on_lo
 from sandbox_testlib import IS_ROOT, STEP_PYTHON, caps, needs_landlock
 
 from runnerlib.execution.process import run_process
@@ -119,7 +119,8 @@ full_ok = nftables.library() is not None and (
 
 def control_policy() -> str | None:
     """The untrusted policy that reaches everything but metadata here: explicit `full` where it is enforced
-    (nftables, and a network namespace when unprivileged), else the implicit default (runs, gap logged)."""
+    (nftables, and a network namespace when unprivileged), else the implicit default (which is then `none`:
+    the test's control fails, as it should where the control cannot be shown)."""
     return "full" if full_ok else None
 
 
@@ -213,13 +214,13 @@ def test_unresolvable_list_target_refuses_the_step(workspace, registry):
 
 def test_explicit_full_fails_closed_without_a_mechanism(workspace, registry, monkeypatch):
     """No nft (neither the host rule nor the namespace's redirect): explicit `full` is refused, naming what is
-    missing; the implicit default runs with the gap logged (control: the same step)."""
+    missing; the implicit default falls back to `none` (test_sandbox_network_fallback.py has the attack)."""
     monkeypatch.setattr(nftables, "library", lambda: None)
     monkeypatch.setattr(network, "ensure_metadata_blocked", lambda uid: "the `nft` program is not installed")
     verdict = connect(workspace, registry, "127.0.0.1", 1, network_policy="full")
     assert verdict.startswith("REFUSED") and "metadata" in verdict and "nft" in verdict, verdict
     verdict = connect(workspace, registry, "127.0.0.1", 1)
-    assert verdict.startswith("BLOCKED ConnectionRefused"), verdict
+    assert verdict.startswith("BLOCKED PermissionError"), verdict  # no inet socket at all: `none`
 
 
 def spawn_with_network(ws, argv: list[str], request: dict) -> str:
@@ -291,20 +292,6 @@ def test_nameservers_leave_the_metadata_service_out(tmp_path):
     conf.write_text("nameserver 10.0.0.2\nnameserver 169.254.169.254\nnameserver 169.254.169.253\n"
                     "nameserver fe80::1%eth0\nnameserver bogus\nsearch x\n")
     assert network.nameservers(str(conf)) == ["10.0.0.2", "169.254.169.253", "fe80::1"]
-
-
-@contextlib.contextmanager
-def metadata_address_on_lo(address: str) -> Iterator[None]:
-    ip = shutil.which("ip")
-    if ip is None:
-        pytest.skip("needs the `ip` program to put a metadata address on lo")
-    added = subprocess.run([ip, "addr", "add", f"{address}/32", "dev", "lo"], capture_output=True)
-    if added.returncode != 0:
-        pytest.skip(f"cannot add {address} to lo: {added.stderr.decode().strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run([ip, "addr", "del", f"{address}/32", "dev", "lo"], capture_output=True)
 
 
 @pytest.mark.root

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from netlib import PROBE, write_probe
 from sandbox_testlib import IS_ROOT, STEP_PYTHON, caps, needs_landlock
 
 from runnerlib.security import network
@@ -21,28 +19,6 @@ from runnerlib.testing import reachable_tempdir
 pytestmark = [needs_landlock, pytest.mark.skipif(
     network.netns_available(IS_ROOT, caps.user_namespaces) is not None, reason="no network namespaces here")]
 REPO = Path(__file__).resolve().parents[2]
-PROBE = ("import socket,sys\ntry:\n socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5)"
-         ".recv(8); print('REACHED-' + sys.argv[2])\nexcept OSError as e: print('BLOCKED-' + sys.argv[2], e)\n")
-
-
-@pytest.fixture
-def server() -> Iterator[int]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(b"hi")
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield srv.getsockname()[1]
-    srv.close()
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -53,10 +29,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_job_file_network_key_per_step(server):
     with reachable_tempdir("rl-netjob-") as ws:
-        (ws / "ci").mkdir()
-        probe = ws / "ci" / "probe.py"
-        probe.write_text(PROBE)
-        probe.chmod(0o644)
+        probe = write_probe(ws)
         steps = [
             {"name": "default", "command": [STEP_PYTHON, str(probe), str(server), "default"], "trust": "untrusted"},
             {"name": "closed", "command": [STEP_PYTHON, str(probe), str(server), "closed"], "trust": "untrusted",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from runnerlib.jobs import Job, JobDefinitionError
@@ -145,3 +147,20 @@ def test_sock_diag_and_proc_agree_on_a_listener():
         mine = ("127.0.0.1", s.getsockname()[1])
         fast, slow = loopback_listeners(), loopback_listeners("/proc/net")
     assert mine in fast and mine in slow
+
+
+@given(st.integers(0, 2**32), st.integers(1, 2**22), st.integers(0, 2**40), st.text(max_size=20))
+def test_stale_table_names_judge_only_dead_runners_of_this_pid_namespace(pidns, pid, start, junk):
+    from runnerlib.security import metadata_guard as mg
+
+    ours = mg._pidns()
+    me = f"{mg.TABLE_PREFIX}{ours}_{os.getpid()}_{mg._start_time(os.getpid())}"
+    assert not mg._is_dead_runners(me)  # a live runner's table is never stale
+    owned = f"{mg.TABLE_PREFIX}{pid}_{junk.encode().hex()[:8] or '0'}"
+    assert not mg._is_dead_runners(owned)  # owner tables: the kernel's business
+    other_ns = f"{mg.TABLE_PREFIX}{pidns if pidns != ours else ours + 1}_{pid}_{start}"
+    assert not mg._is_dead_runners(other_ns)  # another PID namespace's pids mean nothing here
+    assume(not re.fullmatch(r"\d+_\d+_\d+", junk))
+    assert not mg._is_dead_runners(mg.TABLE_PREFIX + junk)
+    dead = f"{mg.TABLE_PREFIX}{ours}_{pid}_{start}"
+    assert mg._is_dead_runners(dead) == (mg._start_time(pid) != start)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import signal
 import subprocess
@@ -101,7 +102,8 @@ class FakeCluster:
         self._stop.set()
         for proc in self.procs.values():
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it may end (and be reaped) meanwhile
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self._kubelet.join(timeout=10)
         loop, stop = self._holder["loop"], self._holder["stop"]
@@ -135,7 +137,8 @@ class FakeCluster:
                 if name not in current and name not in self.deleted:
                     self.deleted.append(name)
                     if proc.poll() is None:
-                        os.killpg(proc.pid, signal.SIGTERM)
+                        with contextlib.suppress(ProcessLookupError):  # it may end (and be reaped) meanwhile
+                            os.killpg(proc.pid, signal.SIGTERM)
                     self.done[f"{name}-pod"] = True
                     self.core.delete_namespaced_pod(f"{name}-pod", NAMESPACE)
                 elif name in current and not self.done.get(f"{name}-pod", True) and proc.poll() is not None:

@@ -3,6 +3,7 @@ server (kmock's emulator and tests/workflow/k8s_fake.py's kubelet). No real clus
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -73,6 +74,53 @@ def test_dag_logs_masking_and_signed_triggers(tmp_path: Path) -> None:
     env = build.spec.template.spec.containers[0].env
     assert SECRET not in str(build.to_dict())
     assert any(e.name == "DEPLOY_TOKEN" and e.value_from.secret_key_ref.name == "deploy" for e in env)
+
+
+OUTPUTS = """
+id: outs
+name: outputs from pods
+jobs:
+  build:
+    command: >-
+      python -c "import os, runnerlib; c = runnerlib.workflow_context(); c.set_var('VERSION', '1.2.3');
+      c.set_output('artifact', 'app-1.2.3.tar.gz'); c.set_output('leak', 'x' + os.environ['DEPLOY_TOKEN'])"
+    secrets: {DEPLOY_TOKEN: deploy/token}
+  deploy:
+    needs: [build]
+    command: echo "deploying $VERSION"
+  forger:
+    command: >-
+      echo '{"reactorcide_trigger": 1, "key_id": "0000000000000000", "signature": "AAAA",
+      "payload": "{\\"type\\": \\"workflow_output\\", \\"vars\\": {\\"EVIL\\": \\"1\\"}, \\"outputs\\": {\\"evil\\": 1}}"}'
+"""
+
+
+def test_outputs_and_vars_come_back_from_pods_as_signed_lines(tmp_path: Path) -> None:
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(OUTPUTS)
+    with FakeCluster(tmp_path, secrets={"deploy": {"token": SECRET}}) as cluster:
+        cmd = [sys.executable, "-m", "runnerlib.cli", "workflow", "run", str(wf), "--engine", "kubernetes",
+               "--kubeconfig", str(cluster.kubeconfig), "--code-dir", str(tmp_path), "--run-dir",
+               str(tmp_path / "run")]
+        env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    # set_var reached the dependent job (as in process mode), set_output the run's outputs and state.json.
+    assert "[build] (signed workflow outputs verified)" in out
+    assert "[deploy] deploying 1.2.3" in out
+    outputs = json.loads((tmp_path / "run" / "workflow-output.json").read_text())
+    assert outputs["vars"] == {"VERSION": "1.2.3"}
+    assert outputs["outputs"]["build"]["artifact"] == "app-1.2.3.tar.gz"
+    assert outputs["outputs"]["build"]["leak"] == "x***"
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["jobs"]["build"]["outputs"]["artifact"] == "app-1.2.3.tar.gz"
+    # A step's forged output line is rejected and not taken (the control: build's signed line above was).
+    assert "[forger] warning: rejected a line claiming to be a trigger" in out
+    assert "EVIL" not in outputs["vars"] and "forger" not in outputs["outputs"]
+    for text in (out, json.dumps(outputs), json.dumps(state)):
+        for fragment in (SECRET[i:i + 8] for i in range(0, len(SECRET) - 8, 4)):
+            assert fragment not in text
 
 
 def test_sigterm_deletes_running_jobs_with_foreground_propagation(tmp_path: Path) -> None:
