@@ -320,7 +320,10 @@ def _outer_pid_of_only_child(parent: int) -> int | None:
 def _make_private_mounts(req: dict) -> None:
     """The step's own /proc, /dev/shm and /tmp (see namespaces.make_private_mounts); raises OSError."""
     ns = req["plan"]["ns"]
-    namespaces.make_private_mounts(proc=ns["proc"], shm=ns["shm"], tmp=ns["tmp"], keep_under_tmp=req["keep_under_tmp"],
+    keep = req.get("keep_under_tmp")
+    if keep is None:  # a request not made by spawn.spawn(): compute it here
+        keep = namespaces.outermost_under_tmp(list(ns.get("keep_under_tmp") or ()) + ([req["cwd"]] if req.get("cwd") else []))
+    namespaces.make_private_mounts(proc=ns["proc"], shm=ns["shm"], tmp=ns["tmp"], keep_under_tmp=keep,
                                    tmpfs_size=ns.get("tmpfs_size"))
 
 
