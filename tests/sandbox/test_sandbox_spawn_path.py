@@ -6,16 +6,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import select
 import signal
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sandbox_testlib import SECRET, fragments
 
 from runnerlib.execution.process import run_process
 from runnerlib.security import spawn as sp
 from runnerlib.security import zygote
+from runnerlib.security.probe import probe
 
 # SIGPIPE, SIGXFSZ, SIGTERM, SIGINT: the server catches them with a handler that does nothing; exec must
 # hand the step their default actions (neither ignored nor caught).
@@ -121,3 +126,34 @@ def test_an_event_line_reads_back_as_the_event(event):
                 for a, b in zip(value, back[key], strict=True))
         else:
             assert back[key] == value and type(back[key]) is type(value)
+
+
+@pytest.mark.skipif(not probe().step_namespaces, reason="the kernel refuses the step's namespaces")
+@pytest.mark.parametrize("through", ["/proc/1/root", "/proc/1/cwd"])
+def test_the_init_outside_the_steps_mounts_is_no_way_to_the_hosts_tmp(workspace, registry, through):
+    """As root the namespace's init stays in the runner's mount namespace (the step makes its private mounts):
+    its /proc/1/root and /proc/1/cwd lead to the host's /tmp, which the step's private /tmp hides. The step must
+    not get through them (another uid, a non-dumpable init: no ptrace access). Control: the same read by a
+    trusted step, and the file itself readable by uid 65534 (world-readable)."""
+    secret_file = Path(f"/tmp/rl-host-{secrets.token_hex(6)}")
+    secret_file.write_text(f"host-only {SECRET}")
+    secret_file.chmod(0o644)
+    try:
+        # /proc/1/cwd of the init is / (the server's cwd), so both spellings name the same host file.
+        target = f"{through}{secret_file}"
+        read = ("import sys\ntry:\n    print('READ', open(sys.argv[1]).read())\n"
+                "except OSError as e:\n    print('BLOCKED', e.errno)")
+        result = run_process([sys.executable, "-I", "-S", "-c", read, target], registry=registry, trusted=False,
+                             policy=workspace.policy(), cwd=str(workspace.src), env={"PATH": "/usr/bin:/bin"}, timeout=60)
+        assert result.stdout.startswith("BLOCKED"), result
+        assert not any(frag in result.output for frag in fragments(SECRET))
+        control = run_process([sys.executable, "-I", "-S", "-c", read, str(secret_file)], registry=registry,
+                              trusted=True, cwd=str(workspace.src), env={"PATH": "/usr/bin:/bin"}, timeout=60)
+        assert control.stdout.startswith("READ"), control  # the file is there, and readable when reachable
+        # And the spelling reaches the file where access is allowed: a trusted step's own /proc entry (cwd /).
+        own = through.replace("/proc/1/", "/proc/self/") + str(secret_file)
+        spelled = run_process([sys.executable, "-I", "-S", "-c", read, own], registry=registry, trusted=True,
+                              cwd="/", env={"PATH": "/usr/bin:/bin"}, timeout=60)
+        assert spelled.stdout.startswith("READ"), spelled
+    finally:
+        secret_file.unlink()
