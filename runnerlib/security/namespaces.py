@@ -16,6 +16,11 @@ Layout, in the fork server (stdlib only: it runs under `python -I -S`):
     (the step's own private tmp directory bound back at its path, so TMPDIR and HOME still work). Nothing
     propagates back to the host (MS_SLAVE on / first). Then `run_init`: fork G, reap, and when G exits
     count what it left and exit, which kills the rest.
+As root the server makes the PID and IPC namespaces itself and the supervisor is their init; that init forks
+the step at once and the step makes the private mounts (in a mount namespace of its own, before it applies
+the rest of the plan): the init stays in the runner's mount namespace and counts what the step left through
+the runner's /proc (`run_init(outer=...)`), and it forks before touching the memory it shares with the
+server, so that the step's fork does not make it copy the same pages twice.
 A network namespace (another policy) slots in beside CLONE_NEWIPC in `unshare_step_namespaces`.
 
 Landlock rules are built before these mounts, on the host's inodes: the new /proc, /dev/shm and /tmp are
@@ -28,6 +33,7 @@ import ctypes
 import errno
 import os
 import signal
+import stat
 
 from runnerlib.security import proctree
 from runnerlib.security.lowlevel import prctl
@@ -54,6 +60,10 @@ def _check(ret: int, what: str) -> None:
     if ret != 0:  # check the return value, never errno alone
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _enc(text: str | None) -> bytes | None:
+    return None if text is None else text.encode()
 
 
 def unshare(flags: int) -> None:
@@ -90,10 +100,8 @@ def outer_pid() -> int:
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     """mount(2); raises OSError naming the target."""
-    def enc(text: str | None) -> bytes | None:
-        return None if text is None else text.encode()
-
-    _check(_libc.mount(enc(source), target.encode(), enc(fstype), flags, enc(data)), f"mount {target}")
+    if _libc.mount(_enc(source), target.encode(), _enc(fstype), flags, _enc(data)) != 0:
+        _check(-1, f"mount {target}")  # the message is made only on failure (this runs between fork and exec)
 
 
 def _write(path: str, text: str) -> None:
@@ -128,10 +136,11 @@ def unshare_step_namespaces(user: bool) -> None:
 
 def make_private_mounts(*, proc: bool, shm: bool, tmp: bool, keep_under_tmp: list[str],
                         tmpfs_size: int | None) -> None:
-    """In init (pid 1 of the new PID namespace): a new mount namespace with the step's own /proc, /dev/shm
-    and /tmp. `keep_under_tmp`: paths under /tmp the step is granted (its private tmp directory, a workspace
-    that lives in /tmp), bound back at their own paths over the empty /tmp. Raises OSError naming the mount
-    that failed."""
+    """In the step (root) or its init (unprivileged), in the new PID namespace: a new mount namespace with the
+    step's own /proc, /dev/shm and /tmp. `keep_under_tmp`: paths under /tmp the step is granted (its private
+    tmp directory, a workspace that lives in /tmp), bound back at their own paths over the empty /tmp, as
+    `outermost_under_tmp` gives them (the runner computes it, so that less Python runs here between fork and
+    exec). Raises OSError naming the mount that failed."""
     unshare(CLONE_NEWNS)
     # Mounts made here must never appear in the runner's namespace (a shared / would propagate them).
     mount(None, "/", None, MS_REC | MS_SLAVE)
@@ -144,7 +153,7 @@ def make_private_mounts(*, proc: bool, shm: bool, tmp: bool, keep_under_tmp: lis
         # Opened in this namespace (a bind source must belong to it) before /tmp is covered.
         kept: list[tuple[str, int]] = []
         try:
-            for path in _outermost(keep_under_tmp):
+            for path in keep_under_tmp:
                 try:
                     kept.append((path, os.open(path, os.O_PATH | os.O_CLOEXEC)))
                 except FileNotFoundError:
@@ -153,10 +162,9 @@ def make_private_mounts(*, proc: bool, shm: bool, tmp: bool, keep_under_tmp: lis
             # a protected path bound beneath it writable again (Landlock unions the grants along a path).
             mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=16m")
             for path, fd in kept:
-                if os.path.isdir(f"/proc/self/fd/{fd}"):
-                    os.makedirs(path, mode=0o755, exist_ok=True)
-                else:
-                    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+                _make_dirs(path if is_dir else os.path.dirname(path))
+                if not is_dir:
                     os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
                 mount(f"/proc/self/fd/{fd}", path, None, MS_BIND)
         finally:
@@ -164,7 +172,17 @@ def make_private_mounts(*, proc: bool, shm: bool, tmp: bool, keep_under_tmp: lis
                 os.close(fd)
 
 
-def _outermost(paths: list[str]) -> list[str]:
+def _make_dirs(path: str) -> None:
+    """mkdir -p beneath the fresh /tmp (0755), without os.makedirs' recursion of Python calls."""
+    parts = path.split("/")
+    for i in range(3, len(parts) + 1):  # "", "tmp", first component...: /tmp itself exists
+        try:
+            os.mkdir("/".join(parts[:i]), 0o755)
+        except FileExistsError:
+            pass
+
+
+def outermost_under_tmp(paths: list[str]) -> list[str]:
     """The paths under /tmp, without those lying beneath another one (binding the parent brings them)."""
     chosen: list[str] = []
     for path in sorted({os.path.normpath(p) for p in paths if p.startswith("/tmp/")}, key=len):
@@ -197,9 +215,45 @@ def _is_forwarder(pid: int) -> bool:
         return False
 
 
-def run_init(step: int) -> dict:
+def children(parent: int) -> list[int]:
+    """The children of `parent` (pids as this process's /proc numbers them), zombies included."""
+    try:
+        fd = os.open(f"/proc/{parent}/task/{parent}/children", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return [int(p) for p in os.read(fd, 1 << 16).split()]
+        finally:
+            os.close(fd)
+    except OSError:  # no CONFIG_PROC_CHILDREN: walk /proc
+        return [pid for pid, ppid in proctree.parent_map().items() if ppid == parent]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] != b"Z"
+
+
+def _live_descendants(root: int) -> list[int]:
+    """Every live process beneath `root`, through the children files (a few reads, not a walk of all /proc)."""
+    found: list[int] = []
+    todo = children(root)
+    while todo:
+        pid = todo.pop()
+        if _alive(pid):
+            found.append(pid)
+        todo.extend(children(pid))
+    return found
+
+
+def run_init(step: int, outer: int | None = None) -> dict:
     """Pid 1 of the step's namespace: reap everything; when `step` exits, return {"status", "leftover",
     "signals"} (the caller reports it and exits, and the kernel kills what is left).
+
+    `outer`: this init's pid in the runner's /proc when it has no private /proc of its own (it stayed in the
+    runner's mount namespace): the namespace's processes are then its descendants there.
 
     `leftover` counts the processes still alive when the main process exited; they are killed with
     kill(-1, SIGKILL) first, which from a namespace's init reaches exactly that namespace, and which a
@@ -224,7 +278,8 @@ def run_init(step: int) -> dict:
         # This /proc is the namespace's own: every process in it but init (zombies are not counted).
         # The forwarder is not counted (a step naming a process like it only hides it from the count:
         # it is killed all the same).
-        leftover = len([pid for pid in proctree.parent_map() if pid != 1 and not _is_forwarder(pid)])
+        inside = _live_descendants(outer) if outer is not None else [pid for pid in proctree.parent_map() if pid != 1]
+        leftover = len([pid for pid in inside if not _is_forwarder(pid)])
     except OSError:
         pass
     if leftover:

@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from runnerlib.security import cgroups, network, proctree
+from runnerlib.security import cgroups, namespaces, network, proctree
 from runnerlib.security.limits import UNTRUSTED_DEFAULTS, StepLimits, describe_limit, mechanism, rlimits_for
 from runnerlib.security.policy import BEST_EFFORT_ENV, NAMESPACES_ENV, SandboxPolicy
 from runnerlib.security.probe import Capabilities, probe, runner_dumpable
@@ -573,6 +573,10 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str | None = None, plan:
             stdin = devnull
         request: dict[str, Any] = {"argv": list(argv), "env": dict(env), "cwd": cwd,
                                    "plan": plan.plan if plan else None, "net": net}
+        if plan is not None and plan.plan.get("ns"):  # what the step's private /tmp keeps (computed here, not
+            # in the step between fork and exec): its grants under /tmp and its working directory
+            request["keep_under_tmp"] = namespaces.outermost_under_tmp(
+                list(plan.plan["ns"].get("keep_under_tmp") or ()) + ([cwd] if cwd else []))
         if plan is None and limits is not None:
             request["rlimits"] = rlimits_for(limits, hard_nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[1])[0]
         _server.send(request, [stdin, stdout, stderr, status_w])

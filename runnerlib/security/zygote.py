@@ -20,12 +20,17 @@ server kills its whole subtree and exits.
 
 A plan with "ns" (an untrusted step's own PID, IPC and mount namespaces, `runnerlib.security.namespaces`):
 as root the server unshares CLONE_NEWPID|CLONE_NEWIPC, forks S (pid 1 of the new namespaces) and setns()es
-back to its own; S makes the private mounts, forks the step and is its init. Unprivileged, S makes a user
-namespace with the PID and IPC namespaces inside and forks their init, which forks the step. Either way
-the "exited" event also carries "leftover" (processes killed with the namespace) and "signals".
+back to its own; S forks the step, which makes the private mounts, and is its init. Unprivileged, S makes a
+user namespace with the PID and IPC namespaces inside and forks their init, which makes the private mounts
+and forks the step. Either way the "exited" event also carries "leftover" (processes killed with the
+namespace) and "signals". "exited" and "rusage" go out in one write when nothing is left beneath S.
+
+What a step costs here, and why the code between fork and exec is as short as it is: docs/internals/sandbox.md
+("Spawn cost").
 
 Request on the socket: 4-byte big-endian length with SCM_RIGHTS [stdin, stdout, stderr, status], then a
-JSON body {"argv": [...], "env": {...}, "cwd": str|null, "plan": {...}|null}.
+JSON body {"argv": [...], "env": {...}, "cwd": str|null, "plan": {...}|null, "keep_under_tmp": [...]} (the
+last with a plan with "ns": the paths bound back over the private /tmp, `namespaces.outermost_under_tmp`).
 """
 
 from __future__ import annotations
@@ -47,16 +52,55 @@ from typing import Any
 if __name__ == "__main__":  # run as a script under -I -S: make the package importable from its checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from runnerlib.security import namespaces, netforward, proctree  # noqa: E402
-from runnerlib.security.lowlevel import landlock, nftables, prctl, seccomp  # noqa: E402
+from runnerlib.security import namespaces, proctree  # noqa: E402
+from runnerlib.security.lowlevel import landlock, prctl, seccomp  # noqa: E402
 
 _FDS_PER_REQUEST = 4
 _MAX_REQUEST = 64 * 1024 * 1024
 
 
-def _send_event(fd: int, event: dict) -> None:
+_netforward: Any = None  # runnerlib.security.netforward, imported by the server at the first step that needs it
+
+
+def _load_network() -> None:
+    """Import the network set-up (and libnftables) into the server, before it forks a step that needs it.
+
+    Not at start-up: its imports (ipaddress, tempfile, threading, ...) and libnftables double the server's
+    heap, and every fork pays for the heap (page tables copied, copy-on-write faults, teardown at exec):
+    about 180 page faults and 0.7 ms of CPU per step measured. Not in the forked step either: importing
+    there costs milliseconds per step."""
+    global _netforward
+    if _netforward is None:
+        from runnerlib.security import netforward
+        from runnerlib.security.lowlevel import nftables
+
+        nftables.preload()  # for steps whose network policy needs rules in their own namespace
+        _netforward = netforward
+        gc.freeze()  # the new objects too: keep their pages shared with the forked children
+
+
+def _event_line(event: dict) -> str:
+    """One event as a JSON line. An event of numbers (started, exited, rusage) is formatted here, not by
+    json.dumps: in a freshly forked supervisor the json encoder touches about 70 pages (copy-on-write faults)
+    on the way to telling the runner that its step started. Anything else goes through json."""
+    parts = []
+    for key, value in event.items():
+        kind = type(value)
+        if kind is int or (kind is float and value - value == 0):  # finite float: repr is JSON
+            parts.append(f'"{key}": {value!r}')
+        elif kind is str and value.isidentifier():
+            parts.append(f'"{key}": "{value}"')
+        elif kind is list and all(type(v) is int for v in value):
+            parts.append(f'"{key}": [{", ".join(map(str, value))}]')
+        else:
+            return json.dumps(event) + "\n"
+    return "{" + ", ".join(parts) + "}\n"
+
+
+def _send_event(fd: int, *events: dict) -> None:
+    """Write events to a status pipe, one JSON object a line, in one write (one wake-up of the runner)."""
     try:
-        os.write(fd, (json.dumps(event) + "\n").encode())
+        os.write(fd, "".join(map(_event_line, events)).encode())
     except OSError:
         pass  # the runner stopped listening; the step is still reaped
 
@@ -123,7 +167,7 @@ def _set_rlimits(rlimits: dict | None) -> None:
         resource.setrlimit(getattr(resource, f"RLIMIT_{name.upper()}"), (soft, hard))
 
 
-def _apply_plan(plan: dict, supervisor: int, programs: dict[bool, bytes],
+def _apply_plan(plan: dict, supervisor: int, programs: dict[bool, seccomp.Filter],
                 ruleset: landlock.Ruleset | None) -> None:
     """Apply a sandbox plan to this (single-threaded, about to exec) process. Raises _StepFailed."""
     stage = "rlimits"
@@ -175,7 +219,7 @@ def _apply_plan(plan: dict, supervisor: int, programs: dict[bool, bytes],
             program = programs.get(bool(sc.get("deny_network")))
             if program is None:
                 raise OSError(errno.ENOTSUP, "no seccomp program for this architecture")
-            seccomp.load_filter(program)
+            program.load()
     except _StepFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure before exec is reported as a refusal
@@ -184,11 +228,21 @@ def _apply_plan(plan: dict, supervisor: int, programs: dict[bool, bytes],
 
 # Signals the server ignores and its children get back with their default action.
 _JOB_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Caught by a handler that does nothing, rather than ignored: the same for the server and the supervisors,
+# but an exec resets a caught signal to its default action (an ignored one stays ignored), so that a step
+# gets the defaults back without a Python call in every forked step (Python itself ignores SIGPIPE and
+# SIGXFSZ at start-up).
+_CAUGHT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, *_JOB_SIGNALS)
 
 
-def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, bytes],
-               ruleset: landlock.Ruleset | None) -> None:
-    """In the step process G: wire stdio, new session, apply the plan, exec. Never returns."""
+def _ignore(_sig: int, _frame: object) -> None:
+    """The server's handler for _CAUGHT_SIGNALS: nothing (see there)."""
+
+
+def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, seccomp.Filter],
+               ruleset: landlock.Ruleset | None, mounts: bool = False) -> None:
+    """In the step process G: wire stdio, new session, (`mounts`: the step's private mounts, in a mount
+    namespace of its own), apply the plan, exec. Never returns."""
     supervisor = os.getppid()
     stage = "stdio"
     report: dict[str, Any]
@@ -201,13 +255,19 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, b
             low = keep + 1
         os.closerange(low, 1 << 16)
         os.setsid()
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, *_JOB_SIGNALS):  # Python/the server ignore these
-            signal.signal(sig, signal.SIG_DFL)
+        if mounts:
+            stage = "private mounts"
+            _make_private_mounts(req)
+        # The server catches SIGPIPE, SIGXFSZ, SIGTERM and SIGINT with a handler that does nothing (serve):
+        # execve resets caught signals to their default action, so the step gets the defaults without a
+        # call here. The network forwarder forks from here and never execs: it gets them explicitly.
         plan = req.get("plan")
         net = req.get("net") or (plan or {}).get("net")
         if net:
             stage = "network"  # before the identity switch: a namespace needs the runner's rights
-            netforward.enter_network(net)
+            for sig in _CAUGHT_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            _netforward.enter_network(net)
         if plan is not None:
             _apply_plan(plan, supervisor, programs, ruleset)
         else:
@@ -222,6 +282,8 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, b
             os.chdir(req["cwd"])
         stage = "exec"
         argv = req["argv"]
+        if "/" in argv[0]:
+            os.execve(argv[0], argv, req["env"])  # what execvpe does for a path, with less Python before it
         os.execvpe(argv[0], argv, req["env"])
     except _StepFailed as failed:
         err = failed.err
@@ -249,35 +311,32 @@ def _read_all(fd: int) -> bytes:
         data += chunk
 
 
-def _outer_pid_of_only_child(parent: int, proc_dir: int | None = None) -> int | None:
-    """The pid, as the runner's /proc numbers it, of `parent`'s child: the step inside a PID namespace.
-    `proc_dir`: a descriptor of the runner's /proc kept from before a private /proc was mounted."""
-    try:
-        fd = os.open(f"{parent}/task/{parent}/children" if proc_dir is not None
-                     else f"/proc/{parent}/task/{parent}/children", os.O_RDONLY, dir_fd=proc_dir)
-        try:
-            pids = os.read(fd, 4096).split()
-        finally:
-            os.close(fd)
-    except OSError:  # no CONFIG_PROC_CHILDREN: walk /proc
-        pids = [str(pid).encode() for pid, ppid in proctree.parent_map().items() if ppid == parent]
-    return int(pids[0]) if pids else None
+def _outer_pid_of_only_child(parent: int) -> int | None:
+    """The pid, as the runner's /proc numbers it, of `parent`'s child: the step inside a PID namespace."""
+    pids = namespaces.children(parent)
+    return pids[0] if pids else None
+
+
+def _make_private_mounts(req: dict) -> None:
+    """The step's own /proc, /dev/shm and /tmp (see namespaces.make_private_mounts); raises OSError."""
+    ns = req["plan"]["ns"]
+    keep = req.get("keep_under_tmp")
+    if keep is None:  # a request not made by spawn.spawn(): compute it here
+        keep = namespaces.outermost_under_tmp(list(ns.get("keep_under_tmp") or ()) + ([req["cwd"]] if req.get("cwd") else []))
+    namespaces.make_private_mounts(proc=ns["proc"], shm=ns["shm"], tmp=ns["tmp"], keep_under_tmp=keep,
+                                   tmpfs_size=ns.get("tmpfs_size"))
 
 
 def _private_mounts(req: dict) -> dict | None:
-    """The step's own /proc, /dev/shm and /tmp (see namespaces.make_private_mounts); None, or the error
-    report that refuses the step."""
-    ns = req["plan"]["ns"]
+    """`_make_private_mounts`: None, or the error report that refuses the step."""
     try:
-        keep = list(ns.get("keep_under_tmp") or ()) + ([req["cwd"]] if req.get("cwd") else [])
-        namespaces.make_private_mounts(proc=ns["proc"], shm=ns["shm"], tmp=ns["tmp"], keep_under_tmp=keep,
-                                       tmpfs_size=ns.get("tmpfs_size"))
+        _make_private_mounts(req)
     except OSError as exc:
         return {"stage": "private mounts", "errno": exc.errno, "message": str(exc.strerror or exc), "code": 126}
     return None
 
 
-def _init(req: dict, stdio: list[int], err_w: int, report_w: int, programs: dict[bool, bytes],
+def _init(req: dict, stdio: list[int], err_w: int, report_w: int, programs: dict[bool, seccomp.Filter],
           ruleset: landlock.Ruleset | None) -> None:
     """In init I, pid 1 of the step's namespace (unprivileged runner: beneath the supervisor, which made
     the user namespace): private mounts, fork the step, reap, report. Never returns."""
@@ -325,7 +384,7 @@ def _start_step(stdio: list[int], status: int, ruleset: landlock.Ruleset | None,
     return pid, not data
 
 
-def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[bool, bytes],
+def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[bool, seccomp.Filter],
                ruleset: landlock.Ruleset | None, as_init: bool = False) -> None:
     """In the supervisor S: subreaper for one step; fork it, report start/failure/exit, reap everything.
 
@@ -335,7 +394,8 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
     exit status and leftover count then come from I's report pipe.
     """
     stdio, status = fds[:3], fds[3]
-    prctl.prctl(prctl.PR_SET_CHILD_SUBREAPER, 1)
+    if not as_init:  # an init reaps its whole namespace anyway
+        prctl.prctl(prctl.PR_SET_CHILD_SUBREAPER, 1)
     prctl.prctl(prctl.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != (0 if as_init else zygote):  # an init's parent lies outside its namespace: 0
         os._exit(1)
@@ -343,15 +403,13 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
     if as_init:
         _supervise_as_init(req, stdio, status, programs, ruleset)
         return
-    io_before = _self_io()
     ns = (req.get("plan") or {}).get("ns")
     if ns:
         try:
             namespaces.unshare_step_namespaces(user=ns["user"])
         except OSError as exc:
             _send_event(status, {"event": "error", "stage": "namespaces", "errno": exc.errno,
-                                 "message": str(exc.strerror or exc), "code": 126})
-            _send_event(status, {"event": "exited", "status": 126 << 8})
+                                 "message": str(exc.strerror or exc), "code": 126}, {"event": "exited", "status": 126 << 8})
             os._exit(0)
     report_r, report_w = os.pipe() if ns else (-1, -1)
 
@@ -369,6 +427,10 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
         # already exited and was reaped, init's pid stands in (a group kill of it then finds nothing).
         step = (_outer_pid_of_only_child(pid) or pid) if ns else pid
         _send_event(status, {"event": "started", "pid": step, "supervisor": os.getpid()})
+    # Read after the fork and after "started" (off the runner's path): a child's counters reach this
+    # process's only when it is reaped.
+    io_before = _self_io()
+    last: list[dict] = []
     while True:
         try:
             reaped, wstatus = os.waitpid(-1, 0)
@@ -382,56 +444,77 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
                 report = _read_all(report_r)
                 if report:  # init reported; empty when init was killed (timeout, cancel): then wstatus
                     event.update(json.loads(report))
-            _send_event(status, event)
-    _send_event(status, {"event": "rusage", **_children_usage(io_before)})
+            if _reap_exited():  # nothing left beneath: "exited" goes out with "rusage", one wake-up less
+                last.append(event)
+                break
+            _send_event(status, event)  # now: the runner deals with what the step left running
+    _send_event(status, *last, {"event": "rusage", **_children_usage(io_before)})
     os.close(status)
 
 
-def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[bool, bytes],
+def _reap_exited() -> bool:
+    """Reap every child that has exited; whether none is left."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        except InterruptedError:
+            continue
+        if pid == 0:
+            return False
+
+
+def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[bool, seccomp.Filter],
                        ruleset: landlock.Ruleset | None) -> None:
     """S as pid 1 of the step's namespaces (root): one process fewer on the path than init beneath S."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as pid 1, an unhandled signal is simply not delivered
-    io_before = _self_io()
     me = namespaces.outer_pid()
-    outer_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # the runner's, for pids
-    failed = _private_mounts(req)
-    if failed is not None:
-        _send_event(status, {"event": "error", **failed})
-        _send_event(status, {"event": "exited", "status": 126 << 8})
-        return
-    pid, started = _start_step(stdio, status, ruleset, lambda err_w: _exec_step(req, stdio, err_w, programs, ruleset))
+    # The step makes the private mounts, in a mount namespace of its own: this init forks it first thing,
+    # before touching memory that the fork would make it copy twice (once before, once after), and stays
+    # in the runner's mount namespace, where /proc numbers the step's processes by their outer pids.
+    pid, started = _start_step(stdio, status, ruleset,
+                               lambda err_w: _exec_step(req, stdio, err_w, programs, ruleset, mounts=True))
     if started:
-        step = _outer_pid_of_only_child(me, outer_proc) or me
+        step = _outer_pid_of_only_child(me) or me
         _send_event(status, {"event": "started", "pid": step, "supervisor": me})
-    os.close(outer_proc)
+    # As pid 1, an unhandled signal is simply not delivered. Set here, after the step is told to have
+    # started: the step was forked with the server's caught SIGINT, which its exec reset to the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    io_before = _self_io()  # as in _supervise
     # Reported before this init exits: the kernel's teardown of the namespaces need not delay the runner,
     # and nothing in them runs any more (every leftover has SIGKILL pending; none can fork).
-    _send_event(status, {"event": "exited", **namespaces.run_init(pid)})
-    _send_event(status, {"event": "rusage", **_children_usage(io_before)})
+    exited = {"event": "exited", **namespaces.run_init(pid, outer=me)}
+    _send_event(status, exited, {"event": "rusage", **_children_usage(io_before)})
     os.close(status)
 
 
-def _self_io() -> dict[str, int]:
-    """/proc/self/io: the kernel adds the counters of every child reaped into the reaper's, so after the
-    subtree is gone the difference from before the fork is the step's and its descendants' I/O."""
+def _self_io() -> tuple[int, int] | None:
+    """(rchar, wchar) of /proc/self/io: the kernel adds the counters of every child reaped into the reaper's,
+    so after the subtree is gone the difference from before the fork is the step's and its descendants' I/O.
+    None when unreadable (a non-dumpable process's /proc files are root's: an unprivileged runner)."""
     try:
-        with open("/proc/self/io", "rb") as f:
-            return {k.decode(): int(v) for k, v in (line.split(b": ") for line in f.read().splitlines())}
-    except (OSError, ValueError):
-        return {}
+        fd = os.open("/proc/self/io", os.O_RDONLY | os.O_CLOEXEC)  # not open(): fewer objects touched after fork
+        try:
+            fields = os.read(fd, 4096).split()
+        finally:
+            os.close(fd)
+        if fields[0] == b"rchar:" and fields[2] == b"wchar:":  # the file's fixed order
+            return int(fields[1]), int(fields[3])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
-def _children_usage(io_before: dict[str, int]) -> dict:
+def _children_usage(io_before: tuple[int, int] | None) -> dict:
     """CPU, peak RSS and I/O of everything this supervisor reaped (the step and its whole subtree)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     io_after = _self_io()
     out = {"cpu_user_seconds": round(usage.ru_utime, 6), "cpu_system_seconds": round(usage.ru_stime, 6),
            "max_rss_bytes": usage.ru_maxrss * 1024,  # the largest process's peak, not a sum (getrusage(2))
            "disk_read_bytes": usage.ru_inblock * 512, "disk_write_bytes": usage.ru_oublock * 512}
-    # /proc/self/io of a non-dumpable process is root's: an unprivileged runner gets no syscall byte counts.
-    if io_before and io_after:
-        for name, key in (("rchar", "read_bytes"), ("wchar", "write_bytes")):
-            out[key] = max(0, io_after[name] - io_before.get(name, 0))
+    if io_before is not None and io_after is not None:
+        out["read_bytes"] = max(0, io_after[0] - io_before[0])
+        out["write_bytes"] = max(0, io_after[1] - io_before[1])
     return out
 
 
@@ -454,16 +537,15 @@ def serve(ctl_fd: int) -> None:
     # they would die with it ("the step's supervisor vanished") instead of being cancelled. The supervisors
     # keep ignoring them (for the same reason: a nested runner's supervisors are in its job's subtree); each
     # step gets the default actions back (_exec_step).
-    for sig in _JOB_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+    for sig in _CAUGHT_SIGNALS:
+        signal.signal(sig, _ignore)
     sock = socket.socket(fileno=ctl_fd)
-    programs: dict[bool, bytes] = {}
+    programs: dict[bool, seccomp.Filter] = {}
     try:
-        programs = {flag: seccomp.build_filter(deny_network=flag) for flag in (False, True)}
+        programs = {flag: seccomp.Filter(seccomp.build_filter(deny_network=flag)) for flag in (False, True)}
     except OSError:
         pass  # unsupported architecture: a plan asking for seccomp fails closed in _apply_plan
     me = os.getpid()
-    nftables.preload()  # libnftables, for steps whose network policy needs rules in their own namespace
     own_ns = namespaces.own_namespaces()  # as root: where to come back to after forking a step's init
     # Forked children live for a few hundred microseconds before exec: no collector runs, and freezing
     # the start-up objects keeps their pages shared (no copy-on-write from reference-count or GC scans).
@@ -497,6 +579,8 @@ def serve(ctl_fd: int) -> None:
             for fd in fds:
                 os.close(fd)
             continue
+        if req.get("net") or (req.get("plan") or {}).get("net"):
+            _load_network()
         ns = (req.get("plan") or {}).get("ns") or {}
         as_init = bool(ns) and not ns.get("user") and own_ns is not None
         try:
