@@ -49,7 +49,7 @@ def test_lines_survive_any_chunking_and_interleaving(out_lines, err_lines, out_c
 
 
 def test_partial_line_flushed_at_close_and_long_lines_cut(tmp_path: Path) -> None:
-    log = JobLog(io.BytesIO(), logs_dir=tmp_path)
+    log = JobLog(io.BytesIO(), logs_dir=tmp_path, file_timestamps=True)
     sink = log.step_output("s")
     sink.write("stdout", b"no newline at end")
     sink.close()
