@@ -620,9 +620,11 @@ def run_untrusted(
     protect_runner(registry.secrets())
     tree = None
     if policy is None:
-        # In a runner job: the PR code works on the untrusted copy of src, never the pristine tree (source.pristine).
+        # The PR code works on an untrusted copy of src, never the pristine tree (source.pristine): in a runner
+        # job the job's copy; outside one a fresh copy, as `runnerlib sandbox exec` makes (source.exec_tree).
         policy = default_policy()
-        tree = pristine.run_untrusted_tree(cwd, os.environ, owner=(policy.uid, policy.gid) if os.geteuid() == 0 else None)
+        owner = (policy.uid, policy.gid) if os.geteuid() == 0 else None
+        tree = pristine.run_untrusted_tree(cwd, os.environ, owner=owner) or _exec_tree(cwd, owner)
         if tree is not None:
             cwd, policy = tree[0], default_policy(read_write_paths=tree[1])
     try:
@@ -631,4 +633,22 @@ def run_untrusted(
                            name="run_untrusted", network=network)
     finally:
         if tree is not None:
-            handover.clean_after_run_untrusted(tree[1][1], os.environ["REACTORCIDE_WORKSPACE"])
+            handover.clean_after_run_untrusted(tree[1][1], os.environ.get("REACTORCIDE_WORKSPACE") or _source_root())
+
+
+def _exec_tree(cwd: str, owner: tuple[int, int] | None) -> tuple[str, tuple[str, str]] | None:
+    """Outside a runner job: a fresh untrusted copy of the workspace's src when there is one (else None: the
+    caller's plain policy, for a script that sandboxes code in a tree of its own)."""
+    from runnerlib.source.exec_tree import prepare_exec_tree
+
+    src = os.path.normpath(os.environ.get("REACTORCIDE_SOURCE_DIR") or "/job/src")
+    if os.path.basename(src) != "src" or not os.path.isdir(src):  # not a workspace's layout
+        return None
+    root = _source_root()
+    cwd, copy = prepare_exec_tree(root, cwd, owner=owner, environ=os.environ)
+    return cwd, (copy, os.path.join(root, "artifacts"))
+
+
+def _source_root() -> str:
+    """The workspace root that holds src (REACTORCIDE_SOURCE_DIR's parent, default /job)."""
+    return os.path.dirname(os.path.normpath(os.environ.get("REACTORCIDE_SOURCE_DIR") or "/job/src"))

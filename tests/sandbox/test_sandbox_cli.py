@@ -21,7 +21,7 @@ def test_run_untrusted_from_a_trusted_script(workspace):
     script = textwrap.dedent(f"""
         import runnerlib
         r = runnerlib.run_untrusted(["{STEP_PYTHON}", "-I", "-c",
-            "import os; print('{SECRET}'); print(os.environ.get('DEPLOY_TOKEN')); open('../ci/x','w')"],
+            "import os; print('{SECRET}'); print(os.environ.get('DEPLOY_TOKEN')); open('{workspace.ci}/x','w')"],
             cwd="{workspace.src}", timeout=60)
         print("EXIT", r.exit_code)
         print(r.output)

@@ -154,3 +154,39 @@ def test_the_hand_over_area_is_cleaned_after_an_exec(workspace, registry):
     done = _cli("sandbox", "exec", "--workspace-root", str(workspace.root), "--", "sh", "-c", link)
     assert done.returncode == 0, done
     assert not os.path.lexists(workspace.artifacts / "coverage.txt"), done
+
+
+RUN_UNTRUSTED_OUTSIDE_A_JOB = """
+import os, sys, runnerlib
+from runnerlib.security.policy import SandboxPolicy
+src = os.environ["REACTORCIDE_SOURCE_DIR"]
+root = os.path.dirname(src)
+policy = None
+if sys.argv[1] == "old-grant":  # the control: the pristine tree granted, as run_untrusted's default used to
+    policy = SandboxPolicy.for_workspace(root, read_write_paths=(src, os.path.join(root, "artifacts")))
+r = runnerlib.run_untrusted(["sh", "-c", sys.argv[2]], cwd=src, timeout=60, env={"PATH": "/usr/bin:/bin"},
+                            policy=policy)
+print(r.output.strip())
+"""
+
+
+@needs_landlock
+@pytest.mark.parametrize("grant", ["default", "old-grant"])
+def test_run_untrusted_outside_a_job_works_on_a_copy(workspace, grant):
+    """Attack: a trusted script outside any runner job (no REACTORCIDE_WORKSPACE) sandboxes PR code with
+    run_untrusted(cwd=<root>/src); the code writes into the pristine tree. By default it gets a fresh copy, as
+    `sandbox exec` does, and the pristine tree stays; the control grants the pristine tree and the attack lands."""
+    _pristine_open_to_all(workspace)
+    done = subprocess.run([sys.executable, "-c", RUN_UNTRUSTED_OUTSIDE_A_JOB, grant, ATTACK.format(src=workspace.src)],
+                          capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": CHECKOUT, "REACTORCIDE_SOURCE_DIR":
+                               str(workspace.src), "REACTORCIDE_CI_SOURCE_DIR": str(workspace.ci)})
+    assert done.returncode == 0, done
+    planted = (workspace.src / "planted").exists()
+    if grant == "old-grant":
+        assert planted and "changed" in (workspace.src / "own.txt").read_text(), done
+        return
+    assert not planted and (workspace.src / "own.txt").read_text() == "mine", done
+    copy = workspace.root / UNTRUSTED_SRC
+    assert done.stdout.splitlines()[-2:] == ["mine", str(copy)], done  # after sh's refusals
+    assert (copy / "written-in-copy").read_text() == "copy\n"
