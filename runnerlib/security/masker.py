@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from runnerlib.security import wrapped
-from runnerlib.security.matcher import Matcher, build_matcher, default_engine
+from runnerlib.security.matcher import Matcher, build_head_matcher, build_matcher, default_engine
 
 log = logging.getLogger("runnerlib.secrets")
 
@@ -395,7 +395,7 @@ class Masker:
             prefixes = list(dict.fromkeys(p[:PREFIX_LEN] for p in patterns if len(p) > PREFIX_LEN))
         quick = not base  # a delta is rebuilt on every add: build time matters more than scan speed
         return _Layer(start, stop, build_matcher(patterns, engine, quick_build=quick),
-                      build_matcher(prefixes, engine, quick_build=quick) if prefixes else None, base)
+                      build_head_matcher(prefixes, engine, quick_build=quick) if prefixes else None, base)
 
     def _compile_first(self, stop: int) -> None:
         """A background batch's first compilation (see batch); `current()` waits until it is published."""
