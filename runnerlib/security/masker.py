@@ -283,12 +283,11 @@ class Masker:
                 self._recent = _merge_sorted(self._recent, sorted(new))
                 if len(self._recent) > RECENT_SORTED_MAX:
                     self._sorted, self._recent = sorted([*self._sorted, *self._recent]), []
-            for p in new:
-                for j in range(1, min(PREFIX_LEN, len(p))):
-                    self._short.add(p[:j])  # grows only, before the snapshot that needs it is published
-                if len(p) > PREFIX_LEN:
-                    self._prefixes[p[:PREFIX_LEN]] = None
-                self._maxlen = max(self._maxlen, len(p))
+            # Grows only, before the snapshot that needs it is published. (Comprehensions: 75,000 patterns of
+            # `runnerlib mask` at N=1,000 took 0.11 s in a plain loop.)
+            self._short.update([p[:j] for p in new for j in range(1, min(PREFIX_LEN, len(p)))])
+            self._prefixes.update(dict.fromkeys([p[:PREFIX_LEN] for p in new if len(p) > PREFIX_LEN]))
+            self._maxlen = max(self._maxlen, *map(len, new))
             if self._batch:
                 return len(new)  # compiled when the batch ends
             if not self.snapshot.layers:

@@ -15,6 +15,7 @@ Only the set of (start, end) occurrences matters to the masker, so engines may r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -252,6 +253,10 @@ def _compile_split(keys: list[bytes]) -> tuple[Any, Any]:
 
 def _compile_whole(ref: weakref.ref[HyperscanMatcher], keys: list[bytes]) -> None:
     """Compile every key as one database and swap it in for the halves (unless the matcher is gone)."""
+    with contextlib.suppress(AttributeError, OSError):
+        # Lowest priority for this thread only (Linux nice is per thread): the scans with the halves, which
+        # mask the output meanwhile, keep the processors; this only uses what they leave.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     try:
         db = _compile(keys, range(len(keys)))
     except Exception as exc:  # noqa: BLE001 - the halves stay in place: correct, a little slower
