@@ -140,13 +140,26 @@ def literal_keys(patterns: Sequence[bytes], key_min: int = KEY_MIN, group_max: i
     return keys
 
 
+class _Tables:
+    """One compiled form of a pattern set: its databases and what a key id stands for."""
+
+    __slots__ = ("dbs", "key_len", "members")
+
+    def __init__(self, dbs: tuple[Any, ...], key_len: list[int], members: list[tuple[bytes, ...] | None]) -> None:
+        self.dbs = dbs
+        self.key_len = key_len
+        self.members = members  # None: the key is the one pattern it stands for (no check needed)
+
+
 class HyperscanMatcher:
     """Hyperscan block mode over pure literals (hs_compile_lit_multi).
 
-    The database holds keys (prefixes standing for up to KEY_GROUP_MAX patterns, see literal_keys); a key that
-    is the only pattern it stands for is reported as it is, the others are confirmed with bytes.startswith.
     Every match is reported by its end offset; a literal has a fixed length, so the start is `end - len(key)`
     and HS_FLAG_SOM_LEFTMOST (which slows compiling and scanning) is not needed.
+    A large set (over SPLIT_MIN_KEYS) is first compiled fast: as keys (prefixes standing for up to
+    KEY_GROUP_MAX patterns, confirmed with bytes.startswith; see literal_keys) in two databases compiled at the
+    same time; the database of every pattern as it is, which scans 10-20% faster than keys of 8 bytes, is
+    compiled next in the background and swapped in (`whole` is set then). `keyed=True` forces keys (tests).
     python-hyperscan passes literals as C strings, so a pattern containing a NUL byte would be cut at the NUL
     (and then match far too much); those few patterns, and literals too long for Hyperscan, go to an
     ahocorasick-rs side matcher instead.
@@ -155,43 +168,44 @@ class HyperscanMatcher:
 
     name = "hyperscan"
 
-    def __init__(self, patterns: Sequence[bytes]) -> None:
+    def __init__(self, patterns: Sequence[bytes], *, keyed: bool | None = None) -> None:
         if _hyperscan is None:
             raise RuntimeError("the hyperscan module is not installed; use engine='ahocorasick'")
         self.patterns = list(patterns)
         plain = [p for p in self.patterns if b"\0" not in p and len(p) <= HS_MAX_LITERAL]
         self._side = AhoCorasickMatcher([p for p in self.patterns if b"\0" in p or len(p) > HS_MAX_LITERAL])
-        keys = literal_keys(plain, KEY_MIN, KEY_GROUP_MAX)  # read here: tests shrink them
-        self._key_len = [len(k) for k in keys]
-        # None: the key is the one pattern it stands for (no check needed).
-        self._members: list[tuple[bytes, ...] | None] = [
-            None if len(m) == 1 and len(plain[m[0]]) == len(k) else tuple(plain[i] for i in m)
-            for k, m in keys.items()]
         self._local = threading.local()
-        self.whole = threading.Event()  # set once one database holds every key (see _compile_split)
-        self._dbs: tuple[Any, ...] = ()
-        key_list = list(keys)
-        if len(key_list) > SPLIT_MIN_KEYS and _cpu_count() > 1:
-            self._dbs = _compile_split(key_list)
-            threading.Thread(target=_compile_whole, args=(weakref.ref(self), key_list), daemon=True,
-                             name="runnerlib-mask-hs-whole").start()
+        self.whole = threading.Event()  # set once no database is still to be swapped in
+        split = len(plain) > SPLIT_MIN_KEYS and _cpu_count() > 1
+        if keyed or (keyed is None and split):
+            keys = literal_keys(plain, KEY_MIN, KEY_GROUP_MAX)  # read here: tests shrink them
+            key_list = list(keys)
+            members = [None if len(m) == 1 and len(plain[m[0]]) == len(k) else tuple(plain[i] for i in m)
+                       for k, m in keys.items()]
+            dbs = (_compile_split(key_list) if split
+                   else (_compile(key_list, range(len(key_list))),) if key_list else ())
+            self._tables = _Tables(dbs, [len(k) for k in key_list], members)
+            if split:
+                threading.Thread(target=_compile_whole, args=(weakref.ref(self), plain), daemon=True,
+                                 name="runnerlib-mask-hs-whole").start()
+            else:
+                self.whole.set()  # nothing will replace the keys
         else:
-            if key_list:
-                self._dbs = (_compile(key_list, range(len(key_list))),)
+            self._tables = _whole_tables(plain)
             self.whole.set()
 
     def find(self, data: bytes) -> list[tuple[int, int]]:
         out = self._side.find(data) if self._side.patterns else []
-        dbs = self._dbs  # read once: _compile_whole may swap in one database meanwhile
-        if not dbs or not data:
+        tables = self._tables  # read once: _compile_whole may swap in the whole database meanwhile
+        if not tables.dbs or not data:
             return out
         local = self._local
-        if getattr(local, "dbs", None) is not dbs:
-            local.scratches = [_hyperscan.Scratch(db) for db in dbs]
-            local.dbs = dbs
+        if getattr(local, "tables", None) is not tables:
+            local.scratches = [_hyperscan.Scratch(db) for db in tables.dbs]
+            local.tables = tables
         if not isinstance(data, bytes):
             data = bytes(data)
-        key_len, members = self._key_len, self._members
+        key_len, members = tables.key_len, tables.members
         append = out.append
 
         def on_match(kid: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
@@ -204,15 +218,21 @@ class HyperscanMatcher:
                 if data.startswith(p, start):
                     append((start, start + len(p)))
 
-        for db, scratch in zip(dbs, local.scratches):
+        for db, scratch in zip(tables.dbs, local.scratches):
             db.scan(data, match_event_handler=on_match, scratch=scratch)
         return out
 
 
-# Past this many keys (about 400 secrets with every form), the first database is compiled as two halves in two
-# threads (python-hyperscan releases the GIL while compiling): 43,000 keys take 1.4 s of CPU as one database,
-# 0.5 s each as two, so the scan starts about three times sooner on two cores. Two databases scan at about
-# half the speed of one, so the whole one is compiled next, in the background, and replaces them.
+def _whole_tables(plain: list[bytes]) -> _Tables:
+    return _Tables((_compile(plain, range(len(plain))),) if plain else (), [len(p) for p in plain],
+                   [None] * len(plain))
+
+
+# Past this many patterns (about 300 secrets with every form), the first compilation is keys in two databases
+# compiled at the same time in two threads (python-hyperscan releases the GIL while compiling): the 56,000
+# keys of `runnerlib mask` at N=1,000 (75,000 patterns) take 1.9 s of CPU as one database of patterns and
+# 0.9-1.0 s each as two databases of keys, so the scan starts about twice as soon on two cores. Two databases
+# scan at about half the speed of one: the whole one is compiled next, in the background, and replaces them.
 SPLIT_MIN_KEYS = 16000
 
 
@@ -251,21 +271,21 @@ def _compile_split(keys: list[bytes]) -> tuple[Any, Any]:
     return first, other["db"]
 
 
-def _compile_whole(ref: weakref.ref[HyperscanMatcher], keys: list[bytes]) -> None:
-    """Compile every key as one database and swap it in for the halves (unless the matcher is gone)."""
+def _compile_whole(ref: weakref.ref[HyperscanMatcher], plain: list[bytes]) -> None:
+    """Compile every pattern as it is in one database and swap it in for the keys (unless the matcher is gone)."""
     with contextlib.suppress(AttributeError, OSError):
-        # Lowest priority for this thread only (Linux nice is per thread): the scans with the halves, which
+        # Lowest priority for this thread only (Linux nice is per thread): the scans with the keys, which
         # mask the output meanwhile, keep the processors; this only uses what they leave.
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     try:
-        db = _compile(keys, range(len(keys)))
-    except Exception as exc:  # noqa: BLE001 - the halves stay in place: correct, a little slower
-        log.warning("masking: compiling the patterns as one database failed (%s); two databases stay in use",
-                    type(exc).__name__)
+        tables = _whole_tables(plain)
+    except Exception as exc:  # noqa: BLE001 - the keys stay in use: correct, a little slower
+        log.warning("masking: compiling the patterns as one database failed (%s); the keyed databases stay in "
+                    "use", type(exc).__name__)
         return
     matcher = ref()
     if matcher is not None:
-        matcher._dbs = (db,)
+        matcher._tables = tables
         matcher.whole.set()
 
 

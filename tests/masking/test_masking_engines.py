@@ -142,7 +142,7 @@ def test_hyperscan_keys_confirmed_report_exactly_the_patterns(patterns: list[byt
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(matcher, "KEY_MIN", key_min)
         mp.setattr(matcher, "KEY_GROUP_MAX", group_max)
-        got = sorted(build_matcher(patterns, "hyperscan").find(text))
+        got = sorted(matcher.HyperscanMatcher(patterns, keyed=True).find(text))
     assert got == sorted(build_matcher(patterns, "reference").find(text))
 
 
@@ -180,9 +180,9 @@ def test_hyperscan_split_compile_then_whole_gives_the_same_answer(monkeypatch: p
     text = b" ".join(patterns[::3]) + b" and plain text"
     expected = sorted(build_matcher(patterns, "reference").find(text))
     m = build_matcher(patterns, "hyperscan")
-    assert len(m._dbs) == 2 and not m.whole.is_set()
+    assert len(m._tables.dbs) == 2 and not m.whole.is_set()
     assert sorted(m.find(text)) == expected
     go.set()
     assert m.whole.wait(60)
-    assert len(m._dbs) == 1
+    assert len(m._tables.dbs) == 1 and m._tables.members == [None] * len(m._tables.key_len)
     assert sorted(m.find(text)) == expected
