@@ -130,6 +130,7 @@ def main() -> None:
         reg = SecretRegistry(engine=args.engine)
         t = time.perf_counter()
         reg.add_many(all_secrets[:n], source="bench")
+        first = time.perf_counter() - t  # masking works from here (a large set as keys in two databases)
         reg.wait_merged()
         build = time.perf_counter() - t
         npat, ntrig = len(reg.patterns()), len(reg.triggers())
@@ -142,7 +143,7 @@ def main() -> None:
             copy, masked = statistics.median(copies), statistics.median(maskeds)
             print(f"{n:>6} {npat:>9} {ntrig:>9} {reg.engine:>11} {size // 1024:>4}Ki {mb / masked:>8.0f} "
                   f"{mb / copy:>10.0f} {copy / masked:>6.2f}")
-        print(f"       build (add_many, compiled at once) of N={n}: {build:.2f} s")
+        print(f"       build of N={n}: usable after {first:.2f} s (add_many), one database after {build:.2f} s")
         check = reg.mask(log[: 1 << 20])
         # Only the registered ones among the planted secrets must be gone (at N=1, the other 19 stay).
         assert all(s.encode() not in check for s in all_secrets[:min(n, 20)])
