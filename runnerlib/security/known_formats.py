@@ -220,7 +220,7 @@ class _Finder:
             # Reported with their start (SOM): the rest of a format has no fixed length.
             # Id 2i: prefix i starts where the match does; 2i+1: one byte later (the byte before is matched).
             viable, ids = [], []
-            for i, (prefix, fmts) in enumerate(zip(_PREFIXES, _STARTS)):
+            for i, (prefix, fmts) in enumerate(zip(_PREFIXES, _STARTS, strict=True)):
                 for fmt in fmts:
                     body = re.escape(prefix.decode()) + ("(?i)" if fmt.caseless else "") + fmt.rest
                     before = getattr(fmt, "before", "")

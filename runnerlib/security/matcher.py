@@ -218,7 +218,7 @@ class HyperscanMatcher:
                 if data.startswith(p, start):
                     append((start, start + len(p)))
 
-        for db, scratch in zip(tables.dbs, local.scratches):
+        for db, scratch in zip(tables.dbs, local.scratches, strict=True):
             db.scan(data, match_event_handler=on_match, scratch=scratch)
         return out
 
