@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import ahocorasick_rs
@@ -180,10 +180,17 @@ class HyperscanMatcher:
         if keyed or (keyed is None and split):
             keys = literal_keys(plain, KEY_MIN, KEY_GROUP_MAX)  # read here: tests shrink them
             key_list = list(keys)
-            members = [None if len(m) == 1 and len(plain[m[0]]) == len(k) else tuple(plain[i] for i in m)
-                       for k, m in keys.items()]
-            dbs = (_compile_split(key_list) if split
-                   else (_compile(key_list, range(len(key_list))),) if key_list else ())
+            members: list[tuple[bytes, ...] | None] = []
+
+            def tables() -> None:  # Python work done while the databases compile
+                members.extend(None if len(m) == 1 and len(plain[m[0]]) == len(k) else tuple(plain[i] for i in m)
+                               for k, m in keys.items())
+
+            if split:
+                dbs: tuple[Any, ...] = _compile_split(key_list, tables)
+            else:
+                dbs = (_compile(key_list, range(len(key_list))),) if key_list else ()
+                tables()
             self._tables = _Tables(dbs, [len(k) for k in key_list], members)
             if split:
                 threading.Thread(target=_compile_whole, args=(weakref.ref(self), plain), daemon=True,
@@ -250,25 +257,29 @@ def _compile(keys: list[bytes], ids: Iterable[int]) -> Any:
     return db
 
 
-def _compile_split(keys: list[bytes]) -> tuple[Any, Any]:
-    """Two databases, of the even and the odd keys, compiled at the same time in two threads."""
-    other: dict[str, Any] = {}
+def _compile_split(keys: list[bytes], meanwhile: Callable[[], object] = lambda: None) -> tuple[Any, Any]:
+    """Two databases, of the even and the odd keys, compiled at the same time in two threads; `meanwhile` runs
+    in the caller's thread in the meantime (python-hyperscan releases the GIL while compiling)."""
+    results: dict[int, Any] = {}
 
-    def second() -> None:
+    def half(i: int) -> None:
         try:
-            other["db"] = _compile(keys, range(1, len(keys), 2))
+            results[i] = _compile(keys, range(i, len(keys), 2))
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
-            other["error"] = exc
+            results[i] = exc
 
-    thread = threading.Thread(target=second, name="runnerlib-mask-hs-half")
-    thread.start()
+    threads = [threading.Thread(target=half, args=(i,), name=f"runnerlib-mask-hs-half{i}") for i in (0, 1)]
+    for thread in threads:
+        thread.start()
     try:
-        first = _compile(keys, range(0, len(keys), 2))
+        meanwhile()
     finally:
-        thread.join()
-    if "error" in other:
-        raise other["error"]
-    return first, other["db"]
+        for thread in threads:
+            thread.join()
+    for i in (0, 1):
+        if isinstance(results[i], BaseException):
+            raise results[i]
+    return results[0], results[1]
 
 
 def _compile_whole(ref: weakref.ref[HyperscanMatcher], plain: list[bytes]) -> None:
