@@ -217,7 +217,25 @@ class _Finder:
 
             self._hyperscan = hyperscan
             self._hs = self._compile([re.escape(p.decode()).encode() for p in _PREFIXES], range(len(_PREFIXES)))
-            # Reported with their start (SOM): the rest of a format has no fixed length.
+            # The viable and tail databases are compiled at the first dense write (60 ms of CPU, a third of
+            # `runnerlib mask`'s start-up otherwise).
+            self._viable: Any = None
+            self._tails: list[tuple[Any, int]] = []
+            self._dense_lock = threading.Lock()
+            # Hyperscan forbids two concurrent scans sharing one scratch; steps run in parallel threads.
+            self._local = threading.local()
+            self.engine = "hyperscan"
+        except Exception:  # noqa: BLE001 - not installed, or no wheel for this platform: fall back
+            import ahocorasick_rs
+
+            self._hs = None
+            self._ac = ahocorasick_rs.BytesAhoCorasick(_PREFIXES)
+            self.engine = "ahocorasick"
+
+    def _compile_dense(self) -> None:
+        with self._dense_lock:
+            if self._viable is not None:
+                return
             # Id 2i: prefix i starts where the match does; 2i+1: one byte later (the byte before is matched).
             viable, ids = [], []
             for i, (prefix, fmts) in enumerate(zip(_PREFIXES, _STARTS, strict=True)):
@@ -230,22 +248,15 @@ class _Finder:
                     if not before or getattr(fmt, "before_start", False):
                         viable.append((("^" if before else "") + body).encode())
                         ids.append(2 * i)
-            self._viable = self._compile(viable, ids, hyperscan.HS_FLAG_SOM_LEFTMOST)
             # The tail scans: prefixes of short-window formats over the last SHORT_TAIL bytes only, the others
             # over their longer tail, so a tail full of short prefixes costs few callbacks.
             short = [i for i in range(len(_PREFIXES)) if _TAILS[i] <= SHORT_TAIL]
             longer = [i for i in range(len(_PREFIXES)) if _TAILS[i] > SHORT_TAIL]
             self._tails = [(self._compile([re.escape(_PREFIXES[i].decode()).encode() for i in group], group),
                             max(_TAILS[i] for i in group) + MAX_PREFIX) for group in (short, longer) if group]
-            # Hyperscan forbids two concurrent scans sharing one scratch; steps run in parallel threads.
-            self._local = threading.local()
-            self.engine = "hyperscan"
-        except Exception:  # noqa: BLE001 - not installed, or no wheel for this platform: fall back
-            import ahocorasick_rs
-
-            self._hs = None
-            self._ac = ahocorasick_rs.BytesAhoCorasick(_PREFIXES)
-            self.engine = "ahocorasick"
+            # Reported with their start (SOM): the rest of a format has no fixed length. Published last: a
+            # reader that sees it sees the tails too.
+            self._viable = self._compile(viable, ids, self._hyperscan.HS_FLAG_SOM_LEFTMOST)
 
     def _compile(self, expressions: list[bytes], ids: Iterable[int], flags: int = 0) -> Any:
         hs = self._hyperscan
@@ -286,6 +297,8 @@ class _Finder:
 
     def find_viable(self, data: bytes) -> list[tuple[int, int]]:
         """The prefixes followed by what their format needs, and every prefix in the tail (Hyperscan only)."""
+        if self._viable is None:
+            self._compile_dense()
         # A list, not a set: a duplicate (two formats of one prefix) is resolved once, then skipped as covered.
         found: list[tuple[int, int]] = []
         self._viable.scan(data, match_event_handler=_on_viable, context=found, scratch=self._scratch(self._viable))
