@@ -3,6 +3,7 @@ and the layered masker (base + deltas, merged in the background) masks like one 
 
 from __future__ import annotations
 
+import base64
 import threading
 
 import pytest
@@ -12,7 +13,9 @@ from hypothesis import strategies as st
 from runnerlib.security import matcher
 from runnerlib.security.masker import Masker, reference_mask
 from runnerlib.security.matcher import available_engines, build_matcher
-from runnerlib.security.variants import secret_variants
+from runnerlib.security.registry import SecretRegistry
+from runnerlib.security.variants import base64_forms, secret_variants
+from runnerlib.testing import assert_no_fragment
 
 patterns_st = st.lists(st.binary(min_size=1, max_size=6).map(lambda b: bytes(x % 5 for x in b)), min_size=1,
                        max_size=12, unique=True)
@@ -186,3 +189,34 @@ def test_hyperscan_split_compile_then_whole_gives_the_same_answer(monkeypatch: p
     assert m.whole.wait(60)
     assert len(m._tables.dbs) == 1 and m._tables.members == [None] * len(m._tables.key_len)
     assert sorted(m.find(text)) == expected
+
+
+def test_every_form_masked_by_a_split_keyed_base_before_and_after_the_swap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry of a large set (keys in two databases, then the whole database): every encoded form of a
+    secret, and its base64 wrapped at 76 columns inside a document, are masked in both states."""
+    if "hyperscan" not in available_engines():
+        pytest.skip("hyperscan does not import on this machine")
+    monkeypatch.setattr(matcher, "SPLIT_MIN_KEYS", 4)
+    monkeypatch.setattr(matcher, "_cpu_count", lambda: 2)
+    go = threading.Event()
+    whole = matcher._compile_whole
+    monkeypatch.setattr(matcher, "_compile_whole", lambda ref, keys: (go.wait(60), whole(ref, keys)))
+    secrets = [b"s3cr3t&value/%d+x=y" % i for i in range(6)]
+    registry = SecretRegistry()
+    registry.add_many(secrets, source="test")
+    doc = base64.b64encode(b"header " * 9 + secrets[2] + b" trailer" * 9)
+    wrapped_doc = b"\n".join(doc[i:i + 76] for i in range(0, len(doc), 76)) + b"\n"
+    base = registry._masker.snapshot.layers[0].matcher
+    for state in ("keys", "whole"):
+        assert len(base._tables.dbs) == (2 if state == "keys" else 1)
+        for secret in secrets:
+            for form in secret_variants(secret):
+                assert form not in registry.mask(b"x " + form + b" y"), (state, form)
+        masked = registry.mask(wrapped_doc)
+        core = base64_forms(secrets[2])[1 + len(b"header " * 9) % 3]
+        assert_no_fragment(masked.replace(b"\n", b""), [core], min_fragment=12)
+        go.set()
+        assert registry.wait_merged(60)
+    # Control: the encoding is in the document, cut by a line break (no literal pattern can match it).
+    core = base64_forms(secrets[2])[1 + len(b"header " * 9) % 3]
+    assert core in wrapped_doc.replace(b"\n", b"") and core not in wrapped_doc
