@@ -262,9 +262,8 @@ def _steady_heap() -> None:
     _heap_tuned = True
     with contextlib.suppress(Exception):  # not glibc (musl's mallopt does nothing), or no libc found: as it is
         import ctypes
-        import ctypes.util
 
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc = ctypes.CDLL(None)  # the libc already loaded (find_library would run ldconfig)
         libc.mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD
         libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
 
