@@ -172,6 +172,9 @@ class SecretRegistry:
             return False
         for layer in self._masker.snapshot.layers:
             whole = getattr(layer.matcher, "whole", None)
+            hurry = getattr(layer.matcher, "hurry", None)
+            if hurry is not None:
+                hurry()
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if whole is not None and not whole.wait(left):
                 return False
