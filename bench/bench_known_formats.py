@@ -6,7 +6,10 @@ Streams a generated 64 MiB CI-like log (bench_masking.make_log, no planted secre
 output with no credential in it) through KnownFormatsFilter in 64 KiB writes, with each prefilter engine
 (Hyperscan if it imports, and the ahocorasick-rs fallback), and prints MB/s (median of --repeat, interleaved
 with the baselines) next to copying the same chunks and to the bare prefilter scan in the same run. A second
-line does the same on a log with a credential every ~64 KiB (matches resolved by the Python regex).
+line does the same on a log with a credential every ~64 KiB (matches resolved by the Python regex). Then the
+adversarial case, output made only of token prefixes (`ghp_ghp_...`, `AKIA` repeated, `xoxb-` chains that are
+real tokens...), --spam-mib MiB of each, through the stage with each prefilter (ahocorasick-rs reports every
+prefix: the slow reference).
 
     --executor MIB   also time one step printing MIB MiB of 56-byte lines (`yes "the quick brown fox ..."`)
                      through `runnerlib run` with the stage on and with --no-known-formats, next to
@@ -119,6 +122,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--write", type=int, default=65536)
     ap.add_argument("--executor", type=int, default=0, metavar="MIB")
+    ap.add_argument("--spam-mib", type=float, default=2)
     args = ap.parse_args()
     if args.executor:
         bench_executor(args.executor, args.repeat)
@@ -145,6 +149,25 @@ def main() -> None:
             s, c, b = (mb / statistics.median(t) for t in (stage_t, copy_t, scan_t))
             print(f"{engine:12s} {label:12s} stage {s:7,.0f} MB/s   bare prefilter scan {b:7,.0f} MB/s   "
                   f"copy {c:7,.0f} MB/s   stage/copy {s / c:.2f}")
+        if args.spam_mib:
+            bench_spam(engine, args.spam_mib, args.write)
+
+
+# Output made of prefixes only (or of prefixes that chain into real tokens), newline-free unless stated.
+SPAM = {"ghp_": b"ghp_", "AKIA": b"AKIA", "github_pat_": b"github_pat_", "-----BEGIN ": b"-----BEGIN ",
+        "Authorization: ": b"Authorization: ", "ghp_ lines": b"ghp_ghp_ghp_ghp_\n", "xoxb- (chain)": b"xoxb-",
+        "glpat- (chain)": b"glpat-", "?sig= (chain)": b"?sig=", "Bearer (tokens)": b"Authorization: Bearer "}
+
+
+def bench_spam(engine: str, mib: float, write: int) -> None:
+    """MB/s of the stage on each kind of prefix spam (one run each: the slow cases take seconds)."""
+    cells = []
+    run_stage([b"ghp_" * 1024])  # warm-up: the dense-write databases are compiled at the first dense write
+    for label, unit in SPAM.items():
+        data = unit * int(mib * 2**20 / len(unit))
+        t = run_stage(chunks_of(data, write))
+        cells.append(f"{label} {len(data) / 1e6 / t:,.1f}")
+    print(f"{engine:12s} prefix spam, {mib:g} MiB each, MB/s: " + "; ".join(cells))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Run: .venv/bin/python fuzz/fuzz_known_formats.py -atheris_runs=1000
 
 Properties: whatever the split (and with an idle flush after some writes), the stage never raises; the bytes
 it emits equal `mask_known_formats(whole input)` when no idle flush came; the hold-back never exceeds the
-largest window; and a token planted whole (a GitHub token, behind a separator) never survives.
+largest window; the Hyperscan prefilter's viable hits resolve like every literal occurrence; and a token planted
+whole (a GitHub token, behind a separator) never survives.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def TestOneInput(data: bytes) -> None:
     got = b"".join(out)
     if not idle and got != kf.mask_known_formats(body)[0]:
         raise AssertionError(f"stream {got!r} != whole {kf.mask_known_formats(body)[0]!r} for {body!r} at {cuts}")
+    finder = kf._get_finder()
+    for final in (False, True) if finder.engine == "hyperscan" else ():  # the viable prefilter resolves like every literal occurrence
+        if kf._resolve(body, 0, final, hits=finder.find_viable(body)) != kf._resolve(body, 0, final,
+                                                                           hits=finder.find_literal(body)):
+            raise AssertionError(f"viable prefilter differs from every occurrence for {body!r}")
     if plant and TOKEN[4:20] in got:
         raise AssertionError(f"planted token survived in {got!r}")
 

@@ -12,7 +12,9 @@ Why it is fast. It is on by default on every step's bulk output, so the common c
 64 KiB write) must cost little more than one scan: a literal-prefix prefilter finds the few places a token
 can start (`ghp_`, `glpat-`, `AKIA`, `-----BEGIN `, `Authorization`, `X-Amz-Signature`..., about 80 exact
 literals). Hyperscan scans for them at several GB/s where it is installed; elsewhere ahocorasick-rs, about
-0.5 GB/s. Only at a hit does a Python regex confirm the token (`_TokenFormat`, `_PemFormat`).
+0.5 GB/s. Only at a hit does a Python regex confirm the token (`_TokenFormat`, `_PemFormat`). Output made of
+prefixes (`ghp_ghp_...`, printed on purpose to slow the masker) would make every one a Python call: past
+DENSE_HITS prefixes in a write, Hyperscan reports only those followed by what their format needs (see _Finder).
 
 Hold-back. Bytes are held only from a prefix that is complete (or a tail that could still become one) while
 the token behind it is incomplete: a single-line token is final at its newline, at the end of its window
@@ -51,10 +53,27 @@ class _TokenFormat:
     regex: re.Pattern[bytes]
     window: int
     caseless: bool = False
+    # What any match needs right after its prefix, in Hyperscan syntax (see _Finder: prefixes not followed by
+    # it are never looked at, so output made of prefixes alone costs no Python).
+    rest: str = ""
+    # The byte before the prefix, as the regex's lookbehind wants it (a Hyperscan class; "" for any), and
+    # whether the start of the buffer will do too (a negative lookbehind).
+    before: str = ""
+    before_start: bool = False
 
-    def resolve(self, buf: bytes, p: int, final: bool) -> tuple[int, int, int]:
+    @property
+    def tail(self) -> int:
+        """A prefix this close to the end of a buffer may still be resolved _MORE (its window is incomplete)."""
+        return self.window
+
+    def resolve(self, buf: bytes, p: int, final: bool, nl: int | None = None) -> tuple[int, int, int]:
+        """`nl`: the first newline at or after `p` (len(buf) if none), when the caller knows it: a buffer of
+        tokens without a newline would otherwise cost a search of the whole window per token."""
         limit = min(len(buf), p + self.window)
-        newline = buf.find(b"\n", p, limit)
+        if nl is None:
+            newline = buf.find(b"\n", p, limit)
+        else:
+            newline = nl if nl < limit else -1
         end = newline if newline != -1 else limit
         complete = final or newline != -1 or limit == p + self.window
         m = self.regex.match(buf, p, end)
@@ -76,8 +95,10 @@ class _PemFormat:
     prefixes: tuple[bytes, ...] = (b"-----BEGIN ",)
     window: int = 16384
     caseless: bool = False
+    rest: str = "[A-Z0-9 ]{0,40}PRIVATE KEY"
+    tail: int = 80  # a prefix this close to the end may still become a header (resolve's _MORE)
 
-    def resolve(self, buf: bytes, p: int, final: bool) -> tuple[int, int, int]:
+    def resolve(self, buf: bytes, p: int, final: bool, nl: int | None = None) -> tuple[int, int, int]:
         head = _PEM_HEADER.match(buf, p, min(len(buf), p + 80))
         if head is None:
             decided = final or len(buf) >= p + 80 or buf.find(b"\n", p, p + 80) != -1
@@ -92,45 +113,58 @@ class _PemFormat:
         return _MORE, 0, 0
 
 
-def _token(name: str, prefixes: Iterable[str], pattern: str, window: int = 512,
+def _token(name: str, prefixes: Iterable[str], pattern: str, rest: str, window: int = 512,
            caseless: bool = False) -> _TokenFormat:
     flags = re.IGNORECASE if caseless else 0
+    before, before_start = "", False
+    if pattern.startswith(_B):
+        before, before_start = "[^A-Za-z0-9_]", True
+    elif pattern.startswith(_AFTER_QUERY):
+        before = "[?&]"
     return _TokenFormat(name, tuple(p.encode() for p in prefixes), re.compile(pattern.encode(), flags), window,
-                        caseless)
+                        caseless, rest, before, before_start)
 
 
 # Left boundary: a token glued to a longer word (`xghp_...`) is not this format.
 _B = r"(?<![A-Za-z0-9_])"
+_AFTER_QUERY = r"(?<=[?&])"  # a query parameter
 # A URL query value or header value: up to a separator, quote, space or bracket.
 _VALUE = r"(?P<secret>[^\s&\"'<>#;,)\]}]{8,4096})"
+_VALUE_NEED = r"[^\s&\"'<>#;,)\]}]{8}"  # the least of a _VALUE, for the `rest` of a format
 
 FORMATS: tuple[Any, ...] = (
     # GitHub: classic/OAuth/app/user-to-server/refresh tokens (36 base62 chars) and fine-grained PATs.
-    _token("GitHub token", ["ghp_", "gho_", "ghs_", "ghu_", "ghr_"], _B + r"gh[pousr]_[A-Za-z0-9]{36,251}"),
-    _token("GitHub token", ["github_pat_"], _B + r"github_pat_[A-Za-z0-9_]{22,244}"),
+    _token("GitHub token", ["ghp_", "gho_", "ghs_", "ghu_", "ghr_"], _B + r"gh[pousr]_[A-Za-z0-9]{36,251}",
+           r"[A-Za-z0-9]{36}"),
+    _token("GitHub token", ["github_pat_"], _B + r"github_pat_[A-Za-z0-9_]{22,244}",
+           r"[A-Za-z0-9_]{22}"),
     # GitLab: personal/deploy/runner/trigger/CI-build/feed/OAuth-app tokens (prefix kept in their masker).
     _token("GitLab token", ["glpat-", "gldt-", "glrt-", "glptt-", "glcbt-", "glft-", "gloas-", "glsoat-"],
-           _B + r"gl(?:pat|dt|rt|ptt|cbt|ft|oas|soat)-[A-Za-z0-9_.-]{20,255}"),
+           _B + r"gl(?:pat|dt|rt|ptt|cbt|ft|oas|soat)-[A-Za-z0-9_.-]{20,255}", r"[A-Za-z0-9_.\-]{20}"),
     _token("Slack token", ["xoxa-", "xoxb-", "xoxe-", "xoxo-", "xoxp-", "xoxr-", "xoxs-"],
-           _B + r"xox[abeoprs]-[A-Za-z0-9-]{10,250}"),
+           _B + r"xox[abeoprs]-[A-Za-z0-9-]{10,250}", r"[A-Za-z0-9\-]{10}"),
     # AWS access key ids (long-term AKIA, temporary ASIA): exactly 20 characters, not inside a longer word.
-    _token("AWS access key id", ["AKIA", "ASIA"], _B + r"A[KS]IA[A-Z2-7]{16}(?![A-Za-z0-9])", window=64),
-    _token("Stripe key", ["sk_live_", "rk_live_"], _B + r"[sr]k_live_[A-Za-z0-9]{16,247}"),
+    _token("AWS access key id", ["AKIA", "ASIA"], _B + r"A[KS]IA[A-Z2-7]{16}(?![A-Za-z0-9])", r"[A-Z2-7]{16}[^A-Za-z0-9]",
+           window=64),
+    _token("Stripe key", ["sk_live_", "rk_live_"], _B + r"[sr]k_live_[A-Za-z0-9]{16,247}",
+           r"[A-Za-z0-9]{16}"),
     _PemFormat(),
     # `Authorization: Bearer X`, `-H 'authorization: token X'`, `"Authorization": "Basic X"` (also Proxy-).
     _token("Authorization header", ["authorization"],
            r"authorization[\"']?[ \t]*[:=][ \t]*[\"']?(?:bearer|basic|token|bot|digest)[ \t]+"
-           r"(?P<secret>[A-Za-z0-9._~+/=:-]{8,8192})", window=8300, caseless=True),
+           r"(?P<secret>[A-Za-z0-9._~+/=:-]{8,8192})",
+           r"[\"']?[ \t]*[:=][ \t]*[\"']?(?:bearer|basic|token|bot|digest)[ \t]+[A-Za-z0-9._~+/=:\-]{8}",
+           window=8300, caseless=True),
     # Signed URLs (S3, GCS, Azure SAS) and the credential parameters GitLab's runner masks; query or header.
     _token("signed-URL parameter", ["x-amz-signature", "x-amz-credential", "x-amz-security-token",
                                     "x-goog-signature", "x-goog-credential"],
-           r"x-(?:amz|goog)-(?:signature|credential|security-token)(?:=|:[ \t]*)" + _VALUE, window=4200,
-           caseless=True),
-    _token("signed-URL parameter", ["sig="], r"(?<=[?&])sig=" + _VALUE, window=4200, caseless=True),
+           r"x-(?:amz|goog)-(?:signature|credential|security-token)(?:=|:[ \t]*)" + _VALUE,
+           r"(?:=|:[ \t]*)" + _VALUE_NEED, window=4200, caseless=True),
+    _token("signed-URL parameter", ["sig="], _AFTER_QUERY + r"sig=" + _VALUE, _VALUE_NEED, window=4200, caseless=True),
     _token("token parameter", ["private_token", "private-token", "job_token", "job-token", "access_token",
                                "authenticity_token", "feed_token", "rss_token"],
            r"(?:private|job|access|authenticity|feed|rss)[_-]token(?:=|[\"']?[ \t]*:[ \t]*[\"']?)" + _VALUE,
-           window=4200, caseless=True),
+           r"(?:=|[\"']?[ \t]*:[ \t]*[\"']?)" + _VALUE_NEED, window=4200, caseless=True),
 )
 
 def _spellings(prefix: bytes) -> list[bytes]:
@@ -162,7 +196,15 @@ _PARTIAL = frozenset(p[:k] for p in _PREFIXES for k in range(1, len(p)))
 
 
 class _Finder:
-    """The prefilter: positions (start, literal index) of every prefix literal in a buffer."""
+    """The prefilter: positions (start, literal index) of the prefix literals that can start a match in a buffer.
+
+    With Hyperscan, in a buffer with more than DENSE_HITS prefixes, a prefix is reported only where it is followed by what its format needs (`rest`: `ghp_` by 36
+    letters or digits) - or within its format's `tail` of the end of the buffer, where the next write may still
+    complete it. A prefix reported nowhere else would have resolved to no match, so the answer is the same as
+    with every occurrence, but output made of prefixes alone (`ghp_ghp_...`, `AKIA` repeated: 16,000 hits in a
+    64 KiB write, each a Python callback and a regex) costs no Python: measured 2.8 MB/s before, see
+    bench/bench_known_formats.py. The ahocorasick-rs fallback reports every occurrence (`find_literal`).
+    """
 
     engine = "none"
 
@@ -173,12 +215,13 @@ class _Finder:
                 raise ImportError(f"{ENGINE_ENV} asks for another engine")
             import hyperscan
 
-            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-            db.compile(expressions=[re.escape(p.decode()).encode() for p in _PREFIXES],
-                       ids=list(range(len(_PREFIXES))), elements=len(_PREFIXES),
-                       flags=[0] * len(_PREFIXES))
-            self._hs = db
             self._hyperscan = hyperscan
+            self._hs = self._compile([re.escape(p.decode()).encode() for p in _PREFIXES], range(len(_PREFIXES)))
+            # The viable and tail databases are compiled at the first dense write (60 ms of CPU, a third of
+            # `runnerlib mask`'s start-up otherwise).
+            self._viable: Any = None
+            self._tails: list[tuple[Any, int]] = []
+            self._dense_lock = threading.Lock()
             # Hyperscan forbids two concurrent scans sharing one scratch; steps run in parallel threads.
             self._local = threading.local()
             self.engine = "hyperscan"
@@ -189,15 +232,92 @@ class _Finder:
             self._ac = ahocorasick_rs.BytesAhoCorasick(_PREFIXES)
             self.engine = "ahocorasick"
 
-    def find(self, data: bytes) -> list[tuple[int, int]]:
+    def _compile_dense(self) -> None:
+        with self._dense_lock:
+            if self._viable is not None:
+                return
+            # Id 2i: prefix i starts where the match does; 2i+1: one byte later (the byte before is matched).
+            viable, ids = [], []
+            for i, (prefix, fmts) in enumerate(zip(_PREFIXES, _STARTS, strict=True)):
+                for fmt in fmts:
+                    body = re.escape(prefix.decode()) + ("(?i)" if fmt.caseless else "") + fmt.rest
+                    before = getattr(fmt, "before", "")
+                    if before:
+                        viable.append((before + body).encode())
+                        ids.append(2 * i + 1)
+                    if not before or getattr(fmt, "before_start", False):
+                        viable.append((("^" if before else "") + body).encode())
+                        ids.append(2 * i)
+            # The tail scans: prefixes of short-window formats over the last SHORT_TAIL bytes only, the others
+            # over their longer tail, so a tail full of short prefixes costs few callbacks.
+            short = [i for i in range(len(_PREFIXES)) if _TAILS[i] <= SHORT_TAIL]
+            longer = [i for i in range(len(_PREFIXES)) if _TAILS[i] > SHORT_TAIL]
+            self._tails = [(self._compile([re.escape(_PREFIXES[i].decode()).encode() for i in group], group),
+                            max(_TAILS[i] for i in group) + MAX_PREFIX) for group in (short, longer) if group]
+            # Reported with their start (SOM): the rest of a format has no fixed length. Published last: a
+            # reader that sees it sees the tails too.
+            self._viable = self._compile(viable, ids, self._hyperscan.HS_FLAG_SOM_LEFTMOST)
+
+    def _compile(self, expressions: list[bytes], ids: Iterable[int], flags: int = 0) -> Any:
+        hs = self._hyperscan
+        ids = list(ids)
+        db = hs.Database(mode=hs.HS_MODE_BLOCK)
+        db.compile(expressions=expressions, ids=ids, elements=len(ids), flags=[flags] * len(ids))
+        return db
+
+    def _scratch(self, db: Any) -> Any:
+        scratches = getattr(self._local, "scratches", None)
+        if scratches is None:
+            scratches = self._local.scratches = {}
+        scratch = scratches.get(id(db))
+        if scratch is None:
+            scratch = scratches[id(db)] = self._hyperscan.Scratch(db)
+        return scratch
+
+    def find_literal(self, data: bytes) -> list[tuple[int, int]]:
+        """Every occurrence of every prefix literal."""
         if self._hs is not None:
             hits: list[tuple[int, int]] = []
-            scratch = getattr(self._local, "scratch", None)
-            if scratch is None:
-                scratch = self._local.scratch = self._hyperscan.Scratch(self._hs)
-            self._hs.scan(data, match_event_handler=_on_match, context=hits, scratch=scratch)
+            self._hs.scan(data, match_event_handler=_on_match, context=hits, scratch=self._scratch(self._hs))
             return hits
         return [(start, index) for index, start, _end in self._ac.find_matches_as_indexes(data, overlapping=True)]
+
+    def find(self, data: bytes) -> list[tuple[int, int]]:
+        """The prefix occurrences that can start a match, or be completed by the next write (see the class)."""
+        if self._hs is None:
+            return self.find_literal(data)
+        # The common case first, at the literal scan's full speed: a few prefixes, all of them reported. Past
+        # DENSE_HITS the literal scan stops and the viable scan (slower per byte: it tracks match starts) runs.
+        hits: list[tuple[int, int]] = []
+        try:
+            self._hs.scan(data, match_event_handler=_on_match_dense, context=hits, scratch=self._scratch(self._hs))
+            return hits
+        except self._hyperscan.ScanTerminated:
+            return self.find_viable(data)
+
+    def find_viable(self, data: bytes) -> list[tuple[int, int]]:
+        """The prefixes followed by what their format needs, and every prefix in the tail (Hyperscan only)."""
+        if self._viable is None:
+            self._compile_dense()
+        # A list, not a set: a duplicate (two formats of one prefix) is resolved once, then skipped as covered.
+        found: list[tuple[int, int]] = []
+        self._viable.scan(data, match_event_handler=_on_viable, context=found, scratch=self._scratch(self._viable))
+        n = len(data)
+        for db, span in self._tails:
+            lo = max(0, n - span)
+            tail: list[tuple[int, int]] = []
+            db.scan(data[lo:] if lo else data, match_event_handler=_on_match, context=tail, scratch=self._scratch(db))
+            found.extend((lo + p, i) for p, i in tail if lo + p >= n - _TAILS[i])
+        return found
+
+
+def _on_match_dense(index: int, _from: int, to: int, _flags: int, hits: Any) -> bool:
+    hits.append((to - _LENGTHS[index], index))
+    return len(hits) > DENSE_HITS  # True stops the scan
+
+
+def _on_viable(index: int, start: int, _to: int, _flags: int, found: Any) -> None:
+    found.append((start + (index & 1), index >> 1))
 
 
 def _on_match(index: int, _from: int, to: int, _flags: int, hits: Any) -> None:
@@ -205,6 +325,11 @@ def _on_match(index: int, _from: int, to: int, _flags: int, hits: Any) -> None:
 
 
 _LENGTHS = [len(p) for p in _PREFIXES]
+# How close to the end of a buffer each prefix may still resolve _MORE (the longest tail of its formats).
+_TAILS = [max(fmt.tail for fmt in fmts) for fmts in _STARTS]
+SHORT_TAIL = 512
+# Past this many prefixes in one buffer, only those that can start a match are looked at (see _Finder).
+DENSE_HITS = 64
 _finder: _Finder | None = None
 
 
@@ -240,11 +365,16 @@ def _resolve(buf: bytes, base: int, final: bool, partial: bool = True,
     spans: list[tuple[int, int]] = []
     names: list[str] = []
     covered = 0
+    nl = -1  # the first newline at or after the current hit (len(buf) if none): one pass for all hits
     for p, index in hits:
         if p + len(_PREFIXES[index]) <= base or p < covered or p >= cut:
             continue  # resolved before it was emitted, inside a match already, or behind a held token
+        if nl < p:
+            nl = buf.find(b"\n", p)
+            if nl == -1:
+                nl = len(buf)
         for fmt in _STARTS[index]:
-            status, start, end = fmt.resolve(buf, p, final)
+            status, start, end = fmt.resolve(buf, p, final, nl)
             if status == _MORE:
                 cut = min(cut, max(p, base))
                 break
@@ -361,7 +491,8 @@ class KnownFormatsFilter:
             # rather than copying and rescanning the whole write with it.
             before = self._context + self._pending
             base, seam = len(self._context), len(before)
-            if not any(p < seam and p + _LENGTHS[i] > base for p, i in self._finder.find(before + data[:MAX_PREFIX])):
+            if not any(p < seam and p + _LENGTHS[i] > base
+                       for p, i in self._finder.find_literal(before + data[:MAX_PREFIX])):
                 self._emit(self._pending)
                 self._pending = b""
                 self._pending_partial = self._released_partial = False

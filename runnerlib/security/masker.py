@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from runnerlib.security import wrapped
-from runnerlib.security.matcher import Matcher, build_matcher, default_engine
+from runnerlib.security.matcher import Matcher, build_head_matcher, build_matcher, default_engine
 
 log = logging.getLogger("runnerlib.secrets")
 
@@ -253,20 +253,17 @@ class Masker:
         masked.
         """
         with self._lock:
-            new = []
-            masks = set()
-            for p in patterns:
-                masks.add(p)
-                if p and p not in self._index:
-                    self._index.add(p)
-                    new.append(bytes(p))
-            fresh_triggers = set()
-            for p in triggers:
-                if p and p not in self._index:
-                    self._index.add(p)
-                    new.append(bytes(p))
-                    fresh_triggers.add(bytes(p))
-            demoted = masks & self._triggers if self._triggers else ()
+            # Comprehensions over distinct values (the 75,000 patterns of `runnerlib mask` at N=1,000 spent
+            # 0.15 s in a per-pattern loop): patterns first, then the triggers that are not patterns.
+            index = self._index
+            masks = dict.fromkeys(patterns)
+            new = [bytes(p) for p in masks if p and p not in index]
+            index.update(new)
+            fresh = [bytes(p) for p in dict.fromkeys(triggers) if p and p not in index]
+            index.update(fresh)
+            fresh_triggers = set(fresh)
+            new.extend(fresh)
+            demoted = masks.keys() & self._triggers if self._triggers else ()
             if demoted:
                 # Copy-on-write: a snapshot keeps the set it was published with (a trigger it searched as such).
                 self._triggers = self._triggers - demoted
@@ -283,12 +280,11 @@ class Masker:
                 self._recent = _merge_sorted(self._recent, sorted(new))
                 if len(self._recent) > RECENT_SORTED_MAX:
                     self._sorted, self._recent = sorted([*self._sorted, *self._recent]), []
-            for p in new:
-                for j in range(1, min(PREFIX_LEN, len(p))):
-                    self._short.add(p[:j])  # grows only, before the snapshot that needs it is published
-                if len(p) > PREFIX_LEN:
-                    self._prefixes[p[:PREFIX_LEN]] = None
-                self._maxlen = max(self._maxlen, len(p))
+            # Grows only, before the snapshot that needs it is published. (Comprehensions: 75,000 patterns of
+            # `runnerlib mask` at N=1,000 took 0.11 s in a plain loop.)
+            self._short.update([p[:j] for p in new for j in range(1, min(PREFIX_LEN, len(p)))])
+            self._prefixes.update(dict.fromkeys([p[:PREFIX_LEN] for p in new if len(p) > PREFIX_LEN]))
+            self._maxlen = max(self._maxlen, *map(len, new))
             if self._batch:
                 return len(new)  # compiled when the batch ends
             if not self.snapshot.layers:
@@ -395,7 +391,7 @@ class Masker:
             prefixes = list(dict.fromkeys(p[:PREFIX_LEN] for p in patterns if len(p) > PREFIX_LEN))
         quick = not base  # a delta is rebuilt on every add: build time matters more than scan speed
         return _Layer(start, stop, build_matcher(patterns, engine, quick_build=quick),
-                      build_matcher(prefixes, engine, quick_build=quick) if prefixes else None, base)
+                      build_head_matcher(prefixes, engine, quick_build=quick) if prefixes else None, base)
 
     def _compile_first(self, stop: int) -> None:
         """A background batch's first compilation (see batch); `current()` waits until it is published."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 
@@ -164,8 +165,20 @@ class SecretRegistry:
         return self._masker.triggers
 
     def wait_merged(self, timeout: float | None = None) -> bool:
-        """Wait for the background automaton merge (benchmarks, tests); masking is correct without it."""
-        return self._masker.wait_merged(timeout)
+        """Wait for the background automaton merge (benchmarks, tests), and for a large base compiled as two
+        halves to be replaced by its whole database (matcher.SPLIT_MIN_KEYS); masking is correct without it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._masker.wait_merged(timeout):
+            return False
+        for layer in self._masker.snapshot.layers:
+            whole = getattr(layer.matcher, "whole", None)
+            hurry = getattr(layer.matcher, "hurry", None)
+            if hurry is not None:
+                hurry()
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if whole is not None and not whole.wait(left):
+                return False
+        return True
 
     def __len__(self) -> int:
         return len(self._secrets)

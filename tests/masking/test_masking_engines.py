@@ -3,6 +3,9 @@ and the layered masker (base + deltas, merged in the background) masks like one 
 
 from __future__ import annotations
 
+import base64
+import threading
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +13,9 @@ from hypothesis import strategies as st
 from runnerlib.security import matcher
 from runnerlib.security.masker import Masker, reference_mask
 from runnerlib.security.matcher import available_engines, build_matcher
-from runnerlib.security.variants import secret_variants
+from runnerlib.security.registry import SecretRegistry
+from runnerlib.security.variants import base64_forms, secret_variants
+from runnerlib.testing import assert_no_fragment
 
 patterns_st = st.lists(st.binary(min_size=1, max_size=6).map(lambda b: bytes(x % 5 for x in b)), min_size=1,
                        max_size=12, unique=True)
@@ -124,3 +129,95 @@ def test_engines_agree_on_real_variant_sets(secrets: list[bytes], picks: list[tu
         m = Masker(engine=engine)
         m.add(patterns)
         assert m.mask(text) == reference_mask(text, patterns), engine
+
+
+long_patterns_st = st.lists(st.binary(min_size=1, max_size=14).map(lambda b: bytes(97 + x % 3 for x in b)),
+                            min_size=1, max_size=30, unique=True)
+long_text_st = st.binary(max_size=300).map(lambda b: bytes(97 + x % 3 for x in b))
+
+
+@given(patterns=long_patterns_st, text=long_text_st, key_min=st.integers(1, 6), group_max=st.integers(1, 4))
+def test_hyperscan_keys_confirmed_report_exactly_the_patterns(patterns: list[bytes], text: bytes, key_min: int,
+                                                              group_max: int) -> None:
+    """Keys standing for several patterns (shared heads, lengthened past group_max) give the reference answer."""
+    if "hyperscan" not in available_engines():
+        pytest.skip("hyperscan does not import on this machine")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(matcher, "KEY_MIN", key_min)
+        mp.setattr(matcher, "KEY_GROUP_MAX", group_max)
+        got = sorted(matcher.HyperscanMatcher(patterns, keyed=True).find(text))
+    assert got == sorted(build_matcher(patterns, "reference").find(text))
+
+
+@given(patterns=long_patterns_st)
+def test_literal_keys_cover_every_pattern_once_in_small_groups(patterns: list[bytes]) -> None:
+    keys = matcher.literal_keys(patterns, 3, 2)
+    seen = sorted(i for members in keys.values() for i in members)
+    assert seen == list(range(len(patterns)))
+    for key, members in keys.items():
+        assert len(members) <= 2
+        assert all(patterns[i].startswith(key) for i in members)
+        assert len(key) >= min(3, min(len(patterns[i]) for i in members))
+
+
+def test_many_patterns_sharing_a_public_head_get_keys_with_secret_bytes() -> None:
+    """A DoS control: 200 forms behind one public head would make every `postgres://app:` in the output cost 200
+    comparisons. The keys are lengthened until each stands for at most KEY_GROUP_MAX patterns."""
+    patterns = [b"postgres://app:%08d@db" % i for i in range(200)]
+    keys = matcher.literal_keys(patterns)
+    assert max(len(m) for m in keys.values()) <= matcher.KEY_GROUP_MAX
+    assert not any(b"postgres://app:".startswith(k) for k in keys)
+    # Without the bound (a key per head), one key stands for all of them.
+    assert len(matcher.literal_keys(patterns, group_max=len(patterns))) == 1
+
+
+def test_hyperscan_split_compile_then_whole_gives_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    if "hyperscan" not in available_engines():
+        pytest.skip("hyperscan does not import on this machine")
+    monkeypatch.setattr(matcher, "SPLIT_MIN_KEYS", 4)
+    monkeypatch.setattr(matcher, "_cpu_count", lambda: 2)
+    go = threading.Event()
+    whole = matcher._compile_whole
+    monkeypatch.setattr(matcher, "_compile_whole", lambda ref, keys: (go.wait(60), whole(ref, keys)))
+    patterns = [v for s in (b"s3cr3t-value-%d!" % i for i in range(8)) for v in secret_variants(s)]
+    text = b" ".join(patterns[::3]) + b" and plain text"
+    expected = sorted(build_matcher(patterns, "reference").find(text))
+    m = build_matcher(patterns, "hyperscan")
+    assert len(m._tables.dbs) == 2 and not m.whole.is_set()
+    assert sorted(m.find(text)) == expected
+    go.set()
+    assert m.whole.wait(60)
+    assert len(m._tables.dbs) == 1 and m._tables.members == [None] * len(m._tables.key_len)
+    assert sorted(m.find(text)) == expected
+
+
+def test_every_form_masked_by_a_split_keyed_base_before_and_after_the_swap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry of a large set (keys in two databases, then the whole database): every encoded form of a
+    secret, and its base64 wrapped at 76 columns inside a document, are masked in both states."""
+    if "hyperscan" not in available_engines():
+        pytest.skip("hyperscan does not import on this machine")
+    monkeypatch.setattr(matcher, "SPLIT_MIN_KEYS", 4)
+    monkeypatch.setattr(matcher, "_cpu_count", lambda: 2)
+    go = threading.Event()
+    whole = matcher._compile_whole
+    monkeypatch.setattr(matcher, "_compile_whole", lambda ref, keys: (go.wait(60), whole(ref, keys)))
+    secrets = [b"s3cr3t&value/%d+x=y" % i for i in range(6)]
+    registry = SecretRegistry()
+    registry.add_many(secrets, source="test")
+    prefix = b"header " * 7 + b"xyz"  # its encoding ends near column 70: the secret's crosses the first break
+    doc = base64.b64encode(prefix + secrets[2] + b" trailer" * 9)
+    wrapped_doc = b"\n".join(doc[i:i + 76] for i in range(0, len(doc), 76)) + b"\n"
+    base = registry._masker.snapshot.layers[0].matcher
+    for state in ("keys", "whole"):
+        assert len(base._tables.dbs) == (2 if state == "keys" else 1)
+        for secret in secrets:
+            for form in secret_variants(secret):
+                assert form not in registry.mask(b"x " + form + b" y"), (state, form)
+        masked = registry.mask(wrapped_doc)
+        core = base64_forms(secrets[2])[1 + len(prefix) % 3]
+        assert_no_fragment(masked.replace(b"\n", b""), [core], min_fragment=12)
+        go.set()
+        assert registry.wait_merged(60)
+    # Control: the encoding is in the document, cut by a line break (no literal pattern can match it).
+    core = base64_forms(secrets[2])[1 + len(prefix) % 3]
+    assert core in wrapped_doc.replace(b"\n", b"") and core not in wrapped_doc

@@ -327,3 +327,44 @@ def test_a_registered_secret_holding_a_token_is_masked_whole() -> None:
     first.close()
     masked.close()
     assert b"acct7.blob.core.windows.net/private-c" in b"".join(leaked)
+
+
+# Pieces an attacker (or a fuzzer) glues together: every prefix spelling, token characters, separators.
+_SPAM_PIECES = [p for p in kf._PREFIXES] + [b"A", b"Z", b"7", b"a", b"_", b"-", b".", b"=", b" ", b"\n", b"?", b"&",
+                                           b": Bearer ", b"RSA PRIVATE KEY-----", b"-----END RSA PRIVATE KEY-----",
+                                           b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" * 2]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(_SPAM_PIECES), max_size=80), st.booleans())
+def test_viable_prefilter_resolves_like_every_occurrence(pieces: list[bytes], final: bool) -> None:
+    """The Hyperscan prefilter reports only prefixes followed by what their format needs (or near the end):
+    the cut, the spans and the names are those of resolving every literal occurrence."""
+    if kf.engine() != "hyperscan":
+        pytest.skip("the viable prefilter is Hyperscan's")
+    buf = b"".join(pieces)
+    finder = kf._get_finder()
+    every = kf._resolve(buf, 0, final, hits=finder.find_literal(buf))
+    assert kf._resolve(buf, 0, final, hits=finder.find_viable(buf)) == every
+    assert kf._resolve(buf, 0, final, hits=finder.find(buf)) == every
+    assert kf._resolve(buf, 5, final, hits=finder.find_viable(buf)) == kf._resolve(buf, 5, final,
+                                                                                   hits=finder.find_literal(buf))
+
+
+@pytest.mark.parametrize("unit", [b"ghp_", b"AKIA", b"github_pat_", b"-----BEGIN ", b"Authorization: ", b"glpat-x"])
+def test_prefix_spam_costs_no_python_per_prefix(unit: bytes) -> None:
+    """ATTACK (denial of service): output made of token prefixes with no token behind them. Every occurrence
+    used to be a Python callback and a regex (2.8 MB/s); the prefilter now reports only the few near the end of
+    the buffer. Control: the literal scan reports every one of them."""
+    if kf.engine() != "hyperscan":
+        pytest.skip("the viable prefilter is Hyperscan's")
+    buf = unit * (65536 // len(unit))
+    finder = kf._get_finder()
+    # Only the tail, where the next write may complete a token (8,300 bytes for `Authorization`).
+    assert len(finder.find(buf)) <= (max(kf._TAILS) + kf.MAX_PREFIX) // len(unit) + 2
+    assert len(finder.find_literal(buf)) >= 65536 // len(unit) - 1  # control: the protection off
+    out: list[bytes] = []
+    stage = KnownFormatsFilter(out.append)
+    stage.write(buf)
+    stage.close()
+    assert b"".join(out) == mask_known_formats(buf)[0]
