@@ -158,15 +158,18 @@ def test_hold_back_is_exactly_what_could_still_be_a_secret(engine: str, data: st
     # Triggers (searched to find wrapped forms) are held like patterns while they may still complete.
     patterns, triggers = registry.patterns(), registry.triggers()
     text = data.draw(texts_with_secrets(registry.secrets())).data
-    stream = registry.stream(lambda b: None)
+    emitted = bytearray()
+    stream = registry.stream(emitted.extend)
     written = b""
     for chunk in data.draw(write_splits(text)):
         stream.write(chunk)
         written += chunk
         if quick_candidate(written) or b"%" in written:
             # The last line may be part of a wrapped encoding (its joined content), or a percent form with
-            # mixed-case hex (read with its escapes in uppercase): either can hold back more.
-            assert stream.held >= brute_force_held(written, patterns, triggers)
+            # mixed-case hex (read with its escapes in uppercase): either can hold back more; or the joined
+            # run was masked through its last byte already, and nothing of it is left to hold.
+            assert stream.held >= brute_force_held(written, patterns, triggers) or \
+                (stream.held == 0 and emitted.endswith(b"***"))
         else:
             assert stream.held == brute_force_held(written, patterns, triggers)
     stream.close()
