@@ -146,6 +146,9 @@ def test_sigterm_deletes_running_jobs_with_foreground_propagation(tmp_path: Path
         # The one Job was deleted with foreground propagation (its pods first), as a real cluster needs.
         deletes = [r for r in cluster.requests() if r.method == "DELETE" and "/jobs/" in str(r.url)]
         assert deletes and all("Foreground" in str(r.data or r.params) for r in deletes)
+        # The run's state ConfigMap went with its Jobs.
+        assert [r for r in cluster.requests() if r.method == "DELETE" and "/configmaps/" in str(r.url)]
+        assert cluster.core.list_namespaced_config_map("default").items == []
     assert "deleted Job default/" in out and "(foreground)" in out
     assert "cancelled" in out
     assert proc.returncode != 0
