@@ -220,7 +220,8 @@ def job_manifest(workflow_id: str, run_id: str, instance: str, job: WorkflowJob,
         volume, mount, state_env = pod_state_parts(opts.state_configmap)
         volumes.append(volume)
         container["volumeMounts"].append(mount)
-        env.append(state_env)
+        env = [e for e in env if e["name"] != state_env["name"]] + [state_env]  # the run's, not a job's own
+        container["env"] = env
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,

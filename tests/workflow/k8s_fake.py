@@ -34,6 +34,7 @@ import kmock
 from kubernetes import client
 
 NAMESPACE = "default"
+KUBELET_AGENT = "fake-kubelet"
 
 
 class Emulator(kmock.KubernetesEmulator):
@@ -113,6 +114,7 @@ class FakeCluster:
         configuration = client.Configuration()
         configuration.host = self.url
         self.api = client.ApiClient(configuration)
+        self.api.user_agent = KUBELET_AGENT  # tells the fake's own requests from the runner's
         self.batch = client.BatchV1Api(self.api)
         self.core = client.CoreV1Api(self.api)
         for name, data in self.secrets.items():
@@ -146,6 +148,10 @@ class FakeCluster:
     def requests(self) -> list[Any]:
         """Every request the API server received (kmock records them), oldest first."""
         return list(self._holder["emulator"])
+
+    def runner_requests(self) -> list[Any]:
+        """The requests that did not come from the fake itself (its kubelet and set-up): the runner's."""
+        return [r for r in self.requests() if r.headers.get("User-Agent") != KUBELET_AGENT]
 
     def jobs(self) -> dict[str, Any]:
         return {j.metadata.name: j for j in self.batch.list_namespaced_job(NAMESPACE).items}

@@ -126,7 +126,8 @@ def test_outputs_and_vars_come_back_from_pods_as_signed_lines(tmp_path: Path) ->
             assert fragment not in text
 
 
-def test_sigterm_deletes_running_jobs_with_foreground_propagation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_deletes_running_jobs_with_foreground_propagation(tmp_path: Path, signum: int) -> None:
     slow = "id: slow\nname: slow\njobs:\n  sleeper:\n    command: echo started; sleep 60\n"
     wf = tmp_path / "wf.yaml"
     with FakeCluster(tmp_path) as cluster:
@@ -138,7 +139,7 @@ def test_sigterm_deletes_running_jobs_with_foreground_propagation(tmp_path: Path
                                 start_new_session=True)
         cluster.wait_for(lambda: any(b"started" in bytes(v) for v in cluster.logs.values()))
         started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         out, _ = proc.communicate(timeout=60)
         assert time.monotonic() - started < 30, out
         cluster.wait_for(lambda: not cluster.jobs() and cluster.deleted)

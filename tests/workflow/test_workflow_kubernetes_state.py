@@ -90,6 +90,7 @@ def test_job_pods_read_the_runs_state_from_its_configmap(tmp_path: Path) -> None
     with FakeCluster(tmp_path, secrets={"deploy": {"token": SECRET}}) as cluster:
         result = _workflow_run(tmp_path, cluster, WORKFLOW)
         everything = cluster.requests()
+        runners = cluster.runner_requests()
         requests = _configmap_requests(cluster)
         left = cluster.core.list_namespaced_config_map("default").items
         pod_dirs = dict(cluster.pod_dirs)
@@ -109,6 +110,11 @@ def test_job_pods_read_the_runs_state_from_its_configmap(tmp_path: Path) -> None
     assert created["metadata"]["labels"]["reactorcide.dev/run"] == \
         next(iter(jobs.values())).metadata.labels["reactorcide.dev/run"]
     assert left == []
+    # The RBAC section of docs/kubernetes.md allows every request the runner made (and the fake's are told apart).
+    assert 0 < len(runners) < len(everything)
+    allowed = _documented_rbac()
+    for request in runners:
+        assert _rbac_of(request) in allowed, (_rbac_of(request), str(request.url))
     # Each Job was created after the ConfigMap showed every job it needs finished: its pod reads the state
     # when it starts (the kubelet projects it then), so it never sees a dependency still running.
     last_state: dict[str, Any] = {}
@@ -142,6 +148,32 @@ def test_job_pods_read_the_runs_state_from_its_configmap(tmp_path: Path) -> None
     for text in (*bodies, out):
         for fragment in _fragments(SECRET):
             assert fragment not in text
+
+
+def _documented_rbac() -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) the Role in docs/kubernetes.md grants."""
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "kubernetes.md").read_text()
+    block = text.split("### RBAC the runner needs", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    role = yaml.safe_load(block)
+    return {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def _rbac_of(request: Any) -> tuple[str, str, str]:
+    """The (apiGroup, resource[/subresource], verb) an API request needs, as the API server's authorizer sees it."""
+    parts = request.url.path.strip("/").split("/")
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    if rest[:1] == ["namespaces"]:
+        rest = rest[2:]
+    resource = "/".join([rest[0], *rest[2:3]])
+    method = request.method.value
+    if method == "GET":
+        verb = "watch" if request.params.get("watch") == "true" else ("get" if len(rest) > 1 else "list")
+    else:
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+    return group, resource, verb
 
 
 def test_the_runner_masks_the_state_again_before_it_leaves_for_the_cluster() -> None:
@@ -212,11 +244,15 @@ def test_same_mount_as_the_container_engine() -> None:
 @pytest.mark.parametrize("version", ("1.29.0", "1.37.0"))
 def test_manifests_with_the_state_volume_pass_strict_validation(version: str) -> None:
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    wf = parse_workflow_text("id: v\nname: v\njobs:\n  a: {command: 'true'}\n  b: {command: 'true', needs: [a], "
+    wf = parse_workflow_text("id: v\nname: v\njobs:\n  a: {command: 'true', environment: "
+                             "{REACTORCIDE_WORKFLOW_STATE: /elsewhere}}\n  b: {command: 'true', needs: [a], "
                              "run_as: {user: 1000}}\n", "wf.yaml")
     for manifest in render_workflow(wf, RenderOptions(run_id="r1", state_configmap="v-r1-state")):
         kubernetes_validate.validate(manifest, version, strict=True)
         pod = manifest["spec"]["template"]["spec"]
+        # One REACTORCIDE_WORKFLOW_STATE, the run's: a job's own environment does not point it elsewhere.
+        assert [e["value"] for e in pod["containers"][0]["env"] if e["name"] == "REACTORCIDE_WORKFLOW_STATE"] == \
+            [STATE_ENV_PATH]
         assert {"name": "workflow-state", "configMap": {"name": "v-r1-state", "defaultMode": 0o444}} in pod["volumes"]
         assert {"name": "workflow-state", "mountPath": STATE_MOUNT, "readOnly": True} in \
             pod["containers"][0]["volumeMounts"]
@@ -224,4 +260,4 @@ def test_manifests_with_the_state_volume_pass_strict_validation(version: str) ->
     for manifest in render_workflow(wf, RenderOptions(run_id="r1")):
         pod = manifest["spec"]["template"]["spec"]
         assert all("configMap" not in v for v in pod["volumes"])
-        assert all(e["name"] != "REACTORCIDE_WORKFLOW_STATE" for e in pod["containers"][0]["env"])
+        assert all(e.get("value") != STATE_ENV_PATH for e in pod["containers"][0]["env"])
