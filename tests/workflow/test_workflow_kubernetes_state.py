@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("kmock")
 pytest.importorskip("kubernetes")
@@ -191,6 +193,25 @@ def test_the_runner_masks_the_state_again_before_it_leaves_for_the_cluster() -> 
     assert json.loads(masked)["jobs"]["a"]["exit_code"] == 0
     plain, _ = state_text(document, SecretRegistry())
     assert SECRET in plain and "48151623162342" in plain
+
+
+@settings(max_examples=60, deadline=None)
+@given(before=st.text(max_size=20), after=st.text(max_size=20), key=st.text(max_size=10),
+       where=st.sampled_from(["outputs", "reason", "item", "key"]))
+def test_no_secret_reaches_the_configmap_text_wherever_it_sits(before: str, after: str, key: str,
+                                                              where: str) -> None:
+    registry = SecretRegistry()
+    registry.add(SECRET, source="test")
+    value = before + SECRET + after
+    job: dict[str, Any] = {"status": "failed", "outputs": {}, "reason": None, "item": None}
+    if where == "outputs":
+        job["outputs"] = {key: value}
+    elif where == "key":
+        job["outputs"] = {value: key}
+    else:
+        job[where] = value
+    text, _ = state_text({"jobs": {"j": job}}, registry)
+    assert SECRET not in text and SECRET not in json.dumps(json.loads(text), ensure_ascii=False)
 
 
 def test_an_oversized_state_leaves_outputs_out_and_says_so() -> None:
