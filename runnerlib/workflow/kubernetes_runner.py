@@ -35,7 +35,7 @@ from typing import Any
 from runnerlib.workflow import state
 from runnerlib.workflow.kubernetes import RenderOptions, dns_label, job_manifest, job_name, run_labels
 from runnerlib.workflow.kubernetes_state import StatePublisher
-from runnerlib.workflow.local_runner import JobNode, LocalWorkflowRunner
+from runnerlib.workflow.local_runner import JobNode, LocalWorkflowRunner, WorkflowRunResult
 from runnerlib.workflow.models import Workflow, WorkflowError, WorkflowJob
 
 __all__ = ["KubernetesWorkflowRunner", "kubernetes_api"]
@@ -106,7 +106,7 @@ class KubernetesWorkflowRunner(LocalWorkflowRunner):
         self._state = StatePublisher(self._core, namespace, self.options.state_configmap,
                                      run_labels(workflow_id, run_id), self.echo)
 
-    def run(self) -> Any:
+    def run(self) -> WorkflowRunResult:
         """Run the workflow (LocalWorkflowRunner.run); the state ConfigMap is deleted however the run ends."""
         try:
             return super().run()
