@@ -35,7 +35,7 @@ from runnerlib.security.secret_names import is_secret_name
 from runnerlib.workflow.models import Workflow, WorkflowError, WorkflowJob, split_memory
 
 __all__ = ["DEFAULT_RUNNER_IMAGE", "RUNNER_CAPABILITIES", "RenderOptions", "job_manifest", "job_name",
-           "render_workflow", "to_yaml"]
+           "render_workflow", "run_labels", "to_yaml"]
 
 DEFAULT_RUNNER_IMAGE = "localhost/reactorcide/runner:latest"
 # The capabilities the runner keeps (all others dropped): SETUID/SETGID to drop untrusted steps to the
@@ -66,6 +66,9 @@ class RenderOptions:
     ci_source_ref: str | None = None
     ttl_seconds_after_finished: int = 3600
     coordinator_secret: str | None = None  # a Secret with the lease token (key: token), if any
+    # The run's state ConfigMap (workflow/kubernetes_state.py), which `workflow run` keeps: mounted read-only
+    # in each pod. A plain render has no run to keep one, so its jobs ask about others in simple mode.
+    state_configmap: str | None = None
 
 
 def dns_label(text: str, limit: int = 63) -> str:
@@ -160,6 +163,16 @@ def job_name(workflow_id: str, instance: str, run_id: str) -> str:
     return dns_label(f"{workflow_id}-{instance}-{run_id}")
 
 
+def run_labels(workflow_id: str, run_id: str) -> dict[str, str]:
+    """The labels of everything a workflow run creates (its Jobs, their pods, its state ConfigMap)."""
+    return {
+        "app.kubernetes.io/name": "runnerlib",
+        "app.kubernetes.io/managed-by": "runnerlib",
+        f"{LABEL_PREFIX}/workflow": _label_value(workflow_id),
+        f"{LABEL_PREFIX}/run": _label_value(run_id),
+    }
+
+
 def job_manifest(workflow_id: str, run_id: str, instance: str, job: WorkflowJob, *, item: str | None,
                  depends_on: Sequence[str], variables: Mapping[str, str], options: RenderOptions,
                  job_id: str) -> dict[str, Any]:
@@ -170,13 +183,7 @@ def job_manifest(workflow_id: str, run_id: str, instance: str, job: WorkflowJob,
     where = f"jobs.{job.name}"
     _check_environment(job.environment, where)
     secrets = _secret_refs(job, where)
-    labels = {
-        "app.kubernetes.io/name": "runnerlib",
-        "app.kubernetes.io/managed-by": "runnerlib",
-        f"{LABEL_PREFIX}/workflow": _label_value(workflow_id),
-        f"{LABEL_PREFIX}/run": _label_value(run_id),
-        f"{LABEL_PREFIX}/job": _label_value(instance),
-    }
+    labels = {**run_labels(workflow_id, run_id), f"{LABEL_PREFIX}/job": _label_value(instance)}
     annotations = {
         f"{LABEL_PREFIX}/job-name": instance,
         f"{LABEL_PREFIX}/depends-on": ",".join(depends_on),
@@ -206,13 +213,22 @@ def job_manifest(workflow_id: str, run_id: str, instance: str, job: WorkflowJob,
     resources = _resources(job, where)
     if resources:
         container["resources"] = resources
+    volumes: list[dict[str, Any]] = [{"name": "job", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    if opts.state_configmap:
+        from runnerlib.workflow.kubernetes_state import pod_state_parts
+
+        volume, mount, state_env = pod_state_parts(opts.state_configmap)
+        volumes.append(volume)
+        container["volumeMounts"].append(mount)
+        env = [e for e in env if e["name"] != state_env["name"]] + [state_env]  # the run's, not a job's own
+        container["env"] = env
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
-        "volumes": [{"name": "job", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+        "volumes": volumes,
     }
     spec: dict[str, Any] = {
         # The runner retries steps itself; a pod that failed is a job that failed.

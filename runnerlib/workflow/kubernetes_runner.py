@@ -10,6 +10,10 @@ state.json, report.md); only running one job differs. For each job instance this
   first line of its log (anything else that claims to be a trigger is reported and ignored);
 - on cancellation (Ctrl-C, SIGTERM, `cancel()`), deletes the Jobs still running with foreground
   propagation, so their pods go first.
+- keeps the run's state (state.json, masked) in a ConfigMap of its own that each pod mounts read-only where
+  the other engines put it (workflow/kubernetes_state.py): it is created before the first Job, brought up to
+  date before each Job is created (so a job sees its dependencies finished) and as jobs finish, and deleted
+  when the run ends, however it ends.
 
 - collects the job's outputs and vars (`set_output`/`set_var`, what process mode reads from the job's
   workflow-output.json) from the one line the job's runner prints after its steps, signed with the same
@@ -29,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from runnerlib.workflow import state
-from runnerlib.workflow.kubernetes import RenderOptions, job_manifest, job_name
-from runnerlib.workflow.local_runner import JobNode, LocalWorkflowRunner
+from runnerlib.workflow.kubernetes import RenderOptions, dns_label, job_manifest, job_name, run_labels
+from runnerlib.workflow.kubernetes_state import StatePublisher
+from runnerlib.workflow.local_runner import JobNode, LocalWorkflowRunner, WorkflowRunResult
 from runnerlib.workflow.models import Workflow, WorkflowError, WorkflowJob
 
 __all__ = ["KubernetesWorkflowRunner", "kubernetes_api"]
@@ -96,6 +101,24 @@ class KubernetesWorkflowRunner(LocalWorkflowRunner):
         self._keys: dict[str, Any] = {}
         self._triggered: dict[str, list[dict[str, Any]]] = {}
         self._outputs: dict[str, dict[str, Any]] = {}  # node name -> its verified workflow_output document
+        workflow_id, run_id = self.workflow.effective_id, self.options.run_id
+        self.options.state_configmap = dns_label(f"{workflow_id}-{run_id}-state")
+        self._state = StatePublisher(self._core, namespace, self.options.state_configmap,
+                                     run_labels(workflow_id, run_id), self.echo)
+
+    def run(self) -> WorkflowRunResult:
+        """Run the workflow (LocalWorkflowRunner.run); the state ConfigMap is deleted however the run ends."""
+        try:
+            return super().run()
+        finally:
+            self._state.delete()
+
+    def _save_state(self) -> None:
+        super()._save_state()
+        self._publish_state()
+
+    def _publish_state(self) -> None:
+        self._state.publish(self._state_data, self.registry)
 
     def _unapplied_settings(self) -> list[str]:
         return []  # the Job manifest applies image, resources, run_as and capabilities
@@ -129,6 +152,9 @@ class KubernetesWorkflowRunner(LocalWorkflowRunner):
             node.workspace = workspace
             manifest = self._manifest(node)
             name = manifest["metadata"]["name"]
+            # The pod reads the state when it starts: it must already show this job's dependencies finished
+            # (the main loop saves the state only after it submitted every job it could start).
+            self._publish_state()
             self._batch.create_namespaced_job(self.namespace, manifest)  # type: ignore[arg-type]
             self.echo(f"[{node.name}] created Job {self.namespace}/{name}")
             logs = threading.Thread(target=self._stream_logs, args=(node, name), name=f"logs-{name}",

@@ -566,9 +566,13 @@ class LocalWorkflowRunner:
 
     # --- the run ------------------------------------------------------------------------------------------
 
+    def _state_data(self) -> dict[str, Any]:
+        """The run's state as state.json holds it: a snapshot, taken from any thread."""
+        return {"workflow": self.workflow.effective_id, "run_id": self.run_id,
+                "jobs": {name: node.state_entry() for name, node in list(self.nodes.items())}}
+
     def _save_state(self) -> None:
-        data = {"workflow": self.workflow.effective_id, "run_id": self.run_id,
-                "jobs": {name: node.state_entry() for name, node in self.nodes.items()}}
+        data = self._state_data()
         state.update_json(self.state_file, {}, lambda _old: data)
 
     def _start(self, node: JobNode) -> None:

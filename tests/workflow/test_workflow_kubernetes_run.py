@@ -126,7 +126,8 @@ def test_outputs_and_vars_come_back_from_pods_as_signed_lines(tmp_path: Path) ->
             assert fragment not in text
 
 
-def test_sigterm_deletes_running_jobs_with_foreground_propagation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_deletes_running_jobs_with_foreground_propagation(tmp_path: Path, signum: int) -> None:
     slow = "id: slow\nname: slow\njobs:\n  sleeper:\n    command: echo started; sleep 60\n"
     wf = tmp_path / "wf.yaml"
     with FakeCluster(tmp_path) as cluster:
@@ -138,7 +139,7 @@ def test_sigterm_deletes_running_jobs_with_foreground_propagation(tmp_path: Path
                                 start_new_session=True)
         cluster.wait_for(lambda: any(b"started" in bytes(v) for v in cluster.logs.values()))
         started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         out, _ = proc.communicate(timeout=60)
         assert time.monotonic() - started < 30, out
         cluster.wait_for(lambda: not cluster.jobs() and cluster.deleted)
@@ -146,6 +147,9 @@ def test_sigterm_deletes_running_jobs_with_foreground_propagation(tmp_path: Path
         # The one Job was deleted with foreground propagation (its pods first), as a real cluster needs.
         deletes = [r for r in cluster.requests() if r.method == "DELETE" and "/jobs/" in str(r.url)]
         assert deletes and all("Foreground" in str(r.data or r.params) for r in deletes)
+        # The run's state ConfigMap went with its Jobs.
+        assert [r for r in cluster.requests() if r.method == "DELETE" and "/configmaps/" in str(r.url)]
+        assert cluster.core.list_namespaced_config_map("default").items == []
     assert "deleted Job default/" in out and "(foreground)" in out
     assert "cancelled" in out
     assert proc.returncode != 0
