@@ -171,14 +171,20 @@ def test_many_patterns_sharing_a_public_head_get_keys_with_secret_bytes() -> Non
     assert len(matcher.literal_keys(patterns, group_max=len(patterns))) == 1
 
 
-def test_hyperscan_split_compile_then_whole_gives_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def go(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Hyperscan compiling split (keys in two databases) from 4 keys; the whole database waits for the event."""
     if "hyperscan" not in available_engines():
         pytest.skip("hyperscan does not import on this machine")
     monkeypatch.setattr(matcher, "SPLIT_MIN_KEYS", 4)
     monkeypatch.setattr(matcher, "_cpu_count", lambda: 2)
-    go = threading.Event()
+    event = threading.Event()
     whole = matcher._compile_whole
-    monkeypatch.setattr(matcher, "_compile_whole", lambda ref, keys: (go.wait(60), whole(ref, keys)))
+    monkeypatch.setattr(matcher, "_compile_whole", lambda ref, keys: (event.wait(60), whole(ref, keys)))
+    return event
+
+
+def test_hyperscan_split_compile_then_whole_gives_the_same_answer(go: threading.Event) -> None:
     patterns = [v for s in (b"s3cr3t-value-%d!" % i for i in range(8)) for v in secret_variants(s)]
     text = b" ".join(patterns[::3]) + b" and plain text"
     expected = sorted(build_matcher(patterns, "reference").find(text))
@@ -191,16 +197,9 @@ def test_hyperscan_split_compile_then_whole_gives_the_same_answer(monkeypatch: p
     assert sorted(m.find(text)) == expected
 
 
-def test_every_form_masked_by_a_split_keyed_base_before_and_after_the_swap(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_form_masked_by_a_split_keyed_base_before_and_after_the_swap(go: threading.Event) -> None:
     """The registry of a large set (keys in two databases, then the whole database): every encoded form of a
     secret, and its base64 wrapped at 76 columns inside a document, are masked in both states."""
-    if "hyperscan" not in available_engines():
-        pytest.skip("hyperscan does not import on this machine")
-    monkeypatch.setattr(matcher, "SPLIT_MIN_KEYS", 4)
-    monkeypatch.setattr(matcher, "_cpu_count", lambda: 2)
-    go = threading.Event()
-    whole = matcher._compile_whole
-    monkeypatch.setattr(matcher, "_compile_whole", lambda ref, keys: (go.wait(60), whole(ref, keys)))
     secrets = [b"s3cr3t&value/%d+x=y" % i for i in range(6)]
     registry = SecretRegistry()
     registry.add_many(secrets, source="test")
