@@ -74,7 +74,7 @@ def _load_network() -> None:
         from runnerlib.security import netforward
         from runnerlib.security.lowlevel import nftables
 
-        nftables.preload()  # for steps whose network policy needs rules in their own namespace
+        nftables.prepare()  # the redirect batch of `full` in a step's own namespace (not libnftables)
         _netforward = netforward
         gc.freeze()  # the new objects too: keep their pages shared with the forked children
 
