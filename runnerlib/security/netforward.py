@@ -1,13 +1,14 @@
 """The step-side half of the network policy: the step's own network namespace and the runner-side forwarder.
 
-Runs in the fork server's step process before it drops privileges (`enter_network(request)`, the request made
-by `runnerlib.security.network.plan_network`). The forwarder is forked first, so it stays in the runner's
-namespace; the step process then moves into a new network namespace (and a user namespace when the runner is
-unprivileged), brings lo up, adds the plan's addresses and listeners (and, for `full` without a host rule,
-local default routes and an nftables redirect of every TCP connection), and hands the sockets over.
+The step's supervisor forks the forwarder before the step (`start_forwarder`), so it stays in the runner's
+namespace. The step process, before it drops privileges (`enter_network(request, channel)`, the request made
+by `runnerlib.security.network.plan_network`), moves into a new network namespace (and a user namespace when
+the runner is unprivileged), brings lo up, adds the plan's addresses and listeners (and, for `full` without a
+host rule, local default routes and an nftables redirect of every TCP connection), and hands the sockets over.
 The forwarder only ever connects to the plan's targets, or for a redirected connection to its original
 destination when that is not a metadata address; it exits when the step's main process exits. It is two
-processes, both named rl-netforward: a watcher and, beneath it, the relay. If the relay ends first (killed,
+processes, both named rl-netforward: a watcher and, beneath it, the relay (forked at the step's first
+connection or DNS query). If the relay ends first (killed,
 out of memory, a bug), the watcher writes one line naming the cause on the step's stderr and stops the step
 (SIGTERM, SIGKILL 5 s later): a clear failure instead of a step dying of SIGPIPE (141) on a cut connection.
 """
