@@ -128,12 +128,21 @@ def start_forwarder(channel: int) -> int:
     stderr, the listening sockets; nothing if the step failed before: then it exits), and forks the relay
     only when the step first uses the network (a connection or a DNS query waiting on a socket: the kernel
     queues it meanwhile). It exits when the step's main process exits."""
-    pid = os.fork()
+    # Named before the fork, so that it is never seen without its name (a namespace's init counting the
+    # step's leftovers would count it); the supervisor takes its own name back at once.
+    with open("/proc/thread-self/comm", "rb") as f:
+        own = f.read().strip().decode(errors="replace")
+    prctl.set_name(FORWARDER_COMM)
+    try:
+        pid = os.fork()
+    except OSError:
+        prctl.set_name(own)
+        raise
     if pid:
+        prctl.set_name(own)
         return pid
     code = 0
     try:
-        prctl.set_name(FORWARDER_COMM)  # not counted as a process the step left behind
         # Nothing of the supervisor's: the step's output and status pipes must close when it ends.
         null = os.open(os.devnull, os.O_RDWR)
         for target in (0, 1, 2):

@@ -251,7 +251,8 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, s
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
         low = 3
-        for keep in sorted({errpipe, ruleset.fd if ruleset is not None else errpipe, net_channel if net_channel >= 0 else errpipe}):
+        keep_fds = {errpipe, ruleset.fd if ruleset is not None else errpipe, net_channel if net_channel >= 0 else errpipe}
+        for keep in sorted(keep_fds):
             os.closerange(low, keep)
             low = keep + 1
         os.closerange(low, 1 << 16)
@@ -304,17 +305,19 @@ def _net_request(req: dict) -> dict | None:
     return req.get("net") or (req.get("plan") or {}).get("net")
 
 
-def _start_forwarder(req: dict) -> int:
-    """The step's end of the channel to its network forwarder, forked now (netforward.start_forwarder), or
-    -1 when the step has no network of its own."""
-    if not _net_request(req):
-        return -1
-    ours, theirs = _netforward.open_channel()
-    try:
-        _netforward.start_forwarder(ours)
-    finally:
-        os.close(ours)
-    return theirs
+def _net_channel(req: dict) -> tuple[int, int]:
+    """(forwarder's end, step's end) of the channel to the step's network forwarder, or (-1, -1) when the step
+    has no network of its own."""
+    return _netforward.open_channel() if _net_request(req) else (-1, -1)
+
+
+def _fork_forwarder(ours: int) -> None:
+    """Fork the step's network forwarder (netforward.start_forwarder) on its end of the channel, if any."""
+    if ours >= 0:
+        try:
+            _netforward.start_forwarder(ours)
+        finally:
+            os.close(ours)
 
 
 def _read_all(fd: int) -> bytes:
@@ -418,11 +421,12 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
     if os.getppid() != (0 if as_init else zygote):  # an init's parent lies outside its namespace: 0
         os._exit(1)
     os.close(ctl)
-    # Before the namespaces: unprivileged, the forwarder then stays out of the step's PID namespace.
-    net_channel = _start_forwarder(req)
+    forwarder, net_channel = _net_channel(req)
     if as_init:
-        _supervise_as_init(req, stdio, status, programs, ruleset, net_channel)
+        _supervise_as_init(req, stdio, status, programs, ruleset, net_channel, forwarder)
         return
+    # Before the namespaces: unprivileged, the forwarder then stays out of the step's PID namespace.
+    _fork_forwarder(forwarder)
     ns = (req.get("plan") or {}).get("ns")
     if ns:
         try:
@@ -488,7 +492,7 @@ def _reap_exited() -> bool:
 
 
 def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[bool, seccomp.Filter],
-                       ruleset: landlock.Ruleset | None, net_channel: int = -1) -> None:
+                       ruleset: landlock.Ruleset | None, net_channel: int = -1, forwarder: int = -1) -> None:
     """S as pid 1 of the step's namespaces (root): one process fewer on the path than init beneath S."""
     me = namespaces.outer_pid()
     # The step makes the private mounts, in a mount namespace of its own: this init forks it first thing,
@@ -502,6 +506,8 @@ def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[
     if started:
         step = _outer_pid_of_only_child(me) or me
         _send_event(status, {"event": "started", "pid": step, "supervisor": me})
+    # After the step is found as this init's only child; the step's hand-over waits in the socket meanwhile.
+    _fork_forwarder(forwarder)
     # As pid 1, an unhandled signal is simply not delivered. Set here, after the step is told to have
     # started: the step was forked with the server's caught SIGINT, which its exec reset to the default.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
