@@ -118,9 +118,8 @@ def open_channel() -> tuple[int, int]:
 
 
 def start_forwarder(channel: int) -> int:
-    """In the supervisor, before it forks the step: fork the forwarder (its pid). It stays in the runner's
-    network namespace (and, unprivileged, outside the step's PID namespace: the supervisor has not made it
-    yet); the supervisor is a subreaper, so the forwarder is never a child of the step (a step that waits for
+    """In the supervisor: fork the forwarder (its pid). It stays in the runner's network namespace (and,
+    unprivileged, outside the step's PID namespace: the supervisor forks it before making that); the supervisor is a subreaper, so the forwarder is never a child of the step (a step that waits for
     all its children, an init such as tini, must not wait for it). Forked here rather than by the step, the
     forwarder costs the step's start one fork less, and no wait.
 
