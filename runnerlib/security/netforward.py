@@ -119,8 +119,9 @@ def open_channel() -> tuple[int, int]:
 
 def start_forwarder(channel: int) -> int:
     """In the supervisor: fork the forwarder (its pid). It stays in the runner's network namespace (and,
-    unprivileged, outside the step's PID namespace: the supervisor forks it before making that); the supervisor is a subreaper, so the forwarder is never a child of the step (a step that waits for
-    all its children, an init such as tini, must not wait for it). Forked here rather than by the step, the
+    unprivileged, outside the step's PID namespace: the supervisor forks it before making that); it is the
+    supervisor's child, never the step's (a step that waits for all its children, an init such as tini, must
+    not wait for it). Forked here rather than by the step, the
     forwarder costs the step's start one fork less, and no wait.
 
     The forwarder waits for the step's hand-over on `channel` (a pidfd of the step's main process, its
