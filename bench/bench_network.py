@@ -11,7 +11,9 @@ a list) and runs `/bin/true` as an untrusted step through the fork server until 
   full+conn   the same Python step connecting directly under `full`
   full-ns     `full` through the step's own namespace and the transparent forwarder (what an unprivileged
               runner uses; as root forced here for comparison), and full-ns+conn connecting through it
-Samples are interleaved so that machine noise hits every policy alike.
+Samples are interleaved so that machine noise hits every policy alike. The last column is each policy's cost
+over `none` (no namespace, no forwarder): what its network set-up adds to a step, the median of per-round
+differences (robust to load that comes in bursts on a shared machine).
 
     .venv/bin/python bench/bench_network.py [--samples 100]
 """
@@ -105,8 +107,9 @@ def main() -> None:
         base = statistics.median(times["full+conn" if name.endswith("+conn") else "full"])
         med = statistics.median(samples)
         q = statistics.quantiles(samples, n=10)
-        print(f"  {name:<10} {med:7.2f} ms  (+{med - base:5.2f} ms, x{med / base:4.2f} of its full baseline)"
-              f"  p10 {q[0]:6.2f}  p90 {q[-1]:6.2f}")
+        over_none = statistics.median(a - b for a, b in zip(samples, times["none"], strict=True))
+        print(f"  {name:<12} {med:7.2f} ms  (+{med - base:5.2f} ms, x{med / base:4.2f} of its full baseline)"
+              f"  p10 {q[0]:6.2f}  p90 {q[-1]:6.2f}  over none {over_none:+6.2f} ms")
 
 
 if __name__ == "__main__":

@@ -202,8 +202,8 @@ def private_mount_rules(ns: dict) -> list[tuple[str, bool]]:
     return rules
 
 
-# The network forwarder (netforward.py) forks from the step before it joins its network namespace, so it
-# lives in the step's PID namespace; it is the runner's helper, not something the step left behind.
+# The network forwarder (netforward.py), forked by the supervisor: as root that is the init of the step's PID
+# namespace, so it lives there; it is the runner's helper, not something the step left behind.
 FORWARDER_COMM = "rl-netforward"
 
 

@@ -1,13 +1,14 @@
 """The step-side half of the network policy: the step's own network namespace and the runner-side forwarder.
 
-Runs in the fork server's step process before it drops privileges (`enter_network(request)`, the request made
-by `runnerlib.security.network.plan_network`). The forwarder is forked first, so it stays in the runner's
-namespace; the step process then moves into a new network namespace (and a user namespace when the runner is
-unprivileged), brings lo up, adds the plan's addresses and listeners (and, for `full` without a host rule,
-local default routes and an nftables redirect of every TCP connection), and hands the sockets over.
+The step's supervisor forks the forwarder before the step (`start_forwarder`), so it stays in the runner's
+namespace. The step process, before it drops privileges (`enter_network(request, channel)`, the request made
+by `runnerlib.security.network.plan_network`), moves into a new network namespace (and a user namespace when
+the runner is unprivileged), brings lo up, adds the plan's addresses and listeners (and, for `full` without a
+host rule, local default routes and an nftables redirect of every TCP connection), and hands the sockets over.
 The forwarder only ever connects to the plan's targets, or for a redirected connection to its original
 destination when that is not a metadata address; it exits when the step's main process exits. It is two
-processes, both named rl-netforward: a watcher and, beneath it, the relay. If the relay ends first (killed,
+processes, both named rl-netforward: a watcher and, beneath it, the relay (forked at the step's first
+connection or DNS query). If the relay ends first (killed,
 out of memory, a bug), the watcher writes one line naming the cause on the step's stderr and stops the step
 (SIGTERM, SIGKILL 5 s later): a clear failure instead of a step dying of SIGPIPE (141) on a cut connection.
 """
@@ -109,50 +110,85 @@ def _private_hosts(text: str) -> None:
         os.unlink(path)
 
 
-def enter_network(request: dict[str, Any]) -> None:
-    """In the step process, before it drops privileges: fork the forwarder, then move into a new network
-    namespace with lo up, the plan's addresses on lo and a listener per forward, handed to the forwarder."""
+def open_channel() -> tuple[int, int]:
+    """(forwarder's end, step's end) of the socket over which the step hands its network to the forwarder.
+    Made by the supervisor before it forks the forwarder (`start_forwarder`) and the step (`enter_network`)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return ours.detach(), theirs.detach()
+
+
+def start_forwarder(channel: int) -> int:
+    """In the supervisor: fork the forwarder (its pid). It stays in the runner's network namespace (and,
+    unprivileged, outside the step's PID namespace: the supervisor forks it before making that); it is the
+    supervisor's child, never the step's (a step that waits for all its children, an init such as tini, must
+    not wait for it). Forked here rather than by the step, the
+    forwarder costs the step's start one fork less, and no wait.
+
+    The forwarder waits for the step's hand-over on `channel` (a pidfd of the step's main process, its
+    stderr, the listening sockets; nothing if the step failed before: then it exits), and forks the relay
+    only when the step first uses the network (a connection or a DNS query waiting on a socket: the kernel
+    queues it meanwhile). It exits when the step's main process exits."""
+    # Named before the fork, so that it is never seen without its name (a namespace's init counting the
+    # step's leftovers would count it); the supervisor takes its own name back at once.
+    with open("/proc/thread-self/comm", "rb") as f:
+        own = f.read().strip().decode(errors="replace")
+    prctl.set_name(FORWARDER_COMM)
+    try:
+        pid = os.fork()
+    except OSError:
+        prctl.set_name(own)
+        raise
+    if pid:
+        prctl.set_name(own)
+        return pid
+    code = 0
+    try:
+        # Nothing of the supervisor's: the step's output and status pipes must close when it ends.
+        null = os.open(os.devnull, os.O_RDWR)
+        for target in (0, 1, 2):
+            os.dup2(null, target)
+        os.closerange(3, channel)
+        os.closerange(channel + 1, 1 << 16)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        # A relay writing to a connection the peer closed gets EPIPE, not a fatal SIGPIPE.
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        _forward(channel)
+    except BaseException:  # noqa: BLE001 - nothing to report to; the step sees refused connections
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _forward(channel: int) -> None:
+    ctl = socket.socket(fileno=channel)
+    data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 20, 1024)
+    ctl.close()
+    if len(data) < 4 or len(fds) < 2:
+        return  # the step never got to its network (refused before): nothing to serve
+    (size,) = struct.unpack_from("I", data)
+    entries = json.loads(data[4:4 + size])
+    step_fd, report, socks = fds[0], fds[1], fds[2:]
+    if len(socks) != len(entries):
+        return
+    # Lazy: no relay until a socket has something waiting (most steps never use the network).
+    if socks and step_fd not in select.select([step_fd, *socks], [], [])[0]:
+        relay = os.fork()
+        if relay == 0:
+            os.close(report)
+            _serve_forwards(list(zip(socks, entries, strict=True)), step_fd)
+            os._exit(0)
+        for fd in socks:
+            os.close(fd)
+        _watch(relay, step_fd, report)
+
+
+def enter_network(request: dict[str, Any], channel: int) -> None:
+    """In the step process, before it drops privileges: move into a new network namespace with lo up, the
+    plan's addresses on lo and a listener per forward, and hand them to the forwarder over `channel` (with a
+    pidfd of this process and its stderr); `channel` is closed either way."""
+    ours = socket.socket(fileno=channel)
     forwards = [(str(a), int(p)) for a, p in request.get("forwards", [])]
-    step_pid = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # the forwarder: stays in the runner's namespace
-        code = 0
-        try:
-            # Forked twice, so that it is the supervisor's (the subreaper's) child and not the step's: a step
-            # that waits for all its children (an init such as tini, wait(-1) loops) must not wait for it.
-            if os.fork() != 0:
-                os._exit(0)
-            prctl.set_name(FORWARDER_COMM)  # not counted as a process the step left behind
-            ours.close()
-            # The step's stderr, kept by the watcher only: where an early end of the relay is told.
-            report = os.dup(2)
-            # Hold none of the step's other descriptors: its output pipes and status pipe must close when it
-            # ends (the watcher exits with the step too).
-            null = os.open(os.devnull, os.O_RDWR)
-            for target in (0, 1, 2):
-                os.dup2(null, target)
-            low = 3
-            for keep in sorted((theirs.fileno(), report)):
-                os.closerange(low, keep)
-                low = keep + 1
-            os.closerange(low, 1 << 16)
-            # A pidfd, not PR_SET_PDEATHSIG: the step drops to another uid, and a parent of another uid
-            # cannot deliver the death signal to a root forwarder.
-            step_fd = os.pidfd_open(step_pid)
-            relay = os.fork()
-            if relay == 0:
-                os.close(report)
-                _serve_forwards(theirs, step_fd)
-                os._exit(0)
-            theirs.close()
-            _watch(relay, step_fd, report)
-        except BaseException:  # noqa: BLE001 - nothing to report to; the step sees refused connections
-            code = 1
-        finally:
-            os._exit(code)
-    theirs.close()
-    os.waitpid(pid, 0)
     try:
         try:
             # Plain first: the step may already hold CAP_SYS_ADMIN in a user namespace of its own.
@@ -174,7 +210,14 @@ def enter_network(request: dict[str, Any]) -> None:
         if request.get("hosts"):
             _private_hosts(request["hosts"])
         header = json.dumps([meta for _sock, meta in entries]).encode()
-        socket.send_fds(ours, [struct.pack("I", len(header)) + header], [sock.fileno() for sock, _ in entries])
+        # A pidfd, not PR_SET_PDEATHSIG: the step drops to another uid, and a parent of another uid cannot
+        # deliver the death signal to a root forwarder.
+        me = os.pidfd_open(os.getpid())
+        try:
+            socket.send_fds(ours, [struct.pack("I", len(header)) + header],
+                            [me, 2, *(sock.fileno() for sock, _ in entries)])
+        finally:
+            os.close(me)
         for sock, _meta in entries:
             sock.close()
     finally:
@@ -244,7 +287,7 @@ def _transparent_setup(request: dict[str, Any]) -> list[tuple[socket.socket, dic
     """Inside the new namespace: local default routes, the redirecting nftables rules, and the sockets the
     forwarder serves (one transparent listener per family, one UDP socket per nameserver)."""
     entries: list[tuple[socket.socket, dict[str, Any]]] = []
-    rules = []
+    ports: dict[str, int] = {}
     for family, loop, nat in ((socket.AF_INET, "127.0.0.1", "ip"), (socket.AF_INET6, "::1", "ip6")):
         try:
             _add_local_default(family)
@@ -253,33 +296,22 @@ def _transparent_setup(request: dict[str, Any]) -> list[tuple[socket.socket, dic
             if family == socket.AF_INET:
                 raise
             continue  # no IPv6 in this kernel: IPv4 only
-        port = sock.getsockname()[1]
+        ports[nat] = sock.getsockname()[1]
         entries.append((sock, {"kind": "transparent"}))
-        lo_net = "127.0.0.0/8" if nat == "ip" else "::1"
-        rules += [f"add table {nat} runnerlib",
-                  f"add chain {nat} runnerlib out {{ type nat hook output priority -100; policy accept; }}",
-                  f"add rule {nat} runnerlib out {nat} daddr != {lo_net} meta l4proto tcp redirect to :{port}"]
-    nftables.run("\n".join(rules) + "\n")
+    # A prepared nfnetlink batch (nftables.redirect_ruleset's rules), not libnftables: 1.8 ms less per step.
+    nftables.send_batch(nftables.redirect_batch(ports))
     for server in request.get("dns", []):
         entries.append((_listener(server, 53, socket.SOCK_DGRAM), {"kind": "dns", "target": [server, 53]}))
     return entries
 
 
-def _serve_forwards(ctl: socket.socket, step_fd: int) -> None:
-    """The forwarder: accept on each in-namespace socket and relay out here (to the entry's fixed target, or
+def _serve_forwards(served: list[tuple[int, dict[str, Any]]], step_fd: int) -> None:
+    """The relay: accept on each in-namespace socket and relay out here (to the entry's fixed target, or
     for a transparent listener to the connection's original destination unless it is a metadata address);
     exit when the step's main process exits (its pidfd becomes readable)."""
-    data, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 20, 1024)
-    ctl.close()
-    if len(data) < 4:
-        return
-    (size,) = struct.unpack_from("I", data)
-    entries = json.loads(data[4:4 + size])
-    if len(fds) != len(entries):
-        return
     sel = selectors.DefaultSelector()
     sel.register(step_fd, selectors.EVENT_READ, None)
-    for fd, meta in zip(fds, entries, strict=True):
+    for fd, meta in served:
         sel.register(socket.socket(fileno=fd), selectors.EVENT_READ, meta)
     while True:
         for key, _ev in sel.select():

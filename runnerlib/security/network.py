@@ -24,8 +24,8 @@ step (`plan_network` refuses, naming what is missing, when the mechanism is not 
 The step-side half (namespace set-up and the forwarder) is runnerlib.security.netforward.
 The namespace is created in the step process before it drops privileges: as root, unshare(CLONE_NEWNET);
 unprivileged, unshare(CLONE_NEWUSER | CLONE_NEWNET) with an identity uid/gid map, so the step keeps no
-capability after execve (its uid is not 0 in the namespace). The forwarder is forked before the unshare, so
-it stays in the runner's namespace; it receives the listening sockets over a socketpair, exits with the
+capability after execve (its uid is not 0 in the namespace). The forwarder is forked by the step's supervisor
+before the step, so it stays in the runner's namespace; it receives the listening sockets over a socketpair, exits with the
 step's main process (a pidfd) and only ever connects to the targets in the plan (or, transparent, to a
 connection's original destination that is not a metadata address).
 

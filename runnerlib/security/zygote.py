@@ -74,7 +74,7 @@ def _load_network() -> None:
         from runnerlib.security import netforward
         from runnerlib.security.lowlevel import nftables
 
-        nftables.preload()  # for steps whose network policy needs rules in their own namespace
+        nftables.prepare()  # the redirect batch of `full` in a step's own namespace (not libnftables)
         _netforward = netforward
         gc.freeze()  # the new objects too: keep their pages shared with the forked children
 
@@ -240,9 +240,10 @@ def _ignore(_sig: int, _frame: object) -> None:
 
 
 def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, seccomp.Filter],
-               ruleset: landlock.Ruleset | None, mounts: bool = False) -> None:
+               ruleset: landlock.Ruleset | None, mounts: bool = False, net_channel: int = -1) -> None:
     """In the step process G: wire stdio, new session, (`mounts`: the step's private mounts, in a mount
-    namespace of its own), apply the plan, exec. Never returns."""
+    namespace of its own), (`net_channel`: its network, handed to the forwarder), apply the plan, exec.
+    Never returns."""
     supervisor = os.getppid()
     stage = "stdio"
     report: dict[str, Any]
@@ -250,7 +251,8 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, s
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
         low = 3
-        for keep in sorted({errpipe, ruleset.fd if ruleset is not None else errpipe}):
+        keep_fds = {errpipe, ruleset.fd if ruleset is not None else errpipe, net_channel if net_channel >= 0 else errpipe}
+        for keep in sorted(keep_fds):
             os.closerange(low, keep)
             low = keep + 1
         os.closerange(low, 1 << 16)
@@ -260,14 +262,12 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, s
             _make_private_mounts(req)
         # The server catches SIGPIPE, SIGXFSZ, SIGTERM and SIGINT with a handler that does nothing (serve):
         # execve resets caught signals to their default action, so the step gets the defaults without a
-        # call here. The network forwarder forks from here and never execs: it gets them explicitly.
+        # call here.
         plan = req.get("plan")
-        net = req.get("net") or (plan or {}).get("net")
+        net = _net_request(req)
         if net:
             stage = "network"  # before the identity switch: a namespace needs the runner's rights
-            for sig in _CAUGHT_SIGNALS:
-                signal.signal(sig, signal.SIG_DFL)
-            _netforward.enter_network(net)
+            _netforward.enter_network(net, net_channel)
         if plan is not None:
             _apply_plan(plan, supervisor, programs, ruleset)
         else:
@@ -299,6 +299,25 @@ def _exec_step(req: dict, stdio: list[int], errpipe: int, programs: dict[bool, s
         os.write(errpipe, json.dumps(report).encode())
     finally:
         os._exit(int(report["code"]))
+
+
+def _net_request(req: dict) -> dict | None:
+    return req.get("net") or (req.get("plan") or {}).get("net")
+
+
+def _net_channel(req: dict) -> tuple[int, int]:
+    """(forwarder's end, step's end) of the channel to the step's network forwarder, or (-1, -1) when the step
+    has no network of its own."""
+    return _netforward.open_channel() if _net_request(req) else (-1, -1)
+
+
+def _fork_forwarder(ours: int) -> None:
+    """Fork the step's network forwarder (netforward.start_forwarder) on its end of the channel, if any."""
+    if ours >= 0:
+        try:
+            _netforward.start_forwarder(ours)
+        finally:
+            os.close(ours)
 
 
 def _read_all(fd: int) -> bytes:
@@ -337,7 +356,7 @@ def _private_mounts(req: dict) -> dict | None:
 
 
 def _init(req: dict, stdio: list[int], err_w: int, report_w: int, programs: dict[bool, seccomp.Filter],
-          ruleset: landlock.Ruleset | None) -> None:
+          ruleset: landlock.Ruleset | None, net_channel: int = -1) -> None:
     """In init I, pid 1 of the step's namespace (unprivileged runner: beneath the supervisor, which made
     the user namespace): private mounts, fork the step, reap, report. Never returns."""
     code = 1
@@ -351,8 +370,10 @@ def _init(req: dict, stdio: list[int], err_w: int, report_w: int, programs: dict
         pid = os.fork()
         if pid == 0:
             os.close(report_w)
-            _exec_step(req, stdio, err_w, programs, ruleset)
+            _exec_step(req, stdio, err_w, programs, ruleset, net_channel=net_channel)
         os.close(err_w)
+        if net_channel >= 0:
+            os.close(net_channel)  # the forwarder sees the step's end close if the step fails before
         if ruleset is not None:
             ruleset.close()
         for fd in stdio:
@@ -400,9 +421,12 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
     if os.getppid() != (0 if as_init else zygote):  # an init's parent lies outside its namespace: 0
         os._exit(1)
     os.close(ctl)
+    forwarder, net_channel = _net_channel(req)
     if as_init:
-        _supervise_as_init(req, stdio, status, programs, ruleset)
+        _supervise_as_init(req, stdio, status, programs, ruleset, net_channel, forwarder)
         return
+    # Before the namespaces: unprivileged, the forwarder then stays out of the step's PID namespace.
+    _fork_forwarder(forwarder)
     ns = (req.get("plan") or {}).get("ns")
     if ns:
         try:
@@ -416,10 +440,12 @@ def _supervise(req: dict, fds: list[int], ctl: int, zygote: int, programs: dict[
     def child(err_w: int) -> None:
         if ns:
             os.close(report_r)
-            _init(req, stdio, err_w, report_w, programs, ruleset)
-        _exec_step(req, stdio, err_w, programs, ruleset)
+            _init(req, stdio, err_w, report_w, programs, ruleset, net_channel)
+        _exec_step(req, stdio, err_w, programs, ruleset, net_channel=net_channel)
 
     pid, started = _start_step(stdio, status, ruleset, child)
+    if net_channel >= 0:
+        os.close(net_channel)
     if ns:
         os.close(report_w)
     if started:
@@ -466,17 +492,22 @@ def _reap_exited() -> bool:
 
 
 def _supervise_as_init(req: dict, stdio: list[int], status: int, programs: dict[bool, seccomp.Filter],
-                       ruleset: landlock.Ruleset | None) -> None:
+                       ruleset: landlock.Ruleset | None, net_channel: int = -1, forwarder: int = -1) -> None:
     """S as pid 1 of the step's namespaces (root): one process fewer on the path than init beneath S."""
     me = namespaces.outer_pid()
     # The step makes the private mounts, in a mount namespace of its own: this init forks it first thing,
     # before touching memory that the fork would make it copy twice (once before, once after), and stays
     # in the runner's mount namespace, where /proc numbers the step's processes by their outer pids.
     pid, started = _start_step(stdio, status, ruleset,
-                               lambda err_w: _exec_step(req, stdio, err_w, programs, ruleset, mounts=True))
+                               lambda err_w: _exec_step(req, stdio, err_w, programs, ruleset, mounts=True,
+                                                        net_channel=net_channel))
+    if net_channel >= 0:
+        os.close(net_channel)
     if started:
         step = _outer_pid_of_only_child(me) or me
         _send_event(status, {"event": "started", "pid": step, "supervisor": me})
+    # After the step is found as this init's only child; the step's hand-over waits in the socket meanwhile.
+    _fork_forwarder(forwarder)
     # As pid 1, an unhandled signal is simply not delivered. Set here, after the step is told to have
     # started: the step was forked with the server's caught SIGINT, which its exec reset to the default.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -579,7 +610,7 @@ def serve(ctl_fd: int) -> None:
             for fd in fds:
                 os.close(fd)
             continue
-        if req.get("net") or (req.get("plan") or {}).get("net"):
+        if _net_request(req):
             _load_network()
         ns = (req.get("plan") or {}).get("ns") or {}
         as_init = bool(ns) and not ns.get("user") and own_ns is not None
