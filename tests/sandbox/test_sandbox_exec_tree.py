@@ -166,7 +166,7 @@ if sys.argv[1] == "old-grant":  # the control: the pristine tree granted, as run
     policy = SandboxPolicy.for_workspace(root, read_write_paths=(src, os.path.join(root, "artifacts")))
 r = runnerlib.run_untrusted(["sh", "-c", sys.argv[2]], cwd=src, timeout=60, env={"PATH": "/usr/bin:/bin"},
                             policy=policy)
-print(r.output.strip())
+print(r.stdout.strip())  # not .output: stderr lines may come between
 """
 
 
@@ -188,5 +188,5 @@ def test_run_untrusted_outside_a_job_works_on_a_copy(workspace, grant):
         return
     assert not planted and (workspace.src / "own.txt").read_text() == "mine", done
     copy = workspace.root / UNTRUSTED_SRC
-    assert done.stdout.splitlines()[-2:] == ["mine", str(copy)], done  # after sh's refusals
+    assert done.stdout.splitlines() == ["mine", str(copy)], done
     assert (copy / "written-in-copy").read_text() == "copy\n"
