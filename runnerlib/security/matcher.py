@@ -218,9 +218,7 @@ class HyperscanMatcher:
         if len(tables.dbs) == 2 and len(data) >= PARALLEL_SCAN_MIN:
             # python-hyperscan releases the GIL while it scans: the second database in a helper thread.
             other: list[tuple[int, int]] = []
-            pending = _scan_pool().submit(self._scan, tables, 1, data, other)
-            self._scan(tables, 0, data, out)
-            pending.result()
+            _scan_helper().run_with(self._scan, (tables, 1, data, other), lambda: self._scan(tables, 0, data, out))
             out.extend(other)
             return out
         for i in range(len(tables.dbs)):
@@ -252,20 +250,47 @@ class HyperscanMatcher:
 # Writes at least this large scan two databases (a large set's keyed halves) in two threads at once: the hand-off
 # costs tens of microseconds, a scan of 1 MiB with two databases about 2 ms (the reads of `runnerlib mask`).
 PARALLEL_SCAN_MIN = 256 << 10
-_pool: Any = None
-_pool_lock = threading.Lock()
+_helper: _ScanHelper | None = None
+_helper_lock = threading.Lock()
 
 
-def _scan_pool() -> Any:
-    """One helper thread shared by every matcher (created at the first large write of a keyed matcher)."""
-    global _pool
-    if _pool is None:
-        with _pool_lock:
-            if _pool is None:
-                from concurrent.futures import ThreadPoolExecutor  # only for large keyed sets
+class _ScanHelper:
+    """One daemon thread running the scans handed to it, shared by every matcher. (Not a ThreadPoolExecutor:
+    its worker is not a daemon, and `runnerlib`'s quick exit joins every thread that is not one.)"""
 
-                _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runnerlib-mask-scan")
-    return _pool
+    def __init__(self) -> None:
+        import queue  # only for large keyed sets
+
+        self._jobs: Any = queue.SimpleQueue()
+        threading.Thread(target=self._run, daemon=True, name="runnerlib-mask-scan").start()
+
+    def _run(self) -> None:
+        while True:
+            fn, args, result = self._jobs.get()
+            try:
+                fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+                result.append(exc)
+            result.append(None)
+            result[0].set()
+
+    def run_with(self, fn: Callable[..., object], args: tuple[Any, ...], meanwhile: Callable[[], object]) -> None:
+        """Run fn(*args) in the helper thread and meanwhile() in this one; raise what either raised."""
+        result: list[Any] = [threading.Event()]
+        self._jobs.put((fn, args, result))
+        meanwhile()
+        result[0].wait()
+        if result[1] is not None:
+            raise result[1]
+
+
+def _scan_helper() -> _ScanHelper:
+    global _helper
+    if _helper is None:
+        with _helper_lock:
+            if _helper is None:
+                _helper = _ScanHelper()
+    return _helper
 
 
 def _whole_tables(plain: list[bytes]) -> _Tables:
