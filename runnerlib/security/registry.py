@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from runnerlib.security.masker import Masker
 from runnerlib.security.stream import DEFAULT_HOLD_CAP, IdleFlusher, MaskedStream
-from runnerlib.security.variants import secret_triggers, secret_variants
+from runnerlib.security.variants import secret_forms
 
 log = logging.getLogger("runnerlib.secrets")
 
@@ -107,8 +107,9 @@ class SecretRegistry:
         patterns: list[bytes] = []
         triggers: list[bytes] = []
         for v in values:
-            patterns.extend(secret_variants(v, min_length=self.min_length))
-            triggers.extend(secret_triggers(v, min_length=self.min_length))
+            masked, found_by = secret_forms(v, min_length=self.min_length)
+            patterns.extend(masked)
+            triggers.extend(found_by)
         self._masker.add(patterns, triggers=triggers)
 
     def _wait_for_streams(self) -> None:
