@@ -36,7 +36,7 @@ def base64_forms(value: bytes) -> list[bytes]:
     """
     forms = [base64.b64encode(value)]
     for shift in range(3):
-        encoded = base64.b64encode(b"\0" * shift + value)
+        encoded = base64.b64encode(b"\0" * shift + value) if shift else forms[0]
         whole_chars = (8 * (shift + len(value))) // 6  # characters made only of real bits
         first = -(-8 * shift // 6)  # characters that still carry bits of the preceding bytes
         forms.append(encoded[first:whole_chars])
@@ -169,19 +169,20 @@ def byte_list_forms(value: bytes) -> list[bytes]:
 def base32_forms(value: bytes) -> list[bytes]:
     """Base32 of `value` standalone (`base32`, with padding) and inside a longer encoding at each of the 5 byte
     alignments, the characters that carry bits of the neighbouring bytes trimmed (as base64_forms)."""
-    forms = [base64.b32encode(value)]
+    forms = [base64.b32encode(value)]  # pure Python in CPython 3.11: each shift computed once
     for shift in range(5):
-        encoded = base64.b32encode(b"\0" * shift + value)
+        encoded = base64.b32encode(b"\0" * shift + value) if shift else forms[0]
         forms.append(encoded[-(-8 * shift // 5):(8 * (shift + len(value))) // 5])
     return forms
 
 
-def double_base64_forms(value: bytes) -> list[bytes]:
+def double_base64_forms(value: bytes, inner: list[bytes] | None = None) -> list[bytes]:
     """Base64 of base64 (`base64 | base64`, the double encoding used to walk secrets past maskers): the outer
     encoding of the standalone inner one, and the outer encoding (at each alignment, trimmed) of each inner
     form found inside a longer document. (The outer trimmed forms of the standalone inner encoding start with
     those of its first trimmed form: not needed.)"""
-    inner = base64_forms(value)
+    if inner is None:  # base64_forms(value), if the caller has it
+        inner = base64_forms(value)
     out = dict.fromkeys([base64.b64encode(inner[0])])
     for trimmed in inner[1:]:
         out.update(dict.fromkeys(base64_forms(trimmed)[1:]))
@@ -219,15 +220,18 @@ def _quote_forms(value: bytes) -> list[bytes]:
             value.replace(b'"', b'\\"'), value.replace(b'"', b'""')]
 
 
-def encoded_forms(value: bytes) -> list[bytes]:
+def encoded_forms(value: bytes, b64: list[bytes] | None = None, percent: list[bytes] | None = None,
+                  b32: list[bytes] | None = None) -> list[bytes]:
     """Every encoding of `value` the masker knows: base64 (3 alignments), base64url, percent, hex, JSON, shell,
-    XML."""
-    b64 = base64_forms(value)
+    XML. (`b64`, `percent`, `b32`: base64_forms, percent_forms, base32_forms of `value`, if the caller has them.)"""
+    if b64 is None:
+        b64 = base64_forms(value)
     b64url = [f.replace(b"+", b"-").replace(b"/", b"_") for f in b64]
     return [
         *b64, *b64url, *(f.rstrip(b"=") for f in b64url),
-        *percent_forms(value), *hex_forms(value), *_json_forms(value), *_shell_forms(value), *_quote_forms(value),
-        *byte_list_forms(value), *base32_forms(value), *double_base64_forms(value),
+        *(percent_forms(value) if percent is None else percent), *hex_forms(value), *_json_forms(value),
+        *_shell_forms(value), *_quote_forms(value), *byte_list_forms(value),
+        *(base32_forms(value) if b32 is None else b32), *double_base64_forms(value, b64),
     ]
 
 
@@ -253,27 +257,33 @@ def secret_variants(value: bytes, *, min_length: int = 4) -> list[bytes]:
     >>> b"c2VjcmV0" in secret_variants(b"secret")   # base64 of "secret"
     True
     """
-    out: dict[bytes, None] = {value: None}
-    for form in plain_forms(value, min_length=min_length):
-        # A join of a short multi-line value ("ab\nc" joined is "abc") can be shorter than the value.
-        if len(form) < min_length:
-            continue
-        out.setdefault(form, None)
-        for enc in encoded_forms(form):
-            if len(enc) >= min_length:
-                out.setdefault(enc, None)
-    return [v for v in out if v]
+    return secret_forms(value, min_length=min_length)[0]
 
 
 def secret_triggers(value: bytes, *, min_length: int = 4) -> list[bytes]:
     """Trigger fragments (not masked themselves) that find `value`'s wrapped and dumped forms: base64, base32 and
     hex cut by line breaks at any width, `od`/`hexdump -C`/`xxd`/`xxd -i` dumps (runnerlib.security.wrapped)."""
-    out: dict[bytes, None] = {}
+    return secret_forms(value, min_length=min_length)[1]
+
+
+def secret_forms(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], list[bytes]]:
+    """`(secret_variants(value), secret_triggers(value))` at once: the encodings both need (base64, base32,
+    percent) are computed once (the registry's start-up batch of `runnerlib mask` computes 1,400 values' forms
+    before the first byte is scanned)."""
+    out: dict[bytes, None] = {value: None}
+    triggers: dict[bytes, None] = {}
     for form in plain_forms(value, min_length=min_length):
-        if len(form) >= min_length:
-            out.update(dict.fromkeys(wrap_triggers(form, wrappable_forms(form, base64_forms(form)))))
-            out.update(dict.fromkeys(mixed_case_triggers(form)))
-    return list(out)
+        # A join of a short multi-line value ("ab\nc" joined is "abc") can be shorter than the value.
+        if len(form) < min_length:
+            continue
+        out.setdefault(form, None)
+        b64, percent, b32 = base64_forms(form), percent_forms(form), base32_forms(form)
+        for enc in encoded_forms(form, b64, percent, b32):
+            if len(enc) >= min_length:
+                out.setdefault(enc, None)
+        triggers.update(dict.fromkeys(wrap_triggers(form, wrappable_forms(form, b64, b32[0].rstrip(b"=")))))
+        triggers.update(dict.fromkeys(mixed_case_triggers(form, percent)))
+    return [v for v in out if v], list(triggers)
 
 
 _LETTER_ESCAPE = re.compile(rb"%(?:[0-9a-f][a-f]|[a-f][0-9a-f])")
@@ -282,13 +292,13 @@ _UPPER_ESCAPE = re.compile(rb"%(?:[0-9A-F][A-F]|[A-F][0-9A-F])")
 MIXED_CASE_TRIGGER_MIN = 6
 
 
-def mixed_case_triggers(value: bytes) -> list[bytes]:
+def mixed_case_triggers(value: bytes, percent: list[bytes] | None = None) -> list[bytes]:
     """Triggers for percent forms whose escapes mix upper- and lowercase hex (`%2f` next to `%3A`): the longest
     piece of each lowercase percent form between escapes that have a hex letter (the same in every mix), when it
     is at least MIXED_CASE_TRIGGER_MIN bytes. A hit makes the wrapped view read its line with the escapes in
     uppercase, where the registered uppercase form matches."""
     out: dict[bytes, None] = {}
-    for form in percent_forms(value):
+    for form in percent_forms(value) if percent is None else percent:  # percent_forms(value), if the caller has it
         if _UPPER_ESCAPE.search(form) or not _LETTER_ESCAPE.search(form):
             continue  # the lowercase-hex twin of each form is enough: the pieces are the same
         pieces = _LETTER_ESCAPE.split(form)

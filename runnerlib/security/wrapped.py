@@ -396,8 +396,10 @@ def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:
     return list(out)
 
 
-def wrappable_forms(value: bytes, b64: list[bytes]) -> list[bytes]:
+def wrappable_forms(value: bytes, b64: list[bytes], b32: bytes | None = None) -> list[bytes]:
     """The forms of `value` that tools print wrapped: base64 (given), hex in lowercase (`xxd -p`), base32 as
-    `base32` prints it. (URL-safe base64 is for one-line tokens; uppercase hex dumps are rare: their triggers
-    would cost scanning speed for every secret.)"""
-    return list(dict.fromkeys([*b64, value.hex().encode(), base64.b32encode(value).rstrip(b"=")]))
+    `base32` prints it (`b32`, without padding, if the caller has it). (URL-safe base64 is for one-line tokens;
+    uppercase hex dumps are rare: their triggers would cost scanning speed for every secret.)"""
+    if b32 is None:
+        b32 = base64.b32encode(value).rstrip(b"=")
+    return list(dict.fromkeys([*b64, value.hex().encode(), b32]))

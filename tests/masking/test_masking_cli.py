@@ -103,3 +103,26 @@ def test_broken_pipe_is_quiet() -> None:
     p = subprocess.run(" ".join([*MASK]) + " < /dev/zero | head -c 10 > /dev/null", shell=True,
                        capture_output=True, timeout=120, executable="/bin/bash")
     assert b"Traceback" not in p.stderr
+
+
+def test_large_secret_set_large_input_masks_and_exits(tmp_path: pytest.TempPathFactory) -> None:
+    """Past matcher.SPLIT_MIN_KEYS patterns the set compiles as keys in two databases, and 1 MiB reads scan them in
+    two threads: every secret is masked, at both ends of a read, and the command exits (its quick exit joins every
+    thread that is not a daemon: a non-daemon scan helper hung it)."""
+    import random
+    import string
+
+    rnd = random.Random(12)
+    secrets = ["".join(rnd.choices(string.ascii_letters + string.digits, k=32)) for _ in range(400)]
+    f = tmp_path / "secrets.env"  # type: ignore[operator]
+    f.write_text("".join(f"S{i}={v}\n" for i, v in enumerate(secrets)))
+    filler = b"2026-12-05T08:00:00Z Building CXX object src/file.cpp.o 0123456789abcdef\n" * 20000
+    data = secrets[0].encode() + b"\n" + filler + b" ".join(s.encode() for s in secrets[::7]) + b"\n" + filler
+    data += secrets[-1].encode()
+    p = run(["--secrets-file", str(f)], data)
+    assert p.returncode == 0, p.stderr
+    assert_gone = [s for s in secrets if s.encode() in p.stdout]
+    assert not assert_gone
+    assert len(p.stdout) > len(data) - 400 * 32 and p.stdout.startswith(b"***\n") and p.stdout.endswith(b"***")
+    # Control: without the secrets file the values pass through.
+    assert secrets[7].encode() in run([], data).stdout

@@ -197,6 +197,25 @@ def test_hyperscan_split_compile_then_whole_gives_the_same_answer(go: threading.
     assert sorted(m.find(text)) == expected
 
 
+def test_hyperscan_two_databases_scanned_in_two_threads_give_the_same_answer(go: threading.Event,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large write scans the second keyed database in a helper thread: every occurrence of both halves is
+    reported once, as a scan of each database in turn reports them (and as the reference does)."""
+    patterns = [v for s in (b"s3cr3t-value-%d!" % i for i in range(8)) for v in secret_variants(s)]
+    filler = b"plain log text 0123456789abcdef\n" * 4096
+    text = b"".join(p + filler[: 997 * (i % 7)] for i, p in enumerate(patterns)) + filler * 2
+    assert len(text) >= matcher.PARALLEL_SCAN_MIN
+    m = build_matcher(patterns, "hyperscan")
+    assert len(m._tables.dbs) == 2
+    expected = sorted(build_matcher(patterns, "reference").find(text))
+    got = m.find(text)
+    assert sorted(got) == expected and len(got) == len(set(got))
+    # Control: the same write below the threshold (one thread, each database in turn) gives the same answer.
+    monkeypatch.setattr(matcher, "PARALLEL_SCAN_MIN", len(text) + 1)
+    assert sorted(m.find(text)) == expected
+    go.set()
+
+
 def test_every_form_masked_by_a_split_keyed_base_before_and_after_the_swap(go: threading.Event) -> None:
     """The registry of a large set (keys in two databases, then the whole database): every encoded form of a
     secret, and its base64 wrapped at 76 columns inside a document, are masked in both states."""

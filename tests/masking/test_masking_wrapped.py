@@ -43,7 +43,9 @@ def registry_of(*secrets: bytes) -> SecretRegistry:
 @pytest.fixture
 def no_wrapped_view(monkeypatch: pytest.MonkeyPatch) -> None:
     """The protection off: no trigger fragments, so the wrapped view never looks."""
-    monkeypatch.setattr(registry_module, "secret_triggers", lambda value, min_length=4: [])
+    forms = registry_module.secret_forms
+    monkeypatch.setattr(registry_module, "secret_forms",
+                        lambda value, min_length=4: (forms(value, min_length=min_length)[0], []))
 
 
 def wrap(encoded: bytes, width: int, eol: bytes = b"\n") -> bytes:
