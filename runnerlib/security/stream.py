@@ -66,6 +66,9 @@ class MaskedStream:
         self._closed = False
         self.last_write = time.monotonic()
         self.bytes_in = 0
+        # `sink(data, known-format prefixes of data)`, for bytes passed on unchanged (see
+        # MaskSnapshot.find_with_known): the known-formats stage then needs no scan of its own.
+        self.scanned_sink: Callable[[bytes, list[tuple[int, int]]], object] | None = None
 
     @property
     def closed(self) -> bool:
@@ -94,7 +97,11 @@ class MaskedStream:
                 self._emit_plain(buf)
                 return n
             line_start = self._line_start
-            occurrences = snap.find(buf, line_start)
+            known = None
+            if self.scanned_sink is not None:
+                occurrences, known = snap.find_with_known(buf, line_start)
+            else:
+                occurrences = snap.find(buf, line_start)
             candidate = bool(snap.triggers) and quick_candidate(buf, line_start)
             live = snap.live_start(buf, line_start, candidate)
             # An encoding or dump line at the end is kept (already emitted) so the next write sees it whole.
@@ -104,7 +111,10 @@ class MaskedStream:
                 self._buf = b""
                 self._masked_until = -1
                 self._line_start = buf[-1] == 0x0A
-                self._sink(buf)
+                if known is not None:
+                    self.scanned_sink(buf, known)  # type: ignore[misc]
+                else:
+                    self._sink(buf)
                 return n
             limit = max(live, len(buf) - self._hold_cap)
             out: list[bytes] = []
