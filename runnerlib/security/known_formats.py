@@ -519,6 +519,12 @@ class KnownFormatsFilter:
         # A token in progress, or a short write after a possible prefix start: scan with the context.
         self._process(self._pending + data, final=False)
 
+    def write_scanned(self, data: bytes, hits: list[tuple[int, int]], start: int, stop: int) -> None:
+        """`write(data)` for data = buf[start:stop] of a buffer whose prefix literals `hits` (the prefilter's
+        literal answer, at most DENSE_HITS of them) are known: those wholly inside the slice are data's."""
+        lengths = _LENGTHS
+        self.write(data, [(p - start, i) for p, i in hits if p >= start and p + lengths[i] <= stop] if hits else [])
+
     def _process(self, pending: bytes, *, final: bool, idle: bool = False,
                  hits: list[tuple[int, int]] | None = None) -> None:
         buf = self._context + pending
@@ -591,7 +597,7 @@ class MaskedThenKnown:
         self.known = KnownFormatsFilter(sink, notice=notice, replacement=replacement)
         self.masked = registry.stream(self.known.write)
         # Bytes the masker passes on unchanged come with the known-format prefixes its own pass found.
-        self.masked.scanned_sink = self.known.write
+        self.masked.scanned_sink = self.known.write_scanned
 
     @property
     def bytes_in(self) -> int:

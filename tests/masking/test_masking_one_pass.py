@@ -88,11 +88,13 @@ def test_bulk_output_is_scanned_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     real = finder.find
     monkeypatch.setattr(finder, "find", lambda data: calls.append(len(data)) or real(data))
-    piece = b"the quick brown fox jumps over the lazy dog 0123456789a\n" * 1000
-    out, names = _stream(_REGISTRY, [piece] * 4, one_pass=True, idle=False)
-    assert out == piece * 4 and names == [] and calls == []
-    out, names = _stream(_REGISTRY, [piece] * 4, one_pass=False, idle=False)
-    assert out == piece * 4 and len(calls) == 4
+    text = b"the quick brown fox jumps over the lazy dog 0123456789a\n" * 4000
+    # Pieces as a pipe gives them: cut inside lines, so the masker holds a tail that may begin a secret.
+    pieces = [text[i:i + 65521] for i in range(0, len(text), 65521)]
+    out, names = _stream(_REGISTRY, pieces, one_pass=True, idle=False)
+    assert out == text and names == [] and calls == []
+    out, names = _stream(_REGISTRY, pieces, one_pass=False, idle=False)
+    assert out == text and len(calls) >= len(pieces)
 
 
 @pytest.mark.parametrize("unit", [b"ghp_", b"AKIA", b"sig=", b"Authorization: "])
