@@ -5,7 +5,9 @@ Run: .venv/bin/python fuzz/fuzz_known_formats.py -atheris_runs=1000
 Properties: whatever the split (and with an idle flush after some writes), the stage never raises; the bytes
 it emits equal `mask_known_formats(whole input)` when no idle flush came; the hold-back never exceeds the
 largest window; the Hyperscan prefilter's viable hits resolve like every literal occurrence; and a token planted
-whole (a GitHub token, behind a separator) never survives.
+whole (a GitHub token, behind a separator) never survives. Through a registry's stream (MaskedThenKnown), the
+masker's one pass (its database finds the known-format prefixes too) emits the same bytes and notices as the
+known-formats stage scanning every write itself.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import atheris
 
 with atheris.instrument_imports():
     from runnerlib.security import known_formats as kf
+    from runnerlib.security.registry import SecretRegistry
 
 # Seeds so the fuzzer does not have to find whole prefixes by itself: a byte value stands for a prefix.
 SEEDS = {ord("@"): b"ghp_", ord("$"): b"Authorization: Bearer ", ord("%"): b"-----BEGIN RSA PRIVATE KEY-----\n",
@@ -23,6 +26,22 @@ SEEDS = {ord("@"): b"ghp_", ord("$"): b"Authorization: Bearer ", ord("%"): b"---
          ord("|"): b"xoxb-", ord("&"): b"&sig="}
 TOKEN = b"ghp_" + b"Zz9" * 12
 MAX_HOLD = max(f.window for f in kf.FORMATS) + 2 * kf.MAX_PREFIX
+REGISTRY = SecretRegistry()
+REGISTRY.add_many(["pw-ghp_QQQQQQQQ", "AKIAsecretvalue1"], source="fuzz")
+
+
+def through_registry(pieces: list[bytes], idle: bool, one_pass: bool) -> tuple[bytes, list[str]]:
+    out: list[bytes] = []
+    names: list[str] = []
+    stage = kf.MaskedThenKnown(REGISTRY, out.append, notice=names.append)
+    if not one_pass:
+        stage.masked.scanned_sink = None
+    for piece in pieces:
+        stage.write(piece)
+        if idle:
+            stage.flush_idle()
+    stage.close()
+    return b"".join(out), names
 
 
 def TestOneInput(data: bytes) -> None:
@@ -37,8 +56,10 @@ def TestOneInput(data: bytes) -> None:
     out: list[bytes] = []
     stage = kf.KnownFormatsFilter(out.append)
     start = 0
+    pieces = []
     for cut in [c for c in cuts if 0 < c < len(body)] + [len(body)]:
         if cut >= start:
+            pieces.append(body[start:cut])
             stage.write(body[start:cut])
             start = cut
             if idle:
@@ -54,6 +75,8 @@ def TestOneInput(data: bytes) -> None:
         if kf._resolve(body, 0, final, hits=finder.find_viable(body)) != kf._resolve(body, 0, final,
                                                                            hits=finder.find_literal(body)):
             raise AssertionError(f"viable prefilter differs from every occurrence for {body!r}")
+    if through_registry(pieces, idle, True) != through_registry(pieces, idle, False):
+        raise AssertionError(f"one pass differs from two for {body!r} at {cuts}")
     if plant and TOKEN[4:20] in got:
         raise AssertionError(f"planted token survived in {got!r}")
 

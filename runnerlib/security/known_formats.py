@@ -190,6 +190,8 @@ for _fmt in FORMATS:
             else:
                 _PREFIXES.append(_key)
                 _STARTS.append((_fmt,))
+# Public for the masker, whose base database finds them in the same pass as the secrets (find_with_known).
+PREFIXES: tuple[bytes, ...] = tuple(_PREFIXES)
 MAX_PREFIX = max(len(p) for p in _PREFIXES)
 # Proper prefixes of every literal: a write ending in one of these holds it for the next write.
 _PARTIAL = frozenset(p[:k] for p in _PREFIXES for k in range(1, len(p)))
@@ -480,7 +482,9 @@ class KnownFormatsFilter:
         """Bytes held here or by the sink (so `pump` keeps polling for the idle flush)."""
         return len(self._pending) + int(getattr(self._sink, "held", 0) or 0)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, hits: list[tuple[int, int]] | None = None) -> None:
+        """Mask and forward `data`. `hits`: what the prefilter's `find(data)` would answer, when the caller
+        already knows it (the masker's one pass: MaskSnapshot.find_with_known); None to scan here."""
         if self._closed:
             raise ValueError("write to a closed KnownFormatsFilter")
         if not data:
@@ -497,7 +501,8 @@ class KnownFormatsFilter:
                 self._pending = b""
                 self._pending_partial = self._released_partial = False
         if not self._pending and not self._released_partial:
-            hits = self._finder.find(data)
+            if hits is None:
+                hits = self._finder.find(data)
             if not hits:
                 # Bulk output: no prefix in this write; hold only a tail that could become one.
                 tail = _partial_tail(data)
@@ -513,6 +518,12 @@ class KnownFormatsFilter:
             return
         # A token in progress, or a short write after a possible prefix start: scan with the context.
         self._process(self._pending + data, final=False)
+
+    def write_scanned(self, data: bytes, hits: list[tuple[int, int]], start: int, stop: int) -> None:
+        """`write(data)` for data = buf[start:stop] of a buffer whose prefix literals `hits` (the prefilter's
+        literal answer, at most DENSE_HITS of them) are known: those wholly inside the slice are data's."""
+        lengths = _LENGTHS
+        self.write(data, [(p - start, i) for p, i in hits if p >= start and p + lengths[i] <= stop] if hits else [])
 
     def _process(self, pending: bytes, *, final: bool, idle: bool = False,
                  hits: list[tuple[int, int]] | None = None) -> None:
@@ -585,6 +596,8 @@ class MaskedThenKnown:
                  replacement: bytes | str = REPLACEMENT) -> None:
         self.known = KnownFormatsFilter(sink, notice=notice, replacement=replacement)
         self.masked = registry.stream(self.known.write)
+        # Bytes the masker passes on unchanged come with the known-format prefixes its own pass found.
+        self.masked.scanned_sink = self.known.write_scanned
 
     @property
     def bytes_in(self) -> int:

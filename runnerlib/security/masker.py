@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from runnerlib.security import wrapped
+from runnerlib.security import known_formats, wrapped
 from runnerlib.security.matcher import Matcher, build_head_matcher, build_matcher, default_engine
 
 log = logging.getLogger("runnerlib.secrets")
@@ -90,7 +90,28 @@ class MaskSnapshot:
         """(start, end) of every run to mask: occurrences of the masked patterns, and of encoded forms wrapped
         across line breaks (found where a trigger matched), in no particular order. `line_start`: whether
         data[0] begins a line (a stream's buffer may start in the middle of one)."""
-        found = self.find_raw(data)
+        return self._masks(data, self.find_raw(data), line_start)
+
+    def find_with_known(self, data: bytes, line_start: bool = True
+                        ) -> tuple[list[tuple[int, int]], list[tuple[int, int]] | None]:
+        """`find(data, line_start)`, and from the same pass the known-format prefixes in `data` as
+        `known_formats`' prefilter gives them ((start, prefix index), the answer of its `find`), or None when
+        this snapshot cannot tell (no base layer compiled with them, or too many of them in `data`).
+
+        One Hyperscan pass instead of two over every write of a step's output: the base layer's database
+        holds the known-format prefixes too, with ids of their own (matcher.HyperscanMatcher's `extra`).
+        """
+        found: list[tuple[int, int]] = []
+        known = None
+        for layer in self.layers:
+            if layer.base and getattr(layer.matcher, "extra", None):
+                occurrences, known = layer.matcher.scan(data)  # type: ignore[attr-defined]
+                found.extend(occurrences)
+            else:
+                found.extend(layer.matcher.find(data))
+        return self._masks(data, found, line_start), known
+
+    def _masks(self, data: bytes, found: list[tuple[int, int]], line_start: bool) -> list[tuple[int, int]]:
         if not found or not self.triggers:
             return found
         triggers = self.triggers
@@ -390,7 +411,10 @@ class Masker:
         if prefixes is None:
             prefixes = list(dict.fromkeys(p[:PREFIX_LEN] for p in patterns if len(p) > PREFIX_LEN))
         quick = not base  # a delta is rebuilt on every add: build time matters more than scan speed
-        return _Layer(start, stop, build_matcher(patterns, engine, quick_build=quick),
+        # A base layer also finds the known-format prefixes (MaskSnapshot.find_with_known): one pass per write.
+        extra = known_formats.PREFIXES if base else ()
+        return _Layer(start, stop, build_matcher(patterns, engine, quick_build=quick, extra=extra,
+                                                 extra_max=known_formats.DENSE_HITS),
                       build_head_matcher(prefixes, engine, quick_build=quick) if prefixes else None, base)
 
     def _compile_first(self, stop: int) -> None:

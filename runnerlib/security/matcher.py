@@ -143,12 +143,15 @@ def literal_keys(patterns: Sequence[bytes], key_min: int = KEY_MIN, group_max: i
 class _Tables:
     """One compiled form of a pattern set: its databases and what a key id stands for."""
 
-    __slots__ = ("dbs", "key_len", "members")
+    __slots__ = ("dbs", "key_len", "members", "masked")
 
-    def __init__(self, dbs: tuple[Any, ...], key_len: list[int], members: list[tuple[bytes, ...] | None]) -> None:
+    def __init__(self, dbs: tuple[Any, ...], key_len: list[int], members: list[tuple[bytes, ...] | None],
+                 masked: int | None = None) -> None:
         self.dbs = dbs
         self.key_len = key_len
         self.members = members  # None: the key is the one pattern it stands for (no check needed)
+        # Ids from `masked` on are extra literals (HyperscanMatcher's `extra`), reported apart.
+        self.masked = len(key_len) if masked is None else masked
 
 
 class HyperscanMatcher:
@@ -164,11 +167,16 @@ class HyperscanMatcher:
     (and then match far too much); those few patterns, and literals too long for Hyperscan, go to an
     ahocorasick-rs side matcher instead.
     Scratch space is per thread: Hyperscan forbids sharing one scratch between concurrent scans.
+    `extra`: literals compiled into the same database with ids of their own and reported apart by `scan` (the
+    known-format prefixes: one pass over a write finds both; see runnerlib.security.known_formats). Only a set
+    compiled whole (not split, not keyed) takes them; past `extra_max` extra hits in one buffer `scan` gives up
+    on them (None) and scans again without them, so output made of those literals costs no Python per hit.
     """
 
     name = "hyperscan"
 
-    def __init__(self, patterns: Sequence[bytes], *, keyed: bool | None = None) -> None:
+    def __init__(self, patterns: Sequence[bytes], *, keyed: bool | None = None, extra: Sequence[bytes] = (),
+                 extra_max: int = 64) -> None:
         if _hyperscan is None:
             raise RuntimeError("the hyperscan module is not installed; use engine='ahocorasick'")
         self.patterns = list(patterns)
@@ -179,6 +187,7 @@ class HyperscanMatcher:
         self._side = AhoCorasickMatcher([p for p in self.patterns if b"\0" in p or len(p) > HS_MAX_LITERAL]
                                         if plain is not self.patterns else [])
         self._local = threading.local()
+        self.extra: list[bytes] = []
         self.whole = threading.Event()  # set once no database is still to be swapped in
         self._whole_now = threading.Event()  # start compiling the whole database without the delay (hurry)
         split = len(plain) > SPLIT_MIN_KEYS and _cpu_count() > 1
@@ -205,50 +214,64 @@ class HyperscanMatcher:
             else:
                 self.whole.set()  # nothing will replace the keys
         else:
-            self._tables = _whole_tables(plain)
+            self.extra = [bytes(e) for e in extra if e and b"\0" not in e]
+            self._tables = _whole_tables(plain, self.extra)
             self.whole.set()
+        self._extra_max = extra_max
+        self._plain: _Tables | None = None  # compiled without the extras at the first dense buffer
 
     def hurry(self) -> None:
         """Start compiling the whole database now rather than after WHOLE_DELAY (benchmarks, wait_merged)."""
         self._whole_now.set()
 
     def find(self, data: bytes) -> list[tuple[int, int]]:
+        return self.scan(data)[0]
+
+    def scan(self, data: bytes) -> tuple[list[tuple[int, int]], list[tuple[int, int]] | None]:
+        """`find(data)`, and the (start, index in `extra`) of every extra literal in `data` from the same
+        pass; None instead when there are no extras or more than `extra_max` hits of them."""
         out = self._side.find(data) if self._side.patterns else []
         tables = self._tables  # read once: _compile_whole may swap in the whole database meanwhile
         if not tables.dbs or not data:
-            return out
+            return out, ([] if self.extra else None)
         if not isinstance(data, bytes):
             data = bytes(data)
-        if len(tables.dbs) == 2 and len(data) >= PARALLEL_SCAN_MIN:
-            # python-hyperscan releases the GIL while it scans: the second database in a helper thread.
-            other: list[tuple[int, int]] = []
-            _scan_helper().run_with(self._scan, (tables, 1, data, other), lambda: self._scan(tables, 0, data, out))
+        extra: list[tuple[int, int]] | None = [] if tables.masked < len(tables.key_len) else None
+        if extra is None and len(tables.dbs) == 2 and len(data) >= PARALLEL_SCAN_MIN:
+            # A large set's keyed halves (no extras there): python-hyperscan releases the GIL while it scans,
+            # so the second database runs in a helper thread meanwhile.
+            scratches, other = self._scratches(tables), []  # type: list[Any], list[tuple[int, int]]
+            first, second = (_Tables((db,), tables.key_len, tables.members) for db in tables.dbs)
+            _scan_helper().run_with(_scan_tables, (second, scratches[1:], data, other, None, 0),
+                                    lambda: _scan_tables(first, scratches[:1], data, out, None, 0))
             out.extend(other)
-            return out
-        for i in range(len(tables.dbs)):
-            self._scan(tables, i, data, out)
-        return out
+            return out, None
+        try:
+            _scan_tables(tables, self._scratches(tables), data, out, extra, self._extra_max)
+        except _hyperscan.ScanTerminated:
+            # Dense extras (output made of `ghp_`...): the same scan without them, and no extra hits.
+            del out[:]
+            out.extend(self._side.find(data) if self._side.patterns else [])
+            plain = self._plain
+            if plain is None:
+                # Compiled once, in the scanning thread: a small set (extras are only in a whole compilation).
+                plain = self._plain = _whole_tables([p for p in self.patterns
+                                                     if b"\0" not in p and len(p) <= HS_MAX_LITERAL])
+            _scan_tables(plain, self._scratches(plain), data, out, None, 0)
+            return out, None
+        return out, extra
 
-    def _scan(self, tables: _Tables, i: int, data: bytes, out: list[tuple[int, int]]) -> None:
-        """Scan `data` with database `i` of `tables`, appending occurrences to `out`."""
-        local = self._local
-        if getattr(local, "tables", None) is not tables:
-            local.scratches = [_hyperscan.Scratch(db) for db in tables.dbs]
-            local.tables = tables
-        key_len, members = tables.key_len, tables.members
-        append = out.append
-
-        def on_match(kid: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
-            group = members[kid]
-            start = end - key_len[kid]
-            if group is None:
-                append((start, end))
-                return
-            for p in group:
-                if data.startswith(p, start):
-                    append((start, start + len(p)))
-
-        tables.dbs[i].scan(data, match_event_handler=on_match, scratch=local.scratches[i])
+    def _scratches(self, tables: _Tables) -> list[Any]:
+        """This thread's scratches for `tables` (the tables in use, or the plain ones of a dense buffer)."""
+        cache = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = {}
+        entry = cache.get(id(tables))
+        if entry is None or entry[0] is not tables:
+            if len(cache) > 2:  # the tables in use were swapped (_compile_whole): drop the old scratches
+                cache.clear()
+            entry = cache[id(tables)] = (tables, [_hyperscan.Scratch(db) for db in tables.dbs])
+        return entry[1]
 
 
 # Writes at least this large scan two databases (a large set's keyed halves) in two threads at once: the hand-off
@@ -297,9 +320,35 @@ def _scan_helper() -> _ScanHelper:
     return _helper
 
 
-def _whole_tables(plain: list[bytes]) -> _Tables:
-    return _Tables((_compile(plain, range(len(plain))),) if plain else (), [len(p) for p in plain],
-                   [None] * len(plain))
+def _scan_tables(tables: _Tables, scratches: list[Any], data: bytes, out: list[tuple[int, int]],
+                 extra: list[tuple[int, int]] | None, extra_max: int) -> None:
+    """Scan `data` with every database of `tables`: occurrences to `out`, extra literals to `extra` (a hit
+    past `extra_max` of them ends the scan: ScanTerminated)."""
+    key_len, members, masked = tables.key_len, tables.members, tables.masked
+    append = out.append
+
+    def on_match(kid: int, _start: int, end: int, _flags: int, _ctx: object) -> bool:
+        if kid >= masked:
+            extra.append((end - key_len[kid], kid - masked))  # type: ignore[union-attr]
+            return len(extra) > extra_max  # type: ignore[arg-type]
+        group = members[kid]
+        start = end - key_len[kid]
+        if group is None:
+            append((start, end))
+            return False
+        for p in group:
+            if data.startswith(p, start):
+                append((start, start + len(p)))
+        return False
+
+    for db, scratch in zip(tables.dbs, scratches, strict=True):
+        db.scan(data, match_event_handler=on_match, scratch=scratch)
+
+
+def _whole_tables(plain: list[bytes], extra: Sequence[bytes] = ()) -> _Tables:
+    literals = [*plain, *extra]
+    return _Tables((_compile(literals, range(len(literals))),) if literals else (), [len(p) for p in literals],
+                   [None] * len(literals), len(plain))
 
 
 # Past this many patterns (about 300 secrets with every form), the first compilation is keys in two databases
@@ -428,10 +477,12 @@ def default_engine() -> str:
     return available_engines()[0]
 
 
-def build_matcher(patterns: Sequence[bytes], engine: str | None = None, *, quick_build: bool = False) -> Matcher:
+def build_matcher(patterns: Sequence[bytes], engine: str | None = None, *, quick_build: bool = False,
+                  extra: Sequence[bytes] = (), extra_max: int = 64) -> Matcher:
     """Compile `patterns` (non-empty byte strings) with `engine` (default: `default_engine()`).
 
-    `quick_build` favours build time over scan speed (small delta layers rebuilt on every add).
+    `quick_build` favours build time over scan speed (small delta layers rebuilt on every add). `extra`:
+    literals the Hyperscan engine also finds, reported apart (HyperscanMatcher.scan); other engines ignore them.
     """
     name = engine or default_engine()
     if name not in ENGINES:
@@ -440,6 +491,8 @@ def build_matcher(patterns: Sequence[bytes], engine: str | None = None, *, quick
         raise ValueError("an empty pattern would match everywhere")
     if name == "ahocorasick":
         return AhoCorasickMatcher(patterns, quick_build=quick_build)
+    if name == "hyperscan" and extra:
+        return HyperscanMatcher(patterns, extra=extra, extra_max=extra_max)
     return ENGINES[name](patterns)
 
 

@@ -66,6 +66,10 @@ class MaskedStream:
         self._closed = False
         self.last_write = time.monotonic()
         self.bytes_in = 0
+        # `scanned_sink(buf[start:stop], hits, start, stop)` instead of `sink` for bytes passed on unchanged, with
+        # the known-format prefixes `hits` found in `buf` by the masker's own pass (MaskSnapshot.find_with_known):
+        # the known-formats stage then needs no scan of its own.
+        self.scanned_sink: Callable[[bytes, list[tuple[int, int]], int, int], object] | None = None
 
     @property
     def closed(self) -> bool:
@@ -94,7 +98,11 @@ class MaskedStream:
                 self._emit_plain(buf)
                 return n
             line_start = self._line_start
-            occurrences = snap.find(buf, line_start)
+            known = None
+            if self.scanned_sink is not None:
+                occurrences, known = snap.find_with_known(buf, line_start)
+            else:
+                occurrences = snap.find(buf, line_start)
             candidate = bool(snap.triggers) and quick_candidate(buf, line_start)
             live = snap.live_start(buf, line_start, candidate)
             # An encoding or dump line at the end is kept (already emitted) so the next write sees it whole.
@@ -104,7 +112,10 @@ class MaskedStream:
                 self._buf = b""
                 self._masked_until = -1
                 self._line_start = buf[-1] == 0x0A
-                self._sink(buf)
+                if known is not None:
+                    self.scanned_sink(buf, known, 0, len(buf))  # type: ignore[misc]
+                else:
+                    self._sink(buf)
                 return n
             limit = max(live, len(buf) - self._hold_cap)
             out: list[bytes] = []
@@ -117,7 +128,10 @@ class MaskedStream:
             self._buf = buf[keep:]
             self._emitted = emitted - keep
             self._masked_until = masked_until - keep if masked_until >= keep else -1
-            if out:
+            if known is not None and not occurrences and out:
+                # Unchanged bytes (a tail held back for the next write: the usual piece ends inside a line).
+                self.scanned_sink(out[0], known, emitted - len(out[0]), emitted)  # type: ignore[misc]
+            elif out:
                 self._sink(out[0] if len(out) == 1 else b"".join(out))
             return n
 

@@ -107,9 +107,8 @@ def hex_forms(value: bytes) -> list[bytes]:
     """Hex of `value`, lower- and uppercase (`bytes.hex()`, `%x`, `xxd -p`, `xxd -p -u`), and for a value
     longer than one `xxd -p` line the wrapped output of `xxd -p -u` on the value alone (LF and CRLF line ends).
 
-    Hex is byte-aligned, so the contiguous form also matches inside a longer dump. Lowercase hex wrapped at
-    any width and offset is found by the wrapped view (security/wrapped.py); the uppercase wrapped form is
-    only matched at the line phase of `printf %s "$S" | xxd -p -u` (docs/masking.md, limits).
+    Hex is byte-aligned, so the contiguous form also matches inside a longer dump. Hex wrapped at any width
+    and offset, lowercase or uppercase, is found by the wrapped view (security/wrapped.py).
     """
     low = value.hex().encode()
     forms = [low, low.upper()]

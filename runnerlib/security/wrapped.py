@@ -397,9 +397,13 @@ def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:
 
 
 def wrappable_forms(value: bytes, b64: list[bytes], b32: bytes | None = None) -> list[bytes]:
-    """The forms of `value` that tools print wrapped: base64 (given), hex in lowercase (`xxd -p`), base32 as
-    `base32` prints it (`b32`, without padding, if the caller has it). (URL-safe base64 is for one-line tokens;
-    uppercase hex dumps are rare: their triggers would cost scanning speed for every secret.)"""
+    """The forms of `value` that tools print wrapped: base64 (given) and URL-safe base64 (`basenc --base64url`
+    wraps at 76), hex in lowercase and uppercase (`xxd -p`, `xxd -p -u`, `od`-free scripts' `%02X`), base32 as
+    `base32` prints it (`b32`, without padding, if the caller has it). A URL-safe form adds fragments only where
+    its base64 has a `+` or `/` (identical ones are registered once); uppercase hex adds those of a second hex
+    form."""
     if b32 is None:
         b32 = base64.b32encode(value).rstrip(b"=")
-    return list(dict.fromkeys([*b64, value.hex().encode(), b32]))
+    low = value.hex().encode()
+    url = [f.replace(b"+", b"-").replace(b"/", b"_") for f in b64]
+    return list(dict.fromkeys([*b64, *url, low, low.upper(), b32]))
