@@ -9,13 +9,12 @@ import os
 import secrets
 import select
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sandbox_testlib import SECRET, fragments
+from sandbox_testlib import SECRET, STEP_PYTHON, fragments
 
 from runnerlib.execution.process import run_process
 from runnerlib.security import spawn as sp
@@ -143,16 +142,16 @@ def test_the_init_outside_the_steps_mounts_is_no_way_to_the_hosts_tmp(workspace,
         target = f"{through}{secret_file}"
         read = ("import sys\ntry:\n    print('READ', open(sys.argv[1]).read())\n"
                 "except OSError as e:\n    print('BLOCKED', e.errno)")
-        result = run_process([sys.executable, "-I", "-S", "-c", read, target], registry=registry, trusted=False,
+        result = run_process([STEP_PYTHON, "-I", "-S", "-c", read, target], registry=registry, trusted=False,
                              policy=workspace.policy(), cwd=str(workspace.src), env={"PATH": "/usr/bin:/bin"}, timeout=60)
         assert result.stdout.startswith("BLOCKED"), result
         assert not any(frag in result.output for frag in fragments(SECRET))
-        control = run_process([sys.executable, "-I", "-S", "-c", read, str(secret_file)], registry=registry,
+        control = run_process([STEP_PYTHON, "-I", "-S", "-c", read, str(secret_file)], registry=registry,
                               trusted=True, cwd=str(workspace.src), env={"PATH": "/usr/bin:/bin"}, timeout=60)
         assert control.stdout.startswith("READ"), control  # the file is there, and readable when reachable
         # And the spelling reaches the file where access is allowed: a trusted step's own /proc entry (cwd /).
         own = through.replace("/proc/1/", "/proc/self/") + str(secret_file)
-        spelled = run_process([sys.executable, "-I", "-S", "-c", read, own], registry=registry, trusted=True,
+        spelled = run_process([STEP_PYTHON, "-I", "-S", "-c", read, own], registry=registry, trusted=True,
                               cwd="/", env={"PATH": "/usr/bin:/bin"}, timeout=60)
         assert spelled.stdout.startswith("READ"), spelled
     finally:
