@@ -19,6 +19,7 @@ import atheris
 with atheris.instrument_imports():
     from runnerlib.security import known_formats as kf
     from runnerlib.security.registry import SecretRegistry
+    from runnerlib.testing import known_stage_through
 
 # Seeds so the fuzzer does not have to find whole prefixes by itself: a byte value stands for a prefix.
 SEEDS = {ord("@"): b"ghp_", ord("$"): b"Authorization: Bearer ", ord("%"): b"-----BEGIN RSA PRIVATE KEY-----\n",
@@ -31,17 +32,7 @@ REGISTRY.add_many(["pw-ghp_QQQQQQQQ", "AKIAsecretvalue1"], source="fuzz")
 
 
 def through_registry(pieces: list[bytes], idle: bool, one_pass: bool) -> tuple[bytes, list[str]]:
-    out: list[bytes] = []
-    names: list[str] = []
-    stage = kf.MaskedThenKnown(REGISTRY, out.append, notice=names.append)
-    if not one_pass:
-        stage.masked.scanned_sink = None
-    for piece in pieces:
-        stage.write(piece)
-        if idle:
-            stage.flush_idle()
-    stage.close()
-    return b"".join(out), names
+    return known_stage_through(REGISTRY, pieces, one_pass=one_pass, idle=idle)
 
 
 def TestOneInput(data: bytes) -> None:

@@ -173,6 +173,26 @@ def stream_through(registry: object, chunks: Iterable[bytes], *, flush_every: in
     return b"".join(out)
 
 
+def known_stage_through(registry: object, chunks: Iterable[bytes], *, one_pass: bool = True,
+                        idle: bool = False) -> tuple[bytes, list[str]]:
+    """Write `chunks` through a step's masking and known-format stages (MaskedThenKnown), close them, and return
+    (the output, the names of the formats noticed). one_pass=False: the known-format stage scans every write
+    itself, as before the masker's single pass told it where a token may start; idle: flush after each write."""
+    from runnerlib.security.known_formats import MaskedThenKnown
+
+    out: list[bytes] = []
+    names: list[str] = []
+    stage = MaskedThenKnown(registry, out.append, notice=names.append)
+    if not one_pass:
+        stage.masked.scanned_sink = None
+    for chunk in chunks:
+        stage.write(chunk)
+        if idle:
+            stage.flush_idle()
+    stage.close()
+    return b"".join(out), names
+
+
 def assert_no_fragment(output: bytes, secret_values: Iterable[bytes], *, min_fragment: int = 4,
                        allowed: Iterable[bytes] = ()) -> None:
     """Fail if `output` contains any `min_fragment`-byte piece of any secret (a whole secret included),

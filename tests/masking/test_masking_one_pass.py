@@ -15,10 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import runnerlib.security.known_formats as kf
-from runnerlib.security.known_formats import MaskedThenKnown
 from runnerlib.security.matcher import available_engines
 from runnerlib.security.registry import SecretRegistry
-from runnerlib.testing import write_splits
+from runnerlib.testing import known_stage_through, write_splits
 
 pytestmark = pytest.mark.skipif("hyperscan" not in available_engines(), reason="the one pass is Hyperscan's")
 
@@ -58,17 +57,7 @@ def test_one_pass_finds_what_the_two_passes_find(pieces: list[bytes], line_start
 
 
 def _stream(registry: SecretRegistry, chunks: list[bytes], *, one_pass: bool, idle: bool) -> tuple[bytes, list[str]]:
-    out: list[bytes] = []
-    names: list[str] = []
-    stage = MaskedThenKnown(registry, out.append, notice=names.append)
-    if not one_pass:
-        stage.masked.scanned_sink = None  # the two passes: the known-formats stage scans every write itself
-    for chunk in chunks:
-        stage.write(chunk)
-        if idle:
-            stage.flush_idle()
-    stage.close()
-    return b"".join(out), names
+    return known_stage_through(registry, chunks, one_pass=one_pass, idle=idle)
 
 
 @settings(max_examples=300, deadline=None)
