@@ -33,6 +33,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from runnerlib.security.stage import Stage
+
 MAX_LINE = 64 * 1024
 MAX_INDENT = 64
 MAX_ANNOTATIONS = 100
@@ -127,7 +129,7 @@ def render_annotation(record: dict[str, Any]) -> str:
     return f"{where}{title}{record['message']}"
 
 
-class WorkflowCommandFilter:
+class WorkflowCommandFilter(Stage):
     """write(bytes) / flush() / close(): replaces workflow-command lines (module docstring), forwards the rest.
 
     Single writer, like any stream. `sink.suspended` (AddMaskFilter's) is set during ::stop-commands::.
@@ -135,8 +137,7 @@ class WorkflowCommandFilter:
 
     def __init__(self, commands: WorkflowCommands, sink: Any) -> None:
         self.commands = commands
-        self._sink = sink
-        self._write: Callable[[bytes], Any] = sink.write
+        super().__init__(sink)
         self._held = b""  # the start of a line that may be a command (held lines always start a line)
         self._line_start = True  # the next byte starts a line
         self._stop: bytes | None = None  # the ::stop-commands:: token while commands are stopped
@@ -247,12 +248,6 @@ class WorkflowCommandFilter:
         if out:
             self._write(bytes(out))
 
-    def flush(self) -> None:
-        """Flush the sink (a held possible command stays held: it is at most one line)."""
-        flush = getattr(self._sink, "flush", None)
-        if flush is not None:
-            flush()
-
     def close(self) -> None:
         """End of stream: a held last line is handled as a line of its own, then the sink is closed."""
         if self._closed:
@@ -264,6 +259,4 @@ class WorkflowCommandFilter:
             if out.endswith(b"\n") and not held.endswith(b"\n"):
                 out = out[:-1]  # the step's output had no final newline: do not add one
             self._forward(out)
-        close = getattr(self._sink, "close", None)
-        if close is not None:
-            close()
+        self._close_sink()

@@ -23,8 +23,9 @@ registered on one line; the escaped form is registered too when it differs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any, Protocol
+
+from runnerlib.security.stage import Stage
 
 log = logging.getLogger("runnerlib.secrets.inband")
 
@@ -52,7 +53,7 @@ def unescape_command_data(data: bytes) -> bytes:
     return bytes(out)
 
 
-class AddMaskFilter:
+class AddMaskFilter(Stage):
     """write(bytes) / flush() / close(): recognises `::add-mask::` lines and forwards the rest to `sink`.
 
     `sink` is a stream with write() (and optionally flush()/close(), which are passed on) or a callable
@@ -73,8 +74,7 @@ class AddMaskFilter:
         self.trusted = trusted
         self.source = source
         self.max_command = max_command
-        self._write: Callable[[bytes], Any] = sink.write if hasattr(sink, "write") else sink
-        self._sink = sink
+        super().__init__(sink)
         # Line state: "start" = at the start of a line, `_held` may be a command candidate;
         # "pass" = inside an ordinary line; "command" = inside a command line, `_held` is its value so far;
         # "skip" = inside an over-long command line being dropped.
@@ -219,12 +219,6 @@ class AddMaskFilter:
         if out:
             self._write(bytes(out))
 
-    def flush(self) -> None:
-        """Pass on everything except a possible command prefix (see the module doc), then flush the sink."""
-        flush = getattr(self._sink, "flush", None)
-        if flush is not None:
-            flush()
-
     def close(self) -> None:
         """End of stream: release a held partial prefix, register an unterminated command, close the sink."""
         if self._closed:
@@ -235,9 +229,7 @@ class AddMaskFilter:
         elif self._state == "command":
             self._register(bytes(self._held))
         self._held.clear()
-        close = getattr(self._sink, "close", None)
-        if close is not None:
-            close()
+        self._close_sink()
 
     def __enter__(self) -> AddMaskFilter:
         return self

@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from runnerlib.security.stage import Stage
+
 log = logging.getLogger("runnerlib.secrets.known_formats")
 
 REPLACEMENT = b"***"
@@ -446,7 +448,7 @@ class NoticeOnce:
             self._report(f"masked a{'n' if name[0] in 'AEIOUaeiou' else ''} {name} (known format)")
 
 
-class KnownFormatsFilter:
+class KnownFormatsFilter(Stage):
     """write(bytes) / flush() / flush_idle() / close(): masks known credential formats, forwards to `sink`.
 
     `sink` is a stream with write() (flush()/flush_idle()/close() passed on when present, `held` read by
@@ -464,8 +466,7 @@ class KnownFormatsFilter:
 
     def __init__(self, sink: Any, *, notice: Callable[[str], Any] | None = None,
                  replacement: bytes | str = REPLACEMENT) -> None:
-        self._sink = sink
-        self._write: Callable[[bytes], Any] = sink.write if hasattr(sink, "write") else sink
+        super().__init__(sink)
         self._notice = notice
         self.replacement = replacement.encode() if isinstance(replacement, str) else bytes(replacement)
         self._finder = _get_finder()
@@ -548,12 +549,6 @@ class KnownFormatsFilter:
             self._context = (self._context + data[-CONTEXT:])[-CONTEXT:]
             self._after_mask = False
 
-    def flush(self) -> None:
-        """Pass on everything but a token in progress or a possible prefix start, then flush the sink."""
-        flush = getattr(self._sink, "flush", None)
-        if flush is not None:
-            flush()
-
     def flush_idle(self) -> None:
         """The idle flush: release a possible prefix start (never a token whose prefix is complete)."""
         if self._pending:
@@ -578,9 +573,7 @@ class KnownFormatsFilter:
         if self._pending:
             self._process(self._pending, final=True)
             self._pending = b""
-        close = getattr(self._sink, "close", None)
-        if close is not None:
-            close()
+        self._close_sink()
 
 
 class MaskedThenKnown:
