@@ -105,7 +105,7 @@ class JobLog:
         self.logs_dir = logs_dir
         self.mask = mask
         self.debug = level.upper() == "DEBUG"
-        # Line timestamps (execution/timestamps.py): on the console with --timestamps, in step log files always.
+        # Line timestamps (execution/timestamps.py): on the console with --timestamps, in step log files with --log-timestamps.
         self.timestamps = timestamps
         self.file_timestamps = file_timestamps
         # --log-level WARNING / ERROR hide the runner's lower messages (step output and the summary stay).
