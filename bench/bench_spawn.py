@@ -9,7 +9,7 @@ Each sample starts `/bin/true` and waits for its exit and for EOF on its stdout/
                 and mount namespaces (a user namespace too when not root) with a fresh /proc, private /dev/shm
                 and /tmp, and the untrusted default limits (rlimits)
   sandboxed-cg  the same with limits set by the job (pids 256, memory 512M, cpu 600 s): as root a cgroup of
-                its own for memory and pids (moving the step in waits for an RCU grace period)
+                its own for memory and pids (v1: the step moves itself in through `tasks`)
   sandboxed-nons  the same without the namespaces (namespaces="off"): what the step's own world costs
   run_process   the whole wrapper for an untrusted step (plan, env, masking, reaping), for reference
   bwrap         `bwrap --unshare-all --uid 65534 --ro-bind / / --proc /proc --dev /dev /bin/true`, the peer

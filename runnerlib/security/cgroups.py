@@ -317,9 +317,21 @@ class StepCgroup:
         return sorted(n for n, c in LIMIT_CONTROLLERS.items() if c in self.dirs)
 
     def procs_files(self) -> list[str]:
-        """The cgroup.procs files the step writes itself into (each directory once)."""
-        dirs = dict.fromkeys([*self.dirs.values(), *([self.v2] if self.v2 else [])])
-        return [os.path.join(d, "cgroup.procs") for d in dirs]
+        """The files the step writes "0" into to move itself in (each directory once): `tasks` in a v1
+        hierarchy, cgroup.procs in a v2 one.
+
+        Why `tasks` on v1: the kernel moves the writing thread alone without taking the global threadgroup
+        lock when the pid written is 0 and the file is a per-thread one, while cgroup.procs takes it, and
+        taking it for writing waits for an RCU grace period (0.1 ms on an idle machine, 5-20 ms while
+        another sandbox's network namespace is torn down: bench_spawn.py's `sandboxed-cg`). The step is
+        single-threaded when it writes (forked, not yet exec'd), so moving its thread moves the process.
+        v2 domain cgroups have no per-thread file (cgroup.threads needs a threaded cgroup).
+        """
+        files = []
+        for d in dict.fromkeys([*self.dirs.values(), *([self.v2] if self.v2 else [])]):
+            v1_tasks = os.path.join(d, "tasks")
+            files.append(v1_tasks if d != self.v2 and os.path.exists(v1_tasks) else os.path.join(d, "cgroup.procs"))
+        return files
 
     def version(self, controller: str) -> int:
         return 2 if self.v2 is not None and self.dirs.get(controller) == self.v2 else 1

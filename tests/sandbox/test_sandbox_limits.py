@@ -7,6 +7,7 @@ rlimits otherwise); the tests say which they expect.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import os
 
@@ -256,6 +257,31 @@ def test_the_steps_cgroup_is_removed_with_it(workspace, registry):
     plan.cleanup()
     sp._remover.drain()
     assert not any(os.path.exists(d) for d in dirs)
+
+
+THREADS = ("import glob, threading\nt = threading.Thread(target=lambda: None)\nt.start(); t.join()\n"
+           "ev = threading.Event()\nt = threading.Thread(target=ev.wait); t.start()\n"
+           "print(sorted({open(f).read() for f in glob.glob('/proc/self/task/*/cgroup')}))\nev.set()")
+
+
+@needs_landlock
+def test_the_step_and_its_threads_are_in_its_cgroup(workspace, registry):
+    """The step moves itself in through v1 `tasks` (one thread, before exec): every thread it makes after
+    exec is in the step's cgroup of each limited controller (the move must take the whole process)."""
+    if not IS_ROOT or not {"memory", "pids"} <= set(cgroups.available()):
+        pytest.skip("no writable memory and pids cgroup hierarchies (not root): limits are rlimits here")
+
+    def cgroups_of(limits):
+        result = _run(workspace, registry, THREADS, limits)
+        assert result.exit_code == 0, result
+        seen = ast.literal_eval(result.stdout.strip())  # the distinct /proc/<tid>/cgroup texts
+        assert len(seen) == 1, seen  # every thread in the same cgroups
+        return dict(line.split(":", 2)[1:] for line in seen[0].splitlines())
+
+    lines = cgroups_of(StepLimits(memory=256 << 20, pids=100))
+    assert "runnerlib-" in lines["memory"] and "runnerlib-" in lines["pids"], lines
+    control = cgroups_of(None)  # no job-set limit: no cgroup of its own
+    assert "runnerlib-" not in control["memory"] + control["pids"], control
 
 
 def test_a_policy_granting_tmp_itself_keeps_the_shared_tmp():
