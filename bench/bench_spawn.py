@@ -11,6 +11,9 @@ Each sample starts `/bin/true` and waits for its exit and for EOF on its stdout/
   sandboxed-cg  the same with limits set by the job (pids 256, memory 512M, cpu 600 s): as root a cgroup of
                 its own for memory and pids (v1: the step moves itself in through `tasks`)
   sandboxed-nons  the same without the namespaces (namespaces="off"): what the step's own world costs
+  sandboxed-nonet the same with `network: none`: like for like with bwrap, whose --unshare-all leaves no
+                network (the default `full` costs nothing extra as root, an nftables rule; an unprivileged
+                runner gives the step a network namespace and a forwarder, forked per step)
   run_process   the whole wrapper for an untrusted step (plan, env, masking, reaping), for reference
   bwrap         `bwrap --unshare-all --uid 65534 --ro-bind / / --proc /proc --dev /dev /bin/true`, the peer
                 (Debian's bubblewrap; skipped with a note when it is not installed or cannot run here)
@@ -116,6 +119,7 @@ def main() -> None:
     methods = {"plain": plain, "trampoline": trampoline, "server": lambda: through_server(None),
                "sandboxed": sandboxed, "sandboxed-nons": lambda: sandboxed(policy.with_(namespaces="off")),
                "sandboxed-cg": lambda: sandboxed(policy_cg),
+               "sandboxed-nonet": lambda: sandboxed(policy.with_(network="none")),
                "run_process": wrapper, "bwrap": bwrap}
     try:
         bwrap()
@@ -140,12 +144,12 @@ def main() -> None:
     for name, samples in times.items():
         med = statistics.median(samples)
         q = statistics.quantiles(samples, n=10)
-        print(f"  {name:<14} {med:7.2f} ms  (+{med - base:5.2f} ms, x{med / base:4.1f})  p10 {q[0]:6.2f}  p90 {q[-1]:6.2f}")
+        print(f"  {name:<15} {med:7.2f} ms  (+{med - base:5.2f} ms, x{med / base:4.1f})  p10 {q[0]:6.2f}  p90 {q[-1]:6.2f}")
     extra = statistics.median(times["sandboxed"]) - base
     print(f"sandboxed spawn overhead: {extra:.2f} ms extra median -> {'OK' if extra < 5 else 'OVER'} target 5 ms")
     if "bwrap" in times:
         peer = statistics.median(times["bwrap"])
-        for name in ("sandboxed", "sandboxed-cg", "run_process"):
+        for name in ("sandboxed", "sandboxed-cg", "sandboxed-nonet", "run_process"):
             ratio = statistics.median(times[name]) / peer
             # Per round (one sample of each method, back to back): robust to load that comes in bursts.
             rounds = statistics.median(a / b for a, b in zip(times[name], times["bwrap"], strict=True))
