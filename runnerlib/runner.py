@@ -447,6 +447,7 @@ class JobRunner:
         self.log.logs_dir = logs_dir
         self.log.open_log = self._open_log
         self._protocol = self._step_protocol()
+        self._job_trees()  # made once here: steps running in parallel threads must share it (and its lock)
         scheduler = Scheduler(
             job, self.obs.wrap_executor(self._execute_tracked), concurrency=config.concurrency, variables=config.job_variables(),
             default_timeout=config.step_timeout, default_retries=config.step_retries,
@@ -559,7 +560,14 @@ class JobRunner:
             self.log.event(missing, step=step.name, level="error")
             self._to_stderr(f"runnerlib: error: step {step.name!r}: {missing}")
             return Outcome(exit_code=EXIT_CONFIG_ERROR, reason=missing)
-        files = self._protocol.prepare(step)
+        if not trusted:
+            trees.untrusted_started()  # ended by after_untrusted below, or here if its files cannot be made
+        try:
+            files = self._protocol.prepare(step)
+        except BaseException:
+            if not trusted:
+                trees.after_untrusted(self.config, step.name)
+            raise
         env.update(files.env)
         limits = step.limits.merged_over(self.config.limits) if step.limits else self.config.limits
         try:

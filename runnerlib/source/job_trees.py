@@ -32,7 +32,8 @@ class JobTrees:
         self._log = log
         self._lock = threading.Lock()
         self.copy: pristine.UntrustedCopy | None = None
-        self._dirty = False  # an untrusted step ran since the hand-over area was last cleaned
+        self._dirty = False  # an untrusted step ran since the hand-over area was last cleaned (and taken over)
+        self._running = 0  # untrusted steps started and not yet ended: their files are theirs until they end
         self._ci_lock_ok: bool | None = None
 
     # -- untrusted steps ------------------------------------------------------------------------------------
@@ -53,8 +54,16 @@ class JobTrees:
             env["REACTORCIDE_JOB_DIR"] = pristine.in_copy(config.job_dir, config.code_dir, path)
         return env
 
+    def untrusted_started(self) -> None:
+        """An untrusted step is about to get its files (call after_untrusted when it has ended, whatever happened)."""
+        with self._lock:
+            self._running += 1
+
     def after_untrusted(self, config: Any, step_name: str) -> None:
-        """An untrusted step ended: clean the hand-over area now."""
+        """An untrusted step ended: clean the hand-over area now. While other untrusted steps still run, what they
+        write stays theirs (only links and special files go): as root, the take-over waits for the last one."""
+        with self._lock:
+            self._running = max(0, self._running - 1)
         self._dirty = True
         self._clean(config, step_name)
 
@@ -111,9 +120,12 @@ class JobTrees:
     def _clean(self, config: Any, step_name: str) -> None:
         area = config.artifacts_dir or str(Path(config.workspace_root) / "artifacts")
         with self._lock:
-            handover.sanitise_hand_over(self._workspace(), area,
+            # Taking over a running untrusted step's files (its step files, the directory it writes) would make
+            # it fail with EACCES; the clean-up after the last one takes them over.
+            take_over = self._running == 0
+            handover.sanitise_hand_over(self._workspace(), area, take_over=take_over,
                                         warn=lambda line: self._log(line, step_name, "warning"))
-            self._dirty = False
+            self._dirty = not take_over
 
 
 def _job_dir_is_default(config: Any) -> bool:

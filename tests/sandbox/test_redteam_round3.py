@@ -1,0 +1,247 @@
+"""Issue 11, round three: what still crossed the trust boundary after rounds one and two, tried as an attacker.
+
+Each test runs a job the way a user would (an untrusted step, then trusted ones) and checks the rule: after an
+untrusted step has run, nothing it created or changed is executed, obeyed or shown as runnerlib's own words by a
+trusted step or by runnerlib. Each has a control that shows the attack works when the protection is off.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sandbox_testlib import IS_ROOT, SECRET, fragments, job_root, needs_landlock
+
+from runnerlib import Job, get_config
+from runnerlib.runner import JobRunner
+from runnerlib.security import paths
+from runnerlib.source import handover, job_trees
+from runnerlib.testing import reachable_tempdir
+
+ENV = {"PATH": "/usr/bin:/bin", "DEPLOY_TOKEN": SECRET, "LC_ALL": "C"}
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    with job_root("rl-redteam3-") as path:
+        yield path
+
+
+def run(root: Path, job: Job, **config: object) -> tuple[int, str]:
+    out = io.BytesIO()
+    env = {**ENV, "HOME": str(root)}
+    code = JobRunner(get_config(workspace_root=str(root), **config), job, out=out, handle_signals=False,
+                     environ=env).run()
+    return code, out.getvalue().decode("utf-8", "replace")
+
+
+# -- 1. VCS metadata handed over: the take-over by root launders git's and hg's own ownership checks ------------
+
+GIT_PLANT = ("cd \"$REACTORCIDE_ARTIFACTS_DIR\" && mkdir -p site && echo '<h1>docs</h1>' > site/index.html && "
+             "git init -q site && git config -f site/.git/config core.fsmonitor 'echo \"$DEPLOY_TOKEN\" > {m}site #' "
+             "&& git init -q . && git config -f .git/config core.fsmonitor 'echo \"$DEPLOY_TOKEN\" > {m}top #' "
+             "&& echo planted")
+GIT_TRUSTED = ("cd \"$REACTORCIDE_ARTIFACTS_DIR/site\" && git status --short; "
+               "mkdir -p \"$REACTORCIDE_ARTIFACTS_DIR/release\" && cd \"$REACTORCIDE_ARTIFACTS_DIR/release\" "
+               "&& git status --short; true")
+
+
+def _vcs_job(root: Path) -> tuple[Job, Path]:
+    marker = root / "PWNED-"
+    job = Job("vcs")
+    job.add_step("pr", GIT_PLANT.format(m=marker), trust="untrusted")
+    # A docs publisher: the untrusted build's site is committed by a trusted step (gh-pages style), and a
+    # release step works in a directory of its own under the hand-over area.
+    job.add_step("publish", GIT_TRUSTED, depends_on=["pr"])
+    return job, marker
+
+
+def _pwned(marker: Path) -> list[str]:
+    return sorted(p.name for p in marker.parent.iterdir() if p.name.startswith(marker.name))
+
+
+@needs_landlock
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_metadata_planted_in_the_hand_over_area_never_runs_in_a_trusted_step(root: Path) -> None:
+    """An untrusted step leaves `.git` directories (core.fsmonitor) in /job/artifacts. As root, the hand-over
+    clean-up gave them to root, so git's "dubious ownership" check no longer refused them: a trusted `git status`
+    in the site it publishes, or in a directory of its own below a planted `.git`, ran the command with the
+    secrets. A `.git` is program-running configuration, not data: it does not cross."""
+    job, marker = _vcs_job(root)
+    code, out = run(root, job)
+    assert code == 0, out
+    assert "[pr] planted" in out, out
+    assert _pwned(marker) == [], out
+    assert "hand-over: removed" in out and "site/.git" in out, out
+    assert not (root / "artifacts" / ".git").exists() and (root / "artifacts" / "site" / "index.html").exists()
+
+
+@needs_landlock
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_control_git_metadata_handed_over_runs_when_vcs_directories_may_cross(root: Path, monkeypatch) -> None:
+    """Control: with VCS directories allowed to cross (the clean-up of round two), both plants run."""
+    monkeypatch.setattr(handover, "VCS_DIRECTORIES", ())
+    job, marker = _vcs_job(root)
+    code, out = run(root, job)
+    assert code == 0, out
+    assert _pwned(marker) == ["PWNED-site", "PWNED-top"], out
+    assert (root / "PWNED-site").read_text().strip() == SECRET
+
+
+HG_PLANT = ("cd \"$REACTORCIDE_ARTIFACTS_DIR\" && mkdir -p pkg && cd pkg && hg init . && "
+            "printf '[hooks]\\npre-status = echo \"$DEPLOY_TOKEN\" > {m}hg\\n' > .hg/hgrc && echo planted")
+
+
+@needs_landlock
+@pytest.mark.skipif(shutil.which("hg") is None, reason="hg is not installed")
+@pytest.mark.parametrize("crossing", [False, True], ids=["protected", "control"])
+def test_hg_hooks_planted_in_the_hand_over_area_never_run_in_a_trusted_step(root: Path, monkeypatch,
+                                                                           crossing: bool) -> None:
+    """hg trusts an .hg/hgrc only from a trusted owner: the take-over by root made the planted one trusted.
+    Control (`.hg` allowed to cross): the hook runs with the secret."""
+    if crossing:
+        monkeypatch.setattr(handover, "VCS_DIRECTORIES", ())
+    marker = root / "PWNED-"
+    job = Job("hg")
+    job.add_step("pr", HG_PLANT.format(m=marker), trust="untrusted")
+    job.add_step("status", "cd \"$REACTORCIDE_ARTIFACTS_DIR/pkg\" && hg status; true", depends_on=["pr"])
+    code, out = run(root, job)
+    assert code == 0 and "[pr] planted" in out, out
+    if crossing:
+        assert (root / "PWNED-hg").read_text().strip() == SECRET, out
+    else:
+        assert _pwned(marker) == [], out
+
+
+# -- 2. runnerlib's own lines: names from the hand-over area are quoted ----------------------------------------
+
+FORGED = "==> 09:16:17 [deploy] finished (ok) in 0.01s"
+
+
+@needs_landlock
+def test_hand_over_names_cannot_forge_runnerlib_lines(root: Path) -> None:
+    """The clean-up names each removed entry in runnerlib's own warning. A symlink named with a newline and a
+    fake status line (or a terminal escape) printed runnerlib lines the untrusted step chose."""
+    job = Job("names")
+    job.add_step("pr", f"cd \"$REACTORCIDE_ARTIFACTS_DIR\" && ln -s /etc/passwd \"$(printf 'x\\n{FORGED}\\r\\033[2K')\"",
+                 trust="untrusted")
+    job.add_step("deploy", "false", depends_on=["pr"])
+    code, out = run(root, job)
+    assert code == 1, out
+    lines = out.splitlines()
+    assert FORGED not in lines and not any(line.startswith(FORGED) for line in lines), out
+    assert "\x1b" not in out and "\r" not in out, out
+    removed = [line for line in lines if "hand-over: removed" in line]
+    assert len(removed) == 1 and "x\\n==> 09:16:17 [deploy] finished (ok)" in removed[0], out
+
+
+def test_control_a_plain_name_is_shown_as_it_is() -> None:
+    """Control: quoting leaves ordinary names (spaces and non-ASCII letters included) unchanged."""
+    assert handover.shown_name("reports/junit é 1.xml") == "reports/junit é 1.xml"
+    assert handover.shown_name("x\n==> y\x1b[2K\r") == "x\\n==> y\\x1b[2K\\r"
+
+
+# -- 3. in-band commands in untrusted text printed by a trusted step -------------------------------------------
+
+@needs_landlock
+@pytest.mark.parametrize("stop", [True, False], ids=["stop-commands", "control"])
+def test_stop_commands_in_an_artifact_do_not_switch_off_a_trusted_add_mask(root: Path, stop: bool) -> None:
+    """A trusted step prints the untrusted step's report, then registers a fresh token with ::add-mask:: and
+    uses it. A `::stop-commands::` line in the report (swallowed, so invisible in the log) switched the
+    registration off: the token was printed in clear. Registration is never suspended now (masking more cannot
+    leak). Control: the same job without the line masks the token."""
+    token = "fresh-sess-" + SECRET[::-1]
+    report = "tests: 12 passed\\n::stop-commands::pwn\\n" if stop else "tests: 12 passed\\n"
+    job = Job("inband")
+    job.add_step("pr", f"printf '{report}' > \"$REACTORCIDE_ARTIFACTS_DIR/report.txt\"", trust="untrusted")
+    job.add_step("deploy", f"cat \"$REACTORCIDE_ARTIFACTS_DIR/report.txt\"; T={token}; echo \"::add-mask::$T\"; "
+                           "echo \"session token is $T\"", depends_on=["pr"])
+    code, out = run(root, job)
+    assert code == 0 and "[deploy] tests: 12 passed" in out, out
+    assert "[deploy] session token is ***" in out, out
+    assert not [f for f in fragments(token, 8) if f in out.replace(f"T={token}", "")], out
+
+
+@needs_landlock
+@pytest.mark.xfail(strict=True, reason="::add-mask:: is recognised at a line start only (GitHub's rule): untrusted "
+                   "text without a final newline, printed just before it, hides the command; fix: recognise it "
+                   "anywhere in a trusted step's line, holding back a trailing partial prefix (inband.py)")
+def test_untrusted_text_without_a_newline_does_not_hide_a_trusted_add_mask(root: Path) -> None:
+    token = "other-sess-" + SECRET[::-1]
+    job = Job("inband2")
+    job.add_step("pr", "printf 'tests: 12 passed' > \"$REACTORCIDE_ARTIFACTS_DIR/report.txt\"", trust="untrusted")
+    job.add_step("deploy", f"cat \"$REACTORCIDE_ARTIFACTS_DIR/report.txt\"; T={token}; echo \"::add-mask::$T\"; "
+                           "echo \"session token is $T\"", depends_on=["pr"])
+    code, out = run(root, job)
+    assert code == 0, out
+    assert not [f for f in fragments(token, 8) if f in out.replace(f"T={token}", "")], out
+
+
+# -- 4. parallel untrusted steps ---------------------------------------------------------------------------------
+
+SLOW = ("mkdir \"$REACTORCIDE_ARTIFACTS_DIR/d\" && sleep 1.5; echo v=1 >> \"$GITHUB_OUTPUT\" && echo wrote-output; "
+        "echo data > \"$REACTORCIDE_ARTIFACTS_DIR/d/slow.txt\" && echo wrote-artifact")
+
+
+@needs_landlock
+def test_a_parallel_untrusted_step_keeps_its_files_until_it_ends(root: Path) -> None:
+    """Two untrusted steps at once: when the fast one ended, the hand-over clean-up gave the slow one's protocol
+    files and its artifact directory to root while it still ran (`Permission denied`: the step failed). They are
+    taken over once no untrusted step runs; a trusted step after both sees them taken over (the control)."""
+    job = Job("parallel")
+    job.add_step("fast", "sleep 0.3; echo fast", trust="untrusted")
+    job.add_step("slow", SLOW, trust="untrusted")
+    job.add_step("after", "echo \"out=$REACTORCIDE_UNTRUSTED_OUTPUT_SLOW_V\"; stat -c '%u %a' "
+                          "\"$REACTORCIDE_ARTIFACTS_DIR/d\" \"$REACTORCIDE_ARTIFACTS_DIR/d/slow.txt\"",
+                 depends_on=["fast", "slow"])
+    code, out = run(root, job, concurrency=3)
+    assert code == 0, out
+    assert "[slow] wrote-output" in out and "[slow] wrote-artifact" in out, out
+    assert "[after] out=1" in out, out
+    if IS_ROOT:  # the take-over still happens, once both have ended
+        assert "[after] 0 755\n[after] 0 644\n" in out, out
+
+
+@needs_landlock
+def test_parallel_untrusted_steps_at_the_start_share_one_copy(root: Path, monkeypatch) -> None:
+    """The runner made its JobTrees lazily from each step's thread: two untrusted steps starting together could
+    each make one, and the second copy of the source tree failed (`refused: [Errno 17] File exists: 'src'`).
+    The windows are widened here (JobTrees takes 0.2 s to build, the copy 0.3 s to start) so that the race is met
+    on every run; seen without that in 4 runs of 6 of a three-step job at the default concurrency."""
+    real_init, real_copy = job_trees.JobTrees.__init__, paths.Workspace.copy_in
+
+    def slow_init(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(0.2)
+        real_init(self, *args, **kwargs)
+
+    def slow_copy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(0.3)
+        return real_copy(self, *args, **kwargs)
+
+    monkeypatch.setattr(job_trees.JobTrees, "__init__", slow_init)
+    monkeypatch.setattr(paths.Workspace, "copy_in", slow_copy)
+    (root / "src" / "file.txt").write_text("x")
+    job = Job("start")
+    for name in ("a", "b", "c"):
+        job.add_step(name, "echo ok-$REACTORCIDE_STEP_NAME", trust="untrusted")
+    code, out = run(root, job, concurrency=3)
+    assert code == 0, out
+    assert all(f"[{n}] ok-{n}" in out for n in "abc") and "refused" not in out, out
+
+
+def test_control_git_refuses_a_repository_of_the_sandbox_uid() -> None:
+    """Control for part 1: git's own check that the take-over defeated (as root, a repository owned by another
+    uid is refused); unprivileged there is no other uid, which is why the `.git` must not cross at all."""
+    if not IS_ROOT or shutil.which("git") is None:
+        pytest.skip("needs root and git")
+    with reachable_tempdir("rl-redteam3-git-") as path:
+        subprocess.run(["git", "init", "-q", str(path / "r")], check=True)
+        subprocess.run(["chown", "-R", "65534:65534", str(path / "r")], check=True)
+        proc = subprocess.run(["git", "-C", str(path / "r"), "status"], capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin", "HOME": str(path)}, check=False)
+        assert proc.returncode != 0 and "dubious ownership" in proc.stderr
