@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from netlib import metadata_address_on_lo, serving
 from sandbox_testlib import IS_ROOT, SECRET, fragments, job_root, needs_landlock
 
 from runnerlib import Job, get_config
 from runnerlib.runner import JobRunner
-from runnerlib.security import paths
+from runnerlib.security import network, paths
+from runnerlib.security.lowlevel import nftables
 from runnerlib.source import handover, job_trees
 from runnerlib.testing import reachable_tempdir
 
@@ -245,3 +247,46 @@ def test_control_git_refuses_a_repository_of_the_sandbox_uid() -> None:
         proc = subprocess.run(["git", "-C", str(path / "r"), "status"], capture_output=True, text=True,
                               env={"PATH": "/usr/bin:/bin", "HOME": str(path)}, check=False)
         assert proc.returncode != 0 and "dubious ownership" in proc.stderr
+
+
+# -- 5. metadata addresses of other clouds ------------------------------------------------------------------------
+
+OTHER_CLOUDS = ["100.100.100.200", "::ffff:100.100.100.200", "fd20:ce::254", "fe80::a9fe:a9fe"]
+
+
+@pytest.mark.parametrize("address", OTHER_CLOUDS)
+def test_other_clouds_metadata_addresses_are_refused_in_a_network_list(address: str) -> None:
+    """Alibaba Cloud's 100.100.100.200, GCP's IPv6 fd20:ce::254 and OpenStack's IPv6 fe80::a9fe:a9fe serve
+    instance credentials as 169.254.169.254 does: a step's `network:` list may not name them."""
+    host = f"[{address}]" if ":" in address else address
+    with pytest.raises(network.NetworkSpecError, match="metadata"):
+        network.parse_network([f"{host}:80"])
+    assert network.is_metadata(address)
+
+
+def test_control_neighbours_of_the_metadata_addresses_stay_reachable() -> None:
+    assert network.parse_network(["100.100.100.201:80", "[fd20:ce::253]:80"]).targets
+    assert not network.is_metadata("100.100.100.199") and not network.is_metadata("8.8.8.8")
+
+
+CONNECT = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)"
+           ".recv(8); print('REACHED', sys.argv[1])\nexcept OSError as e: print('BLOCKED', sys.argv[1], e)\n")
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not IS_ROOT, reason="adding 100.100.100.200 to lo needs root")
+@pytest.mark.skipif(nftables.library() is None, reason="network full cuts metadata off with nftables (not installed)")
+@needs_landlock
+def test_alibaba_metadata_address_unreachable_from_an_untrusted_step(root: Path) -> None:
+    """Under the default network (`full`, the host rule on the sandbox uid) an untrusted step reached a server on
+    Alibaba Cloud's metadata address. Control: a trusted step of the same job reaches it."""
+    (root / "ci" / "connect.py").write_text(CONNECT)
+    with metadata_address_on_lo("100.100.100.200"), serving("100.100.100.200", b"creds") as port:
+        job = Job("metadata")
+        command = f"/usr/bin/python3 -I {root}/ci/connect.py 100.100.100.200 {port}"
+        job.add_step("pr", command, trust="untrusted")
+        job.add_step("trusted", command, depends_on=["pr"])
+        code, out = run(root, job)
+    assert code == 0, out
+    assert "[pr] BLOCKED 100.100.100.200" in out, out
+    assert "[trusted] REACHED 100.100.100.200" in out, out
