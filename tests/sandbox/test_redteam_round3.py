@@ -290,3 +290,31 @@ def test_alibaba_metadata_address_unreachable_from_an_untrusted_step(root: Path)
     assert code == 0, out
     assert "[pr] BLOCKED 100.100.100.200" in out, out
     assert "[trusted] REACHED 100.100.100.200" in out, out
+
+
+# -- 6. a confirmation oracle between untrusted steps -------------------------------------------------------------
+
+@needs_landlock
+@pytest.mark.xfail(strict=True, reason="values an untrusted step hands to a later untrusted step are filtered (env) "
+                   "and masked (${{ }}) when they hold a registered secret, so the later step learns which guess "
+                   "was one; fix: pass what an untrusted producer wrote to untrusted consumers unchanged (it held no "
+                   "secret, so it already knew the value), filter only trusted producers' values "
+                   "(step_protocol.environment/lookup split by producer, run_process taking the passed-through part "
+                   "after build_untrusted_env)")
+def test_untrusted_steps_cannot_test_guesses_against_the_secrets(root: Path) -> None:
+    """The PR's code in a build step writes 5 guesses of a low-entropy secret to GITHUB_ENV and GITHUB_OUTPUT; its
+    test step sees every guess but the right one (dropped from its environment, `***` when substituted): one job
+    run tests about 40,000 guesses (1 MiB of env file). Where the attacker reads the job's console (public CI
+    logs) masking itself is the same oracle; as root the step cannot read its log, so this is the channel."""
+    job = Job("oracle")
+    job.add_step("build", "for pin in 1000 4711 9999; do echo \"G_$pin=pin-$pin-$pin\" >> \"$GITHUB_ENV\"; "
+                          "echo \"g$pin=pin-$pin-$pin\" >> \"$GITHUB_OUTPUT\"; done", trust="untrusted")
+    job.add_step("test", "env | grep -c '^G_' | sed 's/^/vars=/'; echo \"got=${{ steps.build.outputs.g4711 }}\" "
+                         "| tr '*' S", trust="untrusted", depends_on=["build"])
+    out = io.BytesIO()
+    env = {**ENV, "HOME": str(root), "DB_PIN": "pin-4711-4711"}
+    code = JobRunner(get_config(workspace_root=str(root), secret_env_names=["DB_PIN"]), job, out=out,
+                     handle_signals=False, environ=env).run()
+    text = out.getvalue().decode()
+    assert code == 0, text
+    assert "[test] vars=3" in text and "[test] got=SSS" not in text, text
