@@ -270,8 +270,7 @@ class JobRunner:
         from runnerlib.plugin_loader import load_plugins
 
         config = self.config
-        untrusted = [d for d in {config.code_dir, str(Path(config.workspace_root) / "src"),
-                                 str(Path(config.workspace_root) / ".untrusted")} if d]
+        untrusted = untrusted_trees(config)  # src, its untrusted copy and the hand-over area (artifacts)
         names = load_plugins(list(directories), self.plugins, workspace_root=config.workspace_root,
                              untrusted_dirs=untrusted)
         if names:

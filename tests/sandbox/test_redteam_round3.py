@@ -8,6 +8,7 @@ trusted step or by runnerlib. Each has a control that shows the attack works whe
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import time
@@ -318,3 +319,30 @@ def test_untrusted_steps_cannot_test_guesses_against_the_secrets(root: Path) -> 
     text = out.getvalue().decode()
     assert code == 0, text
     assert "[test] vars=3" in text and "[test] got=SSS" not in text, text
+
+
+# -- 7. plugins from the hand-over area ---------------------------------------------------------------------------
+
+PLUGIN = "open({marker!r}, 'w').write('x')\n"
+
+
+@pytest.mark.parametrize("where", ["artifacts/plugins", "trusted-plugins"], ids=["hand-over", "control"])
+def test_plugins_never_load_from_the_hand_over_area(root: Path, where: str) -> None:
+    """Plugins run inside the runner with every secret; the loader refused plugin directories in src and the
+    untrusted copy but not in /job/artifacts, where an untrusted step's file (root-owned after the take-over, so
+    the owner check passes) sits, e.g. for a nested `runnerlib run-job --plugin-dir $REACTORCIDE_ARTIFACTS_DIR/..`.
+    Control: the same file in a directory of the workspace that untrusted steps cannot write loads."""
+    plugins = root / where
+    plugins.mkdir(parents=True)
+    marker = root / "PWNED-plugin"
+    (plugins / "evil.py").write_text(PLUGIN.format(marker=str(marker)))
+    for p in (plugins, plugins.parent):
+        os.chmod(p, 0o755)
+    job = Job("plugins")
+    job.add_step("a", "true")
+    code, out = run(root, job, plugin_dirs=[str(plugins)])
+    if where == "trusted-plugins":
+        assert marker.exists(), out
+    else:
+        assert not marker.exists(), out
+        assert code != 0 and "artifacts" in out and "refused" in out, out
