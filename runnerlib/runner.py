@@ -650,7 +650,8 @@ class JobRunner:
             from runnerlib.source.job_trees import JobTrees
 
             self._trees = JobTrees(self._open_workspace,
-                                   lambda message, step, level: self.log.event(message, step=step, level=level))
+                                   lambda message, step, level: self.log.event(message, step=step, level=level),
+                                   holds_secret=lambda data: self.registry.mask(data) != data)
         return self._trees
 
     def _step_cwd_base(self, step: Step) -> str:

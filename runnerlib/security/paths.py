@@ -745,6 +745,11 @@ class Workspace:
         self._walk_tree(rel, lambda fd, st: None, on_link=check_link)
         return found
 
+    def walk(self, rel: str | os.PathLike[str], visit: Callable[[int, os.stat_result, str], None]) -> None:
+        """visit(fd, stat, absolute path) for `rel` and every entry under it, through fds, following no symlink
+        (an O_PATH fd for non-directories; a symlink is not visited)."""
+        self._walk_tree(rel, visit, with_path=True)
+
     def _walk_tree(self, rel: str | os.PathLike[str], visit: Callable[..., None], *, dirs_last: bool = False,
                    with_path: bool = False,
                    on_link: Callable[[str, str, os.stat_result], None] | None = None) -> None:

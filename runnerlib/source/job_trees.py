@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from runnerlib.security import cilock
 from runnerlib.security.paths import Workspace
-from runnerlib.source import handover, pristine
+from runnerlib.source import copy_secrets, handover, pristine
 
 # log(message, step_name, level)
 Log = Callable[[str, str, str], None]
@@ -27,9 +28,14 @@ Log = Callable[[str, str, str], None]
 class JobTrees:
     """The trees of one job's steps. `config` is the runner's JobConfig (read each time: plugins may replace it)."""
 
-    def __init__(self, workspace: Callable[[], Workspace], log: Log) -> None:
+    def __init__(self, workspace: Callable[[], Workspace], log: Log,
+                 holds_secret: Callable[[bytes], bool] | None = None) -> None:
         self._workspace = workspace
         self._log = log
+        # Files trusted steps write into src from now on are checked for secrets when the copy is made
+        # (runnerlib.source.copy_secrets); `holds_secret`: the job registry's masker changes the bytes.
+        self._holds_secret = holds_secret
+        self._since = time.time()
         self._lock = threading.Lock()
         self.copy: pristine.UntrustedCopy | None = None
         self._dirty = False  # an untrusted step ran since the hand-over area was last cleaned (and taken over)
@@ -47,6 +53,12 @@ class JobTrees:
                 made = f"{copy.files} files copied in {copy.seconds:.2f}s" if copy.created else "made earlier"
                 self._log(f"untrusted steps work on their own copy of the source tree: {copy.path} ({made}); "
                           f"{config.code_dir} stays as prepared", step_name, "info")
+                if copy.created and self._holds_secret is not None:
+                    left_out = copy_secrets.leave_out_secret_files(self._workspace(), src, copy.path,
+                                                                   since=self._since, holds_secret=self._holds_secret)
+                    for rel in left_out:
+                        self._log(f"left out of the untrusted copy: {handover.shown_name(rel)} (a trusted step "
+                                  "wrote a secret into it)", step_name, "warning")
                 self.copy = copy
         path = self.copy.path
         env = {"REACTORCIDE_SOURCE_DIR": path, "REACTORCIDE_CODE_DIR": path}
