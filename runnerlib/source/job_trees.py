@@ -141,8 +141,12 @@ class JobTrees:
 
 
 def _job_dir_is_default(config: Any) -> bool:
-    # A job_dir someone named (the worker's REACTORCIDE_JOB_DIR, --job-dir) is kept as given.
-    return config.job_dir is None or config.origin("job_dir").startswith("default")
+    # A job_dir someone named (--job-dir, the worker's REACTORCIDE_JOB_DIR) is kept as given, unless it names the
+    # source tree itself: that is the default spelled out (the worker sets REACTORCIDE_JOB_DIR for every job),
+    # and trusted steps would run in the pull request's tree again (a json.py there shadows the stdlib).
+    if config.job_dir is None or config.origin("job_dir").startswith("default"):
+        return True
+    return bool(config.code_dir) and os.path.normpath(config.job_dir) == os.path.normpath(config.code_dir)
 
 
 def _has_ci_tree(config: Any) -> bool:

@@ -393,3 +393,28 @@ def test_a_trusted_steps_credentials_in_src_do_not_reach_the_untrusted_copy(root
         assert "_authToken" not in out.split("[test] $", 1)[-1].split("\n", 1)[1], out
     else:
         assert SECRET in copy.read_text(), out
+
+
+# -- 10. the worker's REACTORCIDE_JOB_DIR -------------------------------------------------------------------------
+
+@needs_landlock
+@pytest.mark.parametrize("protected", [True, False], ids=["protected", "control"])
+def test_a_job_dir_naming_the_source_tree_does_not_put_trusted_steps_there(root: Path, monkeypatch,
+                                                                           protected: bool) -> None:
+    """The worker sets REACTORCIDE_JOB_DIR for every job, usually to /job/src itself. A named job directory was
+    kept for trusted steps, so they ran in the pull request's tree again and `python3 -c 'import json'` imported
+    the json.py it ships (case 3). A job dir equal to the source tree is the default: trusted steps start in
+    /job/ci. Control: with the named directory kept as before, the PR's module is imported."""
+    if not protected:
+        monkeypatch.setattr(job_trees, "_job_dir_is_default",
+                            lambda config: config.job_dir is None or config.origin("job_dir").startswith("default"))
+    (root / "src" / "json.py").write_text("print('PR json.py imported')\n")
+    job = Job("jobdir")
+    job.add_step("pr", "true", trust="untrusted")
+    job.add_step("deploy", "pwd; python3 -c 'import json'", depends_on=["pr"])
+    code, out = run(root, job, job_dir=str(root / "src"), code_dir=str(root / "src"))
+    assert code == 0, out
+    if protected:
+        assert f"[deploy] {root}/ci\n" in out and "PR json.py imported" not in out, out
+    else:
+        assert "[deploy] PR json.py imported" in out, out
