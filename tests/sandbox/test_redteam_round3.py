@@ -23,7 +23,7 @@ from runnerlib import Job, get_config
 from runnerlib.runner import JobRunner
 from runnerlib.security import network, paths
 from runnerlib.security.lowlevel import nftables
-from runnerlib.source import copy_secrets, handover, job_trees
+from runnerlib.source import copy_secrets, handover, job_trees, tarball
 from runnerlib.testing import reachable_tempdir
 
 ENV = {"PATH": "/usr/bin:/bin", "DEPLOY_TOKEN": SECRET, "LC_ALL": "C"}
@@ -418,3 +418,35 @@ def test_a_job_dir_naming_the_source_tree_does_not_put_trusted_steps_there(root:
         assert f"[deploy] {root}/ci\n" in out and "PR json.py imported" not in out, out
     else:
         assert "[deploy] PR json.py imported" in out, out
+
+
+# -- 11. a repository inside an untrusted archive ----------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+@pytest.mark.parametrize("protected", [True, False], ids=["protected", "control"])
+def test_a_tarball_source_brings_no_repository_for_trusted_git(root: Path, tmp_path: Path, monkeypatch,
+                                                               protected: bool) -> None:
+    """The pull request's tree as a tarball (`--source-type tarball`) may hold a `.git` with core.fsmonitor:
+    extracted by root into /job/src, git did not refuse it, and a trusted `git status` there ran the command
+    with the secrets. Members in `.git`/`.hg` are left out now. Control: extracted, the command runs."""
+    if not protected:
+        monkeypatch.setattr(tarball, "VCS_NAMES", frozenset())
+    marker = root / "PWNED-tarball"
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "f.txt").write_text("x")
+    subprocess.run(["git", "init", "-q", str(proj)], check=True)
+    subprocess.run(["git", "config", "-f", str(proj / ".git" / "config"), "core.fsmonitor",
+                    f"echo \"$DEPLOY_TOKEN\" > {marker} #"], check=True)
+    archive = tmp_path / "proj.tar"
+    subprocess.run(["tar", "cf", str(archive), "-C", str(proj), "."], check=True)
+    shutil.rmtree(root / "src")
+    job = Job("tarball")
+    job.add_step("status", "cd \"$REACTORCIDE_SOURCE_DIR\" && git status --short; true")
+    code, out = run(root, job, source_type="tarball", source_url=f"file://{archive}")
+    assert code == 0, out
+    if protected:
+        assert not marker.exists() and not (root / "src" / ".git").exists(), out
+        assert (root / "src" / "f.txt").exists() and "left out" in out, out
+    else:
+        assert marker.read_text().strip() == SECRET, out
