@@ -228,6 +228,7 @@ class JobRunner:
             self._start_trigger_signing()
             with self.obs.phase("source_preparation", self.plugins):
                 self._prepare_sources()
+            self._job_trees()  # from here on, what is written into src is checked before the untrusted copy
             self._load_ci_plugins()
             self._phase(PluginPhase.POST_SOURCE_PREP)
             self._phase(PluginPhase.PRE_EXECUTION)
@@ -446,7 +447,7 @@ class JobRunner:
         self.log.logs_dir = logs_dir
         self.log.open_log = self._open_log
         self._protocol = self._step_protocol()
-        self._job_trees()  # made once here: steps running in parallel threads must share it (and its lock)
+        self._job_trees()  # made once before steps run in parallel threads: they must share it (and its lock)
         scheduler = Scheduler(
             job, self.obs.wrap_executor(self._execute_tracked), concurrency=config.concurrency, variables=config.job_variables(),
             default_timeout=config.step_timeout, default_retries=config.step_retries,

@@ -3,11 +3,11 @@
 The untrusted steps' copy of /job/src (runnerlib.source.pristine) is made when the first untrusted step starts,
 after the trusted steps before it. Those often write credentials next to the project (`.npmrc` with an
 `_authToken`, `.pypirc`, `.docker/config.json`, a token in `.git/config`): copied, the pull request's code would
-read them. So the files of the source tree created or changed since the job's steps began (ctime, which no
-process can set back) are read once, and each one that holds a registered secret or an encoded form of one
-(`holds_secret`, the job registry's masker) is removed from the copy and named in the log. Files from source
-preparation are not read (the tree as fetched holds no secret of the job); the cost is reading the files trusted
-steps wrote before the first untrusted step (a dependency install included), at the masker's speed.
+read them. So the files of the source tree created or changed since source preparation ended (ctime, which
+no process can set back: plugins' and trusted steps' writes) are read once, and each one that holds a
+registered secret or an encoded form of one (`holds_secret`, the job registry's masker) is removed from the
+copy and named in the log. Files from source preparation are not read (the tree as fetched holds no secret of
+the job); the cost is reading the files written since (a dependency install included), at the masker's speed.
 
 Limit: a secret spread over two files, or transformed in a way the masker does not know, is not found.
 """

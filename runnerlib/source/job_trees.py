@@ -35,7 +35,8 @@ class JobTrees:
         # Files trusted steps write into src from now on are checked for secrets when the copy is made
         # (runnerlib.source.copy_secrets); `holds_secret`: the job registry's masker changes the bytes.
         self._holds_secret = holds_secret
-        self._since = time.time()
+        # Less a margin: file timestamps come from the kernel's coarse clock, up to a tick behind time.time().
+        self._since = time.time() - 0.05
         self._lock = threading.Lock()
         self.copy: pristine.UntrustedCopy | None = None
         self._dirty = False  # an untrusted step ran since the hand-over area was last cleaned (and taken over)
