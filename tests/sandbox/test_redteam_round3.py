@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -450,3 +451,24 @@ def test_a_tarball_source_brings_no_repository_for_trusted_git(root: Path, tmp_p
         assert (root / "src" / "f.txt").exists() and "left out" in out, out
     else:
         assert marker.read_text().strip() == SECRET, out
+
+
+# -- 12. limits raised by a job file from the untrusted tree -----------------------------------------------------
+
+@pytest.mark.parametrize("limits", ["{pids: 1000000, memory: 1T, cpu_seconds: 9999999}", "{pids: 64, memory: 256M}"],
+                         ids=["raised", "control-lowered"])
+def test_a_job_file_from_the_untrusted_tree_cannot_raise_its_limits(root: Path, limits: str) -> None:
+    """`run-job src/job.yaml --untrusted` runs a pull request's job file sandboxed; its step's `limits:` lifted
+    the untrusted defaults (cpu 9,999,999 s, file size 1 TiB, 1M processes: the fork-bomb and memory-hog guards of
+    case 9). Raising is refused naming the limits; lowering (the control) is taken."""
+    (root / "src" / "job.yaml").write_text("name: prjob\nsteps:\n  - name: t\n    trust: untrusted\n"
+                                           f"    limits: {limits}\n    command: echo ran\n")
+    proc = subprocess.run([str(Path(sys.executable).parent / "runnerlib"), "run-job", str(root / "src" / "job.yaml"),
+                           "--workspace-root", str(root), "--untrusted"], capture_output=True, text=True,
+                          env={**ENV, "HOME": str(root)}, timeout=120)
+    if "1000000" in limits:
+        assert proc.returncode == 78, proc
+        assert "may not raise its limits above the untrusted defaults (pids=1000000 > 4096" in proc.stderr, proc
+        assert "[t] ran" not in proc.stdout, proc
+    else:
+        assert proc.returncode == 0 and "[t] ran" in proc.stdout, proc
