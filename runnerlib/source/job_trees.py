@@ -39,7 +39,9 @@ class JobTrees:
         self._since = time.time() - 0.05
         self._lock = threading.Lock()
         self.copy: pristine.UntrustedCopy | None = None
-        self._dirty = False  # an untrusted step ran since the hand-over area was last cleaned (and taken over)
+        # An untrusted step ran since the hand-over area was last cleaned (and taken over); None until the first
+        # trusted step asks: then whether an earlier job's untrusted steps used this workspace's area (see _clean).
+        self._dirty: bool | None = None
         self._running = 0  # untrusted steps started and not yet ended: their files are theirs until they end
         self._ci_lock_ok: bool | None = None
 
@@ -84,6 +86,8 @@ class JobTrees:
     def trusted_command(self, config: Any, command: str | list[str], step_name: str) -> str | list[str]:
         """Before a trusted step: the hand-over area cleaned again if untrusted steps ran, and (root runner) the
         command wrapped so that it sees the CI tree read-only, once a probe showed a mount namespace works."""
+        if self._dirty is None:
+            self._dirty = self._used_by_untrusted_steps(config)
         if self._dirty:
             self._clean(config, step_name)
         ci = config.ci_dir
@@ -130,8 +134,13 @@ class JobTrees:
         """The untrusted copy's path once made (the sandbox's writable source grant), else None."""
         return self.copy.path if self.copy is not None else None
 
+    def _used_by_untrusted_steps(self, config: Any) -> bool:
+        # An earlier job's untrusted steps left their step-file directory (execution/step_protocol.py's
+        # STEPS_DIR) in the area; a runner killed during such a step never cleaned what the step left there.
+        return self._workspace().exists(os.path.join(_area(config), ".runnerlib-steps"))
+
     def _clean(self, config: Any, step_name: str) -> None:
-        area = config.artifacts_dir or str(Path(config.workspace_root) / "artifacts")
+        area = _area(config)
         with self._lock:
             # Taking over a running untrusted step's files (its step files, the directory it writes) would make
             # it fail with EACCES; the clean-up after the last one takes them over.
@@ -139,6 +148,10 @@ class JobTrees:
             handover.sanitise_hand_over(self._workspace(), area, take_over=take_over,
                                         warn=lambda line: self._log(line, step_name, "warning"))
             self._dirty = not take_over
+
+
+def _area(config: Any) -> str:
+    return config.artifacts_dir or str(Path(config.workspace_root) / "artifacts")
 
 
 def _job_dir_is_default(config: Any) -> bool:

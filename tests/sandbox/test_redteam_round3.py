@@ -472,3 +472,35 @@ def test_a_job_file_from_the_untrusted_tree_cannot_raise_its_limits(root: Path, 
         assert "[t] ran" not in proc.stdout, proc
     else:
         assert proc.returncode == 0 and "[t] ran" in proc.stdout, proc
+
+
+# -- 13. what an earlier job's untrusted step left in a reused workspace -------------------------------------------
+
+@pytest.mark.parametrize("protected", [True, False], ids=["protected", "control"])
+def test_a_reused_workspace_hand_over_area_is_cleaned_before_the_first_trusted_step(root: Path, monkeypatch,
+                                                                                    protected: bool) -> None:
+    """A runner killed during an untrusted step never cleans the hand-over area; a next job in the same workspace
+    whose first step is trusted met the step's symlink (`coverage.txt -> ../victim`) and wrote through it. The
+    area is cleaned before the first trusted step of a job when an earlier job's untrusted steps used it (their
+    step-file directory is there; a trusted-only job's area is left as it is). Control: without that, the victim
+    is rewritten."""
+    if not protected:
+        real = job_trees.JobTrees.__init__
+
+        def not_dirty(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            real(self, *args, **kwargs)
+            self._dirty = False  # round two: nothing to clean before the job's own untrusted steps ran
+
+        monkeypatch.setattr(job_trees.JobTrees, "__init__", not_dirty)
+    victim = root / "victim"
+    victim.write_text("original\n")
+    (root / "artifacts" / ".runnerlib-steps" / "pr").mkdir(parents=True)  # the killed job's untrusted step 'pr'
+    os.symlink("../victim", root / "artifacts" / "coverage.txt")
+    job = Job("reused")
+    job.add_step("report", "echo 'coverage 91%' > \"$REACTORCIDE_ARTIFACTS_DIR/coverage.txt\"")
+    code, out = run(root, job)
+    assert code == 0, out
+    if protected:
+        assert victim.read_text() == "original\n" and "hand-over: removed" in out, out
+    else:
+        assert victim.read_text() == "coverage 91%\n", out
