@@ -24,7 +24,7 @@ from runnerlib import Job, get_config
 from runnerlib.runner import JobRunner
 from runnerlib.security import network, paths
 from runnerlib.security.lowlevel import nftables
-from runnerlib.source import copy_secrets, handover, job_trees, tarball
+from runnerlib.source import copy_secrets, dual, handover, job_trees, tarball
 from runnerlib.testing import reachable_tempdir
 
 ENV = {"PATH": "/usr/bin:/bin", "DEPLOY_TOKEN": SECRET, "LC_ALL": "C"}
@@ -504,3 +504,40 @@ def test_a_reused_workspace_hand_over_area_is_cleaned_before_the_first_trusted_s
         assert victim.read_text() == "original\n" and "hand-over: removed" in out, out
     else:
         assert victim.read_text() == "coverage 91%\n", out
+
+
+# -- 14. symlinks the pull request commits ------------------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+@pytest.mark.parametrize("protected", [True, False], ids=["protected", "control"])
+def test_a_pull_requests_symlink_out_of_src_is_not_followed_by_a_trusted_step(root: Path, tmp_path: Path,
+                                                                              monkeypatch, protected: bool) -> None:
+    """A PR commits `VERSION -> /root/.ssh/id_ed25519` (here: a runner-only file); git checks it out as it is, and
+    a trusted step that reads the tree (`cat VERSION`) printed the file, into the log the PR author reads. Links
+    leading out of the untrusted source are removed after preparation; links inside it stay. Control: kept,
+    the trusted step prints the runner-only file."""
+    if not protected:
+        monkeypatch.setattr(dual, "remove_outward_links", lambda *a, **k: [])
+    private = root / "runner-only"
+    private.write_text("PRIVATE-KEY-MATERIAL\n")
+    os.chmod(private, 0o600)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "README").write_text("readme\n")
+    os.symlink(str(private), repo / "VERSION")
+    os.symlink("README", repo / "README.link")
+    git = {**ENV, "HOME": str(tmp_path), "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@x",
+           "GIT_COMMITTER_NAME": "a", "GIT_COMMITTER_EMAIL": "a@x"}
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "pr"]):
+        subprocess.run(["git", *args], cwd=repo, env=git, check=True, capture_output=True)
+    shutil.rmtree(root / "src")
+    job = Job("links")
+    job.add_step("release", "cd \"$REACTORCIDE_SOURCE_DIR\" && cat README.link; cat VERSION; true")
+    code, out = run(root, job, source_type="git", source_url=f"file://{repo}")
+    assert code == 0, out
+    assert "[release] readme" in out, out  # a link inside the tree stays
+    if protected:
+        assert "PRIVATE-KEY-MATERIAL" not in out and "removed 1 symlink(s) leading out" in out, out
+        assert not os.path.lexists(root / "src" / "VERSION"), out
+    else:
+        assert "[release] PRIVATE-KEY-MATERIAL" in out, out
