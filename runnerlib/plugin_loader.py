@@ -5,8 +5,9 @@ Plugins are Python code that runs in the runner with every secret in reach, so t
 - directories given with --plugin-dir / REACTORCIDE_PLUGIN_DIR (checked by security.paths.check_config_path:
   inside the workspace, no `..`, no symlinked component).
 
-Never from the untrusted source tree (<workspace_root>/src or code_dir): a pull request could otherwise add a
-plugin and run code with the secrets. Such a directory is refused with an error, not skipped. Files and
+Never from the untrusted trees (<workspace_root>/src or code_dir, the untrusted copy, the hand-over area
+<workspace_root>/artifacts): a pull request could otherwise add a plugin and run code with the secrets (a file
+an untrusted step leaves in the hand-over area is root's after the take-over, so the owner check below passes). Such a directory is refused with an error, not skipped. Files and
 directories writable by group or others, or owned by another user than root or the runner, are refused too:
 someone else could change them between the check and the load.
 

@@ -228,6 +228,7 @@ class JobRunner:
             self._start_trigger_signing()
             with self.obs.phase("source_preparation", self.plugins):
                 self._prepare_sources()
+            self._job_trees()  # from here on, what is written into src is checked before the untrusted copy
             self._load_ci_plugins()
             self._phase(PluginPhase.POST_SOURCE_PREP)
             self._phase(PluginPhase.PRE_EXECUTION)
@@ -270,8 +271,7 @@ class JobRunner:
         from runnerlib.plugin_loader import load_plugins
 
         config = self.config
-        untrusted = [d for d in {config.code_dir, str(Path(config.workspace_root) / "src"),
-                                 str(Path(config.workspace_root) / ".untrusted")} if d]
+        untrusted = untrusted_trees(config)  # src, its untrusted copy and the hand-over area (artifacts)
         names = load_plugins(list(directories), self.plugins, workspace_root=config.workspace_root,
                              untrusted_dirs=untrusted)
         if names:
@@ -447,6 +447,7 @@ class JobRunner:
         self.log.logs_dir = logs_dir
         self.log.open_log = self._open_log
         self._protocol = self._step_protocol()
+        self._job_trees()  # made once before steps run in parallel threads: they must share it (and its lock)
         scheduler = Scheduler(
             job, self.obs.wrap_executor(self._execute_tracked), concurrency=config.concurrency, variables=config.job_variables(),
             default_timeout=config.step_timeout, default_retries=config.step_retries,
@@ -559,7 +560,14 @@ class JobRunner:
             self.log.event(missing, step=step.name, level="error")
             self._to_stderr(f"runnerlib: error: step {step.name!r}: {missing}")
             return Outcome(exit_code=EXIT_CONFIG_ERROR, reason=missing)
-        files = self._protocol.prepare(step)
+        if not trusted:
+            trees.untrusted_started()  # ended by after_untrusted below, or here if its files cannot be made
+        try:
+            files = self._protocol.prepare(step)
+        except BaseException:
+            if not trusted:
+                trees.after_untrusted(self.config, step.name)
+            raise
         env.update(files.env)
         limits = step.limits.merged_over(self.config.limits) if step.limits else self.config.limits
         try:
@@ -643,7 +651,8 @@ class JobRunner:
             from runnerlib.source.job_trees import JobTrees
 
             self._trees = JobTrees(self._open_workspace,
-                                   lambda message, step, level: self.log.event(message, step=step, level=level))
+                                   lambda message, step, level: self.log.event(message, step=step, level=level),
+                                   holds_secret=lambda data: self.registry.mask(data) != data)
         return self._trees
 
     def _step_cwd_base(self, step: Step) -> str:

@@ -7,10 +7,11 @@ of those trees that the runner is told to read (`run-job FILE`, `run --config-fi
 1. it may declare only untrusted steps (its commands would otherwise run with the secrets); `--untrusted` runs
    every step sandboxed;
 2. whatever the steps, it may set only the shape of the job (UNTRUSTED_FILE_FIELDS: command, environment,
-   variables, timeouts, retries, concurrency, log format). Everything runnerlib itself obeys is refused: the
-   workspace layout (moving `workspace_root` would also move the trees this check looks in), sources and the
-   CI source (whose plugins run inside the runner), plugins, secrets, the coordinator, the triggers file, the
-   work directory, container mode.
+   variables, timeouts, retries, concurrency, log format), and its steps' limits no higher than the untrusted
+   defaults (a pull request's job file would otherwise lift the limits that keep a fork bomb off the machine).
+   Everything runnerlib itself obeys is refused: the workspace layout (moving `workspace_root` would also move
+   the trees this check looks in), sources and the CI source (whose plugins run inside the runner), plugins,
+   secrets, the coordinator, the triggers file, the work directory, container mode.
 
 Where the trees are is decided without the file: the caller passes the trees of the configuration built
 without it too (`extra_trees`), so a file cannot move them out from under itself.
@@ -90,6 +91,12 @@ def check_job_origin(job: Job, config: JobConfig, files: Mapping[str, str | None
             raise ConfigError("steps", str(path),
                               f"{where}, so its steps may not be trusted (trusted: {', '.join(trusted)}); pass "
                               "--untrusted to run every step sandboxed, or keep the file in the CI tree")
+        for step in job.steps:
+            raised = _above_untrusted_defaults(step.limits)
+            if raised:
+                raise ConfigError("limits", step.origin or str(path),
+                                  f"{where}, so step {step.name!r} may not raise its limits above the untrusted "
+                                  f"defaults ({raised}); lower ones are taken")
         prefix = f"{Path(str(path))}:"
         given = {f for f in type(config).model_fields if config.origin(f).startswith(prefix)}
         given.update((fields_from or {}).get(label, ()))
@@ -97,3 +104,14 @@ def check_job_origin(job: Job, config: JobConfig, files: Mapping[str, str | None
             raise ConfigError(field, config.origin(field) if field in config.model_fields else str(path),
                               f"{where}, so it may set only the job's shape ({', '.join(sorted(UNTRUSTED_FILE_FIELDS))}); "
                               "runnerlib does not take its own settings from there")
+
+
+def _above_untrusted_defaults(limits: Any) -> str:
+    """`memory=1 TiB > 8 GiB, ...` for the limits of `limits` (a StepLimits or None) above the untrusted defaults."""
+    from runnerlib.security.limits import UNTRUSTED_DEFAULTS, describe_limit
+
+    if limits is None:
+        return ""
+    return ", ".join(f"{name}={describe_limit(name, value)} > {describe_limit(name, getattr(UNTRUSTED_DEFAULTS, name))}"
+                     for name, value in limits.items()
+                     if getattr(UNTRUSTED_DEFAULTS, name) is not None and value > getattr(UNTRUSTED_DEFAULTS, name))

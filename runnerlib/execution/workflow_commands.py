@@ -15,8 +15,10 @@ A byte-stream stage placed in front of the ::add-mask:: stage (security/inband.p
 - error/warning/notice are collected as annotations (level, message, file, line, col, end_line, end_col,
   title), every text masked with the job's registry when collected (nothing in them is registered); at most
   MAX_ANNOTATIONS per step, the rest counted.
-- `::stop-commands::TOKEN`: until a line `::TOKEN::`, no line is a command, `::add-mask::` included (the
-  ::add-mask:: stage is told through its `suspended` flag, at a line boundary). Both lines are swallowed.
+- `::stop-commands::TOKEN`: until a line `::TOKEN::`, no line is a command here. Both lines are swallowed.
+  `::add-mask::` lines still reach the ::add-mask:: stage and still register for a trusted step (unlike
+  GitHub): a file the step prints (an untrusted step's report) could otherwise switch off the step's own later
+  registrations and have its fresh token printed in clear; masking more never leaks.
 - `::add-mask::` lines pass on untouched to the ::add-mask:: stage; a malformed command (an unknown property,
   a line number that is not a positive integer) and commands this runner does not implement (set-output,
   set-env, add-path: disabled on GitHub too; use the step files) are ordinary text.
@@ -132,7 +134,7 @@ def render_annotation(record: dict[str, Any]) -> str:
 class WorkflowCommandFilter(Stage):
     """write(bytes) / flush() / close(): replaces workflow-command lines (module docstring), forwards the rest.
 
-    Single writer, like any stream. `sink.suspended` (AddMaskFilter's) is set during ::stop-commands::.
+    Single writer, like any stream.
     """
 
     def __init__(self, commands: WorkflowCommands, sink: Any) -> None:
@@ -202,7 +204,6 @@ class WorkflowCommandFilter(Stage):
             if text.strip(" \t\r") == f"::{self._stop.decode('utf-8', 'surrogateescape')}::":
                 self._forward(out)
                 self._stop = None
-                self._suspend(False)
                 return bytearray()
             return out + plain
         parsed = parse_command(text.rstrip("\r"))
@@ -231,7 +232,6 @@ class WorkflowCommandFilter(Stage):
                 return out + plain
             self._forward(out)
             self._stop = token
-            self._suspend(True)
             return bytearray()
         else:  # ::add-mask:: (the next stage's) and commands not implemented here: unchanged
             return out + plain
@@ -239,10 +239,6 @@ class WorkflowCommandFilter(Stage):
         tag = marker[:marker.index("]") + 1]
         body = marker.replace("\n", "\n" + tag)
         return out + body.encode("utf-8", "surrogateescape") + b"\n"
-
-    def _suspend(self, value: bool) -> None:
-        if hasattr(self._sink, "suspended"):
-            self._sink.suspended = value
 
     def _forward(self, out: bytes | bytearray) -> None:
         if out:

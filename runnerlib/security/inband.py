@@ -82,9 +82,6 @@ class AddMaskFilter(Stage):
         self._held = bytearray()
         self._closed = False
         self.registered = 0
-        # Set by the workflow-command stage in front of this one between `::stop-commands::TOKEN` and
-        # `::TOKEN::` (always at a line boundary): nothing is a command then, ::add-mask:: included.
-        self.suspended = False
 
     # --- the stream ----------------------------------------------------------------------------------------
 
@@ -93,7 +90,7 @@ class AddMaskFilter(Stage):
             raise ValueError("write to a closed AddMaskFilter")
         if not data:
             return
-        if not self.trusted or self.suspended:
+        if not self.trusted:
             self._write(bytes(data))
             return
         data = bytes(data)

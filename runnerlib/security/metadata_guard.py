@@ -1,8 +1,8 @@
 """The host rule that cuts an untrusted uid off cloud metadata addresses, for exactly the runner's lifetime.
 
 A root runner's untrusted steps under `network: full` run as the sandbox uid in the runner's own network;
-an nftables rule matching that uid (`meta skuid`, output hook) rejects their packets to 169.254.0.0/16,
-fd00:ec2::254 and the IPv4-mapped link-local range. The rule lives in a table of the runner's own:
+an nftables rule matching that uid (`meta skuid`, output hook) rejects their packets to the metadata
+addresses (METADATA_NETWORKS below), IPv4-mapped forms included. The rule lives in a table of the runner's own:
 
   owned    `inet runnerlib_metadata_<pid>_<random>` with `flags owner` (Linux >= 5.12): the table belongs to
            the netlink socket of a libnftables context the runner keeps open. The kernel removes it when that
@@ -23,6 +23,7 @@ the rule could be installed (an nftables dry run: rights are checked) and leaves
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import os
 import re
 import secrets
@@ -31,6 +32,13 @@ import threading
 from runnerlib.security.lowlevel import nftables
 
 TABLE_PREFIX = "runnerlib_metadata_"
+
+# Cloud metadata addresses (network.is_metadata, this rule and the forwarder all use this list): the IPv4
+# link-local range (AWS, GCP, Azure IMDS, OpenStack, Oracle, DigitalOcean, ECS task metadata 169.254.170.2),
+# Alibaba Cloud's 100.100.100.200, AWS's IPv6 fd00:ec2::254, GCP's IPv6 fd20:ce::254 and OpenStack's IPv6
+# fe80::a9fe:a9fe. (Azure's WireServer, 168.63.129.16, is also its DNS server: not listed, see docs/sandbox.md.)
+METADATA_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "169.254.0.0/16", "100.100.100.200/32", "fd00:ec2::254/128", "fd20:ce::254/128", "fe80::a9fe:a9fe/128"))
 
 _lock = threading.Lock()
 _state: dict = {"pid": None, "session": None, "table": None, "owned": False, "uids": {}}
@@ -42,10 +50,19 @@ def uid_rules(table: str, uid: int) -> str:
     return "\n".join([
         f"add chain inet {table} {chain} {{ type filter hook output priority -10; policy accept; }}",
         f"flush chain inet {table} {chain}",
-        f"add rule inet {table} {chain} meta skuid {uid} ip daddr 169.254.0.0/16 reject",
-        f"add rule inet {table} {chain} meta skuid {uid} ip6 daddr fd00:ec2::254 reject",
-        f"add rule inet {table} {chain} meta skuid {uid} ip6 daddr ::ffff:169.254.0.0/112 reject",
+        *(f"add rule inet {table} {chain} meta skuid {uid} {daddr} reject" for daddr in _daddrs()),
     ]) + "\n"
+
+
+def _daddrs() -> list[str]:
+    """nftables matches for every metadata network, IPv4 ones also in their IPv4-mapped IPv6 form."""
+    out = []
+    for net in METADATA_NETWORKS:
+        if net.version == 4:
+            out += [f"ip daddr {net}", f"ip6 daddr ::ffff:{net.network_address}/{96 + net.prefixlen}"]
+        else:
+            out.append(f"ip6 daddr {net}")
+    return out
 
 
 def block(uid: int, *, report_only: bool = False) -> str | None:

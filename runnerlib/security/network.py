@@ -1,7 +1,7 @@
 """Network policy per step: `full | none | loopback | [host:port, ...]`, planned here, set up in the step.
 
 Invariant, whatever the policy: an untrusted step never reaches a cloud metadata address (169.254.0.0/16,
-fd00:ec2::254). Each policy maps to one mechanism, chosen for what the kernel enforces without trusting the
+100.100.100.200, fd00:ec2::254, fd20:ce::254, fe80::a9fe:a9fe: metadata_guard.METADATA_NETWORKS). Each policy maps to one mechanism, chosen for what the kernel enforces without trusting the
 step (`plan_network` refuses, naming what is missing, when the mechanism is not available here):
 
   none      seccomp refuses socket(AF_INET/AF_INET6/AF_PACKET) and Landlock (ABI >= 4) denies TCP bind and
@@ -63,7 +63,7 @@ MODES = ("full", "none", "loopback")
 # where it cannot be, the default is `none` instead (plan_network).
 DEFAULT_POLICY = "full"
 
-METADATA_NETWORKS = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fd00:ec2::254/128"))
+METADATA_NETWORKS = metadata_guard.METADATA_NETWORKS
 log = logging.getLogger(__name__)
 MAX_TARGETS = 64
 

@@ -644,11 +644,14 @@ class Workspace:
             raise ReadOnlyViolation(field, problems)
         return count
 
-    def sanitise(self, rel: str | os.PathLike[str], *, owner: tuple[int, int] | None = None) -> HandOverReport:
+    def sanitise(self, rel: str | os.PathLike[str], *, owner: tuple[int, int] | None = None,
+                 drop_names: frozenset[str] | tuple[str, ...] = ()) -> HandOverReport:
         """Leave only regular files with one link and directories under the directory `rel`.
 
         Symlinks, hard-linked files (st_nlink > 1: another name, possibly outside the tree, shares the inode),
         FIFOs, sockets and device nodes are removed, never followed or opened, and listed in the report.
+        An entry named in `drop_names` (whatever it is; a directory with its content) is removed too, listed as
+        ``(path, "name:" + name)``.
         `owner` (uid, gid), as root: every kept entry owned by someone else is given to it and keeps no
         write bit for others (files 0644, or 0755 when executable; directories 0755), so the uid that wrote
         it can no longer change it. `rel` itself keeps its owner and mode. setuid/setgid bits are dropped.
@@ -694,6 +697,10 @@ class Workspace:
                         os.close(dfd)
                     continue
                 here = f"{where}/{name}" if where else name
+                if name in drop_names:
+                    _remove_entry(dfd, name)
+                    report.removed.append((here, f"name:{name}"))
+                    continue
                 try:
                     fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
                 except FileNotFoundError:
@@ -737,6 +744,11 @@ class Workspace:
 
         self._walk_tree(rel, lambda fd, st: None, on_link=check_link)
         return found
+
+    def walk(self, rel: str | os.PathLike[str], visit: Callable[[int, os.stat_result, str], None]) -> None:
+        """visit(fd, stat, absolute path) for `rel` and every entry under it, through fds, following no symlink
+        (an O_PATH fd for non-directories; a symlink is not visited)."""
+        self._walk_tree(rel, visit, with_path=True)
 
     def _walk_tree(self, rel: str | os.PathLike[str], visit: Callable[..., None], *, dirs_last: bool = False,
                    with_path: bool = False,
@@ -1245,6 +1257,29 @@ def _fchown_any(fd: int, uid: int, gid: int) -> None:
         if exc.errno != errno.EBADF:
             raise
         os.chown(f"/proc/self/fd/{fd}", uid, gid)
+
+
+def _remove_entry(dir_fd: int, name: str) -> None:
+    """Remove `name` in `dir_fd` whatever it is, a directory with its content; nothing is followed."""
+    try:
+        sub = os.open(name, _O_DIR, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    except PermissionError:
+        _make_searchable(dir_fd, name)  # closed by a step sharing our uid (chmod 000)
+        sub = os.open(name, _O_DIR, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dir_fd)
+        return
+    try:
+        _clear_dir_fd(sub)
+    finally:
+        os.close(sub)
+    with contextlib.suppress(FileNotFoundError):
+        _rmdir_in(dir_fd, name)
 
 
 def _clear_dir_fd(top: int, *, keep: tuple[str, ...] = ()) -> None:

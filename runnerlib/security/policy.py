@@ -216,7 +216,7 @@ class SandboxPolicy:
             "scoping: no signals to, and no abstract sockets of, processes outside the sandbox",
             f"network: {self.network}"
             + (" (TCP via Landlock, inet sockets via seccomp)" if self.deny_network else "")
-            + ("" if self.deny_network else "; cloud metadata addresses (169.254.0.0/16, fd00:ec2::254) never"),
+            + ("" if self.deny_network else "; cloud metadata addresses (169.254.0.0/16, 100.100.100.200, fd00:ec2::254, fd20:ce::254, fe80::a9fe:a9fe) never"),
             f"rlimits: {limits}",
             f"limits: {self.limits.describe() if self.limits is not None else 'none'}",
             f"namespaces: {self.namespaces} (own PID/IPC/mount namespaces: its processes end with it, a /proc "

@@ -18,6 +18,7 @@ from typing import Any
 from runnerlib.security.paths import PathPolicyError, Workspace
 from runnerlib.source.base import PreparedSource, SecretSink, SourceError, SourceSpec
 from runnerlib.source.git import register_vcs_auth
+from runnerlib.source.outward_links import remove_outward_links
 from runnerlib.source.prepare import prepare_source
 
 CI_DIR = "ci"
@@ -98,6 +99,7 @@ def prepare_job_sources(*, registry: SecretSink, workspace: Workspace | None = N
             ci = prepare_source(ci_spec, ci_rel, **common)  # type: ignore[arg-type]
         if src_spec is not None and src_spec.type != "none":
             src = prepare_source(src_spec, src_rel, **common)  # type: ignore[arg-type]
+            remove_outward_links(workspace, src_rel, log=log_line)  # untrusted content: no link leads out
     finally:
         _cleanup_vcs_auth(workspace, environ)
     result = JobSources(ci=ci, src=src, ci_path=str(workspace.path(ci_rel)), src_path=str(workspace.path(src_rel)))

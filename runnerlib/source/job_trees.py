@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from runnerlib.security import cilock
 from runnerlib.security.paths import Workspace
-from runnerlib.source import handover, pristine
+from runnerlib.source import copy_secrets, handover, pristine
 
 # log(message, step_name, level)
 Log = Callable[[str, str, str], None]
@@ -27,12 +28,21 @@ Log = Callable[[str, str, str], None]
 class JobTrees:
     """The trees of one job's steps. `config` is the runner's JobConfig (read each time: plugins may replace it)."""
 
-    def __init__(self, workspace: Callable[[], Workspace], log: Log) -> None:
+    def __init__(self, workspace: Callable[[], Workspace], log: Log,
+                 holds_secret: Callable[[bytes], bool] | None = None) -> None:
         self._workspace = workspace
         self._log = log
+        # Files trusted steps write into src from now on are checked for secrets when the copy is made
+        # (runnerlib.source.copy_secrets); `holds_secret`: the job registry's masker changes the bytes.
+        self._holds_secret = holds_secret
+        # Less a margin: file timestamps come from the kernel's coarse clock, up to a tick behind time.time().
+        self._since = time.time() - 0.05
         self._lock = threading.Lock()
         self.copy: pristine.UntrustedCopy | None = None
-        self._dirty = False  # an untrusted step ran since the hand-over area was last cleaned
+        # An untrusted step ran since the hand-over area was last cleaned (and taken over); None until the first
+        # trusted step asks: then whether an earlier job's untrusted steps used this workspace's area (see _clean).
+        self._dirty: bool | None = None
+        self._running = 0  # untrusted steps started and not yet ended: their files are theirs until they end
         self._ci_lock_ok: bool | None = None
 
     # -- untrusted steps ------------------------------------------------------------------------------------
@@ -46,6 +56,12 @@ class JobTrees:
                 made = f"{copy.files} files copied in {copy.seconds:.2f}s" if copy.created else "made earlier"
                 self._log(f"untrusted steps work on their own copy of the source tree: {copy.path} ({made}); "
                           f"{config.code_dir} stays as prepared", step_name, "info")
+                if copy.created and self._holds_secret is not None:
+                    left_out = copy_secrets.leave_out_secret_files(self._workspace(), src, copy.path,
+                                                                   since=self._since, holds_secret=self._holds_secret)
+                    for rel in left_out:
+                        self._log(f"left out of the untrusted copy: {handover.shown_name(rel)} (a trusted step "
+                                  "wrote a secret into it)", step_name, "warning")
                 self.copy = copy
         path = self.copy.path
         env = {"REACTORCIDE_SOURCE_DIR": path, "REACTORCIDE_CODE_DIR": path}
@@ -53,8 +69,16 @@ class JobTrees:
             env["REACTORCIDE_JOB_DIR"] = pristine.in_copy(config.job_dir, config.code_dir, path)
         return env
 
+    def untrusted_started(self) -> None:
+        """An untrusted step is about to get its files (call after_untrusted when it has ended, whatever happened)."""
+        with self._lock:
+            self._running += 1
+
     def after_untrusted(self, config: Any, step_name: str) -> None:
-        """An untrusted step ended: clean the hand-over area now."""
+        """An untrusted step ended: clean the hand-over area now. While other untrusted steps still run, what they
+        write stays theirs (only links and special files go): as root, the take-over waits for the last one."""
+        with self._lock:
+            self._running = max(0, self._running - 1)
         self._dirty = True
         self._clean(config, step_name)
 
@@ -62,6 +86,8 @@ class JobTrees:
     def trusted_command(self, config: Any, command: str | list[str], step_name: str) -> str | list[str]:
         """Before a trusted step: the hand-over area cleaned again if untrusted steps ran, and (root runner) the
         command wrapped so that it sees the CI tree read-only, once a probe showed a mount namespace works."""
+        if self._dirty is None:
+            self._dirty = self._used_by_untrusted_steps(config)
         if self._dirty:
             self._clean(config, step_name)
         ci = config.ci_dir
@@ -108,17 +134,33 @@ class JobTrees:
         """The untrusted copy's path once made (the sandbox's writable source grant), else None."""
         return self.copy.path if self.copy is not None else None
 
+    def _used_by_untrusted_steps(self, config: Any) -> bool:
+        # An earlier job's untrusted steps left their step-file directory (execution/step_protocol.py's
+        # STEPS_DIR) in the area; a runner killed during such a step never cleaned what the step left there.
+        return self._workspace().exists(os.path.join(_area(config), ".runnerlib-steps"))
+
     def _clean(self, config: Any, step_name: str) -> None:
-        area = config.artifacts_dir or str(Path(config.workspace_root) / "artifacts")
+        area = _area(config)
         with self._lock:
-            handover.sanitise_hand_over(self._workspace(), area,
+            # Taking over a running untrusted step's files (its step files, the directory it writes) would make
+            # it fail with EACCES; the clean-up after the last one takes them over.
+            take_over = self._running == 0
+            handover.sanitise_hand_over(self._workspace(), area, take_over=take_over,
                                         warn=lambda line: self._log(line, step_name, "warning"))
-            self._dirty = False
+            self._dirty = not take_over
+
+
+def _area(config: Any) -> str:
+    return config.artifacts_dir or str(Path(config.workspace_root) / "artifacts")
 
 
 def _job_dir_is_default(config: Any) -> bool:
-    # A job_dir someone named (the worker's REACTORCIDE_JOB_DIR, --job-dir) is kept as given.
-    return config.job_dir is None or config.origin("job_dir").startswith("default")
+    # A job_dir someone named (--job-dir, the worker's REACTORCIDE_JOB_DIR) is kept as given, unless it names the
+    # source tree itself: that is the default spelled out (the worker sets REACTORCIDE_JOB_DIR for every job),
+    # and trusted steps would run in the pull request's tree again (a json.py there shadows the stdlib).
+    if config.job_dir is None or config.origin("job_dir").startswith("default"):
+        return True
+    return bool(config.code_dir) and os.path.normpath(config.job_dir) == os.path.normpath(config.code_dir)
 
 
 def _has_ci_tree(config: Any) -> bool:

@@ -5,7 +5,9 @@ the Workspace's TreeWriter (fd-relative below cached O_NOFOLLOW directory fds, n
 symlink), into a staging directory that replaces the destination only when the whole archive was
 accepted. Refused: absolute names, `..`, symlinks whose
 target could leave the tree, hard links to anything not earlier in the archive, device nodes, FIFOs,
-other special members, setuid/setgid bits, and archives over the entry, byte or download limits.
+other special members, setuid/setgid bits, and archives over the entry, byte or download limits. Members in a
+`.git` or `.hg` directory are left out (counted in the log): the archive is untrusted content, and a trusted
+step's git or hg in src would obey that repository's config and hooks.
 
 Python's tarfile does the parsing (a well-kept stdlib parser, including pax and GNU long names; plain
 header blocks take the equivalent fast path of tarheader.FastTarInfo); its
@@ -167,14 +169,19 @@ class _Counted(io.RawIOBase):
         return n
 
 
+# Version-control metadata never extracted (with everything below it): see extract().
+VCS_NAMES = frozenset({".git", ".hg"})
+
+
 def extract(stream: BinaryIO, workspace: Workspace, dest_rel: str, *, limits: SourceLimits = DEFAULT_LIMITS,
             field: str = "source_url") -> dict[str, int]:
     """Extract the tar stream (any of the supported compressions) into the directory `dest_rel`.
 
     `dest_rel` should be a staging directory: on ArchiveRefused part of the archive may be there.
-    Returns counts {"entries", "files", "dirs", "symlinks", "hardlinks", "bytes"}.
+    Returns counts {"entries", "files", "dirs", "symlinks", "hardlinks", "bytes", "vcs_left_out"}: members
+    named `.git` or `.hg`, or below one, are left out (VCS_NAMES).
     """
-    counts = {"entries": 0, "files": 0, "dirs": 0, "symlinks": 0, "hardlinks": 0, "bytes": 0}
+    counts = {"entries": 0, "files": 0, "dirs": 0, "symlinks": 0, "hardlinks": 0, "bytes": 0, "vcs_left_out": 0}
     dir_modes: list[tuple[str, int]] = []
     # A local, uncompressed archive is read in seekable mode so member data can be copied in the kernel
     # (copy_file_range from the archive's fd); everything else is streamed once, never seeking.
@@ -194,6 +201,11 @@ def extract(stream: BinaryIO, workspace: Workspace, dest_rel: str, *, limits: So
             parts = validate_member(member, limits)
             if not parts:
                 continue  # the "./" entry: the destination itself
+            if VCS_NAMES.intersection(parts):
+                # An archive is a tree, not a repository: a .git or .hg in it would be obeyed by a trusted
+                # step's git or hg in src (core.fsmonitor, hooks), and as root's files git would not refuse it.
+                counts["vcs_left_out"] += 1
+                continue
             try:
                 _extract_member(out, tf, info, member, "/".join(parts), dir_modes, counts, limits, field, fast_fd)
             except PathPolicyError as exc:
@@ -422,6 +434,8 @@ def prepare(spec: SourceSpec, staged: Staged, ctx: PrepareContext) -> PreparedSo
         raise
     finally:
         stream.close()
+    left_out = (f"; left out {counts['vcs_left_out']} entries of .git/.hg (a repository's config and hooks would "
+                "run in trusted git or hg)" if counts["vcs_left_out"] else "")
     ctx.say(f"extracted {counts['files']} files, {counts['dirs']} directories, {counts['symlinks']} symlinks, "
-            f"{counts['hardlinks']} hard links ({counts['bytes']} bytes)")
+            f"{counts['hardlinks']} hard links ({counts['bytes']} bytes){left_out}")
     return PreparedSource(type="tarball", path=ctx.workspace.path(staged.dest), details=dict(counts))

@@ -81,15 +81,16 @@ def _add_mask_pipeline(registry: SecretRegistry, *, stop_commands: bool) -> tupl
     return b"".join(got), front.registered
 
 
-def test_stop_commands_suspends_add_mask_with_control() -> None:
+def test_stop_commands_does_not_suspend_add_mask_with_control() -> None:
     # Control: without the workflow-command stage the ::add-mask:: line registers and the value is masked.
     out, registered = _add_mask_pipeline(SecretRegistry(), stop_commands=False)
     assert registered == 1 and b"plain-value-4711" not in out
-    # With it, the line between ::stop-commands:: and the token is text: nothing registered, nothing masked
-    # (a script printing a file that happens to contain ::add-mask:: lines cannot mask arbitrary text).
+    # With it, the registration goes on between ::stop-commands:: and the token (unlike GitHub): a file the
+    # step prints (an untrusted report holding `::stop-commands::X`) must not switch off the step's own later
+    # ::add-mask:: and have its fresh token printed in clear (tests/sandbox/test_redteam_round3.py).
     out, registered = _add_mask_pipeline(SecretRegistry(), stop_commands=True)
-    assert registered == 0
-    assert out == b"::add-mask::plain-value-4711\nplain-value-4711\n"
+    assert registered == 1
+    assert out == b"***\n"
 
 
 def test_annotation_texts_are_masked_when_collected() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -26,6 +27,16 @@ STEP_PYTHON = "/usr/bin/python3"  # reachable by uid 65534 (a venv under /root w
 IS_ROOT = os.geteuid() == 0
 STEP_UID = 65534 if IS_ROOT else os.geteuid()
 
+
+
+@contextlib.contextmanager
+def job_root(prefix: str) -> Iterator[Path]:
+    """A workspace root the step's uid can reach, with empty `src` and `ci` trees (0755), for JobRunner jobs."""
+    with reachable_tempdir(prefix) as path:
+        for d in ("src", "ci"):
+            (path / d).mkdir()
+            os.chmod(path / d, 0o755)
+        yield path
 
 
 @pytest.fixture(autouse=True)

@@ -14,24 +14,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox_testlib import IS_ROOT, SECRET, needs_landlock
+from sandbox_testlib import IS_ROOT, SECRET, job_root, needs_landlock
 
 from runnerlib import Job, get_config
 from runnerlib.runner import JobRunner
 from runnerlib.security.paths import Workspace
 from runnerlib.source import handover
 from runnerlib.source.job_trees import JobTrees
-from runnerlib.testing import reachable_tempdir
 
 DEPLOY = "#!/bin/sh\necho deploying\n"
 
 
 @pytest.fixture
 def root() -> Iterator[Path]:
-    with reachable_tempdir("rl-handover-") as path:
-        for d in ("src", "ci"):
-            (path / d).mkdir()
-            os.chmod(path / d, 0o755)
+    with job_root("rl-handover-") as path:
         (path / "ci" / "deploy.sh").write_text(DEPLOY)
         os.chmod(path / "ci" / "deploy.sh", 0o755)
         yield path

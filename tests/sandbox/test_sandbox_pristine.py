@@ -190,11 +190,15 @@ def test_the_docs_register_example_ignores_a_planted_json_py(tmp_path: Path) -> 
 
 
 def test_a_named_job_dir_is_kept_for_trusted_steps(root: Path) -> None:
+    """A job dir below the source tree is kept; one naming the source tree itself (what the worker sets for every
+    job) is the default spelled out, so trusted steps start in the CI tree (tests/sandbox/test_redteam_round3.py)."""
     (root / "ci").mkdir()
-    out = io.BytesIO()
-    config = get_config(workspace_root=str(root), job_dir=str(root / "src"), job_command="pwd")
-    code = JobRunner(config, out=out, handle_signals=False, environ={**ENV, "HOME": str(root)}).run()
-    assert code == 0 and f"[job] {root}/src\n" in out.getvalue().decode(), out.getvalue()
+    (root / "src" / "app").mkdir()
+    for job_dir, where in ((root / "src" / "app", root / "src" / "app"), (root / "src", root / "ci")):
+        out = io.BytesIO()
+        config = get_config(workspace_root=str(root), job_dir=str(job_dir), job_command="pwd")
+        code = JobRunner(config, out=out, handle_signals=False, environ={**ENV, "HOME": str(root)}).run()
+        assert code == 0 and f"[job] {where}\n" in out.getvalue().decode(), out.getvalue()
 
 
 def test_the_copy_keeps_links_as_they_are_and_follows_none(root: Path) -> None:
