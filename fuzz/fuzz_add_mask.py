@@ -3,7 +3,8 @@
 Run: .venv/bin/python fuzz/fuzz_add_mask.py -atheris_runs=1000
 
 Property: whatever the split, the output and the registered values equal a whole-input, line-by-line
-reading of the same bytes (command lines swallowed and registered, every other byte passed on in order).
+reading of the same bytes (commands swallowed and registered, at a line start with their line and within a
+line with the rest of it, every other byte passed on in order).
 """
 
 from __future__ import annotations

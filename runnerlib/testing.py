@@ -36,7 +36,7 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from runnerlib.security.inband import MAX_INDENT, unescape_command_data
+from runnerlib.security.inband import MAX_INDENT, PREFIX, command_values
 from runnerlib.security.masker import reference_mask
 
 __all__ = [
@@ -215,9 +215,11 @@ _ADD_MASK_LINE = re.compile(rb"^[ \t]{0,%d}::add-mask::(.*)$" % MAX_INDENT, re.I
 
 
 def add_mask_reference(data: bytes) -> tuple[bytes, list[bytes]]:
-    """The `::add-mask::` specification on one whole input: (output without the command lines, the values a
-    trusted step registers, each unescaped and, when that differs, also as written). A streaming filter fed
-    `data` in any split must give the same.
+    """The `::add-mask::` specification on one whole input: (output without the commands, the values a
+    trusted step registers, each unescaped and, when that differs, also as written). A command at a line start
+    (up to MAX_INDENT blanks before it) takes its whole line; one within a line takes the rest of that line,
+    and the text before it and the line break stay. A streaming filter fed `data` in any split must give the
+    same.
 
     >>> add_mask_reference(b"a\n::add-mask::s3cr%25t\nb")
     (b'a\nb', [b's3cr%t', b's3cr%25t'])
@@ -226,17 +228,18 @@ def add_mask_reference(data: bytes) -> tuple[bytes, list[bytes]]:
     registered: list[bytes] = []
     lines = data.split(b"\n")
     for index, line in enumerate(lines):
+        newline = b"" if index == len(lines) - 1 else b"\n"
         match = _ADD_MASK_LINE.match(line)
-        if match:
+        within = line.lower().find(PREFIX)
+        if match:  # a command line: gone whole
             value = match.group(1)
-            value = value[:-1] if value.endswith(b"\r") else value
-            if value.strip():
-                forms = [unescape_command_data(value)]
-                if forms[0] != value:
-                    forms.append(value)
-                registered += forms
+        elif within >= 0:  # a command within a line: the text before it and the line break stay
+            out += line[:within] + newline
+            value = line[within + len(PREFIX):]
         else:
-            out += line + (b"" if index == len(lines) - 1 else b"\n")
+            out += line + newline
+            continue
+        registered += command_values(value)
     return bytes(out), registered
 
 

@@ -172,18 +172,25 @@ def test_stop_commands_in_an_artifact_do_not_switch_off_a_trusted_add_mask(root:
 
 
 @needs_landlock
-@pytest.mark.xfail(strict=True, reason="::add-mask:: is recognised at a line start only (GitHub's rule): untrusted "
-                   "text without a final newline, printed just before it, hides the command; fix: recognise it "
-                   "anywhere in a trusted step's line, holding back a trailing partial prefix (inband.py)")
-def test_untrusted_text_without_a_newline_does_not_hide_a_trusted_add_mask(root: Path) -> None:
+@needs_landlock
+@pytest.mark.parametrize("report", ["tests: 12 passed", "tests: 12 passed::add-mask", "control"])
+def test_untrusted_text_without_a_newline_does_not_hide_a_trusted_add_mask(root: Path, report: str) -> None:
+    """An untrusted step's report with no final newline, printed by a trusted step just before its
+    `::add-mask::` (GitHub recognises the command at a line start only), hid the command, and the fresh token
+    printed next was in clear; one ending in a piece of the command (`...::add-mask`) made the value read
+    `add-mask::T`. Control: the same step with `add_mask: false` prints the token (the test sees a leak)."""
     token = "other-sess-" + SECRET[::-1]
     job = Job("inband2")
-    job.add_step("pr", "printf 'tests: 12 passed' > \"$REACTORCIDE_ARTIFACTS_DIR/report.txt\"", trust="untrusted")
+    text = "tests: 12 passed" if report == "control" else report
+    job.add_step("pr", f"printf '{text}' > \"$REACTORCIDE_ARTIFACTS_DIR/report.txt\"", trust="untrusted")
     job.add_step("deploy", f"cat \"$REACTORCIDE_ARTIFACTS_DIR/report.txt\"; T={token}; echo \"::add-mask::$T\"; "
-                           "echo \"session token is $T\"", depends_on=["pr"])
+                           "echo \"session token is $T\"", depends_on=["pr"], add_mask=report != "control")
     code, out = run(root, job)
     assert code == 0, out
-    assert not [f for f in fragments(token, 8) if f in out.replace(f"T={token}", "")], out
+    leaked = [f for f in fragments(token, 8) if f in out.replace(f"T={token}", "")]
+    assert bool(leaked) == (report == "control"), out
+    if report != "control":
+        assert "[deploy] session token is ***" in out and "[deploy] tests: 12 passed\n" in out, out
 
 
 # -- 4. parallel untrusted steps ---------------------------------------------------------------------------------

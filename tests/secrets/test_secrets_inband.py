@@ -76,9 +76,25 @@ def test_forms_github_accepts():
 
 
 def test_lines_that_only_look_similar_pass_unchanged():
-    data = b"::add-mas\n:: add-mask::x\nx::add-mask::value-1234\n::add-maskvalue\n" + b" " * 100 + b"::add-mask::v\n"
+    data = b"::add-mas\n:: add-mask::x\nx::add-mas k::value-1234\n::add-maskvalue\n" + b" " * 100 + b":add-mask::v\n"
     output, registry = run_through(data, [], trusted=True)
     assert output == data and len(registry) == 0
+
+
+def test_a_command_within_a_line_registers_too():
+    """Text printed before the command without a line break (`cat report.txt; echo "::add-mask::$T"`, the report
+    an untrusted step wrote with no final newline) must not hide it: GitHub recognises it at a line start only,
+    and the later `echo $T` printed the value. The text before it and the line break stay."""
+    value = new_secret()
+    # The last two end in a piece of the command: the value read is `::add-mask::V` / `add-mask::V`.
+    for before in (b"tests: 12 passed", b"x", b" " * 100, b"a ::ADD-MASK::", b"report::add-mask"):
+        data = before + f"::add-mask::{value}\nthen {value}\n".encode()
+        for cuts in ([], list(range(len(data)))):  # whole, and byte by byte
+            output, registry = run_through(data, cuts, trusted=True)
+            assert output == before.split(b"::")[0] + b"\nthen ***\n", (before, output)
+            assert value.encode() in registry.secrets()
+        output, registry = run_through(data, [], trusted=False)  # control: untrusted, nothing registers
+        assert value.encode() in output and len(registry) == 0
 
 
 def test_empty_value_and_unterminated_command():
@@ -151,7 +167,7 @@ def test_untrusted_is_byte_for_byte_transparent(data, cuts):
        cuts=st.lists(st.integers(0, 400), max_size=20))
 def test_trusted_passes_non_command_lines_unchanged(lines, cuts):
     """Without any command, the filter is the identity whatever the split (nothing lost or reordered)."""
-    lines = [line for line in lines if b"::add-mask::" not in line.lstrip(b" \t").lower()]
+    lines = [line for line in lines if b"::add-mask::" not in line.lower()]
     data = b"\n".join(lines)
     out: list[bytes] = []
     stage = AddMaskFilter(SecretRegistry(), out.append, trusted=True)
