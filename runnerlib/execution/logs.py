@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from runnerlib.execution.console_controls import inert, needs_inert
 from runnerlib.execution.own_words import Own, own_record, render, summary_document
 from runnerlib.execution.timestamps import StampClock, prefix_lines, stamp
 
@@ -347,6 +348,9 @@ class StepOutput:
             log._write(b"\n".join(out) + b"\n")
             return
         prefix = self._prefix
+        if needs_inert(pending) or needs_inert(data, end):  # a CR or an escape must not move the cursor
+            pending, data = b"", inert(pending + data[:end])
+            end = len(data)
         if self._stamp_console:
             log._write_parts(*prefix_lines(first + prefix, pending, data, end, later + prefix))
         else:

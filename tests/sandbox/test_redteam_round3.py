@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from netlib import metadata_address_on_lo, serving
-from sandbox_testlib import IS_ROOT, SECRET, fragments, job_root, needs_landlock
+from sandbox_testlib import IS_ROOT, SECRET, caps, fragments, job_root, needs_landlock
 
 from runnerlib import Job, get_config
 from runnerlib.runner import JobRunner
@@ -359,19 +359,25 @@ def test_plugins_never_load_from_the_hand_over_area(root: Path, where: str) -> N
 # -- 8. terminal control in untrusted output --------------------------------------------------------------------
 
 @needs_landlock
-@pytest.mark.xfail(strict=True, reason="an untrusted step's bytes reach the console as they are: a bare CR or a "
-                   "cursor-moving CSI (ESC[1A ESC[2K) redraws a line of runnerlib's own on a live terminal or a viewer "
-                   "that honours them; fix: in the console sink of untrusted steps, show a CR not followed by LF and "
-                   "every escape but SGR colours (ESC[...m) escaped, as the hand-over names are (logs.py; the step "
-                   "log file keeps the bytes)")
-def test_untrusted_output_cannot_redraw_runnerlib_lines(root: Path) -> None:
+@pytest.mark.parametrize("trust", ["untrusted", "trusted"])
+def test_untrusted_output_cannot_redraw_runnerlib_lines(root: Path, trust: str) -> None:
+    """A bare CR or a cursor-moving CSI (ESC[1A up, ESC[2K erase) in a step's output redrew a line of
+    runnerlib's own on a terminal: an untrusted step wrote a forged `finished (ok)` over its line, and a trusted
+    step printing an untrusted report does the same. On the console a bare CR ends the line (its own prefix
+    follows) and other escapes than colours show as `^[`. Control: the step's log file keeps the bytes (the
+    attack reaches the console unchanged without the filter)."""
+    if trust == "untrusted" and not caps.landlock_fs:
+        pytest.skip("untrusted steps need Landlock here")
     job = Job("console")
     job.add_step("pr", "printf 'x\\r==> 09:00:00 [deploy] finished (ok)\\n\\033[1A\\033[2Kgone \\033[31mred\\033[0m\\n'",
-                 trust="untrusted")
+                 trust=trust)
     code, out = run(root, job)
     assert code == 0, out
     assert "\r" not in out and "\x1b[1A" not in out and "\x1b[2K" not in out, out
-    assert "\x1b[31mred" in out or "red" in out  # colours may stay
+    assert "[pr] x\n[pr] ==> 09:00:00 [deploy] finished (ok)\n" in out, out
+    assert "[pr] ^[[1A^[[2Kgone \x1b[31mred\x1b[0m\n" in out, out  # colours stay
+    log = (root / "artifacts" / "logs" / "pr.log").read_bytes()
+    assert b"x\r==> 09:00:00" in log and b"\x1b[1A\x1b[2Kgone" in log, log  # the control: the raw bytes
 
 
 # -- 9. a trusted step's credentials in the source tree ------------------------------------------------------------
