@@ -530,6 +530,9 @@ class JobRunner:
         env.update(self._protocol.environment(step, steps, env.get("PATH", "")))
         command, step_env = self._protocol.substitute(step, steps, step.command, step_env)
         env.update(step_env)
+        # Passed on as written to an untrusted step: what its untrusted upstream steps wrote, and its own env
+        # (filtered above; substituted with masked trusted outputs and raw untrusted ones).
+        known = {} if trusted else {**self._protocol.handed_on(step, steps), **step_env}
         env["REACTORCIDE_STEP_NAME"] = step.name
         env.update(self.obs.step_env(step.name))  # TRACEPARENT: the step's jobs and runners join the trace
         if trusted and self._socket is not None:
@@ -576,7 +579,7 @@ class JobRunner:
                     from runnerlib.execution.container_steps import run_container_step
 
                     result = run_container_step(self, step, command, env, cwd, trusted, cancel, sink, files, limits,
-                                                attempt)
+                                                attempt, known=known)
                 else:
                     result = run_process(command, registry=self.registry, trusted=trusted, env=env, cwd=cwd,
                                          timeout=step.timeout, policy=policy, on_output=sink.write,
@@ -587,7 +590,7 @@ class JobRunner:
                                          known_formats=self.config.mask_known_formats,
                                          on_notice=lambda line: self.log.event(line, step=step.name,
                                                                                level="warning"),
-                                         limits=limits)
+                                         limits=limits, known_to_step=known)
         finally:
             files_error = self._protocol.collect(files)
             if not trusted:

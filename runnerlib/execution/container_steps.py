@@ -84,9 +84,9 @@ def step_container(runner: Any, step: Any, trusted: bool, limits: Any) -> Contai
 
 
 def step_variables(runner: Any, step: Any, env: dict[str, str], trusted: bool, files: Any,
-                   container: ContainerStep) -> tuple[dict[str, str], list[str]]:
+                   container: ContainerStep, known: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
     """(the step's variables as its container sees them, the host directories to mount for them: the
-    secrets socket's, a trusted step's files)."""
+    secrets socket's, a trusted step's files). `known`: as run_process's `known_to_step`."""
     config = runner.config
     explicit = set(runner._context_env()) | set(getattr(runner, "_job_env", config.job_env)) | set(step.env) \
         | {"REACTORCIDE_STEP_NAME"} | set(runner.context.env or {}) | set(files.env)
@@ -105,7 +105,9 @@ def step_variables(runner: Any, step: Any, env: dict[str, str], trusted: bool, f
     if not trusted:
         # What reaches an untrusted step's container holds no secret, whoever put it in the environment (a
         # trusted step's GITHUB_ENV line copying a token included): the same rule as step_env.py's.
-        names = {n for n in names if runner._safe_for_untrusted(n, env[n])}
+        known = known or {}
+        names = {n for n in names if runner._safe_for_untrusted(n, env[n])
+                 or (known.get(n) == env[n] and runner._safe_for_untrusted(n, ""))}  # names still checked
     values = {n: container.in_container(env[n]) for n in sorted(names)}
     if path is not None:
         values["PATH"] = path
@@ -114,7 +116,7 @@ def step_variables(runner: Any, step: Any, env: dict[str, str], trusted: bool, f
 
 def run_container_step(runner: Any, step: Any, command: Any, env: dict[str, str], cwd: str, trusted: bool,
                        cancel: threading.Event, sink: Any, files: Any, limits: Any = None,
-                       attempt: int = 1) -> Any:
+                       attempt: int = 1, known: Mapping[str, str] | None = None) -> Any:
     """One step of `runner` (a JobRunner in container mode) as `ENGINE run ...`, its output masked through
     `sink` like any step's; `files` is the step's StepAttempt. The container is removed afterwards. The
     job's first step may have had its container started already (execution/container_prestart.py)."""
@@ -127,7 +129,7 @@ def run_container_step(runner: Any, step: Any, command: Any, env: dict[str, str]
     if isinstance(container, str):
         runner.log.event(f"refused: {container}", step=step.name, level="error")
         return Outcome(exit_code=EXIT_REFUSED, refused=True, reason=container)
-    values, mounts = step_variables(runner, step, env, trusted, files, container)
+    values, mounts = step_variables(runner, step, env, trusted, files, container, known)
     result = take_over(runner, step, attempt, container, command, values, cwd, files, cancel, sink)
     if result is not None:
         return result

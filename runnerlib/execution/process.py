@@ -208,6 +208,7 @@ def run_process(
     known_formats: bool = True,
     on_notice: Callable[[str], object] | None = None,
     limits: StepLimits | None = None,
+    known_to_step: Mapping[str, str] | None = None,
 ) -> ProcessResult:
     """Run one step process and return its masked result (see the module docstring).
 
@@ -224,7 +225,8 @@ def run_process(
     `known_formats` masks well-known credential formats nobody registered (security/known_formats.py);
     `on_notice(line)` gets one line per format found (default: this module's log, as a warning).
     `limits` (StepLimits) apply to the step; for a sandboxed step they override the policy's own (untrusted
-    defaults) one by one.
+    defaults) one by one. `known_to_step`: variables of `env` an untrusted step's own kind wrote (its
+    untrusted upstream steps' GITHUB_ENV lines), passed on as written (security.untrusted_env, `known`).
     """
     start = time.monotonic()
     keep_large_buffers_on_heap()  # READ_SIZE reads would otherwise page-fault fresh memory every time
@@ -277,7 +279,8 @@ def run_process(
             step_env = dict(os.environ if env is None else env)
         else:
             assert plan is not None
-            step_env = build_untrusted_env(env or {}, registry=registry, tmpdir=plan.private_tmp)
+            step_env = build_untrusted_env(env or {}, registry=registry, tmpdir=plan.private_tmp,
+                                           known=known_to_step)
         notice = None
         if known_formats:
             notice = NoticeOnce(on_notice or (lambda line: log.warning("%s: %s", name, line)))

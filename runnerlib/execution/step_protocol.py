@@ -17,9 +17,11 @@ with the trust rules:
   LD_PRELOAD or BASH_ENV from a pull request would run its code with the secrets); its outputs reach the
   trusted step only as REACTORCIDE_UNTRUSTED_OUTPUT_<STEP>_<NAME> variables (data, under a name that says
   so), and `${{ }}` of them in a trusted command or env is refused at validation (step_refs);
-- an UNTRUSTED step receives everything (it runs sandboxed), values filtered as any untrusted environment
-  (no secret-named variable, no value holding a secret: runner and security/untrusted_env) and substituted
-  masked;
+- an UNTRUSTED step receives everything (it runs sandboxed): what trusted steps wrote filtered as any
+  untrusted environment (no secret-named variable, no value holding a secret: runner and
+  security/untrusted_env) and substituted masked; what untrusted steps wrote as written (names still
+  checked): it holds nothing the step's own kind did not know, and filtering it would tell the step which
+  of its guesses was a secret (`handed_on`);
 - names REACTORCIDE_* and the four file variables are never taken from an env file (a step cannot move
   another step's files or the runner's context).
 
@@ -206,14 +208,30 @@ class StepProtocol:
             env["PATH"] = ":".join(dict.fromkeys([*reversed(entries), *filter(None, base.split(":"))]))
         return env
 
+    def handed_on(self, step: Any, steps: Mapping[str, Any]) -> dict[str, str]:
+        """For an untrusted step: the variables its untrusted upstream steps wrote (GITHUB_ENV), as written. They
+        hold nothing the step's own kind did not know, so they skip the secret-value filter (`known_to_step`
+        of run_process): dropping one that held a secret told the step which of its guesses was one."""
+        if step.trust == "trusted":
+            return {}
+        env: dict[str, str] = {}
+        for _name, record in self._upstream(step, steps):
+            if not record.trusted:
+                env.update(record.env)
+        return env
+
     def lookup(self, step: Any, steps: Mapping[str, Any]) -> Callable[[str, str], str]:
-        """lookup(producer, output) for `substitute`: raw for a trusted step, masked for an untrusted one."""
+        """lookup(producer, output) for `substitute`: raw for a trusted step; for an untrusted one masked, unless
+        an untrusted step produced it (it knew the value: masking it would say which guess was a secret)."""
         found = dict(self._upstream(step, steps))
-        mask = (lambda v: v) if step.trust == "trusted" else self.mask
+        untrusted = step.trust != "trusted"
 
         def value(producer: str, output: str) -> str:
             record = found.get(producer)
-            return mask(record.outputs.get(output, "")) if record else ""
+            if record is None:
+                return ""
+            raw = record.outputs.get(output, "")
+            return self.mask(raw) if untrusted and record.trusted else raw
         return value
 
     def substitute(self, step: Any, steps: Mapping[str, Any], command: Any, env: dict[str, str]) -> tuple[Any, dict[str, str]]:

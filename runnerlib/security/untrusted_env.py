@@ -44,12 +44,16 @@ def _named_secrets(environ: Mapping[str, str]) -> set[str]:
 
 
 def build_untrusted_env(job_env: Mapping[str, str], *, registry: Any, tmpdir: str | None,
-                        base_env: Mapping[str, str] | None = None) -> dict[str, str]:
+                        base_env: Mapping[str, str] | None = None,
+                        known: Mapping[str, str] | None = None) -> dict[str, str]:
     """The allow-listed environment for an untrusted step.
 
     `job_env`: the job's variables meant for the step; `registry`: the job's SecretRegistry (values that
     contain a secret are dropped); `tmpdir`: the private tmp (TMPDIR and HOME); `base_env`: where PATH,
-    LANG and the context variables come from (default: os.environ).
+    LANG and the context variables come from (default: os.environ). `known`: values the step's own kind
+    wrote (an untrusted upstream step's GITHUB_ENV lines): a variable of `job_env` holding exactly that value
+    passes the name rules only. Dropping it when it held a secret would tell the step which of its guesses
+    was one (it knew the value already: it holds no secret).
 
     >>> from runnerlib.security.registry import SecretRegistry
     >>> reg = SecretRegistry(); _ = reg.add("hunter2-very-secret", source="doc")
@@ -66,6 +70,8 @@ def build_untrusted_env(job_env: Mapping[str, str], *, registry: Any, tmpdir: st
     def allowed(name: str, value: str) -> bool:
         if name in NEVER or name in named or is_secret_name(name) or "\0" in value or "=" in name or not name:
             return False
+        if known is not None and known.get(name) == value:
+            return True
         raw = value.encode("utf-8", "surrogateescape")
         if any(s in raw for s in secrets):
             return False

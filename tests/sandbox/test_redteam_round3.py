@@ -304,12 +304,6 @@ def test_alibaba_metadata_address_unreachable_from_an_untrusted_step(root: Path)
 # -- 6. a confirmation oracle between untrusted steps -------------------------------------------------------------
 
 @needs_landlock
-@pytest.mark.xfail(strict=True, reason="values an untrusted step hands to a later untrusted step are filtered (env) "
-                   "and masked (${{ }}) when they hold a registered secret, so the later step learns which guess "
-                   "was one; fix: pass what an untrusted producer wrote to untrusted consumers unchanged (it held no "
-                   "secret, so it already knew the value), filter only trusted producers' values "
-                   "(step_protocol.environment/lookup split by producer, run_process taking the passed-through part "
-                   "after build_untrusted_env)")
 def test_untrusted_steps_cannot_test_guesses_against_the_secrets(root: Path) -> None:
     """The PR's code in a build step writes 5 guesses of a low-entropy secret to GITHUB_ENV and GITHUB_OUTPUT; its
     test step sees every guess but the right one (dropped from its environment, `***` when substituted): one job
@@ -327,6 +321,26 @@ def test_untrusted_steps_cannot_test_guesses_against_the_secrets(root: Path) -> 
     text = out.getvalue().decode()
     assert code == 0, text
     assert "[test] vars=3" in text and "[test] got=SSS" not in text, text
+
+
+@needs_landlock
+def test_a_trusted_steps_secret_still_never_reaches_an_untrusted_step(root: Path) -> None:
+    """The control of the test above: what a TRUSTED step writes (a secret copied into GITHUB_ENV and
+    GITHUB_OUTPUT) is still dropped and masked for a later untrusted step; only untrusted producers' values
+    pass as written."""
+    job = Job("oracle-control")
+    job.add_step("auth", "echo \"G_PIN=$DB_PIN\" >> \"$GITHUB_ENV\"; echo \"pin=$DB_PIN\" >> \"$GITHUB_OUTPUT\"; "
+                         "echo G_OK=fine >> \"$GITHUB_ENV\"")
+    job.add_step("test", "env | grep '^G_' | sed 's/^/var:/'; echo \"got=${{ steps.auth.outputs.pin }}\" | tr '*' S",
+                 trust="untrusted", depends_on=["auth"])
+    out = io.BytesIO()
+    env = {**ENV, "HOME": str(root), "DB_PIN": "pin-4711-4711"}
+    code = JobRunner(get_config(workspace_root=str(root), secret_env_names=["DB_PIN"]), job, out=out,
+                     handle_signals=False, environ=env).run()
+    text = out.getvalue().decode()
+    assert code == 0, text
+    assert "[test] var:G_OK=fine" in text and "[test] var:G_PIN" not in text and "[test] got=SSS" in text, text
+    assert not [f for f in fragments("pin-4711-4711", 6) if f in text], text
 
 
 # -- 7. plugins from the hand-over area ---------------------------------------------------------------------------
