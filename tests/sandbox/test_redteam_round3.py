@@ -36,9 +36,9 @@ def root() -> Iterator[Path]:
         yield path
 
 
-def run(root: Path, job: Job, **config: object) -> tuple[int, str]:
+def run(root: Path, job: Job, extra_env: dict[str, str] | None = None, **config: object) -> tuple[int, str]:
     out = io.BytesIO()
-    env = {**ENV, "HOME": str(root)}
+    env = {**ENV, "HOME": str(root), **(extra_env or {})}
     code = JobRunner(get_config(workspace_root=str(root), **config), job, out=out, handle_signals=False,
                      environ=env).run()
     return code, out.getvalue().decode("utf-8", "replace")
@@ -314,11 +314,7 @@ def test_untrusted_steps_cannot_test_guesses_against_the_secrets(root: Path) -> 
                           "echo \"g$pin=pin-$pin-$pin\" >> \"$GITHUB_OUTPUT\"; done", trust="untrusted")
     job.add_step("test", "env | grep -c '^G_' | sed 's/^/vars=/'; echo \"got=${{ steps.build.outputs.g4711 }}\" "
                          "| tr '*' S", trust="untrusted", depends_on=["build"])
-    out = io.BytesIO()
-    env = {**ENV, "HOME": str(root), "DB_PIN": "pin-4711-4711"}
-    code = JobRunner(get_config(workspace_root=str(root), secret_env_names=["DB_PIN"]), job, out=out,
-                     handle_signals=False, environ=env).run()
-    text = out.getvalue().decode()
+    code, text = run(root, job, {"DB_PIN": "pin-4711-4711"}, secret_env_names=["DB_PIN"])
     assert code == 0, text
     assert "[test] vars=3" in text and "[test] got=SSS" not in text, text
 
@@ -333,11 +329,7 @@ def test_a_trusted_steps_secret_still_never_reaches_an_untrusted_step(root: Path
                          "echo G_OK=fine >> \"$GITHUB_ENV\"")
     job.add_step("test", "env | grep '^G_' | sed 's/^/var:/'; echo \"got=${{ steps.auth.outputs.pin }}\" | tr '*' S",
                  trust="untrusted", depends_on=["auth"])
-    out = io.BytesIO()
-    env = {**ENV, "HOME": str(root), "DB_PIN": "pin-4711-4711"}
-    code = JobRunner(get_config(workspace_root=str(root), secret_env_names=["DB_PIN"]), job, out=out,
-                     handle_signals=False, environ=env).run()
-    text = out.getvalue().decode()
+    code, text = run(root, job, {"DB_PIN": "pin-4711-4711"}, secret_env_names=["DB_PIN"])
     assert code == 0, text
     assert "[test] var:G_OK=fine" in text and "[test] var:G_PIN" not in text and "[test] got=SSS" in text, text
     assert not [f for f in fragments("pin-4711-4711", 6) if f in text], text
