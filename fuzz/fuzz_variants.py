@@ -13,6 +13,7 @@ form and, wrapped at any width from 60, the base64 of the secret inside a docume
 
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
 import json
@@ -23,6 +24,7 @@ import urllib.parse
 import atheris
 
 with atheris.instrument_imports():
+    from runnerlib.security.escape_forms import decimal_list_forms, python_escape_forms
     from runnerlib.security.registry import SecretRegistry
     from runnerlib.security.variants import (
         MIXED_CASE_TRIGGER_MIN,
@@ -91,6 +93,7 @@ def check_round_two(fdp: atheris.FuzzedDataProvider, secret: bytes, prefix: byte
         digits = form.replace(b"\\x", b"").replace(b"0x", b"").replace(b", ", b"").replace(b" ", b"")
         if bytes.fromhex(digits.replace(b":", b"").decode()) != secret or form not in enc:
             raise AssertionError("byte-list form does not decode to the secret")
+    check_program_prints(secret, enc)
     shift = len(prefix) % 5
     if base32_forms(secret)[1 + shift] not in base64.b32encode(prefix + secret + suffix):
         raise AssertionError(f"base32 alignment {shift} form not in the embedded encoding")
@@ -126,6 +129,32 @@ def check_round_two(fdp: atheris.FuzzedDataProvider, secret: bytes, prefix: byte
         if len(core) >= 12 and secret not in prefix + suffix and core[2:12] in joined:
             raise AssertionError(f"wrapped base64 at width {width} leaked")
     binascii.a2b_base64(base64.b64encode(secret))  # the encoder itself accepts what it wrote
+
+
+def check_program_prints(secret: bytes, enc: list[bytes]) -> None:
+    """Decimal byte lists and Python / PyYAML escapes (escape_forms.py) decode back to the secret."""
+    for form in decimal_list_forms(secret):
+        if bytes(int(d) for d in form.replace(b",", b" ").split()) != secret or form not in enc:
+            raise AssertionError("decimal list form does not decode to the secret")
+    for form in python_escape_forms(secret):
+        values = []
+        for quote in ("'", '"'):
+            for lead in ("b", ""):
+                try:
+                    values.append(ast.literal_eval(lead + quote + form.decode("utf-8", "surrogatepass") + quote))
+                except (SyntaxError, ValueError, UnicodeDecodeError):
+                    pass
+        text = secret.decode("utf-8", "surrogatepass") if secret.isascii() or _utf8(secret) else None
+        if secret not in values and (text is None or text not in values) or form not in enc:
+            raise AssertionError("Python escape form does not evaluate to the secret")
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def main() -> None:

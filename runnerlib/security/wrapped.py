@@ -36,12 +36,12 @@ LINE_MAX = 4096
 
 # One alternation, matched once per line: an encoding line (w); `hexdump -C` (offset, bytes separated by spaces,
 # two after the 8th, |ASCII|: hd, hda); `xxd` (offset and colon, groups of hex digits, two spaces, ASCII: xx,
-# xxa); `od -tx1` / `od -An -tx1` (optional octal offset, ` NN` bytes, `od -tx1z`'s >ASCII<), `bytes.hex(" ")`,
+# xxa); `od -tx1` / `od -An -tx1` (optional offset: octal, `-Ad` decimal, `-Ax` hex of 6 digits, ` NN` bytes, `od -tx1z`'s >ASCII<), `bytes.hex(" ")`,
 # `xxd -i` and C `0xNN,` lists, `\xNN` strings, colon-separated `openssl` hex (hl, hla).
 _WRAP_RX = rb"[ \t]*(?P<w>[A-Za-z0-9+/_=-]+)\r?"
 _DUMP_RX = (rb"[0-9a-fA-F]{7,16}  (?P<hd>(?:[0-9a-fA-F]{2}  ?)*[0-9a-fA-F]{2}) *(?:\|(?P<hda>.*)\||\|.*)?\r?"
             rb"|[0-9a-fA-F]{7,16}: (?P<xx>(?:[0-9a-fA-F]{2})+(?: (?:[0-9a-fA-F]{2})+)*)(?P<xxa> *|  .*)\r?"
-            rb"|[ \t]*(?:[0-7]{7,} )?(?P<hl>(?:(?:0x|\\x)?[0-9a-fA-F]{2}(?:, ?|:| |(?=\\x)|$|(?=\r)))+)"
+            rb"|[ \t]*(?:[0-9a-fA-F]{6,16} )?(?P<hl>(?:(?:0x|\\x)?[0-9a-fA-F]{2}(?:, ?|:| |(?=\\x)|$|(?=\r)))+)"
             rb"[ \t]*(?:>(?P<hla>.*)<)?\r?")
 _LINE = re.compile(_WRAP_RX + rb"|" + _DUMP_RX)
 # A line next to dump lines is read as one first (` 7a`, the last line of `od`, also reads as an encoding).
@@ -104,6 +104,14 @@ def classify_tail(data: bytes, start: int, kind: int = 0) -> _Line | None:
         cut = max(data.rfind(b" ", end - 5, end), data.rfind(b",", end - 5, end), data.rfind(b":", end - 5, end))
         if cut > start:
             line = classify(data, start, cut + 1, kind)
+    if line is None and end - start > 1:  # `od -tx1z`'s >ASCII< column begun, not ended: still to be written
+        gt = data.rfind(b">", start, end)
+        if gt > start and data.find(b"<", gt, end) < 0:
+            line = classify(data, start, gt, DUMP)
+            if line is not None and line.fmt == "hl":
+                line.pending = True
+            else:
+                line = None
     return line
 
 
@@ -286,6 +294,10 @@ def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int,
         p = min(live_start(content[:before]), before)
     else:
         p = live_start(content)
+        if buf[-1:] != b"\n" and len(lines) > 1:
+            # An incomplete last line may be misread: the first digits of `od`'s next offset ("\n00") read as a
+            # byte, which ends the partial match of the lines before. Hold for either reading.
+            p = min(p, live_start(content[:len(content) - len(last.content)]))
     if p >= len(content):
         return len(buf)
     return origin[p]
@@ -325,7 +337,7 @@ def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
 
 # What the start of an encoding or dump line looks like: a cheap test on the last line of each write (most log
 # lines fail it within a few characters), and what a stream keeps as context.
-_QUICK = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=-]{16}|[A-Za-z0-9+/_=-]*\r?$|[0-9a-fA-F]{7,16}(?::? | |$)"
+_QUICK = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=-]{16}|[A-Za-z0-9+/_=-]*\r?$|[0-9a-fA-F]{6,16}(?::? | |$)"
                     rb"|(?:0x|\\x)?[0-9a-fA-F]{1,2}(?:[ ,:]|\\x|\r?$))")
 _PREFIX = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=-]*|[0-9a-fA-F]{1,16}(?::? .*|  .*)?|[0-9a-fA-Fx\\ ,:]*)\r?")
 

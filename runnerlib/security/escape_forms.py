@@ -1,0 +1,37 @@
+"""Encoded forms that programming languages print when a program shows a value it holds: decimal byte lists
+(`print(list(b))`, Rust `{:?}` of `&[u8]`, Go `fmt.Println([]byte(s))`, `JSON.stringify(Array.from(buf))`) and
+Python / PyYAML escapes of non-ASCII and control characters (`print(output)` of `subprocess.check_output`'s
+bytes, `ascii()`, `yaml.dump`). Used by variants.encoded_forms; one-line forms, each carrying every bit of the
+value, so the false-positive argument is the raw value's."""
+
+from __future__ import annotations
+
+import re
+
+# The separators of the usual decimal list printers: Python, Rust, Java `Arrays.toString` (", "); Go (" ");
+# JSON and JavaScript (",").
+DECIMAL_SEPARATORS = (b", ", b" ", b",")
+_PY_ESCAPE = re.compile(rb"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
+
+
+def decimal_list_forms(value: bytes) -> list[bytes]:
+    """`value` as a list of decimal byte values, with each separator of DECIMAL_SEPARATORS (no brackets: the
+    value may sit inside a longer list)."""
+    digits = [b"%d" % b for b in value]
+    return [sep.join(digits) for sep in DECIMAL_SEPARATORS]
+
+
+def python_escape_forms(value: bytes) -> list[bytes]:
+    """The inside of `repr(bytes)` (`\\xc3\\xa4`), of `repr(str)` and `ascii(str)` (`\\xe4`, `\\u20ac`), and
+    PyYAML's double-quoted escapes (`\\xE4`, `\\u20AC`: uppercase digits). Only those that differ from the value
+    (a printable ASCII value without quotes or backslashes has none)."""
+    forms = [repr(value)[2:-1].encode()]
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None:
+        escaped = ascii(text)[1:-1].encode()
+        forms += [repr(text)[1:-1].encode("utf-8", "surrogatepass"), escaped,
+                  _PY_ESCAPE.sub(lambda m: b"\\" + m.group(1)[:1] + m.group(1)[1:].upper(), escaped)]
+    return [f for f in dict.fromkeys(forms) if f != value]

@@ -1,0 +1,296 @@
+"""Round 3 of trying masking as a user would (issue 12): what real tools print that still leaked.
+
+Fixed here, each with the protection off (or the previous rule) as a control:
+- `od` dumps: `od -Ax`/`od -Ad` offsets were not read as dump lines; a write cut right after the first digits
+  of `od`'s next offset ("\\n00") or inside `od -tx1z`'s `>ASCII<` column let the previous line out (streamed
+  output differed from the whole output masked).
+- decimal byte lists (`print(list(b))`, Rust `{:?}`, Go `fmt.Println([]byte(s))`, JSON arrays) and Python /
+  PyYAML escapes of non-ASCII values (`print(subprocess.check_output(...))`, `ascii()`, `yaml.dump`).
+- a well-known token right after an ANSI colour code (`\\x1b[32mghp_...`): its left edge read as glued to the
+  code's `m`, so nobody's GitHub token printed in colour was not masked.
+
+Still leaking (xfail strict, with what the fix would be): `od -c`, a colour code inside a registered secret,
+UTF-16, an unregistered token in base64 or folded, a long passphrase folded by `yaml.dump`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runnerlib.security import registry as registry_module
+from runnerlib.security import variants
+from runnerlib.security.escape_forms import decimal_list_forms, python_escape_forms
+from runnerlib.security.known_formats import KnownFormatsFilter, mask_known_formats
+from runnerlib.security.registry import SecretRegistry
+from runnerlib.testing import secrets, stream_through, write_splits
+
+TOKEN = b"Xk9fQ2mZ7pLw4RtY8vNb3Hc"  # 23 bytes: crosses a 16-byte dump line at any offset
+GH = b"ghp_" + b"Ab3De6Gh9Jk2Mn5Pq8St1Vw4Yz7Bc0Ef3Hi6"
+MASK = [sys.executable, "-m", "runnerlib.cli", "mask"]
+
+
+def registry_of(*values: bytes) -> SecretRegistry:
+    r = SecretRegistry()
+    assert r.add_many(values, source="test") == len(values)
+    return r
+
+
+def run(cmd: list[str], data: bytes) -> bytes:
+    if shutil.which(cmd[0]) is None:
+        pytest.skip(f"{cmd[0]} is not installed")
+    return subprocess.run(cmd, input=data, capture_output=True, check=True).stdout
+
+
+def mask_cli(args: list[str], stdin: bytes, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
+    return subprocess.run(MASK + args, input=stdin, env={**base, **env}, capture_output=True, timeout=120)
+
+
+def dump_pieces(secret: bytes, k: int = 4) -> list[bytes]:
+    """Pieces of `secret` as a dump shows them on one line: k bytes as spaced hex, or k ASCII-column characters."""
+    return [p for i in range(len(secret) - k + 1) for p in (secret[i:i + k].hex(" ").encode(), secret[i:i + k])]
+
+
+def leaked_dump_pieces(out: bytes, secret: bytes) -> list[int]:
+    """Indexes (never the bytes) of the pieces of dump_pieces that `out` shows."""
+    return [i for i, p in enumerate(dump_pieces(secret)) if p in out]
+
+
+def leaked_at(out: bytes, secret: bytes, k: int) -> list[int]:
+    """Offsets (never the bytes) of the k-byte pieces of `secret` that `out` shows."""
+    return [i for i in range(len(secret) - k + 1) if secret[i:i + k] in out]
+
+
+@pytest.fixture
+def no_wrapped_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The protection off: no trigger fragments, so the wrapped view never reads a dump."""
+    forms = registry_module.secret_forms
+    monkeypatch.setattr(registry_module, "secret_forms",
+                        lambda value, min_length=4: (forms(value, min_length=min_length)[0], []))
+
+
+# --- od: offsets other than octal, and streams cut inside a run ------------------------------------------------
+
+OD_ARGS = [["-tx1"], ["-Ad", "-tx1"], ["-Ax", "-tx1"], ["-tx1z"], ["-An", "-tx1z"], ["-A", "x", "-t", "x1z", "-v"],
+           ["-tx1", "-w20"]]
+
+
+@pytest.mark.parametrize("args", OD_ARGS, ids=" ".join)
+def test_od_dump_masked_whole_and_at_every_cut(args: list[str]) -> None:
+    # 50 bytes before the token: the -Ad offsets reach 48 (not octal), the token crosses a line.
+    out = run(["od", *args], b"0123456789" + b"a" * 40 + TOKEN)
+    registry = registry_of(TOKEN)
+    whole = registry.mask(out)
+    assert not leaked_dump_pieces(whole, TOKEN)
+    bad = [cut for cut in range(1, len(out)) if stream_through(registry, [out[:cut], out[cut:]]) != whole]
+    assert not bad, f"streamed output differs from the whole output masked at cuts {bad[:5]}"
+
+
+def test_od_dump_cut_after_the_next_offsets_first_digits() -> None:
+    # The write ends with "\n00": the start of the next line's offset, which used to read as a byte 00 and end
+    # the partial match of the line before, so the first line (6 bytes of the token) went out in clear.
+    out = run(["od", "-tx1"], b"0123456789" + TOKEN)
+    cut = out.index(b"\n") + 3
+    assert out[cut - 3:cut] == b"\n00"
+    masked = stream_through(registry_of(TOKEN), [out[:cut], out[cut:]])
+    assert not leaked_dump_pieces(masked, TOKEN)
+
+
+@pytest.mark.parametrize("args", [["-Ax", "-tx1"], ["-tx1z"]], ids=" ".join)
+def test_od_dump_leaks_without_the_view(args: list[str], no_wrapped_view: None) -> None:
+    out = run(["od", *args], b"0123456789" + b"a" * 40 + TOKEN)
+    assert leaked_dump_pieces(registry_of(TOKEN).mask(out), TOKEN)
+
+
+# --- decimal byte lists and Python / PyYAML escapes ------------------------------------------------------------
+
+PY_PRINTERS = {
+    "python list(bytes)": "print(list(s.encode()))",
+    "python repr(bytes)": "print(s.encode())",
+    "python ascii(str)": "print(ascii(s))",
+    "yaml.dump": "import yaml; print(yaml.dump({'password': s}))",
+    "json array": "import json; print(json.dumps({'data': list(s.encode())}, separators=(',', ':')))",
+    "go []byte": "print('[' + ' '.join(map(str, s.encode())) + ']')",
+}
+NON_ASCII = "Pässwörd-Grüße-42"
+
+
+@pytest.mark.parametrize("name", list(PY_PRINTERS))
+@pytest.mark.parametrize("value", [TOKEN.decode(), NON_ASCII, "it's \"quoted\"\t-42"])
+def test_program_prints_of_a_value_are_masked(name: str, value: str) -> None:
+    out = subprocess.run([sys.executable, "-c", "import os; s = os.environ['S']; " + PY_PRINTERS[name]],
+                         env={**os.environ, "S": value}, capture_output=True, check=True).stdout
+    registry = registry_of(value.encode())
+    masked = registry.mask(out)
+    assert b"***" in masked
+    assert stream_through(registry, [out[i:i + 3] for i in range(0, len(out), 3)]) == masked
+    for form in [*decimal_list_forms(value.encode()), *python_escape_forms(value.encode()), value.encode()]:
+        for i in range(0, len(form) - 8):
+            assert form[i:i + 9] not in masked, f"a piece of the {name} form survived"
+
+
+@pytest.mark.parametrize("name", ["python list(bytes)", "python repr(bytes)", "yaml.dump"])
+def test_program_prints_leaked_with_the_previous_forms(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(variants, "decimal_list_forms", lambda value: [])
+    monkeypatch.setattr(variants, "python_escape_forms", lambda value: [])
+    out = subprocess.run([sys.executable, "-c", "import os; s = os.environ['S']; " + PY_PRINTERS[name]],
+                         env={**os.environ, "S": NON_ASCII}, capture_output=True, check=True).stdout
+    assert registry_of(NON_ASCII.encode()).mask(out) == out  # nothing masked: the value is there to read
+
+
+def _print_forms(value: bytes) -> list[bytes]:
+    forms = [str(list(value)).encode(), ("[" + " ".join(map(str, value)) + "]").encode(),
+             json.dumps(list(value), separators=(",", ":")).encode(), repr(value).encode()]
+    try:
+        text = value.decode()
+    except UnicodeDecodeError:
+        return forms
+    return [*forms, ascii(text).encode(), repr(text).encode("utf-8", "surrogatepass"),
+            yaml.dump(text, width=10**6).encode("utf-8", "surrogatepass")]
+
+
+@given(st.data())
+def test_print_forms_at_any_offset_and_split(data: st.DataObject) -> None:
+    value = data.draw(secrets(min_length=4, max_length=16))
+    filler = next(bytes([b]) for b in b"#%~|0" if b not in value)
+    registry = registry_of(value)
+    for form in _print_forms(value):
+        text = filler * data.draw(st.integers(0, 20)) + form + filler * data.draw(st.integers(0, 20))
+        whole = registry.mask(text)
+        assert stream_through(registry, data.draw(write_splits(text))) == whole
+        # Every 4-byte window of the value, printed the same way, is gone.
+        for i in range(len(value) - 3):
+            for piece in (b", ".join(b"%d" % b for b in value[i:i + 4]), b" ".join(b"%d" % b for b in value[i:i + 4]),
+                          b",".join(b"%d" % b for b in value[i:i + 4])):
+                assert piece not in whole
+
+
+# --- well-known formats after a colour code --------------------------------------------------------------------
+
+COLOURS = [b"\x1b[32m", b"\x1b[1;38;5;208m", b"\x1b[01;31m\x1b[K", b"\x1b[m"]
+_OLD_EDGE = re.compile(rb"(?<![A-Za-z0-9_])gh[pousr]_[A-Za-z0-9]{36,251}")
+
+
+@pytest.mark.parametrize("colour", COLOURS)
+@pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense-prefixes"])
+def test_known_token_after_a_colour_code_is_masked(colour: bytes, dense: bool) -> None:
+    spam = b"ghp_ AKIA " * 100 if dense else b""  # past 64 prefixes a write takes the viable prefilter
+    data = spam + b"token: " + colour + GH + b"\x1b[0m\n"
+    out, names = mask_known_formats(data)
+    assert GH[4:] not in out and names == ["GitHub token"]
+    chunks: list[bytes] = []
+    stage = KnownFormatsFilter(chunks.append)
+    for i in range(0, len(data), 5):
+        stage.write(data[i:i + 5])
+    stage.close()
+    assert not leaked_at(b"".join(chunks), GH, 8)
+    # Control: the previous left-edge rule read the code's `m` (or `K`) as a word glued to the token.
+    assert _OLD_EDGE.search(data) is None
+
+
+def test_glued_word_is_still_not_a_token() -> None:
+    out, names = mask_known_formats(b"x" + GH + b"\n")
+    assert out == b"x" + GH + b"\n" and names == []
+
+
+def test_coloured_token_through_the_mask_command() -> None:
+    text = b"\x1b[32m" + GH + b"\x1b[0m\n"
+    on = mask_cli([], text, {})
+    assert on.returncode == 0 and GH[4:] not in on.stdout + on.stderr and b"GitHub token" in on.stderr
+    off = mask_cli(["--no-known-formats"], text, {})  # control: the same bytes, the stage off
+    assert off.stdout == text
+
+
+# --- still leaking: xfail strict, each with a control showing the check passes when masking works ------------
+
+@pytest.mark.xfail(strict=True, reason="od -c (character dump: each byte in 4 columns, 16 a line) is not a "
+                   "form: needs an `od -c` dump format in wrapped.py (chars joined from the columns, escapes "
+                   "\\n \\t \\0 and 3-digit octal decoded) and 'chars separated by 3 spaces' trigger fragments")
+def test_od_c_character_dump() -> None:
+    registry = registry_of(TOKEN)
+    assert TOKEN not in registry.mask(b"x " + TOKEN + b"\n")  # control: the raw print is masked
+    out = registry.mask(run(["od", "-c"], TOKEN))
+    cols = b"".join(re.findall(rb"   (\S)", out))
+    assert not leaked_at(cols, TOKEN, 4)
+
+
+@pytest.mark.xfail(strict=True, reason="a colour code inside a registered secret (grep --color=always "
+                   "highlighting part of it, diff --color-words) splits every form: needs an SGR-stripped view "
+                   "(like the wrapped view: triggers on pieces, join without \\x1b[...m, map back)")
+def test_colour_code_inside_a_registered_secret() -> None:
+    registry = registry_of(TOKEN)
+    assert registry.mask(b"\x1b[31m" + TOKEN + b"\x1b[0m") == b"\x1b[31m***\x1b[0m"  # control
+    out = registry.mask(b"TOKEN=" + TOKEN[:3] + b"\x1b[01;31m\x1b[K" + TOKEN[3:9] + b"\x1b[m\x1b[K" + TOKEN[9:])
+    plain = re.sub(rb"\x1b\[[0-9;]*[mK]", b"", out)
+    assert not leaked_at(plain, TOKEN, 6)
+
+
+@pytest.mark.parametrize("how", ["iconv -t utf-16le", "pwsh -EncodedCommand (base64 of UTF-16LE)"])
+@pytest.mark.xfail(strict=True, reason="UTF-16 (Windows tools, PowerShell's -EncodedCommand) is not a form: "
+                   "needs value.decode().encode('utf-16-le') (NUL bytes: Hyperscan's side matcher) and its base64")
+def test_utf16_forms(how: str) -> None:
+    registry = registry_of(TOKEN)
+    assert registry.mask(base64.b64encode(TOKEN)) == b"***"  # control: base64 of UTF-8 is masked
+    wide = run(["iconv", "-f", "utf-8", "-t", "utf-16le"], TOKEN)
+    out = registry.mask(wide if how.startswith("iconv") else base64.b64encode(b"echo " + wide))
+    if not how.startswith("iconv"):
+        out = base64.b64decode(out) if b"*" not in out else out
+    assert not leaked_at(out.replace(b"\0", b""), TOKEN, 6)
+
+
+@pytest.mark.parametrize("how", ["base64 (kubectl get secret -o yaml)", "fold -w 20"])
+@pytest.mark.xfail(strict=True, reason="known formats are matched in clear on one line only: needs the "
+                   "prefixes' base64 at 3 alignments (Z2hwX, docker/kubectl data) and the wrapped view joining a "
+                   "token's lines before the format's regex")
+def test_unregistered_token_encoded_or_folded(how: str) -> None:
+    assert GH not in mask_known_formats(b"token: " + GH + b"\n")[0]  # control: in clear it is masked
+    if how.startswith("base64"):
+        data = b"data:\n  token: " + base64.b64encode(GH) + b"\n"
+    else:
+        data = run(["fold", "-w", "20"], GH + b"\n")
+    out = mask_known_formats(data)[0]
+    seen = base64.b64decode(out.split(b": ")[-1]) if how.startswith("base64") and b"*" not in out else out
+    assert not leaked_at(seen.replace(b"\n", b""), GH, 12)
+
+
+@pytest.mark.xfail(strict=True, reason="yaml.dump folds a plain scalar longer than 80 columns at a space: a "
+                   "multi-word secret then has a newline and indentation for one space; needs whitespace runs "
+                   "in a secret to match any whitespace (as Buildkite does for multi-line secrets)")
+def test_long_passphrase_folded_by_yaml_dump() -> None:
+    phrase = " ".join(["correct horse battery staple"] * 4)
+    registry = registry_of(phrase.encode())
+    assert registry.mask(yaml.dump({"p": phrase}, width=10**6).encode()) == b"p: ***\n"  # control: unfolded
+    out = registry.mask(yaml.dump({"p": phrase}).encode())
+    assert not leaked_at(re.sub(rb"\s+", b" ", out), phrase.encode(), 12)
+
+
+SA_KEY_ID = "4f2a9c1e7b3d5f6a8c0e2b4d6f8a1c3e5b7d9f0a"
+SERVICE_ACCOUNT = json.dumps({
+    "type": "service_account", "project_id": "my-proj-1234", "private_key_id": SA_KEY_ID,
+    "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n"
+                   "-----END PRIVATE KEY-----\n",
+    "client_email": "ci-bot@my-proj-1234.iam.gserviceaccount.com"}, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("printed", ["jq .", "jq -r .private_key_id"])
+@pytest.mark.xfail(strict=True, reason="a JSON document registered as one value (GOOGLE_CREDENTIALS, a "
+                   "service-account key) is masked whole and by lines; `jq .` reformats it, so none of its "
+                   "values is masked: needs the string leaves of a JSON-object value registered too (as the "
+                   "secrets file does for its own JSON), at least the secret-named and multi-line ones")
+def test_json_document_secret_reformatted(printed: str) -> None:
+    registry = registry_of(SERVICE_ACCOUNT.encode())
+    assert registry.mask(SERVICE_ACCOUNT.encode() + b"\n") == b"***\n"  # control: printed as registered
+    doc = json.loads(SERVICE_ACCOUNT)
+    out = json.dumps(doc, indent=2) if printed == "jq ." else doc["private_key_id"]
+    assert not leaked_at(registry.mask(out.encode()), SA_KEY_ID.encode(), 8)
