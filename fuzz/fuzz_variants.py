@@ -7,8 +7,9 @@ the base64 of the secret embedded after 0, 1 or 2 other bytes; every percent for
 unquotes to the secret; hex forms (also wrapped as `xxd -p` wraps them) decode to it; JSON
 forms load back to it; the `set -x` single-quote form, quoted, is one shell word equal to the secret; the
 round-two forms decode to it (Go's \\u0026 JSON, \\uXXXX, \\xNN, 0xNN lists, separated hex, base32 at its
-alignment inside a longer encoding, base64 of base64); every wrapped-form trigger fragment is a piece of a
-form and, wrapped at any width from 60, the base64 of the secret inside a document is masked by a registry.
+alignment inside a longer encoding, base64 of base64), and so do the forms programs print (escape_forms.py:
+decimal byte lists, Python / PyYAML escapes, `declare -p`, `shlex.quote`, doubled quotes); every wrapped-form
+trigger fragment is a piece of a form and, wrapped at any width from 60, the base64 of the secret inside a document is masked by a registry.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ast
 import base64
 import binascii
 import json
+import re
 import shlex
 import sys
 import urllib.parse
@@ -24,7 +26,7 @@ import urllib.parse
 import atheris
 
 with atheris.instrument_imports():
-    from runnerlib.security.escape_forms import decimal_list_forms, python_escape_forms
+    from runnerlib.security.escape_forms import decimal_list_forms, python_escape_forms, quoted_forms
     from runnerlib.security.registry import SecretRegistry
     from runnerlib.security.variants import (
         MIXED_CASE_TRIGGER_MIN,
@@ -147,6 +149,11 @@ def check_program_prints(secret: bytes, enc: list[bytes]) -> None:
         text = secret.decode("utf-8", "surrogatepass") if secret.isascii() or _utf8(secret) else None
         if secret not in values and (text is None or text not in values) or form not in enc:
             raise AssertionError("Python escape form does not evaluate to the secret")
+    for form in quoted_forms(secret):
+        undone = {re.sub(rb'\\([$"`\\])', rb"\1", form), form.replace(b"''", b"'"),
+                  form.replace(b"'\"'\"'", b"'")}
+        if secret not in undone or form not in enc:
+            raise AssertionError("quoted form does not unquote to the secret")
 
 
 def _utf8(data: bytes) -> bool:

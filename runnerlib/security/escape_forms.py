@@ -1,8 +1,9 @@
-"""Encoded forms that programming languages print when a program shows a value it holds: decimal byte lists
-(`print(list(b))`, Rust `{:?}` of `&[u8]`, Go `fmt.Println([]byte(s))`, `JSON.stringify(Array.from(buf))`) and
-Python / PyYAML escapes of non-ASCII and control characters (`print(output)` of `subprocess.check_output`'s
-bytes, `ascii()`, `yaml.dump`). Used by variants.encoded_forms; one-line forms, each carrying every bit of the
-value, so the false-positive argument is the raw value's."""
+"""Encoded forms that programs print when they show a value they hold: decimal byte lists (`print(list(b))`, Rust
+`{:?}` of `&[u8]`, Go `fmt.Println([]byte(s))`, `JSON.stringify(Array.from(buf))`), Python / PyYAML escapes of
+non-ASCII and control characters (`print(output)` of `subprocess.check_output`'s bytes, `ascii()`, `yaml.dump`),
+and quotings other than bash's `set -x` (`declare -p` / `export -p` double quotes, Python's `shlex.quote`, a
+doubled `'` in YAML's single-quoted style and SQL literals). Used by variants.encoded_forms; one-line forms, each carrying every bit of the value, so the
+false-positive argument is the raw value's. Each function returns only forms that differ from the value."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 # The separators of the usual decimal list printers: Python, Rust, Java `Arrays.toString` (", "); Go (" ");
 # JSON and JavaScript (",").
 DECIMAL_SEPARATORS = (b", ", b" ", b",")
+_DOUBLE_QUOTED = re.compile(rb'([$"`\\])')  # what bash escapes inside "..." (declare -p, export -p)
 _PY_ESCAPE = re.compile(rb"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
 
 
@@ -34,4 +36,17 @@ def python_escape_forms(value: bytes) -> list[bytes]:
         escaped = ascii(text)[1:-1].encode()
         forms += [repr(text)[1:-1].encode("utf-8", "surrogatepass"), escaped,
                   _PY_ESCAPE.sub(lambda m: b"\\" + m.group(1)[:1] + m.group(1)[1:].upper(), escaped)]
+    return _differing(forms, value)
+
+
+def quoted_forms(value: bytes) -> list[bytes]:
+    """The inside of the quotes of `declare -p` / `export -p` (bash writes `"Pa\\$\\$w0rd"`: a backslash before each
+    dollar, double quote, backquote and backslash), Python's `shlex.quote` / `shlex.join` (a `'` becomes
+    `'"'"'`), and YAML's single-quoted style (`yaml.dump` of a value with `: ` or a leading `#`) and SQL string
+    literals (a `'` becomes `''`)."""
+    forms = [_DOUBLE_QUOTED.sub(rb"\\\1", value), value.replace(b"'", b"'\"'\"'"), value.replace(b"'", b"''")]
+    return _differing(forms, value)
+
+
+def _differing(forms: list[bytes], value: bytes) -> list[bytes]:
     return [f for f in dict.fromkeys(forms) if f != value]

@@ -15,7 +15,7 @@ import base64
 import json
 import re
 
-from runnerlib.security.escape_forms import decimal_list_forms, python_escape_forms
+from runnerlib.security.escape_forms import decimal_list_forms, python_escape_forms, quoted_forms
 from runnerlib.security.wrapped import wrap_triggers, wrappable_forms
 
 # Characters trimmed to get the "trimmed" form: a value pasted as `"abc"` or with a trailing newline is
@@ -232,7 +232,7 @@ def encoded_forms(value: bytes, b64: list[bytes] | None = None, percent: list[by
         *(percent_forms(value) if percent is None else percent), *hex_forms(value), *_json_forms(value),
         *_shell_forms(value), *_quote_forms(value), *byte_list_forms(value),
         *(base32_forms(value) if b32 is None else b32), *double_base64_forms(value, b64),
-        *decimal_list_forms(value), *python_escape_forms(value),
+        *decimal_list_forms(value), *python_escape_forms(value), *quoted_forms(value),
     ]
 
 

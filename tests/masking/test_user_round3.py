@@ -19,6 +19,7 @@ import base64
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from hypothesis import strategies as st
 
 from runnerlib.security import registry as registry_module
 from runnerlib.security import variants
-from runnerlib.security.escape_forms import decimal_list_forms, python_escape_forms
+from runnerlib.security.escape_forms import decimal_list_forms, python_escape_forms, quoted_forms
 from runnerlib.security.known_formats import KnownFormatsFilter, mask_known_formats
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.testing import secrets, stream_through, write_splits
@@ -122,12 +123,17 @@ PY_PRINTERS = {
     "yaml.dump": "import yaml; print(yaml.dump({'password': s}))",
     "json array": "import json; print(json.dumps({'data': list(s.encode())}, separators=(',', ':')))",
     "go []byte": "print('[' + ' '.join(map(str, s.encode())) + ']')",
+    "shlex.join": "import shlex; print(shlex.join(['mysql', '-p' + s]))",
+    "bash declare -p": "import subprocess; subprocess.run(['bash', '-c', 'declare -p S'])",
+    "yaml.dump single-quoted": "import yaml; print(yaml.dump({'password': '#' + s}))",
+    "bash export -p": "import subprocess; subprocess.run(['bash', '-c', 'export -p | grep \" S=\"'])",
 }
 NON_ASCII = "Pässwörd-Grüße-42"
+SHELLISH = "Pa$$w0rd'x\"y`z\\-42"  # what bash escapes inside double quotes, and a single quote
 
 
 @pytest.mark.parametrize("name", list(PY_PRINTERS))
-@pytest.mark.parametrize("value", [TOKEN.decode(), NON_ASCII, "it's \"quoted\"\t-42"])
+@pytest.mark.parametrize("value", [TOKEN.decode(), NON_ASCII, "it's \"quoted\"\t-42", SHELLISH])
 def test_program_prints_of_a_value_are_masked(name: str, value: str) -> None:
     out = subprocess.run([sys.executable, "-c", "import os; s = os.environ['S']; " + PY_PRINTERS[name]],
                          env={**os.environ, "S": value}, capture_output=True, check=True).stdout
@@ -135,18 +141,22 @@ def test_program_prints_of_a_value_are_masked(name: str, value: str) -> None:
     masked = registry.mask(out)
     assert b"***" in masked
     assert stream_through(registry, [out[i:i + 3] for i in range(0, len(out), 3)]) == masked
-    for form in [*decimal_list_forms(value.encode()), *python_escape_forms(value.encode()), value.encode()]:
+    for form in [*decimal_list_forms(value.encode()), *python_escape_forms(value.encode()),
+                 *quoted_forms(value.encode()), value.encode()]:
         for i in range(0, len(form) - 8):
             assert form[i:i + 9] not in masked, f"a piece of the {name} form survived"
 
 
-@pytest.mark.parametrize("name", ["python list(bytes)", "python repr(bytes)", "yaml.dump"])
-def test_program_prints_leaked_with_the_previous_forms(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(variants, "decimal_list_forms", lambda value: [])
-    monkeypatch.setattr(variants, "python_escape_forms", lambda value: [])
+@pytest.mark.parametrize(("name", "value"), [("python list(bytes)", NON_ASCII), ("python repr(bytes)", NON_ASCII),
+                                             ("yaml.dump", NON_ASCII), ("bash declare -p", SHELLISH),
+                                             ("shlex.join", SHELLISH), ("yaml.dump single-quoted", SHELLISH)])
+def test_program_prints_leaked_with_the_previous_forms(name: str, value: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    for new in ("decimal_list_forms", "python_escape_forms", "quoted_forms"):
+        monkeypatch.setattr(variants, new, lambda value: [])
     out = subprocess.run([sys.executable, "-c", "import os; s = os.environ['S']; " + PY_PRINTERS[name]],
-                         env={**os.environ, "S": NON_ASCII}, capture_output=True, check=True).stdout
-    assert registry_of(NON_ASCII.encode()).mask(out) == out  # nothing masked: the value is there to read
+                         env={**os.environ, "S": value}, capture_output=True, check=True).stdout
+    assert b"***" not in registry_of(value.encode()).mask(out)  # nothing masked: the value is there to read
 
 
 def _print_forms(value: bytes) -> list[bytes]:
@@ -156,8 +166,10 @@ def _print_forms(value: bytes) -> list[bytes]:
         text = value.decode()
     except UnicodeDecodeError:
         return forms
-    return [*forms, ascii(text).encode(), repr(text).encode("utf-8", "surrogatepass"),
-            yaml.dump(text, width=10**6).encode("utf-8", "surrogatepass")]
+    # YAML's own escapes of control characters (`\0`, `\e`, `\N`) are not forms: printable values only.
+    yaml_form = [yaml.dump(text, width=10**6).encode("utf-8", "surrogatepass")] if text.isprintable() else []
+    return [*forms, ascii(text).encode(), repr(text).encode("utf-8", "surrogatepass"), *yaml_form,
+            shlex.quote(text).encode("utf-8", "surrogatepass"), b"'" + value.replace(b"'", b"''") + b"'", b'"' + re.sub(rb'([$"`\\])', rb"\\\1", value) + b'"']
 
 
 @given(st.data())
@@ -169,6 +181,7 @@ def test_print_forms_at_any_offset_and_split(data: st.DataObject) -> None:
         text = filler * data.draw(st.integers(0, 20)) + form + filler * data.draw(st.integers(0, 20))
         whole = registry.mask(text)
         assert stream_through(registry, data.draw(write_splits(text))) == whole
+        assert form not in whole, "a printed form survived whole"
         # Every 4-byte window of the value, printed the same way, is gone.
         for i in range(len(value) - 3):
             for piece in (b", ".join(b"%d" % b for b in value[i:i + 4]), b" ".join(b"%d" % b for b in value[i:i + 4]),
