@@ -307,3 +307,52 @@ def test_json_document_secret_reformatted(printed: str) -> None:
     doc = json.loads(SERVICE_ACCOUNT)
     out = json.dumps(doc, indent=2) if printed == "jq ." else doc["private_key_id"]
     assert not leaked_at(registry.mask(out.encode()), SA_KEY_ID.encode(), 8)
+
+
+# --- numbers in a secrets file keep the text the user wrote ----------------------------------------------------
+
+ETH_KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"  # YAML: an int
+NUMBERS_YAML = f"DEPLOYER_PRIVATE_KEY: {ETH_KEY}\nPIN: 0123456\nACCOUNT: 1_234_567_890\nRATE: 12.50\n"
+NUMBERS_PRINTED = f"key={ETH_KEY} pin=0123456 acct=1_234_567_890 rate=12.50\n".encode()
+
+
+def _masked_by_document(text: str, printed: bytes) -> bytes:
+    from runnerlib.security.secret_sources import parse_secrets_document
+
+    registry = SecretRegistry()
+    registry.add_many([v for _n, v in parse_secrets_document(text, "test")], source="test")
+    return registry.mask(printed)
+
+
+def test_yaml_numbers_are_masked_as_written(tmp_path: pytest.TempPathFactory) -> None:
+    path = tmp_path / "secrets.yaml"  # type: ignore[operator]
+    path.write_text(NUMBERS_YAML)
+    p = mask_cli(["--secrets-file", str(path)], NUMBERS_PRINTED, {})
+    assert p.returncode == 0 and p.stdout == b"key=*** pin=*** acct=*** rate=***\n"
+    # The parsed spellings stay masked too (a tool that loads the YAML itself prints 12.5, 42798).
+    assert _masked_by_document(NUMBERS_YAML, b"12.5 42798") == b"*** ***"
+
+
+def test_json_numbers_are_masked_as_written() -> None:
+    assert _masked_by_document('{"a": 1.50, "b": 31e10, "c": 48151623}', b"1.50 31e10 48151623 310000000000.0") == \
+        b"*** *** *** ***"
+
+
+def test_yaml_numbers_leaked_when_only_the_parsed_number_was_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runnerlib.security import secret_sources
+
+    monkeypatch.setattr(secret_sources, "keep_yaml_number_text", lambda loader: None)
+    out = _masked_by_document(NUMBERS_YAML, NUMBERS_PRINTED)
+    assert ETH_KEY.encode() in out and b"pin=0123456" in out
+
+
+@given(st.from_regex(r"[-+]?(0x[0-9a-fA-F_]{1,20}|0[0-7_]{1,12}|[1-9][0-9_]{0,12}(\.[0-9_]{0,6})?"
+                     r"([eE][-+]?[0-9]{1,3})?|[0-9]{1,3}(:[0-5][0-9]){1,3})", fullmatch=True))
+def test_any_yaml_number_is_registered_as_written(text: str) -> None:
+    from runnerlib.security.secret_sources import SecretsDocumentError, parse_secrets_document
+
+    try:
+        values = [v for _n, v in parse_secrets_document(f"K: {text}\n", "test")]
+    except SecretsDocumentError:
+        return  # refused whole (a date-like value): nothing half-registered
+    assert text in values
