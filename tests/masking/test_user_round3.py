@@ -356,3 +356,23 @@ def test_any_yaml_number_is_registered_as_written(text: str) -> None:
     except SecretsDocumentError:
         return  # refused whole (a date-like value): nothing half-registered
     assert text in values
+
+
+@pytest.mark.xfail(strict=True, reason="tools that truncate long values print a prefix of a secret and a marker: "
+                   "strace -s 32 (`\"Xk9f...\"...`), ps columns, HTTP debug logs; the stream releases a partial "
+                   "match when the marker comes. Needs a rule: a live partial match of at least 16 bytes (or half "
+                   "the secret) ended by `...`/`\\u2026`/`\"...` is masked (at the tail and mid-buffer: prefix "
+                   "patterns, or the engine's partial-match view)")
+def test_secret_truncated_by_strace() -> None:
+    long_token = TOKEN + TOKEN[::-1]  # 46 bytes
+    registry = registry_of(long_token)
+    line = b'write(1, "' + long_token + b'\\n", 47) = 47\n'
+    assert registry.mask(line) == b'write(1, "***\\n", 47) = 47\n'  # control: untruncated (strace -s 100)
+    out = b""
+    if shutil.which("strace"):  # ptrace may be refused (an unprivileged uid in a container): then as it prints
+        traced = subprocess.run(["strace", "-e", "trace=write", "-o", "/dev/stderr", "printf", "%s\\n",
+                                 long_token.decode()], capture_output=True).stderr
+        out = b"".join(ln + b"\n" for ln in traced.splitlines() if ln.startswith(b"write(1"))
+    out = out or b'write(1, "' + long_token[:32] + b'"..., 47) = 47\n'
+    assert b'"...' in out
+    assert not leaked_at(registry.mask(out), long_token, 12)
