@@ -376,3 +376,20 @@ def test_secret_truncated_by_strace() -> None:
     out = out or b'write(1, "' + long_token[:32] + b'"..., 47) = 47\n'
     assert b'"...' in out
     assert not leaked_at(registry.mask(out), long_token, 12)
+
+
+@pytest.mark.xfail(strict=True, reason="workflow outputs are masked leaf by leaf: a secret held as a list of "
+                   "byte values (Node's Buffer.toJSON, Python's list(b)) has no leaf to match and the file is "
+                   "indented one number a line; needs mask_payload to read a list of ints 0-255 as the bytes it "
+                   "holds (mask them, then write *** for the covered items), locally and through the socket")
+def test_set_output_of_a_byte_list(tmp_path: pytest.TempPathFactory) -> None:
+    from runnerlib.workflow import api
+
+    out = tmp_path / "out.json"  # type: ignore[operator]
+    ctx = api.workflow_context(environ={"REACTORCIDE_WORKFLOW_OUTPUT": str(out), "API_TOKEN": TOKEN.decode()})
+    ctx.set_output("as_text", TOKEN.decode())
+    assert json.loads(out.read_text())["outputs"]["as_text"] == "***"  # control: the string is masked
+    ctx.set_output("buf", {"type": "Buffer", "data": list(TOKEN)})
+    data = json.loads(out.read_text())["outputs"]["buf"]["data"]
+    held = bytes(b for b in data if isinstance(b, int))
+    assert not leaked_at(held, TOKEN, 4)
