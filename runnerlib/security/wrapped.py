@@ -39,10 +39,15 @@ LINE_MAX = 4096
 # xxa); `od -tx1` / `od -An -tx1` (optional offset: octal, `-Ad` decimal, `-Ax` hex of 6 digits, ` NN` bytes, `od -tx1z`'s >ASCII<), `bytes.hex(" ")`,
 # `xxd -i` and C `0xNN,` lists, `\xNN` strings, colon-separated `openssl` hex (hl, hla).
 _WRAP_RX = rb"[ \t]*(?P<w>[A-Za-z0-9+/_=-]+)\r?"
+# `od -c`: one field of 4 columns a byte, right-aligned: a printable character, a space (4 spaces), a C escape,
+# or 3 octal digits (oc).
+_OD_C_FIELD = rb"(?:   [!-~]|    |  \\[0abfnrtv]| [0-7]{3})"
+_OD_C_ESCAPES = {ord(c): b for c, b in zip("0abfnrtv", b"\0\a\b\f\n\r\t\v", strict=True)}
 _DUMP_RX = (rb"[0-9a-fA-F]{7,16}  (?P<hd>(?:[0-9a-fA-F]{2}  ?)*[0-9a-fA-F]{2}) *(?:\|(?P<hda>.*)\||\|.*)?\r?"
             rb"|[0-9a-fA-F]{7,16}: (?P<xx>(?:[0-9a-fA-F]{2})+(?: (?:[0-9a-fA-F]{2})+)*)(?P<xxa> *|  .*)\r?"
             rb"|[ \t]*(?:[0-9a-fA-F]{6,16} )?(?P<hl>(?:(?:0x|\\x)?[0-9a-fA-F]{2}(?:, ?|:| |(?=\\x)|$|(?=\r)))+)"
-            rb"[ \t]*(?:>(?P<hla>.*)<)?\r?")
+            rb"[ \t]*(?:>(?P<hla>.*)<)?\r?"
+            rb"|(?:[0-9a-fA-F]{6,16})?(?=[^\n]*[^ \n\r])(?P<oc>(?:" + _OD_C_FIELD + rb")+)\r?")
 _LINE = re.compile(_WRAP_RX + rb"|" + _DUMP_RX)
 # A line next to dump lines is read as one first (` 7a`, the last line of `od`, also reads as an encoding).
 _DUMP_LINE = re.compile(_DUMP_RX)
@@ -81,6 +86,8 @@ def classify(data: bytes, start: int, end: int, kind: int = 0) -> _Line | None:
     if m.re is _LINE and m.start("w") >= 0:
         a = m.start("w")
         return _Line(WRAP, "w", m.group("w"), list(range(a, m.end("w"))), None)
+    if m.start("oc") >= 0:
+        return _od_c_line(data, m.start("oc"), m.end("oc"))
     complete = end < len(data) and data[end] == 0x0A
     for hexes, col in (("hd", "hda"), ("xx", "xxa"), ("hl", "hla")):
         if m.start(hexes) >= 0:
@@ -100,6 +107,10 @@ def classify_tail(data: bytes, start: int, kind: int = 0) -> _Line | None:
     line = classify(data, start, end, kind)
     if line is None and end - start > 1:  # an odd hex digit ("6162 4")
         line = classify(data, start, end - 1, kind)
+    for cut in (2, 3):  # an `od -c` field begun ("   Q   2  ")
+        if line is None and end - start > cut:
+            line = classify(data, start, end - cut, kind)
+            line = line if line is not None and line.fmt == "oc" else None
     if line is None and end - start > 1:  # a token begun ("0x", "\\x6")
         cut = max(data.rfind(b" ", end - 5, end), data.rfind(b",", end - 5, end), data.rfind(b":", end - 5, end))
         if cut > start:
@@ -126,6 +137,38 @@ def _dump_line(data: bytes, m: re.Match[bytes], hexes: str, col: str, complete: 
         # One character per byte, in order, ending the column (xxd pads the space before it on a short line).
         ascii_at = list(range(m.end(col) - nbytes, m.end(col)))
     return _Line(DUMP, hexes, content, origin, ascii_at, ascii_at is None and col != "hla")
+
+
+def _od_c_line(data: bytes, start: int, end: int) -> _Line:
+    """An `od -c` line read as the hex of its bytes (what the secrets' hex forms match), each hex digit mapped to
+    a character of its field."""
+    content, origin = bytearray(), list[int]()
+    for p in range(start, end - 3, 4):
+        field = data[p:p + 4]
+        if field[2] == 0x5C and field[1] == 0x20:  # "  \n"
+            byte, first = _OD_C_ESCAPES[field[3]], p + 2
+        elif field[1] != 0x20:  # " 303"
+            byte, first = int(field[1:], 8) & 0xFF, p + 1
+        else:  # "   X", "    " (a space)
+            byte, first = field[3], p + 3
+        content += b"%02x" % byte
+        origin.extend((first, p + 3))
+    return _Line(DUMP, "oc", bytes(content), origin, None)
+
+
+def od_c_form(value: bytes) -> bytes:
+    """`value` as `od -c` prints it on one line, without the first field's padding (a space byte keeps its own
+    column)."""
+    escapes = {b: c for c, b in _OD_C_ESCAPES.items()}
+    out = bytearray()
+    for b in value:
+        if b in escapes:
+            out += b"  \\" + bytes((escapes[b],))
+        elif 0x20 <= b <= 0x7E:
+            out += b"   " + bytes((b,))
+        else:
+            out += b" %03o" % b
+    return bytes(out[len(out) - len(out.lstrip(b" ")) if out[:4] != b"    " else 3:])
 
 
 def _line_bounds(data: bytes, pos: int) -> tuple[int, int]:
@@ -188,6 +231,8 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
             continue
         start, end = _line_bounds(data, a)
         line = _classify_at(data, start, end, line_start)
+        if line is None and end == len(data) and (start > 0 or line_start):
+            line = classify_tail(data, start)  # the last line, cut inside a field ("   a   a ")
         if line is None:
             done_until = end
             continue
@@ -338,8 +383,10 @@ def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
 # What the start of an encoding or dump line looks like: a cheap test on the last line of each write (most log
 # lines fail it within a few characters), and what a stream keeps as context.
 _QUICK = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=-]{16}|[A-Za-z0-9+/_=-]*\r?$|[0-9a-fA-F]{6,16}(?::? | |$)"
+                    rb"|(?:[0-7]{3}|\\?[!-~])" + _OD_C_FIELD +  # `od -An -c`
                     rb"|(?:0x|\\x)?[0-9a-fA-F]{1,2}(?:[ ,:]|\\x|\r?$))")
-_PREFIX = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=-]*|[0-9a-fA-F]{1,16}(?::? .*|  .*)?|[0-9a-fA-Fx\\ ,:]*)\r?")
+_PREFIX = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=-]*|[0-9a-fA-F]{1,16}(?::? .*|  .*)?|[0-9a-fA-Fx\\ ,:]*"
+                     rb"|(?:(?:[0-7]{3}|\\?[!-~]) {1,3})*(?:[0-7]{1,3}|\\?[!-~])?)\r?")  # the last: `od -An -c`
 
 
 def _last_line_start(buf: bytes) -> int:
@@ -371,7 +418,9 @@ def quick_candidate(buf: bytes, line_start: bool = True) -> bool:
 # the form is guaranteed to be found in: wrapped encodings from WRAP_MIN_WIDTH columns (`xxd -p` 60, `openssl
 # base64` and PEM 64, `base64` and MIME 76); `od -tx1` 16 bytes (47 characters); the ASCII column of
 # `hexdump -C` and `xxd`, 16 bytes; `xxd -i`, 12 bytes (70 characters).
-_KINDS = {"enc": (8, 16, WRAP_MIN_WIDTH), "sep": (11, 11, 47), "raw": (8, 8, 16), "list": (16, 22, 70)}
+# `od -c`: 4 bytes (13 characters `X   k   9   f`), 16 bytes a line (61 characters without the first padding).
+_KINDS = {"enc": (8, 16, WRAP_MIN_WIDTH), "sep": (11, 11, 47), "raw": (8, 8, 16), "list": (16, 22, 70),
+          "odc": (13, 13, 61)}
 
 
 def fragments(form: bytes, kind: str = "enc") -> list[bytes]:
@@ -405,6 +454,7 @@ def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:
     out.update(dict.fromkeys(fragments(b" ".join(low), "sep")))
     out.update(dict.fromkeys(fragments(value, "raw")))
     out.update(dict.fromkeys(fragments(b", ".join(b"0x" + p for p in low), "list")))
+    out.update(dict.fromkeys(fragments(od_c_form(value), "odc")))
     return list(out)
 
 

@@ -9,7 +9,10 @@ Fixed here, each with the protection off (or the previous rule) as a control:
 - a well-known token right after an ANSI colour code (`\\x1b[32mghp_...`): its left edge read as glued to the
   code's `m`, so nobody's GitHub token printed in colour was not masked.
 
-Still leaking (xfail strict, with what the fix would be): `od -c`, a colour code inside a registered secret,
+- `od -c` character dumps (a dump format of the wrapped view, and trigger fragments of the value as od -c
+  prints it).
+
+Still leaking (xfail strict, with what the fix would be): a colour code inside a registered secret,
 UTF-16, an unregistered token in base64 or folded, a long passphrase folded by `yaml.dump`.
 """
 
@@ -227,15 +230,50 @@ def test_coloured_token_through_the_mask_command() -> None:
 
 # --- still leaking: xfail strict, each with a control showing the check passes when masking works ------------
 
-@pytest.mark.xfail(strict=True, reason="od -c (character dump: each byte in 4 columns, 16 a line) is not a "
-                   "form: needs an `od -c` dump format in wrapped.py (chars joined from the columns, escapes "
-                   "\\n \\t \\0 and 3-digit octal decoded) and 'chars separated by 3 spaces' trigger fragments")
-def test_od_c_character_dump() -> None:
+OD_C_ARGS = [["-c"], ["-An", "-c"], ["-Ax", "-c"], ["-c", "-w32"], ["-c", "-w8"]]
+
+
+def od_c_chars(out: bytes) -> bytes:
+    """The printable characters of an `od -c` dump, joined (what a reader sees of the value)."""
+    return b"".join(re.findall(rb"   ([!-~])", out))
+
+
+@pytest.mark.parametrize("args", OD_C_ARGS, ids=" ".join)
+@pytest.mark.parametrize("before", [b"", b"0123456789", b"\t\n\x01"], ids=["at-0", "at-10", "escapes"])
+def test_od_c_character_dump_at_every_cut(args: list[str], before: bytes) -> None:
+    out = run(["od", *args], before + TOKEN)
     registry = registry_of(TOKEN)
-    assert TOKEN not in registry.mask(b"x " + TOKEN + b"\n")  # control: the raw print is masked
-    out = registry.mask(run(["od", "-c"], TOKEN))
-    cols = b"".join(re.findall(rb"   (\S)", out))
-    assert not leaked_at(cols, TOKEN, 4)
+    whole = registry.mask(out)
+    assert not leaked_at(od_c_chars(whole), TOKEN, 4)
+    bad = [cut for cut in range(1, len(out)) if stream_through(registry, [out[:cut], out[cut:]]) != whole]
+    assert not bad, f"streamed output differs from the whole output masked at cuts {bad[:5]}"
+
+
+@pytest.mark.parametrize("args", [["-c"], ["-An", "-c"]], ids=" ".join)
+def test_od_c_leaks_without_the_view(args: list[str], no_wrapped_view: None) -> None:
+    out = run(["od", *args], b"0123456789" + TOKEN)
+    assert leaked_at(od_c_chars(registry_of(TOKEN).mask(out)), TOKEN, 4)
+
+
+@given(st.data())
+def test_od_c_of_any_value_at_any_offset_and_split(data: st.DataObject) -> None:
+    if shutil.which("od") is None:
+        pytest.skip("od is not installed")
+    value = data.draw(secrets(min_length=7, max_length=24))
+    before = data.draw(st.binary(max_size=20))
+    width = data.draw(st.sampled_from([16, 24, 32]))
+    out = subprocess.run(["od", "-c", f"-w{width}"], input=before + value + b"#" * 3, capture_output=True,
+                         check=True).stdout
+    registry = registry_of(value)
+    whole = registry.mask(out)
+    assert stream_through(registry, data.draw(write_splits(out))) == whole
+    from runnerlib.security.wrapped import od_c_form
+
+    # No 4 bytes of the value as od -c prints them survive on one line.
+    flat = whole.replace(b"\n", b" ")
+    for i in range(len(value) - 3):
+        piece = od_c_form(value[i:i + 4]).strip(b" ")
+        assert piece not in flat or piece in od_c_form(before + b"#" * 3), "a piece of the value survived"
 
 
 @pytest.mark.xfail(strict=True, reason="a colour code inside a registered secret (grep --color=always "
