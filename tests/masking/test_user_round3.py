@@ -431,3 +431,16 @@ def test_set_output_of_a_byte_list(tmp_path: pytest.TempPathFactory) -> None:
     data = json.loads(out.read_text())["outputs"]["buf"]["data"]
     held = bytes(b for b in data if isinstance(b, int))
     assert not leaked_at(held, TOKEN, 4)
+
+
+@pytest.mark.xfail(strict=True, reason="an encoding of an encoding: PHP's json_encode (and Java's org.json) write "
+                   "`/` as `\\/`, so the base64 of a secret holding a `/` (docker's auth, a Basic header in a "
+                   "PHP app's config dump) is not the registered base64; needs the `\\/` twin of each base64 form "
+                   "that has a `/` (about 1.5 patterns a secret)")
+def test_base64_inside_php_json() -> None:
+    value = b"user:pa??w0rd>>~~1234"  # its base64 holds a `/`
+    registry = registry_of(value)
+    b64 = base64.b64encode(value)
+    assert b"/" in b64 and registry.mask(json.dumps({"auth": b64.decode()}).encode()) == b'{"auth": "***"}'
+    out = registry.mask(json.dumps({"auth": b64.decode()}).replace("/", "\\/").encode())
+    assert b"***" in out  # control above: the same document without PHP's escaping is masked
