@@ -6,7 +6,8 @@ Properties, for fuzzer-chosen secrets (small alphabet half the time, so they ove
 splits: MaskedStream output == SecretRegistry.mask(whole text) on every engine, and == reference_mask(whole
 text) unless a wrapped-form trigger occurs in it (the wrapped view then masks more); no planted secret survives
 whole. Half the time the text is the secrets' base64 or hex dump, wrapped at a fuzzer-chosen width, or the
-`od -c` dump of the text and a secret (a fuzzer-chosen number of bytes a line, with or without offsets).
+`od -c` dump of the text and a secret (a fuzzer-chosen number of bytes a line, with or without offsets), or a
+line holding a secret with a colour code inserted at a fuzzer-chosen byte.
 """
 
 from __future__ import annotations
@@ -43,9 +44,13 @@ def TestOneInput(data: bytes) -> None:
 
     if fdp.ConsumeBool():  # an encoded document of the text and a secret, wrapped (security/wrapped.py)
         body = text[: len(text) // 2] + secrets[0] + text[len(text) // 2:]
-        how = fdp.ConsumeIntInRange(0, 2)
+        how = fdp.ConsumeIntInRange(0, 3)
         width = fdp.ConsumeIntInRange(16, 100)
-        if how == 2:
+        if how == 3:
+            cut = fdp.ConsumeIntInRange(0, len(secrets[0]))
+            code = (b"\x1b[31m", b"\x1b[m\x1b[K", b"\x1b[01;31m\x1b[K")[fdp.ConsumeIntInRange(0, 2)]
+            text = text[: len(text) // 2] + secrets[0][:cut] + code + secrets[0][cut:] + text[len(text) // 2:]
+        elif how == 2:
             text = od_c_dump(body, width // 4, fdp.ConsumeBool())
         else:
             body = base64.b64encode(body) if how else body.hex().encode()

@@ -53,7 +53,11 @@ _LINE = re.compile(_WRAP_RX + rb"|" + _DUMP_RX)
 _DUMP_LINE = re.compile(_DUMP_RX)
 _HEX_PAIR = re.compile(rb"[0-9a-fA-F]{2}")
 
-WRAP, DUMP = 1, 2
+WRAP, DUMP, ANSI = 1, 2, 3
+# Colour and erase-line codes (`grep --color=always` highlighting part of a secret), and one cut at the end of a
+# write: an ANSI line is read without them. It joins no other line.
+_SGR = re.compile(rb"\x1b\[[0-9;]*[mK]")
+_SGR_CUT = re.compile(rb"\x1b(?:\[[0-9;]*)?")
 
 
 class _Line:
@@ -70,7 +74,7 @@ class _Line:
     @property
     def joins(self) -> bool:
         """Whether the next line may continue this one's content."""
-        return self.kind == DUMP or len(self.content) >= JOIN_MIN
+        return self.kind == DUMP or self.kind == WRAP and len(self.content) >= JOIN_MIN
 
 
 def classify(data: bytes, start: int, end: int, kind: int = 0) -> _Line | None:
@@ -82,7 +86,7 @@ def classify(data: bytes, start: int, end: int, kind: int = 0) -> _Line | None:
     if m is None and kind == DUMP:
         m = _LINE.fullmatch(data, start, end)
     if m is None:
-        return None
+        return _ansi_line(data, start, end)
     if m.re is _LINE and m.start("w") >= 0:
         a = m.start("w")
         return _Line(WRAP, "w", m.group("w"), list(range(a, m.end("w"))), None)
@@ -98,7 +102,8 @@ def classify(data: bytes, start: int, end: int, kind: int = 0) -> _Line | None:
 def _classify_at(data: bytes, start: int, end: int, line_start: bool, kind: int = 0) -> _Line | None:
     # A stream's buffer may begin in the middle of a line (what came before was emitted and dropped): that
     # line's beginning is unknown, so it is never read as an encoding or dump line.
-    return None if start == 0 and not line_start else classify(data, start, end, kind)
+    # A line with colour codes reads the same from anywhere: from the start of the buffer, as it is.
+    return _ansi_line(data, start, end) if start == 0 and not line_start else classify(data, start, end, kind)
 
 
 def classify_tail(data: bytes, start: int, kind: int = 0) -> _Line | None:
@@ -137,6 +142,23 @@ def _dump_line(data: bytes, m: re.Match[bytes], hexes: str, col: str, complete: 
         # One character per byte, in order, ending the column (xxd pads the space before it on a short line).
         ascii_at = list(range(m.end(col) - nbytes, m.end(col)))
     return _Line(DUMP, hexes, content, origin, ascii_at, ascii_at is None and col != "hla")
+
+
+def _ansi_line(data: bytes, start: int, end: int) -> _Line | None:
+    """A line with colour codes, read without them (and without a code cut by the end of the data)."""
+    if data.find(b"\x1b[", start, end) < 0 and data.find(b"\x1b", end - 1, end) < 0:
+        return None
+    content, origin = bytearray(), list[int]()
+    pos = start
+    for m in _SGR.finditer(data, start, end):
+        content += data[pos:m.start()]
+        origin.extend(range(pos, m.start()))
+        pos = m.end()
+    cut = _SGR_CUT.fullmatch(data, data.rfind(b"\x1b", pos, end), end) if end == len(data) else None
+    stop = cut.start() if cut is not None and cut.start() >= pos else end
+    content += data[pos:stop]
+    origin.extend(range(pos, stop))
+    return _Line(ANSI, "ansi", bytes(content), origin, None)
 
 
 def _od_c_line(data: bytes, start: int, end: int) -> _Line:
@@ -294,7 +316,8 @@ def _tail_lines(buf: bytes, budget: int, line_start: bool) -> list[_Line]:
     end = len(buf)
     nl = buf.rfind(b"\n")
     lines: list[_Line] = []
-    tail = classify_tail(buf, nl + 1) if nl < end - 1 and (nl >= 0 or line_start) else None
+    tail = classify_tail(buf, nl + 1) if nl < end - 1 and (nl >= 0 or line_start) else (
+        _ansi_line(buf, 0, end) if nl < 0 < end else None)
     got, e, kind = 0, nl, 0
     last_start = -1
     while e >= 0 and got < budget:
@@ -363,8 +386,10 @@ def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
     else:
         end = _end_of_line(buf, pos)
     start = buf.rfind(b"\n", 0, end) + 1
-    if end - start > LINE_MAX or (start == 0 and not line_start):
+    if end - start > LINE_MAX:
         return pos
+    if start == 0 and not line_start:
+        return 0 if buf.find(b"\x1b", 0, end) >= 0 else pos
     line = classify(buf, start, end)
     if line is None and (end < n or _PREFIX.fullmatch(buf, start, end) is None):
         return pos
@@ -402,6 +427,8 @@ def quick_candidate(buf: bytes, line_start: bool = True) -> bool:
     if not buf:
         return False
     start = _last_line_start(buf)
+    if buf[-1] != 0x0A and buf.find(b"\x1b", start) >= 0:  # colour codes: the rest of the line may complete a
+        return True                                        # secret they cut
     if start == 0 and not line_start:
         return False
     if buf[-1] == 0x0A:
