@@ -55,7 +55,8 @@ _HEX_PAIR = re.compile(rb"[0-9a-fA-F]{2}")
 
 WRAP, DUMP, ANSI = 1, 2, 3
 # Colour and erase-line codes (`grep --color=always` highlighting part of a secret), and one cut at the end of a
-# write: an ANSI line is read without them. It joins no other line.
+# write: an ANSI line is read without them, where a trigger hits it (view_occurrences) and at the end of a
+# stream's buffer (ansi_tail_live_start); it joins no other line, so it needs no context before its partial match.
 _SGR = re.compile(rb"\x1b\[[0-9;]*[mK]")
 _SGR_CUT = re.compile(rb"\x1b(?:\[[0-9;]*)?")
 
@@ -86,7 +87,7 @@ def classify(data: bytes, start: int, end: int, kind: int = 0) -> _Line | None:
     if m is None and kind == DUMP:
         m = _LINE.fullmatch(data, start, end)
     if m is None:
-        return _ansi_line(data, start, end)
+        return None
     if m.re is _LINE and m.start("w") >= 0:
         a = m.start("w")
         return _Line(WRAP, "w", m.group("w"), list(range(a, m.end("w"))), None)
@@ -256,6 +257,8 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
         if line is None and end == len(data) and (start > 0 or line_start):
             line = classify_tail(data, start)  # the last line, cut inside a field ("   a   a ")
         if line is None:
+            line = _ansi_line(data, start, end)
+        if line is None:
             done_until = end
             continue
         lines, _, run_end = _run(data, start, end, line, budget, line_start)
@@ -316,8 +319,7 @@ def _tail_lines(buf: bytes, budget: int, line_start: bool) -> list[_Line]:
     end = len(buf)
     nl = buf.rfind(b"\n")
     lines: list[_Line] = []
-    tail = classify_tail(buf, nl + 1) if nl < end - 1 and (nl >= 0 or line_start) else (
-        _ansi_line(buf, 0, end) if nl < 0 < end else None)
+    tail = classify_tail(buf, nl + 1) if nl < end - 1 and (nl >= 0 or line_start) else None
     got, e, kind = 0, nl, 0
     last_start = -1
     while e >= 0 and got < budget:
@@ -371,6 +373,22 @@ def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int,
     return origin[p]
 
 
+def ansi_tail_live_start(buf: bytes, live_start: Callable[[bytes], int]) -> int:
+    """Where a stream must start holding back for a pattern that colour codes cut: the earliest live partial
+    match in the last line of `buf` read without its codes (len(buf) if none, or if the line has no code).
+    A few microseconds a write, and only when the last line holds an escape byte (`tail_live_start`, for the
+    runs of encoded lines, costs tens)."""
+    n = len(buf)
+    start = max(buf.rfind(b"\n") + 1, n - LINE_MAX)
+    if buf.find(b"\x1b", start) < 0:
+        return n
+    line = _ansi_line(buf, start, n)
+    if line is None:
+        return n
+    p = live_start(line.content)
+    return line.origin[p] if p < len(line.content) else n
+
+
 def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
                   candidate: bool | None = None) -> int:
     """How far back a stream keeps bytes (emitted or held) before `live`: when `live` lies in an encoding or
@@ -386,10 +404,8 @@ def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
     else:
         end = _end_of_line(buf, pos)
     start = buf.rfind(b"\n", 0, end) + 1
-    if end - start > LINE_MAX:
+    if end - start > LINE_MAX or (start == 0 and not line_start):
         return pos
-    if start == 0 and not line_start:
-        return 0 if buf.find(b"\x1b", 0, end) >= 0 else pos
     line = classify(buf, start, end)
     if line is None and (end < n or _PREFIX.fullmatch(buf, start, end) is None):
         return pos
@@ -427,8 +443,6 @@ def quick_candidate(buf: bytes, line_start: bool = True) -> bool:
     if not buf:
         return False
     start = _last_line_start(buf)
-    if buf[-1] != 0x0A and buf.find(b"\x1b", start) >= 0:  # colour codes: the rest of the line may complete a
-        return True                                        # secret they cut
     if start == 0 and not line_start:
         return False
     if buf[-1] == 0x0A:

@@ -274,7 +274,9 @@ def test_od_c_of_any_value_at_any_offset_and_split(data: st.DataObject) -> None:
     # No 4 bytes of the value as od -c prints them survive on one line.
     flat = whole.replace(b"\n", b" ")
     for i in range(len(value) - 3):
-        piece = od_c_form(value[i:i + 4]).strip(b" ")
+        piece = od_c_form(value[i:i + 4])
+        if len(piece.strip(b" ")) < 7:  # mostly spaces: a space byte prints as 4 of them
+            continue
         assert piece not in flat or piece in od_c_form(before + b"#" * 3), "a piece of the value survived"
 
 
