@@ -26,7 +26,12 @@ import urllib.parse
 import atheris
 
 with atheris.instrument_imports():
-    from runnerlib.security.escape_forms import decimal_list_forms, python_escape_forms, quoted_forms
+    from runnerlib.security.escape_forms import (
+        c_locale_shell_forms,
+        decimal_list_forms,
+        python_escape_forms,
+        quoted_forms,
+    )
     from runnerlib.security.registry import SecretRegistry
     from runnerlib.security.variants import (
         MIXED_CASE_TRIGGER_MIN,
@@ -154,6 +159,18 @@ def check_program_prints(secret: bytes, enc: list[bytes]) -> None:
                   form.replace(b"'\"'\"'", b"'")}
         if secret not in undone or form not in enc:
             raise AssertionError("quoted form does not unquote to the secret")
+    for form in c_locale_shell_forms(secret):
+        undone = re.sub(rb"\\([0-7]{3}|.)", _unescape_ansic, form)
+        if undone != secret or form not in enc:
+            raise AssertionError("C-locale $'...' form does not unquote to the secret")
+
+
+_ANSIC_BACK = {b"a": 7, b"b": 8, b"t": 9, b"n": 10, b"v": 11, b"f": 12, b"r": 13, b"E": 27, b"'": 39, b"\\": 92}
+
+
+def _unescape_ansic(m: re.Match[bytes]) -> bytes:
+    esc = m.group(1)
+    return bytes((int(esc, 8) if len(esc) == 3 else _ANSIC_BACK[esc],))
 
 
 def _utf8(data: bytes) -> bool:

@@ -48,5 +48,19 @@ def quoted_forms(value: bytes) -> list[bytes]:
     return _differing(forms, value)
 
 
+# bash's ANSI-C quoting ($'...', lib/sh/strtrans.c ansic_quote): these escapes, other control bytes as octal.
+_ANSIC = {7: b"\\a", 8: b"\\b", 9: b"\\t", 10: b"\\n", 11: b"\\v", 12: b"\\f", 13: b"\\r", 27: b"\\E",
+          39: b"\\'", 92: b"\\\\"}
+
+
+def c_locale_shell_forms(value: bytes) -> list[bytes]:
+    """What bash prints for a value with non-ASCII bytes in the C locale (a CI container without LANG):
+    `printf %q`, `declare -p` and `set -x` write `$'P\\303\\244ss'`, every byte from 0x80 (and control bytes)
+    in octal; the inside of the quotes. Empty for an ASCII value (variants covers control bytes there)."""
+    if value.isascii():
+        return []
+    return [b"".join(_ANSIC.get(b) or (b"\\%03o" % b if b < 32 or b >= 127 else bytes((b,))) for b in value)]
+
+
 def _differing(forms: list[bytes], value: bytes) -> list[bytes]:
     return [f for f in dict.fromkeys(forms) if f != value]

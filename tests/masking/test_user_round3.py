@@ -481,3 +481,15 @@ def test_base64_inside_php_json() -> None:
     assert b"/" in b64 and registry.mask(json.dumps({"auth": b64.decode()}).encode()) == b'{"auth": "***"}'
     out = registry.mask(json.dumps({"auth": b64.decode()}).replace("/", "\\/").encode())
     assert b"***" in out  # control above: the same document without PHP's escaping is masked
+
+
+@pytest.mark.parametrize("script", ['printf "%q\\n" "$S"', "declare -p S", 'bash -xc ": \\"\\$S\\"" 2>&1'])
+def test_bash_in_the_c_locale_prints_non_ascii_in_octal(script: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    out = subprocess.run(["bash", "-c", script], env={"PATH": os.environ["PATH"], "LC_ALL": "C", "S": NON_ASCII},
+                         capture_output=True, check=True).stdout
+    assert b"$'P\\303\\244" in out
+    assert b"$'***'" in registry_of(NON_ASCII.encode()).mask(out)
+    monkeypatch.setattr(variants, "c_locale_shell_forms", lambda value: [])  # control: the previous forms
+    assert b"***" not in registry_of(NON_ASCII.encode()).mask(out)
