@@ -6,16 +6,19 @@ Fixed here, each with the protection off (or the previous rule) as a control:
   output differed from the whole output masked).
 - decimal byte lists (`print(list(b))`, Rust `{:?}`, Go `fmt.Println([]byte(s))`, JSON arrays) and Python /
   PyYAML escapes of non-ASCII values (`print(subprocess.check_output(...))`, `ascii()`, `yaml.dump`).
+- bash's `declare -p` / `export -p`, Python's `shlex.quote`, YAML single quotes and SQL literals (a doubled `'`),
+  bash's `$'...'` octal in the C locale.
+- numbers in a secrets file (`0x...` keys, `0123` PINs, `12.50`) registered as written, not only as parsed.
 - a well-known token right after an ANSI colour code (`\\x1b[32mghp_...`): its left edge read as glued to the
   code's `m`, so nobody's GitHub token printed in colour was not masked.
-
 - `od -c` character dumps (a dump format of the wrapped view, and trigger fragments of the value as od -c
   prints it).
 - colour codes inside a registered secret (`grep --color=always` highlighting part of it): the wrapped view
   reads a line with codes without them.
 
-Still leaking (xfail strict, with what the fix would be):
-UTF-16, an unregistered token in base64 or folded, a long passphrase folded by `yaml.dump`.
+Still leaking (xfail strict, with what the fix would be): UTF-16, an unregistered token in base64 or folded, a
+long passphrase folded by `yaml.dump`, a JSON document secret reformatted, a secret truncated by strace, a byte
+list in a workflow output, base64 in PHP-escaped JSON.
 """
 
 from __future__ import annotations
