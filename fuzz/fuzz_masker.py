@@ -5,7 +5,9 @@ Run: .venv/bin/python fuzz/fuzz_masker.py -atheris_runs=1000
 Properties, for fuzzer-chosen secrets (small alphabet half the time, so they overlap), text and write
 splits: MaskedStream output == SecretRegistry.mask(whole text) on every engine, and == reference_mask(whole
 text) unless a wrapped-form trigger occurs in it (the wrapped view then masks more); no planted secret survives
-whole. Half the time the text is the secrets' base64 or hex dump, wrapped at a fuzzer-chosen width.
+whole. Half the time the text is the secrets' base64 or hex dump, wrapped at a fuzzer-chosen width, or the
+`od -c` dump of the text and a secret (a fuzzer-chosen number of bytes a line, with or without offsets), or a
+line holding a secret with a colour code inserted at a fuzzer-chosen byte.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ with atheris.instrument_imports():
     from runnerlib.security.masker import reference_mask
     from runnerlib.security.matcher import available_engines
     from runnerlib.security.registry import SecretRegistry
+    from runnerlib.security.wrapped import od_c_form
 
 ENGINES = available_engines()
 logging.getLogger("runnerlib.secrets").setLevel(logging.ERROR)  # refusals of short fuzz values are expected
@@ -41,9 +44,17 @@ def TestOneInput(data: bytes) -> None:
 
     if fdp.ConsumeBool():  # an encoded document of the text and a secret, wrapped (security/wrapped.py)
         body = text[: len(text) // 2] + secrets[0] + text[len(text) // 2:]
-        body = base64.b64encode(body) if fdp.ConsumeBool() else body.hex().encode()
+        how = fdp.ConsumeIntInRange(0, 3)
         width = fdp.ConsumeIntInRange(16, 100)
-        text = b"".join(body[i:i + width] + b"\n" for i in range(0, len(body), width))
+        if how == 3:
+            cut = fdp.ConsumeIntInRange(0, len(secrets[0]))
+            code = (b"\x1b[31m", b"\x1b[m\x1b[K", b"\x1b[01;31m\x1b[K")[fdp.ConsumeIntInRange(0, 2)]
+            text = text[: len(text) // 2] + secrets[0][:cut] + code + secrets[0][cut:] + text[len(text) // 2:]
+        elif how == 2:
+            text = od_c_dump(body, width // 4, fdp.ConsumeBool())
+        else:
+            body = base64.b64encode(body) if how else body.hex().encode()
+            text = b"".join(body[i:i + width] + b"\n" for i in range(0, len(body), width))
         cuts = sorted(fdp.ConsumeIntInRange(0, len(text)) for _ in range(fdp.ConsumeIntInRange(0, 12)))
         chunks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
 
@@ -62,6 +73,17 @@ def TestOneInput(data: bytes) -> None:
     for s in registry.secrets():
         if s in got and b"***" not in s:
             raise AssertionError("a whole secret survived")
+
+
+def od_c_dump(data: bytes, per_line: int, offsets: bool) -> bytes:
+    """What `od -c -w<per_line>` (`-An` without offsets) prints, for any bytes (od's `*` for repeated lines
+    aside)."""
+    lines = []
+    for i in range(0, len(data), per_line):
+        chunk = data[i:i + per_line]
+        field = od_c_form(chunk)
+        lines.append((b"%07o" % i if offsets else b"") + b" " * (4 * len(chunk) - len(field)) + field + b"\n")
+    return b"".join(lines)
 
 
 def main() -> None:

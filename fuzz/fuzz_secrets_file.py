@@ -4,11 +4,14 @@ Run: .venv/bin/python fuzz/fuzz_secrets_file.py -atheris_runs=1000
 
 Properties: parse_secrets_document returns (str, str) pairs or raises SecretsDocumentError naming the
 origin; url_credentials never raises and returns non-empty strings; a `KEY: VALUE` line whose value is the
-fuzz input never gets an error holding a 6-character fragment of the value (other than the rule's own text).
+fuzz input never gets an error holding a 6-character fragment of the value (other than the rule's own text);
+a number-looking value (`0x4c08...`, `0123`, `1_000`, `12.50`, `1e5`) is registered as written
+(secret_numbers.py), whatever YAML parses it as.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 
 import atheris
@@ -42,7 +45,10 @@ def TestOneInput(data: bytes) -> None:
     text = data.decode("utf-8", "replace")
     value = text.replace("\n", " ").replace("\r", " ")
     try:
-        parse_secrets_document(f"FIRST: x\nDBX: {value}\nLAST: y\n", "fuzz-value")
+        pairs = parse_secrets_document(f"FIRST: x\nDBX: {value}\nLAST: y\n", "fuzz-value")
+        number = value.strip(" \t")
+        if re.fullmatch(r"[-+]?[0-9][0-9_.:xXoOeE+-]*", number) and number not in {v for n, v in pairs if n == "DBX"}:
+            raise AssertionError(f"the number {number!r} is not registered as written")
     except SecretsDocumentError as exc:
         message = str(exc)
         for i in range(len(value) - 5):

@@ -7,15 +7,18 @@ the base64 of the secret embedded after 0, 1 or 2 other bytes; every percent for
 unquotes to the secret; hex forms (also wrapped as `xxd -p` wraps them) decode to it; JSON
 forms load back to it; the `set -x` single-quote form, quoted, is one shell word equal to the secret; the
 round-two forms decode to it (Go's \\u0026 JSON, \\uXXXX, \\xNN, 0xNN lists, separated hex, base32 at its
-alignment inside a longer encoding, base64 of base64); every wrapped-form trigger fragment is a piece of a
-form and, wrapped at any width from 60, the base64 of the secret inside a document is masked by a registry.
+alignment inside a longer encoding, base64 of base64), and so do the forms programs print (escape_forms.py:
+decimal byte lists, Python / PyYAML escapes, `declare -p`, `shlex.quote`, doubled quotes); every wrapped-form
+trigger fragment is a piece of a form and, wrapped at any width from 60, the base64 of the secret inside a document is masked by a registry.
 """
 
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
 import json
+import re
 import shlex
 import sys
 import urllib.parse
@@ -23,6 +26,12 @@ import urllib.parse
 import atheris
 
 with atheris.instrument_imports():
+    from runnerlib.security.escape_forms import (
+        c_locale_shell_forms,
+        decimal_list_forms,
+        python_escape_forms,
+        quoted_forms,
+    )
     from runnerlib.security.registry import SecretRegistry
     from runnerlib.security.variants import (
         MIXED_CASE_TRIGGER_MIN,
@@ -91,6 +100,7 @@ def check_round_two(fdp: atheris.FuzzedDataProvider, secret: bytes, prefix: byte
         digits = form.replace(b"\\x", b"").replace(b"0x", b"").replace(b", ", b"").replace(b" ", b"")
         if bytes.fromhex(digits.replace(b":", b"").decode()) != secret or form not in enc:
             raise AssertionError("byte-list form does not decode to the secret")
+    check_program_prints(secret, enc)
     shift = len(prefix) % 5
     if base32_forms(secret)[1 + shift] not in base64.b32encode(prefix + secret + suffix):
         raise AssertionError(f"base32 alignment {shift} form not in the embedded encoding")
@@ -126,6 +136,49 @@ def check_round_two(fdp: atheris.FuzzedDataProvider, secret: bytes, prefix: byte
         if len(core) >= 12 and secret not in prefix + suffix and core[2:12] in joined:
             raise AssertionError(f"wrapped base64 at width {width} leaked")
     binascii.a2b_base64(base64.b64encode(secret))  # the encoder itself accepts what it wrote
+
+
+def check_program_prints(secret: bytes, enc: list[bytes]) -> None:
+    """Decimal byte lists and Python / PyYAML escapes (escape_forms.py) decode back to the secret."""
+    for form in decimal_list_forms(secret):
+        if bytes(int(d) for d in form.replace(b",", b" ").split()) != secret or form not in enc:
+            raise AssertionError("decimal list form does not decode to the secret")
+    for form in python_escape_forms(secret):
+        values = []
+        for quote in ("'", '"'):
+            for lead in ("b", ""):
+                try:
+                    values.append(ast.literal_eval(lead + quote + form.decode("utf-8", "surrogatepass") + quote))
+                except (SyntaxError, ValueError, UnicodeDecodeError):
+                    pass
+        text = secret.decode("utf-8", "surrogatepass") if secret.isascii() or _utf8(secret) else None
+        if secret not in values and (text is None or text not in values) or form not in enc:
+            raise AssertionError("Python escape form does not evaluate to the secret")
+    for form in quoted_forms(secret):
+        undone = {re.sub(rb'\\([$"`\\])', rb"\1", form), form.replace(b"''", b"'"),
+                  form.replace(b"'\"'\"'", b"'")}
+        if secret not in undone or form not in enc:
+            raise AssertionError("quoted form does not unquote to the secret")
+    for form in c_locale_shell_forms(secret):
+        undone = re.sub(rb"\\([0-7]{3}|.)", _unescape_ansic, form)
+        if undone != secret or form not in enc:
+            raise AssertionError("C-locale $'...' form does not unquote to the secret")
+
+
+_ANSIC_BACK = {b"a": 7, b"b": 8, b"t": 9, b"n": 10, b"v": 11, b"f": 12, b"r": 13, b"E": 27, b"'": 39, b"\\": 92}
+
+
+def _unescape_ansic(m: re.Match[bytes]) -> bytes:
+    esc = m.group(1)
+    return bytes((int(esc, 8) if len(esc) == 3 else _ANSIC_BACK[esc],))
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def main() -> None:

@@ -120,15 +120,18 @@ def _token(name: str, prefixes: Iterable[str], pattern: str, rest: str, window: 
     flags = re.IGNORECASE if caseless else 0
     before, before_start = "", False
     if pattern.startswith(_B):
-        before, before_start = "[^A-Za-z0-9_]", True
+        # Any non-word byte, or the `m`/`K` ending a colour or erase-line code (a superset of _B's cases: the
+        # regex decides).
+        before, before_start = "[^A-JL-Za-ln-z0-9_]", True
     elif pattern.startswith(_AFTER_QUERY):
         before = "[?&]"
     return _TokenFormat(name, tuple(p.encode() for p in prefixes), re.compile(pattern.encode(), flags), window,
                         caseless, rest, before, before_start)
 
 
-# Left boundary: a token glued to a longer word (`xghp_...`) is not this format.
-_B = r"(?<![A-Za-z0-9_])"
+# Left boundary: a token glued to a longer word (`xghp_...`) is not this format; one right after an ANSI colour or
+# erase-line code (`\x1b[32mghp_...`, grep --color's `\x1b[01;31m\x1b[K`) is: the code's `m`/`K` is no word.
+_B = r"(?:(?<![A-Za-z0-9_])|(?<=[0-9;\[][mK]))"
 _AFTER_QUERY = r"(?<=[?&])"  # a query parameter
 # A URL query value or header value: up to a separator, quote, space or bracket.
 _VALUE = r"(?P<secret>[^\s&\"'<>#;,)\]}]{8,4096})"

@@ -33,6 +33,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runnerlib.security import secret_names
+from runnerlib.security.secret_numbers import (
+    NumberText,
+    json_loads_keeping_number_text,
+    keep_yaml_number_text,
+)
 
 log = logging.getLogger("runnerlib.secrets")
 
@@ -288,7 +293,8 @@ def _leaves(data: Any, origin: str, path: str = "", depth: int = 0,
         budget[0] -= 1
         if budget[0] < 0:
             raise SecretsDocumentError(origin, None, f"more than {MAX_LEAVES} values (YAML aliases expanding?)")
-        yield path or "<document>", str(data)
+        for value in data.spellings() if isinstance(data, NumberText) else [str(data)]:
+            yield path or "<document>", value
     else:
         # YAML can produce dates and binary; a secret is text, so say which entry is odd.
         raise SecretsDocumentError(origin, None, f"entry {path or '<document>'} is a {type(data).__name__}, "
@@ -339,7 +345,7 @@ def parse_secrets_document(data: bytes | str, origin: str) -> list[tuple[str, st
         return _parse_dotenv(text, origin)
     if kind == "json":
         try:
-            parsed = json.loads(text, object_pairs_hook=_keep_duplicates)
+            parsed = json_loads_keeping_number_text(text, object_pairs_hook=_keep_duplicates)
         except json.JSONDecodeError as exc:
             # exc.msg never quotes the document; exc.lineno points at the fault.
             raise SecretsDocumentError(origin, exc.lineno, f"invalid JSON ({exc.msg})") from None
@@ -450,6 +456,7 @@ def _load_yaml(text: str, origin: str) -> Any:
             where[0] = node.start_mark.line  # for the error of a constructor that fails outside YAMLError
             return super().construct_object(node, deep=deep)
 
+    keep_yaml_number_text(SecretsLoader)
     where = [0]
     try:
         return yaml.load(text, Loader=SecretsLoader)  # noqa: S506 - a SafeLoader subclass

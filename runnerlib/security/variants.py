@@ -15,6 +15,13 @@ import base64
 import json
 import re
 
+from runnerlib.security.escape_forms import (
+    _ANSIC,
+    c_locale_shell_forms,
+    decimal_list_forms,
+    python_escape_forms,
+    quoted_forms,
+)
 from runnerlib.security.wrapped import wrap_triggers, wrappable_forms
 
 # Characters trimmed to get the "trimmed" form: a value pasted as `"abc"` or with a trailing newline is
@@ -189,9 +196,7 @@ def double_base64_forms(value: bytes, inner: list[bytes] | None = None) -> list[
 
 
 # bash's `set -x` (and `printf %q`) print a word containing control characters as $'...' (ANSI-C quoting,
-# bash lib/sh/strtrans.c ansic_quote): these escapes, other control bytes as 3-digit octal.
-_ANSIC = {7: b"\\a", 8: b"\\b", 9: b"\\t", 10: b"\\n", 11: b"\\v", 12: b"\\f", 13: b"\\r", 27: b"\\E",
-          39: b"\\'", 92: b"\\\\"}
+# bash lib/sh/strtrans.c ansic_quote): escape_forms._ANSIC's escapes, other control bytes as 3-digit octal.
 
 
 # `printf %q` without control characters: a backslash before each of these (bash sh_backslash_quote).
@@ -231,6 +236,8 @@ def encoded_forms(value: bytes, b64: list[bytes] | None = None, percent: list[by
         *(percent_forms(value) if percent is None else percent), *hex_forms(value), *_json_forms(value),
         *_shell_forms(value), *_quote_forms(value), *byte_list_forms(value),
         *(base32_forms(value) if b32 is None else b32), *double_base64_forms(value, b64),
+        *decimal_list_forms(value), *python_escape_forms(value), *quoted_forms(value),
+        *c_locale_shell_forms(value),
     ]
 
 

@@ -36,19 +36,29 @@ LINE_MAX = 4096
 
 # One alternation, matched once per line: an encoding line (w); `hexdump -C` (offset, bytes separated by spaces,
 # two after the 8th, |ASCII|: hd, hda); `xxd` (offset and colon, groups of hex digits, two spaces, ASCII: xx,
-# xxa); `od -tx1` / `od -An -tx1` (optional octal offset, ` NN` bytes, `od -tx1z`'s >ASCII<), `bytes.hex(" ")`,
+# xxa); `od -tx1` / `od -An -tx1` (optional offset: octal, `-Ad` decimal, `-Ax` hex of 6 digits, ` NN` bytes, `od -tx1z`'s >ASCII<), `bytes.hex(" ")`,
 # `xxd -i` and C `0xNN,` lists, `\xNN` strings, colon-separated `openssl` hex (hl, hla).
 _WRAP_RX = rb"[ \t]*(?P<w>[A-Za-z0-9+/_=-]+)\r?"
+# `od -c`: one field of 4 columns a byte, right-aligned: a printable character, a space (4 spaces), a C escape,
+# or 3 octal digits (oc).
+_OD_C_FIELD = rb"(?:   [!-~]|    |  \\[0abfnrtv]| [0-7]{3})"
+_OD_C_ESCAPES = {ord(c): b for c, b in zip("0abfnrtv", b"\0\a\b\f\n\r\t\v", strict=True)}
 _DUMP_RX = (rb"[0-9a-fA-F]{7,16}  (?P<hd>(?:[0-9a-fA-F]{2}  ?)*[0-9a-fA-F]{2}) *(?:\|(?P<hda>.*)\||\|.*)?\r?"
             rb"|[0-9a-fA-F]{7,16}: (?P<xx>(?:[0-9a-fA-F]{2})+(?: (?:[0-9a-fA-F]{2})+)*)(?P<xxa> *|  .*)\r?"
-            rb"|[ \t]*(?:[0-7]{7,} )?(?P<hl>(?:(?:0x|\\x)?[0-9a-fA-F]{2}(?:, ?|:| |(?=\\x)|$|(?=\r)))+)"
-            rb"[ \t]*(?:>(?P<hla>.*)<)?\r?")
+            rb"|[ \t]*(?:[0-9a-fA-F]{6,16} )?(?P<hl>(?:(?:0x|\\x)?[0-9a-fA-F]{2}(?:, ?|:| |(?=\\x)|$|(?=\r)))+)"
+            rb"[ \t]*(?:>(?P<hla>.*)<)?\r?"
+            rb"|(?:[0-9a-fA-F]{6,16})?(?=[^\n]*[^ \n\r])(?P<oc>(?:" + _OD_C_FIELD + rb")+)\r?")
 _LINE = re.compile(_WRAP_RX + rb"|" + _DUMP_RX)
 # A line next to dump lines is read as one first (` 7a`, the last line of `od`, also reads as an encoding).
 _DUMP_LINE = re.compile(_DUMP_RX)
 _HEX_PAIR = re.compile(rb"[0-9a-fA-F]{2}")
 
-WRAP, DUMP = 1, 2
+WRAP, DUMP, ANSI = 1, 2, 3
+# Colour and erase-line codes (`grep --color=always` highlighting part of a secret), and one cut at the end of a
+# write: an ANSI line is read without them, where a trigger hits it (view_occurrences) and at the end of a
+# stream's buffer (ansi_tail_live_start); it joins no other line, so it needs no context before its partial match.
+_SGR = re.compile(rb"\x1b\[[0-9;]*[mK]")
+_SGR_CUT = re.compile(rb"\x1b(?:\[[0-9;]*)?")
 
 
 class _Line:
@@ -65,7 +75,7 @@ class _Line:
     @property
     def joins(self) -> bool:
         """Whether the next line may continue this one's content."""
-        return self.kind == DUMP or len(self.content) >= JOIN_MIN
+        return self.kind == DUMP or self.kind == WRAP and len(self.content) >= JOIN_MIN
 
 
 def classify(data: bytes, start: int, end: int, kind: int = 0) -> _Line | None:
@@ -81,6 +91,8 @@ def classify(data: bytes, start: int, end: int, kind: int = 0) -> _Line | None:
     if m.re is _LINE and m.start("w") >= 0:
         a = m.start("w")
         return _Line(WRAP, "w", m.group("w"), list(range(a, m.end("w"))), None)
+    if m.start("oc") >= 0:
+        return _od_c_line(data, m.start("oc"), m.end("oc"))
     complete = end < len(data) and data[end] == 0x0A
     for hexes, col in (("hd", "hda"), ("xx", "xxa"), ("hl", "hla")):
         if m.start(hexes) >= 0:
@@ -91,7 +103,8 @@ def classify(data: bytes, start: int, end: int, kind: int = 0) -> _Line | None:
 def _classify_at(data: bytes, start: int, end: int, line_start: bool, kind: int = 0) -> _Line | None:
     # A stream's buffer may begin in the middle of a line (what came before was emitted and dropped): that
     # line's beginning is unknown, so it is never read as an encoding or dump line.
-    return None if start == 0 and not line_start else classify(data, start, end, kind)
+    # A line with colour codes reads the same from anywhere: from the start of the buffer, as it is.
+    return _ansi_line(data, start, end) if start == 0 and not line_start else classify(data, start, end, kind)
 
 
 def classify_tail(data: bytes, start: int, kind: int = 0) -> _Line | None:
@@ -100,10 +113,22 @@ def classify_tail(data: bytes, start: int, kind: int = 0) -> _Line | None:
     line = classify(data, start, end, kind)
     if line is None and end - start > 1:  # an odd hex digit ("6162 4")
         line = classify(data, start, end - 1, kind)
+    for cut in (2, 3):  # an `od -c` field begun ("   Q   2  ")
+        if line is None and end - start > cut:
+            line = classify(data, start, end - cut, kind)
+            line = line if line is not None and line.fmt == "oc" else None
     if line is None and end - start > 1:  # a token begun ("0x", "\\x6")
         cut = max(data.rfind(b" ", end - 5, end), data.rfind(b",", end - 5, end), data.rfind(b":", end - 5, end))
         if cut > start:
             line = classify(data, start, cut + 1, kind)
+    if line is None and end - start > 1:  # `od -tx1z`'s >ASCII< column begun, not ended: still to be written
+        gt = data.rfind(b">", start, end)
+        if gt > start and data.find(b"<", gt, end) < 0:
+            line = classify(data, start, gt, DUMP)
+            if line is not None and line.fmt == "hl":
+                line.pending = True
+            else:
+                line = None
     return line
 
 
@@ -118,6 +143,55 @@ def _dump_line(data: bytes, m: re.Match[bytes], hexes: str, col: str, complete: 
         # One character per byte, in order, ending the column (xxd pads the space before it on a short line).
         ascii_at = list(range(m.end(col) - nbytes, m.end(col)))
     return _Line(DUMP, hexes, content, origin, ascii_at, ascii_at is None and col != "hla")
+
+
+def _ansi_line(data: bytes, start: int, end: int) -> _Line | None:
+    """A line with colour codes, read without them (and without a code cut by the end of the data)."""
+    if data.find(b"\x1b[", start, end) < 0 and data.find(b"\x1b", end - 1, end) < 0:
+        return None
+    content, origin = bytearray(), list[int]()
+    pos = start
+    for m in _SGR.finditer(data, start, end):
+        content += data[pos:m.start()]
+        origin.extend(range(pos, m.start()))
+        pos = m.end()
+    cut = _SGR_CUT.fullmatch(data, data.rfind(b"\x1b", pos, end), end) if end == len(data) else None
+    stop = cut.start() if cut is not None and cut.start() >= pos else end
+    content += data[pos:stop]
+    origin.extend(range(pos, stop))
+    return _Line(ANSI, "ansi", bytes(content), origin, None)
+
+
+def _od_c_line(data: bytes, start: int, end: int) -> _Line:
+    """An `od -c` line read as the hex of its bytes (what the secrets' hex forms match), each hex digit mapped to
+    a character of its field."""
+    content, origin = bytearray(), list[int]()
+    for p in range(start, end - 3, 4):
+        field = data[p:p + 4]
+        if field[2] == 0x5C and field[1] == 0x20:  # "  \n"
+            byte, first = _OD_C_ESCAPES[field[3]], p + 2
+        elif field[1] != 0x20:  # " 303"
+            byte, first = int(field[1:], 8) & 0xFF, p + 1
+        else:  # "   X", "    " (a space)
+            byte, first = field[3], p + 3
+        content += b"%02x" % byte
+        origin.extend((first, p + 3))
+    return _Line(DUMP, "oc", bytes(content), origin, None)
+
+
+def od_c_form(value: bytes) -> bytes:
+    """`value` as `od -c` prints it on one line, without the first field's padding (a space byte keeps its own
+    column)."""
+    escapes = {b: c for c, b in _OD_C_ESCAPES.items()}
+    out = bytearray()
+    for b in value:
+        if b in escapes:
+            out += b"  \\" + bytes((escapes[b],))
+        elif 0x20 <= b <= 0x7E:
+            out += b"   " + bytes((b,))
+        else:
+            out += b" %03o" % b
+    return bytes(out[len(out) - len(out.lstrip(b" ")) if out[:4] != b"    " else 3:])
 
 
 def _line_bounds(data: bytes, pos: int) -> tuple[int, int]:
@@ -180,6 +254,10 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
             continue
         start, end = _line_bounds(data, a)
         line = _classify_at(data, start, end, line_start)
+        if line is None and end == len(data) and (start > 0 or line_start):
+            line = classify_tail(data, start)  # the last line, cut inside a field ("   a   a ")
+        if line is None:
+            line = _ansi_line(data, start, end)
         if line is None:
             done_until = end
             continue
@@ -286,9 +364,29 @@ def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int,
         p = min(live_start(content[:before]), before)
     else:
         p = live_start(content)
+        if buf[-1:] != b"\n" and len(lines) > 1:
+            # An incomplete last line may be misread: the first digits of `od`'s next offset ("\n00") read as a
+            # byte, which ends the partial match of the lines before. Hold for either reading.
+            p = min(p, live_start(content[:len(content) - len(last.content)]))
     if p >= len(content):
         return len(buf)
     return origin[p]
+
+
+def ansi_tail_live_start(buf: bytes, live_start: Callable[[bytes], int]) -> int:
+    """Where a stream must start holding back for a pattern that colour codes cut: the earliest live partial
+    match in the last line of `buf` read without its codes (len(buf) if none, or if the line has no code).
+    A few microseconds a write, and only when the last line holds an escape byte (`tail_live_start`, for the
+    runs of encoded lines, costs tens)."""
+    n = len(buf)
+    start = max(buf.rfind(b"\n") + 1, n - LINE_MAX)
+    if buf.find(b"\x1b", start) < 0:
+        return n
+    line = _ansi_line(buf, start, n)
+    if line is None:
+        return n
+    p = live_start(line.content)
+    return line.origin[p] if p < len(line.content) else n
 
 
 def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
@@ -325,9 +423,11 @@ def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
 
 # What the start of an encoding or dump line looks like: a cheap test on the last line of each write (most log
 # lines fail it within a few characters), and what a stream keeps as context.
-_QUICK = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=-]{16}|[A-Za-z0-9+/_=-]*\r?$|[0-9a-fA-F]{7,16}(?::? | |$)"
+_QUICK = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=-]{16}|[A-Za-z0-9+/_=-]*\r?$|[0-9a-fA-F]{6,16}(?::? | |$)"
+                    rb"|(?:[0-7]{3}|\\?[!-~])" + _OD_C_FIELD +  # `od -An -c`
                     rb"|(?:0x|\\x)?[0-9a-fA-F]{1,2}(?:[ ,:]|\\x|\r?$))")
-_PREFIX = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=-]*|[0-9a-fA-F]{1,16}(?::? .*|  .*)?|[0-9a-fA-Fx\\ ,:]*)\r?")
+_PREFIX = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=-]*|[0-9a-fA-F]{1,16}(?::? .*|  .*)?|[0-9a-fA-Fx\\ ,:]*"
+                     rb"|(?:(?:[0-7]{3}|\\?[!-~]) {1,3})*(?:[0-7]{1,3}|\\?[!-~])?)\r?")  # the last: `od -An -c`
 
 
 def _last_line_start(buf: bytes) -> int:
@@ -359,7 +459,9 @@ def quick_candidate(buf: bytes, line_start: bool = True) -> bool:
 # the form is guaranteed to be found in: wrapped encodings from WRAP_MIN_WIDTH columns (`xxd -p` 60, `openssl
 # base64` and PEM 64, `base64` and MIME 76); `od -tx1` 16 bytes (47 characters); the ASCII column of
 # `hexdump -C` and `xxd`, 16 bytes; `xxd -i`, 12 bytes (70 characters).
-_KINDS = {"enc": (8, 16, WRAP_MIN_WIDTH), "sep": (11, 11, 47), "raw": (8, 8, 16), "list": (16, 22, 70)}
+# `od -c`: 4 bytes (13 characters `X   k   9   f`), 16 bytes a line (61 characters without the first padding).
+_KINDS = {"enc": (8, 16, WRAP_MIN_WIDTH), "sep": (11, 11, 47), "raw": (8, 8, 16), "list": (16, 22, 70),
+          "odc": (13, 13, 61)}
 
 
 def fragments(form: bytes, kind: str = "enc") -> list[bytes]:
@@ -393,6 +495,7 @@ def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:
     out.update(dict.fromkeys(fragments(b" ".join(low), "sep")))
     out.update(dict.fromkeys(fragments(value, "raw")))
     out.update(dict.fromkeys(fragments(b", ".join(b"0x" + p for p in low), "list")))
+    out.update(dict.fromkeys(fragments(od_c_form(value), "odc")))
     return list(out)
 
 

@@ -1,0 +1,66 @@
+"""Encoded forms that programs print when they show a value they hold: decimal byte lists (`print(list(b))`, Rust
+`{:?}` of `&[u8]`, Go `fmt.Println([]byte(s))`, `JSON.stringify(Array.from(buf))`), Python / PyYAML escapes of
+non-ASCII and control characters (`print(output)` of `subprocess.check_output`'s bytes, `ascii()`, `yaml.dump`),
+and quotings other than bash's `set -x` (`declare -p` / `export -p` double quotes, Python's `shlex.quote`, a
+doubled `'` in YAML's single-quoted style and SQL literals). Used by variants.encoded_forms; one-line forms, each carrying every bit of the value, so the
+false-positive argument is the raw value's. Each function returns only forms that differ from the value."""
+
+from __future__ import annotations
+
+import re
+
+# The separators of the usual decimal list printers: Python, Rust, Java `Arrays.toString` (", "); Go (" ");
+# JSON and JavaScript (",").
+DECIMAL_SEPARATORS = (b", ", b" ", b",")
+_DOUBLE_QUOTED = re.compile(rb'([$"`\\])')  # what bash escapes inside "..." (declare -p, export -p)
+_PY_ESCAPE = re.compile(rb"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
+
+
+def decimal_list_forms(value: bytes) -> list[bytes]:
+    """`value` as a list of decimal byte values, with each separator of DECIMAL_SEPARATORS (no brackets: the
+    value may sit inside a longer list)."""
+    digits = [b"%d" % b for b in value]
+    return [sep.join(digits) for sep in DECIMAL_SEPARATORS]
+
+
+def python_escape_forms(value: bytes) -> list[bytes]:
+    """The inside of `repr(bytes)` (`\\xc3\\xa4`), of `repr(str)` and `ascii(str)` (`\\xe4`, `\\u20ac`), and
+    PyYAML's double-quoted escapes (`\\xE4`, `\\u20AC`: uppercase digits). Only those that differ from the value
+    (a printable ASCII value without quotes or backslashes has none)."""
+    forms = [repr(value)[2:-1].encode()]
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None:
+        escaped = ascii(text)[1:-1].encode()
+        forms += [repr(text)[1:-1].encode("utf-8", "surrogatepass"), escaped,
+                  _PY_ESCAPE.sub(lambda m: b"\\" + m.group(1)[:1] + m.group(1)[1:].upper(), escaped)]
+    return _differing(forms, value)
+
+
+def quoted_forms(value: bytes) -> list[bytes]:
+    """The inside of the quotes of `declare -p` / `export -p` (bash writes `"Pa\\$\\$w0rd"`: a backslash before each
+    dollar, double quote, backquote and backslash), Python's `shlex.quote` / `shlex.join` (a `'` becomes
+    `'"'"'`), and YAML's single-quoted style (`yaml.dump` of a value with `: ` or a leading `#`) and SQL string
+    literals (a `'` becomes `''`)."""
+    forms = [_DOUBLE_QUOTED.sub(rb"\\\1", value), value.replace(b"'", b"'\"'\"'"), value.replace(b"'", b"''")]
+    return _differing(forms, value)
+
+
+# bash's ANSI-C quoting ($'...', lib/sh/strtrans.c ansic_quote): these escapes, other control bytes as octal.
+_ANSIC = {7: b"\\a", 8: b"\\b", 9: b"\\t", 10: b"\\n", 11: b"\\v", 12: b"\\f", 13: b"\\r", 27: b"\\E",
+          39: b"\\'", 92: b"\\\\"}
+
+
+def c_locale_shell_forms(value: bytes) -> list[bytes]:
+    """What bash prints for a value with non-ASCII bytes in the C locale (a CI container without LANG):
+    `printf %q`, `declare -p` and `set -x` write `$'P\\303\\244ss'`, every byte from 0x80 (and control bytes)
+    in octal; the inside of the quotes. Empty for an ASCII value (variants covers control bytes there)."""
+    if value.isascii():
+        return []
+    return [b"".join(_ANSIC.get(b) or (b"\\%03o" % b if b < 32 or b >= 127 else bytes((b,))) for b in value)]
+
+
+def _differing(forms: list[bytes], value: bytes) -> list[bytes]:
+    return [f for f in dict.fromkeys(forms) if f != value]

@@ -1,0 +1,498 @@
+"""Round 3 of trying masking as a user would (issue 12): what real tools print that still leaked.
+
+Fixed here, each with the protection off (or the previous rule) as a control:
+- `od` dumps: `od -Ax`/`od -Ad` offsets were not read as dump lines; a write cut right after the first digits
+  of `od`'s next offset ("\\n00") or inside `od -tx1z`'s `>ASCII<` column let the previous line out (streamed
+  output differed from the whole output masked).
+- decimal byte lists (`print(list(b))`, Rust `{:?}`, Go `fmt.Println([]byte(s))`, JSON arrays) and Python /
+  PyYAML escapes of non-ASCII values (`print(subprocess.check_output(...))`, `ascii()`, `yaml.dump`).
+- bash's `declare -p` / `export -p`, Python's `shlex.quote`, YAML single quotes and SQL literals (a doubled `'`),
+  bash's `$'...'` octal in the C locale.
+- numbers in a secrets file (`0x...` keys, `0123` PINs, `12.50`) registered as written, not only as parsed.
+- a well-known token right after an ANSI colour code (`\\x1b[32mghp_...`): its left edge read as glued to the
+  code's `m`, so nobody's GitHub token printed in colour was not masked.
+- `od -c` character dumps (a dump format of the wrapped view, and trigger fragments of the value as od -c
+  prints it).
+- colour codes inside a registered secret (`grep --color=always` highlighting part of it): the wrapped view
+  reads a line with codes without them.
+
+Still leaking (xfail strict, with what the fix would be): UTF-16, an unregistered token in base64 or folded, a
+long passphrase folded by `yaml.dump`, a JSON document secret reformatted, a secret truncated by strace, a byte
+list in a workflow output, base64 in PHP-escaped JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runnerlib.security import registry as registry_module
+from runnerlib.security import variants
+from runnerlib.security.escape_forms import decimal_list_forms, python_escape_forms, quoted_forms
+from runnerlib.security.known_formats import KnownFormatsFilter, mask_known_formats
+from runnerlib.security.registry import SecretRegistry
+from runnerlib.testing import secrets, stream_through, write_splits
+
+TOKEN = b"Xk9fQ2mZ7pLw4RtY8vNb3Hc"  # 23 bytes: crosses a 16-byte dump line at any offset
+GH = b"ghp_" + b"Ab3De6Gh9Jk2Mn5Pq8St1Vw4Yz7Bc0Ef3Hi6"
+MASK = [sys.executable, "-m", "runnerlib.cli", "mask"]
+
+
+def registry_of(*values: bytes) -> SecretRegistry:
+    r = SecretRegistry()
+    assert r.add_many(values, source="test") == len(values)
+    return r
+
+
+def run(cmd: list[str], data: bytes) -> bytes:
+    if shutil.which(cmd[0]) is None:
+        pytest.skip(f"{cmd[0]} is not installed")
+    return subprocess.run(cmd, input=data, capture_output=True, check=True).stdout
+
+
+def mask_cli(args: list[str], stdin: bytes, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
+    return subprocess.run(MASK + args, input=stdin, env={**base, **env}, capture_output=True, timeout=120)
+
+
+def dump_pieces(secret: bytes, k: int = 4) -> list[bytes]:
+    """Pieces of `secret` as a dump shows them on one line: k bytes as spaced hex, or k ASCII-column characters."""
+    return [p for i in range(len(secret) - k + 1) for p in (secret[i:i + k].hex(" ").encode(), secret[i:i + k])]
+
+
+def leaked_dump_pieces(out: bytes, secret: bytes) -> list[int]:
+    """Indexes (never the bytes) of the pieces of dump_pieces that `out` shows."""
+    return [i for i, p in enumerate(dump_pieces(secret)) if p in out]
+
+
+def leaked_at(out: bytes, secret: bytes, k: int) -> list[int]:
+    """Offsets (never the bytes) of the k-byte pieces of `secret` that `out` shows."""
+    return [i for i in range(len(secret) - k + 1) if secret[i:i + k] in out]
+
+
+@pytest.fixture
+def no_wrapped_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The protection off: no trigger fragments, so the wrapped view never reads a dump."""
+    forms = registry_module.secret_forms
+    monkeypatch.setattr(registry_module, "secret_forms",
+                        lambda value, min_length=4: (forms(value, min_length=min_length)[0], []))
+
+
+# --- od: offsets other than octal, and streams cut inside a run ------------------------------------------------
+
+OD_ARGS = [["-tx1"], ["-Ad", "-tx1"], ["-Ax", "-tx1"], ["-tx1z"], ["-An", "-tx1z"], ["-A", "x", "-t", "x1z", "-v"],
+           ["-tx1", "-w20"]]
+
+
+@pytest.mark.parametrize("args", OD_ARGS, ids=" ".join)
+def test_od_dump_masked_whole_and_at_every_cut(args: list[str]) -> None:
+    # 50 bytes before the token: the -Ad offsets reach 48 (not octal), the token crosses a line.
+    out = run(["od", *args], b"0123456789" + b"a" * 40 + TOKEN)
+    registry = registry_of(TOKEN)
+    whole = registry.mask(out)
+    assert not leaked_dump_pieces(whole, TOKEN)
+    bad = [cut for cut in range(1, len(out)) if stream_through(registry, [out[:cut], out[cut:]]) != whole]
+    assert not bad, f"streamed output differs from the whole output masked at cuts {bad[:5]}"
+
+
+def test_od_dump_cut_after_the_next_offsets_first_digits() -> None:
+    # The write ends with "\n00": the start of the next line's offset, which used to read as a byte 00 and end
+    # the partial match of the line before, so the first line (6 bytes of the token) went out in clear.
+    out = run(["od", "-tx1"], b"0123456789" + TOKEN)
+    cut = out.index(b"\n") + 3
+    assert out[cut - 3:cut] == b"\n00"
+    masked = stream_through(registry_of(TOKEN), [out[:cut], out[cut:]])
+    assert not leaked_dump_pieces(masked, TOKEN)
+
+
+@pytest.mark.parametrize("args", [["-Ax", "-tx1"], ["-tx1z"]], ids=" ".join)
+def test_od_dump_leaks_without_the_view(args: list[str], no_wrapped_view: None) -> None:
+    out = run(["od", *args], b"0123456789" + b"a" * 40 + TOKEN)
+    assert leaked_dump_pieces(registry_of(TOKEN).mask(out), TOKEN)
+
+
+# --- decimal byte lists and Python / PyYAML escapes ------------------------------------------------------------
+
+PY_PRINTERS = {
+    "python list(bytes)": "print(list(s.encode()))",
+    "python repr(bytes)": "print(s.encode())",
+    "python ascii(str)": "print(ascii(s))",
+    "yaml.dump": "import yaml; print(yaml.dump({'password': s}))",
+    "json array": "import json; print(json.dumps({'data': list(s.encode())}, separators=(',', ':')))",
+    "go []byte": "print('[' + ' '.join(map(str, s.encode())) + ']')",
+    "shlex.join": "import shlex; print(shlex.join(['mysql', '-p' + s]))",
+    "bash declare -p": "import subprocess; subprocess.run(['bash', '-c', 'declare -p S'])",
+    "yaml.dump single-quoted": "import yaml; print(yaml.dump({'password': '#' + s}))",
+    "bash export -p": "import subprocess; subprocess.run(['bash', '-c', 'export -p | grep \" S=\"'])",
+}
+NON_ASCII = "Pässwörd-Grüße-42"
+SHELLISH = "Pa$$w0rd'x\"y`z\\-42"  # what bash escapes inside double quotes, and a single quote
+
+
+@pytest.mark.parametrize("name", list(PY_PRINTERS))
+@pytest.mark.parametrize("value", [TOKEN.decode(), NON_ASCII, "it's \"quoted\"\t-42", SHELLISH])
+def test_program_prints_of_a_value_are_masked(name: str, value: str) -> None:
+    out = subprocess.run([sys.executable, "-c", "import os; s = os.environ['S']; " + PY_PRINTERS[name]],
+                         env={**os.environ, "S": value}, capture_output=True, check=True).stdout
+    registry = registry_of(value.encode())
+    masked = registry.mask(out)
+    assert b"***" in masked
+    assert stream_through(registry, [out[i:i + 3] for i in range(0, len(out), 3)]) == masked
+    for form in [*decimal_list_forms(value.encode()), *python_escape_forms(value.encode()),
+                 *quoted_forms(value.encode()), value.encode()]:
+        for i in range(0, len(form) - 8):
+            assert form[i:i + 9] not in masked, f"a piece of the {name} form survived"
+
+
+@pytest.mark.parametrize(("name", "value"), [("python list(bytes)", NON_ASCII), ("python repr(bytes)", NON_ASCII),
+                                             ("yaml.dump", NON_ASCII), ("bash declare -p", SHELLISH),
+                                             ("shlex.join", SHELLISH), ("yaml.dump single-quoted", SHELLISH)])
+def test_program_prints_leaked_with_the_previous_forms(name: str, value: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    for new in ("decimal_list_forms", "python_escape_forms", "quoted_forms"):
+        monkeypatch.setattr(variants, new, lambda value: [])
+    out = subprocess.run([sys.executable, "-c", "import os; s = os.environ['S']; " + PY_PRINTERS[name]],
+                         env={**os.environ, "S": value}, capture_output=True, check=True).stdout
+    assert b"***" not in registry_of(value.encode()).mask(out)  # nothing masked: the value is there to read
+
+
+def _print_forms(value: bytes) -> list[bytes]:
+    forms = [str(list(value)).encode(), ("[" + " ".join(map(str, value)) + "]").encode(),
+             json.dumps(list(value), separators=(",", ":")).encode(), repr(value).encode()]
+    try:
+        text = value.decode()
+    except UnicodeDecodeError:
+        return forms
+    # YAML's own escapes of control characters (`\0`, `\e`, `\N`) are not forms: printable values only.
+    yaml_form = [yaml.dump(text, width=10**6).encode("utf-8", "surrogatepass")] if text.isprintable() else []
+    return [*forms, ascii(text).encode(), repr(text).encode("utf-8", "surrogatepass"), *yaml_form,
+            shlex.quote(text).encode("utf-8", "surrogatepass"), b"'" + value.replace(b"'", b"''") + b"'", b'"' + re.sub(rb'([$"`\\])', rb"\\\1", value) + b'"']
+
+
+@given(st.data())
+def test_print_forms_at_any_offset_and_split(data: st.DataObject) -> None:
+    value = data.draw(secrets(min_length=4, max_length=16))
+    filler = next(bytes([b]) for b in b"#%~|0" if b not in value)
+    registry = registry_of(value)
+    for form in _print_forms(value):
+        text = filler * data.draw(st.integers(0, 20)) + form + filler * data.draw(st.integers(0, 20))
+        whole = registry.mask(text)
+        assert stream_through(registry, data.draw(write_splits(text))) == whole
+        assert form not in whole, "a printed form survived whole"
+        # Every 4-byte window of the value, printed the same way, is gone.
+        for i in range(len(value) - 3):
+            for piece in (b", ".join(b"%d" % b for b in value[i:i + 4]), b" ".join(b"%d" % b for b in value[i:i + 4]),
+                          b",".join(b"%d" % b for b in value[i:i + 4])):
+                assert piece not in whole
+
+
+# --- well-known formats after a colour code --------------------------------------------------------------------
+
+COLOURS = [b"\x1b[32m", b"\x1b[1;38;5;208m", b"\x1b[01;31m\x1b[K", b"\x1b[m"]
+_OLD_EDGE = re.compile(rb"(?<![A-Za-z0-9_])gh[pousr]_[A-Za-z0-9]{36,251}")
+
+
+@pytest.mark.parametrize("colour", COLOURS)
+@pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense-prefixes"])
+def test_known_token_after_a_colour_code_is_masked(colour: bytes, dense: bool) -> None:
+    spam = b"ghp_ AKIA " * 100 if dense else b""  # past 64 prefixes a write takes the viable prefilter
+    data = spam + b"token: " + colour + GH + b"\x1b[0m\n"
+    out, names = mask_known_formats(data)
+    assert GH[4:] not in out and names == ["GitHub token"]
+    chunks: list[bytes] = []
+    stage = KnownFormatsFilter(chunks.append)
+    for i in range(0, len(data), 5):
+        stage.write(data[i:i + 5])
+    stage.close()
+    assert not leaked_at(b"".join(chunks), GH, 8)
+    # Control: the previous left-edge rule read the code's `m` (or `K`) as a word glued to the token.
+    assert _OLD_EDGE.search(data) is None
+
+
+def test_glued_word_is_still_not_a_token() -> None:
+    out, names = mask_known_formats(b"x" + GH + b"\n")
+    assert out == b"x" + GH + b"\n" and names == []
+
+
+def test_coloured_token_through_the_mask_command() -> None:
+    text = b"\x1b[32m" + GH + b"\x1b[0m\n"
+    on = mask_cli([], text, {})
+    assert on.returncode == 0 and GH[4:] not in on.stdout + on.stderr and b"GitHub token" in on.stderr
+    off = mask_cli(["--no-known-formats"], text, {})  # control: the same bytes, the stage off
+    assert off.stdout == text
+
+
+# --- still leaking: xfail strict, each with a control showing the check passes when masking works ------------
+
+OD_C_ARGS = [["-c"], ["-An", "-c"], ["-Ax", "-c"], ["-c", "-w32"], ["-c", "-w8"]]
+
+
+def od_c_chars(out: bytes) -> bytes:
+    """The printable characters of an `od -c` dump, joined (what a reader sees of the value)."""
+    return b"".join(re.findall(rb"   ([!-~])", out))
+
+
+@pytest.mark.parametrize("args", OD_C_ARGS, ids=" ".join)
+@pytest.mark.parametrize("before", [b"", b"0123456789", b"\t\n\x01"], ids=["at-0", "at-10", "escapes"])
+def test_od_c_character_dump_at_every_cut(args: list[str], before: bytes) -> None:
+    out = run(["od", *args], before + TOKEN)
+    registry = registry_of(TOKEN)
+    whole = registry.mask(out)
+    assert not leaked_at(od_c_chars(whole), TOKEN, 4)
+    bad = [cut for cut in range(1, len(out)) if stream_through(registry, [out[:cut], out[cut:]]) != whole]
+    assert not bad, f"streamed output differs from the whole output masked at cuts {bad[:5]}"
+
+
+@pytest.mark.parametrize("args", [["-c"], ["-An", "-c"]], ids=" ".join)
+def test_od_c_leaks_without_the_view(args: list[str], no_wrapped_view: None) -> None:
+    out = run(["od", *args], b"0123456789" + TOKEN)
+    assert leaked_at(od_c_chars(registry_of(TOKEN).mask(out)), TOKEN, 4)
+
+
+@given(st.data())
+def test_od_c_of_any_value_at_any_offset_and_split(data: st.DataObject) -> None:
+    if shutil.which("od") is None:
+        pytest.skip("od is not installed")
+    value = data.draw(secrets(min_length=7, max_length=24))
+    before = data.draw(st.binary(max_size=20))
+    width = data.draw(st.sampled_from([16, 24, 32]))
+    out = subprocess.run(["od", "-c", f"-w{width}"], input=before + value + b"#" * 3, capture_output=True,
+                         check=True).stdout
+    registry = registry_of(value)
+    whole = registry.mask(out)
+    assert stream_through(registry, data.draw(write_splits(out))) == whole
+    from runnerlib.security.wrapped import od_c_form
+
+    # No 4 bytes of the value as od -c prints them survive on one line.
+    flat = whole.replace(b"\n", b" ")
+    for i in range(len(value) - 3):
+        piece = od_c_form(value[i:i + 4])
+        if len(piece.strip(b" ")) < 7:  # mostly spaces: a space byte prints as 4 of them
+            continue
+        assert piece not in flat or piece in od_c_form(before + b"#" * 3), "a piece of the value survived"
+
+
+SGR = [b"\x1b[31m", b"\x1b[0m", b"\x1b[01;31m\x1b[K", b"\x1b[m\x1b[K", b"\x1b[1;38;5;208m"]
+
+
+def grep_color(line: bytes, pattern: bytes) -> bytes:
+    """What `grep --color=always PATTERN` prints for `line` (real grep when installed)."""
+    if shutil.which("grep"):
+        return subprocess.run(["grep", "--color=always", pattern], input=line, capture_output=True,
+                              check=True).stdout
+    return line.replace(pattern, b"\x1b[01;31m\x1b[K" + pattern + b"\x1b[m\x1b[K")
+
+
+def test_colour_code_inside_a_registered_secret() -> None:
+    registry = registry_of(TOKEN)
+    out = grep_color(b"TOKEN=" + TOKEN + b"\n", TOKEN[3:9])  # grep highlighting part of the token
+    assert b"\x1b[" in out
+    masked = registry.mask(out)
+    assert not leaked_at(_SGR_STRIP.sub(b"", masked), TOKEN, 4)
+    assert all(stream_through(registry, [out[:c], out[c:]]) == masked for c in range(1, len(out)))
+
+
+def test_colour_code_inside_a_secret_leaks_without_the_view(no_wrapped_view: None) -> None:
+    out = grep_color(b"TOKEN=" + TOKEN + b"\n", TOKEN[3:9])
+    assert leaked_at(_SGR_STRIP.sub(b"", registry_of(TOKEN).mask(out)), TOKEN, 4)
+
+
+_SGR_STRIP = re.compile(rb"\x1b\[[0-9;]*[mK]")
+
+
+@given(st.data())
+def test_colour_codes_anywhere_in_a_secret_at_any_split(data: st.DataObject) -> None:
+    value = data.draw(secrets(alphabet=bytes(range(0x21, 0x7F)), min_length=15, max_length=40))
+    cuts = sorted(data.draw(st.lists(st.integers(1, len(value) - 1), max_size=3, unique=True)))
+    pieces = [value[a:b] for a, b in zip([0, *cuts], [*cuts, len(value)], strict=True)]
+    # One piece of 8 bytes or more stays whole: the trigger fragment the view needs (15+ bytes, a split of two).
+    if max(len(p) for p in pieces) < 8 or len(pieces) > 2 and max(len(p) for p in pieces) < 16:
+        return
+    codes = [data.draw(st.sampled_from(SGR)) for _ in pieces[1:]]
+    line = b"x: " + pieces[0] + b"".join(c + p for c, p in zip(codes, pieces[1:], strict=True)) + b" end\n"
+    registry = registry_of(value)
+    whole = registry.mask(line)
+    assert not leaked_at(_SGR_STRIP.sub(b"", whole), value, 4)
+    assert stream_through(registry, data.draw(write_splits(line + b"next\n"))) == registry.mask(line + b"next\n")
+
+
+@pytest.mark.parametrize("how", ["iconv -t utf-16le", "pwsh -EncodedCommand (base64 of UTF-16LE)"])
+@pytest.mark.xfail(strict=True, reason="UTF-16 (Windows tools, PowerShell's -EncodedCommand) is not a form: "
+                   "needs value.decode().encode('utf-16-le') (NUL bytes: Hyperscan's side matcher) and its base64")
+def test_utf16_forms(how: str) -> None:
+    registry = registry_of(TOKEN)
+    assert registry.mask(base64.b64encode(TOKEN)) == b"***"  # control: base64 of UTF-8 is masked
+    wide = run(["iconv", "-f", "utf-8", "-t", "utf-16le"], TOKEN)
+    out = registry.mask(wide if how.startswith("iconv") else base64.b64encode(b"echo " + wide))
+    if not how.startswith("iconv"):
+        out = base64.b64decode(out) if b"*" not in out else out
+    assert not leaked_at(out.replace(b"\0", b""), TOKEN, 6)
+
+
+@pytest.mark.parametrize("how", ["base64 (kubectl get secret -o yaml)", "fold -w 20"])
+@pytest.mark.xfail(strict=True, reason="known formats are matched in clear on one line only: needs the "
+                   "prefixes' base64 at 3 alignments (Z2hwX, docker/kubectl data) and the wrapped view joining a "
+                   "token's lines before the format's regex")
+def test_unregistered_token_encoded_or_folded(how: str) -> None:
+    assert GH not in mask_known_formats(b"token: " + GH + b"\n")[0]  # control: in clear it is masked
+    if how.startswith("base64"):
+        data = b"data:\n  token: " + base64.b64encode(GH) + b"\n"
+    else:
+        data = run(["fold", "-w", "20"], GH + b"\n")
+    out = mask_known_formats(data)[0]
+    seen = base64.b64decode(out.split(b": ")[-1]) if how.startswith("base64") and b"*" not in out else out
+    assert not leaked_at(seen.replace(b"\n", b""), GH, 12)
+
+
+@pytest.mark.xfail(strict=True, reason="yaml.dump folds a plain scalar longer than 80 columns at a space: a "
+                   "multi-word secret then has a newline and indentation for one space; needs whitespace runs "
+                   "in a secret to match any whitespace (as Buildkite does for multi-line secrets)")
+def test_long_passphrase_folded_by_yaml_dump() -> None:
+    phrase = " ".join(["correct horse battery staple"] * 4)
+    registry = registry_of(phrase.encode())
+    assert registry.mask(yaml.dump({"p": phrase}, width=10**6).encode()) == b"p: ***\n"  # control: unfolded
+    out = registry.mask(yaml.dump({"p": phrase}).encode())
+    assert not leaked_at(re.sub(rb"\s+", b" ", out), phrase.encode(), 12)
+
+
+SA_KEY_ID = "4f2a9c1e7b3d5f6a8c0e2b4d6f8a1c3e5b7d9f0a"
+SERVICE_ACCOUNT = json.dumps({
+    "type": "service_account", "project_id": "my-proj-1234", "private_key_id": SA_KEY_ID,
+    "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n"
+                   "-----END PRIVATE KEY-----\n",
+    "client_email": "ci-bot@my-proj-1234.iam.gserviceaccount.com"}, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("printed", ["jq .", "jq -r .private_key_id"])
+@pytest.mark.xfail(strict=True, reason="a JSON document registered as one value (GOOGLE_CREDENTIALS, a "
+                   "service-account key) is masked whole and by lines; `jq .` reformats it, so none of its "
+                   "values is masked: needs the string leaves of a JSON-object value registered too (as the "
+                   "secrets file does for its own JSON), at least the secret-named and multi-line ones")
+def test_json_document_secret_reformatted(printed: str) -> None:
+    registry = registry_of(SERVICE_ACCOUNT.encode())
+    assert registry.mask(SERVICE_ACCOUNT.encode() + b"\n") == b"***\n"  # control: printed as registered
+    doc = json.loads(SERVICE_ACCOUNT)
+    out = json.dumps(doc, indent=2) if printed == "jq ." else doc["private_key_id"]
+    assert not leaked_at(registry.mask(out.encode()), SA_KEY_ID.encode(), 8)
+
+
+# --- numbers in a secrets file keep the text the user wrote ----------------------------------------------------
+
+ETH_KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"  # YAML: an int
+NUMBERS_YAML = f"DEPLOYER_PRIVATE_KEY: {ETH_KEY}\nPIN: 0123456\nACCOUNT: 1_234_567_890\nRATE: 12.50\n"
+NUMBERS_PRINTED = f"key={ETH_KEY} pin=0123456 acct=1_234_567_890 rate=12.50\n".encode()
+
+
+def _masked_by_document(text: str, printed: bytes) -> bytes:
+    from runnerlib.security.secret_sources import parse_secrets_document
+
+    registry = SecretRegistry()
+    registry.add_many([v for _n, v in parse_secrets_document(text, "test")], source="test")
+    return registry.mask(printed)
+
+
+def test_yaml_numbers_are_masked_as_written(tmp_path: pytest.TempPathFactory) -> None:
+    path = tmp_path / "secrets.yaml"  # type: ignore[operator]
+    path.write_text(NUMBERS_YAML)
+    p = mask_cli(["--secrets-file", str(path)], NUMBERS_PRINTED, {})
+    assert p.returncode == 0 and p.stdout == b"key=*** pin=*** acct=*** rate=***\n"
+    # The parsed spellings stay masked too (a tool that loads the YAML itself prints 12.5, 42798).
+    assert _masked_by_document(NUMBERS_YAML, b"12.5 42798") == b"*** ***"
+
+
+def test_json_numbers_are_masked_as_written() -> None:
+    assert _masked_by_document('{"a": 1.50, "b": 31e10, "c": 48151623}', b"1.50 31e10 48151623 310000000000.0") == \
+        b"*** *** *** ***"
+
+
+def test_yaml_numbers_leaked_when_only_the_parsed_number_was_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runnerlib.security import secret_sources
+
+    monkeypatch.setattr(secret_sources, "keep_yaml_number_text", lambda loader: None)
+    out = _masked_by_document(NUMBERS_YAML, NUMBERS_PRINTED)
+    assert ETH_KEY.encode() in out and b"pin=0123456" in out
+
+
+@given(st.from_regex(r"[-+]?(0x[0-9a-fA-F_]{1,20}|0[0-7_]{1,12}|[1-9][0-9_]{0,12}(\.[0-9_]{0,6})?"
+                     r"([eE][-+]?[0-9]{1,3})?|[0-9]{1,3}(:[0-5][0-9]){1,3})", fullmatch=True))
+def test_any_yaml_number_is_registered_as_written(text: str) -> None:
+    from runnerlib.security.secret_sources import SecretsDocumentError, parse_secrets_document
+
+    try:
+        values = [v for _n, v in parse_secrets_document(f"K: {text}\n", "test")]
+    except SecretsDocumentError:
+        return  # refused whole (a date-like value): nothing half-registered
+    assert text in values
+
+
+@pytest.mark.xfail(strict=True, reason="tools that truncate long values print a prefix of a secret and a marker: "
+                   "strace -s 32 (`\"Xk9f...\"...`), ps columns, HTTP debug logs; the stream releases a partial "
+                   "match when the marker comes. Needs a rule: a live partial match of at least 16 bytes (or half "
+                   "the secret) ended by `...`/`\\u2026`/`\"...` is masked (at the tail and mid-buffer: prefix "
+                   "patterns, or the engine's partial-match view)")
+def test_secret_truncated_by_strace() -> None:
+    long_token = TOKEN + TOKEN[::-1]  # 46 bytes
+    registry = registry_of(long_token)
+    line = b'write(1, "' + long_token + b'\\n", 47) = 47\n'
+    assert registry.mask(line) == b'write(1, "***\\n", 47) = 47\n'  # control: untruncated (strace -s 100)
+    out = b""
+    if shutil.which("strace"):  # ptrace may be refused (an unprivileged uid in a container): then as it prints
+        traced = subprocess.run(["strace", "-e", "trace=write", "-o", "/dev/stderr", "printf", "%s\\n",
+                                 long_token.decode()], capture_output=True).stderr
+        out = b"".join(ln + b"\n" for ln in traced.splitlines() if ln.startswith(b"write(1"))
+    out = out or b'write(1, "' + long_token[:32] + b'"..., 47) = 47\n'
+    assert b'"...' in out
+    assert not leaked_at(registry.mask(out), long_token, 12)
+
+
+@pytest.mark.xfail(strict=True, reason="workflow outputs are masked leaf by leaf: a secret held as a list of "
+                   "byte values (Node's Buffer.toJSON, Python's list(b)) has no leaf to match and the file is "
+                   "indented one number a line; needs mask_payload to read a list of ints 0-255 as the bytes it "
+                   "holds (mask them, then write *** for the covered items), locally and through the socket")
+def test_set_output_of_a_byte_list(tmp_path: pytest.TempPathFactory) -> None:
+    from runnerlib.workflow import api
+
+    out = tmp_path / "out.json"  # type: ignore[operator]
+    ctx = api.workflow_context(environ={"REACTORCIDE_WORKFLOW_OUTPUT": str(out), "API_TOKEN": TOKEN.decode()})
+    ctx.set_output("as_text", TOKEN.decode())
+    assert json.loads(out.read_text())["outputs"]["as_text"] == "***"  # control: the string is masked
+    ctx.set_output("buf", {"type": "Buffer", "data": list(TOKEN)})
+    data = json.loads(out.read_text())["outputs"]["buf"]["data"]
+    held = bytes(b for b in data if isinstance(b, int))
+    assert not leaked_at(held, TOKEN, 4)
+
+
+@pytest.mark.xfail(strict=True, reason="an encoding of an encoding: PHP's json_encode (and Java's org.json) write "
+                   "`/` as `\\/`, so the base64 of a secret holding a `/` (docker's auth, a Basic header in a "
+                   "PHP app's config dump) is not the registered base64; needs the `\\/` twin of each base64 form "
+                   "that has a `/` (about 1.5 patterns a secret)")
+def test_base64_inside_php_json() -> None:
+    value = b"user:pa??w0rd>>~~1234"  # its base64 holds a `/`
+    registry = registry_of(value)
+    b64 = base64.b64encode(value)
+    assert b"/" in b64 and registry.mask(json.dumps({"auth": b64.decode()}).encode()) == b'{"auth": "***"}'
+    out = registry.mask(json.dumps({"auth": b64.decode()}).replace("/", "\\/").encode())
+    assert b"***" in out  # control above: the same document without PHP's escaping is masked
+
+
+@pytest.mark.parametrize("script", ['printf "%q\\n" "$S"', "declare -p S", 'bash -xc ": \\"\\$S\\"" 2>&1'])
+def test_bash_in_the_c_locale_prints_non_ascii_in_octal(script: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    out = subprocess.run(["bash", "-c", script], env={"PATH": os.environ["PATH"], "LC_ALL": "C", "S": NON_ASCII},
+                         capture_output=True, check=True).stdout
+    assert b"$'P\\303\\244" in out
+    assert b"$'***'" in registry_of(NON_ASCII.encode()).mask(out)
+    monkeypatch.setattr(variants, "c_locale_shell_forms", lambda value: [])  # control: the previous forms
+    assert b"***" not in registry_of(NON_ASCII.encode()).mask(out)
