@@ -496,3 +496,21 @@ def test_bash_in_the_c_locale_prints_non_ascii_in_octal(script: str, monkeypatch
     assert b"$'***'" in registry_of(NON_ASCII.encode()).mask(out)
     monkeypatch.setattr(variants, "c_locale_shell_forms", lambda value: [])  # control: the previous forms
     assert b"***" not in registry_of(NON_ASCII.encode()).mask(out)
+
+
+@given(value=st.binary(min_size=7, max_size=90), cut=st.integers(0, 400), width=st.integers(61, 130),
+       offset=st.integers(0, 130))
+def test_od_c_fragments_survive_any_line_breaks(value: bytes, cut: int, width: int, offset: int) -> None:
+    """The od -c triggers (aligned on the dump's characters) are sound as fragments() is: one break anywhere,
+    or lines of any width od -c could print (61 and more) at any offset, leave a whole fragment in a piece."""
+    from runnerlib.security.wrapped import od_c_form, od_c_fragments
+
+    form = od_c_form(value)
+    frags = od_c_fragments(value)
+    if not frags:
+        return  # too short to trigger on soundly (fragments() says the same)
+    one_break = [form[:cut % (len(form) + 1)], form[cut % (len(form) + 1):]]
+    start = offset % width
+    lines = [form[:start]] + [form[i:i + width] for i in range(start, len(form), width)]
+    for pieces in (one_break, lines):
+        assert any(f in piece for f in frags for piece in pieces), (form, pieces, frags)
