@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
      "runnerlib.suggest", "runnerlib.observability",
      "runnerlib.execution.retry", "runnerlib.execution.step_refs", "runnerlib.execution.step_files",
      "runnerlib.execution.workflow_commands", "runnerlib.execution.step_protocol",
-     "runnerlib.execution.timestamps"),
+     "runnerlib.execution.timestamps", "runnerlib.execution.console_controls"),
     ("runnerlib.jobs", "runnerlib.config", "runnerlib.trust_origin", "runnerlib.local_checkout",
      "runnerlib.step_env", "runnerlib.job_summary",
      "runnerlib.plugins", "runnerlib.plugin_loader",
