@@ -21,6 +21,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 
+from runnerlib.security.json_secret_parts import secret_parts
 from runnerlib.security.masker import Masker
 from runnerlib.security.stream import DEFAULT_HOLD_CAP, IdleFlusher, MaskedStream
 from runnerlib.security.variants import secret_forms
@@ -70,6 +71,7 @@ class SecretRegistry:
         if isinstance(values, (str, bytes, bytearray)):
             raise TypeError(f"add_many (source {source}): takes an iterable of values; use add() for one value")
         accepted: list[bytes] = []
+        parts: list[bytes] = []  # registered with `accepted`, not counted
         refused = 0
         for value in values:
             if isinstance(value, str):
@@ -85,6 +87,8 @@ class SecretRegistry:
                 refused += 1
                 continue
             accepted.append(raw)
+            # A JSON document's secret fields too: `jq .` reformats it (security/json_secret_parts.py).
+            parts.extend(p for p in secret_parts(raw) if len(p.strip()) >= self.min_length)
         if refused:
             # Names the source and the rule, never the value (nor its length).
             log.warning("refused %d secret value(s) from %s: shorter than the minimum length %d "
@@ -93,7 +97,7 @@ class SecretRegistry:
         if not accepted:
             return 0
         with self._lock:
-            fresh = [v for v in dict.fromkeys(accepted) if v not in self._secrets]
+            fresh = [v for v in dict.fromkeys(accepted + parts) if v not in self._secrets]
             if fresh and self._batch_depth:
                 self._batch_values.extend(fresh)  # one masker.add for the whole batch (see batch)
             elif fresh:

@@ -518,7 +518,10 @@ def od_c_fragments(value: bytes) -> list[bytes]:
     first = (len(od_c_form(value[:1])) - 1) % 4  # the first cell's character (its padding was cut off)
     step = (width - f_max + 1) // 4 * 4
     last = first + (e - f_max - first) // 4 * 4
-    starts = [*range(first, last, step), last]
+    # The form's own start too (it differs when the first cell is an escape or octal, `377   x`): a stream
+    # holds back the end of a write only while it is the start of some pattern, and a dump's first cell
+    # must be held (a write cut at `0000000 3` released the `3` of `377`).
+    starts = [0, *range(first, last, step), last]
     return list(dict.fromkeys(form[i:i + f_max] for i in starts))
 
 

@@ -375,16 +375,43 @@ SERVICE_ACCOUNT = json.dumps({
 
 
 @pytest.mark.parametrize("printed", ["jq .", "jq -r .private_key_id"])
-@pytest.mark.xfail(strict=True, reason="a JSON document registered as one value (GOOGLE_CREDENTIALS, a "
-                   "service-account key) is masked whole and by lines; `jq .` reformats it, so none of its "
-                   "values is masked: needs the string leaves of a JSON-object value registered too (as the "
-                   "secrets file does for its own JSON), at least the secret-named and multi-line ones")
 def test_json_document_secret_reformatted(printed: str) -> None:
     registry = registry_of(SERVICE_ACCOUNT.encode())
     assert registry.mask(SERVICE_ACCOUNT.encode() + b"\n") == b"***\n"  # control: printed as registered
     doc = json.loads(SERVICE_ACCOUNT)
     out = json.dumps(doc, indent=2) if printed == "jq ." else doc["private_key_id"]
     assert not leaked_at(registry.mask(out.encode()), SA_KEY_ID.encode(), 8)
+    pem_line = doc["private_key"].splitlines()[1].encode()  # `jq -r .private_key`: the PEM's own lines
+    assert pem_line not in registry.mask(doc["private_key"].encode())
+    assert b"my-proj-1234" in registry.mask(out.encode() + b" my-proj-1234")  # identifiers stay readable
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+                    lambda children: st.lists(children, max_size=4)
+                    | st.dictionaries(st.text(max_size=12), children, max_size=4), max_leaves=20))
+def test_json_secret_parts_are_string_fields_of_the_document(document) -> None:  # noqa: ANN001
+    """Any JSON value: secret_parts never fails, and returns only string leaves of an object document, each
+    under a secret-like name or spanning lines."""
+    from runnerlib.security.json_secret_parts import secret_parts
+
+    raw = json.dumps(document).encode()
+    parts = secret_parts(raw)
+    if not isinstance(document, dict):
+        assert parts == []
+    leaves = set()
+
+    def walk(node, name=""):  # noqa: ANN001, ANN202
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, k)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, name)
+        elif isinstance(node, str):
+            leaves.add(node.encode("utf-8", "surrogateescape"))
+
+    walk(document)
+    assert set(parts) <= leaves
 
 
 # --- numbers in a secrets file keep the text the user wrote ----------------------------------------------------
