@@ -278,8 +278,15 @@ def run_init(step: int, outer: int | None = None) -> dict:
         # This /proc is the namespace's own: every process in it but init (zombies are not counted).
         # The forwarder is not counted (a step naming a process like it only hides it from the count:
         # it is killed all the same).
-        inside = _live_descendants(outer) if outer is not None else [pid for pid in proctree.parent_map() if pid != 1]
-        leftover = len([pid for pid in inside if not _is_forwarder(pid)])
+        # Walked up to three times while it finds nothing: a process that forks and exits in a loop (a
+        # daemon racing to outlive the step) can be between its parent's exit and its own listing during one
+        # walk. Walking a namespace with nothing left costs one read of the init's children file.
+        for _ in range(3):
+            inside = (_live_descendants(outer) if outer is not None
+                      else [pid for pid in proctree.parent_map() if pid != 1])
+            leftover = len([pid for pid in inside if not _is_forwarder(pid)])
+            if leftover:
+                break
     except OSError:
         pass
     if leftover:
