@@ -294,30 +294,38 @@ def test_background_batch_masks_the_first_write() -> None:
 
 # --- properties: any width, any offset, any write split ---------------------------------------------------------
 
+def _url(form: bytes) -> bytes:
+    return form.replace(b"+", b"-").replace(b"/", b"_")
+
+
+# kind -> (encoder of the whole document, the secret's form inside it for a prefix of n bytes)
 ENCODERS = {
-    "base64": (base64.b64encode, 3),
-    "hex": (lambda b: b.hex().encode(), 1),
+    "base64": (base64.b64encode, lambda secret, n: base64_forms(secret)[1 + n % 3]),
+    "hex": (lambda b: b.hex().encode(), lambda secret, n: secret.hex().encode()),
+    "upper hex": (lambda b: b.hex().upper().encode(), lambda secret, n: secret.hex().upper().encode()),
+    "base64url": (base64.urlsafe_b64encode, lambda secret, n: _url(base64_forms(secret)[1 + n % 3])),
 }
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(secret=st.binary(min_size=12, max_size=90).filter(lambda s: s.strip() == s and s.strip()),
        prefix=st.binary(max_size=100), suffix=st.binary(max_size=40),
        width=st.one_of(st.sampled_from([60, 64, 76]), st.integers(60, 130)),
-       kind=st.sampled_from(sorted(ENCODERS)), crlf=st.booleans(), indent=st.sampled_from([b"", b"    "]),
+       kind=st.sampled_from(sorted(ENCODERS)), crlf=st.booleans(), indent=st.sampled_from([b"", b"  ", b"    "]),
        data=st.data())
 def test_wrapped_forms_at_any_width_and_offset(secret: bytes, prefix: bytes, suffix: bytes, width: int,
                                                 kind: str, crlf: bool, indent: bytes, data: st.DataObject) -> None:
+    """base64, hex, uppercase hex (`xxd -p -u`) and URL-safe base64 (`basenc --base64url`) wrapped at any width,
+    the secret at any offset of the document (the controls of the last two: test_masking_wrapped_upper_url.py)."""
     assume(secret not in prefix + suffix)
-    encode, align = ENCODERS[kind]
+    encode, form = ENCODERS[kind]
     encoded = encode(prefix + secret + suffix)
     out = b"".join(indent + encoded[i:i + width] + (b"\r\n" if crlf else b"\n")
                    for i in range(0, len(encoded), width))
     registry = SecretRegistry(background_merge=False)
     registry.add(secret, source="test")
     masked = registry.mask(out)
-    core = base64_forms(secret)[1 + len(prefix) % 3] if kind == "base64" else secret.hex().encode()
-    assert_no_piece(masked, core, k=12)
+    assert_no_piece(masked, form(secret, len(prefix)), k=12)
     assert stream_through(registry, data.draw(write_splits(out))) == masked
 
 
