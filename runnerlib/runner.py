@@ -528,11 +528,15 @@ class JobRunner:
         # The step protocol (execution/step_protocol.py): what upstream steps left, ${{ steps.X.outputs.Y }}.
         steps = self._steps_by_name()
         env.update(self._protocol.environment(step, steps, env.get("PATH", "")))
+        templates = step_env
         command, step_env = self._protocol.substitute(step, steps, step.command, step_env)
         env.update(step_env)
         # Passed on as written to an untrusted step: what its untrusted upstream steps wrote, and its own env
-        # (filtered above; substituted with masked trusted outputs and raw untrusted ones).
-        known = {} if trusted else {**self._protocol.handed_on(step, steps), **step_env}
+        # where the job file's text holds no secret in any form (the filter above sees raw secrets only); a
+        # substitution adds masked trusted outputs and raw untrusted ones, which it knew.
+        known = {} if trusted else {**self._protocol.handed_on(step, steps),
+                                    **{k: v for k, v in step_env.items()
+                                       if self.registry.mask_text(templates[k]) == templates[k]}}
         env["REACTORCIDE_STEP_NAME"] = step.name
         env.update(self.obs.step_env(step.name))  # TRACEPARENT: the step's jobs and runners join the trace
         if trusted and self._socket is not None:

@@ -335,6 +335,23 @@ def test_a_trusted_steps_secret_still_never_reaches_an_untrusted_step(root: Path
     assert not [f for f in fragments("pin-4711-4711", 6) if f in text], text
 
 
+@needs_landlock
+@pytest.mark.parametrize("trust", ["untrusted", "trusted"], ids=["untrusted", "control"])
+def test_an_encoded_secret_in_a_steps_own_env_never_reaches_an_untrusted_step(root: Path, trust: str) -> None:
+    """What passes as written to an untrusted step (`known_to_step`: what untrusted steps wrote, the step's own
+    env) must not carry a registered secret in an encoded form either: a job file's `env: {AUTH: <base64 of
+    the token>}` (docker's auth) is dropped for an untrusted step. Control: a trusted step gets it; the step
+    prints it reversed, so the masker cannot hide a leak from the test."""
+    import base64
+
+    encoded = base64.b64encode(b"ci:" + SECRET.encode()).decode()
+    job = Job("encoded-env")
+    job.add_step("use", "printf '%s' \"${AUTH:-none}\" | rev; echo", trust=trust, env={"AUTH": encoded})
+    code, out = run(root, job, {"DB_PIN": SECRET}, secret_env_names=["DB_PIN"])
+    assert code == 0, out
+    assert (encoded[::-1] in out) == (trust == "trusted"), out
+
+
 # -- 7. plugins from the hand-over area ---------------------------------------------------------------------------
 
 PLUGIN = "open({marker!r}, 'w').write('x')\n"
