@@ -103,11 +103,13 @@ def step_variables(runner: Any, step: Any, env: dict[str, str], trusted: bool, f
         mounts.append(files.directory)  # a trusted step's files, in the runner's scratch directory
     names = forwarded_names(env, runner.environ, explicit) - HOST_ONLY
     if not trusted:
-        # What reaches an untrusted step's container holds no secret, whoever put it in the environment (a
-        # trusted step's GITHUB_ENV line copying a token included): the same rule as step_env.py's.
+        # What reaches an untrusted step's container holds no secret, in no encoded form either, whoever put it
+        # in the environment (a trusted step's GITHUB_ENV line copying a token, or its base64, included): the
+        # rule of security/untrusted_env.py for a step in process mode. `known` values skip the value check.
         known = known or {}
-        names = {n for n in names if runner._safe_for_untrusted(n, env[n])
-                 or (known.get(n) == env[n] and runner._safe_for_untrusted(n, ""))}  # names still checked
+        names = {n for n in names if runner._safe_for_untrusted(n, "") and (
+            known.get(n) == env[n] or (runner._safe_for_untrusted(n, env[n])
+                                       and runner.registry.mask_text(env[n]) == env[n]))}
     values = {n: container.in_container(env[n]) for n in sorted(names)}
     if path is not None:
         values["PATH"] = path

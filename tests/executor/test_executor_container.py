@@ -216,6 +216,7 @@ steps:
       echo "version=1.2.3" >> "$GITHUB_OUTPUT"
       echo "GREETING=hello" >> "$GITHUB_ENV"
       echo "TOKEN_COPY=$DEPLOY_TOKEN" >> "$REACTORCIDE_ENV"
+      echo "TOKEN_B64=$(printf %s "$DEPLOY_TOKEN" | base64 -w0)" >> "$GITHUB_ENV"
       mkdir -p /job/artifacts/tools && printf '#!/bin/sh\\necho mytool ran\\n' > /job/artifacts/tools/mytool
       chmod +x /job/artifacts/tools/mytool
       echo /job/artifacts/tools >> "$GITHUB_PATH"
@@ -225,7 +226,7 @@ steps:
     depends_on: [build]
     env:
       VERSION: ${{ steps.build.outputs.version }}
-    command: 'echo "v=$VERSION cmd=${{ steps.build.outputs.version }} g=$GREETING t=$TOKEN_COPY"; mytool'
+    command: 'echo "v=$VERSION cmd=${{ steps.build.outputs.version }} g=$GREETING t=$TOKEN_COPY b=$TOKEN_B64"; mytool'
   - name: scan
     trust: untrusted
     depends_on: [use]
@@ -249,7 +250,7 @@ def test_step_protocol_files_work_inside_containers(image: str, tmp_path: Path) 
     assert proc.returncode == 0, out
     # GITHUB_OUTPUT reached ${{ steps.build.outputs.version }} (in env: and in the command), GITHUB_ENV the
     # next container's environment (a secret copied there stays masked), GITHUB_PATH its PATH.
-    assert "[use] v=1.2.3 cmd=1.2.3 g=hello t=***" in out
+    assert "[use] v=1.2.3 cmd=1.2.3 g=hello t=*** b=***" in out
     assert "[use] mytool ran" in out
     assert (ws / "artifacts" / "summary.md").read_text() == "### Build 1.2.3\n"
     # Workflow commands of the first step (run in its early-started container) are collected too.
@@ -257,11 +258,12 @@ def test_step_protocol_files_work_inside_containers(image: str, tmp_path: Path) 
     assert steps["build"]["annotations"] == [{"level": "notice", "message": "built in a container", "title": "N"}]
     # An untrusted container step's files work too (they live under /job/artifacts), as uid 65534. It gets
     # what trusted steps set for later steps, as in process mode, but never a secret they copied there: the
-    # trusted `use` above got TOKEN_COPY (the control), the untrusted step's whole environment lacks it.
+    # trusted `use` above got TOKEN_COPY and its base64 (the control), the untrusted step's whole environment
+    # lacks both.
     assert "[scan] u=65534 g=[hello]" in out
     assert "[after] scan said yes" in out
     leak = (ws / "artifacts" / "leak").read_text()
-    assert "GREETING=hello" in leak and "TOKEN_COPY" not in leak
+    assert "GREETING=hello" in leak and "TOKEN_COPY" not in leak and "TOKEN_B64" not in leak
     for fragment in _fragments(SECRET):
         assert fragment not in out and fragment not in leak
     assert _our_containers(ws) == []
