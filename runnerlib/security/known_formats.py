@@ -332,12 +332,27 @@ def _on_match(index: int, _from: int, to: int, _flags: int, hits: Any) -> None:
 
 
 _LENGTHS = [len(p) for p in _PREFIXES]
+_PREFIX_BYTES = frozenset(b"".join(_PREFIXES))
 # How close to the end of a buffer each prefix may still resolve _MORE (the longest tail of its formats).
 _TAILS = [max(fmt.tail for fmt in fmts) for fmts in _STARTS]
 SHORT_TAIL = 512
 # Past this many prefixes in one buffer, only those that can start a match are looked at (see _Finder).
 DENSE_HITS = 64
 _finder: _Finder | None = None
+
+
+def literal_hits(data: bytes) -> list[tuple[int, int]] | None:
+    """(start, prefix index) of every prefix literal in `data`, or None past DENSE_HITS of them: the answer
+    `write_scanned` takes, from a scan run where it costs least (the masker's helper thread)."""
+    finder = _get_finder()
+    if finder._hs is None:
+        return None  # the ahocorasick-rs fallback: the stage scans for itself
+    hits: list[tuple[int, int]] = []
+    try:
+        finder._hs.scan(data, match_event_handler=_on_match_dense, context=hits, scratch=finder._scratch(finder._hs))
+    except finder._hyperscan.ScanTerminated:
+        return None
+    return hits
 
 
 def _get_finder() -> _Finder:
@@ -480,6 +495,7 @@ class KnownFormatsFilter(Stage):
         # The emitted bytes end with a possible prefix start: the next write is scanned with the context.
         self._released_partial = False
         self._closed = False
+        self.replacement_safe = False  # see masked_with
 
     @property
     def held(self) -> int:
@@ -523,11 +539,27 @@ class KnownFormatsFilter(Stage):
         # A token in progress, or a short write after a possible prefix start: scan with the context.
         self._process(self._pending + data, final=False)
 
-    def write_scanned(self, data: bytes, hits: list[tuple[int, int]], start: int, stop: int) -> None:
-        """`write(data)` for data = buf[start:stop] of a buffer whose prefix literals `hits` (the prefilter's
-        literal answer, at most DENSE_HITS of them) are known: those wholly inside the slice are data's."""
+    def write_scanned(self, data: bytes, hits: list[tuple[int, int]], kept: list[tuple[int, int, int]]) -> None:
+        """`write(data)` for the masked output `data` of a buffer whose prefix literals `hits` (the prefilter's
+        literal answer, at most DENSE_HITS of them) are known; `kept`: (start, stop, offset in data) of each run
+        of the buffer that `data` holds unchanged, in order. A hit wholly inside such a run is data's, moved; one
+        that was masked is gone. No other prefix is in `data` when no prefix holds a byte of the masker's
+        replacement (`masked_with`): the rest of `data` is replacements. Otherwise the stage scans for itself."""
+        if not self.replacement_safe and (len(kept) != 1 or kept[0][1] - kept[0][0] != len(data)):
+            self.write(data)  # something was masked with bytes a prefix holds
+            return
         lengths = _LENGTHS
-        self.write(data, [(p - start, i) for p, i in hits if p >= start and p + lengths[i] <= stop] if hits else [])
+        moved: list[tuple[int, int]] = []
+        for p, i in sorted(hits):
+            for start, stop, offset in kept:
+                if start <= p and p + lengths[i] <= stop:
+                    moved.append((offset + p - start, i))
+                    break
+        self.write(data, moved)
+
+    def masked_with(self, replacement: bytes) -> None:
+        """Say what the stage before this one replaces secrets with (see write_scanned)."""
+        self.replacement_safe = not set(replacement) & _PREFIX_BYTES
 
     def _process(self, pending: bytes, *, final: bool, idle: bool = False,
                  hits: list[tuple[int, int]] | None = None) -> None:
@@ -592,8 +624,11 @@ class MaskedThenKnown:
                  replacement: bytes | str = REPLACEMENT) -> None:
         self.known = KnownFormatsFilter(sink, notice=notice, replacement=replacement)
         self.masked = registry.stream(self.known.write)
-        # Bytes the masker passes on unchanged come with the known-format prefixes its own pass found.
+        # What the masker passes on comes with the known-format prefixes its own pass found.
         self.masked.scanned_sink = self.known.write_scanned
+        replacement_of = getattr(registry, "replacement", None)
+        if isinstance(replacement_of, str):
+            self.known.masked_with(replacement_of.encode("utf-8"))
 
     @property
     def bytes_in(self) -> int:

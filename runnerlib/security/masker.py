@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -25,7 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from runnerlib.security import known_formats, wrapped
-from runnerlib.security.matcher import Matcher, build_head_matcher, build_matcher, default_engine
+from runnerlib.security.matcher import KeyedParts, Matcher, build_head_matcher, build_matcher, default_engine
 
 log = logging.getLogger("runnerlib.secrets")
 
@@ -47,6 +48,17 @@ MERGE_AFTER_QUIET = 0.2
 # With the ahocorasick-rs engine (its build holds the GIL), a large base is merged only once this many
 # delta layers exist, or the deltas hold an eighth of the base's patterns.
 AC_MERGE_LAYERS = 4
+# A large first set (a job's or `runnerlib mask`'s secrets, added in one batch) is compiled in parts of about
+# this many literals while the forms of the rest are still being computed (matcher.KeyedParts). Hyperscan's
+# compile time grows as about the 1.5th power of the number of keys (measured here: 16,000 keys in 0.22-0.3 s of
+# CPU, 32,000 in 0.6-0.8 s, 64,000 in 1.7-2.1 s), so four parts cost two-thirds of the CPU of two halves, and
+# the first ones compile while the main thread computes the rest. Each part is one more database a write is
+# scanned with (about 2 GB/s each, two threads at a time) until the whole database is swapped in: more parts
+# compile sooner but scan slower (six made `runnerlib mask` on 256 MiB slower than four).
+PART_LITERALS = 20000
+MAX_PARTS = 4
+# add_forms sizes a batch's parts from the forms of its first this many secrets.
+PART_PROBE = 32
 
 
 @dataclass(frozen=True)
@@ -104,8 +116,11 @@ class MaskSnapshot:
         found: list[tuple[int, int]] = []
         known = None
         for layer in self.layers:
-            if layer.base and getattr(layer.matcher, "extra", None):
-                occurrences, known = layer.matcher.scan(data)  # type: ignore[attr-defined]
+            scan = getattr(layer.matcher, "scan", None) if layer.base else None
+            if scan is not None:
+                # Without the prefixes in its database (a large set's keyed parts), a parallel scan runs the
+                # known-format prefilter in its helper thread.
+                occurrences, known = scan(data, None if layer.matcher.extra else known_formats.literal_hits)  # type: ignore[attr-defined]
                 found.extend(occurrences)
             else:
                 found.extend(layer.matcher.find(data))
@@ -188,15 +203,17 @@ class MaskSnapshot:
 
 
 def render(buf: bytes, occurrences: list[tuple[int, int]], emitted: int, masked_until: int, limit: int,
-           replacement: bytes, out: list[bytes]) -> tuple[int, int]:
+           replacement: bytes, out: list[bytes], kept: list[tuple[int, int, int]] | None = None) -> tuple[int, int]:
     """Append to `out` the masked form of buf[emitted:...] and return the new (emitted, masked_until).
 
     Bytes before `limit` are final (no later occurrence can cover them) and bytes covered by an occurrence
     are final (masked whatever comes next); output stops at the first byte that is neither. A covered run
     that starts exactly where the previous replacement ended (`masked_until`) continues it: no second
     replacement, so adjacent secrets and a run split across writes give one replacement, like the whole.
+    `kept`: (start, stop, offset in the output) of each run of `buf` passed on unchanged is appended to it.
     """
     c = emitted
+    size = 0  # bytes appended so far (kept only)
     if occurrences:
         occurrences.sort()
         for a, b in occurrences:
@@ -206,12 +223,18 @@ def render(buf: bytes, occurrences: list[tuple[int, int]], emitted: int, masked_
                 if a > limit:
                     break
                 out.append(buf[c:a])
+                if kept is not None:
+                    kept.append((c, a, size))
+                    size += a - c
                 c = a
             if c != masked_until:
                 out.append(replacement)
+                size += len(replacement)
             c = masked_until = b
     if c < limit:
         out.append(buf[c:limit])
+        if kept is not None:
+            kept.append((c, limit, size))
         c = limit
     return c, masked_until
 
@@ -251,6 +274,8 @@ class Masker:
         self._batch_background = False
         self._ready = threading.Event()  # cleared while a batch's first compilation runs in the background
         self._ready.set()
+        self._parts: KeyedParts | None = None  # a batch's first set, compiling part by part (add_forms)
+        self._part_from = 0  # patterns from here on are in no part yet
         self.snapshot = MaskSnapshot((), 0, ([],), set(), replacement, 0)
 
     def __len__(self) -> int:
@@ -319,6 +344,48 @@ class Masker:
             self._schedule_merge()
             return len(new)
 
+    def add_forms(self, forms: Iterable[tuple[list[bytes], list[bytes]]], count: int) -> int:
+        """`add` for the (patterns, triggers) of `count` secrets, computed as they are consumed (the registry
+        passes a generator of variants.secret_forms); returns how many patterns were new.
+
+        The first set of a batch, when it is large, is compiled in parts (matcher.KeyedParts) while the forms of
+        the rest are computed: `runnerlib mask` at N=1,000 waited 0.4 s of Python before the first key compiled.
+        """
+        forms = iter(forms)
+        with self._lock:
+            parted = (self._batch > 0 and self.engine == "hyperscan" and not self.snapshot.layers
+                      and (self._parts is not None or not self._patterns))
+        if not parted:
+            return self._add_chunk(list(forms))
+        probe = [f for _, f in zip(range(PART_PROBE), forms, strict=False)]
+        per_secret = sum(len(a) + len(b) for a, b in probe) / max(1, len(probe))
+        parts = min(MAX_PARTS, int(per_secret * count / PART_LITERALS))
+        if parts < 2:
+            return self._add_chunk([*probe, *forms])
+        size = -(-count // parts)  # secrets a part, rounded up
+        rest = itertools.chain(probe, forms)
+        added = 0
+        while True:
+            chunk = list(itertools.islice(rest, size))
+            added += self._add_chunk(chunk)
+            if len(chunk) < size:
+                return added  # the last part: compiled with whatever else the batch adds, when it ends
+            with self._lock:
+                self._start_part()
+
+    def _add_chunk(self, forms: list[tuple[list[bytes], list[bytes]]]) -> int:
+        # Every pattern, then the triggers: a value that is both is masked (add).
+        return self.add([p for masked, _ in forms for p in masked], triggers=[t for _, found in forms for t in found])
+
+    def _start_part(self) -> None:
+        # Called with the lock held: the patterns added since the last part start compiling as one more.
+        if self._part_from == len(self._patterns):
+            return
+        if self._parts is None:
+            self._parts = KeyedParts()
+        self._parts.add(self._patterns[self._part_from:])
+        self._part_from = len(self._patterns)
+
     def current(self) -> MaskSnapshot:
         """The latest snapshot, once the first compilation of a background batch (if any) is done: nothing is
         scanned with a pattern set that is still being compiled."""
@@ -343,14 +410,16 @@ class Masker:
         finally:
             with self._lock:
                 self._batch -= 1
+                if not self._batch and self._parts is not None:
+                    self._start_part()  # the last part: what was added since the others
                 if not self._batch and self._unsorted:
                     self._sorted = sorted([*self._sorted, *self._unsorted])
                     self._unsorted = []
                 added = len(self._patterns) - self.snapshot.count
                 if not self._batch and added and not self.snapshot.layers and background:
                     self._ready.clear()
-                    threading.Thread(target=self._compile_first, args=(len(self._patterns),), daemon=True,
-                                     name="runnerlib-mask-compile").start()
+                    threading.Thread(target=self._compile_first, args=(len(self._patterns), self._take_parts()),
+                                     daemon=True, name="runnerlib-mask-compile").start()
                 elif not self._batch and added and not self.snapshot.layers:
                     self._publish_base_now()
                 elif not self._batch and added:
@@ -408,24 +477,30 @@ class Masker:
         return tuple(layers)
 
     def _build_layer(self, start: int, stop: int, engine: str, base: bool = False,
-                     prefixes: list[bytes] | None = None) -> _Layer:
+                     prefixes: list[bytes] | None = None, parts: KeyedParts | None = None) -> _Layer:
         patterns = self._patterns[start:stop]
         if prefixes is None:
             prefixes = list(dict.fromkeys(p[:PREFIX_LEN] for p in patterns if len(p) > PREFIX_LEN))
         quick = not base  # a delta is rebuilt on every add: build time matters more than scan speed
         # A base layer also finds the known-format prefixes (MaskSnapshot.find_with_known): one pass per write.
         extra = known_formats.PREFIXES if base else ()
+        # The prefix filter first: built in this thread while the last parts (if any) compile.
+        heads = build_head_matcher(prefixes, engine, quick_build=quick) if prefixes else None
         return _Layer(start, stop, build_matcher(patterns, engine, quick_build=quick, extra=extra,
-                                                 extra_max=known_formats.DENSE_HITS),
-                      build_head_matcher(prefixes, engine, quick_build=quick) if prefixes else None, base)
+                                                 extra_max=known_formats.DENSE_HITS, parts=parts), heads, base)
 
-    def _compile_first(self, stop: int) -> None:
+    def _take_parts(self) -> KeyedParts | None:
+        # Called with the lock held: the parts of the first set (every pattern so far), for its compilation.
+        parts, self._parts, self._part_from = self._parts, None, 0
+        return parts
+
+    def _compile_first(self, stop: int, parts: KeyedParts | None = None) -> None:
         """A background batch's first compilation (see batch); `current()` waits until it is published."""
         try:
             with self._lock:
                 prefixes = list(self._prefixes)
             try:
-                base = self._build_layer(0, stop, self.engine, base=True, prefixes=prefixes)
+                base = self._build_layer(0, stop, self.engine, base=True, prefixes=prefixes, parts=parts)
             except Exception as exc:  # noqa: BLE001 - fall back to the delta engine: correct, slower
                 log.error("masking: compiling the patterns failed (%s: %s); masking stays correct but slower",
                           type(exc).__name__, exc)
@@ -440,7 +515,7 @@ class Masker:
     def _publish_base_now(self) -> None:
         # Called with the lock held: everything as one main-engine layer, compiled in this thread.
         self._publish((self._build_layer(0, len(self._patterns), self.engine, base=True,
-                                         prefixes=list(self._prefixes)),))
+                                         prefixes=list(self._prefixes), parts=self._take_parts()),))
 
     def _publish(self, layers: tuple[_Layer, ...]) -> None:
         self.snapshot = MaskSnapshot(layers, self._maxlen, (self._sorted, self._recent), self._short, self.replacement,

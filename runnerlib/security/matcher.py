@@ -176,20 +176,24 @@ class HyperscanMatcher:
     name = "hyperscan"
 
     def __init__(self, patterns: Sequence[bytes], *, keyed: bool | None = None, extra: Sequence[bytes] = (),
-                 extra_max: int = 64) -> None:
+                 extra_max: int = 64, parts: KeyedParts | None = None) -> None:
         if _hyperscan is None:
             raise RuntimeError("the hyperscan module is not installed; use engine='ahocorasick'")
         self.patterns = list(patterns)
-        plain = self.patterns
-        # Two C-speed tests for the usual set (no NUL, nothing too long) rather than two passes of Python.
-        if b"\0" in b"\n".join(plain) or max(map(len, plain), default=0) > HS_MAX_LITERAL:
-            plain = [p for p in self.patterns if b"\0" not in p and len(p) <= HS_MAX_LITERAL]
-        self._side = AhoCorasickMatcher([p for p in self.patterns if b"\0" in p or len(p) > HS_MAX_LITERAL]
-                                        if plain is not self.patterns else [])
         self._local = threading.local()
         self.extra: list[bytes] = []
         self.whole = threading.Event()  # set once no database is still to be swapped in
         self._whole_now = threading.Event()  # start compiling the whole database without the delay (hurry)
+        self._extra_max = extra_max
+        self._plain: _Tables | None = None  # compiled without the extras at the first dense buffer
+        if parts is not None:
+            # Compiled part by part while the patterns were produced (KeyedParts): wait for the last parts.
+            self._tables, plain, side = parts.finish()
+            self._side = AhoCorasickMatcher(side)
+            self._start_whole(plain, True)  # keys: the whole database scans faster
+            return
+        plain, side = _plain_and_side(self.patterns)
+        self._side = AhoCorasickMatcher(side)
         split = len(plain) > SPLIT_MIN_KEYS and _cpu_count() > 1
         if split:
             _steady_heap()
@@ -208,17 +212,19 @@ class HyperscanMatcher:
                 dbs = (_compile(key_list, range(len(key_list))),) if key_list else ()
                 tables()
             self._tables = _Tables(dbs, [len(k) for k in key_list], members)
-            if split:
-                threading.Thread(target=_compile_whole, args=(weakref.ref(self), plain), daemon=True,
-                                 name="runnerlib-mask-hs-whole").start()
-            else:
-                self.whole.set()  # nothing will replace the keys
+            self._start_whole(plain, split)  # nothing will replace keys that are not split
         else:
             self.extra = [bytes(e) for e in extra if e and b"\0" not in e]
             self._tables = _whole_tables(plain, self.extra)
             self.whole.set()
-        self._extra_max = extra_max
-        self._plain: _Tables | None = None  # compiled without the extras at the first dense buffer
+
+    def _start_whole(self, plain: list[bytes], later: bool) -> None:
+        """Compile the whole database of `plain` in the background if `later`, else say that none will come."""
+        if later:
+            threading.Thread(target=_compile_whole, args=(weakref.ref(self), plain), daemon=True,
+                             name="runnerlib-mask-hs-whole").start()
+        else:
+            self.whole.set()
 
     def hurry(self) -> None:
         """Start compiling the whole database now rather than after WHOLE_DELAY (benchmarks, wait_merged)."""
@@ -227,9 +233,14 @@ class HyperscanMatcher:
     def find(self, data: bytes) -> list[tuple[int, int]]:
         return self.scan(data)[0]
 
-    def scan(self, data: bytes) -> tuple[list[tuple[int, int]], list[tuple[int, int]] | None]:
+    def scan(self, data: bytes, beside: Callable[[bytes], list[tuple[int, int]] | None] | None = None
+             ) -> tuple[list[tuple[int, int]], list[tuple[int, int]] | None]:
         """`find(data)`, and the (start, index in `extra`) of every extra literal in `data` from the same
-        pass; None instead when there are no extras or more than `extra_max` hits of them."""
+        pass; None instead when there are no extras or more than `extra_max` hits of them.
+
+        `beside`: for a set without extras, a scan whose answer is returned in their place when it can run in
+        the helper thread of a parallel scan, next to the databases it scans (the known-format prefilter, in
+        the time that thread would otherwise wait); None when it did not run."""
         out = self._side.find(data) if self._side.patterns else []
         tables = self._tables  # read once: _compile_whole may swap in the whole database meanwhile
         if not tables.dbs or not data:
@@ -237,15 +248,17 @@ class HyperscanMatcher:
         if not isinstance(data, bytes):
             data = bytes(data)
         extra: list[tuple[int, int]] | None = [] if tables.masked < len(tables.key_len) else None
-        if extra is None and len(tables.dbs) == 2 and len(data) >= PARALLEL_SCAN_MIN:
-            # A large set's keyed halves (no extras there): python-hyperscan releases the GIL while it scans,
-            # so the second database runs in a helper thread meanwhile.
+        if extra is None and len(tables.dbs) >= 2 and len(data) >= PARALLEL_SCAN_MIN:
+            # A large set's keyed databases (no extras there): python-hyperscan releases the GIL while it scans,
+            # so the second half of them runs in a helper thread meanwhile.
             scratches, other = self._scratches(tables), []  # type: list[Any], list[tuple[int, int]]
-            first, second = (_Tables((db,), tables.key_len, tables.members) for db in tables.dbs)
-            _scan_helper().run_with(_scan_tables, (second, scratches[1:], data, other, None, 0),
-                                    lambda: _scan_tables(first, scratches[:1], data, out, None, 0))
+            h = len(tables.dbs) // 2
+            first, second = (_Tables(dbs, tables.key_len, tables.members) for dbs in (tables.dbs[:h], tables.dbs[h:]))
+            aside: list[list[tuple[int, int]] | None] = [None]
+            _scan_helper().run_with(_scan_beside, (second, scratches[h:], data, other, beside, aside),
+                                    lambda: _scan_tables(first, scratches[:h], data, out, None, 0))
             out.extend(other)
-            return out, None
+            return out, aside[0]
         try:
             _scan_tables(tables, self._scratches(tables), data, out, extra, self._extra_max)
         except _hyperscan.ScanTerminated:
@@ -345,6 +358,25 @@ def _scan_tables(tables: _Tables, scratches: list[Any], data: bytes, out: list[t
         db.scan(data, match_event_handler=on_match, scratch=scratch)
 
 
+def _plain_and_side(patterns: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """The patterns Hyperscan can take, and the others (a NUL byte, or too long) for an ahocorasick-rs side
+    matcher."""
+    # Two C-speed tests for the usual set (no NUL, nothing too long) rather than two passes of Python.
+    if b"\0" not in b"\n".join(patterns) and max(map(len, patterns), default=0) <= HS_MAX_LITERAL:
+        return patterns, []
+    return ([p for p in patterns if b"\0" not in p and len(p) <= HS_MAX_LITERAL],
+            [p for p in patterns if b"\0" in p or len(p) > HS_MAX_LITERAL])
+
+
+def _scan_beside(tables: _Tables, scratches: list[Any], data: bytes, out: list[tuple[int, int]],
+                 beside: Callable[[bytes], list[tuple[int, int]] | None] | None,
+                 aside: list[list[tuple[int, int]] | None]) -> None:
+    """The helper thread's share of a parallel scan: its databases, then `beside(data)` into aside[0]."""
+    _scan_tables(tables, scratches, data, out, None, 0)
+    if beside is not None:
+        aside[0] = beside(data)
+
+
 def _whole_tables(plain: list[bytes], extra: Sequence[bytes] = ()) -> _Tables:
     literals = [*plain, *extra]
     return _Tables((_compile(literals, range(len(literals))),) if literals else (), [len(p) for p in literals],
@@ -389,10 +421,12 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _compile(keys: list[bytes], ids: Iterable[int]) -> Any:
+def _compile(keys: list[bytes], ids: Iterable[int], first_id: int = 0) -> Any:
+    """A database of keys[i] for i in `ids`, each reported as id `first_id + i`."""
     ids = list(ids)
     db = _hyperscan.Database(mode=_hyperscan.HS_MODE_BLOCK)
-    db.compile(expressions=[keys[i] for i in ids], ids=ids, elements=len(ids), flags=0, literal=True)
+    db.compile(expressions=[keys[i] for i in ids], ids=[first_id + i for i in ids] if first_id else ids,
+               elements=len(ids), flags=0, literal=True)
     return db
 
 
@@ -419,6 +453,74 @@ def _compile_split(keys: list[bytes], meanwhile: Callable[[], object] = lambda: 
         if isinstance(results[i], BaseException):
             raise results[i]
     return results[0], results[1]
+
+
+class KeyedParts:
+    """A large pattern set compiled part by part as it is produced.
+
+    Each `add` starts compiling its literals (distinct, and not in an earlier part) as keys (literal_keys) in a
+    database of their own, in a thread, at most one compilation per processor at a time; `finish` waits for them
+    and gives the tables of every part. `HyperscanMatcher(patterns, parts=p)` takes them, where `patterns` are
+    the literals of every part. Usage, as the masker does it for a batch of secrets:
+
+        parts = KeyedParts()
+        parts.add(forms_of_the_first_secrets)   # compiling from here
+        parts.add(forms_of_the_others)
+        matcher = HyperscanMatcher([*forms_of_the_first_secrets, *forms_of_the_others], parts=parts)
+    """
+
+    def __init__(self) -> None:
+        if _hyperscan is None:
+            raise RuntimeError("the hyperscan module is not installed")
+        _steady_heap()
+        self._slots = threading.Semaphore(_cpu_count())
+        self._key_len: list[int] = []
+        self._plain: list[bytes] = []
+        self._side: list[bytes] = []
+        self._threads: list[threading.Thread] = []
+        self._results: list[Any] = []  # per part: (database, members), or the exception its compilation raised
+
+    def __len__(self) -> int:
+        """Parts added so far."""
+        return len(self._threads)
+
+    def add(self, literals: Sequence[bytes]) -> None:
+        """Start compiling `literals` as one more part."""
+        plain, side = _plain_and_side(list(literals))
+        self._side.extend(side)
+        if not plain:
+            return
+        keys = literal_keys(plain, KEY_MIN, KEY_GROUP_MAX)
+        first = len(self._key_len)  # ids are global: one table of key lengths and members for every part
+        self._key_len.extend(map(len, keys))
+        self._plain.extend(plain)
+        self._results.append(None)
+        thread = threading.Thread(target=self._compile_part, args=(len(self._threads), keys, first, plain),
+                                  daemon=True, name=f"runnerlib-mask-hs-part{len(self._threads)}")
+        self._threads.append(thread)
+        thread.start()
+
+    def _compile_part(self, i: int, keys: dict[bytes, list[int]], first: int, plain: list[bytes]) -> None:
+        try:
+            with self._slots:
+                db = _compile(list(keys), range(len(keys)), first)
+            # What each key stands for: Python work, done while another part compiles.
+            members = [None if len(m) == 1 and len(plain[m[0]]) == len(k) else tuple(plain[j] for j in m)
+                       for k, m in keys.items()]
+            self._results[i] = (db, members)
+        except BaseException as exc:  # noqa: BLE001 - raised again by finish(), in the caller's thread
+            self._results[i] = exc
+
+    def finish(self) -> tuple[_Tables, list[bytes], list[bytes]]:
+        """Wait for every part: (their tables, the literals they hold, the literals Hyperscan cannot take)."""
+        for thread in self._threads:
+            thread.join()
+        members: list[tuple[bytes, ...] | None] = []
+        for result in self._results:
+            if isinstance(result, BaseException):
+                raise result
+            members.extend(result[1])
+        return (_Tables(tuple(r[0] for r in self._results), self._key_len, members), self._plain, self._side)
 
 
 # The whole database is compiled this long after the keyed ones are in use (or at once when asked: hurry): an
@@ -478,11 +580,12 @@ def default_engine() -> str:
 
 
 def build_matcher(patterns: Sequence[bytes], engine: str | None = None, *, quick_build: bool = False,
-                  extra: Sequence[bytes] = (), extra_max: int = 64) -> Matcher:
+                  extra: Sequence[bytes] = (), extra_max: int = 64, parts: KeyedParts | None = None) -> Matcher:
     """Compile `patterns` (non-empty byte strings) with `engine` (default: `default_engine()`).
 
     `quick_build` favours build time over scan speed (small delta layers rebuilt on every add). `extra`:
     literals the Hyperscan engine also finds, reported apart (HyperscanMatcher.scan); other engines ignore them.
+    `parts`: `patterns` already being compiled by the Hyperscan engine (KeyedParts); `extra` is not taken then.
     """
     name = engine or default_engine()
     if name not in ENGINES:
@@ -491,6 +594,8 @@ def build_matcher(patterns: Sequence[bytes], engine: str | None = None, *, quick
         raise ValueError("an empty pattern would match everywhere")
     if name == "ahocorasick":
         return AhoCorasickMatcher(patterns, quick_build=quick_build)
+    if name == "hyperscan" and parts is not None:
+        return HyperscanMatcher(patterns, parts=parts)
     if name == "hyperscan" and extra:
         return HyperscanMatcher(patterns, extra=extra, extra_max=extra_max)
     return ENGINES[name](patterns)

@@ -107,14 +107,10 @@ class SecretRegistry:
         return len(accepted)
 
     def _add_forms(self, values: list[bytes]) -> None:
-        # Called with the lock held.
-        patterns: list[bytes] = []
-        triggers: list[bytes] = []
-        for v in values:
-            masked, found_by = secret_forms(v, min_length=self.min_length)
-            patterns.extend(masked)
-            triggers.extend(found_by)
-        self._masker.add(patterns, triggers=triggers)
+        # Called with the lock held. The forms are computed as the masker takes them: a large start-up batch
+        # compiles its first part while the rest are computed (Masker.add_forms).
+        min_length = self.min_length
+        self._masker.add_forms((secret_forms(v, min_length=min_length) for v in values), len(values))
 
     def _wait_for_streams(self) -> None:
         # A write that read the old pattern set before the swap may still be running: wait for it, so that

@@ -66,10 +66,11 @@ class MaskedStream:
         self._closed = False
         self.last_write = time.monotonic()
         self.bytes_in = 0
-        # `scanned_sink(buf[start:stop], hits, start, stop)` instead of `sink` for bytes passed on unchanged, with
-        # the known-format prefixes `hits` found in `buf` by the masker's own pass (MaskSnapshot.find_with_known):
-        # the known-formats stage then needs no scan of its own.
-        self.scanned_sink: Callable[[bytes, list[tuple[int, int]], int, int], object] | None = None
+        # `scanned_sink(data, hits, kept)` instead of `sink`, with the known-format prefixes `hits` found in `buf`
+        # by the masker's own pass (MaskSnapshot.find_with_known), and where `data` holds bytes of `buf` as
+        # they were: (start, stop, offset in data) of each unchanged run (the rest of `data` is replacements).
+        # The known-formats stage then needs no scan of its own.
+        self.scanned_sink: Callable[[bytes, list[tuple[int, int]], list[tuple[int, int, int]]], object] | None = None
 
     @property
     def closed(self) -> bool:
@@ -113,14 +114,15 @@ class MaskedStream:
                 self._masked_until = -1
                 self._line_start = buf[-1] == 0x0A
                 if known is not None:
-                    self.scanned_sink(buf, known, 0, len(buf))  # type: ignore[misc]
+                    self.scanned_sink(buf, known, [(0, len(buf), 0)])  # type: ignore[misc]
                 else:
                     self._sink(buf)
                 return n
             limit = max(live, len(buf) - self._hold_cap)
             out: list[bytes] = []
+            kept: list[tuple[int, int, int]] | None = [] if known is not None else None
             emitted, masked_until = render(buf, occurrences, self._emitted, self._masked_until, limit,
-                                           snap.replacement, out)
+                                           snap.replacement, out, kept)
             # Keep from the earliest live partial match on: the next write completes or refutes it.
             keep = min(keep, emitted)
             if keep:
@@ -128,11 +130,12 @@ class MaskedStream:
             self._buf = buf[keep:]
             self._emitted = emitted - keep
             self._masked_until = masked_until - keep if masked_until >= keep else -1
-            if known is not None and not occurrences and out:
-                # Unchanged bytes (a tail held back for the next write: the usual piece ends inside a line).
-                self.scanned_sink(out[0], known, emitted - len(out[0]), emitted)  # type: ignore[misc]
-            elif out:
-                self._sink(out[0] if len(out) == 1 else b"".join(out))
+            if out:
+                data = out[0] if len(out) == 1 else b"".join(out)
+                if kept is not None:
+                    self.scanned_sink(data, known, kept)  # type: ignore[misc, arg-type]
+                else:
+                    self._sink(data)
             return n
 
     def _emit_plain(self, buf: bytes) -> None:

@@ -239,3 +239,78 @@ def test_every_form_masked_by_a_split_keyed_base_before_and_after_the_swap(go: t
     # Control: the encoding is in the document, cut by a line break (no literal pattern can match it).
     core = base64_forms(secrets[2])[1 + len(prefix) % 3]
     assert core in wrapped_doc.replace(b"\n", b"") and core not in wrapped_doc
+
+
+@pytest.fixture
+def in_parts(go: threading.Event, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """A batch's first set compiled in parts (matcher.KeyedParts) from a few dozen literals: four parts for the
+    secrets below (the whole database waits for `go`, as above)."""
+    from runnerlib.security import masker
+
+    monkeypatch.setattr(masker, "PART_LITERALS", 60)
+    monkeypatch.setattr(masker, "MAX_PARTS", 4)
+    return go
+
+
+PART_SECRETS = [b"s3cr3t&value/%d+x=y" % i for i in range(8)] + [b"nul\0inside-secret", b"\xc3\xa4-utf8-secret"]
+
+
+def _parted_registry(background: bool) -> SecretRegistry:
+    registry = SecretRegistry()
+    with registry.batch(background=background):
+        registry.add_many(PART_SECRETS, source="test")
+    registry._masker.current()
+    return registry
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_large_batch_compiles_in_parts_and_masks_every_form(in_parts: threading.Event, background: bool) -> None:
+    """The first set of a batch, compiled part by part as its forms are computed (four databases, then the whole
+    one): every form of every secret is masked in both states, and every occurrence the reference finds in a
+    document of all of them (1 MiB: the parts scanned in two threads) is found, once."""
+    registry = _parted_registry(background)
+    base = registry._masker.snapshot.layers[0].matcher
+    assert len(base._tables.dbs) == 4 and not base.whole.is_set()
+    patterns = registry._masker._patterns
+    filler = b"plain log text 0123456789abcdef\n" * 1024
+    text = b"".join(p + filler[: 997 * (i % 7)] for i, p in enumerate(patterns)) + filler * 8
+    assert len(text) >= matcher.PARALLEL_SCAN_MIN
+    expected = sorted(build_matcher(patterns, "reference").find(text))
+    for state in ("parts", "whole"):
+        got = base.find(text)
+        assert sorted(got) == expected and len(got) == len(set(got)), state
+        for secret in PART_SECRETS:
+            for form in secret_variants(secret):
+                assert form not in registry.mask(b"x " + form + b" y"), (state, form)
+        in_parts.set()
+        assert registry.wait_merged(60)
+        assert len(base._tables.dbs) == 1
+
+
+def test_a_small_batch_is_not_compiled_in_parts(in_parts: threading.Event, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Control: below two parts' worth of literals, the batch compiles as before (one add, split or whole)."""
+    from runnerlib.security import masker
+
+    monkeypatch.setattr(masker, "PART_LITERALS", 10 ** 6)
+    registry = _parted_registry(False)
+    assert len(registry._masker.snapshot.layers[0].matcher._tables.dbs) == 2  # split (SPLIT_MIN_KEYS is 4 here)
+    in_parts.set()
+
+
+def test_a_part_that_fails_to_compile_leaves_masking_correct(in_parts: threading.Event,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part's compilation raising (out of memory, say): the background batch falls back to the delta engine and
+    every secret is still masked; the error names the exception, never a pattern."""
+    real = matcher._compile
+
+    def failing(keys: list[bytes], ids: object, first_id: int = 0) -> object:
+        if first_id:
+            raise MemoryError("hs_compile_lit_multi: out of memory")
+        return real(keys, ids, first_id)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(matcher, "_compile", failing)
+    registry = _parted_registry(True)
+    assert registry._masker.snapshot.layers[0].matcher.name == "ahocorasick"
+    for secret in PART_SECRETS:
+        assert secret not in registry.mask(b"x " + secret + b" y")
+    in_parts.set()
