@@ -11,6 +11,7 @@ import click
 
 from runnerlib.cli.app import main
 from runnerlib.security.known_formats import MaskedThenKnown, NoticeOnce
+from runnerlib.security.masker import MaskingFailed
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.security.secret_sources import SecretsDocumentError, load_secrets
 from runnerlib.security.stream import pump, write_all
@@ -49,8 +50,8 @@ def mask(secret_env: tuple[str, ...], secrets_file: str | None, min_length: int,
         click.echo(f"runnerlib mask: warning: --secret-env names unset variable(s): {', '.join(missing)}",
                    err=True)
     try:
-        # One compilation with the main engine, in a thread while the input is awaited; the first write waits
-        # for it: full speed from the first byte, and no wait at all for an empty input.
+        # The forms and one compilation with the main engine, in a thread while the input is awaited; the first
+        # write waits for them: full speed from the first byte, and no wait at all for an empty input.
         with registry.batch(background=True):
             load_secrets(registry, environ=os.environ, secret_env_names=list(secret_env),
                          secrets_file=secrets_file)
@@ -66,6 +67,8 @@ def mask(secret_env: tuple[str, ...], secrets_file: str | None, min_length: int,
         # Up to 1 MiB a read: a file or a full pipe goes through in fewer, larger writes (each write costs a
         # fixed few microseconds of Python); os.read still returns at once what a slow writer has written.
         pump(stdin_fd, stream, idle_flush=idle_flush, read_size=1 << 20)
+    except MaskingFailed as exc:
+        raise click.ClickException(str(exc)) from None
     except BrokenPipeError:
         # The reader went away (`runnerlib mask < log | head`): like cat, stop quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), stdout_fd)

@@ -22,7 +22,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from runnerlib.security import known_formats, wrapped
@@ -59,6 +59,10 @@ PART_LITERALS = 20000
 MAX_PARTS = 4
 # add_forms sizes a batch's parts from the forms of its first this many secrets.
 PART_PROBE = 32
+
+
+class MaskingFailed(RuntimeError):
+    """The secrets could not be registered (a background fill failed): nothing can be written masked."""
 
 
 @dataclass(frozen=True)
@@ -271,10 +275,11 @@ class Masker:
         self._triggers: set[bytes] = set()
         self._unsorted: list[bytes] = []  # added inside a batch, not yet in _sorted
         self._batch = 0  # depth of batch() blocks: adds are compiled once, at the end
-        self._batch_background = False
         self._ready = threading.Event()  # cleared while a batch's first compilation runs in the background
         self._ready.set()
         self._parts: KeyedParts | None = None  # a batch's first set, compiling part by part (add_forms)
+        self._filler: threading.Thread | None = None  # a background fill (fill_in_background) while it runs
+        self._fill_error: Exception | None = None
         self._part_from = 0  # patterns from here on are in no part yet
         self.snapshot = MaskSnapshot((), 0, ([],), set(), replacement, 0)
 
@@ -300,6 +305,7 @@ class Masker:
         around it (see runnerlib.security.wrapped). A byte string both added as a pattern and as a trigger is
         masked.
         """
+        self._wait_for_fill()
         with self._lock:
             # Comprehensions over distinct values (the 75,000 patterns of `runnerlib mask` at N=1,000 spent
             # 0.15 s in a per-pattern loop): patterns first, then the triggers that are not patterns.
@@ -352,6 +358,7 @@ class Masker:
         the rest are computed: `runnerlib mask` at N=1,000 waited 0.4 s of Python before the first key compiled.
         """
         forms = iter(forms)
+        self._wait_for_fill()
         with self._lock:
             parted = (self._batch > 0 and self.engine == "hyperscan" and not self.snapshot.layers
                       and (self._parts is not None or not self._patterns))
@@ -387,44 +394,92 @@ class Masker:
         self._part_from = len(self._patterns)
 
     def current(self) -> MaskSnapshot:
-        """The latest snapshot, once the first compilation of a background batch (if any) is done: nothing is
-        scanned with a pattern set that is still being compiled."""
+        """The latest snapshot, once a background fill (if any) is compiled: nothing is scanned with a pattern
+        set that is still being computed or compiled. Raises if the fill failed (see fill_in_background)."""
         if not self._ready.is_set():
             self._ready.wait()
+        if self._fill_error is not None:
+            # The type only: an exception raised while computing a secret's forms may quote its bytes.
+            raise MaskingFailed(f"masking: registering the secrets failed ({type(self._fill_error).__name__}); "
+                                "nothing is written unmasked")
         return self.snapshot
 
-    @contextlib.contextmanager
-    def batch(self, *, background: bool = False) -> Iterator[None]:
-        """Add many patterns at start-up with one compilation: adds inside the block are compiled when it
-        ends, all at once with the main engine. Only for before any stream is written: inside the block the
-        new patterns are not masked yet.
+    def fill_in_background(self, fill: Callable[[], object]) -> None:
+        """Run `fill` (adds, as one batch) and the compilation of what it adds in a thread; `current()` (every
+        stream write and `mask()`) waits for them, and so does `add()` from any other thread.
 
-        `background`: when the block ends, compile the first set in a thread; `current()` (every stream write
-        and `mask()`) waits for it. A filter can so read its input while the engine compiles, and an empty
-        input never waits for a compilation it does not need.
+        `runnerlib mask` computes its secrets' forms so while it waits for its input: an empty input never pays
+        for them. If `fill` raises, `current()` raises too: no write goes out masked with part of the secrets.
+        If only the main engine's compilation fails, the delta engine masks instead (correct, slower).
+        """
+        with self._lock:
+            self._ready.clear()
+            thread = threading.Thread(target=self._fill, args=(fill,), daemon=True, name="runnerlib-mask-compile")
+            self._filler = thread
+            thread.start()
+
+    def _wait_for_fill(self) -> None:
+        # Another thread's add waits for a background fill: it then lands after the fill's first set, as a delta.
+        filler = self._filler
+        if filler is not None and filler is not threading.current_thread():
+            self._ready.wait()
+
+    def _fill(self, fill: Callable[[], object]) -> None:
+        try:
+            with self._lock:
+                self._batch += 1
+            try:
+                fill()
+            except Exception as exc:  # noqa: BLE001 - current() raises in its place
+                self._fill_error = exc
+            finally:
+                self._end_batch(fallback=True)
+        except Exception as exc:  # noqa: BLE001 - even the fallback failed: current() raises
+            self._fill_error = self._fill_error or exc
+        finally:
+            self._filler = None
+            self._ready.set()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Add many patterns at start-up with one compilation: adds inside the block are compiled when it
+        ends, all at once with the main engine (a large first set in parts as it comes: add_forms). Only for
+        before any stream is written: inside the block the new patterns are not masked yet.
         """
         with self._lock:
             self._batch += 1
         try:
             yield
         finally:
-            with self._lock:
-                self._batch -= 1
-                if not self._batch and self._parts is not None:
-                    self._start_part()  # the last part: what was added since the others
-                if not self._batch and self._unsorted:
-                    self._sorted = sorted([*self._sorted, *self._unsorted])
-                    self._unsorted = []
-                added = len(self._patterns) - self.snapshot.count
-                if not self._batch and added and not self.snapshot.layers and background:
-                    self._ready.clear()
-                    threading.Thread(target=self._compile_first, args=(len(self._patterns), self._take_parts()),
-                                     daemon=True, name="runnerlib-mask-compile").start()
-                elif not self._batch and added and not self.snapshot.layers:
-                    self._publish_base_now()
-                elif not self._batch and added:
-                    self._publish(self._layers_with(added))
-                    self._schedule_merge()
+            self._end_batch()
+
+    def _end_batch(self, fallback: bool = False) -> None:
+        """End a batch block; the outermost compiles what it added. `fallback`: if the main engine fails on a
+        first set, use the delta engine (a background fill has no caller to raise to)."""
+        with self._lock:
+            self._batch -= 1
+            if self._batch:
+                return
+            if self._parts is not None:
+                self._start_part()  # the last part: what was added since the others
+            if self._unsorted:
+                self._sorted = sorted([*self._sorted, *self._unsorted])
+                self._unsorted = []
+            added = len(self._patterns) - self.snapshot.count
+            if not added:
+                return
+            if self.snapshot.layers:
+                self._publish(self._layers_with(added))
+                self._schedule_merge()
+                return
+            try:
+                self._publish_base_now()
+            except Exception as exc:
+                if not fallback:
+                    raise
+                log.error("masking: compiling the patterns failed (%s: %s); masking stays correct but slower",
+                          type(exc).__name__, exc)
+                self._publish((self._build_layer(0, len(self._patterns), self._delta_engine()),))
 
     def wait_merged(self, timeout: float | None = None) -> bool:
         """Merge now and block until one base layer holds everything (benchmarks, tests); True if settled."""
@@ -493,24 +548,6 @@ class Masker:
         # Called with the lock held: the parts of the first set (every pattern so far), for its compilation.
         parts, self._parts, self._part_from = self._parts, None, 0
         return parts
-
-    def _compile_first(self, stop: int, parts: KeyedParts | None = None) -> None:
-        """A background batch's first compilation (see batch); `current()` waits until it is published."""
-        try:
-            with self._lock:
-                prefixes = list(self._prefixes)
-            try:
-                base = self._build_layer(0, stop, self.engine, base=True, prefixes=prefixes, parts=parts)
-            except Exception as exc:  # noqa: BLE001 - fall back to the delta engine: correct, slower
-                log.error("masking: compiling the patterns failed (%s: %s); masking stays correct but slower",
-                          type(exc).__name__, exc)
-                base = self._build_layer(0, stop, self._delta_engine())
-            with self._lock:
-                self._install_merged(base)
-                if len(self.snapshot.layers) > 1:
-                    self._schedule_merge()
-        finally:
-            self._ready.set()
 
     def _publish_base_now(self) -> None:
         # Called with the lock held: everything as one main-engine layer, compiled in this thread.

@@ -107,8 +107,8 @@ class SecretRegistry:
         return len(accepted)
 
     def _add_forms(self, values: list[bytes]) -> None:
-        # Called with the lock held. The forms are computed as the masker takes them: a large start-up batch
-        # compiles its first part while the rest are computed (Masker.add_forms).
+        # Uses the masker only (its own lock). The forms are computed as the masker takes them: a large start-up
+        # batch compiles its first part while the rest are computed (Masker.add_forms).
         min_length = self.min_length
         self._masker.add_forms((secret_forms(v, min_length=min_length) for v in values), len(values))
 
@@ -164,15 +164,16 @@ class SecretRegistry:
     def batch(self, *, background: bool = False) -> contextlib.AbstractContextManager[None]:
         """A block of start-up additions compiled once, with the main engine, when it ends (`runnerlib mask`
         loads its secrets in one): the first write of a stream then scans at full speed. Use it before any
-        stream is written: inside it, new secrets are not masked yet. `background=True` compiles in a thread
-        when the block ends; writes and `mask()` wait for it (a filter reads its input meanwhile)."""
+        stream is written: inside it, new secrets are not masked yet. `background=True`: their forms are
+        computed and compiled in a thread when the block ends; writes and `mask()` wait for it (a filter reads
+        its input meanwhile, and an empty input never waits; see Masker.fill_in_background)."""
         return self._batch(background)
 
     @contextlib.contextmanager
     def _batch(self, background: bool) -> Iterator[None]:
         # The forms of the values added inside go to the masker in one add when the outermost block ends: one
         # add per value (load_secrets adds them one by one) cost 0.1-0.2 s more for `runnerlib mask`'s 1,400.
-        with self._masker.batch(background=background):
+        with contextlib.nullcontext() if background else self._masker.batch():
             with self._lock:
                 self._batch_depth += 1
             try:
@@ -183,7 +184,10 @@ class SecretRegistry:
                     values = self._batch_values if not self._batch_depth else []
                     if values:
                         self._batch_values = []
-                        self._add_forms(values)
+                        if background:
+                            self._masker.fill_in_background(lambda: self._add_forms(values))
+                        else:
+                            self._add_forms(values)
 
     def triggers(self) -> list[bytes]:
         """The trigger fragments searched (not masked) to find wrapped and dumped forms (security.wrapped)."""
