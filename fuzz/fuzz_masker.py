@@ -7,7 +7,8 @@ splits: MaskedStream output == SecretRegistry.mask(whole text) on every engine, 
 text) unless a wrapped-form trigger occurs in it (the wrapped view then masks more); no planted secret survives
 whole. Half the time the text is the secrets' base64 or hex dump, wrapped at a fuzzer-chosen width, or the
 `od -c` dump of the text and a secret (a fuzzer-chosen number of bytes a line, with or without offsets), or a
-line holding a secret with a colour code inserted at a fuzzer-chosen byte.
+line holding a secret with a colour code inserted at a fuzzer-chosen byte, or the beginning of a longer secret
+followed by `...` (truncated.py: no piece of HEAD bytes or more survives).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
+    from runnerlib.security import truncated
     from runnerlib.security.masker import reference_mask
     from runnerlib.security.matcher import available_engines
     from runnerlib.security.registry import SecretRegistry
@@ -42,11 +44,19 @@ def TestOneInput(data: bytes) -> None:
     chunks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     engine = ENGINES[fdp.ConsumeIntInRange(0, len(ENGINES) - 1)]
 
+    cut_piece = b""
     if fdp.ConsumeBool():  # an encoded document of the text and a secret, wrapped (security/wrapped.py)
         body = text[: len(text) // 2] + secrets[0] + text[len(text) // 2:]
-        how = fdp.ConsumeIntInRange(0, 3)
+        how = fdp.ConsumeIntInRange(0, 4)
         width = fdp.ConsumeIntInRange(16, 100)
-        if how == 3:
+        if how == 4:  # the beginning of a longer secret cut short by a tool, then `...` (security/truncated.py)
+            secrets[0] += some_bytes(fdp.ConsumeIntInRange(1, 30))
+            cut = fdp.ConsumeIntInRange(min(truncated.HEAD, len(secrets[0])), len(secrets[0]))
+            marker = truncated.MARKERS[fdp.ConsumeIntInRange(0, len(truncated.MARKERS) - 1)]
+            text = text[: len(text) // 2] + secrets[0][:cut] + marker + text[len(text) // 2:]
+            if truncated.HEAD <= cut < len(secrets[0]) and b"\n" not in secrets[0][:cut]:
+                cut_piece = secrets[0][:cut]
+        elif how == 3:
             cut = fdp.ConsumeIntInRange(0, len(secrets[0]))
             code = (b"\x1b[31m", b"\x1b[m\x1b[K", b"\x1b[01;31m\x1b[K")[fdp.ConsumeIntInRange(0, 2)]
             text = text[: len(text) // 2] + secrets[0][:cut] + code + secrets[0][cut:] + text[len(text) // 2:]
@@ -73,6 +83,8 @@ def TestOneInput(data: bytes) -> None:
     for s in registry.secrets():
         if s in got and b"***" not in s:
             raise AssertionError("a whole secret survived")
+    if cut_piece and not small and b"*" not in cut_piece and cut_piece in got:
+        raise AssertionError("the beginning of a secret cut short by `...` survived")
 
 
 def od_c_dump(data: bytes, per_line: int, offsets: bool) -> bytes:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from runnerlib.security import known_formats, wrapped
+from runnerlib.security import known_formats, truncated, wrapped
 from runnerlib.security.matcher import KeyedParts, Matcher, build_head_matcher, build_matcher, default_engine
 
 log = logging.getLogger("runnerlib.secrets")
@@ -138,7 +138,20 @@ class MaskSnapshot:
         # A secret found whole can be the ASCII column of a dump line (`xxd` of a short secret): its hex digits
         # are found by the same look as a trigger's.
         masks.extend(wrapped.view_occurrences(data, found, self._find_masks, self.maxlen, line_start))
+        if len(masks) < len(found):  # a trigger hit: it may be the head of a secret cut short by `...`
+            masks.extend(truncated.occurrences(data, [o for o in found if data[o[0]:o[1]] in triggers],
+                                               self._with_head))
         return masks
+
+    def _with_head(self, head: bytes) -> list[bytes]:
+        """The patterns that start with `head`."""
+        out: list[bytes] = []
+        for patterns in self._sorted:
+            i = bisect.bisect_left(patterns, head)
+            while i < len(patterns) and patterns[i].startswith(head):
+                out.append(patterns[i])
+                i += 1
+        return out
 
     def _find_masks(self, data: bytes) -> list[tuple[int, int]]:
         triggers = self.triggers
@@ -163,6 +176,8 @@ class MaskSnapshot:
             candidate = bool(self.triggers) and wrapped.quick_candidate(buf, line_start)
         if candidate:  # the last line may be part of an encoded run (`candidate`: the caller already knows)
             live = min(live, wrapped.tail_live_start(buf, self._live_start, self.maxlen, line_start))
+        if self.triggers:  # a secret's beginning, then the beginning of `...` (only a buffer ending with one)
+            live = min(live, truncated.tail_live_start(buf, self._live_start))
         return live
 
     def _live_start(self, buf: bytes) -> int:

@@ -463,12 +463,9 @@ def test_any_yaml_number_is_registered_as_written(text: str) -> None:
     assert text in values
 
 
-@pytest.mark.xfail(strict=True, reason="tools that truncate long values print a prefix of a secret and a marker: "
-                   "strace -s 32 (`\"Xk9f...\"...`), ps columns, HTTP debug logs; the stream releases a partial "
-                   "match when the marker comes. Needs a rule: a live partial match of at least 16 bytes (or half "
-                   "the secret) ended by `...`/`\\u2026`/`\"...` is masked (at the tail and mid-buffer: prefix "
-                   "patterns, or the engine's partial-match view)")
-def test_secret_truncated_by_strace() -> None:
+def test_secret_truncated_by_strace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tools that cut long values print a beginning of a secret and a marker: strace -s 32 (`"Xk9f..."...`).
+    A beginning of at least truncated.HEAD bytes followed by `...` is masked (security/truncated.py)."""
     long_token = TOKEN + TOKEN[::-1]  # 46 bytes
     registry = registry_of(long_token)
     line = b'write(1, "' + long_token + b'\\n", 47) = 47\n'
@@ -500,17 +497,23 @@ def test_set_output_of_a_byte_list(tmp_path: pytest.TempPathFactory) -> None:
     assert not leaked_at(held, TOKEN, 4)
 
 
-@pytest.mark.xfail(strict=True, reason="an encoding of an encoding: PHP's json_encode (and Java's org.json) write "
-                   "`/` as `\\/`, so the base64 of a secret holding a `/` (docker's auth, a Basic header in a "
-                   "PHP app's config dump) is not the registered base64; needs the `\\/` twin of each base64 form "
-                   "that has a `/` (about 1.5 patterns a secret)")
-def test_base64_inside_php_json() -> None:
+def test_base64_inside_php_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An encoding of an encoding: PHP's json_encode (and Java's org.json) write `/` as `\\/`, so the base64 of a
+    secret holding a `/` (docker's auth, a Basic header in a PHP app's config dump) has its `\\/` twin."""
     value = b"user:pa??w0rd>>~~1234"  # its base64 holds a `/`
     registry = registry_of(value)
     b64 = base64.b64encode(value)
     assert b"/" in b64 and registry.mask(json.dumps({"auth": b64.decode()}).encode()) == b'{"auth": "***"}'
-    out = registry.mask(json.dumps({"auth": b64.decode()}).replace("/", "\\/").encode())
-    assert b"***" in out  # control above: the same document without PHP's escaping is masked
+    php = json.dumps({"auth": b64.decode()}).replace("/", "\\/").encode()
+    assert registry.mask(php) == b'{"auth": "***"}'  # control above: the same document without PHP's escaping
+    for offset in range(3):  # inside a longer encoded document, at each alignment
+        core = variants.base64_forms(value)[1 + (offset + 5) % 3]
+        doc = base64.b64encode(b"x" * offset + b"auth " + value + b" end").decode()
+        php_doc = json.dumps({"blob": doc}).replace("/", "\\/").encode()
+        assert core.replace(b"/", b"\\/") in php_doc and core.replace(b"/", b"\\/") not in registry.mask(php_doc)
+    real = variants.encoded_forms  # control: the same forms without the twins
+    monkeypatch.setattr(variants, "encoded_forms", lambda *a, **k: [f for f in real(*a, **k) if b"\\/" not in f])
+    assert b"***" not in registry_of(value).mask(php)
 
 
 @pytest.mark.parametrize("script", ['printf "%q\\n" "$S"', "declare -p S", 'bash -xc ": \\"\\$S\\"" 2>&1'])

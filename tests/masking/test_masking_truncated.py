@@ -1,0 +1,72 @@
+"""Secrets cut short by the tool that prints them (security/truncated.py): `strace -s 32`'s `"Xk9f..."...`, an
+HTTP debug log's `Bearer eyJhbGciOi…`. A beginning of at least truncated.HEAD bytes followed by a marker is masked,
+in a whole buffer and in a stream cut anywhere (the held beginning is not released while a marker may come)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runnerlib.security import registry as registry_module
+from runnerlib.security import truncated
+from runnerlib.security.registry import SecretRegistry
+from runnerlib.testing import assert_no_fragment, stream_through, write_splits
+
+TOKEN = b"tk_9fQ2mZr7LbX4vN8pWc3sHd6yJg1KeA5u"  # 36 bytes
+
+
+def _registry(*values: bytes) -> SecretRegistry:
+    registry = SecretRegistry()
+    registry.add_many(values, source="test")
+    return registry
+
+
+@pytest.fixture
+def no_heads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The protection off: no head triggers."""
+    forms = registry_module.secret_forms
+
+    def without(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], list[bytes]]:
+        masked, found_by = forms(value, min_length=min_length)
+        return masked, [t for t in found_by if t not in truncated.heads(value)]
+
+    monkeypatch.setattr(registry_module, "secret_forms", without)
+
+
+@pytest.mark.parametrize("marker", truncated.MARKERS)
+def test_a_beginning_followed_by_a_marker_is_masked(marker: bytes) -> None:
+    registry = _registry(TOKEN)
+    line = b'write(1, "' + TOKEN[:32] + marker + b", 47) = 47\n"
+    assert registry.mask(line) == b'write(1, "***' + marker + b", 47) = 47\n"
+
+
+def test_the_attack_leaks_without_the_heads(no_heads: None) -> None:
+    """Control: without the head triggers the beginning is printed in clear."""
+    line = b'write(1, "' + TOKEN[:32] + b'"..., 47) = 47\n'
+    assert TOKEN[:32] in _registry(TOKEN).mask(line)
+
+
+def test_what_is_not_a_cut_secret_is_left_alone() -> None:
+    """No marker after the beginning, a beginning shorter than HEAD, and ellipses in ordinary text: unchanged."""
+    registry = _registry(TOKEN)
+    for text in (TOKEN[:20] + b" and more\n", TOKEN[: truncated.HEAD - 1] + b"...\n",
+                 b"Downloading...\nBuilding\xe2\x80\xa6 done\n", TOKEN[:20] + b"x...\n"):
+        assert registry.mask(text) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_cut_secret_is_masked_at_any_write_split(data: st.DataObject) -> None:
+    """Any cut of at least HEAD bytes, any marker, anywhere in a line, written in any pieces: no HEAD-byte piece of
+    the secret gets out, and the stream gives what the whole buffer gives."""
+    secret = data.draw(st.binary(min_size=truncated.HEAD + 1, max_size=60).filter(lambda b: b"\n" not in b
+                                                                                  and b"." not in b))
+    registry = _registry(secret)
+    cut = data.draw(st.integers(truncated.HEAD, len(secret) - 1))
+    marker = data.draw(st.sampled_from(truncated.MARKERS))
+    text = data.draw(st.binary(max_size=20)) + secret[:cut] + marker + data.draw(st.binary(max_size=20)) + b"\n"
+    whole = registry.mask(text)
+    assert_no_fragment(whole, [secret[:cut]], min_fragment=truncated.HEAD)
+    chunks = data.draw(write_splits(text, max_writes=8))
+    assert stream_through(registry, chunks) == whole
