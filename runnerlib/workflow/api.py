@@ -102,20 +102,67 @@ def mask_payload(value: Any, environ: Mapping[str, str], registry: Any = None) -
     import runnerlib.secrets_client as secrets_client
 
     # Numbers are masked by their JSON text (`set_output("pin", 48151623)`): as text through the maskers, then
-    # back to numbers where nothing was masked.
+    # back to numbers where nothing was masked. A list of byte values is masked as the bytes it holds.
     original = value
     value = _numbers_as_text(value)
-    masked = mask_document(value, job_registry(environ) if registry is None else registry)
+    local = job_registry(environ) if registry is None else registry
+    masked = mask_document(value, local)
+    byte_lists = _byte_lists(original)
+    covered = {id(lst) for lst in byte_lists if _changed(_as_text(lst, "surrogateescape"), local)}
     if not secrets_client.socket_configured(environ):
-        return _numbers_back(original, masked)
-    texts = list(dict.fromkeys(_strings(masked)))
+        return _numbers_back(original, masked, covered)
+    windows = [(id(lst), w) for lst in byte_lists if id(lst) not in covered for w in _windows(lst)]
+    texts = list(dict.fromkeys([*_strings(masked), *(w for _, w in windows)]))
     try:
-        remote = secrets_client.mask_texts(texts, socket_path=environ[secrets_client.SOCKET_VAR],
-                                           token=environ[secrets_client.TOKEN_VAR])
+        remote = dict(zip(texts, secrets_client.mask_texts(texts, socket_path=environ[secrets_client.SOCKET_VAR],
+                                                           token=environ[secrets_client.TOKEN_VAR]), strict=True))
     except secrets_client.MaskingError as exc:
         raise PayloadMaskingError(f"{exc}; the runner's secrets socket is configured, so nothing was written "
                                   "rather than a payload only partly masked", field="masking") from None
-    return _numbers_back(original, mask_document(masked, _Lookup(dict(zip(texts, remote, strict=True)))))
+    covered.update(key for key, w in windows if remote[w] != w)
+    return _numbers_back(original, mask_document(masked, _Lookup(remote)), covered)
+
+
+# A secret held as a list of byte values (Node's Buffer.toJSON, Python's list(b), a Go []byte printed as numbers)
+# has no string to mask. A list of at least this many integers 0-255 is read as the bytes it holds; if a masker
+# changes them, every item of the list becomes "***": which items a secret covered cannot be told from a masked
+# text, and a list that holds a secret is seldom worth reading anyway.
+BYTE_LIST_MIN = 4
+# The runner's socket masks texts of at most 128 KiB of UTF-8 (a byte that is not UTF-8 goes as U+FFFD, 3 bytes):
+# a long list goes in windows of this many items, each overlapping the next by half, so that a secret of up to
+# half a window lies whole in one of them.
+_BYTE_WINDOW = 32 * 1024
+
+
+def _is_byte_list(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) >= BYTE_LIST_MIN
+            and all(type(x) is int and 0 <= x <= 255 for x in value))
+
+
+def _byte_lists(value: Any) -> list[list[int]]:
+    """The lists of byte values anywhere in a JSON-like value."""
+    if _is_byte_list(value):
+        return [value]
+    if isinstance(value, dict):
+        return [lst for item in value.values() for lst in _byte_lists(item)]
+    if isinstance(value, list):
+        return [lst for item in value for lst in _byte_lists(item)]
+    return []
+
+
+def _as_text(items: list[int], errors: str) -> str:
+    return bytes(items).decode("utf-8", errors)
+
+
+def _changed(text: str, masker: Any) -> bool:
+    return masker is not None and masker.mask_text(text) != text
+
+
+def _windows(items: list[int]) -> list[str]:
+    """A byte list as the texts the socket takes (see _BYTE_WINDOW): what is not UTF-8 becomes U+FFFD, and the
+    decoder starts again at the next byte, so a registered secret (always text) comes through whole."""
+    step = _BYTE_WINDOW // 2
+    return [_as_text(items[i:i + _BYTE_WINDOW], "replace") for i in range(0, max(1, len(items) - step), step)]
 
 
 def _is_number(value: Any) -> bool:
@@ -134,15 +181,18 @@ def _numbers_as_text(value: Any) -> Any:
     return value
 
 
-def _numbers_back(original: Any, masked: Any) -> Any:
-    """`masked` with each number of `original` restored where its text came through the maskers unchanged."""
+def _numbers_back(original: Any, masked: Any, covered: set[int] | frozenset[int] = frozenset()) -> Any:
+    """`masked` with each number of `original` restored where its text came through the maskers unchanged, and
+    every item of a byte list in `covered` (ids of `original`'s lists) as "***"."""
     if _is_number(original):
         return original if masked == json.dumps(original) else masked
     if isinstance(original, dict) and isinstance(masked, dict) and len(original) == len(masked):
-        return {mk: _numbers_back(ov, mv) for (_ok, ov), (mk, mv) in zip(original.items(), masked.items(),
-                                                                       strict=True)}
+        return {mk: _numbers_back(ov, mv, covered) for (_ok, ov), (mk, mv) in zip(original.items(), masked.items(),
+                                                                                strict=True)}
+    if isinstance(original, list) and id(original) in covered:
+        return ["***"] * len(original)
     if isinstance(original, list) and isinstance(masked, list):
-        return [_numbers_back(o, m) for o, m in zip(original, masked, strict=True)]
+        return [_numbers_back(o, m, covered) for o, m in zip(original, masked, strict=True)]
     return masked
 
 

@@ -480,21 +480,45 @@ def test_secret_truncated_by_strace(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not leaked_at(registry.mask(out), long_token, 12)
 
 
-@pytest.mark.xfail(strict=True, reason="workflow outputs are masked leaf by leaf: a secret held as a list of "
-                   "byte values (Node's Buffer.toJSON, Python's list(b)) has no leaf to match and the file is "
-                   "indented one number a line; needs mask_payload to read a list of ints 0-255 as the bytes it "
-                   "holds (mask them, then write *** for the covered items), locally and through the socket")
-def test_set_output_of_a_byte_list(tmp_path: pytest.TempPathFactory) -> None:
+def test_set_output_of_a_byte_list(tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret held as a list of byte values (Node's Buffer.toJSON, Python's list(b)) has no string to mask: the
+    list is read as the bytes it holds, and every item of one that holds a secret becomes \"***\"."""
     from runnerlib.workflow import api
 
     out = tmp_path / "out.json"  # type: ignore[operator]
     ctx = api.workflow_context(environ={"REACTORCIDE_WORKFLOW_OUTPUT": str(out), "API_TOKEN": TOKEN.decode()})
     ctx.set_output("as_text", TOKEN.decode())
     assert json.loads(out.read_text())["outputs"]["as_text"] == "***"  # control: the string is masked
-    ctx.set_output("buf", {"type": "Buffer", "data": list(TOKEN)})
-    data = json.loads(out.read_text())["outputs"]["buf"]["data"]
-    held = bytes(b for b in data if isinstance(b, int))
-    assert not leaked_at(held, TOKEN, 4)
+    ctx.set_output("buf", {"type": "Buffer", "data": list(b"x=" + TOKEN + b"\xff")})  # Node's Buffer.toJSON
+    ctx.set_output("list", list(TOKEN))  # Python's list(b)
+    ctx.set_output("plain", [1, 2, 3, 200, 7])  # control: a list of small numbers holding no secret stays
+    outputs = json.loads(out.read_text())["outputs"]
+    for data in (outputs["buf"]["data"], outputs["list"]):
+        held = bytes(b for b in data if isinstance(b, int))
+        assert not leaked_at(held, TOKEN, 4) and set(data) == {"***"}
+    assert outputs["plain"] == [1, 2, 3, 200, 7]
+    monkeypatch.setattr(api, "BYTE_LIST_MIN", 10 ** 6)  # control: byte lists not read as bytes
+    ctx.set_output("list", list(TOKEN))
+    assert bytes(json.loads(out.read_text())["outputs"]["list"]) == TOKEN
+
+
+@given(before=st.lists(st.integers(0, 255), max_size=40), after=st.lists(st.integers(0, 255), max_size=40),
+       other=st.lists(st.integers(0, 255), min_size=4, max_size=40), nest=st.integers(0, 2))
+def test_byte_lists_holding_a_secret_are_masked_anywhere(before: list[int], after: list[int], other: list[int],
+                                                          nest: int) -> None:
+    """Property: a list of byte values holding a secret at any offset, at any depth of the payload, gets no byte of
+    it out; a byte list without one comes back as it was."""
+    from runnerlib.workflow import api
+
+    registry = registry_of(TOKEN)
+    held = before + list(TOKEN) + after
+    payload: object = {"data": held, "other": other}
+    for _ in range(nest):
+        payload = [payload, {"k": payload}]
+    out = json.dumps(api.mask_payload(payload, {}, registry))
+    assert not leaked_at(bytes(int(n) for n in re.findall(r"\d+", out) if int(n) < 256), TOKEN, 8)
+    if TOKEN not in bytes(other):
+        assert json.dumps(other) in out
 
 
 def test_base64_inside_php_json(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -137,6 +137,24 @@ def test_outputs_vars_and_log_next_job_go_through_the_runner(runner_side, shared
     assert value in (shared_dir / "plain.json").read_text()
 
 
+def test_a_byte_list_is_masked_by_the_runner(runner_side, shared_dir):
+    """A value only the runner knows, held as a list of byte values, also in a list longer than one text the
+    socket takes (windows): every item becomes "***". Control: the same list without the socket is written."""
+    registry, server = runner_side
+    value = new_value()
+    registry.add(value, source="another step")
+    env = step_env(server, REACTORCIDE_WORKFLOW_OUTPUT=str(shared_dir / "out.json"))
+    ctx = workflow_context(environ=env)
+    long = [0xFF, 0x00] * 49_147 + list(value.encode()) + [0x80] * 30_000  # across the edge at 96 Ki items
+    ctx.set_output("short", list(value.encode()))
+    ctx.set_output("long", long)
+    outputs = json.loads((shared_dir / "out.json").read_text())["outputs"]
+    assert set(outputs["short"]) == {"***"} and set(outputs["long"]) == {"***"}
+    plain = step_env(None, REACTORCIDE_WORKFLOW_OUTPUT=str(shared_dir / "plain.json"))
+    workflow_context(environ=plain).set_output("short", list(value.encode()))
+    assert bytes(json.loads((shared_dir / "plain.json").read_text())["outputs"]["short"]) == value.encode()
+
+
 # --- fail closed ----------------------------------------------------------------------------------------------
 
 
