@@ -189,11 +189,11 @@ class HyperscanMatcher:
         if parts is not None:
             # Compiled part by part while the patterns were produced (KeyedParts): wait for the last parts.
             self._tables, plain, side = parts.finish()
-            self._side = AhoCorasickMatcher(side)
+            self._set_side(side)
             self._start_whole(plain, True)  # keys: the whole database scans faster
             return
         plain, side = _plain_and_side(self.patterns)
-        self._side = AhoCorasickMatcher(side)
+        self._set_side(side)
         split = len(plain) > SPLIT_MIN_KEYS and _cpu_count() > 1
         if split:
             _steady_heap()
@@ -218,6 +218,16 @@ class HyperscanMatcher:
             self._tables = _whole_tables(plain, self.extra)
             self.whole.set()
 
+    def _set_side(self, side: list[bytes]) -> None:
+        self._side = AhoCorasickMatcher(side)
+        self._side_always = any(b"\0" not in p for p in side)  # a literal too long for Hyperscan
+
+    def _side_find(self, data: bytes) -> list[tuple[int, int]]:
+        # The side matcher's NUL patterns (UTF-16 forms) can only occur where the output holds a NUL (a memchr).
+        if self._side.patterns and (self._side_always or b"\0" in data):
+            return self._side.find(data)
+        return []
+
     def _start_whole(self, plain: list[bytes], later: bool) -> None:
         """Compile the whole database of `plain` in the background if `later`, else say that none will come."""
         if later:
@@ -241,7 +251,7 @@ class HyperscanMatcher:
         `beside`: for a set without extras, a scan whose answer is returned in their place when it can run in
         the helper thread of a parallel scan, next to the databases it scans (the known-format prefilter, in
         the time that thread would otherwise wait); None when it did not run."""
-        out = self._side.find(data) if self._side.patterns else []
+        out = self._side_find(data)
         tables = self._tables  # read once: _compile_whole may swap in the whole database meanwhile
         if not tables.dbs or not data:
             return out, ([] if self.extra else None)
@@ -264,7 +274,7 @@ class HyperscanMatcher:
         except _hyperscan.ScanTerminated:
             # Dense extras (output made of `ghp_`...): the same scan without them, and no extra hits.
             del out[:]
-            out.extend(self._side.find(data) if self._side.patterns else [])
+            out.extend(self._side_find(data))
             plain = self._plain
             if plain is None:
                 # Compiled once, in the scanning thread: a small set (extras are only in a whole compilation).

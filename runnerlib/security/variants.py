@@ -183,6 +183,19 @@ def base32_forms(value: bytes) -> list[bytes]:
     return forms
 
 
+def utf16_forms(value: bytes) -> list[bytes]:
+    """UTF-16 of a text value: little-endian (`iconv -t utf-16le`, Windows tools, `iconv -t utf-16` after its
+    BOM) and big-endian as they are (NUL bytes for ASCII: matcher.HyperscanMatcher's side matcher, scanned only
+    in output that holds a NUL), and the base64 of the little-endian one at each alignment (PowerShell's
+    `-EncodedCommand`, a command line in UTF-16LE, base64-encoded). None for bytes that are not UTF-8."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return []
+    little = text.encode("utf-16-le")
+    return [little, text.encode("utf-16-be"), *base64_forms(little)]
+
+
 def double_base64_forms(value: bytes, inner: list[bytes] | None = None) -> list[bytes]:
     """Base64 of base64 (`base64 | base64`, the double encoding used to walk secrets past maskers): the outer
     encoding of the standalone inner one, and the outer encoding (at each alignment, trimmed) of each inner
@@ -241,7 +254,7 @@ def encoded_forms(value: bytes, b64: list[bytes] | None = None, percent: list[by
         *_shell_forms(value), *_quote_forms(value), *byte_list_forms(value),
         *(base32_forms(value) if b32 is None else b32), *double_base64_forms(value, b64),
         *decimal_list_forms(value), *python_escape_forms(value), *quoted_forms(value),
-        *c_locale_shell_forms(value),
+        *c_locale_shell_forms(value), *utf16_forms(value),
     ]
 
 

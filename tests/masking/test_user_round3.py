@@ -16,9 +16,10 @@ Fixed here, each with the protection off (or the previous rule) as a control:
 - colour codes inside a registered secret (`grep --color=always` highlighting part of it): the wrapped view
   reads a line with codes without them.
 
-Still leaking (xfail strict, with what the fix would be): UTF-16, an unregistered token in base64 or folded, a
-long passphrase folded by `yaml.dump`, a JSON document secret reformatted, a secret truncated by strace, a byte
-list in a workflow output, base64 in PHP-escaped JSON.
+Still leaking (xfail strict, with what the fix would be): an unregistered token in base64 or folded, a long
+passphrase folded by `yaml.dump`. Fixed since, each test with its control: UTF-16 and PowerShell's
+-EncodedCommand, a secret truncated by strace (security/truncated.py), a byte list in a workflow output, base64
+in PHP-escaped JSON, the fields of a JSON document secret (security/json_secret_parts.py).
 """
 
 from __future__ import annotations
@@ -328,16 +329,46 @@ def test_colour_codes_anywhere_in_a_secret_at_any_split(data: st.DataObject) -> 
 
 
 @pytest.mark.parametrize("how", ["iconv -t utf-16le", "pwsh -EncodedCommand (base64 of UTF-16LE)"])
-@pytest.mark.xfail(strict=True, reason="UTF-16 (Windows tools, PowerShell's -EncodedCommand) is not a form: "
-                   "needs value.decode().encode('utf-16-le') (NUL bytes: Hyperscan's side matcher) and its base64")
-def test_utf16_forms(how: str) -> None:
+def test_utf16_forms(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """UTF-16 (Windows tools, PowerShell's -EncodedCommand: a command line in UTF-16LE, base64-encoded): the
+    forms with NUL bytes go to the side matcher, scanned where the output holds a NUL."""
+    def shown(registry: SecretRegistry) -> bytes:
+        wide = run(["iconv", "-f", "utf-8", "-t", "utf-16le"], TOKEN)
+        for prefix in (b"", b"e\0", b"ec\0"):  # the secret at each alignment of the command's base64
+            command = prefix + "echo ".encode("utf-16-le") + wide
+            out = registry.mask(wide if how.startswith("iconv") else base64.b64encode(command))
+            if not how.startswith("iconv") and b"*" not in out:
+                return base64.b64decode(out)
+            if b"*" not in out:
+                return out
+        return b""
+
     registry = registry_of(TOKEN)
     assert registry.mask(base64.b64encode(TOKEN)) == b"***"  # control: base64 of UTF-8 is masked
-    wide = run(["iconv", "-f", "utf-8", "-t", "utf-16le"], TOKEN)
-    out = registry.mask(wide if how.startswith("iconv") else base64.b64encode(b"echo " + wide))
-    if not how.startswith("iconv"):
-        out = base64.b64decode(out) if b"*" not in out else out
-    assert not leaked_at(out.replace(b"\0", b""), TOKEN, 6)
+    assert not leaked_at(shown(registry).replace(b"\0", b""), TOKEN, 6)
+    assert registry.mask(b"x" + TOKEN.decode().encode("utf-16-be") + b"!y") == b"x***!y"  # big-endian
+    monkeypatch.setattr(variants, "utf16_forms", lambda value: [])  # control: without the forms it leaks
+    assert leaked_at(shown(registry_of(TOKEN)).replace(b"\0", b""), TOKEN, 6)
+
+
+@given(st.data())
+def test_utf16_forms_at_any_offset_and_split(data: st.DataObject) -> None:
+    """Property: a text secret in UTF-16 (either byte order) or in the base64 of a UTF-16LE document, at any
+    offset, written in any pieces: the stream gives the whole buffer's answer and no 4-character piece shows."""
+    secret = data.draw(st.text(st.characters(min_codepoint=33, max_codepoint=0x24F), min_size=6, max_size=24))
+    registry = registry_of(secret.encode())
+    how = data.draw(st.sampled_from(["utf-16-le", "utf-16-be", "base64"]))
+    before, after = data.draw(st.text(max_size=12)), data.draw(st.text(max_size=12))
+    if how == "base64":
+        text = base64.b64encode((before + secret + after).encode("utf-16-le")) + b"\n"
+    else:
+        text = (before + secret + after).encode(how) + b"\n"
+    whole = registry.mask(text)
+    shown = base64.b64decode(whole) if how == "base64" and b"*" not in whole else whole
+    for i in range(len(secret) - 3):
+        piece = secret[i:i + 4]
+        assert piece.encode("utf-16-le") not in shown and piece.encode("utf-16-be") not in shown
+    assert stream_through(registry, data.draw(write_splits(text, max_writes=8))) == whole
 
 
 @pytest.mark.parametrize("how", ["base64 (kubectl get secret -o yaml)", "fold -w 20"])
