@@ -184,16 +184,19 @@ def base32_forms(value: bytes) -> list[bytes]:
 
 
 def utf16_forms(value: bytes) -> list[bytes]:
-    """UTF-16 of a text value: little-endian (`iconv -t utf-16le`, Windows tools, `iconv -t utf-16` after its
-    BOM) and big-endian as they are (NUL bytes for ASCII: matcher.HyperscanMatcher's side matcher, scanned only
-    in output that holds a NUL), and the base64 of the little-endian one at each alignment (PowerShell's
-    `-EncodedCommand`, a command line in UTF-16LE, base64-encoded). None for bytes that are not UTF-8."""
+    """UTF-16 of a text value, little-endian (`iconv -t utf-16le`, Windows tools, `iconv -t utf-16` after its
+    BOM) and big-endian. Their NUL bytes (ASCII) send them to matcher.HyperscanMatcher's side matcher, which only
+    runs on output that holds a NUL: they cost nothing elsewhere. None for bytes that are not UTF-8.
+
+    Not the base64 of the little-endian form (PowerShell's `-EncodedCommand`): its four alignments are four more
+    literals in the main engine a secret, which cost `runnerlib mask` at N=1,000 about 0.25 s of CPU (a limit in
+    docs/masking.md).
+    """
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
         return []
-    little = text.encode("utf-16-le")
-    return [little, text.encode("utf-16-be"), *base64_forms(little)]
+    return [text.encode("utf-16-le"), text.encode("utf-16-be")]
 
 
 def double_base64_forms(value: bytes, inner: list[bytes] | None = None) -> list[bytes]:

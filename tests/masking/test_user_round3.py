@@ -17,8 +17,8 @@ Fixed here, each with the protection off (or the previous rule) as a control:
   reads a line with codes without them.
 
 Still leaking (xfail strict, with what the fix would be): an unregistered token in base64 or folded, a long
-passphrase folded by `yaml.dump`. Fixed since, each test with its control: UTF-16 and PowerShell's
--EncodedCommand, a secret truncated by strace (security/truncated.py), a byte list in a workflow output, base64
+passphrase folded by `yaml.dump`, PowerShell's -EncodedCommand (base64 of UTF-16LE). Fixed since, each test
+with its control: UTF-16, a secret truncated by strace (security/truncated.py), a byte list in a workflow output, base64
 in PHP-escaped JSON, the fields of a JSON document secret (security/json_secret_parts.py).
 """
 
@@ -328,7 +328,13 @@ def test_colour_codes_anywhere_in_a_secret_at_any_split(data: st.DataObject) -> 
     assert stream_through(registry, data.draw(write_splits(line + b"next\n"))) == registry.mask(line + b"next\n")
 
 
-@pytest.mark.parametrize("how", ["iconv -t utf-16le", "pwsh -EncodedCommand (base64 of UTF-16LE)"])
+@pytest.mark.parametrize("how", [
+    "iconv -t utf-16le",
+    pytest.param("pwsh -EncodedCommand (base64 of UTF-16LE)", marks=pytest.mark.xfail(
+        strict=True, reason="the base64 of the UTF-16LE form at 4 alignments is 4 more literals in the main engine "
+        "a secret (+0.25 s of CPU for `runnerlib mask` at N=1,000): needs a decoded view instead, reading a base64 "
+        "run whose bytes alternate with NUL as UTF-16 where a cheap prefilter finds one")),
+])
 def test_utf16_forms(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """UTF-16 (Windows tools, PowerShell's -EncodedCommand: a command line in UTF-16LE, base64-encoded): the
     forms with NUL bytes go to the side matcher, scanned where the output holds a NUL."""
@@ -353,18 +359,14 @@ def test_utf16_forms(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @given(st.data())
 def test_utf16_forms_at_any_offset_and_split(data: st.DataObject) -> None:
-    """Property: a text secret in UTF-16 (either byte order) or in the base64 of a UTF-16LE document, at any
-    offset, written in any pieces: the stream gives the whole buffer's answer and no 4-character piece shows."""
+    """Property: a text secret in UTF-16 (either byte order), at any offset, written in any pieces: the stream
+    gives the whole buffer's answer and no 4-character piece shows."""
     secret = data.draw(st.text(st.characters(min_codepoint=33, max_codepoint=0x24F), min_size=6, max_size=24))
     registry = registry_of(secret.encode())
-    how = data.draw(st.sampled_from(["utf-16-le", "utf-16-be", "base64"]))
+    how = data.draw(st.sampled_from(["utf-16-le", "utf-16-be"]))
     before, after = data.draw(st.text(max_size=12)), data.draw(st.text(max_size=12))
-    if how == "base64":
-        text = base64.b64encode((before + secret + after).encode("utf-16-le")) + b"\n"
-    else:
-        text = (before + secret + after).encode(how) + b"\n"
-    whole = registry.mask(text)
-    shown = base64.b64decode(whole) if how == "base64" and b"*" not in whole else whole
+    text = (before + secret + after).encode(how) + b"\n"
+    whole = shown = registry.mask(text)
     for i in range(len(secret) - 3):
         piece = secret[i:i + 4]
         assert piece.encode("utf-16-le") not in shown and piece.encode("utf-16-be") not in shown
