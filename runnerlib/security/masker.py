@@ -140,18 +140,25 @@ class MaskSnapshot:
         masks.extend(wrapped.view_occurrences(data, found, self._find_masks, self.maxlen, line_start))
         if len(masks) < len(found):  # a trigger hit: it may be the head of a secret cut short by `...`
             masks.extend(truncated.occurrences(data, [o for o in found if data[o[0]:o[1]] in triggers],
-                                               self._with_head))
+                                               self.longest_beginning))
         return masks
 
-    def _with_head(self, head: bytes) -> list[bytes]:
-        """The patterns that start with `head`."""
-        out: list[bytes] = []
+    def longest_beginning(self, data: bytes, a: int) -> int:
+        """The most bytes data[a:] shares with the start of a pattern it does not hold whole (0 if none).
+
+        Of sorted strings, the one sharing the longest start with a probe sorts next to it: two comparisons a
+        sorted list, however many patterns share a public head (`postgres://a`). One held whole on that side
+        covers any beginning the other patterns there share.
+        """
+        probe = data[a:a + self.maxlen]
+        best = 0
         for patterns in self._sorted:
-            i = bisect.bisect_left(patterns, head)
-            while i < len(patterns) and patterns[i].startswith(head):
-                out.append(patterns[i])
-                i += 1
-        return out
+            i = bisect.bisect_left(patterns, probe)
+            for pattern in patterns[max(0, i - 1):i + 1]:
+                n = truncated.common_length(probe, pattern)
+                if n < len(pattern):
+                    best = max(best, n)
+        return best
 
     def _find_masks(self, data: bytes) -> list[tuple[int, int]]:
         triggers = self.triggers

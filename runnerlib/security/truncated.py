@@ -8,8 +8,9 @@ masked:
 
 - each plain form of a secret longer than HEAD registers its first HEAD bytes as a trigger (`heads`); the trigger
   shares the form's own key in the engine's database, so it costs no key of its own;
-- a trigger hit makes `occurrences` extend the match along every pattern with that head (a bisect in the sorted
-  patterns) and mask it when a marker follows where the match ends;
+- a trigger hit makes `occurrences` find the longest beginning of a pattern there (a bisect in the sorted
+  patterns: the pattern sharing the most with the text is next to where the text would sort) and mask it when a
+  marker follows where it ends;
 - `tail_live_start` holds such a beginning at the end of a stream's buffer while the bytes after it are the start
   of a marker (`"..` may still become `"...`).
 
@@ -17,8 +18,9 @@ Why HEAD bytes: a random 12-byte beginning of a secret followed by an ellipsis d
 beginning (`https://github.c`, a JWT's `eyJhbGciOiJIUzI1`) that another value shares is masked with it, which
 costs a few bytes of someone else's text, never a secret.
 
+>>> secret = b"tok-0123456789abcdefghij-rest"
 >>> occurrences(b'write(1, "tok-0123456789abcdef"..., 40)', [(10, 22)],
-...             lambda head: [b"tok-0123456789abcdefghij-rest"])
+...             lambda data, a: common_length(data[a:], secret))
 [(10, 30)]
 """
 
@@ -41,25 +43,37 @@ def heads(form: bytes) -> list[bytes]:
     return [form[:HEAD]] if len(form) > HEAD else []
 
 
-def occurrences(data: bytes, hits: list[tuple[int, int]], with_head: Callable[[bytes], list[bytes]]
+def occurrences(data: bytes, hits: list[tuple[int, int]], longest: Callable[[bytes, int], int]
                 ) -> list[tuple[int, int]]:
-    """Runs to mask: at each hit of a head, the longest beginning of a pattern starting with it that `data` holds,
-    when a marker follows it (and it is not the whole pattern: that one the plain scan found).
+    """Runs to mask: at each hit of a head, the longest beginning of a pattern that `data` holds there (not a whole
+    pattern: that one the plain scan found), when a marker follows it.
 
-    `with_head(head)`: the patterns that start with `head`.
+    `longest(data, a)`: how many bytes of the pattern sharing the most with data[a:] it shares, among those that
+    data[a:] does not hold whole (the masker's `longest_beginning`: a bisect, whatever the number of patterns).
     """
     out: list[tuple[int, int]] = []
     for a, b in hits:
         if b - a != HEAD:
             continue
-        best = 0
-        for pattern in with_head(data[a:b]):
-            n = _common(data, a, pattern)
-            if n < len(pattern):
-                best = max(best, n)
-        if best and data.startswith(MARKERS, a + best):
-            out.append((a, a + best))
+        n = longest(data, a)
+        if n >= HEAD and data.startswith(MARKERS, a + n):
+            out.append((a, a + n))
     return out
+
+
+def common_length(probe: bytes, pattern: bytes) -> int:
+    """How many bytes `probe` and `pattern` share from their start (a binary search of C-speed comparisons)."""
+    n = min(len(probe), len(pattern))
+    if probe.startswith(pattern[:n]):
+        return n
+    lo, hi = 0, n  # probe starts with pattern[:lo], not with pattern[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if probe.startswith(pattern[:mid]):
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def tail_live_start(buf: bytes, live_start: Callable[[bytes], int]) -> int:
@@ -74,18 +88,3 @@ def tail_live_start(buf: bytes, live_start: Callable[[bytes], int]) -> int:
             if cut - p >= HEAD:
                 return p
     return end
-
-
-def _common(data: bytes, a: int, pattern: bytes) -> int:
-    """How many bytes of `pattern` data[a:] starts with."""
-    n = min(len(pattern), len(data) - a)
-    if data.startswith(pattern[:n], a):
-        return n
-    lo, hi = HEAD, n  # data[a:a+lo] matches (the head did), data[a:a+hi] does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if data.startswith(pattern[:mid], a):
-            lo = mid
-        else:
-            hi = mid
-    return lo
