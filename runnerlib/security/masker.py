@@ -147,16 +147,17 @@ class MaskSnapshot:
         """The most bytes data[a:] shares with the start of a pattern it does not hold whole (0 if none).
 
         Of sorted strings, the one sharing the longest start with a probe sorts next to it: two comparisons a
-        sorted list, however many patterns share a public head (`postgres://a`). One held whole on that side
-        covers any beginning the other patterns there share.
+        sorted list, however many patterns share a public head (`postgres://a`). A masked pattern held whole on
+        that side covers any beginning the other patterns there share (a trigger, not masked, counts as one).
         """
         probe = data[a:a + self.maxlen]
         best = 0
+        triggers = self.triggers
         for patterns in self._sorted:
             i = bisect.bisect_left(patterns, probe)
             for pattern in patterns[max(0, i - 1):i + 1]:
                 n = truncated.common_length(probe, pattern)
-                if n < len(pattern):
+                if n < len(pattern) or pattern in triggers:  # a trigger held whole is not masked: it counts
                     best = max(best, n)
         return best
 

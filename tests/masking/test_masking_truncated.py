@@ -70,3 +70,27 @@ def test_a_cut_secret_is_masked_at_any_write_split(data: st.DataObject) -> None:
     assert_no_fragment(whole, [secret[:cut]], min_fragment=truncated.HEAD)
     chunks = data.draw(write_splits(text, max_writes=8))
     assert stream_through(registry, chunks) == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=20).map(lambda b: bytes(b"ab."[c % 3] for c in b)), min_size=1,
+                max_size=15, unique=True),
+       st.lists(st.binary(min_size=1, max_size=20).map(lambda b: bytes(b"ab."[c % 3] for c in b)), max_size=6),
+       st.binary(max_size=40).map(lambda b: bytes(b"ab."[c % 3] for c in b)))
+def test_longest_beginning_from_two_neighbours_covers_what_every_pattern_gives(
+        patterns: list[bytes], triggers: list[bytes], data: bytes) -> None:
+    """Property: the two sorted neighbours of the text give the longest beginning of any pattern there, except where
+    a masked pattern held whole covers it anyway (brute force over every pattern and trigger as the reference)."""
+    from runnerlib.security.masker import Masker
+
+    masker = Masker(engine="reference")
+    masker.add(patterns, triggers=triggers)
+    snap = masker.current()
+    masked = set(masker.patterns)
+    every = [*masker.patterns, *masker.triggers]
+    for a in range(len(data) + 1):
+        probe = data[a:]
+        full = max((len(p) for p in masked if probe.startswith(p)), default=0)
+        brute = max((truncated.common_length(probe, p) for p in every
+                     if not probe.startswith(p) or p not in masked), default=0)
+        assert max(snap.longest_beginning(data, a), full) == max(brute, full)
