@@ -5,13 +5,14 @@ Run: .venv/bin/python fuzz/fuzz_known_formats.py -atheris_runs=1000
 Properties: whatever the split (and with an idle flush after some writes), the stage never raises; the bytes
 it emits equal `mask_known_formats(whole input)` when no idle flush came; the hold-back never exceeds the
 largest window; the Hyperscan prefilter's viable hits resolve like every literal occurrence; and a token planted
-whole (a GitHub token, behind a separator) never survives. Through a registry's stream (MaskedThenKnown), the
+whole (a GitHub token, behind a separator, and its base64) never survives. Through a registry's stream (MaskedThenKnown), the
 masker's one pass (its database finds the known-format prefixes too) emits the same bytes and notices as the
 known-formats stage scanning every write itself.
 """
 
 from __future__ import annotations
 
+import base64
 import sys
 
 import atheris
@@ -24,9 +25,9 @@ with atheris.instrument_imports():
 # Seeds so the fuzzer does not have to find whole prefixes by itself: a byte value stands for a prefix.
 SEEDS = {ord("@"): b"ghp_", ord("$"): b"Authorization: Bearer ", ord("%"): b"-----BEGIN RSA PRIVATE KEY-----\n",
          ord("^"): b"-----END RSA PRIVATE KEY-----", ord("~"): b"?X-Amz-Signature=", ord("`"): b"AKIA",
-         ord("|"): b"xoxb-", ord("&"): b"&sig="}
+         ord("|"): b"xoxb-", ord("&"): b"&sig=", ord("#"): b"Z2hwX", ord("!"): b"LS0tLS1CRUdJTi"}
 TOKEN = b"ghp_" + b"Zz9" * 12
-MAX_HOLD = max(f.window for f in kf.FORMATS) + 2 * kf.MAX_PREFIX
+MAX_HOLD = max(f.window for f in (*kf.FORMATS, *kf.BASE64_FORMATS)) + 2 * kf.MAX_PREFIX
 REGISTRY = SecretRegistry()
 REGISTRY.add_many(["pw-ghp_QQQQQQQQ", "AKIAsecretvalue1"], source="fuzz")
 
@@ -43,7 +44,7 @@ def TestOneInput(data: bytes) -> None:
     raw = fdp.ConsumeBytes(fdp.remaining_bytes())
     body = b"".join(SEEDS.get(b, bytes([b])) for b in raw)
     if plant:
-        body = body + b"\n" + TOKEN + b"\n"
+        body = body + b"\n" + TOKEN + b"\n" + base64.b64encode(TOKEN) + b"\n"
     out: list[bytes] = []
     stage = kf.KnownFormatsFilter(out.append)
     start = 0
@@ -70,6 +71,8 @@ def TestOneInput(data: bytes) -> None:
         raise AssertionError(f"one pass differs from two for {body!r} at {cuts}")
     if plant and TOKEN[4:20] in got:
         raise AssertionError(f"planted token survived in {got!r}")
+    if plant and base64.b64encode(TOKEN)[8:24] in got:
+        raise AssertionError(f"planted token's base64 survived in {got!r}")
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ token behind it masked even after an idle flush released the prefix's first byte
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -172,6 +173,71 @@ FORMATS: tuple[Any, ...] = (
            r"(?:=|[\"']?[ \t]*:[ \t]*[\"']?)" + _VALUE_NEED, window=4200, caseless=True),
 )
 
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+
+
+@dataclass(frozen=True)
+class _Base64Of:
+    """A token format inside base64: `kubectl get secret -o yaml` prints every value base64-encoded, docker's
+    config.json holds `auth` that way, a TLS key is `LS0tLS1CRUdJTi...`. `prefixes` are the characters that
+    encode only the inner format's prefix, `shift` bytes into its 3-byte group; at such a hit the run of base64
+    characters from the group's start is decoded and the inner format resolved there. The characters from the
+    prefix's to the last one carrying a bit of the token are masked."""
+
+    inner: Any
+    shift: int
+    prefixes: tuple[bytes, ...]
+    caseless: bool = False
+    rest: str = "[A-Za-z0-9+/]{8}"
+    before: str = ""
+    before_start: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.inner.name} (base64)"
+
+    @property
+    def window(self) -> int:
+        return -(-self.inner.window * 4 // 3) + 4
+
+    @property
+    def tail(self) -> int:
+        return self.window
+
+    def resolve(self, buf: bytes, p: int, final: bool, nl: int | None = None) -> tuple[int, int, int]:
+        g = p - -(-8 * self.shift // 6)  # where the prefix's 3-byte group starts
+        if g < 0:
+            return _NONE, 0, 0  # its first characters were emitted before this buffer: not this format here
+        limit = min(len(buf), g + self.window)
+        end = _BASE64_RUN.match(buf, g, limit).end()  # type: ignore[union-attr]
+        complete = final or end < len(buf) or end == g + self.window
+        usable = (end - g) // 4 * 4
+        try:
+            decoded = base64.b64decode(buf[g:g + usable])
+        except ValueError:  # `=` inside the run: not one encoding
+            return _NONE, 0, 0
+        status, start, stop = self.inner.resolve(decoded, self.shift, complete and usable == end - g)
+        if status == _MORE and complete:
+            status, start, stop = self.inner.resolve(decoded, self.shift, True)
+        if status != _MATCH:
+            return status, 0, 0
+        # From the prefix's own characters on (those before it carry the bytes before the token, and a stream may
+        # have emitted them already), to the last character carrying a bit of the token.
+        return _MATCH, max(p, g + start * 4 // 3), min(end, g + -(-stop * 4 // 3))
+
+
+def _base64_prefixes(prefix: bytes, shift: int) -> bytes:
+    """The base64 characters that encode only `prefix` when it starts `shift` bytes into a 3-byte group."""
+    encoded = base64.b64encode(b"\0" * shift + prefix)
+    return encoded[-(-8 * shift // 6):(8 * (shift + len(prefix))) // 6]
+
+
+# The token formats also looked for in base64 (their prefixes are exact; the header formats' are not tokens).
+BASE64_FORMATS: tuple[Any, ...] = tuple(
+    _Base64Of(fmt, shift, tuple(_base64_prefixes(p, shift) for p in fmt.prefixes))
+    for fmt in FORMATS if not fmt.caseless for shift in range(3))
+
+
 def _spellings(prefix: bytes) -> list[bytes]:
     """The spellings of a caseless prefix that tools print: lower, UPPER, Capitalized, Dash-Capitalized.
 
@@ -187,7 +253,7 @@ def _spellings(prefix: bytes) -> list[bytes]:
 # Every literal the prefilter looks for, and the format(s) it starts.
 _PREFIXES: list[bytes] = []
 _STARTS: list[tuple[Any, ...]] = []
-for _fmt in FORMATS:
+for _fmt in (*FORMATS, *BASE64_FORMATS):
     for _p in _fmt.prefixes:
         for _key in _spellings(_p) if _fmt.caseless else [_p]:
             if _key in _PREFIXES:

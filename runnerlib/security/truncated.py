@@ -36,6 +36,7 @@ MARKERS = tuple(q + e for q in (b"", *_QUOTES) for e in _ELLIPSES)
 # Every proper beginning of a marker (`"..`, `\xe2\x80`): what a stream's buffer may end with while a marker comes.
 _MARKER_STARTS = frozenset(m[:i] for m in MARKERS for i in range(1, len(m)))
 _MARKER_MAX = max(map(len, MARKERS))
+_MARKER_FIRST = frozenset(m[0] for m in MARKERS)
 
 
 def heads(form: bytes) -> list[bytes]:
@@ -56,8 +57,12 @@ def occurrences(data: bytes, hits: list[tuple[int, int]], longest: Callable[[byt
         if b - a != HEAD:
             continue
         n = longest(data, a)
-        if n >= HEAD and data.startswith(MARKERS, a + n):
-            out.append((a, a + n))
+        # The marker may begin inside what the text shares with the pattern (a secret holding `.` or `\xe2`): the
+        # last marker from HEAD bytes on ends the piece.
+        for k in range(min(n, len(data) - a - 1), HEAD - 1, -1):
+            if data[a + k] in _MARKER_FIRST and data.startswith(MARKERS, a + k):
+                out.append((a, a + k))
+                break
     return out
 
 
