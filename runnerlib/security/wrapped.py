@@ -305,6 +305,11 @@ def hit_windows(length: int, hits: list[tuple[int, int]], budget: int) -> Iterat
 def _map_back(lines: list[_Line], find: Callable[[bytes], list[tuple[int, int]]]) -> list[tuple[int, int]]:
     content, origin = _joined(lines)
     found = find(content)
+    if found and lines[0].fmt == "oc":
+        # `od -c` prints characters, not hex: its content is hex made here, two digits a byte, so a match that starts
+        # or ends between a byte's two digits is no form the output holds (it over-masked a space's field before
+        # a secret of NUL bytes, in the whole output but not in a stream cut there).
+        found = [(s, e) for s, e in found if not (s | e) & 1]
     if not found:
         return []
     out = [(origin[s], origin[e - 1] + 1) for s, e in found]

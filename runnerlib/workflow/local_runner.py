@@ -231,6 +231,7 @@ class LocalWorkflowRunner:
         self._dirs_lock = threading.Lock()
         self._lock = threading.Lock()
         self._collected: list[JobNode] = []  # finished jobs the loop has collected, in order
+        self._in_flight: set[str] = set()  # jobs submitted to the pool and not yet collected by the loop
         self._cancel = Cancel()
         self.interrupted = False  # Ctrl-C stopped the run (the CLI exits 130)
         self.state_file = self.run_dir / "state.json"
@@ -353,7 +354,9 @@ class LocalWorkflowRunner:
     def _decide(self, node: JobNode) -> str | None:
         """"run", "skip:<reason>" once every dependency finished; None while one is unfinished."""
         deps = [self.nodes[d] for d in node.depends_on]
-        if any(d.status not in state.FINISHED for d in deps):
+        # A job's worker sets its status before the loop collects it (its outputs, vars and triggers): until then
+        # it is unfinished, or a dependant started (and said so) before it ended.
+        if any(d.status not in state.FINISHED or d.name in self._in_flight for d in deps):
             return None
         if node.condition == Condition.ALWAYS:
             return "run"
@@ -654,6 +657,7 @@ class LocalWorkflowRunner:
             while ready and len(running) < self.max_parallel and not self._cancel.is_set():
                 node = ready.pop(0)
                 self._start(node)
+                self._in_flight.add(node.name)
                 running[pool.submit(self._run_node, node)] = node
             self._save_state()
             if not running:
@@ -668,6 +672,7 @@ class LocalWorkflowRunner:
                 self._collected.append(node)
                 if node.workspace is not None and not self._cancel.is_set():
                     self._add_triggered(node)
+                self._in_flight.discard(node.name)
 
     def _settle(self) -> list[JobNode]:
         """Skip or fail every pending job that cannot run; return the pending jobs that can, in order."""

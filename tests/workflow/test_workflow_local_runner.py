@@ -330,3 +330,33 @@ def test_conflicting_vars_fail_the_run() -> None:
     assert all(n.status == "success" for n in result.nodes)
     assert len(result.errors) == 2 and all("var V was set to different values" in e for e in result.errors)
     assert result.exit_code == 1
+
+
+def test_a_dependant_starts_only_after_its_dependencies_are_collected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job's worker sets its status before the loop collects it (outputs, vars, triggers). The clean-clone run
+    caught `package` starting (and saying so) while `test[py312]` was set but not yet collected; a worker slow to
+    return after setting its status now holds its dependants. Control: without the hold, `c` starts first."""
+    import time
+
+    from runnerlib.workflow import local_runner
+
+    text = "id: pipeline\nname: order\njobs:\n  a:\n    command: 'true'\n  b:\n    command: 'true'\n  c:\n    needs: [a, b]\n" \
+           "    command: 'true'\n"
+    real = LocalWorkflowRunner._run_node
+
+    def slow_b(self: LocalWorkflowRunner, node: object) -> None:
+        real(self, node)
+        if node.name == "b":  # type: ignore[attr-defined]
+            time.sleep(1.0)  # status set, future not yet done
+
+    monkeypatch.setattr(LocalWorkflowRunner, "_run_node", slow_b)
+    result, lines = _run(text)
+    assert result.ok
+    order = [line for line in lines if line[:2] in ("▶ ", "✓ ")]
+    assert order.index("▶ c") > max(i for i, line in enumerate(order) if line.startswith("✓ b"))
+    monkeypatch.setattr(local_runner.LocalWorkflowRunner, "_decide",
+                        lambda self, node: "run" if all(self.nodes[d].status in local_runner.state.FINISHED
+                                                        for d in node.depends_on) else None)
+    result, lines = _run(text)
+    order = [line for line in lines if line[:2] in ("▶ ", "✓ ")]
+    assert order.index("▶ c") < max(i for i, line in enumerate(order) if line.startswith("✓ b"))
