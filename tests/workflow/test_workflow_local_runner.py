@@ -334,29 +334,44 @@ def test_conflicting_vars_fail_the_run() -> None:
 
 def test_a_dependant_starts_only_after_its_dependencies_are_collected(monkeypatch: pytest.MonkeyPatch) -> None:
     """A job's worker sets its status before the loop collects it (outputs, vars, triggers). The clean-clone run
-    caught `package` starting (and saying so) while `test[py312]` was set but not yet collected; a worker slow to
-    return after setting its status now holds its dependants. Control: without the hold, `c` starts first."""
-    import time
+    caught `package` starting (and saying so) while `test[py312]` was set but not yet collected. Here `b`'s worker
+    sets its status and then waits, and `a` returns only once `b`'s status is set: `c` must still wait for `b`.
+    Control: with the old decision (status only), `c` starts while `b` waits (no timing: `b` waits for that)."""
+    import threading
 
     from runnerlib.workflow import local_runner
 
-    text = "id: pipeline\nname: order\njobs:\n  a:\n    command: 'true'\n  b:\n    command: 'true'\n  c:\n    needs: [a, b]\n" \
-           "    command: 'true'\n"
+    text = ("id: pipeline\nname: order\njobs:\n  a:\n    command: 'true'\n  b:\n    command: 'true'\n"
+            "  c:\n    needs: [a, b]\n    command: 'true'\n")
     real = LocalWorkflowRunner._run_node
 
-    def slow_b(self: LocalWorkflowRunner, node: object) -> None:
-        real(self, node)
-        if node.name == "b":  # type: ignore[attr-defined]
-            time.sleep(1.0)  # status set, future not yet done
+    def order(patience: float) -> list[str]:
+        b_set, c_started = threading.Event(), threading.Event()
+        lines: list[str] = []
 
-    monkeypatch.setattr(LocalWorkflowRunner, "_run_node", slow_b)
-    result, lines = _run(text)
-    assert result.ok
-    order = [line for line in lines if line[:2] in ("▶ ", "✓ ")]
-    assert order.index("▶ c") > max(i for i, line in enumerate(order) if line.startswith("✓ b"))
+        def echo(line: str) -> None:
+            lines.append(line)
+            if line == "▶ c":
+                c_started.set()
+
+        def run_node(self: LocalWorkflowRunner, node: object) -> None:
+            if node.name == "a":  # type: ignore[attr-defined]
+                assert b_set.wait(60)
+            real(self, node)
+            if node.name == "b":  # type: ignore[attr-defined]
+                b_set.set()  # status set, future not done until c starts or `patience` runs out
+                c_started.wait(patience)
+
+        monkeypatch.setattr(LocalWorkflowRunner, "_run_node", run_node)
+        runner = LocalWorkflowRunner(parse_workflow_text(text, "order.yaml"), code_dir=_repo(),
+                                     registry=SecretRegistry(), launcher="shell", echo=echo, max_parallel=3)
+        assert runner.run().ok
+        return [line[:3] for line in lines if line[:2] in ("▶ ", "✓ ")]
+
+    got = order(1.0)
+    assert got.index("✓ b") < got.index("▶ c")
     monkeypatch.setattr(local_runner.LocalWorkflowRunner, "_decide",
                         lambda self, node: "run" if all(self.nodes[d].status in local_runner.state.FINISHED
                                                         for d in node.depends_on) else None)
-    result, lines = _run(text)
-    order = [line for line in lines if line[:2] in ("▶ ", "✓ ")]
-    assert order.index("▶ c") < max(i for i, line in enumerate(order) if line.startswith("✓ b"))
+    got = order(60.0)
+    assert got.index("▶ c") < got.index("✓ b")
