@@ -189,7 +189,7 @@ class MaskSnapshot:
         if candidate:  # the last line may be part of an encoded run (`candidate`: the caller already knows)
             live = min(live, wrapped.tail_live_start(buf, self._live_start, self.maxlen, line_start))
         if self.triggers:  # a secret's beginning, then the beginning of `...` (only a buffer ending with one)
-            live = min(live, truncated.tail_live_start(buf, self._live_start))
+            live = min(live, truncated.tail_live_start(buf, self._live_start, self.maxlen))
         if self.folds:  # a multi-word secret's beginning that the lines after may continue, folded
             live = min(live, folded.tail_live_start(buf, self._live_start, self.maxlen))
         return live

@@ -81,15 +81,16 @@ def common_length(probe: bytes, pattern: bytes) -> int:
     return lo
 
 
-def tail_live_start(buf: bytes, live_start: Callable[[bytes], int]) -> int:
+def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int) -> int:
     """Where a stream must hold `buf` from (len(buf) if nowhere): a beginning of a pattern of at least HEAD bytes
     followed by the beginning of a marker at the very end. `live_start(b)` is the masker's: the smallest p such that
-    b[p:] is a proper beginning of a pattern."""
+    b[p:] is a proper beginning of a pattern; it reads the last `maxlen` bytes only, so only those are copied."""
     end = len(buf)
     for k in range(1, min(_MARKER_MAX, end)):
         if buf[end - k:] in _MARKER_STARTS:
             cut = end - k
-            p = live_start(buf[:cut])
+            lo = max(0, cut - maxlen)
+            p = lo + live_start(buf[lo:cut])
             if cut - p >= HEAD:
                 return p
     return end
