@@ -186,7 +186,7 @@ def base32_forms(value: bytes) -> list[bytes]:
 def utf16_forms(value: bytes) -> list[bytes]:
     """UTF-16 of a text value, little-endian (`iconv -t utf-16le`, Windows tools, `iconv -t utf-16` after its
     BOM) and big-endian. Their NUL bytes (ASCII) send them to matcher.HyperscanMatcher's side matcher, which only
-    runs on output that holds a NUL: they cost nothing elsewhere. None for bytes that are not UTF-8.
+    runs on output that holds a NUL: elsewhere they cost a memchr of each write. None for bytes that are not UTF-8.
 
     Not the base64 of the little-endian form (PowerShell's `-EncodedCommand`): its four alignments are four more
     literals in the main engine a secret, which cost `runnerlib mask` at N=1,000 about 0.25 s of CPU (a limit in
