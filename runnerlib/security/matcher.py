@@ -140,6 +140,12 @@ def literal_keys(patterns: Sequence[bytes], key_min: int = KEY_MIN, group_max: i
     return keys
 
 
+def _members(keys: dict[bytes, list[int]], plain: list[bytes]) -> list[tuple[bytes, ...] | None]:
+    """What each key of `literal_keys(plain)` stands for: None where it is its one pattern whole (no check at a
+    hit), else the patterns a hit confirms with bytes.startswith."""
+    return [None if len(m) == 1 and len(plain[m[0]]) == len(k) else tuple(plain[i] for i in m) for k, m in keys.items()]
+
+
 class _Tables:
     """One compiled form of a pattern set: its databases and what a key id stands for."""
 
@@ -203,8 +209,7 @@ class HyperscanMatcher:
             members: list[tuple[bytes, ...] | None] = []
 
             def tables() -> None:  # Python work done while the databases compile
-                members.extend(None if len(m) == 1 and len(plain[m[0]]) == len(k) else tuple(plain[i] for i in m)
-                               for k, m in keys.items())
+                members.extend(_members(keys, plain))
 
             if split:
                 dbs: tuple[Any, ...] = _compile_split(key_list, tables)
@@ -490,10 +495,6 @@ class KeyedParts:
         self._threads: list[threading.Thread] = []
         self._results: list[Any] = []  # per part: (database, members), or the exception its compilation raised
 
-    def __len__(self) -> int:
-        """Parts added so far."""
-        return len(self._threads)
-
     def add(self, literals: Sequence[bytes]) -> None:
         """Start compiling `literals` as one more part."""
         plain, side = _plain_and_side(list(literals))
@@ -514,10 +515,7 @@ class KeyedParts:
         try:
             with self._slots:
                 db = _compile(list(keys), range(len(keys)), first)
-            # What each key stands for: Python work, done while another part compiles.
-            members = [None if len(m) == 1 and len(plain[m[0]]) == len(k) else tuple(plain[j] for j in m)
-                       for k, m in keys.items()]
-            self._results[i] = (db, members)
+            self._results[i] = (db, _members(keys, plain))  # Python work, done while another part compiles
         except BaseException as exc:  # noqa: BLE001 - raised again by finish(), in the caller's thread
             self._results[i] = exc
 
