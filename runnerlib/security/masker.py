@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from runnerlib.security import folded, known_formats, truncated, wrapped
+from runnerlib.security import known_formats, truncated, wrapped
 from runnerlib.security.matcher import KeyedParts, Matcher, build_head_matcher, build_matcher, default_engine
 
 log = logging.getLogger("runnerlib.secrets")
@@ -77,11 +77,11 @@ class _Layer:
 class MaskSnapshot:
     """An immutable compiled pattern set: find occurrences, find live partial matches, mask a buffer."""
 
-    __slots__ = ("layers", "maxlen", "_sorted", "_short", "replacement", "count", "triggers", "folds")
+    __slots__ = ("layers", "maxlen", "_sorted", "_short", "replacement", "count", "triggers")
 
     def __init__(self, layers: tuple[_Layer, ...], maxlen: int, sorted_patterns: tuple[list[bytes], ...],
                  short_prefixes: set[bytes], replacement: bytes, count: int,
-                 triggers: set[bytes] | frozenset[bytes] = frozenset(), folds: bool = False) -> None:
+                 triggers: set[bytes] | frozenset[bytes] = frozenset()) -> None:
         self.layers = layers
         self.maxlen = maxlen
         self._sorted = sorted_patterns
@@ -91,8 +91,6 @@ class MaskSnapshot:
         # Patterns that are not masked themselves: a hit sends the lines around it through the wrapped view
         # (runnerlib.security.wrapped), which masks what crosses a line break of an encoded run.
         self.triggers = triggers
-        # Whether a multi-word secret may be folded at its spaces (security/folded.py): its view and tail hold.
-        self.folds = folds
 
     def find_raw(self, data: bytes) -> list[tuple[int, int]]:
         """(start, end) of every occurrence of every pattern, triggers included, in no particular order."""
@@ -140,11 +138,9 @@ class MaskSnapshot:
         # A secret found whole can be the ASCII column of a dump line (`xxd` of a short secret): its hex digits
         # are found by the same look as a trigger's.
         masks.extend(wrapped.view_occurrences(data, found, self._find_masks, self.maxlen, line_start))
-        if len(masks) < len(found):  # a trigger hit: the head of a secret cut short by `...`, or folded
-            hits = [o for o in found if data[o[0]:o[1]] in triggers]
-            masks.extend(truncated.occurrences(data, hits, self.longest_beginning))
-            if self.folds:
-                masks.extend(folded.occurrences(data, hits, self._find_masks, 2 * self.maxlen + 256))
+        if len(masks) < len(found):  # a trigger hit: it may be the head of a secret cut short by `...`
+            masks.extend(truncated.occurrences(data, [o for o in found if data[o[0]:o[1]] in triggers],
+                                               self.longest_beginning))
         return masks
 
     def longest_beginning(self, data: bytes, a: int) -> int:
@@ -190,8 +186,6 @@ class MaskSnapshot:
             live = min(live, wrapped.tail_live_start(buf, self._live_start, self.maxlen, line_start))
         if self.triggers:  # a secret's beginning, then the beginning of `...` (only a buffer ending with one)
             live = min(live, truncated.tail_live_start(buf, self._live_start, self.maxlen))
-        if self.folds:  # a multi-word secret's beginning that the lines after may continue, folded
-            live = min(live, folded.tail_live_start(buf, self._live_start, self.maxlen))
         return live
 
     def _live_start(self, buf: bytes) -> int:
@@ -310,7 +304,6 @@ class Masker:
         self._filler: threading.Thread | None = None  # a background fill (fill_in_background) while it runs
         self._fill_error: Exception | None = None
         self._part_from = 0  # patterns from here on are in no part yet
-        self.folds = False  # set (by the registry) once a secret may be folded at its spaces: see MaskSnapshot
         self.snapshot = MaskSnapshot((), 0, ([],), set(), replacement, 0)
 
     def __len__(self) -> int:
@@ -586,7 +579,7 @@ class Masker:
 
     def _publish(self, layers: tuple[_Layer, ...]) -> None:
         self.snapshot = MaskSnapshot(layers, self._maxlen, (self._sorted, self._recent), self._short, self.replacement,
-                                     len(self._patterns), self._triggers, self.folds)
+                                     len(self._patterns), self._triggers)
 
     def _schedule_merge(self, force: bool = False) -> None:
         # Called with the lock held.

@@ -21,7 +21,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 
-from runnerlib.security import folded
 from runnerlib.security.json_secret_parts import secret_parts
 from runnerlib.security.masker import Masker
 from runnerlib.security.stream import DEFAULT_HOLD_CAP, IdleFlusher, MaskedStream
@@ -111,8 +110,6 @@ class SecretRegistry:
         # Uses the masker only (its own lock). The forms are computed as the masker takes them: a large start-up
         # batch compiles its first part while the rest are computed (Masker.add_forms).
         min_length = self.min_length
-        if not self._masker.folds and any(folded.heads(v) for v in values):
-            self._masker.folds = True  # published with the forms below
         self._masker.add_forms((secret_forms(v, min_length=min_length) for v in values), len(values))
 
     def _wait_for_streams(self) -> None:

@@ -15,7 +15,7 @@ import base64
 import json
 import re
 
-from runnerlib.security import folded, truncated
+from runnerlib.security import truncated
 from runnerlib.security.escape_forms import (
     _ANSIC,
     c_locale_shell_forms,
@@ -310,7 +310,6 @@ def secret_forms(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], lis
         triggers.update(dict.fromkeys(wrap_triggers(form, wrappable_forms(form, b64, b32[0].rstrip(b"=")))))
         triggers.update(dict.fromkeys(mixed_case_triggers(form, percent)))
         triggers.update(dict.fromkeys(truncated.heads(form)))
-        triggers.update(dict.fromkeys(folded.heads(form)))
     return [v for v in out if v], list(triggers)
 
 

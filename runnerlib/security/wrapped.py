@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 # An encoding line shorter than this does not join the next line (a short word on its own line is not wrapped
 # output). Any width from WRAP_MIN_WIDTH up has trigger fragments placed for it.
@@ -282,24 +282,17 @@ def mixed_case_occurrences(data: bytes, hits: list[tuple[int, int]], find: Calla
     """Percent forms written with mixed-case hex (`p%40ss%2fw%3Ax`), around each hit: the window of `budget`
     bytes on each side with its escapes in uppercase, scanned for the registered (uppercase) forms."""
     out: list[tuple[int, int]] = []
-    for lo, hi in hit_windows(len(data), hits, budget):
+    done_until = -1
+    for a, b in sorted(hits):
+        if a < done_until:
+            continue
+        lo, hi = max(0, a - budget), min(len(data), b + budget)
         window = data[lo:hi]
         upper = upper_escapes(window)
         if upper != window:
             out.extend((lo + s, lo + e) for s, e in find(upper))
+        done_until = hi
     return out
-
-
-def hit_windows(length: int, hits: list[tuple[int, int]], budget: int) -> Iterator[tuple[int, int]]:
-    """(lo, hi): `budget` bytes on each side of each hit, within [0, length), in order; a hit inside the window
-    before it is in that one already."""
-    done = -1
-    for a, b in sorted(hits):
-        if a < done:
-            continue
-        lo, hi = max(0, a - budget), min(length, b + budget)
-        done = hi
-        yield lo, hi
 
 
 def _map_back(lines: list[_Line], find: Callable[[bytes], list[tuple[int, int]]]) -> list[tuple[int, int]]:
