@@ -5,7 +5,7 @@ Run: .venv/bin/python fuzz/fuzz_known_formats.py -atheris_runs=1000
 Properties: whatever the split (and with an idle flush after some writes), the stage never raises; the bytes
 it emits equal `mask_known_formats(whole input)` when no idle flush came; the hold-back never exceeds the
 largest window; the Hyperscan prefilter's viable hits resolve like every literal occurrence; and a token planted
-whole (a GitHub token, behind a separator, and its base64) never survives. Through a registry's stream (MaskedThenKnown), the
+whole (a GitHub token, behind a separator, its base64, and folded at 8 to 40 columns) never survives. Through a registry's stream (MaskedThenKnown), the
 masker's one pass (its database finds the known-format prefixes too) emits the same bytes and notices as the
 known-formats stage scanning every write itself.
 """
@@ -32,6 +32,11 @@ REGISTRY = SecretRegistry()
 REGISTRY.add_many(["pw-ghp_QQQQQQQQ", "AKIAsecretvalue1"], source="fuzz")
 
 
+def folded(line: bytes, width: int) -> bytes:
+    """`line` as `fold -w width` prints it (the planted token's prefix, at column 3, stays whole from 8 on)."""
+    return b"\n".join(line[i:i + width] for i in range(0, len(line), width))
+
+
 def through_registry(pieces: list[bytes], idle: bool, one_pass: bool) -> tuple[bytes, list[str]]:
     return known_stage_through(REGISTRY, pieces, one_pass=one_pass, idle=idle)
 
@@ -43,8 +48,9 @@ def TestOneInput(data: bytes) -> None:
     plant = fdp.ConsumeBool()
     raw = fdp.ConsumeBytes(fdp.remaining_bytes())
     body = b"".join(SEEDS.get(b, bytes([b])) for b in raw)
+    width = fdp.ConsumeIntInRange(8, 40) if plant else 0
     if plant:
-        body = body + b"\n" + TOKEN + b"\n" + base64.b64encode(TOKEN) + b"\n"
+        body = body + b"\n" + TOKEN + b"\n" + base64.b64encode(TOKEN) + b"\n" + folded(b"t: " + TOKEN, width) + b"\n"
     out: list[bytes] = []
     stage = kf.KnownFormatsFilter(out.append)
     start = 0
@@ -71,6 +77,8 @@ def TestOneInput(data: bytes) -> None:
         raise AssertionError(f"one pass differs from two for {body!r} at {cuts}")
     if plant and TOKEN[4:20] in got:
         raise AssertionError(f"planted token survived in {got!r}")
+    if plant and TOKEN[4:20] in got.replace(b"\n", b""):
+        raise AssertionError(f"planted token folded at {width} survived in {got!r}")
     if plant and base64.b64encode(TOKEN)[8:24] in got:
         raise AssertionError(f"planted token's base64 survived in {got!r}")
 

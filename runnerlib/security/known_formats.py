@@ -41,8 +41,11 @@ log = logging.getLogger("runnerlib.secrets.known_formats")
 REPLACEMENT = b"***"
 # `ahocorasick` forces the fallback prefilter (tests, benchmarks); anything else means Hyperscan if it imports.
 ENGINE_ENV = "RUNNERLIB_KNOWN_FORMATS_ENGINE"
-# Bytes of already-emitted output kept for lookbehind (a `?` before `sig=`) and split prefixes.
-CONTEXT = 32
+# How far before a token's prefix its line's start is looked for, to know the width of a fold (see
+# _TokenFormat._folded): a stream keeps this much of what it emitted, so it knows what the whole output shows.
+FOLD_LOOKBACK = 256
+# Bytes of already-emitted output kept for lookbehind (a `?` before `sig=`), split prefixes and the fold width.
+CONTEXT = FOLD_LOOKBACK + 64
 _MORE, _NONE, _MATCH = 0, 1, 2
 
 
@@ -63,6 +66,11 @@ class _TokenFormat:
     # whether the start of the buffer will do too (a negative lookbehind).
     before: str = ""
     before_start: bool = False
+    # The token's characters after its prefix (`[A-Za-z0-9]*`), for a token that a fold cut (`fold -w 20`, a
+    # narrow column): None for the formats not looked for across lines (headers and parameters).
+    body: re.Pattern[bytes] | None = None
+    piece: re.Pattern[bytes] | None = None  # a prefix and `body`: a line that may end with a folded token's start
+    rest_folded: str = ""  # what else follows the prefix of such a token, for _Finder: a short piece, a line break
 
     @property
     def tail(self) -> int:
@@ -83,7 +91,46 @@ class _TokenFormat:
         if m is not None and (complete or m.end() < end):
             group = "secret" if "secret" in self.regex.groupindex else 0
             return _MATCH, m.start(group), m.end(group)
+        if m is None and newline != -1 and self.body is not None:
+            return self._folded(buf, p, newline, limit, final or limit == p + self.window)
         return (_NONE, 0, 0) if complete else (_MORE, 0, 0)
+
+    def _folded(self, buf: bytes, p: int, newline: int, limit: int, final: bool) -> tuple[int, int, int]:
+        """The token whose line ends too early for it, read across line breaks.
+
+        Only where its line holds nothing but the token from the prefix on (`fold` cut it): then the lines after
+        it are joined while each is as long as the prefix's line (the fold's width; lines of a narrower column
+        too), and the first shorter one ends it. The line's start must lie within FOLD_LOOKBACK bytes before the
+        prefix (or at the buffer's start there); further back, one more line is joined. The regex decides on
+        the joined text, and its match is masked as one run, line breaks included."""
+        cr = 1 if buf[newline - 1:newline] == b"\r" else 0
+        if self.piece.fullmatch(buf, p, newline - cr) is None:  # type: ignore[union-attr]
+            return _NONE, 0, 0
+        lo = max(0, p - FOLD_LOOKBACK)
+        start = buf.rfind(b"\n", lo, p) + 1
+        width = newline - cr - start if start or lo == 0 else None
+        before = max(0, p - 2)  # what the regex's lookbehind reads (`m` of a colour code, `x` glued to it)
+        pieces, origin = [buf[before:newline - cr]], [*range(before, newline - cr)]
+        line_start = newline + 1
+        while True:
+            nl = buf.find(b"\n", line_start, limit)
+            if nl == -1:
+                if not final:
+                    return _MORE, 0, 0
+                nl = limit
+            stop = nl - 1 if nl > line_start and buf[nl - 1] == 0x0D else nl
+            pieces.append(buf[line_start:stop])
+            origin.extend(range(line_start, stop))
+            if (width is None or stop - line_start != width or nl >= limit
+                    or self.body.fullmatch(buf, line_start, stop) is None):  # type: ignore[union-attr]
+                break  # the token's last line: shorter than the fold, or more than the token on it
+            line_start = nl + 1
+        joined = b"".join(pieces)
+        m = self.regex.match(joined, p - before)
+        if m is None or origin[m.end() - 1] < newline:
+            return _NONE, 0, 0
+        group = "secret" if "secret" in self.regex.groupindex else 0
+        return _MATCH, origin[m.start(group)], origin[m.end(group) - 1] + 1
 
 
 _PEM_HEADER = re.compile(rb"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
@@ -117,7 +164,8 @@ class _PemFormat:
 
 
 def _token(name: str, prefixes: Iterable[str], pattern: str, rest: str, window: int = 512,
-           caseless: bool = False) -> _TokenFormat:
+           caseless: bool = False, body: str | None = None) -> _TokenFormat:
+    prefixes = tuple(prefixes)
     flags = re.IGNORECASE if caseless else 0
     before, before_start = "", False
     if pattern.startswith(_B):
@@ -126,8 +174,18 @@ def _token(name: str, prefixes: Iterable[str], pattern: str, rest: str, window: 
         before, before_start = "[^A-JL-Za-ln-z0-9_]", True
     elif pattern.startswith(_AFTER_QUERY):
         before = "[?&]"
+    rest_folded = ""
+    if body is not None:
+        # What else the prefilter lets through: a token that a fold cut short (what _folded reads), some of its
+        # characters, then a line break.
+        assert rest.startswith(body), f"{name}: `rest` must start with `body`"
+        rest_folded = f"{body}*\r?\n"
     return _TokenFormat(name, tuple(p.encode() for p in prefixes), re.compile(pattern.encode(), flags), window,
-                        caseless, rest, before, before_start)
+                        caseless, rest, before, before_start,
+                        None if body is None else re.compile(body.encode() + b"*"),
+                        None if body is None else re.compile(
+                            b"(?:" + b"|".join(re.escape(p.encode()) for p in prefixes) + b")" + body.encode() + b"*"),
+                        rest_folded)
 
 
 # Left boundary: a token glued to a longer word (`xghp_...`) is not this format; one right after an ANSI colour or
@@ -141,19 +199,20 @@ _VALUE_NEED = r"[^\s&\"'<>#;,)\]}]{8}"  # the least of a _VALUE, for the `rest` 
 FORMATS: tuple[Any, ...] = (
     # GitHub: classic/OAuth/app/user-to-server/refresh tokens (36 base62 chars) and fine-grained PATs.
     _token("GitHub token", ["ghp_", "gho_", "ghs_", "ghu_", "ghr_"], _B + r"gh[pousr]_[A-Za-z0-9]{36,251}",
-           r"[A-Za-z0-9]{36}"),
+           r"[A-Za-z0-9]{36}", body="[A-Za-z0-9]"),
     _token("GitHub token", ["github_pat_"], _B + r"github_pat_[A-Za-z0-9_]{22,244}",
-           r"[A-Za-z0-9_]{22}"),
+           r"[A-Za-z0-9_]{22}", body="[A-Za-z0-9_]"),
     # GitLab: personal/deploy/runner/trigger/CI-build/feed/OAuth-app tokens (prefix kept in their masker).
     _token("GitLab token", ["glpat-", "gldt-", "glrt-", "glptt-", "glcbt-", "glft-", "gloas-", "glsoat-"],
-           _B + r"gl(?:pat|dt|rt|ptt|cbt|ft|oas|soat)-[A-Za-z0-9_.-]{20,255}", r"[A-Za-z0-9_.\-]{20}"),
+           _B + r"gl(?:pat|dt|rt|ptt|cbt|ft|oas|soat)-[A-Za-z0-9_.-]{20,255}", r"[A-Za-z0-9_.\-]{20}", body=r"[A-Za-z0-9_.\-]"),
     _token("Slack token", ["xoxa-", "xoxb-", "xoxe-", "xoxo-", "xoxp-", "xoxr-", "xoxs-"],
-           _B + r"xox[abeoprs]-[A-Za-z0-9-]{10,250}", r"[A-Za-z0-9\-]{10}"),
+           _B + r"xox[abeoprs]-[A-Za-z0-9-]{10,250}", r"[A-Za-z0-9\-]{10}",
+           body=r"[A-Za-z0-9\-]"),
     # AWS access key ids (long-term AKIA, temporary ASIA): exactly 20 characters, not inside a longer word.
     _token("AWS access key id", ["AKIA", "ASIA"], _B + r"A[KS]IA[A-Z2-7]{16}(?![A-Za-z0-9])", r"[A-Z2-7]{16}[^A-Za-z0-9]",
-           window=64),
+           window=64, body="[A-Z2-7]"),
     _token("Stripe key", ["sk_live_", "rk_live_"], _B + r"[sr]k_live_[A-Za-z0-9]{16,247}",
-           r"[A-Za-z0-9]{16}"),
+           r"[A-Za-z0-9]{16}", body="[A-Za-z0-9]"),
     _PemFormat(),
     # `Authorization: Bearer X`, `-H 'authorization: token X'`, `"Authorization": "Basic X"` (also Proxy-).
     _token("Authorization header", ["authorization"],
@@ -327,8 +386,13 @@ class _Finder:
             longer = [i for i in range(len(_PREFIXES)) if _TAILS[i] > SHORT_TAIL]
             self._tails = [(self._compile([re.escape(_PREFIXES[i].decode()).encode() for i in group], group),
                             max(_TAILS[i] for i in group) + MAX_PREFIX) for group in (short, longer) if group]
+            # A prefix that ends its line with part of a token (_TokenFormat._folded): reported at the line break
+            # (no start: a start costs a third more on spam), the prefix found again in Python.
+            folds = [(i, getattr(fmt, "rest_folded", "")) for i, fmts in enumerate(_STARTS) for fmt in fmts]
+            self._folds = self._compile([re.escape(_PREFIXES[i].decode()).encode() + rest.encode()
+                                         for i, rest in folds if rest], [i for i, rest in folds if rest])
             # Reported with their start (SOM): the rest of a format has no fixed length. Published last: a
-            # reader that sees it sees the tails too.
+            # reader that sees it sees the tails and folds too.
             self._viable = self._compile(viable, ids, self._hyperscan.HS_FLAG_SOM_LEFTMOST)
 
     def _compile(self, expressions: list[bytes], ids: Iterable[int], flags: int = 0) -> Any:
@@ -375,6 +439,11 @@ class _Finder:
         # A list, not a set: a duplicate (two formats of one prefix) is resolved once, then skipped as covered.
         found: list[tuple[int, int]] = []
         self._viable.scan(data, match_event_handler=_on_viable, context=found, scratch=self._scratch(self._viable))
+        if b"\n" in data:  # the fold scan (0.6 ms a 64 KiB write of `xoxb-` chains) needs a line break
+            ends: list[tuple[int, int]] = []
+            self._folds.scan(data, match_event_handler=_on_match, context=ends, scratch=self._scratch(self._folds))
+            for end, i in ends:  # `end`: where the match ends, less the prefix's length
+                found.extend(_folded_starts(data, end + _LENGTHS[i], i))
         n = len(data)
         for db, span in self._tails:
             lo = max(0, n - span)
@@ -382,6 +451,18 @@ class _Finder:
             db.scan(data[lo:] if lo else data, match_event_handler=_on_match, context=tail, scratch=self._scratch(db))
             found.extend((lo + p, i) for p, i in tail if lo + p >= n - _TAILS[i])
         return found
+
+
+def _folded_starts(data: bytes, stop: int, i: int) -> list[tuple[int, int]]:
+    """(start, i) of each prefix `i` on the line ending at `stop` (past its line break) that only token characters
+    follow up to the break: the fold candidates _Finder's fold scan found there."""
+    line = data.rfind(b"\n", 0, stop - 1) + 1
+    prefix, out = _PREFIXES[i], []
+    p = data.find(prefix, line, stop)
+    while p != -1:
+        out.append((p, i))
+        p = data.find(prefix, p + 1, stop)
+    return out  # a superset: each format's resolve decides
 
 
 def _on_match_dense(index: int, _from: int, to: int, _flags: int, hits: Any) -> bool:
