@@ -8,19 +8,21 @@ text) unless a wrapped-form trigger occurs in it (the wrapped view then masks mo
 whole. Half the time the text is the secrets' base64 or hex dump, wrapped at a fuzzer-chosen width, or the
 `od -c` dump of the text and a secret (a fuzzer-chosen number of bytes a line, with or without offsets), or a
 line holding a secret with a colour code inserted at a fuzzer-chosen byte, or the beginning of a longer secret
-followed by `...` (truncated.py: no piece of HEAD bytes or more survives).
+followed by `...` (truncated.py: no piece of HEAD bytes or more survives), or a multi-word secret folded at a
+space with indentation (folded.py).
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import re
 import sys
 
 import atheris
 
 with atheris.instrument_imports():
-    from runnerlib.security import truncated
+    from runnerlib.security import folded, truncated
     from runnerlib.security.masker import reference_mask
     from runnerlib.security.matcher import available_engines
     from runnerlib.security.registry import SecretRegistry
@@ -44,12 +46,21 @@ def TestOneInput(data: bytes) -> None:
     chunks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     engine = ENGINES[fdp.ConsumeIntInRange(0, len(ENGINES) - 1)]
 
-    cut_piece = b""
+    cut_piece = folded_secret = b""
     if fdp.ConsumeBool():  # an encoded document of the text and a secret, wrapped (security/wrapped.py)
         body = text[: len(text) // 2] + secrets[0] + text[len(text) // 2:]
-        how = fdp.ConsumeIntInRange(0, 4)
+        how = fdp.ConsumeIntInRange(0, 5)
         width = fdp.ConsumeIntInRange(16, 100)
-        if how == 4:  # the beginning of a longer secret cut short by a tool, then `...` (security/truncated.py)
+        if how == 5:  # a multi-word secret folded at a space, as yaml.dump prints it (security/folded.py)
+            words = [w for w in secrets[0].replace(b"\n", b" ").split(b" ") if w] or [b"w"]
+            secrets[0] = b" ".join(words * (1 + folded.MIN_LENGTH // (len(b" ".join(words)) + 1)))
+            spaces = [i for i, c in enumerate(secrets[0]) if c == 0x20]
+            at = spaces[fdp.ConsumeIntInRange(0, len(spaces) - 1)] if spaces else 0
+            indent = b" " * fdp.ConsumeIntInRange(1, 8)
+            shown = secrets[0][:at] + b"\n" + indent + secrets[0][at + 1:] if spaces else secrets[0]
+            text = text[: len(text) // 2] + b"\nk: " + shown + b"\n" + text[len(text) // 2:]
+            folded_secret = secrets[0] if spaces and folded.foldable(secrets[0]) else b""
+        elif how == 4:  # the beginning of a longer secret cut short by a tool, then `...` (security/truncated.py)
             secrets[0] += some_bytes(fdp.ConsumeIntInRange(1, 30))
             cut = fdp.ConsumeIntInRange(min(truncated.HEAD, len(secrets[0])), len(secrets[0]))
             marker = truncated.MARKERS[fdp.ConsumeIntInRange(0, len(truncated.MARKERS) - 1)]
@@ -83,6 +94,8 @@ def TestOneInput(data: bytes) -> None:
     for s in registry.secrets():
         if s in got and b"***" not in s:
             raise AssertionError("a whole secret survived")
+    if folded_secret in registry.secrets() and folded_secret in re.sub(rb"[ \t]*\n[ \t]*", b" ", got):
+        raise AssertionError("a multi-word secret folded at a space survived")
     if cut_piece and not small and b"*" not in cut_piece and cut_piece in got:
         raise AssertionError("the beginning of a secret cut short by `...` survived")
 

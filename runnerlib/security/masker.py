@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from runnerlib.security import known_formats, truncated, wrapped
+from runnerlib.security.folded import FoldSet
 from runnerlib.security.matcher import KeyedParts, Matcher, build_head_matcher, build_matcher, default_engine
 
 log = logging.getLogger("runnerlib.secrets")
@@ -77,11 +78,11 @@ class _Layer:
 class MaskSnapshot:
     """An immutable compiled pattern set: find occurrences, find live partial matches, mask a buffer."""
 
-    __slots__ = ("layers", "maxlen", "_sorted", "_short", "replacement", "count", "triggers")
+    __slots__ = ("layers", "maxlen", "_sorted", "_short", "replacement", "count", "triggers", "folds")
 
     def __init__(self, layers: tuple[_Layer, ...], maxlen: int, sorted_patterns: tuple[list[bytes], ...],
                  short_prefixes: set[bytes], replacement: bytes, count: int,
-                 triggers: set[bytes] | frozenset[bytes] = frozenset()) -> None:
+                 triggers: set[bytes] | frozenset[bytes] = frozenset(), folds: FoldSet | None = None) -> None:
         self.layers = layers
         self.maxlen = maxlen
         self._sorted = sorted_patterns
@@ -91,6 +92,8 @@ class MaskSnapshot:
         # Patterns that are not masked themselves: a hit sends the lines around it through the wrapped view
         # (runnerlib.security.wrapped), which masks what crosses a line break of an encoded run.
         self.triggers = triggers
+        # Multi-word secrets a tool may fold at a space (security/folded.py): their view and tail hold.
+        self.folds = folds or FoldSet()
 
     def find_raw(self, data: bytes) -> list[tuple[int, int]]:
         """(start, end) of every occurrence of every pattern, triggers included, in no particular order."""
@@ -141,6 +144,8 @@ class MaskSnapshot:
         if len(masks) < len(found):  # a trigger hit: it may be the head of a secret cut short by `...`
             masks.extend(truncated.occurrences(data, [o for o in found if data[o[0]:o[1]] in triggers],
                                                self.longest_beginning))
+        if self.folds:  # a multi-word secret's head (a trigger, or a pattern too): it may be folded at a space
+            masks.extend(self.folds.occurrences(data, found))
         return masks
 
     def longest_beginning(self, data: bytes, a: int) -> int:
@@ -186,6 +191,8 @@ class MaskSnapshot:
             live = min(live, wrapped.tail_live_start(buf, self._live_start, self.maxlen, line_start))
         if self.triggers:  # a secret's beginning, then the beginning of `...` (only a buffer ending with one)
             live = min(live, truncated.tail_live_start(buf, self._live_start, self.maxlen))
+        if self.folds:  # a multi-word secret's beginning that the lines after may continue, folded
+            live = min(live, self.folds.tail_live_start(buf, self._live_start))
         return live
 
     def _live_start(self, buf: bytes) -> int:
@@ -304,6 +311,7 @@ class Masker:
         self._filler: threading.Thread | None = None  # a background fill (fill_in_background) while it runs
         self._fill_error: Exception | None = None
         self._part_from = 0  # patterns from here on are in no part yet
+        self._folds = FoldSet()  # the foldable forms (add_forms), published with every snapshot
         self.snapshot = MaskSnapshot((), 0, ([],), set(), replacement, 0)
 
     def __len__(self) -> int:
@@ -373,9 +381,11 @@ class Masker:
             self._schedule_merge()
             return len(new)
 
-    def add_forms(self, forms: Iterable[tuple[list[bytes], list[bytes]]], count: int) -> int:
+    def add_forms(self, forms: Iterable[tuple[list[bytes], list[bytes]]], count: int,
+                  folds: Iterable[bytes] = ()) -> int:
         """`add` for the (patterns, triggers) of `count` secrets, computed as they are consumed (the registry
-        passes a generator of variants.secret_forms); returns how many patterns were new.
+        passes a generator of variants.secret_forms); returns how many patterns were new. `folds`: their plain
+        forms that a tool may fold at a space (variants.fold_forms), looked for folded (security/folded.py).
 
         The first set of a batch, when it is large, is compiled in parts (matcher.KeyedParts) while the forms of
         the rest are computed: `runnerlib mask` at N=1,000 waited 0.4 s of Python before the first key compiled.
@@ -383,6 +393,9 @@ class Masker:
         forms = iter(forms)
         self._wait_for_fill()
         with self._lock:
+            # Before the forms: published with the first snapshot that holds their heads (or earlier: it only
+            # holds a stream's tail a little longer meanwhile).
+            self._folds = self._folds.with_forms(list(folds))
             parted = (self._batch > 0 and self.engine == "hyperscan" and not self.snapshot.layers
                       and (self._parts is not None or not self._patterns))
         if not parted:
@@ -579,7 +592,7 @@ class Masker:
 
     def _publish(self, layers: tuple[_Layer, ...]) -> None:
         self.snapshot = MaskSnapshot(layers, self._maxlen, (self._sorted, self._recent), self._short, self.replacement,
-                                     len(self._patterns), self._triggers)
+                                     len(self._patterns), self._triggers, self._folds)
 
     def _schedule_merge(self, force: bool = False) -> None:
         # Called with the lock held.

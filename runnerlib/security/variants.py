@@ -15,7 +15,7 @@ import base64
 import json
 import re
 
-from runnerlib.security import truncated
+from runnerlib.security import folded, truncated
 from runnerlib.security.escape_forms import (
     _ANSIC,
     c_locale_shell_forms,
@@ -310,7 +310,14 @@ def secret_forms(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], lis
         triggers.update(dict.fromkeys(wrap_triggers(form, wrappable_forms(form, b64, b32[0].rstrip(b"=")))))
         triggers.update(dict.fromkeys(mixed_case_triggers(form, percent)))
         triggers.update(dict.fromkeys(truncated.heads(form)))
+        triggers.update(dict.fromkeys(folded.heads(form)))
     return [v for v in out if v], list(triggers)
+
+
+def fold_forms(value: bytes, *, min_length: int = 4) -> list[bytes]:
+    """The plain forms of `value` that a tool may fold at a space (`yaml.dump` of a long passphrase): those
+    secret_forms registers fold heads for (security/folded.py)."""
+    return [f for f in plain_forms(value, min_length=min_length) if folded.foldable(f)]
 
 
 _LETTER_ESCAPE = re.compile(rb"%(?:[0-9a-f][a-f]|[a-f][0-9a-f])")

@@ -16,8 +16,8 @@ Fixed here, each with the protection off (or the previous rule) as a control:
 - colour codes inside a registered secret (`grep --color=always` highlighting part of it): the wrapped view
   reads a line with codes without them.
 
-Still leaking (xfail strict, with what the fix would be): a long passphrase folded by `yaml.dump`,
-PowerShell's -EncodedCommand (base64 of UTF-16LE). Fixed since, each test with its control: UTF-16, a secret
+Still leaking (xfail strict, with what the fix would be): PowerShell's -EncodedCommand (base64 of UTF-16LE).
+Fixed since, each test with its control: a long passphrase folded by `yaml.dump` (security/folded.py), UTF-16, a secret
 truncated by strace (security/truncated.py), an unregistered token in base64 (known_formats.BASE64_FORMATS) or
 folded across lines (known_formats._TokenFormat._folded), a byte list in a workflow output, base64 in PHP-escaped JSON, the fields of a
 JSON document secret (security/json_secret_parts.py).
@@ -407,11 +407,6 @@ def test_unregistered_token_folded(width: int, before: bytes, monkeypatch: pytes
     assert leaked_at(mask_known_formats(data)[0].replace(b"\n", b""), GH[4:], 6)
 
 
-@pytest.mark.xfail(strict=True, reason="yaml.dump folds a plain scalar longer than 80 columns at a space: a "
-                   "multi-word secret then has a newline and indentation for one space. A view that unfolded the "
-                   "lines around any trigger was tried and reverted: it masked other patterns crossing a fold, and "
-                   "a stream lost them (hypothesis). Needs the view to keep only occurrences that contain a fold "
-                   "trigger of their own secret")
 def test_long_passphrase_folded_by_yaml_dump() -> None:
     phrase = " ".join(["correct horse battery staple"] * 4)
     registry = registry_of(phrase.encode())

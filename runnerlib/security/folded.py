@@ -1,0 +1,188 @@
+"""Multi-word secrets folded at a space by the tool that prints them: a line break (and indentation) for a space.
+
+`yaml.dump` folds a scalar longer than its width (80 columns) at a space and continues it on the next line,
+indented; `fold -s`, `fmt` and Python's textwrap break at a space too. A passphrase of a few words then reads
+`p: correct horse battery\\n  staple ...`. No pattern matches it (the break sits at a place that depends on the
+column the value started at), so a secret's single-line plain forms with a space and MIN_LENGTH bytes or more
+(`fold_forms`) are looked for in a view that reads every fold - blanks, one line break, blanks - as one space:
+
+- each such form registers, as triggers, its first HEAD bytes and the HEAD bytes after each of its spaces
+  (`heads`): every line piece of the folded form begins at a word, and one piece of two or more holds HEAD bytes;
+- at a trigger hit that is such a head, `FoldSet.occurrences` reads the lines around it unfolded and keeps an
+  occurrence of the head's own form, at the place the head implies, when it is there in full: nothing else is
+  looked for (a view that scanned every pattern in the unfolded lines also masked other secrets crossing a line
+  break, and a stream that held only their tail did not);
+- in a stream, `FoldSet.tail_live_start` holds the end of a buffer that, unfolded, is a proper beginning of a
+  pattern (a line break at the very end included: the next line may continue it), so a folded occurrence is whole
+  in one buffer when it is decided, and the stream masks what the whole output does. It looks only where the
+  word before the buffer's last fold is a word of such a form (a few percent of stream throughput with one
+  passphrase registered; 10-35% when it unfolded every write's tail).
+
+>>> fs = FoldSet().with_forms([b"correct horse battery staple correct horse"])
+>>> fs.occurrences(b"p: correct horse battery\\n  staple correct horse\\n", [(3, 15)])
+[(3, 47)]
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+
+HEAD = 12
+# Shorter values are left alone: the tools this is for fold at 80 columns (a few at 40).
+MIN_LENGTH = 2 * HEAD
+# Indentation and blanks allowed each fold when sizing the window read around a hit.
+_FOLD_SLACK = 64
+
+
+def foldable(form: bytes) -> bool:
+    """Whether a plain form can be folded at a space: one line, a space, at least MIN_LENGTH bytes."""
+    return (len(form) >= MIN_LENGTH and b" " in form and b"\n" not in form and b"\r" not in form
+            and form[:1] not in (b" ", b"\t") and form[-1:] not in (b" ", b"\t"))
+
+
+def heads(form: bytes) -> list[bytes]:
+    """The triggers that find a foldable `form` folded at its spaces: HEAD bytes from its start and after each space
+    (none for a form that is not foldable)."""
+    if not foldable(form):
+        return []
+    return list(dict.fromkeys(form[s:s + HEAD] for s in _head_starts(form)))
+
+
+def _head_starts(form: bytes) -> list[int]:
+    """Where a head begins: the form's start and after each space, HEAD bytes before its end at the latest."""
+    return [s for s in (0, *(i + 1 for i, byte in enumerate(form) if byte == 0x20)) if len(form) - s >= HEAD]
+
+
+def _unfolded(window: bytes, at_end: bool = False) -> tuple[bytes, list[int], list[int]]:
+    """`window` with each fold (blanks, one line break, blanks) as one space - and with `at_end`, blanks or a
+    `\r` ending it too (a fold may be coming) - and where its pieces came from: `(joined, starts, origins)`,
+    joined byte j of the piece starting at starts[k] came from origins[k] + (j - starts[k]) (a fold's space:
+    where the fold began). See _origin. (By hand, not a regex: `[ \t]*\r?\n` is tried at every byte, 20 us
+    a stream's tail.)"""
+    parts: list[bytes] = []
+    starts: list[int] = []
+    origins: list[int] = []
+    pos = j = 0
+    n = len(window)
+    i = window.find(b"\n")
+    while True:
+        if i == -1:
+            if not at_end:
+                break
+            a = n - 1 if window.endswith(b"\r") and n - 1 >= pos else n
+            i = b = n
+        else:
+            a, b = i, i + 1
+            if a > pos and window[a - 1] == 0x0D:
+                a -= 1
+        while a > pos and window[a - 1] in (0x20, 0x09):
+            a -= 1
+        while b < n and window[b] in (0x20, 0x09):
+            b += 1
+        if a == b:  # nothing at the end
+            break
+        starts += [j, j + a - pos]
+        origins += [pos, a]
+        parts += [window[pos:a], b" "]
+        j += a - pos + 1
+        pos = b
+        if i == n:
+            break
+        i = window.find(b"\n", b)
+    starts.append(j)
+    origins.append(pos)
+    parts.append(window[pos:])
+    return b"".join(parts), starts, origins
+
+
+def _origin(starts: list[int], origins: list[int], j: int) -> int:
+    """Where joined byte j of an `_unfolded` window came from."""
+    k = bisect.bisect_right(starts, j) - 1
+    return origins[k] + j - starts[k]
+
+
+def _joined_at(starts: list[int], origins: list[int], o: int) -> int:
+    """Where window byte o (not inside a fold) is in the joined view."""
+    k = bisect.bisect_right(origins, o) - 1
+    return starts[k] + o - origins[k]
+
+
+class FoldSet:
+    """The foldable forms of the registered secrets, by head. Immutable: `with_forms` returns a new one (a
+    masker snapshot keeps the set it was published with)."""
+
+    __slots__ = ("forms", "by_head", "maxlen", "words")
+
+    def __init__(self, forms: tuple[bytes, ...] = (), by_head: dict[bytes, tuple[tuple[bytes, int], ...]] | None = None,
+                 maxlen: int = 0) -> None:
+        self.forms = forms  # sorted
+        self.by_head = by_head or {}
+        self.maxlen = maxlen
+        # A folded occurrence that a buffer ends in has a whole word of its form before its last fold.
+        self.words = frozenset(w for form in forms for w in form.split(b" "))
+
+    def __bool__(self) -> bool:
+        return bool(self.forms)
+
+    def with_forms(self, forms: list[bytes]) -> FoldSet:
+        """This set and the foldable ones of `forms`."""
+        known = set(self.forms)
+        new = [f for f in dict.fromkeys(forms) if foldable(f) and f not in known]
+        if not new:
+            return self
+        by_head = dict(self.by_head)
+        for form in new:
+            for s in _head_starts(form):
+                by_head[form[s:s + HEAD]] = (*by_head.get(form[s:s + HEAD], ()), (form, s))
+        return FoldSet(tuple(sorted({*self.forms, *new})), by_head, max(self.maxlen, *map(len, new)))
+
+    def occurrences(self, data: bytes, hits: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The folded occurrences in `data` of the forms whose heads were hit: around a hit of the head at offset
+        `s` of form F, F read unfolded from `s` bytes before the hit; only occurrences with a fold inside."""
+        out: list[tuple[int, int]] = []
+        for a, b in hits:
+            found = self.by_head.get(data[a:b])
+            if not found:
+                continue
+            span = max(len(f) + (f.count(b" ") + 1) * _FOLD_SLACK for f, _ in found)
+            lo, hi = max(0, a - span), min(len(data), b + span)
+            if data.find(b"\n", lo, hi) < 0:
+                continue  # nothing folded here: the plain scan saw it as it is
+            joined, starts, origins = _unfolded(data[lo:hi])
+            at = _joined_at(starts, origins, a - lo)  # the head is no fold: its first byte is in the view
+            for form, s in found:
+                start = at - s
+                if start >= 0 and joined.startswith(form, start):
+                    first = lo + _origin(starts, origins, start)
+                    last = lo + _origin(starts, origins, start + len(form) - 1) + 1
+                    if data.find(b"\n", first, last) >= 0:
+                        out.append((first, last))
+        return out
+
+    def tail_live_start(self, buf: bytes, live_start: Callable[[bytes], int]) -> int:
+        """Where a stream must hold `buf` from (len(buf) if nowhere): the earliest proper beginning of a pattern
+        that the end of `buf` is, read unfolded (a fold still coming at the very end read as a space), when it
+        holds a fold. `live_start(b)`: the smallest p such that b[p:] is a proper beginning of a pattern (the
+        masker's, for every pattern: holding more than a foldable form needs changes nothing but the delay)."""
+        end = len(buf)
+        lo = max(0, end - 4 * self.maxlen - 256)
+        body = buf[lo:]
+        pending = body[-1:] in (b" ", b"\t", b"\r", b"\n")  # a fold may be in progress at the end
+        if pending:
+            head = body.rstrip(b" \t\r\n")
+        else:
+            last = body.rfind(b"\n")
+            if last < 0:
+                return end  # no fold: the plain live start is the answer
+            head = body[:last].rstrip(b" \t\r")
+        # An occurrence the buffer ends in crosses its last fold, with a whole word of its form before it.
+        word = head[max(head.rfind(b" "), head.rfind(b"\t"), head.rfind(b"\n")) + 1:]
+        if word not in self.words:
+            return end
+        joined, starts, origins = _unfolded(body, at_end=True)
+        p = live_start(joined)
+        if p >= len(joined):
+            return end
+        at = lo + _origin(starts, origins, p)
+        return at if pending or buf.find(b"\n", at) >= 0 else end

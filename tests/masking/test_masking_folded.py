@@ -1,0 +1,120 @@
+"""Multi-word secrets folded at a space (security/folded.py): `yaml.dump` of a long passphrase puts a line break and
+indentation where a space was. Masked in a whole buffer and in a stream cut anywhere (the line ending with the
+secret's first words is held until the next line shows whether it continues)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runnerlib.security import folded
+from runnerlib.security.registry import SecretRegistry
+from runnerlib.testing import stream_through, write_splits
+
+PHRASE = " ".join(["correct horse battery staple"] * 4)
+
+
+def _registry(*values: str) -> SecretRegistry:
+    registry = SecretRegistry()
+    registry.add_many(values, source="test")
+    return registry
+
+
+def _leaked(out: bytes, secret: str, k: int = 12) -> list[int]:
+    """Offsets of the k-byte pieces of `secret` that `out` shows, its line breaks and indentation read as spaces."""
+    flat = re.sub(rb"[ \t]*\n[ \t]*", b" ", out)
+    raw = secret.encode()
+    return [i for i in range(len(raw) - k + 1) if raw[i:i + k] in flat]
+
+
+@pytest.fixture
+def no_fold_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The protection off: no folded view, no hold of a line that may continue."""
+    monkeypatch.setattr(folded.FoldSet, "occurrences", lambda *args: [])
+    monkeypatch.setattr(folded.FoldSet, "tail_live_start", lambda self, buf, *args: len(buf))
+
+
+@pytest.mark.parametrize("document", [{"p": PHRASE}, {"outer": {"inner": {"p": PHRASE}}}, [PHRASE]])
+def test_yaml_dump_of_a_long_passphrase_is_masked(document: object) -> None:
+    out = _registry(PHRASE).mask(yaml.dump(document).encode())
+    assert b"\n " in yaml.dump(document).encode() and not _leaked(out, PHRASE)
+
+
+def test_the_attack_leaks_without_the_view(no_fold_view: None) -> None:
+    """Control: without the folded view the folded passphrase is printed in clear."""
+    assert _leaked(_registry(PHRASE).mask(yaml.dump({"p": PHRASE}).encode()), PHRASE)
+
+
+def test_indented_text_that_holds_no_secret_is_left_alone() -> None:
+    registry = _registry(PHRASE)
+    text = b"p: correct horse battery\n  unrelated words follow here\nq: staple correct horse\n"
+    assert registry.mask(text) == text
+    assert stream_through(registry, [text[:30], text[30:]]) == text
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_a_folded_passphrase_is_masked_at_any_width_depth_and_split(data: st.DataObject) -> None:
+    """Property: words of any length, yaml.dump at any width (20-90) and nesting depth, written in any pieces: no
+    12-byte piece of the passphrase shows, and the stream gives what the whole buffer gives."""
+    words = data.draw(st.lists(st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=2, max_size=11),
+                               min_size=5, max_size=14))
+    phrase = " ".join(words)
+    if len(phrase) < folded.MIN_LENGTH:
+        phrase = phrase + " " + phrase
+    document: object = {"p": phrase}
+    for _ in range(data.draw(st.integers(0, 3))):
+        document = {"k": document}
+    text = yaml.dump(document, width=data.draw(st.integers(20, 90))).encode()
+    registry = _registry(phrase)
+    whole = registry.mask(text)
+    assert not _leaked(whole, phrase)
+    assert stream_through(registry, data.draw(write_splits(text, max_writes=8))) == whole
+
+
+def test_fold_s_and_textwrap_are_masked_too() -> None:
+    """`fold -s` leaves the space at the end of the line; textwrap puts no indentation."""
+    import textwrap
+
+    registry = _registry(PHRASE)
+    for text in (textwrap.fill("password is " + PHRASE, 40).encode() + b"\n",
+                 b"\n".join(w.encode() + b" " for w in textwrap.wrap("x: " + PHRASE, 30)) + b"\n"):
+        whole = registry.mask(text)
+        assert not _leaked(whole, PHRASE)
+        assert all(stream_through(registry, [text[:c], text[c:]]) == whole for c in range(1, len(text)))
+
+
+def test_other_secrets_crossing_a_line_break_are_not_read_folded() -> None:
+    """Only a foldable form's own occurrence, at the place its head says, is masked in the view: a multi-line
+    secret's lines and other patterns around a fold are left to their own rules (the view that scanned every
+    pattern unfolded masked `alpha beta` here in the whole output, and a stream holding only the tail did not)."""
+    registry = _registry(PHRASE, "alpha\nbeta gamma delta epsilon")
+    text = b"p: correct horse battery\n  staple x\nalpha\n  beta gamma delta epsilon zeta eta\n"
+    whole = registry.mask(text)
+    assert all(stream_through(registry, [text[:c], text[c:]]) == whole for c in range(1, len(text)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_a_multi_line_secret_beside_a_foldable_one_streams_as_the_whole(data: st.DataObject) -> None:
+    """Property (the case the reverted view failed): a foldable secret and a long multi-line one, text made of
+    their pieces with line breaks and indentation, written in any pieces: the stream gives the whole's answer."""
+    words = ["correct", "horse", "battery", "staple", "alpha", "beta", "x", "\n", "\n  ", " "]
+    registry = _registry(PHRASE, "alpha beta\ncorrect horse battery staple\nomega")
+    text = "".join(data.draw(st.lists(st.sampled_from(words), max_size=60))).encode()
+    whole = registry.mask(text)
+    assert stream_through(registry, data.draw(write_splits(text, max_writes=8))) == whole
+
+
+@pytest.mark.parametrize("eol", [b"\r\n", b" \r\n", b"\n"])
+def test_a_write_ending_inside_a_fold_is_held(eol: bytes) -> None:
+    """CRLF output cut between `\\r` and `\\n`, `fold -s`'s blank before the break: every cut streams as the whole."""
+    registry = _registry(PHRASE)
+    text = b"p: correct horse battery" + eol + b"  staple " + PHRASE.split(" ", 4)[4].encode() + eol
+    whole = registry.mask(text)
+    assert not _leaked(whole.replace(b"\r", b""), PHRASE)
+    assert all(stream_through(registry, [text[:c], text[c:]]) == whole for c in range(1, len(text)))
