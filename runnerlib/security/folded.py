@@ -12,8 +12,8 @@ column the value started at), so a secret's single-line plain forms with a space
   occurrence of the head's own form, at the place the head implies, when it is there in full: nothing else is
   looked for (a view that scanned every pattern in the unfolded lines also masked other secrets crossing a line
   break, and a stream that held only their tail did not);
-- in a stream, `FoldSet.tail_live_start` holds the end of a buffer that, unfolded, is a proper beginning of a
-  pattern (a line break at the very end included: the next line may continue it), so a folded occurrence is whole
+- in a stream, `FoldSet.tail_live_start` holds the end of a buffer that, unfolded, is a proper beginning of such a
+  form (a line break at the very end included: the next line may continue it), so a folded occurrence is whole
   in one buffer when it is decided, and the stream masks what the whole output does. It looks only where the
   word before the buffer's last fold is a word of such a form (a few percent of stream throughput with one
   passphrase registered; 10-35% when it unfolded every write's tail).
@@ -26,7 +26,6 @@ column the value started at), so a secret's single-line plain forms with a space
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
 
 HEAD = 12
 # Shorter values are left alone: the tools this is for fold at 80 columns (a few at 40).
@@ -112,7 +111,7 @@ class FoldSet:
     """The foldable forms of the registered secrets, by head. Immutable: `with_forms` returns a new one (a
     masker snapshot keeps the set it was published with)."""
 
-    __slots__ = ("forms", "by_head", "maxlen", "words")
+    __slots__ = ("forms", "by_head", "maxlen", "words", "firsts")
 
     def __init__(self, forms: tuple[bytes, ...] = (), by_head: dict[bytes, tuple[tuple[bytes, int], ...]] | None = None,
                  maxlen: int = 0) -> None:
@@ -121,6 +120,7 @@ class FoldSet:
         self.maxlen = maxlen
         # A folded occurrence that a buffer ends in has a whole word of its form before its last fold.
         self.words = frozenset(w for form in forms for w in form.split(b" "))
+        self.firsts = frozenset(form[0] for form in forms)
 
     def __bool__(self) -> bool:
         return bool(self.forms)
@@ -160,11 +160,10 @@ class FoldSet:
                         out.append((first, last))
         return out
 
-    def tail_live_start(self, buf: bytes, live_start: Callable[[bytes], int]) -> int:
-        """Where a stream must hold `buf` from (len(buf) if nowhere): the earliest proper beginning of a pattern
-        that the end of `buf` is, read unfolded (a fold still coming at the very end read as a space), when it
-        holds a fold. `live_start(b)`: the smallest p such that b[p:] is a proper beginning of a pattern (the
-        masker's, for every pattern: holding more than a foldable form needs changes nothing but the delay)."""
+    def tail_live_start(self, buf: bytes) -> int:
+        """Where a stream must hold `buf` from (len(buf) if nowhere): the earliest proper beginning of a foldable
+        form that the end of `buf` is, read unfolded (a fold still coming at the very end read as a space), when it
+        holds a fold (without one, the plain live start holds it)."""
         end = len(buf)
         lo = max(0, end - 4 * self.maxlen - 256)
         body = buf[lo:]
@@ -181,8 +180,16 @@ class FoldSet:
         if word not in self.words:
             return end
         joined, starts, origins = _unfolded(body, at_end=True)
-        p = live_start(joined)
-        if p >= len(joined):
-            return end
-        at = lo + _origin(starts, origins, p)
-        return at if pending or buf.find(b"\n", at) >= 0 else end
+        forms, firsts = self.forms, self.firsts
+        for p in range(max(0, len(joined) - self.maxlen + 1), len(joined)):
+            if joined[p] not in firsts:
+                continue
+            rest = joined[p:]
+            i = bisect.bisect_left(forms, rest)
+            # Distinct and sorted: if `rest` is a form itself, a longer one follows it.
+            while i < len(forms) and forms[i].startswith(rest):
+                if len(forms[i]) > len(rest):
+                    at = lo + _origin(starts, origins, p)
+                    return at if pending or buf.find(b"\n", at) >= 0 else end
+                i += 1
+        return end

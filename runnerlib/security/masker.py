@@ -192,7 +192,7 @@ class MaskSnapshot:
         if self.triggers:  # a secret's beginning, then the beginning of `...` (only a buffer ending with one)
             live = min(live, truncated.tail_live_start(buf, self._live_start, self.maxlen))
         if self.folds:  # a multi-word secret's beginning that the lines after may continue, folded
-            live = min(live, self.folds.tail_live_start(buf, self._live_start))
+            live = min(live, self.folds.tail_live_start(buf))
         return live
 
     def _live_start(self, buf: bytes) -> int:

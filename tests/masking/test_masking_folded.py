@@ -35,7 +35,7 @@ def _leaked(out: bytes, secret: str, k: int = 12) -> list[int]:
 def no_fold_view(monkeypatch: pytest.MonkeyPatch) -> None:
     """The protection off: no folded view, no hold of a line that may continue."""
     monkeypatch.setattr(folded.FoldSet, "occurrences", lambda *args: [])
-    monkeypatch.setattr(folded.FoldSet, "tail_live_start", lambda self, buf, *args: len(buf))
+    monkeypatch.setattr(folded.FoldSet, "tail_live_start", lambda self, buf: len(buf))
 
 
 @pytest.mark.parametrize("document", [{"p": PHRASE}, {"outer": {"inner": {"p": PHRASE}}}, [PHRASE]])

@@ -174,11 +174,14 @@ def test_hold_back_is_exactly_what_could_still_be_a_secret(engine: str, data: st
     for chunk in data.draw(write_splits(text)):
         stream.write(chunk)
         written += chunk
-        if quick_candidate(written) or b"%" in written or b"\x1b" in written[written.rfind(b"\n") + 1:]:
+        folds = stream._snapshot().folds
+        if quick_candidate(written) or b"%" in written or b"\x1b" in written[written.rfind(b"\n") + 1:] or \
+                (folds and folds.tail_live_start(written) < len(written)):
             # The last line may be part of a wrapped encoding (its joined content), or a percent form with
             # mixed-case hex (read with its escapes in uppercase), or a line with colour codes (read without
-            # them): each can hold back more; or the joined run was masked through its last byte already, and
-            # nothing of it is left to hold.
+            # them), or the end may be a multi-word form folded at a space (security/folded.py): each can hold
+            # back more; or the joined run was masked through its last byte already, and nothing of it is left
+            # to hold.
             assert stream.held >= brute_force_held(written, patterns, triggers) or \
                 (stream.held == 0 and emitted.endswith(b"***"))
         else:
