@@ -28,6 +28,7 @@ from runnerlib.execution.container import (
     ContainerStep,
     new_container_name,
 )
+from runnerlib.security.untrusted_env import allowed_for_untrusted, named_secrets
 
 __all__ = ["IMAGE_PATH", "container_mode", "container_path", "forwarded_names", "prestart", "run_container_step",
            "step_container", "step_variables", "stop_prestart"]
@@ -105,11 +106,10 @@ def step_variables(runner: Any, step: Any, env: dict[str, str], trusted: bool, f
     if not trusted:
         # What reaches an untrusted step's container holds no secret, in no encoded form either, whoever put it
         # in the environment (a trusted step's GITHUB_ENV line copying a token, or its base64, included): the
-        # rule of security/untrusted_env.py for a step in process mode. `known` values skip the value check.
-        known = known or {}
-        names = {n for n in names if runner._safe_for_untrusted(n, "") and (
-            known.get(n) == env[n] or (runner._safe_for_untrusted(n, env[n])
-                                       and runner.registry.mask_text(env[n]) == env[n]))}
+        # one rule of security/untrusted_env.py, as for a step in process mode.
+        named = set(config.secret_env_names) | named_secrets(runner.environ)
+        names = {n for n in names
+                 if allowed_for_untrusted(n, env[n], registry=runner.registry, named=named, known=known)}
     values = {n: container.in_container(env[n]) for n in sorted(names)}
     if path is not None:
         values["PATH"] = path

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from runnerlib.security.secret_names import is_secret_name
@@ -38,9 +38,33 @@ FROM_RUNNER = (
 )
 
 
-def _named_secrets(environ: Mapping[str, str]) -> set[str]:
+def named_secrets(environ: Mapping[str, str]) -> set[str]:
+    """The names REACTORCIDE_SECRET_ENV_NAMES lists in `environ` (comma- or line-separated)."""
     names = environ.get("REACTORCIDE_SECRET_ENV_NAMES", "")
     return {n.strip() for n in names.replace("\n", ",").split(",") if n.strip()}
+
+
+def allowed_for_untrusted(name: str, value: str, *, registry: Any, named: Collection[str] = frozenset(),
+                          known: Mapping[str, str] | None = None) -> bool:
+    """Whether one variable may reach an untrusted step, in a process or in a container (the one rule both
+    modes apply): not a runner credential (NEVER, `REACTORCIDE_SECRET*`), not secret by name (`named`, the
+    default patterns), no NUL or `=`, and - unless `known` holds exactly this value under this name (see
+    build_untrusted_env) - no registered secret in it, in any form the registry masks.
+
+    >>> from runnerlib.security.registry import SecretRegistry
+    >>> reg = SecretRegistry(); _ = reg.add("hunter2-very-secret", source="doc")
+    >>> [allowed_for_untrusted(n, v, registry=reg) for n, v in [("A", "aHVudGVyMi12ZXJ5LXNlY3JldA=="), ("B", "b")]]
+    [False, True]
+    """
+    if (name in NEVER or name.startswith("REACTORCIDE_SECRET") or name in named or is_secret_name(name)
+            or "\0" in value or "=" in name or not name):
+        return False
+    if known is not None and known.get(name) == value:
+        return True
+    raw = value.encode("utf-8", "surrogateescape")
+    if any(s in raw for s in registry.secrets() if s):
+        return False
+    return bool(registry.mask(raw) == raw)  # encoded forms (base64, URL, JSON) of a secret
 
 
 def build_untrusted_env(job_env: Mapping[str, str], *, registry: Any, tmpdir: str | None,
@@ -60,22 +84,14 @@ def build_untrusted_env(job_env: Mapping[str, str], *, registry: Any, tmpdir: st
     >>> env = build_untrusted_env({"GREETING": "hi", "DB_PASSWORD": "x", "URL": "u:hunter2-very-secret@h"},
     ...                           registry=reg, tmpdir="/tmp/t", base_env={})
     >>> sorted(env)
-    ['CI', 'GREETING', 'HOME', 'PATH', 'TMPDIR']
+    ['CI', 'GREETING', 'HOME', 'LANG', 'PATH', 'TMPDIR']
     """
     base = os.environ if base_env is None else base_env
-    named = _named_secrets(base) | _named_secrets(job_env)
-    secrets = [s for s in registry.secrets() if s]
+    named = named_secrets(base) | named_secrets(job_env)
     dropped: list[str] = []
 
     def allowed(name: str, value: str) -> bool:
-        if name in NEVER or name in named or is_secret_name(name) or "\0" in value or "=" in name or not name:
-            return False
-        if known is not None and known.get(name) == value:
-            return True
-        raw = value.encode("utf-8", "surrogateescape")
-        if any(s in raw for s in secrets):
-            return False
-        return registry.mask(raw) == raw  # encoded forms (base64, URL, JSON) of a secret
+        return allowed_for_untrusted(name, value, registry=registry, named=named, known=known)
 
     env: dict[str, str] = {"PATH": DEFAULT_PATH}
     for name in FROM_RUNNER:
