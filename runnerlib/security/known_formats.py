@@ -99,10 +99,10 @@ class _TokenFormat:
         """The token whose line ends too early for it, read across line breaks.
 
         Only where its line holds nothing but the token from the prefix on (`fold` cut it): then the lines after
-        it are joined while each is as long as the prefix's line (the fold's width; lines of a narrower column
-        too), and the first shorter one ends it. The line's start must lie within FOLD_LOOKBACK bytes before the
-        prefix (or at the buffer's start there); further back, one more line is joined. The regex decides on
-        the joined text, and its match is masked as one run, line breaks included."""
+        it are joined while each is as long as the prefix's line (the fold's width) and all token characters;
+        the first other one is the token's last. The width is known when the line's start lies within
+        FOLD_LOOKBACK bytes before the prefix (or at the buffer's start there); otherwise one line is joined.
+        The regex decides on the joined text, and its match is masked as one run, line breaks included."""
         cr = 1 if buf[newline - 1:newline] == b"\r" else 0
         if self.piece.fullmatch(buf, p, newline - cr) is None:  # type: ignore[union-attr]
             return _NONE, 0, 0
@@ -454,15 +454,16 @@ class _Finder:
 
 
 def _folded_starts(data: bytes, stop: int, i: int) -> list[tuple[int, int]]:
-    """(start, i) of each prefix `i` on the line ending at `stop` (past its line break) that only token characters
-    follow up to the break: the fold candidates _Finder's fold scan found there."""
+    """(start, i) of each prefix `i` on the line ending at `stop` (past its line break), where _Finder's fold scan
+    found one followed by token characters only: a superset (the scan reports no start), each format's resolve
+    decides."""
     line = data.rfind(b"\n", 0, stop - 1) + 1
     prefix, out = _PREFIXES[i], []
     p = data.find(prefix, line, stop)
     while p != -1:
         out.append((p, i))
         p = data.find(prefix, p + 1, stop)
-    return out  # a superset: each format's resolve decides
+    return out
 
 
 def _on_match_dense(index: int, _from: int, to: int, _flags: int, hits: Any) -> bool:
