@@ -34,11 +34,12 @@ WRAP_MIN_WIDTH = 60
 # Longer lines are not looked at (no tool wraps wider); also bounds what a stream keeps as context.
 LINE_MAX = 4096
 
-# One alternation, matched once per line: an encoding line (w); `hexdump -C` (offset, bytes separated by spaces,
+# One alternation, matched once per line: an encoding line (w: base64, base64url, hex, base32, and `.` for a
+# folded registered JWT, whose raw fragments are its triggers); `hexdump -C` (offset, bytes separated by spaces,
 # two after the 8th, |ASCII|: hd, hda); `xxd` (offset and colon, groups of hex digits, two spaces, ASCII: xx,
 # xxa); `od -tx1` / `od -An -tx1` (optional offset: octal, `-Ad` decimal, `-Ax` hex of 6 digits, ` NN` bytes, `od -tx1z`'s >ASCII<), `bytes.hex(" ")`,
 # `xxd -i` and C `0xNN,` lists, `\xNN` strings, colon-separated `openssl` hex (hl, hla).
-_WRAP_RX = rb"[ \t]*(?P<w>[A-Za-z0-9+/_=-]+)\r?"
+_WRAP_RX = rb"[ \t]*(?P<w>[A-Za-z0-9+/_=.-]+)\r?"
 # `od -c`: one field of 4 columns a byte, right-aligned: a printable character, a space (4 spaces), a C escape,
 # or 3 octal digits (oc).
 _OD_C_FIELD = rb"(?:   [!-~]|    |  \\[0abfnrtv]| [0-7]{3})"
@@ -428,10 +429,10 @@ def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
 
 # What the start of an encoding or dump line looks like: a cheap test on the last line of each write (most log
 # lines fail it within a few characters), and what a stream keeps as context.
-_QUICK = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=-]{16}|[A-Za-z0-9+/_=-]*\r?$|[0-9a-fA-F]{6,16}(?::? | |$)"
+_QUICK = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=.-]{16}|[A-Za-z0-9+/_=.-]*\r?$|[0-9a-fA-F]{6,16}(?::? | |$)"
                     rb"|(?:[0-7]{3}|\\?[!-~])" + _OD_C_FIELD +  # `od -An -c`
                     rb"|(?:0x|\\x)?[0-9a-fA-F]{1,2}(?:[ ,:]|\\x|\r?$))")
-_PREFIX = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=-]*|[0-9a-fA-F]{1,16}(?::? .*|  .*)?|[0-9a-fA-Fx\\ ,:]*"
+_PREFIX = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=.-]*|[0-9a-fA-F]{1,16}(?::? .*|  .*)?|[0-9a-fA-Fx\\ ,:]*"
                      rb"|(?:(?:[0-7]{3}|\\?[!-~]) {1,3})*(?:[0-7]{1,3}|\\?[!-~])?)\r?")  # the last: `od -An -c`
 
 

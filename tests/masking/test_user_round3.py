@@ -36,7 +36,7 @@ import sys
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runnerlib.security import registry as registry_module
@@ -630,3 +630,59 @@ def test_od_c_fragments_survive_any_line_breaks(value: bytes, cut: int, width: i
     lines = [form[:start]] + [form[i:i + width] for i in range(start, len(form), width)]
     for pieces in (one_break, lines):
         assert any(f in piece for f in frags for piece in pieces), (form, pieces, frags)
+
+
+# --- found in this stop's last look, still leaking: strict xfails naming the fix --------------------------------
+
+LONG_TOKEN = "Xk9fQ2mZ7pLw4RtY8vNb3HcQ2mZ7pLw4RtY8vNb3"
+JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5"
+       "MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
+
+
+def test_a_registered_token_folded_from_the_start_of_a_line() -> None:
+    """Control for the two below: a registered token of the encoding alphabet, folded from column 0 (`fold -w
+    20` of the bare token), is joined by the wrapped view (its raw fragments are triggers) and masked."""
+    out = run(["fold", "-w", "20"], LONG_TOKEN.encode() + b"\nnext\n")
+    assert registry_of(LONG_TOKEN.encode()).mask(out) == b"***\nnext\n"
+
+
+@pytest.mark.xfail(strict=True, reason="the wrapped view joins only lines made wholly of encoding characters: the "
+                   "first line `token: Xk9fQ2mZ7pLw4` is not one, so neither it nor the rest is read as the token. "
+                   "Needs a first line's last word to start a run when the line is as wide as the next (the fold), "
+                   "without making every log line's last word a candidate at the end of each write")
+@pytest.mark.parametrize("width", [20, 33])
+def test_a_registered_token_folded_after_a_prefix(width: int) -> None:
+    out = run(["fold", "-w", str(width)], b"token: " + LONG_TOKEN.encode() + b"\nnext\n")
+    assert not leaked_at(registry_of(LONG_TOKEN.encode()).mask(out).replace(b"\n", b""), LONG_TOKEN.encode(), 8)
+
+
+def test_a_registered_jwt_folded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A JWT (OIDC and service-account tokens) folded at any width: `.` is an encoding character of the wrapped
+    view, so its lines are joined (its raw fragments are the triggers). Control: without `.` it leaked whole."""
+    from runnerlib.security import wrapped
+
+    registry = registry_of(JWT.encode())
+    for width in (20, 64, 76):
+        out = run(["fold", "-w", str(width)], JWT.encode() + b"\n")
+        assert not leaked_at(registry.mask(out).replace(b"\n", b""), JWT.encode(), 12)
+    for name in ("_LINE", "_QUICK", "_PREFIX"):  # the alphabet before
+        rx = getattr(wrapped, name)
+        monkeypatch.setattr(wrapped, name, re.compile(rx.pattern.replace(rb"[A-Za-z0-9+/_=.-]", rb"[A-Za-z0-9+/_=-]")))
+    out = run(["fold", "-w", "64"], JWT.encode() + b"\n")
+    assert leaked_at(registry_of(JWT.encode()).mask(out).replace(b"\n", b""), JWT.encode(), 12)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.data())
+def test_a_dotted_token_folded_at_any_width_and_split(data: st.DataObject) -> None:
+    """Property: a registered value of the encoding alphabet with dots (a JWT's shape), folded from column 0 at
+    any width from 16, written in any pieces: no 12-byte piece shows and the stream gives the whole's answer."""
+    parts = data.draw(st.lists(st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-",
+                                       min_size=8, max_size=40), min_size=2, max_size=3))
+    value = ".".join(parts).encode()
+    width = data.draw(st.integers(16, 80))
+    text = b"".join(value[i:i + width] + b"\n" for i in range(0, len(value), width)) + b"done\n"
+    registry = registry_of(value)
+    whole = registry.mask(text)
+    assert not leaked_at(whole.replace(b"\n", b""), value, 12)
+    assert stream_through(registry, data.draw(write_splits(text, max_writes=8))) == whole
