@@ -9,7 +9,8 @@ whole. Half the time the text is the secrets' base64 or hex dump, wrapped at a f
 `od -c` dump of the text and a secret (a fuzzer-chosen number of bytes a line, with or without offsets), or a
 line holding a secret with a colour code inserted at a fuzzer-chosen byte, or the beginning of a longer secret
 followed by `...` (truncated.py: no piece of HEAD bytes or more survives), or a multi-word secret folded at a
-space with indentation (folded.py).
+space with indentation (folded.py), or a secret after other text with its line cut every `width` bytes
+(folded.BreakSet).
 """
 
 from __future__ import annotations
@@ -49,9 +50,12 @@ def TestOneInput(data: bytes) -> None:
     cut_piece = folded_secret = b""
     if fdp.ConsumeBool():  # an encoded document of the text and a secret, wrapped (security/wrapped.py)
         body = text[: len(text) // 2] + secrets[0] + text[len(text) // 2:]
-        how = fdp.ConsumeIntInRange(0, 5)
+        how = fdp.ConsumeIntInRange(0, 6)
         width = fdp.ConsumeIntInRange(16, 100)
-        if how == 5:  # a multi-word secret folded at a space, as yaml.dump prints it (security/folded.py)
+        if how == 6:  # a secret after other text, its line cut every `width` bytes (fold -w: folded.BreakSet)
+            line = text[: len(text) // 2].replace(b"\n", b" ") + secrets[0]
+            text = b"\n".join(line[i:i + width] for i in range(0, len(line), width)) + b"\n" + text[len(text) // 2:]
+        elif how == 5:  # a multi-word secret folded at a space, as yaml.dump prints it (security/folded.py)
             words = [w for w in secrets[0].replace(b"\n", b" ").split(b" ") if w] or [b"w"]
             secrets[0] = b" ".join(words * (1 + folded.MIN_LENGTH // (len(b" ".join(words)) + 1)))
             spaces = [i for i, c in enumerate(secrets[0]) if c == 0x20]

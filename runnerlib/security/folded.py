@@ -1,10 +1,11 @@
-"""Multi-word secrets folded at a space by the tool that prints them: a line break (and indentation) for a space.
+"""Secrets folded by the tool that prints them: a multi-word secret at a space, a line break (and indentation) for
+the space (FoldSet); any value cut by a line break anywhere after other text on its line (BreakSet, below).
 
 `yaml.dump` folds a scalar longer than its width (80 columns) at a space and continues it on the next line,
 indented; `fold -s`, `fmt` and Python's textwrap break at a space too. A passphrase of a few words then reads
 `p: correct horse battery\\n  staple ...`. No pattern matches it (the break sits at a place that depends on the
 column the value started at), so a secret's single-line plain forms with a space and MIN_LENGTH bytes or more
-(`fold_forms`) are looked for in a view that reads every fold - blanks, one line break, blanks - as one space:
+(`foldable`) are looked for in a view that reads every fold - blanks, one line break, blanks - as one space:
 
 - each such form registers, as triggers, its first HEAD bytes and the HEAD bytes after each of its spaces
   (`heads`): every line piece of the folded form begins at a word, and one piece of two or more holds HEAD bytes;
@@ -26,6 +27,9 @@ column the value started at), so a secret's single-line plain forms with a space
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
+
+from runnerlib.security.wrapped import fragments
 
 HEAD = 12
 # Shorter values are left alone: the tools this is for fold at 80 columns (a few at 40).
@@ -53,12 +57,12 @@ def _head_starts(form: bytes) -> list[int]:
     return [s for s in (0, *(i + 1 for i, byte in enumerate(form) if byte == 0x20)) if len(form) - s >= HEAD]
 
 
-def _unfolded(window: bytes, at_end: bool = False) -> tuple[bytes, list[int], list[int]]:
+def _unfolded(window: bytes, at_end: bool = False, hard: bool = False) -> tuple[bytes, list[int], list[int]]:
     """`window` with each fold (blanks, one line break, blanks) as one space - and with `at_end`, blanks or a
     `\r` ending it too (a fold may be coming) - and where its pieces came from: `(joined, starts, origins)`,
     joined byte j of the piece starting at starts[k] came from origins[k] + (j - starts[k]) (a fold's space:
     where the fold began). See _origin. (By hand, not a regex: `[ \t]*\r?\n` is tried at every byte, 20 us
-    a stream's tail.)"""
+    a stream's tail.) `hard`: a fold is a line break alone (`\r\n` too), read as nothing (BreakSet)."""
     parts: list[bytes] = []
     starts: list[int] = []
     origins: list[int] = []
@@ -75,16 +79,22 @@ def _unfolded(window: bytes, at_end: bool = False) -> tuple[bytes, list[int], li
             a, b = i, i + 1
             if a > pos and window[a - 1] == 0x0D:
                 a -= 1
-        while a > pos and window[a - 1] in (0x20, 0x09):
+        while not hard and a > pos and window[a - 1] in (0x20, 0x09):
             a -= 1
-        while b < n and window[b] in (0x20, 0x09):
+        while not hard and b < n and window[b] in (0x20, 0x09):
             b += 1
         if a == b:  # nothing at the end
             break
-        starts += [j, j + a - pos]
-        origins += [pos, a]
-        parts += [window[pos:a], b" "]
-        j += a - pos + 1
+        if hard:
+            starts.append(j)
+            origins.append(pos)
+            parts.append(window[pos:a])
+            j += a - pos
+        else:
+            starts += [j, j + a - pos]
+            origins += [pos, a]
+            parts += [window[pos:a], b" "]
+            j += a - pos + 1
         pos = b
         if i == n:
             break
@@ -193,3 +203,147 @@ class FoldSet:
                     return at if pending or buf.find(b"\n", at) >= 0 else end
                 i += 1
         return end
+
+
+# A piece of a value before a line break, in BreakSet, is at least this long: the tail check looks at the 4
+# bytes before a write's last line break (a fold within a value's first 3 bytes is not read).
+MIN_PIECE = 4
+_BLOOM_BITS = 1 << 22
+_RAW_LEN = 8  # the length of every raw fragment (wrapped._KINDS["raw"]): other hits are no heads here
+# A fragment that more values than this hold is public text (`postgres` of 200 URLs): at its hits
+# (every `postgres` of a log) the values' other fragments decide, so they cost no look.
+_SHARED_MAX = 4
+
+
+def _bloom_index(gram: bytes) -> int:
+    return (int.from_bytes(gram, "little") * 2654435761 >> 7) & (_BLOOM_BITS - 1)
+
+
+class BreakSet:
+    """Registered values cut by line breaks anywhere: `fold -w 20` of `token: <token>`, a narrow column, a tool
+    that wraps long lines. The wrapped view (security/wrapped.py) joins only lines made wholly of encoding
+    characters, so a value after other text on its first line, or of other characters, was not read.
+
+    - The heads are the value's raw fragments (wrapped.fragments(value, "raw"), 8 bytes, placed so that lines of
+      16 or more hold one whole): they are triggers already, for the ASCII column of dumps. A fragment that
+      more than _SHARED_MAX values hold is public text and no head: a value whose every piece
+      holds only such fragments (a short password inside a long URL, folded) is not found.
+    - At a hit, `occurrences` reads the lines around it with each line break as nothing and keeps the value at
+      the place the fragment implies, when it is there in full, crosses a break, and each piece before a break
+      is MIN_PIECE bytes or more.
+    - In a stream, `tail_live_start` holds an end that, read so, is a proper beginning of such a value with a
+      break inside; it looks only where the 4 bytes before the write's last break are 4 bytes of some value (a
+      Bloom filter of every value's 4-byte pieces: 512 KiB).
+
+    Grow-only and shared by every snapshot of a masker (added to under its lock): a snapshot that sees a value
+    added later finds none of its fragments (they are not in its layers) and at most holds a tail longer.
+    """
+
+    __slots__ = ("forms", "by_fragment", "maxlen", "_bloom", "_values_of")
+
+    def __init__(self) -> None:
+        self.forms: set[bytes] = set()
+        self.by_fragment: dict[bytes, tuple[tuple[bytes, int], ...]] = {}  # (value, where in it)
+        self._values_of: dict[bytes, int] = {}  # how many values hold each fragment
+        self.maxlen = 0
+        self._bloom = bytearray()  # allocated at the first value
+
+    def __bool__(self) -> bool:
+        return bool(self.forms)
+
+    def add(self, forms: list[bytes]) -> None:
+        """Add the values of `forms` that a break may cut (single-line, long enough for raw fragments)."""
+        if not self._bloom:
+            self._bloom = bytearray(_BLOOM_BITS // 8)
+        bloom = self._bloom
+        for form in forms:
+            if form in self.forms or b"\n" in form or b"\r" in form:
+                continue
+            frags = fragments(form, "raw")
+            if not frags:
+                continue
+            assert all(len(f) == _RAW_LEN for f in frags)
+            for frag in frags:  # distinct
+                self._values_of[frag] = self._values_of.get(frag, 0) + 1
+                at = form.find(frag)
+                while at >= 0:
+                    self.by_fragment[frag] = (*self.by_fragment.get(frag, ()), (form, at))
+                    at = form.find(frag, at + 1)
+            for i in range(len(form) - MIN_PIECE + 1):
+                k = _bloom_index(form[i:i + MIN_PIECE])
+                bloom[k >> 3] |= 1 << (k & 7)
+            self.maxlen = max(self.maxlen, len(form))
+            self.forms.add(form)
+
+    def occurrences(self, data: bytes, hits: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The values cut by line breaks in `data` whose raw fragments were hit (see the class)."""
+        out: list[tuple[int, int]] = []
+        for a, b in hits:
+            if b - a != _RAW_LEN:
+                continue
+            frag = data[a:b]
+            found = self.by_fragment.get(frag)
+            if not found or self._values_of[frag] > _SHARED_MAX:
+                continue  # not a head, or public text many values share (`postgres`): their other fragments
+            # The common case first: the value printed whole (the plain scan masks it), nothing to unfold.
+            found = tuple((f, s) for f, s in found if not data.startswith(f, a - s))
+            if not found:
+                continue
+            span = 2 * max(len(f) for f, _ in found)
+            lo, hi = max(0, a - span), min(len(data), b + span)
+            if data.find(b"\n", lo, hi) < 0:
+                continue  # no break here: the plain scan saw it as it is
+            joined, starts, origins = _unfolded(data[lo:hi], hard=True)
+            at = _joined_at(starts, origins, a - lo)
+            for form, s in found:
+                start = at - s
+                if start >= 0 and joined.startswith(form, start):
+                    first = lo + _origin(starts, origins, start)
+                    last = lo + _origin(starts, origins, start + len(form) - 1) + 1
+                    if _pieces_ok(data, first, last):
+                        out.append((first, last))
+        return out
+
+    def tail_live_start(self, buf: bytes, live_start_of: Callable[[bytes, Callable[[bytes], bool]], int]) -> int:
+        """Where a stream must hold `buf` from (len(buf) if nowhere): the earliest proper beginning of such a value
+        that the end of `buf` is, its line breaks read as nothing (one at the very end too), when it holds one.
+        `live_start_of(b, accept)`: the smallest p such that b[p:] is a proper beginning of a pattern `accept`
+        takes (the masker's prefix filter)."""
+        end = len(buf)
+        lo = max(0, end - 2 * self.maxlen - 64)
+        pending = end > 0 and buf[-1] in (0x0A, 0x0D)  # a break may be in progress at the end
+        if pending:
+            cut = end - 1
+            while cut > lo and buf[cut - 1] in (0x0A, 0x0D):
+                cut -= 1
+        else:
+            cut = buf.rfind(b"\n", lo)
+            if cut < 0:
+                return end  # no break: the plain live start is the answer
+            if cut > lo and buf[cut - 1] == 0x0D:
+                cut -= 1
+        if cut - lo < MIN_PIECE:
+            return end
+        # Indices, not copies, until here: this runs at every write of a registry with a value of 15 bytes.
+        k = _bloom_index(buf[cut - MIN_PIECE:cut])
+        if not self._bloom[k >> 3] & (1 << (k & 7)):
+            return end  # the 4 bytes before the last break are no value's: no value crosses it here
+        joined, starts, origins = _unfolded(buf[lo:], at_end=True, hard=True)
+        p = live_start_of(joined, self.forms.__contains__)
+        if p >= len(joined):
+            return end
+        at = lo + _origin(starts, origins, p)
+        return at if pending or buf.find(b"\n", at) >= 0 else end
+
+
+def _pieces_ok(data: bytes, first: int, last: int) -> bool:
+    """Whether data[first:last] crosses a line break and each piece before one is MIN_PIECE bytes or more."""
+    pos, crossed = first, False
+    nl = data.find(b"\n", pos, last)
+    while nl >= 0:
+        stop = nl - 1 if nl > pos and data[nl - 1] == 0x0D else nl
+        if stop - pos < MIN_PIECE:
+            return False
+        crossed, pos = True, nl + 1
+        nl = data.find(b"\n", pos, last)
+    return crossed

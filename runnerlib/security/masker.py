@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from runnerlib.security import known_formats, truncated, wrapped
-from runnerlib.security.folded import FoldSet
+from runnerlib.security.folded import BreakSet, FoldSet
 from runnerlib.security.matcher import KeyedParts, Matcher, build_head_matcher, build_matcher, default_engine
 
 log = logging.getLogger("runnerlib.secrets")
@@ -78,11 +78,12 @@ class _Layer:
 class MaskSnapshot:
     """An immutable compiled pattern set: find occurrences, find live partial matches, mask a buffer."""
 
-    __slots__ = ("layers", "maxlen", "_sorted", "_short", "replacement", "count", "triggers", "folds")
+    __slots__ = ("layers", "maxlen", "_sorted", "_short", "replacement", "count", "triggers", "folds", "breaks")
 
     def __init__(self, layers: tuple[_Layer, ...], maxlen: int, sorted_patterns: tuple[list[bytes], ...],
                  short_prefixes: set[bytes], replacement: bytes, count: int,
-                 triggers: set[bytes] | frozenset[bytes] = frozenset(), folds: FoldSet | None = None) -> None:
+                 triggers: set[bytes] | frozenset[bytes] = frozenset(), folds: FoldSet | None = None,
+                 breaks: BreakSet | None = None) -> None:
         self.layers = layers
         self.maxlen = maxlen
         self._sorted = sorted_patterns
@@ -94,6 +95,8 @@ class MaskSnapshot:
         self.triggers = triggers
         # Multi-word secrets a tool may fold at a space (security/folded.py): their view and tail hold.
         self.folds = folds or FoldSet()
+        # Values cut by a line break anywhere (`fold -w 20` after other text): shared, grow-only (BreakSet).
+        self.breaks = breaks or BreakSet()
 
     def find_raw(self, data: bytes) -> list[tuple[int, int]]:
         """(start, end) of every occurrence of every pattern, triggers included, in no particular order."""
@@ -146,6 +149,8 @@ class MaskSnapshot:
                                                self.longest_beginning))
         if self.folds:  # a multi-word secret's head (a trigger, or a pattern too): it may be folded at a space
             masks.extend(self.folds.occurrences(data, found))
+        if self.breaks:  # a raw fragment of a value: it may be cut by line breaks after other text
+            masks.extend(self.breaks.occurrences(data, found))
         return masks
 
     def longest_beginning(self, data: bytes, a: int) -> int:
@@ -193,9 +198,13 @@ class MaskSnapshot:
             live = min(live, truncated.tail_live_start(buf, self._live_start, self.maxlen))
         if self.folds:  # a multi-word secret's beginning that the lines after may continue, folded
             live = min(live, self.folds.tail_live_start(buf))
+        if self.breaks:  # a value's beginning that the next line may continue, cut by a line break
+            live = min(live, self.breaks.tail_live_start(buf, self._live_start))
         return live
 
-    def _live_start(self, buf: bytes) -> int:
+    def _live_start(self, buf: bytes, accept: Callable[[bytes], bool] | None = None) -> int:
+        """The smallest p such that buf[p:] is a proper beginning of a pattern (`accept`: of one it takes, at least
+        PREFIX_LEN + 1 bytes long), or len(buf)."""
         end = len(buf)
         lo = end - self.maxlen + 1
         if lo < 0:
@@ -215,9 +224,11 @@ class MaskSnapshot:
                     i = bisect.bisect_left(patterns, frag)
                     # Patterns are distinct and sorted: if frag itself is a pattern, a longer one follows it.
                     while i < len(patterns) and patterns[i].startswith(frag):
-                        if len(patterns[i]) > len(frag):
+                        if len(patterns[i]) > len(frag) and (accept is None or accept(patterns[i])):
                             return lo + p
                         i += 1
+        if accept is not None:
+            return end
         short = self._short
         for r in range(min(PREFIX_LEN - 1, end - lo), 0, -1):
             if buf[end - r:] in short:
@@ -312,6 +323,7 @@ class Masker:
         self._fill_error: Exception | None = None
         self._part_from = 0  # patterns from here on are in no part yet
         self._folds = FoldSet()  # the foldable forms (add_forms), published with every snapshot
+        self._breaks = BreakSet()  # the forms a line break may cut (add_forms): one, shared by every snapshot
         self.snapshot = MaskSnapshot((), 0, ([],), set(), replacement, 0)
 
     def __len__(self) -> int:
@@ -382,10 +394,11 @@ class Masker:
             return len(new)
 
     def add_forms(self, forms: Iterable[tuple[list[bytes], list[bytes]]], count: int,
-                  folds: Iterable[bytes] = ()) -> int:
+                  folds: Iterable[bytes] = (), breaks: Iterable[bytes] = ()) -> int:
         """`add` for the (patterns, triggers) of `count` secrets, computed as they are consumed (the registry
         passes a generator of variants.secret_forms); returns how many patterns were new. `folds`: their plain
-        forms that a tool may fold at a space (variants.fold_forms), looked for folded (security/folded.py).
+        forms that a tool may fold at a space (folded.foldable), looked for folded (security/folded.py);
+        `breaks`: their plain single-line forms, looked for cut by line breaks (folded.BreakSet).
 
         The first set of a batch, when it is large, is compiled in parts (matcher.KeyedParts) while the forms of
         the rest are computed: `runnerlib mask` at N=1,000 waited 0.4 s of Python before the first key compiled.
@@ -396,6 +409,7 @@ class Masker:
             # Before the forms: published with the first snapshot that holds their heads (or earlier: it only
             # holds a stream's tail a little longer meanwhile).
             self._folds = self._folds.with_forms(list(folds))
+            self._breaks.add(list(breaks))
             parted = (self._batch > 0 and self.engine == "hyperscan" and not self.snapshot.layers
                       and (self._parts is not None or not self._patterns))
         if not parted:
@@ -592,7 +606,7 @@ class Masker:
 
     def _publish(self, layers: tuple[_Layer, ...]) -> None:
         self.snapshot = MaskSnapshot(layers, self._maxlen, (self._sorted, self._recent), self._short, self.replacement,
-                                     len(self._patterns), self._triggers, self._folds)
+                                     len(self._patterns), self._triggers, self._folds, self._breaks)
 
     def _schedule_merge(self, force: bool = False) -> None:
         # Called with the lock held.

@@ -21,10 +21,11 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 
+from runnerlib.security.folded import foldable
 from runnerlib.security.json_secret_parts import secret_parts
 from runnerlib.security.masker import Masker
 from runnerlib.security.stream import DEFAULT_HOLD_CAP, IdleFlusher, MaskedStream
-from runnerlib.security.variants import fold_forms, secret_forms
+from runnerlib.security.variants import plain_forms, secret_forms
 
 log = logging.getLogger("runnerlib.secrets")
 
@@ -110,8 +111,9 @@ class SecretRegistry:
         # Uses the masker only (its own lock). The forms are computed as the masker takes them: a large start-up
         # batch compiles its first part while the rest are computed (Masker.add_forms).
         min_length = self.min_length
+        plain = [f for v in values for f in plain_forms(v, min_length=min_length)]
         self._masker.add_forms((secret_forms(v, min_length=min_length) for v in values), len(values),
-                               [f for v in values for f in fold_forms(v, min_length=min_length)])
+                               [f for f in plain if foldable(f)], plain)
 
     def _wait_for_streams(self) -> None:
         # A write that read the old pattern set before the swap may still be running: wait for it, so that

@@ -314,12 +314,6 @@ def secret_forms(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], lis
     return [v for v in out if v], list(triggers)
 
 
-def fold_forms(value: bytes, *, min_length: int = 4) -> list[bytes]:
-    """The plain forms of `value` that a tool may fold at a space (`yaml.dump` of a long passphrase): those
-    secret_forms registers fold heads for (security/folded.py)."""
-    return [f for f in plain_forms(value, min_length=min_length) if folded.foldable(f)]
-
-
 _LETTER_ESCAPE = re.compile(rb"%(?:[0-9a-f][a-f]|[a-f][0-9a-f])")
 _UPPER_ESCAPE = re.compile(rb"%(?:[0-9A-F][A-F]|[A-F][0-9A-F])")
 # A case-invariant piece shorter than this would send common text to the slow look (see wrapped.py).

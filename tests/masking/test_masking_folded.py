@@ -118,3 +118,46 @@ def test_a_write_ending_inside_a_fold_is_held(eol: bytes) -> None:
     whole = registry.mask(text)
     assert not _leaked(whole.replace(b"\r", b""), PHRASE)
     assert all(stream_through(registry, [text[:c], text[c:]]) == whole for c in range(1, len(text)))
+
+
+# --- values cut by a line break anywhere (folded.BreakSet) --------------------------------------------------------
+
+def _hard_fold(text: bytes, width: int) -> bytes:
+    """`fold -w width` of ASCII text: every line cut into pieces of `width` bytes."""
+    return b"\n".join(line[i:i + width] for line in text.split(b"\n") for i in range(0, max(len(line), 1), width))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_value_folded_after_any_text_at_any_width_and_split(data: st.DataObject) -> None:
+    """Property: a registered single-line value (any printable characters) after any text on its line, folded at
+    any width from 16, CRLF or LF, written in any pieces: the stream gives the whole's answer, and when the fold
+    leaves MIN_PIECE bytes or more of it on its first line, no 8-byte piece of it shows."""
+    value = data.draw(st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=15, max_size=80)).encode()
+    before = data.draw(st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=50)).encode()
+    width = data.draw(st.integers(16, 80))
+    text = _hard_fold(before + value + b"\n(the next line)\n", width)
+    if data.draw(st.booleans()):
+        text = text.replace(b"\n", b"\r\n")
+    registry = _registry(value.decode())
+    whole = registry.mask(text)
+    assert stream_through(registry, data.draw(write_splits(text, max_writes=8))) == whole
+    first_piece = width - len(before) % width
+    if first_piece >= folded.MIN_PIECE or first_piece >= len(value):
+        flat = whole.replace(b"\r\n", b"").replace(b"\n", b"")
+        raw = value
+        assert not [i for i in range(len(raw) - 7) if raw[i:i + 8] in flat and raw[i:i + 8] not in before]
+
+
+def test_break_tails_hold_only_where_a_value_may_continue() -> None:
+    """The stream holds a line ending in a value's first bytes (the next line may continue it), not ordinary
+    lines: a write of log lines is passed on whole."""
+    registry = _registry("Xk9fQ2mZ7pLw4RtY8vNb3HcQ2mZ7")
+    out: list[bytes] = []
+    with registry.stream(out.append) as stream:
+        stream.write(b"building...\nstep 2 of 3 done\n")
+        assert stream.held == 0
+        stream.write(b"token: Xk9fQ2mZ7pL\n")
+        assert stream.held == len(b"Xk9fQ2mZ7pL\n")
+        stream.write(b"w4RtY8vNb3HcQ2mZ7\n")
+    assert b"".join(out) == b"building...\nstep 2 of 3 done\ntoken: ***\n"
