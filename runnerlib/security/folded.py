@@ -286,7 +286,7 @@ class BreakSet:
             if not found or self._values_of[frag] > _SHARED_MAX:
                 continue  # not a head, or public text many values share (`postgres`): their other fragments
             # The common case first: the value printed whole (the plain scan masks it), nothing to unfold.
-            found = tuple((f, s) for f, s in found if not data.startswith(f, a - s))
+            found = tuple((f, s) for f, s in found if a < s or not data.startswith(f, a - s))
             if not found:
                 continue
             span = 2 * max(len(f) for f, _ in found)
