@@ -147,9 +147,9 @@ class MaskSnapshot:
         if len(masks) < len(found):  # a trigger hit: it may be the head of a secret cut short by `...`
             masks.extend(truncated.occurrences(data, [o for o in found if data[o[0]:o[1]] in triggers],
                                                self.longest_beginning))
-        if self.folds:  # a multi-word secret's head (a trigger, or a pattern too): it may be folded at a space
+        if self.folds.forms:  # a multi-word secret's head (a trigger, or a pattern too): it may be folded at a space
             masks.extend(self.folds.occurrences(data, found))
-        if self.breaks:  # a raw fragment of a value: it may be cut by line breaks after other text
+        if self.breaks.forms:  # a raw fragment of a value: it may be cut by line breaks after other text
             masks.extend(self.breaks.occurrences(data, found))
         return masks
 
@@ -182,9 +182,9 @@ class MaskSnapshot:
         Bytes before p can never be covered by an occurrence that ends later; bytes from p on might be.
         """
         live = self._live_start(buf)
-        tail = buf[-self.maxlen:]
-        if self.triggers and b"%" in tail:
+        if self.triggers and buf.find(b"%", max(0, len(buf) - self.maxlen)) >= 0:
             # A percent form with mixed-case hex is a prefix of the uppercase form once its escapes are.
+            tail = buf[-self.maxlen:]
             upper = wrapped.upper_escapes(tail)
             if upper != tail:
                 live = min(live, self._live_start(upper) + len(buf) - len(tail))
@@ -196,9 +196,9 @@ class MaskSnapshot:
             live = min(live, wrapped.tail_live_start(buf, self._live_start, self.maxlen, line_start))
         if self.triggers:  # a secret's beginning, then the beginning of `...` (only a buffer ending with one)
             live = min(live, truncated.tail_live_start(buf, self._live_start, self.maxlen))
-        if self.folds:  # a multi-word secret's beginning that the lines after may continue, folded
+        if self.folds.forms:  # a multi-word secret's beginning that the lines after may continue, folded
             live = min(live, self.folds.tail_live_start(buf))
-        if self.breaks:  # a value's beginning that the next line may continue, cut by a line break
+        if self.breaks.forms:  # a value's beginning that the next line may continue, cut by a line break
             live = min(live, self.breaks.tail_live_start(buf, self._live_start))
         return live
 

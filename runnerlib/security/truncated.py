@@ -37,6 +37,7 @@ MARKERS = tuple(q + e for q in (b"", *_QUOTES) for e in _ELLIPSES)
 _MARKER_STARTS = frozenset(m[:i] for m in MARKERS for i in range(1, len(m)))
 _MARKER_MAX = max(map(len, MARKERS))
 _MARKER_FIRST = frozenset(m[0] for m in MARKERS)
+_MARKER_START_LAST = frozenset(m[-1] for m in _MARKER_STARTS)  # a buffer ending otherwise ends no marker start
 
 
 def heads(form: bytes) -> list[bytes]:
@@ -86,6 +87,8 @@ def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int)
     followed by the beginning of a marker at the very end. `live_start(b)` is the masker's: the smallest p such that
     b[p:] is a proper beginning of a pattern; it reads the last `maxlen` bytes only, so only those are copied."""
     end = len(buf)
+    if not end or buf[-1] not in _MARKER_START_LAST:
+        return end
     for k in range(1, min(_MARKER_MAX, end)):
         if buf[end - k:] in _MARKER_STARTS:
             cut = end - k
