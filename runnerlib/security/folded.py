@@ -117,6 +117,24 @@ def _joined_at(starts: list[int], origins: list[int], o: int) -> int:
     return starts[k] + o - origins[k]
 
 
+def _placed(data: bytes, a: int, b: int, found: tuple[tuple[bytes, int], ...], span: int, hard: bool
+            ) -> list[tuple[int, int]]:
+    """Where each form of `found` ((form, offset of the hit data[a:b] in it)) is in `data` in full, read unfolded
+    (`hard`: as _unfolded) within `span` bytes of the hit: (first, last) in `data`, folds inside included. The
+    callers keep those their fold rule allows."""
+    lo, hi = max(0, a - span), min(len(data), b + span)
+    if data.find(b"\n", lo, hi) < 0:
+        return []  # nothing folded here: the plain scan saw it as it is
+    joined, starts, origins = _unfolded(data[lo:hi], hard=hard)
+    at = _joined_at(starts, origins, a - lo)  # the hit is no fold: its first byte is in the view
+    out: list[tuple[int, int]] = []
+    for form, s in found:
+        start = at - s
+        if start >= 0 and joined.startswith(form, start):
+            out.append((lo + _origin(starts, origins, start), lo + _origin(starts, origins, start + len(form) - 1) + 1))
+    return out
+
+
 class FoldSet:
     """The foldable forms of the registered secrets, by head. Immutable: `with_forms` returns a new one (a
     masker snapshot keeps the set it was published with)."""
@@ -156,18 +174,8 @@ class FoldSet:
             if not found:
                 continue
             span = max(len(f) + (f.count(b" ") + 1) * _FOLD_SLACK for f, _ in found)
-            lo, hi = max(0, a - span), min(len(data), b + span)
-            if data.find(b"\n", lo, hi) < 0:
-                continue  # nothing folded here: the plain scan saw it as it is
-            joined, starts, origins = _unfolded(data[lo:hi])
-            at = _joined_at(starts, origins, a - lo)  # the head is no fold: its first byte is in the view
-            for form, s in found:
-                start = at - s
-                if start >= 0 and joined.startswith(form, start):
-                    first = lo + _origin(starts, origins, start)
-                    last = lo + _origin(starts, origins, start + len(form) - 1) + 1
-                    if data.find(b"\n", first, last) >= 0:
-                        out.append((first, last))
+            out.extend((first, last) for first, last in _placed(data, a, b, found, span, hard=False)
+                       if data.find(b"\n", first, last) >= 0)
         return out
 
     def tail_live_start(self, buf: bytes) -> int:
@@ -290,18 +298,8 @@ class BreakSet:
             if not found:
                 continue
             span = 2 * max(len(f) for f, _ in found)
-            lo, hi = max(0, a - span), min(len(data), b + span)
-            if data.find(b"\n", lo, hi) < 0:
-                continue  # no break here: the plain scan saw it as it is
-            joined, starts, origins = _unfolded(data[lo:hi], hard=True)
-            at = _joined_at(starts, origins, a - lo)
-            for form, s in found:
-                start = at - s
-                if start >= 0 and joined.startswith(form, start):
-                    first = lo + _origin(starts, origins, start)
-                    last = lo + _origin(starts, origins, start + len(form) - 1) + 1
-                    if _pieces_ok(data, first, last):
-                        out.append((first, last))
+            out.extend((first, last) for first, last in _placed(data, a, b, found, span, hard=True)
+                       if _pieces_ok(data, first, last))
         return out
 
     def tail_live_start(self, buf: bytes, live_start_of: Callable[[bytes, Callable[[bytes], bool]], int]) -> int:
