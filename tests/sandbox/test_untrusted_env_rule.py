@@ -4,12 +4,10 @@ mode (build_untrusted_env) and container mode (execution/container_steps.step_va
 from __future__ import annotations
 
 import base64
-import inspect
 
 import pytest
 
 from runnerlib.execution import container_steps
-from runnerlib.security import untrusted_env
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.security.untrusted_env import allowed_for_untrusted, build_untrusted_env
 
@@ -43,8 +41,37 @@ def test_a_value_the_step_wrote_itself_passes_the_value_check(registry: SecretRe
     assert not allowed_for_untrusted("DEPLOY_TOKEN", SECRET, registry=registry, known={"DEPLOY_TOKEN": SECRET})
 
 
-def test_container_mode_applies_the_same_rule() -> None:
-    """Container mode calls the same function (it had a second copy of the rule, which let SSH_AUTH_SOCK and
-    other runner credentials through by name)."""
-    assert "allowed_for_untrusted(" in inspect.getsource(container_steps.step_variables)
-    assert untrusted_env.allowed_for_untrusted is container_steps.allowed_for_untrusted
+def _container_variables(registry: SecretRegistry, job_env: dict[str, str]) -> dict[str, str]:
+    """What container mode gives an untrusted step whose job's env is `job_env` (a runner with just what
+    step_variables reads)."""
+    from types import SimpleNamespace
+
+    runner = SimpleNamespace(
+        config=SimpleNamespace(secret_env_names=("DEPLOY_TOKEN",), job_env=job_env), _job_env=job_env,
+        _context_env=dict, context=SimpleNamespace(env={}), environ={"PATH": "/usr/bin"}, _socket=None,
+        registry=registry)
+    step = SimpleNamespace(env={})
+    files = SimpleNamespace(env={}, directory="/job/artifacts/.step")
+    container = SimpleNamespace(in_container=lambda v: v)
+    values, _mounts = container_steps.step_variables(runner, step, dict(job_env), False, files, container)  # type: ignore[arg-type]
+    return values
+
+
+@pytest.mark.parametrize("name", ["SSH_AUTH_SOCK", "GIT_CONFIG_GLOBAL", "GIT_ASKPASS", "REACTORCIDE_TRIGGERS_FILE"])
+def test_container_mode_refuses_runner_credentials_by_name(registry: SecretRegistry, name: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """ATTACK: a job's env sets a runner credential's name; an untrusted step in a container got it, because
+    container mode had a copy of the rule without process mode's NEVER list. Control: that old rule (the name
+    rules of step_env plus the registry's mask) lets it through."""
+    from runnerlib import step_env
+
+    job_env = {name: "/tmp/agent.sock", "GREETING": "hello", "COPY_B64": base64.b64encode(SECRET.encode()).decode()}
+    values = _container_variables(registry, job_env)
+    assert name not in values and "COPY_B64" not in values and values["GREETING"] == "hello"
+
+    def old_rule(n: str, v: str, *, registry: SecretRegistry, named: object, known: object) -> bool:
+        return step_env.safe_for_untrusted(n, v, secret_env_names=("DEPLOY_TOKEN",), secrets=registry.secrets()) \
+            and registry.mask_text(v) == v
+
+    monkeypatch.setattr(container_steps, "allowed_for_untrusted", old_rule)
+    assert name in _container_variables(registry, job_env)
