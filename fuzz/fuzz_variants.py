@@ -6,7 +6,7 @@ Properties: secret_variants never raises and returns distinct non-empty forms; e
 the base64 of the secret embedded after 0, 1 or 2 other bytes; every percent form (each encoder family)
 unquotes to the secret; hex forms (also wrapped as `xxd -p` wraps them) decode to it; JSON
 forms load back to it; the `set -x` single-quote form, quoted, is one shell word equal to the secret; the
-round-two forms decode to it (Go's \\u0026 JSON, \\uXXXX, \\xNN, 0xNN lists, separated hex, base32 at its
+round-two forms decode to it (base64 of UTF-16LE at the text's alignment, Go's \\u0026 JSON, \\uXXXX, \\xNN, 0xNN lists, separated hex, base32 at its
 alignment inside a longer encoding, base64 of base64), and so do the forms programs print (escape_forms.py:
 decimal byte lists, Python / PyYAML escapes, `declare -p`, `shlex.quote`, doubled quotes); every wrapped-form
 trigger fragment is a piece of a form and, wrapped at any width from 60, the base64 of the secret inside a document is masked by a registry.
@@ -44,6 +44,7 @@ with atheris.instrument_imports():
         percent_forms,
         secret_triggers,
         secret_variants,
+        utf16_base64_forms,
     )
     from runnerlib.security.wrapped import fragments
 
@@ -63,6 +64,16 @@ def TestOneInput(data: bytes) -> None:
     aligned = base64_forms(secret)[1 + len(prefix) % 3]
     if aligned not in encoded:
         raise AssertionError(f"base64 alignment {len(prefix) % 3} form not in the embedded encoding")
+    try:  # PowerShell's -EncodedCommand: base64 of UTF-16LE, the secret after any text
+        before, text = prefix.decode("utf-8"), secret.decode("utf-8")
+    except UnicodeDecodeError:
+        before = text = None
+    if text is not None and before is not None:
+        wide = base64.b64encode((before + text + suffix.decode("utf-8", "replace")).encode("utf-16-le"))
+        forms = utf16_base64_forms(secret)
+        standalone = base64.b64encode(text.encode("utf-16-le"))
+        if forms[len(before.encode("utf-16-le")) % 3] not in wide or not standalone.startswith(forms[0]):
+            raise AssertionError("base64 of UTF-16LE form not in the embedded encoding")
 
     enc = encoded_forms(secret)
     quoted = urllib.parse.quote_from_bytes(secret, safe="").encode()

@@ -16,11 +16,11 @@ Fixed here, each with the protection off (or the previous rule) as a control:
 - colour codes inside a registered secret (`grep --color=always` highlighting part of it): the wrapped view
   reads a line with codes without them.
 
-Still leaking (xfail strict, with what the fix would be): PowerShell's -EncodedCommand (base64 of UTF-16LE).
-Fixed since, each test with its control: a long passphrase folded by `yaml.dump` (security/folded.py), UTF-16, a secret
+Fixed since, each test with its control: PowerShell's -EncodedCommand (base64 of UTF-16LE,
+variants.utf16_base64_forms), a long passphrase folded by `yaml.dump` (security/folded.py), UTF-16, a secret
 truncated by strace (security/truncated.py), an unregistered token in base64 (known_formats.BASE64_FORMATS) or
-folded across lines (known_formats._TokenFormat._folded), a byte list in a workflow output, base64 in PHP-escaped JSON, the fields of a
-JSON document secret (security/json_secret_parts.py).
+folded across lines (known_formats._TokenFormat._folded), a byte list in a workflow output, base64 in
+PHP-escaped JSON, the fields of a JSON document secret (security/json_secret_parts.py).
 """
 
 from __future__ import annotations
@@ -329,16 +329,11 @@ def test_colour_codes_anywhere_in_a_secret_at_any_split(data: st.DataObject) -> 
     assert stream_through(registry, data.draw(write_splits(line + b"next\n"))) == registry.mask(line + b"next\n")
 
 
-@pytest.mark.parametrize("how", [
-    "iconv -t utf-16le",
-    pytest.param("pwsh -EncodedCommand (base64 of UTF-16LE)", marks=pytest.mark.xfail(
-        strict=True, reason="the base64 of the UTF-16LE form at 4 alignments is 4 more literals in the main engine "
-        "a secret (+0.25 s of CPU for `runnerlib mask` at N=1,000): needs a decoded view instead, reading a base64 "
-        "run whose bytes alternate with NUL as UTF-16 where a cheap prefilter finds one")),
-])
+@pytest.mark.parametrize("how", ["iconv -t utf-16le", "pwsh -EncodedCommand (base64 of UTF-16LE)"])
 def test_utf16_forms(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """UTF-16 (Windows tools, PowerShell's -EncodedCommand: a command line in UTF-16LE, base64-encoded): the
-    forms with NUL bytes go to the side matcher, scanned where the output holds a NUL."""
+    forms with NUL bytes go to the side matcher, scanned where the output holds a NUL; the base64 of the
+    little-endian form at each alignment is three more literals (variants.utf16_base64_forms)."""
     def shown(registry: SecretRegistry) -> bytes:
         wide = run(["iconv", "-f", "utf-8", "-t", "utf-16le"], TOKEN)
         for prefix in (b"", b"e\0", b"ec\0"):  # the secret at each alignment of the command's base64
@@ -354,8 +349,32 @@ def test_utf16_forms(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert registry.mask(base64.b64encode(TOKEN)) == b"***"  # control: base64 of UTF-8 is masked
     assert not leaked_at(shown(registry).replace(b"\0", b""), TOKEN, 6)
     assert registry.mask(b"x" + TOKEN.decode().encode("utf-16-be") + b"!y") == b"x***!y"  # big-endian
-    monkeypatch.setattr(variants, "utf16_forms", lambda value: [])  # control: without the forms it leaks
+    # Control: without the forms it leaks (utf16_base64_forms encodes utf16_forms' first one).
+    monkeypatch.setattr(variants, "utf16_forms", lambda value: [])
     assert leaked_at(shown(registry_of(TOKEN)).replace(b"\0", b""), TOKEN, 6)
+
+
+@given(st.data())
+def test_powershell_encoded_command_at_any_offset_and_split(data: st.DataObject) -> None:
+    """Property: a text secret inside a UTF-16LE command line, base64-encoded as PowerShell's -EncodedCommand
+    takes it, after any text and written in any pieces: no 4-character piece of the secret shows in what the
+    masked output decodes to, and the stream gives the whole buffer's answer."""
+    secret = data.draw(st.text(st.characters(min_codepoint=33, max_codepoint=0x24F), min_size=4, max_size=24))
+    before, after = data.draw(st.text(max_size=20)), data.draw(st.text(max_size=20))
+    encoded = base64.b64encode((before + secret + after).encode("utf-16-le"))
+    text = b"powershell -NoProfile -EncodedCommand " + encoded + b"\n"
+    registry = registry_of(secret.encode())
+    whole = registry.mask(text)
+    shown = whole.split(b" ")[-1].strip()
+    # What a reader decodes: each run of base64 between the masks, at whichever alignment it starts.
+    for run in re.findall(rb"[A-Za-z0-9+/]{4,}", shown):
+        for skip in range(4):
+            piece = run[skip:][:len(run[skip:]) // 4 * 4]
+            decoded = base64.b64decode(piece) if piece else b""
+            for odd in (decoded, decoded[1:]):
+                clear = odd.decode("utf-16-le", "replace")
+                assert not [i for i in range(len(secret) - 3) if secret[i:i + 4] in clear]
+    assert stream_through(registry, data.draw(write_splits(text, max_writes=8))) == whole
 
 
 @given(st.data())
