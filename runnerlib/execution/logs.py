@@ -35,8 +35,8 @@ from runnerlib.execution.timestamps import StampClock, prefix_lines, stamp
 
 MAX_PENDING_LINE = 64 * 1024
 # A step whose output arrives in pieces this large is a bulk writer: its lines are written, to the log file and
-# the console, by a thread of its own (the writes and the prefixing overlap the reading and masking of the next
-# piece) when a core is free for it (core_free). Smaller output is written at once by the caller, so a step
+# the console, by a thread of its own (the writes overlap the reading, masking and prefixing of the next piece)
+# when a core is free for it (core_free). Smaller output is written at once by the caller, so a step
 # printing a few lines costs no thread.
 OFFLOAD_MIN = 64 * 1024
 # Pieces queued for that thread at most (a piece is one read, up to 512 KiB): bounds memory and lag.
@@ -298,30 +298,39 @@ class StepOutput:
         if self._offload is None and len(data) >= OFFLOAD_MIN:
             self._offload = core_free()  # decided once, at the step's first bulk piece
             if self._offload:
-                self._writer = _Writer(self._write_lines, f"runnerlib-log-{self.step}")
+                self._writer = _Writer(self._emit, f"runnerlib-log-{self.step}")
         self._dispatch(stream, pending, data, end, first, now)
 
     def _dispatch(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes, later: bytes,
                   partial: bool = False) -> None:
+        # The pieces to write are made here, in the reading thread (the prefixing and stamps: work that holds
+        # the GIL); the writes, which release it, are the bulk writer's thread's once it started. Measured (1 GiB
+        # of 56-byte lines, three A/Bs of 7 interleaved rounds, CPU of the process tree): with the prefixing in the
+        # writer thread too, 2.92, 3.35 and 3.00 s, CPU 3.15, 3.69 and 3.19 s; so, 2.25, 2.70 and 2.47 s, CPU
+        # 2.28, 2.90 and 2.52 s (tee's: 1.81-2.01 s, CPU 2.84-2.99 s). Before both, the reader wrote the log
+        # file and the writer prefixed and wrote the console: 2.84 s, CPU 3.42 s, in the third A/B.
+        file_parts = self._file_parts(stream, pending, data, end, first, later, partial)
+        console_parts = self._console_parts(stream, pending, data, end, first, later)
         if self._writer is not None:  # once started, every line goes through it: order is kept
-            self._writer.put(stream, pending, data, end, first, later, partial)
+            self._writer.put(file_parts, console_parts)
         else:
-            self._write_lines(stream, pending, data, end, first, later, partial)
+            self._emit(file_parts, console_parts)
 
-    def _write_lines(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes, later: bytes,
-                     partial: bool = False) -> None:
-        # Both copies in one thread, the bulk writer's once it started. The log file's write was the reader's,
-        # the console's the writer's: the piece then crossed cores and the threads competed for the GIL.
-        # Measured (1 GiB of 56-byte lines, two A/Bs of 7 interleaved rounds): 2.43 and 2.57 s against 2.96
-        # and 2.97 s, CPU of the process tree 2.37 and 2.65 s against 3.32 and 3.47 s (tee's: 2.91, 2.97).
-        if self._file is not None:
-            self._write_file(stream, pending, data, end, first, later, partial)
-        self._write_console(stream, pending, data, end, first, later, partial)
+    def _emit(self, file_parts: tuple[bytes | memoryview, ...], console_parts: tuple[bytes | memoryview, ...]) -> None:
+        if file_parts:
+            with self._file_lock:
+                if self._file is not None:
+                    for part in file_parts:
+                        if part:
+                            self._file.write(part)
+        self.log._write_parts(*console_parts)
 
-    def _write_file(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes, later: bytes,
-                    partial: bool) -> None:
-        """Write the lines `pending + data[:end]` to the step's log file (see _write_console); a cut line is
+    def _file_parts(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes, later: bytes,
+                    partial: bool) -> tuple[bytes | memoryview, ...]:
+        """The lines `pending + data[:end]` for the step's log file (see _console_parts); a cut line is
         written without its newline, as the step printed it, and its continuation gets no stamp."""
+        if self._file is None:
+            return ()
         if not self._stamp_file:
             first = later = b""
         elif stream in self._cut:
@@ -329,37 +338,29 @@ class StepOutput:
             self._cut.discard(stream)
         if partial:
             self._cut.add(stream)
-        with self._file_lock:
-            if self._file is None:
-                return
-            if self._stamp_file:
-                parts: tuple[bytes | memoryview, ...] = prefix_lines(first, pending, data, end, later)
-            else:
-                parts = (pending, memoryview(data)[:end])
-            for part in parts[:-1]:
-                if part:
-                    self._file.write(part)
-            self._file.write(parts[-1][:-1] if partial else parts[-1])
+        if self._stamp_file:
+            parts: tuple[bytes | memoryview, ...] = prefix_lines(first, pending, data, end, later)
+        else:
+            parts = (pending, memoryview(data)[:end])
+        return (*parts[:-1], parts[-1][:-1] if partial else parts[-1])
 
-    def _write_console(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes = b"",
-                       later: bytes = b"", partial: bool = False) -> None:
-        """Write the lines `pending + data[:end]` (the last one ends at end - 1 with a newline)."""
+    def _console_parts(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes = b"",
+                       later: bytes = b"") -> tuple[bytes | memoryview, ...]:
+        """The lines `pending + data[:end]` (the last one ends at end - 1 with a newline) for the console."""
         log = self.log
         if log.fmt == "json":
             out = []
             for line in (pending + data[:end - 1]).split(b"\n"):
                 record = log._record("info", self.step, stream, line.decode("utf-8", "replace"))
                 out.append(json.dumps(record, ensure_ascii=False).encode())
-            log._write(b"\n".join(out) + b"\n")
-            return
+            return (b"\n".join(out) + b"\n",)
         prefix = self._prefix
         if needs_inert(pending) or needs_inert(data, end):  # a CR or an escape must not move the cursor
             pending, data = b"", inert(pending + data[:end])
             end = len(data)
         if self._stamp_console:
-            log._write_parts(*prefix_lines(first + prefix, pending, data, end, later + prefix))
-        else:
-            log._write_parts(*prefix_lines(prefix, pending, data, end, prefix))
+            return prefix_lines(first + prefix, pending, data, end, later + prefix)
+        return prefix_lines(prefix, pending, data, end, prefix)
 
     def close(self) -> None:
         """Flush what is left of partial lines (marked with no newline at end of output)."""
