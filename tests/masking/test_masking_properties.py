@@ -176,6 +176,26 @@ def brute_force_held(text: bytes, patterns: list[bytes], triggers: list[bytes] =
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_a_mask_ending_at_the_held_tail_holds_only_what_follows_it(engine: str) -> None:
+    """Found by the property below (hypothesis, as uid 65534): secrets holding a colour code (`ESC[m`), printed
+    one after the other. The colour view masks the whole run and holds only the last ESC, where a form starting
+    10 bytes back (inside the masked run) could still go on: holding those bytes is not needed, the stream gives
+    the whole buffer's answer at every cut."""
+    secrets = [b"xxxxxxx\x1b[m", b"xxxxxx\x1b[m", b"xxxxxx\x1b[mxxxxxxx\x1b[m", b"xxxx", b"xxxxx\x1b[mxxxxxxx\x1b[m"]
+    text = b"xxxxxxx\x1b[m" * 9 + b"xxxxx\x1b[mxxxxxxx\x1b[m"
+    registry = SecretRegistry(engine=engine, background_merge=False)
+    registry.add_many(secrets, source="test")
+    emitted = bytearray()
+    stream = registry.stream(emitted.extend)
+    stream.write(text[:-2])
+    assert bytes(emitted) == b"***" and stream.held == 1
+    assert brute_force_held(text[:-2], registry.patterns(), registry.triggers()) > stream.held
+    whole = registry.mask(text)
+    assert whole == b"***"
+    assert all(stream_through(registry, [text[:cut], text[cut:]]) == whole for cut in range(1, len(text)))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @settings(max_examples=min(settings.default.max_examples, 80))
 @given(data=st.data())
 def test_hold_back_is_exactly_what_could_still_be_a_secret(engine: str, data: st.DataObject) -> None:
@@ -199,11 +219,10 @@ def test_hold_back_is_exactly_what_could_still_be_a_secret(engine: str, data: st
             # The last line may be part of a wrapped encoding (its joined content), or a percent form with
             # mixed-case hex (read with its escapes in uppercase), or a line with colour codes (read without
             # them), or the end may be a multi-word form folded at a space or a value cut by a line break
-            # (security/folded.py): each can hold
-            # back more; or the joined run was masked through its last byte already, and nothing of it is left
-            # to hold.
-            assert stream.held >= brute_force_held(written, patterns, triggers) or \
-                (stream.held == 0 and emitted.endswith(b"***"))
+            # (security/folded.py): each can hold back more. Or a view's mask ended where the held bytes begin
+            # (the output ends with it): a form that starts inside the masked run is masked already, and one that
+            # goes on past it is masked on with the next write (test_a_mask_ending_at_the_held_tail_...).
+            assert stream.held >= brute_force_held(written, patterns, triggers) or emitted.endswith(b"***")
         else:
             assert stream.held == brute_force_held(written, patterns, triggers)
     stream.close()
