@@ -5,7 +5,8 @@ Run: .venv/bin/python fuzz/fuzz_known_formats.py -atheris_runs=1000
 Properties: whatever the split (and with an idle flush after some writes), the stage never raises; the bytes
 it emits equal `mask_known_formats(whole input)` when no idle flush came; the hold-back never exceeds the
 largest window; the Hyperscan prefilter's viable hits resolve like every literal occurrence; and a token planted
-whole (a GitHub token, behind a separator, its base64, and folded at 8 to 40 columns) never survives. Through a registry's stream (MaskedThenKnown), the
+whole (a GitHub token, behind a separator, its base64, folded at 8 to 40 columns, and the base64 of it in
+UTF-16LE at each alignment) never survives. Through a registry's stream (MaskedThenKnown), the
 masker's one pass (its database finds the known-format prefixes too) emits the same bytes and notices as the
 known-formats stage scanning every write itself.
 """
@@ -27,6 +28,7 @@ SEEDS = {ord("@"): b"ghp_", ord("$"): b"Authorization: Bearer ", ord("%"): b"---
          ord("^"): b"-----END RSA PRIVATE KEY-----", ord("~"): b"?X-Amz-Signature=", ord("`"): b"AKIA",
          ord("|"): b"xoxb-", ord("&"): b"&sig=", ord("#"): b"Z2hwX", ord("!"): b"LS0tLS1CRUdJTi"}
 TOKEN = b"ghp_" + b"Zz9" * 12
+WIDE = TOKEN.decode().encode("utf-16-le")  # PowerShell's -EncodedCommand holds UTF-16LE
 MAX_HOLD = max(f.window for f in (*kf.FORMATS, *kf.BASE64_FORMATS)) + 2 * kf.MAX_PREFIX
 REGISTRY = SecretRegistry()
 REGISTRY.add_many(["pw-ghp_QQQQQQQQ", "AKIAsecretvalue1"], source="fuzz")
@@ -50,7 +52,8 @@ def TestOneInput(data: bytes) -> None:
     body = b"".join(SEEDS.get(b, bytes([b])) for b in raw)
     width = fdp.ConsumeIntInRange(8, 40) if plant else 0
     if plant:
-        body = body + b"\n" + TOKEN + b"\n" + base64.b64encode(TOKEN) + b"\n" + folded(b"t: " + TOKEN, width) + b"\n"
+        body = body + b"\n" + TOKEN + b"\n" + base64.b64encode(TOKEN) + b"\n" + folded(b"t: " + TOKEN, width) + b"\n" + \
+            b"pwsh -EncodedCommand " + base64.b64encode(b" " * (width % 3) + WIDE) + b"\n"
     out: list[bytes] = []
     stage = kf.KnownFormatsFilter(out.append)
     start = 0
@@ -81,6 +84,9 @@ def TestOneInput(data: bytes) -> None:
         raise AssertionError(f"planted token folded at {width} survived in {got!r}")
     if plant and base64.b64encode(TOKEN)[8:24] in got:
         raise AssertionError(f"planted token's base64 survived in {got!r}")
+    wide = base64.b64encode(b" " * (width % 3) + WIDE)  # the token at each alignment of the encoding
+    if plant and wide[(width % 3 + 8) * 4 // 3 + 1:][:16] in got:
+        raise AssertionError(f"planted token's base64 of UTF-16 survived in {got!r}")
 
 
 def main() -> None:

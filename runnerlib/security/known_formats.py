@@ -250,14 +250,16 @@ class _Base64Of:
     rest: str = "[A-Za-z0-9+/]{8}"
     before: str = ""
     before_start: bool = False
+    # The token in UTF-16LE before the encoding: PowerShell's `-EncodedCommand` (a command line so encoded).
+    wide: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.inner.name} (base64)"
+        return f"{self.inner.name} (base64 of UTF-16)" if self.wide else f"{self.inner.name} (base64)"
 
     @property
     def window(self) -> int:
-        return -(-self.inner.window * 4 // 3) + 4
+        return -(-self.inner.window * (8 if self.wide else 4) // 3) + 4
 
     @property
     def tail(self) -> int:
@@ -275,11 +277,20 @@ class _Base64Of:
             decoded = base64.b64decode(buf[g:g + usable])
         except ValueError:  # `=` inside the run: not one encoding
             return _NONE, 0, 0
-        status, start, stop = self.inner.resolve(decoded, self.shift, complete and usable == end - g)
+        text, at, parity = decoded, self.shift, 0
+        if self.wide:
+            # The token's characters are ASCII: every other byte from its first, each followed by a NUL.
+            parity = self.shift % 2
+            text, at = decoded[parity::2], self.shift // 2
+        status, start, stop = self.inner.resolve(text, at, complete and usable == end - g)
         if status == _MORE and complete:
-            status, start, stop = self.inner.resolve(decoded, self.shift, True)
+            status, start, stop = self.inner.resolve(text, at, True)
         if status != _MATCH:
             return status, 0, 0
+        if self.wide:
+            if decoded[2 * start + parity + 1:2 * stop + parity:2].strip(b"\0"):
+                return _NONE, 0, 0  # not UTF-16 text there: a high byte that is not NUL
+            start, stop = 2 * start + parity, 2 * stop + parity
         # From the prefix's own characters on (those before it carry the bytes before the token, and a stream may
         # have emitted them already), to the last character carrying a bit of the token.
         return _MATCH, max(p, g + start * 4 // 3), min(end, g + -(-stop * 4 // 3))
@@ -291,10 +302,15 @@ def _base64_prefixes(prefix: bytes, shift: int) -> bytes:
     return encoded[-(-8 * shift // 6):(8 * (shift + len(prefix))) // 6]
 
 
-# The token formats also looked for in base64 (their prefixes are exact; the header formats' are not tokens).
+def _utf16(prefix: bytes) -> bytes:
+    return prefix.decode("ascii").encode("utf-16-le")
+
+
+# The token formats also looked for in base64 (their prefixes are exact; the header formats' are not tokens), and
+# in the base64 of UTF-16LE text (PowerShell's -EncodedCommand): 3 alignments each.
 BASE64_FORMATS: tuple[Any, ...] = tuple(
-    _Base64Of(fmt, shift, tuple(_base64_prefixes(p, shift) for p in fmt.prefixes))
-    for fmt in FORMATS if not fmt.caseless for shift in range(3))
+    _Base64Of(fmt, shift, tuple(_base64_prefixes(_utf16(p) if wide else p, shift) for p in fmt.prefixes), wide=wide)
+    for wide in (False, True) for fmt in FORMATS if not fmt.caseless for shift in range(3))
 
 
 def _spellings(prefix: bytes) -> list[bytes]:

@@ -375,6 +375,18 @@ def test_prefix_spam_costs_no_python_per_prefix(unit: bytes) -> None:
 _TOKEN_CASES = [c for c in CASES if not any(f.caseless for f in kf.FORMATS if f.name == c[0])]
 
 
+def _streamed_as_whole(line: bytes, chunks: list[bytes]) -> bytes:
+    """`line` through the stage in `chunks`; asserts the stream gives the whole buffer's answer."""
+    out: list[bytes] = []
+    stage = KnownFormatsFilter(out.append)
+    for chunk in chunks:
+        stage.write(chunk)
+    stage.close()
+    streamed = b"".join(out)
+    assert streamed == mask_known_formats(line)[0]
+    return streamed
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_a_token_in_base64_is_masked_at_any_offset_and_split(data: st.DataObject) -> None:
@@ -387,14 +399,7 @@ def test_a_token_in_base64_is_masked_at_any_offset_and_split(data: st.DataObject
     doc = before + text.encode() + b'"}\n'
     encoded = base64.b64encode(doc)
     line = b"data:\n  value: " + encoded + b"\n"
-    chunks = data.draw(write_splits(line, max_writes=10))
-    out: list[bytes] = []
-    stage = KnownFormatsFilter(out.append)
-    for chunk in chunks:
-        stage.write(chunk)
-    stage.close()
-    streamed = b"".join(out)
-    assert streamed == mask_known_formats(line)[0]
+    streamed = _streamed_as_whole(line, data.draw(write_splits(line, max_writes=10)))
     off = doc.index(secret.encode())
     span = encoded[(off * 4) // 3 + 1:((off + len(secret)) * 4) // 3 - 1]
     assert_no_fragment(streamed, [span], min_fragment=12)
@@ -405,6 +410,40 @@ def test_a_token_in_base64_leaks_without_the_base64_formats(monkeypatch: pytest.
     assert base64.b64encode(CASES[0][1].encode()) not in mask_known_formats(line)[0]
     monkeypatch.setattr(kf, "_STARTS", [tuple(f for f in fs if f not in kf.BASE64_FORMATS) for fs in kf._STARTS])
     assert mask_known_formats(line)[0] == line
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_token_in_base64_of_utf16_is_masked_at_any_offset_and_split(data: st.DataObject) -> None:
+    """Property (known_formats.BASE64_FORMATS, `wide`): a token of every format with exact prefixes inside a
+    PowerShell command line, UTF-16LE then base64 (`powershell -EncodedCommand ...`), after any text, written in
+    any pieces: the stream gives the whole buffer's answer, and no 12 characters that encode only the token's
+    secret part survive. Control below: the same without the UTF-16 formats leaks."""
+    name, text, secret = data.draw(st.sampled_from(_TOKEN_CASES))
+    before = data.draw(st.sampled_from(["", " ", "$env:T = '", "\n", "héllo ", "x="]))
+    doc = (before + text + "'; Write-Host done\n").encode("utf-16-le")
+    encoded = base64.b64encode(doc)
+    line = b"powershell -NoProfile -EncodedCommand " + encoded + b"\n"
+    streamed = _streamed_as_whole(line, data.draw(write_splits(line, max_writes=10)))
+    off = doc.index(secret.encode("utf-16-le"))
+    span = encoded[(off * 4) // 3 + 1:((off + 2 * len(secret)) * 4) // 3 - 1]
+    assert_no_fragment(streamed, [span], min_fragment=12)
+
+
+def test_a_token_in_base64_of_utf16_leaks_without_those_formats(monkeypatch: pytest.MonkeyPatch) -> None:
+    wide = base64.b64encode(("$t = '" + CASES[0][1] + "'").encode("utf-16-le"))
+    line = b"powershell -EncodedCommand " + wide + b"\n"
+    masked, notices = mask_known_formats(line)
+    assert wide[16:40] not in masked and notices == [f"{CASES[0][0]} (base64 of UTF-16)"]
+    monkeypatch.setattr(kf, "_STARTS", [tuple(f for f in fs if not getattr(f, "wide", False)) for fs in kf._STARTS])
+    assert mask_known_formats(line)[0] == line
+
+
+def test_base64_of_other_text_is_not_read_as_utf16() -> None:
+    """The UTF-16 reading needs a NUL after each of the token's characters: a base64 blob that only happens to
+    hold the prefix's encoding, followed by bytes that are not UTF-16 text, is left alone."""
+    blob = base64.b64encode("ghp_".encode("utf-16-le") + bytes(range(0x41, 0x41 + 40)) + b"\0" * 6)
+    assert mask_known_formats(b"data: " + blob + b"\n")[0] == b"data: " + blob + b"\n"
 
 
 def _fold(text: bytes, width: int) -> bytes:
