@@ -2,13 +2,13 @@
 
 Run: .venv/bin/python fuzz/fuzz_known_formats.py -atheris_runs=1000
 
-Properties: whatever the split (and with an idle flush after some writes), the stage never raises; the bytes
-it emits equal `mask_known_formats(whole input)` when no idle flush came; the hold-back never exceeds the
-largest window; the Hyperscan prefilter's viable hits resolve like every literal occurrence; and a token planted
-whole (a GitHub token, behind a separator, its base64, folded at 8 to 40 columns, and the base64 of it in
-UTF-16LE at each alignment) never survives. Through a registry's stream (MaskedThenKnown), the
-masker's one pass (its database finds the known-format prefixes too) emits the same bytes and notices as the
-known-formats stage scanning every write itself.
+Properties: whatever the split (and with an idle flush after some writes), the stage never raises; the bytes it
+emits equal `mask_known_formats(whole input)` when no idle flush came; the hold-back never exceeds the largest
+window; the Hyperscan prefilter's viable hits resolve like every literal occurrence; and a token planted whole
+(a GitHub token, behind a separator, its base64, folded at 8 to 40 columns, and the base64 of it in UTF-16LE at
+each alignment) never survives. Through a registry's stream (MaskedThenKnown), the masker's one pass (its
+database finds the known-format prefixes too) emits the same bytes and notices as the known-formats stage
+scanning every write itself.
 """
 
 from __future__ import annotations

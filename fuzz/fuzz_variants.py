@@ -2,14 +2,15 @@
 
 Run: .venv/bin/python fuzz/fuzz_variants.py -atheris_runs=1000
 
-Properties: secret_variants never raises and returns distinct non-empty forms; every base64 form occurs in
-the base64 of the secret embedded after 0, 1 or 2 other bytes; every percent form (each encoder family)
-unquotes to the secret; hex forms (also wrapped as `xxd -p` wraps them) decode to it; JSON
-forms load back to it; the `set -x` single-quote form, quoted, is one shell word equal to the secret; the
-round-two forms decode to it (base64 of UTF-16LE at the text's alignment, Go's \\u0026 JSON, \\uXXXX, \\xNN, 0xNN lists, separated hex, base32 at its
-alignment inside a longer encoding, base64 of base64), and so do the forms programs print (escape_forms.py:
-decimal byte lists, Python / PyYAML escapes, `declare -p`, `shlex.quote`, doubled quotes); every wrapped-form
-trigger fragment is a piece of a form and, wrapped at any width from 60, the base64 of the secret inside a document is masked by a registry.
+Properties: secret_variants never raises and returns distinct non-empty forms; every base64 form occurs in the
+base64 of the secret embedded after 0, 1 or 2 other bytes; every percent form (each encoder family) unquotes to
+the secret; hex forms (also wrapped as `xxd -p` wraps them) decode to it; JSON forms load back to it; the
+`set -x` single-quote form, quoted, is one shell word equal to the secret; the round-two forms decode to it
+(base64 of UTF-16LE at the text's alignment, Go's \\u0026 JSON, \\uXXXX, \\xNN, 0xNN lists, separated hex,
+base32 at its alignment inside a longer encoding, base64 of base64), and so do the forms programs print
+(escape_forms.py: decimal byte lists, Python / PyYAML escapes, `declare -p`, `shlex.quote`, doubled quotes);
+every wrapped-form trigger fragment is a piece of a form and, wrapped at any width from 60, the base64 of the
+secret inside a document is masked by a registry.
 """
 
 from __future__ import annotations
