@@ -34,12 +34,12 @@ from runnerlib.execution.own_words import Own, own_record, render, summary_docum
 from runnerlib.execution.timestamps import StampClock, prefix_lines, stamp
 
 MAX_PENDING_LINE = 64 * 1024
-# A step whose output arrives in pieces this large is a bulk writer: its lines are written, to the log file and
-# the console, by a thread of its own (the writes overlap the reading, masking and prefixing of the next piece)
-# when a core is free for it (core_free). Smaller output is written at once by the caller, so a step
-# printing a few lines costs no thread.
+# A step whose output arrives in pieces this large is a bulk writer: its lines are written by two threads of its
+# own, one for the log file and one for the console (the two copies into the page cache run at once, and overlap
+# the reading, masking and prefixing of the next piece) when a core is free for them (core_free). Smaller output
+# is written at once by the caller, so a step printing a few lines costs no thread.
 OFFLOAD_MIN = 64 * 1024
-# Pieces queued for that thread at most (a piece is one read, up to 512 KiB): bounds memory and lag.
+# Pieces queued for each thread at most (a piece is one read, up to 512 KiB): bounds memory and lag.
 OFFLOAD_QUEUE = 4
 
 
@@ -269,8 +269,9 @@ class StepOutput:
         self._stamp_file = log.file_timestamps
         self._stamp_console = log.timestamps and log.fmt != "json"  # JSON lines carry their own "time"
         self._clock = StampClock() if self._stamp_file or self._stamp_console else None
-        self._writer: _Writer | None = None
-        self._offload: bool | None = None  # whether bulk output has its console thread (None: no bulk yet)
+        self._writer: _Writer | None = None  # the console's, once bulk output started its threads
+        self._file_writer: _Writer | None = None  # the log file's
+        self._offload: bool | None = None  # whether bulk output has its threads (None: no bulk yet)
 
     def write(self, stream: str, data: bytes) -> None:
         """Take already-masked bytes of `stream` ("stdout"/"stderr"); emit the complete lines."""
@@ -298,34 +299,37 @@ class StepOutput:
         if self._offload is None and len(data) >= OFFLOAD_MIN:
             self._offload = core_free()  # decided once, at the step's first bulk piece
             if self._offload:
-                self._writer = _Writer(self._emit, f"runnerlib-log-{self.step}")
+                self._writer = _Writer(self.log._write_parts, f"runnerlib-log-{self.step}")
+                if self._file is not None:
+                    self._file_writer = _Writer(self._write_file, f"runnerlib-logfile-{self.step}")
         self._dispatch(stream, pending, data, end, first, now)
 
     def _dispatch(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes, later: bytes,
                   partial: bool = False) -> None:
-        # The pieces to write are made here, in the reading thread (the prefixing and stamps: work that holds
-        # the GIL); the writes, which release it, are the bulk writer's thread's once it started. Measured (1 GiB
-        # of 56-byte lines, three A/Bs of 7 interleaved rounds, CPU of the process tree): with the prefixing in the
-        # writer thread too, 2.92, 3.35 and 3.00 s, CPU 3.15, 3.69 and 3.19 s; so, 2.25, 2.70 and 2.47 s, CPU
-        # 2.28, 2.90 and 2.52 s (tee's: 1.81-2.01 s, CPU 2.84-2.99 s). Before both, the reader wrote the log
-        # file and the writer prefixed and wrote the console: 2.84 s, CPU 3.42 s, in the third A/B. Paired round
-        # by round over 11 rounds against that (with process.READ_SIZE's change): 0.93x of the wall time in
-        # 56-byte lines, 1.03x in 100-byte lines, 0.89x and 0.92x of the CPU.
+        # The pieces to write are made here, in the reading thread (the prefixing and stamps hold the GIL); once
+        # bulk output started its threads, each copy is written by its own (write() releases the GIL, and the two
+        # copies into the page cache run at once). Measured with 1 GiB of 56- and 100-byte lines, paired round by
+        # round against the build before (docs/internals/executor.md): the prefixing here rather than in the
+        # writer thread, with 512 KiB reads, 0.93x and 1.03x of the wall time, 0.89x and 0.92x of the CPU; then a
+        # thread a copy instead of one for both, 0.82-0.85x of the wall time, 0.80-0.90x of the CPU (three runs
+        # of 9 rounds).
         file_parts = self._file_parts(stream, pending, data, end, first, later, partial)
         console_parts = self._console_parts(stream, pending, data, end, first, later)
-        if self._writer is not None:  # once started, every line goes through it: order is kept
-            self._writer.put(file_parts, console_parts)
+        if self._writer is not None:  # once started, every line goes through them: each keeps its order
+            if self._file_writer is not None and file_parts:
+                self._file_writer.put(*file_parts)
+            self._writer.put(*console_parts)
         else:
-            self._emit(file_parts, console_parts)
+            if file_parts:
+                self._write_file(*file_parts)
+            self.log._write_parts(*console_parts)
 
-    def _emit(self, file_parts: tuple[bytes | memoryview, ...], console_parts: tuple[bytes | memoryview, ...]) -> None:
-        if file_parts:
-            with self._file_lock:
-                if self._file is not None:
-                    for part in file_parts:
-                        if part:
-                            self._file.write(part)
-        self.log._write_parts(*console_parts)
+    def _write_file(self, *parts: bytes | memoryview) -> None:
+        with self._file_lock:
+            if self._file is not None:
+                for part in parts:
+                    if part:
+                        self._file.write(part)
 
     def _file_parts(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes, later: bytes,
                     partial: bool) -> tuple[bytes | memoryview, ...]:
@@ -373,10 +377,10 @@ class StepOutput:
                     self._dispatch(stream, rest, b"\n", 1, stamp, stamp)
             self._pending.clear()
         finally:
-            writer, self._writer = self._writer, None
+            writers = [w for w in (self._writer, self._file_writer) if w is not None]
+            self._writer = self._file_writer = None
             try:
-                if writer is not None:
-                    writer.close()  # every queued line is written before the runner's next message
+                _close_all(writers)  # every queued line is written before the runner's next message
             finally:
                 if self._file is not None:
                     with self._file_lock:
@@ -388,6 +392,18 @@ class StepOutput:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_all(writers: list[_Writer]) -> None:
+    """Close every writer, even when one raises; raise the first error."""
+    error: BaseException | None = None
+    for writer in writers:
+        try:
+            writer.close()
+        except BaseException as exc:  # noqa: BLE001 - raised below, after the other writers are closed
+            error = error or exc
+    if error is not None:
+        raise error
 
 
 class _Writer:
