@@ -440,10 +440,18 @@ def test_a_token_in_base64_of_utf16_leaks_without_those_formats(monkeypatch: pyt
 
 
 def test_base64_of_other_text_is_not_read_as_utf16() -> None:
-    """The UTF-16 reading needs a NUL after each of the token's characters: a base64 blob that only happens to
-    hold the prefix's encoding, followed by bytes that are not UTF-16 text, is left alone."""
-    blob = base64.b64encode("ghp_".encode("utf-16-le") + bytes(range(0x41, 0x41 + 40)) + b"\0" * 6)
-    assert mask_known_formats(b"data: " + blob + b"\n")[0] == b"data: " + blob + b"\n"
+    """The UTF-16 reading needs a NUL after each of the token's characters: a base64 blob whose every other byte
+    spells a token after the prefix's encoding, the bytes between them not NUL (here CJK characters), is left
+    alone. Control: the same bytes with NULs between them are a token in UTF-16LE, masked."""
+    body = b"Zz9" * 12
+
+    def blob(high: int) -> bytes:
+        return base64.b64encode("ghp_".encode("utf-16-le") + b"".join(bytes((c, high)) for c in body) + b"\0\0")
+
+    other = b"data: " + blob(0x4E) + b"\n"
+    assert mask_known_formats(other)[0] == other
+    wide = b"data: " + blob(0) + b"\n"
+    assert mask_known_formats(wide)[0] != wide
 
 
 def _fold(text: bytes, width: int) -> bytes:
