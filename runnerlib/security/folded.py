@@ -261,15 +261,15 @@ class BreakSet:
 
     def add(self, forms: list[bytes]) -> None:
         """Add the values of `forms` that a break may cut (single-line, long enough for raw fragments)."""
-        if not self._bloom:
-            self._bloom = bytearray(_BLOOM_BITS // 8)
-        bloom = self._bloom
         for form in forms:
             if form in self.forms or b"\n" in form or b"\r" in form:
                 continue
             frags = fragments(form, "raw")
             if not frags:
                 continue
+            if not self._bloom:  # at the first value: a registry of short values never pays the 512 KiB
+                self._bloom = bytearray(_BLOOM_BITS // 8)
+            bloom = self._bloom
             assert all(len(f) == _RAW_LEN for f in frags)
             for frag in frags:  # distinct
                 self._values_of[frag] = self._values_of.get(frag, 0) + 1
