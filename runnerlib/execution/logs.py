@@ -35,12 +35,14 @@ from runnerlib.execution.timestamps import StampClock, prefix_lines, stamp
 
 MAX_PENDING_LINE = 64 * 1024
 # A step whose output arrives in pieces this large is a bulk writer: its lines are written by two threads of its
-# own, one for the log file and one for the console (the two copies into the page cache run at once, and overlap
-# the reading, masking and prefixing of the next piece) when a core is free for them (core_free). Smaller output
-# is written at once by the caller, so a step printing a few lines costs no thread.
+# own, one for the log file and one that prefixes and writes the console (the two copies into the page cache run
+# at once, and overlap the reading and masking of the next piece) when a core is free for them (core_free).
+# Smaller output is written at once by the caller, so a step printing a few lines costs no thread.
 OFFLOAD_MIN = 64 * 1024
-# Pieces queued for each thread at most (a piece is one read, up to 512 KiB): bounds memory and lag.
-OFFLOAD_QUEUE = 4
+# Pieces queued for each thread at most (a piece is one read, up to 512 KiB, and its prefixed copy): bounds memory
+# (about 9 MiB a bulk step) and lag. 8 rather than 4: with the prefixing in the console thread, paired over 15
+# rounds (docs/internals/executor.md), 8 gained 0.87x of the wall time and 4 nothing.
+OFFLOAD_QUEUE = 8
 
 
 def core_free() -> bool:
@@ -299,30 +301,34 @@ class StepOutput:
         if self._offload is None and len(data) >= OFFLOAD_MIN:
             self._offload = core_free()  # decided once, at the step's first bulk piece
             if self._offload:
-                self._writer = _Writer(self.log._write_parts, f"runnerlib-log-{self.step}")
+                self._writer = _Writer(self._write_console, f"runnerlib-log-{self.step}")
                 if self._file is not None:
                     self._file_writer = _Writer(self._write_file, f"runnerlib-logfile-{self.step}")
         self._dispatch(stream, pending, data, end, first, now)
 
     def _dispatch(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes, later: bytes,
                   partial: bool = False) -> None:
-        # The pieces to write are made here, in the reading thread (the prefixing and stamps hold the GIL); once
-        # bulk output started its threads, each copy is written by its own (write() releases the GIL, and the two
-        # copies into the page cache run at once). Measured with 1 GiB of 56- and 100-byte lines, paired round by
-        # round against the build before (docs/internals/executor.md): the prefixing here rather than in the
-        # writer thread, with 512 KiB reads, 0.93x and 1.03x of the wall time, 0.89x and 0.92x of the CPU; then a
-        # thread a copy instead of one for both, 0.82-0.85x of the wall time, 0.80-0.90x of the CPU (three runs
-        # of 9 rounds).
+        # Once bulk output started its threads, each copy is written by its own (write() releases the GIL, and the
+        # two copies into the page cache run at once), and the console's thread also prefixes its lines. The
+        # prefixing (one bytes.replace, a memchr and two copies a line) holds the GIL for about a third of the
+        # reading thread's time; in the console's thread it overlaps the reads and the masker's scan, which release
+        # the GIL. Measured with 1 GiB of 56-byte lines, paired round by round (docs/internals/executor.md): a thread
+        # a copy rather than one for both, 0.82-0.85x of the wall time; then the prefixing moved from the reading
+        # thread to the console's, with 8 pieces queued, 0.87x of the wall time and 0.88x of the CPU (15 rounds).
         file_parts = self._file_parts(stream, pending, data, end, first, later, partial)
-        console_parts = self._console_parts(stream, pending, data, end, first, later)
         if self._writer is not None:  # once started, every line goes through them: each keeps its order
             if self._file_writer is not None and file_parts:
                 self._file_writer.put(*file_parts)
-            self._writer.put(*console_parts)
+            self._writer.put(stream, pending, data, end, first, later)
         else:
             if file_parts:
                 self._write_file(*file_parts)
-            self.log._write_parts(*console_parts)
+            self.log._write_parts(*self._console_parts(stream, pending, data, end, first, later))
+
+    def _write_console(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes,
+                       later: bytes) -> None:
+        # The console's thread: _console_parts reads nothing that changes (the prefix, the format, the stamps given).
+        self.log._write_parts(*self._console_parts(stream, pending, data, end, first, later))
 
     def _write_file(self, *parts: bytes | memoryview) -> None:
         with self._file_lock:

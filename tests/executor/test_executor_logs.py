@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -156,10 +158,18 @@ def _run_writes(monkeypatch, tmp_path: Path, writes: list[tuple[str, bytes]], of
     monkeypatch.setattr(logs, "OFFLOAD_MIN", offload_min)
     monkeypatch.setattr(logs, "core_free", lambda: True)  # the thread whatever the machine's load
     monkeypatch.setattr(logs, "clock", lambda: "12:00:00")
-    monkeypatch.setattr(logs, "StampClock", lambda: lambda: b"2026-12-05T07:01:02.345Z ")
+    # A new stamp at every piece (the same sequence in both runs): a line stamped with the wrong piece's shows.
+    def stamp_clock():  # noqa: ANN202
+        pieces = itertools.count()
+        return lambda: b"2026-12-05T07:01:%06.3fZ " % (next(pieces) / 1000)
+
+    monkeypatch.setattr(logs, "StampClock", stamp_clock)
+    monkeypatch.setattr(logs, "stamp", lambda: b"2026-12-05T07:01:02.345Z ")  # the runner's own lines
     logs_dir = tmp_path / f"logs-{offload_min}-{fmt}"
     logs_dir.mkdir(parents=True)
-    log = JobLog(io.BytesIO(), logs_dir=logs_dir, fmt=fmt)
+    stamped = fmt == "text-stamped"  # console and step log stamped: the stamps are taken by the reading thread
+    log = JobLog(io.BytesIO(), logs_dir=logs_dir, fmt="text" if stamped else fmt, timestamps=stamped,
+                 file_timestamps=stamped)
     with log.step_output("s") as sink:
         for stream, data in writes:
             sink.write(stream, data)
@@ -176,14 +186,15 @@ def test_bulk_output_through_the_writer_thread_is_byte_identical(monkeypatch, tm
     by the caller: same console bytes, same step log, same order, nothing after the runner's next message."""
     for seed in range(12):
         writes = _bulk_writes(seed)
-        for fmt in ("json", "text"):
-            inline = _run_writes(monkeypatch, tmp_path / f"{seed}", writes, 1 << 62, fmt)
+        outputs = {}
+        for fmt in ("json", "text", "text-stamped"):  # the console's thread prefixes (and stamps) the lines
+            outputs[fmt] = _run_writes(monkeypatch, tmp_path / f"{seed}", writes, 1 << 62, fmt)
             threaded = _run_writes(monkeypatch, tmp_path / f"{seed}", writes, 1, fmt)
-            assert threaded == inline
-        console, step_log = inline  # text
+            assert threaded == outputs[fmt]
+        console, step_log = outputs["text-stamped"]
         unterminated = sum(not b"".join(d for s, d in writes if s == stream).endswith(b"\n")
                            for stream in ("stdout", "stderr"))
-        step_log = step_log.replace(b"2026-12-05T07:01:02.345Z ", b"")  # every line's stamp (fixed here)
+        step_log = re.sub(rb"(?m)^2026-12-05T07:01:\d\d\.\d{3}Z ", b"", step_log)  # every line's stamp
         assert len(step_log) == sum(len(d) for _, d in writes) + unterminated  # close() ends a partial line
         assert console.endswith(b"==> 12:00:00 after the step\n")
 
