@@ -21,6 +21,7 @@ configuration or job-definition error (runnerlib.exit_codes has the table).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -98,8 +99,18 @@ class JobRunner:
         self.read_stdin_secrets = read_stdin_secrets
         self.handle_signals = handle_signals
         self.registry = registry if registry is not None else SecretRegistry()
-        # The configuration's own secrets first: an error about the configuration may quote them.
-        self.registry.add_many(config.secret_values(), source="configuration")
+        from runnerlib.security.secret_socket import SecretSocketServer
+
+        # Started with the steps' secrets (_protect_and_load_secrets); its tokens are secrets from now on.
+        self._socket_server = SecretSocketServer(self.registry)
+        # The configuration's own secrets first: an error about the configuration may quote them. With the
+        # socket's tokens, in one compilation (a registry of our own has no stream yet to see a batch's delay):
+        # registered on their own later, the tokens were compiled as a delta, and then everything again by a
+        # merge thread running beside the first step.
+        with self.registry.batch() if registry is None else contextlib.nullcontext():
+            self.registry.add_many(config.secret_values(), source="configuration")
+            if registry is None:
+                self._socket_server.register_tokens()
         stream = out if out is not None else _binary_stdout()
         self._out = stream
         # Errors that stop the job go to stderr too when the job writes to the process's stdout (the CLI).
@@ -358,9 +369,7 @@ class JobRunner:
         self._job_env = job_env
         self._scratch = config.work_dir or tempfile.mkdtemp(prefix="runnerlib-")
         os.makedirs(self._scratch, mode=0o700, exist_ok=True)
-        from runnerlib.security.secret_socket import SecretSocketServer
-
-        self._socket = SecretSocketServer(self.registry, parent_dir=self._scratch).start()
+        self._socket = self._socket_server.start(parent_dir=self._scratch)
         from runnerlib.execution.step_state import StepStateFile
 
         # For trusted steps asking about the others (get_job_result): private, like the socket.

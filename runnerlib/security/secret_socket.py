@@ -237,6 +237,7 @@ class SecretSocketServer:
         # Least privilege (a job's `secrets: declared`): steps that may not register get this token instead,
         # which the server accepts for "mask" only.
         self.mask_token = secrets_module.token_urlsafe(32)
+        self._tokens_registered = False
         self.timeout = timeout
         self.max_frame = max_frame
         self.max_connections = max_connections
@@ -266,12 +267,30 @@ class SecretSocketServer:
 
     # --- life cycle --------------------------------------------------------------------------------------
 
-    def start(self) -> SecretSocketServer:
-        """Create the private directory and the socket, register the token as a secret, start serving."""
+    def register_tokens(self) -> None:
+        """Register the two tokens as secrets (start does it, once): call it inside the registry's start-up
+        batch so that they are compiled with the job's secrets.
+
+        Example::
+
+            with registry.batch():
+                registry.add_many(values, source="configuration")
+                server.register_tokens()
+            server.start()
+        """
+        if not self._tokens_registered:
+            for token in (self.token, self.mask_token):
+                self.registry.add(token, source="secrets socket token")
+            self._tokens_registered = True
+
+    def start(self, *, parent_dir: str | os.PathLike[str] | None = None) -> SecretSocketServer:
+        """Create the private directory and the socket (under `parent_dir` if given, else the one the server
+        was made with), register the tokens as secrets, start serving."""
         if self._thread is not None:
             raise RuntimeError("secret socket server already started")
-        for token in (self.token, self.mask_token):
-            self.registry.add(token, source="secrets socket token")
+        if parent_dir is not None:
+            self._parent_dir = parent_dir
+        self.register_tokens()
         parent = self._parent_dir
         # sun_path holds 107 bytes: a deep work dir would make bind() fail, so fall back to the temp dir
         # (the socket's own directory is private either way).

@@ -303,3 +303,20 @@ def test_untrusted_step_env_never_carries_a_secret(ws: Path) -> None:
     assert (src / "t.txt").read_text() == f"step-token-4455/x{SECRET}x/fine\n"
     assert (ws / ".untrusted" / "src" / "u.txt").read_text() == "//fine\n"
     assert "not given to this untrusted step (secret): API_TOKEN, HOLDS" in text
+
+
+@pytest.mark.parametrize("configured", [[], ["configured-secret-value-0123456789"]])
+def test_the_socket_tokens_are_compiled_with_the_start_up_secrets(ws: Path, monkeypatch, configured) -> None:  # noqa: ANN001
+    """The secrets socket's tokens join the configuration's secrets in one compilation at start. Registered on
+    their own after it, they were a delta layer that a merge thread then compiled again with everything else,
+    beside the first step (schedule_merge was called once per job). The token a step prints is masked."""
+    from runnerlib.security import masker
+
+    merges: list[int] = []
+    monkeypatch.setattr(masker.Masker, "_schedule_merge", lambda self, force=False: merges.append(1))
+    runner, out = runner_for(ws, job_command='echo "token=$REACTORCIDE_SECRETS_TOKEN"',
+                             secret_values_list=configured)
+    assert runner.run() == 0
+    console = out.getvalue().decode()
+    assert "token=***" in console and merges == []
+    assert_no_fragment(console, runner._socket_server.token)
