@@ -43,6 +43,8 @@ OFFLOAD_MIN = 64 * 1024
 # (about 9 MiB a bulk step) and lag. 8 rather than 4: with the prefixing in the console thread, paired over 15
 # rounds (docs/internals/executor.md), 8 gained 0.87x of the wall time and 4 nothing.
 OFFLOAD_QUEUE = 8
+# The console's thread prefixes and writes a piece in slices this large (StepOutput._write_console).
+CONSOLE_SLICE = 64 * 1024
 
 
 def core_free() -> bool:
@@ -328,7 +330,21 @@ class StepOutput:
     def _write_console(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes,
                        later: bytes) -> None:
         # The console's thread: _console_parts reads nothing that changes (the prefix, the format, the stamps given).
-        self.log._write_parts(*self._console_parts(stream, pending, data, end, first, later))
+        # A large piece is prefixed and written in slices of about CONSOLE_SLICE bytes, cut after a newline: each
+        # prefixed slice is still in the core's cache when write() copies it, and each replace holds the GIL for
+        # a slice's time, not a piece's. Paired against whole pieces (1 GiB of 56-byte lines, two runs of 11
+        # rounds): 0.98x and 0.87x of the wall time, 0.89x and 0.84x of the CPU, for one more copy of the bytes.
+        if self.log.fmt == "json" or end < 2 * CONSOLE_SLICE:
+            self.log._write_parts(*self._console_parts(stream, pending, data, end, first, later))
+            return
+        start = 0
+        while start < end:
+            stop = data.find(b"\n", start + CONSOLE_SLICE, end) + 1 if end - start >= 2 * CONSOLE_SLICE else 0
+            stop = stop or end  # the last slice, or no newline left before end - 1 (a long last line)
+            piece = data[start:stop]
+            self.log._write_parts(*self._console_parts(stream, b"" if start else pending, piece, len(piece),
+                                                       later if start else first, later))
+            start = stop
 
     def _write_file(self, *parts: bytes | memoryview) -> None:
         with self._file_lock:
