@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import resource
 import shutil
 import statistics
@@ -151,9 +152,13 @@ def bench_volume(size: int, repeat: int, line: str = "x" * 99,
         cpu: dict[str, list[float]] = {name: [] for name in runs}
         names = list(runs)
         for turn in range(repeat):
-            # The order rotates each round: a run right after another paid for it here (the same build measured
-            # 1.38x of tee in both places once the order was reversed, against 1.13x and 1.82x before).
-            for name in names[turn % len(names):] + names[:turn % len(names)]:
+            # The order changes each round: a run right after another paid for it here (the same build measured
+            # 1.38x of tee in both places once the order was reversed, against 1.13x and 1.82x before). Shuffled,
+            # not rotated: in a rotation each run always follows the same one, and the run right after tee was
+            # the slower place here (docs/internals/executor.md). Seeded: the same orders every time.
+            order = list(names)
+            random.Random(turn).shuffle(order)
+            for name in order:
                 fn = runs[name]
                 fresh()
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)

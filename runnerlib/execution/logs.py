@@ -39,9 +39,9 @@ MAX_PENDING_LINE = 64 * 1024
 # at once, and overlap the reading and masking of the next piece) when a core is free for them (core_free).
 # Smaller output is written at once by the caller, so a step printing a few lines costs no thread.
 OFFLOAD_MIN = 64 * 1024
-# Pieces queued for each thread at most (a piece is one read, up to 512 KiB, and its prefixed copy): bounds memory
-# (about 9 MiB a bulk step) and lag. 8 rather than 4: with the prefixing in the console thread, paired over 15
-# rounds (docs/internals/executor.md), 8 gained 0.87x of the wall time and 4 nothing.
+# Pieces queued for each thread at most (a piece is one read, up to 512 KiB): bounds memory (about 8 MiB a bulk
+# step) and lag. 8 rather than 4: fewer stalls of the reading thread on a full queue; measured neutral to
+# better (docs/internals/executor.md).
 OFFLOAD_QUEUE = 8
 # The console's thread prefixes and writes a piece in slices this large (StepOutput._write_console).
 CONSOLE_SLICE = 64 * 1024
@@ -314,9 +314,9 @@ class StepOutput:
         # two copies into the page cache run at once), and the console's thread also prefixes its lines. The
         # prefixing (one bytes.replace, a memchr and two copies a line) holds the GIL for about a third of the
         # reading thread's time; in the console's thread it overlaps the reads and the masker's scan, which release
-        # the GIL. Measured with 1 GiB of 56-byte lines, paired round by round (docs/internals/executor.md): a thread
-        # a copy rather than one for both, 0.82-0.85x of the wall time; then the prefixing moved from the reading
-        # thread to the console's, with 8 pieces queued, 0.87x of the wall time and 0.88x of the CPU (15 rounds).
+        # the GIL, and it writes in slices (_write_console). Measured with 1 GiB of 56-byte lines, each build
+        # following tee equally often (docs/internals/executor.md): the prefixing moved to the console's thread,
+        # 0.99x of the wall time; with the slices, 0.90x more.
         file_parts = self._file_parts(stream, pending, data, end, first, later, partial)
         if self._writer is not None:  # once started, every line goes through them: each keeps its order
             if self._file_writer is not None and file_parts:
@@ -333,7 +333,7 @@ class StepOutput:
         # A large piece is prefixed and written in slices of about CONSOLE_SLICE bytes, cut after a newline: each
         # prefixed slice is still in the core's cache when write() copies it, and each replace holds the GIL for
         # a slice's time, not a piece's. Paired against whole pieces (1 GiB of 56-byte lines, two runs of 11
-        # rounds): 0.98x and 0.87x of the wall time, 0.89x and 0.84x of the CPU, for one more copy of the bytes.
+        # rounds, each following tee equally often): 0.90x of the wall time, 0.87x of the CPU, for one more copy.
         if self.log.fmt == "json" or end < 2 * CONSOLE_SLICE:
             self.log._write_parts(*self._console_parts(stream, pending, data, end, first, later))
             return
