@@ -332,8 +332,8 @@ class StepOutput:
         # The console's thread: _console_parts reads nothing that changes (the prefix, the format, the stamps given).
         # A large piece is prefixed and written in slices of about CONSOLE_SLICE bytes, cut after a newline: each
         # prefixed slice is still in the core's cache when write() copies it, and each replace holds the GIL for
-        # a slice's time, not a piece's. Paired against whole pieces (1 GiB of 56-byte lines, two runs of 11
-        # rounds, each following tee equally often): 0.90x of the wall time, 0.87x of the CPU, for one more copy.
+        # a slice's time, not a piece's. Paired against whole pieces (1 GiB of 56-byte lines, 10 rounds, each
+        # build following tee equally often): 0.90x of the wall time, 0.87x of the CPU, for one more copy.
         if self.log.fmt == "json" or end < 2 * CONSOLE_SLICE:
             self.log._write_parts(*self._console_parts(stream, pending, data, end, first, later))
             return
