@@ -163,7 +163,11 @@ class JobLog:
             self.out.flush()
 
     def _write_parts(self, *parts: bytes | memoryview) -> None:
-        # Several writes under one lock: a line is never split between two writers, and nothing is copied.
+        # Several writes under one lock: a line is never split between two writers. Nothing large is copied; the
+        # parts before the last (a prefix, a line's beginning) are joined into one write: a raw stdout
+        # (PYTHONUNBUFFERED, as many CI images set) would otherwise get a write() each.
+        if len(parts) > 2:
+            parts = (b"".join(parts[:-1]), parts[-1])
         with self._lock:
             for part in parts:
                 if part:
@@ -337,13 +341,25 @@ class StepOutput:
         if self.log.fmt == "json" or end < 2 * CONSOLE_SLICE:
             self.log._write_parts(*self._console_parts(stream, pending, data, end, first, later))
             return
+        # The prefix of every line after a piece's first (_console_parts' `later + prefix` when stamped).
+        lead = later + self._prefix if self._stamp_console else self._prefix
         start = 0
         while start < end:
             stop = data.find(b"\n", start + CONSOLE_SLICE, end) + 1 if end - start >= 2 * CONSOLE_SLICE else 0
             stop = stop or end  # the last slice, or no newline left before end - 1 (a long last line)
-            piece = data[start:stop]
-            self.log._write_parts(*self._console_parts(stream, b"" if start else pending, piece, len(piece),
-                                                       later if start else first, later))
+            if not start:
+                piece = data[:stop]
+                self.log._write_parts(*self._console_parts(stream, pending, piece, stop, first, later))
+            else:
+                # From the newline before the slice: the replace puts its first line's prefix too, and the slice
+                # is one write (a raw stdout, PYTHONUNBUFFERED as many CI images set, wrote the prefix apart).
+                piece = data[start - 1:stop]
+                if needs_inert(piece):
+                    parts = self._console_parts(stream, b"", piece[1:], stop - start, later, later)
+                else:
+                    body = piece.replace(b"\n", b"\n" + lead)
+                    parts = (memoryview(body)[1:len(body) - len(lead)],)
+                self.log._write_parts(*parts)
             start = stop
 
     def _write_file(self, *parts: bytes | memoryview) -> None:

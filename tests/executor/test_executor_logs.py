@@ -141,7 +141,9 @@ def _bulk_writes(seed: int) -> list[tuple[str, bytes]]:
         lines = []
         for i in range(rnd.randrange(200, 3000)):
             width = rnd.choice([0, 5, 99, 400, 5000, MAX_PENDING_LINE + 7]) if i % 97 == 0 else rnd.randrange(0, 200)
-            lines.append(f"{stream[3]}{i:06d} ".encode() + b"y" * width + b"\n")
+            # Now and then a carriage return or a colour (the console makes them inert, the log keeps them).
+            control = rnd.choice([b"\r", b"\x1b[31m"]) if i % 61 == 0 else b""
+            lines.append(f"{stream[3]}{i:06d} ".encode() + control + b"y" * width + b"\n")
         data = b"".join(lines) + (b"unterminated tail" if rnd.random() < 0.5 else b"")
         cuts = sorted({0, len(data), *(rnd.randrange(len(data)) for _ in range(rnd.randrange(1, 40)))})
         writes[stream] = [data[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
