@@ -25,13 +25,13 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from runnerlib.execution.console_controls import inert, needs_inert
 from runnerlib.execution.own_words import Own, own_record, render, summary_document
-from runnerlib.execution.timestamps import StampClock, prefix_lines, stamp
+from runnerlib.execution.timestamps import StampClock, prefix_after_newline, prefix_lines, stamp
 
 MAX_PENDING_LINE = 64 * 1024
 # A step whose output arrives in pieces this large is a bulk writer: its lines are written by two threads of its
@@ -63,6 +63,17 @@ def core_free() -> bool:
         return cores >= 2 and os.getloadavg()[0] < 1.5 * cores
     except (AttributeError, OSError):
         return True
+def _slices(data: bytes, end: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) of the slices of `data[:end]` (`end` just past a newline) that a bulk piece is written in:
+    about CONSOLE_SLICE bytes, each ending just past a newline; the whole as one when it is under two slices."""
+    start = 0
+    while start < end:
+        stop = data.find(b"\n", start + CONSOLE_SLICE, end) + 1 if end - start >= 2 * CONSOLE_SLICE else 0
+        stop = stop or end  # the last slice, or no newline left before end - 1 (a long last line)
+        yield start, stop
+        start = stop
+
+
 _LEVEL_RANK = {"debug": 0, "info": 1, "warning": 2, "error": 3, "critical": 4}
 _COLOURS = (36, 33, 35, 32, 34, 91, 96, 93, 95, 92, 94)
 _STATUS_COLOURS = {"success": 32, "failed": 31, "timed_out": 31, "refused": 31, "cancelled": 33,
@@ -309,7 +320,8 @@ class StepOutput:
             if self._offload:
                 self._writer = _Writer(self._write_console, f"runnerlib-log-{self.step}")
                 if self._file is not None:
-                    self._file_writer = _Writer(self._write_file, f"runnerlib-logfile-{self.step}")
+                    emit = self._write_file_stamped if self._stamp_file else self._write_file
+                    self._file_writer = _Writer(emit, f"runnerlib-logfile-{self.step}")
         self._dispatch(stream, pending, data, end, first, now)
 
     def _dispatch(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes, later: bytes,
@@ -321,15 +333,17 @@ class StepOutput:
         # the GIL, and it writes in slices (_write_console). Measured with 1 GiB of 56-byte lines, each build
         # following tee equally often (docs/internals/executor.md): the prefixing moved to the console's thread,
         # 0.99x of the wall time; with the slices, 0.90x more.
-        file_parts = self._file_parts(stream, pending, data, end, first, later, partial)
         if self._writer is not None:  # once started, every line goes through them: each keeps its order
-            if self._file_writer is not None and file_parts:
-                self._file_writer.put(*file_parts)
+            if self._file_writer is not None and self._stamp_file:  # stamped by the log file's thread
+                self._file_writer.put(pending, data, end, *self._file_stamps(stream, first, later, partial), partial)
+            elif self._file_writer is not None:
+                self._file_writer.put(*self._file_parts(stream, pending, data, end, first, later, partial))
             self._writer.put(stream, pending, data, end, first, later)
-        else:
-            if file_parts:
-                self._write_file(*file_parts)
-            self.log._write_parts(*self._console_parts(stream, pending, data, end, first, later))
+            return
+        file_parts = self._file_parts(stream, pending, data, end, first, later, partial)
+        if file_parts:
+            self._write_file(*file_parts)
+        self.log._write_parts(*self._console_parts(stream, pending, data, end, first, later))
 
     def _write_console(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes,
                        later: bytes) -> None:
@@ -343,24 +357,30 @@ class StepOutput:
             return
         # The prefix of every line after a piece's first (_console_parts' `later + prefix` when stamped).
         lead = later + self._prefix if self._stamp_console else self._prefix
-        start = 0
-        while start < end:
-            stop = data.find(b"\n", start + CONSOLE_SLICE, end) + 1 if end - start >= 2 * CONSOLE_SLICE else 0
-            stop = stop or end  # the last slice, or no newline left before end - 1 (a long last line)
+        for start, stop in _slices(data, end):
             if not start:
-                piece = data[:stop]
-                self.log._write_parts(*self._console_parts(stream, pending, piece, stop, first, later))
+                self.log._write_parts(*self._console_parts(stream, pending, data[:stop], stop, first, later))
+                continue
+            # From the newline before the slice: one write a slice (a raw stdout, PYTHONUNBUFFERED as many CI
+            # images set, wrote a separate prefix apart).
+            piece = data[start - 1:stop]
+            if needs_inert(piece):
+                self.log._write_parts(*self._console_parts(stream, b"", piece[1:], stop - start, later, later))
             else:
-                # From the newline before the slice: the replace puts its first line's prefix too, and the slice
-                # is one write (a raw stdout, PYTHONUNBUFFERED as many CI images set, wrote the prefix apart).
-                piece = data[start - 1:stop]
-                if needs_inert(piece):
-                    parts = self._console_parts(stream, b"", piece[1:], stop - start, later, later)
-                else:
-                    body = piece.replace(b"\n", b"\n" + lead)
-                    parts = (memoryview(body)[1:len(body) - len(lead)],)
-                self.log._write_parts(*parts)
-            start = stop
+                self.log._write_parts(prefix_after_newline(piece, lead))
+
+    def _write_file_stamped(self, pending: bytes, data: bytes, end: int, first: bytes, later: bytes,
+                            partial: bool) -> None:
+        # The log file's thread, when its lines are stamped (--log-timestamps): the stamps are put in here, in
+        # slices like the console's prefixes (_write_console), rather than by the reading thread a piece at a time.
+        for start, stop in _slices(data, end):
+            if not start:
+                parts: tuple[bytes | memoryview, ...] = prefix_lines(first, pending, data[:stop], stop, later)
+            else:
+                parts = (prefix_after_newline(data[start - 1:stop], later),)
+            if partial and stop == end:  # a cut line: written without the newline the reader added
+                parts = (*parts[:-1], parts[-1][:-1])
+            self._write_file(*parts)
 
     def _write_file(self, *parts: bytes | memoryview) -> None:
         with self._file_lock:
@@ -375,6 +395,16 @@ class StepOutput:
         written without its newline, as the step printed it, and its continuation gets no stamp."""
         if self._file is None:
             return ()
+        first, later = self._file_stamps(stream, first, later, partial)
+        if self._stamp_file:
+            parts: tuple[bytes | memoryview, ...] = prefix_lines(first, pending, data, end, later)
+        else:
+            parts = (pending, memoryview(data)[:end])
+        return (*parts[:-1], parts[-1][:-1] if partial else parts[-1])
+
+    def _file_stamps(self, stream: str, first: bytes, later: bytes, partial: bool) -> tuple[bytes, bytes]:
+        """The stamps of a piece's first line and of the others in the step's log file (none without
+        --log-timestamps; none for the continuation of a cut line), and the cut noted for the next piece."""
         if not self._stamp_file:
             first = later = b""
         elif stream in self._cut:
@@ -382,11 +412,7 @@ class StepOutput:
             self._cut.discard(stream)
         if partial:
             self._cut.add(stream)
-        if self._stamp_file:
-            parts: tuple[bytes | memoryview, ...] = prefix_lines(first, pending, data, end, later)
-        else:
-            parts = (pending, memoryview(data)[:end])
-        return (*parts[:-1], parts[-1][:-1] if partial else parts[-1])
+        return first, later
 
     def _console_parts(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes = b"",
                        later: bytes = b"") -> tuple[bytes | memoryview, ...]:

@@ -65,6 +65,17 @@ def prefix_lines(first: bytes, pending: bytes, data: bytes, end: int, later: byt
     return first, pending, memoryview(body)[:stop]
 
 
+def prefix_after_newline(piece: bytes, later: bytes) -> memoryview:
+    """The lines of `piece[1:]` with `later` before each, as one buffer: `piece` starts with the newline that
+    ends the line before (so that one replace also puts the first line's `later`) and ends with a newline.
+
+    >>> bytes(prefix_after_newline(b"\\na\\nb\\n", b"> "))
+    b'> a\\n> b\\n'
+    """
+    body = piece.replace(b"\n", b"\n" + later)
+    return memoryview(body)[1:len(body) - len(later)]
+
+
 def stamped(echo: Callable[[str], object]) -> Callable[[str], None]:
     """`echo` with the current stamp before every line it is given (the workflow runner's console)."""
 
