@@ -101,7 +101,8 @@ class JobRunner:
         self.registry = registry if registry is not None else SecretRegistry()
         from runnerlib.security.secret_socket import SecretSocketServer
 
-        # Started with the steps' secrets (_protect_and_load_secrets); its tokens are secrets from now on.
+        # Started with the steps' secrets (_protect_and_load_secrets); its tokens are registered below when the
+        # registry is ours, else when it starts.
         self._socket_server = SecretSocketServer(self.registry)
         # The configuration's own secrets first: an error about the configuration may quote them. With the
         # socket's tokens, in one compilation (a registry of our own has no stream yet to see a batch's delay):

@@ -43,8 +43,9 @@ OFFLOAD_MIN = 64 * 1024
 # step) and lag. 8 rather than 4: fewer stalls of the reading thread on a full queue; measured neutral to
 # better (docs/internals/executor.md).
 OFFLOAD_QUEUE = 8
-# The console's thread prefixes and writes a piece in slices this large (StepOutput._write_console).
-CONSOLE_SLICE = 64 * 1024
+# A bulk piece is prefixed (or stamped) and written in slices this large, by the console's thread and, with
+# --log-timestamps, the log file's (_slices).
+WRITE_SLICE = 64 * 1024
 
 
 def core_free() -> bool:
@@ -63,12 +64,14 @@ def core_free() -> bool:
         return cores >= 2 and os.getloadavg()[0] < 1.5 * cores
     except (AttributeError, OSError):
         return True
+
+
 def _slices(data: bytes, end: int) -> Iterator[tuple[int, int]]:
     """(start, stop) of the slices of `data[:end]` (`end` just past a newline) that a bulk piece is written in:
-    about CONSOLE_SLICE bytes, each ending just past a newline; the whole as one when it is under two slices."""
+    about WRITE_SLICE bytes, each ending just past a newline; the whole as one when it is under two slices."""
     start = 0
     while start < end:
-        stop = data.find(b"\n", start + CONSOLE_SLICE, end) + 1 if end - start >= 2 * CONSOLE_SLICE else 0
+        stop = data.find(b"\n", start + WRITE_SLICE, end) + 1 if end - start >= 2 * WRITE_SLICE else 0
         stop = stop or end  # the last slice, or no newline left before end - 1 (a long last line)
         yield start, stop
         start = stop
@@ -348,11 +351,11 @@ class StepOutput:
     def _write_console(self, stream: str, pending: bytes, data: bytes, end: int, first: bytes,
                        later: bytes) -> None:
         # The console's thread: _console_parts reads nothing that changes (the prefix, the format, the stamps given).
-        # A large piece is prefixed and written in slices of about CONSOLE_SLICE bytes, cut after a newline: each
+        # A large piece is prefixed and written in slices of about WRITE_SLICE bytes, cut after a newline: each
         # prefixed slice is still in the core's cache when write() copies it, and each replace holds the GIL for
         # a slice's time, not a piece's. Paired against whole pieces (1 GiB of 56-byte lines, 10 rounds, each
         # build following tee equally often): 0.90x of the wall time, 0.87x of the CPU, for one more copy.
-        if self.log.fmt == "json" or end < 2 * CONSOLE_SLICE:
+        if self.log.fmt == "json" or end < 2 * WRITE_SLICE:
             self.log._write_parts(*self._console_parts(stream, pending, data, end, first, later))
             return
         # The prefix of every line after a piece's first (_console_parts' `later + prefix` when stamped).

@@ -81,8 +81,9 @@ IDLE_FLUSH = 0.5
 # makes each pass a trip to memory. Measured with bench_executor's 1 GiB of 56-byte lines, 7-9 interleaved runs
 # against tee: 1 MiB 3.32 and 2.83 s (CPU 3.97 and 3.27 s), 256 KiB 2.85 and 2.84 s (more Python calls),
 # 512 KiB 2.40 and 2.46 s (CPU 2.59 and 2.58 s: tee's 2.85); with logs.py's thread change too, paired round by
-# round over 11 rounds, 0.93x of the wall time (56-byte lines) and 1.03x (100-byte), 0.89x and 0.92x of the CPU:
-# single A/Bs on this machine overstate or reverse such gains. A read still returns whatever is available, so a
+# round over 11 rounds, 0.93x of the wall time (56-byte lines) and 1.03x (100-byte), 0.89x and 0.92x of the CPU
+# (with the old build in the slower place right after tee: docs/internals/executor.md). Single A/Bs on this
+# machine overstate or reverse such gains. A read still returns whatever is available, so a
 # lone line is not delayed. Only pipes that filled are enlarged: pipe capacity counts against the uid's pipe
 # quota (fs.pipe-user-pages-soft), which the steps of a non-root runner share with it.
 READ_SIZE = PIPE_SIZE = 1 << 19

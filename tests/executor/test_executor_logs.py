@@ -158,7 +158,7 @@ def _run_writes(monkeypatch, tmp_path: Path, writes: list[tuple[str, bytes]], of
     from runnerlib.execution import logs
 
     monkeypatch.setattr(logs, "OFFLOAD_MIN", offload_min)
-    monkeypatch.setattr(logs, "CONSOLE_SLICE", 300)  # the console's thread writes a piece in many slices
+    monkeypatch.setattr(logs, "WRITE_SLICE", 300)  # the writer threads write a piece in many slices
     monkeypatch.setattr(logs, "core_free", lambda: True)  # the thread whatever the machine's load
     monkeypatch.setattr(logs, "clock", lambda: "12:00:00")
     # A new stamp at every piece (the same sequence in both runs): a line stamped with the wrong piece's shows.
