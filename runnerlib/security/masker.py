@@ -34,6 +34,9 @@ log = logging.getLogger("runnerlib.secrets")
 # Live partial matches are found with a filter on the first PREFIX_LEN bytes of each pattern (an engine scan
 # of the last few hundred bytes), then checked exactly; shorter partials are looked up in a set.
 PREFIX_LEN = 4
+# A pattern holding a line break is indexed by the NL_KEY bytes up to and including each of its breaks: a buffer's
+# live partial match that starts before its last line break must hold that break (MaskSnapshot._live_start).
+NL_KEY = 8
 # Recent patterns stay in one ahocorasick-rs layer rebuilt on each add while it is this small (a few ms);
 # past it the layer is frozen and a new one started, so an add never pays for more than this many patterns.
 DELTA_LAYER_MAX = 512
@@ -78,16 +81,19 @@ class _Layer:
 class MaskSnapshot:
     """An immutable compiled pattern set: find occurrences, find live partial matches, mask a buffer."""
 
-    __slots__ = ("layers", "maxlen", "_sorted", "_short", "replacement", "count", "triggers", "folds", "breaks")
+    __slots__ = ("layers", "maxlen", "_sorted", "_short", "replacement", "count", "triggers", "folds", "breaks",
+                 "_nl_heads")
 
     def __init__(self, layers: tuple[_Layer, ...], maxlen: int, sorted_patterns: tuple[list[bytes], ...],
                  short_prefixes: set[bytes], replacement: bytes, count: int,
                  triggers: set[bytes] | frozenset[bytes] = frozenset(), folds: FoldSet | None = None,
-                 breaks: BreakSet | None = None) -> None:
+                 breaks: BreakSet | None = None, nl_heads: NewlineHeads | None = None) -> None:
         self.layers = layers
         self.maxlen = maxlen
         self._sorted = sorted_patterns
         self._short = short_prefixes
+        # The patterns holding a line break, by the bytes before each break (grow-only, shared like _short).
+        self._nl_heads = nl_heads if nl_heads is not None else NewlineHeads()
         self.replacement = replacement
         self.count = count  # number of patterns
         # Patterns that are not masked themselves: a hit sends the lines around it through the wrapped view
@@ -203,14 +209,29 @@ class MaskSnapshot:
         return live
 
     def _live_start(self, buf: bytes, accept: Callable[[bytes], bool] | None = None) -> int:
-        """The smallest p such that buf[p:] is a proper beginning of a pattern (`accept`: of one it takes, at least
-        PREFIX_LEN + 1 bytes long), or len(buf)."""
+        """The smallest p such that buf[p:] is a proper beginning of a pattern, or len(buf). With `accept`: a beginning
+        of at least PREFIX_LEN bytes, of a pattern `accept` takes (at least PREFIX_LEN + 1 bytes long).
+
+        A beginning that starts before the last line break holds that break: only patterns with a line break can
+        give one, and they are looked up by the bytes before it (NewlineHeads). The prefix filter then reads only
+        what follows the last break, not the last `maxlen` bytes (a tenth of a 64 KiB write's time at N=1,000).
+        """
         end = len(buf)
         lo = end - self.maxlen + 1
         if lo < 0:
             lo = 0
         if lo >= end:
             return end
+        nl = buf.rfind(b"\n", lo)
+        if nl >= 0:
+            nl_heads = self._nl_heads
+            if nl_heads.index:
+                p = nl_heads.live_start(buf, lo, nl, accept)
+                if p < end:
+                    return p  # every later candidate starts after the break
+            lo = nl + 1
+            if lo == end:
+                return end
         window = buf[lo:]
         candidates: list[int] = []
         for layer in self.layers:
@@ -245,6 +266,52 @@ class MaskSnapshot:
         out: list[bytes] = []
         render(data, occurrences, 0, -1, len(data), self.replacement, out)
         return b"".join(out)
+
+
+class NewlineHeads:
+    """The patterns holding a line break, each by the NL_KEY bytes up to and including each of its breaks (fewer
+    when the break is nearer its start): where a buffer's last break can fall inside a pattern's beginning.
+
+    Grow-only and shared by every snapshot of a masker (added to under its lock, each entry replaced, never
+    changed in place): a snapshot that sees a pattern added later at most holds a tail longer.
+    """
+
+    __slots__ = ("index", "key_lengths")
+
+    def __init__(self) -> None:
+        self.index: dict[bytes, tuple[tuple[bytes, int], ...]] = {}  # key -> (pattern, where its break is)
+        self.key_lengths: tuple[int, ...] = ()
+
+    def add(self, patterns: Iterable[bytes]) -> None:
+        """Index the breaks of `patterns` that a proper beginning can hold (not one that ends the pattern)."""
+        index = self.index
+        lengths = set(self.key_lengths)
+        for pattern in patterns:
+            q = pattern.find(b"\n")
+            while 0 <= q < len(pattern) - 1:
+                key = pattern[max(0, q + 1 - NL_KEY):q + 1]
+                index[key] = (*index.get(key, ()), (pattern, q))
+                lengths.add(len(key))
+                q = pattern.find(b"\n", q + 1)
+        if len(lengths) != len(self.key_lengths):
+            self.key_lengths = tuple(sorted(lengths, reverse=True))
+
+    def live_start(self, buf: bytes, lo: int, nl: int, accept: Callable[[bytes], bool] | None) -> int:
+        """The smallest p in [lo, nl] such that buf[p:] is a proper beginning of an indexed pattern, where buf[nl]
+        is the last line break of buf[lo:]; len(buf) if none. With `accept`: of PREFIX_LEN bytes or more, of a
+        pattern `accept` takes (as MaskSnapshot._live_start)."""
+        end = len(buf)
+        best = end
+        index = self.index
+        for k in self.key_lengths:
+            if nl + 1 - k < lo:
+                continue
+            for pattern, q in index.get(buf[nl + 1 - k:nl + 1], ()):
+                p = nl - q
+                if lo <= p < best and len(pattern) > end - p and buf.startswith(pattern[:end - p], p) \
+                        and (accept is None or end - p >= PREFIX_LEN and accept(pattern)):
+                    best = p
+        return best
 
 
 def render(buf: bytes, occurrences: list[tuple[int, int]], emitted: int, masked_until: int, limit: int,
@@ -306,6 +373,7 @@ class Masker:
         self._recent: list[bytes] = []
         self._short: set[bytes] = set()
         self._prefixes: dict[bytes, None] = {}  # PREFIX_LEN-byte heads, kept as patterns come
+        self._nl_heads = NewlineHeads()  # the patterns holding a line break (grow-only, like _short)
         self._maxlen = 0
         self._last_add = 0.0
         self._merge_thread: threading.Thread | None = None
@@ -380,6 +448,7 @@ class Masker:
             # Grows only, before the snapshot that needs it is published. (Comprehensions: 75,000 patterns of
             # `runnerlib mask` at N=1,000 took 0.11 s in a plain loop.)
             self._short.update([p[:j] for p in new for j in range(1, min(PREFIX_LEN, len(p)))])
+            self._nl_heads.add(new)
             self._prefixes.update(dict.fromkeys([p[:PREFIX_LEN] for p in new if len(p) > PREFIX_LEN]))
             self._maxlen = max(self._maxlen, *map(len, new))
             if self._batch:
@@ -606,7 +675,7 @@ class Masker:
 
     def _publish(self, layers: tuple[_Layer, ...]) -> None:
         self.snapshot = MaskSnapshot(layers, self._maxlen, (self._sorted, self._recent), self._short, self.replacement,
-                                     len(self._patterns), self._triggers, self._folds, self._breaks)
+                                     len(self._patterns), self._triggers, self._folds, self._breaks, self._nl_heads)
 
     def _schedule_merge(self, force: bool = False) -> None:
         # Called with the lock held.
