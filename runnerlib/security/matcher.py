@@ -106,9 +106,11 @@ class AhoCorasickMatcher:
 # confirms with bytes.startswith (see literal_keys). Keys are at least KEY_MIN bytes (a shorter pattern is its
 # own key) and a key stands for at most KEY_GROUP_MAX patterns, so a hit costs at most that many comparisons
 # whatever the output holds: a key shared by many patterns (a public prefix such as `postgres://app:`) is
-# lengthened until the groups are small again, and then holds secret bytes.
+# lengthened until the groups are small again, and then holds secret bytes. Groups of up to 8 rather than 4: the
+# 90,000 literals of `runnerlib mask` at N=1,000 make 62,600 keys rather than 68,200, and the start-up compiles
+# in 0.96x the time (10 rounds each, medians); a hit on a key then costs at most 8 comparisons.
 KEY_MIN = 8
-KEY_GROUP_MAX = 4
+KEY_GROUP_MAX = 8
 
 
 def literal_keys(patterns: Sequence[bytes], key_min: int = KEY_MIN, group_max: int = KEY_GROUP_MAX
