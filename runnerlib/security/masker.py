@@ -475,29 +475,45 @@ class Masker:
         forms = iter(forms)
         self._wait_for_fill()
         with self._lock:
-            # Before the forms: published with the first snapshot that holds their heads (or earlier: it only
-            # holds a stream's tail a little longer meanwhile).
-            self._folds = self._folds.with_forms(list(folds))
-            self._breaks.add(list(breaks))
             parted = (self._batch > 0 and self.engine == "hyperscan" and not self.snapshot.layers
                       and (self._parts is not None or not self._patterns))
+            if not parted:
+                # Before the forms: published with the first snapshot that holds their heads (or earlier: it
+                # only holds a stream's tail a little longer meanwhile).
+                self._add_views(folds, breaks)
         if not parted:
             return self._add_chunk(list(forms))
         probe = [f for _, f in zip(range(PART_PROBE), forms, strict=False)]
         per_secret = sum(len(a) + len(b) for a, b in probe) / max(1, len(probe))
         parts = min(MAX_PARTS, int(per_secret * count / PART_LITERALS))
         if parts < 2:
+            with self._lock:
+                self._add_views(folds, breaks)
             return self._add_chunk([*probe, *forms])
         size = -(-count // parts)  # secrets a part, rounded up
         rest = itertools.chain(probe, forms)
         added = 0
+        views_added = False
         while True:
             chunk = list(itertools.islice(rest, size))
             added += self._add_chunk(chunk)
             if len(chunk) < size:
+                if not views_added:
+                    with self._lock:
+                        self._add_views(folds, breaks)
                 return added  # the last part: compiled with whatever else the batch adds, when it ends
             with self._lock:
                 self._start_part()
+                if not views_added:
+                    # After the first part started compiling (the batch publishes nothing before it ends): the
+                    # views' 30 ms of Python no longer delay the first compilation.
+                    self._add_views(folds, breaks)
+                    views_added = True
+
+    def _add_views(self, folds: Iterable[bytes], breaks: Iterable[bytes]) -> None:
+        # Called with the lock held: the plain forms the folded and line-break views look for (add_forms).
+        self._folds = self._folds.with_forms(list(folds))
+        self._breaks.add(list(breaks))
 
     def _add_chunk(self, forms: list[tuple[list[bytes], list[bytes]]]) -> int:
         # Every pattern, then the triggers: a value that is both is masked (add).

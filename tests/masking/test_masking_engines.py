@@ -287,6 +287,18 @@ def test_a_large_batch_compiles_in_parts_and_masks_every_form(in_parts: threadin
         assert len(base._tables.dbs) == 1
 
 
+def test_a_large_batch_registers_the_line_break_view_of_its_values(in_parts: threading.Event) -> None:
+    """The plain forms a line break may cut (folded.BreakSet) are registered after the first part started
+    compiling: they are there once the batch is ready. A value cut by a line break after other text is masked."""
+    registry = _parted_registry(True)
+    assert len(registry._masker.snapshot.layers[0].matcher._tables.dbs) == 4
+    secret = PART_SECRETS[3]
+    cut = b"config: " + secret[:9] + b"\n" + secret[9:] + b"\n"
+    out = registry.mask(cut)
+    assert secret[:9] not in out and secret[9:] not in out, out
+    in_parts.set()
+
+
 def test_a_small_batch_is_not_compiled_in_parts(in_parts: threading.Event, monkeypatch: pytest.MonkeyPatch) -> None:
     """Control: below two parts' worth of literals, the batch compiles as before (one add, split or whole)."""
     from runnerlib.security import masker
