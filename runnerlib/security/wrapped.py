@@ -490,12 +490,33 @@ def fragments(form: bytes, kind: str = "enc") -> list[bytes]:
     return list(dict.fromkeys(form[i:i + f] for i in starts))
 
 
+# A form whose beginning is another form's whole (base64 padded, unpadded, and the core of its first alignment)
+# needs no fragments of its own when it is at most this much longer: see _covering_forms.
+_PREFIX_SLACK = _KINDS["enc"][2] - _KINDS["enc"][1]
+
+
+def _covering_forms(encoded: list[bytes]) -> list[bytes]:
+    """The forms of `encoded` whose fragments are needed: not one that starts with another form P (whose
+    fragments are kept) and is at most _PREFIX_SLACK characters longer. P's fragments find it as well: cut once
+    at k, its first piece holds P's first fragment (k >= f) or its last piece holds P's last, which ends where P
+    does (k < f <= len(P) - f); cut more often, a whole line of WRAP_MIN_WIDTH or more inside it holds one of
+    P's fragments, every `width - f + 1` characters and at P's end, since such a line starting after P's last
+    fragment would have to end past the form (more than _PREFIX_SLACK characters after P). A hit anywhere in the
+    run makes the view read all of it (view_occurrences), so which form's fragment hit does not matter.
+    About three keys a secret fewer (base64's padded and unpadded forms, and their URL-safe twins)."""
+    kept: list[bytes] = []
+    for form in sorted(dict.fromkeys(encoded), key=len):
+        if not any(len(form) - len(p) <= _PREFIX_SLACK and form.startswith(p) for p in kept if fragments(p)):
+            kept.append(form)
+    return kept
+
+
 def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:
     """The trigger fragments of one secret form: its base64/base32/hex forms in `encoded` cut by line breaks,
     and the hex dumps of `value`: `od` and `hexdump -C` (hex separated by spaces, and the ASCII column, which
     `xxd` prints too), `xxd -i` lists."""
     out: dict[bytes, None] = {}
-    for form in encoded:
+    for form in _covering_forms(encoded):
         out.update(dict.fromkeys(fragments(form)))
     low = [b"%02x" % b for b in value]
     out.update(dict.fromkeys(fragments(b" ".join(low), "sep")))

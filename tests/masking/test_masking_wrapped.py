@@ -329,6 +329,26 @@ def test_wrapped_forms_at_any_width_and_offset(secret: bytes, prefix: bytes, suf
     assert stream_through(registry, data.draw(write_splits(out))) == masked
 
 
+@settings(max_examples=80, deadline=None)
+@given(secret=st.binary(min_size=12, max_size=120).filter(lambda s: s.strip() == s and s.strip()),
+       width=st.integers(60, 130), lead=st.integers(0, 129), url=st.booleans())
+def test_standalone_base64_wrapped_with_only_its_core_fragments(secret: bytes, width: int, lead: int,
+                                                                url: bool) -> None:
+    """`base64` of a secret alone (its padded form; the unpadded one with `base64 | tr -d =`) wrapped at any width,
+    after `lead` characters of other base64 on its first line: the form has no fragments of its own
+    (wrapped._covering_forms), those of the core it starts with find it. No 12-character piece survives."""
+    for form in (base64.b64encode(secret), base64.b64encode(secret).rstrip(b"=")):
+        if url:
+            form = _url(form)
+        lead = lead % width
+        doc = b"QUJD" * 40
+        text = doc[:lead] + form
+        out = b"".join(text[i:i + width] + b"\n" for i in range(0, len(text), width))
+        registry = SecretRegistry(background_merge=False)
+        registry.add(secret, source="test")
+        assert_no_piece(registry.mask(out)[lead:], form, k=12)
+
+
 def od_an(data: bytes) -> bytes:
     return b"".join(b"".join(b" %02x" % c for c in data[i:i + 16]) + b"\n" for i in range(0, len(data), 16))
 
