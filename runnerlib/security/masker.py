@@ -374,6 +374,9 @@ class Masker:
         self._short: set[bytes] = set()
         self._prefixes: dict[bytes, None] = {}  # PREFIX_LEN-byte heads, kept as patterns come
         self._nl_heads = NewlineHeads()  # the patterns holding a line break (grow-only, like _short)
+        # A parted first set's patterns not noted yet (_note): noted after their part started compiling, so that the
+        # 20-50 ms of Python a part does not delay its compilation. No snapshot is published meanwhile (a batch).
+        self._unnoted: list[bytes] | None = None
         self._maxlen = 0
         self._last_add = 0.0
         self._merge_thread: threading.Thread | None = None
@@ -445,12 +448,10 @@ class Masker:
                 self._recent = _merge_sorted(self._recent, sorted(new))
                 if len(self._recent) > RECENT_SORTED_MAX:
                     self._sorted, self._recent = sorted([*self._sorted, *self._recent]), []
-            # Grows only, before the snapshot that needs it is published. (Comprehensions: 75,000 patterns of
-            # `runnerlib mask` at N=1,000 took 0.11 s in a plain loop.)
-            self._short.update([p[:j] for p in new for j in range(1, min(PREFIX_LEN, len(p)))])
-            self._nl_heads.add(new)
-            self._prefixes.update(dict.fromkeys([p[:PREFIX_LEN] for p in new if len(p) > PREFIX_LEN]))
-            self._maxlen = max(self._maxlen, *map(len, new))
+            if self._unnoted is not None:
+                self._unnoted.extend(new)  # a parted first set: noted once its part compiles (add_forms)
+                return len(new)
+            self._note(new)
             if self._batch:
                 return len(new)  # compiled when the batch ends
             if not self.snapshot.layers:
@@ -461,6 +462,21 @@ class Masker:
             self._publish(self._layers_with(len(new)))
             self._schedule_merge()
             return len(new)
+
+    def _note(self, new: list[bytes]) -> None:
+        # Called with the lock held: what the hold-back needs of new patterns. Grows only, before the snapshot that
+        # needs it is published. (Comprehensions: 75,000 patterns of `runnerlib mask` at N=1,000 took 0.11 s in a
+        # plain loop.)
+        self._short.update([p[:j] for p in new for j in range(1, min(PREFIX_LEN, len(p)))])
+        self._nl_heads.add(new)
+        self._prefixes.update(dict.fromkeys([p[:PREFIX_LEN] for p in new if len(p) > PREFIX_LEN]))
+        self._maxlen = max(self._maxlen, *map(len, new))
+
+    def _note_unnoted(self) -> None:
+        # Called with the lock held, once the part holding them started compiling.
+        if self._unnoted:
+            self._note(self._unnoted)
+            self._unnoted = []
 
     def add_forms(self, forms: Iterable[tuple[list[bytes], list[bytes]]], count: int,
                   folds: Iterable[bytes] = (), breaks: Iterable[bytes] = ()) -> int:
@@ -494,6 +510,9 @@ class Masker:
         rest = itertools.chain(probe, forms)
         added = 0
         views_added = False
+        with self._lock:
+            if self._unnoted is None:
+                self._unnoted = []
         while True:
             chunk = list(itertools.islice(rest, size))
             added += self._add_chunk(chunk)
@@ -504,6 +523,7 @@ class Masker:
                 return added  # the last part: compiled with whatever else the batch adds, when it ends
             with self._lock:
                 self._start_part()
+                self._note_unnoted()
                 if not views_added:
                     # After the first part started compiling (the batch publishes nothing before it ends): the
                     # views' 30 ms of Python no longer delay the first compilation.
@@ -597,6 +617,9 @@ class Masker:
                 return
             if self._parts is not None:
                 self._start_part()  # the last part: what was added since the others
+            if self._unnoted is not None:
+                self._note_unnoted()  # before anything is published
+                self._unnoted = None
             if self._unsorted:
                 self._sorted = sorted([*self._sorted, *self._unsorted])
                 self._unsorted = []

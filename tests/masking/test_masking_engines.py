@@ -15,7 +15,7 @@ from runnerlib.security.masker import Masker, reference_mask
 from runnerlib.security.matcher import available_engines, build_matcher
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.security.variants import base64_forms, secret_variants
-from runnerlib.testing import assert_no_fragment
+from runnerlib.testing import assert_no_fragment, stream_through
 
 patterns_st = st.lists(st.binary(min_size=1, max_size=6).map(lambda b: bytes(x % 5 for x in b)), min_size=1,
                        max_size=12, unique=True)
@@ -296,6 +296,21 @@ def test_a_large_batch_registers_the_line_break_view_of_its_values(in_parts: thr
     cut = b"config: " + secret[:9] + b"\n" + secret[9:] + b"\n"
     out = registry.mask(cut)
     assert secret[:9] not in out and secret[9:] not in out, out
+    in_parts.set()
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_large_batch_holds_back_a_secret_split_across_writes(in_parts: threading.Event, background: bool) -> None:
+    """What the hold-back needs of each part's patterns (their heads, the longest length) is noted after the part
+    started compiling, and all of it before the batch is ready: a secret of the last part, and one of the first,
+    written in two pieces at every cut, are masked whole."""
+    registry = _parted_registry(background)
+    assert len(registry._masker.snapshot.layers[0].matcher._tables.dbs) == 4
+    for secret in (PART_SECRETS[0], PART_SECRETS[-1]):
+        text = b"log: " + secret + b" end\n"
+        for cut in range(1, len(text)):
+            out = stream_through(registry, [text[:cut], text[cut:]])
+            assert secret[:4] not in out and secret[-4:] not in out, (secret, cut, out)
     in_parts.set()
 
 
