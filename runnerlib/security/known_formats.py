@@ -505,7 +505,7 @@ DENSE_HITS = 64
 _finder: _Finder | None = None
 
 
-def literal_hits(data: bytes) -> list[tuple[int, int]] | None:
+def literal_hits(data: bytes | memoryview) -> list[tuple[int, int]] | None:
     """(start, prefix index) of every prefix literal in `data`, or None past DENSE_HITS of them: the answer
     `write_scanned` takes, from a scan run where it costs least (the masker's helper thread)."""
     finder = _get_finder()

@@ -136,8 +136,11 @@ class MaskSnapshot:
             if scan is not None:
                 # Without the prefixes in its database (a large set's keyed parts), a parallel scan runs the
                 # known-format prefilter in its helper thread.
-                occurrences, known = scan(data, None if layer.matcher.extra else known_formats.literal_hits)  # type: ignore[attr-defined]
+                occurrences, known = scan(data, None if layer.matcher.extra else known_formats.literal_hits,  # type: ignore[attr-defined]
+                                          known_formats.MAX_PREFIX)
                 found.extend(occurrences)
+                if known is not None and len(known) > known_formats.DENSE_HITS:
+                    known = None  # the prefilter's two halves found more than its answer may hold
             else:
                 found.extend(layer.matcher.find(data))
         return self._masks(data, found, line_start), known

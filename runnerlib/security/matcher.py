@@ -16,6 +16,7 @@ Only the set of (start, end) occurrences matters to the masker, so engines may r
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -250,14 +251,15 @@ class HyperscanMatcher:
     def find(self, data: bytes) -> list[tuple[int, int]]:
         return self.scan(data)[0]
 
-    def scan(self, data: bytes, beside: Callable[[bytes], list[tuple[int, int]] | None] | None = None
-             ) -> tuple[list[tuple[int, int]], list[tuple[int, int]] | None]:
+    def scan(self, data: bytes, beside: Callable[[bytes | memoryview], list[tuple[int, int]] | None] | None = None,
+             beside_span: int = 0) -> tuple[list[tuple[int, int]], list[tuple[int, int]] | None]:
         """`find(data)`, and the (start, index in `extra`) of every extra literal in `data` from the same
         pass; None instead when there are no extras or more than `extra_max` hits of them.
 
-        `beside`: for a set without extras, a scan whose answer is returned in their place when it can run in
-        the helper thread of a parallel scan, next to the databases it scans (the known-format prefilter, in
-        the time that thread would otherwise wait); None when it did not run."""
+        `beside`: for a set without extras, a scan whose answer is returned in their place when it can run
+        beside a parallel scan (the known-format prefilter, in the time the two threads would otherwise wait):
+        (start, index) of literals of at most `beside_span` bytes, or None; None too when it did not run. Each
+        thread scans half of `data` with it (plus the span), after its databases: one pass on each side."""
         out = self._side_find(data)
         tables = self._tables  # read once: _compile_whole may swap in the whole database meanwhile
         if not tables.dbs or not data:
@@ -271,11 +273,26 @@ class HyperscanMatcher:
             scratches, other = self._scratches(tables), []  # type: list[Any], list[tuple[int, int]]
             h = len(tables.dbs) // 2
             first, second = (_Tables(dbs, tables.key_len, tables.members) for dbs in (tables.dbs[:h], tables.dbs[h:]))
-            aside: list[list[tuple[int, int]] | None] = [None]
-            _scan_helper().run_with(_scan_beside, (second, scratches[h:], data, other, beside, aside),
-                                    lambda: _scan_tables(first, scratches[:h], data, out, None, 0))
+            aside: list[list[tuple[int, int]] | None] = [None, None]
+            mid = len(data) // 2 if beside is not None and beside_span > 0 else 0
+            view = memoryview(data)
+            # The helper's half of `beside` reaches span - 1 bytes past the middle: a literal starting before it.
+            helper_beside = beside if beside is None or not mid else functools.partial(
+                _on_part, beside, view[:mid + beside_span - 1])
+
+            def mine() -> None:
+                _scan_tables(first, scratches[:h], data, out, None, 0)
+                if mid and beside is not None:
+                    aside[1] = beside(view[mid:])
+
+            _scan_helper().run_with(_scan_beside, (second, scratches[h:], data, other, helper_beside, aside), mine)
             out.extend(other)
-            return out, aside[0]
+            if not mid:
+                return out, aside[0]
+            head, tail = aside
+            if head is None or tail is None:
+                return out, None
+            return out, [*(hit for hit in head if hit[0] < mid), *((p + mid, i) for p, i in tail)]
         try:
             _scan_tables(tables, self._scratches(tables), data, out, extra, self._extra_max)
         except _hyperscan.ScanTerminated:
@@ -385,8 +402,14 @@ def _plain_and_side(patterns: list[bytes]) -> tuple[list[bytes], list[bytes]]:
             [p for p in patterns if b"\0" in p or len(p) > HS_MAX_LITERAL])
 
 
+def _on_part(scan: Callable[[bytes | memoryview], list[tuple[int, int]] | None], part: memoryview,
+             _data: bytes | memoryview) -> list[tuple[int, int]] | None:
+    """`scan(part)` in place of `scan(data)` (a parallel scan's half of `beside`)."""
+    return scan(part)
+
+
 def _scan_beside(tables: _Tables, scratches: list[Any], data: bytes, out: list[tuple[int, int]],
-                 beside: Callable[[bytes], list[tuple[int, int]] | None] | None,
+                 beside: Callable[[bytes | memoryview], list[tuple[int, int]] | None] | None,
                  aside: list[list[tuple[int, int]] | None]) -> None:
     """The helper thread's share of a parallel scan: its databases, then `beside(data)` into aside[0]."""
     _scan_tables(tables, scratches, data, out, None, 0)

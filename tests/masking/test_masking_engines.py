@@ -314,6 +314,33 @@ def test_a_large_batch_holds_back_a_secret_split_across_writes(in_parts: threadi
     in_parts.set()
 
 
+def test_known_formats_at_the_middle_of_a_parallel_scan_are_masked(in_parts: threading.Event) -> None:
+    """A large write to a parted matcher scans its halves with the known-format prefilter in two threads (each
+    after its databases). A token whose prefix starts just before the middle is found by the first half, which
+    reads on past the middle by the longest prefix: no token is lost at the seam, and the answer is the one
+    scanning the whole write gives."""
+    from runnerlib.security import known_formats
+
+    registry = _parted_registry(False)
+    snap = registry._masker.snapshot
+    assert len(snap.layers[0].matcher._tables.dbs) == 4
+    token = b"ghp_" + b"A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    size = 2 * matcher.PARALLEL_SCAN_MIN
+    for shift in range(-len(token) - 1, 4):
+        data = bytearray(b"plain text line\n" * (size // 16))
+        at = size // 2 + shift
+        data[at:at + len(token) + 2] = b" " + token + b" "
+        data = bytes(data)
+        _, known = snap.find_with_known(data)
+        assert known == sorted(known_formats.literal_hits(data)), shift
+        out: list[bytes] = []
+        stage = known_formats.MaskedThenKnown(registry, out.append)
+        stage.write(data)
+        stage.close()
+        assert token[4:] not in b"".join(out) and token[-8:] not in b"".join(out), shift
+    in_parts.set()
+
+
 def test_a_small_batch_is_not_compiled_in_parts(in_parts: threading.Event, monkeypatch: pytest.MonkeyPatch) -> None:
     """Control: below two parts' worth of literals, the batch compiles as before (one add, split or whole)."""
     from runnerlib.security import masker
