@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from runnerlib.security import secret_sources
@@ -110,9 +110,14 @@ _INDICATORS = st.sampled_from(list("!&*|>%@`{[?#'\"") + ["!!", "&&", "**", "? ",
                                                           "!!timestamp ", "!!binary ", "!!null ", "!!float ", "!!bool "])
 
 
+# The document's own names, as the messages show them: a value holding ` DBX:` is not leaked by `at key DBX:`.
+_NAMES_SHOWN = "secrets document f.yaml, line at key FIRST: at key DBX: at key LAST:"
+
+
 @settings(max_examples=300, deadline=None)
 @given(_INDICATORS, st.text(_VALUE_CHARS, min_size=4, max_size=30), st.sampled_from(["", "  ", "\t"]),
        st.booleans())
+@example("@", " DBX:", "", False)  # seen once in CI-like runs: the key's name in the value, not a leak
 def test_no_fragment_of_any_value_in_any_yaml_error(indicator: str, rest: str, indent: str, twice: bool) -> None:
     value = indicator + rest
     doc = f"FIRST: ok-value\n{indent}DBX: {value}\nLAST: ok-value\n" + (f"DBX: {value}\n" if twice else "")
@@ -121,7 +126,8 @@ def test_no_fragment_of_any_value_in_any_yaml_error(indicator: str, rest: str, i
     except SecretsDocumentError as exc:
         text = str(exc)
         assert text.startswith("secrets document f.yaml")
-        assert_no_fragment(text.encode(), [value.encode(), rest.strip().encode()], allowed=[OURS.encode()])
+        assert_no_fragment(text.encode(), [value.encode(), rest.strip().encode()],
+                           allowed=[OURS.encode(), _NAMES_SHOWN.encode()])
 
 
 @pytest.mark.parametrize("doc", ['{"DB_PASSWORD": "first-Value-1", "DB_PASSWORD": "second-Value-2"}',
