@@ -135,7 +135,7 @@ class MaskSnapshot:
             scan = getattr(layer.matcher, "scan", None) if layer.base else None
             if scan is not None:
                 # Without the prefixes in its database (a large set's keyed parts), a parallel scan runs the
-                # known-format prefilter in its helper thread.
+                # known-format prefilter beside its databases, half of the write in each thread.
                 occurrences, known = scan(data, None if layer.matcher.extra else known_formats.literal_hits,  # type: ignore[attr-defined]
                                           known_formats.MAX_PREFIX)
                 found.extend(occurrences)
@@ -512,7 +512,9 @@ class Masker:
         size = -(-count // parts)  # secrets a part, rounded up
         rest = itertools.chain(probe, forms)
         added = 0
-        views_added = False
+        # Added after the first part started compiling (the batch publishes nothing before it ends): the views'
+        # 30 ms of Python no longer delay the first compilation.
+        views: tuple[Iterable[bytes], Iterable[bytes]] | None = (folds, breaks)
         with self._lock:
             if self._unnoted is None:
                 self._unnoted = []
@@ -520,18 +522,17 @@ class Masker:
             chunk = list(itertools.islice(rest, size))
             added += self._add_chunk(chunk)
             if len(chunk) < size:
-                if not views_added:
-                    with self._lock:
-                        self._add_views(folds, breaks)
-                return added  # the last part: compiled with whatever else the batch adds, when it ends
+                break  # the last part: compiled with whatever else the batch adds, when it ends
             with self._lock:
                 self._start_part()
                 self._note_unnoted()
-                if not views_added:
-                    # After the first part started compiling (the batch publishes nothing before it ends): the
-                    # views' 30 ms of Python no longer delay the first compilation.
-                    self._add_views(folds, breaks)
-                    views_added = True
+                if views is not None:
+                    self._add_views(*views)
+                    views = None
+        if views is not None:  # no part was full
+            with self._lock:
+                self._add_views(*views)
+        return added
 
     def _add_views(self, folds: Iterable[bytes], breaks: Iterable[bytes]) -> None:
         # Called with the lock held: the plain forms the folded and line-break views look for (add_forms).

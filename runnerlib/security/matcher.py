@@ -276,9 +276,10 @@ class HyperscanMatcher:
             aside: list[list[tuple[int, int]] | None] = [None, None]
             mid = len(data) // 2 if beside is not None and beside_span > 0 else 0
             view = memoryview(data)
-            # The helper's half of `beside` reaches span - 1 bytes past the middle: a literal starting before it.
-            helper_beside = beside if beside is None or not mid else functools.partial(
-                _on_part, beside, view[:mid + beside_span - 1])
+            helper_beside = beside
+            if mid and beside is not None:
+                # The helper's half reaches span - 1 bytes past the middle: a literal starting before it is whole.
+                helper_beside = functools.partial(_on_part, beside, view[:mid + beside_span - 1])
 
             def mine() -> None:
                 _scan_tables(first, scratches[:h], data, out, None, 0)

@@ -491,13 +491,13 @@ def fragments(form: bytes, kind: str = "enc") -> list[bytes]:
 
 
 # A form whose beginning is another form's whole (base64 padded, unpadded, and the core of its first alignment)
-# needs no fragments of its own when it is at most this much longer: see _covering_forms.
+# needs no fragments of its own when it is at most this much longer: see _covering_fragments.
 _PREFIX_SLACK = _KINDS["enc"][2] - _KINDS["enc"][1]
 
 
-def _covering_forms(encoded: list[bytes]) -> list[bytes]:
-    """The forms of `encoded` whose fragments are needed: not one that starts with another form P (whose
-    fragments are kept) and is at most _PREFIX_SLACK characters longer. P's fragments find it as well: cut once
+def _covering_fragments(encoded: list[bytes]) -> list[bytes]:
+    """The fragments of the forms of `encoded` that are needed: none of a form that starts with another form P
+    (whose fragments are kept) and is at most _PREFIX_SLACK characters longer. P's fragments find it as well: cut once
     at k, its first piece holds P's first fragment (k >= f) or its last piece holds P's last, which ends where P
     does (k < f, so k <= len(P) - f: f is at most half of len(P), rounded up); cut more often, a whole line of
     WRAP_MIN_WIDTH or more inside it holds one of P's fragments, every `width - f + 1` characters and at P's end,
@@ -505,11 +505,11 @@ def _covering_forms(encoded: list[bytes]) -> list[bytes]:
     characters after P). A hit anywhere in the run makes the view read all of it (view_occurrences), so which
     form's fragment hit does not matter. Base64's padded and unpadded forms, and their URL-safe twins: 1,000 of
     the 62,600 keys of `runnerlib mask` at N=1,000."""
-    kept: list[bytes] = []
+    kept: list[tuple[bytes, list[bytes]]] = []  # (form, its fragments), shortest first
     for form in sorted(dict.fromkeys(encoded), key=len):
-        if not any(len(form) - len(p) <= _PREFIX_SLACK and form.startswith(p) for p in kept if fragments(p)):
-            kept.append(form)
-    return kept
+        if not any(frags and len(form) - len(p) <= _PREFIX_SLACK and form.startswith(p) for p, frags in kept):
+            kept.append((form, fragments(form)))
+    return [f for _, frags in kept for f in frags]
 
 
 def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:
@@ -517,8 +517,7 @@ def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:
     and the hex dumps of `value`: `od` and `hexdump -C` (hex separated by spaces, and the ASCII column, which
     `xxd` prints too), `xxd -i` lists."""
     out: dict[bytes, None] = {}
-    for form in _covering_forms(encoded):
-        out.update(dict.fromkeys(fragments(form)))
+    out.update(dict.fromkeys(_covering_fragments(encoded)))
     low = [b"%02x" % b for b in value]
     out.update(dict.fromkeys(fragments(b" ".join(low), "sep")))
     out.update(dict.fromkeys(fragments(value, "raw")))

@@ -336,7 +336,7 @@ def test_standalone_base64_wrapped_with_only_its_core_fragments(secret: bytes, w
                                                                 url: bool) -> None:
     """`base64` of a secret alone (its padded form; the unpadded one with `base64 | tr -d =`) wrapped at any width,
     after `lead` characters of other base64 on its first line: the form has no fragments of its own
-    (wrapped._covering_forms), those of the core it starts with find it. No 12-character piece survives."""
+    (wrapped._covering_fragments), those of the core it starts with find it. No 12-character piece survives."""
     for form in (base64.b64encode(secret), base64.b64encode(secret).rstrip(b"=")):
         if url:
             form = _url(form)
