@@ -25,7 +25,7 @@ from runnerlib.security.folded import foldable
 from runnerlib.security.json_secret_parts import secret_parts
 from runnerlib.security.masker import Masker
 from runnerlib.security.stream import DEFAULT_HOLD_CAP, IdleFlusher, MaskedStream
-from runnerlib.security.variants import plain_forms, secret_forms
+from runnerlib.security.variants import covered_forms, password_covers, plain_forms, secret_forms
 
 log = logging.getLogger("runnerlib.secrets")
 
@@ -112,8 +112,15 @@ class SecretRegistry:
         # batch compiles its first part while the rest are computed (Masker.add_forms).
         min_length = self.min_length
         plain = [f for v in values for f in plain_forms(v, min_length=min_length)]
-        self._masker.add_forms((secret_forms(v, min_length=min_length) for v in values), len(values),
-                               [f for f in plain if foldable(f)], plain)
+        batch = set(values)
+
+        def registered(value: bytes) -> bool:
+            return value in batch or value in self._secrets
+
+        self._masker.add_forms(
+            (covered_forms(v, min_length=min_length) if password_covers(v, registered)
+             else secret_forms(v, min_length=min_length) for v in values),
+            len(values), [f for f in plain if foldable(f)], plain)
 
     def _wait_for_streams(self) -> None:
         # A write that read the old pattern set before the swap may still be running: wait for it, so that
