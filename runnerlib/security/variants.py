@@ -24,7 +24,7 @@ from runnerlib.security.escape_forms import (
     python_escape_forms,
     quoted_forms,
 )
-from runnerlib.security.wrapped import wrap_triggers, wrappable_forms
+from runnerlib.security.wrapped import fragments, wrap_triggers, wrappable_forms
 
 # Characters trimmed to get the "trimmed" form: a value pasted as `"abc"` or with a trailing newline is
 # usually printed by tools without them.
@@ -336,12 +336,14 @@ def secret_forms(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], lis
 # them): so every encoding of `user:password` holds the password's own at the same place, and what is left
 # visible of it is the user name and the one or two characters that mix the password's edge bits with it (as for
 # any secret inside an encoded document). Its encodings then cost 11% of the keys of `runnerlib mask` at N=1,000
-# for nothing. Only for a password that no family escapes differently in context (printable ASCII but space,
-# quotes, backslash and backquote, beginning with a letter or digit: `printf %q` escapes a leading `~`, and the
-# trimmed form drops quotes at the ends) and that is long enough for every family's forms and trigger
-# fragments (the raw value's 8-byte fragments need 16 bytes).
+# for nothing. Only for a password that no family escapes differently in context: printable ASCII but space,
+# quotes, backslash and backquote (`repr` picks its quote character from the whole value, so a quote in the
+# password may be escaped in `user:password`'s form and not in the password's; the others are kept out with them,
+# no URL holds them unescaped), not beginning with `~` or `#` (`printf %q` escapes those at a word's start only:
+# `\\~a\\$b` for the password, `u:~a\\$b` inside `user:password`), and long enough for every family's forms and
+# trigger fragments (the raw value's 8-byte fragments need 16 bytes).
 PASSWORD_COVERS_MIN = 16
-_COVERING_PASSWORD = re.compile(rb"[A-Za-z0-9][!#-&(-\[\]-_a-~]*")
+_COVERING_PASSWORD = re.compile(rb"(?![~#])[!#-&(-\[\]-_a-~]+")
 
 
 def password_covers(value: bytes, registered: Callable[[bytes], bool]) -> bool:
@@ -350,7 +352,7 @@ def password_covers(value: bytes, registered: Callable[[bytes], bool]) -> bool:
 
     >>> password_covers(b"app:Xk9fQ2mLp0RtZ7vW", {b"Xk9fQ2mLp0RtZ7vW"}.__contains__)
     True
-    >>> password_covers(b"app:~Xk9fQ2mLp0RtZ7vW", {b"~Xk9fQ2mLp0RtZ7vW"}.__contains__)  # `\\~` in `printf %q`
+    >>> password_covers(b"app:~Xk9f$Q2mLp0RtZ7v", {b"~Xk9f$Q2mLp0RtZ7v"}.__contains__)  # `\\~` in `printf %q`
     False
     """
     user, colon, password = value.partition(b":")
@@ -360,9 +362,12 @@ def password_covers(value: bytes, registered: Callable[[bytes], bool]) -> bool:
 
 def covered_forms(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], list[bytes]]:
     """`secret_forms` of a value whose encodings another registered value's forms hold (password_covers): its
-    plain forms only, and the triggers that find them cut short (truncated) or folded at a space (folded)."""
+    plain forms only, the triggers that find them cut short (truncated) or folded at a space (folded), and those of
+    its standalone base32 wrapped (`base32` of the value alone): the only wrapped form looked for standalone only,
+    not at every alignment, so not held by the password's."""
     forms = list(dict.fromkeys(f for f in plain_forms(value, min_length=min_length) if len(f) >= min_length))
-    triggers = dict.fromkeys(t for f in forms for t in (*truncated.heads(f), *folded.heads(f)))
+    triggers = dict.fromkeys(t for f in forms for t in (*truncated.heads(f), *folded.heads(f),
+                                                        *fragments(base64.b32encode(f).rstrip(b"="))))
     return forms, list(triggers)
 
 

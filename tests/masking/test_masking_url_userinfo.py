@@ -11,12 +11,14 @@ an encoded document). The same check fails when the password is not registered b
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import shlex
 import string
 import urllib.parse
 from collections.abc import Callable
+from unittest import mock
 
 import pytest
 from hypothesis import example, given, settings
@@ -27,11 +29,18 @@ from runnerlib.security.registry import SecretRegistry
 from runnerlib.security.secret_sources import url_credentials
 from runnerlib.security.variants import PASSWORD_COVERS_MIN, base64_forms, password_covers
 from runnerlib.testing import stream_through, write_splits
-from tests.masking.test_masking_wrapped import hexdump_c, xxd
+from tests.masking.test_masking_wrapped import hexdump_c, od_an, xxd
 
 
 def _wrap(text: bytes, width: int) -> bytes:
     return b"".join(text[i:i + width] + b"\n" for i in range(0, len(text), width))
+
+
+def _printf_q(data: bytes) -> bytes:
+    """bash's `printf %q` of a word without control characters: a backslash before each special character, and
+    before a leading `~` or `#`."""
+    out = re.sub(rb"([ \t'\"\\|&;()<>!{}*\[?\]^$`,])", rb"\\\1", data)
+    return b"\\" + out if data[:1] in (b"~", b"#") else out
 
 
 def _go_json(data: bytes) -> bytes:
@@ -53,7 +62,7 @@ ENCODERS: dict[str, Callable[[bytes], bytes]] = {
     "bytes.hex(' ')": lambda d: d.hex(" ").encode(),
     "openssl hex": lambda d: d.hex(":").encode(),
     "\\xNN": lambda d: b"".join(b"\\x%02x" % c for c in d),
-    "xxd -i": lambda d: b", ".join(b"0x%02x" % c for c in d),
+    "0xNN list": lambda d: b", ".join(b"0x%02x" % c for c in d),
     "decimal list": lambda d: b", ".join(b"%d" % c for c in d),
     "Go decimal list": lambda d: b" ".join(b"%d" % c for c in d),
     "\\uXXXX": lambda d: b"".join(b"\\u%04x" % c for c in d),
@@ -65,11 +74,20 @@ ENCODERS: dict[str, Callable[[bytes], bytes]] = {
     "PHP JSON": lambda d: json.dumps(d.decode())[1:-1].replace("/", "\\/").encode(),
     "Go JSON": _go_json,
     "shlex.quote": lambda d: shlex.quote(d.decode()).encode(),
+    "printf %q": _printf_q,
+    "set -x": lambda d: b"'" + d.replace(b"'", b"'\\''") + b"'",
     "repr(bytes)": lambda d: repr(d).encode(),
     "XML": lambda d: d.replace(b"&", b"&amp;").replace(b"<", b"&lt;").replace(b">", b"&gt;"),
     "base64 -w 76": lambda d: _wrap(base64.b64encode(d), 76),
     "openssl base64": lambda d: _wrap(base64.b64encode(d), 64),
     "xxd -p": lambda d: _wrap(d.hex().encode(), 60),
+    "xxd -p -u": lambda d: _wrap(d.hex().upper().encode(), 60),
+    "base32 (76 columns)": lambda d: _wrap(base64.b32encode(d), 76),
+    "basenc --base64url": lambda d: _wrap(base64.urlsafe_b64encode(d), 76),
+    "UTF-16BE": lambda d: d.decode().encode("utf-16-be"),
+    "od -An -tx1": od_an,
+    "xxd -i": lambda d: b"".join(b"  " + b", ".join(b"0x%02x" % c for c in d[i:i + 12]) + b",\n"
+                                 for i in range(0, len(d), 12)),
     "hexdump -C": hexdump_c,
     "xxd": xxd,
 }
@@ -82,8 +100,7 @@ _USER = st.text(string.ascii_letters + string.digits + "._-", min_size=1, max_si
 # What a URL holds unescaped in its password and password_covers takes (`%` escapes decode to other values).
 _PASSWORD_CHARS = "".join(c for c in map(chr, range(33, 127)) if c not in "'\"\\`%"
                           and url_credentials(f"s://u:a{c}b@h") == [f"u:a{c}b", f"a{c}b"])
-_PASSWORD = st.tuples(st.sampled_from(string.ascii_letters + string.digits),
-                      st.text(_PASSWORD_CHARS, min_size=PASSWORD_COVERS_MIN - 1, max_size=40)).map("".join)
+_PASSWORD = st.text(_PASSWORD_CHARS, min_size=PASSWORD_COVERS_MIN, max_size=40).filter(lambda p: p[0] not in "~#")
 _AROUND = st.text(string.printable.strip(), max_size=40)
 
 
@@ -97,50 +114,61 @@ def _rotated(text: str) -> str:
     return text.translate(table)
 
 
-def registry_of(user: str, password: str, *, one_batch: bool) -> SecretRegistry:
+def registry_of(user: str, password: str, *, one_batch: bool, covers: bool = True) -> SecretRegistry:
     """Registered as URL credentials are: `runnerlib mask` and load_secrets add the userinfo then the password in
-    one batch; source.base.register_url_credentials adds the password first, one add each."""
-    registry = SecretRegistry(background_merge=False)
-    if one_batch:
-        with registry.batch():
-            registry.add_many(url_credentials(f"postgres://{user}:{password}@db.internal:5432/app"), source="test")
-    else:
-        registry.add(password, source="test")
-        registry.add(f"{user}:{password}", source="test")
+    one batch; source.base.register_url_credentials adds the password first, one add each. `covers=False`: the
+    reference, `user:password` with all its own forms as before."""
+    with contextlib.ExitStack() as stack:
+        if not covers:
+            stack.enter_context(mock.patch.object(registry_module, "password_covers", lambda value, registered: False))
+        registry = SecretRegistry(background_merge=False)
+        if one_batch:
+            with registry.batch():
+                registry.add_many(url_credentials(f"postgres://{user}:{password}@db.internal:5432/app"),
+                                  source="test")
+        else:
+            registry.add(password, source="test")
+            registry.add(f"{user}:{password}", source="test")
     return registry
 
 
-def unmasked_password_characters(registry: SecretRegistry, encode: Callable[[bytes], bytes], before: str, user: str,
-                                 password: str, after: str) -> list[int]:
+def shown_password_characters(registry: SecretRegistry, encode: Callable[[bytes], bytes], before: str, user: str,
+                              password: str, after: str) -> tuple[set[int], set[int]]:
     """Offsets in the encoded document of the characters that depend on the password (they change when its letters
-    and digits do) and that the registry leaves visible, but the EDGE first and last of them."""
+    and digits do) and that the registry leaves visible; and the EDGE first and last of those that depend on it."""
     out = encode(f"{before}{user}:{password}{after}".encode())
     depends: set[int] = set()
     for other in (_rotated(password), _rotated(_rotated(password))):
         alt = encode(f"{before}{user}:{other}{after}".encode())
         assert len(alt) == len(out)
         depends.update(i for i, (a, b) in enumerate(zip(out, alt, strict=True)) if a != b)
-    if not depends:
-        return []
     masked = [False] * len(out)
     for s, e in registry._masker.current().find(out):
         masked[s:e] = [True] * (e - s)
     ordered = sorted(depends)
-    return [i for i in ordered[EDGE:len(ordered) - EDGE] if not masked[i]]
+    return {i for i in ordered if not masked[i]}, {*ordered[:EDGE], *ordered[-EDGE:]}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(user=_USER, password=_PASSWORD, before=_AROUND, after=_AROUND, one_batch=st.booleans())
 @example(user="app", password="Xk9fQ2mLp0RtZ7vW", before="Authorization: Basic ", after="", one_batch=True)
 @example(user="app", password="Xk9f/Q2m@Lp0%RtZ7vW", before="{", after="}", one_batch=False)  # decoded `%2F`, `%40`
-def test_every_encoding_of_user_and_password_hides_the_password(user: str, password: str, before: str, after: str,
-                                                               one_batch: bool) -> None:
+@example(user="app", password="X~k9f$Q2m&Lp0*RtZ7vW#", before="", after="", one_batch=False)  # `printf %q`: `\$`
+@example(user="deploy-bot", password="Xk9fQ2mLp0RtZ7vWXk9fQ2mLp0RtZ7vWXk9fQ2mL", before="", after="", one_batch=True)
+def test_every_encoding_of_user_and_password_hides_what_its_own_forms_hid(user: str, password: str, before: str,
+                                                                          after: str, one_batch: bool) -> None:
+    """Nothing of the password that `user:password`'s own forms masked is visible, but the edge characters. (Both
+    leave visible what no form reaches: base32 wrapped across lines inside a longer document, docs/masking.md.)"""
     registry = registry_of(user, password, one_batch=one_batch)
+    reference = registry_of(user, password, one_batch=one_batch, covers=False)
     # The point of the change: `user:password` has no encoded form of its own.
     userinfo = f"{user}:{password}".encode()
     assert base64.b64encode(userinfo) not in registry.patterns()
+    assert base64.b64encode(userinfo) in reference.patterns()
     for name, encode in ENCODERS.items():
-        assert unmasked_password_characters(registry, encode, before, user, password, after) == [], name
+        shown, edges = shown_password_characters(registry, encode, before, user, password, after)
+        before_shown, _ = shown_password_characters(reference, encode, before, user, password, after)
+        assert shown - before_shown <= edges, name
 
 
 @settings(max_examples=20, deadline=None)
@@ -161,20 +189,39 @@ def test_without_the_password_registered_the_check_sees_the_leak(monkeypatch: py
     registry.add(f"app:{password}", source="test")
     encoding = {name for name, encode in ENCODERS.items()
                 if f"app:{password}".encode() not in encode(f"Basic app:{password}".encode())}
-    leaking = {name for name in encoding
-               if unmasked_password_characters(registry, ENCODERS[name], "Basic ", "app", password, "")}
+    leaking = set()
+    for name in encoding:
+        shown, edges = shown_password_characters(registry, ENCODERS[name], "Basic ", "app", password, "")
+        if shown - edges:
+            leaking.add(name)
     assert len(encoding) >= 25 and leaking == encoding, sorted(encoding - leaking)
 
 
 def test_full_forms_where_the_password_does_not_cover_them() -> None:
-    """Too short for every family's trigger fragments, escaped in context (`printf %q` escapes a leading `~`), not
-    registered, or no user: `user:password` keeps its own encodings."""
-    registered = {b"Xk9fQ2mLp0RtZ7v", b"~Xk9fQ2mLp0RtZ7vW", b"Xk9f'Q2mLp0RtZ7vW", b"Xk9fQ2mLp0RtZ7vW"}.__contains__
-    for value in (b"app:Xk9fQ2mLp0RtZ7v", b"app:~Xk9fQ2mLp0RtZ7vW", b"app:Xk9f'Q2mLp0RtZ7vW", b"app:Zk9fQ2mLp0RtZ7vW",
-                  b":Xk9fQ2mLp0RtZ7vW"):
+    """Too short for every family's trigger fragments, with a character some family escapes in context (a quote,
+    a backslash, a space, a leading `~`), not registered, or no user: `user:password` keeps its own encodings."""
+    registered = {b"Xk9fQ2mLp0RtZ7v", b"Xk9f'Q2mLp0RtZ7vW", b"Xk9f\\Q2mLp0RtZ7vW", b"Xk9f Q2mLp0RtZ7vW",
+                  b"Xk9fQ2mLp0RtZ7vW", b"~Xk9fQ2mLp0RtZ7vW"}.__contains__
+    for value in (b"app:Xk9fQ2mLp0RtZ7v", b"app:Xk9f'Q2mLp0RtZ7vW", b"app:Xk9f\\Q2mLp0RtZ7vW", b"app:Xk9f Q2mLp0RtZ7vW",
+                  b"app:~Xk9fQ2mLp0RtZ7vW", b"app:Zk9fQ2mLp0RtZ7vW", b":Xk9fQ2mLp0RtZ7vW"):
         assert not password_covers(value, registered), value
     assert password_covers(b"app:Xk9fQ2mLp0RtZ7vW", registered)
     registry = SecretRegistry(background_merge=False)
-    registry.add("app:~Xk9fQ2mLp0RtZ7vW", source="test")
-    registry.add("~Xk9fQ2mLp0RtZ7vW", source="test")
-    assert set(base64_forms(b"app:~Xk9fQ2mLp0RtZ7vW")) <= set(registry.patterns())
+    registry.add("app:Xk9f'Q2mLp0RtZ7vW", source="test")
+    registry.add("Xk9f'Q2mLp0RtZ7vW", source="test")
+    assert set(base64_forms(b"app:Xk9f'Q2mLp0RtZ7vW")) <= set(registry.patterns())
+
+
+def test_a_leading_tilde_would_leak_through_printf_q(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Why a password beginning with `~` keeps `user:password`'s forms: `printf %q` escapes the `~` of the password
+    alone (`\\~`) but not inside `app:~...`, where its `$` is escaped all the same, so neither the password's
+    escaped form nor its raw one is in the output. Forced to count as covered, it shows."""
+    password = "~Xk9f$Q2m&Lp0*RtZ7vW"
+    monkeypatch.setattr(registry_module, "password_covers", lambda value, registered: value.startswith(b"app:"))
+    forced = registry_of("app", password, one_batch=False)
+    shown, edges = shown_password_characters(forced, _printf_q, "", "app", password, "")
+    assert shown - edges
+    monkeypatch.undo()
+    shown, edges = shown_password_characters(registry_of("app", password, one_batch=False), _printf_q, "", "app",
+                                             password, "")
+    assert not shown
