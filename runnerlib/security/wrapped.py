@@ -432,8 +432,10 @@ def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
 _QUICK = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=.-]{16}|[A-Za-z0-9+/_=.-]*\r?$|[0-9a-fA-F]{6,16}(?::? | |$)"
                     rb"|(?:[0-7]{3}|\\?[!-~])" + _OD_C_FIELD +  # `od -An -c`
                     rb"|(?:0x|\\x)?[0-9a-fA-F]{1,2}(?:[ ,:]|\\x|\r?$))")
+# The last alternative is `od -An -c`: a token (a character, an escape, 3 octal digits) and the blanks before the
+# next one, 1 to 3 and 4 more for each space byte between (`   k   e   y       i   s`: a space's field is blank).
 _PREFIX = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=.-]*|[0-9a-fA-F]{1,16}(?::? .*|  .*)?|[0-9a-fA-Fx\\ ,:]*"
-                     rb"|(?:(?:[0-7]{3}|\\?[!-~]) {1,3})*(?:[0-7]{1,3}|\\?[!-~])?)\r?")  # the last: `od -An -c`
+                     rb"|(?:(?:[0-7]{3}|\\?[!-~]) +)*(?:[0-7]{1,3}|\\?[!-~])?)\r?")
 
 
 def _last_line_start(buf: bytes) -> int:

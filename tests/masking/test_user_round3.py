@@ -256,6 +256,21 @@ def test_od_c_character_dump_at_every_cut(args: list[str], before: bytes) -> Non
     assert not bad, f"streamed output differs from the whole output masked at cuts {bad[:5]}"
 
 
+@pytest.mark.parametrize("args", [["-An", "-c"], ["-An", "-c", "-w8"]], ids=" ".join)
+@pytest.mark.parametrize("before", [b"the key is: ", b"a b "], ids=["words", "spaced"])
+def test_od_c_without_offsets_of_text_with_spaces_at_every_cut(args: list[str], before: bytes) -> None:
+    """A space byte prints as a field of 4 blanks: `   k   e   y       i   s`. The test of whether a stream's
+    last line may be a dump line did not read such a line without offsets, so a write cut inside it released its
+    end unheld and the next write read the rest as a line of unknown start: the value leaked whole."""
+    for value in (TOKEN, b"Xk9f Q2mL p0Rt Z7vW"):
+        out = run(["od", *args], before + value)
+        registry = registry_of(value)
+        whole = registry.mask(out)
+        assert not leaked_at(od_c_chars(whole), value.replace(b" ", b""), 4)
+        bad = [cut for cut in range(1, len(out)) if stream_through(registry, [out[:cut], out[cut:]]) != whole]
+        assert not bad, f"streamed output differs from the whole output masked at cuts {bad[:5]}"
+
+
 @pytest.mark.parametrize("args", [["-c"], ["-An", "-c"]], ids=" ".join)
 def test_od_c_leaks_without_the_view(args: list[str], no_wrapped_view: None) -> None:
     out = run(["od", *args], b"0123456789" + TOKEN)
@@ -269,7 +284,8 @@ def test_od_c_of_any_value_at_any_offset_and_split(data: st.DataObject) -> None:
     value = data.draw(secrets(min_length=7, max_length=24))
     before = data.draw(st.binary(max_size=20))
     width = data.draw(st.sampled_from([16, 24, 32]))
-    out = subprocess.run(["od", "-c", f"-w{width}"], input=before + value + b"#" * 3, capture_output=True,
+    offsets = data.draw(st.sampled_from([[], ["-An"]]))
+    out = subprocess.run(["od", *offsets, "-c", f"-w{width}"], input=before + value + b"#" * 3, capture_output=True,
                          check=True).stdout
     registry = registry_of(value)
     whole = registry.mask(out)
