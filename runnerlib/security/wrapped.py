@@ -205,8 +205,9 @@ def _end_of_line(data: bytes, pos: int) -> int:
 
 
 def _run(data: bytes, start: int, end: int, line: _Line, budget: int, line_start: bool
-         ) -> tuple[list[_Line], int, int]:
-    """The run of joined lines around data[start:end]: up to `budget` content characters before and after."""
+         ) -> tuple[list[_Line], int, int, bool]:
+    """The run of joined lines around data[start:end]: up to `budget` content characters before and after, and
+    whether the budget cut it short after (more lines of the run follow)."""
     before: list[_Line] = []
     got, s = 0, start
     while s > 0 and got < budget:
@@ -227,7 +228,7 @@ def _run(data: bytes, start: int, end: int, line: _Line, budget: int, line_start
         lines.append(nxt)
         got += len(nxt.content)
         e, cur = ne, nxt
-    return lines, s, e
+    return lines, s, e, got >= budget and e < len(data) and cur.joins
 
 
 def _joined(lines: list[_Line]) -> tuple[bytes, list[int]]:
@@ -262,8 +263,10 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
         if line is None:
             done_until = end
             continue
-        lines, _, run_end = _run(data, start, end, line, budget, line_start)
-        done_until = run_end
+        lines, _, run_end, cut = _run(data, start, end, line, budget, line_start)
+        # Cut short by the budget, the run holds every occurrence through this line, not those of its later lines
+        # (one may go on past the run): their triggers get runs of their own.
+        done_until = end if cut else run_end
         if len(lines) == 1 and line.kind == WRAP:
             continue  # one line of encoding: the plain scan already saw it as it is
         out.extend(_map_back(lines, find))

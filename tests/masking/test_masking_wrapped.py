@@ -14,6 +14,7 @@ import shutil
 import string
 import subprocess
 import urllib.parse
+from collections.abc import Callable
 
 import pytest
 from hypothesis import assume, given, settings
@@ -394,3 +395,19 @@ def test_hex_dumps_at_any_offset(secret: bytes, prefix: bytes, suffix: bytes, du
             assert spelled not in masked
     assert_no_fragment(masked, [secret])
     assert stream_through(registry, data.draw(write_splits(out))) == masked
+
+
+@pytest.mark.parametrize("dump", [od_an, hexdump_c, xxd])
+def test_two_secrets_in_one_dump_at_every_gap(dump: Callable[[bytes], bytes]) -> None:
+    """The look that joins a dump's lines around a trigger reads at most the longest pattern's length past the
+    trigger's line, and skipped the other triggers in what it read: a second secret that began before the end of
+    that read and ended after it, with too little of it after for a trigger of its own, was never read whole
+    (gaps of 46-48 bytes here showed 4-byte pieces of it)."""
+    first, second = b"Xk9fQ2mZ7pLw4RtY8vNb3Hc", b"Pq7Lm2Zx9Wv4Ty6Rb1Nc8Hd"
+    registry = registry_of(first, second)
+    for gap in range(200):
+        masked = registry.mask(dump(b"." * 5 + first + b"." * gap + second + b"." * 7))
+        for secret in (first, second):
+            for j in range(len(secret) - 3):
+                assert secret[j:j + 4].hex(" ").encode() not in masked, (gap, j)
+        assert_no_fragment(masked, [first, second])
