@@ -204,10 +204,11 @@ def _end_of_line(data: bytes, pos: int) -> int:
     return len(data) if end < 0 else end
 
 
-def _run(data: bytes, start: int, end: int, line: _Line, budget: int, line_start: bool
-         ) -> tuple[list[_Line], int, int, bool]:
-    """The run of joined lines around data[start:end]: up to `budget` content characters before and after, and
-    whether the budget cut it short after (more lines of the run follow)."""
+def _run(data: bytes, start: int, end: int, line: _Line, budget: int, line_start: bool, after: int = 0
+         ) -> tuple[list[_Line], int, int, list[int] | None]:
+    """The run of joined lines around data[start:end]: up to `budget` content characters before and `after` (default
+    `budget`) after; and when that cut it short (more lines of the run follow), the end of `line` and of each line
+    after it in the run (None otherwise)."""
     before: list[_Line] = []
     got, s = 0, start
     while s > 0 and got < budget:
@@ -219,16 +220,33 @@ def _run(data: bytes, start: int, end: int, line: _Line, budget: int, line_start
         got += len(prev.content)
         s = ps
     lines = [*reversed(before), line]
+    ends = [end]
     got, e, cur = 0, end, line
-    while e < len(data) and got < budget and cur.joins:
+    while e < len(data) and got < (after or budget) and cur.joins:
         ne = _end_of_line(data, e + 1)
         nxt = classify(data, e + 1, ne, line.kind) if ne < len(data) else classify_tail(data, e + 1, line.kind)
         if nxt is None or nxt.fmt != line.fmt:
             break
         lines.append(nxt)
+        ends.append(ne)
         got += len(nxt.content)
         e, cur = ne, nxt
-    return lines, s, e, got >= budget and e < len(data) and cur.joins
+    return lines, s, e, ends if got >= (after or budget) and e < len(data) and cur.joins else None
+
+
+def _held_through(lines: list[_Line], ends: list[int], budget: int) -> int:
+    """Where the occurrences a run cut short holds whole end: through the last of its lines from the trigger's on
+    (`ends`, as _run gives them) with at least `budget` content characters after it in the run (an occurrence that
+    touches such a line ends within the run)."""
+    after = lines[len(lines) - len(ends) + 1:]
+    rest = sum(len(ln.content) for ln in after)
+    held = ends[0]
+    for ln, e in zip(after, ends[1:], strict=True):
+        rest -= len(ln.content)
+        if rest < budget:
+            break
+        held = e
+    return held
 
 
 def _joined(lines: list[_Line]) -> tuple[bytes, list[int]]:
@@ -263,10 +281,10 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
         if line is None:
             done_until = end
             continue
-        lines, _, run_end, cut = _run(data, start, end, line, budget, line_start)
-        # Cut short by the budget, the run holds every occurrence through this line, not those of its later lines
-        # (one may go on past the run): their triggers get runs of their own.
-        done_until = end if cut else run_end
+        lines, _, run_end, cut = _run(data, start, end, line, budget, line_start, 2 * budget)
+        # Cut short, the run does not hold the occurrences of its last lines (one may go on past it): their triggers
+        # get runs of their own. Reading twice the budget after, each run moves on by at least the budget.
+        done_until = run_end if cut is None else _held_through(lines, cut, budget)
         if len(lines) == 1 and line.kind == WRAP:
             continue  # one line of encoding: the plain scan already saw it as it is
         out.extend(_map_back(lines, find))
