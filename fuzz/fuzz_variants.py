@@ -10,7 +10,8 @@ the secret; hex forms (also wrapped as `xxd -p` wraps them) decode to it; JSON f
 base32 at its alignment inside a longer encoding, base64 of base64), and so do the forms programs print
 (escape_forms.py: decimal byte lists, Python / PyYAML escapes, `declare -p`, `shlex.quote`, doubled quotes);
 every wrapped-form trigger fragment is a piece of a form and, wrapped at any width from 60, the base64 of the
-secret inside a document is masked by a registry.
+secret inside a document is masked by a registry; a `user:password` that password_covers passes has every one-line
+encoded form holding one of its password's forms.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ with atheris.instrument_imports():
         double_base64_forms,
         encoded_forms,
         hex_forms,
+        password_covers,
         percent_forms,
         secret_triggers,
         secret_variants,
@@ -104,6 +106,25 @@ def TestOneInput(data: bytes) -> None:
             if shlex.split("'" + single.decode() + "'") != [text]:
                 raise AssertionError("set -x form is not one shell word equal to the secret")
     check_round_two(fdp, secret, prefix, suffix)
+    check_covered(prefix.replace(b":", b""), secret)
+
+
+# Printable ASCII but space, quotes, backslash, backquote: what password_covers takes (besides a leading `~`, `#`).
+_COVERING = bytes(c for c in range(33, 127) if c not in b"'\"\\`")
+
+
+def check_covered(user: bytes, raw: bytes) -> None:
+    """variants.password_covers: each one-line encoded form of `user:password` holds one of the password's forms
+    (the forms wrapped by line breaks are the wrapped view's, tested in tests/masking). The password is the fuzzed
+    bytes mapped into the characters password_covers takes, so that it passes it often."""
+    password = bytes(_COVERING[b % len(_COVERING)] for b in raw)
+    userinfo = user + b":" + password
+    if not password_covers(userinfo, lambda value: value == password):
+        return
+    own = [f for f in secret_variants(password, min_length=1) if len(f) >= 8]
+    for form in encoded_forms(userinfo):
+        if b"\n" not in form and not any(f in form for f in own):
+            raise AssertionError("a form of user:password holds no form of its password")
 
 
 def check_round_two(fdp: atheris.FuzzedDataProvider, secret: bytes, prefix: bytes, suffix: bytes) -> None:
