@@ -302,18 +302,21 @@ def upper_escapes(data: bytes) -> bytes:
 def mixed_case_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[bytes], list[tuple[int, int]]],
                            budget: int) -> list[tuple[int, int]]:
     """Percent forms written with mixed-case hex (`p%40ss%2fw%3Ax`), around each hit: the window of `budget`
-    bytes on each side with its escapes in uppercase, scanned for the registered (uppercase) forms."""
+    bytes before it and twice that after it, with its escapes in uppercase, scanned for the registered (uppercase)
+    forms. The window holds every occurrence that touches a hit starting less than `budget` after this one (such
+    an occurrence is at most `budget` long): those hits need no window of their own, later ones do, so windows
+    move on by at least `budget` and a form that begins in this window and ends past it is read whole."""
     out: list[tuple[int, int]] = []
     done_until = -1
     for a, b in sorted(hits):
         if a < done_until:
             continue
-        lo, hi = max(0, a - budget), min(len(data), b + budget)
+        lo, hi = max(0, a - budget), min(len(data), b + 2 * budget)
         window = data[lo:hi]
         upper = upper_escapes(window)
         if upper != window:
             out.extend((lo + s, lo + e) for s, e in find(upper))
-        done_until = hi
+        done_until = b + budget
     return out
 
 

@@ -461,3 +461,16 @@ def test_the_view_reads_a_long_dump_in_a_bounded_number_of_runs() -> None:
     spans = wrapped.view_occurrences(out, snapshot.find_raw(out), find, snapshot.maxlen)
     content = 2 * len(secret) * 2000
     assert spans and len(calls) <= content // snapshot.maxlen + 2 and sum(calls) <= 4 * content, (len(calls), sum(calls))
+
+
+def test_two_mixed_case_percent_forms_at_every_gap() -> None:
+    """The look at a mixed-case percent form reads a window of the longest pattern's length around its trigger and
+    skipped the other triggers in it: a second form whose trigger lay in the window and which ended past it was
+    never read whole (gaps of 150-191 bytes here left it in the clear)."""
+    first, second = MIXED, b"LongerPiece/PassWord:Another=99?xyz"
+    registry = registry_of(first, second)
+    one = mixed_case(urllib.parse.quote(first, safe="").encode(), [False, True])
+    two = mixed_case(urllib.parse.quote(second, safe="").encode(), [True, False])
+    for gap in range(300):
+        line = b"a=" + one + b"&" + b"x" * gap + b"&b=" + two + b" 200\n"
+        assert registry.mask(line) == b"a=***&" + b"x" * gap + b"&b=*** 200\n", gap
