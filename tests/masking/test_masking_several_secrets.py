@@ -5,7 +5,7 @@ The looks at dumps, wrapped encodings and mixed-case percent forms read a bounde
 and take the triggers inside it as done; a second secret that began inside the window and ended past it was
 never read whole (docs/internals/masking.md, fourth pass). A registry of one secret finds such an occurrence on
 its own, so `find` with all of them must cover what each one alone covers. A broad guard: the cases found are
-pinned by the gap sweeps of test_masking_wrapped (this property, random, seldom lands on them: 1,500 examples of
+pinned by the gap sweeps of test_masking_wrapped (this property, random, seldom lands on them: 450 examples of
 it passed with the first of them back). Secrets of 16 bytes and more, whose
 every form has a trigger of its own in these formats (a shorter value's hex cut by a line break far from any
 trigger is found only by a look that happens to read it, and a stream may not keep that context).
