@@ -1,5 +1,6 @@
-"""Several secrets in one document, in every format the masker reads: registering more secrets never leaves
-another secret's occurrence unmasked, and a stream cut anywhere masks as the whole output does.
+"""Several secrets in one document, in every format the masker reads and in text that tools fold, colour, cut
+short or space out: registering more secrets never leaves another secret's occurrence unmasked, and a stream cut
+anywhere masks as the whole output does.
 
 The looks at dumps, wrapped encodings and mixed-case percent forms read a bounded window around each trigger
 and take the triggers inside it as done; a second secret that began inside the window and ended past it was
@@ -82,3 +83,37 @@ def test_more_secrets_never_unmask_one(secrets: list[bytes], parts: list[tuple[i
         missing = sorted(_covered(alone, out) - covered)
         assert not missing, f"{fmt}: secret #{secrets.index(secret)} masked alone, not among the others at {missing[:5]}"
     assert stream_through(registry, data.draw(write_splits(out))) == registry.mask(out)
+
+
+def _colour_every(data: bytes, k: int) -> bytes:
+    return b"".join(b"\x1b[31m" + data[i:i + k] + b"\x1b[0m" for i in range(0, len(data), k)) + b"\n"
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(secrets=st.lists(_SECRET, min_size=2, max_size=4, unique=True),
+       parts=st.lists(st.tuples(st.integers(0, 3), st.text(string.ascii_letters + " ,.", max_size=60).map(str.encode)),
+                      min_size=2, max_size=6),
+       mode=st.sampled_from(["folded", "coloured", "cut short", "spaced"]), width=st.integers(16, 48),
+       sizes=st.lists(st.integers(1, 24), min_size=1, max_size=8))
+def test_more_secrets_never_unmask_one_in_text(secrets: list[bytes], parts: list[tuple[int, bytes]], mode: str,
+                                               width: int, sizes: list[int]) -> None:
+    """The same in text: folded by `fold -w`, colour codes every `width` bytes (a 16-byte piece stays whole), cut
+    short with `...`, spaces doubled; streamed in writes of 1-24 bytes."""
+    if mode == "cut short":
+        out = b" ".join(filler + secrets[i % len(secrets)][:width - 4] + b"..." for i, filler in parts) + b"\n"
+    else:
+        doc = b"".join(filler + secrets[i % len(secrets)] for i, filler in parts) + b" tail"
+        out = (b"\n".join(doc[i:i + width] for i in range(0, len(doc), width)) + b"\n" if mode == "folded"
+               else _colour_every(doc, width) if mode == "coloured" else doc.replace(b" ", b"  ") + b"\n")
+    registry = SecretRegistry(background_merge=False)
+    registry.add_many(secrets, source="test")
+    covered = _covered(registry, out)
+    for secret in secrets:
+        alone = SecretRegistry(background_merge=False)
+        alone.add(secret, source="test")
+        assert not _covered(alone, out) - covered, mode
+    chunks, at, k = [], 0, 0
+    while at < len(out):
+        chunks.append(out[at:at + sizes[k % len(sizes)]])
+        at, k = at + sizes[k % len(sizes)], k + 1
+    assert stream_through(registry, chunks) == registry.mask(out)
