@@ -64,6 +64,20 @@ def _covered(registry: SecretRegistry, out: bytes) -> set[int]:
     return {i for s, e in registry._masker.current().find(out) for i in range(s, e)}
 
 
+def _all_and_each_alone(secrets: list[bytes], out: bytes, label: str) -> SecretRegistry:
+    """A registry of all `secrets`, after checking that it masks in `out` whatever a registry of each one alone
+    masks there."""
+    registry = SecretRegistry(background_merge=False)
+    registry.add_many(secrets, source="test")
+    covered = _covered(registry, out)
+    for index, secret in enumerate(secrets):
+        alone = SecretRegistry(background_merge=False)
+        alone.add(secret, source="test")
+        missing = sorted(_covered(alone, out) - covered)
+        assert not missing, f"{label}: secret #{index} masked alone, not among the others at {missing[:5]}"
+    return registry
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(secrets=st.lists(_SECRET, min_size=2, max_size=4, unique=True),
        parts=st.lists(st.tuples(st.integers(0, 3), st.binary(max_size=160)), min_size=2, max_size=6),
@@ -74,14 +88,7 @@ def test_more_secrets_never_unmask_one(secrets: list[bytes], parts: list[tuple[i
     out = FORMATS[fmt](doc)
     if fmt == "percent, mixed-case hex":  # a form whose pieces between escapes are short has no trigger
         assume(all(any(t in out for t in mixed_case_triggers(secrets[i % len(secrets)])) for i, _ in parts))
-    registry = SecretRegistry(background_merge=False)
-    registry.add_many(secrets, source="test")
-    covered = _covered(registry, out)
-    for secret in secrets:
-        alone = SecretRegistry(background_merge=False)
-        alone.add(secret, source="test")
-        missing = sorted(_covered(alone, out) - covered)
-        assert not missing, f"{fmt}: secret #{secrets.index(secret)} masked alone, not among the others at {missing[:5]}"
+    registry = _all_and_each_alone(secrets, out, fmt)
     assert stream_through(registry, data.draw(write_splits(out))) == registry.mask(out)
 
 
@@ -105,13 +112,7 @@ def test_more_secrets_never_unmask_one_in_text(secrets: list[bytes], parts: list
         doc = b"".join(filler + secrets[i % len(secrets)] for i, filler in parts) + b" tail"
         out = (b"\n".join(doc[i:i + width] for i in range(0, len(doc), width)) + b"\n" if mode == "folded"
                else _colour_every(doc, width) if mode == "coloured" else doc.replace(b" ", b"  ") + b"\n")
-    registry = SecretRegistry(background_merge=False)
-    registry.add_many(secrets, source="test")
-    covered = _covered(registry, out)
-    for secret in secrets:
-        alone = SecretRegistry(background_merge=False)
-        alone.add(secret, source="test")
-        assert not _covered(alone, out) - covered, mode
+    registry = _all_and_each_alone(secrets, out, mode)
     chunks, at, k = [], 0, 0
     while at < len(out):
         chunks.append(out[at:at + sizes[k % len(sizes)]])
