@@ -331,7 +331,7 @@ def secret_forms(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], lis
 
 # A URL's `user:password` is registered beside its password (secret_sources.url_credentials, and
 # source.base.register_url_credentials), and each family of encoded forms maps the value byte by byte (hex,
-# percent, JSON, \\x and \\u escapes, quotings, byte and decimal lists, UTF-16) or 3 and 5 bytes at a time at
+# percent, JSON, \x and \u escapes, quotings, byte and decimal lists, UTF-16) or 3 and 5 bytes at a time at
 # every alignment (base64, base32, base64 of base64, UTF-16 base64: the password's forms are registered at all of
 # them): so every encoding of `user:password` holds the password's own at the same place, and what is left
 # visible of it is the user name and the one or two characters that mix the password's edge bits with it (as for
@@ -340,7 +340,7 @@ def secret_forms(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], lis
 # quotes, backslash and backquote (`repr` picks its quote character from the whole value, so a quote in the
 # password may be escaped in `user:password`'s form and not in the password's; the others are kept out with them,
 # no URL holds them unescaped), not beginning with `~` or `#` (`printf %q` escapes those at a word's start only:
-# `\\~a\\$b` for the password, `u:~a\\$b` inside `user:password`), and long enough for every family's forms and
+# `\~a\$b` for the password, `u:~a\$b` inside `user:password`), and long enough for every family's forms and
 # trigger fragments (the raw value's 8-byte fragments need 16 bytes).
 PASSWORD_COVERS_MIN = 16
 _COVERING_PASSWORD = re.compile(rb"(?![~#])[!#-&(-\[\]-_a-~]+")

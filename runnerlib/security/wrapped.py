@@ -204,11 +204,11 @@ def _end_of_line(data: bytes, pos: int) -> int:
     return len(data) if end < 0 else end
 
 
-def _run(data: bytes, start: int, end: int, line: _Line, budget: int, line_start: bool, after: int = 0
+def _run(data: bytes, start: int, end: int, line: _Line, budget: int, line_start: bool
          ) -> tuple[list[_Line], int, int, list[int] | None]:
-    """The run of joined lines around data[start:end]: up to `budget` content characters before and `after` (default
-    `budget`) after; and when that cut it short (more lines of the run follow), the end of `line` and of each line
-    after it in the run (None otherwise)."""
+    """The run of joined lines around data[start:end]: up to `budget` content characters before and twice that
+    after; and when that cut it short (more lines of the run follow), the end of `line` and of each line after it
+    in the run (None otherwise: see _held_through)."""
     before: list[_Line] = []
     got, s = 0, start
     while s > 0 and got < budget:
@@ -222,7 +222,7 @@ def _run(data: bytes, start: int, end: int, line: _Line, budget: int, line_start
     lines = [*reversed(before), line]
     ends = [end]
     got, e, cur = 0, end, line
-    while e < len(data) and got < (after or budget) and cur.joins:
+    while e < len(data) and got < 2 * budget and cur.joins:
         ne = _end_of_line(data, e + 1)
         nxt = classify(data, e + 1, ne, line.kind) if ne < len(data) else classify_tail(data, e + 1, line.kind)
         if nxt is None or nxt.fmt != line.fmt:
@@ -231,7 +231,7 @@ def _run(data: bytes, start: int, end: int, line: _Line, budget: int, line_start
         ends.append(ne)
         got += len(nxt.content)
         e, cur = ne, nxt
-    return lines, s, e, ends if got >= (after or budget) and e < len(data) and cur.joins else None
+    return lines, s, e, ends if got >= 2 * budget and e < len(data) and cur.joins else None
 
 
 def _held_through(lines: list[_Line], ends: list[int], budget: int) -> int:
@@ -281,7 +281,7 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
         if line is None:
             done_until = end
             continue
-        lines, _, run_end, cut = _run(data, start, end, line, budget, line_start, 2 * budget)
+        lines, _, run_end, cut = _run(data, start, end, line, budget, line_start)
         # Cut short, the run does not hold the occurrences of its last lines (one may go on past it): their triggers
         # get runs of their own. Reading twice the budget after, each run moves on by at least the budget.
         done_until = run_end if cut is None else _held_through(lines, cut, budget)
