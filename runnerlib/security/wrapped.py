@@ -454,7 +454,7 @@ def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
 # What the start of an encoding or dump line looks like: a cheap test on the last line of each write (most log
 # lines fail it within a few characters), and what a stream keeps as context.
 _QUICK = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/_=.-]{16}|[A-Za-z0-9+/_=.-]*\r?$|[0-9a-fA-F]{6,16}(?::? | |$)"
-                    rb"|(?:[0-7]{3}|\\?[!-~])" + _OD_C_FIELD +  # `od -An -c`
+                    rb"|(?:[0-7]{3}|\\?[!-~])(?:" + _OD_C_FIELD + rb"|\r?$)"  # `od -An -c` (`  \0`: one field)
                     rb"|(?:0x|\\x)?[0-9a-fA-F]{1,2}(?:[ ,:]|\\x|\r?$))")
 # The last alternative is `od -An -c`: a token (a character, an escape, 3 octal digits) and the blanks before the
 # next one, 1 to 3 and 4 more for each space byte between (`   k   e   y       i   s`: a space's field is blank).

@@ -474,3 +474,34 @@ def test_two_mixed_case_percent_forms_at_every_gap() -> None:
     for gap in range(300):
         line = b"a=" + one + b"&" + b"x" * gap + b"&b=" + two + b" 200\n"
         assert registry.mask(line) == b"a=***&" + b"x" * gap + b"&b=*** 200\n", gap
+
+
+def _od(*args: str) -> Callable[[bytes], bytes]:
+    return lambda data: subprocess.run(["od", *args], input=data, capture_output=True, check=True).stdout
+
+
+DUMP_LINES: dict[str, Callable[[bytes], bytes]] = {
+    "od -An -tx1": _od("-An", "-tx1"), "od -tx1": _od("-tx1"), "od -Ax -tx1z": _od("-Ax", "-tx1z"),
+    "od -c": _od("-c"), "od -An -c": _od("-An", "-c"), "od -Ad -c": _od("-Ad", "-c"),
+    "hexdump -C": hexdump_c, "xxd": xxd,
+    "xxd -i": lambda d: b"".join(b"  " + b", ".join(b"0x%02x" % c for c in d[i:i + 12]) + b",\n"
+                                 for i in range(0, len(d), 12)),
+    "\\xNN": lambda d: b"".join(b"\\x%02x" % c for c in d[:16]) + b"\n",
+    "openssl hex": lambda d: d[:16].hex(":").encode() + b"\n",
+    "base64": lambda d: wrap(base64.b64encode(d), 76),
+}
+
+
+@pytest.mark.skipif(shutil.which("od") is None, reason="od is not installed")
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(min_size=1, max_size=64), fmt=st.sampled_from(sorted(DUMP_LINES)))
+def test_every_cut_of_a_dump_line_may_be_one(data: bytes, fmt: str) -> None:
+    """A stream holds the end of a write and keeps its last line as context only when that line may be an encoding
+    or dump line (wrapped.quick_candidate: `_PREFIX` for an incomplete line). Every line the view reads as one, cut
+    anywhere, must pass: `od -An -c` with a space byte (a field of 4 blanks) did not, and leaked in streams."""
+    for line in DUMP_LINES[fmt](data).split(b"\n"):
+        if wrapped.classify(line, 0, len(line)) is None:
+            continue  # od's `*` for repeated lines, the last offset alone
+        for cut in range(1, len(line) + 1):
+            assert wrapped.quick_candidate(line[:cut]), (fmt, cut)
+        assert wrapped.quick_candidate(line + b"\n"), fmt
