@@ -1,8 +1,8 @@
 """Encoded forms that programs print when they show a value they hold: decimal byte lists (`print(list(b))`, Rust
 `{:?}` of `&[u8]`, Go `fmt.Println([]byte(s))`, `JSON.stringify(Array.from(buf))`), Python / PyYAML escapes of
 non-ASCII and control characters (`print(output)` of `subprocess.check_output`'s bytes, `ascii()`, `yaml.dump`),
-and quotings other than bash's `set -x` (`declare -p` / `export -p` double quotes, Python's `shlex.quote`, a
-doubled `'` in YAML's single-quoted style and SQL literals). Used by variants.encoded_forms; one-line forms, each carrying every bit of the value, so the
+quotings other than bash's `set -x` (`declare -p` / `export -p` double quotes, Python's `shlex.quote`, a
+doubled `'` in YAML's single-quoted style and SQL literals), and HTML / XML escaping as each library writes quotes. Used by variants.encoded_forms; one-line forms, each carrying every bit of the value, so the
 false-positive argument is the raw value's. Each function returns only forms that differ from the value."""
 
 from __future__ import annotations
@@ -27,15 +27,39 @@ def python_escape_forms(value: bytes) -> list[bytes]:
     """The inside of `repr(bytes)` (`\\xc3\\xa4`), of `repr(str)` and `ascii(str)` (`\\xe4`, `\\u20ac`), and
     PyYAML's double-quoted escapes (`\\xE4`, `\\u20AC`: uppercase digits). Only those that differ from the value
     (a printable ASCII value without quotes or backslashes has none)."""
-    forms = [repr(value)[2:-1].encode()]
+    # repr picks its quote from the whole string: a `'` of the value is escaped (`\\'`) when what is printed also
+    # holds a `"` (a document, a dict), so both spellings (a trailing `"` makes repr pick `'`).
+    forms = [repr(value)[2:-1].encode(), repr(value + b'"')[2:-2].encode()]
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
         text = None
     if text is not None:
         escaped = ascii(text)[1:-1].encode()
-        forms += [repr(text)[1:-1].encode("utf-8", "surrogatepass"), escaped,
+        forms += [repr(text)[1:-1].encode("utf-8", "surrogatepass"), repr(text + '"')[1:-2].encode("utf-8", "surrogatepass"),
+                  escaped, ascii(text + '"')[1:-2].encode(),
                   _PY_ESCAPE.sub(lambda m: b"\\" + m.group(1)[:1] + m.group(1)[1:].upper(), escaped)]
+    return _differing(forms, value)
+
+
+# How HTML and XML escapers write each quote: as it is (XML text: ElementTree, `xml.sax.saxutils.escape`; an
+# attribute in the other quote: `quoteattr`, minidom), or as a reference (`html.escape`: `&quot;` `&#x27;`; Go's
+# html/template, MarkupSafe / Jinja2: `&#34;` `&#39;`; PHP `htmlspecialchars`: `&#039;`; XML 1.0: `&apos;`). They
+# all write `&`, `<` and `>` the same way; `>` as it is would be legal XML, but no common serializer leaves it.
+_MARKUP_QUOTES = ((b'"', (b'"', b"&quot;", b"&#34;")), (b"'", (b"'", b"&#39;", b"&#039;", b"&#x27;", b"&apos;")))
+
+
+def markup_forms(value: bytes) -> list[bytes]:
+    """`value` escaped for HTML or XML by each common escaper: every spelling of each quote it holds (15 forms for
+    a value with both quotes, one for a value with neither).
+
+    >>> markup_forms(b"a<b'c")
+    [b"a&lt;b'c", b'a&lt;b&#39;c', b'a&lt;b&#039;c', b'a&lt;b&#x27;c', b'a&lt;b&apos;c']
+    """
+    forms = [value.replace(b"&", b"&amp;").replace(b"<", b"&lt;").replace(b">", b"&gt;")]
+    for quote, spellings in _MARKUP_QUOTES:
+        if quote in value:
+            forms = [f.replace(quote, s) for f in forms for s in spellings]
     return _differing(forms, value)
 
 

@@ -21,6 +21,7 @@ from runnerlib.security.escape_forms import (
     _ANSIC,
     c_locale_shell_forms,
     decimal_list_forms,
+    markup_forms,
     python_escape_forms,
     quoted_forms,
 )
@@ -250,10 +251,7 @@ def _shell_forms(value: bytes) -> list[bytes]:
 
 
 def _quote_forms(value: bytes) -> list[bytes]:
-    xml = (value.replace(b"&", b"&amp;").replace(b"<", b"&lt;").replace(b">", b"&gt;")
-           .replace(b'"', b"&quot;").replace(b"'", b"&#39;"))
-    return [xml, xml.replace(b"&#39;", b"&apos;"), xml.replace(b"&#39;", b"&#x27;"),
-            value.replace(b'"', b'\\"'), value.replace(b'"', b'""')]
+    return [*markup_forms(value), value.replace(b'"', b'\\"'), value.replace(b'"', b'""')]
 
 
 def encoded_forms(value: bytes, b64: list[bytes] | None = None, percent: list[bytes] | None = None,

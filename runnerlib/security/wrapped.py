@@ -492,8 +492,13 @@ def quick_candidate(buf: bytes, line_start: bool = True) -> bool:
 # base64` and PEM 64, `base64` and MIME 76); `od -tx1` 16 bytes (47 characters); the ASCII column of
 # `hexdump -C` and `xxd`, 16 bytes; `xxd -i`, 12 bytes (70 characters).
 # `od -c`: 4 bytes (13 characters `X   k   9   f`), 16 bytes a line (61 characters without the first padding).
-_KINDS = {"enc": (8, 16, WRAP_MIN_WIDTH), "sep": (11, 11, 47), "raw": (8, 8, 16), "list": (16, 22, 70),
-          "odc": (13, 13, 61)}
+# "half": `hexdump -C` prints two spaces after a line's 8th byte, which cut a fragment as a line break does: its
+# hex is cut every 8 bytes (23 characters), and a value of 10-14 bytes can have both end fragments cut (`od -w8`
+# too). A value under 16 bytes gets a fragment inside any 8 bytes. From 16 bytes "sep" is enough: two of its fragments 37
+# characters apart cannot both be cut by breaks a multiple of 8 bytes apart (that needs 10-15 bytes between
+# breaks), nor the first and last of a 16-byte value (36 apart).
+_KINDS = {"enc": (8, 16, WRAP_MIN_WIDTH), "sep": (11, 11, 47), "half": (11, 11, 23), "raw": (8, 8, 16),
+          "list": (16, 22, 70), "odc": (13, 13, 61)}
 
 
 def fragments(form: bytes, kind: str = "enc") -> list[bytes]:
@@ -545,7 +550,7 @@ def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:
     out: dict[bytes, None] = {}
     out.update(dict.fromkeys(_covering_fragments(encoded)))
     low = [b"%02x" % b for b in value]
-    out.update(dict.fromkeys(fragments(b" ".join(low), "sep")))
+    out.update(dict.fromkeys(fragments(b" ".join(low), "sep" if len(value) >= 16 else "half")))
     out.update(dict.fromkeys(fragments(value, "raw")))
     out.update(dict.fromkeys(fragments(b", ".join(b"0x" + p for p in low), "list")))
     out.update(dict.fromkeys(od_c_fragments(value)))

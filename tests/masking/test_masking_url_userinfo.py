@@ -132,14 +132,14 @@ def registry_of(user: str, password: str, *, one_batch: bool, covers: bool = Tru
     return registry
 
 
-def shown_password_characters(registry: SecretRegistry, encode: Callable[[bytes], bytes], before: str, user: str,
-                              password: str, after: str) -> tuple[set[int], set[int]]:
-    """Offsets in the encoded document of the characters that depend on the password (they change when its letters
+def shown_characters(registry: SecretRegistry, encode: Callable[[bytes], bytes], before: str, secret: str,
+                     after: str) -> tuple[set[int], set[int]]:
+    """Offsets in the encoded document of the characters that depend on `secret` (they change when its letters
     and digits do) and that the registry leaves visible; and the EDGE first and last of those that depend on it."""
-    out = encode(f"{before}{user}:{password}{after}".encode())
+    out = encode(f"{before}{secret}{after}".encode())
     depends: set[int] = set()
-    for other in (_rotated(password), _rotated(_rotated(password))):
-        alt = encode(f"{before}{user}:{other}{after}".encode())
+    for other in (_rotated(secret), _rotated(_rotated(secret))):
+        alt = encode(f"{before}{other}{after}".encode())
         assert len(alt) == len(out)
         depends.update(i for i, (a, b) in enumerate(zip(out, alt, strict=True)) if a != b)
     masked = [False] * len(out)
@@ -147,6 +147,12 @@ def shown_password_characters(registry: SecretRegistry, encode: Callable[[bytes]
         masked[s:e] = [True] * (e - s)
     ordered = sorted(depends)
     return {i for i in ordered if not masked[i]}, {*ordered[:EDGE], *ordered[-EDGE:]}
+
+
+def shown_password_characters(registry: SecretRegistry, encode: Callable[[bytes], bytes], before: str, user: str,
+                              password: str, after: str) -> tuple[set[int], set[int]]:
+    """shown_characters of the password of `user:password` written between `before` and `after`."""
+    return shown_characters(registry, encode, f"{before}{user}:", password, after)
 
 
 @settings(max_examples=80, deadline=None)

@@ -364,8 +364,8 @@ def hexdump_c(data: bytes) -> bytes:
         right = b" ".join(b"%02x" % c for c in row[8:])
         hexes = (left + b"  " + right if right else left).ljust(48)
         text = bytes(c if 32 <= c < 127 else 46 for c in row)
-        lines.append(b"%08x  " % i + hexes + b" |" + text + b"|\n")
-    return b"".join(lines)
+        lines.append(b"%08x  " % i + hexes + b"  |" + text + b"|\n")
+    return b"".join(lines) + b"%08x\n" % len(data) if data else b""
 
 
 def xxd(data: bytes) -> bytes:
