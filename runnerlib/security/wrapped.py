@@ -497,8 +497,10 @@ def quick_candidate(buf: bytes, line_start: bool = True) -> bool:
 # too). A value under 16 bytes gets a fragment inside any 8 bytes. From 16 bytes "sep" is enough: two of its fragments 37
 # characters apart cannot both be cut by breaks a multiple of 8 bytes apart (that needs 10-15 bytes between
 # breaks), nor the first and last of a 16-byte value (36 apart).
+# "xxd": `xxd`'s hex column, two bytes a group (`6138 46e2`: 9 characters, 4 bytes), 16 bytes a line (39
+# characters); only for a value its ASCII column does not show (see wrap_triggers).
 _KINDS = {"enc": (8, 16, WRAP_MIN_WIDTH), "sep": (11, 11, 47), "half": (11, 11, 23), "raw": (8, 8, 16),
-          "list": (16, 22, 70), "odc": (13, 13, 61)}
+          "list": (16, 22, 70), "odc": (13, 13, 61), "xxd": (9, 9, 39)}
 
 
 def fragments(form: bytes, kind: str = "enc") -> list[bytes]:
@@ -546,12 +548,20 @@ def _covering_fragments(encoded: list[bytes]) -> list[bytes]:
 def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:
     """The trigger fragments of one secret form: its base64/base32/hex forms in `encoded` cut by line breaks,
     and the hex dumps of `value`: `od` and `hexdump -C` (hex separated by spaces, and the ASCII column, which
-    `xxd` prints too), `xxd -i` lists."""
+    `xxd` prints too), `xxd`'s hex column where the ASCII column cannot find the value, `xxd -i` lists."""
     out: dict[bytes, None] = {}
     out.update(dict.fromkeys(_covering_fragments(encoded)))
     low = [b"%02x" % b for b in value]
     out.update(dict.fromkeys(fragments(b" ".join(low), "sep" if len(value) >= 16 else "half")))
     out.update(dict.fromkeys(fragments(value, "raw")))
+    # The raw fragments find a printable ASCII value of 16 bytes or more in the ASCII column; any other (shorter,
+    # or with bytes shown as `.`: UTF-8 beyond ASCII, binary keys) needs its hex as `xxd` groups it, at both
+    # phases (the value starts at an even or an odd offset of the dump). Few values: about 5 triggers each.
+    if len(value) < 16 or not all(32 <= b < 127 for b in value):
+        for phase in (0, 1):
+            head = low[:phase]
+            groups = [b"".join(low[i:i + 2]) for i in range(phase, len(low), 2)]
+            out.update(dict.fromkeys(fragments(b" ".join(head + groups), "xxd")))
     out.update(dict.fromkeys(fragments(b", ".join(b"0x" + p for p in low), "list")))
     out.update(dict.fromkeys(od_c_fragments(value)))
     return list(out)

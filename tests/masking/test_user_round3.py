@@ -235,7 +235,7 @@ def test_coloured_token_through_the_mask_command() -> None:
     assert off.stdout == text
 
 
-# --- still leaking: xfail strict, each with a control showing the check passes when masking works ------------
+# --- od -c character dumps, each with the trigger fragments off as control ------------------------------------
 
 OD_C_ARGS = [["-c"], ["-An", "-c"], ["-Ax", "-c"], ["-c", "-w32"], ["-c", "-w8"]]
 

@@ -11,6 +11,9 @@ What that found, each fixed here and tested with its control (the previous rule 
   alone, which picks `"` and escapes nothing (escape_forms.python_escape_forms).
 - `hexdump -C` of a value of 10-14 bytes: the two spaces after each line's 8th byte cut the hex trigger fragments
   as a line break does, and both end fragments can be cut (wrapped._KINDS "half"; `od -w8` likewise).
+- `xxd` of a value its ASCII column does not show (under 16 bytes, or with bytes it prints as `.`: UTF-8 beyond
+  ASCII, binary keys): no trigger fragment was in its hex column, grouped two bytes a group (wrapped._KINDS
+  "xxd"). It was a documented limit for binary values of 9-15 bytes.
 """
 
 from __future__ import annotations
@@ -218,3 +221,36 @@ def test_every_encoder_hides_a_registered_secret(secret: str, before: str, after
         if data is not None:
             out = encode(f"{before}{secret}{after}\n".encode())
             assert stream_through(registry, data.draw(write_splits(out))) == registry.mask(out), name
+
+
+# --- xxd's hex column, for the values its ASCII column does not show ----------------------------------------------
+
+XXD_VALUES = [b"Xk9fQ2mLp", b"S^8$8RlgDTU4", "Pässwört-Gri".encode(), "Pässwört-Grüße-Xk9".encode(),
+              bytes(range(200, 220)), bytes(range(1, 40))]
+
+
+def _xxd_leaks(value: bytes, args: tuple[str, ...] = ()) -> list[int]:
+    """The offsets in the dumped document at which 4 bytes of `value` stay visible in xxd's hex column (a stream
+    cut every 7 bytes must mask as the whole output)."""
+    registry = registry_of(value)
+    pieces = [re.compile(rb" ?".join(b"%02x" % b for b in value[i:i + 4])) for i in range(len(value) - 3)]
+    seen = []
+    for offset in range(16):
+        dump = run(["xxd", *args], b"k" * offset + value + b"\n")
+        out = registry.mask(dump)
+        assert stream_through(registry, [dump[i:i + 7] for i in range(0, len(dump), 7)]) == out
+        if any(p.search(line[10:51]) for p in pieces for line in out.splitlines()):
+            seen.append(offset)
+    return seen
+
+
+@pytest.mark.parametrize("args", [(), ("-g1",)], ids=["xxd", "xxd -g1"])
+@pytest.mark.parametrize("value", XXD_VALUES, ids=lambda v: f"{len(v)}-bytes")
+def test_xxd_hex_column_at_every_offset(value: bytes, args: tuple[str, ...]) -> None:
+    assert _xxd_leaks(value, args) == []
+
+
+def test_xxd_hex_column_leaked_without_its_fragments(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(wrapped._KINDS, "xxd", (10**6, 9, 39))  # no value long enough for a fragment
+    assert _xxd_leaks("Pässwört-Grüße-Xk9".encode())
+    assert _xxd_leaks(b"S^8$8RlgDTU4")
