@@ -151,8 +151,34 @@ def _json_forms(value: bytes) -> list[bytes]:
         forms.append(go)
     # .NET System.Text.Json and Java write the \u hex digits in uppercase (\u003C, \u00E9).
     forms.extend(_U_ESCAPE.sub(lambda m: m.group().upper().replace(b"\\U", b"\\u"), f) for f in forms[4:])
+    forms.append(dotnet_json_form(text))
     forms.extend(u_escaped_forms(text))
     return forms
+
+
+# .NET's System.Text.Json with its default encoder (ASP.NET Core, `dotnet` tools, PowerShell 7.4's ConvertTo-Json)
+# writes these as `\u00XX` in uppercase hex, besides every character outside printable ASCII (its AllowList in
+# JsonWriterHelper.Escaping.cs); the JSON short escapes stay short.
+_DOTNET_HEX = frozenset('"\'&+<>`')
+_JSON_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\", "\b": "\\b", "\f": "\\f"}
+
+
+def dotnet_json_form(text: str) -> bytes:
+    """The inside of the JSON string System.Text.Json writes for `text` by default.
+
+    >>> dotnet_json_form("p+ss'w\u00e9")
+    b'p\\\\u002Bss\\\\u0027w\\\\u00E9'
+    """
+    out = []
+    for ch in text:
+        if ch in _JSON_SHORT:
+            out.append(_JSON_SHORT[ch])
+        elif ch in _DOTNET_HEX or not " " <= ch <= "~":
+            units = ch.encode("utf-16-be", "surrogatepass")
+            out.extend(f"\\u{int.from_bytes(units[i:i + 2], 'big'):04X}" for i in range(0, len(units), 2))
+        else:
+            out.append(ch)
+    return "".join(out).encode()
 
 
 def u_escaped_forms(text: str) -> list[bytes]:

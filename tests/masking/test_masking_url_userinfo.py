@@ -48,6 +48,16 @@ def _go_json(data: bytes) -> bytes:
     return out.replace(b"&", b"\\u0026").replace(b"<", b"\\u003c").replace(b">", b"\\u003e")
 
 
+def _dotnet_json(data: bytes) -> bytes:
+    """System.Text.Json's default escaping, written from its AllowList (JsonWriterHelper.Escaping.cs): printable
+    ASCII but `" ' & + < > `` ` `` as `\\u00XX` in uppercase hex, the short escapes, the rest as UTF-16 `\\uXXXX`."""
+    out = json.dumps(data.decode())[1:-1].replace('\\"', "\\u0022")
+    out = re.sub(r"\\u[0-9a-f]{4}", lambda m: "\\u" + m.group()[2:].upper(), out)
+    for ch in "'&+<>`":
+        out = out.replace(ch, f"\\u{ord(ch):04X}")
+    return out.encode()
+
+
 # What tools print of a document (printable ASCII): each encoding family the masker registers forms of.
 ENCODERS: dict[str, Callable[[bytes], bytes]] = {
     "base64": base64.b64encode,
@@ -73,6 +83,7 @@ ENCODERS: dict[str, Callable[[bytes], bytes]] = {
     "JSON": lambda d: json.dumps(d.decode())[1:-1].encode(),
     "PHP JSON": lambda d: json.dumps(d.decode())[1:-1].replace("/", "\\/").encode(),
     "Go JSON": _go_json,
+    ".NET JSON": _dotnet_json,
     "shlex.quote": lambda d: shlex.quote(d.decode()).encode(),
     "printf %q": _printf_q,
     "set -x": lambda d: b"'" + d.replace(b"'", b"'\\''") + b"'",

@@ -14,6 +14,8 @@ What that found, each fixed here and tested with its control (the previous rule 
 - `xxd` of a value its ASCII column does not show (under 16 bytes, or with bytes it prints as `.`: UTF-8 beyond
   ASCII, binary keys): no trigger fragment was in its hex column, grouped two bytes a group (wrapped._KINDS
   "xxd"). It was a documented limit for binary values of 9-15 bytes.
+- .NET's System.Text.Json escapes `+`, `'`, a backquote, `"` and every non-ASCII character as uppercase `\\u00XX`; no form had
+  that mix (variants.dotnet_json_form).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from hypothesis import strategies as st
 from runnerlib.security import escape_forms, variants, wrapped
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.testing import stream_through, write_splits
-from tests.masking.test_masking_url_userinfo import ENCODERS, shown_characters
+from tests.masking.test_masking_url_userinfo import ENCODERS, _dotnet_json, shown_characters
 from tests.masking.test_user_round3 import leaked_at, run
 
 
@@ -157,6 +159,28 @@ def test_repr_of_a_document_with_both_quotes_leaked_with_the_previous_forms(monk
     # `printf %q`'s form escapes the `'` too, but also the `&`, which repr does not.
     out = _repr_output("print(bytes)", "Xk9f'Q2m&Lp0'RtZ7")
     assert b"***" not in registry_of("Xk9f'Q2m&Lp0'RtZ7").mask(out)
+
+
+# --- .NET's System.Text.Json ---------------------------------------------------------------------------------------
+
+DOTNET_VALUES = ["Xk9f+Q2mLp0RtZ7vW", "Xk9f'Q2m`Lp0RtZ7vW", "Pässwört+Grüße-42", "Xk9f\"Q2m<Lp0>RtZ7vW"]
+
+
+def _dotnet_leaks(value: str) -> bool:
+    out = b'{"password":"' + _dotnet_json(value.encode()) + b'"}'
+    return bool(leaked_at(registry_of(value).mask(out), _dotnet_json(value.encode()), 6))
+
+
+@pytest.mark.parametrize("value", DOTNET_VALUES)
+def test_dotnet_json_escapes(value: str) -> None:
+    """`+`, `'`, `` ` ``, `"` and every non-ASCII character as uppercase `\\u00XX` (ASP.NET Core, `dotnet` tools,
+    PowerShell 7.4's ConvertTo-Json): Go's and the `\\u`-everything forms did not match it."""
+    assert not _dotnet_leaks(value)
+
+
+def test_dotnet_json_leaked_without_its_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(variants, "dotnet_json_form", lambda text: b"")
+    assert all(_dotnet_leaks(value) for value in DOTNET_VALUES)
 
 
 # --- hexdump -C's two spaces after the 8th byte -------------------------------------------------------------------
