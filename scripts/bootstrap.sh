@@ -10,9 +10,10 @@ PY=/usr/bin/python3
 need=()
 # chromium, prometheus-pushgateway: the observability tests (HTML report, a real Pushgateway).
 # bubblewrap: the peer bench/bench_spawn.py measures against. podman, runc, busybox-static, debootstrap: container mode and the runner image (docs/containers.md).
+# xxd, bsdextrautils (hexdump): the masking tests dump secrets with the real tools.
 for pkg in python3 python3-venv python3-dev gcc make libcap-dev git mercurial subversion tar gzip bzip2 xz-utils \
            podman runc fuse-overlayfs buildah conmon catatonit busybox-static debootstrap nftables \
-           bubblewrap chromium prometheus-pushgateway; do
+           bubblewrap chromium prometheus-pushgateway xxd bsdextrautils; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -2,7 +2,8 @@
 `{:?}` of `&[u8]`, Go `fmt.Println([]byte(s))`, `JSON.stringify(Array.from(buf))`), Python / PyYAML escapes of
 non-ASCII and control characters (`print(output)` of `subprocess.check_output`'s bytes, `ascii()`, `yaml.dump`),
 quotings other than bash's `set -x` (`declare -p` / `export -p` double quotes, Python's `shlex.quote`, a
-doubled `'` in YAML's single-quoted style and SQL literals), and HTML / XML escaping as each library writes quotes. Used by variants.encoded_forms; one-line forms, each carrying every bit of the value, so the
+doubled `'` in YAML's single-quoted style and SQL literals), HTML / XML escaping as each library writes quotes,
+and Java's `.properties` escaping. Used by variants.encoded_forms; one-line forms, each carrying every bit of the value, so the
 false-positive argument is the raw value's. Each function returns only forms that differ from the value."""
 
 from __future__ import annotations
@@ -84,6 +85,41 @@ def c_locale_shell_forms(value: bytes) -> list[bytes]:
     if value.isascii():
         return []
     return [b"".join(_ANSIC.get(b) or (b"\\%03o" % b if b < 32 or b >= 127 else bytes((b,))) for b in value)]
+
+
+def upper_u_escape(ch: str) -> str:
+    """`ch` as `\\uXXXX` escapes of its UTF-16 units, uppercase hex (Java, .NET): `\\u00E9`, `\\uD83D\\uDE00`."""
+    units = ch.encode("utf-16-be", "surrogatepass")
+    return "".join(f"\\u{units[i]:02X}{units[i + 1]:02X}" for i in range(0, len(units), 2))
+
+
+# java.util.Properties.store (Android's local.properties, Gradle, Spring) escapes these with a backslash, besides
+# the backslash itself and a leading space (JDK Properties.saveConvert).
+_PROPERTIES_SHORT = {"=": "\\=", ":": "\\:", "#": "\\#", "!": "\\!", "\\": "\\\\", "\t": "\\t", "\n": "\\n",
+                     "\r": "\\r", "\f": "\\f"}
+
+
+def properties_forms(value: bytes) -> list[bytes]:
+    """A value as `Properties.store` writes it: to a stream (every character outside printable ASCII as `\\uXXXX`,
+    uppercase) and to a Writer (those kept as they are). A base64 token's `=` padding makes it differ.
+
+    >>> properties_forms(b"dG9rZW4=")
+    [b'dG9rZW4\\\\=']
+    """
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return []
+    kept: list[str] = []
+    escaped: list[str] = []
+    for i, ch in enumerate(text):
+        short = "\\ " if ch == " " and i == 0 else _PROPERTIES_SHORT.get(ch)
+        kept.append(short or ch)
+        if short is None and not " " <= ch <= "~":
+            escaped.append(upper_u_escape(ch))
+        else:
+            escaped.append(short or ch)
+    return _differing(["".join(escaped).encode(), "".join(kept).encode("utf-8", "surrogatepass")], value)
 
 
 def _differing(forms: list[bytes], value: bytes) -> list[bytes]:

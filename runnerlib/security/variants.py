@@ -22,8 +22,10 @@ from runnerlib.security.escape_forms import (
     c_locale_shell_forms,
     decimal_list_forms,
     markup_forms,
+    properties_forms,
     python_escape_forms,
     quoted_forms,
+    upper_u_escape,
 )
 from runnerlib.security.wrapped import fragments, wrap_triggers, wrappable_forms
 
@@ -174,8 +176,7 @@ def dotnet_json_form(text: str) -> bytes:
         if ch in _JSON_SHORT:
             out.append(_JSON_SHORT[ch])
         elif ch in _DOTNET_HEX or not " " <= ch <= "~":
-            units = ch.encode("utf-16-be", "surrogatepass")
-            out.extend(f"\\u{int.from_bytes(units[i:i + 2], 'big'):04X}" for i in range(0, len(units), 2))
+            out.append(upper_u_escape(ch))
         else:
             out.append(ch)
     return "".join(out).encode()
@@ -295,7 +296,7 @@ def encoded_forms(value: bytes, b64: list[bytes] | None = None, percent: list[by
         *(percent_forms(value) if percent is None else percent), *hex_forms(value), *_json_forms(value),
         *_shell_forms(value), *_quote_forms(value), *byte_list_forms(value),
         *(base32_forms(value) if b32 is None else b32), *double_base64_forms(value, b64),
-        *decimal_list_forms(value), *python_escape_forms(value), *quoted_forms(value),
+        *decimal_list_forms(value), *python_escape_forms(value), *quoted_forms(value), *properties_forms(value),
         *c_locale_shell_forms(value), *utf16_forms(value), *utf16_base64_forms(value),
     ]
 

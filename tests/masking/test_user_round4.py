@@ -16,12 +16,16 @@ What that found, each fixed here and tested with its control (the previous rule 
   "xxd"). It was a documented limit for binary values of 9-15 bytes.
 - .NET's System.Text.Json escapes `+`, `'`, a backquote, `"` and every non-ASCII character as uppercase `\\u00XX`; no form had
   that mix (variants.dotnet_json_form).
+- Java's `Properties.store` (Android's `local.properties`, Gradle) puts a backslash before `=` (a base64 token's
+  padding), `:`, `#`, `!` (escape_forms.properties_forms).
 """
 
 from __future__ import annotations
 
 import html
+import os
 import re
+import shutil
 import string
 import subprocess
 import sys
@@ -181,6 +185,76 @@ def test_dotnet_json_escapes(value: str) -> None:
 def test_dotnet_json_leaked_without_its_form(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(variants, "dotnet_json_form", lambda text: b"")
     assert all(_dotnet_leaks(value) for value in DOTNET_VALUES)
+
+
+# --- Java's .properties files ------------------------------------------------------------------------------------
+
+def _java_store(key: str, value: str) -> bytes:
+    """A line as `Properties.store(OutputStream)` writes it: a port of the JDK's Properties.saveConvert for a value
+    (a backslash before `= : # !` and itself, a leading space escaped, `\\t \\n \\r \\f`, `\\uXXXX` in uppercase
+    outside printable ASCII)."""
+    out = []
+    for i, ch in enumerate(value):
+        if 61 < ord(ch) < 127:
+            out.append("\\\\" if ch == "\\" else ch)
+        elif ch == " ":
+            out.append("\\ " if i == 0 else " ")
+        elif ch in "\t\n\r\f":
+            out.append("\\" + "tnrf"["\t\n\r\f".index(ch)])
+        elif ch in "=:#!":
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) > 0x7E:
+            units = ch.encode("utf-16-be", "surrogatepass")
+            out.extend(f"\\u{units[i]:02X}{units[i + 1]:02X}" for i in range(0, len(units), 2))
+        else:
+            out.append(ch)
+    return f"#Sat Dec 05 10:00:00 UTC 2026\n{key}={''.join(out)}\n".encode("latin-1")
+
+
+PROPERTIES_VALUES = ["dG9rZW4tWGs5ZlEybUxwMFJ0Wjd2Vw==", "Xk9f:Q2m#Lp0!RtZ7", " Xk9f=Q2m\\Lp0RtZ7", "Pässwört=Grüße-42"]
+
+
+def _properties_leak(value: str) -> bool:
+    out = _java_store("storePassword", value)
+    body = out.split(b"=", 2)[-1] if value.startswith(" ") else out.split(b"storePassword=", 1)[1]
+    return bool(leaked_at(registry_of(value).mask(out), body.rstrip(b"\n"), 6))
+
+
+@pytest.mark.parametrize("value", PROPERTIES_VALUES)
+def test_java_properties_file(value: str) -> None:
+    """Android's `local.properties` and Gradle write signing passwords through `Properties.store`: a base64
+    token's `=` padding, `:`, `#`, `!` and backslashes get a backslash, non-ASCII characters `\\uXXXX`."""
+    assert not _properties_leak(value)
+
+
+_STORE_JAVA = """
+import java.util.Properties;
+public class Store {
+    public static void main(String[] args) throws Exception {
+        Properties p = new Properties();
+        p.setProperty("storePassword", System.getenv("S"));
+        p.store(System.out, null);
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("value", PROPERTIES_VALUES)
+def test_the_port_writes_what_java_writes(value: str, tmp_path: pytest.TempPathFactory) -> None:
+    """_java_store against the real `Properties.store` where a JDK is installed (the bootstrap does not install
+    one: the port is what the tests above run everywhere)."""
+    if shutil.which("java") is None:
+        pytest.skip("no java here: the port is checked where a JDK is installed")
+    source = tmp_path / "Store.java"  # type: ignore[operator]
+    source.write_text(_STORE_JAVA)
+    out = subprocess.run(["java", str(source)], env={"S": value, "PATH": os.environ["PATH"], "LANG": "C.UTF-8"},
+                         capture_output=True, check=True, timeout=120).stdout
+    assert out.splitlines()[1:] == _java_store("storePassword", value).splitlines()[1:]
+
+
+def test_java_properties_file_leaked_without_its_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(variants, "properties_forms", lambda value: [])
+    assert all(_properties_leak(value) for value in PROPERTIES_VALUES)
 
 
 # --- hexdump -C's two spaces after the 8th byte -------------------------------------------------------------------
