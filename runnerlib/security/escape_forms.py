@@ -3,8 +3,9 @@
 non-ASCII and control characters (`print(output)` of `subprocess.check_output`'s bytes, `ascii()`, `yaml.dump`),
 quotings other than bash's `set -x` (`declare -p` / `export -p` double quotes, Python's `shlex.quote`, a
 doubled `'` in YAML's single-quoted style and SQL literals), HTML / XML escaping as each library writes quotes,
-and Java's `.properties` escaping. Used by variants.encoded_forms; one-line forms, each carrying every bit of the value, so the
-false-positive argument is the raw value's. Each function returns only forms that differ from the value."""
+and Java's `.properties` escaping. Used by variants.encoded_forms; one-line forms, each carrying every bit of the
+value, so the false-positive argument is the raw value's. Each function returns only forms that differ from the
+value."""
 
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def python_escape_forms(value: bytes) -> list[bytes]:
         text = None
     if text is not None:
         escaped = ascii(text)[1:-1].encode()
-        forms += [repr(text)[1:-1].encode("utf-8", "surrogatepass"), repr(text + '"')[1:-2].encode("utf-8", "surrogatepass"),
-                  escaped, ascii(text + '"')[1:-2].encode(),
+        forms += [repr(text)[1:-1].encode("utf-8", "surrogatepass"),
+                  repr(text + '"')[1:-2].encode("utf-8", "surrogatepass"), escaped, ascii(text + '"')[1:-2].encode(),
                   _PY_ESCAPE.sub(lambda m: b"\\" + m.group(1)[:1] + m.group(1)[1:].upper(), escaped)]
     return _differing(forms, value)
 

@@ -494,9 +494,9 @@ def quick_candidate(buf: bytes, line_start: bool = True) -> bool:
 # `od -c`: 4 bytes (13 characters `X   k   9   f`), 16 bytes a line (61 characters without the first padding).
 # "half": `hexdump -C` prints two spaces after a line's 8th byte, which cut a fragment as a line break does: its
 # hex is cut every 8 bytes (23 characters), and a value of 10-14 bytes can have both end fragments cut (`od -w8`
-# too). A value under 16 bytes gets a fragment inside any 8 bytes. From 16 bytes "sep" is enough: two of its fragments 37
-# characters apart cannot both be cut by breaks a multiple of 8 bytes apart (that needs 10-15 bytes between
-# breaks), nor the first and last of a 16-byte value (36 apart).
+# too). A value under 16 bytes gets a fragment inside any 8 bytes. From 16 bytes "sep" is enough: two of its
+# fragments 37 characters apart cannot both be cut by breaks a multiple of 8 bytes apart (that needs 10-15 bytes
+# between breaks), nor the first and last of a 16-byte value (36 apart).
 # "xxd": `xxd`'s hex column, two bytes a group (`6138 46e2`: 9 characters, 4 bytes), 16 bytes a line (39
 # characters); only for a value its ASCII column does not show (see wrap_triggers).
 _KINDS = {"enc": (8, 16, WRAP_MIN_WIDTH), "sep": (11, 11, 47), "half": (11, 11, 23), "raw": (8, 8, 16),
