@@ -39,7 +39,8 @@ def python_escape_forms(value: bytes) -> list[bytes]:
     if text is not None:
         escaped = ascii(text)[1:-1].encode()
         forms += [repr(text)[1:-1].encode("utf-8", "surrogatepass"),
-                  repr(text + '"')[1:-2].encode("utf-8", "surrogatepass"), escaped, ascii(text + '"')[1:-2].encode(),
+                  repr(text + '"')[1:-2].encode("utf-8", "surrogatepass"),
+                  escaped, ascii(text + '"')[1:-2].encode(),
                   _PY_ESCAPE.sub(lambda m: b"\\" + m.group(1)[:1] + m.group(1)[1:].upper(), escaped)]
     return _differing(forms, value)
 

@@ -14,8 +14,8 @@ What that found, each fixed here and tested with its control (the previous rule 
 - `xxd` of a value its ASCII column does not show (under 16 bytes, or with bytes it prints as `.`: UTF-8 beyond
   ASCII, binary keys): no trigger fragment was in its hex column, grouped two bytes a group (wrapped._KINDS
   "xxd"). It was a documented limit for binary values of 9-15 bytes.
-- .NET's System.Text.Json escapes `+`, `'`, a backquote, `"` and every non-ASCII character as uppercase `\\u00XX`; no form had
-  that mix (variants.dotnet_json_form).
+- .NET's System.Text.Json escapes `+`, `'`, a backquote, `"` and every non-ASCII character as uppercase
+  `\\u00XX`; no form had that mix (variants.dotnet_json_form).
 - Java's `Properties.store` (Android's `local.properties`, Gradle) puts a backslash before `=` (a base64 token's
   padding), `:`, `#`, `!` (escape_forms.properties_forms).
 """
@@ -71,7 +71,8 @@ def _minidom_attribute(s: str) -> str:
 # htmlspecialchars (ENT_QUOTES, the default since 8.1) `&quot;` `&#039;`; Java's StringEscapeUtils.escapeXml10
 # `&quot;` `&apos;`.
 def _refs(dq: str, sq: str) -> Callable[[str], str]:
-    return lambda s: s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', dq).replace("'", sq)
+    return lambda s: (s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                      .replace('"', dq).replace("'", sq))
 
 
 ESCAPERS: dict[str, Callable[[str], str]] = {
@@ -153,7 +154,8 @@ def test_repr_of_a_document_with_both_quotes(name: str, value: str) -> None:
     assert stream_through(registry, [out[i:i + 5] for i in range(0, len(out), 5)]) == masked
 
 
-def test_repr_of_a_document_with_both_quotes_leaked_with_the_previous_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_repr_of_a_document_with_both_quotes_leaked_with_the_previous_forms(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     old = escape_forms.python_escape_forms
 
     def previous(value: bytes) -> list[bytes]:
@@ -165,7 +167,7 @@ def test_repr_of_a_document_with_both_quotes_leaked_with_the_previous_forms(monk
     assert b"***" not in registry_of("Xk9f'Q2m&Lp0'RtZ7").mask(out)
 
 
-# --- .NET's System.Text.Json ---------------------------------------------------------------------------------------
+# --- .NET's System.Text.Json ---------------------------------------------------------------------------------
 
 DOTNET_VALUES = ["Xk9f+Q2mLp0RtZ7vW", "Xk9f'Q2m`Lp0RtZ7vW", "Pässwört+Grüße-42", "Xk9f\"Q2m<Lp0>RtZ7vW"]
 
@@ -211,7 +213,8 @@ def _java_store(key: str, value: str) -> bytes:
     return f"#Sat Dec 05 10:00:00 UTC 2026\n{key}={''.join(out)}\n".encode("latin-1")
 
 
-PROPERTIES_VALUES = ["dG9rZW4tWGs5ZlEybUxwMFJ0Wjd2Vw==", "Xk9f:Q2m#Lp0!RtZ7", " Xk9f=Q2m\\Lp0RtZ7", "Pässwört=Grüße-42"]
+PROPERTIES_VALUES = ["dG9rZW4tWGs5ZlEybUxwMFJ0Wjd2Vw==", "Xk9f:Q2m#Lp0!RtZ7", " Xk9f=Q2m\\Lp0RtZ7",
+                     "Pässwört=Grüße-42"]
 
 
 def _properties_leak(value: str) -> bool:
