@@ -8,7 +8,8 @@ the secret; hex forms (also wrapped as `xxd -p` wraps them) decode to it; JSON f
 `set -x` single-quote form, quoted, is one shell word equal to the secret; the round-two forms decode to it
 (base64 of UTF-16LE at the text's alignment, Go's \\u0026 JSON, \\uXXXX, \\xNN, 0xNN lists, separated hex,
 base32 at its alignment inside a longer encoding, base64 of base64), and so do the forms programs print
-(escape_forms.py: decimal byte lists, Python / PyYAML escapes, `declare -p`, `shlex.quote`, doubled quotes);
+(escape_forms.py: decimal byte lists, Python / PyYAML escapes, `declare -p`, `shlex.quote`, doubled quotes,
+HTML/XML escapes, Java `.properties`), and .NET's JSON form;
 every wrapped-form trigger fragment is a piece of a form and, wrapped at any width from 60, the base64 of the
 secret inside a document is masked by a registry; a `user:password` that password_covers passes has every one-line
 encoded form holding one of its password's forms.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import ast
 import base64
 import binascii
+import html
 import json
 import re
 import shlex
@@ -31,6 +33,8 @@ with atheris.instrument_imports():
     from runnerlib.security.escape_forms import (
         c_locale_shell_forms,
         decimal_list_forms,
+        markup_forms,
+        properties_forms,
         python_escape_forms,
         quoted_forms,
     )
@@ -40,6 +44,7 @@ with atheris.instrument_imports():
         base32_forms,
         base64_forms,
         byte_list_forms,
+        dotnet_json_form,
         double_base64_forms,
         encoded_forms,
         hex_forms,
@@ -196,6 +201,26 @@ def check_program_prints(secret: bytes, enc: list[bytes]) -> None:
         undone = re.sub(rb"\\([0-7]{3}|.)", _unescape_ansic, form)
         if undone != secret or form not in enc:
             raise AssertionError("C-locale $'...' form does not unquote to the secret")
+    raw = secret.decode("utf-8", "surrogateescape")
+    for form in markup_forms(secret):
+        if html.unescape(form.decode("utf-8", "surrogateescape")) != raw or form not in enc:
+            raise AssertionError("HTML/XML form does not unescape to the secret")
+    if _utf8(secret):
+        text = secret.decode("utf-8")
+        for form in properties_forms(secret):
+            undone = re.sub(r"\\(u[0-9A-F]{4}|.)", _unescape_properties, form.decode("utf-8"), flags=re.S)
+            if undone.encode("utf-16-be", "surrogatepass").decode("utf-16-be") != text or form not in enc:
+                raise AssertionError(".properties form does not load back to the secret")
+        if json.loads(b'"' + dotnet_json_form(text) + b'"') != text or dotnet_json_form(text) not in [*enc, secret]:
+            raise AssertionError(".NET JSON form does not load back to the secret")
+
+
+def _unescape_properties(m: re.Match[str]) -> str:
+    """What Properties.load makes of one escape: `\\uXXXX` a UTF-16 unit, `\\t \\n \\r \\f`, else the character."""
+    esc = m.group(1)
+    if len(esc) == 5:
+        return chr(int(esc[1:], 16))
+    return {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}.get(esc, esc)
 
 
 _ANSIC_BACK = {b"a": 7, b"b": 8, b"t": 9, b"n": 10, b"v": 11, b"f": 12, b"r": 13, b"E": 27, b"'": 39, b"\\": 92}
