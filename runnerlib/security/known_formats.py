@@ -213,6 +213,26 @@ FORMATS: tuple[Any, ...] = (
            window=64, body="[A-Z2-7]"),
     _token("Stripe key", ["sk_live_", "rk_live_"], _B + r"[sr]k_live_[A-Za-z0-9]{16,247}",
            r"[A-Za-z0-9]{16}", body="[A-Za-z0-9]"),
+    # Package registries and cloud services whose tokens CI jobs hold to publish or deploy (GitHub's secret
+    # scanning knows the same shapes): npm, PyPI (upload and test.pypi.org tokens are macaroons whose base64 starts
+    # with the site's name), Docker Hub personal and organisation access tokens, Google API keys, HashiCorp Vault
+    # service/batch/recovery tokens, OpenAI and Anthropic API keys.
+    _token("npm token", ["npm_"], _B + r"npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])", r"[A-Za-z0-9]{36}[^A-Za-z0-9]",
+           window=64, body="[A-Za-z0-9]"),
+    _token("PyPI token", ["pypi-AgEIcHlwaS5vcmc", "pypi-AgENdGVzdC5weXBpLm9yZw"],
+           _B + r"pypi-AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50,1000}", r"[A-Za-z0-9_\-]{50}",
+           window=1100, body=r"[A-Za-z0-9_\-]"),
+    _token("Docker Hub token", ["dckr_pat_", "dckr_oat_"], _B + r"dckr_(?:pat|oat)_[A-Za-z0-9_-]{24,100}",
+           r"[A-Za-z0-9_\-]{24}", window=128, body=r"[A-Za-z0-9_\-]"),
+    _token("Google API key", ["AIza"], _B + r"AIza[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])", r"[A-Za-z0-9_\-]{35}[^A-Za-z0-9_\-]",
+           window=64, body=r"[A-Za-z0-9_\-]"),
+    _token("Vault token", ["hvs.", "hvb.", "hvr."], _B + r"hv[sbr]\.[A-Za-z0-9_-]{24,500}", r"[A-Za-z0-9_\-]{24}",
+           window=600, body=r"[A-Za-z0-9_\-]"),
+    _token("OpenAI key", ["sk-proj-", "sk-svcacct-", "sk-admin-"],
+           _B + r"sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{32,300}", r"[A-Za-z0-9_\-]{32}", window=400,
+           body=r"[A-Za-z0-9_\-]"),
+    _token("Anthropic key", ["sk-ant-api03-", "sk-ant-admin01-"], _B + r"sk-ant-(?:api03|admin01)-[A-Za-z0-9_-]{32,300}",
+           r"[A-Za-z0-9_\-]{32}", window=400, body=r"[A-Za-z0-9_\-]"),
     _PemFormat(),
     # `Authorization: Bearer X`, `-H 'authorization: token X'`, `"Authorization": "Basic X"` (also Proxy-).
     _token("Authorization header", ["authorization"],
@@ -627,7 +647,8 @@ class NoticeOnce:
     def __call__(self, name: str) -> None:
         if name not in self._seen:
             self._seen.add(name)
-            self._report(f"masked a{'n' if name[0] in 'AEIOUaeiou' else ''} {name} (known format)")
+            article = "an" if name[0] in "AEIOUaeiou" or name.startswith("npm") else "a"  # "an npm token"
+            self._report(f"masked {article} {name} (known format)")
 
 
 class KnownFormatsFilter(Stage):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -65,6 +66,14 @@ CASES = [
     ("signed-URL parameter", "https://a.blob.core.windows.net/c/b?sv=2022&sig=" + (s := _r(43, _ALNUM + "%")) + "&se=1", s),
     ("token parameter", "https://gitlab.example/api/v4/projects?private_token=" + (s := _r(20)) + "&x=1", s),
     ("token parameter", "PRIVATE-TOKEN: " + (s := _r(20)), s),
+    ("npm token", "npm_" + (s := _r(36)), s),
+    ("PyPI token", "pypi-AgEIcHlwaS5vcmc" + (s := _r(150, _ALNUM + "-_")), s),
+    ("PyPI token", "pypi-AgENdGVzdC5weXBpLm9yZw" + (s := _r(120, _ALNUM + "-_")), s),
+    ("Docker Hub token", "dckr_pat_" + (s := _r(27, _ALNUM + "-_")), s),
+    ("Google API key", "AIza" + (s := _r(35, _ALNUM + "-_")), s),
+    ("Vault token", "hvs." + (s := _r(90, _ALNUM + "_-")), s),
+    ("OpenAI key", "sk-proj-" + (s := _r(156, _ALNUM + "_-")), s),
+    ("Anthropic key", "sk-ant-api03-" + (s := _r(93, _ALNUM + "_-") + "AA"), s),
 ]
 
 
@@ -79,7 +88,7 @@ def test_each_format_is_masked_and_named(name: str, text: str, secret: str) -> N
     masked = b"".join(out)
     assert_no_fragment(masked, [secret.encode()])
     assert b"***" in masked and masked.endswith(b"\nnext line\n")
-    assert notices == [f"masked a{'n' if name[0] in 'AEIOU' else ''} {name} (known format)"]
+    assert notices == [f"masked a{'n' if name[0] in 'AEIOU' or name.startswith('npm') else ''} {name} (known format)"]
     assert secret not in "".join(notices)
     # Protection off: the registry masker alone knows nothing of it.
     assert secret.encode() in stream_through(SecretRegistry(), [data])
@@ -95,7 +104,33 @@ ORDINARY = [
     b"see docs: signature=abc sig is short; mysig=abcdefghijkl",
     b"job_token usage: pass it as a header",
     b"sk_test_abcdefghijklmnopqrstuvwxyz",
+    b"npm_config_cache=/tmp/npm_cache_abcdefghijklmnopqrstuvwxyz0123456789",  # npm's own variables
+    b"AIzaSyShort; xAIzaSyB1234567890abcdefghijklmnopqrstuvw",       # too short / glued to a word
+    b"hvs.short hvb.example sk-proj-name sk-ant-notakey",
+    b"pypi-AgEIcHlwaS5vcmc is how a token starts",
+    b"docker pull example/dckr_pat_tool:latest",
 ]
+
+
+# Where CI jobs print them: an .npmrc, twine's and docker's logins, a Maps request, Vault's and the SDKs' variables.
+IN_CONTEXT = [
+    b"//registry.npmjs.org/:_authToken=npm_" + _r(36).encode(),
+    b"TWINE_PASSWORD=pypi-AgEIcHlwaS5vcmc" + _r(150, _ALNUM + "-_").encode(),
+    b"echo dckr_pat_" + _r(27, _ALNUM + "-_").encode() + b" | docker login -u ci --password-stdin",
+    b"GET https://maps.googleapis.com/maps/api/geocode/json?address=x&key=AIza" + _r(35, _ALNUM + "-_").encode(),
+    b"export VAULT_TOKEN=hvs." + _r(90, _ALNUM + "_-").encode(),
+    b'{"api_key": "sk-proj-' + _r(156, _ALNUM + "_-").encode() + b'"}',
+    b"x-api-key: sk-ant-api03-" + _r(95, _ALNUM + "_-").encode(),
+]
+
+
+@pytest.mark.parametrize("text", IN_CONTEXT)
+def test_tokens_in_the_context_ci_jobs_print_them(text: bytes) -> None:
+    masked, names = mask_known_formats(text)
+    assert len(names) == 1 and b"***" in masked
+    token = re.search(rb"(npm_|pypi-|dckr_pat_|AIza|hvs\.|sk-proj-|sk-ant-)[A-Za-z0-9_-]+", text)
+    assert token is not None
+    assert_no_fragment(masked, [token.group()[len(token.group(1)):]])
 
 
 @pytest.mark.parametrize("text", ORDINARY)
