@@ -219,7 +219,7 @@ PROPERTIES_VALUES = ["dG9rZW4tWGs5ZlEybUxwMFJ0Wjd2Vw==", "Xk9f:Q2m#Lp0!RtZ7", " 
 
 def _properties_leak(value: str) -> bool:
     out = _java_store("storePassword", value)
-    body = out.split(b"=", 2)[-1] if value.startswith(" ") else out.split(b"storePassword=", 1)[1]
+    body = out.split(b"storePassword=", 1)[1]
     return bool(leaked_at(registry_of(value).mask(out), body.rstrip(b"\n"), 6))
 
 
@@ -268,34 +268,42 @@ HEXDUMP_VALUES = [b"Xk9fQ2mLp0", b"S^8$8RlgDTU4", b"Xk9fQ2mLp0RtZ7v", "Pässwör
                   "Pässwört-Grüße-Xk9".encode(), bytes(range(200, 220))]
 
 
-def _hexdump_leaks(value: bytes, dump: Callable[[bytes], bytes]) -> list[int]:
-    """The offsets in the dumped document at which 4 bytes of `value` stay visible in the hex column."""
+def _dump_leaks(value: bytes, argv: list[str], between: bytes = rb"\s+") -> list[int]:
+    """The offsets in the dumped document (`argv` run on it) at which 4 bytes of `value` stay visible as hex, their
+    pairs `between` spaces as the tool puts them (a stream cut every 7 bytes must mask as the whole output)."""
     registry = registry_of(value)
+    pieces = [re.compile(between.join(b"%02x" % b for b in value[i:i + 4])) for i in range(len(value) - 3)]
     seen = []
     for offset in range(16):
-        out = registry.mask(dump(b"k" * offset + value + b"\n"))
-        # the hex of any 4 bytes of the value, whatever spaces a line puts between them
-        pieces = [re.compile(rb"\s+".join(b"%02x" % b for b in value[i:i + 4])) for i in range(len(value) - 3)]
+        dump = run(argv, b"k" * offset + value + b"\n")
+        out = registry.mask(dump)
+        assert stream_through(registry, [dump[i:i + 7] for i in range(0, len(dump), 7)]) == out
         if any(p.search(line) for p in pieces for line in out.splitlines()):
             seen.append(offset)
     return seen
 
 
+HEXDUMP_C = ["hexdump", "-C"]
+OD_W8 = ["od", "-An", "-tx1", "-w8"]
+
+
 @pytest.mark.parametrize("value", HEXDUMP_VALUES, ids=lambda v: f"{len(v)}-bytes")
 def test_hexdump_c_at_every_offset(value: bytes) -> None:
-    assert _hexdump_leaks(value, lambda data: run(["hexdump", "-C"], data)) == []
+    assert _dump_leaks(value, HEXDUMP_C) == []
 
 
+@pytest.mark.parametrize("argv", [HEXDUMP_C, OD_W8], ids=" ".join)
 @pytest.mark.parametrize("value", [b"S^8$8RlgDTU4", "Pässwört-Gri".encode()], ids=["12-bytes", "14-bytes-utf8"])
-def test_hexdump_c_leaked_with_the_previous_fragments(value: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hexdump_c_leaked_with_the_previous_fragments(value: bytes, argv: list[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(wrapped._KINDS, "half", wrapped._KINDS["sep"])
-    assert _hexdump_leaks(value, lambda data: run(["hexdump", "-C"], data))
+    assert _dump_leaks(value, argv)
 
 
 def test_od_eight_bytes_a_line_at_every_offset() -> None:
     """`od -w8` cuts as `hexdump -C` does: the same fragments find a value its "half" rule covers."""
     for value in (b"S^8$8RlgDTU4", bytes(range(200, 220))):
-        assert _hexdump_leaks(value, lambda data: run(["od", "-An", "-tx1", "-w8"], data)) == []
+        assert _dump_leaks(value, OD_W8) == []
 
 
 # --- the broad check: every encoder, one registered secret, random documents -------------------------------------
@@ -330,28 +338,13 @@ XXD_VALUES = [b"Xk9fQ2mLp", b"S^8$8RlgDTU4", "Pässwört-Gri".encode(), "Pässw�
               bytes(range(200, 220)), bytes(range(1, 40))]
 
 
-def _xxd_leaks(value: bytes, args: tuple[str, ...] = ()) -> list[int]:
-    """The offsets in the dumped document at which 4 bytes of `value` stay visible in xxd's hex column (a stream
-    cut every 7 bytes must mask as the whole output)."""
-    registry = registry_of(value)
-    pieces = [re.compile(rb" ?".join(b"%02x" % b for b in value[i:i + 4])) for i in range(len(value) - 3)]
-    seen = []
-    for offset in range(16):
-        dump = run(["xxd", *args], b"k" * offset + value + b"\n")
-        out = registry.mask(dump)
-        assert stream_through(registry, [dump[i:i + 7] for i in range(0, len(dump), 7)]) == out
-        if any(p.search(line[10:51]) for p in pieces for line in out.splitlines()):
-            seen.append(offset)
-    return seen
-
-
 @pytest.mark.parametrize("args", [(), ("-g1",)], ids=["xxd", "xxd -g1"])
 @pytest.mark.parametrize("value", XXD_VALUES, ids=lambda v: f"{len(v)}-bytes")
 def test_xxd_hex_column_at_every_offset(value: bytes, args: tuple[str, ...]) -> None:
-    assert _xxd_leaks(value, args) == []
+    assert _dump_leaks(value, ["xxd", *args], b" ?") == []
 
 
 def test_xxd_hex_column_leaked_without_its_fragments(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(wrapped._KINDS, "xxd", (10**6, 9, 39))  # no value long enough for a fragment
-    assert _xxd_leaks("Pässwört-Grüße-Xk9".encode())
-    assert _xxd_leaks(b"S^8$8RlgDTU4")
+    assert _dump_leaks("Pässwört-Grüße-Xk9".encode(), ["xxd"], b" ?")
+    assert _dump_leaks(b"S^8$8RlgDTU4", ["xxd"], b" ?")
