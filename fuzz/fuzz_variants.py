@@ -9,7 +9,8 @@ the secret; hex forms (also wrapped as `xxd -p` wraps them) decode to it; JSON f
 (base64 of UTF-16LE at the text's alignment, Go's \\u0026 JSON, \\uXXXX, \\xNN, 0xNN lists, separated hex,
 base32 at its alignment inside a longer encoding, base64 of base64), and so do the forms programs print
 (escape_forms.py: decimal byte lists, Python / PyYAML escapes, `declare -p`, `shlex.quote`, doubled quotes,
-HTML/XML escapes, Java `.properties`), and .NET's JSON form;
+HTML/XML escapes, Java `.properties`), .NET's JSON form, and the value spaced out and reversed (what
+`sed 's/./& /g'` and `rev` print, by bytes and by characters);
 every wrapped-form trigger fragment is a piece of a form and, wrapped at any width from 60, the base64 of the
 secret inside a document is masked by a registry; a `user:password` that password_covers passes has every one-line
 encoded form holding one of its password's forms.
@@ -38,6 +39,7 @@ with atheris.instrument_imports():
         python_escape_forms,
         quoted_forms,
     )
+    from runnerlib.security.rearranged_forms import rearranged_forms
     from runnerlib.security.registry import SecretRegistry
     from runnerlib.security.variants import (
         MIXED_CASE_TRIGGER_MIN,
@@ -213,6 +215,21 @@ def check_program_prints(secret: bytes, enc: list[bytes]) -> None:
                 raise AssertionError(".properties form does not load back to the secret")
         if json.loads(b'"' + dotnet_json_form(text) + b'"') != text or dotnet_json_form(text) not in [*enc, secret]:
             raise AssertionError(".NET JSON form does not load back to the secret")
+    check_rearranged(secret, enc)
+
+
+def check_rearranged(secret: bytes, enc: list[bytes]) -> None:
+    """The spaced and reversed forms are what `sed 's/./& /g'` and `rev` print, by bytes (the C locale) and, for
+    UTF-8 text, by characters; each is registered unless it is the value itself."""
+    printed = [b" ".join(secret[i:i + 1] for i in range(len(secret))), secret[::-1]]
+    if _utf8(secret):
+        text = secret.decode("utf-8")
+        printed += [" ".join(text).encode("utf-8", "surrogatepass"), text[::-1].encode("utf-8", "surrogatepass")]
+    for form in rearranged_forms(secret):
+        if form not in printed or form not in enc:
+            raise AssertionError("a rearranged form is not what sed or rev prints, or is not registered")
+    if any(form != secret and form not in enc for form in printed):
+        raise AssertionError("what sed 's/./& /g' or rev prints is not a registered form")
 
 
 def _unescape_properties(m: re.Match[str]) -> str:

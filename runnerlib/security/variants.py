@@ -27,6 +27,7 @@ from runnerlib.security.escape_forms import (
     quoted_forms,
     upper_u_escape,
 )
+from runnerlib.security.rearranged_forms import rearranged_forms
 from runnerlib.security.wrapped import fragments, wrap_triggers, wrappable_forms
 
 # Characters trimmed to get the "trimmed" form: a value pasted as `"abc"` or with a trailing newline is
@@ -284,7 +285,7 @@ def _quote_forms(value: bytes) -> list[bytes]:
 def encoded_forms(value: bytes, b64: list[bytes] | None = None, percent: list[bytes] | None = None,
                   b32: list[bytes] | None = None) -> list[bytes]:
     """Every encoding of `value` the masker knows: base64 (3 alignments), base64url, percent, hex, JSON, shell,
-    XML. (`b64`, `percent`, `b32`: base64_forms, percent_forms, base32_forms of `value`, if the caller has them.)"""
+    XML, and the value spaced out and reversed. (`b64`, `percent`, `b32`: base64_forms, percent_forms, base32_forms of `value`, if the caller has them.)"""
     if b64 is None:
         b64 = base64_forms(value)
     b64url = [f.replace(b"+", b"-").replace(b"/", b"_") for f in b64]
@@ -297,7 +298,7 @@ def encoded_forms(value: bytes, b64: list[bytes] | None = None, percent: list[by
         *_shell_forms(value), *_quote_forms(value), *byte_list_forms(value),
         *(base32_forms(value) if b32 is None else b32), *double_base64_forms(value, b64),
         *decimal_list_forms(value), *python_escape_forms(value), *quoted_forms(value), *properties_forms(value),
-        *c_locale_shell_forms(value), *utf16_forms(value), *utf16_base64_forms(value),
+        *c_locale_shell_forms(value), *utf16_forms(value), *utf16_base64_forms(value), *rearranged_forms(value),
     ]
 
 

@@ -48,6 +48,16 @@ def _go_json(data: bytes) -> bytes:
     return out.replace(b"&", b"\\u0026").replace(b"<", b"\\u003c").replace(b">", b"\\u003e")
 
 
+def _sed_spaced(data: bytes) -> bytes:
+    """`sed 's/./& /g'` in a UTF-8 locale: a space after each character of each line."""
+    return "\n".join("".join(c + " " for c in line) for line in data.decode().split("\n")).encode()
+
+
+def _rev(data: bytes) -> bytes:
+    """`rev` in a UTF-8 locale: the characters of each line reversed."""
+    return "\n".join(line[::-1] for line in data.decode().split("\n")).encode()
+
+
 def _dotnet_json(data: bytes) -> bytes:
     """System.Text.Json's default escaping, written from its AllowList (JsonWriterHelper.Escaping.cs): printable
     ASCII but `" ' & + < > `` ` `` as `\\u00XX` in uppercase hex, the short escapes, the rest as UTF-16 `\\uXXXX`."""
@@ -101,6 +111,8 @@ ENCODERS: dict[str, Callable[[bytes], bytes]] = {
                                  for i in range(0, len(d), 12)),
     "hexdump -C": hexdump_c,
     "xxd": xxd,
+    "sed 's/./& /g'": _sed_spaced,
+    "rev": _rev,
 }
 
 # The characters at each end of the password's encoding that also carry bits of the bytes around it: one in base64
