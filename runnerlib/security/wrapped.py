@@ -37,7 +37,8 @@ LINE_MAX = 4096
 # One alternation, matched once per line: an encoding line (w: base64, base64url, hex, base32, and `.` for a
 # folded registered JWT, whose raw fragments are its triggers); `hexdump -C` (offset, bytes separated by spaces,
 # two after the 8th, |ASCII|: hd, hda); `xxd` (offset and colon, groups of hex digits, two spaces, ASCII: xx,
-# xxa); `od -tx1` / `od -An -tx1` (optional offset: octal, `-Ad` decimal, `-Ax` hex of 6 digits, ` NN` bytes, `od -tx1z`'s >ASCII<), `bytes.hex(" ")`,
+# xxa); plain `hexdump`, `hexdump -x`, `od -x` (offset, 16-bit words in little-endian order: hw);
+# `od -tx1` / `od -An -tx1` (optional offset: octal, `-Ad` decimal, `-Ax` hex of 6 digits, ` NN` bytes, `od -tx1z`'s >ASCII<), `bytes.hex(" ")`,
 # `xxd -i` and C `0xNN,` lists, `\xNN` strings, colon-separated `openssl` hex (hl, hla).
 _WRAP_RX = rb"[ \t]*(?P<w>[A-Za-z0-9+/_=.-]+)\r?"
 # `od -c`: one field of 4 columns a byte, right-aligned: a printable character, a space (4 spaces), a C escape,
@@ -45,6 +46,7 @@ _WRAP_RX = rb"[ \t]*(?P<w>[A-Za-z0-9+/_=.-]+)\r?"
 _OD_C_FIELD = rb"(?:   [!-~]|    |  \\[0abfnrtv]| [0-7]{3})"
 _OD_C_ESCAPES = {ord(c): b for c, b in zip("0abfnrtv", b"\0\a\b\f\n\r\t\v", strict=True)}
 _DUMP_RX = (rb"[0-9a-fA-F]{7,16}  (?P<hd>(?:[0-9a-fA-F]{2}  ?)*[0-9a-fA-F]{2}) *(?:\|(?P<hda>.*)\||\|.*)?\r?"
+            rb"|[0-9a-fA-F]{7,16} +(?P<hw>[0-9a-fA-F]{4}(?: +[0-9a-fA-F]{4})*) *\r?"
             rb"|[0-9a-fA-F]{7,16}: (?P<xx>(?:[0-9a-fA-F]{2})+(?: (?:[0-9a-fA-F]{2})+)*)(?P<xxa> *|  .*)\r?"
             rb"|[ \t]*(?:[0-9a-fA-F]{6,16} )?(?P<hl>(?:(?:0x|\\x)?[0-9a-fA-F]{2}(?:, ?|:| |(?=\\x)|$|(?=\r)))+)"
             rb"[ \t]*(?:>(?P<hla>.*)<)?\r?"
@@ -53,6 +55,7 @@ _LINE = re.compile(_WRAP_RX + rb"|" + _DUMP_RX)
 # A line next to dump lines is read as one first (` 7a`, the last line of `od`, also reads as an encoding).
 _DUMP_LINE = re.compile(_DUMP_RX)
 _HEX_PAIR = re.compile(rb"[0-9a-fA-F]{2}")
+_HEX_WORD = re.compile(rb"[0-9a-fA-F]{4}")
 
 WRAP, DUMP, ANSI = 1, 2, 3
 # Colour and erase-line codes (`grep --color=always` highlighting part of a secret), and one cut at the end of a
@@ -66,12 +69,13 @@ class _Line:
     """One classified line: its content (encoding characters, or hex digits) with the offset in the output of
     each content character, and for dumps the offset of each byte's ASCII-column character."""
 
-    __slots__ = ("kind", "fmt", "content", "origin", "ascii", "pending")
+    __slots__ = ("kind", "fmt", "content", "origin", "ascii", "pending", "begun")
 
     def __init__(self, kind: int, fmt: str, content: bytes, origin: list[int], ascii_at: list[int] | None,
                  pending: bool = False) -> None:
         self.kind, self.fmt, self.content, self.origin, self.ascii = kind, fmt, content, origin, ascii_at
         self.pending = pending  # a dump line whose ASCII column is not (completely) written yet
+        self.begun: int | None = None  # where a token cut by the end of the data starts (classify_tail)
 
     @property
     def joins(self) -> bool:
@@ -94,6 +98,8 @@ def classify(data: bytes, start: int, end: int, kind: int = 0) -> _Line | None:
         return _Line(WRAP, "w", m.group("w"), list(range(a, m.end("w"))), None)
     if m.start("oc") >= 0:
         return _od_c_line(data, m.start("oc"), m.end("oc"))
+    if m.start("hw") >= 0:
+        return _words_line(data, m.start("hw"), m.end("hw"))
     complete = end < len(data) and data[end] == 0x0A
     for hexes, col in (("hd", "hda"), ("xx", "xxa"), ("hl", "hla")):
         if m.start(hexes) >= 0:
@@ -109,19 +115,20 @@ def _classify_at(data: bytes, start: int, end: int, line_start: bool, kind: int 
 
 
 def classify_tail(data: bytes, start: int, kind: int = 0) -> _Line | None:
-    """`classify` for an incomplete last line data[start:], maybe cut inside its last token ("70 4", "0x7")."""
+    """`classify` for an incomplete last line data[start:], maybe cut inside its last token ("70 4", "0x7"). A token
+    begun is not read; `begun` says where it starts (a stream holds it: it may be the first byte of a value)."""
     end = len(data)
-    line = classify(data, start, end, kind)
+    line, stop = classify(data, start, end, kind), end
     if line is None and end - start > 1:  # an odd hex digit ("6162 4")
-        line = classify(data, start, end - 1, kind)
-    for cut in (2, 3):  # an `od -c` field begun ("   Q   2  ")
+        line, stop = classify(data, start, end - 1, kind), end - 1
+    for cut in (2, 3):  # an `od -c` field begun ("   Q   2  ", " 153 13")
         if line is None and end - start > cut:
-            line = classify(data, start, end - cut, kind)
+            line, stop = classify(data, start, end - cut, kind), end - cut
             line = line if line is not None and line.fmt == "oc" else None
     if line is None and end - start > 1:  # a token begun ("0x", "\\x6")
         cut = max(data.rfind(b" ", end - 5, end), data.rfind(b",", end - 5, end), data.rfind(b":", end - 5, end))
         if cut > start:
-            line = classify(data, start, cut + 1, kind)
+            line, stop = classify(data, start, cut + 1, kind), cut + 1
     if line is None and end - start > 1:  # `od -tx1z`'s >ASCII< column begun, not ended: still to be written
         gt = data.rfind(b">", start, end)
         if gt > start and data.find(b"<", gt, end) < 0:
@@ -130,6 +137,11 @@ def classify_tail(data: bytes, start: int, kind: int = 0) -> _Line | None:
                 line.pending = True
             else:
                 line = None
+            return line
+    if line is not None and stop < end:
+        rest = data[stop:end].lstrip(b" ")
+        if rest:
+            line.begun = end - len(rest)
     return line
 
 
@@ -178,6 +190,17 @@ def _od_c_line(data: bytes, start: int, end: int) -> _Line:
         content += b"%02x" % byte
         origin.extend((first, p + 3))
     return _Line(DUMP, "oc", bytes(content), origin, None)
+
+
+def _words_line(data: bytes, start: int, end: int) -> _Line:
+    """A line of 16-bit words in little-endian order (`hexdump`, `od -x`: `715a` is the bytes 5a 71) read as the hex
+    of its bytes, each hex digit mapped to where it is printed (so the origins are not in order)."""
+    content, origin = bytearray(), list[int]()
+    for w in _HEX_WORD.finditer(data, start, end):
+        p = w.start()
+        content += data[p + 2:p + 4] + data[p:p + 2]
+        origin.extend((p + 2, p + 3, p, p + 1))
+    return _Line(DUMP, "hw", bytes(content), origin, None)
 
 
 def od_c_form(value: bytes) -> bytes:
@@ -323,13 +346,16 @@ def mixed_case_occurrences(data: bytes, hits: list[tuple[int, int]], find: Calla
 def _map_back(lines: list[_Line], find: Callable[[bytes], list[tuple[int, int]]]) -> list[tuple[int, int]]:
     content, origin = _joined(lines)
     found = find(content)
-    if found and lines[0].fmt == "oc":
-        # `od -c` prints characters, not hex: its content is hex made here, two digits a byte, so a match that starts
-        # or ends between a byte's two digits is no form the output holds (it over-masked a space's field before
-        # a secret of NUL bytes, in the whole output but not in a stream cut there).
+    if found and lines[0].fmt in ("oc", "hw"):
+        # `od -c` prints characters, not hex, and word dumps print each byte's hex after the next one's: their content
+        # is hex made here, two digits a byte, so a match that starts or ends between a byte's two digits is no form
+        # the output holds (it over-masked a space's field before a secret of NUL bytes, in the whole output but not
+        # in a stream cut there).
         found = [(s, e) for s, e in found if not (s | e) & 1]
     if not found:
         return []
+    if lines[0].fmt == "hw":  # a word's two bytes are printed in reverse order: cover every digit of the range
+        return [(min(origin[s:e]), max(origin[s:e]) + 1) for s, e in found]
     out = [(origin[s], origin[e - 1] + 1) for s, e in found]
     if lines[0].kind == DUMP:
         ascii_at: list[int | None] = []
@@ -384,7 +410,7 @@ def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int,
         return len(buf)
     lines = _tail_lines(buf, maxlen, line_start)
     if not lines:
-        return len(buf)
+        return _first_token_begun(buf)
     content, origin = _joined(lines)
     last = lines[-1]
     if last.pending and last.content and buf[-1:] != b"\n":
@@ -398,9 +424,24 @@ def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int,
             # An incomplete last line may be misread: the first digits of `od`'s next offset ("\n00") read as a
             # byte, which ends the partial match of the lines before. Hold for either reading.
             p = min(p, live_start(content[:len(content) - len(last.content)]))
-    if p >= len(content):
-        return len(buf)
-    return origin[p]
+    # A word dump prints each byte's hex after the next one's: the earliest digit of the match on.
+    hold = min(origin[p:]) if p < len(content) else len(buf)
+    if last.begun is not None and buf[-1:] != b"\n":
+        # A token cut by the end of the write (`od -b`'s " 13" of 132): it may begin a value (whose dump no
+        # fragment of its own finds: DUMP_START), and its byte is not known yet.
+        hold = min(hold, last.begun)
+    return min(hold, _first_token_begun(buf))
+
+
+# An incomplete dump line whose first token is cut ("0000010    7", "0000000 13"): nothing of it reads as a line yet.
+_OFFSET_BEGUN = re.compile(rb"[0-9a-fA-F]{7,16} +(?P<t>[0-9a-fA-F]{1,3})")
+
+
+def _first_token_begun(buf: bytes) -> int:
+    """Where the cut first token of an incomplete dump line at the end of `buf` starts (len(buf) if none)."""
+    start = buf.rfind(b"\n") + 1
+    m = _OFFSET_BEGUN.fullmatch(buf, start) if len(buf) - start <= 40 else None
+    return m.start("t") if m is not None else len(buf)
 
 
 def ansi_tail_live_start(buf: bytes, live_start: Callable[[bytes], int]) -> int:
@@ -417,6 +458,10 @@ def ansi_tail_live_start(buf: bytes, live_start: Callable[[bytes], int]) -> int:
         return n
     p = live_start(line.content)
     return line.origin[p] if p < len(line.content) else n
+
+
+# The content of two 16-byte dump lines (hex digits), or of one of `od -w32`.
+_CONTEXT_SLACK = 64
 
 
 def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
@@ -440,8 +485,10 @@ def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
     if line is None and (end < n or _PREFIX.fullmatch(buf, start, end) is None):
         return pos
     got = len(line.content) if line is not None else 0
-    # Lines of either kind: keeping a little more than the run needs costs nothing but a copy.
-    while start > 0 and got < maxlen:
+    # Lines of either kind: keeping a little more than the run needs costs nothing but a copy. Twice `maxlen` and a
+    # line or two: a dump's first line (DUMP_START) stays in the buffer as long as the whole output's view from it
+    # reads (view_occurrences: twice its budget after that line), so that a stream finds what the whole output does.
+    while start > 0 and got < 2 * maxlen + _CONTEXT_SLACK:
         ps = buf.rfind(b"\n", 0, start - 1) + 1
         prev = _classify_at(buf, ps, start - 1, line_start)
         if prev is None or not prev.joins:
@@ -545,6 +592,15 @@ def _covering_fragments(encoded: list[bytes]) -> list[bytes]:
     return [f for _, frags in kept for f in frags]
 
 
+# The start of the first line of `od` and `hexdump` in every format (and of `hexdump -C`): one trigger for every
+# secret, so that a dump of a short input (`printf %s "$S" | hexdump`) is read from its first line in the formats no
+# fragment of a secret's own finds: plain `hexdump` and `od -x` (16-bit words), `od -b` and `hexdump -b` (octal,
+# read as `od -c`'s octal fields). The view reads `maxlen` bytes of content after the hit's line (view_occurrences'
+# budget), so a value further into a longer dump is not found this way (docs/masking.md, Limits). Elsewhere (git's
+# all-zero hashes) a hit costs a look at one line.
+DUMP_START = b"0000000 "
+
+
 def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:
     """The trigger fragments of one secret form: its base64/base32/hex forms in `encoded` cut by line breaks,
     and the hex dumps of `value`: `od` and `hexdump -C` (hex separated by spaces, and the ASCII column, which
@@ -564,6 +620,7 @@ def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:
             out.update(dict.fromkeys(fragments(b" ".join(head + groups), "xxd")))
     out.update(dict.fromkeys(fragments(b", ".join(b"0x" + p for p in low), "list")))
     out.update(dict.fromkeys(od_c_fragments(value)))
+    out[DUMP_START] = None
     return list(out)
 
 

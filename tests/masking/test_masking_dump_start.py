@@ -1,0 +1,91 @@
+"""Dumps that no fragment of a secret finds, read from their first line (wrapped.DUMP_START): plain `hexdump` and
+`od -x` (16-bit words, little-endian: `715a` is the bytes 5a 71), `hexdump -x`, `od -tx2`, and the octal `od -b`
+and `hexdump -b`.
+
+Each of them printed a secret's bytes in the clear before (docs/masking.md listed the word dumps as a limit, the
+octal ones not at all). The check is by dependence: every character of the dump that changes when the secret's
+bytes do must be masked, for the secret at each of 16 offsets, and a stream cut every 7 bytes masks as the whole
+output. The control takes the trigger away and finds the leaks.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from runnerlib.security import wrapped
+from runnerlib.security.registry import SecretRegistry
+from runnerlib.testing import stream_through
+
+TOOLS = [["hexdump"], ["hexdump", "-x"], ["od", "-x"], ["od", "-tx2"], ["od", "-b"], ["hexdump", "-b"]]
+VALUES = [b"Zq8vN3kLp2Xr7TmW9bYc", b"Xk9fQ2mLp", b"S^8$8RlgDTU4", "Pässwört-Grü".encode(), bytes(range(200, 220))]
+
+
+def _run(argv: list[str], data: bytes) -> bytes:
+    if shutil.which(argv[0]) is None:
+        pytest.skip(f"{argv[0]} is not installed (bsdextrautils has hexdump, coreutils od)")
+    return subprocess.run(argv, input=data, capture_output=True, check=True).stdout
+
+
+def _registry(value: bytes) -> SecretRegistry:
+    registry = SecretRegistry(background_merge=False)
+    registry.add(value, source="test")
+    return registry
+
+
+def _shown(argv: list[str], value: bytes) -> list[int]:
+    """The offsets (of 16) at which some character of the dump that depends on `value` stays visible."""
+    registry = _registry(value)
+    other = bytes(b ^ 0x49 for b in value)  # changes every hex digit and every octal digit of each byte
+    shown = []
+    for offset in range(16):
+        dump = _run(argv, b"k" * offset + value + b"\n")
+        alt = _run(argv, b"k" * offset + other + b"\n")
+        assert len(alt) == len(dump)
+        masked = [False] * len(dump)
+        for s, e in registry._masker.current().find(dump):
+            masked[s:e] = [True] * (e - s)
+        if any(a != b and not masked[i] for i, (a, b) in enumerate(zip(dump, alt, strict=True))):
+            shown.append(offset)
+        assert stream_through(registry, [dump[i:i + 7] for i in range(0, len(dump), 7)]) == registry.mask(dump)
+    return shown
+
+
+@pytest.mark.parametrize("argv", TOOLS, ids=" ".join)
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: f"{len(v)}-bytes")
+def test_every_byte_of_the_value_is_masked_at_every_offset(argv: list[str], value: bytes) -> None:
+    assert _shown(argv, value) == []
+
+
+@pytest.mark.parametrize("argv", TOOLS, ids=" ".join)
+def test_without_the_trigger_they_leak(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wrapped, "DUMP_START", b"never-in-a-dump")
+    assert _shown(argv, VALUES[0]) == list(range(16))
+
+
+def test_words_are_read_in_little_endian_order() -> None:
+    line = wrapped.classify(b"0000000 715a 7638 0051\n", 0, 22)
+    assert line is not None and line.fmt == "hw"
+    assert line.content == b"5a713876" + b"5100"
+    assert line.origin[:4] == [10, 11, 8, 9]
+
+
+ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789" * 20  # no two lines alike: `hexdump` and `od` print a repeat as `*`
+
+
+@pytest.mark.parametrize("argv", [["hexdump"], ["od", "-b"]], ids=" ".join)
+def test_a_stream_reaches_as_far_into_the_dump_as_the_whole_output(argv: list[str]) -> None:
+    """The value is found from the dump's first line while it ends within the view's reach (as many bytes as the
+    longest form of a registered secret: at least 4 per byte of the value), and a stream keeps that first line
+    for as long, so it masks what the whole output masks at every offset, past the reach too."""
+    value = VALUES[0]
+    registry = _registry(value)
+    for offset in range(0, 200, 3):
+        dump = _run(argv, ALPHABET[:offset] + value + b"\n")
+        masked = registry.mask(dump)
+        if offset + len(value) <= 4 * len(value):
+            assert masked != dump, offset
+        for step in (5, 7, 16):
+            assert stream_through(registry, [dump[i:i + step] for i in range(0, len(dump), step)]) == masked, offset
