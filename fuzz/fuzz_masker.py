@@ -10,7 +10,8 @@ whole. Half the time the text is the secrets' base64 or hex dump, wrapped at a f
 line holding a secret with a colour code inserted at a fuzzer-chosen byte, or the beginning of a longer secret
 followed by `...` (truncated.py: no piece of HEAD bytes or more survives), or a multi-word secret folded at a
 space with indentation (folded.py), or a secret after other text with its line cut every `width` bytes
-(folded.BreakSet).
+(folded.BreakSet), or the text and a secret as `od -x` or `od -b` dumps them (read from the dump's first line),
+or a secret spaced out or reversed after other text.
 """
 
 from __future__ import annotations
@@ -50,9 +51,15 @@ def TestOneInput(data: bytes) -> None:
     cut_piece = folded_secret = b""
     if fdp.ConsumeBool():  # an encoded document of the text and a secret, wrapped (security/wrapped.py)
         body = text[: len(text) // 2] + secrets[0] + text[len(text) // 2:]
-        how = fdp.ConsumeIntInRange(0, 6)
+        how = fdp.ConsumeIntInRange(0, 8)
         width = fdp.ConsumeIntInRange(16, 100)
-        if how == 6:  # a secret after other text, its line cut every `width` bytes (fold -w: folded.BreakSet)
+        if how == 8:  # the secret spaced out or reversed after other text (security/rearranged_forms.py)
+            shown = b" ".join(secrets[0][i:i + 1] for i in range(len(secrets[0]))) if fdp.ConsumeBool() \
+                else secrets[0][::-1]
+            text = text[: len(text) // 2] + shown + text[len(text) // 2:]
+        elif how == 7:  # `hexdump` / `od -x` words or `od -b` octal, read from the first line (wrapped.DUMP_START)
+            text = words_or_octal_dump(body, 2 * (width // 8) or 2, fdp.ConsumeBool())
+        elif how == 6:  # a secret after other text, its line cut every `width` bytes (fold -w: folded.BreakSet)
             line = text[: len(text) // 2].replace(b"\n", b" ") + secrets[0]
             text = b"\n".join(line[i:i + width] for i in range(0, len(line), width)) + b"\n" + text[len(text) // 2:]
         elif how == 5:  # a multi-word secret folded at a space, as yaml.dump prints it (security/folded.py)
@@ -112,6 +119,21 @@ def od_c_dump(data: bytes, per_line: int, offsets: bool) -> bytes:
         chunk = data[i:i + per_line]
         field = od_c_form(chunk)
         lines.append((b"%07o" % i if offsets else b"") + b" " * (4 * len(chunk) - len(field)) + field + b"\n")
+    return b"".join(lines)
+
+
+def words_or_octal_dump(data: bytes, per_line: int, words: bool) -> bytes:
+    """What `od -x -w<per_line>` (little-endian 16-bit words, an odd last byte padded with a zero) or `od -b
+    -w<per_line>` prints, with offsets (od's `*` for repeated lines aside)."""
+    lines = []
+    for i in range(0, len(data), per_line):
+        chunk = data[i:i + per_line]
+        if words:
+            padded = chunk + b"\0" * (len(chunk) % 2)
+            fields = b" ".join(b"%02x%02x" % (padded[j + 1], padded[j]) for j in range(0, len(padded), 2))
+        else:
+            fields = b" ".join(b"%03o" % c for c in chunk)
+        lines.append(b"%07o " % i + fields + b"\n")
     return b"".join(lines)
 
 
