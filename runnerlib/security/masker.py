@@ -215,6 +215,9 @@ class MaskSnapshot:
         """The smallest p such that buf[p:] is a proper beginning of a pattern, or len(buf). With `accept`: a beginning
         of at least PREFIX_LEN bytes, of a pattern `accept` takes (at least PREFIX_LEN + 1 bytes long).
 
+        wrapped.DUMP_START's beginnings are not held: a dump's first line is kept as context anyway (the view reads
+        from it at the next write), and a prompt ending in `0000` would otherwise wait for the next write.
+
         A beginning that starts before the last line break holds that break: only patterns with a line break can
         give one, and they are looked up by the bytes before it (NewlineHeads). The prefix filter then reads only
         what follows the last break, not the last `maxlen` bytes (a tenth of a 64 KiB write's time at N=1,000).
@@ -248,7 +251,8 @@ class MaskSnapshot:
                     i = bisect.bisect_left(patterns, frag)
                     # Patterns are distinct and sorted: if frag itself is a pattern, a longer one follows it.
                     while i < len(patterns) and patterns[i].startswith(frag):
-                        if len(patterns[i]) > len(frag) and (accept is None or accept(patterns[i])):
+                        if len(patterns[i]) > len(frag) and (accept is None or accept(patterns[i])) \
+                                and patterns[i] != wrapped.DUMP_START:
                             return lo + p
                         i += 1
         if accept is not None:

@@ -89,3 +89,22 @@ def test_a_stream_reaches_as_far_into_the_dump_as_the_whole_output(argv: list[st
             assert masked != dump, offset
         for step in (5, 7, 16):
             assert stream_through(registry, [dump[i:i + step] for i in range(0, len(dump), step)]) == masked, offset
+
+
+@pytest.mark.parametrize("prompt", [b"elapsed 10000", b"bytes: 0000000", b"0000000"])
+def test_a_prompt_ending_in_zeros_is_shown_when_the_step_goes_quiet(prompt: bytes,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trigger's beginnings are not held at an idle flush (a dump's first line is kept as context anyway); held as
+    any pattern's beginning is (the control, with the masker no longer knowing the trigger), they would wait for the
+    next write."""
+    registry = _registry(VALUES[0])
+    for held in (False, True):
+        if held:
+            monkeypatch.setattr(wrapped, "DUMP_START", b"not-the-trigger")
+        out: list[bytes] = []
+        stream = registry.stream(out.append)
+        stream.write(prompt)
+        stream.flush_idle()
+        assert (b"".join(out) == prompt) is not held
+        stream.close()
+        assert b"".join(out) == prompt

@@ -159,7 +159,7 @@ def test_stop_commands_in_an_artifact_do_not_switch_off_a_trusted_add_mask(root:
     uses it. A `::stop-commands::` line in the report (swallowed, so invisible in the log) switched the
     registration off: the token was printed in clear. Registration is never suspended now (masking more cannot
     leak). Control: the same job without the line masks the token."""
-    token = "fresh-sess-" + SECRET[::-1]
+    token = "fresh-sess-Kq3vX9mTz7LpW2cR8nYb"  # not registered (the job's SECRET reversed is: rearranged_forms)
     report = "tests: 12 passed\\n::stop-commands::pwn\\n" if stop else "tests: 12 passed\\n"
     job = Job("inband")
     job.add_step("pr", f"printf '{report}' > \"$REACTORCIDE_ARTIFACTS_DIR/report.txt\"", trust="untrusted")
@@ -179,7 +179,7 @@ def test_untrusted_text_without_a_newline_does_not_hide_a_trusted_add_mask(root:
     `::add-mask::` (GitHub recognises the command at a line start only), hid the command, and the fresh token
     printed next was in clear; one ending in a piece of the command (`...::add-mask`) made the value read
     `add-mask::T`. Control: the same step with `add_mask: false` prints the token (the test sees a leak)."""
-    token = "other-sess-" + SECRET[::-1]
+    token = "other-sess-Jd5sP1xQw8HgT4kV6mZa"  # not registered
     job = Job("inband2")
     text = "tests: 12 passed" if report == "control" else report
     job.add_step("pr", f"printf '{text}' > \"$REACTORCIDE_ARTIFACTS_DIR/report.txt\"", trust="untrusted")
