@@ -146,13 +146,18 @@ class MaskSnapshot:
         return self._masks(data, found, line_start), known
 
     def _masks(self, data: bytes, found: list[tuple[int, int]], line_start: bool) -> list[tuple[int, int]]:
-        if not found or not self.triggers:
+        if not self.triggers:
+            return found
+        # A dump's first line at the start (no line break before it for wrapped.DUMP_START to hold): read as a hit.
+        first_dump = line_start and data.startswith(wrapped.DUMP_START[1:])
+        if not found and not first_dump:
             return found
         triggers = self.triggers
         masks = [o for o in found if data[o[0]:o[1]] not in triggers]
         # A secret found whole can be the ASCII column of a dump line (`xxd` of a short secret): its hex digits
         # are found by the same look as a trigger's.
-        masks.extend(wrapped.view_occurrences(data, found, self._find_masks, self.maxlen, line_start))
+        masks.extend(wrapped.view_occurrences(data, [*found, (0, 0)] if first_dump else found, self._find_masks,
+                                              self.maxlen, line_start))
         if len(masks) < len(found):  # a trigger hit: it may be the head of a secret cut short by `...`
             masks.extend(truncated.occurrences(data, [o for o in found if data[o[0]:o[1]] in triggers],
                                                self.longest_beginning))
@@ -215,8 +220,8 @@ class MaskSnapshot:
         """The smallest p such that buf[p:] is a proper beginning of a pattern, or len(buf). With `accept`: a beginning
         of at least PREFIX_LEN bytes, of a pattern `accept` takes (at least PREFIX_LEN + 1 bytes long).
 
-        wrapped.DUMP_START's beginnings are not held: a dump's first line is kept as context anyway (the view reads
-        from it at the next write), and a prompt ending in `0000` would otherwise wait for the next write.
+        wrapped.DUMP_START's beginnings are not held (nor noted: _note): a dump's first line is kept as context anyway
+        (the view reads from it at the next write), and every write ending in a line break would be held otherwise.
 
         A beginning that starts before the last line break holds that break: only patterns with a line break can
         give one, and they are looked up by the bytes before it (NewlineHeads). The prefix filter then reads only
@@ -474,10 +479,14 @@ class Masker:
         # Called with the lock held: what the hold-back needs of new patterns. Grows only, before the snapshot that
         # needs it is published. (Comprehensions: 75,000 patterns of `runnerlib mask` at N=1,000 took 0.11 s in a
         # plain loop.)
+        self._maxlen = max(self._maxlen, *map(len, new))
+        if wrapped.DUMP_START in new:
+            # Its beginnings are never held (see _live_start); `\n` among the short tails would hold every line break
+            # that ends a write.
+            new = [p for p in new if p != wrapped.DUMP_START]
         self._short.update([p[:j] for p in new for j in range(1, min(PREFIX_LEN, len(p)))])
         self._nl_heads.add(new)
         self._prefixes.update(dict.fromkeys([p[:PREFIX_LEN] for p in new if len(p) > PREFIX_LEN]))
-        self._maxlen = max(self._maxlen, *map(len, new))
 
     def _note_unnoted(self) -> None:
         # Called with the lock held, once the part holding them started compiling.

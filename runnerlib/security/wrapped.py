@@ -293,6 +293,8 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
     if b"%" in data:
         out.extend(mixed_case_occurrences(data, hits, find, budget))
     for a, _ in sorted(hits):
+        if data[a:a + 1] == b"\n":
+            a += 1  # DUMP_START: the line it begins
         if a < done_until:
             continue
         start, end = _line_bounds(data, a)
@@ -460,8 +462,10 @@ def ansi_tail_live_start(buf: bytes, live_start: Callable[[bytes], int]) -> int:
     return line.origin[p] if p < len(line.content) else n
 
 
-# The content of two 16-byte dump lines (hex digits), or of one of `od -w32`.
-_CONTEXT_SLACK = 64
+# How far before a stream's context a dump's first line is looked for: twice `maxlen` of content (hex digits, one
+# byte each two) and two lines, at up to 5 characters of dump a byte (`od -b`: 4 and the offset), with room to spare.
+_DUMP_REACH_PER_MAXLEN = 6
+_DUMP_REACH_SLACK = 512
 
 
 def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
@@ -485,17 +489,30 @@ def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
     if line is None and (end < n or _PREFIX.fullmatch(buf, start, end) is None):
         return pos
     got = len(line.content) if line is not None else 0
-    # Lines of either kind: keeping a little more than the run needs costs nothing but a copy. Twice `maxlen` and a
-    # line or two: a dump's first line (DUMP_START) stays in the buffer as long as the whole output's view from it
-    # reads (view_occurrences: twice its budget after that line), so that a stream finds what the whole output does.
-    while start > 0 and got < 2 * maxlen + _CONTEXT_SLACK:
+    # Lines of either kind: keeping a little more than the run needs costs nothing but a copy.
+    while start > 0 and got < maxlen:
         ps = buf.rfind(b"\n", 0, start - 1) + 1
         prev = _classify_at(buf, ps, start - 1, line_start)
         if prev is None or not prev.joins:
             break
         got += len(prev.content)
         start = ps
+    else:
+        if start > 0:
+            start = _dump_first_line(buf, start, maxlen, line_start)
     return min(start, pos)
+
+
+def _dump_first_line(buf: bytes, start: int, maxlen: int, line_start: bool) -> int:
+    """`start`, or the start of a dump's first line (DUMP_START) not far before it: a stream keeps that line as long
+    as the whole output's view from it reads (twice its budget of content after it, view_occurrences), so that it
+    finds what the whole output does. A text search, not a line-by-line read: dump lines are 2-5 characters a byte,
+    and keeping a little more than the run needs costs a copy."""
+    lo = max(0, start - _DUMP_REACH_PER_MAXLEN * maxlen - _DUMP_REACH_SLACK)
+    first = buf.rfind(DUMP_START, lo, start)
+    if first >= 0:
+        return first + 1
+    return 0 if lo == 0 and line_start and buf.startswith(DUMP_START[1:]) else start
 
 
 # What the start of an encoding or dump line looks like: a cheap test on the last line of each write (most log
@@ -592,13 +609,15 @@ def _covering_fragments(encoded: list[bytes]) -> list[bytes]:
     return [f for _, frags in kept for f in frags]
 
 
-# The start of the first line of `od` and `hexdump` in every format (and of `hexdump -C`): one trigger for every
-# secret, so that a dump of a short input (`printf %s "$S" | hexdump`) is read from its first line in the formats no
-# fragment of a secret's own finds: plain `hexdump` and `od -x` (16-bit words), `od -b` and `hexdump -b` (octal,
-# read as `od -c`'s octal fields). The view reads `maxlen` bytes of content after the hit's line (view_occurrences'
-# budget), so a value further into a longer dump is not found this way (docs/masking.md, Limits). Elsewhere (git's
-# all-zero hashes) a hit costs a look at one line.
-DUMP_START = b"0000000 "
+# The start of the first line of `od` and `hexdump` in every format (and of `hexdump -C`), after a line break: one
+# trigger for every secret, so that a dump of a short input (`printf %s "$S" | hexdump`) is read from its first line
+# in the formats no fragment of a secret's own finds: plain `hexdump` and `od -x` (16-bit words), `od -b` and
+# `hexdump -b` (octal, read as `od -c`'s octal fields). The view reads `maxlen` bytes of content after the hit's line
+# (view_occurrences' budget), so a value further into a longer dump is not found this way (docs/masking.md, Limits).
+# With the line break a hit is a line that begins so (a look at one line): `0000000 ` alone also fired at every word
+# of `od -v -tx4` of zeros (11 MB/s). At the start of the output, or of a stream's buffer that begins a line, the
+# masker reads a first line that begins so without it (MaskSnapshot._masks).
+DUMP_START = b"\n0000000 "
 
 
 def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:

@@ -91,20 +91,35 @@ def test_a_stream_reaches_as_far_into_the_dump_as_the_whole_output(argv: list[st
             assert stream_through(registry, [dump[i:i + step] for i in range(0, len(dump), step)]) == masked, offset
 
 
-@pytest.mark.parametrize("prompt", [b"elapsed 10000", b"bytes: 0000000", b"0000000"])
-def test_a_prompt_ending_in_zeros_is_shown_when_the_step_goes_quiet(prompt: bytes,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """The trigger's beginnings are not held at an idle flush (a dump's first line is kept as context anyway); held as
-    any pattern's beginning is (the control, with the masker no longer knowing the trigger), they would wait for the
-    next write."""
-    registry = _registry(VALUES[0])
-    for held in (False, True):
-        if held:
-            monkeypatch.setattr(wrapped, "DUMP_START", b"not-the-trigger")
+@pytest.mark.parametrize("prompt", [b"done\n0000000", b"step 3\n0000", b"x\n0000000 "])
+def test_a_last_line_of_zeros_is_shown_when_the_step_goes_quiet(prompt: bytes) -> None:
+    """The trigger's beginnings (`\n0000`, and a lone line break) are not held: a dump's first line is kept as context
+    anyway. Control: the same beginnings of another trigger are held at an idle flush (and a lone `\n` after every
+    write, which the first case's check would show too)."""
+    for other in (False, True):
+        registry = _registry(VALUES[0])
+        if other:
+            registry._masker.add([], triggers=[b"\n0000000 0000 0000 0000"])
         out: list[bytes] = []
         stream = registry.stream(out.append)
         stream.write(prompt)
         stream.flush_idle()
-        assert (b"".join(out) == prompt) is not held
+        assert (b"".join(out) == prompt) is not other
         stream.close()
         assert b"".join(out) == prompt
+    registry = _registry(VALUES[0])
+    stream = registry.stream(lambda data: None)
+    stream.write(b"a line\n")
+    assert stream.held == 0  # not `\n`: a beginning of DUMP_START
+
+
+def test_the_trigger_fires_at_a_line_start_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`od -v -tx4` of zeros holds `0000000 ` at every word: the trigger, which begins with a line break, fires at none
+    of them (each hit costs a look at its line). Control: without the line break it fired at every word."""
+    dump = _run(["od", "-v", "-tx4"], bytes(4096))
+    registry = _registry(VALUES[0])
+    assert not [h for h in registry._masker.current().find_raw(dump) if dump[h[0]:h[1]].endswith(b"0000000 ")]
+    monkeypatch.setattr(wrapped, "DUMP_START", b"0000000 ")
+    registry = _registry(VALUES[0])
+    hits = [h for h in registry._masker.current().find_raw(dump) if dump[h[0]:h[1]] == b"0000000 "]
+    assert len(hits) > 2 * dump.count(b"\n")  # every word followed by a space

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runnerlib.security import wrapped
 from runnerlib.security.matcher import available_engines
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.security.variants import secret_variants
@@ -229,8 +230,9 @@ def test_hold_back_is_exactly_what_could_still_be_a_secret(engine: str, data: st
     secrets = data.draw(secret_sets())
     registry = SecretRegistry(engine=engine, background_merge=False)
     registry.add_many(secrets, source="test")
-    # Triggers (searched to find wrapped forms) are held like patterns while they may still complete.
-    patterns, triggers = registry.patterns(), registry.triggers()
+    # Triggers (searched to find wrapped forms) are held like patterns while they may still complete; but the dump
+    # start (wrapped.DUMP_START), whose line a stream keeps as context anyway: its `\n` would hold every line end.
+    patterns, triggers = registry.patterns(), [t for t in registry.triggers() if t != wrapped.DUMP_START]
     text = data.draw(texts_with_secrets(registry.secrets())).data
     emitted = bytearray()
     stream = registry.stream(emitted.extend)
