@@ -24,11 +24,10 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from runnerlib.security import folded, truncated
+    from runnerlib.security import folded, truncated, wrapped
     from runnerlib.security.masker import reference_mask
     from runnerlib.security.matcher import available_engines
     from runnerlib.security.registry import SecretRegistry
-    from runnerlib.security.wrapped import od_c_form
 
 ENGINES = available_engines()
 logging.getLogger("runnerlib.secrets").setLevel(logging.ERROR)  # refusals of short fuzz values are expected
@@ -93,7 +92,9 @@ def TestOneInput(data: bytes) -> None:
     registry = SecretRegistry(engine=engine, background_merge=False)
     registry.add_many(secrets, source="fuzz")
     expected = registry.mask(text)
-    if not any(t in text for t in registry.triggers()) and expected != reference_mask(text, registry.patterns()):
+    # A dump's first line at the start is read as a trigger hit would be (wrapped.DUMP_START, without its line break).
+    viewed = any(t in text for t in registry.triggers()) or text.startswith(wrapped.DUMP_START[1:])
+    if not viewed and expected != reference_mask(text, registry.patterns()):
         raise AssertionError(f"mask != reference without any trigger on {engine}")
     out: list[bytes] = []
     with registry.stream(out.append) as stream:
@@ -117,7 +118,7 @@ def od_c_dump(data: bytes, per_line: int, offsets: bool) -> bytes:
     lines = []
     for i in range(0, len(data), per_line):
         chunk = data[i:i + per_line]
-        field = od_c_form(chunk)
+        field = wrapped.od_c_form(chunk)
         lines.append((b"%07o" % i if offsets else b"") + b" " * (4 * len(chunk) - len(field)) + field + b"\n")
     return b"".join(lines)
 

@@ -285,7 +285,8 @@ def _quote_forms(value: bytes) -> list[bytes]:
 def encoded_forms(value: bytes, b64: list[bytes] | None = None, percent: list[bytes] | None = None,
                   b32: list[bytes] | None = None) -> list[bytes]:
     """Every encoding of `value` the masker knows: base64 (3 alignments), base64url, percent, hex, JSON, shell,
-    XML, and the value spaced out and reversed. (`b64`, `percent`, `b32`: base64_forms, percent_forms, base32_forms of `value`, if the caller has them.)"""
+    XML, and the value spaced out and reversed. (`b64`, `percent`, `b32`: base64_forms, percent_forms, base32_forms
+    of `value`, if the caller has them.)"""
     if b64 is None:
         b64 = base64_forms(value)
     b64url = [f.replace(b"+", b"-").replace(b"/", b"_") for f in b64]

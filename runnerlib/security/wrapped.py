@@ -609,8 +609,8 @@ def _covering_fragments(encoded: list[bytes]) -> list[bytes]:
     return [f for _, frags in kept for f in frags]
 
 
-# The start of the first line of `od` and `hexdump` in every format (and of `hexdump -C`), after a line break: one
-# trigger for every secret, so that a dump of a short input (`printf %s "$S" | hexdump`) is read from its first line
+# The start of the first line of `od` in every format and of `hexdump` in its own (not `-C`: 8 digits), after a line
+# break: one trigger for every secret, so that a dump of a short input (`printf %s "$S" | hexdump`) is read from its first line
 # in the formats no fragment of a secret's own finds: plain `hexdump` and `od -x` (16-bit words), `od -b` and
 # `hexdump -b` (octal, read as `od -c`'s octal fields). The view reads `maxlen` bytes of content after the hit's line
 # (view_occurrences' budget), so a value further into a longer dump is not found this way (docs/masking.md, Limits).
