@@ -114,13 +114,18 @@ class MaskSnapshot:
             out.extend(layer.matcher.find(data))
         return out
 
-    def find(self, data: bytes, line_start: bool = True) -> list[tuple[int, int]]:
+    def find(self, data: bytes, line_start: bool = True, held: list[int] | None = None) -> list[tuple[int, int]]:
         """(start, end) of every run to mask: occurrences of the masked patterns, and of encoded forms wrapped
         across line breaks (found where a trigger matched), in no particular order. `line_start`: whether
-        data[0] begins a line (a stream's buffer may start in the middle of one)."""
-        return self._masks(data, self.find_raw(data), line_start)
+        data[0] begins a line (a stream's buffer may start in the middle of one).
 
-    def find_with_known(self, data: bytes, line_start: bool = True
+        `held`: given by a stream, whose buffer may go on. A run that a line view reads into the buffer's last,
+        unfinished line is left out and its start appended to `held`: the rest of that line decides whether it
+        is an encoding line at all (wrapped.view_occurrences), so the stream holds it and looks again.
+        """
+        return self._masks(data, self.find_raw(data), line_start, held)
+
+    def find_with_known(self, data: bytes, line_start: bool = True, held: list[int] | None = None
                         ) -> tuple[list[tuple[int, int]], list[tuple[int, int]] | None]:
         """`find(data, line_start)`, and from the same pass the known-format prefixes in `data` as
         `known_formats`' prefilter gives them ((start, prefix index), the answer of its `find`), or None when
@@ -143,9 +148,10 @@ class MaskSnapshot:
                     known = None  # the prefilter's two halves found more than its answer may hold
             else:
                 found.extend(layer.matcher.find(data))
-        return self._masks(data, found, line_start), known
+        return self._masks(data, found, line_start, held), known
 
-    def _masks(self, data: bytes, found: list[tuple[int, int]], line_start: bool) -> list[tuple[int, int]]:
+    def _masks(self, data: bytes, found: list[tuple[int, int]], line_start: bool, held: list[int] | None = None
+               ) -> list[tuple[int, int]]:
         if not self.triggers:
             return found
         # A dump's first line at the start (no line break before it for wrapped.DUMP_START to hold): read as a hit.
@@ -157,7 +163,7 @@ class MaskSnapshot:
         # A secret found whole can be the ASCII column of a dump line (`xxd` of a short secret): its hex digits
         # are found by the same look as a trigger's.
         masks.extend(wrapped.view_occurrences(data, [*found, (0, 0)] if first_dump else found, self._find_masks,
-                                              self.maxlen, line_start))
+                                              self.maxlen, line_start, held))
         if len(masks) < len(found):  # a trigger hit: it may be the head of a secret cut short by `...`
             masks.extend(truncated.occurrences(data, [o for o in found if data[o[0]:o[1]] in triggers],
                                                self.longest_beginning))

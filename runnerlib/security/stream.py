@@ -100,12 +100,16 @@ class MaskedStream:
                 return n
             line_start = self._line_start
             known = None
+            # Runs a line view reads into the last, unfinished line: held, since the rest of the line decides them.
+            held: list[int] = []
             if self.scanned_sink is not None:
-                occurrences, known = snap.find_with_known(buf, line_start)
+                occurrences, known = snap.find_with_known(buf, line_start, held)
             else:
-                occurrences = snap.find(buf, line_start)
+                occurrences = snap.find(buf, line_start, held)
             candidate = bool(snap.triggers) and quick_candidate(buf, line_start)
             live = snap.live_start(buf, line_start, candidate)
+            if held:
+                live = min(live, *held)
             # An encoding or dump line at the end is kept (already emitted) so the next write sees it whole.
             keep = context_start(buf, live, snap.maxlen, line_start, candidate) if snap.triggers else live
             if not occurrences and self._emitted == 0 and keep == len(buf):

@@ -280,13 +280,18 @@ def _joined(lines: list[_Line]) -> tuple[bytes, list[int]]:
 
 
 def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[bytes], list[tuple[int, int]]],
-                     budget: int = 1 << 16, line_start: bool = True) -> list[tuple[int, int]]:
+                     budget: int = 1 << 16, line_start: bool = True, held: list[int] | None = None
+                     ) -> list[tuple[int, int]]:
     """Runs to mask in `data` for forms cut by line breaks, looked for around each hit (of a trigger, or of a
     masked pattern in a dump line).
 
     `find` returns the masked occurrences in a byte string. `budget` bounds how much content is joined on
     each side of the hit's line (the longest pattern is enough).
     `line_start`: whether data[0] begins a line (False for a stream buffer that starts mid-line).
+    `held`: `data` is a stream's buffer, which may go on. A run of encoding or dump lines read into its last line,
+    unfinished, is not returned; its start is appended to `held`. What follows may make that line no encoding line
+    (`000123` then ` tail`), and the whole output would not mask the run: the stream holds it until the line is
+    done. (A line read without its colour codes reads the same whatever follows: its runs are final.)
     """
     out: list[tuple[int, int]] = []
     done_until = -1
@@ -312,7 +317,13 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
         done_until = run_end if cut is None else _held_through(lines, cut, budget)
         if len(lines) == 1 and line.kind == WRAP:
             continue  # one line of encoding: the plain scan already saw it as it is
-        out.extend(_map_back(lines, find))
+        runs = _map_back(lines, find)
+        if held is not None and line.kind != ANSI and run_end == len(data) and data[-1:] != b"\n":
+            last = data.rfind(b"\n") + 1
+            if any(b > last for _, b in runs):
+                held.append(min(a for a, b in runs if b > last))
+                runs = [o for o in runs if o[1] <= last]
+        out.extend(runs)
     return out
 
 
