@@ -10,8 +10,8 @@ whole. Half the time the text is the secrets' base64 or hex dump, wrapped at a f
 line holding a secret with a colour code inserted at a fuzzer-chosen byte, or the beginning of a longer secret
 followed by `...` (truncated.py: no piece of HEAD bytes or more survives), or a multi-word secret folded at a
 space with indentation (folded.py), or a secret after other text with its line cut every `width` bytes
-(folded.BreakSet), or the text and a secret as `od -x` or `od -b` dumps them (read from the dump's first line),
-or a secret spaced out or reversed after other text.
+(folded.BreakSet), or the text and a secret as `od -x`, `od -b` or a numeric `od` (`-tu1`, `-d`, `-s`, `-o`,
+`-tx4`) dumps them (read from the dump's first line), or a secret spaced out or reversed after other text.
 """
 
 from __future__ import annotations
@@ -50,9 +50,11 @@ def TestOneInput(data: bytes) -> None:
     cut_piece = folded_secret = b""
     if fdp.ConsumeBool():  # an encoded document of the text and a secret, wrapped (security/wrapped.py)
         body = text[: len(text) // 2] + secrets[0] + text[len(text) // 2:]
-        how = fdp.ConsumeIntInRange(0, 8)
+        how = fdp.ConsumeIntInRange(0, 9)
         width = fdp.ConsumeIntInRange(16, 100)
-        if how == 8:  # the secret spaced out or reversed after other text (security/rearranged_forms.py)
+        if how == 9:  # a numeric dump (`od -tu1`, `od -d`, `od -s`, `od -o`, `od -tx4`: wrapped._numeric_line)
+            text = numeric_dump(body, NUMERIC[fdp.ConsumeIntInRange(0, len(NUMERIC) - 1)])
+        elif how == 8:  # the secret spaced out or reversed after other text (security/rearranged_forms.py)
             shown = b" ".join(secrets[0][i:i + 1] for i in range(len(secrets[0]))) if fdp.ConsumeBool() \
                 else secrets[0][::-1]
             text = text[: len(text) // 2] + shown + text[len(text) // 2:]
@@ -135,6 +137,28 @@ def words_or_octal_dump(data: bytes, per_line: int, words: bool) -> bytes:
         else:
             fields = b" ".join(b"%03o" % c for c in chunk)
         lines.append(b"%07o " % i + fields + b"\n")
+    return b"".join(lines)
+
+
+# (radix, word size, field width) as od prints them: -tu1, -d, -s, -o, -tx4.
+NUMERIC = [(10, 1, 4), (10, 2, 6), (-10, 2, 7), (8, 2, 7), (16, 4, 9)]
+
+
+def numeric_dump(data: bytes, spec: tuple[int, int, int]) -> bytes:
+    """What `od` prints for `spec` (a negative radix: signed decimal), 16 bytes a line, with offsets; a short last
+    word padded with zeros, as od does."""
+    radix, size, width = spec
+    lines = []
+    for i in range(0, len(data), 16):
+        chunk = data[i:i + 16]
+        chunk += b"\0" * (-len(chunk) % size)
+        fields = b""
+        for j in range(0, len(chunk), size):
+            value = int.from_bytes(chunk[j:j + size], "little", signed=radix < 0)
+            # Octal and hex zero-padded to the field (less its space), decimal right-aligned.
+            shown = b"%d" % value if abs(radix) == 10 else (b"%o" if radix == 8 else b"%x") % value
+            fields += (shown if abs(radix) == 10 else shown.rjust(width - 1, b"0")).rjust(width)
+        lines.append(b"%07o" % i + fields + b"\n")
     return b"".join(lines)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import re
+import struct
 from collections.abc import Callable
 
 # An encoding line shorter than this does not join the next line (a short word on its own line is not wrapped
@@ -38,6 +39,7 @@ LINE_MAX = 4096
 # folded registered JWT, whose raw fragments are its triggers); `hexdump -C` (offset, bytes separated by spaces,
 # two after the 8th, |ASCII|: hd, hda); `xxd` (offset and colon, groups of hex digits, two spaces, ASCII: xx,
 # xxa); plain `hexdump`, `hexdump -x`, `od -x` (offset, 16-bit words in little-endian order: hw);
+# numeric dumps, decimal, octal or hex words of 1-8 bytes (`od -tu1`, `od -d`, `hexdump -d`, `od -o`, `od -tx4`: nw);
 # `od -tx1` / `od -An -tx1` (optional offset: octal, `-Ad` decimal, `-Ax` hex of 6 digits, ` NN` bytes, `od -tx1z`'s >ASCII<), `bytes.hex(" ")`,
 # `xxd -i` and C `0xNN,` lists, `\xNN` strings, colon-separated `openssl` hex (hl, hla).
 _WRAP_RX = rb"[ \t]*(?P<w>[A-Za-z0-9+/_=.-]+)\r?"
@@ -45,12 +47,13 @@ _WRAP_RX = rb"[ \t]*(?P<w>[A-Za-z0-9+/_=.-]+)\r?"
 # or 3 octal digits (oc).
 _OD_C_FIELD = rb"(?:   [!-~]|    |  \\[0abfnrtv]| [0-7]{3})"
 _OD_C_ESCAPES = {ord(c): b for c, b in zip("0abfnrtv", b"\0\a\b\f\n\r\t\v", strict=True)}
-_DUMP_RX = (rb"[0-9a-fA-F]{7,16}  (?P<hd>(?:[0-9a-fA-F]{2}  ?)*[0-9a-fA-F]{2}) *(?:\|(?P<hda>.*)\||\|.*)?\r?"
+_DUMP_RX = (rb"[0-9a-fA-F]{8,16}  (?P<hd>(?:[0-9a-fA-F]{2}  ?)*[0-9a-fA-F]{2}) *(?:\|(?P<hda>.*)\||\|.*)?\r?"
             rb"|[0-9a-fA-F]{7,16} +(?P<hw>[0-9a-fA-F]{4}(?: +[0-9a-fA-F]{4})*) *\r?"
             rb"|[0-9a-fA-F]{7,16}: (?P<xx>(?:[0-9a-fA-F]{2})+(?: (?:[0-9a-fA-F]{2})+)*)(?P<xxa> *|  .*)\r?"
             rb"|[ \t]*(?:[0-9a-fA-F]{6,16} )?(?P<hl>(?:(?:0x|\\x)?[0-9a-fA-F]{2}(?:, ?|:| |(?=\\x)|$|(?=\r)))+)"
             rb"[ \t]*(?:>(?P<hla>.*)<)?\r?"
-            rb"|(?:[0-9a-fA-F]{6,16})?(?=[^\n]*[^ \n\r])(?P<oc>(?:" + _OD_C_FIELD + rb")+)\r?")
+            rb"|(?:[0-9a-fA-F]{6,16})?(?=[^\n]*[^ \n\r])(?P<oc>(?:" + _OD_C_FIELD + rb")+)\r?"
+            rb"|(?P<nwo>[0-9a-fA-F]{6,8})(?P<nw>(?: +-?[0-9a-fA-F]+)+) *\r?")
 _LINE = re.compile(_WRAP_RX + rb"|" + _DUMP_RX)
 # A line next to dump lines is read as one first (` 7a`, the last line of `od`, also reads as an encoding).
 _DUMP_LINE = re.compile(_DUMP_RX)
@@ -99,7 +102,14 @@ def classify(data: bytes, start: int, end: int, kind: int = 0) -> _Line | None:
     if m.start("oc") >= 0:
         return _od_c_line(data, m.start("oc"), m.end("oc"))
     if m.start("hw") >= 0:
-        return _words_line(data, m.start("hw"), m.end("hw"))
+        # Words of 4 hex digits one space (`od -x`, `hexdump`) or four (`hexdump -x`) after the offset; other gaps are
+        # 4-digit numbers in wider fields (`od -d`'s last line `0000020  2660`).
+        offset_end = data.find(b" ", start, end)
+        if m.start("hw") - offset_end in (1, 4):
+            return _words_line(data, m.start("hw"), m.end("hw"))
+        return _numeric_line(data, offset_end, m.end("hw"))
+    if m.start("nw") >= 0:
+        return _numeric_line(data, m.end("nwo"), m.end("nw"))
     complete = end < len(data) and data[end] == 0x0A
     for hexes, col in (("hd", "hda"), ("xx", "xxa"), ("hl", "hla")):
         if m.start(hexes) >= 0:
@@ -125,8 +135,10 @@ def classify_tail(data: bytes, start: int, kind: int = 0) -> _Line | None:
         if line is None and end - start > cut:
             line, stop = classify(data, start, end - cut, kind), end - cut
             line = line if line is not None and line.fmt == "oc" else None
-    if line is None and end - start > 1:  # a token begun ("0x", "\\x6")
-        cut = max(data.rfind(b" ", end - 5, end), data.rfind(b",", end - 5, end), data.rfind(b":", end - 5, end))
+    if line is None and end - start > 1:  # a token begun ("0x", "\\x6", `od -tx8`'s "646e3452")
+        lo = max(start, end - _TOKEN_MAX - 1)  # not below 0: a negative bound counts from the end
+        cut = max(data.rfind(b" ", lo, end), data.rfind(b",", max(start, end - 5), end),
+                  data.rfind(b":", max(start, end - 5), end))
         if cut > start:
             line, stop = classify(data, start, cut + 1, kind), cut + 1
     if line is None and end - start > 1:  # `od -tx1z`'s >ASCII< column begun, not ended: still to be written
@@ -142,6 +154,14 @@ def classify_tail(data: bytes, start: int, kind: int = 0) -> _Line | None:
         rest = data[stop:end].lstrip(b" ")
         if rest:
             line.begun = end - len(rest)
+    if line is not None and line.kind == DUMP and (line.begun is not None or data[end - 1] == 0x20):
+        # Held from the padding before the token begun or at the end (`od -tu1`'s "  8" of 88, or "   "): a numeric
+        # field's is masked with its digits (_numeric_line), and a line cut there may read as another format
+        # (`0000000 107` as `od -b`).
+        upto = end if line.begun is None else line.begun
+        after = start + len(data[start:upto].rstrip(b" ")) + 1
+        if after < upto:
+            line.begun = after
     return line
 
 
@@ -201,6 +221,64 @@ def _words_line(data: bytes, start: int, end: int) -> _Line:
         content += data[p + 2:p + 4] + data[p:p + 2]
         origin.extend((p + 2, p + 3, p, p + 1))
     return _Line(DUMP, "hw", bytes(content), origin, None)
+
+
+# Numeric dumps (`od -t{u,d,o,x}N`, `od -d`/`-o`/`-s`, `hexdump -d`/`-o`): right-aligned fields of one width, which
+# says the word's size and, with the digits, the radix (od pads each field to the widest value's digits and a
+# space; hexdump -d/-o to 8). Octal words are zero-padded to all their digits, which a decimal one of the same
+# width never has. Each word is little-endian, as od and hexdump print them on the machines runnerlib runs on.
+# (`od -tx1`, `od -x` and `od -b` are read above: hl, hw, oc.)
+_NUMERIC_WIDTHS = {4: (10, 1), 5: (10, 1), 6: (10, 2), 7: (10, 2), 8: (10, 2), 9: (16, 4), 11: (10, 4), 12: (10, 4),
+                   17: (16, 8), 21: (10, 8), 23: (10, 8)}
+_OCTAL_DIGITS = {2: 6, 4: 11, 8: 22}
+_STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+_HEX = re.compile(rb"[0-9a-fA-F]+")
+_TOKEN_MAX = 22  # the longest field (`od -to8`: 22 octal digits)
+_OCTAL = re.compile(rb"[0-7]+")
+
+
+def _numeric_line(data: bytes, offset_end: int, end: int) -> _Line | None:
+    """A line of numeric words after its offset (`0000000 103 104 112  95`, `od -tu1`) read as the hex of its bytes,
+    or None when its fields are not of one width in the table above. Every hex digit of a word maps to the first
+    and last characters of the word's field after its separating space (a decimal digit stands for no one byte, and
+    the padding says how many digits there are): a match covers whole fields.
+
+    Checked by slices rather than token by token: a stream reads a dump's last lines at every write (token by token,
+    `od -tu1` output streamed at 280 MB/s rather than 370-390)."""
+    fields = data[offset_end:end]
+    gap = fields.find(b" ", len(fields) - len(fields.lstrip(b" ")))  # the end of the first token
+    width = gap if gap >= 0 else len(fields)
+    spec = _NUMERIC_WIDTHS.get(width)
+    if spec is None or len(fields) % width:
+        return None
+    tokens = fields.split()
+    n = len(fields) // width
+    # One token a field, right-aligned: each field begins with a space and ends with a digit.
+    if len(tokens) != n or fields[::width].strip(b" ") or b" " in fields[width - 1::width]:
+        return None
+    if width == 4 and all(len(t) == 3 for t in tokens) and _OCTAL.fullmatch(fields.replace(b" ", b"")):
+        return None  # `od -b` (oc above), here cut after a space
+    radix, size = spec
+    if len(tokens[0]) == _OCTAL_DIGITS.get(size) and _OCTAL.fullmatch(tokens[0]):
+        radix = 8
+    if radix != 10:  # zero-padded to all their digits
+        joined = fields.replace(b" ", b"")
+        if len(joined) != n * (_OCTAL_DIGITS[size] if radix == 8 else 2 * size) \
+                or (_OCTAL if radix == 8 else _HEX).fullmatch(joined) is None:
+            return None
+    modulus = 1 << 8 * size
+    try:
+        values = [int(t, radix) for t in tokens]
+    except ValueError:  # hex digits in a decimal field
+        return None
+    if min(values) < -modulus // 2 or max(values) >= modulus:  # `od -o` prints up to 177777, 6 octal digits
+        return None
+    if min(values) < 0:
+        values = [v % modulus for v in values]
+    raw = struct.pack(f"<{n}{_STRUCT_CODES[size]}", *values)
+    base = offset_end + 1
+    origin = [p for i in range(n) for p in (base + i * width, base + i * width + width - 2) * size]
+    return _Line(DUMP, f"n{radix}.{size}", raw.hex().encode(), origin, None)
 
 
 def od_c_form(value: bytes) -> bytes:
@@ -359,7 +437,8 @@ def mixed_case_occurrences(data: bytes, hits: list[tuple[int, int]], find: Calla
 def _map_back(lines: list[_Line], find: Callable[[bytes], list[tuple[int, int]]]) -> list[tuple[int, int]]:
     content, origin = _joined(lines)
     found = find(content)
-    if found and lines[0].fmt in ("oc", "hw"):
+    words = lines[0].fmt == "hw" or lines[0].fmt[0] == "n"
+    if found and (words or lines[0].fmt == "oc"):
         # `od -c` prints characters, not hex, and word dumps print each byte's hex after the next one's: their content
         # is hex made here, two digits a byte, so a match that starts or ends between a byte's two digits is no form
         # the output holds (it over-masked a space's field before a secret of NUL bytes, in the whole output but not
@@ -367,7 +446,7 @@ def _map_back(lines: list[_Line], find: Callable[[bytes], list[tuple[int, int]]]
         found = [(s, e) for s, e in found if not (s | e) & 1]
     if not found:
         return []
-    if lines[0].fmt == "hw":  # a word's two bytes are printed in reverse order: cover every digit of the range
+    if words:  # a word's bytes are printed in reverse order (or as one number): cover every digit of the range
         return [(min(origin[s:e]), max(origin[s:e]) + 1) for s, e in found]
     out = [(origin[s], origin[e - 1] + 1) for s, e in found]
     if lines[0].kind == DUMP:
@@ -446,15 +525,17 @@ def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int,
     return min(hold, _first_token_begun(buf))
 
 
-# An incomplete dump line whose first token is cut ("0000010    7", "0000000 13"): nothing of it reads as a line yet.
-_OFFSET_BEGUN = re.compile(rb"[0-9a-fA-F]{7,16} +(?P<t>[0-9a-fA-F]{1,3})")
+# An incomplete dump line whose first token is cut ("0000010    7", "0000000 13", "0000000 5f70" of `od -tx4`'s
+# 5f706867): nothing of it reads as a line yet, or not as what it will be.
+# From the first field's padding on (a numeric field's padding is masked with its digits: _numeric_line).
+_OFFSET_BEGUN = re.compile(rb"[0-9a-fA-F]{7,16} (?P<t> *-?[0-9a-fA-F]{0,%d})" % _TOKEN_MAX)
 
 
 def _first_token_begun(buf: bytes) -> int:
     """Where the cut first token of an incomplete dump line at the end of `buf` starts (len(buf) if none)."""
     start = buf.rfind(b"\n") + 1
-    m = _OFFSET_BEGUN.fullmatch(buf, start) if len(buf) - start <= 40 else None
-    return m.start("t") if m is not None else len(buf)
+    m = _OFFSET_BEGUN.fullmatch(buf, start) if len(buf) - start <= 48 else None
+    return m.start("t") if m is not None and m.end("t") > m.start("t") else len(buf)
 
 
 def ansi_tail_live_start(buf: bytes, live_start: Callable[[bytes], int]) -> int:

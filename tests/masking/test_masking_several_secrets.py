@@ -57,6 +57,9 @@ FORMATS: dict[str, Callable[[bytes], bytes]] = {
 }
 if shutil.which("od"):
     FORMATS["od -An -c"] = _od_c
+    for _flag in ("-tu1", "-d", "-tx4"):  # numeric dumps, read from their first line (wrapped._numeric_line)
+        FORMATS[f"od {_flag}"] = lambda d, flag=_flag: subprocess.run(["od", flag], input=d, capture_output=True,
+                                                                       check=True).stdout
 
 # Random-looking values, as tokens and passwords are. A value of few distinct characters (sixteen zeros) holds its
 # own 8-byte fragments at many places: the look for a value cut by line breaks (folded.BreakSet) places it from
