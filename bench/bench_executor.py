@@ -12,7 +12,9 @@
    Three runner variants: the default (the same bytes as tee; the target is its), --log-timestamps (step log
    lines stamped, 25 bytes more a line: issue 13, opt-in) and --timestamps (console stamped too), printed with
    their time per byte written against tee's. The start-up of
-   `runnerlib run --job-command true` (target < 0.4 s) is printed with them.
+   `runnerlib run --job-command true` (target < 0.4 s) is printed with them, and two floors of the same structure
+   in a few lines of Python (bulk_floor.py: no masking, no filters, no start-up), with and without the console's
+   `[job] ` prefix: on a machine whose page cache is fast the prefixing alone can cost more than the 1.2x.
 
 Usage: bench/bench_executor.py [--size BYTES] [--repeat N] [--steps N] [--volume-only]
 """
@@ -127,6 +129,11 @@ def bench_volume(size: int, repeat: int, line: str = "x" * 99,
             # The same two copies runnerlib writes (console and step log), by C programs with no masking.
             subprocess.run(["/bin/sh", "-c", f"{cmd} | tee {ws}/tee.out > {ws}/plain.out"], check=True)
 
+        def floor(*flags: str) -> None:
+            # The runner's structure in a few lines of Python, no masking, no start-up (bulk_floor.py).
+            subprocess.run(["/bin/sh", "-c", f"{cmd} | {sys.executable} {REPO}/bench/bulk_floor.py {' '.join(flags)} "
+                            f"{ws}/floor.log {ws}/floor.out"], check=True)
+
         def runner(command: str = cmd, flags: tuple[str, ...] = ()) -> None:
             with open(top / "runner.out", "wb") as out:
                 subprocess.run([sys.executable, "-m", "runnerlib.cli", "run", "--workspace-root", str(ws), *flags,
@@ -144,7 +151,8 @@ def bench_volume(size: int, repeat: int, line: str = "x" * 99,
             ws.mkdir()
 
         # Interleaved, so that whatever else the machine does falls on all sides alike.
-        runs: dict[str, Any] = {"shell": shell, "tee": tee, "fixed": lambda: runner("true")}
+        runs: dict[str, Any] = {"shell": shell, "tee": tee, "fixed": lambda: runner("true"), "floor": floor,
+                                "floor prefixed": lambda: floor("--prefix")}
         for name, flags in variants.items():
             runs[name] = lambda flags=flags: runner(cmd, flags)
         times: dict[str, list[float]] = {name: [] for name in runs}
@@ -182,6 +190,11 @@ def bench_volume(size: int, repeat: int, line: str = "x" * 99,
         print(f"  sh -c 'cmd > file'        {base:8.2f} s   {mib / base:8.0f} MiB/s   {runs_of('shell')}")
         print(f"  sh -c 'cmd | tee f > file'{two:8.2f} s   {mib / two:8.0f} MiB/s   ratio {two / base:.2f}x   "
               f"cpu {cpu_median['tee']:.2f} s   {runs_of('tee')}   (two copies, as runnerlib writes, no masking)")
+        for name in ("floor", "floor prefixed"):
+            what = "the console prefixed too" if name != "floor" else "no prefix"
+            print(f"  python floor, {what + ':':<26}{median[name]:6.2f} s   against tee {median[name] / two:.2f}x   "
+                  f"cpu {cpu_median[name]:.2f} s   {runs_of(name)}   (bulk_floor.py: read, two writer threads, "
+                  "no masking, no runnerlib start-up)")
         for name in variants:
             run = median[name]
             console, logged = sizes[name]
