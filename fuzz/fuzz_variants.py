@@ -9,8 +9,8 @@ the secret; hex forms (also wrapped as `xxd -p` wraps them) decode to it; JSON f
 (base64 of UTF-16LE at the text's alignment, Go's \\u0026 JSON, \\uXXXX, \\xNN, 0xNN lists, separated hex,
 base32 at its alignment inside a longer encoding, base64 of base64), and so do the forms programs print
 (escape_forms.py: decimal byte lists, Python / PyYAML escapes, `declare -p`, `shlex.quote`, doubled quotes,
-HTML/XML escapes, Java `.properties`), .NET's JSON form, and the value spaced out and reversed (what
-`sed 's/./& /g'` and `rev` print, by bytes and by characters);
+HTML/XML escapes, Java `.properties`, `cat -v` / `cat -A` notation), .NET's JSON form, and the value spaced out and
+reversed (what `sed 's/./& /g'` and `rev` print, by bytes and by characters);
 every wrapped-form trigger fragment is a piece of a form and, wrapped at any width from 60, the base64 of the
 secret inside a document is masked by a registry; a `user:password` that password_covers passes has every one-line
 encoded form holding one of its password's forms.
@@ -33,6 +33,7 @@ import atheris
 with atheris.instrument_imports():
     from runnerlib.security.escape_forms import (
         c_locale_shell_forms,
+        caret_forms,
         decimal_list_forms,
         markup_forms,
         properties_forms,
@@ -216,6 +217,7 @@ def check_program_prints(secret: bytes, enc: list[bytes]) -> None:
         if json.loads(b'"' + dotnet_json_form(text) + b'"') != text or dotnet_json_form(text) not in [*enc, secret]:
             raise AssertionError(".NET JSON form does not load back to the secret")
     check_rearranged(secret, enc)
+    check_caret(secret, enc)
 
 
 def check_rearranged(secret: bytes, enc: list[bytes]) -> None:
@@ -230,6 +232,39 @@ def check_rearranged(secret: bytes, enc: list[bytes]) -> None:
             raise AssertionError("a rearranged form is not what sed or rev prints, or is not registered")
     if any(form != secret and form not in enc for form in printed):
         raise AssertionError("what sed 's/./& /g' or rev prints is not a registered form")
+
+
+def _uncaret(form: bytes) -> bytes:
+    """`cat -v` / `-A` notation read back: `M-` sets the high bit, `^X` a control byte (`^?` DEL), `$` ends a line."""
+    out, i = bytearray(), 0
+    while i < len(form):
+        high = 128 if form.startswith(b"M-", i) else 0
+        i += 2 if high else 0
+        if form.startswith(b"^", i) and i + 1 < len(form):
+            out.append(high + (127 if form[i + 1] == 0x3F else form[i + 1] - 64))
+            i += 2
+        elif form.startswith(b"$\n", i) and not high:
+            out.append(10)
+            i += 2
+        else:
+            out.append(high + form[i])
+            i += 1
+    return bytes(out)
+
+
+def check_caret(secret: bytes, enc: list[bytes]) -> None:
+    """The `cat -v` / `cat -A` forms read back to the value, and are registered; a value with a control or
+    non-ASCII byte other than a tab or a line break has them. (Read back only where the notation is not ambiguous:
+    not for a value holding `^`, `$`, `M` or `-`, or a byte from 0x80 with one of them in its low seven bits.)"""
+    forms = caret_forms(secret)
+    if any(form not in enc for form in forms):
+        raise AssertionError("a caret form is not registered")
+    if any(b < 32 and b not in (9, 10) or b >= 127 for b in secret) and not forms:
+        raise AssertionError("a value with invisible bytes has no caret form")
+    if any(chr(b & 0x7F) in "^$M-" for b in secret):
+        return
+    if any(_uncaret(form) != secret for form in forms):
+        raise AssertionError("a caret form does not read back to the value")
 
 
 def _unescape_properties(m: re.Match[str]) -> str:

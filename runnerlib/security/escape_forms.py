@@ -3,7 +3,7 @@
 non-ASCII and control characters (`print(output)` of `subprocess.check_output`'s bytes, `ascii()`, `yaml.dump`),
 quotings other than bash's `set -x` (`declare -p` / `export -p` double quotes, Python's `shlex.quote`, a
 doubled `'` in YAML's single-quoted style and SQL literals), HTML / XML escaping as each library writes quotes,
-and Java's `.properties` escaping. Used by variants.encoded_forms; one-line forms, each carrying every bit of the
+Java's `.properties` escaping, and `cat -v` / `cat -A` notation. Used by variants.encoded_forms; one-line forms, each carrying every bit of the
 value, so the false-positive argument is the raw value's. Each function returns only forms that differ from the
 value."""
 
@@ -122,6 +122,32 @@ def properties_forms(value: bytes) -> list[bytes]:
         else:
             escaped.append(short or ch)
     return _differing(["".join(escaped).encode(), "".join(kept).encode("utf-8", "surrogatepass")], value)
+
+
+def _caret(byte: int, tab: bool) -> bytes:
+    if byte >= 128:  # meta: the low seven bits the same way, a tab and a line break too (`M-^I`, `M-^J`)
+        return b"M-" + (b"^J" if byte == 138 else _caret(byte - 128, True))
+    if byte == 127:
+        return b"^?"
+    if byte < 32 and byte != 10 and (byte != 9 or tab):
+        return b"^" + bytes((byte + 64,))
+    return bytes((byte,))
+
+
+def caret_forms(value: bytes) -> list[bytes]:
+    """`value` as `cat -v` shows it (control bytes `^A`, DEL `^?`, bytes from 0x80 `M-` and the same for the low
+    seven bits: `ä` is `M-CM-$`), and as `cat -A` / `cat -t` (tabs `^I` too; `-A` ends each line with `$`): what
+    one types to see a file's invisible characters. Only for a value holding such bytes (one with none prints as it
+    is).
+
+    >>> caret_forms("Tab\\tä".encode())
+    [b'Tab\\tM-CM-$', b'Tab^IM-CM-$']
+    """
+    if all(32 <= b < 127 for b in value):
+        return []
+    shown = b"".join(_caret(b, False) for b in value)
+    tabs = b"".join(_caret(b, True) for b in value)
+    return _differing([shown, tabs, tabs.replace(b"\n", b"$\n")], value)
 
 
 def _differing(forms: list[bytes], value: bytes) -> list[bytes]:
