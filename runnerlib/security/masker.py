@@ -154,8 +154,8 @@ class MaskSnapshot:
                ) -> list[tuple[int, int]]:
         if not self.triggers:
             return found
-        # A dump's first line at the start (no line break before it for wrapped.DUMP_START to hold): read as a hit.
-        first_dump = line_start and data.startswith(wrapped.DUMP_START[1:])
+        # A dump's first line at the start (no line break before it for a dump-start trigger to hold): read as a hit.
+        first_dump = line_start and wrapped.starts_a_dump(data)
         if not found and not first_dump:
             return found
         triggers = self.triggers
@@ -226,8 +226,9 @@ class MaskSnapshot:
         """The smallest p such that buf[p:] is a proper beginning of a pattern, or len(buf). With `accept`: a beginning
         of at least PREFIX_LEN bytes, of a pattern `accept` takes (at least PREFIX_LEN + 1 bytes long).
 
-        wrapped.DUMP_START's beginnings are not held (nor noted: _note): a dump's first line is kept as context anyway
-        (the view reads from it at the next write), and every write ending in a line break would be held otherwise.
+        The dump-start triggers' beginnings (wrapped.dump_starts) are not held (nor noted: _note): a dump's first line is
+        kept as context anyway (the view reads from it at the next write), and every write ending in a line break would
+        be held otherwise.
 
         A beginning that starts before the last line break holds that break: only patterns with a line break can
         give one, and they are looked up by the bytes before it (NewlineHeads). The prefix filter then reads only
@@ -263,7 +264,7 @@ class MaskSnapshot:
                     # Patterns are distinct and sorted: if frag itself is a pattern, a longer one follows it.
                     while i < len(patterns) and patterns[i].startswith(frag):
                         if len(patterns[i]) > len(frag) and (accept is None or accept(patterns[i])) \
-                                and patterns[i] != wrapped.DUMP_START:
+                                and patterns[i] not in wrapped.dump_starts():
                             return lo + p
                         i += 1
         if accept is not None:
@@ -486,10 +487,11 @@ class Masker:
         # needs it is published. (Comprehensions: 75,000 patterns of `runnerlib mask` at N=1,000 took 0.11 s in a
         # plain loop.)
         self._maxlen = max(self._maxlen, *map(len, new))
-        if wrapped.DUMP_START in new:
-            # Its beginnings are never held (see _live_start); `\n` among the short tails would hold every line break
-            # that ends a write.
-            new = [p for p in new if p != wrapped.DUMP_START]
+        starts = wrapped.dump_starts()
+        if any(trigger in new for trigger in starts):
+            # Their beginnings are never held (see _live_start); `\n` among the short tails would hold every line
+            # break that ends a write.
+            new = [p for p in new if p not in starts]
         self._short.update([p[:j] for p in new for j in range(1, min(PREFIX_LEN, len(p)))])
         self._nl_heads.add(new)
         self._prefixes.update(dict.fromkeys([p[:PREFIX_LEN] for p in new if len(p) > PREFIX_LEN]))

@@ -601,10 +601,15 @@ def _dump_first_line(buf: bytes, start: int, maxlen: int, line_start: bool) -> i
     finds what the whole output does. A text search, not a line-by-line read: dump lines are 2-5 characters a byte,
     and keeping a little more than the run needs costs a copy."""
     lo = max(0, start - _DUMP_REACH_PER_MAXLEN * maxlen - _DUMP_REACH_SLACK)
-    first = buf.rfind(DUMP_START, lo, start)
+    first = max(buf.rfind(trigger, lo, start) for trigger in dump_starts())
     if first >= 0:
         return first + 1
-    return 0 if lo == 0 and line_start and buf.startswith(DUMP_START[1:]) else start
+    return 0 if lo == 0 and line_start and starts_a_dump(buf) else start
+
+
+def starts_a_dump(data: bytes) -> bool:
+    """Whether `data` begins with a dump's first line (a dump-start trigger without its line break)."""
+    return any(data.startswith(trigger[1:]) for trigger in dump_starts())
 
 
 # What the start of an encoding or dump line looks like: a cheap test on the last line of each write (most log
@@ -710,6 +715,14 @@ def _covering_fragments(encoded: list[bytes]) -> list[bytes]:
 # of `od -v -tx4` of zeros (11 MB/s). At the start of the output, or of a stream's buffer that begins a line, the
 # masker reads a first line that begins so without it (MaskSnapshot._masks).
 DUMP_START = b"\n0000000 "
+# The same for `xxd` (8 digits and a colon): its groups of 4 or 8 bytes (`-g4`, `-g8`) and uppercase hex (`-u`)
+# hold no fragment of a value under 16 bytes, or of one with bytes shown as `.` in the ASCII column.
+XXD_START = b"\n00000000: "
+
+
+def dump_starts() -> tuple[bytes, bytes]:
+    """The dump-start triggers (DUMP_START, XXD_START), read when called: a test switches one off."""
+    return DUMP_START, XXD_START
 
 
 def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:
@@ -731,7 +744,7 @@ def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:
             out.update(dict.fromkeys(fragments(b" ".join(head + groups), "xxd")))
     out.update(dict.fromkeys(fragments(b", ".join(b"0x" + p for p in low), "list")))
     out.update(dict.fromkeys(od_c_fragments(value)))
-    out[DUMP_START] = None
+    out.update(dict.fromkeys(dump_starts()))
     return list(out)
 
 

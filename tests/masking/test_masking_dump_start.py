@@ -1,7 +1,7 @@
 """Dumps that no fragment of a secret finds, read from their first line (wrapped.DUMP_START): plain `hexdump` and
 `od -x` (16-bit words, little-endian: `715a` is the bytes 5a 71), `hexdump -x`, `od -tx2`, the octal `od -b`
-and `hexdump -b`, and the numeric dumps: decimal, octal and wider hex words (`od -tu1`, `od -d`, `hexdump -d`,
-`od -o`, `od -tx4`, ...).
+and `hexdump -b`, the numeric dumps: decimal, octal and wider hex words (`od -tu1`, `od -d`, `hexdump -d`,
+`od -o`, `od -tx4`, ...), and `xxd -g4`, `-g8`, `-u` (from xxd's own first line, wrapped.XXD_START).
 
 Each of them printed a secret's bytes in the clear before (docs/masking.md listed the word dumps as a limit, the
 octal ones not at all). The check is by dependence: every character of the dump that changes when the secret's
@@ -58,7 +58,11 @@ def _shown(argv: list[str], value: bytes) -> list[int]:
     return shown
 
 
-@pytest.mark.parametrize("argv", [*TOOLS, *NUMERIC], ids=" ".join)
+# `xxd`'s groups of 4 and 8 bytes and its uppercase hex, read from its own first line (wrapped.XXD_START).
+XXD = [["xxd", "-g4"], ["xxd", "-g8"], ["xxd", "-u"], ["xxd", "-u", "-g4"]]
+
+
+@pytest.mark.parametrize("argv", [*TOOLS, *NUMERIC, *XXD], ids=" ".join)
 @pytest.mark.parametrize("value", VALUES, ids=lambda v: f"{len(v)}-bytes")
 def test_every_byte_of_the_value_is_masked_at_every_offset(argv: list[str], value: bytes) -> None:
     if argv == ["od", "-tu1"] and value == VALUES[-1]:
@@ -71,6 +75,14 @@ def test_every_byte_of_the_value_is_masked_at_every_offset(argv: list[str], valu
 def test_without_the_trigger_they_leak(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wrapped, "DUMP_START", b"never-in-a-dump")
     assert _shown(argv, VALUES[0]) == list(range(16))
+
+
+@pytest.mark.parametrize("argv", XXD, ids=" ".join)
+def test_without_xxd_s_trigger_they_leak(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Control: a value under 16 bytes or not printable ASCII (its ASCII column is dots) has no fragment of its own in
+    these groupings at most offsets."""
+    monkeypatch.setattr(wrapped, "XXD_START", b"never-in-a-dump")
+    assert len(_shown(argv, "Pässwört-Grü".encode())) >= 8
 
 
 @pytest.mark.parametrize("argv", NUMERIC, ids=" ".join)
