@@ -60,6 +60,10 @@ if shutil.which("od"):
     for _flag in ("-tu1", "-d", "-tx4"):  # numeric dumps, read from their first line (wrapped._numeric_line)
         FORMATS[f"od {_flag}"] = lambda d, flag=_flag: subprocess.run(["od", flag], input=d, capture_output=True,
                                                                        check=True).stdout
+if shutil.which("xxd"):
+    for _flags in (("-g4",), ("-u", "-g8")):  # xxd's groupings, also read from its first line (wrapped.XXD_START)
+        FORMATS[f"xxd {' '.join(_flags)}"] = lambda d, flags=_flags: subprocess.run(
+            ["xxd", *flags], input=d, capture_output=True, check=True).stdout
 
 # Random-looking values, as tokens and passwords are. A value of few distinct characters (sixteen zeros) holds its
 # own 8-byte fragments at many places: the look for a value cut by line breaks (folded.BreakSet) places it from
