@@ -77,6 +77,30 @@ def test_without_the_trigger_they_leak(argv: list[str], monkeypatch: pytest.Monk
     assert _shown(argv, VALUES[0]) == list(range(16))
 
 
+@pytest.mark.parametrize("argv", [["xxd", "-e"], ["xxd", "-e", "-u"]], ids=" ".join)
+@pytest.mark.parametrize("value", VALUES[:3], ids=lambda v: f"{len(v)}-bytes")
+def test_xxd_e_little_endian_groups_are_read_in_order(argv: list[str], value: bytes) -> None:
+    """`xxd -e` prints each 4-byte group little-endian (`5f706867` is `ghp_`), a short last group right-aligned; its
+    ASCII column tells it from `xxd -g4` (wrapped._xxd_le_line). A line whose bytes all print as `.` cannot tell, and
+    is read as `xxd -g4` (docs/masking.md, Limits): printable values here."""
+    assert _shown(argv, value) == []
+
+
+def test_without_the_little_endian_reading_xxd_e_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wrapped, "_xxd_le_line", lambda *_args: None)
+    assert _shown(["xxd", "-e"], VALUES[0]) == list(range(16))
+
+
+def test_xxd_e_lines_read_as_their_bytes() -> None:
+    dump = b"00000000: 5f706867 646e3452 30546d30 566e656b  ghp_R4nd0mT0kenV\n00000010:     6c61" + b" " * 29 + b"al\n"
+    first, second = wrapped.classify(dump, 0, 63), wrapped.classify(dump, 64, len(dump) - 1)
+    assert first is not None and first.content == b"ghp_R4nd0mT0kenV".hex().encode()
+    assert second is not None and second.content == b"al".hex().encode()
+    as_g4 = b"00000000: 6768705f 52346e64 306d5430 6b656e56  ghp_R4nd0mT0kenV\n"  # xxd -g4: in order already
+    read = wrapped.classify(as_g4, 0, len(as_g4) - 1)
+    assert read is not None and read.content == b"ghp_R4nd0mT0kenV".hex().encode()
+
+
 @pytest.mark.parametrize("argv", XXD, ids=" ".join)
 def test_without_xxd_s_trigger_they_leak(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Control: a value under 16 bytes or not printable ASCII (its ASCII column is dots) has no fragment of its own in

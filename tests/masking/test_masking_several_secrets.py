@@ -61,7 +61,7 @@ if shutil.which("od"):
         FORMATS[f"od {_flag}"] = lambda d, flag=_flag: subprocess.run(["od", flag], input=d, capture_output=True,
                                                                        check=True).stdout
 if shutil.which("xxd"):
-    for _flags in (("-g4",), ("-u", "-g8")):  # xxd's groupings, also read from its first line (wrapped.XXD_START)
+    for _flags in (("-g4",), ("-u", "-g8"), ("-e",)):  # read from xxd's first line (wrapped.XXD_START)
         FORMATS[f"xxd {' '.join(_flags)}"] = lambda d, flags=_flags: subprocess.run(
             ["xxd", *flags], input=d, capture_output=True, check=True).stdout
 
