@@ -134,10 +134,13 @@ def classify_tail(data: bytes, start: int, kind: int = 0) -> _Line | None:
     begun is not read; `begun` says where it starts (a stream holds it: it may be the first byte of a value)."""
     end = len(data)
     line, stop = classify(data, start, end, kind), end
-    if line is None and end - start > 1:  # an odd hex digit ("6162 4")
+    # What a cut drops must be able to begin a token: a line holding other bytes (`aaaa\0`) is no encoding or dump
+    # line however it goes on (quick_candidate says so too, and a stream held a view's run there: `held`).
+    if line is None and end - start > 1 and (data[end - 1:end].isalnum() or data[end - 1] == 0x20):
+        # an odd hex digit ("6162 4"), or a space after a field (`od -b`'s "132 ")
         line, stop = classify(data, start, end - 1, kind), end - 1
     for cut in (2, 3):  # an `od -c` field begun ("   Q   2  ", " 153 13")
-        if line is None and end - start > cut:
+        if line is None and end - start > cut and all(32 <= b < 127 for b in data[end - cut:end]):
             line, stop = classify(data, start, end - cut, kind), end - cut
             line = line if line is not None and line.fmt == "oc" else None
     if line is None and end - start > 1:  # a token begun ("0x", "\\x6", `od -tx8`'s "646e3452")
