@@ -129,13 +129,23 @@ def test_add_returns_only_after_concurrent_writes_use_the_new_secret() -> None:
         while not stop.is_set():
             s.write(b"line " + value + b"\n")
 
+    def written(at_least: int, since: int = 0) -> None:
+        # Waits for the writer rather than sleeping a fixed time: on a loaded machine 50 ms may pass without a write.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with lock:
+                if len(out) - since >= at_least:
+                    return
+            time.sleep(0.005)
+        raise AssertionError("the writer thread wrote nothing for 60 s")
+
     t = threading.Thread(target=writer)
     t.start()
-    time.sleep(0.05)
+    written(20)
     r.add(value, source="late")
     with lock:
         mark = len(out)
-    time.sleep(0.05)
+    written(20, since=mark)
     stop.set()
     t.join()
     s.close()
