@@ -587,7 +587,8 @@ _OFFSET_BEGUN = re.compile(rb"[0-9a-fA-F]{7,16} (?P<t> *-?[0-9a-fA-F]{0,%d})" % 
 
 
 def _first_token_begun(buf: bytes) -> int:
-    """Where the cut first token of an incomplete dump line at the end of `buf` starts (len(buf) if none)."""
+    """Where the first field of an incomplete dump line at the end of `buf` starts, its padding included (after the
+    offset's one separating space), when that field is all the line has yet; len(buf) if none."""
     start = buf.rfind(b"\n") + 1
     m = _OFFSET_BEGUN.fullmatch(buf, start) if len(buf) - start <= 48 else None
     return m.start("t") if m is not None and m.end("t") > m.start("t") else len(buf)
