@@ -54,9 +54,10 @@ def TestOneInput(data: bytes) -> None:
         width = fdp.ConsumeIntInRange(16, 100)
         if how == 9:  # a numeric dump (`od -tu1`, `od -d`, `od -s`, `od -o`, `od -tx4`: wrapped._numeric_line)
             text = numeric_dump(body, NUMERIC[fdp.ConsumeIntInRange(0, len(NUMERIC) - 1)])
-        elif how == 8:  # the secret spaced out or reversed after other text (security/rearranged_forms.py)
-            shown = b" ".join(secrets[0][i:i + 1] for i in range(len(secrets[0]))) if fdp.ConsumeBool() \
-                else secrets[0][::-1]
+        elif how == 8:  # the secret spaced out, one byte a line, reversed or in upper case after other text
+            chars = [secrets[0][i:i + 1] for i in range(len(secrets[0]))]  # (security/rearranged_forms.py)
+            shown = [b" ".join(chars), b"\n" + b"\n".join(chars) + b"\n", secrets[0][::-1],
+                     secrets[0].upper()][fdp.ConsumeIntInRange(0, 3)]
             text = text[: len(text) // 2] + shown + text[len(text) // 2:]
         elif how == 7:  # `hexdump` / `od -x` words or `od -b` octal, read from the first line (wrapped.DUMP_START)
             text = words_or_octal_dump(body, 2 * (width // 8) or 2, fdp.ConsumeBool())

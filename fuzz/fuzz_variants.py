@@ -221,17 +221,27 @@ def check_program_prints(secret: bytes, enc: list[bytes]) -> None:
 
 
 def check_rearranged(secret: bytes, enc: list[bytes]) -> None:
-    """The spaced and reversed forms are what `sed 's/./& /g'` and `rev` print, by bytes (the C locale) and, for
-    UTF-8 text, by characters; each is registered unless it is the value itself."""
-    printed = [b" ".join(secret[i:i + 1] for i in range(len(secret))), secret[::-1]]
+    """The spaced, one-a-line, reversed and recased forms are what `sed 's/./& /g'`, `fold -w1`, `rev`, `tr` and
+    `${S^^}` print, by bytes (the C locale) and, for UTF-8 text, by characters; each is registered unless it is the
+    value itself."""
+    units = [[secret[i:i + 1] for i in range(len(secret))]]
     if _utf8(secret):
+        units.append([c.encode("utf-8", "surrogatepass") for c in secret.decode("utf-8")])
+    printed = [secret.upper(), secret.lower()]
+    for chars in units:
+        printed += [b" ".join(chars), b"".join(reversed(chars))]
+        if len(secret) > 1:
+            printed.append(b"\n".join(chars))
+    if _utf8(secret) and not secret.isascii():
         text = secret.decode("utf-8")
-        printed += [" ".join(text).encode("utf-8", "surrogatepass"), text[::-1].encode("utf-8", "surrogatepass")]
+        for recase in (str.upper, str.lower):
+            printed += [recase(text).encode("utf-8", "surrogatepass"),
+                        "".join(recase(c) if len(recase(c)) == 1 else c for c in text).encode("utf-8", "surrogatepass")]
     for form in rearranged_forms(secret):
         if form not in printed or form not in enc:
-            raise AssertionError("a rearranged form is not what sed or rev prints, or is not registered")
+            raise AssertionError("a rearranged form is not what sed, fold, rev or tr prints, or is not registered")
     if any(form != secret and form not in enc for form in printed):
-        raise AssertionError("what sed 's/./& /g' or rev prints is not a registered form")
+        raise AssertionError("what sed 's/./& /g', fold -w1, rev or tr prints is not a registered form")
 
 
 def _uncaret(form: bytes) -> bytes:

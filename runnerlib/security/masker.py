@@ -201,7 +201,7 @@ class MaskSnapshot:
 
         Bytes before p can never be covered by an occurrence that ends later; bytes from p on might be.
         """
-        live = self._live_start(buf)
+        live = self._live_start(buf, line_start=line_start)
         if self.triggers and buf.find(b"%", max(0, len(buf) - self.maxlen)) >= 0:
             # A percent form with mixed-case hex is a prefix of the uppercase form once its escapes are.
             tail = buf[-self.maxlen:]
@@ -222,7 +222,7 @@ class MaskSnapshot:
             live = min(live, self.breaks.tail_live_start(buf, self._live_start))
         return live
 
-    def _live_start(self, buf: bytes, accept: Callable[[bytes], bool] | None = None) -> int:
+    def _live_start(self, buf: bytes, accept: Callable[[bytes], bool] | None = None, line_start: bool = True) -> int:
         """The smallest p such that buf[p:] is a proper beginning of a pattern, or len(buf). With `accept`: a beginning
         of at least PREFIX_LEN bytes, of a pattern `accept` takes (at least PREFIX_LEN + 1 bytes long).
 
@@ -233,6 +233,7 @@ class MaskSnapshot:
         A beginning that starts before the last line break holds that break: only patterns with a line break can
         give one, and they are looked up by the bytes before it (NewlineHeads). The prefix filter then reads only
         what follows the last break, not the last `maxlen` bytes (a tenth of a 64 KiB write's time at N=1,000).
+        `line_start`: whether buf begins a line (for the forms one character a line: NewlineHeads.live_start).
         """
         end = len(buf)
         lo = end - self.maxlen + 1
@@ -243,8 +244,8 @@ class MaskSnapshot:
         nl = buf.rfind(b"\n", lo)
         if nl >= 0:
             nl_heads = self._nl_heads
-            if nl_heads.index:
-                p = nl_heads.live_start(buf, lo, nl, accept)
+            if nl_heads.index or nl_heads.one_a_line:
+                p = nl_heads.live_start(buf, lo, nl, accept, line_start)
                 if p < end:
                     return p  # every later candidate starts after the break
             lo = nl + 1
@@ -287,47 +288,86 @@ class MaskSnapshot:
         return b"".join(out)
 
 
+def one_character_a_line(pattern: bytes) -> bool:
+    """Whether `pattern` is two lines or more of one character each (a UTF-8 character or one byte): the form of a
+    value that `fold -w1` prints (rearranged_forms).
+
+    >>> one_character_a_line(b"a\\nb\\nc"), one_character_a_line("\u00e4\\nb".encode()), one_character_a_line(b"a\\nbc")
+    (True, True, False)
+    """
+    lines = pattern.split(b"\n")
+    return len(lines) > 1 and all(len(line) == 1 or 1 < len(line) <= 4 and _one_character(line) for line in lines)
+
+
+def _one_character(data: bytes) -> bool:
+    try:
+        return len(data.decode("utf-8")) == 1
+    except UnicodeDecodeError:
+        return False
+
+
 class NewlineHeads:
     """The patterns holding a line break, each by the NL_KEY bytes up to and including each of its breaks (fewer
     when the break is nearer its start): where a buffer's last break can fall inside a pattern's beginning.
+
+    The patterns one character a line (one_character_a_line: a value's form printed by `fold -w1`,
+    rearranged_forms) are indexed apart and count only where they begin a line: every write ending in a
+    one-character line would be held otherwise (`print(x)` at a prompt, `}` closing a JSON document), and the
+    tools that print such a form start its first line with it. They are looked up only when the buffer's last
+    line is one character: their keys (`a\\n`, one for each first character) match most line ends, and checking
+    them at every write cost 12% of the N=1,000 stream.
 
     Grow-only and shared by every snapshot of a masker (added to under its lock, each entry replaced, never
     changed in place): a snapshot that sees a pattern added later at most holds a tail longer.
     """
 
-    __slots__ = ("index", "key_lengths")
+    __slots__ = ("index", "key_lengths", "one_a_line", "one_a_line_lengths")
 
     def __init__(self) -> None:
         self.index: dict[bytes, tuple[tuple[bytes, int], ...]] = {}  # key -> (pattern, where its break is)
         self.key_lengths: tuple[int, ...] = ()
+        self.one_a_line: dict[bytes, tuple[tuple[bytes, int], ...]] = {}  # the same, of the forms one a line
+        self.one_a_line_lengths: tuple[int, ...] = ()
 
     def add(self, patterns: Iterable[bytes]) -> None:
         """Index the breaks of `patterns` that a proper beginning can hold (not one that ends the pattern)."""
-        index = self.index
-        lengths = set(self.key_lengths)
+        lengths = {False: set(self.key_lengths), True: set(self.one_a_line_lengths)}
         for pattern in [p for p in patterns if b"\n" in p]:  # a few: don't loop over the 90,000 of `mask`
+            apart = one_character_a_line(pattern)
+            index = self.one_a_line if apart else self.index
             q = pattern.find(b"\n")
             while 0 <= q < len(pattern) - 1:
                 key = pattern[max(0, q + 1 - NL_KEY):q + 1]
                 index[key] = (*index.get(key, ()), (pattern, q))
-                lengths.add(len(key))
+                lengths[apart].add(len(key))
                 q = pattern.find(b"\n", q + 1)
-        if len(lengths) != len(self.key_lengths):
-            self.key_lengths = tuple(sorted(lengths, reverse=True))
+        self.key_lengths = tuple(sorted(lengths[False], reverse=True))
+        self.one_a_line_lengths = tuple(sorted(lengths[True], reverse=True))
 
-    def live_start(self, buf: bytes, lo: int, nl: int, accept: Callable[[bytes], bool] | None) -> int:
+    def live_start(self, buf: bytes, lo: int, nl: int, accept: Callable[[bytes], bool] | None,
+                   line_start: bool = True) -> int:
         """The smallest p in [lo, nl] such that buf[p:] is a proper beginning of an indexed pattern, where buf[nl]
         is the last line break of buf[lo:]; len(buf) if none. With `accept`: of PREFIX_LEN bytes or more, of a
-        pattern `accept` takes (as MaskSnapshot._live_start)."""
+        pattern `accept` takes (as MaskSnapshot._live_start). A pattern one character a line counts only where it
+        begins a line (`line_start`: whether buf does)."""
+        best = self._earliest(self.index, self.key_lengths, buf, lo, nl, accept, len(buf), None)
+        if self.one_a_line and (buf.rfind(b"\n", max(0, nl - 5), nl) >= 0 or nl <= 4 and line_start) \
+                and _one_character(buf[buf.rfind(b"\n", 0, nl) + 1:nl]):
+            best = self._earliest(self.one_a_line, self.one_a_line_lengths, buf, lo, nl, accept, best, line_start)
+        return best
+
+    @staticmethod
+    def _earliest(index: dict[bytes, tuple[tuple[bytes, int], ...]], key_lengths: tuple[int, ...], buf: bytes,
+                  lo: int, nl: int, accept: Callable[[bytes], bool] | None, best: int, line_start: bool | None) -> int:
+        """live_start in one index, from `best` down; `line_start` None: the beginning may start anywhere."""
         end = len(buf)
-        best = end
-        index = self.index
-        for k in self.key_lengths:
+        for k in key_lengths:
             if nl + 1 - k < lo:
                 continue
             for pattern, q in index.get(buf[nl + 1 - k:nl + 1], ()):
                 p = nl - q
-                if lo <= p < best and len(pattern) > end - p and buf.startswith(pattern[:end - p], p) \
+                if lo <= p < best and (line_start is None or (buf[p - 1] == 0x0A if p else line_start)) \
+                        and len(pattern) > end - p and buf.startswith(pattern[:end - p], p) \
                         and (accept is None or end - p >= PREFIX_LEN and accept(pattern)):
                     best = p
         return best

@@ -1,16 +1,21 @@
-"""A secret's characters rearranged the ways best known for getting a value past a log masker: spaced out
-(`sed 's/./& /g'`, `" ".join(s)`) and reversed (`rev`).
+"""A secret's characters rearranged or recased the ways best known for getting a value past a log masker:
+spaced out (`sed 's/./& /g'`, `" ".join(s)`), one a line (`fold -w1`, `sed 's/./&\n/g'`, `grep -o .`, a loop
+printing `${S:i:1}`), reversed (`rev`), and in upper or lower case (`tr a-z A-Z`, `${S^^}`, `${S,,}`).
 
-Those two are what writeups of GitHub Actions' masking show first after base64, and a step that prints its
-own secret that way needs no tool beyond `sed`. Each form is one literal of every character of the value, so
-its false-positive argument is the value's own. Used by variants.encoded_forms. Not covered: a value cut into
-pieces printed apart, one character a line, case changes, any other separator (docs/masking.md, Limits).
+They are what writeups of GitHub Actions' masking show first after base64, and a step that prints its own
+secret that way needs no tool beyond `sed`, `fold` or `tr`. Each form is one literal of every character of the
+value, so its false-positive argument is the value's own (a case form: the value's letters recased, as rare in
+a log as the value). Used by variants.encoded_forms. Not covered: a value cut into pieces printed apart, any
+other separator, mixed recasings (`${S~~}`) (docs/masking.md, Limits).
+
+A form one character a line is looked for wherever it is, but its beginning at the end of a write is held only
+when it begins a line (masker.NewlineHeads): every write ending in a one-character line would be held otherwise.
 
 Characters, not bytes, are what `sed` and `rev` rearrange in a UTF-8 locale; in the C locale (a CI container
 without LANG) they rearrange bytes. A non-ASCII value gets both.
 
 >>> rearranged_forms(b"s3cr3t!x")
-[b's 3 c r 3 t ! x', b'x!t3rc3s']
+[b's 3 c r 3 t ! x', b's\\n3\\nc\\nr\\n3\\nt\\n!\\nx', b'x!t3rc3s', b'S3CR3T!X']
 """
 
 from __future__ import annotations
@@ -29,13 +34,39 @@ def _units(value: bytes) -> list[list[bytes]]:
 
 
 def rearranged_forms(value: bytes) -> list[bytes]:
-    """`value` spaced out (a space after each character; the trailing one left out) and reversed, by characters
-    and, for a non-ASCII value, by bytes too. A form equal to the value (a palindrome) is left out."""
+    """`value` spaced out (a space after each character; the trailing one left out), one character a line (the
+    last line break left out), reversed, by characters and, for a non-ASCII value, by bytes too; then in upper and
+    in lower case. A form equal to the value (a palindrome, a value with no letter) is left out."""
     forms: dict[bytes, None] = {}
     units = _units(value)
     for chars in units:
         forms[b" ".join(chars)] = None
+    if len(value) > 1:
+        for chars in units:
+            forms[b"\n".join(chars)] = None
     for chars in units:
         forms[b"".join(reversed(chars))] = None
+    for form in case_forms(value):
+        forms[form] = None
     forms.pop(value, None)
     return list(forms)
+
+
+def case_forms(value: bytes) -> list[bytes]:
+    """`value` in upper and in lower case: its ASCII letters (`tr`, `${S^^}` in the C locale) and, for a UTF-8
+    value, every letter, as Python's `str.upper` does (`ß` to `SS`) and as C's `towupper` does, a character for a
+    character (`${S^^}` in a UTF-8 locale keeps `ß`).
+
+    >>> case_forms(b"Ab-1")
+    [b'AB-1', b'ab-1']
+    """
+    forms = [value.upper(), value.lower()]
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if not text.isascii():
+        for recase in (str.upper, str.lower):
+            forms.append(recase(text).encode("utf-8", "surrogatepass"))
+            forms.append("".join(c if len(recase(c)) != 1 else recase(c) for c in text).encode("utf-8", "surrogatepass"))
+    return list(dict.fromkeys(f for f in forms if f != value))

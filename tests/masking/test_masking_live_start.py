@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runnerlib.security.masker import PREFIX_LEN, Masker, NewlineHeads
+from runnerlib.security.masker import PREFIX_LEN, Masker, NewlineHeads, one_character_a_line
 from runnerlib.security.matcher import available_engines
 
 # A small alphabet with a line break makes beginnings, breaks and repeats common.
@@ -19,11 +19,16 @@ _TEXT = st.lists(st.one_of(_BYTES, _PATTERN), max_size=12).map(b"".join)
 
 
 def brute_force(buf: bytes, patterns: list[bytes], accept: Callable[[bytes], bool] | None = None) -> int:
-    """With `accept`, beginnings of PREFIX_LEN bytes or more only (the prefix filter's heads)."""
+    """With `accept`, beginnings of PREFIX_LEN bytes or more only (the prefix filter's heads). A pattern one character
+    a line, holding a line break of buf, counts only where it begins a line (NewlineHeads.live_start)."""
     stop = len(buf) if accept is None else len(buf) - PREFIX_LEN + 1
+
+    def counts(q: bytes, p: int) -> bool:
+        return not one_character_a_line(q) or b"\n" not in buf[p:] or p == 0 or buf[p - 1:p] == b"\n"
+
     return next((p for p in range(max(0, stop))
                  if any(len(q) > len(buf) - p and q.startswith(buf[p:]) and (accept is None or accept(q))
-                        for q in patterns)), len(buf))
+                        and counts(q, p) for q in patterns)), len(buf))
 
 
 @pytest.mark.parametrize("engine", available_engines())

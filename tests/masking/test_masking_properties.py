@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runnerlib.security import wrapped
+from runnerlib.security.masker import one_character_a_line
 from runnerlib.security.matcher import available_engines
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.security.variants import secret_variants
@@ -193,10 +194,16 @@ def test_secret_added_mid_stream_is_masked_in_everything_emitted_afterwards(data
 
 def brute_force_held(text: bytes, patterns: list[bytes], triggers: list[bytes] = ()) -> int:
     """How many trailing bytes of `text` are undecided: from the earliest live partial match (of a pattern or
-    a trigger) on, the first byte not covered by a complete occurrence of a pattern."""
+    a trigger) on, the first byte not covered by a complete occurrence of a pattern. A pattern one character a line
+    whose beginning holds a line break is live only where it begins a line (NewlineHeads.live_start)."""
     searched = [*patterns, *triggers]
+
+    def counts(q: bytes, p: int) -> bool:
+        return not one_character_a_line(q) or b"\n" not in text[p:] or p == 0 or text[p - 1:p] == b"\n"
+
     live = next((p for p in range(len(text))
-                 if any(len(q) > len(text) - p and q.startswith(text[p:]) for q in searched)), len(text))
+                 if any(len(q) > len(text) - p and q.startswith(text[p:]) and counts(q, p) for q in searched)),
+                len(text))
     covered = bytearray(len(text))
     for q in patterns:
         i = text.find(q)

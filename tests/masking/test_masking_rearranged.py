@@ -1,4 +1,5 @@
-"""A secret spaced out (`sed 's/./& /g'`) or reversed (`rev`): the two best-known ways round a log masker after
+"""A secret spaced out (`sed 's/./& /g'`), one character a line (`fold -w1`, `sed 's/./&\\n/g'`, `grep -o .`),
+reversed (`rev`) or recased (`tr a-z A-Z`, `${S^^}`, `${S,,}`): the best-known ways round a log masker after
 base64 (security/rearranged_forms.py).
 
 Each test runs the real tools where it can, in a UTF-8 locale (characters) and in the C locale (bytes), undoes
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from runnerlib.execution.process import run_process
 from runnerlib.security import variants
-from runnerlib.security.rearranged_forms import rearranged_forms
+from runnerlib.security.rearranged_forms import case_forms, rearranged_forms
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.testing import assert_no_fragment, stream_through, write_splits
 
@@ -35,9 +36,9 @@ def _registry(*values: str) -> SecretRegistry:
     return registry
 
 
-def _tool(command: str, data: bytes, locale: str) -> bytes:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": locale}
-    return subprocess.run(["sh", "-c", command], input=data, capture_output=True, env=env, check=True).stdout
+def _tool(command: str, data: bytes, locale: str, **env_vars: str) -> bytes:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": locale, **env_vars}
+    return subprocess.run(["bash", "-c", command], input=data, capture_output=True, env=env, check=True).stdout
 
 
 def _document(secret: str) -> bytes:
@@ -45,18 +46,55 @@ def _document(secret: str) -> bytes:
 
 
 def _leaks(registry: SecretRegistry, secret: str, locale: str) -> list[str]:
-    """Which of `sed 's/./& /g'` and `rev` leave a 6-byte fragment of `secret` in the masked output, undone: the
-    spaces taken out (of the secret's too), each line reversed again (by characters, as `rev` reversed it)."""
+    """Which of `sed 's/./& /g'`, `rev`, the tools printing one character a line and the recasing ones leave a
+    6-byte fragment of `secret` in the masked output, undone: the spaces or line breaks taken out (of the secret's
+    too), each line reversed again (by characters, as `rev` reversed it), the case compared as folded."""
     found = []
     doc = _document(secret)
     if _leaves(registry.mask(_tool("sed 's/./& /g'", doc, locale)).replace(b" ", b""), secret.replace(" ", "")):
         found.append("sed")
+    for name, command in PER_LINE.items():
+        # One character a line: only the secret's line is cut up (the others would join into fragments of their own).
+        printed = _tool(f"printf '%s\\n' \"$S\" | {command}", b"", locale, S=secret)
+        joined = registry.mask(printed).replace(b"\n", b"")
+        if _leaves(joined, secret.replace("\n", "")):
+            found.append(name)
+    for name, command in RECASING.items():
+        printed = _tool(command, b"", locale, S=secret)
+        if _leaves(registry.mask(printed).decode("utf-8", "replace").casefold().encode(), secret.casefold()):
+            found.append(name)
     if locale == "C" and not secret.isascii():
         return found  # `rev` refuses it: "Invalid or incomplete multibyte or wide character"
     masked = registry.mask(_tool("rev", doc, locale)).decode("utf-8", "replace")
     if _leaves("\n".join(line[::-1] for line in masked.split("\n")).encode(), secret):
         found.append("rev")
     return found
+
+
+# Printing `$S` one character a line. `fold` cuts bytes (a UTF-8 character too); the others, characters in a UTF-8
+# locale and bytes in the C locale.
+PER_LINE = {
+    "fold -w1": "fold -w1",
+    "sed newline": "sed 's/./&\\n/g'",
+    "grep -o": "grep -o .",
+    "shell loop": "{ read -r v; i=0; while [ $i -lt ${#v} ]; do printf '%s\\n' \"${v:$i:1}\"; i=$((i+1)); done; }",
+}
+# Printing `$S` in upper or lower case (bash's ${S^^} recases every letter in a UTF-8 locale, tr only ASCII).
+RECASING = {
+    "tr upper": "printf '%s\\n' \"$S\" | tr a-z A-Z",
+    "tr lower": "printf '%s\\n' \"$S\" | tr A-Z a-z",
+    "bash ^^": "printf '%s\\n' \"${S^^}\"",
+    "bash ,,": "printf '%s\\n' \"${S,,}\"",
+}
+
+
+def _expected_leaks(secret: str, locale: str) -> list[str]:
+    """What the control (the forms off) finds: every tool but the recasings that leave the secret as it was, and
+    `rev` in the C locale of a non-ASCII secret (it refuses to run)."""
+    found = ["sed", *PER_LINE]
+    found += [name for name, command in RECASING.items()
+              if _tool(command, b"", locale, S=secret).rstrip(b"\n") != secret.encode()]
+    return found + ([] if locale == "C" and not secret.isascii() else ["rev"])
 
 
 def _leaves(output: bytes, secret: str) -> bool:
@@ -67,49 +105,81 @@ def _leaves(output: bytes, secret: str) -> bool:
     return False
 
 
-needs_tools = pytest.mark.skipif(shutil.which("sed") is None or shutil.which("rev") is None,
-                                 reason="sed and rev (util-linux) are needed")
+needs_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in ("sed", "rev", "fold", "grep", "tr", "bash")),
+                                 reason="sed, rev (util-linux), fold, grep, tr and bash are needed")
 
 
 @needs_tools
 @pytest.mark.parametrize("locale", LOCALES)
 @pytest.mark.parametrize("secret", SECRETS, ids=range(len(SECRETS)))
-def test_sed_spaced_and_rev_are_masked(secret: str, locale: str) -> None:
+def test_sed_spaced_one_a_line_recased_and_rev_are_masked(secret: str, locale: str) -> None:
     assert _leaks(_registry(secret), secret, locale) == []
 
 
 @needs_tools
 @pytest.mark.parametrize("locale", LOCALES)
 def test_without_the_forms_they_leak(locale: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The control: the same check with the rearranged forms off finds both leaks for every secret."""
+    """The control: the same check with the rearranged forms off finds every leak for every secret."""
     monkeypatch.setattr(variants, "rearranged_forms", lambda value: [])
     for secret in SECRETS:
-        expected = ["sed"] if locale == "C" and not secret.isascii() else ["sed", "rev"]
-        assert _leaks(_registry(secret), secret, locale) == expected, secret
+        assert _leaks(_registry(secret), secret, locale) == _expected_leaks(secret, locale), secret
 
 
 def test_forms_by_characters_and_by_bytes() -> None:
-    assert rearranged_forms(b"abc1") == [b"a b c 1", b"1cba"]
+    assert rearranged_forms(b"abc1") == [b"a b c 1", b"a\nb\nc\n1", b"1cba", b"ABC1"]
     value = "äb1".encode()
-    assert rearranged_forms(value) == ["ä b 1".encode(), b" ".join(value[i:i + 1] for i in range(len(value))),
-                                       "1bä".encode(), value[::-1]]
-    assert rearranged_forms(b"abba") == [b"a b b a"]  # a palindrome's reversal is the value itself
-    assert rearranged_forms(b"\xff\xfeab") == [b"\xff \xfe a b", b"ba\xfe\xff"]  # not UTF-8: bytes
+    by_bytes = [value[i:i + 1] for i in range(len(value))]
+    assert rearranged_forms(value) == ["ä b 1".encode(), b" ".join(by_bytes), "ä\nb\n1".encode(), b"\n".join(by_bytes),
+                                       "1bä".encode(), value[::-1], "äB1".encode(), "ÄB1".encode()]
+    assert rearranged_forms(b"abba") == [b"a b b a", b"a\nb\nb\na", b"ABBA"]  # a palindrome's reversal is itself
+    assert rearranged_forms(b"\xff\xfeab") == [b"\xff \xfe a b", b"\xff\n\xfe\na\nb", b"ba\xfe\xff", b"\xff\xfeAB"]
+    assert rearranged_forms(b"1234") == [b"1 2 3 4", b"1\n2\n3\n4", b"4321"]  # no letter: no case form
+
+
+def test_case_forms_as_tr_bash_and_python_recase() -> None:
+    assert case_forms(b"Ab-1") == [b"AB-1", b"ab-1"]
+    # tr (ASCII letters only), Python's str.upper (ß to SS) and bash's ${S^^} (towupper: ß stays).
+    assert case_forms("Grüße".encode()) == ["GRüßE".encode(), "grüße".encode(), "GRÜSSE".encode(), "GRÜßE".encode()]
 
 
 def test_a_trusted_step_printing_them_shows_nothing() -> None:
-    """End to end: a trusted step prints its secret through `sed` and `rev`, and Python's `" ".join`."""
+    """End to end: a trusted step prints its secret through `sed`, `rev`, `fold -w1` and `tr`, and Python's
+    `" ".join` and a loop printing a character a line."""
     secret = "Zq8vN3kLp2Xr7TmW9bYc"
     registry = _registry(secret)
     script = (f"printf '%s\\n' \"$S\" | sed 's/./& /g'; printf '%s\\n' \"$S\" | rev; "
-              f"{sys.executable} -c 'import os; print(\" \".join(os.environ[\"S\"]))'")
+              f"{sys.executable} -c 'import os; print(\" \".join(os.environ[\"S\"]))'; "
+              "printf '%s\\n' \"$S\" | tr a-z A-Z; echo begin; printf '%s\\n' \"$S\" | fold -w1; echo middle; "
+              f"{sys.executable} -c 'import os; [print(c, flush=True) for c in os.environ[\"S\"]]'; echo end")
     env = {**os.environ, "S": secret}
     result = run_process(script, registry=registry, env=env, name="leaky")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert len(lines) == 3 and all("***" in line for line in lines), result.output
-    undone = [lines[0].replace(" ", ""), lines[1][::-1], lines[2].replace(" ", "")]
-    assert_no_fragment("\n".join(undone).encode(), [secret.encode()], min_fragment=4)
+    assert lines[4:] == ["begin", "***", "middle", "***", "end"], result.output  # a character a line, masked whole
+    assert len(lines) == 9 and all("***" in line for line in lines[:4]), result.output
+    undone = [lines[0].replace(" ", ""), lines[1][::-1], lines[2].replace(" ", ""), lines[3].lower()]
+    assert_no_fragment("\n".join(undone).encode(), [secret.encode(), secret.lower().encode()], min_fragment=4)
+
+
+def test_a_line_of_one_character_ends_a_write_unheld_unless_it_begins_one() -> None:
+    """A form one character a line is held at the end of a write only where it begins a line: `hello` ending a
+    write goes out at once though a secret begins with `o`; `o` on a line of its own waits for the next write (which
+    shows it was the secret's beginning, or not), and the secret printed one character a line, cut there, is
+    masked."""
+    secret = "oZq8vN3kLp2Xr7TmW9bYc"
+    registry = _registry(secret)
+    out: list[bytes] = []
+    stream = registry.stream(out.append)
+    stream.write(b"hello\n")
+    assert out == [b"hello\n"]
+    stream.write(b"o\n")
+    assert b"".join(out) == b"hello\n"  # held: it may be the secret's first line
+    stream.write(b"k\n")
+    assert b"".join(out) == b"hello\no\nk\n"
+    stream.close()
+    per_line = b"\n".join(bytes([c]) for c in secret.encode()) + b"\n"
+    for cut in range(1, len(per_line)):
+        assert stream_through(registry, [b"x\n" + per_line[:cut], per_line[cut:]]) == b"x\n***\n", cut
 
 
 _VALUE = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_categories=["Cs"]), min_size=8,
@@ -119,13 +189,16 @@ _VALUE = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_ca
 @settings(max_examples=60, deadline=None)
 @given(value=_VALUE, before=st.text("abc xyz=:", max_size=20), data=st.data())
 def test_any_value_at_any_split(value: str, before: str, data: st.DataObject) -> None:
-    """Spaced and reversed, after any text, in a stream cut anywhere: masked as in the whole output, and nothing of
-    the value is left (undone, no 6-character piece of it)."""
+    """Spaced, one character a line, reversed and in upper case, after any text, in a stream cut anywhere: masked
+    as in the whole output, and nothing of the value is left (undone, no 6-character piece of it)."""
     registry = _registry(value)
     spaced = (before + " ".join(value) + " \n").encode()
+    per_line = (before + "\n" + "\n".join(value) + "\n").encode()
     reversed_ = (value[::-1] + before + "\n").encode()
-    for out, undo in ((spaced, lambda m: m.replace(" ", "")), (reversed_, lambda m: m[::-1])):
+    upper = (before + value.upper() + "\n").encode()
+    for out, undo in ((spaced, lambda m: m.replace(" ", "")), (per_line, lambda m: m.replace("\n", "")),
+                      (reversed_, lambda m: m[::-1]), (upper, str.casefold)):
         masked = registry.mask(out)
         assert stream_through(registry, data.draw(write_splits(out))) == masked
-        assert_no_fragment(undo(masked.decode()).encode(), [value.encode()], min_fragment=6,
+        assert_no_fragment(undo(masked.decode()).encode(), [undo(value).encode()], min_fragment=6,
                            allowed=[undo(before).encode()])
