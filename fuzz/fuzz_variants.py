@@ -34,6 +34,7 @@ with atheris.instrument_imports():
     from runnerlib.security.escape_forms import (
         c_locale_shell_forms,
         caret_forms,
+        char_list_forms,
         decimal_list_forms,
         markup_forms,
         properties_forms,
@@ -218,6 +219,7 @@ def check_program_prints(secret: bytes, enc: list[bytes]) -> None:
             raise AssertionError(".NET JSON form does not load back to the secret")
     check_rearranged(secret, enc)
     check_caret(secret, enc)
+    check_char_lists(secret, enc)
 
 
 def check_rearranged(secret: bytes, enc: list[bytes]) -> None:
@@ -242,6 +244,23 @@ def check_rearranged(secret: bytes, enc: list[bytes]) -> None:
             raise AssertionError("a rearranged form is not what sed, fold, rev or tr prints, or is not registered")
     if any(form != secret and form not in enc for form in printed):
         raise AssertionError("what sed 's/./& /g', fold -w1, rev or tr prints is not a registered form")
+
+
+def check_char_lists(secret: bytes, enc: list[bytes]) -> None:
+    """What Python's `print(list(s))` and `json.dumps(list(s))` (compact too) print of a UTF-8 value of two
+    characters or more reads back to the value, and holds a registered form (escape_forms.char_list_forms)."""
+    if not _utf8(secret) or len(secret.decode("utf-8")) < 2:
+        return
+    chars = list(secret.decode("utf-8"))
+    forms = char_list_forms(secret)
+    if not all(form in enc for form in forms):
+        raise AssertionError("a list form is not registered")
+    for printed, load in ((str(chars), ast.literal_eval), (json.dumps(chars), json.loads),
+                          (json.dumps(chars, ensure_ascii=False, separators=(",", ":")), json.loads)):
+        if "".join(load(printed)) != secret.decode("utf-8"):
+            raise AssertionError("a list of the characters does not read back to the secret")
+        if not any(form in printed.encode("utf-8", "surrogatepass") for form in forms):
+            raise AssertionError("no registered list form in what print(list(s)) or json.dumps prints")
 
 
 def _uncaret(form: bytes) -> bytes:

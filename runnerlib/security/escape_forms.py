@@ -3,12 +3,13 @@
 non-ASCII and control characters (`print(output)` of `subprocess.check_output`'s bytes, `ascii()`, `yaml.dump`),
 quotings other than bash's `set -x` (`declare -p` / `export -p` double quotes, Python's `shlex.quote`, a
 doubled `'` in YAML's single-quoted style and SQL literals), HTML / XML escaping as each library writes quotes,
-Java's `.properties` escaping, and `cat -v` / `cat -A` notation. Used by variants.encoded_forms; one-line forms,
+Java's `.properties` escaping, `cat -v` / `cat -A` notation, and the characters as a list (`print(list(s))`). Used by variants.encoded_forms; one-line forms,
 each carrying every bit of the value, so the false-positive argument is the raw value's. Each function returns only
 forms that differ from the value."""
 
 from __future__ import annotations
 
+import json
 import re
 
 # The separators of the usual decimal list printers: Python, Rust, Java `Arrays.toString` (", "); Go (" ");
@@ -148,6 +149,30 @@ def caret_forms(value: bytes) -> list[bytes]:
     shown = b"".join(_caret(b, False) for b in value)
     tabs = b"".join(_caret(b, True) for b in value)
     return _differing([shown, tabs, tabs.replace(b"\n", b"$\n")], value)
+
+
+def char_list_forms(value: bytes) -> list[bytes]:
+    """The inside of `value`'s characters printed as a list: Python's `print(list(s))` / `tuple(s)` (each item
+    as `repr` quotes it), JSON's `json.dumps(list(s))` (non-ASCII as it is and as `\\uXXXX`) and Ruby's `p s.chars`
+    (`", "`), compact JSON (`JSON.stringify([...s])`, `jq -c`: `","`); three for a value with no non-ASCII or control
+    character. The outer quotes are left out: the first and last items' are the list's. For a UTF-8 value of two
+    characters or more.
+
+    >>> char_list_forms(b"ab1")
+    [b"a', 'b', '1", b'a", "b", "1', b'a","b","1']
+    """
+    try:
+        chars = list(value.decode("utf-8"))
+    except UnicodeDecodeError:
+        return []
+    if len(chars) < 2:
+        return []
+    items = [", ".join(repr(c) for c in chars)]
+    for separators in ((", ", ": "), (",", ":")):
+        items += [json.dumps(chars, ensure_ascii=False, separators=separators),
+                  json.dumps(chars, separators=separators)]
+    return _differing([(item[1:-1] if item[0] != "[" else item[2:-2]).encode("utf-8", "surrogatepass")
+                       for item in items], value)
 
 
 def _differing(forms: list[bytes], value: bytes) -> list[bytes]:

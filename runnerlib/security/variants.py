@@ -21,6 +21,7 @@ from runnerlib.security.escape_forms import (
     _ANSIC,
     c_locale_shell_forms,
     caret_forms,
+    char_list_forms,
     decimal_list_forms,
     markup_forms,
     properties_forms,
@@ -301,7 +302,7 @@ def encoded_forms(value: bytes, b64: list[bytes] | None = None, percent: list[by
         *(base32_forms(value) if b32 is None else b32), *double_base64_forms(value, b64),
         *decimal_list_forms(value), *python_escape_forms(value), *quoted_forms(value), *properties_forms(value),
         *c_locale_shell_forms(value), *utf16_forms(value), *utf16_base64_forms(value), *rearranged_forms(value),
-        *caret_forms(value),
+        *caret_forms(value), *char_list_forms(value),
     ]
 
 
