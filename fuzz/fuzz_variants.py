@@ -232,7 +232,7 @@ def check_rearranged(secret: bytes, enc: list[bytes]) -> None:
     printed = [secret.upper(), secret.lower()]
     for chars in units:
         printed += [b" ".join(chars), b"".join(reversed(chars))]
-        if len(secret) > 1:
+        if len(secret) > 1 and b"\n" not in secret:
             printed.append(b"\n".join(chars))
     if _utf8(secret) and not secret.isascii():
         text = secret.decode("utf-8")

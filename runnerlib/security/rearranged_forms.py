@@ -35,13 +35,13 @@ def _units(value: bytes) -> list[list[bytes]]:
 
 def rearranged_forms(value: bytes) -> list[bytes]:
     """`value` spaced out (a space after each character; the trailing one left out), one character a line (the
-    last line break left out), reversed, by characters and, for a non-ASCII value, by bytes too; then in upper and
+    last line break left out; not for a multi-line value), reversed, by characters and, for a non-ASCII value, by bytes too; then in upper and
     in lower case. A form equal to the value (a palindrome, a value with no letter) is left out."""
     forms: dict[bytes, None] = {}
     units = _units(value)
     for chars in units:
         forms[b" ".join(chars)] = None
-    if len(value) > 1:
+    if len(value) > 1 and b"\n" not in value:  # a multi-line value one character a line: lines `-` would hold
         for chars in units:
             forms[b"\n".join(chars)] = None
     for chars in units:

@@ -134,6 +134,9 @@ def test_forms_by_characters_and_by_bytes() -> None:
     assert rearranged_forms(b"abba") == [b"a b b a", b"a\nb\nb\na", b"ABBA"]  # a palindrome's reversal is itself
     assert rearranged_forms(b"\xff\xfeab") == [b"\xff \xfe a b", b"\xff\n\xfe\na\nb", b"ba\xfe\xff", b"\xff\xfeAB"]
     assert rearranged_forms(b"1234") == [b"1 2 3 4", b"1\n2\n3\n4", b"4321"]  # no letter: no case form
+    # A multi-line value has no form one character a line: a PEM key's (`-\n-\n...`) would hold every line ending
+    # in `-` at the end of a write.
+    assert rearranged_forms(b"12\n34") == [b"1 2 \n 3 4", b"43\n21"]
 
 
 def test_case_forms_as_tr_bash_and_python_recase() -> None:
