@@ -41,7 +41,7 @@ with atheris.instrument_imports():
         python_escape_forms,
         quoted_forms,
     )
-    from runnerlib.security.rearranged_forms import rearranged_forms
+    from runnerlib.security.rearranged_forms import ONE_A_LINE_MIN, rearranged_forms
     from runnerlib.security.registry import SecretRegistry
     from runnerlib.security.variants import (
         MIXED_CASE_TRIGGER_MIN,
@@ -223,8 +223,8 @@ def check_program_prints(secret: bytes, enc: list[bytes]) -> None:
 
 
 def check_rearranged(secret: bytes, enc: list[bytes]) -> None:
-    """The spaced, one-a-line, reversed and recased forms are what `sed 's/./& /g'`, `fold -w1`, `rev`, `tr` and
-    `${S^^}` print, by bytes (the C locale) and, for UTF-8 text, by characters; each is registered unless it is the
+    """The spaced, one-a-line (from the second line), reversed and recased forms are what `sed 's/./& /g'`,
+    `fold -w1`, `rev`, `tr` and `${S^^}` print, by bytes (the C locale) and, for UTF-8 text, by characters; each is registered unless it is the
     value itself."""
     units = [[secret[i:i + 1] for i in range(len(secret))]]
     if _utf8(secret):
@@ -232,8 +232,8 @@ def check_rearranged(secret: bytes, enc: list[bytes]) -> None:
     printed = [secret.upper(), secret.lower()]
     for chars in units:
         printed += [b" ".join(chars), b"".join(reversed(chars))]
-        if len(secret) > 1 and b"\n" not in secret:
-            printed.append(b"\n".join(chars))
+        if b"\n" not in secret and len(chars) > ONE_A_LINE_MIN:  # `fold -w1` from its second line
+            printed.append(b"\n".join(chars[1:]))
     if _utf8(secret) and not secret.isascii():
         text = secret.decode("utf-8")
         for recase in (str.upper, str.lower):

@@ -116,8 +116,10 @@ class PlantedText:
 def texts_with_secrets(draw: st.DrawFn, secret_values: Sequence[bytes], *, max_pieces: int = 12,
                        forms: bool = False) -> PlantedText:
     """A text mixing whole secrets with filler and near-misses (prefixes, suffixes, a secret with one byte
-    changed). With `forms=True`, planted secrets may also be encoded forms (see security.variants)."""
+    changed). With `forms=True`, planted secrets may also be encoded forms (see security.variants); a form one
+    character a line begins a line, where it counts."""
     if forms:
+        from runnerlib.security.masker import one_character_a_line
         from runnerlib.security.variants import secret_variants
 
         pool = [v for s in secret_values for v in secret_variants(s)]
@@ -129,6 +131,8 @@ def texts_with_secrets(draw: st.DrawFn, secret_values: Sequence[bytes], *, max_p
         kind = draw(st.sampled_from(["secret", "filler", "prefix", "suffix", "mutant"]))
         s = draw(st.sampled_from(pool)) if pool else b""
         if kind == "secret" and s:
+            if forms and one_character_a_line(s):  # such a form counts where it begins a line (masker.NewlineHeads)
+                pieces.append((False, b"\n"))
             pieces.append((True, s))
         elif kind == "filler" or not s:
             raw = draw(st.binary(max_size=8))

@@ -152,6 +152,8 @@ class MaskSnapshot:
 
     def _masks(self, data: bytes, found: list[tuple[int, int]], line_start: bool, held: list[int] | None = None
                ) -> list[tuple[int, int]]:
+        if found and self._nl_heads.one_a_line:
+            found = self._nl_heads.anchored(data, found, line_start)
         if not self.triggers:
             return found
         # A dump's first line at the start (no line break before it for a dump-start trigger to hold): read as a hit.
@@ -233,7 +235,7 @@ class MaskSnapshot:
         A beginning that starts before the last line break holds that break: only patterns with a line break can
         give one, and they are looked up by the bytes before it (NewlineHeads). The prefix filter then reads only
         what follows the last break, not the last `maxlen` bytes (a tenth of a 64 KiB write's time at N=1,000).
-        `line_start`: whether buf begins a line (for the forms one character a line: NewlineHeads.live_start).
+        `line_start`: whether buf begins a line (the forms one character a line count only where they begin one).
         """
         end = len(buf)
         lo = end - self.maxlen + 1
@@ -310,66 +312,118 @@ class NewlineHeads:
     """The patterns holding a line break, each by the NL_KEY bytes up to and including each of its breaks (fewer
     when the break is nearer its start): where a buffer's last break can fall inside a pattern's beginning.
 
-    The patterns one character a line (one_character_a_line: a value's form printed by `fold -w1`,
-    rearranged_forms) are indexed apart and count only where they begin a line: every write ending in a
-    one-character line would be held otherwise (`print(x)` at a prompt, `}` closing a JSON document), and the
-    tools that print such a form start its first line with it. They are looked up only when the buffer's last
-    line is one character: their keys (`a\\n`, one for each first character) match most line ends, and checking
-    them at every write cost 12% of the N=1,000 stream.
+    The patterns one character a line (one_character_a_line: a value's forms printed by `fold -w1`,
+    rearranged_forms) count only where they begin a line, in a whole output (`anchored`) as in a stream's hold:
+    held wherever a line ends in a character that begins one, every write ending in `...ing\\n` would wait for the
+    next (a job with a `ghp_` token) or the idle flush. A form printed after other text on its first line (`S=`,
+    then `fold -w1`) is masked from its second line on (rearranged_forms registers that tail too): its first
+    character shows. They are kept apart, by their characters joined (the value), sorted, and looked at only when
+    the buffer's last line is one character: indexed by their breaks, their keys (`a\\n`, one for each first
+    character) matched most line ends (12% of the N=1,000 stream; indexing 35 breaks a value, 0.1 s of
+    `runnerlib mask` at N=1,000).
 
-    Grow-only and shared by every snapshot of a masker (added to under its lock, each entry replaced, never
+    Grow-only and shared by every snapshot of a masker (added to under its lock, each entry or list replaced, never
     changed in place): a snapshot that sees a pattern added later at most holds a tail longer.
     """
 
-    __slots__ = ("index", "key_lengths", "one_a_line", "one_a_line_lengths")
+    __slots__ = ("index", "key_lengths", "one_a_line", "_one_a_line_forms")
 
     def __init__(self) -> None:
         self.index: dict[bytes, tuple[tuple[bytes, int], ...]] = {}  # key -> (pattern, where its break is)
         self.key_lengths: tuple[int, ...] = ()
-        self.one_a_line: dict[bytes, tuple[tuple[bytes, int], ...]] = {}  # the same, of the forms one a line
-        self.one_a_line_lengths: tuple[int, ...] = ()
+        self.one_a_line: list[bytes] = []  # the forms one character a line, their lines joined, sorted
+        self._one_a_line_forms: dict[bytes, tuple[bytes, ...]] = {}  # joined -> the forms
 
     def add(self, patterns: Iterable[bytes]) -> None:
         """Index the breaks of `patterns` that a proper beginning can hold (not one that ends the pattern)."""
-        lengths = {False: set(self.key_lengths), True: set(self.one_a_line_lengths)}
+        index = self.index
+        lengths = set(self.key_lengths)
+        one_a_line: list[bytes] = []
         for pattern in [p for p in patterns if b"\n" in p]:  # a few: don't loop over the 90,000 of `mask`
-            apart = one_character_a_line(pattern)
-            index = self.one_a_line if apart else self.index
+            if one_character_a_line(pattern):
+                one_a_line.append(pattern)
+                continue
             q = pattern.find(b"\n")
             while 0 <= q < len(pattern) - 1:
                 key = pattern[max(0, q + 1 - NL_KEY):q + 1]
                 index[key] = (*index.get(key, ()), (pattern, q))
-                lengths[apart].add(len(key))
+                lengths.add(len(key))
                 q = pattern.find(b"\n", q + 1)
-        self.key_lengths = tuple(sorted(lengths[False], reverse=True))
-        self.one_a_line_lengths = tuple(sorted(lengths[True], reverse=True))
+        if len(lengths) != len(self.key_lengths):
+            self.key_lengths = tuple(sorted(lengths, reverse=True))
+        if one_a_line:
+            forms = self._one_a_line_forms
+            values = list(self.one_a_line)  # a copy, then swapped in: a snapshot may be reading the list
+            for pattern in one_a_line:
+                joined = pattern.replace(b"\n", b"")
+                if joined not in forms:
+                    bisect.insort(values, joined)
+                forms[joined] = (*forms.get(joined, ()), pattern)
+            self.one_a_line = values
+
+    def anchored(self, data: bytes, found: list[tuple[int, int]], line_start: bool) -> list[tuple[int, int]]:
+        """`found` without the occurrences of a form one character a line that do not begin a line (`line_start`:
+        whether data does)."""
+        forms = self._one_a_line_forms
+        return [(a, b) for a, b in found
+                if not (a and data[a - 1] != 0x0A or not a and not line_start)
+                or b"\n" not in data[a + 1:a + 5] or data[a:b].replace(b"\n", b"") not in forms
+                or data[a:b] not in forms[data[a:b].replace(b"\n", b"")]]
 
     def live_start(self, buf: bytes, lo: int, nl: int, accept: Callable[[bytes], bool] | None,
                    line_start: bool = True) -> int:
         """The smallest p in [lo, nl] such that buf[p:] is a proper beginning of an indexed pattern, where buf[nl]
         is the last line break of buf[lo:]; len(buf) if none. With `accept`: of PREFIX_LEN bytes or more, of a
-        pattern `accept` takes (as MaskSnapshot._live_start). A pattern one character a line counts only where it
+        pattern `accept` takes (as MaskSnapshot._live_start). A form one character a line counts only where it
         begins a line (`line_start`: whether buf does)."""
-        best = self._earliest(self.index, self.key_lengths, buf, lo, nl, accept, len(buf), None)
-        if self.one_a_line and (buf.rfind(b"\n", max(0, nl - 5), nl) >= 0 or nl <= 4 and line_start) \
-                and _one_character(buf[buf.rfind(b"\n", 0, nl) + 1:nl]):
-            best = self._earliest(self.one_a_line, self.one_a_line_lengths, buf, lo, nl, accept, best, line_start)
-        return best
-
-    @staticmethod
-    def _earliest(index: dict[bytes, tuple[tuple[bytes, int], ...]], key_lengths: tuple[int, ...], buf: bytes,
-                  lo: int, nl: int, accept: Callable[[bytes], bool] | None, best: int, line_start: bool | None) -> int:
-        """live_start in one index, from `best` down; `line_start` None: the beginning may start anywhere."""
         end = len(buf)
-        for k in key_lengths:
+        best = end
+        index = self.index
+        for k in self.key_lengths:
             if nl + 1 - k < lo:
                 continue
             for pattern, q in index.get(buf[nl + 1 - k:nl + 1], ()):
                 p = nl - q
-                if lo <= p < best and (line_start is None or (buf[p - 1] == 0x0A if p else line_start)) \
-                        and len(pattern) > end - p and buf.startswith(pattern[:end - p], p) \
+                if lo <= p < best and len(pattern) > end - p and buf.startswith(pattern[:end - p], p) \
                         and (accept is None or end - p >= PREFIX_LEN and accept(pattern)):
                     best = p
+        if self.one_a_line and end - nl <= 5:  # the line after the last break is a character at most
+            best = self._one_a_line_start(buf, lo, nl, accept, best, line_start)
+        return best
+
+    def _one_a_line_start(self, buf: bytes, lo: int, nl: int, accept: Callable[[bytes], bool] | None, best: int,
+                          line_start: bool) -> int:
+        """live_start among the forms one character a line: the earliest start of a line, from which every line up
+        to the last break is one character, where a form's proper beginning starts (`best` if none before it)."""
+        starts = []
+        stop = nl  # the end of a line (its break)
+        while True:
+            brk = buf.rfind(b"\n", max(0, stop - 5), stop)
+            if brk >= 0:
+                begin = brk + 1
+            elif stop <= 4 and line_start:
+                begin = 0
+            else:
+                break
+            if begin < lo or not _one_character(buf[begin:stop]):
+                break
+            starts.append(begin)
+            if not begin:
+                break
+            stop = brk
+        values, forms = self.one_a_line, self._one_a_line_forms
+        for p in reversed(starts):  # the earliest first
+            if p >= best:
+                break
+            head = buf[p:]
+            joined = head.replace(b"\n", b"")
+            i = bisect.bisect_left(values, joined)
+            while i < len(values) and values[i].startswith(joined):
+                for form in forms[values[i]]:
+                    if len(form) > len(head) and form.startswith(head) \
+                            and (accept is None or len(head) >= PREFIX_LEN and accept(form)):
+                        return p
+                i += 1
         return best
 
 
@@ -913,7 +967,8 @@ def _merge_sorted(old: list[bytes], new_sorted: Sequence[bytes]) -> list[bytes]:
 
 
 def reference_mask(data: bytes, patterns: Iterable[bytes], replacement: bytes = b"***") -> bytes:
-    """The obviously-correct masker tests compare against: mark covered bytes, collapse each run.
+    """The obviously-correct masker tests compare against: mark covered bytes, collapse each run. A pattern one
+    character a line (one_character_a_line) covers only where it begins a line, as the masker's do.
 
     >>> reference_mask(b"x abab1234 y", [b"abab", b"ab1234"])
     b'x *** y'
@@ -922,9 +977,11 @@ def reference_mask(data: bytes, patterns: Iterable[bytes], replacement: bytes = 
     for p in patterns:
         if not p:
             continue
+        anchored = one_character_a_line(p)  # counts where it begins a line (NewlineHeads)
         i = data.find(p)
         while i >= 0:
-            covered[i:i + len(p)] = b"\1" * len(p)
+            if not anchored or i == 0 or data[i - 1] == 0x0A:
+                covered[i:i + len(p)] = b"\1" * len(p)
             i = data.find(p, i + 1)
     out = bytearray()
     i = 0

@@ -8,14 +8,15 @@ value, so its false-positive argument is the value's own (a case form: the value
 a log as the value). Used by variants.encoded_forms. Not covered: a value cut into pieces printed apart, any
 other separator, mixed recasings (`${S~~}`) (docs/masking.md, Limits).
 
-A form one character a line is looked for wherever it is, but its beginning at the end of a write is held only
-when it begins a line (masker.NewlineHeads): every write ending in a one-character line would be held otherwise.
+A form one character a line is the value's lines from the second on (its first character shows), and counts only
+where it begins a line, in a whole output as at the end of a write (masker.NewlineHeads): held wherever a line
+ends in a character that begins one, every write ending in `...ing\n` would wait for the next.
 
 Characters, not bytes, are what `sed` and `rev` rearrange in a UTF-8 locale; in the C locale (a CI container
 without LANG) they rearrange bytes. A non-ASCII value gets both.
 
 >>> rearranged_forms(b"s3cr3t!x")
-[b's 3 c r 3 t ! x', b's\\n3\\nc\\nr\\n3\\nt\\n!\\nx', b'x!t3rc3s', b'S3CR3T!X']
+[b's 3 c r 3 t ! x', b'3\\nc\\nr\\n3\\nt\\n!\\nx', b'x!t3rc3s', b'S3CR3T!X']
 """
 
 from __future__ import annotations
@@ -33,17 +34,26 @@ def _units(value: bytes) -> list[list[bytes]]:
     return [[c.encode("utf-8", "surrogatepass") for c in text], as_bytes]
 
 
+# The form one character a line is the value's lines from the second on, of a value of more than this many
+# characters: its first line may follow other text (`printf 'S='`, then `fold -w1`), and a form counts only where it
+# begins a line (masker.NewlineHeads). The first character shows; five lines of one character each, the value's,
+# are as rare in a log as the value.
+ONE_A_LINE_MIN = 5
+
+
 def rearranged_forms(value: bytes) -> list[bytes]:
-    """`value` spaced out (a space after each character; the trailing one left out), one character a line (the
-    last line break left out; not for a multi-line value), reversed, by characters and, for a non-ASCII value, by bytes too; then in upper and
-    in lower case. A form equal to the value (a palindrome, a value with no letter) is left out."""
+    """`value` spaced out (a space after each character; the trailing one left out), one character a line (from
+    the second line, the last break left out: ONE_A_LINE_MIN; not for a multi-line value), reversed, by characters
+    and, for a non-ASCII value, by bytes too; then in upper and in lower case. A form equal to the value (a
+    palindrome, a value with no letter) is left out."""
     forms: dict[bytes, None] = {}
     units = _units(value)
     for chars in units:
         forms[b" ".join(chars)] = None
-    if len(value) > 1 and b"\n" not in value:  # a multi-line value one character a line: lines `-` would hold
+    if b"\n" not in value:  # a multi-line value one character a line: lines `-` would hold
         for chars in units:
-            forms[b"\n".join(chars)] = None
+            if len(chars) > ONE_A_LINE_MIN:
+                forms[b"\n".join(chars[1:])] = None  # from the second line on: the first character shows
     for chars in units:
         forms[b"".join(reversed(chars))] = None
     for form in case_forms(value):

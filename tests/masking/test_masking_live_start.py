@@ -20,7 +20,7 @@ _TEXT = st.lists(st.one_of(_BYTES, _PATTERN), max_size=12).map(b"".join)
 
 def brute_force(buf: bytes, patterns: list[bytes], accept: Callable[[bytes], bool] | None = None) -> int:
     """With `accept`, beginnings of PREFIX_LEN bytes or more only (the prefix filter's heads). A pattern one character
-    a line, holding a line break of buf, counts only where it begins a line (NewlineHeads.live_start)."""
+    a line, its beginning holding a line break, counts only where it begins a line (NewlineHeads)."""
     stop = len(buf) if accept is None else len(buf) - PREFIX_LEN + 1
 
     def counts(q: bytes, p: int) -> bool:

@@ -195,11 +195,11 @@ def test_secret_added_mid_stream_is_masked_in_everything_emitted_afterwards(data
 def brute_force_held(text: bytes, patterns: list[bytes], triggers: list[bytes] = ()) -> int:
     """How many trailing bytes of `text` are undecided: from the earliest live partial match (of a pattern or
     a trigger) on, the first byte not covered by a complete occurrence of a pattern. A pattern one character a line
-    whose beginning holds a line break is live only where it begins a line (NewlineHeads.live_start)."""
+    counts only where it begins a line (NewlineHeads), whole or begun with a line break."""
     searched = [*patterns, *triggers]
 
-    def counts(q: bytes, p: int) -> bool:
-        return not one_character_a_line(q) or b"\n" not in text[p:] or p == 0 or text[p - 1:p] == b"\n"
+    def counts(q: bytes, p: int, whole: bool = False) -> bool:
+        return not one_character_a_line(q) or not whole and b"\n" not in text[p:] or p == 0 or text[p - 1:p] == b"\n"
 
     live = next((p for p in range(len(text))
                  if any(len(q) > len(text) - p and q.startswith(text[p:]) and counts(q, p) for q in searched)),
@@ -208,7 +208,8 @@ def brute_force_held(text: bytes, patterns: list[bytes], triggers: list[bytes] =
     for q in patterns:
         i = text.find(q)
         while i >= 0:
-            covered[i:i + len(q)] = b"\1" * len(q)
+            if counts(q, i, whole=True):
+                covered[i:i + len(q)] = b"\1" * len(q)
             i = text.find(q, i + 1)
     first_undecided = next((p for p in range(live, len(text)) if not covered[p]), len(text))
     return len(text) - first_undecided

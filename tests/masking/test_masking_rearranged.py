@@ -126,17 +126,20 @@ def test_without_the_forms_they_leak(locale: str, monkeypatch: pytest.MonkeyPatc
 
 
 def test_forms_by_characters_and_by_bytes() -> None:
-    assert rearranged_forms(b"abc1") == [b"a b c 1", b"a\nb\nc\n1", b"1cba", b"ABC1"]
-    value = "äb1".encode()
+    assert rearranged_forms(b"abc1") == [b"a b c 1", b"1cba", b"ABC1"]
+    value = "äbcdef1".encode()
     by_bytes = [value[i:i + 1] for i in range(len(value))]
-    assert rearranged_forms(value) == ["ä b 1".encode(), b" ".join(by_bytes), "ä\nb\n1".encode(), b"\n".join(by_bytes),
-                                       "1bä".encode(), value[::-1], "äB1".encode(), "ÄB1".encode()]
-    assert rearranged_forms(b"abba") == [b"a b b a", b"a\nb\nb\na", b"ABBA"]  # a palindrome's reversal is itself
-    assert rearranged_forms(b"\xff\xfeab") == [b"\xff \xfe a b", b"\xff\n\xfe\na\nb", b"ba\xfe\xff", b"\xff\xfeAB"]
-    assert rearranged_forms(b"1234") == [b"1 2 3 4", b"1\n2\n3\n4", b"4321"]  # no letter: no case form
+    assert rearranged_forms(value) == [" ".join("äbcdef1").encode(), b" ".join(by_bytes), "\n".join("bcdef1").encode(),
+                                       b"\n".join(by_bytes[1:]), "1fedcbä".encode(), value[::-1], "äBCDEF1".encode(),
+                                       "ÄBCDEF1".encode()]
+    assert rearranged_forms(b"abba") == [b"a b b a", b"ABBA"]  # a palindrome's reversal is itself
+    assert rearranged_forms(b"\xff\xfeab") == [b"\xff \xfe a b", b"ba\xfe\xff", b"\xff\xfeAB"]
+    assert rearranged_forms(b"1234") == [b"1 2 3 4", b"4321"]  # no letter: no case form
+    # One character a line: from the second line on (the first may follow other text, and shows), from 6 characters.
+    assert rearranged_forms(b"123456") == [b"1 2 3 4 5 6", b"2\n3\n4\n5\n6", b"654321"]
     # A multi-line value has no form one character a line: a PEM key's (`-\n-\n...`) would hold every line ending
     # in `-` at the end of a write.
-    assert rearranged_forms(b"12\n34") == [b"1 2 \n 3 4", b"43\n21"]
+    assert rearranged_forms(b"123\n456") == [b"1 2 3 \n 4 5 6", b"654\n321"]
 
 
 def test_case_forms_as_tr_bash_and_python_recase() -> None:
@@ -158,31 +161,35 @@ def test_a_trusted_step_printing_them_shows_nothing() -> None:
     result = run_process(script, registry=registry, env=env, name="leaky")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[4:] == ["begin", "***", "middle", "***", "end"], result.output  # a character a line, masked whole
-    assert len(lines) == 9 and all("***" in line for line in lines[:4]), result.output
+    assert lines[4:] == ["begin", "Z", "***", "middle", "Z", "***", "end"], result.output  # a character a line
+    assert len(lines) == 11 and all("***" in line for line in lines[:4]), result.output
     undone = [lines[0].replace(" ", ""), lines[1][::-1], lines[2].replace(" ", ""), lines[3].lower()]
     assert_no_fragment("\n".join(undone).encode(), [secret.encode(), secret.lower().encode()], min_fragment=4)
 
 
-def test_a_line_of_one_character_ends_a_write_unheld_unless_it_begins_one() -> None:
-    """A form one character a line is held at the end of a write only where it begins a line: `hello` ending a
-    write goes out at once though a secret begins with `o`; `o` on a line of its own waits for the next write (which
-    shows it was the secret's beginning, or not), and the secret printed one character a line, cut there, is
-    masked."""
-    secret = "oZq8vN3kLp2Xr7TmW9bYc"
+def test_one_character_a_line_counts_where_it_begins_a_line() -> None:
+    """A secret one character a line is masked from its second line on (its first may follow other text: `printf
+    'S='`, then `fold -w1`), in the whole output as in a stream cut anywhere; the first character shows. The form
+    counts where it begins a line: a write ending in a line whose last character begins it goes out whole; one
+    ending in a one-character line that begins it is held for the next write."""
+    secret = "ZoQ8vN3kLp2Xr7TmW9bYc"
     registry = _registry(secret)
+    per_line = b"\n".join(bytes([c]) for c in secret.encode()) + b"\n"
+    for before in (b"", b"x\n", b"S="):
+        text = before + per_line + b"done\n"
+        assert registry.mask(text) == before + b"Z\n***\ndone\n"
+        for cut in range(1, len(text)):
+            assert stream_through(registry, [text[:cut], text[cut:]]) == registry.mask(text), (before, cut)
+    assert registry.mask(b"xo\nQ\n8\nv\nN\n3\nk\n") == b"xo\nQ\n8\nv\nN\n3\nk\n"  # not where it begins a line
     out: list[bytes] = []
     stream = registry.stream(out.append)
     stream.write(b"hello\n")
-    assert out == [b"hello\n"]
+    assert out == [b"hello\n"]  # `o` after other text on its line: no form begins there
     stream.write(b"o\n")
-    assert b"".join(out) == b"hello\n"  # held: it may be the secret's first line
+    assert b"".join(out) == b"hello\n"  # held: it may be the form's first line
     stream.write(b"k\n")
     assert b"".join(out) == b"hello\no\nk\n"
     stream.close()
-    per_line = b"\n".join(bytes([c]) for c in secret.encode()) + b"\n"
-    for cut in range(1, len(per_line)):
-        assert stream_through(registry, [b"x\n" + per_line[:cut], per_line[cut:]]) == b"x\n***\n", cut
 
 
 _VALUE = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_categories=["Cs"]), min_size=8,
