@@ -149,6 +149,9 @@ def classify_tail(data: bytes, start: int, kind: int = 0) -> _Line | None:
                   data.rfind(b":", max(start, end - 5), end))
         if cut > start:
             line, stop = classify(data, start, cut + 1, kind), cut + 1
+        backslash = data.rfind(b"\\", max(start, end - 4), end)
+        if line is None and backslash > start:  # a `\\xNN` separator begun after hex ("61\\", "61\\x6")
+            line, stop = classify(data, start, backslash, kind), backslash
     if line is None and end - start > 1:  # `od -tx1z`'s >ASCII< column begun, not ended: still to be written
         gt = data.rfind(b">", start, end)
         if gt > start and data.find(b"<", gt, end) < 0:
