@@ -315,9 +315,9 @@ class NewlineHeads:
     The patterns one character a line (one_character_a_line: a value's forms printed by `fold -w1`,
     rearranged_forms) count only where they begin a line, in a whole output (`anchored`) as in a stream's hold:
     held wherever a line ends in a character that begins one, every write ending in `...ing\\n` would wait for the
-    next (a job with a `ghp_` token) or the idle flush. A form printed after other text on its first line (`S=`,
-    then `fold -w1`) is masked from its second line on (rearranged_forms registers that tail too): its first
-    character shows. They are kept apart, by their characters joined (the value), sorted, and looked at only when
+    next (a job with a `ghp_` token) or the idle flush. So the form rearranged_forms registers is the value's lines
+    from the second on, which begins a line whether or not the first followed other text (`S=`, then `fold -w1`):
+    the first character shows. They are kept apart, by their characters joined (the value), sorted, and looked at only when
     the buffer's last line is one character: indexed by their breaks, their keys (`a\\n`, one for each first
     character) matched most line ends (12% of the N=1,000 stream; indexing 35 breaks a value, 0.1 s of
     `runnerlib mask` at N=1,000).
