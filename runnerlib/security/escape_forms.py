@@ -3,9 +3,9 @@
 non-ASCII and control characters (`print(output)` of `subprocess.check_output`'s bytes, `ascii()`, `yaml.dump`),
 quotings other than bash's `set -x` (`declare -p` / `export -p` double quotes, Python's `shlex.quote`, a
 doubled `'` in YAML's single-quoted style and SQL literals), HTML / XML escaping as each library writes quotes,
-Java's `.properties` escaping, `cat -v` / `cat -A` notation, and the characters as a list (`print(list(s))`). Used by variants.encoded_forms; one-line forms,
-each carrying every bit of the value, so the false-positive argument is the raw value's. Each function returns only
-forms that differ from the value."""
+Java's `.properties` escaping, `cat -v` / `cat -A` notation, and the characters as a list (`print(list(s))`).
+Used by variants.encoded_forms; one-line forms, each carrying every bit of the value, so the false-positive
+argument is the raw value's. Each function returns only forms that differ from the value."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A secret's characters rearranged or recased the ways best known for getting a value past a log masker:
-spaced out (`sed 's/./& /g'`, `" ".join(s)`), one a line (`fold -w1`, `sed 's/./&\n/g'`, `grep -o .`, a loop
+spaced out (`sed 's/./& /g'`, `" ".join(s)`), one a line (`fold -w1`, `sed 's/./&\\n/g'`, `grep -o .`, a loop
 printing `${S:i:1}`), reversed (`rev`), and in upper or lower case (`tr a-z A-Z`, `${S^^}`, `${S,,}`).
 
 They are what writeups of GitHub Actions' masking show first after base64, and a step that prints its own
@@ -10,7 +10,7 @@ other separator, mixed recasings (`${S~~}`) (docs/masking.md, Limits).
 
 A form one character a line is the value's lines from the second on (its first character shows), and counts only
 where it begins a line, in a whole output as at the end of a write (masker.NewlineHeads): held wherever a line
-ends in a character that begins one, every write ending in `...ing\n` would wait for the next.
+ends in a character that begins one, every write ending in `...ing\\n` would wait for the next.
 
 Characters, not bytes, are what `sed` and `rev` rearrange in a UTF-8 locale; in the C locale (a CI container
 without LANG) they rearrange bytes. A non-ASCII value gets both.
