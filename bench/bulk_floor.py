@@ -56,9 +56,9 @@ def main() -> None:
             for start, stop in _slices(piece, end):
                 if start:
                     write_all(fd, prefix_after_newline(piece[start - 1:stop], PREFIX))
-                else:
-                    write_all(fd, prefix_after_newline(b"\n" + piece[:stop], PREFIX) if start_of_line
-                              else piece[:stop].replace(b"\n", b"\n" + PREFIX)[:-len(PREFIX)] if stop else b"")
+                else:  # a line going on from the last piece gets no prefix
+                    head = prefix_after_newline(b"\n" + piece[:stop], PREFIX)
+                    write_all(fd, head if start_of_line else head[len(PREFIX):])
             if end < len(piece):  # a line going on in the next piece: written as it is, no prefix after it
                 write_all(fd, (PREFIX if end or start_of_line else b"") + piece[end:])
             start_of_line = end == len(piece)

@@ -365,10 +365,13 @@ class NewlineHeads:
         """`found` without the occurrences of a form one character a line that do not begin a line (`line_start`:
         whether data does)."""
         forms = self._one_a_line_forms
-        return [(a, b) for a, b in found
-                if not (a and data[a - 1] != 0x0A or not a and not line_start)
-                or b"\n" not in data[a + 1:a + 5] or data[a:b].replace(b"\n", b"") not in forms
-                or data[a:b] not in forms[data[a:b].replace(b"\n", b"")]]
+
+        def counts(a: int, b: int) -> bool:
+            if (data[a - 1] == 0x0A if a else line_start) or b"\n" not in data[a + 1:a + 5]:
+                return True  # it begins a line, or is no form one a line (their second line starts by then)
+            return data[a:b] not in forms.get(data[a:b].replace(b"\n", b""), ())
+
+        return [(a, b) for a, b in found if counts(a, b)]
 
     def live_start(self, buf: bytes, lo: int, nl: int, accept: Callable[[bytes], bool] | None,
                    line_start: bool = True) -> int:
