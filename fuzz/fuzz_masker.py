@@ -95,9 +95,12 @@ def TestOneInput(data: bytes) -> None:
     registry = SecretRegistry(engine=engine, background_merge=False)
     registry.add_many(secrets, source="fuzz")
     expected = registry.mask(text)
-    # A dump's first line at the start is read as a trigger hit would be (wrapped.DUMP_START, without its line break).
-    viewed = any(t in text for t in registry.triggers()) or wrapped.starts_a_dump(text)
-    if not viewed and expected != reference_mask(text, registry.patterns()):
+    # A dump's first line at the start is read as a trigger hit would be (wrapped.DUMP_START, without its line break),
+    # and a secret found whole has the lines around it read too (it may be the ASCII column of a dump, or in a run of
+    # encoding lines joined: `aaaa` in `aaaaaaaa\naaaa` masks the break with it).
+    viewed = (any(t in text for t in registry.triggers()) or wrapped.starts_a_dump(text)
+              or b"\n" in text and any(p in text for p in registry.patterns()))
+    if not viewed and expected != reference_mask(text, registry.patterns(), line_starts=registry.line_starts()):
         raise AssertionError(f"mask != reference without any trigger on {engine}")
     out: list[bytes] = []
     with registry.stream(out.append) as stream:
@@ -107,7 +110,9 @@ def TestOneInput(data: bytes) -> None:
     if got != expected:
         raise AssertionError(f"stream != whole on {engine}: {got!r} != {expected!r}")
     for s in registry.secrets():
-        if s in got and b"***" not in s:
+        # A secret holding the replacement's `*` can be spelled by a replacement and the text after it (`*~~~~`
+        # masked in `**~~~~~~` leaves `****~~~~~~`): only the others are looked for.
+        if s in got and b"*" not in s:
             raise AssertionError("a whole secret survived")
     if folded_secret in registry.secrets() and folded_secret in re.sub(rb"[ \t]*\n[ \t]*", b" ", got):
         raise AssertionError("a multi-word secret folded at a space survived")

@@ -19,7 +19,7 @@ Example (pytest + hypothesis)::
         planted = data.draw(texts_with_secrets(secrets))
         chunks = data.draw(write_splits(planted.data))
         out = stream_through(registry, chunks)
-        assert out == reference_mask(planted.data, registry.patterns())
+        assert out == reference_mask(planted.data, registry.patterns(), line_starts=registry.line_starts())
         assert_no_fragment(out, planted.secrets, allowed=planted.clear)
 """
 

@@ -22,7 +22,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from runnerlib.security import known_formats, truncated, wrapped
@@ -298,12 +298,15 @@ def one_character_a_line(pattern: bytes) -> bool:
     (True, True, False)
     """
     lines = pattern.split(b"\n")
-    return len(lines) > 1 and all(len(line) == 1 or 1 < len(line) <= 4 and _one_character(line) for line in lines)
+    return len(lines) > 1 and all(map(_one_character, lines))
 
 
-def _one_character(data: bytes) -> bool:
+def _one_character(line: bytes) -> bool:
+    """Whether `line` is one byte (a value's bytes one a line: the C locale) or one UTF-8 character."""
+    if len(line) == 1:
+        return True
     try:
-        return len(data.decode("utf-8")) == 1
+        return 1 < len(line) <= 4 and len(line.decode("utf-8")) == 1
     except UnicodeDecodeError:
         return False
 
@@ -312,8 +315,8 @@ class NewlineHeads:
     """The patterns holding a line break, each by the NL_KEY bytes up to and including each of its breaks (fewer
     when the break is nearer its start): where a buffer's last break can fall inside a pattern's beginning.
 
-    The patterns one character a line (one_character_a_line: a value's forms printed by `fold -w1`,
-    rearranged_forms) count only where they begin a line, in a whole output (`anchored`) as in a stream's hold:
+    The patterns one character a line given as line starts (Masker.add: a value's forms printed by `fold -w1`,
+    rearranged_forms.one_a_line_forms; not a multi-line secret that looks the same) count only where they begin a line, in a whole output (`anchored`) as in a stream's hold:
     held wherever a line ends in a character that begins one, every write ending in `...ing\\n` would wait for the
     next (a job with a `ghp_` token) or the idle flush. So the form rearranged_forms registers is the value's lines
     from the second on, which begins a line whether or not the first followed other text (`S=`, then `fold -w1`):
@@ -334,23 +337,15 @@ class NewlineHeads:
         self.one_a_line: list[bytes] = []  # the forms one character a line, their lines joined, sorted
         self._one_a_line_forms: dict[bytes, tuple[bytes, ...]] = {}  # joined -> the forms
 
-    def add(self, patterns: Iterable[bytes]) -> None:
-        """Index the breaks of `patterns` that a proper beginning can hold (not one that ends the pattern)."""
-        index = self.index
-        lengths = set(self.key_lengths)
+    def add(self, patterns: Iterable[bytes], line_only: Container[bytes] = ()) -> None:
+        """Index the breaks of `patterns` that a proper beginning can hold (not one that ends the pattern); those in
+        `line_only` that are one character a line (the masker's line starts) are kept apart: they count only where
+        they begin a line."""
         one_a_line: list[bytes] = []
+        indexed: list[bytes] = []
         for pattern in [p for p in patterns if b"\n" in p]:  # a few: don't loop over the 90,000 of `mask`
-            if one_character_a_line(pattern):
-                one_a_line.append(pattern)
-                continue
-            q = pattern.find(b"\n")
-            while 0 <= q < len(pattern) - 1:
-                key = pattern[max(0, q + 1 - NL_KEY):q + 1]
-                index[key] = (*index.get(key, ()), (pattern, q))
-                lengths.add(len(key))
-                q = pattern.find(b"\n", q + 1)
-        if len(lengths) != len(self.key_lengths):
-            self.key_lengths = tuple(sorted(lengths, reverse=True))
+            (one_a_line if pattern in line_only and one_character_a_line(pattern) else indexed).append(pattern)
+        self._index_breaks(indexed)
         if one_a_line:
             forms = self._one_a_line_forms
             values = list(self.one_a_line)  # a copy, then swapped in: a snapshot may be reading the list
@@ -360,6 +355,33 @@ class NewlineHeads:
                     bisect.insort(values, joined)
                 forms[joined] = (*forms.get(joined, ()), pattern)
             self.one_a_line = values
+
+    def demote(self, patterns: Iterable[bytes]) -> None:
+        """Count `patterns` wherever they are from now on: forms one character a line that were added as line starts
+        and are now patterns of their own too (Masker.add)."""
+        forms = self._one_a_line_forms
+        moved: list[bytes] = []
+        for pattern in patterns:
+            joined = pattern.replace(b"\n", b"")
+            if pattern in forms.get(joined, ()):
+                forms[joined] = tuple(f for f in forms[joined] if f != pattern)
+                moved.append(pattern)
+        if moved:
+            self.one_a_line = [v for v in self.one_a_line if forms.get(v)]  # a copy, swapped in
+            self._index_breaks(moved)
+
+    def _index_breaks(self, patterns: list[bytes]) -> None:
+        index = self.index
+        lengths = set(self.key_lengths)
+        for pattern in patterns:
+            q = pattern.find(b"\n")
+            while 0 <= q < len(pattern) - 1:
+                key = pattern[max(0, q + 1 - NL_KEY):q + 1]
+                index[key] = (*index.get(key, ()), (pattern, q))
+                lengths.add(len(key))
+                q = pattern.find(b"\n", q + 1)
+        if len(lengths) != len(self.key_lengths):
+            self.key_lengths = tuple(sorted(lengths, reverse=True))
 
     def anchored(self, data: bytes, found: list[tuple[int, int]], line_start: bool) -> list[tuple[int, int]]:
         """`found` without the occurrences of a form one character a line that do not begin a line (`line_start`:
@@ -501,6 +523,7 @@ class Masker:
         self._merged_event = threading.Event()
         self._merged_event.set()
         self._triggers: set[bytes] = set()
+        self._line_only: set[bytes] = set()  # added as line starts only (add): masked where they begin a line
         self._unsorted: list[bytes] = []  # added inside a batch, not yet in _sorted
         self._batch = 0  # depth of batch() blocks: adds are compiled once, at the end
         self._ready = threading.Event()  # cleared while a batch's first compilation runs in the background
@@ -528,12 +551,21 @@ class Masker:
         triggers = self._triggers
         return [p for p in self._patterns if p in triggers]
 
-    def add(self, patterns: Iterable[bytes], *, triggers: Iterable[bytes] = ()) -> int:
+    @property
+    def line_starts(self) -> list[bytes]:
+        """The patterns masked only where they begin a line (add's `line_starts`), in the order added."""
+        line_only = self._line_only
+        return [p for p in self._patterns if p in line_only]
+
+    def add(self, patterns: Iterable[bytes], *, triggers: Iterable[bytes] = (), line_starts: Iterable[bytes] = ()
+            ) -> int:
         """Add patterns (duplicates ignored); returns how many were new. The new set is live on return.
 
         `triggers` are searched like patterns but not masked: a hit makes the wrapped view look at the lines
         around it (see runnerlib.security.wrapped). A byte string both added as a pattern and as a trigger is
-        masked.
+        masked. `line_starts`: patterns one character a line (one_character_a_line) masked only where they begin a
+        line (the forms `fold -w1` prints: NewlineHeads); one also added as a pattern, now or at any other time, is
+        masked wherever it is (a multi-line secret that looks the same).
         """
         self._wait_for_fill()
         with self._lock:
@@ -543,10 +575,22 @@ class Masker:
             masks = dict.fromkeys(patterns)
             new = [bytes(p) for p in masks if p and p not in index]
             index.update(new)
+            given = [bytes(p) for p in dict.fromkeys(line_starts) if p and p not in masks]
+            lines = [p for p in given if p not in index]
+            if lines:
+                index.update(lines)
+                self._line_only = self._line_only | set(lines)
+                new.extend(lines)
+            anywhere = masks.keys() & self._line_only if self._line_only else ()
+            if anywhere:  # given as a pattern too: masked wherever it is
+                self._line_only = self._line_only - anywhere
+                self._nl_heads.demote(anywhere)
             fresh = [bytes(p) for p in dict.fromkeys(triggers) if p and p not in index]
             index.update(fresh)
             fresh_triggers = set(fresh)
             new.extend(fresh)
+            if given and self._triggers:  # a trigger given as a line start is masked (anywhere, as it was noted)
+                masks.update(dict.fromkeys(p for p in given if p in self._triggers))
             demoted = masks.keys() & self._triggers if self._triggers else ()
             if demoted:
                 # Copy-on-write: a snapshot keeps the set it was published with (a trigger it searched as such).
@@ -590,7 +634,7 @@ class Masker:
             # break that ends a write.
             new = [p for p in new if p not in starts]
         self._short.update([p[:j] for p in new for j in range(1, min(PREFIX_LEN, len(p)))])
-        self._nl_heads.add(new)
+        self._nl_heads.add(new, self._line_only)
         self._prefixes.update(dict.fromkeys([p[:PREFIX_LEN] for p in new if len(p) > PREFIX_LEN]))
 
     def _note_unnoted(self) -> None:
@@ -599,10 +643,10 @@ class Masker:
             self._note(self._unnoted)
             self._unnoted = []
 
-    def add_forms(self, forms: Iterable[tuple[list[bytes], list[bytes]]], count: int,
+    def add_forms(self, forms: Iterable[tuple[list[bytes], ...]], count: int,
                   folds: Iterable[bytes] = (), breaks: Iterable[bytes] = ()) -> int:
-        """`add` for the (patterns, triggers) of `count` secrets, computed as they are consumed (the registry
-        passes a generator of variants.secret_forms); returns how many patterns were new. `folds`: their plain
+        """`add` for the (patterns, triggers[, line starts]) of `count` secrets, computed as they are consumed (the
+        registry passes a generator of variants.secret_forms); returns how many patterns were new. `folds`: their plain
         forms that a tool may fold at a space (folded.foldable), looked for folded (security/folded.py);
         `breaks`: their plain single-line forms, looked for cut by line breaks (folded.BreakSet).
 
@@ -621,7 +665,7 @@ class Masker:
         if not parted:
             return self._add_chunk(list(forms))
         probe = [f for _, f in zip(range(PART_PROBE), forms, strict=False)]
-        per_secret = sum(len(a) + len(b) for a, b in probe) / max(1, len(probe))
+        per_secret = sum(len(f[0]) + len(f[1]) for f in probe) / max(1, len(probe))
         parts = min(MAX_PARTS, int(per_secret * count / PART_LITERALS))
         if parts < 2:
             with self._lock:
@@ -657,9 +701,10 @@ class Masker:
         self._folds = self._folds.with_forms(list(folds))
         self._breaks.add(list(breaks))
 
-    def _add_chunk(self, forms: list[tuple[list[bytes], list[bytes]]]) -> int:
-        # Every pattern, then the triggers: a value that is both is masked (add).
-        return self.add([p for masked, _ in forms for p in masked], triggers=[t for _, found in forms for t in found])
+    def _add_chunk(self, forms: list[tuple[list[bytes], ...]]) -> int:
+        # Every pattern, then the triggers: a value that is both is masked (add). A third list: line starts.
+        return self.add([p for f in forms for p in f[0]], triggers=[t for f in forms for t in f[1]],
+                        line_starts=[p for f in forms if len(f) > 2 for p in f[2]])
 
     def _start_part(self) -> None:
         # Called with the lock held: the patterns added since the last part start compiling as one more.
@@ -969,9 +1014,10 @@ def _merge_sorted(old: list[bytes], new_sorted: Sequence[bytes]) -> list[bytes]:
     return sorted([*old, *new_sorted])
 
 
-def reference_mask(data: bytes, patterns: Iterable[bytes], replacement: bytes = b"***") -> bytes:
-    """The obviously-correct masker tests compare against: mark covered bytes, collapse each run. A pattern one
-    character a line (one_character_a_line) covers only where it begins a line, as the masker's do.
+def reference_mask(data: bytes, patterns: Iterable[bytes], replacement: bytes = b"***",
+                   line_starts: Collection[bytes] = ()) -> bytes:
+    """The obviously-correct masker tests compare against: mark covered bytes, collapse each run. A pattern of
+    `line_starts` (Masker.line_starts: one character a line) covers only where it begins a line, as the masker's do.
 
     >>> reference_mask(b"x abab1234 y", [b"abab", b"ab1234"])
     b'x *** y'
@@ -980,7 +1026,7 @@ def reference_mask(data: bytes, patterns: Iterable[bytes], replacement: bytes = 
     for p in patterns:
         if not p:
             continue
-        anchored = one_character_a_line(p)  # counts where it begins a line (NewlineHeads)
+        anchored = p in line_starts and one_character_a_line(p)  # counts where it begins a line (NewlineHeads)
         i = data.find(p)
         while i >= 0:
             if not anchored or i == 0 or data[i - 1] == 0x0A:

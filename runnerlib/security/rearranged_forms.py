@@ -10,7 +10,9 @@ other separator, mixed recasings (`${S~~}`) (docs/masking.md, Limits).
 
 A form one character a line is the value's lines from the second on (its first character shows), and counts only
 where it begins a line, in a whole output as at the end of a write (masker.NewlineHeads): held wherever a line
-ends in a character that begins one, every write ending in `...ing\\n` would wait for the next.
+ends in a character that begins one, every write ending in `...ing\\n` would wait for the next. That rule is the
+form's, not its shape's: `one_a_line_forms` names them, and the masker anchors only what it is given as such (a
+multi-line secret `1\\n2\\n3\\n4\\n5` looks the same and is masked wherever it is).
 
 Characters, not bytes, are what `sed` and `rev` rearrange in a UTF-8 locale; in the C locale (a CI container
 without LANG) they rearrange bytes. A non-ASCII value gets both.
@@ -50,16 +52,27 @@ def rearranged_forms(value: bytes) -> list[bytes]:
     units = _units(value)
     for chars in units:
         forms[b" ".join(chars)] = None
-    if b"\n" not in value:  # a multi-line value one character a line: lines `-` would hold
-        for chars in units:
-            if len(chars) > ONE_A_LINE_MIN:
-                forms[b"\n".join(chars[1:])] = None  # from the second line on: the first character shows
+    forms.update(dict.fromkeys(one_a_line_forms(value)))
     for chars in units:
         forms[b"".join(reversed(chars))] = None
     for form in case_forms(value):
         forms[form] = None
     forms.pop(value, None)
     return list(forms)
+
+
+def one_a_line_forms(value: bytes) -> list[bytes]:
+    """The forms of `value` one character a line (`fold -w1`), by characters and, for a non-ASCII value, by bytes
+    too: its lines from the second on, the last break left out, for a single-line value of more than
+    ONE_A_LINE_MIN characters (a multi-line value one character a line: lines `-` would hold). They count only
+    where they begin a line (masker.NewlineHeads); rearranged_forms holds them too.
+
+    >>> one_a_line_forms(b"abcdef"), one_a_line_forms(b"abcde")
+    ([b'b\\nc\\nd\\ne\\nf'], [])
+    """
+    if b"\n" in value:
+        return []
+    return [b"\n".join(chars[1:]) for chars in _units(value) if len(chars) > ONE_A_LINE_MIN]
 
 
 def case_forms(value: bytes) -> list[bytes]:

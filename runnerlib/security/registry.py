@@ -203,6 +203,11 @@ class SecretRegistry:
         """The trigger fragments searched (not masked) to find wrapped and dumped forms (security.wrapped)."""
         return self._masker.triggers
 
+    def line_starts(self) -> list[bytes]:
+        """The patterns masked only where they begin a line: the forms one character a line (`fold -w1`), among
+        `patterns()` (reference_mask's `line_starts`)."""
+        return self._masker.line_starts
+
     def wait_merged(self, timeout: float | None = None) -> bool:
         """Wait for the background automaton merge (benchmarks, tests), and for a large base compiled as two
         halves to be replaced by its whole database (matcher.SPLIT_MIN_KEYS); masking is correct without it."""

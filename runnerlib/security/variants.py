@@ -29,7 +29,7 @@ from runnerlib.security.escape_forms import (
     quoted_forms,
     upper_u_escape,
 )
-from runnerlib.security.rearranged_forms import rearranged_forms
+from runnerlib.security.rearranged_forms import one_a_line_forms, rearranged_forms
 from runnerlib.security.wrapped import fragments, wrap_triggers, wrappable_forms
 
 # Characters trimmed to get the "trimmed" form: a value pasted as `"abc"` or with a trailing newline is
@@ -328,7 +328,8 @@ def secret_variants(value: bytes, *, min_length: int = 4) -> list[bytes]:
     >>> b"c2VjcmV0" in secret_variants(b"secret")   # base64 of "secret"
     True
     """
-    return secret_forms(value, min_length=min_length)[0]
+    masked, _, line_starts = secret_forms(value, min_length=min_length)
+    return [*masked, *line_starts]
 
 
 def secret_triggers(value: bytes, *, min_length: int = 4) -> list[bytes]:
@@ -337,26 +338,31 @@ def secret_triggers(value: bytes, *, min_length: int = 4) -> list[bytes]:
     return secret_forms(value, min_length=min_length)[1]
 
 
-def secret_forms(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], list[bytes]]:
-    """`(secret_variants(value), secret_triggers(value))` at once: the encodings both need (base64, base32,
-    percent) are computed once (the registry's start-up batch of `runnerlib mask` computes 1,400 values' forms
-    before the first byte is scanned)."""
+def secret_forms(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """`(masked, secret_triggers(value), line_starts)` at once, where `secret_variants(value)` is `masked` and
+    `line_starts`: the encodings they need (base64, base32, percent) are computed once (the registry's start-up
+    batch of `runnerlib mask` computes 1,400 values' forms before the first byte is scanned). `line_starts` are the
+    forms one character a line (rearranged_forms.one_a_line_forms), masked only where they begin a line: apart, so
+    that the masker anchors them and nothing that merely looks like them (a multi-line secret `1\\n2\\n3\\n4\\n5`
+    is masked anywhere); one that is also another of the value's forms is in `masked` only."""
     out: dict[bytes, None] = {value: None}
     triggers: dict[bytes, None] = {}
+    lines: dict[bytes, None] = {}
     for form in plain_forms(value, min_length=min_length):
         # A join of a short multi-line value ("ab\nc" joined is "abc") can be shorter than the value.
         if len(form) < min_length:
             continue
         out.setdefault(form, None)
         b64, percent, b32 = base64_forms(form), percent_forms(form), base32_forms(form)
+        one_a_line = one_a_line_forms(form)
         for enc in encoded_forms(form, b64, percent, b32):
             if len(enc) >= min_length:
-                out.setdefault(enc, None)
+                (lines if enc in one_a_line else out).setdefault(enc, None)
         triggers.update(dict.fromkeys(wrap_triggers(form, wrappable_forms(form, b64, b32[0].rstrip(b"=")))))
         triggers.update(dict.fromkeys(mixed_case_triggers(form, percent)))
         triggers.update(dict.fromkeys(truncated.heads(form)))
         triggers.update(dict.fromkeys(folded.heads(form)))
-    return [v for v in out if v], list(triggers)
+    return [v for v in out if v], list(triggers), [v for v in lines if v not in out]
 
 
 # A URL's `user:password` is registered beside its password (secret_sources.url_credentials, and
@@ -390,7 +396,7 @@ def password_covers(value: bytes, registered: Callable[[bytes], bool]) -> bool:
             and _COVERING_PASSWORD.fullmatch(password) is not None and registered(password))
 
 
-def covered_forms(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], list[bytes]]:
+def covered_forms(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], list[bytes], list[bytes]]:
     """`secret_forms` of a value whose encodings another registered value's forms hold (password_covers): its
     plain forms only, the triggers that find them cut short (truncated) or folded at a space (folded), and those of
     its standalone base32 wrapped (`base32` of the value alone): the only wrapped form looked for standalone only,
@@ -398,7 +404,7 @@ def covered_forms(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], li
     forms = list(dict.fromkeys(f for f in plain_forms(value, min_length=min_length) if len(f) >= min_length))
     triggers = dict.fromkeys(t for f in forms for t in (*truncated.heads(f), *folded.heads(f),
                                                         *fragments(base64.b32encode(f).rstrip(b"="))))
-    return forms, list(triggers)
+    return forms, list(triggers), []
 
 
 _LETTER_ESCAPE = re.compile(rb"%(?:[0-9a-f][a-f]|[a-f][0-9a-f])")

@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 
 from runnerlib.execution.process import run_process
 from runnerlib.security import variants
+from runnerlib.security.masker import Masker
+from runnerlib.security.matcher import available_engines
 from runnerlib.security.rearranged_forms import case_forms, rearranged_forms
 from runnerlib.security.registry import SecretRegistry
 from runnerlib.testing import assert_no_fragment, stream_through, write_splits
@@ -190,6 +192,44 @@ def test_one_character_a_line_counts_where_it_begins_a_line() -> None:
     stream.write(b"k\n")
     assert b"".join(out) == b"hello\no\nk\n"
     stream.close()
+
+
+@pytest.mark.parametrize("engine", available_engines())
+def test_a_multi_line_secret_one_character_a_line_is_masked_wherever_it_is(engine: str) -> None:
+    """Found by hypothesis (stop 29): only the forms `fold -w1` prints count where they begin a line, not what looks
+    like them. A multi-line secret whose every line is one character (a PIN one digit a line) was read as such a
+    form by its shape and left in clear after other text on its first line (`pin=1`, or the same secret printed
+    twice in a row). The control registers the same bytes as a line start, as the shape rule did: they leak."""
+    for secret, text in ((b"1\n2\n3\n4\n5\n6", b"pin=1\n2\n3\n4\n5\n6\n"), (b"a\na\na", b"a\na\naa\na\na\n")):
+        registry = SecretRegistry(engine=engine, background_merge=False)
+        registry.add(secret, source="test")
+        assert secret not in registry.line_starts()
+        whole = registry.mask(text)
+        assert secret not in whole and b"***" in whole, whole
+        for cut in range(1, len(text)):
+            assert stream_through(registry, [text[:cut], text[cut:]]) == whole, cut
+        control = Masker(engine=engine, background=False)
+        control.add([], line_starts=[secret])
+        assert secret in control.snapshot.mask(text)  # protection off: anchored by its shape, it shows
+
+    # Given both ways (a value's fold -w1 form, and another secret's own bytes), it is masked wherever it is.
+    masker = Masker(engine=engine, background=False)
+    masker.add([], line_starts=[b"1\n2\n3\n4\n5\n6"])
+    masker.add([b"1\n2\n3\n4\n5\n6"])
+    assert masker.line_starts == [] and masker.snapshot.mask(b"pin=1\n2\n3\n4\n5\n6\n") == b"pin=***\n"
+
+
+def test_a_form_one_byte_a_line_is_held_after_a_byte_that_is_no_character() -> None:
+    """Found by hypothesis (stop 29) in stop 28's build: a value that is not UTF-8 is one byte a line in the C locale
+    (`fold -w1` of `xxxxxxx\\0\\xff\\xff[`). The stream's hold looked back over lines of one UTF-8 character only,
+    so a write ending in `\\xff\\n` went out whole and the next could not complete the form that the whole output
+    masks."""
+    registry = SecretRegistry(background_merge=False)
+    registry.add(b"xxxxxxx\x00\xff\xff[", source="test")
+    text = b"\nx\nx\nx\nx\nx\nx\nx\n\x00\n\xff\n\xff\n["
+    assert registry.mask(text) == b"\nx\n***"
+    for cut in range(1, len(text)):
+        assert stream_through(registry, [text[:cut], text[cut:]]) == b"\nx\n***", cut
 
 
 _VALUE = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_categories=["Cs"]), min_size=8,

@@ -27,9 +27,9 @@ def no_heads(monkeypatch: pytest.MonkeyPatch) -> None:
     """The protection off: no head triggers."""
     forms = registry_module.secret_forms
 
-    def without(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], list[bytes]]:
-        masked, found_by = forms(value, min_length=min_length)
-        return masked, [t for t in found_by if t not in truncated.heads(value)]
+    def without(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        masked, found_by, line_starts = forms(value, min_length=min_length)
+        return masked, [t for t in found_by if t not in truncated.heads(value)], line_starts
 
     monkeypatch.setattr(registry_module, "secret_forms", without)
 
