@@ -118,11 +118,15 @@ def texts_with_secrets(draw: st.DrawFn, secret_values: Sequence[bytes], *, max_p
     """A text mixing whole secrets with filler and near-misses (prefixes, suffixes, a secret with one byte
     changed). With `forms=True`, planted secrets may also be encoded forms (see security.variants); a form one
     character a line begins a line, where it counts."""
+    line_starts: set[bytes] = set()
     if forms:
-        from runnerlib.security.masker import one_character_a_line
-        from runnerlib.security.variants import secret_variants
+        from runnerlib.security.variants import secret_forms
 
-        pool = [v for s in secret_values for v in secret_variants(s)]
+        pool = []
+        for value in secret_values:
+            masked, _, lines = secret_forms(value)
+            pool += [*masked, *lines]
+            line_starts.update(lines)
     else:
         pool = list(secret_values)
     filler_alpha = bytes(sorted({b for s in secret_values for b in s} | set(b"xyz \n")))
@@ -131,7 +135,7 @@ def texts_with_secrets(draw: st.DrawFn, secret_values: Sequence[bytes], *, max_p
         kind = draw(st.sampled_from(["secret", "filler", "prefix", "suffix", "mutant"]))
         s = draw(st.sampled_from(pool)) if pool else b""
         if kind == "secret" and s:
-            if forms and one_character_a_line(s):  # such a form counts where it begins a line (masker.NewlineHeads)
+            if s in line_starts:  # a form `fold -w1` prints counts where it begins a line (masker.NewlineHeads)
                 pieces.append((False, b"\n"))
             pieces.append((True, s))
         elif kind == "filler" or not s:

@@ -451,7 +451,9 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
         done_until = run_end if cut is None else _held_through(lines, cut, budget)
         if len(lines) == 1 and line.kind == WRAP:
             continue  # one line of encoding: the plain scan already saw it as it is
-        runs = _map_back(lines, find)
+        # What ends before the hit's line is not this hit's to mask: a stream cut there had emitted it whole before
+        # the hit came (a form of its own has its own hits; `aaaa` wrapped in hex is found by no trigger).
+        runs = [o for o in _map_back(lines, find) if o[1] > start]
         if held is not None and line.kind != ANSI and run_end == len(data) and data[-1:] != b"\n":
             last = data.rfind(b"\n") + 1
             if any(b > last for _, b in runs):

@@ -505,3 +505,18 @@ def test_every_cut_of_a_dump_line_may_be_one(data: bytes, fmt: str) -> None:
         for cut in range(1, len(line) + 1):
             assert wrapped.quick_candidate(line[:cut]), (fmt, cut)
         assert wrapped.quick_candidate(line + b"\n"), fmt
+
+
+def test_a_view_masks_nothing_that_ends_before_the_line_of_its_hit() -> None:
+    """Found by the atheris harness with 1 KiB inputs (stop 29): `aaa1b`'s hex cut by a line break (`6161` /
+    `613162`: a 5-byte value, no trigger of its own) two lines before a hit of `aaaaaa`'s hex. The whole output's
+    view, opened by that hit, read back over the run and masked it; a stream cut between had emitted it whole, so the
+    two differed at 33 cuts. A view now masks only what ends after the start of its hit's line: every cut gives the
+    whole output's answer (a form long enough to be guaranteed has a trigger in each of its lines)."""
+    registry = SecretRegistry(background_merge=False)
+    registry.add_many([b"aaa1b", b"aaaaaa\n", b"\n\n\n\n\naa"], source="test")
+    text = b"0a616161620a6161\n6131620a0a0a0a0a\n0a0a0a0a0a0a0a0a\n0a0a616161616161"
+    whole = registry.mask(text)
+    assert whole.endswith(b"0a0a***") and whole.startswith(b"0a616161620a6161\n")
+    for cut in range(1, len(text)):
+        assert stream_through(registry, [text[:cut], text[cut:]]) == whole, cut
