@@ -431,7 +431,11 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
     done_until = -1
     if b"%" in data:
         out.extend(mixed_case_occurrences(data, hits, find, budget))
-    for a, _ in sorted(hits):
+    ordered = sorted(hits)
+    for a, b in ordered:
+        # DUMP_START (or the first dump line at the start, (0, 0)): a dump of a short input, read on from its first
+        # line, where no fragment of a secret's own may be (see `reach` below).
+        reach = data[a:a + 1] == b"\n" or a == b
         if data[a:a + 1] == b"\n":
             a += 1  # DUMP_START: the line it begins
         if a < done_until:
@@ -445,19 +449,25 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
         if line is None:
             done_until = end
             continue
-        lines, _, run_end, cut = _run(data, start, end, line, budget, line_start)
+        lines, run_start, run_end, cut = _run(data, start, end, line, budget, line_start)
         # Cut short, the run does not hold the occurrences of its last lines (one may go on past it): their triggers
         # get runs of their own. Reading twice the budget after, each run moves on by at least the budget.
         done_until = run_end if cut is None else _held_through(lines, cut, budget)
         if len(lines) == 1 and line.kind == WRAP:
             continue  # one line of encoding: the plain scan already saw it as it is
-        # What ends before the hit's line is not this hit's to mask: a stream cut there had emitted it whole before
-        # the hit came (a form of its own has its own hits; `aaaa` wrapped in hex is found by no trigger).
-        runs = [o for o in _map_back(lines, find) if o[1] > start]
+        # A view masks what touches the line of a hit it reads: a form long enough to be guaranteed has a trigger in
+        # one of its lines at least (every line, wrapped at 60 columns or more). Anything else in the run (`aaaa`'s
+        # hex wrapped, no trigger of its own) the whole output would mask by the luck of a hit lines away, which a
+        # stream cut between them cannot: it has let it go before the hit came, or dropped the hit from its kept
+        # lines before the rest came.
+        touched = None if reach else [_line_bounds(data, h) for h, _ in ordered if run_start <= h < run_end]
+        runs = _map_back(lines, find, touched)
         if held is not None and line.kind != ANSI and run_end == len(data) and data[-1:] != b"\n":
             last = data.rfind(b"\n") + 1
             if any(b > last for _, b in runs):
-                held.append(min(a for a, b in runs if b > last))
+                # From the hit's line too: the next write must find the hit again to open this view (a run's end
+                # more than `maxlen` after its hit was held, and then nothing in the kept bytes read it).
+                held.append(min(start, *(a for a, b in runs if b > last)))
                 runs = [o for o in runs if o[1] <= last]
         out.extend(runs)
     return out
@@ -492,9 +502,15 @@ def mixed_case_occurrences(data: bytes, hits: list[tuple[int, int]], find: Calla
     return out
 
 
-def _map_back(lines: list[_Line], find: Callable[[bytes], list[tuple[int, int]]]) -> list[tuple[int, int]]:
+def _map_back(lines: list[_Line], find: Callable[[bytes], list[tuple[int, int]]],
+              touched: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+    """The runs to mask for the occurrences `find` gives in the lines' joined content; with `touched`, only those
+    of occurrences whose characters reach one of these (start, end) ranges of the output (view_occurrences)."""
     content, origin = _joined(lines)
     found = find(content)
+    if found and touched is not None:
+        found = [(s, e) for s, e in found
+                 if any(max(origin[s:e]) >= ls and min(origin[s:e]) <= le for ls, le in touched)]
     words = lines[0].fmt == "hw" or lines[0].fmt[0] == "n"
     if found and (words or lines[0].fmt == "oc"):
         # `od -c` prints characters, not hex, and word dumps print each byte's hex after the next one's: their content

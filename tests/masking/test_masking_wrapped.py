@@ -507,16 +507,21 @@ def test_every_cut_of_a_dump_line_may_be_one(data: bytes, fmt: str) -> None:
         assert wrapped.quick_candidate(line + b"\n"), fmt
 
 
-def test_a_view_masks_nothing_that_ends_before_the_line_of_its_hit() -> None:
-    """Found by the atheris harness with 1 KiB inputs (stop 29): `aaa1b`'s hex cut by a line break (`6161` /
-    `613162`: a 5-byte value, no trigger of its own) two lines before a hit of `aaaaaa`'s hex. The whole output's
-    view, opened by that hit, read back over the run and masked it; a stream cut between had emitted it whole, so the
-    two differed at 33 cuts. A view now masks only what ends after the start of its hit's line: every cut gives the
-    whole output's answer (a form long enough to be guaranteed has a trigger in each of its lines)."""
-    registry = SecretRegistry(background_merge=False)
-    registry.add_many([b"aaa1b", b"aaaaaa\n", b"\n\n\n\n\naa"], source="test")
-    text = b"0a616161620a6161\n6131620a0a0a0a0a\n0a0a0a0a0a0a0a0a\n0a0a616161616161"
-    whole = registry.mask(text)
-    assert whole.endswith(b"0a0a***") and whole.startswith(b"0a616161620a6161\n")
-    for cut in range(1, len(text)):
-        assert stream_through(registry, [text[:cut], text[cut:]]) == whole, cut
+def test_a_view_masks_only_what_touches_the_line_of_a_hit() -> None:
+    """Found by the atheris harness with 1 KiB inputs (stop 29), both ways round: a short value's hex cut by a line
+    break (too short for trigger fragments of its own) a few lines before or after a hit of another secret's hex.
+    The whole output's view, opened by that hit, read the run around it and masked the short value; a stream cut
+    between had emitted it before the hit came, or had dropped the hit from its kept lines before the rest came.
+    A view now masks what touches the line of a hit it reads: every cut gives the whole output's answer (a form
+    long enough to be guaranteed has a trigger in one of its lines at least)."""
+    before = (b"0a616161620a6161\n6131620a0a0a0a0a\n0a0a0a0a0a0a0a0a\n0a0a616161616161",
+              [b"aaa1b", b"aaaaaa\n", b"\n\n\n\n\naa"])
+    after = (b"62626262626262620a\n0a0a0a0a0a0a0a0a0a\n0a0a0a0a0a0a0a0a0a\n0a3131626161310a31\n316161616161626262",
+             [b"bbbbbb", b"bbbbaa", b"1\n11aa"])
+    for text, secrets in (before, after):
+        registry = SecretRegistry(background_merge=False)
+        registry.add_many(secrets, source="test")
+        whole = registry.mask(text)
+        assert whole.count(b"***") == 1, whole  # the hit's own secret only
+        for cut in range(1, len(text)):
+            assert stream_through(registry, [text[:cut], text[cut:]]) == whole, cut
