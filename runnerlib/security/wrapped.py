@@ -24,6 +24,7 @@ at: 60-76) or a dump line. Wrapped forms are guaranteed to be found for widths o
 from __future__ import annotations
 
 import base64
+import bisect
 import re
 import struct
 from collections.abc import Callable
@@ -460,7 +461,9 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
         # hex wrapped, no trigger of its own) the whole output would mask by the luck of a hit lines away, which a
         # stream cut between them cannot: it has let it go before the hit came, or dropped the hit from its kept
         # lines before the rest came.
-        touched = None if reach else [_line_bounds(data, h) for h, _ in ordered if run_start <= h < run_end]
+        touched = None if reach else [_line_bounds(data, h) for h, _ in
+                                      ordered[bisect.bisect_left(ordered, (run_start,)):
+                                              bisect.bisect_left(ordered, (run_end,))]]
         runs = _map_back(lines, find, touched)
         if held is not None and line.kind != ANSI and run_end == len(data) and data[-1:] != b"\n":
             last = data.rfind(b"\n") + 1
