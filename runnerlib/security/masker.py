@@ -316,8 +316,8 @@ class NewlineHeads:
     when the break is nearer its start): where a buffer's last break can fall inside a pattern's beginning.
 
     The patterns one character a line given as line starts (Masker.add: a value's forms printed by `fold -w1`,
-    rearranged_forms.one_a_line_forms; not a multi-line secret that looks the same) count only where they begin a line, in a whole output (`anchored`) as in a stream's hold:
-    held wherever a line ends in a character that begins one, every write ending in `...ing\\n` would wait for the
+    rearranged_forms.one_a_line_forms; not a multi-line secret that looks the same) count only where they begin a
+    line, in a whole output (`anchored`) as in a stream's hold: held wherever a line ends in a character that begins one, every write ending in `...ing\\n` would wait for the
     next (a job with a `ghp_` token) or the idle flush. So the form rearranged_forms registers is the value's lines
     from the second on, which begins a line whether or not the first followed other text (`S=`, then `fold -w1`):
     the first character shows. They are kept apart, by their characters joined (the value), sorted, and looked at only when
@@ -326,7 +326,8 @@ class NewlineHeads:
     `runnerlib mask` at N=1,000).
 
     Grow-only and shared by every snapshot of a masker (added to under its lock, each entry or list replaced, never
-    changed in place): a snapshot that sees a pattern added later at most holds a tail longer.
+    changed in place): a snapshot that sees a pattern added later at most holds a tail longer. `demote` only moves a
+    form from counting at line starts to counting everywhere, which masks and holds more, never less.
     """
 
     __slots__ = ("index", "key_lengths", "one_a_line", "_one_a_line_forms")

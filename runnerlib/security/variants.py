@@ -339,12 +339,12 @@ def secret_triggers(value: bytes, *, min_length: int = 4) -> list[bytes]:
 
 
 def secret_forms(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], list[bytes], list[bytes]]:
-    """`(masked, secret_triggers(value), line_starts)` at once, where `secret_variants(value)` is `masked` and
-    `line_starts`: the encodings they need (base64, base32, percent) are computed once (the registry's start-up
-    batch of `runnerlib mask` computes 1,400 values' forms before the first byte is scanned). `line_starts` are the
-    forms one character a line (rearranged_forms.one_a_line_forms), masked only where they begin a line: apart, so
-    that the masker anchors them and nothing that merely looks like them (a multi-line secret `1\\n2\\n3\\n4\\n5`
-    is masked anywhere); one that is also another of the value's forms is in `masked` only."""
+    """`(masked, triggers, line_starts)` of `value` at once: `secret_variants(value)` is masked and line_starts,
+    `secret_triggers(value)` is triggers. The encodings they need (base64, base32, percent) are computed once (the
+    registry's start-up batch of `runnerlib mask` computes 1,400 values' forms before the first byte is scanned).
+    `line_starts` are the forms one character a line (rearranged_forms.one_a_line_forms), masked only where they
+    begin a line: kept apart so that the masker anchors them and nothing that merely looks like them (a multi-line
+    secret `1\\n2\\n3\\n4\\n5` is masked anywhere); one that is also another of the value's forms is in `masked` only."""
     out: dict[bytes, None] = {value: None}
     triggers: dict[bytes, None] = {}
     lines: dict[bytes, None] = {}
