@@ -461,9 +461,15 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
         # hex wrapped, no trigger of its own) the whole output would mask by the luck of a hit lines away, which a
         # stream cut between them cannot: it has let it go before the hit came, or dropped the hit from its kept
         # lines before the rest came.
-        touched = None if reach else [_line_bounds(data, h) for h, _ in
-                                      ordered[bisect.bisect_left(ordered, (run_start,)):
-                                              bisect.bisect_left(ordered, (run_end,))]]
+        hits_read = ordered[bisect.bisect_left(ordered, (run_start,)):bisect.bisect_left(ordered, (run_end,))]
+        if reach:
+            touched = None
+        elif line.kind == ANSI:
+            # A line read without its colour codes can be longer than a stream keeps: what a code cuts is masked where
+            # it holds a hit (a long value's fragment, or a secret found whole), not anywhere on the line.
+            touched = [(h, max(h, e - 1)) for h, e in hits_read]
+        else:
+            touched = [_line_bounds(data, h) for h, _ in hits_read]
         runs = _map_back(lines, find, touched)
         if held is not None and line.kind != ANSI and run_end == len(data) and data[-1:] != b"\n":
             last = data.rfind(b"\n") + 1

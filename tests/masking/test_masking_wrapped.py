@@ -525,3 +525,18 @@ def test_a_view_masks_only_what_touches_the_line_of_a_hit() -> None:
         assert whole.count(b"***") == 1, whole  # the hit's own secret only
         for cut in range(1, len(text)):
             assert stream_through(registry, [text[:cut], text[cut:]]) == whole, cut
+
+
+def test_a_line_read_without_its_colour_codes_masks_what_holds_a_hit() -> None:
+    """Found by the atheris harness (stop 29): a short secret cut by a colour code (`\\0\\0<` ESC[31m `<<`), 90 bytes
+    along one line after another secret found whole. The whole output read the line without its codes from that hit
+    and masked both; a stream had let the hit go long before the code came. The colour view now masks what holds a
+    hit (a long value cut by a code holds one of its fragments): at every cut the stream gives the whole output's
+    answer, and a 20-byte value cut by a code far from any other hit is still masked."""
+    registry = SecretRegistry(background_merge=False)
+    registry.add_many([b"\x00\x00<<<", b"<<<<<<<<<<", b"Zq8vN3kLp2Xr7TmW9bYc"], source="test")
+    text = b"<<<<<<<<<<" + b"\xf3" * 90 + b"\x00\x00<\x1b[31m<<" + b"\xf3" * 50 + b"\n Zq8vN3kLp2\x1b[1mXr7TmW9bYc\n"
+    whole = registry.mask(text)
+    assert whole == b"***" + b"\xf3" * 90 + b"\x00\x00<\x1b[31m<<" + b"\xf3" * 50 + b"\n ***\n"
+    for cut in range(1, len(text)):
+        assert stream_through(registry, [text[:cut], text[cut:]]) == whole, cut
