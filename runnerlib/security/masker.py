@@ -162,11 +162,14 @@ class MaskSnapshot:
             return found
         triggers = self.triggers
         masks = [o for o in found if data[o[0]:o[1]] not in triggers]
+        # The trigger hits, counted before the views add to `masks` (counted after, a view's runs hid them, and a
+        # secret cut short by `...` went unmasked in a whole output that a stream cut elsewhere masked).
+        triggered = len(masks) < len(found)
         # A secret found whole can be the ASCII column of a dump line (`xxd` of a short secret): its hex digits
         # are found by the same look as a trigger's.
         masks.extend(wrapped.view_occurrences(data, [*found, (0, 0)] if first_dump else found, self._find_masks,
                                               self.maxlen, line_start, held))
-        if len(masks) < len(found):  # a trigger hit: it may be the head of a secret cut short by `...`
+        if triggered:  # a trigger hit: it may be the head of a secret cut short by `...`
             masks.extend(truncated.occurrences(data, [o for o in found if data[o[0]:o[1]] in triggers],
                                                self.longest_beginning))
         if self.folds.forms:  # a multi-word secret's head (a trigger, or a pattern too): it may be folded at a space

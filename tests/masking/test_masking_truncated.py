@@ -94,3 +94,18 @@ def test_longest_beginning_from_two_neighbours_covers_what_every_pattern_gives(
         brute = max((truncated.common_length(probe, p) for p in every
                      if not probe.startswith(p) or p not in masked), default=0)
         assert max(snap.longest_beginning(data, a), full) == max(brute, full)
+
+
+def test_a_cut_piece_is_masked_when_a_view_finds_something_too() -> None:
+    """Found by the atheris harness (stop 29): the masker looked for pieces cut short only when it had fewer masks
+    than hits, counted after the wrapped view had added its runs. Here the view's runs outnumbered the trigger hits,
+    so the whole output left `b\\\\n\\\\n\\\\nbb1aa11...` before `'…` in clear, while a stream cut elsewhere (with fewer
+    view runs in its buffer) masked it. The trigger hits are counted before the view now."""
+    registry = SecretRegistry(background_merge=False)
+    registry.add_many([b"b\n\n\nbb1aa11\n\n\n\n\n\n\n\nab111", b"bbbbbb", b"b\nbbbb"], source="test")
+    text = (b"bbbbbbbbbbbbbbab\n1\nb\n\n\nab\n\n\nbb1aa11\n\n\n\n\n\n\n\na'\xe2\x80\xa6b\naaa1" + b"\n" * 13
+            + b"aa\nab1")
+    whole = registry.mask(text)
+    assert b"bb1aa11" not in whole and b"***'\xe2\x80\xa6" in whole, whole
+    for cut in range(1, len(text)):
+        assert stream_through(registry, [text[:cut], text[cut:]]) == whole, cut
