@@ -466,8 +466,10 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
             touched = None
         elif line.kind == ANSI:
             # A line read without its colour codes can be longer than a stream keeps: what a code cuts is masked where
-            # it holds a hit (a long value's fragment, or a secret found whole), not anywhere on the line.
-            touched = [(h, max(h, e - 1)) for h, e in hits_read]
+            # a hit begins inside it (a long value's fragment, or a secret found whole), not anywhere on the line. A
+            # stream holds such a value from its start, so its hits are still there; one that began before it (a
+            # secret masked whole whose last byte begins the value) may be gone.
+            touched = [(h, h) for h, _ in hits_read]
         else:
             touched = [_line_bounds(data, h) for h, _ in hits_read]
         runs = _map_back(lines, find, touched)

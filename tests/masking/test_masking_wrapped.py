@@ -540,3 +540,18 @@ def test_a_line_read_without_its_colour_codes_masks_what_holds_a_hit() -> None:
     assert whole == b"***" + b"\xf3" * 90 + b"\x00\x00<\x1b[31m<<" + b"\xf3" * 50 + b"\n ***\n"
     for cut in range(1, len(text)):
         assert stream_through(registry, [text[:cut], text[cut:]]) == whole, cut
+
+
+def test_a_colour_cut_value_is_read_from_a_hit_inside_it() -> None:
+    """Found by the atheris harness (stop 29): `$` + 7 bytes, cut by colour codes, right after another secret that
+    ends in that `$`. The whole output read the line without its codes from that secret's hit and masked both; a
+    stream had masked and let go the first secret (its hit) before the codes came. A hit that begins before the value
+    no longer counts for it."""
+    registry = SecretRegistry(background_merge=False)
+    registry.add_many([b"$" + b"\xe5" * 7, b"\xe5" * 7 + b"$"], source="test")
+    text = b"\xed" + b"\xe5" * 7 + b"$" + b"\xe5" * 3 + b"\x1b[m\x1b[K" + b"\xe5" * 20 + b"\n"
+    whole = registry.mask(text)
+    assert whole.startswith(b"\xed***")
+    for cut in range(1, len(text)):
+        for second in range(cut + 1, len(text)):
+            assert stream_through(registry, [text[:cut], text[cut:second], text[second:]]) == whole, (cut, second)
