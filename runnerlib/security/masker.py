@@ -318,15 +318,15 @@ class NewlineHeads:
     """The patterns holding a line break, each by the NL_KEY bytes up to and including each of its breaks (fewer
     when the break is nearer its start): where a buffer's last break can fall inside a pattern's beginning.
 
-    The patterns one character a line given as line starts (Masker.add: a value's forms printed by `fold -w1`,
+    The patterns given as line starts (Masker.add: a value's forms printed by `fold -w1`,
     rearranged_forms.one_a_line_forms; not a multi-line secret that looks the same) count only where they begin a
-    line, in a whole output (`anchored`) as in a stream's hold: held wherever a line ends in a character that begins one, every write ending in `...ing\\n` would wait for the
-    next (a job with a `ghp_` token) or the idle flush. So the form rearranged_forms registers is the value's lines
-    from the second on, which begins a line whether or not the first followed other text (`S=`, then `fold -w1`):
-    the first character shows. They are kept apart, by their characters joined (the value), sorted, and looked at only when
-    the buffer's last line is one character: indexed by their breaks, their keys (`a\\n`, one for each first
-    character) matched most line ends (12% of the N=1,000 stream; indexing 35 breaks a value, 0.1 s of
-    `runnerlib mask` at N=1,000).
+    line, in a whole output (`anchored`) as in a stream's hold: held wherever a line ends in a character that begins
+    one, every write ending in `...ing\\n` would wait for the next (a job with a `ghp_` token) or the idle flush. So
+    the form rearranged_forms registers is the value's lines from the second on, which begins a line whether or not
+    the first followed other text (`S=`, then `fold -w1`): the first character shows. They are kept apart, by their
+    characters joined (the value), sorted, and looked at only when the buffer's last line is one character: indexed
+    by their breaks, their keys (`a\\n`, one for each first character) matched most line ends (12% of the N=1,000
+    stream; indexing 35 breaks a value, 0.1 s of `runnerlib mask` at N=1,000).
 
     Grow-only and shared by every snapshot of a masker (added to under its lock, each entry or list replaced, never
     changed in place): a snapshot that sees a pattern added later at most holds a tail longer. `demote` only moves a
@@ -343,12 +343,12 @@ class NewlineHeads:
 
     def add(self, patterns: Iterable[bytes], line_only: Container[bytes] = ()) -> None:
         """Index the breaks of `patterns` that a proper beginning can hold (not one that ends the pattern); those in
-        `line_only` that are one character a line (the masker's line starts) are kept apart: they count only where
-        they begin a line."""
+        `line_only` (the masker's line starts, one character a line) are kept apart: they count only where they begin
+        a line."""
         one_a_line: list[bytes] = []
         indexed: list[bytes] = []
         for pattern in [p for p in patterns if b"\n" in p]:  # a few: don't loop over the 90,000 of `mask`
-            (one_a_line if pattern in line_only and one_character_a_line(pattern) else indexed).append(pattern)
+            (one_a_line if pattern in line_only else indexed).append(pattern)
         self._index_breaks(indexed)
         if one_a_line:
             forms = self._one_a_line_forms
@@ -569,7 +569,7 @@ class Masker:
         around it (see runnerlib.security.wrapped). A byte string both added as a pattern and as a trigger is
         masked. `line_starts`: patterns one character a line (one_character_a_line) masked only where they begin a
         line (the forms `fold -w1` prints: NewlineHeads); one also added as a pattern, now or at any other time, is
-        masked wherever it is (a multi-line secret that looks the same).
+        masked wherever it is (a multi-line secret that looks the same), and so is one not of that shape.
         """
         self._wait_for_fill()
         with self._lock:
@@ -577,9 +577,12 @@ class Masker:
             # 0.15 s in a per-pattern loop): patterns first, then the triggers that are not patterns.
             index = self._index
             masks = dict.fromkeys(patterns)
+            line_starts = dict.fromkeys(line_starts)
+            # Not one character a line: no line start (NewlineHeads reads those line by line), a pattern.
+            masks.update(dict.fromkeys(p for p in line_starts if not one_character_a_line(p)))
             new = [bytes(p) for p in masks if p and p not in index]
             index.update(new)
-            given = [bytes(p) for p in dict.fromkeys(line_starts) if p and p not in masks]
+            given = [bytes(p) for p in line_starts if p and p not in masks]
             lines = [p for p in given if p not in index]
             if lines:
                 index.update(lines)
@@ -1021,7 +1024,7 @@ def _merge_sorted(old: list[bytes], new_sorted: Sequence[bytes]) -> list[bytes]:
 def reference_mask(data: bytes, patterns: Iterable[bytes], replacement: bytes = b"***",
                    line_starts: Collection[bytes] = ()) -> bytes:
     """The obviously-correct masker tests compare against: mark covered bytes, collapse each run. A pattern of
-    `line_starts` (Masker.line_starts: one character a line) covers only where it begins a line, as the masker's do.
+    `line_starts` (Masker.line_starts) covers only where it begins a line, as the masker's do.
 
     >>> reference_mask(b"x abab1234 y", [b"abab", b"ab1234"])
     b'x *** y'
@@ -1030,7 +1033,7 @@ def reference_mask(data: bytes, patterns: Iterable[bytes], replacement: bytes = 
     for p in patterns:
         if not p:
             continue
-        anchored = p in line_starts and one_character_a_line(p)  # counts where it begins a line (NewlineHeads)
+        anchored = p in line_starts  # counts where it begins a line (NewlineHeads)
         i = data.find(p)
         while i >= 0:
             if not anchored or i == 0 or data[i - 1] == 0x0A:

@@ -344,7 +344,8 @@ def secret_forms(value: bytes, *, min_length: int = 4) -> tuple[list[bytes], lis
     registry's start-up batch of `runnerlib mask` computes 1,400 values' forms before the first byte is scanned).
     `line_starts` are the forms one character a line (rearranged_forms.one_a_line_forms), masked only where they
     begin a line: kept apart so that the masker anchors them and nothing that merely looks like them (a multi-line
-    secret `1\\n2\\n3\\n4\\n5` is masked anywhere); one that is also another of the value's forms is in `masked` only."""
+    secret `1\\n2\\n3\\n4\\n5` is masked anywhere); one that is also another of the value's forms is in `masked`
+    only."""
     out: dict[bytes, None] = {value: None}
     triggers: dict[bytes, None] = {}
     lines: dict[bytes, None] = {}
