@@ -48,17 +48,21 @@ _WRAP_RX = rb"[ \t]*(?P<w>[A-Za-z0-9+/_=.-]+)\r?"
 # or 3 octal digits (oc).
 _OD_C_FIELD = rb"(?:   [!-~]|    |  \\[0abfnrtv]| [0-7]{3})"
 _OD_C_ESCAPES = {ord(c): b for c, b in zip("0abfnrtv", b"\0\a\b\f\n\r\t\v", strict=True)}
-_DUMP_RX = (rb"[0-9a-fA-F]{8,16}  (?P<hd>(?:[0-9a-fA-F]{2}  ?)*[0-9a-fA-F]{2}) *(?:\|(?P<hda>.*)\||\|.*)?\r?"
-            rb"|[0-9a-fA-F]{7,16} +(?P<hw>[0-9a-fA-F]{4}(?: +[0-9a-fA-F]{4})*) *\r?"
-            rb"|[0-9a-fA-F]{7,16}: (?P<xx>(?:[0-9a-fA-F]{2})+(?: (?:[0-9a-fA-F]{2})+)*)(?P<xxa> *|  .*)\r?"
-            rb"|[ \t]*(?:[0-9a-fA-F]{6,16} )?(?P<hl>(?:(?:0x|\\x)?[0-9a-fA-F]{2}(?:, ?|:| |(?=\\x)|$|(?=\r)))+)"
-            rb"[ \t]*(?:>(?P<hla>.*)<)?\r?"
-            rb"|(?:[0-9a-fA-F]{6,16})?(?=[^\n]*[^ \n\r])(?P<oc>(?:" + _OD_C_FIELD + rb")+)\r?"
-            rb"|(?P<nwo>[0-9a-fA-F]{6,8})(?P<nw>(?: +-?[0-9a-fA-F]+)+) *\r?"
-            rb"|(?P<xe>[0-9a-fA-F]{8}:  +[0-9a-fA-F]{2,6}  .*)\r?")
+_HEX_DUMP_RX = (rb"[0-9a-fA-F]{8,16}  (?P<hd>(?:[0-9a-fA-F]{2}  ?)*[0-9a-fA-F]{2}) *(?:\|(?P<hda>.*)\||\|.*)?\r?"
+                rb"|[0-9a-fA-F]{7,16} +(?P<hw>[0-9a-fA-F]{4}(?: +[0-9a-fA-F]{4})*) *\r?"
+                rb"|[0-9a-fA-F]{7,16}: (?P<xx>(?:[0-9a-fA-F]{2})+(?: (?:[0-9a-fA-F]{2})+)*)(?P<xxa> *|  .*)\r?"
+                rb"|[ \t]*(?:[0-9a-fA-F]{6,16} )?(?P<hl>(?:(?:0x|\\x)?[0-9a-fA-F]{2}(?:, ?|:| |(?=\\x)|$|(?=\r)))+)"
+                rb"[ \t]*(?:>(?P<hla>.*)<)?\r?")
+_OD_C_RX = rb"(?:[0-9a-fA-F]{6,16})?(?=[^\n]*[^ \n\r])(?P<oc>(?:" + _OD_C_FIELD + rb")+)\r?"
+_NUMERIC_RX = rb"(?P<nwo>[0-9a-fA-F]{6,8})(?P<nw>(?: +-?[0-9a-fA-F]+)+) *\r?"
+_XXD_E_RX = rb"(?P<xe>[0-9a-fA-F]{8}:  +[0-9a-fA-F]{2,6}  .*)\r?"
+_DUMP_RX = b"|".join((_HEX_DUMP_RX, _OD_C_RX, _NUMERIC_RX, _XXD_E_RX))
 _LINE = re.compile(_WRAP_RX + rb"|" + _DUMP_RX)
 # A line next to dump lines is read as one first (` 7a`, the last line of `od`, also reads as an encoding).
 _DUMP_LINE = re.compile(_DUMP_RX)
+# The other reading of a line that is both (`0000000   1   1` is `od -c` of "11" and `od -tu1` of 1, 1): a stream
+# holds an unfinished line for both, not knowing which the whole line will be (tail_live_start).
+_NUMBERS_FIRST = re.compile(b"|".join((_HEX_DUMP_RX, _NUMERIC_RX, _OD_C_RX, _XXD_E_RX)))
 _HEX_PAIR = re.compile(rb"[0-9a-fA-F]{2}")
 _HEX_WORD = re.compile(rb"[0-9a-fA-F]{4}")
 
@@ -88,12 +92,13 @@ class _Line:
         return self.kind == DUMP or self.kind == WRAP and len(self.content) >= JOIN_MIN
 
 
-def classify(data: bytes, start: int, end: int, kind: int = 0) -> _Line | None:
+def classify(data: bytes, start: int, end: int, kind: int = 0, numbers_first: bool = False) -> _Line | None:
     """The line data[start:end] (no line break) as an encoding or dump line (as a dump line first when `kind`
-    is DUMP), or None. A line not followed by a line break may be incomplete: its ASCII column is not read."""
+    is DUMP, as numbers first when `numbers_first`: the other reading of a line that is `od -c` too), or None. A
+    line not followed by a line break may be incomplete: its ASCII column is not read."""
     if end - start > LINE_MAX or end <= start:
         return None
-    m = (_DUMP_LINE if kind == DUMP else _LINE).fullmatch(data, start, end)
+    m = (_NUMBERS_FIRST if numbers_first else _DUMP_LINE if kind == DUMP else _LINE).fullmatch(data, start, end)
     if m is None and kind == DUMP:
         m = _LINE.fullmatch(data, start, end)
     if m is None:
@@ -130,29 +135,36 @@ def _classify_at(data: bytes, start: int, end: int, line_start: bool, kind: int 
     return _ansi_line(data, start, end) if start == 0 and not line_start else classify(data, start, end, kind)
 
 
-def classify_tail(data: bytes, start: int, kind: int = 0) -> _Line | None:
+def classify_tail(data: bytes, start: int, kind: int = 0, numbers: bool | None = None) -> _Line | None:
     """`classify` for an incomplete last line data[start:], maybe cut inside its last token ("70 4", "0x7"). A token
-    begun is not read; `begun` says where it starts (a stream holds it: it may be the first byte of a value)."""
+    begun is not read; `begun` says where it starts (a stream holds it: it may be the first byte of a value).
+    `numbers` asks for one reading of a line that may be both `od -c` and numbers: True as numbers only, False
+    not as numbers (None: the one the line has so far)."""
     end = len(data)
-    line, stop = classify(data, start, end, kind), end
+
+    def read(stop: int) -> _Line | None:
+        line = classify(data, start, stop, kind, numbers is True)
+        return line if numbers is None or line is None or (line.fmt[0] == "n") == numbers else None
+
+    line, stop = read(end), end
     # What a cut drops must be able to begin a token: a line holding other bytes (`aaaa\0`) is no encoding or dump
     # line however it goes on (quick_candidate says so too, and a stream held a view's run there: `held`).
     if line is None and end - start > 1 and (data[end - 1:end].isalnum() or data[end - 1] == 0x20):
         # an odd hex digit ("6162 4"), or a space after a field (`od -b`'s "132 ")
-        line, stop = classify(data, start, end - 1, kind), end - 1
+        line, stop = read(end - 1), end - 1
     for cut in (2, 3):  # an `od -c` field begun ("   Q   2  ", " 153 13")
         if line is None and end - start > cut and all(32 <= b < 127 for b in data[end - cut:end]):
-            line, stop = classify(data, start, end - cut, kind), end - cut
+            line, stop = read(end - cut), end - cut
             line = line if line is not None and line.fmt == "oc" else None
     if line is None and end - start > 1:  # a token begun ("0x", "\\x6", `od -tx8`'s "646e3452")
         lo = max(start, end - _TOKEN_MAX - 1)  # not below 0: a negative bound counts from the end
         cut = max(data.rfind(b" ", lo, end), data.rfind(b",", max(start, end - 5), end),
                   data.rfind(b":", max(start, end - 5), end))
         if cut > start:
-            line, stop = classify(data, start, cut + 1, kind), cut + 1
+            line, stop = read(cut + 1), cut + 1
         backslash = data.rfind(b"\\", max(start, end - 4), end)
         if line is None and backslash > start:  # a `\\xNN` separator begun after hex ("61\\", "61\\x6")
-            line, stop = classify(data, start, backslash, kind), backslash
+            line, stop = read(backslash), backslash
     if line is None and end - start > 1:  # `od -tx1z`'s >ASCII< column begun, not ended: still to be written
         gt = data.rfind(b">", start, end)
         if gt > start and data.find(b"<", gt, end) < 0:
@@ -549,12 +561,13 @@ def _map_back(lines: list[_Line], find: Callable[[bytes], list[tuple[int, int]]]
     return out
 
 
-def _tail_lines(buf: bytes, budget: int, line_start: bool) -> list[_Line]:
-    """The lines of a run that ends at the end of `buf` (the last one possibly incomplete), oldest first."""
+def _tail_lines(buf: bytes, budget: int, line_start: bool, numbers: bool | None = None) -> list[_Line]:
+    """The lines of a run that ends at the end of `buf` (the last one possibly incomplete, read as `numbers` says:
+    classify_tail), oldest first."""
     end = len(buf)
     nl = buf.rfind(b"\n")
     lines: list[_Line] = []
-    tail = classify_tail(buf, nl + 1) if nl < end - 1 and (nl >= 0 or line_start) else None
+    tail = classify_tail(buf, nl + 1, 0, numbers) if nl < end - 1 and (nl >= 0 or line_start) else None
     got, e, kind = 0, nl, 0
     last_start = -1
     while e >= 0 and got < budget:
@@ -575,21 +588,41 @@ def _tail_lines(buf: bytes, budget: int, line_start: bool) -> list[_Line]:
     # The incomplete line counts when it reads as the same kind; read otherwise (an offset not yet followed
     # by hex digits reads as an encoding line), it adds nothing, but the lines before it still hold back.
     if tail is not None and lines and tail.fmt != lines[-1].fmt:
-        tail = classify_tail(buf, nl + 1, kind)
+        tail = classify_tail(buf, nl + 1, kind, numbers)
     if tail is not None and (not lines or tail.fmt == lines[-1].fmt):
         lines.append(tail)
     return lines
 
 
-def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int, line_start: bool = True) -> int:
+def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int, line_start: bool = True,
+                    find: Callable[[bytes], list[tuple[int, int]]] | None = None) -> int:
     """Where a stream must start holding back for a pattern that the next lines may complete: the offset of
     the earliest live partial match in the joined content of the run at the end of `buf` (len(buf) if none).
-    Callers test `quick_candidate(buf)` first: without it, this reads the last lines for nothing."""
+    Callers test `quick_candidate(buf)` first: without it, this reads the last lines for nothing.
+
+    `find` (the masked patterns' occurrences in a content) is for an unfinished line that reads two ways: what
+    the other reading holds whole is held too (a view reads the line the first way, and `held` only what it finds:
+    view_occurrences)."""
     if maxlen < 2:
         return len(buf)
     lines = _tail_lines(buf, maxlen, line_start)
     if not lines:
         return _first_token_begun(buf)
+    hold = _run_hold(buf, lines, live_start)
+    fmt = lines[-1].fmt
+    if buf[-1:] != b"\n" and (fmt == "oc" or fmt[0] == "n"):
+        # An unfinished line of `od -c` may turn out to be numbers (`0000000   1   1` is also `od -tu1` of 1, 1), and
+        # numbers cut after a space `od -c` ("   1   1 "): the whole line is read one way, not known yet. Hold for both.
+        other = _tail_lines(buf, maxlen, line_start, fmt == "oc")
+        if other:
+            hold = min(hold, _run_hold(buf, other, live_start, find))
+    return min(hold, _first_token_begun(buf))
+
+
+def _run_hold(buf: bytes, lines: list[_Line], live_start: Callable[[bytes], int],
+              find: Callable[[bytes], list[tuple[int, int]]] | None = None) -> int:
+    """Where a stream holds from for the run `lines` at the end of `buf` (tail_live_start): from the earliest
+    live partial match, and with `find` from the earliest occurrence too."""
     content, origin = _joined(lines)
     last = lines[-1]
     if last.pending and last.content and buf[-1:] != b"\n":
@@ -603,13 +636,15 @@ def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int,
             # An incomplete last line may be misread: the first digits of `od`'s next offset ("\n00") read as a
             # byte, which ends the partial match of the lines before. Hold for either reading.
             p = min(p, live_start(content[:len(content) - len(last.content)]))
+    if find is not None:
+        p = min([p, *(a for a, _ in find(content))])
     # A word dump prints each byte's hex after the next one's: the earliest digit of the match on.
     hold = min(origin[p:]) if p < len(content) else len(buf)
     if last.begun is not None and buf[-1:] != b"\n":
         # A token cut by the end of the write (`od -b`'s " 13" of 132): it may begin a value (whose dump no
         # fragment of its own finds: DUMP_START), and its byte is not known yet.
         hold = min(hold, last.begun)
-    return min(hold, _first_token_begun(buf))
+    return hold
 
 
 # An incomplete dump line whose first token is cut ("0000010    7", "0000000 13", "0000000 5f70" of `od -tx4`'s
