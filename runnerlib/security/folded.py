@@ -16,8 +16,9 @@ column the value started at), so a secret's single-line plain forms with a space
 - in a stream, `FoldSet.tail_live_start` holds the end of a buffer that, unfolded, is a proper beginning of such a
   form (a line break at the very end included: the next line may continue it), so a folded occurrence is whole
   in one buffer when it is decided, and the stream masks what the whole output does. It looks only where the
-  word before the buffer's last fold is a word of such a form (a few percent of stream throughput with one
-  passphrase registered; 10-35% when it unfolded every write's tail).
+  word before the buffer's last fold is a word of such a form, or ends in its first word (`'correct` of a quoted
+  passphrase folded after it): a few percent of stream throughput with one passphrase registered; 10-35% when it
+  unfolded every write's tail.
 
 >>> fs = FoldSet().with_forms([b"correct horse battery staple correct horse"])
 >>> fs.occurrences(b"p: correct horse battery\\n  staple correct horse\\n", [(3, 15)])
@@ -139,16 +140,19 @@ class FoldSet:
     """The foldable forms of the registered secrets, by head. Immutable: `with_forms` returns a new one (a
     masker snapshot keeps the set it was published with)."""
 
-    __slots__ = ("forms", "by_head", "maxlen", "words", "firsts")
+    __slots__ = ("forms", "by_head", "maxlen", "words", "firsts", "first_words", "first_lengths")
 
     def __init__(self, forms: tuple[bytes, ...] = (), by_head: dict[bytes, tuple[tuple[bytes, int], ...]] | None = None,
                  maxlen: int = 0) -> None:
         self.forms = forms  # sorted
         self.by_head = by_head or {}
         self.maxlen = maxlen
-        # A folded occurrence that a buffer ends in has a whole word of its form before its last fold.
+        # A folded occurrence that a buffer ends in has a whole word of its form before its last fold: after a space
+        # or a line break, or for its first word, anywhere (`"correct` of a quoted passphrase folded after it).
         self.words = frozenset(w for form in forms for w in form.split(b" "))
         self.firsts = frozenset(form[0] for form in forms)
+        self.first_words = frozenset(form.split(b" ", 1)[0] for form in forms)
+        self.first_lengths = sorted({len(w) for w in self.first_words})
 
     def __bool__(self) -> bool:
         return bool(self.forms)
@@ -180,24 +184,33 @@ class FoldSet:
 
     def tail_live_start(self, buf: bytes) -> int:
         """Where a stream must hold `buf` from (len(buf) if nowhere): the earliest proper beginning of a foldable
-        form that the end of `buf` is, read unfolded (a fold still coming at the very end read as a space), when it
-        holds a fold (without one, the plain live start holds it)."""
+        form that the end of `buf` is, read unfolded, when it holds a fold (without one, the plain live start holds
+        it). Blanks at the very end are read both ways: as a fold still coming (a space) and as they are (a form
+        may hold a tab)."""
         end = len(buf)
         lo = max(0, end - 4 * self.maxlen - 256)
         body = buf[lo:]
-        pending = body[-1:] in (b" ", b"\t", b"\r", b"\n")  # a fold may be in progress at the end
-        if pending:
-            head = body.rstrip(b" \t\r\n")
-        else:
+        tail = body[-1:]
+        hold = end
+        if tail in (b" ", b"\t", b"\r", b"\n"):  # a fold may be in progress at the end
+            hold = self._hold(buf, lo, body.rstrip(b" \t\r\n"), True)
+        if tail not in (b"\r", b"\n"):
             last = body.rfind(b"\n")
-            if last < 0:
-                return end  # no fold: the plain live start is the answer
-            head = body[:last].rstrip(b" \t\r")
+            if last >= 0:
+                hold = min(hold, self._hold(buf, lo, body[:last].rstrip(b" \t\r"), False))
+        return hold
+
+    def _hold(self, buf: bytes, lo: int, head: bytes, pending: bool) -> int:
+        """tail_live_start for the buffer's last fold ending `head` (buf[lo:] up to the fold), one way of reading the
+        blanks at its end (`pending`: as a fold coming)."""
+        end = len(buf)
         # An occurrence the buffer ends in crosses its last fold, with a whole word of its form before it.
-        word = head[max(head.rfind(b" "), head.rfind(b"\t"), head.rfind(b"\n")) + 1:]
-        if word not in self.words:
+        token = head[max(head.rfind(b" "), head.rfind(b"\n")) + 1:]
+        word = token[token.rfind(b"\t") + 1:]
+        if token.lstrip(b"\t") not in self.words and word not in self.words \
+                and not any(token[-k:] in self.first_words for k in self.first_lengths if k <= len(token)):
             return end
-        joined, starts, origins = _unfolded(body, at_end=True)
+        joined, starts, origins = _unfolded(buf[lo:], at_end=pending)
         forms, firsts = self.forms, self.firsts
         for p in range(max(0, len(joined) - self.maxlen + 1), len(joined)):
             if joined[p] not in firsts:
