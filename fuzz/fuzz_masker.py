@@ -71,7 +71,8 @@ def TestOneInput(data: bytes) -> None:
             at = spaces[fdp.ConsumeIntInRange(0, len(spaces) - 1)] if spaces else 0
             indent = b" " * fdp.ConsumeIntInRange(1, 8)
             shown = secrets[0][:at] + b"\n" + indent + secrets[0][at + 1:] if spaces else secrets[0]
-            text = text[: len(text) // 2] + b"\nk: " + shown + b"\n" + text[len(text) // 2:]
+            quote = b"'" if fdp.ConsumeBool() else b""  # yaml's quoted style: `'correct` before a fold is no word
+            text = text[: len(text) // 2] + b"\nk: " + quote + shown + quote + b"\n" + text[len(text) // 2:]
             folded_secret = secrets[0] if spaces and folded.foldable(secrets[0]) else b""
         elif how == 4:  # the beginning of a longer secret cut short by a tool, then `...` (security/truncated.py)
             secrets[0] += some_bytes(fdp.ConsumeIntInRange(1, 30))
