@@ -561,13 +561,13 @@ def _map_back(lines: list[_Line], find: Callable[[bytes], list[tuple[int, int]]]
     return out
 
 
-def _tail_lines(buf: bytes, budget: int, line_start: bool, numbers: bool | None = None) -> list[_Line]:
-    """The lines of a run that ends at the end of `buf` (the last one possibly incomplete, read as `numbers` says:
-    classify_tail), oldest first."""
+def _tail_lines(buf: bytes, budget: int, line_start: bool) -> tuple[list[_Line], _Line | None]:
+    """The lines of a run that ends at the end of `buf` (the last one possibly incomplete), oldest first, and how
+    that incomplete line reads (None if there is none, or it is no encoding or dump line), in the run or not."""
     end = len(buf)
     nl = buf.rfind(b"\n")
     lines: list[_Line] = []
-    tail = classify_tail(buf, nl + 1, 0, numbers) if nl < end - 1 and (nl >= 0 or line_start) else None
+    tail = classify_tail(buf, nl + 1) if nl < end - 1 and (nl >= 0 or line_start) else None
     got, e, kind = 0, nl, 0
     last_start = -1
     while e >= 0 and got < budget:
@@ -588,10 +588,10 @@ def _tail_lines(buf: bytes, budget: int, line_start: bool, numbers: bool | None 
     # The incomplete line counts when it reads as the same kind; read otherwise (an offset not yet followed
     # by hex digits reads as an encoding line), it adds nothing, but the lines before it still hold back.
     if tail is not None and lines and tail.fmt != lines[-1].fmt:
-        tail = classify_tail(buf, nl + 1, kind, numbers)
+        tail = classify_tail(buf, nl + 1, kind)
     if tail is not None and (not lines or tail.fmt == lines[-1].fmt):
         lines.append(tail)
-    return lines
+    return lines, tail
 
 
 def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int, line_start: bool = True,
@@ -605,17 +605,18 @@ def tail_live_start(buf: bytes, live_start: Callable[[bytes], int], maxlen: int,
     view_occurrences)."""
     if maxlen < 2:
         return len(buf)
-    lines = _tail_lines(buf, maxlen, line_start)
+    lines, tail = _tail_lines(buf, maxlen, line_start)
     if not lines:
         return _first_token_begun(buf)
     hold = _run_hold(buf, lines, live_start)
-    fmt = lines[-1].fmt
-    if buf[-1:] != b"\n" and (fmt == "oc" or fmt[0] == "n"):
+    if tail is not None and (tail.fmt == "oc" or tail.fmt[0] == "n"):
         # An unfinished line of `od -c` may turn out to be numbers (`0000000   1   1` is also `od -tu1` of 1, 1), and
         # numbers cut after a space `od -c` ("   1   1 "): the whole line is read one way, not known yet. Hold for both.
-        other = _tail_lines(buf, maxlen, line_start, fmt == "oc")
-        if other:
-            hold = min(hold, _run_hold(buf, other, live_start, find))
+        other = classify_tail(buf, buf.rfind(b"\n") + 1, 0, tail.fmt == "oc")
+        if other is not None:
+            done = lines[:-1] if lines[-1] is tail else lines  # the complete lines of the run
+            run = [*done, other] if done and done[-1].fmt == other.fmt else [other]
+            hold = min(hold, _run_hold(buf, run, live_start, find))
     return min(hold, _first_token_begun(buf))
 
 
