@@ -214,7 +214,7 @@ class MaskSnapshot:
             if upper != tail:
                 live = min(live, self._live_start(upper) + len(buf) - len(tail))
         if self.triggers:  # colour codes inside a secret (wrapped.py's ANSI lines; nothing without an escape)
-            live = min(live, wrapped.ansi_tail_live_start(buf, self._live_start))
+            live = min(live, wrapped.ansi_tail_live_start(buf, self._live_start, self._find_masks))
         if candidate is None:
             candidate = bool(self.triggers) and wrapped.quick_candidate(buf, line_start)
         if candidate:  # the last line may be part of an encoded run (`candidate`: the caller already knows)

@@ -662,11 +662,16 @@ def _first_token_begun(buf: bytes) -> int:
     return m.start("t") if m is not None and m.end("t") > m.start("t") else len(buf)
 
 
-def ansi_tail_live_start(buf: bytes, live_start: Callable[[bytes], int]) -> int:
+def ansi_tail_live_start(buf: bytes, live_start: Callable[[bytes], int],
+                         find: Callable[[bytes], list[tuple[int, int]]] | None = None) -> int:
     """Where a stream must start holding back for a pattern that colour codes cut: the earliest live partial
     match in the last line of `buf` read without its codes (len(buf) if none, or if the line has no code).
     A few microseconds a write, and only when the last line holds an escape byte (`tail_live_start`, for the
-    runs of encoded lines, costs tens)."""
+    runs of encoded lines, costs tens).
+
+    With `find` (the masked patterns' occurrences in a content), also from the start of an occurrence that a
+    partial match begins inside: the whole output masks it if that match completes (a hit that begins inside it:
+    view_occurrences), and the next write would not see its start."""
     n = len(buf)
     start = max(buf.rfind(b"\n") + 1, n - LINE_MAX)
     if buf.find(b"\x1b", start) < 0:
@@ -675,6 +680,8 @@ def ansi_tail_live_start(buf: bytes, live_start: Callable[[bytes], int]) -> int:
     if line is None:
         return n
     p = live_start(line.content)
+    if p < len(line.content) and find is not None:
+        p = min([p, *(a for a, b in find(line.content) if b > p)])
     return line.origin[p] if p < len(line.content) else n
 
 

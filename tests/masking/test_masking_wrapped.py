@@ -557,6 +557,24 @@ def test_a_colour_cut_value_is_read_from_a_hit_inside_it() -> None:
             assert stream_through(registry, [text[:cut], text[cut:second], text[second:]]) == whole, (cut, second)
 
 
+@pytest.mark.parametrize(("secrets", "text"), [
+    # grep highlighting from the middle of a short secret that another one overlaps (`s3cr3tpw` / `tpw-abc1`).
+    (["s3cr3tpw", "tpw-abc1"], b"x s3cr\x1b[01;31m\x1b[K3tpw-abc1\x1b[m\x1b[K\n"),
+    # Found by the atheris harness (stop 30): a value's reversed form cut by a code, the value right after it.
+    ([b"\x00\xff\xff\xff"], b"ab\xff\xff\xff\x1b[01;31m\x1b[K\x00\xff\xff\xff cd\n"),
+], ids=["overlapping", "reversed"])
+def test_a_colour_cut_value_is_held_while_a_hit_inside_it_may_come(secrets: list[str | bytes], text: bytes) -> None:
+    """A short value cut by colour codes is masked where a hit begins inside it (the view reads the line without
+    its codes). A write that ended in the beginning of that hit (`tpw-ab`) held the beginning only: the part of the
+    value before it, codes included, went out (`x s3cr\\x1b[01;31m\\x1b[K3`), and the next write could not see it.
+    The stream now holds from such a value too (wrapped.ansi_tail_live_start with `find`)."""
+    registry = SecretRegistry(background_merge=False)
+    registry.add_many(secrets, source="test")
+    whole = registry.mask(text)
+    assert whole.count(b"***") == 1 and whole.endswith(b"\n")
+    assert all(stream_through(registry, [text[:cut], text[cut:]]) == whole for cut in range(1, len(text)))
+
+
 @pytest.mark.parametrize(("secrets", "text", "whole"), [
     # `od -c` of "1111111111111a1": cut after a field's space, the line so far reads as `od -tu1` only.
     ([b"a111\n", b"\n1111"], b"0000000" + b"   1" * 13 + b"   a   1\n", b"0000000   ***   a   1\n"),
