@@ -5,7 +5,10 @@ the space (FoldSet); any value cut by a line break anywhere after other text on 
 indented; `fold -s`, `fmt` and Python's textwrap break at a space too. A passphrase of a few words then reads
 `p: correct horse battery\\n  staple ...`. No pattern matches it (the break sits at a place that depends on the
 column the value started at), so a secret's single-line plain forms with a space and MIN_LENGTH bytes or more
-(`foldable`) are looked for in a view that reads every fold - blanks, one line break, blanks - as one space:
+(`foldable`) are looked for in a view that reads every fold - blanks, one line break, blanks - as one space. In
+double quotes (`default_style='"'`) yaml folds with an escaped line break instead, `\\` at the end of the line and
+the space escaped after the indentation (`"correct horse\\` then `  \\ battery ...`): the view reads that as one
+space too (a `\\` and a line break alone, a shell continuation, are no such fold):
 
 - each such form registers, as triggers, its first HEAD bytes and the HEAD bytes after each of its spaces
   (`heads`): every line piece of the folded form begins at a word, and one piece of two or more holds HEAD bytes;
@@ -14,15 +17,18 @@ column the value started at), so a secret's single-line plain forms with a space
   looked for (a view that scanned every pattern in the unfolded lines also masked other secrets crossing a line
   break, and a stream that held only their tail did not);
 - in a stream, `FoldSet.tail_live_start` holds the end of a buffer that, unfolded, is a proper beginning of such a
-  form (a line break at the very end included: the next line may continue it), so a folded occurrence is whole
-  in one buffer when it is decided, and the stream masks what the whole output does. It looks only where the
-  word before the buffer's last fold is a word of such a form, or ends in its first word (`'correct` of a quoted
-  passphrase folded after it): a few percent of stream throughput with one passphrase registered; 10-35% when it
-  unfolded every write's tail.
+  form, a fold the buffer may end inside of read as a space coming (blanks or a line break at the very end, or an
+  escaped fold cut after its `\\`, its line break, in its indentation or after its second `\\`): the next line may
+  continue it. So a folded occurrence is whole in one buffer when it is decided, and the stream masks what the
+  whole output does. It looks only where the word before the buffer's last fold (before the `\\` of an escaped
+  one) is a word of such a form, or ends in its first word (`'correct` of a quoted passphrase folded after it):
+  a few percent of stream throughput with one passphrase registered; 10-35% when it unfolded every write's tail.
 
 >>> fs = FoldSet().with_forms([b"correct horse battery staple correct horse"])
 >>> fs.occurrences(b"p: correct horse battery\\n  staple correct horse\\n", [(3, 15)])
 [(3, 47)]
+>>> fs.occurrences(b'p: "correct horse battery\\\\\\n  \\\\ staple correct horse"\\n', [(4, 16)])
+[(4, 51)]
 """
 
 from __future__ import annotations
@@ -59,10 +65,11 @@ def _head_starts(form: bytes) -> list[int]:
 
 
 def _unfolded(window: bytes, at_end: bool = False, hard: bool = False) -> tuple[bytes, list[int], list[int]]:
-    """`window` with each fold (blanks, one line break, blanks) as one space - and with `at_end`, blanks or a
-    `\r` ending it too (a fold may be coming) - and where its pieces came from: `(joined, starts, origins)`,
-    joined byte j of the piece starting at starts[k] came from origins[k] + (j - starts[k]) (a fold's space:
-    where the fold began). See _origin. (By hand, not a regex: `[ \t]*\r?\n` is tried at every byte, 20 us
+    """`window` with each fold (blanks, one line break, blanks; or yaml's double-quoted one, `\\` line break blanks
+    `\\ `, not a shell continuation's `\\` line break alone) as one space - and with `at_end`, blanks or a `\r`
+    ending it too (a fold may be coming) - and where its pieces came from: `(joined, starts, origins)`, joined
+    byte j of the piece starting at starts[k] came from origins[k] + (j - starts[k]) (a fold's space: where the
+    fold began). See _origin. (By hand, not a regex: `[ \t]*\r?\n` is tried at every byte, 20 us
     a stream's tail.) `hard`: a fold is a line break alone (`\r\n` too), read as nothing (BreakSet)."""
     parts: list[bytes] = []
     starts: list[int] = []
@@ -80,10 +87,14 @@ def _unfolded(window: bytes, at_end: bool = False, hard: bool = False) -> tuple[
             a, b = i, i + 1
             if a > pos and window[a - 1] == 0x0D:
                 a -= 1
-        while not hard and a > pos and window[a - 1] in (0x20, 0x09):
-            a -= 1
-        while not hard and b < n and window[b] in (0x20, 0x09):
-            b += 1
+        if not hard:
+            while b < n and window[b] in (0x20, 0x09):
+                b += 1
+            if a > pos and window[a - 1] == 0x5C and window[b:b + 2] == b"\\ ":
+                a, b = a - 1, b + 2  # yaml's double-quoted fold: `\` (the break is nothing), then the escaped space
+            else:
+                while a > pos and window[a - 1] in (0x20, 0x09):
+                    a -= 1
         if a == b:  # nothing at the end
             break
         if hard:
@@ -186,23 +197,33 @@ class FoldSet:
         """Where a stream must hold `buf` from (len(buf) if nowhere): the earliest proper beginning of a foldable
         form that the end of `buf` is, read unfolded, when it holds a fold (without one, the plain live start holds
         it). Blanks at the very end are read both ways: as a fold still coming (a space) and as they are (a form
-        may hold a tab)."""
+        may hold a tab); so is a `\\` at the very end, and a line break after one (yaml's double-quoted fold)."""
         end = len(buf)
         lo = max(0, end - 4 * self.maxlen - 256)
         body = buf[lo:]
         tail = body[-1:]
         hold = end
-        if tail in (b" ", b"\t", b"\r", b"\n"):  # a fold may be in progress at the end
-            hold = self._hold(buf, lo, body.rstrip(b" \t\r\n"), True)
+        if tail in (b" ", b"\t", b"\r", b"\n", b"\\"):  # a fold may be in progress at the end (`\`: yaml's escaped one)
+            if tail == b"\\":  # a `\` may begin one, or be the `\` of the escaped space after its break
+                hold = self._hold(buf, lo, body[:-1], True)
+                k = _fold_start(body, len(body) - 1)
+            else:
+                k = _fold_start(body, len(body))
+                hold = self._hold(buf, lo, body[:k], True)
+            if body[k - 1:k] == b"\\" and body[k:k + 1] in (b"\r", b"\n"):  # an escaped fold, its break begun
+                hold = min(hold, self._hold(buf, lo, body[:k - 1], True))
         if tail not in (b"\r", b"\n"):
             last = body.rfind(b"\n")
             if last >= 0:
-                hold = min(hold, self._hold(buf, lo, body[:last].rstrip(b" \t\r"), False))
+                head = body[:last].rstrip(b" \t\r")
+                if head[-1:] == b"\\" and _escaped_at(body, last):
+                    head = head[:-1]  # the word before an escaped fold ends before its `\`
+                hold = min(hold, self._hold(buf, lo, head, False))
         return hold
 
     def _hold(self, buf: bytes, lo: int, head: bytes, pending: bool) -> int:
-        """tail_live_start for the buffer's last fold ending `head` (buf[lo:] up to the fold), one way of reading the
-        blanks at its end (`pending`: as a fold coming)."""
+        """tail_live_start for the buffer's last fold, after `head` (buf[lo:] up to the fold), one way of reading
+        the end (`pending`: the rest of the buffer is a fold coming, one space)."""
         end = len(buf)
         # An occurrence the buffer ends in crosses its last fold, with a whole word of its form before it.
         token = head[max(head.rfind(b" "), head.rfind(b"\n")) + 1:]
@@ -210,7 +231,13 @@ class FoldSet:
         if token.lstrip(b"\t") not in self.words and word not in self.words \
                 and not any(token[-k:] in self.first_words for k in self.first_lengths if k <= len(token)):
             return end
-        joined, starts, origins = _unfolded(buf[lo:], at_end=pending)
+        if pending:  # the caller knows where the fold coming begins (blanks, a `\r`, a `\` and what follows it)
+            joined, starts, origins = _unfolded(head)
+            joined += b" "
+            starts.append(len(joined) - 1)
+            origins.append(len(head))
+        else:
+            joined, starts, origins = _unfolded(buf[lo:])
         forms, firsts = self.forms, self.firsts
         for p in range(max(0, len(joined) - self.maxlen + 1), len(joined)):
             if joined[p] not in firsts:
@@ -224,6 +251,31 @@ class FoldSet:
                     return at if pending or buf.find(b"\n", at) >= 0 else end
                 i += 1
         return end
+
+
+def _fold_start(body: bytes, end: int) -> int:
+    """Where the fold that body[:end] may end inside begins: its last blanks, one line break (`\\r\\n`, or a `\\r` at
+    the very end of `body`), and the blanks before it (earlier breaks are folds of their own: a run of blank lines
+    is no fold)."""
+    k = end
+    while k and body[k - 1] in (0x20, 0x09):
+        k -= 1
+    if k and body[k - 1] == 0x0A:
+        k -= 1
+        if k and body[k - 1] == 0x0D:
+            k -= 1
+    elif k == len(body) and k and body[k - 1] == 0x0D:
+        k -= 1
+    while k and body[k - 1] in (0x20, 0x09):
+        k -= 1
+    return k
+
+
+def _escaped_at(body: bytes, nl: int) -> bool:
+    """Whether the line break at `nl` is yaml's escaped fold, as _unfolded reads it: `\\` right before it (or before
+    its `\\r`), `\\ ` after its blanks."""
+    return (body.endswith(b"\\", 0, nl) or body.endswith(b"\\\r", 0, nl)) \
+        and body[nl + 1:].lstrip(b" \t").startswith(b"\\ ")
 
 
 # A piece of a value before a line break, in BreakSet, is at least this long: the tail check looks at the 4

@@ -25,10 +25,19 @@ def _registry(*values: str) -> SecretRegistry:
 
 
 def _leaked(out: bytes, secret: str, k: int = 12) -> list[int]:
-    """Offsets of the k-byte pieces of `secret` that `out` shows, its line breaks and indentation read as spaces."""
-    flat = re.sub(rb"[ \t]*\n[ \t]*", b" ", out)
+    """Offsets of the k-byte pieces of `secret` that `out` shows, its line breaks and indentation read as spaces (and
+    yaml's escaped fold, `\\`, line break, indentation, `\\ `, as one space)."""
+    flat = re.sub(rb"\\\n[ \t]*\\ |[ \t]*\n[ \t]*", b" ", out)
     raw = secret.encode()
     return [i for i in range(len(raw) - k + 1) if raw[i:i + k] in flat]
+
+
+def _phrase(data: st.DataObject) -> str:
+    """A passphrase of 5-14 random words, MIN_LENGTH bytes or more."""
+    words = data.draw(st.lists(st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=2, max_size=11),
+                               min_size=5, max_size=14))
+    phrase = " ".join(words)
+    return phrase if len(phrase) >= folded.MIN_LENGTH else phrase + " " + phrase
 
 
 @pytest.fixture
@@ -61,11 +70,7 @@ def test_indented_text_that_holds_no_secret_is_left_alone() -> None:
 def test_a_folded_passphrase_is_masked_at_any_width_depth_and_split(data: st.DataObject) -> None:
     """Property: words of any length, yaml.dump at any width (20-90) and nesting depth, written in any pieces: no
     12-byte piece of the passphrase shows, and the stream gives what the whole buffer gives."""
-    words = data.draw(st.lists(st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=2, max_size=11),
-                               min_size=5, max_size=14))
-    phrase = " ".join(words)
-    if len(phrase) < folded.MIN_LENGTH:
-        phrase = phrase + " " + phrase
+    phrase = _phrase(data)
     document: object = {"p": phrase}
     for _ in range(data.draw(st.integers(0, 3))):
         document = {"k": document}
@@ -76,20 +81,20 @@ def test_a_folded_passphrase_is_masked_at_any_width_depth_and_split(data: st.Dat
     assert stream_through(registry, data.draw(write_splits(text, max_writes=8))) == whole
 
 
+@pytest.mark.parametrize("style", ["'", '"'], ids=["single", "double"])
 @settings(max_examples=150, deadline=None)
-@given(st.data())
-def test_a_quoted_passphrase_folded_after_any_word_streams_as_the_whole(data: st.DataObject) -> None:
-    """Property: yaml.dump in single quotes (`default_style="'"`, or a value yaml must quote) after a key of any
-    length folds after any word, the first one included: `'p': 'correct` then the rest on the next lines. A stream
-    held such a line only when the word before the fold was a whole word of the form, and `'correct` is not (the
-    whole passphrase went out in clear at any cut after the fold)."""
-    words = data.draw(st.lists(st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=2, max_size=11),
-                               min_size=5, max_size=14))
-    phrase = " ".join(words)
-    if len(phrase) < folded.MIN_LENGTH:
-        phrase = phrase + " " + phrase
+@given(data=st.data())
+def test_a_quoted_passphrase_folded_after_any_word_streams_as_the_whole(style: str, data: st.DataObject) -> None:
+    """Property: yaml.dump in quotes after a key of any length folds after any word, the first one included:
+    `'p': 'correct` then the rest on the next lines. A stream held such a line only when the word before the fold was
+    a whole word of the form, and `'correct` is not (the whole passphrase went out in clear at any cut after the
+    fold). In double quotes the fold is an escaped line break: `\\` at the end of the line, then the indentation and
+    the space escaped (`\\ correct ...`), read as one space like the plain fold (not masked at all before). No 12-byte
+    piece shows, and a stream cut anywhere (after either `\\`, the break or inside the indentation) gives the
+    whole's answer."""
+    phrase = _phrase(data)
     key = "k" * data.draw(st.integers(1, 70))
-    text = yaml.dump({key: phrase}, width=data.draw(st.integers(20, 90)), default_style="'").encode()
+    text = yaml.dump({key: phrase}, width=data.draw(st.integers(20, 90)), default_style=style).encode()
     registry = _registry(phrase)
     whole = registry.mask(text)
     assert not _leaked(whole, phrase)
@@ -104,6 +109,31 @@ def test_a_passphrase_folded_after_its_first_word_is_held_at_every_cut() -> None
     whole = registry.mask(text)
     assert not _leaked(whole, PHRASE)
     assert all(stream_through(registry, [text[:c], text[c:]]) == whole for c in range(1, len(text)))
+
+
+@pytest.mark.parametrize(("key", "width", "line_break"), [("p", 30, "\n"), ("password_of_the_database_for_x", 40, "\n"),
+                                                          ("p", 30, "\r\n")])
+def test_a_double_quoted_passphrase_is_masked_and_held_at_every_cut(key: str, width: int, line_break: str) -> None:
+    """yaml's double-quoted fold as it prints it (after the first word too, `"correct\\`; CRLF too): masked whole, from
+    the opening quote's first word to the last, and a stream cut at any byte gives the same."""
+    phrase = " ".join(["correct horse battery staple"] * 3)
+    text = yaml.dump({key: phrase}, width=width, default_style='"', line_break=line_break).encode()
+    assert f"\\{line_break}  \\ ".encode() in text
+    registry = _registry(phrase)
+    whole = registry.mask(text)
+    assert whole == f'"{key}": "***"{line_break}'.encode()
+    assert all(stream_through(registry, [text[:c], text[c:]]) == whole for c in range(1, len(text)))
+
+
+def test_a_shell_continuation_and_other_backslashes_are_left_alone() -> None:
+    """A shell continuation (`\\` at the end of the line, the next one indented without `\\ `) is no fold: read as one
+    it would give the passphrase here. A `\\` line break then `\\ ` holding no secret, Windows paths: unchanged."""
+    registry = _registry(PHRASE)
+    rest = PHRASE.split(" ", 3)[3].encode()
+    text = (b"$ ./deploy --user correct horse battery\\\n    " + rest + b" \\\n    --dry-run\n"
+            b"C:\\Users\\correct\\horse battery\\\n  \\ staple done\n")
+    assert registry.mask(text) == text
+    assert all(stream_through(registry, [text[:c], text[c:]]) == text for c in range(1, len(text)))
 
 
 def test_a_form_with_tabs_cut_after_a_tab_is_held() -> None:
