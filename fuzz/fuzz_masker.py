@@ -70,8 +70,11 @@ def TestOneInput(data: bytes) -> None:
             spaces = [i for i, c in enumerate(secrets[0]) if c == 0x20]
             at = spaces[fdp.ConsumeIntInRange(0, len(spaces) - 1)] if spaces else 0
             indent = b" " * fdp.ConsumeIntInRange(1, 8)
-            shown = secrets[0][:at] + b"\n" + indent + secrets[0][at + 1:] if spaces else secrets[0]
-            quote = b"'" if fdp.ConsumeBool() else b""  # yaml's quoted style: `'correct` before a fold is no word
+            # yaml's quoted styles: `'correct` before a fold is no word; in double quotes the fold is `\` line break
+            # indentation `\ ` (its escaped space).
+            quote = (b"", b"'", b'"')[fdp.ConsumeIntInRange(0, 2)]
+            fold = b"\\\n" + indent + b"\\ " if quote == b'"' else b"\n" + indent
+            shown = secrets[0][:at] + fold + secrets[0][at + 1:] if spaces else secrets[0]
             text = text[: len(text) // 2] + b"\nk: " + quote + shown + quote + b"\n" + text[len(text) // 2:]
             folded_secret = secrets[0] if spaces and folded.foldable(secrets[0]) else b""
         elif how == 4:  # the beginning of a longer secret cut short by a tool, then `...` (security/truncated.py)
@@ -116,7 +119,7 @@ def TestOneInput(data: bytes) -> None:
         # masked in `**~~~~~~` leaves `****~~~~~~`): only the others are looked for.
         if s in got and b"*" not in s:
             raise AssertionError("a whole secret survived")
-    if folded_secret in registry.secrets() and folded_secret in re.sub(rb"[ \t]*\n[ \t]*", b" ", got):
+    if folded_secret in registry.secrets() and folded_secret in re.sub(rb"\\\n[ \t]*\\ |[ \t]*\n[ \t]*", b" ", got):
         raise AssertionError("a multi-word secret folded at a space survived")
     if cut_piece and not small and b"*" not in cut_piece and cut_piece in got:  # (the piece, then its marker)
         raise AssertionError("the beginning of a secret cut short by `...` survived")
