@@ -218,8 +218,7 @@ class MaskSnapshot:
         if candidate is None:
             candidate = bool(self.triggers) and wrapped.quick_candidate(buf, line_start)
         if candidate:  # the last line may be part of an encoded run (`candidate`: the caller already knows)
-            live = min(live, wrapped.tail_live_start(buf, self._live_start, self.maxlen, line_start,
-                                                               self._find_masks))
+            live = min(live, wrapped.tail_live_start(buf, self._live_start, self.maxlen, line_start, self._find_masks))
         if self.triggers:  # a secret's beginning, then the beginning of `...` (only a buffer ending with one)
             live = min(live, truncated.tail_live_start(buf, self._live_start, self.maxlen))
         if self.folds.forms:  # a multi-word secret's beginning that the lines after may continue, folded
