@@ -605,6 +605,9 @@ class Masker:
             # Grows only, like _short: a snapshot seeing a newer trigger never finds it (not in its layers).
             self._triggers |= fresh_triggers
             if not new:
+                if demoted and self.snapshot.layers and not self._batch and self._unnoted is None:
+                    # Nothing to compile, but a trigger is masked now: the same layers with the new trigger set.
+                    self._publish(self.snapshot.layers)
                 return 0
             self._last_add = time.monotonic()
             self._patterns.extend(new)

@@ -387,3 +387,19 @@ def test_a_pattern_ending_in_a_space_and_a_byte_is_confirmed_at_a_hit() -> None:
     assert sorted(m.find(text)) == sorted(build_matcher(patterns, "reference").find(text))
     # One key for the three (`x   y   z` ends in spaces and a byte: as it is, like `plain`). Without the rule: 5.
     assert sorted(m._tables.key_len) == [5, 6, 9]
+
+
+@pytest.mark.parametrize("late", ["pattern", "line start"])
+def test_a_trigger_added_again_to_be_masked_is_masked_at_once(late: str) -> None:
+    """A byte string first added as a trigger (searched, not masked), then as a pattern (or a line start) is masked;
+    `add` returned having added nothing new, and published nothing: the live snapshot still took it for a trigger
+    until some later add (a value equal to another secret's trigger fragment, registered after it, stayed readable)."""
+    masker = Masker()
+    masker.add([b"zzzz"], triggers=[b"abcdefgh", b"a\nb\nc"])
+    assert masker.snapshot.mask(b"x abcdefgh x\na\nb\nc\n") == b"x abcdefgh x\na\nb\nc\n"
+    if late == "pattern":
+        masker.add([b"abcdefgh"])
+        assert masker.snapshot.mask(b"x abcdefgh x") == b"x *** x"
+    else:
+        masker.add([], line_starts=[b"a\nb\nc"])
+        assert masker.snapshot.mask(b"x\na\nb\nc\n") == b"x\n***\n"
