@@ -200,37 +200,41 @@ class FoldSet:
         may hold a tab); so is a `\\` at the very end, and a line break after one (yaml's double-quoted fold)."""
         end = len(buf)
         lo = max(0, end - 4 * self.maxlen - 256)
-        body = buf[lo:]
-        tail = body[-1:]
+        tail = buf[-1:]
         hold = end
         if tail in (b" ", b"\t", b"\r", b"\n", b"\\"):  # a fold may be in progress at the end (`\`: yaml's escaped one)
+            body = buf[lo:]
             if tail == b"\\":  # a `\` may begin one, or be the `\` of the escaped space after its break
-                hold = self._hold(buf, lo, body[:-1], True)
+                hold = self._hold(buf, lo, end - 1, True)
                 k = _fold_start(body, len(body) - 1)
             else:
                 k = _fold_start(body, len(body))
-                hold = self._hold(buf, lo, body[:k], True)
+                hold = self._hold(buf, lo, lo + k, True)
             if body[k - 1:k] == b"\\" and body[k:k + 1] in (b"\r", b"\n"):  # an escaped fold, its break begun
-                hold = min(hold, self._hold(buf, lo, body[:k - 1], True))
+                hold = min(hold, self._hold(buf, lo, lo + k - 1, True))
         if tail not in (b"\r", b"\n"):
-            last = body.rfind(b"\n")
+            last = buf.rfind(b"\n", lo)
             if last >= 0:
-                head = body[:last].rstrip(b" \t\r")
-                if head[-1:] == b"\\" and _escaped_at(body, last):
-                    head = head[:-1]  # the word before an escaped fold ends before its `\`
-                hold = min(hold, self._hold(buf, lo, head, False))
+                # Indices, not copies, until the word is known (this runs at every write).
+                stop = last
+                while stop > lo and buf[stop - 1] in (0x20, 0x09, 0x0D):
+                    stop -= 1
+                if stop > lo and buf[stop - 1] == 0x5C and _escaped_at(buf, last):
+                    stop -= 1  # the word before an escaped fold ends before its `\`
+                hold = min(hold, self._hold(buf, lo, stop, False))
         return hold
 
-    def _hold(self, buf: bytes, lo: int, head: bytes, pending: bool) -> int:
-        """tail_live_start for the buffer's last fold, after `head` (buf[lo:] up to the fold), one way of reading
-        the end (`pending`: the rest of the buffer is a fold coming, one space)."""
+    def _hold(self, buf: bytes, lo: int, stop: int, pending: bool) -> int:
+        """tail_live_start for the buffer's last fold, after buf[lo:stop] (up to the fold), one way of reading the
+        end (`pending`: the rest of the buffer is a fold coming, one space)."""
         end = len(buf)
         # An occurrence the buffer ends in crosses its last fold, with a whole word of its form before it.
-        token = head[max(head.rfind(b" "), head.rfind(b"\n")) + 1:]
+        token = buf[max(buf.rfind(b" ", lo, stop), buf.rfind(b"\n", lo, stop), lo - 1) + 1:stop]
         word = token[token.rfind(b"\t") + 1:]
         if token.lstrip(b"\t") not in self.words and word not in self.words \
                 and not any(token[-k:] in self.first_words for k in self.first_lengths if k <= len(token)):
             return end
+        head = buf[lo:stop]
         if pending:  # the caller knows where the fold coming begins (blanks, a `\r`, a `\` and what follows it)
             joined, starts, origins = _unfolded(head)
             joined += b" "
