@@ -448,9 +448,11 @@ def view_occurrences(data: bytes, hits: list[tuple[int, int]], find: Callable[[b
     for a, b in ordered:
         # DUMP_START (or the first dump line at the start, (0, 0)): a dump of a short input, read on from its first
         # line, where no fragment of a secret's own may be (see `reach` below).
-        reach = data[a:a + 1] == b"\n" or a == b
+        # Only the dump-start triggers: a secret's own form that begins with a line break (`\naaaa`, a multi-line
+        # value's) read its line's colour view from anywhere, which a stream that let the break go could not.
+        reach = a == b or data[a:b] in dump_starts()
         if data[a:a + 1] == b"\n":
-            a += 1  # DUMP_START: the line it begins
+            a += 1  # the line it begins (DUMP_START's, or a multi-line value's second)
         if a < done_until:
             continue
         start, end = _line_bounds(data, a)

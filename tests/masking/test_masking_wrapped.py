@@ -575,6 +575,22 @@ def test_a_colour_cut_value_is_held_while_a_hit_inside_it_may_come(secrets: list
     assert all(stream_through(registry, [text[:cut], text[cut:]]) == whole for cut in range(1, len(text)))
 
 
+def test_a_form_beginning_with_a_line_break_reads_no_colour_view_from_anywhere() -> None:
+    """Found by the atheris harness (stop 30): `aaaaaaaaaa\\n` registered, its form `\\naaaaaaaaaa` hit at the start of
+    a line with colour codes. A hit beginning with a line break was taken for a dump-start trigger (whose view reads
+    on from a dump's first line and masks all it finds): the whole output masked every occurrence of the line read
+    without its codes, the code and the `a` after it too; a stream that had let the break go did not. Only the
+    dump-start triggers read so now."""
+    registry = SecretRegistry(background_merge=False)
+    registry.add_many([b"aaaaaaaaaa\n"], source="test")
+    text = b"\naaaaaaaaaa\x1b[m\x1b[Ka"
+    whole = registry.mask(text)
+    assert whole == b"***\x1b[m\x1b[Ka"
+    for cut in range(1, len(text)):
+        for second in range(cut, len(text)):
+            assert stream_through(registry, [text[:cut], text[cut:second], text[second:]]) == whole, (cut, second)
+
+
 @pytest.mark.parametrize(("secrets", "text", "whole"), [
     # `od -c` of "1111111111111a1": cut after a field's space, the line so far reads as `od -tu1` only.
     ([b"a111\n", b"\n1111"], b"0000000" + b"   1" * 13 + b"   a   1\n", b"0000000   ***   a   1\n"),
