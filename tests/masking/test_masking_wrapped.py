@@ -610,3 +610,22 @@ def test_an_unfinished_dump_line_is_held_for_both_its_readings(secrets: list[byt
     assert registry.mask(text) == whole
     for cut in range(1, len(text)):
         assert stream_through(registry, [text[:cut], text[cut:]]) == whole, cut
+
+
+@pytest.mark.xfail(strict=True, reason="known, stop 30: a short value across two hexdump -C lines masked by the luck of "
+                                       "another hit on the second line; a stream cut in that line's ASCII column "
+                                       "leaves the value's characters there; see the test")
+def test_a_short_value_across_two_dump_lines_is_masked_in_both_ascii_columns() -> None:
+    """Found at the end of stop 30 (it reproduces on stop 29's build): `btsw` (too short for trigger fragments of
+    its own) across lines 1-2 of `hexdump -C`, `70p7` on line 2. The whole output reads both lines from 70p7's hit
+    and masks btsw's hex and its characters in both ASCII columns; a stream cut inside line 2's ASCII column masks
+    the hex but shows `sw` there (the view of its later write no longer holds line 1, so it finds no `btsw` for the
+    column). The fix: keep the lines a pending dump line's view read until its ASCII column is written."""
+    registry = SecretRegistry(background_merge=False)
+    registry.add_many([b"btsw", b"70p7"], source="test")
+    # `hexdump -C` of b"..yyxyzyxxxz.ybtsw.70p7. y.z"
+    text = (b"00000000  2e 2e 79 79 78 79 7a 79  78 78 78 7a 2e 79 62 74  |..yyxyzyxxxz.ybt|\n"
+            b"00000010  73 77 2e 37 30 70 37 2e  20 79 2e 7a              |sw.70p7. y.z|\n0000001c\n")
+    whole = registry.mask(text)
+    assert b"|sw" not in whole
+    assert all(stream_through(registry, [text[:cut], text[cut:]]) == whole for cut in range(1, len(text)))
