@@ -116,7 +116,7 @@ def classify(data: bytes, start: int, end: int, kind: int = 0, numbers_first: bo
             return _words_line(data, m.start("hw"), m.end("hw"))
         return _numeric_line(data, offset_end, m.end("hw"))
     if m.start("nw") >= 0:
-        return _numeric_line(data, m.end("nwo"), m.end("nw"))
+        return _numeric_line(data, m.end("nwo"), m.end("nw"), numbers_first)
     complete = end < len(data) and data[end] == 0x0A
     if complete and (m.start("xx") >= 0 or m.start("xe") >= 0):
         le = _xxd_le_line(data, start, end)
@@ -306,11 +306,12 @@ _TOKEN_MAX = 22  # the longest field (`od -to8`: 22 octal digits)
 _OCTAL = re.compile(rb"[0-7]+")
 
 
-def _numeric_line(data: bytes, offset_end: int, end: int) -> _Line | None:
+def _numeric_line(data: bytes, offset_end: int, end: int, octal_bytes: bool = False) -> _Line | None:
     """A line of numeric words after its offset (`0000000 103 104 112  95`, `od -tu1`) read as the hex of its bytes,
     or None when its fields are not of one width in the table above. Every hex digit of a word maps to the first
     and last characters of the word's field after its separating space (a decimal digit stands for no one byte, and
-    the padding says how many digits there are): a match covers whole fields.
+    the padding says how many digits there are): a match covers whole fields. `octal_bytes`: read fields that are
+    all `od -b`'s too (3 octal digits in 4 columns), as the numbers they also are (`255 255` of `od -tu1`).
 
     Checked by slices rather than token by token: a stream reads a dump's last lines at every write (token by token,
     `od -tu1` output streamed at 280 MB/s rather than 370-390)."""
@@ -325,7 +326,8 @@ def _numeric_line(data: bytes, offset_end: int, end: int) -> _Line | None:
     # One token a field, right-aligned: each field begins with a space and ends with a digit.
     if len(tokens) != n or fields[::width].strip(b" ") or b" " in fields[width - 1::width]:
         return None
-    if width == 4 and all(len(t) == 3 for t in tokens) and _OCTAL.fullmatch(fields.replace(b" ", b"")):
+    if width == 4 and not octal_bytes and all(len(t) == 3 for t in tokens) \
+            and _OCTAL.fullmatch(fields.replace(b" ", b"")):
         return None  # `od -b` (oc above), here cut after a space
     radix, size = spec
     if len(tokens[0]) == _OCTAL_DIGITS.get(size) and _OCTAL.fullmatch(tokens[0]):
@@ -713,7 +715,10 @@ def context_start(buf: bytes, live: int, maxlen: int, line_start: bool = True,
     line = classify(buf, start, end)
     if line is None and (end < n or _PREFIX.fullmatch(buf, start, end) is None):
         return pos
-    got = len(line.content) if line is not None else 0
+    # A dump line with an ASCII column (written or still to come), which is after `live`: the next write's view must
+    # read the lines before it again, to find an occurrence that crosses into it and mask its characters in that
+    # column, as the whole output does (one that begins up to `maxlen` before the line's content).
+    got = 0 if line is None or line.ascii is not None or line.pending else len(line.content)
     # Lines of either kind: keeping a little more than the run needs costs nothing but a copy.
     while start > 0 and got < maxlen:
         ps = buf.rfind(b"\n", 0, start - 1) + 1

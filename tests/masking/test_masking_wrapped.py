@@ -612,15 +612,14 @@ def test_an_unfinished_dump_line_is_held_for_both_its_readings(secrets: list[byt
         assert stream_through(registry, [text[:cut], text[cut:]]) == whole, cut
 
 
-@pytest.mark.xfail(strict=True, reason="known, stop 30: a short value across two hexdump -C lines masked by the luck of "
-                                       "another hit on the second line; a stream cut in that line's ASCII column "
-                                       "leaves the value's characters there; see the test")
 def test_a_short_value_across_two_dump_lines_is_masked_in_both_ascii_columns() -> None:
     """Found at the end of stop 30 (it reproduces on stop 29's build): `btsw` (too short for trigger fragments of
     its own) across lines 1-2 of `hexdump -C`, `70p7` on line 2. The whole output reads both lines from 70p7's hit
     and masks btsw's hex and its characters in both ASCII columns; a stream cut inside line 2's ASCII column masks
     the hex but shows `sw` there (the view of its later write no longer holds line 1, so it finds no `btsw` for the
-    column). The fix: keep the lines a pending dump line's view read until its ASCII column is written."""
+    column). `context_start` kept `maxlen` of content counted from that line's own start; for a dump line with an
+    ASCII column after the held point it now keeps `maxlen` before the line (the failing cuts were after line 2
+    was written whole, held from inside its hex, so "pending" alone was not the rule)."""
     registry = SecretRegistry(background_merge=False)
     registry.add_many([b"btsw", b"70p7"], source="test")
     # `hexdump -C` of b"..yyxyzyxxxz.ybtsw.70p7. y.z"
@@ -631,14 +630,13 @@ def test_a_short_value_across_two_dump_lines_is_masked_in_both_ascii_columns() -
     assert all(stream_through(registry, [text[:cut], text[cut:]]) == whole for cut in range(1, len(text)))
 
 
-@pytest.mark.xfail(strict=True, reason="known, stop 30: an unfinished `od -tu1` line of fields 0-7 only (`255 255`) "
-                                       "held for its `od -b` reading only; see the test")
 def test_an_unfinished_numeric_line_that_reads_as_od_b_is_held_for_its_numbers() -> None:
     """Found by the atheris harness at the end of stop 30 (it reproduces on stop 29's build): `od -tu1` of
     `\\\\xff\\\\xff!\\\\x00\\\\x00` is `0000000 255 255  33   0   0`; cut after `255 255  `, the line so far also reads as
     `od -b` (octal 255), and the stream lets the two fields go that the whole output, reading the finished line as
-    numbers, masks. The other reading that tail_live_start now takes covers `od -c` and numbers, not `od -b`'s
-    octal fields cut before a narrower field."""
+    numbers, masks. The numbers reading that tail_live_start takes of an unfinished `od -c` line (which `od -b` is
+    read as) rejected fields that are all 3 octal digits (`_numeric_line`'s `od -b` rule); it now reads them as
+    numbers too (`octal_bytes`)."""
     registry = SecretRegistry(background_merge=False)
     registry.add_many([b"\xff\xff!\x00\x00", b"\x00\x00\x00\t", b"<\xff\xff\xff"], source="test")
     chunks = [b"000", b"0000 255 255  ", b"33   0", b"   0\n"]
