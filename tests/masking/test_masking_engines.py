@@ -154,6 +154,35 @@ def test_hyperscan_keys_confirmed_report_exactly_the_patterns(patterns: list[byt
     assert got == sorted(build_matcher(patterns, "reference").find(text))
 
 
+@given(patterns=long_patterns_st, picks=st.lists(st.tuples(st.integers(0, 29), long_text_st), max_size=8),
+       key_min=st.integers(1, 6), group_max=st.integers(1, 4))
+def test_hyperscan_whole_literals_under_shorter_ones_report_exactly_the_patterns(
+        patterns: list[bytes], picks: list[tuple[int, bytes]], key_min: int, group_max: int) -> None:
+    """The whole database folds a literal into a shorter one it begins with (matcher._under_prefixes): a hit of the
+    shorter one confirms the longer one, and the answer is the reference's."""
+    if "hyperscan" not in available_engines():
+        pytest.skip("hyperscan does not import on this machine")
+    text = b"".join(patterns[i % len(patterns)] + filler[:5] for i, filler in picks)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(matcher, "KEY_MIN", key_min)
+        mp.setattr(matcher, "KEY_GROUP_MAX", group_max)
+        m = matcher.HyperscanMatcher(patterns, keyed=False)
+    assert sorted(m.find(text)) == sorted(build_matcher(patterns, "reference").find(text))
+    assert all(len(group) <= group_max for group in m._tables.members if group is not None)
+
+
+def test_a_literal_beginning_with_another_is_no_literal_of_its_own() -> None:
+    """A secret's wrapped forms begin with their first trigger fragment, its `...` head with its first raw fragment:
+    the longer literals are confirmed at the shorter one's hit (one literal fewer for Hyperscan's filter each), but
+    not under a head shorter than KEY_MIN bytes, nor past KEY_GROUP_MAX patterns under one."""
+    patterns = [b"4c03dfbe", b"4c03dfbe74fa", b"4c03dfbe74faaa9e06ab", b"4c03", b"4c03zzzz"]
+    patterns += [b"abcdefgh" + bytes([c]) for c in b"0123456789"]  # 7 under `abcdefgh` with it, 3 on their own
+    m = matcher.HyperscanMatcher([*patterns, b"abcdefgh"], keyed=False)
+    assert sorted(m._tables.key_len) == [4, 8, 8, 8, 9, 9, 9]
+    text = b"x 4c03dfbe74faaa9e06ab 4c03zzzz abcdefgh7 abcdefgh0 4c03dfbe74f"
+    assert sorted(m.find(text)) == sorted(build_matcher([*patterns, b"abcdefgh"], "reference").find(text))
+
+
 @given(patterns=long_patterns_st)
 def test_literal_keys_cover_every_pattern_once_in_small_groups(patterns: list[bytes]) -> None:
     keys = matcher.literal_keys(patterns, 3, 2)
@@ -199,9 +228,10 @@ def test_hyperscan_split_compile_then_whole_gives_the_same_answer(go: threading.
     go.set()
     assert m.whole.wait(60)
     # Every pattern as it is, but those ending in a space or a line break and one byte (the forms spaced out and one
-    # character a line), confirmed at a hit.
+    # character a line) and those beginning with another literal, confirmed at a hit.
     assert len(m._tables.dbs) == 1
-    assert all(g is None or all(p[-2:-1] in (b" ", b"\n") for p in g) for g in m._tables.members)
+    groups = [(n, g) for n, g in zip(m._tables.key_len, m._tables.members, strict=True) if g is not None]
+    assert groups and all(len({p[:n] for p in g}) == 1 and len(g) <= matcher.KEY_GROUP_MAX for n, g in groups)
     assert sorted(m.find(text)) == expected
 
 
