@@ -67,7 +67,8 @@ def _head_starts(form: bytes) -> list[int]:
 def _unfolded(window: bytes, at_end: bool = False, hard: bool = False) -> tuple[bytes, list[int], list[int]]:
     """`window` with each fold (blanks, one line break, blanks; or yaml's double-quoted one, `\\` line break blanks
     `\\ `, not a shell continuation's `\\` line break alone) as one space - and with `at_end`, blanks or a `\r`
-    ending it too (a fold may be coming) - and where its pieces came from: `(joined, starts, origins)`, joined
+    ending it too (a fold may be coming; only BreakSet's hold passes it, in hard mode: FoldSet's builds the "fold
+    coming" reading itself, stop 30) - and where its pieces came from: `(joined, starts, origins)`, joined
     byte j of the piece starting at starts[k] came from origins[k] + (j - starts[k]) (a fold's space: where the
     fold began). See _origin. (By hand, not a regex: `[ \t]*\r?\n` is tried at every byte, 20 us
     a stream's tail.) `hard`: a fold is a line break alone (`\r\n` too), read as nothing (BreakSet)."""
