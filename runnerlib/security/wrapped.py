@@ -856,6 +856,12 @@ DUMP_START = b"\n0000000 "
 # The same for `xxd` (8 digits and a colon): its groups of 4 or 8 bytes (`-g4`, `-g8`) and uppercase hex (`-u`)
 # hold no fragment of a value under 16 bytes, or of one with bytes shown as `.` in the ASCII column.
 XXD_START = b"\n00000000: "
+# GNU grep's highlighting (`--color=always`, with any GREP_COLORS but `ne`) and GCC's coloured diagnostics end every
+# colour code with the erase-line code: `\x1b[01;31m\x1b[K` match `\x1b[m\x1b[K`. One trigger for every secret, as
+# the dump starts: a line holding it is read without its codes (an ANSI line, view_occurrences), and a value that one
+# of its codes cuts is masked however short the pieces are. A highlight inside a value cuts it in three, and its
+# 8-byte raw fragments need a piece of 15 bytes or more to be whole in one.
+COLOUR_ERASE = b"m\x1b[K"
 
 
 def dump_starts() -> tuple[bytes, bytes]:
@@ -883,6 +889,7 @@ def wrap_triggers(value: bytes, encoded: list[bytes]) -> list[bytes]:
     out.update(dict.fromkeys(fragments(b", ".join(b"0x" + p for p in low), "list")))
     out.update(dict.fromkeys(od_c_fragments(value)))
     out.update(dict.fromkeys(dump_starts()))
+    out[COLOUR_ERASE] = None
     return list(out)
 
 

@@ -575,7 +575,33 @@ def test_a_colour_cut_value_is_held_while_a_hit_inside_it_may_come(secrets: list
     assert all(stream_through(registry, [text[:cut], text[cut:]]) == whole for cut in range(1, len(text)))
 
 
-def test_a_form_beginning_with_a_line_break_reads_no_colour_view_from_anywhere() -> None:
+@pytest.mark.skipif(shutil.which("grep") is None, reason="needs grep")
+@pytest.mark.parametrize(("a", "b"), [(6, 14), (1, 20), (10, 11), (0, 5), (16, 21), (3, 9)])
+def test_a_value_highlighted_by_grep_is_masked_whatever_the_pieces(a: int, b: int) -> None:
+    """Found by a coverage hunt (stop 31, real `grep`): `grep --color=always -F RzJaKGta` over a line holding
+    `0qJnicRzJaKGtaUyvgqkM` prints the value in three pieces, 6, 8 and 7 bytes, between grep's codes. None held a raw
+    fragment whole (8 bytes, placed for pieces of 15), and the whole value went out in clear. grep ends each of its
+    codes with the erase-line code: `m\\x1b[K` is a trigger of its own now (wrapped.COLOUR_ERASE), and the line is read
+    without its codes wherever it is."""
+    secret = b"0qJnicRzJaKGtaUyvgqkM"
+    registry = SecretRegistry(background_merge=False)
+    registry.add_many([secret], source="test")
+    line = b"-- /. ; " + secret + b" ,;. --\n"
+    text = subprocess.run(["grep", "--color=always", "-F", secret[a:b].decode()], input=line, capture_output=True,
+                          check=True).stdout
+    assert text.count(b"\x1b[") >= 2
+    whole = registry.mask(text)
+    assert_no_fragment(wrapped._SGR.sub(b"", whole), [secret])
+    assert all(stream_through(registry, [text[:cut], text[cut:]]) == whole for cut in range(1, len(text)))
+
+
+@pytest.mark.parametrize(("code", "expected"), [
+    (b"\x1b[m", b"***\x1b[ma"),
+    # grep's codes end in the erase-line code, a trigger of its own (COLOUR_ERASE): the line is read without its codes
+    # from that hit, and the value's form `aaaaaaaaaa` across the code is masked, whole and streamed alike.
+    (b"\x1b[m\x1b[K", b"***"),
+], ids=["colour", "grep"])
+def test_a_form_beginning_with_a_line_break_reads_no_colour_view_from_anywhere(code: bytes, expected: bytes) -> None:
     """Found by the atheris harness (stop 30): `aaaaaaaaaa\\n` registered, its form `\\naaaaaaaaaa` hit at the start of
     a line with colour codes. A hit beginning with a line break was taken for a dump-start trigger (whose view reads
     on from a dump's first line and masks all it finds): the whole output masked every occurrence of the line read
@@ -583,9 +609,9 @@ def test_a_form_beginning_with_a_line_break_reads_no_colour_view_from_anywhere()
     dump-start triggers read so now."""
     registry = SecretRegistry(background_merge=False)
     registry.add_many([b"aaaaaaaaaa\n"], source="test")
-    text = b"\naaaaaaaaaa\x1b[m\x1b[Ka"
+    text = b"\naaaaaaaaaa" + code + b"a"
     whole = registry.mask(text)
-    assert whole == b"***\x1b[m\x1b[Ka"
+    assert whole == expected
     for cut in range(1, len(text)):
         for second in range(cut, len(text)):
             assert stream_through(registry, [text[:cut], text[cut:second], text[second:]]) == whole, (cut, second)
